@@ -1,0 +1,778 @@
+"""The Attention Graph (§4.1), classification influence (§4.2) and attention traversals (§4.4).
+
+Pure numpy: this module is the paper in code, and imports nothing heavier.
+
+Conventions (the same everywhere in the package)
+------------------------------------------------
+HF order, 0-based. ``attn[k, h, a, b]`` is the weight that query token ``a`` puts on key token ``b`` in
+layer ``k``'s head ``h``, for ``k = 0 .. L-1``. The graph has ``L + 1`` *levels*:
+
+- level ``L`` holds only the root ([CLS], position ``root``), the output of the last layer;
+- level ``k`` (``k = L-1 .. 0``) holds every token ``b`` with ``attn[k, h, a, b] > τ`` for some allowed
+  head ``h`` and some ``a`` in level ``k + 1``.
+
+An *edge* through layer ``k`` joins node ``(k + 1, a)`` to node ``(k, b)``; it is carried by every allowed
+head ``h`` with ``attn[k, h, a, b] > τ``. A *node* is a ``(level, token_position)`` pair.
+
+The paper numbers layers from 1 (its layer ``l`` holds the embeddings that enter layer ``l``'s
+attention). Its ``G_j^l`` is our layer ``k = l - 1``, its ``c_l`` is our ``counts[k]`` and its ``I_l`` is our
+``influence()[k]``; the equations below are rewritten in the 0-based convention.
+
+Dependencies (§4.1): a node depends on the nodes below it that it reaches by edges (its *ancestors*),
+and the nodes above it that reach it are the ones that depend on it (its *descendants*).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+from itertools import repeat
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node"]
+
+Node = tuple[int, int]
+"""A node of the Attention Graph: ``(level, token_position)``."""
+
+# Attention weights are probabilities. A small tolerance above 1 lets half-precision softmax outputs in.
+_MAX_WEIGHT = 1.0 + 1e-3
+# ceil() of eq. 4 tolerates this much floating-point noise (so 2.0000000000000004 rates 2, not 3).
+_CEIL_EPS = 1e-9
+
+
+class Edge(NamedTuple):
+    """An edge of the Attention Graph through layer ``layer``.
+
+    It joins node ``(layer + 1, a)`` (the query token ``a``) to node ``(layer, b)`` (the key token ``b``
+    it attends to with weight > τ). ``heads`` are the allowed heads that carry it, ascending.
+    """
+
+    layer: int
+    a: int
+    b: int
+    heads: tuple[int, ...]
+
+
+class PathResult(NamedTuple):
+    """Paths between tokens selected at two levels (§4.4.2).
+
+    ``nodes`` are the ``(level, token)`` nodes on the paths: the intermediate nodes plus the selected
+    tokens that the paths join. ``edges`` are the steps of those paths, each with the heads that carry it.
+    Both are empty when no path joins the selections.
+    """
+
+    nodes: set[Node]
+    edges: list[Edge]
+
+    @property
+    def heads(self) -> dict[int, tuple[int, ...]]:
+        """Layer -> the heads through which attention flows along the paths at that layer (§4.4.2)."""
+        out: dict[int, set[int]] = {}
+        for e in self.edges:
+            out.setdefault(e.layer, set()).update(e.heads)
+        return {k: tuple(sorted(v)) for k, v in sorted(out.items())}
+
+    @property
+    def intermediate(self) -> set[Node]:
+        """The nodes strictly between the two selected levels."""
+        if not self.edges:
+            return set()
+        lo = min(e.layer for e in self.edges)
+        hi = max(e.layer for e in self.edges) + 1
+        return {(lv, t) for lv, t in self.nodes if lo < lv < hi}
+
+
+# Builds an Edge from a (layer, a, b, heads) tuple without the Python-level NamedTuple.__new__, so that
+# edge lists are made at C speed inside map().
+_new_edge = partial(tuple.__new__, Edge)
+
+
+def _mask_to_nodes(mask: np.ndarray) -> set[Node]:
+    lv, tok = np.nonzero(mask)
+    return set(zip(lv.tolist(), tok.tolist()))
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """The dependency subgraph of a selection of tokens at one level (§4.4.1).
+
+    Stored as boolean masks ``[L + 1, n]`` (row = level, column = token), so that building many traces
+    is cheap; the sets and the edge list are derived on first access.
+
+    Attributes
+    ----------
+    level, tokens:
+        The selection: ``tokens`` (ascending) at ``level``. Several tokens are a *brush*.
+    head:
+        ``None``, or ``(layer, h)``: only head ``h`` connects layer ``layer`` (Fig. 6(b)).
+    ancestor_mask:
+        Nodes on levels below ``level`` that the selection depends on.
+    descendant_mask:
+        Nodes on levels above ``level`` that depend on the selection.
+    """
+
+    level: int
+    tokens: tuple[int, ...]
+    head: tuple[int, int] | None
+    ancestor_mask: np.ndarray = field(repr=False)
+    descendant_mask: np.ndarray = field(repr=False)
+    graph: AttentionGraph = field(repr=False)
+
+    @cached_property
+    def selected_mask(self) -> np.ndarray:
+        m = np.zeros_like(self.ancestor_mask)
+        m[self.level, list(self.tokens)] = True
+        return m
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """bool ``[L + 1, n]``: every node of the trace (selection, ancestors and descendants)."""
+        return self.ancestor_mask | self.descendant_mask | self.selected_mask
+
+    @cached_property
+    def ancestors(self) -> set[Node]:
+        """``(level, token)`` nodes below the selection that it depends on."""
+        return _mask_to_nodes(self.ancestor_mask)
+
+    @cached_property
+    def descendants(self) -> set[Node]:
+        """``(level, token)`` nodes above the selection that depend on it."""
+        return _mask_to_nodes(self.descendant_mask)
+
+    @cached_property
+    def selected(self) -> set[Node]:
+        return {(self.level, t) for t in self.tokens}
+
+    @cached_property
+    def nodes(self) -> set[Node]:
+        """``ancestors | descendants | selected``."""
+        return self.ancestors | self.descendants | self.selected
+
+    @property
+    def flat_indices(self) -> np.ndarray:
+        """The trace's nodes as ascending flat indices ``level * n + token`` (compact to ship to a browser)."""
+        return np.flatnonzero(self.mask)
+
+    @cached_property
+    def edges(self) -> list[Edge]:
+        """The edges the traversal used, ordered by layer then ``(a, b)``.
+
+        Each edge lists only the heads that carry it in this traversal (with ``head=(layer, h)``, only
+        ``h`` at that layer).
+        """
+        g, sel = self.graph, self.selected_mask
+        out: list[Edge] = []
+        for k in range(g.L):
+            if k < self.level:  # below the selection: from the selection/ancestors down to ancestors
+                src, dst = self.ancestor_mask[k + 1] | sel[k + 1], self.ancestor_mask[k]
+            else:  # above: from descendants down to descendants or the selection
+                src, dst = self.descendant_mask[k + 1], self.descendant_mask[k] | sel[k]
+            if src.any() and dst.any():
+                out.extend(g._edges_between(k, src, dst, self.head))
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trace):
+            return NotImplemented
+        return (
+            self.level == other.level
+            and self.tokens == other.tokens
+            and self.head == other.head
+            and np.array_equal(self.ancestor_mask, other.ancestor_mask)
+            and np.array_equal(self.descendant_mask, other.descendant_mask)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+class AttentionGraph:
+    """The Attention Graph of one input (§4.1, Fig. 3).
+
+    Build it with :meth:`build`. The graph is immutable; every array attribute is read-only.
+
+    Attributes
+    ----------
+    L, H, n:
+        Layers, heads per layer, tokens.
+    tau:
+        The threshold τ: an attention weight is an edge when it is *strictly* greater than τ.
+    root:
+        Position of the root token ([CLS]), the only node of level ``L``.
+    heads:
+        bool ``[L, H]``: the allowed heads (§4.1, option 2). All True when no mask was given.
+    levels:
+        ``L + 1`` ascending int arrays; ``levels[L] == [root]``.
+    member:
+        bool ``[L + 1, n]``; ``member[k, w] == (w in levels[k])``.
+    active:
+        bool ``[L, H, n, n]``: ``active[k, h, a, b]`` iff ``a`` is in ``levels[k + 1]``, head ``h`` is
+        allowed and ``attn[k, h, a, b] > τ`` -- the per-head bipartite graphs ``G_j^l`` restricted to the
+        Attention Graph.
+    counts:
+        int ``[L, n]``, eq. 3: ``counts[k, w] = Σ_{a ∈ levels[k+1]} #{allowed h : attn[k, h, a, w] > τ}``,
+        the paper's ``c_{k+1}(w)``.
+    attn:
+        The attention array the graph was built from: a read-only view, not a copy.
+    """
+
+    def __init__(self, attn, tau: float = 0.3, heads=None, root: int = 0):
+        attn = np.asarray(attn)
+        if attn.ndim != 4:
+            raise ValueError(
+                f"attn must be a 4-d array [L, H, n, n] (layer, head, query, key); got shape {attn.shape}"
+            )
+        L, H, n, n2 = attn.shape
+        if n != n2:
+            raise ValueError(
+                f"attn must be square in its last two axes [L, H, n, n]; got shape {attn.shape}"
+            )
+        if L == 0 or H == 0 or n == 0:
+            raise ValueError(f"attn must have at least one layer, head and token; got shape {attn.shape}")
+        if not np.issubdtype(attn.dtype, np.floating):
+            raise ValueError(f"attn must hold floating-point attention weights; got dtype {attn.dtype}")
+        lo, hi = attn.min(), attn.max()
+        if np.isnan(lo) or np.isnan(hi):
+            raise ValueError("attn contains NaN; attention weights must be finite numbers in [0, 1]")
+        if lo < 0 or hi > _MAX_WEIGHT:
+            raise ValueError(
+                f"attention weights must lie in [0, 1] (softmax outputs, not scores); got values in "
+                f"[{float(lo):.4g}, {float(hi):.4g}]"
+            )
+        try:
+            tau = float(tau)
+        except (TypeError, ValueError):
+            raise ValueError(f"tau must be a number in [0, 1); got {tau!r}") from None
+        if not 0.0 <= tau < 1.0:  # also rejects NaN
+            raise ValueError(f"tau must lie in [0, 1); got {tau}")
+        if heads is None:
+            heads_mask = np.ones((L, H), dtype=bool)
+        else:
+            heads_mask = np.asarray(heads)
+            if heads_mask.dtype != bool:
+                raise ValueError(f"heads must be a boolean mask [L, H]; got dtype {heads_mask.dtype}")
+            if heads_mask.shape != (L, H):
+                raise ValueError(
+                    f"heads mask must have shape [L, H] = {(L, H)} to match attn; got {heads_mask.shape}"
+                )
+            heads_mask = heads_mask.copy()
+        if isinstance(root, (bool, np.bool_)):
+            raise ValueError(f"root must be a token position; got {root!r}")
+        try:
+            root = operator.index(root)
+        except TypeError:
+            raise ValueError(f"root must be an integer token position; got {root!r}") from None
+        if not 0 <= root < n:
+            raise ValueError(f"root {root} is out of range for n = {n} tokens")
+
+        member = np.zeros((L + 1, n), dtype=bool)
+        member[L, root] = True
+        active = np.zeros((L, H, n, n), dtype=bool)  # calloc: untouched rows cost nothing
+        nheads = np.zeros((L, n, n), dtype=np.int32)  # allowed heads carrying edge (k+1, a) -> (k, b)
+        out_deg = np.zeros((L, n, H), dtype=np.int32)  # glyph data: out_deg[k, a, h]
+        counts = np.zeros((L, n), dtype=np.int64)
+        rows = np.array([root])
+        all_heads = bool(heads_mask.all())
+        for k in range(L - 1, -1, -1):
+            # Only the rows of the tokens in level k + 1 can start an edge through layer k.
+            sub = attn[k][:, rows, :] > tau  # [H, m, n]
+            if not all_heads:
+                sub &= heads_mask[k][:, None, None]
+            active[k][:, rows, :] = sub
+            nh = sub.sum(axis=0, dtype=np.int32)  # [m, n]
+            nheads[k, rows] = nh
+            out_deg[k, rows] = sub.sum(axis=2, dtype=np.int32).T
+            counts[k] = nh.sum(axis=0)  # eq. 3
+            member[k] = nh.any(axis=0)
+            rows = np.flatnonzero(member[k])
+
+        self.attn = _readonly(attn.view())  # the caller's array, seen read-only (not copied)
+        self.L, self.H, self.n = L, H, n
+        self.tau = tau
+        self.root = root
+        self.heads = _readonly(heads_mask)
+        self.member = _readonly(member)
+        self.levels = [_readonly(np.flatnonzero(member[k])) for k in range(L + 1)]
+        self.active = _readonly(active)
+        self.counts = _readonly(counts)
+        self._nheads = _readonly(nheads)
+        self._adj = _readonly(nheads > 0)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
+        self._out_deg = _readonly(out_deg)
+
+    @classmethod
+    def build(cls, attn, tau: float = 0.3, heads=None, root: int = 0) -> AttentionGraph:
+        """Build the Attention Graph from attentions ``attn`` float ``[L, H, n, n]`` (§4.1).
+
+        Starting from the root at level ``L``, level ``k`` gathers the tokens that some token of level
+        ``k + 1`` attends to with weight > ``tau`` through an allowed head of layer ``k``.
+
+        Parameters
+        ----------
+        attn:
+            Softmax attention weights, ``attn[k, h, a, b]`` = weight of query ``a`` on key ``b``.
+        tau:
+            The threshold τ in [0, 1).
+        heads:
+            Optional bool mask ``[L, H]`` of allowed heads; None allows every head.
+        root:
+            Position of [CLS].
+
+        Raises
+        ------
+        ValueError
+            For a wrong shape, non-finite or out-of-range weights, τ outside [0, 1), a heads mask of the
+            wrong shape or dtype, or a root out of range.
+        """
+        return cls(attn, tau=tau, heads=heads, root=root)
+
+    def __repr__(self) -> str:
+        sizes = [len(lv) for lv in self.levels]
+        return (
+            f"AttentionGraph(L={self.L}, H={self.H}, n={self.n}, tau={self.tau}, root={self.root}, "
+            f"level sizes={sizes})"
+        )
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_layer(self, k, what: str = "layer") -> int:
+        k = self._as_int(k, what)
+        if not 0 <= k < self.L:
+            raise ValueError(f"{what} {k} is out of range: layers are 0 .. {self.L - 1}")
+        return k
+
+    def _check_level(self, level) -> int:
+        level = self._as_int(level, "level")
+        if not 0 <= level <= self.L:
+            raise ValueError(f"level {level} is out of range: levels are 0 .. {self.L}")
+        return level
+
+    @staticmethod
+    def _as_int(x, what: str) -> int:
+        if isinstance(x, (bool, np.bool_)):
+            raise ValueError(f"{what} must be an integer; got {x!r}")
+        try:
+            return operator.index(x)
+        except TypeError:
+            raise ValueError(f"{what} must be an integer; got {x!r}") from None
+
+    def _check_tokens(self, level: int, tokens, *, require_member: bool = True) -> np.ndarray:
+        if isinstance(tokens, (int, np.integer)) and not isinstance(tokens, (bool, np.bool_)):
+            toks = [tokens]
+        elif isinstance(tokens, Iterable) and not isinstance(tokens, (str, bytes)):
+            toks = list(np.asarray(tokens).ravel().tolist()) if isinstance(tokens, np.ndarray) else list(tokens)
+        else:
+            raise ValueError(f"tokens must be a token position or an iterable of positions; got {tokens!r}")
+        if not toks:
+            raise ValueError(f"select at least one token at level {level}")
+        out = sorted({self._as_int(t, "token") for t in toks})
+        for t in out:
+            if not 0 <= t < self.n:
+                raise ValueError(f"token {t} is out of range for n = {self.n} tokens")
+            if require_member and not self.member[level, t]:
+                raise ValueError(
+                    f"token {t} is not in level {level} of the Attention Graph "
+                    f"(level {level} holds {self.levels[level].tolist()})"
+                )
+        return np.asarray(out, dtype=np.intp)
+
+    def _check_head(self, head) -> tuple[int, int] | None:
+        if head is None:
+            return None
+        try:
+            layer, h = head
+        except (TypeError, ValueError):
+            raise ValueError(f"head must be None or a (layer, head) pair; got {head!r}") from None
+        layer = self._check_layer(layer)
+        h = self._as_int(h, "head")
+        if not 0 <= h < self.H:
+            raise ValueError(f"head {h} is out of range: heads are 0 .. {self.H - 1}")
+        return layer, h
+
+    @staticmethod
+    def _check_alpha(alpha) -> float:
+        try:
+            alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}") from None
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha is the decay of eq. 4 and must lie in [0, 1]; got {alpha}")
+        return alpha
+
+    # ------------------------------------------------------------------ influence (§4.2)
+
+    def influence(self, alpha: float = 0.5) -> np.ndarray:
+        """Classification influence, eq. 4: float ``[L, n]``.
+
+        ``influence[k, w] = 1/(L-k) · Σ_{k'=k}^{L-1} α^{L-1-k'} · counts[k', w]``, i.e. the paper's
+        ``I_l(w) = 1/(L-l+1) Σ_{l'=l}^{L} α^{L-l'} c_{l'}(w)`` with ``l = k + 1``: the average over the
+        layers from ``k`` up of the counts of eq. 3, decayed by ``α`` per layer below the last.
+        """
+        alpha = self._check_alpha(alpha)
+        L = self.L
+        ks = np.arange(L)
+        weighted = (alpha ** (L - 1 - ks))[:, None] * self.counts
+        suffix = np.cumsum(weighted[::-1], axis=0)[::-1]  # Σ_{k'=k}^{L-1}
+        return suffix / (L - ks)[:, None]
+
+    def ratings(self, k: int, alpha: float = 0.5) -> np.ndarray:
+        """The sentence view's 5-circle rating at layer ``k`` (§4.2): int ``[n]``, ``min(5, ⌈I_k⌉)``."""
+        k = self._check_layer(k)
+        infl = self.influence(alpha)[k]
+        return np.minimum(5, np.ceil(infl - _CEIL_EPS)).astype(np.int64)
+
+    # ------------------------------------------------------------------ edges
+
+    def edges(self, k: int) -> list[Edge]:
+        """The edges through layer ``k``, from ``levels[k+1]`` to ``levels[k]``, ordered by ``(a, b)``."""
+        k = self._check_layer(k)
+        full = np.ones(self.n, dtype=bool)
+        return self._edges_between(k, full, full, None)
+
+    def edge_array(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Array form of :meth:`edges` for fast consumers.
+
+        Returns ``(a, b, heads, weights)``: int ``[m]``, int ``[m]``, bool ``[m, H]`` (the carrying heads)
+        and float ``[m, H]`` (``attn[k, h, a, b]``, for every head, carrying or not).
+        """
+        k = self._check_layer(k)
+        a, b = np.nonzero(self._adj[k])
+        return a, b, self.active[k][:, a, b].T, self.attn[k][:, a, b].T
+
+    def _edges_between(self, k: int, src: np.ndarray, dst: np.ndarray, head) -> list[Edge]:
+        """Edges through layer k from tokens ``src`` (level k+1) to ``dst`` (level k), optionally one head."""
+        if head is not None and head[0] == k:
+            h = head[1]
+            a, b = np.nonzero(self.active[k, h] & src[:, None] & dst[None, :])
+            return list(map(_new_edge, zip(repeat(k), a.tolist(), b.tolist(), repeat((h,)))))
+        a, b = np.nonzero(self._adj[k] & src[:, None] & dst[None, :])
+        if a.size == 0:
+            return []
+        # The carrying heads of each edge as a bit code, decoded through a small table of distinct
+        # codes: one allocation per edge, whatever H.
+        carrying = self.active[k][:, a, b]  # [H, m]
+        codes = np.zeros(a.size, dtype=object if self.H > 62 else np.int64)
+        for h in range(self.H):
+            codes[carrying[h]] += 1 << h
+        codes = codes.tolist()
+        table = {c: tuple(h for h in range(self.H) if c >> h & 1) for c in set(codes)}
+        return list(map(_new_edge, zip(repeat(k), a.tolist(), b.tolist(), map(table.__getitem__, codes))))
+
+    # ------------------------------------------------------------------ glyphs and sparklines (§4.3.2)
+
+    def glyphs(self, k: int) -> np.ndarray:
+        """Head-glyph data at level ``k`` (§4.3.2, the rows of the attention matrices): int ``[n, H]``.
+
+        ``glyphs(k)[w, h]`` is the number of tokens of level ``k-1`` that ``w`` (in ``levels[k]``) attends
+        to with weight > τ through head ``h`` of layer ``k-1``. It is 0 for heads that are not allowed,
+        for tokens not in the level, and everywhere on level 0 (no level below).
+        """
+        k = self._check_level(k)
+        if k == 0:
+            return np.zeros((self.n, self.H), dtype=np.int32)
+        return self._out_deg[k - 1].copy()
+
+    def sparkline_heights(self, k: int, direction: str = "attended") -> np.ndarray:
+        """All sparklines of level ``k`` at once: int ``[n, n]``, heights clamped at 3.
+
+        Row ``w`` holds, at column ``b``, the height of ``w``'s sparkline at ``x = (b - w)/(n-1)``
+        (see :meth:`sparkline`); rows of tokens not in the level are 0.
+        """
+        k = self._check_level(k)
+        return np.minimum(self._spark_raw(k, direction), 3)
+
+    def _spark_raw(self, k: int, direction: str) -> np.ndarray:
+        if direction == "attended":  # rows: w (level k) -> the tokens b of level k-1 it attends to
+            if k == 0:
+                return np.zeros((self.n, self.n), dtype=np.int32)
+            return self._nheads[k - 1]
+        if direction == "attending":  # columns: the tokens a of level k+1 that attend to w (level k)
+            if k == self.L:
+                return np.zeros((self.n, self.n), dtype=np.int32)
+            return self._nheads[k].T
+        raise ValueError(f"direction must be 'attended' or 'attending'; got {direction!r}")
+
+    def sparkline(self, k: int, w: int, direction: str = "attended") -> tuple[np.ndarray, np.ndarray]:
+        """Sparkline data for token ``w`` at level ``k`` (§4.3.2): ``(x float [m], y int [m])``.
+
+        With ``direction="attended"`` (the default) the points are the tokens ``b`` of level ``k-1`` that
+        ``w`` attends to through layer ``k-1``; ``x = (b - w)/(n-1)`` in [-1, 1] (0 is ``w`` itself, < 0
+        earlier in the sequence, > 0 later), ascending, and ``y`` is the number of allowed heads with
+        weight > τ, clamped at 3. Level 0 has no level below and gives empty arrays.
+
+        With ``direction="attending"`` the points are instead the tokens ``a`` of level ``k+1`` that attend
+        to ``w`` through layer ``k``, at ``x = (a - w)/(n-1)`` (the *columns* reading of §4.3.2: under a
+        token, where in the sequence the tokens that depend on it sit); level ``L`` gives empty arrays.
+
+        Raises
+        ------
+        ValueError
+            If ``w`` is not in ``levels[k]`` or ``direction`` is unknown.
+        """
+        k = self._check_level(k)
+        heights = self._spark_raw(k, direction)
+        sel = self._check_tokens(k, w)
+        if sel.size != 1:
+            raise ValueError(f"sparkline takes one token; got {sel.tolist()}")
+        w = int(sel[0])
+        row = heights[w]
+        pos = np.flatnonzero(row)
+        return (pos - w) / max(self.n - 1, 1), np.minimum(row[pos], 3).astype(np.int64)
+
+    def sparklines(self, k: int, direction: str = "attended") -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """:meth:`sparkline` of every token of level ``k``, in bulk: ``{w: (x, y)}``."""
+        k = self._check_level(k)
+        toks = self.levels[k]
+        heights = self._spark_raw(k, direction)[toks]  # [m, n]
+        rows, pos = np.nonzero(heights)
+        x = (pos - toks[rows]) / max(self.n - 1, 1)
+        y = np.minimum(heights[rows, pos], 3).astype(np.int64)
+        cuts = np.searchsorted(rows, np.arange(1, len(toks)))
+        return {w: (xs, ys) for w, xs, ys in zip(toks.tolist(), np.split(x, cuts), np.split(y, cuts))}
+
+    # ------------------------------------------------------------------ traversals (§4.4)
+
+    def _layer_adj(self, k: int, head) -> np.ndarray:
+        if head is not None and head[0] == k:
+            return self.active[k, head[1]]
+        return self._adj[k]
+
+    def _down(self, level: int, sel: np.ndarray, head) -> np.ndarray:
+        """Ancestor mask [L+1, n] of the selection ``sel`` (token indices at ``level``).
+
+        The first step intersects the selected tokens' dependencies (a brush, §4.4.1); the traversal then
+        goes on from that intersection.
+        """
+        out = np.zeros((self.L + 1, self.n), dtype=bool)
+        if level == 0:
+            return out
+        f = self._layer_adj(level - 1, head)[sel].all(axis=0)
+        out[level - 1] = f
+        for k in range(level - 2, -1, -1):
+            if not f.any():
+                break
+            f = self._layer_adj(k, head)[f].any(axis=0)
+            out[k] = f
+        return out
+
+    def _up(self, level: int, sel: np.ndarray, head) -> np.ndarray:
+        """Descendant mask [L+1, n] of the selection (intersected at the first step, as :meth:`_down`)."""
+        out = np.zeros((self.L + 1, self.n), dtype=bool)
+        if level == self.L:
+            return out
+        f = self._layer_adj(level, head)[:, sel].all(axis=1)
+        out[level + 1] = f
+        for k in range(level + 1, self.L):
+            if not f.any():
+                break
+            f = self._layer_adj(k, head)[:, f].any(axis=1)
+            out[k + 1] = f
+        return out
+
+    def trace(self, level: int, tokens, head=None) -> Trace:
+        """The dependencies of the tokens ``tokens`` selected at ``level`` (§4.4.1, Fig. 6).
+
+        A pair of nodes is dependent when a path joins them in the Attention Graph. The trace holds the
+        nodes below that the selection depends on (ancestors) and the nodes above that depend on it
+        (descendants).
+
+        Parameters
+        ----------
+        level:
+            0 .. L.
+        tokens:
+            A token, or several tokens (a brush). For a brush the dependencies of the brushed tokens are
+            intersected at the adjacent level, before the traversal continues (§4.4.1): the next level
+            holds the nodes that *every* brushed token depends on (or that depend on every brushed
+            token), and the traversal goes on from those.
+        head:
+            ``None``, or ``(layer, h)``: only head ``h`` connects layer ``layer``; every other layer uses
+            all allowed heads (Fig. 6(b)). A head outside the allowed mask connects nothing.
+
+        Raises
+        ------
+        ValueError
+            If ``level`` or ``head`` is out of range, or a token is not in ``levels[level]``.
+        """
+        level = self._check_level(level)
+        sel = self._check_tokens(level, tokens)
+        head = self._check_head(head)
+        return Trace(
+            level,
+            tuple(sel.tolist()),
+            head,
+            _readonly(self._down(level, sel, head)),
+            _readonly(self._up(level, sel, head)),
+            self,
+        )
+
+    def ancestors(self, level: int, tokens, head=None) -> set[Node]:
+        """The ``(level, token)`` nodes below that the selection depends on (see :meth:`trace`)."""
+        return self.trace(level, tokens, head).ancestors
+
+    def descendants(self, level: int, tokens, head=None) -> set[Node]:
+        """The ``(level, token)`` nodes above that depend on the selection (see :meth:`trace`)."""
+        return self.trace(level, tokens, head).descendants
+
+    def paths(self, level_a: int, tokens_a, level_b: int, tokens_b) -> PathResult:
+        """The paths between tokens selected at two levels, adjacent or not (§4.4.2, Figs. 7 and 8).
+
+        For adjacent levels the result holds every edge joining a selected token of the upper level to a
+        selected token of the lower one, with the heads that carry it (Fig. 7).
+
+        For levels further apart it holds the intermediate nodes through which attention flows from the
+        upper selection down to the lower one, and every step of those paths with its heads (Fig. 8).
+        With several tokens on a side, the paths are *intersection paths*: the nodes next to that side
+        must connect to every selected token of it (the brush rule of :meth:`trace`).
+
+        Raises
+        ------
+        ValueError
+            If the two levels are equal or out of range, or a token is not in its level.
+        """
+        la, lb = self._check_level(level_a), self._check_level(level_b)
+        if la == lb:
+            raise ValueError(f"select tokens at two different levels; both are level {la}")
+        sa, sb = self._check_tokens(la, tokens_a), self._check_tokens(lb, tokens_b)
+        (hi, s_hi), (lo, s_lo) = ((la, sa), (lb, sb)) if la > lb else ((lb, sb), (la, sa))
+        top = np.zeros(self.n, dtype=bool)
+        top[s_hi] = True
+        bottom = np.zeros(self.n, dtype=bool)
+        bottom[s_lo] = True
+        if hi - lo == 1:
+            edges = self._edges_between(lo, top, bottom, None)
+            nodes = {(hi, e.a) for e in edges} | {(lo, e.b) for e in edges}
+            return PathResult(nodes, edges)
+        on_path = self._down(hi, s_hi, None) & self._up(lo, s_lo, None)
+        if not on_path[lo + 1 : hi].any(axis=1).all():
+            return PathResult(set(), [])
+        mask = on_path.copy()
+        mask[:lo] = False
+        mask[hi + 1 :] = False
+        mask[hi], mask[lo] = top, bottom
+        edges: list[Edge] = []
+        for k in range(lo, hi):
+            edges.extend(self._edges_between(k, mask[k + 1], mask[k], None))
+        return PathResult(_mask_to_nodes(mask), edges)
+
+    # ------------------------------------------------------------------ all traces at once
+
+    @cached_property
+    def _reach(self):
+        """Reachability of every node, propagated level by level as packed bitsets.
+
+        Nodes are numbered compactly: bit ``off[j] + i`` stands for node ``(j, levels[j][i])``. Each node's
+        set is a row of ``W`` uint64 words. ``down[l]`` (``[m_l, W]``) holds the ancestors of level l's
+        nodes: the OR, over each node's children on level l-1, of the child's own bit and ancestors (a
+        boolean matrix product in the OR-AND semiring, 64 nodes per machine word). ``up[l]`` likewise
+        holds the descendants. No BLAS and no per-node search is involved.
+        """
+        L, lv = self.L, self.levels
+        sizes = [len(x) for x in lv]
+        off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+        flat = np.concatenate([j * self.n + lv[j] for j in range(L + 1)])  # compact bit -> flat index
+        words = max(1, -(-int(off[-1]) // 64))
+        own = []  # own[l]: each node of level l's own bit
+        for l in range(L + 1):
+            bits = np.zeros((sizes[l], words * 64), dtype=bool)
+            bits[np.arange(sizes[l]), off[l] + np.arange(sizes[l])] = True
+            own.append(np.packbits(bits, axis=1, bitorder="little").view(np.uint64))
+        sub = [self._adj[k][np.ix_(lv[k + 1], lv[k])] for k in range(L)]  # [m_{k+1}, m_k]
+        down = [np.zeros((sizes[0], words), dtype=np.uint64)]
+        for l in range(1, L + 1):
+            down.append(_or_and(sub[l - 1], down[l - 1] | own[l - 1]))
+        up = [np.zeros((0, words), dtype=np.uint64)] * L + [np.zeros((sizes[L], words), dtype=np.uint64)]
+        for l in range(L - 1, -1, -1):
+            up[l] = _or_and(sub[l].T, up[l + 1] | own[l + 1])
+        return off, flat, down, up, own
+
+    def _expand(self, packed: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """Packed compact rows [m, W] -> read-only full masks [m, L+1, n]."""
+        m = packed.shape[0]
+        compact = np.unpackbits(packed.view(np.uint8), axis=1, count=flat.size, bitorder="little")
+        full = np.zeros((m, (self.L + 1) * self.n), dtype=bool)
+        full[:, flat] = compact.view(bool)
+        return _readonly(full.reshape(m, self.L + 1, self.n))
+
+    def _level_masks(self, l: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ancestor and descendant masks of every node of level ``l``: bool ``[m_l, L+1, n]`` each."""
+        _, flat, down, up, _ = self._reach
+        return self._expand(down[l], flat), self._expand(up[l], flat)
+
+    def all_traces(self) -> dict[Node, Trace]:
+        """The plain :meth:`trace` of every node, ``{(level, token): Trace}``, computed in bulk.
+
+        Reachability is propagated level by level over packed bitsets (see ``_reach``), with no
+        per-node search, so this is cheap enough to precompute every hover highlight set (P4).
+        """
+        out: dict[Node, Trace] = {}
+        for l in range(self.L + 1):
+            if not len(self.levels[l]):
+                continue
+            anc, desc = self._level_masks(l)
+            for i, w in enumerate(self.levels[l].tolist()):
+                out[(l, w)] = Trace(l, (w,), None, anc[i], desc[i], self)
+        return out
+
+    def all_head_traces(self) -> dict[tuple[int, int, int], Trace]:
+        """``{(level, token, h): trace(level, token, head=(level-1, h))}`` for every head glyph that is lit.
+
+        These are the highlights of hovering a head glyph (Fig. 6(b)): only head ``h`` connects the token
+        to the level below, all other layers use every allowed head. Keys exist for ``level >= 1`` and
+        ``glyphs(level)[token, h] > 0``. Computed in bulk like :meth:`all_traces`.
+        """
+        off, flat, down, up, own = self._reach
+        out: dict[tuple[int, int, int], Trace] = {}
+        lv = self.levels
+        for l in range(1, self.L + 1):
+            if len(lv[l]) == 0 or len(lv[l - 1]) == 0:
+                continue
+            first = self.active[l - 1][:, lv[l]][:, :, lv[l - 1]]  # [H, m_l, m_{l-1}]: the step via head h
+            hh, ii = np.nonzero(first.any(axis=2))
+            if hh.size == 0:
+                continue
+            anc = self._expand(_or_and(first[hh, ii], down[l - 1] | own[l - 1]), flat)
+            desc = self._expand(up[l], flat)
+            for r, (h, i) in enumerate(zip(hh.tolist(), ii.tolist())):
+                w = int(lv[l][i])
+                out[(l, w, h)] = Trace(l, (w,), (l - 1, h), anc[r], desc[i], self)
+        return out
+
+    # ------------------------------------------------------------------ misc
+
+    def nodes(self) -> Iterator[Node]:
+        """Every node, level by level from 0 up."""
+        for k, lv in enumerate(self.levels):
+            for w in lv.tolist():
+                yield (k, w)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.member.sum())
+
+    def edge_count(self) -> int:
+        """Number of edges (token pairs, over all layers)."""
+        return int(self._adj.sum())
+
+
+def _or_and(sel: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """Boolean matrix product over packed bitsets: row i = OR of ``sets[j]`` for every j with ``sel[i, j]``.
+
+    ``sel`` bool [r, m], ``sets`` uint64 [m, W] -> uint64 [r, W].
+    """
+    r, m = sel.shape
+    out = np.zeros((r, sets.shape[1]), dtype=np.uint64)
+    if r == 0 or m == 0:
+        return out
+    if r * m * sets.shape[1] <= 1 << 20:  # small: one vectorised reduction
+        return np.bitwise_or.reduce(np.where(sel[:, :, None], sets[None], np.uint64(0)), axis=1)
+    for j in np.flatnonzero(sel.any(axis=0)).tolist():  # large: one pass per column
+        out[sel[:, j]] |= sets[j]
+    return out
