@@ -1,0 +1,461 @@
+"""Export the Attention Flows views as SVG or PNG, selection included, without a browser.
+
+bertviz's users ask for a picture they can put in a paper; the browser's canvas only gives a PNG of one
+plot. Here the server draws the sentence view, the radial Attention Flow view, the Sentence Context view
+and the legend from the very columns it sends to the browser (coordinates, display states of the frozen
+selection), onto one of two canvases with the same small drawing API:
+
+- :class:`SvgCanvas` writes a standalone SVG (vector, text stays text);
+- :class:`PngCanvas` rasterises with Pillow (a Bokeh dependency, so always installed) at 2× and
+  downsamples, for antialiased edges.
+
+Both work offline. :func:`export_views` is what the view's download buttons call.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+
+__all__ = ["SvgCanvas", "PngCanvas", "export_views", "FORMATS"]
+
+FORMATS = ("svg", "png")
+_FONT = "DejaVu Sans, Helvetica Neue, Arial, sans-serif"
+
+
+def _hex(color: str) -> tuple[int, int, int, int]:
+    c = color.lstrip("#")
+    if len(c) == 6:
+        c += "ff"
+    return tuple(int(c[i : i + 2], 16) for i in (0, 2, 4, 6))  # type: ignore[return-value]
+
+
+class SvgCanvas:
+    """A page of ``width`` × ``height`` px (y down) that collects SVG elements."""
+
+    def __init__(self, width: float, height: float, background: str = "#ffffff"):
+        self.width, self.height = float(width), float(height)
+        self.parts: list[str] = [f'<rect x="0" y="0" width="{self.width:.0f}" height="{self.height:.0f}" fill="{background}"/>']
+
+    def _paint(self, color: str | None, alpha: float, kind: str) -> str:
+        if color is None or alpha <= 0:
+            return f'{kind}="none"'
+        r, g, b, a = _hex(color)
+        op = alpha * a / 255
+        return f'{kind}="#{r:02x}{g:02x}{b:02x}"' + (f' {kind}-opacity="{op:.3g}"' if op < 1 else "")
+
+    def group(self, label: str) -> None:
+        self.parts.append(f"<!-- {escape(label)} -->")
+
+    def rect(self, cx, cy, w, h, angle_deg=0.0, fill=None, alpha=1.0, stroke=None, stroke_alpha=1.0, stroke_width=1.0):
+        tr = f' transform="rotate({angle_deg:.2f} {cx:.2f} {cy:.2f})"' if angle_deg else ""
+        self.parts.append(
+            f'<rect x="{cx - w / 2:.2f}" y="{cy - h / 2:.2f}" width="{w:.2f}" height="{h:.2f}"{tr} '
+            f'{self._paint(fill, alpha, "fill")} {self._paint(stroke, stroke_alpha, "stroke")}'
+            + (f' stroke-width="{stroke_width:.2g}"' if stroke else "") + "/>"
+        )
+
+    def line(self, x0, y0, x1, y1, color, alpha=1.0, width=1.0, cap="butt"):
+        self.parts.append(
+            f'<line x1="{x0:.2f}" y1="{y0:.2f}" x2="{x1:.2f}" y2="{y1:.2f}" {self._paint(color, alpha, "stroke")} '
+            f'stroke-width="{width:.2g}" stroke-linecap="{cap}"/>'
+        )
+
+    def bezier(self, x0, y0, cx0, cy0, cx1, cy1, x1, y1, color, alpha=1.0, width=1.0):
+        self.parts.append(
+            f'<path d="M{x0:.1f} {y0:.1f}C{cx0:.1f} {cy0:.1f} {cx1:.1f} {cy1:.1f} {x1:.1f} {y1:.1f}" fill="none" '
+            f'{self._paint(color, alpha, "stroke")} stroke-width="{width:.2g}"/>'
+        )
+
+    def circle(self, cx, cy, r, fill=None, alpha=1.0, stroke=None, stroke_alpha=1.0, stroke_width=1.0):
+        self.parts.append(
+            f'<circle cx="{cx:.2f}" cy="{cy:.2f}" r="{r:.2f}" {self._paint(fill, alpha, "fill")} '
+            f'{self._paint(stroke, stroke_alpha, "stroke")}' + (f' stroke-width="{stroke_width:.2g}"' if stroke else "") + "/>"
+        )
+
+    def annulus(self, cx, cy, r0, r1, fill, alpha=1.0, stroke=None):
+        rm, w = (r0 + r1) / 2, r1 - r0
+        self.parts.append(
+            f'<circle cx="{cx:.2f}" cy="{cy:.2f}" r="{rm:.2f}" fill="none" {self._paint(fill, alpha, "stroke")} '
+            f'stroke-width="{w:.2f}"/>'
+        )
+        if stroke:
+            for r in (r0, r1):
+                self.circle(cx, cy, r, stroke=stroke, stroke_width=1.0)
+
+    def wedge(self, cx, cy, r0, r1, a0, a1, fill, alpha=1.0):
+        """Annular wedge between screen angles a0 → a1 (radians, clockwise on screen since y is down)."""
+        pts = []
+        steps = max(2, int(abs(a1 - a0) / 0.1) + 1)
+        for t in np.linspace(a0, a1, steps):
+            pts.append((cx + r1 * math.cos(t), cy + r1 * math.sin(t)))
+        for t in np.linspace(a1, a0, steps):
+            pts.append((cx + r0 * math.cos(t), cy + r0 * math.sin(t)))
+        self.polygon(pts, fill, alpha)
+
+    def polygon(self, pts, fill, alpha=1.0):
+        d = " ".join(f"{x:.2f},{y:.2f}" for x, y in pts)
+        self.parts.append(f'<polygon points="{d}" {self._paint(fill, alpha, "fill")}/>')
+
+    def text(self, x, y, s, size, color="#222222", alpha=1.0, angle_deg=0.0, anchor="middle", baseline="middle", bold=False):
+        if not s:
+            return
+        tr = f' transform="rotate({angle_deg:.2f} {x:.2f} {y:.2f})"' if angle_deg else ""
+        base = {"middle": "central", "alphabetic": "alphabetic", "top": "hanging"}[baseline]
+        weight = ' font-weight="bold"' if bold else ""
+        self.parts.append(
+            f'<text x="{x:.2f}" y="{y:.2f}" font-size="{size:.3g}" text-anchor="{anchor}" dominant-baseline="{base}"'
+            f'{tr}{weight} {self._paint(color, alpha, "fill")}>{escape(str(s))}</text>'
+        )
+
+    def to_bytes(self) -> bytes:
+        head = (
+            f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{self.width:.0f}" height="{self.height:.0f}" '
+            f'viewBox="0 0 {self.width:.0f} {self.height:.0f}" font-family="{_FONT}">'
+        )
+        return (head + "\n".join(self.parts) + "</svg>\n").encode("utf-8")
+
+
+class PngCanvas:
+    """The same API drawn with Pillow at ``scale``× and downsampled (antialiasing)."""
+
+    _fonts: dict = {}
+
+    def __init__(self, width: float, height: float, background: str = "#ffffff", scale: int = 2):
+        from PIL import Image, ImageDraw
+
+        self.s = scale
+        self.width, self.height = float(width), float(height)
+        self.img = Image.new("RGB", (int(math.ceil(width * scale)), int(math.ceil(height * scale))), background)
+        self.draw = ImageDraw.Draw(self.img, "RGBA")
+
+    def _c(self, color, alpha):
+        if color is None or alpha <= 0:
+            return None
+        r, g, b, a = _hex(color)
+        return (r, g, b, int(round(255 * alpha * a / 255)))
+
+    def _font(self, size: float, bold: bool = False):
+        from PIL import ImageFont
+
+        key = (round(size * self.s), bold)
+        if key not in self._fonts:
+            names = ["DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", "LiberationSans-Regular.ttf"]
+            font = None
+            for nm in names:
+                try:
+                    font = ImageFont.truetype(nm, key[0])
+                    break
+                except OSError:
+                    continue
+            if font is None:
+                font = ImageFont.load_default(size=key[0])
+            self._fonts[key] = font
+        return self._fonts[key]
+
+    def group(self, label: str) -> None:
+        pass
+
+    def _pts(self, pts):
+        return [(x * self.s, y * self.s) for x, y in pts]
+
+    def polygon(self, pts, fill, alpha=1.0, outline=None):
+        c = self._c(fill, alpha)
+        if c is None and outline is None:
+            return
+        self.draw.polygon(self._pts(pts), fill=c, outline=outline)
+
+    def rect(self, cx, cy, w, h, angle_deg=0.0, fill=None, alpha=1.0, stroke=None, stroke_alpha=1.0, stroke_width=1.0):
+        t = math.radians(angle_deg)
+        c, s = math.cos(t), math.sin(t)
+        pts = []
+        for dx, dy in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)):
+            pts.append((cx + dx * c - dy * s, cy + dx * s + dy * c))
+        if fill is not None:
+            self.polygon(pts, fill, alpha)
+        if stroke is not None:
+            sc = self._c(stroke, stroke_alpha)
+            if sc:
+                self.draw.line(self._pts(pts + pts[:1]), fill=sc, width=max(1, int(round(stroke_width * self.s))))
+
+    def line(self, x0, y0, x1, y1, color, alpha=1.0, width=1.0, cap="butt"):
+        c = self._c(color, alpha)
+        if c:
+            self.draw.line(self._pts([(x0, y0), (x1, y1)]), fill=c, width=max(1, int(round(width * self.s))))
+
+    def bezier(self, x0, y0, cx0, cy0, cx1, cy1, x1, y1, color, alpha=1.0, width=1.0):
+        c = self._c(color, alpha)
+        if not c:
+            return
+        t = np.linspace(0, 1, 10)[:, None]
+        p = ((1 - t) ** 3) * [x0, y0] + 3 * ((1 - t) ** 2) * t * [cx0, cy0] + 3 * (1 - t) * t * t * [cx1, cy1] + t ** 3 * [x1, y1]
+        self.draw.line(self._pts(p.tolist()), fill=c, width=max(1, int(round(width * self.s))))
+
+    def circle(self, cx, cy, r, fill=None, alpha=1.0, stroke=None, stroke_alpha=1.0, stroke_width=1.0):
+        s = self.s
+        box = [(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s]
+        sc = self._c(stroke, stroke_alpha) if stroke else None
+        self.draw.ellipse(box, fill=self._c(fill, alpha), outline=sc, width=max(1, int(round(stroke_width * s))) if sc else 0)
+
+    def annulus(self, cx, cy, r0, r1, fill, alpha=1.0, stroke=None):
+        s = self.s
+        rm, w = (r0 + r1) / 2, r1 - r0
+        box = [(cx - rm - w / 2) * s, (cy - rm - w / 2) * s, (cx + rm + w / 2) * s, (cy + rm + w / 2) * s]
+        c = self._c(fill, alpha)
+        if c:
+            self.draw.ellipse(box, outline=c, width=max(1, int(round(w * s))))
+        if stroke:
+            for r in (r0, r1):
+                self.circle(cx, cy, r, stroke=stroke)
+
+    def wedge(self, cx, cy, r0, r1, a0, a1, fill, alpha=1.0):
+        pts = []
+        steps = max(2, int(abs(a1 - a0) / 0.1) + 1)
+        for t in np.linspace(a0, a1, steps):
+            pts.append((cx + r1 * math.cos(t), cy + r1 * math.sin(t)))
+        for t in np.linspace(a1, a0, steps):
+            pts.append((cx + r0 * math.cos(t), cy + r0 * math.sin(t)))
+        self.polygon(pts, fill, alpha)
+
+    def text(self, x, y, s, size, color="#222222", alpha=1.0, angle_deg=0.0, anchor="middle", baseline="middle", bold=False):
+        from PIL import Image, ImageDraw
+
+        if not s:
+            return
+        c = self._c(color, alpha)
+        if c is None:
+            return
+        font = self._font(size, bold)
+        left, top, right, bottom = font.getbbox(str(s))
+        w, h = right - left + 2, int(size * self.s * 1.4) + 2
+        tile = Image.new("RGBA", (int(w), int(h)), (0, 0, 0, 0))
+        ImageDraw.Draw(tile).text((1 - left, h / 2), str(s), font=font, fill=c, anchor="lm")
+        # anchor point inside the tile
+        ax = {"start": 1.0, "middle": w / 2, "end": w - 1.0}[anchor]
+        ay = {"middle": h / 2, "alphabetic": h / 2 + size * self.s * 0.35, "top": h / 2 - size * self.s * 0.5}[baseline]
+        if angle_deg:
+            # PIL rotates counter-clockwise; SVG's rotate (y down) is clockwise on screen
+            rot = tile.rotate(-angle_deg, resample=Image.BICUBIC, expand=True)
+            t = math.radians(-angle_deg)
+            # where the anchor went: rotate (ax - w/2, ay - h/2) by the same angle, about the centre
+            dx, dy = ax - w / 2, ay - h / 2
+            rx = dx * math.cos(t) + dy * math.sin(t)
+            ry = -dx * math.sin(t) + dy * math.cos(t)
+            px = x * self.s - (rot.width / 2 + rx)
+            py = y * self.s - (rot.height / 2 + ry)
+            self.img.paste(rot, (int(round(px)), int(round(py))), rot)
+        else:
+            self.img.paste(tile, (int(round(x * self.s - ax)), int(round(y * self.s - ay))), tile)
+
+    def to_bytes(self) -> bytes:
+        from PIL import Image
+
+        out = self.img.resize((int(round(self.width)), int(round(self.height))), Image.LANCZOS)
+        buf = io.BytesIO()
+        out.save(buf, format="PNG", optimize=False)
+        return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# drawing the views from their Bokeh columns
+# --------------------------------------------------------------------------------------------------
+
+
+def _col(data: dict, key: str) -> np.ndarray:
+    return np.asarray(data[key])
+
+
+def _q(data: dict, key: str) -> np.ndarray:
+    """A quantised (int16, tenths of a pixel) coordinate column back in pixels."""
+    from attnflows_panel.views.flow import QUANT
+
+    return np.asarray(data[key], dtype=np.float64) / QUANT
+
+
+def _draw_radial(cv, flow, ox: float, oy: float) -> None:
+    """The radial view's sources, drawn with the display states of the frozen selection (``fz``)."""
+    from attnflows_panel.views.flow import (
+        EDGE_ALPHA,
+        EDGE_COLORS,
+        EDGE_WIDTH,
+        GLYPH_ALPHA,
+        GLYPH_PALETTE,
+        NODE_HALO_ALPHA,
+        NODE_TEXT,
+        SPARK_ALPHA,
+        STATE_COLORS,
+    )
+
+    S = {k: v.data for k, v in flow.sources.items()}
+    fig = flow.figure
+    x0, x1 = fig.x_range.start, fig.x_range.end
+    y0, y1 = fig.y_range.start, fig.y_range.end
+    W = fig.width
+    k = W / (x1 - x0)
+
+    def X(x):
+        return ox + (np.asarray(x, dtype=np.float64) - x0) * k
+
+    def Y(y):
+        return oy + (y1 - np.asarray(y, dtype=np.float64)) * k
+
+    def A(a):  # data angle (ccw, y up) → screen degrees (clockwise, y down)
+        return -np.degrees(np.asarray(a, dtype=np.float64))
+
+    cx, cy = float(X(0.0)), float(Y(0.0))
+    rings = S["rings"]
+    for r0, r1, fill, fa in zip(rings["r0"], rings["r1"], rings["fill"], rings["fa"]):
+        cv.annulus(cx, cy, r0 * k, r1 * k, fill, fa)
+    t = S["ticks"]
+    for a, b, c, d in zip(X(t["x0"]), Y(t["y0"]), X(t["x1"]), Y(t["y1"])):
+        cv.line(a, b, c, d, "#111111", 1.0, 3.2, cap="round")
+    for tx, ty, tl, ta in zip(X(t["tx"]), Y(t["ty"]), t["tl"], A(t["tang"])):
+        cv.text(tx, ty, tl, 8, "#9a9a9a", angle_deg=ta)
+    e = S["edges"]
+    st = _col(e, "fz")
+    ea, ha = _col(e, "ea"), _col(e, "ha")
+    order = np.argsort(np.where(st < 4, 1, 0), kind="stable")  # highlighted edges on top
+    ex0, ey0, ex1, ey1 = X(_q(e, "x0")), Y(_q(e, "y0")), X(_q(e, "x1")), Y(_q(e, "y1"))
+    ecx0, ecy0, ecx1, ecy1 = X(_q(e, "cx0")), Y(_q(e, "cy0")), X(_q(e, "cx1")), Y(_q(e, "cy1"))
+    cv.group("edges")
+    for i in order:
+        s = int(st[i])
+        alpha = ea[i] / 255 if 5 <= s <= 8 else (ha[i] / 255 if 1 <= s <= 3 else EDGE_ALPHA[s])
+        if alpha <= 0.004:
+            continue
+        cv.bezier(ex0[i], ey0[i], ecx0[i], ecy0[i], ecx1[i], ecy1[i], ex1[i], ey1[i], EDGE_COLORS[s], alpha, EDGE_WIDTH[s] * k)
+    n = S["nodes"]
+    nst = _col(n, "fz")
+    cv.group("tokens")
+    hx, hy, hw, hh, ta = X(n["hx"]), Y(n["hy"]), _col(n, "hw") * k, _col(n, "hh") * k, A(n["ta"])
+    for i in range(len(nst)):
+        s = int(nst[i])
+        if NODE_HALO_ALPHA[s] > 0:
+            cv.rect(hx[i], hy[i], hw[i], hh[i], ta[i], STATE_COLORS[s], NODE_HALO_ALPHA[s])
+    bx, by, bw, bh = X(n["bx"]), Y(n["by"]), _col(n, "bw") * k, _col(n, "bh") * k
+    for i in range(len(nst)):
+        a = SPARK_ALPHA[int(nst[i])]
+        cv.rect(bx[i], by[i], bw[i], bh[i], ta[i], "#f4f4f4", a, "#dddddd", a, 0.5)
+    sx0, sy0, sx1, sy1 = X(n["sx0"]), Y(n["sy0"]), X(n["sx1"]), Y(n["sy1"])
+    for i in range(len(nst)):
+        cv.line(sx0[i], sy0[i], sx1[i], sy1[i], "#b0b0b0", SPARK_ALPHA[int(nst[i])], 0.6)
+    sp = S["sparks"]
+    combined = flow.data.comparison is not None
+    spc = {0: "#7f7f7f", 1: PRETRAINED_COLOR, 2: FINETUNED_COLOR}
+    for a, b, c, d, m, nid in zip(X(_q(sp, "x0")), Y(_q(sp, "y0")), X(_q(sp, "x1")), Y(_q(sp, "y1")), sp["model"], sp["node"]):
+        cv.line(a, b, c, d, spc[int(m)] if combined else "#555555", SPARK_ALPHA[int(nst[int(nid)])], 1.1)
+    g = S["glyphs"]
+    gst = _col(g, "fz")
+    gs = flow.data.style.glyph * k
+    gw_all = np.where(_col(g, "part") == 0, gs, gs / 2)
+    gta_all = A(_col(n, "ta")[_col(g, "node").astype(np.int64)])
+    for gx, gy, gw, gta, gc, s in zip(X(_q(g, "x")), Y(_q(g, "y")), gw_all, gta_all, g["gc"], gst):
+        cv.rect(gx, gy, gw, gs, gta, GLYPH_PALETTE[int(gc)], GLYPH_ALPHA[int(s)])
+    fs = [float(str(f).rstrip("px")) for f in n["fs"]]
+    lx, ly = X(n["lx"]), Y(n["ly"])
+    for i, lab in enumerate(n["label"]):
+        cv.text(lx[i], ly[i], lab, fs[i], NODE_TEXT[int(nst[i])], angle_deg=ta[i])
+
+
+def _draw_sentence(cv, sent, ox: float, oy: float) -> None:
+    from attnflows_panel.views.sentence import CIRCLE_COLORS, TOKEN_HALO, TOKEN_TEXT
+
+    t = sent.tokens.data
+    c = sent.circles.data
+    st = _col(t, "fz")
+    halo = TOKEN_HALO
+    from attnflows_panel.views.flow import STATE_COLORS
+
+    for x, ty, w, th, s in zip(t["x"], t["ty"], t["w"], t["th"], st):
+        if halo[int(s)]:
+            cv.rect(ox + x, oy + ty, w, th, 0, STATE_COLORS[int(s)], halo[int(s)])
+    for x, y, tok, s in zip(t["x"], t["y"], t["token"], st):
+        cv.text(ox + x, oy + y, tok, 13, TOKEN_TEXT[int(s)], baseline="alphabetic")
+    r = sent.layout.radius + 0.75
+    line_col = ["#bdbdbd", PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR]
+    cst = _col(c, "fz")
+    for x, y, code, s in zip(c["x"], c["y"], c["code"], cst):
+        a = 0.25 if int(s) == 4 else 1.0
+        cv.circle(ox + x, oy + y, r, CIRCLE_COLORS[int(code)] if code else "#ffffff", a, line_col[int(code)], a, 0.8)
+
+
+def _draw_context(cv, ctx, ox: float, oy: float) -> None:
+    from attnflows_panel.views.context import CONTEXT_ALPHA
+
+    fig = ctx.figure
+    x0, x1 = fig.x_range.start, fig.x_range.end
+    k = fig.width / (x1 - x0)
+    cx, cy = ox + fig.width / 2, oy + fig.height / 2
+    rd = ctx.rings.data
+    for r0, r1, fill, line in zip(rd["r0"], rd["r1"], rd["fill"], rd["line"]):
+        cv.annulus(cx, cy, r0 * k, r1 * k, fill, 1.0, stroke=None if line == "#00000000" else line)
+    pal = list(ctx.mapper.palette)
+    w = ctx.wedges.data
+    st = _col(w, "fz")
+    for r0, r1, a0, a1, s in zip(w["inner"], w["outer"], w["start"], w["end"], st):
+        # data angles are counter-clockwise with y up; on screen (y down) they flip sign
+        cv.wedge(cx, cy, r0 * k, r1 * k, -a1, -a0, pal[int(s)], CONTEXT_ALPHA[int(s)])
+    t = ctx.tick.data
+    cv.line(cx + t["x0"][0] * k, cy - t["y0"][0] * k, cx + t["x1"][0] * k, cy - t["y1"][0] * k, "#111111", 1.0, 2.5)
+
+
+def _draw_legend(cv, data, ox: float, oy: float) -> float:
+    from attnflows_panel.views.flow import GLYPH_PALETTE, RAMP_STEPS
+
+    y = oy
+    items = []
+    if data.comparison is not None:
+        items = [(PRETRAINED_COLOR, "pre-trained only"), (FINETUNED_COLOR, "fine-tuned only"), (SHARED_COLOR, "both models (shared)")]
+    for color, label in items:
+        cv.rect(ox + 6, y + 6, 10, 10, 0, color)
+        cv.text(ox + 18, y + 6, label, 11, anchor="start")
+        y += 18
+    if data.comparison is None:
+        code = next(iter(data.graphs))
+        base = 0 if code == 1 else RAMP_STEPS
+        cv.text(ox, y + 6, "head glyph: tokens attended", 11, anchor="start")
+        y += 16
+        for i in range(RAMP_STEPS):
+            cv.rect(ox + 6 + i * 22, y + 6, 12, 12, 0, GLYPH_PALETTE[base + i])
+            cv.text(ox + 6 + i * 22, y + 20, f"{i + 1}{'+' if i == RAMP_STEPS - 1 else ''}", 9)
+        y += 28
+    else:
+        cv.rect(ox + 3.5, y + 6, 5, 10, 0, PRETRAINED_COLOR)
+        cv.rect(ox + 8.5, y + 6, 5, 10, 0, FINETUNED_COLOR)
+        cv.text(ox + 18, y + 6, "split head glyph: both models", 11, anchor="start")
+        y += 18
+    return y
+
+
+def export_views(view, fmt: str = "svg") -> bytes:
+    """The current views of an :class:`~attnflows_panel.views.attention_flows.AttentionFlowsView` (its
+    frozen selection included) as one SVG or PNG page: title, sentence view on top, the radial Attention
+    Flow view below, the Sentence Context view and the legend beside it."""
+    fmt = str(fmt).lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {FORMATS}; got {fmt!r}")
+    flow, sent, ctx, data = view._flow, view._sentence, view._context, view._data
+    pad = 12
+    title_h = 40
+    rw = flow.figure.width
+    side = max(ctx.figure.width, 260)
+    width = max(sent.figure.width, rw + side + 3 * pad) + 2 * pad
+    height = title_h + sent.figure.height + pad + max(rw, ctx.figure.height + 160) + 2 * pad
+    cv = SvgCanvas(width, height) if fmt == "svg" else PngCanvas(width, height)
+    r = view.result
+    cv.text(pad, pad + 8, f"Attention Flows · {view.mode} · τ = {view.tau:.2f} · level {view.level}", 14, anchor="start", bold=True)
+    sub = f"A: {r.sentence_a}   B: {r.sentence_b}"
+    cv.text(pad, pad + 26, sub[:160] + ("…" if len(sub) > 160 else ""), 11, "#555555", anchor="start")
+    _draw_sentence(cv, sent, pad, title_h)
+    top = title_h + sent.figure.height + pad
+    _draw_radial(cv, flow, pad, top)
+    _draw_context(cv, ctx, pad * 2 + rw, top)
+    _draw_legend(cv, data, pad * 2 + rw, top + ctx.figure.height + pad)
+    if view.status:
+        cv.text(pad * 2 + rw, top + ctx.figure.height + 110, view.status[:60], 10, "#555555", anchor="start")
+    return cv.to_bytes()

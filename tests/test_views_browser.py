@@ -1,0 +1,314 @@
+"""The Attention Flows views in a real headless Chromium (Playwright), served by Panel in a thread.
+
+On a real MiniLM pair (packaged MiniLM vs. its short MRPC fine-tune): hovering a token or a head glyph
+highlights in the page exactly what graph.py / compare.py answer, clicking freezes, shift-click brushes
+and selects across rings, clicking empty space clears, the τ slider changes the rings, export buttons
+download valid files, and the browser logs no error. Screenshots go to test-output/<test>/.
+
+Every wait is on a condition (page function or server state), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import panel as pn
+import pytest
+
+from attnflows_panel.compare import GraphComparison
+from attnflows_panel.graph import AttentionGraph
+from attnflows_panel.views.attention_flows import AttentionFlowsView
+from attnflows_panel.views.flow import QUANT
+
+pytestmark = [pytest.mark.browser, pytest.mark.real_model]
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+SENTENCE_A = "The company said it expects the deal to close in the third quarter."
+SENTENCE_B = "The deal is expected to close in the third quarter, the company said."
+TAU = 0.1  # MiniLM's [CLS] attends mostly to itself above 0.2; 0.1 gives rings of 6, 11, 26, 32 tokens
+
+READY = """() => {
+  if (!window.Bokeh || Bokeh.documents.length === 0) return false;
+  const fig = Bokeh.documents[0].get_model_by_name('attnflows-radial');
+  return fig != null && Bokeh.index.find_one(fig) != null;
+}"""
+# screen position of row i of a radial-view source (columns xcol, ycol, in data units / q), via the
+# plot's own scales (glyph coordinates travel as int16 tenths of a pixel: q = 10)
+SCREEN = """([name, i, xcol, ycol, q]) => {
+  const doc = Bokeh.documents[0];
+  const src = doc.get_model_by_name(name);
+  const pv = Bokeh.index.find_one(doc.get_model_by_name('attnflows-radial'));
+  const r = pv.canvas_view.el.getBoundingClientRect();
+  const x = src.data[xcol][i] / (q || 1), y = src.data[ycol][i] / (q || 1);
+  return [r.left + pv.frame.x_scale.compute(x), r.top + pv.frame.y_scale.compute(y)];
+}"""
+NODE_STATES = """() => {
+  const d = Bokeh.documents[0].get_model_by_name('attnflows-nodes').data;
+  return {level: Array.from(d.level), pos: Array.from(d.pos), st: Array.from(d.st), fz: Array.from(d.fz)};
+}"""
+FRAME = """() => {
+  const pv = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('attnflows-radial'));
+  const r = pv.canvas_view.el.getBoundingClientRect();
+  return [r.left + pv.frame.bbox.left, r.top + pv.frame.bbox.top, pv.frame.bbox.width, pv.frame.bbox.height];
+}"""
+
+
+def _wait(cond, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def _served(factory):
+    sid = uuid.uuid4().hex
+    thread = pn.serve(factory, port=0, threaded=True, show=False, server_id=sid, title="Attention Flows")
+    try:
+        _wait(lambda: sid in pn.state._servers, what="the Panel server")
+        yield pn.state._servers[sid][0].port
+    finally:
+        thread.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, port, width=1500, height=1250):
+    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"http://localhost:{port}/")
+    page.wait_for_function(READY, timeout=30000)
+    return page, errors
+
+
+def _states(page) -> dict:
+    s = page.evaluate(NODE_STATES)
+    s["keys"] = list(zip(s["level"], s["pos"]))
+    return s
+
+
+def _lit(keys, st) -> dict:
+    """{(level, pos): code} of what the page highlights (state 1-3, or 9-11 for the selected token)."""
+    return {k: (s - 8 if s >= 9 else s) for k, s in zip(keys, st) if 1 <= s <= 3 or s >= 9}
+
+
+def _hover_node(page, i):
+    x, y = page.evaluate(SCREEN, ["attnflows-nodes", i, "hx", "hy", 1])
+    page.mouse.move(x, y)
+    page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.st[{i}] >= 9")
+    return x, y
+
+
+def _empty_spot(page):
+    left, top, w, h = page.evaluate(FRAME)
+    return left + 4, top + 4
+
+
+@pytest.fixture(scope="module")
+def minilm_result(minilm_pair):
+    return minilm_pair.run(SENTENCE_A, SENTENCE_B)
+
+
+def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_dir):
+    r = minilm_result
+    views: list[AttentionFlowsView] = []
+
+    def app():
+        v = AttentionFlowsView(r, tau=TAU, mode="combined", level=2)
+        views.append(v)
+        return v
+
+    pre = AttentionGraph.build(r.pretrained.attentions, TAU)
+    fine = AttentionGraph.build(r.finetuned.attentions, TAU)
+    comp = GraphComparison(pre, fine)
+
+    with _served(app) as port:
+        page, errors = _open(browser, port)
+        view = views[-1]
+        s = _states(page)
+        keys = s["keys"]
+        assert keys == [(k, int(t)) for k in range(comp.L + 1) for t in comp.levels[k]]
+
+        # --- hover a token: the page highlights compare.trace (each model traversed, coloured by model)
+        picks = [keys.index((lv, int(comp.levels[lv][len(comp.levels[lv]) // 2]))) for lv in (0, 2, comp.L - 1)]
+        for i in picks:
+            _hover_node(page, i)
+            s = _states(page)
+            assert _lit(keys, s["st"]) == dict(comp.trace(*keys[i])), keys[i]
+        assert len(_lit(keys, s["st"])) > 3  # a real trace, not just the token
+
+        # --- hover a head glyph: that layer restricted to that head, that model only; shift: both models
+        data = view.data
+        gl = data.glyphs
+        split = gl[gl.duplicated(["node", "head"], keep=False)]
+        row = int(split.index[0]) if len(split) else int(gl.index[len(gl) // 2])
+        node, head, model = int(gl["node"][row]), int(gl["head"][row]), int(gl["model"][row])
+        lv, pos = keys[node]
+        gx, gy = page.evaluate(SCREEN, ["attnflows-glyphs", row, "x", "y", QUANT])
+        page.mouse.move(gx, gy)
+        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.st[{node}] >= 9")
+        expected = dict(comp.trace(lv, [pos], head=(lv - 1, head), model=model))
+        _wait(lambda: _lit(keys, _states(page)["st"]) == expected, 5, "the head-glyph highlight")
+        if len(split):
+            page.keyboard.down("Shift")
+            page.mouse.move(gx, gy + 0.01)
+            both = dict(comp.trace(lv, [pos], head=(lv - 1, head)))
+            _wait(lambda: _lit(keys, _states(page)["st"]) == both, 5, "the shift comparison highlight")
+            page.keyboard.up("Shift")
+
+        # --- click a token: freezes; the frozen highlight stays when the mouse leaves
+        i = picks[1]
+        x, y = _hover_node(page, i)
+        page.mouse.click(x, y)
+        _wait(lambda: view.selection == [list(keys[i])], what="the click to reach the server")
+        page.mouse.move(*_empty_spot(page))
+        frozen = dict(comp.trace(*keys[i]))
+        _wait(lambda: _lit(keys, _states(page)["st"]) == frozen, 5, "the frozen highlight")
+        s = _states(page)
+        assert s["st"] == s["fz"]
+        page.screenshot(path=str(output_dir / "minilm_combined_frozen.png"), full_page=True)
+
+        # --- shift-click a second token of the same ring: brushed intersection
+        lv_i = keys[i][0]
+        j = next(k for k, key in enumerate(keys) if key[0] == lv_i and k != i)
+        x2, y2 = page.evaluate(SCREEN, ["attnflows-nodes", j, "hx", "hy", 1])
+        page.mouse.move(x2, y2)
+        page.keyboard.down("Shift")
+        page.mouse.click(x2, y2)
+        page.keyboard.up("Shift")
+        sel = sorted([list(keys[i]), list(keys[j])])
+        _wait(lambda: sorted(view.selection) == sel, what="the brush to reach the server")
+        page.mouse.move(*_empty_spot(page))
+        brushed = dict(comp.trace(lv_i, sorted([keys[i][1], keys[j][1]])))
+        _wait(lambda: _lit(keys, _states(page)["st"]) == brushed, 5, "the brushed intersection")
+
+        # --- click empty space: clears
+        page.mouse.click(*_empty_spot(page))
+        _wait(lambda: view.selection == [], what="the clear")
+        _wait(lambda: _lit(keys, _states(page)["st"]) == {}, 5, "the cleared highlight")
+
+        # --- tokens in two rings: the paths between them
+        a = keys.index((comp.L - 1, int(comp.levels[comp.L - 1][0])))
+        below = sorted(n for n in comp.trace(*keys[a]) if n[0] == 1)  # a token that a path reaches
+        b = keys.index(below[len(below) // 2])
+        xa, ya = page.evaluate(SCREEN, ["attnflows-nodes", a, "hx", "hy", 1])
+        page.mouse.click(xa, ya)
+        _wait(lambda: view.selection == [list(keys[a])], what="the first ring's click")
+        xb, yb = page.evaluate(SCREEN, ["attnflows-nodes", b, "hx", "hy", 1])
+        page.mouse.move(xb, yb)
+        page.keyboard.down("Shift")
+        page.mouse.click(xb, yb)
+        page.keyboard.up("Shift")
+        _wait(lambda: len(view.selection) == 2, what="the second ring's shift-click")
+        page.mouse.move(*_empty_spot(page))
+        paths = dict(comp.paths(keys[a][0], [keys[a][1]], keys[b][0], [keys[b][1]]))
+        assert len(paths) > 2  # intermediate tokens on the paths
+        _wait(lambda: _lit(keys, _states(page)["st"]) == paths, 5, "the paths highlight")
+
+        # --- export from the buttons: valid SVG and PNG of the current view, selection included
+        with page.expect_download() as dl:
+            page.get_by_text("Export SVG").click()
+        svg_path = output_dir / "export.svg"
+        dl.value.save_as(svg_path)
+        tree = ET.parse(svg_path).getroot()
+        assert tree.tag.endswith("svg")
+        assert any(t.text == "[CLS]" for t in tree.iter("{http://www.w3.org/2000/svg}text"))
+        with page.expect_download() as dl:
+            page.get_by_text("Export PNG").click()
+        png_path = output_dir / "export.png"
+        dl.value.save_as(png_path)
+        from PIL import Image
+
+        im = Image.open(png_path)
+        im.verify()
+        assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # --- τ slider: the rings change in the page
+        handle = page.locator(".noUi-handle").first
+        handle.focus()
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        _wait(lambda: view.tau > TAU + 0.04, what="the τ slider to reach the server")
+        new = GraphComparison(AttentionGraph.build(r.pretrained.attentions, view.tau),
+                              AttentionGraph.build(r.finetuned.attentions, view.tau))
+        new_keys = [(k, int(t)) for k in range(new.L + 1) for t in new.levels[k]]
+        assert new_keys != keys
+        _wait(lambda: _states(page)["keys"] == new_keys, 10, "the rings to change in the page")
+
+        assert errors == [], errors
+        page.close()
+
+
+def test_bert_base_density_screenshot(browser, tmp_path_factory, minilm_path, output_dir):
+    """BERT-base shape (12 layers × 12 heads) on ~80 tokens, random init: dense rings; the combined view
+    must render legibly (the screenshot is for a human to look at) with no browser error."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from attnflows_panel.models import ModelPair
+
+    root = tmp_path_factory.mktemp("bert-base-shape")
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=96, num_hidden_layers=12, num_attention_heads=12,
+                     intermediate_size=192, max_position_embeddings=128)
+    dirs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        d = root / f"m{seed}"
+        BertModel(cfg).save_pretrained(d)
+        tok.save_pretrained(d)
+        dirs.append(d)
+    pair = ModelPair.load(str(dirs[0]), str(dirs[1]))
+    a = ("Wireless power transmission was demonstrated in the laboratory, where researchers lit a bulb "
+         "from two metres away without any cables between the source and the light, and the team said "
+         "the percentage of energy lost on the way was smaller than fifty per cent.")
+    b = ("The experiment shows that energy can travel through the air to light a lamp, a step towards "
+         "charging phones and laptops without wires in homes and offices, according to the researchers "
+         "who ran it.")
+    r = pair.run(a, b)
+    assert 70 <= r.n <= 100
+    # τ at which [CLS] keeps a handful of tokens in the last layer, as BERT-base does at 0.3
+    last = r.pretrained.attentions[-1][:, 0, :].max(axis=0)
+    tau = float(np.sort(last)[-8])
+    views = []
+
+    def app():
+        v = AttentionFlowsView(r, tau=tau, mode="combined", level=6)
+        views.append(v)
+        return v
+
+    with _served(app) as port:
+        page, errors = _open(browser, port, width=1900, height=1750)
+        view = views[-1]
+        sizes = [len(lv) for lv in view.data.levels]
+        assert sizes[-1] == 1 and max(sizes) >= 60  # dense, BERT-base-like rings
+        page.screenshot(path=str(output_dir / "bert_base_shape_combined.png"), full_page=True)
+        # freeze a token in the middle ring so that a second picture shows a traversal
+        keys = _states(page)["keys"]
+        i = keys.index((6, int(view.data.levels[6][len(view.data.levels[6]) // 3])))
+        x, y = _hover_node(page, i)
+        page.mouse.click(x, y)
+        _wait(lambda: view.selection == [list(keys[i])], what="the click")
+        page.mouse.move(*_empty_spot(page))
+        _wait(lambda: _states(page)["st"] == _states(page)["fz"], 5, "the frozen state")
+        page.screenshot(path=str(output_dir / "bert_base_shape_combined_frozen.png"), full_page=True)
+        (output_dir / "bert_base_shape_export.svg").write_bytes(view.export("svg"))
+        assert errors == [], errors
+        page.close()
