@@ -38,7 +38,7 @@ import numpy as np
 import panel as pn
 import param
 
-from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import RadialStyle
 from attnflows_panel.views.context import ContextFigure
@@ -95,7 +95,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
     """The Attention Flows views of one sentence pair (a ``PairResult``), as one Panel component."""
 
     result = _PairResultParameter(default=None, doc="A PairResult (ModelPair.run(a, b)): tokens, segments, both models' attentions.")
-    tau = param.Number(default=0.3, bounds=(0.0, 0.99), step=0.01, doc="τ: an attention weight above τ is an edge of the Attention Graph (§4.1).")
+    tau = param.Number(default=DEFAULT_TAU, bounds=(0.0, 0.99), step=0.01, doc="τ: an attention weight above τ is an edge of the Attention Graph (§4.1).")
     mode = param.Selector(default="combined", objects=list(MODES), doc="Which graph(s) to draw: both models (combined) or one.")
     level = param.Integer(default=0, bounds=(0, None), doc="Level k (0-based) whose influence I_k (eq. 4) the sentence view shows.")
     selection = param.List(default=[], item_type=list, doc="Frozen selection: [[level, token_position], ...].")
