@@ -1,0 +1,734 @@
+"""Fine-tune a pre-trained encoder into a sentence-pair classifier (the paper's fine-tuned model).
+
+Attention Flows compares the attention of a pre-trained model with that of the same model after
+fine-tuning on a sentence-pair task (MRPC, RTE, QNLI in the paper, §4). This module produces the second
+model of such a pair from the first:
+
+```python
+from attnflows_panel.finetune import finetune
+metrics = finetune("bert-base-uncased", "glue/mrpc", "mrpc", "models/bert-mrpc")
+```
+
+The result is a normal Hugging Face model folder (``save_pretrained`` for the model *and* the
+tokenizer, ``id2label`` / ``label2id`` set from the task's label names) plus ``metrics.json``, so it loads
+with ``AutoModelForSequenceClassification.from_pretrained(out)`` and with
+:meth:`attnflows_panel.models.ModelPair.load` next to its base.
+
+Training is a plain PyTorch loop rather than ``transformers.Trainer``: AdamW with decoupled weight decay
+(none on biases and LayerNorm weights), linear warm-up then linear decay, gradient clipping at 1.0,
+dynamic padding, and length-grouped batches (examples shuffled, then sorted by length inside chunks of
+50 batches, and the batches shuffled again), which on a CPU cuts the padding, and the time, by about
+half. It needs no ``accelerate`` and is fully seeded (``random``, ``numpy``, ``torch``): the same
+arguments on the same machine give the same weights.
+
+Defaults depend on the task (:data:`TASK_DEFAULTS`); every argument left ``None`` takes the task's
+value. They were chosen on real GLUE from the packaged all-MiniLM-L6-v2 (see ``benchmarks/README.md``
+for the measured dev accuracies).
+
+Data comes through :func:`attnflows_panel.corpus.load_corpus`, so any source it accepts works: a hub
+name (``glue/mrpc``), a local GLUE task folder, a CSV/JSONL file, or ``"demo"``. The training split is
+``"train"`` and the evaluation split ``"dev"``. A source without a training split (the shared QNLI
+folder has only ``dev.tsv``) is split deterministically: a seeded, label-stratified 80/20 split of its
+dev split, recorded in ``metrics.json`` under ``"split"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TASK_DEFAULTS",
+    "POSITIVE_LABEL",
+    "TrainingDefaults",
+    "OutputExistsError",
+    "finetune",
+    "load_splits",
+    "select_subset",
+    "classification_metrics",
+    "resolve_settings",
+]
+
+#: share of a dev-only source used for training when no "train" split exists
+DEV_TRAIN_FRACTION = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingDefaults:
+    """Hyper-parameters of one task's default run."""
+
+    epochs: float
+    learning_rate: float
+    batch_size: int
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 128
+
+
+#: Per-task defaults (every ``None`` argument of :func:`finetune` takes these), chosen from the
+#: packaged all-MiniLM-L6-v2 on the real GLUE dev sets (``benchmarks/bench_finetune.py``; numbers in
+#: ``benchmarks/README.md``). RTE is small (2490 pairs) and unstable: 3-5 epochs at 5e-5..1e-4 ended
+#: at 0.54-0.55 dev accuracy (curves peaking near 0.57 and falling), while 10 epochs at 1e-4 with
+#: batch 32 kept improving after the training loss reached ~0 (0.58-0.635 from epoch 3 on, 0.621 at the
+#: end), as Mosbach et al. (2021) found for BERT on small GLUE tasks: train longer, not harder.
+TASK_DEFAULTS: dict[str, TrainingDefaults] = {
+    "mrpc": TrainingDefaults(epochs=3, learning_rate=5e-5, batch_size=16),
+    "rte": TrainingDefaults(epochs=10, learning_rate=1e-4, batch_size=32),
+    "qnli": TrainingDefaults(epochs=2, learning_rate=5e-5, batch_size=32),
+}
+
+#: The class whose F1 ``metrics.json`` reports as ``"f1"``: MRPC's "equivalent" (label index 1, the
+#: GLUE convention) and, for the entailment tasks, "entailment" (label index 0).
+POSITIVE_LABEL: dict[str, str] = {"mrpc": "equivalent", "rte": "entailment", "qnli": "entailment"}
+
+
+class OutputExistsError(FileExistsError, ValueError):
+    """The output folder exists and is not empty (pass ``overwrite=True`` to replace it)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------------
+
+
+def _task_spec(task: str):
+    from attnflows_panel.corpus import TASKS
+
+    key = str(task).lower()
+    if key not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
+    return key, TASKS[key]
+
+
+def resolve_settings(task: str, **overrides: Any) -> dict[str, Any]:
+    """The run settings for ``task``: its :data:`TASK_DEFAULTS` with the non-``None`` overrides applied.
+
+    >>> resolve_settings("mrpc", learning_rate=1e-4)["learning_rate"]
+    0.0001
+    """
+    key = str(task).lower()
+    if key not in TASK_DEFAULTS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_DEFAULTS)}")
+    settings = dataclasses.asdict(TASK_DEFAULTS[key])
+    for name, value in overrides.items():
+        if name not in settings:
+            raise TypeError(f"unknown training setting {name!r}")
+        if value is not None:
+            settings[name] = value
+    if not settings["epochs"] > 0:
+        raise ValueError(f"epochs must be > 0, got {settings['epochs']}")
+    if not settings["learning_rate"] > 0:
+        raise ValueError(f"learning_rate must be > 0, got {settings['learning_rate']}")
+    if int(settings["batch_size"]) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {settings['batch_size']}")
+    if not 0 <= settings["warmup_ratio"] < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {settings['warmup_ratio']}")
+    if int(settings["max_length"]) < 8:
+        raise ValueError(f"max_length must be >= 8, got {settings['max_length']}")
+    settings["batch_size"] = int(settings["batch_size"])
+    settings["max_length"] = int(settings["max_length"])
+    return settings
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[attnflows finetune] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _looks_like_path(name: str) -> bool:
+    """A string meant as a local folder rather than a hub id (``org/name`` is a hub id)."""
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or name.count("/") > 1
+        or os.sep != "/" and os.sep in name
+    )
+
+
+def _check_base(base: str | os.PathLike) -> str:
+    base = str(base)
+    path = Path(base).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"base model {base!r} is a file; expected a model folder or a hub name")
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"base model folder {base!r} has no config.json (not a Hugging Face model folder)")
+        return str(path)
+    if _looks_like_path(base) or not base.strip():
+        raise FileNotFoundError(f"base model folder not found: {base!r}")
+    return base  # a hub name; from_pretrained reports a missing one
+
+
+def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
+    out = Path(out).expanduser()
+    if out.exists():
+        if not out.is_dir():
+            raise OutputExistsError(f"output {str(out)!r} exists and is a file")
+        if any(out.iterdir()) and not overwrite:
+            raise OutputExistsError(
+                f"output folder {str(out)!r} exists and is not empty; choose another folder or pass "
+                "overwrite=True (--overwrite)"
+            )
+    return out
+
+
+def _labelled(ds, n_labels: int):
+    """Drop unlabelled rows (hub test splits carry label -1)."""
+    if len(ds) and "label" in ds.column_names:
+        labels = np.asarray(ds["label"])
+        keep = np.flatnonzero((labels >= 0) & (labels < n_labels))
+        if len(keep) < len(ds):
+            ds = ds.select(keep.tolist())
+    return ds
+
+
+def _try_split(data, task, split, column_map, n_labels):
+    """``load_corpus(data, task, split)``, or None when the source has no such split."""
+    from attnflows_panel.corpus import load_corpus
+
+    try:
+        ds = load_corpus(data, task=task, split=split, column_map=column_map)
+    except (FileNotFoundError, ValueError) as exc:
+        # load_corpus names the split when that split is what is missing ("has no dev split",
+        # "no valid rows for ... split 'dev'"); anything else (no such file, a bad header, an unknown
+        # source) is a real problem with the data and goes to the caller as it is
+        if split is not None and "split" in str(exc).lower():
+            return None, exc
+        raise
+    return _labelled(ds, n_labels), None
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of row indices into (train, eval), keeping each label's share in both."""
+    rng = np.random.default_rng(seed)
+    train, evaluation = [], []
+    for value in np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        rng.shuffle(rows)
+        cut = int(round(len(rows) * fraction))
+        if len(rows) >= 2:
+            cut = min(max(cut, 1), len(rows) - 1)
+        train.append(rows[:cut])
+        evaluation.append(rows[cut:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(evaluation))
+
+
+def select_subset(ds, limit: int | None, seed: int):
+    """A seeded random subset of ``limit`` rows (all rows when limit is None or >= len)."""
+    if limit is None or limit >= len(ds):
+        return ds
+    if limit < 1:
+        raise ValueError(f"limits must be >= 1, got {limit}")
+    rows = np.random.default_rng(seed).permutation(len(ds))[:limit]
+    return ds.select(np.sort(rows).tolist())
+
+
+def load_splits(data, task: str, *, seed: int = 42, column_map: dict | None = None):
+    """(train, eval, split_info) for ``data``: its "train" and "dev" splits, or a split of what it has.
+
+    ``split_info`` says where each part came from, e.g. ``{"train": "train", "eval": "dev"}`` or, for a
+    dev-only folder, ``{"train": "dev (seeded 80% stratified, seed 42)", "eval": "dev (other 20%)"}``.
+    """
+    key, spec = _task_spec(task)
+    n_labels = len(spec.labels)
+    data = str(data)
+    train, train_err = _try_split(data, key, "train", column_map, n_labels)
+    dev, dev_err = _try_split(data, key, "dev", column_map, n_labels)
+    if train is not None and len(train) and dev is not None and len(dev):
+        return train, dev, {"train": "train", "eval": "dev"}
+
+    # one split only (or a source without splits): split it deterministically
+    pool, pool_name = None, None
+    for candidate, name in ((dev, "dev"), (train, "train")):
+        if candidate is not None and len(candidate):
+            pool, pool_name = candidate, name
+            break
+    if pool is None:
+        whole, whole_err = _try_split(data, key, None, column_map, n_labels)
+        if whole is not None and len(whole):
+            pool, pool_name = whole, "all rows"
+    if pool is None or len(pool) == 0:
+        reasons = "; ".join(str(e) for e in (train_err, dev_err) if e)
+        raise ValueError(
+            f"no labelled {key.upper()} examples in {data!r}" + (f" ({reasons})" if reasons else "")
+        )
+    if len(pool) < 4:
+        raise ValueError(f"only {len(pool)} labelled {key.upper()} example(s) in {data!r}; need at least 4 to train and evaluate")
+    train_rows, eval_rows = _stratified_split(np.asarray(pool["label"]), DEV_TRAIN_FRACTION, seed)
+    pct = int(round(DEV_TRAIN_FRACTION * 100))
+    info = {
+        "train": f"{pool_name} (seeded {pct}% label-stratified, seed {seed})",
+        "eval": f"{pool_name} (the other {100 - pct}%)",
+        "note": f"{data!r} has no separate train/dev splits for {key}; split {pool_name} deterministically",
+    }
+    return pool.select(train_rows.tolist()), pool.select(eval_rows.tolist()), info
+
+
+# --------------------------------------------------------------------------------------------------
+# batching
+# --------------------------------------------------------------------------------------------------
+
+
+def _encode(tokenizer, ds, max_length: int) -> tuple[list[dict[str, list[int]]], np.ndarray]:
+    enc = tokenizer(
+        list(ds["sentence_a"]),
+        list(ds["sentence_b"]),
+        truncation=True,
+        max_length=max_length,
+    )
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+    features = [{k: enc[k][i] for k in keys} for i in range(len(ds))]
+    return features, np.asarray(ds["label"], dtype=np.int64)
+
+
+def _count_truncated(tokenizer, ds, lengths: np.ndarray, max_length: int) -> int:
+    """How many pairs lost tokens to ``max_length`` (only the pairs that reached it are re-measured)."""
+    full = np.flatnonzero(lengths >= max_length)
+    if not len(full):
+        return 0
+    sub = ds.select(full.tolist())
+    enc = tokenizer(list(sub["sentence_a"]), list(sub["sentence_b"]), truncation=False, verbose=False)
+    return int(sum(len(ids) > max_length for ids in enc["input_ids"]))
+
+
+def _collate(tokenizer, features: Sequence[dict], labels: np.ndarray | None = None, device=None) -> dict:
+    import torch
+
+    batch = tokenizer.pad(list(features), padding="longest", return_tensors="pt")
+    batch = {k: v.to(device) for k, v in batch.items()}
+    if labels is not None:
+        batch["labels"] = torch.as_tensor(labels, dtype=torch.long, device=device)
+    return batch
+
+
+def _pick_device(device):
+    import torch
+
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"unknown device {device!r}: {exc}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available in this torch build/machine")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of batches: shuffle, sort by length inside chunks of 50 batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, label_names: Sequence[str], positive: str) -> dict:
+    """Accuracy, the positive class's F1 (eq. F1 = 2PR/(P+R)), macro F1 and the confusion matrix."""
+    labels = np.asarray(labels)
+    preds = np.asarray(preds)
+    k = len(label_names)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, preds), 1)
+    f1s = []
+    for c in range(k):
+        tp = confusion[c, c]
+        fp = confusion[:, c].sum() - tp
+        fn = confusion[c, :].sum() - tp
+        f1s.append(0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn)))
+    pos = list(label_names).index(positive)
+    counts = np.bincount(labels, minlength=k)
+    return {
+        "accuracy": float((labels == preds).mean()) if len(labels) else float("nan"),
+        "f1": f1s[pos],
+        "f1_label": positive,
+        "macro_f1": float(np.mean(f1s)),
+        "f1_per_label": dict(zip(label_names, f1s)),
+        "majority_accuracy": float(counts.max() / counts.sum()) if counts.sum() else float("nan"),
+        "confusion": {"labels": list(label_names), "rows_true_cols_pred": confusion.tolist()},
+    }
+
+
+def _predict(model, tokenizer, features, batch_size: int, progress: bool) -> np.ndarray:
+    import torch
+
+    lengths = np.array([len(f["input_ids"]) for f in features])
+    order = np.argsort(-lengths, kind="stable")
+    preds = np.empty(len(features), dtype=np.int64)
+    model.eval()
+    bar = _bar(total=len(features), desc="evaluate", unit="pair", progress=progress)
+    with torch.inference_mode():
+        for i in range(0, len(order), batch_size):
+            rows = order[i : i + batch_size]
+            batch = _collate(tokenizer, [features[r] for r in rows], device=model.device)
+            logits = model(**batch).logits
+            preds[rows] = logits.argmax(-1).cpu().numpy()
+            bar.update(len(rows))
+    bar.close()
+    return preds
+
+
+def _bar(*, total: int, desc: str, unit: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True, leave=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A temp folder beside ``out``, renamed onto ``out`` on success and removed on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # re-check: something may have appeared in `out` while we trained
+    _check_out(out, overwrite)
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+        else:
+            out.rmdir()
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _model_card(metrics: dict) -> str:
+    s = metrics["settings"]
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [attnflows, {metrics['task']}]
+---
+
+# {metrics['task'].upper()} fine-tune of `{metrics['base']}`
+
+Written by `attnflows finetune` (attnflows_panel {metrics['attnflows_version']}).
+
+| | |
+|---|---|
+| data | `{metrics['data']}` (train: {metrics['split']['train']}, {metrics['n_train']} pairs; eval: {metrics['split']['eval']}, {metrics['n_eval']} pairs) |
+| eval accuracy | {metrics['accuracy']:.4f} (majority class: {metrics['majority_accuracy']:.4f}) |
+| eval F1 ({metrics['f1_label']}) | {metrics['f1']:.4f} |
+| settings | {s['epochs']} epochs, lr {s['learning_rate']}, batch {s['batch_size']}, warm-up {s['warmup_ratio']}, weight decay {s['weight_decay']}, max length {s['max_length']}, seed {s['seed']}, {metrics['steps']} steps |
+
+Labels: {metrics['labels']}. Full settings and timings are in `metrics.json`.
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_transformers(bars: bool):
+    """Silence transformers' warnings and load report for this block (we report what matters
+    ourselves); its progress bars stay on only if ``bars``."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars_before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars_before and not bars:
+            hf_logging.enable_progress_bar()
+
+
+def finetune(
+    base: str | os.PathLike,
+    data: str | os.PathLike,
+    task: str,
+    out: str | os.PathLike,
+    *,
+    epochs: float | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    max_steps: int | None = None,
+    train_limit: int | None = None,
+    eval_limit: int | None = None,
+    seed: int = 42,
+    max_length: int | None = None,
+    warmup_ratio: float | None = None,
+    weight_decay: float | None = None,
+    column_map: dict[str, str] | None = None,
+    overwrite: bool = False,
+    metadata: dict[str, Any] | None = None,
+    eval_each_epoch: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``base`` on ``task`` pairs from ``data`` and save a classifier folder to ``out``.
+
+    Parameters
+    ----------
+    base: a model folder or hub name (a plain encoder such as ``bert-base-uncased`` or the packaged
+        MiniLM; a classifier head is added, or replaced when its label count differs).
+    data: any source of :func:`attnflows_panel.corpus.load_corpus` (hub name, GLUE task folder, CSV or
+        JSONL file, ``"demo"``).
+    task: ``"mrpc"``, ``"rte"`` or ``"qnli"``; gives the labels (``corpus.TASKS[task].labels``).
+    out: the folder to write (created; must be absent or empty unless ``overwrite``). Written to a
+        temp folder beside it and renamed at the end, so a failed run leaves nothing half-written.
+    epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay: ``None`` takes the
+        task's :data:`TASK_DEFAULTS`. Fractional epochs are allowed.
+    max_steps: stop after this many optimizer steps (the schedule is sized for it).
+    train_limit, eval_limit: seeded random subsets of the train / eval splits.
+    seed: seeds ``random``, ``numpy`` and ``torch``, the subsets, the dev-only split and the batches.
+    column_map: passed to ``load_corpus`` for CSV/JSONL sources.
+    overwrite: replace a non-empty ``out`` (otherwise :class:`OutputExistsError`).
+    metadata: JSON-serialisable facts recorded as-is under ``"metadata"`` in ``metrics.json`` (e.g.
+        :func:`attnflows_panel.defaults.prepare` records which data source it chose and why).
+    eval_each_epoch: also evaluate after every full epoch (not the last, which is the final
+        evaluation) and record ``{"epoch", "step", "train_loss", "accuracy"}`` rows under ``"history"``.
+        The model saved is always the one after the last step (no best-epoch selection, which would
+        choose on the data it reports on).
+    device: a torch device ("cpu", "cuda", "cuda:1", ...); None = CUDA when available, else CPU.
+    progress: a tqdm bar for training and evaluation, and one-line status messages on stderr.
+
+    Returns the metrics also written to ``out/metrics.json``: ``accuracy``, ``f1`` (of ``f1_label``:
+    "equivalent" for MRPC, "entailment" for RTE/QNLI), ``macro_f1``, ``majority_accuracy``, the
+    confusion matrix, ``n_train``, ``n_eval``, ``split``, ``settings`` and the run's timings and versions.
+    """
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+    import attnflows_panel
+
+    t_start = time.perf_counter()
+    key, spec = _task_spec(task)
+    label_names = list(spec.labels)
+    settings = resolve_settings(
+        key,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_length=max_length,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+    )
+    if max_steps is not None and int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    for name, value in (("train_limit", train_limit), ("eval_limit", eval_limit)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    base_id = _check_base(base)
+    out_path = _check_out(out, overwrite)
+    dev = _pick_device(device)
+
+    # ---- data
+    _log(progress, f"loading {key.upper()} pairs from {str(data)!r}")
+    train_ds, eval_ds, split_info = load_splits(data, key, seed=seed, column_map=column_map)
+    train_ds = select_subset(train_ds, train_limit, seed)
+    eval_ds = select_subset(eval_ds, eval_limit, seed + 1)
+    _log(progress, f"train: {len(train_ds)} pairs ({split_info['train']}); eval: {len(eval_ds)} pairs ({split_info['eval']})")
+
+    # ---- model (seeded first, so the new classifier head is initialised the same way every run)
+    _seed_everything(seed)
+    _log(progress, f"loading base model {base_id!r}")
+    try:
+        with _quiet_transformers(bars=progress):
+            tokenizer = AutoTokenizer.from_pretrained(base_id)
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                base_id,
+                num_labels=len(label_names),
+                id2label=dict(enumerate(label_names)),
+                label2id={name: i for i, name in enumerate(label_names)},
+                attn_implementation="eager",
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
+    except OSError as exc:
+        raise FileNotFoundError(f"could not load base model {base_id!r}: {exc}") from exc
+    mismatched = {k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", ())}
+    new_params = sorted(set(loading.get("missing_keys", ())) | mismatched)
+    if new_params:
+        _log(progress, f"newly initialised (seed {seed}): {', '.join(new_params)}")
+    model.to(dev)
+    model_max = getattr(model.config, "max_position_embeddings", None) or settings["max_length"]
+    settings["max_length"] = min(settings["max_length"], int(model_max))
+
+    train_feats, train_labels = _encode(tokenizer, train_ds, settings["max_length"])
+    eval_feats, eval_labels = _encode(tokenizer, eval_ds, settings["max_length"])
+    lengths = np.array([len(f["input_ids"]) for f in train_feats])
+    n_truncated = _count_truncated(tokenizer, train_ds, lengths, settings["max_length"])
+    if n_truncated:
+        _log(progress, f"{n_truncated} of {len(lengths)} training pairs are longer than {settings['max_length']} tokens and were truncated")
+
+    # ---- schedule
+    bs = settings["batch_size"]
+    steps_per_epoch = math.ceil(len(train_feats) / bs)
+    total_steps = max(1, math.ceil(settings["epochs"] * steps_per_epoch))
+    if max_steps is not None:
+        total_steps = int(max_steps)
+    warmup_steps = int(round(settings["warmup_ratio"] * total_steps))
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": settings["weight_decay"]},
+        {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=settings["learning_rate"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+    # ---- train
+    _log(progress, f"training {total_steps} steps ({steps_per_epoch} per epoch, batch {bs}, lr {settings['learning_rate']}, warm-up {warmup_steps})")
+    rng = np.random.default_rng(seed)
+    model.train()
+    step, losses, t_train = 0, [], time.perf_counter()
+    bar = _bar(total=total_steps, desc=f"fine-tune {key}", unit="step", progress=progress)
+    epoch, history = 0, []
+    while step < total_steps:
+        for rows in _length_grouped_batches(lengths, bs, rng):
+            batch = _collate(tokenizer, [train_feats[r] for r in rows], train_labels[rows], device=dev)
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"training diverged at step {step + 1} (loss {loss.item()}); try a lower learning rate")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.item()))
+            step += 1
+            bar.update(1)
+            if step % 10 == 0 or step == total_steps:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            if step >= total_steps:
+                break
+        epoch += 1
+        if eval_each_epoch and step < total_steps:
+            preds = _predict(model, tokenizer, eval_feats, max(bs, 32), False)
+            history.append(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "train_loss": float(np.mean(losses[-steps_per_epoch:])),
+                    "accuracy": float((preds == eval_labels).mean()),
+                }
+            )
+            _log(progress, f"epoch {epoch}: eval accuracy {history[-1]['accuracy']:.4f}")
+            model.train()
+    bar.close()
+    train_seconds = time.perf_counter() - t_train
+
+    # ---- evaluate
+    t_eval = time.perf_counter()
+    preds = _predict(model, tokenizer, eval_feats, max(bs, 32), progress)
+    eval_seconds = time.perf_counter() - t_eval
+    scores = classification_metrics(eval_labels, preds, label_names, POSITIVE_LABEL[key])
+    if eval_each_epoch:
+        history.append({"epoch": round(step / steps_per_epoch, 3), "step": step,
+                        "train_loss": float(np.mean(losses[-steps_per_epoch:])), "accuracy": scores["accuracy"]})
+    _log(progress, f"eval accuracy {scores['accuracy']:.4f}, F1({scores['f1_label']}) {scores['f1']:.4f} on {len(eval_feats)} pairs")
+
+    metrics: dict[str, Any] = {
+        "task": key,
+        "labels": label_names,
+        **scores,
+        "n_train": len(train_feats),
+        "n_eval": len(eval_feats),
+        "n_train_truncated": n_truncated,
+        "new_parameters": new_params,
+        "eval_split": split_info["eval"],
+        "split": split_info,
+        "base": str(base),
+        "data": str(data),
+        "settings": {
+            **settings,
+            "seed": seed,
+            "max_steps": max_steps,
+            "train_limit": train_limit,
+            "eval_limit": eval_limit,
+            "optimizer": "AdamW",
+            "schedule": "linear warm-up, linear decay",
+            "grad_clip": 1.0,
+        },
+        "steps": step,
+        "epochs_run": round(step / steps_per_epoch, 3),
+        "final_train_loss": float(np.mean(losses[-50:])) if losses else None,
+        "history": history if eval_each_epoch else None,
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "duration_seconds": None,  # filled below
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "attnflows_version": attnflows_panel.__version__,
+        "python_version": platform.python_version(),
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if metadata:
+        metrics["metadata"] = json.loads(json.dumps(metadata))  # a JSON-clean copy
+
+    # ---- save (atomically)
+    with _staging_dir(out_path, overwrite) as tmp, _quiet_transformers(bars=progress):
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        metrics["duration_seconds"] = round(time.perf_counter() - t_start, 2)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "README.md").write_text(_model_card(metrics))
+    _log(progress, f"wrote {out_path} in {metrics['duration_seconds']:.0f} s")
+    return metrics
