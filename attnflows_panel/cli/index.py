@@ -1,0 +1,215 @@
+"""``attnflows index build|query|info``: build and search a signature index from the shell.
+
+::
+
+    attnflows index build --data glue/mrpc --task mrpc --split validation --out index/mrpc-dev
+    attnflows index build --pretrained bert-base-uncased --finetuned textattack/bert-base-uncased-MRPC \\
+        --data ../shared/data/glue/MRPC --task mrpc --tau 0.3 --out index/bert-mrpc
+    attnflows index query --index index/mrpc-dev --id 1355540 --space diff --heads "4:*,5:3" --k 5
+    attnflows index query --index index/mrpc-dev --a "The cat sat." --b "A cat was sitting." --correct no
+    attnflows index info --index index/mrpc-dev
+
+Queries by ``--id`` need no models; ``--a/--b`` runs the pair through the models the index was built
+from (the names in its manifest; ``--pretrained/--finetuned`` override them, and their weights are
+checked against the manifest). Heads are 0-based ``layer:head`` (``*`` and ranges ``a-b`` allowed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "index",
+        help="build or search a FAISS index of attention head-usage signatures",
+        description="Build or search a FAISS index of per-head usage signatures (pre-trained, fine-tuned, difference).",
+    )
+    sub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    sub.required = True
+
+    b = sub.add_parser("build", help="index a corpus (resumes an interrupted build)",
+                       description="Run both models over a corpus and index every sample's head-usage signature.")
+    b.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
+    b.add_argument("--finetuned", default=None, help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM)")
+    b.add_argument("--data", required=True, metavar="SOURCE",
+                   help="corpus: glue/mrpc|glue/rte|glue/qnli (hub), a GLUE task folder, a .csv/.jsonl file, or demo")
+    b.add_argument("--task", default=None, choices=("mrpc", "rte", "qnli"), help="the task (labels) of --data")
+    b.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
+    b.add_argument("--limit", type=int, default=None, help="index at most this many samples")
+    b.add_argument("--tau", type=float, default=0.3, help="attention threshold τ of the Attention Graph (default 0.3)")
+    b.add_argument("--out", required=True, metavar="DIR", help="index folder to write, e.g. index/mrpc-dev")
+    b.add_argument("--batch-size", type=int, default=32, help="pairs per forward batch (default 32)")
+    b.add_argument("--shard-size", type=int, default=None, help="samples per shard, the unit of resumption (default 1024)")
+    b.add_argument("--exact-limit", type=int, default=None,
+                   help="exhaustive search up to this many samples, approximate (HNSW) above (default 100000)")
+    b.add_argument("--factory", default=None, help="any faiss.index_factory string instead (inner product)")
+    b.add_argument("--keep-shards", action="store_true", help="keep the per-shard files after the build")
+    b.add_argument("--overwrite", action="store_true", help="replace an index built with other settings in --out")
+    b.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=run_build)
+
+    q = sub.add_parser("query", help="find samples with similar attention head usage",
+                       description="Find samples whose head-usage signatures are most similar to a sample's or a new pair's.")
+    q.add_argument("--index", required=True, metavar="DIR", help="index folder")
+    who = q.add_mutually_exclusive_group(required=True)
+    who.add_argument("--id", default=None, help="query by a sample id in the index")
+    who.add_argument("--a", default=None, metavar="TEXT", help="query by a new pair: sentence A (with --b)")
+    q.add_argument("--b", default=None, metavar="TEXT", help="sentence B of the new pair")
+    q.add_argument("--space", default="all", choices=("pre", "fine", "diff", "all"),
+                   help="pre-trained block, fine-tuned block, their difference, or all three (default)")
+    q.add_argument("--heads", default=None, help='restrict to heads, 0-based "layer:head,...", e.g. "0:1,3:5" or "5:*"')
+    q.add_argument("--k", type=int, default=10, help="number of results (default 10)")
+    q.add_argument("--label", default=None, help="only samples with this gold label (name or number)")
+    q.add_argument("--prediction", default=None, help="only samples the fine-tuned model predicts as this label")
+    q.add_argument("--correct", default=None, choices=("yes", "no"), help="only samples the fine-tuned model gets right (yes) or wrong (no)")
+    q.add_argument("--text", default=None, help="only samples whose sentences contain this text")
+    q.add_argument("--exclude-self", action="store_true", help="leave the query sample out of the results")
+    q.add_argument("--pretrained", default=None, help="for --a/--b: pre-trained model (default: the one in the manifest)")
+    q.add_argument("--finetuned", default=None, help="for --a/--b: fine-tuned model (default: the one in the manifest)")
+    q.add_argument("--device", default=None, help="torch device for --a/--b")
+    q.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    q.add_argument("--width", type=int, default=60, help="characters of each sentence shown in the table")
+    q.set_defaults(func=run_query)
+
+    i = sub.add_parser("info", help="describe an index (manifest)")
+    i.add_argument("--index", required=True, metavar="DIR", help="index folder")
+    i.set_defaults(func=run_info)
+
+
+def _load_pair(pretrained, finetuned, device):
+    from attnflows_panel.models import ModelPair
+
+    return ModelPair.load(pretrained, finetuned, device=device)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from attnflows_panel.index import DEFAULT_EXACT_LIMIT, DEFAULT_SHARD_SIZE, SignatureIndex, build_index
+
+    if not 0.0 < args.tau < 1.0:
+        raise ValueError(f"--tau must be in (0, 1), got {args.tau}")
+    pair = _load_pair(args.pretrained, args.finetuned, args.device)
+    path = build_index(
+        pair, args.data, args.task, args.out, split=args.split, tau=args.tau, batch_size=args.batch_size,
+        limit=args.limit, progress=not args.no_progress,
+        shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
+        exact_limit=DEFAULT_EXACT_LIMIT if args.exact_limit is None else args.exact_limit,
+        factory=args.factory, keep_shards=args.keep_shards, overwrite=args.overwrite,
+    )
+    idx = SignatureIndex.open(path)
+    md = idx.metadata
+    acc = md["correct_fine"].dropna()
+    acc_text = f", fine-tuned accuracy {acc.mean():.3f}" if len(acc) else ""
+    print(f"indexed {len(idx)} samples into {path} ({idx.manifest['index']['kind']} index "
+          f"{idx.manifest['index']['factory']!r}, τ={idx.tau}{acc_text})")
+    return 0
+
+
+def _filters(args) -> dict:
+    label = args.label
+    if label is not None and label.lstrip("-").isdigit():
+        label = int(label)
+    return {
+        "label": label,
+        "prediction": args.prediction,
+        "correct": None if args.correct is None else args.correct == "yes",
+        "text": args.text,
+    }
+
+
+def _short(text, width: int) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def run_query(args: argparse.Namespace) -> int:
+    from attnflows_panel.index import SignatureIndex
+
+    if args.a is not None and args.b is None:
+        raise ValueError("--a needs --b (the second sentence of the pair)")
+    if args.b is not None and args.a is None:
+        raise ValueError("--b needs --a")
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    idx = SignatureIndex.open(args.index)
+    if args.a is not None:
+        fp = idx.manifest.get("fingerprint", {})
+        pair = _load_pair(
+            args.pretrained or fp.get("pretrained", {}).get("name"),
+            args.finetuned or fp.get("finetuned", {}).get("name"),
+            args.device,
+        )
+        idx.check_pair(pair)
+        idx.pair = pair
+        result = pair.run(args.a, args.b)
+        df = idx.query(result=result, space=args.space, heads=args.heads, k=args.k, filters=_filters(args))
+        query_text = f"new pair (fine-tuned: {result.finetuned.label})"
+    else:
+        df = idx.query(sample_id=args.id, space=args.space, heads=args.heads, k=args.k, filters=_filters(args),
+                       exclude_self=args.exclude_self)
+        query_text = f"sample {args.id!r}"
+    if args.json:
+        cols = ["rank", "id", "score", "label_name", "pred_fine", "correct_fine", "sentence_a", "sentence_b"]
+        for rec in df[cols].to_dict("records"):
+            print(json.dumps({k: _plain(v) for k, v in rec.items()}))
+        return 0
+    heads = df.attrs.get("heads") or "all"
+    print(f"{len(df)} results for {query_text}, space={args.space}, heads={heads}, τ={idx.tau}")
+    if df.empty:
+        print("(no sample matches the filters)")
+        return 0
+    w = max(10, args.width)
+    header = f"{'rank':>4}  {'score':>6}  {'id':<16} {'label':<16} {'fine-tuned':<16} {'ok':<3} sentence A | sentence B"
+    print(header)
+    print("-" * len(header))
+    for rec in df.to_dict("records"):
+        rec = {k: _plain(v) for k, v in rec.items()}
+        ok = rec.get("correct_fine")
+        ok_text = "-" if ok is None else ("yes" if ok else "no")
+        print(
+            f"{rec['rank']:>4}  {rec['score']:>6.3f}  {_short(rec['id'], 16):<16} {_short(rec['label_name'] or '-', 16):<16} "
+            f"{_short(rec['pred_fine'] or '-', 16):<16} "
+            f"{ok_text:<3} {_short(rec['sentence_a'], w)} | {_short(rec['sentence_b'], w)}"
+        )
+    return 0
+
+
+def _plain(value):
+    """A metadata value as a plain Python value (pandas NA / NaN -> None, numpy scalars -> Python)."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from attnflows_panel.index import SignatureIndex
+
+    idx = SignatureIndex.open(args.index)
+    m = idx.manifest
+    fp = m.get("fingerprint", {})
+    md = idx.metadata
+    acc = md["correct_fine"].dropna()
+    lines = [
+        f"index      {idx.path}",
+        f"samples    {len(idx)} ({m.get('data')}, task {m.get('task')}, split {m.get('split')})",
+        f"models     pre-trained {fp.get('pretrained', {}).get('name')}",
+        f"           fine-tuned  {fp.get('finetuned', {}).get('name')}",
+        f"shape      {idx.num_layers} layers x {idx.num_heads} heads, {m['dims']['total']} dims, τ={idx.tau}",
+        f"signature  version {m.get('signature_version')}: {m.get('signature')}",
+        f"faiss      {m['index']['kind']} {m['index']['factory']!r} {m['index'].get('search') or ''}",
+        f"accuracy   {acc.mean():.3f} (fine-tuned, {len(acc)} samples)" if len(acc) else "accuracy   -",
+        f"created    {m.get('created')}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from attnflows_panel.cli import main
+
+    sys.exit(main(["index", *sys.argv[1:]]))

