@@ -1,0 +1,209 @@
+"""``attnflows serve`` and ``attnflows demo``: serve the Attention Flows app.
+
+``attnflows demo`` is the README's first command: it prepares the offline default if it is missing (the
+packaged all-MiniLM-L6-v2, a MiniLM fine-tuned on demo data, and a signature index over the bundled
+demo corpus, all cached under ``defaults.cache_dir()``), with progress on stderr, then serves the app on
+it and prints the URL. ``--prepare-only`` stops after preparing.
+
+``attnflows serve`` serves any pair and corpus::
+
+    attnflows serve --pretrained bert-base-uncased --finetuned textattack/bert-base-uncased-MRPC \\
+        --data glue/mrpc --task mrpc --limit 2000
+    attnflows serve --index index/mrpc-dev            # an index built with `attnflows index build`
+
+With ``--data`` (and no ``--index``) an index over that corpus is built once and cached under
+``cache_dir()/index/<key>`` (the key hashes the pair's fingerprint, the source, task, split, limit and τ).
+
+Both commands load the models and the index once, before the first browser connects, and every session
+shares them (:mod:`attnflows_panel.registry`); each session gets its own app state because the app is
+served as a function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_PORT = 5006
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("server (as in `panel serve`)")
+    g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    g.add_argument("--address", default=None, help="address to listen on (default: all interfaces, as panel serve)")
+    g.add_argument(
+        "--allow-websocket-origin",
+        action="append",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="public hostname allowed to open a websocket (repeatable), as in panel serve",
+    )
+    g.add_argument("--prefix", default="", help="URL prefix, e.g. /attnflows behind a proxy")
+    g.add_argument("--show", action="store_true", help="open the app in a browser")
+    g.add_argument(
+        "--num-threads",
+        type=int,
+        default=None,
+        help="thread pool size for session callbacks (panel's --num-threads; model runs use threads regardless)",
+    )
+
+
+def _add_view_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tau", type=float, default=None,
+                   help="initial attention threshold τ (default: 0.3 as in the paper; 0.2 for the offline default MiniLM)")
+    p.add_argument("--device", default=None, help="torch device for the models (default: cpu, or cuda when available)")
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve the app on a model pair and a corpus or index",
+        description="Serve the Attention Flows app. Without --pretrained/--finetuned it uses the offline default pair.",
+    )
+    serve.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
+    serve.add_argument("--finetuned", default=None, help="fine-tuned model: hub name or folder (default: cached fine-tuned MiniLM)")
+    src = serve.add_mutually_exclusive_group()
+    src.add_argument("--index", default=None, metavar="DIR", help="a signature index folder (attnflows index build)")
+    src.add_argument("--data", default=None, metavar="SOURCE", help="a corpus to index and browse: glue/mrpc, a GLUE folder, .csv/.jsonl, or demo")
+    serve.add_argument("--task", default=None, choices=("mrpc", "rte", "qnli"), help="task of --data")
+    serve.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
+    serve.add_argument("--limit", type=int, default=None, help="index at most this many samples of --data")
+    serve.add_argument(
+        "--allow-model-paths",
+        action="store_true",
+        help="let browser users load other model pairs by hub name or server path (off by default: never expose on a shared server)",
+    )
+    _add_view_options(serve)
+    _add_server_options(serve)
+    serve.set_defaults(func=run_serve)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="prepare the offline default (once) and serve the app on it",
+        description=(
+            "Prepare the offline default if it is missing (a MiniLM fine-tuned on demo data and an index over "
+            "the bundled demo corpus, cached in the user cache folder), then serve the app on it."
+        ),
+    )
+    demo.add_argument("--prepare-only", action="store_true", help="prepare the offline default and exit")
+    demo.add_argument(
+        "--data",
+        default=None,
+        metavar="SOURCE",
+        help="fine-tuning data for the default model (default: $ATTNFLOWS_GLUE_DIR/MRPC, then glue/mrpc, then demo)",
+    )
+    _add_view_options(demo)
+    _add_server_options(demo)
+    demo.set_defaults(func=run_demo)
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _server_kwargs(args) -> dict:
+    return dict(
+        port=args.port,
+        address=args.address,
+        websocket_origin=args.allow_websocket_origin,
+        prefix=args.prefix,
+        show=args.show,
+        num_threads=args.num_threads,
+    )
+
+
+def _check_tau(tau):
+    from attnflows_panel.app import TAU_BOUNDS
+
+    if tau is not None and not TAU_BOUNDS[0] <= tau <= TAU_BOUNDS[1]:
+        raise ValueError(f"--tau must lie in [{TAU_BOUNDS[0]}, {TAU_BOUNDS[1]}], got {tau}")
+    return tau
+
+
+def _cached_index_for(pair, data: str, task: str | None, split: str | None, limit: int | None, tau: float) -> Path:
+    """Build (once) and return an index over ``data`` for ``pair`` under ``cache_dir()/index``."""
+    from attnflows_panel import defaults
+    from attnflows_panel.index import build_index
+
+    key = json.dumps(
+        {"fp": pair.fingerprint, "data": str(Path(data).resolve()) if Path(data).exists() else data,
+         "task": task, "split": split, "limit": limit, "tau": tau},
+        sort_keys=True,
+        default=str,
+    )
+    out = defaults.cache_dir() / "index" / ("serve-" + hashlib.sha256(key.encode()).hexdigest()[:16])
+    if (out / "manifest.json").exists():
+        _err(f"Using the cached index {out}")
+        return out
+    _err(f"Indexing {data} (task {task or 'auto'}) into {out} …")
+    return Path(build_index(pair, data, task, out, split=split, tau=tau, limit=limit, progress=True))
+
+
+def run_serve(args) -> int:
+    from attnflows_panel.app import DEFAULT_TAU, AppConfig, serve
+    from attnflows_panel.registry import shared_registry
+
+    _check_tau(args.tau)
+    if args.task and not args.data:
+        raise ValueError("--task goes with --data (an --index knows its task)")
+    if args.index and not Path(args.index).is_dir():
+        raise FileNotFoundError(f"--index: no index folder at {args.index}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be a positive number, got {args.limit}")
+    tau = args.tau if args.tau is not None else DEFAULT_TAU
+    registry = shared_registry()
+    index = args.index
+    if args.data:
+        refs = AppConfig(pretrained=args.pretrained, finetuned=args.finetuned).model_refs()
+        _err("Loading the model pair …")
+        pair = registry.pair(*refs, device=args.device)
+        index = str(_cached_index_for(pair, args.data, args.task, args.split, args.limit, tau))
+    config = AppConfig(
+        pretrained=args.pretrained,
+        finetuned=args.finetuned,
+        index=index,
+        tau=tau,
+        allow_model_paths=args.allow_model_paths,
+        device=args.device,
+    )
+    serve(config, registry=registry, **_server_kwargs(args))
+    return 0
+
+
+def run_demo(args) -> int:
+    from attnflows_panel import defaults
+
+    _check_tau(args.tau)
+    _err("Preparing the offline default (done once, then cached) …")
+    info = defaults.prepare(data=args.data, progress=True)
+    for key, value in (info or {}).items():
+        if isinstance(value, (str, int, float, Path)) or value is None:
+            _err(f"  {key}: {value}")
+    if args.prepare_only:
+        _err(f"The offline default is ready in {defaults.cache_dir()}.")
+        return 0
+
+    from attnflows_panel.app import DEMO_TAU, AppConfig, demo_index_path, serve
+    from attnflows_panel.registry import shared_registry
+
+    registry = shared_registry()
+    index = demo_index_path()
+    if not (index / "manifest.json").exists():
+        # defaults.prepare() builds it; if this version of it did not, build it here once.
+        from attnflows_panel.index import build_index
+
+        _err(f"Indexing the demo corpus into {index} …")
+        pair = registry.pair(None, None, device=args.device)
+        build_index(pair, "demo", None, index, progress=True)
+    config = AppConfig(
+        pretrained=str(info.get("pretrained") or defaults.pretrained_path()),
+        finetuned=str(info.get("finetuned") or defaults.finetuned_path()),
+        index=str(index),
+        tau=args.tau if args.tau is not None else DEMO_TAU,
+        device=args.device,
+    )
+    serve(config, registry=registry, **_server_kwargs(args))
+    return 0

