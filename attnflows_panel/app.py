@@ -66,7 +66,7 @@ import numpy as np
 import panel as pn
 import param
 
-from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR, __version__
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.registry import Registry, shared_registry
 
 __all__ = ["AppConfig", "AttnFlowsApp", "UrlState", "make_app", "preload", "serve", "demo_index_path", "MODES",
@@ -1085,6 +1085,12 @@ class AttnFlowsApp(pn.viewable.Viewer):
 # --------------------------------------------------------------------------------------------------
 
 
+def _extensions() -> None:
+    """Load the JavaScript of components that arrive after the first render (the corpus browser's
+    Tabulator tables): Panel only ships what the first document holds, unless told."""
+    pn.extension("tabulator")
+
+
 def make_app(config: AppConfig | None = None, registry: Registry | None = None,
              on_create: Callable[[AttnFlowsApp], None] | None = None) -> Callable[[], pn.viewable.Viewable]:
     """The per-session factory that a server calls for every new session (its own app, shared models).
@@ -1095,6 +1101,7 @@ def make_app(config: AppConfig | None = None, registry: Registry | None = None,
     registry = registry or shared_registry()
 
     def create():
+        _extensions()
         app = AttnFlowsApp(config, registry=registry)
         if on_create is not None:
             on_create(app)
@@ -1181,4 +1188,5 @@ def _url(address: str | None, port: int, path: str = "") -> str:
 
 
 if pn.state.served:  # `panel serve attnflows_panel/app.py`: configured by ATTNFLOWS_* variables
+    _extensions()
     AttnFlowsApp.from_env().template().servable(title="Attention Flows")

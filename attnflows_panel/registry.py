@@ -10,8 +10,9 @@ small registry object, keyed by the model fingerprint"):
 
 - ``registry.pair(pretrained, finetuned)`` loads a :class:`~attnflows_panel.models.ModelPair` once per
   *request key* (the resolved folders or hub names). After loading, the pair's fingerprint (weights
-  SHA-256 of both models) is the identity: a second request under another spelling of the same weights
-  gets the already loaded pair, so one set of weights is in memory once.
+  SHA-256 of both models) is the identity: a request under another spelling of the same weights (a hub
+  name and its snapshot folder) loads once more to learn that, then gets the pair already in memory
+  and the duplicate is dropped, so sessions never hold two copies of one set of weights.
 - ``registry.index(path, pair)`` opens a :class:`~attnflows_panel.index.SignatureIndex` once per
   (resolved folder, pair fingerprint).
 - ``registry.run(pair, a, b)`` runs a sentence pair under a per-pair lock (two sessions' forward
@@ -127,9 +128,9 @@ class Registry:
                 None if finetuned is None else str(finetuned),
                 device=device,
             )
+            fp = getattr(pair, "fingerprint", None)  # hashes the weight files: outside the lock
             with self._lock:
                 self.loads["pair"] += 1
-                fp = getattr(pair, "fingerprint", None)
                 if fp is not None:
                     # same weights under another spelling: keep the first loaded object
                     pair = self._by_fingerprint.setdefault(fingerprint_key(fp), pair)
@@ -153,9 +154,9 @@ class Registry:
     def add_pair(self, pair, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *, device: str | None = None):
         """Register an already loaded pair under a request key (used by tests and embedding code)."""
         key = ("pair", _spec_key(pretrained), _spec_key(finetuned), device)
+        fp = getattr(pair, "fingerprint", None)
         with self._lock:
             self._pairs.setdefault(key, pair)
-            fp = getattr(pair, "fingerprint", None)
             if fp is not None:
                 self._by_fingerprint.setdefault(fingerprint_key(fp), pair)
             return self._pairs[key]

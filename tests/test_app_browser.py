@@ -305,15 +305,11 @@ def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_
         first = str(__import__("pandas").read_parquet(Path(demo_index) / "metadata.parquet")["id"].iloc[0])
         expect(pg.locator(".af-sample-id")).to_have_text(first)
         expect(pg.locator(".af-flow-view canvas").first).to_be_visible()
+        expect(pg.locator(".af-browser .tabulator-row").filter(has_text=first).first).to_be_visible()
+        expect(pg.locator(".af-busy")).to_have_text("")  # the busy note is gone once loaded
         problems.check()
     finally:
         context.close()
         proc.terminate()
         proc.wait(30)
         log.close()
-
-
-if os.environ.get("APPDEV_FINE"):  # DEV-ONLY-REMOVE
-    @pytest.fixture(scope="session")  # DEV-ONLY-REMOVE
-    def minilm_finetuned_dir():  # DEV-ONLY-REMOVE
-        return Path(os.environ["APPDEV_FINE"])  # DEV-ONLY-REMOVE

@@ -233,10 +233,3 @@ def test_twenty_concurrent_sessions_share_one_model_and_memory_stays_flat(served
           f"{SESSIONS} concurrent sessions: open p50 {results['first']['open_s'][SESSIONS // 2]:.2f} s, "
           f"search p50 {results['first']['search_s'][SESSIONS // 2]:.2f} s")
     assert growth < FLAT_BOUND_MB, f"server memory grew by {growth:.0f} MB from the first wave of sessions to the second"
-
-
-if os.environ.get("APPDEV_FINE"):  # DEV-ONLY-REMOVE
-    from pathlib import Path  # DEV-ONLY-REMOVE
-    @pytest.fixture(scope="session")  # DEV-ONLY-REMOVE
-    def minilm_finetuned_dir():  # DEV-ONLY-REMOVE
-        return Path(os.environ["APPDEV_FINE"])  # DEV-ONLY-REMOVE

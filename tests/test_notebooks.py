@@ -3,7 +3,6 @@ MiniLM pair, and show what they say they show."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -85,9 +84,3 @@ def test_search_corpus_notebook(notebook_env, tmp_path):
         assert "demo-" in t
     # the browser and the whole app render in the notebook
     assert sum(PANEL_MIME in m for _, m in texts) >= 2
-
-
-if os.environ.get("APPDEV_FINE"):  # DEV-ONLY-REMOVE
-    @pytest.fixture(scope="session")  # DEV-ONLY-REMOVE
-    def minilm_finetuned_dir():  # DEV-ONLY-REMOVE
-        return Path(os.environ["APPDEV_FINE"])  # DEV-ONLY-REMOVE

@@ -135,10 +135,8 @@ def _cached_index_for(pair, data: str, task: str | None, split: str | None, limi
         default=str,
     )
     out = defaults.cache_dir() / "index" / ("serve-" + hashlib.sha256(key.encode()).hexdigest()[:16])
-    if (out / "manifest.json").exists():
-        _err(f"Using the cached index {out}")
-        return out
-    _err(f"Indexing {data} (task {task or 'auto'}) into {out} …")
+    # build_index returns a finished index as it is and resumes an interrupted one
+    _err(f"Index of {data} (task {task or 'from the source'}): {out}")
     return Path(build_index(pair, data, task, out, split=split, tau=tau, limit=limit, progress=True))
 
 
@@ -178,8 +176,8 @@ def run_demo(args) -> int:
 
     _check_tau(args.tau)
     _err("Preparing the offline default (done once, then cached) …")
-    info = defaults.prepare(data=args.data, progress=True)
-    for key, value in (info or {}).items():
+    info = defaults.prepare(data=args.data, progress=True) or {}
+    for key, value in info.items():
         if isinstance(value, (str, int, float, Path)) or value is None:
             _err(f"  {key}: {value}")
     if args.prepare_only:
@@ -191,13 +189,6 @@ def run_demo(args) -> int:
 
     registry = shared_registry()
     index = demo_index_path()
-    if not (index / "manifest.json").exists():
-        # defaults.prepare() builds it; if this version of it did not, build it here once.
-        from attnflows_panel.index import build_index
-
-        _err(f"Indexing the demo corpus into {index} …")
-        pair = registry.pair(None, None, device=args.device)
-        build_index(pair, "demo", None, index, progress=True)
     config = AppConfig(
         pretrained=str(info.get("pretrained") or defaults.pretrained_path()),
         finetuned=str(info.get("finetuned") or defaults.finetuned_path()),
@@ -205,5 +196,12 @@ def run_demo(args) -> int:
         tau=args.tau if args.tau is not None else DEMO_TAU,
         device=args.device,
     )
+    if not (index / "manifest.json").exists():
+        # defaults.prepare() builds it; should it have been skipped, build it here once
+        from attnflows_panel.index import build_index
+
+        _err(f"Indexing the demo corpus into {index} …")
+        pair = registry.pair(config.pretrained, config.finetuned, device=args.device)
+        build_index(pair, "demo", None, index, progress=True)
     serve(config, registry=registry, **_server_kwargs(args))
     return 0
