@@ -404,7 +404,7 @@ def prepare_index(
     task: str = DEFAULT_TASK,
     progress: bool = True,
     force: bool = False,
-    tau: float = 0.3,
+    tau: float | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Build the demo signature index (``attnflows_panel.index.build_index``) for the default pair.
@@ -413,7 +413,13 @@ def prepare_index(
     module is not importable. ``build_index`` resumes an interrupted build of the same pair; our
     manifest entry, written last, records which fine-tuned weights the finished index belongs to.
     ``limit`` indexes only the first pairs of the demo set (quick looks, tests); None = all of it.
+    ``tau`` defaults to :data:`attnflows_panel.DEFAULT_TAU`: at the paper's 0.3 most of MiniLM's
+    graphs are [CLS] alone, so their signatures would be nearly all ties.
     """
+    if tau is None:
+        from attnflows_panel import DEFAULT_TAU
+
+        tau = DEFAULT_TAU
     task = task.lower()
     target = index_path("demo")
     try:

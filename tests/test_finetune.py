@@ -131,7 +131,8 @@ def test_short_minilm_finetune_on_glue_mrpc_writes_loadable_folder(minilm_path, 
 @pytest.mark.real_model
 def test_finetune_learns_a_learnable_task(minilm_path, tmp_path):
     """From a CSV with a column map: pairs that repeat a sentence vs pairs whose second sentence is
-    about something else entirely are told apart after a couple of dozen steps."""
+    about something else entirely are told apart after 15 steps (data seeds 0, 1, 2 gave 1.0, 0.85,
+    1.0 eval accuracy; chance is 0.5)."""
     rng = np.random.default_rng(0)
     people = ["The cat", "A young doctor", "My neighbour", "Our team", "A tall man", "Her brother", "The baker"]
     acts = ["visits", "paints", "repairs", "watches", "sells", "follows", "builds"]
@@ -140,7 +141,7 @@ def test_finetune_learns_a_learnable_task(minilm_path, tmp_path):
     when = ["is expected tomorrow", "fell overnight", "covered the coast", "returns on Monday", "ended at noon"]
 
     rows = []
-    for i in range(128):
+    for i in range(96):
         a = f"{rng.choice(people)} {rng.choice(acts)} {rng.choice(things)}."
         if i % 2:
             rows.append((a, a, "entailment"))
@@ -150,12 +151,13 @@ def test_finetune_learns_a_learnable_task(minilm_path, tmp_path):
     metrics = finetune(
         str(minilm_path), str(train), "rte", tmp_path / "out",
         column_map={"sentence_a": "premise", "sentence_b": "hypothesis", "label": "gold"},
-        epochs=2, batch_size=16, learning_rate=1e-4, seed=0, progress=False,
+        epochs=3, batch_size=16, learning_rate=1e-4, seed=0, progress=False,
     )
-    # a file without splits is split 80/20 (seeded); all 128 rows are used
-    assert metrics["n_train"] + metrics["n_eval"] == 128 and "80%" in metrics["split"]["train"]
-    assert metrics["accuracy"] >= 0.9, metrics
-    assert metrics["f1_label"] == "entailment" and metrics["f1"] >= 0.9
+    # a file without splits is split 80/20 (seeded); all 96 rows are used
+    assert metrics["n_train"] + metrics["n_eval"] == 96 and "80%" in metrics["split"]["train"]
+    assert metrics["steps"] == 15
+    assert metrics["accuracy"] >= 0.8, metrics
+    assert metrics["f1_label"] == "entailment" and metrics["f1"] >= 0.8
 
 
 # --------------------------------------------------------------------------------------------------
