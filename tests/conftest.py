@@ -81,6 +81,27 @@ def tiny_bert_dirs(tmp_path_factory, minilm_path):
 
 
 @pytest.fixture(scope="session")
+def sharp_bert_dirs(tiny_bert_dirs, tmp_path_factory):
+    """The tiny random BERT pair with query/key weights x12: peaked attention, so graphs at τ = 0.3
+    are not empty (a random BERT's attention is nearly uniform)."""
+    import torch
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("sharp-bert")
+    out = []
+    for src, cls, name in ((tiny_bert_dirs[0], AutoModel, "pre"), (tiny_bert_dirs[1], AutoModelForSequenceClassification, "fine")):
+        model = cls.from_pretrained(src)
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "attention.self.query" in pname or "attention.self.key" in pname:
+                    p.mul_(12.0)
+        model.save_pretrained(root / name)
+        AutoTokenizer.from_pretrained(src).save_pretrained(root / name)
+        out.append(root / name)
+    return tuple(out)
+
+
+@pytest.fixture(scope="session")
 def minilm_finetuned_dir(tmp_path_factory, minilm_path, glue_dir) -> Path:
     """The packaged MiniLM after a short real fine-tune on MRPC (a few dozen steps)."""
     from attnflows_panel.finetune import finetune

@@ -35,31 +35,10 @@ SCRIPT = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned 
 
 
 @pytest.fixture(scope="module")
-def sharp_dirs(tiny_bert_dirs, tmp_path_factory):
-    """The tiny random BERT pair with query/key weights x12: peaked attention, so its Attention Graphs
-    at τ = 0.3 are not empty (a random BERT's attention is nearly uniform)."""
-    import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("app-sharp-bert")
-    out = []
-    for src, cls, name in ((tiny_bert_dirs[0], AutoModel, "pre"), (tiny_bert_dirs[1], AutoModelForSequenceClassification, "fine")):
-        model = cls.from_pretrained(src)
-        with torch.no_grad():
-            for pname, p in model.named_parameters():
-                if "attention.self.query" in pname or "attention.self.key" in pname:
-                    p.mul_(12.0)
-        model.save_pretrained(root / name)
-        AutoTokenizer.from_pretrained(src).save_pretrained(root / name)
-        out.append(root / name)
-    return tuple(out)
-
-
-@pytest.fixture(scope="module")
-def tiny_pair(sharp_dirs):
+def tiny_pair(sharp_bert_dirs):
     from attnflows_panel.models import ModelPair
 
-    return ModelPair.load(str(sharp_dirs[0]), str(sharp_dirs[1]), device="cpu")
+    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +50,15 @@ def tiny_index(tiny_pair, tmp_path_factory):
 
 
 @pytest.fixture
-def registry(tiny_pair, sharp_dirs):
+def registry(tiny_pair, sharp_bert_dirs):
     reg = Registry()
-    reg.add_pair(tiny_pair, sharp_dirs[0], sharp_dirs[1])
+    reg.add_pair(tiny_pair, sharp_bert_dirs[0], sharp_bert_dirs[1])
     return reg
 
 
 @pytest.fixture
-def config(sharp_dirs, tiny_index):
-    return AppConfig(pretrained=str(sharp_dirs[0]), finetuned=str(sharp_dirs[1]), index=str(tiny_index))
+def config(sharp_bert_dirs, tiny_index):
+    return AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(tiny_index))
 
 
 @pytest.fixture
@@ -353,7 +332,7 @@ def test_over_long_text_is_cut_and_truncated_with_visible_notes(app):
     assert app._alert.visible
 
 
-def test_model_paths_cannot_be_set_without_the_flag(app, config, registry, sharp_dirs):
+def test_model_paths_cannot_be_set_without_the_flag(app, config, registry, sharp_bert_dirs):
     assert app._model_pre_w is None and app._model_fine_w is None
     texts = [w for w in app._layout.select(lambda o: getattr(o, "css_classes", None) and "af-model-pre" in o.css_classes)]
     assert texts == []
@@ -363,9 +342,9 @@ def test_model_paths_cannot_be_set_without_the_flag(app, config, registry, sharp
     allowed._model_fine_w.value = "/definitely/not/a/model/either"
     allowed._on_load_models(None)
     assert allowed.message and allowed._alert.alert_type == "danger"
-    allowed._model_pre_w.value, allowed._model_fine_w.value = str(sharp_dirs[0]), str(sharp_dirs[1])
+    allowed._model_pre_w.value, allowed._model_fine_w.value = str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1])
     allowed._on_load_models(None)
-    assert allowed.view is not None and allowed.pair is registry.cached_pair(*sharp_dirs)
+    assert allowed.view is not None and allowed.pair is registry.cached_pair(*sharp_bert_dirs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -418,13 +397,13 @@ def test_config_from_env(tmp_path, tiny_index):
         AppConfig(tau=1.5)
 
 
-def test_an_index_names_its_models(tiny_index, sharp_dirs):
+def test_an_index_names_its_models(tiny_index, sharp_bert_dirs):
     refs = AppConfig(index=str(tiny_index)).model_refs()
-    assert [Path(r).resolve() for r in refs] == [Path(d).resolve() for d in sharp_dirs]
+    assert [Path(r).resolve() for r in refs] == [Path(d).resolve() for d in sharp_bert_dirs]
     assert AppConfig(index=None).model_refs() == (None, None)
 
 
-def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_dirs, tiny_index, tmp_path, registry):
+def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_bert_dirs, tiny_index, tmp_path, registry):
     import json
     import shutil
 
@@ -433,7 +412,7 @@ def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_dir
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["fingerprint"]["finetuned"]["weights_sha256"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(manifest))
-    app = AttnFlowsApp(AppConfig(pretrained=str(sharp_dirs[0]), finetuned=str(sharp_dirs[1]), index=str(other)),
+    app = AttnFlowsApp(AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(other)),
                        registry=registry)
     assert app.browser is None and "corpus browser is off" in app.message
     assert app.view is not None  # the example pair is shown; typed pairs work

@@ -17,24 +17,10 @@ from attnflows_panel.views.corpus_browser import CorpusBrowser, diverging_palett
 
 
 @pytest.fixture(scope="module")
-def sharp_pair(tiny_bert_dirs, tmp_path_factory):
-    import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
+def sharp_pair(sharp_bert_dirs):
     from attnflows_panel.models import ModelPair
 
-    root = tmp_path_factory.mktemp("sharp-bert-browser")
-    dirs = []
-    for src, cls, name in ((tiny_bert_dirs[0], AutoModel, "pre"), (tiny_bert_dirs[1], AutoModelForSequenceClassification, "fine")):
-        model = cls.from_pretrained(src)
-        with torch.no_grad():
-            for pname, p in model.named_parameters():
-                if "attention.self.query" in pname or "attention.self.key" in pname:
-                    p.mul_(12.0)
-        model.save_pretrained(root / name)
-        AutoTokenizer.from_pretrained(src).save_pretrained(root / name)
-        dirs.append(str(root / name))
-    return ModelPair.load(*dirs)
+    return ModelPair.load(*(str(d) for d in sharp_bert_dirs))
 
 
 @pytest.fixture(scope="module")

@@ -35,30 +35,10 @@ REAL_TAU = 0.1  # MiniLM's [CLS] attention is diffuse: at τ = 0.3 most of its g
 
 
 @pytest.fixture(scope="module")
-def sharp_dirs(tiny_bert_dirs, tmp_path_factory):
-    """The tiny random BERT pair with query/key weights x12: peaked attention, non-trivial graphs."""
-    import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("sharp-bert")
-    out = []
-    for src, cls, name in ((tiny_bert_dirs[0], AutoModel, "pre"), (tiny_bert_dirs[1], AutoModelForSequenceClassification, "fine")):
-        model = cls.from_pretrained(src)
-        with torch.no_grad():
-            for pname, p in model.named_parameters():
-                if "attention.self.query" in pname or "attention.self.key" in pname:
-                    p.mul_(12.0)
-        model.save_pretrained(root / name)
-        AutoTokenizer.from_pretrained(src).save_pretrained(root / name)
-        out.append(root / name)
-    return tuple(out)
-
-
-@pytest.fixture(scope="module")
-def sharp_pair(sharp_dirs):
+def sharp_pair(sharp_bert_dirs):
     from attnflows_panel.models import ModelPair
 
-    return ModelPair.load(str(sharp_dirs[0]), str(sharp_dirs[1]))
+    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]))
 
 
 @pytest.fixture(scope="module")
@@ -367,11 +347,11 @@ def test_build_input_errors(sharp_pair, mrpc, tmp_path):
         build_index(sharp_pair, mrpc.select([]), "mrpc", tmp_path / "x", progress=False)
 
 
-def test_manifest_checks_against_the_loaded_pair(tiny_index, sharp_pair, sharp_dirs, tiny_bert_dirs):
+def test_manifest_checks_against_the_loaded_pair(tiny_index, sharp_pair, sharp_bert_dirs, tiny_bert_dirs):
     from attnflows_panel.models import ModelPair
 
     SignatureIndex.open(tiny_index, pair=sharp_pair)  # the same models: accepted
-    other_fine = ModelPair.load(str(sharp_dirs[0]), str(tiny_bert_dirs[1]))
+    other_fine = ModelPair.load(str(sharp_bert_dirs[0]), str(tiny_bert_dirs[1]))
     with pytest.raises(IndexMismatchError, match="fine-tuned model weights") as err:
         SignatureIndex.open(tiny_index, pair=other_fine)
     assert "pre-trained" not in str(err.value)
@@ -510,11 +490,11 @@ def test_pca_map_and_head_usage(tiny_index):
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_cli_build_query_info(sharp_dirs, glue_dir, tmp_path, capsys):
+def test_cli_build_query_info(sharp_bert_dirs, glue_dir, tmp_path, capsys):
     from attnflows_panel.cli import main
 
     out = tmp_path / "cli-index"
-    rc = main(["index", "build", "--pretrained", str(sharp_dirs[0]), "--finetuned", str(sharp_dirs[1]),
+    rc = main(["index", "build", "--pretrained", str(sharp_bert_dirs[0]), "--finetuned", str(sharp_bert_dirs[1]),
                "--data", str(glue_dir / "MRPC"), "--task", "mrpc", "--split", "dev", "--limit", "24",
                "--out", str(out), "--no-progress"])
     assert rc == 0
