@@ -109,6 +109,10 @@ def test_space_heads_and_k(browser, index):
     # an unknown id (e.g. set by the app from elsewhere) says so
     browser.selected_id = "no-such-id"
     assert "unknown sample id 'no-such-id'" in browser.message
+    # ... and markup in it is shown as text, never rendered
+    browser.selected_id = "<img src=x onerror=alert(1)>"
+    assert "<img" in browser.message
+    assert "<img" not in browser._status.object and "&lt;img src=x" in browser._status.object
 
 
 def test_heatmap_values_scope_and_tap(browser, index):

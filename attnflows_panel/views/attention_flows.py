@@ -31,6 +31,7 @@ Interactions (§4.4):
 
 from __future__ import annotations
 
+import html
 import io
 from typing import Any
 
@@ -347,7 +348,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         finally:
             self._syncing = False
         if self._data.node_id(self.level, pos) < 0:
-            self._status.object = (f"<i>“{self._data.tokens[pos]}” is not a node of level {self.level} at τ = "
+            self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level {self.level} at τ = "
                                    f"{self.tau:.2f}; pick another level.</i>")
             return
         self.param.update(selection=[[self.level, pos]], head=[], head_model="both")
@@ -370,12 +371,12 @@ class AttentionFlowsView(pn.viewable.Viewer):
             probs = getattr(out, "probs", None)
             if label is not None:
                 p = f" ({probs[label]:.2f})" if probs and label in probs else ""
-                parts.append(f'<span style="color:{color}">■</span> {name}: <b>{label}</b>{p}')
+                parts.append(f'<span style="color:{color}">■</span> {name}: <b>{html.escape(str(label))}</b>{p}')
         sizes = " · ".join(str(len(lv)) for lv in d.levels[::-1])
         parts.append(f"n = {d.n} tokens{' (truncated)' if getattr(r, 'truncated', False) else ''}; "
                      f"ring sizes (root → level 0): {sizes}")
         if self.status:
-            parts.append(f"<b>{self.status}</b>")
+            parts.append(f"<b>{html.escape(self.status)}</b>")  # tokens are user text
         return "<br>".join(parts)
 
     def _legend_html(self) -> str:

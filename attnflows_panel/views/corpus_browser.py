@@ -21,6 +21,8 @@ The browser only draws what the index answers; it holds no analysis of its own.
 
 from __future__ import annotations
 
+import html
+
 from typing import Any
 
 import numpy as np
@@ -262,7 +264,7 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     def _set_message(self, text: str) -> None:
         self.message = text
-        self._status.object = text
+        self._status.object = html.escape(text)  # messages can quote user input (ids, search text)
         self._status.visible = bool(text)
 
     def _heads_mask(self) -> np.ndarray | None:
