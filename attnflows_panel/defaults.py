@@ -296,8 +296,9 @@ def prepare_model(
 
     A finished model is reused even if another source would be chosen now (it is built once), except
     when ``data`` is given explicitly and differs from the source it was built from, or ``force``.
-    ``max_steps`` / ``train_limit`` / ``epochs`` shorten the run (tests); ``None`` keeps the task's
-    defaults, or :data:`DEMO_SETTINGS` on the small demo set.
+    ``max_steps`` / ``train_limit`` / ``epochs`` shorten the run (tests); ``None`` takes
+    :data:`DEMO_SETTINGS` on the small demo set and the task's defaults
+    (:data:`attnflows_panel.finetune.TASK_DEFAULTS`) on any other source.
     """
     from attnflows_panel.finetune import finetune
 
@@ -329,9 +330,8 @@ def prepare_model(
     run_kw = dict(max_steps=max_steps, train_limit=train_limit, epochs=epochs)
 
     def run(source_choice: dict[str, str]) -> dict[str, Any]:
-        kw = dict(run_kw)
-        if source_choice["source"].strip().lower() == "demo":
-            kw = {**DEMO_SETTINGS, **{k: v for k, v in kw.items() if v is not None}}
+        is_demo = source_choice["source"].strip().lower() == "demo"
+        kw = {**(DEMO_SETTINGS if is_demo else {}), **{k: v for k, v in run_kw.items() if v is not None}}
         return finetune(
             pretrained_path(),
             source_choice["source"],

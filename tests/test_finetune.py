@@ -555,6 +555,9 @@ def test_prepare_rebuilds_when_explicit_data_differs(cache, tiny_bert_dirs, monk
     defaults.prepare(data="demo", max_steps=1, index=False, progress=False)
     r = defaults.prepare(data=str(glue_dir / "MRPC"), max_steps=1, train_limit=16, index=False, progress=False)
     assert r["model"]["status"] == "built" and r["data_source"]["source"] == str(glue_dir / "MRPC")
+    settings = json.loads((defaults.finetuned_path() / "metrics.json").read_text())["settings"]
+    assert settings["epochs"] == TASK_DEFAULTS["mrpc"].epochs  # GLUE data: the CLI's defaults
+    assert settings["learning_rate"] == TASK_DEFAULTS["mrpc"].learning_rate
     # no --data: whatever was built is reused, even though another source would be chosen now
     assert defaults.prepare(max_steps=1, index=False, progress=False)["model"]["status"] == "reused"
 
