@@ -66,11 +66,11 @@ import numpy as np
 import panel as pn
 import param
 
-from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PAPER_TAU, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.registry import Registry, shared_registry
 
 __all__ = ["AppConfig", "AttnFlowsApp", "UrlState", "make_app", "preload", "serve", "demo_index_path", "MODES",
-           "HELP_HTML", "DEFAULT_TAU", "DEMO_TAU", "MAX_CHARS"]
+           "HELP_HTML", "DEFAULT_TAU", "PAPER_TAU", "initial_tau", "MAX_CHARS"]
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,6 @@ MODE_LABELS = {"Combined": "combined", "Pre-trained": "pretrained", "Fine-tuned"
 #: the longest sentence accepted from the form or the URL (characters); the models then truncate to
 #: their maximum number of tokens
 MAX_CHARS = 2000
-DEFAULT_TAU = 0.3
-#: τ for the offline default pair: all-MiniLM-L6-v2 spreads its attention more than BERT-base, so at the
-#: paper's τ = 0.3 its graphs hold little more than [CLS] (ring sizes 1-3); at 0.2 a typical demo pair has
-#: rings of 3-23 tokens
-DEMO_TAU = 0.2
 TAU_BOUNDS = (0.01, 0.95)
 #: a pair shown before any sample is picked when no index is loaded
 EXAMPLE_PAIR = (
@@ -99,6 +94,48 @@ def demo_index_path() -> Path:
     from attnflows_panel import defaults
 
     return defaults.index_path("demo")
+
+
+def _index_tau(index: str | os.PathLike | None) -> float | None:
+    """τ from an index folder's manifest, or None (no index, unreadable manifest)."""
+    if not index:
+        return None
+    import json
+
+    try:
+        tau = float(json.loads((Path(index) / "manifest.json").read_text())["tau"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return tau if TAU_BOUNDS[0] <= tau <= TAU_BOUNDS[1] else None
+
+
+def _is_default_pair(pretrained: str | None, finetuned: str | None) -> bool:
+    if pretrained is None and finetuned is None:
+        return True
+    from attnflows_panel import defaults
+
+    try:
+        same = [Path(str(ref)).resolve() == Path(path).resolve()
+                for ref, path in ((pretrained, defaults.pretrained_path()), (finetuned, defaults.finetuned_path()))]
+    except (RuntimeError, OSError):  # the packaged model is missing: then it is not the default pair
+        return False
+    return all(same)
+
+
+def initial_tau(pretrained: str | None = None, finetuned: str | None = None,
+                index: str | os.PathLike | None = None) -> float:
+    """The τ the app opens at when none is given. One rule, in this order:
+
+    1. the τ the index was built with (its manifest), so that the graphs on screen are the ones the
+       similarity search compared;
+    2. :data:`~attnflows_panel.DEFAULT_TAU` (0.15) for the offline default pair (the packaged
+       all-MiniLM-L6-v2, whose attention is too diffuse for 0.3);
+    3. :data:`~attnflows_panel.PAPER_TAU` (0.3, the paper's value for BERT-base) for any other pair.
+    """
+    tau = _index_tau(index)
+    if tau is not None:
+        return tau
+    return DEFAULT_TAU if _is_default_pair(pretrained, finetuned) else PAPER_TAU
 
 
 def _esc(text: Any) -> str:
@@ -127,7 +164,8 @@ class AppConfig:
     pretrained, finetuned: hub names or folders; both None = the index's models (its manifest names
         them), else the offline default pair.
     index: a signature index folder (``attnflows index build``), or None for no corpus browser.
-    tau: the initial threshold τ of the Attention Graph (§4.1).
+    tau: the initial threshold τ of the Attention Graph (§4.1); None = :func:`initial_tau`'s rule (the
+        index's τ, else 0.15 for the offline default pair, else the paper's 0.3).
     allow_model_paths: whether browser users may load another model pair by name or server path.
     device: torch device for the models (None = CUDA when available, else CPU).
     max_chars: longest sentence accepted from the form or the URL.
@@ -136,13 +174,15 @@ class AppConfig:
     pretrained: str | None = None
     finetuned: str | None = None
     index: str | None = None
-    tau: float = DEFAULT_TAU
+    tau: float | None = None
     allow_model_paths: bool = False
     device: str | None = None
     max_chars: int = MAX_CHARS
     title: str = "Attention Flows"
 
     def __post_init__(self):
+        if self.tau is None:
+            object.__setattr__(self, "tau", initial_tau(self.pretrained, self.finetuned, self.index))
         if not TAU_BOUNDS[0] <= float(self.tau) <= TAU_BOUNDS[1]:
             raise ValueError(f"tau must lie in [{TAU_BOUNDS[0]}, {TAU_BOUNDS[1]}], got {self.tau}")
         if int(self.max_chars) < 1:
@@ -154,8 +194,7 @@ class AppConfig:
 
         ``ATTNFLOWS_PRETRAINED``, ``ATTNFLOWS_FINETUNED`` (model refs; default: the offline default
         pair), ``ATTNFLOWS_INDEX`` (index folder; default: the demo index when it exists, ``none`` for no
-        browser), ``ATTNFLOWS_TAU`` (default :data:`DEMO_TAU` for the offline default pair, else
-        :data:`DEFAULT_TAU`), ``ATTNFLOWS_ALLOW_MODEL_PATHS`` (1/true), ``ATTNFLOWS_DEVICE``.
+        browser), ``ATTNFLOWS_TAU`` (default: :func:`initial_tau`), ``ATTNFLOWS_ALLOW_MODEL_PATHS`` (1/true), ``ATTNFLOWS_DEVICE``.
         """
         env = os.environ if environ is None else environ
         index = env.get("ATTNFLOWS_INDEX") or None
@@ -165,9 +204,8 @@ class AppConfig:
         elif index.lower() == "none":
             index = None
         tau = env.get("ATTNFLOWS_TAU")
-        default_pair = not (env.get("ATTNFLOWS_PRETRAINED") or env.get("ATTNFLOWS_FINETUNED"))
         try:
-            tau_value = float(tau) if tau else (DEMO_TAU if default_pair else DEFAULT_TAU)
+            tau_value = float(tau) if tau else None
         except ValueError:
             raise ValueError(f"ATTNFLOWS_TAU must be a number, got {tau!r}") from None
         return cls(
@@ -295,7 +333,7 @@ class UrlState:
                 state.tau = tau
             except ValueError:
                 errors.append(f"τ in the link must be a number in [{TAU_BOUNDS[0]}, {TAU_BOUNDS[1]}]; "
-                              f"got {get['tau']!r}, kept {DEFAULT_TAU}")
+                              f"got {get['tau']!r}, kept the current τ")
         if "mode" in get:
             if get["mode"] in MODES:
                 state.mode = get["mode"]

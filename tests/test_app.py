@@ -15,9 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from attnflows_panel import DEFAULT_TAU, PAPER_TAU
 from attnflows_panel.app import (
-    DEFAULT_TAU,
-    DEMO_TAU,
     HELP_HTML,
     MAX_CHARS,
     AppConfig,
@@ -389,12 +388,59 @@ def test_config_from_env(tmp_path, tiny_index):
                               "ATTNFLOWS_TAU": "0.25", "ATTNFLOWS_ALLOW_MODEL_PATHS": "yes"})
     assert (cfg.pretrained, cfg.finetuned, cfg.index, cfg.tau, cfg.allow_model_paths) == ("a", "b", str(tiny_index), 0.25, True)
     cfg = AppConfig.from_env({"ATTNFLOWS_INDEX": "none"})
-    assert cfg.index is None and cfg.tau == DEMO_TAU and cfg.allow_model_paths is False
-    assert AppConfig.from_env({"ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": "none"}).tau == DEFAULT_TAU
+    assert cfg.index is None and cfg.tau == DEFAULT_TAU and cfg.allow_model_paths is False
+    assert AppConfig.from_env({"ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": "none"}).tau == PAPER_TAU
+    # no ATTNFLOWS_TAU: the index's τ (tiny_index was built at 0.3; its manifest says so)
+    assert AppConfig.from_env({"ATTNFLOWS_INDEX": str(tiny_index)}).tau == pytest.approx(0.3)
     with pytest.raises(ValueError, match="ATTNFLOWS_TAU must be a number"):
         AppConfig.from_env({"ATTNFLOWS_TAU": "high"})
     with pytest.raises(ValueError, match="tau must lie in"):
         AppConfig(tau=1.5)
+
+
+def _index_with_tau(folder: Path, tau) -> Path:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"tau": tau}))
+    return folder
+
+
+def test_one_rule_for_the_initial_tau(tmp_path, sharp_bert_dirs):
+    """initial_tau: the index's τ, else 0.15 for the offline default pair, else the paper's 0.3."""
+    from attnflows_panel import defaults
+    from attnflows_panel.app import initial_tau
+
+    pre, fine = (str(d) for d in sharp_bert_dirs)
+    at_012 = _index_with_tau(tmp_path / "i012", 0.12)
+    assert initial_tau(pre, fine, at_012) == pytest.approx(0.12)
+    assert initial_tau(None, None, at_012) == pytest.approx(0.12)
+    assert initial_tau() == DEFAULT_TAU == 0.15
+    assert initial_tau(str(defaults.pretrained_path()), str(defaults.finetuned_path())) == DEFAULT_TAU
+    assert initial_tau(pre, fine) == PAPER_TAU == 0.3
+    assert initial_tau(str(defaults.pretrained_path()), fine) == PAPER_TAU  # only one of the default pair
+    # an index whose manifest has no usable τ falls back to the pair's rule
+    for bad in ("{not json", '{"tau": "x"}', '{"tau": 7}', "{}"):
+        (tmp_path / "bad").mkdir(exist_ok=True)
+        (tmp_path / "bad" / "manifest.json").write_text(bad)
+        assert initial_tau(pre, fine, tmp_path / "bad") == PAPER_TAU
+    assert initial_tau(pre, fine, tmp_path / "no-such-index") == PAPER_TAU
+    # AppConfig applies it when tau is not given, and an explicit tau wins
+    assert AppConfig(pretrained=pre, finetuned=fine, index=str(at_012)).tau == pytest.approx(0.12)
+    assert AppConfig(pretrained=pre, finetuned=fine, index=str(at_012), tau=0.2).tau == pytest.approx(0.2)
+    assert AppConfig(pretrained=pre, finetuned=fine).tau == PAPER_TAU
+
+
+def test_serve_opens_at_the_index_tau_unless_tau_is_given(monkeypatch, tmp_path, sharp_bert_dirs):
+    from attnflows_panel import app as app_mod
+    from attnflows_panel.cli import main
+
+    index = _index_with_tau(tmp_path / "idx", 0.12)
+    seen = []
+    monkeypatch.setattr(app_mod, "serve", lambda config, **kw: seen.append(config))
+    assert main(["serve", "--index", str(index), "--port", "0"]) == 0
+    assert main(["serve", "--index", str(index), "--port", "0", "--tau", "0.25"]) == 0
+    assert [c.tau for c in seen] == [pytest.approx(0.12), pytest.approx(0.25)]
 
 
 def test_an_index_names_its_models(tiny_index, sharp_bert_dirs):
@@ -458,7 +504,7 @@ def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, ca
     monkeypatch.setenv("ATTNFLOWS_CACHE_DIR", str(tmp_path))
     index = defaults.index_path("demo")
     index.mkdir(parents=True)
-    (index / "manifest.json").write_text("{}")
+    (index / "manifest.json").write_text('{"tau": 0.15}')
     calls = {}
     monkeypatch.setattr(defaults, "prepare", lambda data=None, progress=True: calls.setdefault("prepare", (data, progress)) and {
         "pretrained": "/pkg/minilm", "finetuned": str(tmp_path / "models" / "fine"), "data_source": {"source": "demo"}})
@@ -467,7 +513,8 @@ def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, ca
     assert calls.pop("prepare") == ("some/folder", True) and "serve" not in calls
     assert main(["demo", "--port", "0", "--address", "127.0.0.1"]) == 0
     config, kw = calls["serve"]
-    assert config.index == str(index) and config.tau == DEMO_TAU and config.pretrained == "/pkg/minilm"
+    assert config.index == str(index) and config.pretrained == "/pkg/minilm"
+    assert config.tau == pytest.approx(0.15)  # the demo index's τ
     assert kw["port"] == 0 and kw["address"] == "127.0.0.1"
     assert "Preparing the offline default" in capsys.readouterr().err
 

@@ -22,7 +22,7 @@ def notebook_env(monkeypatch, minilm_path, minilm_finetuned_dir):
     monkeypatch.setenv("ATTNFLOWS_PRETRAINED", str(minilm_path))
     monkeypatch.setenv("ATTNFLOWS_FINETUNED", str(minilm_finetuned_dir))
     monkeypatch.setenv("ATTNFLOWS_NOTEBOOK_LIMIT", "24")
-    monkeypatch.setenv("ATTNFLOWS_TAU", "0.2")
+    monkeypatch.delenv("ATTNFLOWS_TAU", raising=False)  # the notebooks' own default, DEFAULT_TAU
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
 

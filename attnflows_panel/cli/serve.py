@@ -53,7 +53,8 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
 
 def _add_view_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=None,
-                   help="initial attention threshold τ (default: 0.3 as in the paper; 0.2 for the offline default MiniLM)")
+                   help="initial attention threshold τ (default: the index's τ; else 0.15 for the offline default "
+                        "MiniLM pair, 0.3 as in the paper for any other pair)")
     p.add_argument("--device", default=None, help="torch device for the models (default: cpu, or cuda when available)")
 
 
@@ -141,7 +142,7 @@ def _cached_index_for(pair, data: str, task: str | None, split: str | None, limi
 
 
 def run_serve(args) -> int:
-    from attnflows_panel.app import DEFAULT_TAU, AppConfig, serve
+    from attnflows_panel.app import AppConfig, initial_tau, serve
     from attnflows_panel.registry import shared_registry
 
     _check_tau(args.tau)
@@ -151,7 +152,8 @@ def run_serve(args) -> int:
         raise FileNotFoundError(f"--index: no index folder at {args.index}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive number, got {args.limit}")
-    tau = args.tau if args.tau is not None else DEFAULT_TAU
+    # None: the index's τ, else the rule of initial_tau for the pair (also the τ a --data index is built at)
+    tau = args.tau if args.tau is not None or args.index else initial_tau(args.pretrained, args.finetuned)
     registry = shared_registry()
     index = args.index
     if args.data:
@@ -184,7 +186,7 @@ def run_demo(args) -> int:
         _err(f"The offline default is ready in {defaults.cache_dir()}.")
         return 0
 
-    from attnflows_panel.app import DEMO_TAU, AppConfig, demo_index_path, serve
+    from attnflows_panel.app import AppConfig, demo_index_path, serve
     from attnflows_panel.registry import shared_registry
 
     registry = shared_registry()
@@ -193,7 +195,7 @@ def run_demo(args) -> int:
         pretrained=str(info.get("pretrained") or defaults.pretrained_path()),
         finetuned=str(info.get("finetuned") or defaults.finetuned_path()),
         index=str(index),
-        tau=args.tau if args.tau is not None else DEMO_TAU,
+        tau=args.tau,  # None: the demo index's τ (DEFAULT_TAU), see initial_tau
         device=args.device,
     )
     if not (index / "manifest.json").exists():
