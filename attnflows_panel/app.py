@@ -834,9 +834,10 @@ class AttnFlowsApp(pn.viewable.Viewer):
                 self.view = AttentionFlowsView(result=result, tau=self.tau, mode=self.mode, level=self.level)
                 self.view.param.watch(self._on_view_selection, ["selection", "head", "head_model"])
                 self.view.param.watch(self._on_view_status, ["status"])
-                self._sentence_slot.objects = [pn.pane.Bokeh(self.view.sentence_figure.figure, margin=0)]
-                self._flow_slot.objects = [pn.pane.Bokeh(self.view.flow.figure, margin=0)]
-                self._context_slot.objects = [pn.pane.Bokeh(self.view.context_figure.figure, margin=0)]
+                parts = self.view.parts()  # live: later results, τ, mode and level update them in place
+                self._sentence_slot.objects = [parts.sentence]
+                self._flow_slot.objects = [parts.flow]
+                self._context_slot.objects = [parts.context]
             else:
                 self.view.param.update(result=result, tau=self.tau, mode=self.mode, level=self.level)
             self._tau_w.value = self.tau

@@ -9,6 +9,7 @@ import math
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import panel as pn
 import pytest
 from bokeh.document import Document
 from pyviz_comms import Comm
@@ -381,6 +382,24 @@ def test_a_new_result_replaces_everything():
     with pytest.raises(ValueError, match="PairResult"):
         view.result = object()
     assert view.result.n == n  # the bad value was refused, the view kept its pair
+
+
+def test_parts_are_the_live_views_for_a_custom_layout():
+    """parts(): the app composes its own layout from them; they must follow every later change."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    parts = view.parts()
+    assert parts.flow.object is view.flow.figure and parts.sentence.object is view.sentence_figure.figure
+    assert parts.context.object is view.context_figure.figure
+    layout = pn.Row(parts.sentence, parts.flow, parts.context, parts.controls, parts.legend, parts.status)
+    root = layout.get_root(Document(), comm=Comm())
+    before = _node_key(_source(root, "attnflows-nodes"))
+    view.tau = 0.55  # the custom layout shows the new graph, with no new parts to place
+    after = _node_key(_source(root, "attnflows-nodes"))
+    g2, f2 = AttentionGraph.build(PRE_ATTN, 0.55), AttentionGraph.build(FINE_ATTN, 0.55)
+    assert after == [(k, int(t)) for k in range(3) for t in GraphComparison(g2, f2).levels[k]] and after != before
+    view.selection = [[0, 3]]
+    assert parts.status.object == view.status_html() and "[SEP]" in parts.status.object
+    assert "pre-trained" in parts.legend.object.lower()
 
 
 def test_selection_survives_tau_change_when_possible():

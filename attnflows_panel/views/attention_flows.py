@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import html
 import io
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import panel as pn
@@ -54,7 +54,7 @@ from attnflows_panel.views.flow import (
 )
 from attnflows_panel.views.sentence import SentenceFigure
 
-__all__ = ["AttentionFlowsView", "check_result"]
+__all__ = ["AttentionFlowsView", "ViewParts", "check_result"]
 
 _MODE_LABELS = {"Combined": "combined", "Pre-trained": "pretrained", "Fine-tuned": "finetuned"}
 
@@ -90,6 +90,17 @@ class _PairResultParameter(param.Parameter):
         super()._validate(val)
         if val is not None:
             check_result(val)
+
+
+class ViewParts(NamedTuple):
+    """:meth:`AttentionFlowsView.parts`: the views and controls of one AttentionFlowsView."""
+
+    sentence: pn.pane.Bokeh  #: Sentence view (influence circles, §4.3.2)
+    flow: pn.pane.Bokeh  #: radial Attention Flow view (§4.3.1)
+    context: pn.pane.Bokeh  #: Sentence Context view
+    controls: pn.Column  #: mode, τ, level, clear, SVG/PNG export
+    legend: pn.pane.HTML  #: the colours and glyphs, in the views' colours
+    status: pn.pane.HTML  #: what the frozen selection shows
 
 
 class AttentionFlowsView(pn.viewable.Viewer):
@@ -401,6 +412,22 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def export(self, fmt: str = "svg") -> bytes:
         """The current views, frozen selection included, as SVG or PNG bytes (no browser needed)."""
         return export_views(self, fmt)
+
+    def parts(self) -> ViewParts:
+        """The view's pieces as Panel objects, for a layout of one's own (the app's sidebar and main area).
+
+        They are the objects this view's default layout shows, and they stay live: every change of
+        ``result``, τ, mode, level or selection updates the figures in place, so place each part once.
+        """
+        return ViewParts(
+            sentence=self._sentence_pane,
+            flow=self._flow_pane,
+            context=self._context_pane,
+            controls=pn.Column(self._mode_buttons, self._tau_slider, self._level_slider,
+                               pn.Row(self._clear, margin=(0, 5)), pn.Row(self._svg, self._png, margin=(0, 5))),
+            legend=self._legend,
+            status=self._status,
+        )
 
     # ------------------------------------------------------------------ introspection (tests, apps)
 
