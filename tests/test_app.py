@@ -506,11 +506,13 @@ def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, ca
     index.mkdir(parents=True)
     (index / "manifest.json").write_text('{"tau": 0.15}')
     calls = {}
-    monkeypatch.setattr(defaults, "prepare", lambda data=None, progress=True: calls.setdefault("prepare", (data, progress)) and {
+    monkeypatch.setattr(defaults, "prepare", lambda data=None, progress=True, force=False: calls.setdefault("prepare", (data, progress, force)) and {
         "pretrained": "/pkg/minilm", "finetuned": str(tmp_path / "models" / "fine"), "data_source": {"source": "demo"}})
     monkeypatch.setattr(app_mod, "serve", lambda config, **kw: calls.setdefault("serve", (config, kw)))
     assert main(["demo", "--prepare-only", "--data", "some/folder"]) == 0
-    assert calls.pop("prepare") == ("some/folder", True) and "serve" not in calls
+    assert calls.pop("prepare") == ("some/folder", True, False) and "serve" not in calls
+    assert main(["demo", "--prepare-only", "--rebuild"]) == 0
+    assert calls.pop("prepare") == (None, True, True) and "serve" not in calls
     assert main(["demo", "--port", "0", "--address", "127.0.0.1"]) == 0
     config, kw = calls["serve"]
     assert config.index == str(index) and config.pretrained == "/pkg/minilm"

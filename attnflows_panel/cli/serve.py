@@ -96,6 +96,8 @@ def register(subparsers) -> None:
         metavar="SOURCE",
         help="fine-tuning data for the default model (default: $ATTNFLOWS_GLUE_DIR/MRPC, then glue/mrpc, then demo)",
     )
+    demo.add_argument("--rebuild", action="store_true",
+                      help="fine-tune the default model and build its index again, even if they are cached")
     _add_view_options(demo)
     _add_server_options(demo)
     demo.set_defaults(func=run_demo)
@@ -178,7 +180,7 @@ def run_demo(args) -> int:
 
     _check_tau(args.tau)
     _err("Preparing the offline default (done once, then cached) …")
-    info = defaults.prepare(data=args.data, progress=True) or {}
+    info = defaults.prepare(data=args.data, progress=True, force=args.rebuild) or {}
     for key, value in info.items():
         if isinstance(value, (str, int, float, Path)) or value is None:
             _err(f"  {key}: {value}")
