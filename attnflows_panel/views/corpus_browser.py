@@ -299,7 +299,10 @@ class CorpusBrowser(pn.viewable.Viewer):
             self._set_message(str(exc))
         self.results = df
         self.results_table.selection = []
-        self.results_table.value = df[[c for c in RESULT_COLUMNS if c in df.columns]]
+        shown = df[[c for c in RESULT_COLUMNS if c in df.columns]].copy()
+        if "score" in shown:  # the bar's legend: 3 decimals (self.results keeps the full scores)
+            shown["score"] = shown["score"].astype(float).round(3)
+        self.results_table.value = shown
         self._update_map_marks()
         self._on_heatmap()
 
@@ -426,11 +429,12 @@ class CorpusBrowser(pn.viewable.Viewer):
     # ------------------------------------------------------------------ layout
 
     def __panel__(self) -> pn.viewable.Viewable:
-        filters = pn.Row(self._label_w, self._pred_w, self._correct_w, self._search_w)
+        # FlexBoxes wrap their widgets when the column is narrower than the row (no overlap)
+        filters = pn.FlexBox(self._label_w, self._pred_w, self._correct_w, self._search_w, sizing_mode="stretch_width")
         corpus = pn.Column("### Corpus", filters, self._count, self.table, sizing_mode="stretch_width", min_width=520)
-        controls = pn.Row(
+        controls = pn.FlexBox(
             pn.Column(pn.pane.Markdown("Search space", margin=(0, 5)), self._space_w),
-            self._heads_w, self._clear_heads, self._k_w,
+            self._heads_w, self._clear_heads, self._k_w, sizing_mode="stretch_width",
         )
         similar = pn.Column(
             "### Similar samples", self._current, controls, self._within_w, self._status, self.results_table,
