@@ -23,6 +23,6 @@ PAPER_TAU = 0.3
 #: ``defaults.prepare_index``). all-MiniLM-L6-v2's attention is diffuse: its last-layer [CLS] rarely puts
 #: more than ~0.24 on any token, so the paper's BERT-base-friendly τ = 0.3 leaves an empty graph; at 0.15
 #: the rings grow by roughly 5-10 tokens per level, as the paper describes (§4.3.1). The app opens at the
-#: τ of its index when it has one (``attnflows_panel.app.initial_tau`` holds the one rule). Users can
+#: τ of its index when it has one (``attnflows_panel.defaults.initial_tau`` holds the one rule). Users can
 #: change it anywhere.
 DEFAULT_TAU = 0.15

@@ -67,6 +67,7 @@ import panel as pn
 import param
 
 from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PAPER_TAU, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel.defaults import initial_tau
 from attnflows_panel.registry import Registry, shared_registry
 
 __all__ = ["AppConfig", "AttnFlowsApp", "UrlState", "make_app", "preload", "serve", "demo_index_path", "MODES",
@@ -94,48 +95,6 @@ def demo_index_path() -> Path:
     from attnflows_panel import defaults
 
     return defaults.index_path("demo")
-
-
-def _index_tau(index: str | os.PathLike | None) -> float | None:
-    """τ from an index folder's manifest, or None (no index, unreadable manifest)."""
-    if not index:
-        return None
-    import json
-
-    try:
-        tau = float(json.loads((Path(index) / "manifest.json").read_text())["tau"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return tau if TAU_BOUNDS[0] <= tau <= TAU_BOUNDS[1] else None
-
-
-def _is_default_pair(pretrained: str | None, finetuned: str | None) -> bool:
-    if pretrained is None and finetuned is None:
-        return True
-    from attnflows_panel import defaults
-
-    try:
-        same = [Path(str(ref)).resolve() == Path(path).resolve()
-                for ref, path in ((pretrained, defaults.pretrained_path()), (finetuned, defaults.finetuned_path()))]
-    except (RuntimeError, OSError):  # the packaged model is missing: then it is not the default pair
-        return False
-    return all(same)
-
-
-def initial_tau(pretrained: str | None = None, finetuned: str | None = None,
-                index: str | os.PathLike | None = None) -> float:
-    """The τ the app opens at when none is given. One rule, in this order:
-
-    1. the τ the index was built with (its manifest), so that the graphs on screen are the ones the
-       similarity search compared;
-    2. :data:`~attnflows_panel.DEFAULT_TAU` (0.15) for the offline default pair (the packaged
-       all-MiniLM-L6-v2, whose attention is too diffuse for 0.3);
-    3. :data:`~attnflows_panel.PAPER_TAU` (0.3, the paper's value for BERT-base) for any other pair.
-    """
-    tau = _index_tau(index)
-    if tau is not None:
-        return tau
-    return DEFAULT_TAU if _is_default_pair(pretrained, finetuned) else PAPER_TAU
 
 
 def _esc(text: Any) -> str:
@@ -182,7 +141,8 @@ class AppConfig:
 
     def __post_init__(self):
         if self.tau is None:
-            object.__setattr__(self, "tau", initial_tau(self.pretrained, self.finetuned, self.index))
+            tau = initial_tau(self.pretrained, self.finetuned, self.index)
+            object.__setattr__(self, "tau", float(np.clip(tau, *TAU_BOUNDS)))  # an index may be built outside them
         if not TAU_BOUNDS[0] <= float(self.tau) <= TAU_BOUNDS[1]:
             raise ValueError(f"tau must lie in [{TAU_BOUNDS[0]}, {TAU_BOUNDS[1]}], got {self.tau}")
         if int(self.max_chars) < 1:

@@ -110,6 +110,52 @@ def index_path(name: str = "demo") -> Path:
     return cache_dir() / "index" / name
 
 
+# --------------------------------------------------------------------------------------------------
+# the default τ
+# --------------------------------------------------------------------------------------------------
+
+
+def _index_tau(index: str | os.PathLike | None) -> float | None:
+    """τ from an index folder's manifest, or None (no index, unreadable manifest)."""
+    if not index:
+        return None
+    try:
+        tau = float(json.loads((Path(index) / "manifest.json").read_text())["tau"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return tau if 0.0 < tau < 1.0 else None
+
+
+def _is_default_pair(pretrained: str | None, finetuned: str | None) -> bool:
+    if pretrained is None and finetuned is None:
+        return True
+    try:
+        same = [Path(str(ref)).resolve() == Path(path).resolve()
+                for ref, path in ((pretrained, pretrained_path()), (finetuned, finetuned_path()))]
+    except (RuntimeError, OSError):  # the packaged model is missing: then it is not the default pair
+        return False
+    return all(same)
+
+
+def initial_tau(pretrained: str | None = None, finetuned: str | None = None,
+                index: str | os.PathLike | None = None) -> float:
+    """The τ to use when none is given: the app's initial τ, and the τ of an index built by
+    ``attnflows index build`` or ``attnflows serve --data``. One rule, in this order:
+
+    1. the τ ``index`` was built with (its manifest), so that the graphs on screen are the ones the
+       similarity search compared;
+    2. :data:`~attnflows_panel.DEFAULT_TAU` (0.15) for the offline default pair (the packaged
+       all-MiniLM-L6-v2, whose attention is too diffuse for 0.3);
+    3. :data:`~attnflows_panel.PAPER_TAU` (0.3, the paper's value for BERT-base) for any other pair.
+    """
+    from attnflows_panel import DEFAULT_TAU, PAPER_TAU
+
+    tau = _index_tau(index)
+    if tau is not None:
+        return tau
+    return DEFAULT_TAU if _is_default_pair(pretrained, finetuned) else PAPER_TAU
+
+
 def manifest_path() -> Path:
     return cache_dir() / "prepared.json"
 

@@ -429,6 +429,8 @@ def test_one_rule_for_the_initial_tau(tmp_path, sharp_bert_dirs):
     assert AppConfig(pretrained=pre, finetuned=fine, index=str(at_012)).tau == pytest.approx(0.12)
     assert AppConfig(pretrained=pre, finetuned=fine, index=str(at_012), tau=0.2).tau == pytest.approx(0.2)
     assert AppConfig(pretrained=pre, finetuned=fine).tau == PAPER_TAU
+    # an index built at a τ the slider does not reach opens at the nearest end of it
+    assert AppConfig(pretrained=pre, finetuned=fine, index=str(_index_with_tau(tmp_path / "i097", 0.97))).tau == 0.95
 
 
 def test_serve_opens_at_the_index_tau_unless_tau_is_given(monkeypatch, tmp_path, sharp_bert_dirs):

@@ -500,6 +500,7 @@ def test_cli_build_query_info(sharp_bert_dirs, glue_dir, tmp_path, capsys):
                "--out", str(out), "--no-progress"])
     assert rc == 0
     assert "indexed 24 samples" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["tau"] == 0.3  # no --tau, not the default pair: the paper's
 
     assert main(["index", "query", "--index", str(out), "--id", "mrpc-dev-4", "--k", "3", "--space", "diff",
                  "--heads", "1:*"]) == 0

@@ -39,7 +39,9 @@ def register(subparsers) -> None:
     b.add_argument("--task", default=None, choices=("mrpc", "rte", "qnli"), help="the task (labels) of --data")
     b.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
     b.add_argument("--limit", type=int, default=None, help="index at most this many samples")
-    b.add_argument("--tau", type=float, default=0.3, help="attention threshold τ of the Attention Graph (default 0.3)")
+    b.add_argument("--tau", type=float, default=None,
+                   help="attention threshold τ of the Attention Graph (default: 0.15 for the offline default MiniLM "
+                        "pair, 0.3 as in the paper for any other pair)")
     b.add_argument("--out", required=True, metavar="DIR", help="index folder to write, e.g. index/mrpc-dev")
     b.add_argument("--batch-size", type=int, default=32, help="pairs per forward batch (default 32)")
     b.add_argument("--shard-size", type=int, default=None, help="samples per shard, the unit of resumption (default 1024)")
@@ -89,6 +91,10 @@ def _load_pair(pretrained, finetuned, device):
 def run_build(args: argparse.Namespace) -> int:
     from attnflows_panel.index import DEFAULT_EXACT_LIMIT, DEFAULT_SHARD_SIZE, SignatureIndex, build_index
 
+    from attnflows_panel.defaults import initial_tau
+
+    if args.tau is None:
+        args.tau = initial_tau(args.pretrained, args.finetuned)
     if not 0.0 < args.tau < 1.0:
         raise ValueError(f"--tau must be in (0, 1), got {args.tau}")
     pair = _load_pair(args.pretrained, args.finetuned, args.device)
