@@ -1063,8 +1063,8 @@ class SignatureIndex:
         less well: at 1M BERT-base-size signatures, a 24-head mask in the diff block found 46% of the
         true top 10 with the base efSearch, and a whole block (space pre) 94%. The effort grows as
         max((1/f)^0.9, (1/(3·f))^1.5), f = the fraction of dims the query keeps, up to 32x: all three
-        blocks (f = 1) keep the base, one block (f = 1/3) searches 2.7x harder (pre: recall 0.98 at
-        0.8 ms), a 24-head diff mask (f = 1/18) 14.7x (0.95 at 5 ms; benchmarks/bench_index.py). Masks
+        blocks (f = 1) keep the base, one block (f = 1/3) searches 2.7x harder (pre: recall 0.99 at
+        0.9 ms), a 24-head diff mask (f = 1/18) 14.7x (0.945 at 5.2 ms; benchmarks/bench_index.py). Masks
         narrow enough to need at most ``EXACT_COLUMNS`` usage columns skip the graph altogether
         (:meth:`search_vector`)."""
         search = dict((self.manifest.get("index") or {}).get("search") or {})

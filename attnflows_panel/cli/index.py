@@ -89,9 +89,8 @@ def _load_pair(pretrained, finetuned, device):
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from attnflows_panel.index import DEFAULT_EXACT_LIMIT, DEFAULT_SHARD_SIZE, SignatureIndex, build_index
-
     from attnflows_panel.defaults import initial_tau
+    from attnflows_panel.index import DEFAULT_EXACT_LIMIT, DEFAULT_SHARD_SIZE, SignatureIndex, build_index
 
     if args.tau is None:
         args.tau = initial_tau(args.pretrained, args.finetuned)
