@@ -35,7 +35,24 @@ def _hex(color: str) -> tuple[int, int, int, int]:
     return tuple(int(c[i : i + 2], 16) for i in (0, 2, 4, 6))  # type: ignore[return-value]
 
 
-class SvgCanvas:
+class _Canvas:
+    """What both canvases draw the same way: shapes made of polygons (each canvas has ``polygon``)."""
+
+    def polygon(self, pts, fill, alpha=1.0):  # pragma: no cover - every canvas overrides it
+        raise NotImplementedError
+
+    def wedge(self, cx, cy, r0, r1, a0, a1, fill, alpha=1.0):
+        """Annular wedge between screen angles a0 → a1 (radians, clockwise on screen since y is down)."""
+        pts = []
+        steps = max(2, int(abs(a1 - a0) / 0.1) + 1)
+        for t in np.linspace(a0, a1, steps):
+            pts.append((cx + r1 * math.cos(t), cy + r1 * math.sin(t)))
+        for t in np.linspace(a1, a0, steps):
+            pts.append((cx + r0 * math.cos(t), cy + r0 * math.sin(t)))
+        self.polygon(pts, fill, alpha)
+
+
+class SvgCanvas(_Canvas):
     """A page of ``width`` × ``height`` px (y down) that collects SVG elements."""
 
     def __init__(self, width: float, height: float, background: str = "#ffffff"):
@@ -88,16 +105,6 @@ class SvgCanvas:
             for r in (r0, r1):
                 self.circle(cx, cy, r, stroke=stroke, stroke_width=1.0)
 
-    def wedge(self, cx, cy, r0, r1, a0, a1, fill, alpha=1.0):
-        """Annular wedge between screen angles a0 → a1 (radians, clockwise on screen since y is down)."""
-        pts = []
-        steps = max(2, int(abs(a1 - a0) / 0.1) + 1)
-        for t in np.linspace(a0, a1, steps):
-            pts.append((cx + r1 * math.cos(t), cy + r1 * math.sin(t)))
-        for t in np.linspace(a1, a0, steps):
-            pts.append((cx + r0 * math.cos(t), cy + r0 * math.sin(t)))
-        self.polygon(pts, fill, alpha)
-
     def polygon(self, pts, fill, alpha=1.0):
         d = " ".join(f"{x:.2f},{y:.2f}" for x, y in pts)
         self.parts.append(f'<polygon points="{d}" {self._paint(fill, alpha, "fill")}/>')
@@ -121,7 +128,7 @@ class SvgCanvas:
         return (head + "\n".join(self.parts) + "</svg>\n").encode("utf-8")
 
 
-class PngCanvas:
+class PngCanvas(_Canvas):
     """The same API drawn with Pillow at ``scale``× and downsampled (antialiasing)."""
 
     _fonts: dict = {}
@@ -212,15 +219,6 @@ class PngCanvas:
         if stroke:
             for r in (r0, r1):
                 self.circle(cx, cy, r, stroke=stroke)
-
-    def wedge(self, cx, cy, r0, r1, a0, a1, fill, alpha=1.0):
-        pts = []
-        steps = max(2, int(abs(a1 - a0) / 0.1) + 1)
-        for t in np.linspace(a0, a1, steps):
-            pts.append((cx + r1 * math.cos(t), cy + r1 * math.sin(t)))
-        for t in np.linspace(a1, a0, steps):
-            pts.append((cx + r0 * math.cos(t), cy + r0 * math.sin(t)))
-        self.polygon(pts, fill, alpha)
 
     def text(self, x, y, s, size, color="#222222", alpha=1.0, angle_deg=0.0, anchor="middle", baseline="middle", bold=False):
         from PIL import Image, ImageDraw
