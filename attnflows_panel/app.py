@@ -67,7 +67,7 @@ import panel as pn
 import param
 
 from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PAPER_TAU, PRETRAINED_COLOR, SHARED_COLOR
-from attnflows_panel.defaults import initial_tau
+from attnflows_panel.defaults import initial_tau, peek_index_manifest
 from attnflows_panel.registry import Registry, shared_registry
 
 __all__ = ["AppConfig", "AttnFlowsApp", "UrlState", "make_app", "preload", "serve", "demo_index_path", "MODES",
@@ -182,12 +182,10 @@ class AppConfig:
         they are still where it says), else (None, None) = the offline default."""
         if self.pretrained is not None or self.finetuned is not None or not self.index:
             return self.pretrained, self.finetuned
-        import json
-
+        manifest = peek_index_manifest(self.index)
         try:
-            manifest = json.loads((Path(self.index) / "manifest.json").read_text())
             names = [manifest["fingerprint"][role]["name"] for role in ("pretrained", "finetuned")]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             return None, None
         if all(Path(n).is_dir() for n in names):
             return names[0], names[1]

@@ -115,13 +115,25 @@ def index_path(name: str = "demo") -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
+def peek_index_manifest(index: str | os.PathLike | None) -> dict[str, Any]:
+    """An index folder's ``manifest.json`` as a dict, or {} when there is none or it can't be read.
+
+    For choosing defaults before an index is opened (its τ, the models it names);
+    :meth:`attnflows_panel.index.SignatureIndex.open` is what checks an index."""
+    if not index:
+        return {}
+    try:
+        manifest = json.loads((Path(index) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def _index_tau(index: str | os.PathLike | None) -> float | None:
     """τ from an index folder's manifest, or None (no index, unreadable manifest)."""
-    if not index:
-        return None
     try:
-        tau = float(json.loads((Path(index) / "manifest.json").read_text())["tau"])
-    except (OSError, ValueError, KeyError, TypeError):
+        tau = float(peek_index_manifest(index)["tau"])
+    except (KeyError, ValueError, TypeError):
         return None
     return tau if 0.0 < tau < 1.0 else None
 
