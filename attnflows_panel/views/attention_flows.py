@@ -202,16 +202,14 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._legend.object = self._legend_html()
 
     def _make_layout(self):
+        parts = self.parts()
         controls = pn.Column(
             pn.pane.HTML("<b>Attention Flows</b>", margin=(5, 10, 0, 10)),
-            self._mode_buttons, self._tau_slider, self._level_slider,
-            pn.Row(self._clear, margin=(0, 5)),
-            pn.Row(self._svg, self._png, margin=(0, 5)),
-            self._legend, self._status,
+            *parts.controls, parts.legend, parts.status,
             width=300,
         )
-        side = pn.Column(controls, self._context_pane, width=320)
-        return pn.Column(self._sentence_pane, pn.Row(self._flow_pane, side))
+        side = pn.Column(controls, parts.context, width=320)
+        return pn.Column(parts.sentence, pn.Row(parts.flow, side))
 
     def __panel__(self):
         return self._layout
