@@ -110,6 +110,14 @@ def _mapper_colors(renderer_glyph_prop, values):
 # ---------------------------------------------------------------------------------------------- models
 
 
+def _glyph_colors(view):
+    """(node keys, the glyph columns, each glyph's drawn colour) of a view's radial figure."""
+    root = _root(view)
+    glyphs = _source(root, "attnflows-glyphs")
+    renderer = root.select_one({"name": "attnflows-glyph-targets"})
+    return _node_key(_source(root, "attnflows-nodes")), glyphs, _mapper_colors(renderer.glyph.fill_color, glyphs["gc"])
+
+
 def test_radial_positions_follow_the_paper_layout(graphs):
     """[CLS] in the centre; level 1 = union {the, cat, sat}: A tokens clockwise from 9 o'clock in 120°
     slots (the at 120°, cat at 0°), B counter-clockwise (sat at 240°); the tick where they meet (300°)."""
@@ -144,12 +152,7 @@ def test_glyph_colours_single_model_count_ramp(graphs):
     """Pre-trained mode: head glyphs coloured by the number of tokens attended (g.glyphs)."""
     g, _ = graphs
     view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
-    root = _root(view)
-    nodes = _source(root, "attnflows-nodes")
-    glyphs = _source(root, "attnflows-glyphs")
-    keys = _node_key(nodes)
-    renderer = root.select_one({"name": "attnflows-glyph-targets"})
-    colors = _mapper_colors(renderer.glyph.fill_color, glyphs["gc"])
+    keys, glyphs, colors = _glyph_colors(view)
     ramp = count_palette(PRETRAINED_COLOR)
     got = {(keys[n], int(h)): c for n, h, c in zip(glyphs["node"], glyphs["head"], colors)}
     expected = {}
@@ -169,12 +172,7 @@ def test_glyph_states_combined_split_and_model_colours(graphs):
     g, f = graphs
     c = GraphComparison(g, f)
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
-    root = _root(view)
-    nodes = _source(root, "attnflows-nodes")
-    glyphs = _source(root, "attnflows-glyphs")
-    keys = _node_key(nodes)
-    renderer = root.select_one({"name": "attnflows-glyph-targets"})
-    colors = _mapper_colors(renderer.glyph.fill_color, glyphs["gc"])
+    keys, glyphs, colors = _glyph_colors(view)
     rows: dict = {}
     widths = np.where(np.asarray(glyphs["part"]) == 0, view.data.style.glyph, view.data.style.glyph / 2)
     for n, h, m, col, w in zip(glyphs["node"], glyphs["head"], glyphs["model"], colors, widths):
