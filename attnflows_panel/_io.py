@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -40,6 +41,7 @@ __all__ = [
     "CHECKSUM_ALGORITHM",
     "PortError",
     "check_port",
+    "check_writable",
     "status",
     "configure_cli_logging",
 ]
@@ -99,6 +101,32 @@ def remove_stale_tmp(folder: str | os.PathLike) -> int:
                 p.unlink()
                 removed += 1
     return removed
+
+
+def check_writable(folder: str | os.PathLike, what: str = "--out") -> None:
+    """Raise PermissionError (naming ``what`` and the folder) unless a file can be created where
+    ``folder`` is or will be: checked before hours of work, not after. Creates no folder."""
+    folder = Path(folder).expanduser().absolute()
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise NotADirectoryError(f"{what} {str(folder)!r}: {str(probe_in)!r} is a file, not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".attnflows-write-check-", dir=probe_in)
+    except PermissionError:
+        raise PermissionError(
+            errno.EACCES, f"{what} {str(folder)!r} is not writable (no permission to create files in "
+                          f"{str(probe_in)!r}); choose another folder", str(folder)) from None
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise OSError(errno.EROFS, f"{what} {str(folder)!r} is on a read-only file system; choose another folder",
+                          str(folder)) from None
+        raise
+    os.close(fd)
+    os.unlink(name)
 
 
 # --------------------------------------------------------------------------------------------------

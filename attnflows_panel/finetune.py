@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from attnflows_panel._io import make_readable_like_new_files, remove_stale_staging, staging_name, status
+from attnflows_panel._io import check_writable, make_readable_like_new_files, remove_stale_staging, staging_name, status
 
 __all__ = [
     "TASK_DEFAULTS",
@@ -195,6 +195,7 @@ def _check_base(base: str | os.PathLike) -> str:
 
 def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out).expanduser()
+    check_writable(out.parent, "output folder")  # before training, not after
     if out.exists():
         if not out.is_dir():
             raise OutputExistsError(f"output {str(out)!r} exists and is a file")

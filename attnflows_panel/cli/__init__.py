@@ -65,6 +65,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 def describe_error(exc: BaseException) -> str:
     """One line for a user: what went wrong and, where it helps, what to do."""
+    if isinstance(exc, OSError) and exc.errno and exc.strerror and exc.strerror != os.strerror(exc.errno):
+        return exc.strerror  # our own message, e.g. attnflows_panel._io.check_writable's
     if isinstance(exc, PermissionError):
         target = exc.filename or ""
         return (f"permission denied: {target!s}" if target else f"permission denied: {exc}") + (
@@ -125,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(x for x in (args.command, getattr(args, "index_command", None)) if x)
     try:
         _check_ports(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -105,6 +105,21 @@ def _load_pair(pretrained, finetuned, device):
     return ModelPair.load(pretrained, finetuned, device=device)
 
 
+def _check_readable(source: str) -> None:
+    """A local --data file or folder that exists must be readable (said before the models load)."""
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        return  # a hub name, "demo", or a missing path that load_corpus names
+    files = [path]
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.suffix.lower() in (".tsv", ".csv", ".jsonl")]
+    for f in files:
+        with open(f, "rb") as fh:
+            fh.read(1)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from attnflows_panel.defaults import initial_tau
     from attnflows_panel.index import DEFAULT_EXACT_LIMIT, DEFAULT_SHARD_SIZE, SignatureIndex, build_index
@@ -121,6 +136,10 @@ def run_build(args: argparse.Namespace) -> int:
         from attnflows_panel.index_ray import require_ray
 
         require_ray()  # before the models load: a missing extra is said at once
+    from attnflows_panel._io import check_writable
+
+    check_writable(args.out, "--out")  # before the models load
+    _check_readable(args.data)
     pair = _load_pair(args.pretrained, args.finetuned, args.device)
     kwargs = dict(
         split=args.split, tau=args.tau, batch_size=args.batch_size,
