@@ -140,6 +140,7 @@ def build_index_ray(
     factory: str | None = None,
     keep_shards: bool = False,
     overwrite: bool = False,
+    stats: dict | None = None,
 ) -> Path:
     """:func:`attnflows_panel.index.build_index` on Ray Data (same arguments, same files), plus:
 
@@ -148,7 +149,13 @@ def build_index_ray(
     workers: model-pair actors (default: the cluster's GPUs with ``device="cuda"``, else 2).
     device: the workers' torch device; ``"cuda"`` gives each actor one GPU (``num_gpus=1``).
     cpus_per_worker: CPUs reserved per actor (default 1; torch uses that many threads in it).
+    stats: a dict to fill with timings (seconds since the call): ``ray_start``, ``first_result``,
+        ``last_result``, ``computed`` (samples run through the workers), ``workers`` (benchmarks).
     """
+    import time
+
+    t0 = time.perf_counter()
+    stats = {} if stats is None else stats
     import copy
 
     ray = require_ray()
@@ -164,16 +171,22 @@ def build_index_ray(
             if not ray.is_initialized():
                 ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
                          logging_level=logging.WARNING, log_to_driver=True)
+            stats["ray_start"] = time.perf_counter() - t0
             cuda = str(device or "").startswith("cuda")
             if workers is None:
                 gpus = int(ray.cluster_resources().get("GPU", 0)) if cuda else 0
                 workers = max(1, gpus) if cuda else 2
             cpus = float(cpus_per_worker or 1)
             rows = _buckets(plan, copy.deepcopy(pair.tokenizer))
+            stats["workers"] = int(workers)
             status(log, progress, f"Ray Data: {len(rows)} length buckets of {plan.count - plan.done} samples "
                                   f"({len(plan.todo)} shards to do, {plan.done} samples already done) on "
                                   f"{workers} worker(s), {'1 GPU' if cuda else f'{cpus:g} CPU'} each")
-            ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(1, 4 * workers)))
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False  # ours (below) counts samples and shards; Ray's count blocks
+            ctx.print_on_execution_start = False
+            # one block per length bucket: each bucket's results stream back as soon as it is done
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
             results = ds.map_batches(
                 PairWorker,
                 fn_constructor_kwargs=dict(
@@ -211,6 +224,9 @@ def build_index_ray(
                             w.write()
                             del writers[int(i)]
                     bar.update(len(shard_col))
+                    stats.setdefault("first_result", time.perf_counter() - t0)
+                    stats["last_result"] = time.perf_counter() - t0
+                    stats["computed"] = stats.get("computed", 0) + len(shard_col)
             finally:
                 bar.close()
             if writers:
