@@ -199,3 +199,41 @@ def test_index_build_and_query_with_hub_names_then_offline(hub, hf_home, tmp_pat
     import numpy as np
 
     np.testing.assert_array_equal(np.load(out / "usage.npy"), np.load(tmp_path / "idx2" / "usage.npy"))
+
+    # `attnflows serve` with hub names on that index, offline: the models come from the hub cache
+    _serve_and_fetch(env, ["serve", "--pretrained", PRE, "--finetuned", FINE, "--index", str(out),
+                           "--address", "127.0.0.1"], tmp_path / "serve.log")
+    assert hub.requests[start:] == []
+
+
+def _serve_and_fetch(env: dict, args: list[str], log: Path) -> None:
+    """Start `attnflows ARGS --port P`, wait until the page answers 200, stop it."""
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    port = _closed_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "attnflows_panel", *args, "--port", str(port)],
+                                stdout=fh, stderr=subprocess.STDOUT, env=dict(env, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as resp:
+                    assert resp.status == 200
+                    assert "Attention Flows" in resp.read().decode()
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
