@@ -91,7 +91,7 @@ class TrainingDefaults:
 #: batch 32 kept improving after the training loss neared 0 (0.58-0.635 from epoch 3 on, 0.621 at the
 #: end), as Mosbach et al. (2021) found for BERT on small GLUE tasks: train longer, not harder. On MRPC
 #: (3667 pairs) the recipe gave 0.799 after 2 epochs and 0.794 after 5 (3 epochs at 5e-5 with batch
-#: 16: 0.787), so 2 it is: the offline default (:func:`attnflows_panel.defaults.prepare`) trains it on
+#: 16: 0.787), so 2 it is: the offline default (:func:`attnflows_panel.prepare.prepare`) trains it on
 #: the app's first start. QNLI (4371 pairs from its dev split): 3 epochs, 0.810.
 TASK_DEFAULTS: dict[str, TrainingDefaults] = {
     "mrpc": TrainingDefaults(epochs=2, learning_rate=1e-4, batch_size=32),
@@ -554,7 +554,7 @@ def finetune(
     column_map: passed to ``load_corpus`` for CSV/JSONL sources.
     overwrite: replace a non-empty ``out`` (otherwise :class:`OutputExistsError`).
     metadata: JSON-serialisable facts recorded as-is under ``"metadata"`` in ``metrics.json`` (e.g.
-        :func:`attnflows_panel.defaults.prepare` records which data source it chose and why).
+        :func:`attnflows_panel.prepare.prepare` records which data source it chose and why).
     eval_each_epoch: also evaluate after every full epoch (not the last, which is the final
         evaluation) and record ``{"epoch", "step", "train_loss", "accuracy"}`` rows under ``"history"``.
         The model saved is always the one after the last step (no best-epoch selection, which would
