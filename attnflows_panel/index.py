@@ -324,27 +324,16 @@ def result_usage(result: Any, tau: float) -> np.ndarray:
 
 def compute_batch(pair: Any, pairs: Sequence[tuple[str, str]], tau: float, batch_size: int,
                   ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run one length bucket through both models and reduce it to what the index stores, dropping the
-    attentions at once: ``usage`` float32 [m, 2, L, H], and per sample ``pred_pre``, ``pred_fine``,
-    ``prob_fine``, ``n_tokens``, ``truncated``. The one step both engines run (locally, or in a Ray
-    worker: :mod:`attnflows_panel.index_ray`)."""
+    """Run one length bucket through both models and keep what the index stores: ``usage`` float32
+    [m, 2, L, H], and per sample ``pred_pre``, ``pred_fine``, ``prob_fine``, ``n_tokens``, ``truncated``
+    (:meth:`attnflows_panel.models.ModelPair.usage_batch`: the usage is counted on the attention tensors
+    where the models computed them, so no attention matrix is copied out, which matters most on a GPU).
+    The one step both engines run (locally, or in a Ray worker: :mod:`attnflows_panel.index_ray`)."""
     try:
-        results = pair.run_batch(list(pairs), batch_size=batch_size)
+        return pair.usage_batch(list(pairs), tau, batch_size=batch_size)
     except (ValueError, TypeError) as exc:  # e.g. an empty sentence: say which samples
         batch_ids = [str(x) for x in (ids if ids is not None else range(len(pairs)))]
         raise type(exc)(f"cannot run the batch with samples {batch_ids[:8]}{' …' if len(batch_ids) > 8 else ''}: {exc}") from exc
-    m = len(results)
-    usage = np.empty((m, 2, int(pair.num_layers), int(pair.num_heads)), dtype=np.float32)
-    pred_pre, pred_fine, prob_fine, n_tokens, truncated = [], [], np.empty(m, np.float32), np.empty(m, np.int32), np.empty(m, bool)
-    for j, r in enumerate(results):
-        usage[j] = result_usage(r, tau)
-        pred_pre.append(r.pretrained.label)
-        pred_fine.append(r.finetuned.label)
-        probs = r.finetuned.probs
-        prob_fine[j] = float(probs[r.finetuned.label]) if probs and r.finetuned.label in probs else np.nan
-        n_tokens[j], truncated[j] = r.n, bool(r.truncated)
-    return {"usage": usage, "pred_pre": pred_pre, "pred_fine": pred_fine, "prob_fine": prob_fine,
-            "n_tokens": n_tokens, "truncated": truncated}
 
 
 def length_buckets(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int) -> list[np.ndarray]:

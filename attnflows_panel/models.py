@@ -74,6 +74,7 @@ __all__ = [
     "ModelPairError",
     "ModelLoadError",
     "attentions_to_numpy",
+    "usage_from_attention_tensors",
 ]
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,39 @@ def attentions_to_numpy(attentions: Sequence[Any], lengths: Sequence[int] | None
         raise ValueError(f"{len(lengths)} lengths for a batch of {B}")
     # one copy per sample: [L,H,n,n], contiguous, padding sliced away
     return [np.stack([layer[i, :, :m, :m] for layer in layers]) for i, m in enumerate(lengths)]
+
+
+def usage_from_attention_tensors(attentions: Sequence[Any], tau: float, root: int = 0) -> np.ndarray:
+    """Head usage float32 ``[B, L, H]`` of a whole batch, straight from HF's attention tensors (on the
+    device they were computed on), without copying any attention matrix to numpy.
+
+    The same quantity as :func:`attnflows_panel.signatures.usage_from_attentions` on each sample's
+    ``[L, H, n, n]`` slice (the tests check it): the Attention Graph's levels are walked from the root
+    (§4.1) down, and per layer the edges each head carries are counted. Padding is harmless: padded keys
+    get zero weight (never above τ), and a padded query is never in a level, since no token of a level
+    attends to it. Only the counts ([B, L, H] and [B, L] integers) leave the device.
+    """
+    import torch
+
+    from attnflows_panel import signatures as S
+
+    if attentions is None or len(attentions) == 0 or any(a is None for a in attentions):
+        raise ValueError("the model returned no attentions (is it loaded with attn_implementation='eager'?)")
+    L = len(attentions)
+    B, H, N, _ = attentions[0].shape
+    device = attentions[0].device
+    member = torch.zeros((B, N), dtype=torch.bool, device=device)
+    member[:, root] = True
+    per_head = torch.zeros((B, L, H), dtype=torch.int64, device=device)
+    per_layer = torch.zeros((B, L), dtype=torch.int64, device=device)
+    for k in range(L - 1, -1, -1):
+        # two passes over the [B, H, N, N] weights; everything after works on [B, H, N] or [B, N, N]
+        above = attentions[k] > tau  # [B, H, N(query), N(key)]
+        per_head[:, k] = (above.sum(dim=-1) * member[:, None, :]).sum(dim=-1)  # queries in level k+1 only
+        edges = above.any(dim=1) & member[:, :, None]  # [B, N, N]: the graph's edges of layer k
+        per_layer[:, k] = edges.sum(dim=(1, 2))
+        member = edges.any(dim=1)  # keys reached: level k
+    return S._usage_from_counts(per_head.cpu().numpy(), per_layer.cpu().numpy())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -644,6 +678,50 @@ class ModelPair:
                                           outputs["finetuned"][j])
         return results  # type: ignore[return-value]
 
+    def usage_batch(self, pairs: Iterable[tuple[str, str]], tau: float, batch_size: int = 32) -> dict[str, Any]:
+        """What an index stores of each pair, without attention matrices (the index build's fast path):
+        ``usage`` float32 [m, 2, L, H] (u_pre, u_fine at τ, root [CLS]; equal to
+        ``attnflows_panel.index.result_usage(self.run(a, b), tau)``), ``pred_pre``, ``pred_fine`` (label
+        names or None), ``prob_fine`` (float32, NaN without a head), ``n_tokens``, ``truncated``; in
+        input order. Batches as :meth:`run_batch` does (sorted by length, padded per batch)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        items = list(pairs)
+        texts_a, texts_b = [], []
+        for i, item in enumerate(items):
+            if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+                raise TypeError(f"pair {i} must be a (sentence_a, sentence_b) tuple, got {item!r:.80}")
+            prefix = "" if len(items) == 1 else f"pair {i}: "
+            texts_a.append(_check_text(item[0], f"{prefix}sentence_a"))
+            texts_b.append(_check_text(item[1], f"{prefix}sentence_b"))
+        m = len(items)
+        out: dict[str, Any] = {
+            "usage": np.zeros((m, 2, self.num_layers, self.num_heads), dtype=np.float32),
+            "pred_pre": [None] * m, "pred_fine": [None] * m, "prob_fine": np.full(m, np.nan, np.float32),
+            "n_tokens": np.zeros(m, np.int32), "truncated": np.zeros(m, bool),
+        }
+        if not items:
+            return out
+        encoded = self._encode(texts_a, texts_b)
+        order = sorted(range(m), key=lambda i: len(encoded[i][0]))
+        for start in range(0, m, batch_size):
+            chunk = order[start:start + batch_size]
+            raw = self._forward([encoded[i] for i in chunk], usage_tau=float(tau))
+            for j, i in enumerate(chunk):
+                out["n_tokens"][i] = len(encoded[i][0])
+                out["truncated"][i] = bool(encoded[i][2])
+                for r, role in enumerate(("pretrained", "finetuned")):
+                    out["usage"][i, r] = raw[role]["usage"][j]
+                    label, probs = self._prediction(role, raw[role]["logits"][j])
+                    out["pred_pre" if r == 0 else "pred_fine"][i] = label
+                    if r == 1 and probs is not None and label in probs:
+                        out["prob_fine"][i] = probs[label]
+        return out
+
+    def _prediction(self, role: str, logits: np.ndarray | None) -> tuple[str | None, dict[str, float] | None]:
+        out = self._output(role, {"attentions": None, "logits": logits})
+        return out.label, out.probs
+
     # ------------------------------------------------------------------ internals
 
     def _encode(self, texts_a: list[str], texts_b: list[str]) -> list[tuple[list[int], list[int] | None, bool]]:
@@ -665,7 +743,11 @@ class ModelPair:
             out.append((list(ids), types, truncated))
         return out
 
-    def _forward(self, batch: list[tuple[list[int], list[int] | None, bool]]) -> dict[str, list[dict]]:
+    def _forward(self, batch: list[tuple[list[int], list[int] | None, bool]],
+                 usage_tau: float | None = None) -> dict[str, Any]:
+        """Both models on one padded batch. Per role: a list of ``{"attentions", "logits"}`` per sample,
+        or with ``usage_tau`` ``{"usage": float32 [B, L, H], "logits": [B] arrays or Nones}`` and no
+        attention matrix leaving the device."""
         import torch
 
         B = len(batch)
@@ -686,13 +768,18 @@ class ModelPair:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         lengths = [len(ids) for ids, _, _ in batch]
 
-        out: dict[str, list[dict]] = {}
+        out: dict[str, Any] = {}
         with torch.inference_mode():
             for role, model in (("pretrained", self.pretrained_model), ("finetuned", self.finetuned_model)):
                 res = model(**inputs, output_attentions=True, return_dict=True)
-                attn = attentions_to_numpy(res.attentions, lengths)
                 logits = getattr(res, "logits", None) if self._heads[role] else None
                 logits_np = logits.detach().to("cpu", torch.float32).numpy() if logits is not None else None
+                if usage_tau is not None:
+                    out[role] = {"usage": usage_from_attention_tensors(res.attentions, usage_tau),
+                                 "logits": [None if logits_np is None else logits_np[i].copy() for i in range(B)]}
+                    del res
+                    continue
+                attn = attentions_to_numpy(res.attentions, lengths)
                 out[role] = [
                     {"attentions": attn[i], "logits": None if logits_np is None else logits_np[i].copy()}
                     for i in range(B)

@@ -17,7 +17,8 @@
    all the process's threads, so the same cores do the same work; its ratio counts the whole call
    (actor start and model loading included), and its steady per-worker rate (first to last result) is
    reported too. A profile splits the local build's time into its parts (forward passes, the rest of
-   ``run_batch``, signatures, shard files, final index).
+   ``usage_batch``: tokenising and counting the signatures on the attention tensors, shard files, final
+   index).
 2. **search** (P3, target p50 <= 5 ms and recall@10 >= 0.95): ``--n`` synthetic signatures of
    BERT-base shape (12 x 12 per block, 3 blocks = 432 dims) written through the real index writer
    (:func:`attnflows_panel.index.write_index`, so the approximate index kind and its parameters are the
@@ -159,9 +160,9 @@ def bench_throughput(args) -> dict:
             w, c = raw_forward(pair, pairs, args.batch_size)
             raw_times.append(w)
             raw_cpu.append(c)
-        prof = {"model_forward": 0.0, "run_batch": 0.0, "signatures": 0.0, "write_shards": 0.0, "finalise": 0.0}
+        prof = {"model_forward": 0.0, "usage_batch": 0.0, "write_shards": 0.0, "finalise": 0.0}
         originals = {
-            "run_batch": pair.run_batch, "result_usage": I.result_usage, "_save_npy": I._save_npy,
+            "usage_batch": pair.usage_batch, "result_usage": I.result_usage, "_save_npy": I._save_npy,
             "_save_parquet": I._save_parquet, "_finalise": I._finalise,
         }
 
@@ -174,11 +175,10 @@ def bench_throughput(args) -> dict:
                     prof[name] += time.perf_counter() - t
             return wrapper
 
-        pair.run_batch = timed("run_batch", originals["run_batch"])
+        pair.usage_batch = timed("usage_batch", originals["usage_batch"])
         # the two models' own forward passes, timed where they run inside the build
         for model in (pair.pretrained_model, pair.finetuned_model):
             model.forward = timed("model_forward", type(model).forward.__get__(model))
-        I.result_usage = timed("signatures", originals["result_usage"])
         I._save_npy = timed("write_shards", originals["_save_npy"])
         I._save_parquet = timed("write_shards", originals["_save_parquet"])
         def finalise(*a, **k):  # its own file writes count as finalise, not as shard files
@@ -197,11 +197,11 @@ def bench_throughput(args) -> dict:
             build_times.append(time.perf_counter() - t0)
             build_cpu.append(time.process_time() - c0)
         finally:
-            del pair.run_batch
+            del pair.usage_batch
             for model in (pair.pretrained_model, pair.finetuned_model):
                 del model.forward
-            I.result_usage, I._save_npy, I._save_parquet, I._finalise = (
-                originals["result_usage"], originals["_save_npy"], originals["_save_parquet"], originals["_finalise"])
+            I._save_npy, I._save_parquet, I._finalise = (
+                originals["_save_npy"], originals["_save_parquet"], originals["_finalise"])
         profiles.append(prof)
         last_out = out
         if rep % 2 == 1:
@@ -210,8 +210,7 @@ def bench_throughput(args) -> dict:
             raw_cpu.append(c)
         print(f"  repeat {rep + 1}: raw forward {raw_times[-1]:.2f} s ({raw_cpu[-1]:.2f} s CPU), "
               f"build_index {build_times[-1]:.2f} s ({build_cpu[-1]:.2f} s CPU) "
-              f"(model forward passes {prof['model_forward']:.2f}, run_batch {prof['run_batch']:.2f}, "
-              f"signatures {prof['signatures']:.3f}, "
+              f"(model forward passes {prof['model_forward']:.2f}, usage_batch {prof['usage_batch']:.2f}, "
               f"shard files {prof['write_shards']:.3f}, finalise {prof['finalise']:.3f})", flush=True)
 
     # per-sample cost of the signature: the fast path vs. building both AttentionGraphs

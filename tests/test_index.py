@@ -63,18 +63,19 @@ def tiny_index(sharp_pair, mrpc, tmp_path_factory):
 
 
 class Recorder:
-    """Wraps pair.run_batch: records the pairs it runs; raises after ``fail_after`` calls when set."""
+    """Wraps pair.usage_batch (what the build runs): records the pairs it runs; raises after
+    ``fail_after`` calls when set."""
 
     def __init__(self, pair, fail_after=None):
         self.pair, self.fail_after, self.seen, self.calls = pair, fail_after, [], 0
-        self.original = type(pair).run_batch.__get__(pair)  # the real method, not an earlier wrapper
+        self.original = type(pair).usage_batch.__get__(pair)  # the real method, not an earlier wrapper
 
-    def __call__(self, pairs, batch_size=32):
+    def __call__(self, pairs, tau, batch_size=32):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
         self.calls += 1
         self.seen.extend(pairs)
-        return self.original(pairs, batch_size=batch_size)
+        return self.original(pairs, tau, batch_size=batch_size)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,7 +279,7 @@ def test_approximate_index_above_exact_limit(sharp_pair, mrpc, tiny_index, tmp_p
 def test_resume_after_interruption(sharp_pair, mrpc, tiny_index, tmp_path, monkeypatch):
     out = tmp_path / "resume"
     rec = Recorder(sharp_pair, fail_after=2)
-    monkeypatch.setattr(sharp_pair, "run_batch", rec)
+    monkeypatch.setattr(sharp_pair, "usage_batch", rec)
     with pytest.raises(KeyboardInterrupt):
         build_index(sharp_pair, mrpc, "mrpc", out, tau=0.3, limit=40, shard_size=8, progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -292,7 +293,7 @@ def test_resume_after_interruption(sharp_pair, mrpc, tiny_index, tmp_path, monke
     (out / "shards" / ".shard-00002.parquet.tmp-1").write_bytes(b"partial")
 
     rec2 = Recorder(sharp_pair)
-    monkeypatch.setattr(sharp_pair, "run_batch", rec2)
+    monkeypatch.setattr(sharp_pair, "usage_batch", rec2)
     build_index(sharp_pair, mrpc, "mrpc", out, tau=0.3, limit=40, shard_size=8, progress=False)
     ran = [tuple(p) for p in rec2.seen]
     rest = mrpc[16:40]
@@ -306,7 +307,7 @@ def test_resume_after_interruption(sharp_pair, mrpc, tiny_index, tmp_path, monke
 
     # a complete index with the same settings is returned as it is, without running anything
     rec3 = Recorder(sharp_pair)
-    monkeypatch.setattr(sharp_pair, "run_batch", rec3)
+    monkeypatch.setattr(sharp_pair, "usage_batch", rec3)
     build_index(sharp_pair, mrpc, "mrpc", out, tau=0.3, limit=40, shard_size=8, progress=False)
     assert rec3.calls == 0
 

@@ -383,3 +383,33 @@ def test_truncated_weights_give_a_clear_error(tmp_path, tiny_bert_dirs):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ModelLoadError, match="weights in .* are damaged .*truncated or corrupt"):
         ModelPair.load(str(tiny_bert_dirs[0]), str(broken), device="cpu")
+
+
+@pytest.mark.parametrize("which", ["sharp", "minilm"])
+def test_usage_batch_equals_the_signature_of_each_run(which, sharp_bert_dirs, minilm_path, glue_dir):
+    """The index build's fast path (usage counted on the batched attention tensors, padding included)
+    gives exactly the stored usage of each sample's own run, and the same predictions."""
+    from attnflows_panel.corpus import load_corpus
+    from attnflows_panel.index import result_usage
+    from attnflows_panel.models import ModelPair
+
+    if which == "sharp":  # peaked attention, 64 positions: long pairs are truncated
+        pair, tau = ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu"), 0.3
+    else:  # real weights, diffuse attention
+        pair, tau = ModelPair.load(str(minilm_path), str(minilm_path), device="cpu"), 0.1
+    ds = load_corpus(str(glue_dir / "MRPC"), task="mrpc", split="dev", limit=20)
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"])) + [("Short.", "Also short."), ("word " * 80, "more " * 40)]
+    fast = pair.usage_batch(pairs, tau, batch_size=7)
+    runs = pair.run_batch(pairs, batch_size=7)
+    expected = np.stack([result_usage(r, tau) for r in runs])
+    np.testing.assert_array_equal(fast["usage"], expected)
+    assert fast["usage"].shape == (len(pairs), 2, pair.num_layers, pair.num_heads)
+    assert fast["pred_pre"] == [r.pretrained.label for r in runs]
+    assert fast["pred_fine"] == [r.finetuned.label for r in runs]
+    assert fast["n_tokens"].tolist() == [r.n for r in runs]
+    assert fast["truncated"].tolist() == [r.truncated for r in runs]
+    assert fast["truncated"][-1] == (which == "sharp")
+    if which == "sharp":
+        probs = [r.finetuned.probs[r.finetuned.label] for r in runs]
+        np.testing.assert_allclose(fast["prob_fine"], probs, rtol=1e-6)
+        assert np.count_nonzero(expected) > 0  # not a vacuous comparison of empty graphs

@@ -81,16 +81,16 @@ def test_ray_engine_resumes_and_skips_finished_shards(local_ray, sharp_pair, mrp
     """The local engine stops after two shards (a crash); the Ray engine finishes the build and leaves
     the finished shards alone (same files, same inodes, same modification times)."""
     out = tmp_path / "resume"
-    original = type(sharp_pair).run_batch.__get__(sharp_pair)
+    original = type(sharp_pair).usage_batch.__get__(sharp_pair)
     calls = {"n": 0}
 
-    def crash_after_two_shards(pairs, batch_size=32):
+    def crash_after_two_shards(pairs, tau, batch_size=32):
         if calls["n"] >= 2 * -(-SHARD // BATCH):  # buckets of the first two shards
             raise KeyboardInterrupt("simulated crash")
         calls["n"] += 1
-        return original(pairs, batch_size=batch_size)
+        return original(pairs, tau, batch_size=batch_size)
 
-    monkeypatch.setattr(sharp_pair, "run_batch", crash_after_two_shards)
+    monkeypatch.setattr(sharp_pair, "usage_batch", crash_after_two_shards)
     with pytest.raises(KeyboardInterrupt):
         build_index(sharp_pair, mrpc, "mrpc", out, tau=0.3, shard_size=SHARD, batch_size=BATCH, progress=False)
     monkeypatch.undo()
