@@ -17,7 +17,8 @@ idx.query(result=pair.run("A man plays.", "Someone is playing."), space="fine")
 Layout of an index folder (no pickle anywhere; FAISS's own format, parquet, JSON, ``.npy``):
 
     manifest.json       fingerprints of both models, τ, signature version, dims, count, creation time,
-                        index kind/factory, file sizes (a truncated file is reported as such)
+                        index kind/factory, the size and XXH3-64 checksum of every file (checked when
+                        the index opens; :func:`verify_index` checks the files against each other too)
     signatures.faiss    the search vectors (:func:`attnflows_panel.signatures.embed`), FAISS format
     usage.npy           float16 [2, L, H, N]: head usage u_pre, u_fine per sample (what vectors derive from),
                         head-major so that one head's values over the corpus are contiguous
@@ -28,9 +29,12 @@ Layout of an index folder (no pickle anywhere; FAISS's own format, parquet, JSON
     id_map.parquet      the persisted id → row map (ids sorted, with their rows; binary search, no scan)
     shards/             while building: shard-NNNNN.npy (float32 usage) + shard-NNNNN.parquet (metadata)
 
-Build. Samples are cut into shards of ``shard_size`` consecutive corpus rows. Within a shard, pairs run
-through :meth:`ModelPair.run_batch`, which sorts them by token length and pads each batch only to its
-longest pair. A shard's two files are written to temporaries and renamed, the parquet last, so a shard
+Build. Samples are cut into shards of ``shard_size`` consecutive corpus rows. Within a shard, pairs are
+cut into length buckets (:func:`length_buckets`: each batch padded only to its longest pair) and run
+through :meth:`ModelPair.usage_batch` (:func:`compute_batch`), which counts the signatures on the
+attention tensors where the models computed them. The plan (:func:`plan_build`), the per-bucket step
+and the shard writer (:class:`ShardWriter`) are shared by the local engine (:func:`build_index`) and
+the Ray Data engine (:func:`attnflows_panel.index_ray.build_index_ray`), so both write the same files. A shard's two files are written to temporaries and renamed, the parquet last, so a shard
 is finished exactly when its parquet exists; an interrupted build, rerun with the same options, skips
 finished shards. When all shards exist they are consolidated, the FAISS index is built and the shards
 are removed (``keep_shards=True`` keeps them).
