@@ -241,3 +241,10 @@ def test_debug_shows_the_traceback(tmp_path):
         debug = _cli(*argv, "--index", str(tmp_path / "nope"), "--id", "x")
         assert debug.returncode == 1
         assert "Traceback (most recent call last)" in debug.stderr and "FileNotFoundError: no index folder" in debug.stderr
+
+
+def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch, tmp_path, capsys, no_model_loading):
+    """The local engine needs no Ray; asking for the Ray engine without it is one line, before any model loads."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as if not installed
+    assert main(["index", "build", "--engine", "ray", "--data", "demo", "--out", str(tmp_path / "idx")]) == 1
+    _one_error_line(capsys.readouterr().err, "--engine ray needs Ray Data: pip install 'attnflows-panel[ray]'")
