@@ -291,7 +291,9 @@ def resolve_task(task: Any) -> str:
         return known
     key = task.strip().lower()
     if key in _NOT_PAIR_TASKS:
-        raise ValueError(f"task {task!r}: {_NOT_PAIR_TASKS[key]}. {_REGRESSION_HINT if 'regression' in _NOT_PAIR_TASKS[key] else 'Attention Flows compares attention over sentence pairs.'}")
+        hint = _REGRESSION_HINT if "regression" in _NOT_PAIR_TASKS[key] else "Attention Flows compares attention over sentence pairs"
+        raise ValueError(f"unknown task {task!r}: {_NOT_PAIR_TASKS[key]}. {hint}; the GLUE sentence-pair tasks are "
+                         f"{', '.join(TASKS)}, and any other name is an open task with labels from its data")
     if not _TASK_NAME.match(key):
         raise ValueError(f"task name {task!r} is not usable (letters, digits, '_', '-', '.'; known GLUE tasks: "
                          f"{', '.join(TASKS)})")

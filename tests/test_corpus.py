@@ -208,7 +208,7 @@ def test_column_map_and_argument_errors(tmp_path):
     # no task and integer labels: the names are needed (tasks are open, but labels must be named)
     with pytest.raises(ValueError, match=r"labels of task 'pairs' are numbers \[0\] with no names.*--labels"):
         load_corpus(path, column_map={"label": "gold"})
-    with pytest.raises(ValueError, match="task 'sst2': SST-2 is a single-sentence task"):
+    with pytest.raises(ValueError, match="unknown task 'sst2': SST-2 is a single-sentence task"):
         load_corpus(path, task="sst2")
     with pytest.raises(ValueError, match="limit must be a positive int"):
         load_corpus("demo", limit=0)
