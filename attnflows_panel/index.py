@@ -51,6 +51,7 @@ import copy
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -61,12 +62,16 @@ import numpy as np
 
 from attnflows_panel import signatures as S
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "build_index",
     "SignatureIndex",
     "IndexFileError",
     "IndexMismatchError",
     "UnknownSampleError",
+    "LabelMismatchError",
+    "reconcile_corpus_labels",
     "FORMAT",
     "FORMAT_VERSION",
     "EXACT_FACTORY",
@@ -127,6 +132,10 @@ class IndexMismatchError(ValueError):
 
 class UnknownSampleError(ValueError):
     """A sample id that the index does not hold."""
+
+
+class LabelMismatchError(ValueError):
+    """Correctness was asked for, but the model's labels and the corpus's labels do not match."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -261,7 +270,8 @@ def manifest_differences(manifest: Mapping[str, Any], fingerprint: Mapping[str, 
 # ----------------------------------------------------------------------------------------------------
 
 
-def _load_data(data: Any, task: str | None, split: str | None, limit: int | None):
+def _load_data(data: Any, task: str | None, split: str | None, limit: int | None,
+               column_map: Mapping[str, str] | None = None, labels: Any = None):
     """A ``datasets.Dataset`` in the corpus schema from a source (see corpus.load_corpus) or a Dataset."""
     if hasattr(data, "column_names") and hasattr(data, "select"):
         ds = data
@@ -270,7 +280,7 @@ def _load_data(data: Any, task: str | None, split: str | None, limit: int | None
     else:
         from attnflows_panel.corpus import load_corpus
 
-        ds = load_corpus(os.fspath(data), task=task, split=split, limit=limit)
+        ds = load_corpus(os.fspath(data), task=task, split=split, limit=limit, column_map=column_map, labels=labels)
     missing = [c for c in ("id", "sentence_a", "sentence_b", "label") if c not in ds.column_names]
     if missing:
         raise ValueError(f"the corpus lacks the column(s) {missing}; it has {ds.column_names}")
@@ -279,12 +289,66 @@ def _load_data(data: Any, task: str | None, split: str | None, limit: int | None
     return ds
 
 
-def _shard_metadata(rows: dict[str, list], results: Sequence[Any]):
+def reconcile_corpus_labels(pair: Any, ds, label_map: Any = None) -> dict[str, Any]:
+    """Match the models' label names with the corpus's, once per task of the corpus (README.md, "Tasks,
+    labels and fine-tuning"; :func:`attnflows_panel.labels.reconcile`).
+
+    Returns the manifest's ``label_reconciliation``: ``{"finetuned": {task: LabelMatch dict},
+    "pretrained": {...}, "label_map": ..., "matched": bool (every task matched), "scored_tasks": [...],
+    "message": str}``. A task whose label sets differ gets no correctness (None), never a wrong one.
+    """
+    from attnflows_panel.corpus import label_spaces
+    from attnflows_panel.labels import parse_label_map, reconcile
+
+    label_map = parse_label_map(label_map)
+    spaces = label_spaces(ds)
+    fine, pre = {}, {}
+    for t, names in spaces.items():
+        key = "" if t is None else str(t)
+        fine[key] = reconcile(list(getattr(pair, "labels", []) or []), names, label_map, task=t or None)
+        pre_labels = list(getattr(pair, "pretrained_labels", []) or [])
+        try:
+            pre[key] = reconcile(pre_labels, names, label_map, task=t or None, who="the pre-trained model")
+        except ValueError:  # the label map is the fine-tuned model's
+            pre[key] = reconcile(pre_labels, names, None, task=t or None, who="the pre-trained model")
+    scored = [k for k, m in fine.items() if m.matched]
+    failed = [m for m in fine.values() if not m.matched]
+    if not failed:
+        message = "; ".join(dict.fromkeys(m.message for m in fine.values()))
+    else:
+        message = "; ".join(m.message for m in failed)
+        if scored:
+            message += f" (correctness is computed for {', '.join(scored)} only)"
+    return {
+        "finetuned": {k: m.to_dict() for k, m in fine.items()},
+        "pretrained": {k: m.to_dict() for k, m in pre.items()},
+        "label_map": label_map,
+        "matched": not failed,
+        "scored_tasks": scored,
+        "message": message,
+    }
+
+
+def _matches(reconciliation: Mapping[str, Any] | None, role: str) -> dict[str, Any]:
+    from attnflows_panel.labels import LabelMatch
+
+    return {k: LabelMatch.from_dict(v) for k, v in ((reconciliation or {}).get(role) or {}).items()}
+
+
+def _row_correct(matches: Mapping[str, Any], task: Any, pred: Any, label_name: Any) -> bool | None:
+    m = matches.get("" if task is None else str(task))
+    if m is None and len(matches) == 1:
+        m = next(iter(matches.values()))
+    return None if m is None else m.correct(pred, label_name)
+
+
+def _shard_metadata(rows: dict[str, list], results: Sequence[Any], reconciliation: Mapping[str, Any] | None = None):
     import pandas as pd
 
     n = len(results)
     label = [int(x) if x is not None else -1 for x in rows["label"]]
     label_name = [None if x is None else str(x) for x in rows.get("label_name", [None] * n)]
+    tasks = list(rows.get("task", [None] * n))
     pred_pre = [r.pretrained.label for r in results]
     pred_fine = [r.finetuned.label for r in results]
     prob_fine = [
@@ -292,6 +356,13 @@ def _shard_metadata(rows: dict[str, list], results: Sequence[Any]):
         else np.nan
         for r in results
     ]
+    if reconciliation is None:  # no reconciliation given: the old rule (names, LABEL_i by id)
+        correct_pre = [_is_correct(p, lab, ln) for p, lab, ln in zip(pred_pre, label, label_name)]
+        correct_fine = [_is_correct(p, lab, ln) for p, lab, ln in zip(pred_fine, label, label_name)]
+    else:  # correctness only where the label sets match (labels.LabelMatch.correct), else None
+        fine, pre = _matches(reconciliation, "finetuned"), _matches(reconciliation, "pretrained")
+        correct_pre = [_row_correct(pre, t, p, ln) for t, p, ln in zip(tasks, pred_pre, label_name)]
+        correct_fine = [_row_correct(fine, t, p, ln) for t, p, ln in zip(tasks, pred_fine, label_name)]
     return pd.DataFrame(
         {
             "id": pd.array([str(x) for x in rows["id"]], dtype="string"),
@@ -302,8 +373,8 @@ def _shard_metadata(rows: dict[str, list], results: Sequence[Any]):
             "pred_pre": pd.array(pred_pre, dtype="string"),
             "pred_fine": pd.array(pred_fine, dtype="string"),
             "prob_fine": np.asarray(prob_fine, dtype=np.float32),
-            "correct_pre": pd.array([_is_correct(p, l, ln) for p, l, ln in zip(pred_pre, label, label_name)], dtype="boolean"),
-            "correct_fine": pd.array([_is_correct(p, l, ln) for p, l, ln in zip(pred_fine, label, label_name)], dtype="boolean"),
+            "correct_pre": pd.array(correct_pre, dtype="boolean"),
+            "correct_fine": pd.array(correct_fine, dtype="boolean"),
             "n_tokens": np.asarray([r.n for r in results], dtype=np.int32),
             "truncated": np.asarray([bool(r.truncated) for r in results], dtype=bool),
         }
@@ -366,7 +437,7 @@ def _build_identity(pair: Any, ds, task, data, split, limit, tau: float, shard_s
 
 
 _IDENTITY_KEYS = ("format", "format_version", "signature_version", "tau", "num_layers", "num_heads", "max_length",
-                  "count", "corpus_sha256", "shard_size")
+                  "count", "corpus_sha256", "shard_size", "label_map")
 
 
 def _identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -396,6 +467,9 @@ def build_index(
     factory: str | None = None,
     keep_shards: bool = False,
     overwrite: bool = False,
+    label_map: Any = None,
+    column_map: Mapping[str, str] | None = None,
+    labels: Any = None,
 ) -> Path:
     """Index a corpus: run both models over every sample, write shards, then the FAISS index.
 
@@ -409,6 +483,11 @@ def build_index(
     shard_size: samples per shard (the unit of resumption).
     exact_limit: up to this many samples the index is exhaustive (``EXACT_FACTORY``), above it
         approximate (``APPROX_FACTORY``); ``factory`` overrides both with any ``faiss.index_factory`` string.
+    label_map: how the fine-tuned model's labels meet the corpus's (:func:`reconcile_corpus_labels`):
+        None = by name, ``"index"`` = generic ``LABEL_i`` by position, or a ``{model: corpus}`` map.
+        Correctness (and so accuracy) is computed only for the tasks whose label sets match; the
+        manifest's ``label_reconciliation`` records the outcome, and a mismatch is logged.
+    column_map, labels: passed to ``load_corpus`` (CSV/JSONL/hub columns, integer label names).
 
     Returns the index folder.
     """
@@ -420,7 +499,10 @@ def build_index(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     out = Path(out)
-    ds = _load_data(data, task, split, limit)
+    ds = _load_data(data, task, split, limit, column_map, labels)
+    reconciliation = reconcile_corpus_labels(pair, ds, label_map)
+    if not reconciliation["matched"]:
+        log.warning("index %s: %s", out, reconciliation["message"])
     columns = ds[:]  # dict of lists; small next to the forward passes
     ids = [str(x) for x in columns["id"]]
     if len(set(ids)) != len(ids):
@@ -432,6 +514,7 @@ def build_index(
         raise ValueError(f"the corpus has {len(ids) - len(seen)} duplicate ids (e.g. {dup[:3]}); ids must be unique")
     digest = _corpus_digest(ids, columns["sentence_a"], columns["sentence_b"])
     identity = _build_identity(pair, ds, task, data, split, limit, float(tau), shard_size, digest)
+    identity["label_map"] = reconciliation["label_map"]
     L, H = identity["num_layers"], identity["num_heads"]
 
     manifest_path = out / MANIFEST
@@ -468,7 +551,7 @@ def build_index(
     shard_dir.mkdir(exist_ok=True)
     for stale in shard_dir.glob(".*.tmp-*"):
         stale.unlink()
-    manifest = {**identity, "complete": False, "created": _now()}
+    manifest = {**identity, "complete": False, "created": _now(), "label_reconciliation": reconciliation}
     if manifest_path.exists():
         try:
             manifest["created"] = json.loads(manifest_path.read_text()).get("created", manifest["created"])
@@ -508,7 +591,7 @@ def build_index(
                     usage[j] = result_usage(r, tau)
                     results[j] = _Light(r)  # keep only what the metadata needs, not the attentions
                 bar.update(len(chunk))
-            meta = _shard_metadata(rows, results)
+            meta = _shard_metadata(rows, results, reconciliation)
             base = shard_dir / _shard_name(i)
             _save_npy(base.with_suffix(".npy"), usage)
             _save_parquet(base.with_suffix(".parquet"), meta)  # the commit point of the shard
@@ -830,6 +913,46 @@ class SignatureIndex:
     def labels(self) -> dict[int, str]:
         return {int(k): v for k, v in (self.manifest.get("labels") or {}).items()}
 
+    # ------------------------------------------------------------------ labels: model vs corpus
+
+    @property
+    def label_reconciliation(self) -> dict[str, Any]:
+        """Per task of the corpus, how the fine-tuned model's labels matched its labels:
+        ``{task: attnflows_panel.labels.LabelMatch}`` (empty for an index built before reconciliation)."""
+        return _matches(self.manifest.get("label_reconciliation"), "finetuned")
+
+    @property
+    def has_correctness(self) -> bool:
+        """Whether any sample has a fine-tuned correctness flag (the "correct" filter can work)."""
+        return bool(self.metadata["correct_fine"].notna().any())
+
+    @property
+    def labels_match(self) -> bool:
+        """True when the fine-tuned model's labels match the corpus's for every task of the corpus, so
+        correctness and accuracy cover all samples. (Indexes built before reconciliation: whether they
+        hold any correctness.)"""
+        rec = self.manifest.get("label_reconciliation")
+        if rec is None:
+            return self.has_correctness
+        return bool(rec.get("matched"))
+
+    @property
+    def label_mismatch(self) -> str | None:
+        """Which label sets differ and what was left out (one sentence for the CLI and the app), or None
+        when the labels match."""
+        if self.labels_match:
+            return None
+        rec = self.manifest.get("label_reconciliation")
+        if rec is None:
+            return "this index holds no correctness (built before label reconciliation, or without labels)"
+        return str(rec.get("message") or "the model's and the corpus's label sets differ")
+
+    def accuracy(self) -> float | None:
+        """The fine-tuned model's accuracy over the samples that have correctness; None when none has
+        (never an accuracy from mismatched label spaces)."""
+        scored = self.metadata["correct_fine"].dropna()
+        return float(scored.astype(bool).mean()) if len(scored) else None
+
     # ------------------------------------------------------------------ ids and rows
 
     def _id_map(self) -> tuple[np.ndarray, np.ndarray]:
@@ -994,6 +1117,10 @@ class SignatureIndex:
                     m = np.zeros(len(md), dtype=bool)
                     m[arr.astype(np.int64)] = True
             elif col in md.columns:
+                if col == "correct_fine" and not self.has_correctness:
+                    raise LabelMismatchError(
+                        f"cannot filter by correctness: the index at {self.path} has none ({self.label_mismatch})"
+                    )
                 if col.startswith("correct") or col == "truncated":
                     values = [bool(v) for v in values]
                 m = md[col].isin(values).fillna(False).to_numpy(dtype=bool)
