@@ -1277,8 +1277,8 @@ class SignatureIndex:
 
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
+        allowed = self.select(filters)  # bad filters (e.g. correctness without matching labels) fail first
         q = self.query_vector(sample_id, result, space=space, heads=heads)
-        allowed = self.select(filters)
         self_row = self.row_of(sample_id) if sample_id is not None else None
         if exclude_self and self_row is not None:
             allowed = np.ones(len(self), dtype=bool) if allowed is None else allowed.copy()

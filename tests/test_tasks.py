@@ -320,7 +320,8 @@ def test_hub_path_conversion_with_classlabel_names_and_open_task(monkeypatch):
     assert calls[0] == ("stanfordnlp/snli", None, "validation")
     assert set(ds["task"]) == {"snli"} and label_names(ds) == NLI
     calls.clear()
-    glue = load_corpus("glue/mnli", split="dev", limit=3)
+    with pytest.warns(MalformedRowsWarning):
+        glue = load_corpus("glue/mnli", split="dev", limit=3)
     assert calls[0] == ("nyu-mll/glue", "mnli", "validation_matched[:3]")
     assert set(glue["task"]) == {"mnli"} and label_names(glue) == NLI
     calls.clear()
@@ -368,3 +369,175 @@ def test_reconcile_generic_labels_only_with_a_label_map():
         reconcile(generic, ["no", "yes"], label_map={"LABEL_7": "no"})
     with pytest.raises(ValueError, match="not a label of the corpus"):
         reconcile(generic, ["no", "yes"], label_map={"LABEL_0": "maybe"})
+
+
+# --------------------------------------------------------------------------------------------------
+# end to end: a task the project has never heard of, fine-tuned, indexed; and with another task's model
+# --------------------------------------------------------------------------------------------------
+
+
+def _nli_corpus(folder, n_repeat=4):
+    """A three-label corpus of an unknown task ("tri_nli") as CSV and as JSONL with integer labels."""
+    csv_path = _write_nli_csv(folder / "tri_nli.csv", n_repeat=n_repeat)
+    jsonl = folder / "tri_nli.jsonl"
+    with jsonl.open("w", encoding="utf-8") as fh:
+        for r in range(n_repeat):
+            for i, (a, b, lab) in enumerate(PAIRS):
+                fh.write(json.dumps({"s1": f"{a} [{r}]", "s2": b, "y": NLI.index(lab),
+                                     "split": "dev" if (i + r) % 3 == 0 else "train"}) + "\n")
+    return csv_path, jsonl
+
+
+@pytest.fixture(scope="module")
+def tri_nli(tmp_path_factory, tiny_bert_dirs):
+    """The CSV corpus and a tiny BERT fine-tuned on it by attnflows finetune (a few steps: mechanics)."""
+    from attnflows_panel.finetune import finetune
+
+    root = tmp_path_factory.mktemp("tri-nli")
+    csv_path, jsonl = _nli_corpus(root)
+    out = root / "tiny-tri-nli"
+    metrics = finetune(str(tiny_bert_dirs[0]), str(csv_path), out=str(out), max_steps=3, batch_size=4,
+                       learning_rate=1e-3, seed=0, progress=False)
+    return csv_path, jsonl, out, metrics
+
+
+def test_finetune_writes_the_corpus_label_names(tri_nli):
+    from transformers import AutoConfig
+
+    _, _, out, metrics = tri_nli
+    names = sorted(NLI)
+    assert metrics["task"] == "tri_nli" and metrics["labels"] == names
+    assert metrics["f1_label"] == "macro" and len(metrics["confusion"]["labels"]) == 3
+    config = AutoConfig.from_pretrained(out)
+    assert config.id2label == dict(enumerate(names))
+    assert config.label2id == {n: i for i, n in enumerate(names)}
+
+
+def test_unknown_task_indexed_with_its_own_model_and_with_another_tasks_model(tri_nli, tiny_bert_dirs, tmp_path):
+    from attnflows_panel.index import LabelMismatchError, SignatureIndex, build_index
+    from attnflows_panel.models import ModelPair
+
+    csv_path, _, fine_dir, _ = tri_nli
+    pre_dir, mrpc_dir = tiny_bert_dirs
+    own = ModelPair.load(str(pre_dir), str(fine_dir))
+    r = own.run(PAIRS[0][0], PAIRS[0][1])
+    assert set(r.finetuned.probs) == set(NLI) and abs(sum(r.finetuned.probs.values()) - 1) < 1e-5  # the card's probs
+
+    # its own fine-tune: label names and correctness
+    path = build_index(own, str(csv_path), None, tmp_path / "own", tau=0.3, progress=False)
+    idx = SignatureIndex.open(path)
+    assert idx.labels_match and idx.label_mismatch is None and idx.has_correctness
+    md = idx.metadata
+    assert set(md["label_name"]) == set(NLI) and md["correct_fine"].notna().all()
+    assert list(md["correct_fine"]) == list(md["pred_fine"] == md["label_name"])
+    assert idx.accuracy() == pytest.approx(float((md["pred_fine"] == md["label_name"]).mean()))
+    rec = idx.manifest["label_reconciliation"]
+    assert rec["matched"] and rec["finetuned"]["tri_nli"]["how"] == "names"
+    # the browser's filters, index side: label, prediction, correct, all three labels present
+    for name in NLI:
+        assert idx.select({"label": name}).sum() == (md["label_name"] == name).sum() > 0
+    some_pred = md["pred_fine"].iloc[0]
+    assert idx.select({"prediction": some_pred}).sum() == (md["pred_fine"] == some_pred).sum()
+    assert idx.select({"correct": True}).sum() + idx.select({"correct": False}).sum() == len(idx)
+
+    # the MRPC model on the same corpus: nothing scored, the mismatch named everywhere
+    other = ModelPair.load(str(pre_dir), str(mrpc_dir))
+    path2 = build_index(other, str(csv_path), None, tmp_path / "other", tau=0.3, progress=False)
+    idx2 = SignatureIndex.open(path2)
+    assert not idx2.labels_match and not idx2.has_correctness and idx2.accuracy() is None
+    assert idx2.metadata["correct_fine"].isna().all()
+    assert set(idx2.metadata["pred_fine"]) <= {"equivalent", "not_equivalent"}  # predictions are kept
+    msg = idx2.label_mismatch
+    assert "label sets differ: task 'tri_nli' has [contradiction, entailment, neutral]" in msg
+    assert "predicts [not_equivalent, equivalent]" in msg
+    rec2 = idx2.manifest["label_reconciliation"]
+    assert not rec2["matched"] and rec2["message"] == msg and rec2["scored_tasks"] == []
+    with pytest.raises(LabelMismatchError, match="cannot filter by correctness.*label sets differ"):
+        idx2.select({"correct": True})
+    assert idx2.select({"label": "neutral"}).sum() > 0  # the other filters still work
+
+
+def test_cli_three_label_jsonl_finetune_and_index(tri_nli, tiny_bert_dirs, tmp_path, capsys):
+    from attnflows_panel.cli import main
+    from attnflows_panel.index import SignatureIndex
+
+    _, jsonl, _, _ = tri_nli
+    pre_dir, mrpc_dir = tiny_bert_dirs
+    out = tmp_path / "jsonl-model"
+    base = ["--data", str(jsonl), "--columns", "s1,s2,y"]
+    # integer labels without names: refused, with what to do
+    assert main(["finetune", "--base", str(pre_dir), *base, "--out", str(out), "--quiet", "--max-steps", "1"]) == 1
+    assert "--labels NAME0,NAME1" in capsys.readouterr().err
+    assert main(["finetune", "--base", str(pre_dir), *base, "--labels", ",".join(NLI), "--out", str(out),
+                 "--quiet", "--max-steps", "2", "--batch-size", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "tri_nli (3 labels: entailment, neutral, contradiction)" in printed
+    labels = ["--labels", ",".join(NLI)]
+    assert main(["index", "build", "--pretrained", str(pre_dir), "--finetuned", str(out), *base, *labels,
+                 "--out", str(tmp_path / "i1"), "--tau", "0.3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned accuracy" in printed and "labels:" not in printed
+    assert SignatureIndex.open(tmp_path / "i1").labels_match
+    # another task's model: no accuracy, the mismatch printed
+    assert main(["index", "build", "--pretrained", str(pre_dir), "--finetuned", str(mrpc_dir), *base, *labels,
+                 "--out", str(tmp_path / "i2"), "--tau", "0.3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned accuracy" not in printed and "labels: label sets differ" in printed
+    assert main(["index", "info", "--index", str(tmp_path / "i2")]) == 0
+    assert "labels     label sets differ" in capsys.readouterr().out
+    assert main(["index", "query", "--index", str(tmp_path / "i2"), "--id", "tri_nli-train-1", "--correct", "yes"]) == 1
+    assert "cannot filter by correctness" in capsys.readouterr().err
+
+
+def test_generic_label_model_needs_label_map(tiny_bert_dirs, tmp_path, capsys):
+    """A classifier that kept LABEL_0..2: by index only when asked, and only with equal counts."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from attnflows_panel.index import SignatureIndex, build_index
+    from attnflows_panel.models import ModelPair
+
+    pre_dir, _ = tiny_bert_dirs
+    cfg = BertConfig.from_pretrained(pre_dir)
+    cfg.num_labels = 3
+    cfg.id2label = {i: f"LABEL_{i}" for i in range(3)}
+    cfg.label2id = {f"LABEL_{i}": i for i in range(3)}
+    cfg.architectures = ["BertForSequenceClassification"]
+    torch.manual_seed(3)
+    generic = tmp_path / "generic"
+    BertForSequenceClassification(cfg).save_pretrained(generic)
+    AutoTokenizer.from_pretrained(pre_dir).save_pretrained(generic)
+    csv_path, _ = _nli_corpus(tmp_path, n_repeat=1)
+    pair = ModelPair.load(str(pre_dir), str(generic))
+    assert pair.labels == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    plain = SignatureIndex.open(build_index(pair, str(csv_path), "mnli", tmp_path / "plain", tau=0.3, progress=False))
+    assert not plain.labels_match and "--label-map index" in plain.label_mismatch
+    byindex = SignatureIndex.open(build_index(pair, str(csv_path), "mnli", tmp_path / "byindex", tau=0.3,
+                                              progress=False, label_map="index"))
+    assert byindex.labels_match and byindex.metadata["correct_fine"].notna().all()
+    md = byindex.metadata
+    expected = [NLI[int(p.split("_")[1])] == g for p, g in zip(md["pred_fine"], md["label_name"])]
+    assert list(md["correct_fine"]) == expected
+    assert byindex.manifest["label_map"] == "index"
+    # RTE's two labels against three generic ones: counts differ, nothing scored
+    rte_csv = tmp_path / "rte.csv"
+    rte_csv.write_text("premise,hypothesis,label\nA.,B.,entailment\nC.,D.,not_entailment\n", encoding="utf-8")
+    counts = SignatureIndex.open(build_index(pair, str(rte_csv), "rte", tmp_path / "counts", tau=0.3,
+                                             progress=False, label_map="index"))
+    assert not counts.has_correctness and "label counts differ" in counts.label_mismatch
+
+
+def test_mixed_demo_scores_only_the_matching_task(tiny_bert_dirs, tmp_path):
+    """The bundled demo (MRPC, RTE, QNLI rows) with an MRPC model: MRPC rows scored, the others not."""
+    from attnflows_panel.index import SignatureIndex, build_index
+    from attnflows_panel.models import ModelPair
+
+    demo = load_corpus("demo", split="dev")
+    pair = ModelPair.load(str(tiny_bert_dirs[0]), str(tiny_bert_dirs[1]))
+    idx = SignatureIndex.open(build_index(pair, demo, None, tmp_path / "demo", tau=0.3, progress=False))
+    md = idx.metadata
+    is_mrpc = md["id"].str.startswith("demo-mrpc").to_numpy(bool)
+    assert md["correct_fine"][is_mrpc].notna().all() and md["correct_fine"][~is_mrpc].isna().all()
+    assert idx.has_correctness and not idx.labels_match
+    assert "correctness is computed for mrpc only" in idx.label_mismatch
+    assert idx.manifest["label_reconciliation"]["scored_tasks"] == ["mrpc"]
