@@ -541,3 +541,28 @@ def test_mixed_demo_scores_only_the_matching_task(tiny_bert_dirs, tmp_path):
     assert idx.has_correctness and not idx.labels_match
     assert "correctness is computed for mrpc only" in idx.label_mismatch
     assert idx.manifest["label_reconciliation"]["scored_tasks"] == ["mrpc"]
+
+
+@pytest.mark.glue
+def test_real_glue_rte_with_an_mrpc_model_reports_no_accuracy(glue_dir, tiny_bert_dirs, tmp_path, capsys):
+    """The issue's case: RTE indexed with an MRPC fine-tune once said "fine-tuned accuracy 0.000"."""
+    from attnflows_panel.cli import main
+    from attnflows_panel.index import SignatureIndex
+
+    pre, mrpc_model = (str(d) for d in tiny_bert_dirs)
+    common = ["index", "build", "--pretrained", pre, "--finetuned", mrpc_model, "--split", "dev", "--limit", "12",
+              "--tau", "0.3", "--no-progress"]
+    assert main([*common, "--data", str(glue_dir / "RTE"), "--out", str(tmp_path / "rte")]) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned accuracy" not in printed
+    assert ("labels: label sets differ: task 'rte' has [entailment, not_entailment], the fine-tuned model predicts "
+            "[not_equivalent, equivalent]") in printed
+    rte = SignatureIndex.open(tmp_path / "rte")
+    assert rte.accuracy() is None and rte.metadata["correct_fine"].isna().all()
+    # the same model on MRPC and on QNLI (real folders): MRPC scored, QNLI not
+    assert main([*common, "--data", str(glue_dir / "MRPC"), "--out", str(tmp_path / "mrpc")]) == 0
+    assert "fine-tuned accuracy" in capsys.readouterr().out
+    mrpc = SignatureIndex.open(tmp_path / "mrpc")
+    assert mrpc.labels_match and mrpc.metadata["correct_fine"].notna().all()
+    assert main([*common, "--data", str(glue_dir / "QNLI"), "--out", str(tmp_path / "qnli")]) == 0
+    assert "labels: label sets differ: task 'qnli'" in capsys.readouterr().out
