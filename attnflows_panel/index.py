@@ -17,14 +17,16 @@ idx.query(result=pair.run("A man plays.", "Someone is playing."), space="fine")
 Layout of an index folder (no pickle anywhere; FAISS's own format, parquet, JSON, ``.npy``):
 
     manifest.json       fingerprints of both models, τ, signature version, dims, count, creation time,
-                        index kind/factory, file sizes (a truncated file is reported as such)
+                        index kind/factory, file sizes (a truncated file is reported as such), and
+                        ``label_reconciliation``: per corpus task, whether the fine-tuned model's labels
+                        match the corpus's (README.md, "Tasks, labels and fine-tuning")
     signatures.faiss    the search vectors (:func:`attnflows_panel.signatures.embed`), FAISS format
     usage.npy           float16 [2, L, H, N]: head usage u_pre, u_fine per sample (what vectors derive from),
                         head-major so that one head's values over the corpus are contiguous
     norms.npy           float32 [3, N]: ||s_b - μ_b|| per block and sample (the vectors' normalisers)
     center.npy          float32 [3, L*H]: the corpus means μ_b used to centre the blocks
     metadata.parquet    one row per sample, row i = FAISS id i: id, sentences, label, both predictions,
-                        correct flags, token count, truncation flag
+                        correct flags (None where the label sets differ), token count, truncation flag
     id_map.parquet      the persisted id → row map (ids sorted, with their rows; binary search, no scan)
     shards/             while building: shard-NNNNN.npy (float32 usage) + shard-NNNNN.parquet (metadata)
 
