@@ -398,6 +398,8 @@ def _discover_labels(task: str, label_values: list, name_values: list, where: st
     """An open task's label space from its rows: names (sorted), or ids paired with names."""
     ints, names, pairs = set(), {}, {}
     for lab, nm in zip(label_values, name_values):
+        if isinstance(lab, bool):  # true/false is no label: such rows are reported as malformed
+            continue
         i = _int_like(lab) if lab not in (None, "") else None
         if lab not in (None, "") and i is None:
             if _real_valued(lab):
