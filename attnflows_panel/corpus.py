@@ -1047,8 +1047,18 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
         return f"{host}:{port} is unreachable ({exc})"
 
 
-def _hub_target(src: str, task: str | None) -> tuple[list[tuple[str, str | None]], str, str | None]:
-    """(candidate (dataset, config) pairs, task, the dev split to try first) of a hub source."""
+def _task_from_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-.") or "hub"
+
+
+def _hub_target(src: str, task: str | None) -> tuple[list[tuple[str, str | None, str]], str | None, str | None]:
+    """(candidate (dataset, config, task name) triples, the task if known, the dev split to try first).
+
+    ``glue/<task>`` is ``nyu-mll/glue`` with the task's config. Otherwise ``owner/name/config``,
+    ``name:config`` and ``owner/name:config`` are unambiguous; ``a/b`` is tried as the dataset ``a/b``,
+    then as the dataset ``a`` with config ``b`` (legacy names such as ``paws/labeled_final``). An open
+    task is named after what loaded: ``snli``, ``paws-labeled_final``.
+    """
     m = _HUB_GLUE.match(src)
     if m is not None:
         name = m.group("task")
@@ -1059,21 +1069,18 @@ def _hub_target(src: str, task: str | None) -> tuple[list[tuple[str, str | None]
         if task is not None and _known_task(task) != key:
             raise ValueError(f"source {src!r} is the {key} task, but task={task!r} was given")
         spec = TASKS[key]
-        return [("nyu-mll/glue", spec.glue_config)], key, spec.hub_dev_split
+        return [("nyu-mll/glue", spec.glue_config, key)], key, spec.hub_dev_split
     name, _, config = src.partition(":")
     parts = name.split("/")
     if len(parts) == 3:
-        candidates = [("/".join(parts[:2]), parts[2] + (f":{config}" if config else ""))]
+        cands = [("/".join(parts[:2]), parts[2], f"{parts[1]}-{parts[2]}")]
     elif len(parts) == 2 and not config:
-        candidates = [(name, None), (parts[0], parts[1])]  # owner/name, or name/config of a legacy dataset
+        cands = [(name, None, parts[1]), (parts[0], parts[1], f"{parts[0]}-{parts[1]}")]
     else:
-        candidates = [(name, config or None)]
-    default = "-".join(p for p in (parts[-1] if len(parts) < 3 else parts[1], config or (parts[2] if len(parts) == 3 else "")) if p)
-    if task is None:
-        if normalise(parts[-1]) in ("stsb", "sts_b") or normalise(default) in ("stsb", "sts_b"):
-            resolve_task("stsb")
-        task = resolve_task(re.sub(r"[^a-z0-9_.-]+", "-", default.lower()).strip("-.") or "hub")
-    return candidates, task, None
+        cands = [(name, config or None, f"{parts[-1]}-{config}" if config else parts[-1])]
+    if any(normalise(c[2].split("-")[0]) in ("stsb", "sts_b") or normalise(parts[-1]) in ("stsb", "sts_b") for c in cands):
+        resolve_task("stsb")  # a clear refusal, before any download
+    return [(n, c, _task_from_name(t)) for n, c, t in cands], task, None
 
 
 def _hf_split_names(split: str, dev_first: str | None) -> list[str]:
@@ -1105,9 +1112,11 @@ def _load_hub(src: str, task: str | None, split: str | None, rows: _Rows,
     for s in wanted:
         if rows.full:
             break
-        d, errors, hf_split = None, [], None
-        for name, config in candidates:
-            for hf_split in _hf_split_names(s, dev_first):
+        d, errors, hf_split, no_such_split = None, [], None, False
+        for name, config, default_task in candidates:
+            split_errors = 0
+            names = _hf_split_names(s, dev_first)
+            for hf_split in names:
                 spec_split = hf_split + (f"[:{rows.limit - len(rows)}]" if rows.limit is not None else "")
                 try:
                     d = datasets.load_dataset(name, config, split=spec_split)
@@ -1116,20 +1125,26 @@ def _load_hub(src: str, task: str | None, split: str | None, rows: _Rows,
                     errors.append(f"{name}{'/' + config if config else ''} [{hf_split}]: {exc}")
                     if "split" not in str(exc).lower():
                         break
+                    split_errors += 1
                 except Exception as exc:  # noqa: BLE001 - offline, unreachable, no such dataset: one clear error
                     errors.append(f"{name}{'/' + config if config else ''}: {exc}")
                     break
             if d is not None:
+                candidates = [(name, config, default_task)]  # the other splits come from the same dataset
+                break
+            if split_errors == len(names):  # the dataset exists, without this split
+                no_such_split = True
+                candidates = [(name, config, default_task)]
                 break
         if d is None:
-            if split is None and s == "train" and errors and all("split" in e.lower() for e in errors):
-                continue  # no train split: the dev split alone
-            if split is None and s == "dev" and loaded_any:
-                continue
+            if split is None and no_such_split and (s == "train" or loaded_any):
+                continue  # only some of train/dev exist: load what there is
             raise HubUnavailableError(f"could not load {src} ({s} split) from the Hugging Face Hub: "
                                       + "; ".join(errors[-3:]) + f". {offline_hint}")
         loaded_any = True
-        where = f"{candidates[0][0]}/{candidates[0][1] or ''}/{hf_split}".replace("//", "/")
+        if task is None:
+            task = resolve_task(default_task)
+        where = f"{name}/{config or ''}/{hf_split}".replace("//", "/")
         if isinstance(d, datasets.DatasetDict):  # pragma: no cover - split= always gives a Dataset
             d = d[hf_split]
         _rows_from_hub_dataset(d, task, s, rows, where, column_map)

@@ -566,3 +566,32 @@ def test_real_glue_rte_with_an_mrpc_model_reports_no_accuracy(glue_dir, tiny_ber
     assert mrpc.labels_match and mrpc.metadata["correct_fine"].notna().all()
     assert main([*common, "--data", str(glue_dir / "QNLI"), "--out", str(tmp_path / "qnli")]) == 0
     assert "labels: label sets differ: task 'qnli'" in capsys.readouterr().out
+
+
+def test_hub_legacy_name_config_and_missing_train_split(monkeypatch):
+    """``paws/labeled_final``: not a dataset ``paws/labeled_final``, so the dataset ``paws``, config
+    ``labeled_final``; a dataset without a train split loads its dev split alone."""
+    import datasets
+
+    from attnflows_panel import corpus
+
+    dd = _snli_like()
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        if (name, config) != ("paws", "labeled_final"):
+            raise FileNotFoundError(f"Dataset '{name}' doesn't exist on the Hub")
+        base = split.split("[")[0]
+        if base != "validation":
+            raise ValueError(f'Unknown split "{base}". Should be one of [\'validation\'].')
+        return dd["validation"]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(corpus, "_hub_unreachable", lambda: None)
+    with pytest.warns(MalformedRowsWarning):
+        ds = load_corpus("paws/labeled_final")
+    assert set(ds["task"]) == {"paws-labeled_final"} and set(ds["split"]) == {"dev"} and label_names(ds) == NLI
+    assert calls[:2] == [("paws/labeled_final", None, "train"), ("paws", "labeled_final", "train")]
+    with pytest.raises(HubUnavailableError, match=r"could not load paws/labeled_final \(train split\)"):
+        load_corpus("paws/labeled_final", split="train")
