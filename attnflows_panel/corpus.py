@@ -358,8 +358,8 @@ class _LabelSpace:
                 return value, self.names[value]
         elif isinstance(value, str):
             text = value.strip()
-            if re.fullmatch(r"[+-]?\d+", text):
-                i = int(text)
+            if re.fullmatch(r"[+-]?\d+(?:\.0+)?", text):
+                i = int(float(text))
                 if self.ints and 0 <= i < len(self.names):
                     return i, self.names[i]
             else:
@@ -376,8 +376,8 @@ def _int_like(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+(?:\.0+)?\s*", value):  # "2" or "2.0" (pandas)
+        return int(float(value))
     return None
 
 

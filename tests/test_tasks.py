@@ -211,6 +211,13 @@ def test_three_label_jsonl_with_integer_labels_needs_names(tmp_path):
     assert label_names(load_corpus(path2)) == NLI
 
 
+def test_float_written_integer_labels_are_ids(tmp_path):
+    path = tmp_path / "floats.csv"  # pandas writes integer labels of a float column as 0.0, 1.0
+    path.write_text("sentence1,sentence2,label\nA.,B.,1.0\nC.,D.,0.0\n", encoding="utf-8")
+    ds = load_corpus(path, labels="no,yes")
+    assert ds["label"] == [1, 0] and ds["label_name"] == ["yes", "no"]
+
+
 def test_regression_labels_in_a_file_are_refused(tmp_path):
     path = tmp_path / "sts.csv"
     path.write_text("sentence1,sentence2,label\nA man plays.,A man is playing.,4.8\nA cat.,A dog.,0.5\n", encoding="utf-8")
