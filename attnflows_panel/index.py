@@ -53,7 +53,6 @@ import copy
 import datetime as _dt
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -64,7 +63,6 @@ import numpy as np
 
 from attnflows_panel import signatures as S
 
-log = logging.getLogger(__name__)
 
 __all__ = [
     "build_index",
@@ -221,76 +219,6 @@ def _is_correct(pred: str | None, label: int, label_name: str | None) -> bool | 
     return False
 
 
-def _corpus_digest(ids: Sequence[str], a: Sequence[str], b: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for i, x, y in zip(ids, a, b):
-        h.update(str(i).encode())
-        h.update(b"\x1f")
-        h.update(str(x).encode())
-        h.update(b"\x1f")
-        h.update(str(y).encode())
-        h.update(b"\x1e")
-    return h.hexdigest()
-
-
-def manifest_differences(manifest: Mapping[str, Any], fingerprint: Mapping[str, Any] | None = None, *,
-                         num_layers: int | None = None, num_heads: int | None = None) -> list[str]:
-    """What differs between an index's manifest and a loaded model pair (empty list = they match).
-
-    A model's entry matches when its weights hash matches (the name may differ: a copied folder holds
-    the same weights); without hashes on both sides the names must match.
-    """
-    diffs: list[str] = []
-    version = manifest.get("signature_version")
-    if version != S.SIGNATURE_VERSION:
-        diffs.append(
-            f"signature version: index has {version}, this attnflows_panel computes version "
-            f"{S.SIGNATURE_VERSION} (rebuild the index)"
-        )
-    built = manifest.get("fingerprint") or {}
-    for role, label in (("pretrained", "pre-trained"), ("finetuned", "fine-tuned")):
-        if fingerprint is None:
-            break
-        a, b = dict(built.get(role) or {}), dict(fingerprint.get(role) or {})
-        ha, hb = a.get("weights_sha256"), b.get("weights_sha256")
-        if ha and hb:
-            if ha != hb:
-                diffs.append(
-                    f"{label} model weights: index built from {a.get('name')!r} (sha256 {str(ha)[:12]}…), "
-                    f"loaded {b.get('name')!r} (sha256 {str(hb)[:12]}…)"
-                )
-        elif a.get("name") != b.get("name"):
-            diffs.append(f"{label} model: index built from {a.get('name')!r}, loaded {b.get('name')!r}")
-    for key, value in (("num_layers", num_layers), ("num_heads", num_heads)):
-        if value is not None and manifest.get(key) != value:
-            diffs.append(f"{key.replace('_', ' ')}: index has {manifest.get(key)}, loaded models have {value}")
-    return diffs
-
-
-# ----------------------------------------------------------------------------------------------------
-# build
-# ----------------------------------------------------------------------------------------------------
-
-
-def _load_data(data: Any, task: str | None, split: str | None, limit: int | None,
-               column_map: Mapping[str, str] | None = None, labels: Any = None):
-    """A ``datasets.Dataset`` in the corpus schema from a source (see corpus.load_corpus) or a Dataset."""
-    if hasattr(data, "column_names") and hasattr(data, "select"):
-        ds = data
-        if limit is not None:
-            ds = ds.select(range(min(int(limit), len(ds))))
-    else:
-        from attnflows_panel.corpus import load_corpus
-
-        ds = load_corpus(os.fspath(data), task=task, split=split, limit=limit, column_map=column_map, labels=labels)
-    missing = [c for c in ("id", "sentence_a", "sentence_b", "label") if c not in ds.column_names]
-    if missing:
-        raise ValueError(f"the corpus lacks the column(s) {missing}; it has {ds.column_names}")
-    if len(ds) == 0:
-        raise ValueError("the corpus is empty: nothing to index")
-    return ds
-
-
 def reconcile_corpus_labels(pair: Any, ds, label_map: Any = None) -> dict[str, Any]:
     """Match the models' label names with the corpus's, once per task of the corpus (README.md, "Tasks,
     labels and fine-tuning"; :func:`attnflows_panel.labels.reconcile`).
@@ -344,13 +272,107 @@ def _row_correct(matches: Mapping[str, Any], task: Any, pred: Any, label_name: A
     return None if m is None else m.correct(pred, label_name)
 
 
-def _shard_metadata(rows: dict[str, list], results: Sequence[Any], reconciliation: Mapping[str, Any] | None = None):
+def apply_label_reconciliation(meta, rows: Mapping[str, Sequence[Any]], reconciliation: Mapping[str, Any] | None):
+    """Set a shard's ``correct_pre`` / ``correct_fine`` from :func:`reconcile_corpus_labels`: scored
+    (True/False) where the row's task matched, None where its label sets differ. Returns ``meta``."""
+    import pandas as pd
+
+    if reconciliation is None:
+        return meta
+    n = len(meta)
+    tasks = list(rows.get("task", [None] * n))
+    names = list(meta["label_name"].astype(object).where(meta["label_name"].notna(), None))
+    for col, pred_col, role in (("correct_fine", "pred_fine", "finetuned"), ("correct_pre", "pred_pre", "pretrained")):
+        matches = _matches(reconciliation, role)
+        preds = list(meta[pred_col].astype(object).where(meta[pred_col].notna(), None))
+        meta[col] = pd.array([_row_correct(matches, t, p, g) for t, p, g in zip(tasks, preds, names)], dtype="boolean")
+    return meta
+
+
+def _with_columns(data: Any, task, split, limit, column_map, labels) -> Any:
+    """``data`` as it is, or (a source with ``column_map`` / ``labels``) the loaded corpus."""
+    if (column_map is None and labels is None) or hasattr(data, "column_names"):
+        return data
+    from attnflows_panel.corpus import load_corpus
+
+    return load_corpus(os.fspath(data), task=task, split=split, limit=limit, column_map=column_map, labels=labels)
+
+
+def _corpus_digest(ids: Sequence[str], a: Sequence[str], b: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for i, x, y in zip(ids, a, b):
+        h.update(str(i).encode())
+        h.update(b"\x1f")
+        h.update(str(x).encode())
+        h.update(b"\x1f")
+        h.update(str(y).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def manifest_differences(manifest: Mapping[str, Any], fingerprint: Mapping[str, Any] | None = None, *,
+                         num_layers: int | None = None, num_heads: int | None = None) -> list[str]:
+    """What differs between an index's manifest and a loaded model pair (empty list = they match).
+
+    A model's entry matches when its weights hash matches (the name may differ: a copied folder holds
+    the same weights); without hashes on both sides the names must match.
+    """
+    diffs: list[str] = []
+    version = manifest.get("signature_version")
+    if version != S.SIGNATURE_VERSION:
+        diffs.append(
+            f"signature version: index has {version}, this attnflows_panel computes version "
+            f"{S.SIGNATURE_VERSION} (rebuild the index)"
+        )
+    built = manifest.get("fingerprint") or {}
+    for role, label in (("pretrained", "pre-trained"), ("finetuned", "fine-tuned")):
+        if fingerprint is None:
+            break
+        a, b = dict(built.get(role) or {}), dict(fingerprint.get(role) or {})
+        ha, hb = a.get("weights_sha256"), b.get("weights_sha256")
+        if ha and hb:
+            if ha != hb:
+                diffs.append(
+                    f"{label} model weights: index built from {a.get('name')!r} (sha256 {str(ha)[:12]}…), "
+                    f"loaded {b.get('name')!r} (sha256 {str(hb)[:12]}…)"
+                )
+        elif a.get("name") != b.get("name"):
+            diffs.append(f"{label} model: index built from {a.get('name')!r}, loaded {b.get('name')!r}")
+    for key, value in (("num_layers", num_layers), ("num_heads", num_heads)):
+        if value is not None and manifest.get(key) != value:
+            diffs.append(f"{key.replace('_', ' ')}: index has {manifest.get(key)}, loaded models have {value}")
+    return diffs
+
+
+# ----------------------------------------------------------------------------------------------------
+# build
+# ----------------------------------------------------------------------------------------------------
+
+
+def _load_data(data: Any, task: str | None, split: str | None, limit: int | None):
+    """A ``datasets.Dataset`` in the corpus schema from a source (see corpus.load_corpus) or a Dataset."""
+    if hasattr(data, "column_names") and hasattr(data, "select"):
+        ds = data
+        if limit is not None:
+            ds = ds.select(range(min(int(limit), len(ds))))
+    else:
+        from attnflows_panel.corpus import load_corpus
+
+        ds = load_corpus(os.fspath(data), task=task, split=split, limit=limit)
+    missing = [c for c in ("id", "sentence_a", "sentence_b", "label") if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"the corpus lacks the column(s) {missing}; it has {ds.column_names}")
+    if len(ds) == 0:
+        raise ValueError("the corpus is empty: nothing to index")
+    return ds
+
+
+def _shard_metadata(rows: dict[str, list], results: Sequence[Any]):
     import pandas as pd
 
     n = len(results)
     label = [int(x) if x is not None else -1 for x in rows["label"]]
     label_name = [None if x is None else str(x) for x in rows.get("label_name", [None] * n)]
-    tasks = list(rows.get("task", [None] * n))
     pred_pre = [r.pretrained.label for r in results]
     pred_fine = [r.finetuned.label for r in results]
     prob_fine = [
@@ -358,13 +380,6 @@ def _shard_metadata(rows: dict[str, list], results: Sequence[Any], reconciliatio
         else np.nan
         for r in results
     ]
-    if reconciliation is None:  # no reconciliation given: the old rule (names, LABEL_i by id)
-        correct_pre = [_is_correct(p, lab, ln) for p, lab, ln in zip(pred_pre, label, label_name)]
-        correct_fine = [_is_correct(p, lab, ln) for p, lab, ln in zip(pred_fine, label, label_name)]
-    else:  # correctness only where the label sets match (labels.LabelMatch.correct), else None
-        fine, pre = _matches(reconciliation, "finetuned"), _matches(reconciliation, "pretrained")
-        correct_pre = [_row_correct(pre, t, p, ln) for t, p, ln in zip(tasks, pred_pre, label_name)]
-        correct_fine = [_row_correct(fine, t, p, ln) for t, p, ln in zip(tasks, pred_fine, label_name)]
     return pd.DataFrame(
         {
             "id": pd.array([str(x) for x in rows["id"]], dtype="string"),
@@ -375,8 +390,8 @@ def _shard_metadata(rows: dict[str, list], results: Sequence[Any], reconciliatio
             "pred_pre": pd.array(pred_pre, dtype="string"),
             "pred_fine": pd.array(pred_fine, dtype="string"),
             "prob_fine": np.asarray(prob_fine, dtype=np.float32),
-            "correct_pre": pd.array(correct_pre, dtype="boolean"),
-            "correct_fine": pd.array(correct_fine, dtype="boolean"),
+            "correct_pre": pd.array([_is_correct(p, l, ln) for p, l, ln in zip(pred_pre, label, label_name)], dtype="boolean"),
+            "correct_fine": pd.array([_is_correct(p, l, ln) for p, l, ln in zip(pred_fine, label, label_name)], dtype="boolean"),
             "n_tokens": np.asarray([r.n for r in results], dtype=np.int32),
             "truncated": np.asarray([bool(r.truncated) for r in results], dtype=bool),
         }
@@ -501,10 +516,12 @@ def build_index(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     out = Path(out)
-    ds = _load_data(data, task, split, limit, column_map, labels)
+    ds = _load_data(_with_columns(data, task, split, limit, column_map, labels), task, split, limit)
     reconciliation = reconcile_corpus_labels(pair, ds, label_map)
     if not reconciliation["matched"]:
-        log.warning("index %s: %s", out, reconciliation["message"])
+        import logging
+
+        logging.getLogger(__name__).warning("index %s: %s", out, reconciliation["message"])
     columns = ds[:]  # dict of lists; small next to the forward passes
     ids = [str(x) for x in columns["id"]]
     if len(set(ids)) != len(ids):
@@ -593,7 +610,7 @@ def build_index(
                     usage[j] = result_usage(r, tau)
                     results[j] = _Light(r)  # keep only what the metadata needs, not the attentions
                 bar.update(len(chunk))
-            meta = _shard_metadata(rows, results, reconciliation)
+            meta = apply_label_reconciliation(_shard_metadata(rows, results), rows, reconciliation)
             base = shard_dir / _shard_name(i)
             _save_npy(base.with_suffix(".npy"), usage)
             _save_parquet(base.with_suffix(".parquet"), meta)  # the commit point of the shard
