@@ -521,10 +521,36 @@ class _Rows:
         return True
 
 
+def _read_text(path: Path) -> str:
+    """A text file's contents, strictly UTF-8 (BOM dropped). A binary file is refused in one short
+    line; text that is not UTF-8 is refused naming the lines that hold the bad bytes (it used to be
+    altered silently, with replacement characters)."""
+    data = path.read_bytes()
+    head = data[:8192]
+    if b"\x00" in head or (head and sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 100):
+        raise ValueError(f"{path} is a binary file, not text; expected a UTF-8 .csv, .tsv or .jsonl file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    bad = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(number)
+    shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    raise ValueError(
+        f"{path} is not UTF-8 text: line{'s' if len(bad) > 1 else ''} {shown} hold{'' if len(bad) > 1 else 's'} "
+        "bytes that are not UTF-8 (Latin-1 or Windows-1252, perhaps); save the file as UTF-8, e.g. "
+        f"`iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`"
+    )
+
+
 def _read_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 text file (BOM dropped); split on ``\\n`` only, so a stray ``\\r`` inside a
     sentence does not break a row."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    text = _read_text(path)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -851,7 +877,7 @@ class _RecordFilter:
 
 
 def _read_csv(path: Path, delimiter: str, column_map, task, split, rows: _Rows) -> _RecordFilter:
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    text = _read_text(path)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=False)
     try:

@@ -37,13 +37,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
 import random
 import shutil
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from attnflows_panel._io import check_writable, make_readable_like_new_files, remove_stale_staging, staging_name, status
 
 __all__ = [
     "TASK_DEFAULTS",
@@ -63,6 +64,8 @@ __all__ = [
     "classification_metrics",
     "resolve_settings",
 ]
+
+log = logging.getLogger(__name__)
 
 #: share of a dev-only source used for training when no "train" split exists
 DEV_TRAIN_FRACTION = 0.8
@@ -172,8 +175,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _log(progress: bool, message: str) -> None:
-    if progress:
-        print(f"[attnflows finetune] {message}", file=sys.stderr, flush=True)
+    status(log, progress, message)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,6 +209,7 @@ def _check_base(base: str | os.PathLike) -> str:
 
 def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out).expanduser()
+    check_writable(out.parent, "output folder")  # before training, not after
     if out.exists():
         if not out.is_dir():
             raise OutputExistsError(f"output {str(out)!r} exists and is a file")
@@ -478,20 +481,30 @@ def _bar(*, total: int, desc: str, unit: str, progress: bool):
 
 @contextlib.contextmanager
 def _staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A temp folder beside ``out``, renamed onto ``out`` on success and removed on failure."""
+    """A staging folder beside ``out`` (``.NAME.partial-<pid>-<random>``), renamed onto ``out`` on
+    success and removed on failure. Staging folders that killed runs left beside ``out`` are removed
+    first. The folder is made with the process's usual permissions (umask), not 0700, so a server
+    running as another user can read the model like any Hugging Face model folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_staging(out)
+    tmp = staging_name(out)
+    tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     # re-check: something may have appeared in `out` while we trained
-    _check_out(out, overwrite)
+    try:
+        make_readable_like_new_files(tmp)
+        _check_out(out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = None
     if out.exists():
         if any(out.iterdir()):
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = out.with_name(f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             os.replace(out, old)
         else:
             out.rmdir()
@@ -669,6 +682,15 @@ def finetune(
             )
     except OSError as exc:
         raise FileNotFoundError(f"could not load base model {base_id!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
+        from attnflows_panel.models import ModelLoadError, is_weights_error
+
+        if not is_weights_error(exc):
+            raise
+        raise ModelLoadError(
+            f"the base model's weights in {base_id!r} are damaged ({exc}); the file is truncated or corrupt: "
+            "copy or download the model again"
+        ) from exc
     mismatched = {k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", ())}
     new_params = sorted(set(loading.get("missing_keys", ())) | mismatched)
     if new_params:

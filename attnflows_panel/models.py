@@ -282,9 +282,21 @@ def _load_model(ref: str, config, device, role: str):
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the {role} model weights from {ref!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
+        if not is_weights_error(exc):
+            raise
+        raise ModelLoadError(
+            f"the {role} model's weights in {ref!r} are damaged ({exc}); the file is truncated or corrupt: "
+            "copy or download the model again (for a hub model, delete it from the Hugging Face cache first)"
+        ) from exc
     model.eval()
     model.to(device)
     return model
+
+
+def is_weights_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is safetensors' error for an unreadable weights file (truncated, corrupt header)."""
+    return type(exc).__name__ == "SafetensorError" or type(exc).__module__.startswith("safetensors")
 
 
 def _try_tokenizer(ref: str):

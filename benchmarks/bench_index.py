@@ -1,19 +1,23 @@
-"""Benchmarks of the signature index (issue 5; DESIGN.md P2, P3): ratios and percentiles measured in one run.
+"""Benchmarks of the signature index (P2, P3 in benchmarks/README.md): ratios and percentiles measured in one run.
 
     python benchmarks/bench_index.py                       # all three parts
     python benchmarks/bench_index.py --part throughput     # P2 only (MiniLM pair over MRPC dev)
+    python benchmarks/bench_index.py --part throughput --engines local,ray   # P2 for both engines
+    python benchmarks/bench_index.py --part checksum --n 1000000              # integrity costs at 1M
     python benchmarks/bench_index.py --part search --n 200000
 
-1. **throughput** (P2, target >= 0.8): samples/s of ``build_index`` (both models, graphs, signatures,
-   predictions, shards, FAISS) as a ratio to the raw batched forward passes of the same two models
-   over the same pairs (length-sorted batches of ``--batch-size``, padded per batch, eager attention
-   with ``output_attentions=True``: what the index needs at the least). The two are timed alternately,
-   ``--repeats`` times each, in one process. The machine is shared and the same run can take 19 s or
-   35 s, so the headline is measured inside each build: the share of its wall time spent in the two
-   models' own forward passes (= build rate / raw forward rate of that very run). The ratios of
-   separate runs (CPU seconds, best wall times, median of adjacent wall times) are reported too. A
-   profile splits the build's time into its parts (forward passes, the rest of ``run_batch``,
-   signatures, shard files, final index).
+1. **throughput** (P2, targets >= 0.9 local, >= 0.85 Ray Data): pairs/s of a whole index build (both
+   models, graphs, signatures, predictions, shards, FAISS) divided by pairs/s of the raw batched forward
+   passes of the same two models over the same pairs (length-sorted batches of ``--batch-size``, padded
+   per batch, eager attention with ``output_attentions=True``: what the index needs at the least), with
+   the same torch threads. Raw runs and builds alternate, ``--repeats`` times, in one process, and the
+   headline is the median ratio of adjacent runs (a slow drift of the machine's load cancels); the
+   best-of ratio is reported beside it. ``--engines local,ray`` adds the Ray Data engine
+   (:mod:`attnflows_panel.index_ray`) on a local Ray started once beforehand: one model-pair worker with
+   all the process's threads, so the same cores do the same work; its ratio counts the whole call
+   (actor start and model loading included), and its steady per-worker rate (first to last result) is
+   reported too. A profile splits the local build's time into its parts (forward passes, the rest of
+   ``run_batch``, signatures, shard files, final index).
 2. **search** (P3, target p50 <= 5 ms and recall@10 >= 0.95): ``--n`` synthetic signatures of
    BERT-base shape (12 x 12 per block, 3 blocks = 432 dims) written through the real index writer
    (:func:`attnflows_panel.index.write_index`, so the approximate index kind and its parameters are the
@@ -241,11 +245,58 @@ def bench_throughput(args) -> dict:
         "signature_ms_per_sample": fast * 1e3, "signature_via_graphs_ms_per_sample": via_graph * 1e3,
         "index_path": str(last_out),
     }
-    print(f"[throughput] raw forward {raw_rate:.1f} pairs/s, build_index {build_rate:.1f} pairs/s (best wall); "
-          f"ratio (target >= 0.8): in-run {res['ratio_in_run_median']:.3f} (forward passes / build time, median), "
-          f"separate runs: CPU time {cpu_ratio:.3f}, wall best-of {res['ratio_wall_best']:.3f}, wall adjacent median "
-          f"{res['ratio_wall_adjacent_median']:.3f}; signature {fast * 1e3:.3f} ms/sample "
-          f"({via_graph * 1e3:.3f} ms via AttentionGraph)", flush=True)
+    res["P2_local"] = res["ratio_wall_adjacent_median"]
+    print(f"[throughput] P2 local engine (target >= 0.9): build / raw forward throughput = "
+          f"{res['ratio_wall_adjacent_median']:.3f} (median of adjacent runs), best-of {res['ratio_wall_best']:.3f}; "
+          f"raw forward {raw_rate:.1f} pairs/s, build {build_rate:.1f} pairs/s; diagnostics: CPU-time ratio "
+          f"{cpu_ratio:.3f}, forward share of build time {res['ratio_in_run_median']:.3f}; signature "
+          f"{fast * 1e3:.3f} ms/sample ({via_graph * 1e3:.3f} ms via AttentionGraph)", flush=True)
+    if "ray" in args.engines:
+        res["ray"] = bench_ray(args, pair, ds, pairs)
+    return res
+
+
+def bench_ray(args, pair, ds, pairs) -> dict:
+    """The Ray Data engine on this machine, alternating with raw forward passes (see the docstring)."""
+    import ray
+    import torch
+
+    from attnflows_panel.index_ray import build_index_ray
+
+    threads = torch.get_num_threads()
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(threads, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    N = len(pairs)
+    raw, build, steady = [], [], []
+    for rep in range(args.repeats):
+        if rep % 2 == 0:
+            raw.append(raw_forward(pair, pairs, args.batch_size)[0])
+        out = Path(tempfile.mkdtemp(prefix="bench-ray-", dir=args.workdir)) / "idx"
+        stats: dict = {}
+        t0 = time.perf_counter()
+        build_index_ray(pair, ds, "mrpc", out, workers=1, cpus_per_worker=threads, device="cpu", tau=args.tau,
+                        batch_size=args.batch_size, progress=False, stats=stats)
+        build.append(time.perf_counter() - t0)
+        if stats.get("last_result", 0) > stats.get("first_result", 0):
+            # from the first result to the last: the first bucket's samples are not in the interval
+            steady.append((stats["computed"] - args.batch_size) / (stats["last_result"] - stats["first_result"]))
+        if rep % 2 == 1:
+            raw.append(raw_forward(pair, pairs, args.batch_size)[0])
+        print(f"  ray repeat {rep + 1}: raw forward {raw[-1]:.2f} s, build_index_ray {build[-1]:.2f} s "
+              f"(Ray ready after {stats.get('ray_start', 0):.2f} s, first result at {stats.get('first_result', 0):.2f} s)",
+              flush=True)
+    adjacent = [r / b for r, b in zip(raw, build)]
+    res = {"workers": 1, "threads_per_worker": threads, "raw_seconds": raw, "build_seconds": build,
+           "ratio_wall_adjacent_median": statistics.median(adjacent), "ratio_wall_best": min(raw) / min(build),
+           "per_worker_pairs_per_s_whole_call": N / min(build),
+           "per_worker_pairs_per_s_steady": statistics.median(steady) if steady else None,
+           "raw_forward_pairs_per_s": N / min(raw)}
+    res["P2_ray"] = res["ratio_wall_adjacent_median"]
+    steady_text = f"{res['per_worker_pairs_per_s_steady']:.1f}" if steady else "n/a"
+    print(f"[throughput] P2 Ray Data engine (target >= 0.85): build / raw forward throughput = "
+          f"{res['ratio_wall_adjacent_median']:.3f} (median of adjacent runs), best-of {res['ratio_wall_best']:.3f}; "
+          f"per worker ({threads} threads): {res['per_worker_pairs_per_s_whole_call']:.1f} pairs/s over the whole call, "
+          f"{steady_text} pairs/s steady; raw forward {res['raw_forward_pairs_per_s']:.1f} pairs/s", flush=True)
     return res
 
 
@@ -254,7 +305,7 @@ def bench_throughput(args) -> dict:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _synthetic_index(n: int, out: Path, held_out: int = 0):
+def _synthetic_index(n: int, out: Path, held_out: int = 0, exact_limit: int | None = None):
     """Write an index of ``n`` synthetic samples; returns (usage of the n + held_out samples drawn from the
     same distribution, generation seconds, writing seconds)."""
     import pandas as pd
@@ -295,8 +346,62 @@ def _synthetic_index(n: int, out: Path, held_out: int = 0):
     }
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    I.write_index(out, manifest, usage, meta)
+    I.write_index(out, manifest, usage, meta, **({} if exact_limit is None else {"exact_limit": exact_limit}))
     return everything, gen_s, time.perf_counter() - t
+
+
+def checksum_costs(path: Path) -> dict:
+    """What integrity costs on an index folder: the checksums at build time (record_files), opening with
+    and without verification, and the full ``attnflows index verify`` (each timed once, page cache warm)."""
+    import attnflows_panel.index as I
+    from attnflows_panel._io import file_checksum
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    names = list(manifest["files"])
+    total = sum((path / n).stat().st_size for n in names)
+    for n in names:  # warm the page cache, as a just-written or recently opened index is
+        file_checksum(path / n)
+    I.SignatureIndex.open(path, verify=False)  # warm-up: imports and first-use costs are nobody's
+    t = time.perf_counter()
+    problems = I.verify_files(path, manifest)
+    checksum_s = time.perf_counter() - t
+    assert not problems, problems
+    t = time.perf_counter()
+    I.SignatureIndex.open(path, verify=False)
+    open_plain = time.perf_counter() - t
+    t = time.perf_counter()
+    I.SignatureIndex.open(path, verify=True)
+    open_verified = time.perf_counter() - t
+    t = time.perf_counter()
+    report = I.verify_index(path)
+    verify_s = time.perf_counter() - t
+    assert not report["problems"], report["problems"]
+    res = {"count": manifest["count"], "bytes": total, "files": {n: (path / n).stat().st_size for n in names},
+           "checksum_all_files_s": checksum_s, "checksum_gb_per_s": total / 1e9 / checksum_s,
+           "open_without_verify_s": open_plain, "open_with_verify_s": open_verified,
+           "open_verify_overhead": open_verified / open_plain - 1, "full_verify_s": verify_s}
+    print(f"[checksum] {manifest['count']} samples, {total / 1e9:.2f} GB in {len(names)} files: checksums "
+          f"{checksum_s:.2f} s ({res['checksum_gb_per_s']:.1f} GB/s); open {open_plain:.2f} s without, "
+          f"{open_verified:.2f} s with verification (+{100 * res['open_verify_overhead']:.0f}%); "
+          f"full `index verify` {verify_s:.1f} s", flush=True)
+    return res
+
+
+def bench_checksum(args) -> dict:
+    """The cost of the manifest's checksums at ``--n`` samples (BERT-base shape), on an exhaustive index
+    (no HNSW graph to build, so this part is quick; an approximate index of the same count adds its
+    graph, about 0.3 KB per sample, to what is hashed)."""
+    n = args.n
+    out = Path(args.workdir) / f"checksum-{n}" / "syn"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    print(f"[checksum] writing a {n}-sample synthetic exhaustive index ...", flush=True)
+    _, gen_s, write_s = _synthetic_index(n, out, exact_limit=n)
+    res = checksum_costs(out)
+    res.update(generate_s=gen_s, write_s=write_s)
+    return res
 
 
 def bench_search(args) -> dict:
@@ -321,6 +426,7 @@ def bench_search(args) -> dict:
             shutil.rmtree(out)
         everything, gen_s, write_s = _synthetic_index(n, out, held_out=nq)
     usage, held = everything[:n], everything[n:]  # queries: same distribution, not in the index
+    integrity = checksum_costs(out)
     idx = SignatureIndex.open(out)
     print(f"  generated in {gen_s:.0f} s, index written in {write_s:.0f} s: {idx.manifest['index']}", flush=True)
     L, H = idx.num_layers, idx.num_heads
@@ -402,6 +508,7 @@ def bench_search(args) -> dict:
                                   "bytes_per_sample": sum(files.values()) / args.exact_n}
         print(f"  exact {ex.manifest['index']['factory']} at {args.exact_n}: p50 {res['exact_reference']['p50_ms']:.2f} ms, "
               f"{res['exact_reference']['bytes_per_sample']:.0f} B/sample", flush=True)
+    res["integrity"] = integrity
     return res
 
 
@@ -428,7 +535,9 @@ def bytes_of_real_index(path: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", default="throughput,search", help="comma list: throughput, search (search includes bytes)")
+    ap.add_argument("--part", default="throughput,search",
+                    help="comma list: throughput, search (search includes bytes and the checksum costs at --n), "
+                         "checksum (the checksum costs alone, on an exhaustive index of --n samples: quick)")
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic signatures for the search benchmark")
     ap.add_argument("--queries", type=int, default=500, help="held-out queries")
     ap.add_argument("--exact-n", type=int, default=100_000, help="size of the exhaustive-index reference (0 = skip)")
@@ -438,10 +547,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--tau", type=float, default=0.1, help="τ for the throughput build (MiniLM's graphs are rich at 0.1)")
     ap.add_argument("--repeats", type=int, default=4, help="alternating raw/build runs of the throughput part")
+    ap.add_argument("--engines", default="local", help="comma list for the throughput part: local, ray")
     ap.add_argument("--json", default=str(HERE / "results" / "bench_index.json"))
     ap.add_argument("--workdir", default=None, help="keep the built indexes in this folder (default: a temp dir, removed)")
     ap.add_argument("--reuse", action="store_true", help="reuse the synthetic index of an earlier run in --workdir")
     args = ap.parse_args(argv)
+    args.engines = {e.strip() for e in args.engines.split(",") if e.strip()}
     keep = args.workdir is not None
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:  # 2-3 GB of indexes at 1M; removed after
         if keep:
@@ -462,6 +573,8 @@ def _run(args) -> int:
         results["bytes_real"] = bytes_of_real_index(results["throughput"]["index_path"])
     if "search" in parts:
         results["search"] = bench_search(args)
+    if "checksum" in parts:
+        results["checksum"] = bench_checksum(args)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     print(f"results written to {args.json}")

@@ -1,4 +1,5 @@
-"""Fine-tuning (attnflows_panel.finetune), its CLI, and the offline default (attnflows_panel.defaults).
+"""Fine-tuning (attnflows_panel.finetune), its CLI, and the offline default (attnflows_panel.defaults
+for its configuration, attnflows_panel.prepare for building it).
 
 Mechanics run on the tiny random BERT (`tiny_bert_dirs`, instant); behaviour (a real short fine-tune,
 actual learning, the prepared offline default) on the packaged MiniLM with a handful of steps.
@@ -7,6 +8,7 @@ actual learning, the prepared offline default) on the packaged MiniLM with a han
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 from attnflows_panel import defaults
+from attnflows_panel import prepare as prep
 from attnflows_panel.finetune import (
     POSITIVE_LABEL,
     TASK_DEFAULTS,
@@ -202,15 +205,35 @@ def test_finetune_on_demo_writes_loadable_folder(tiny_bert_dirs, tmp_path):
     assert m["settings"]["max_length"] == 64  # capped at the tiny model's positions
 
 
-def test_progress_bar_and_status_lines(tiny_bert_dirs, tmp_path, capsys):
+def test_progress_bar_and_status_lines(tiny_bert_dirs, tmp_path, capsys, caplog):
+    """Status lines go through logging (logger attnflows_panel.finetune), the bar to stderr."""
+    caplog.set_level(logging.DEBUG, logger="attnflows_panel")
     finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", tmp_path / "p", **_quick(progress=True))
     err = capsys.readouterr().err
     assert "fine-tune mrpc" in err and "2/2" in err  # the tqdm training bar
-    assert "[attnflows finetune] train: 16 pairs (train); eval: 8 pairs (dev)" in err
-    assert "newly initialised (seed 42): classifier.bias, classifier.weight" in err
-    assert "eval accuracy" in err and str(tmp_path / "p") in err
+    info = [r.getMessage() for r in caplog.records if r.name == "attnflows_panel.finetune" and r.levelno == logging.INFO]
+    assert "train: 16 pairs (train); eval: 8 pairs (dev)" in info
+    assert "newly initialised (seed 42): classifier.bias, classifier.weight" in info
+    assert any("eval accuracy" in m for m in info) and any(str(tmp_path / "p") in m for m in info)
+    caplog.clear()
     finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", tmp_path / "q", **_quick())
-    assert capsys.readouterr().err == ""  # progress=False is silent
+    assert capsys.readouterr().err == ""  # progress=False: no bar, and status lines only at DEBUG
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+
+
+def test_status_lines_reach_stderr_without_logging_configured(tiny_bert_dirs, tmp_path):
+    """A plain Python process (no logging set up) that asks for progress sees the status lines."""
+    import subprocess
+    import sys
+
+    code = (
+        "from attnflows_panel.finetune import finetune; import sys; "
+        f"finetune({_tiny(tiny_bert_dirs)!r}, 'demo', 'mrpc', {str(tmp_path / 'p')!r}, max_steps=1, "
+        "train_limit=8, eval_limit=4, progress=True)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[attnflows finetune] train: 8 pairs (train); eval: 4 pairs (dev)" in proc.stderr
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tiny_bert_dirs, tmp_path):
@@ -422,38 +445,38 @@ def test_data_source_order(monkeypatch, tmp_path, glue_dir):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     up = _Connections(ok=True)
-    monkeypatch.setattr(defaults, "_connect", up)
+    monkeypatch.setattr(prep, "_connect", up)
     monkeypatch.setenv("ATTNFLOWS_GLUE_DIR", str(glue_dir))
 
     # 1. --data wins over everything
-    c = defaults.choose_data_source("some.csv")
+    c = prep.choose_data_source("some.csv")
     assert (c["source"], c["kind"]) == ("some.csv", "argument")
     # 2. then the GLUE folder named by the environment (its MRPC subfolder)
-    c = defaults.choose_data_source()
+    c = prep.choose_data_source()
     assert (c["source"], c["kind"]) == (str(glue_dir / "MRPC"), "glue_env")
     assert up.calls == []  # the hub is not even probed
     # 3. then the hub, when reachable
     monkeypatch.setenv("ATTNFLOWS_GLUE_DIR", str(tmp_path))  # no MRPC folder there
-    c = defaults.choose_data_source()
+    c = prep.choose_data_source()
     assert (c["source"], c["kind"]) == ("glue/mrpc", "hub")
     assert "has no MRPC folder" in c["skipped"]
     assert up.calls == [("huggingface.co", 443, defaults.HUB_TIMEOUT_S)]
     # 4. else the bundled demo set
     monkeypatch.delenv("ATTNFLOWS_GLUE_DIR")
-    monkeypatch.setattr(defaults, "_connect", _Connections(ok=False))
-    c = defaults.choose_data_source()
+    monkeypatch.setattr(prep, "_connect", _Connections(ok=False))
+    c = prep.choose_data_source()
     assert (c["source"], c["kind"]) == ("demo", "demo")
     assert "not reachable" in c["skipped"]
 
 
 def test_offline_env_skips_the_hub_without_traffic(monkeypatch):
     calls = _Connections(ok=True)
-    monkeypatch.setattr(defaults, "_connect", calls)
+    monkeypatch.setattr(prep, "_connect", calls)
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
         monkeypatch.setenv(var, "1")
-        assert defaults.hub_reachable() is False
+        assert prep.hub_reachable() is False
     assert calls.calls == []
 
 
@@ -470,7 +493,7 @@ def test_unreachable_hub_is_decided_in_seconds(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", fake_create_connection)
     t0 = time.perf_counter()
-    assert defaults.hub_reachable() is False
+    assert prep.hub_reachable() is False
     assert time.perf_counter() - t0 < 1.0
     assert seen == [(("huggingface.co", 443), defaults.HUB_TIMEOUT_S)]
     assert 0 < defaults.HUB_TIMEOUT_S <= 3
@@ -487,14 +510,14 @@ def test_hub_probe_against_local_endpoints(monkeypatch):
     accepter = threading.Thread(target=lambda: server.accept()[0].close(), daemon=True)
     accepter.start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    assert defaults.hub_reachable() is True
+    assert prep.hub_reachable() is True
     accepter.join(5)
     server.close()  # the port is closed now: connection refused
-    assert defaults.hub_reachable() is False
+    assert prep.hub_reachable() is False
 
 
 # --------------------------------------------------------------------------------------------------
-# defaults.prepare
+# prepare.prepare
 # --------------------------------------------------------------------------------------------------
 
 
@@ -505,12 +528,14 @@ def cache(monkeypatch, tmp_path) -> Path:
     return root
 
 
-def test_prepare_builds_once_then_reuses(cache, tiny_bert_dirs, monkeypatch, capsys):
+def test_prepare_builds_once_then_reuses(cache, tiny_bert_dirs, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="attnflows_panel")
     monkeypatch.setattr(defaults, "pretrained_path", lambda: _tiny(tiny_bert_dirs))
-    r = defaults.prepare(data="demo", max_steps=2, index=False)
+    r = prep.prepare(data="demo", max_steps=2, index=False)
     assert r["model"]["status"] == "built"
     assert r["data_source"]["kind"] == "argument" and r["data_source"]["source"] == "demo"
-    assert "data source: 'demo'" in capsys.readouterr().err
+    assert "data source: 'demo' (given with --data)" in caplog.messages
+    caplog.clear()
     fine = defaults.finetuned_path()
     assert Path(r["finetuned"]) == fine and (fine / "model.safetensors").exists()
     m = json.loads((fine / "metrics.json").read_text())
@@ -518,7 +543,7 @@ def test_prepare_builds_once_then_reuses(cache, tiny_bert_dirs, monkeypatch, cap
     assert m["settings"]["epochs"] == defaults.DEMO_SETTINGS["epochs"]  # the small demo set trains longer
     assert m["settings"]["learning_rate"] == defaults.DEMO_SETTINGS["learning_rate"]
     assert m["settings"]["batch_size"] == defaults.DEMO_SETTINGS["batch_size"]
-    assert defaults.is_prepared()
+    assert prep.is_prepared()
     manifest = json.loads(defaults.manifest_path().read_text())
     assert manifest["model_mrpc"]["data_source"]["kind"] == "argument"
 
@@ -529,55 +554,56 @@ def test_prepare_builds_once_then_reuses(cache, tiny_bert_dirs, monkeypatch, cap
         raise AssertionError("prepare() fine-tuned again although the model was complete")
 
     monkeypatch.setattr(ft, "finetune", no_training)
-    r2 = defaults.prepare(max_steps=2, index=False)
+    r2 = prep.prepare(max_steps=2, index=False)
     assert r2["model"]["status"] == "reused" and r2["finetuned"] == r["finetuned"]
-    assert "reusing" in capsys.readouterr().err
+    assert any("reusing" in m for m in caplog.messages)
 
 
 def test_prepare_redoes_a_half_finished_preparation(cache, tiny_bert_dirs, monkeypatch):
     monkeypatch.setattr(defaults, "pretrained_path", lambda: _tiny(tiny_bert_dirs))
     # a model folder without a manifest entry (e.g. interrupted before the manifest was written)
-    defaults.prepare(data="demo", max_steps=1, index=False, progress=False)
+    prep.prepare(data="demo", max_steps=1, index=False, progress=False)
     defaults.manifest_path().unlink()
-    assert not defaults.is_prepared()
-    assert defaults.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
+    assert not prep.is_prepared()
+    assert prep.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
     # weights changed or missing behind the manifest's back
     (defaults.finetuned_path() / "model.safetensors").unlink()
-    assert not defaults.is_prepared()
-    assert defaults.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
+    assert not prep.is_prepared()
+    assert prep.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
     # a corrupt manifest is not trusted either
     defaults.manifest_path().write_text("{not json")
-    assert defaults.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
-    assert defaults.is_prepared()
+    assert prep.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
+    assert prep.is_prepared()
 
 
 def test_prepare_rebuilds_when_explicit_data_differs(cache, tiny_bert_dirs, monkeypatch, glue_dir):
     monkeypatch.setattr(defaults, "pretrained_path", lambda: _tiny(tiny_bert_dirs))
-    defaults.prepare(data="demo", max_steps=1, index=False, progress=False)
-    r = defaults.prepare(data=str(glue_dir / "MRPC"), max_steps=1, train_limit=16, index=False, progress=False)
+    prep.prepare(data="demo", max_steps=1, index=False, progress=False)
+    r = prep.prepare(data=str(glue_dir / "MRPC"), max_steps=1, train_limit=16, index=False, progress=False)
     assert r["model"]["status"] == "built" and r["data_source"]["source"] == str(glue_dir / "MRPC")
     settings = json.loads((defaults.finetuned_path() / "metrics.json").read_text())["settings"]
     assert settings["epochs"] == TASK_DEFAULTS["mrpc"].epochs  # GLUE data: the CLI's defaults
     assert settings["learning_rate"] == TASK_DEFAULTS["mrpc"].learning_rate
     # no --data: whatever was built is reused, even though another source would be chosen now
-    assert defaults.prepare(max_steps=1, index=False, progress=False)["model"]["status"] == "reused"
+    assert prep.prepare(max_steps=1, index=False, progress=False)["model"]["status"] == "reused"
 
 
-def test_prepare_falls_back_to_demo_when_the_hub_fails(cache, tiny_bert_dirs, monkeypatch, capsys):
+def test_prepare_falls_back_to_demo_when_the_hub_fails(cache, tiny_bert_dirs, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="attnflows_panel")
     monkeypatch.setattr(defaults, "pretrained_path", lambda: _tiny(tiny_bert_dirs))
     monkeypatch.delenv("ATTNFLOWS_GLUE_DIR", raising=False)
-    monkeypatch.setattr(defaults, "hub_reachable", lambda timeout=defaults.HUB_TIMEOUT_S: True)
+    monkeypatch.setattr(prep, "hub_reachable", lambda timeout=defaults.HUB_TIMEOUT_S: True)
     # HF_DATASETS_OFFLINE stays set, so loading glue/mrpc fails offline: the fallback must catch it
-    r = defaults.prepare(max_steps=1, index=False)
+    r = prep.prepare(max_steps=1, index=False)
     assert r["data_source"]["kind"] == "demo" and "fallback" in r["data_source"]["reason"]
-    assert "using the demo set" in capsys.readouterr().err
+    assert any("using the demo set" in m for m in caplog.messages)
     m = json.loads((defaults.finetuned_path() / "metrics.json").read_text())
     assert m["data"] == "demo" and m["metadata"]["data_source"]["kind"] == "demo"
 
 
 def test_prepare_unknown_task(cache):
     with pytest.raises(ValueError, match="unknown task 'cola'"):
-        defaults.prepare(task="cola", progress=False)
+        prep.prepare(task="cola", progress=False)
     assert not defaults.manifest_path().exists()
 
 
@@ -586,7 +612,7 @@ def test_the_offline_default_fine_tune_learns_the_demo_task(cache):
     """What `attnflows demo` shows first: the packaged MiniLM fine-tuned on the bundled demo set with
     DEMO_SETTINGS, in full (about 40 s). Measured 0.85 on the 20 MRPC-style dev pairs (chance: 0.5);
     with GLUE's batch 32 it was 0.55, so this guards the settings, not just the wiring."""
-    r = defaults.prepare(data="demo", index=False, progress=False)
+    r = prep.prepare(data="demo", index=False, progress=False)
     metrics = json.loads((defaults.finetuned_path() / "metrics.json").read_text())
     assert r["model"]["status"] == "built" and metrics["n_eval"] == 20
     assert metrics["accuracy"] >= 0.75, metrics["history"]
@@ -598,20 +624,114 @@ def test_prepare_real_minilm_on_demo_with_index(cache):
     from attnflows_panel.index import SignatureIndex
     from attnflows_panel.models import ModelPair
 
-    r = defaults.prepare(data="demo", max_steps=2, index_limit=24, progress=False)
+    r = prep.prepare(data="demo", max_steps=2, index_limit=24, progress=False)
     assert r["model"]["status"] == "built" and r["pretrained"] == defaults.pretrained_path()
     assert r["index"]["status"] == "built" and Path(r["index"]["path"]) == defaults.index_path("demo")
-    assert defaults.is_prepared(with_index=True)
+    assert prep.is_prepared(with_index=True)
     pair = ModelPair.load()  # both omitted: the offline default just prepared
     out = pair.run("The cat sat on the mat.", "A cat was sitting on the mat.")
     assert out.finetuned.label in {"not_equivalent", "equivalent"}
     idx = SignatureIndex.open(defaults.index_path("demo"), pair=pair)  # checked against the pair
     assert len(idx.metadata) == 24
 
-    r2 = defaults.prepare(index_limit=24, progress=False)
+    r2 = prep.prepare(index_limit=24, progress=False)
     assert (r2["model"]["status"], r2["index"]["status"]) == ("reused", "reused")
     # the index follows the model: a rebuilt model makes the old index stale
     manifest = json.loads(defaults.manifest_path().read_text())
     manifest["index_demo"]["finetuned_sha256"] = "0" * 64
     defaults.manifest_path().write_text(json.dumps(manifest))
-    assert not defaults.is_prepared(with_index=True)
+    assert not prep.is_prepared(with_index=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# tidy writes: staging folders of killed runs, permissions, a rebuild that fails midway
+# --------------------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_staging_folders_of_killed_runs_are_removed(tiny_bert_dirs, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "model"
+    dead = tmp_path / f".model.partial-{_dead_pid()}-0badf00d"
+    old_style = tmp_path / ".model.partial-k3j4h5g6"  # tempfile.mkdtemp's names, before pids were recorded
+    old_copy = tmp_path / f".model.old-{_dead_pid()}-12345678"
+    for d in (dead, old_style, old_copy):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"half written")
+    live_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        live = tmp_path / f".model.partial-{live_proc.pid}-abcdef12"  # a run still writing: left alone
+        live.mkdir()
+        finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", out, **_quick())
+        assert not dead.exists() and not old_style.exists() and not old_copy.exists()
+        assert live.exists()
+        assert (out / "model.safetensors").exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name])
+    finally:
+        live_proc.kill()
+        live_proc.wait()
+
+
+def test_model_folder_is_readable_by_other_users(tiny_bert_dirs, tmp_path):
+    import os
+    import stat
+
+    before = os.umask(0o022)
+    try:
+        finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", tmp_path / "m", **_quick())
+    finally:
+        os.umask(before)
+    mode = stat.S_IMODE((tmp_path / "m").stat().st_mode)
+    assert mode == 0o755, oct(mode)  # what mkdir gives under umask 022, like any HF model folder (not 0700)
+    for f in (tmp_path / "m").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o044 == 0o044, (f.name, oct(f.stat().st_mode))
+
+
+def test_rebuild_keeps_the_old_model_registered_until_the_new_one_is_complete(cache, tiny_bert_dirs, monkeypatch):
+    """`attnflows demo --rebuild` that crashes midway: the old model is still registered and reused."""
+    import attnflows_panel.finetune as ft
+
+    monkeypatch.setattr(defaults, "pretrained_path", lambda: _tiny(tiny_bert_dirs))
+    first = prep.prepare(data="demo", max_steps=1, index=False, progress=False)
+    weights = (defaults.finetuned_path() / "model.safetensors").read_bytes()
+    real = ft.finetune
+
+    with pytest.MonkeyPatch.context() as mp:
+
+        def crash(*args, **kwargs):
+            # the real fine-tune runs into its staging folder, then the machine "dies" before it finishes
+            def dying(*a, **k):
+                raise KeyboardInterrupt("killed")
+
+            mp.setattr(ft, "_model_card", dying)
+            return real(*args, **kwargs)
+
+        mp.setattr(ft, "finetune", crash)
+        with pytest.raises(KeyboardInterrupt):
+            prep.prepare(data="demo", max_steps=1, index=False, progress=False, force=True)
+    assert prep.is_prepared()  # still registered, weights intact
+    assert (defaults.finetuned_path() / "model.safetensors").read_bytes() == weights
+    manifest = json.loads(defaults.manifest_path().read_text())
+    assert manifest["model_mrpc"]["weights_sha256"] == first["model"]["weights_sha256"]
+    assert prep.prepare(max_steps=1, index=False, progress=False)["model"]["status"] == "reused"
+    assert not list(defaults.finetuned_path().parent.glob(".*partial*"))  # the staging folder went too
+
+
+def test_prepare_serialises_concurrent_runs_with_a_file_lock(cache):
+    """The lock is filelock's (no hand-written fcntl): a second holder waits, with a timeout it gives up."""
+    from filelock import Timeout
+
+    with prep._lock():
+        with pytest.raises(Timeout):
+            with prep._lock().__class__(str(cache / ".prepare.lock"), timeout=0.2):
+                pass

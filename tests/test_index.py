@@ -407,13 +407,19 @@ def test_corrupt_and_missing_files(tiny_index, tmp_path):
         SignatureIndex.open(p)
 
     p = _copy(tiny_index, tmp_path / "c")
-    (p / "signatures.faiss").write_bytes(b"\x00" * len(data))  # right size, garbage
+    (p / "signatures.faiss").write_bytes(b"\x00" * len(data))  # right size, garbage: the checksum says so
+    with pytest.raises(IndexFileError, match="signatures.faiss is corrupt: its checksum is .* the manifest recorded"):
+        SignatureIndex.open(p)
+    _edit_manifest(p, checksums={})  # an index without checksums: the reader itself refuses the garbage
     with pytest.raises(IndexFileError, match="signatures.faiss is corrupt or not a FAISS index"):
         SignatureIndex.open(p)
 
     p = _copy(tiny_index, tmp_path / "d")
     size = (p / "metadata.parquet").stat().st_size
     (p / "metadata.parquet").write_bytes(b"x" * size)
+    with pytest.raises(IndexFileError, match="metadata.parquet is corrupt: its checksum"):
+        SignatureIndex.open(p)
+    _edit_manifest(p, checksums={})
     with pytest.raises(IndexFileError, match="metadata file .* is corrupt or not parquet"):
         SignatureIndex.open(p)
 
@@ -425,14 +431,14 @@ def test_corrupt_and_missing_files(tiny_index, tmp_path):
     # no pickle: an object array in usage.npy is refused, never unpickled
     p = _copy(tiny_index, tmp_path / "f")
     np.save(p / "usage.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
-    _edit_manifest(p, files={})
+    _edit_manifest(p, files={}, checksums={})
     with pytest.raises(IndexFileError, match="usage file .* is corrupt or not a .npy array"):
         SignatureIndex.open(p)
 
     # files that parse but disagree with each other
     p = _copy(tiny_index, tmp_path / "g")
     np.save(p / "usage.npy", np.zeros((3, 2, 2, 4), np.float16))  # should be [2, L, H, N] = [2, 2, 4, 40]
-    _edit_manifest(p, files={})
+    _edit_manifest(p, files={}, checksums={})
     with pytest.raises(IndexFileError, match=r"inconsistent: usage shape \(3, 2, 2, 4\)"):
         SignatureIndex.open(p)
 
@@ -445,6 +451,104 @@ def test_corrupt_and_missing_files(tiny_index, tmp_path):
     _edit_manifest(p, format="something-else")
     with pytest.raises(IndexFileError, match="not an attnflows signature index"):
         SignatureIndex.open(p)
+
+
+def _flip_bit(path: Path, offset: int | None = None, bit: int = 6) -> None:
+    data = bytearray(path.read_bytes())
+    offset = len(data) // 2 if offset is None else offset
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["signatures.faiss", "usage.npy", "norms.npy", "metadata.parquet", "id_map.parquet"])
+def test_a_bit_flip_is_found_on_open_and_named(tiny_index, tmp_path, name):
+    """Same-size corruption, which sizes cannot see: the manifest's checksums find it, naming the file."""
+    m = json.loads((tiny_index / "manifest.json").read_text())
+    assert m["checksums"]["algorithm"] == "xxh3_64"
+    assert set(m["checksums"]["files"]) == set(m["files"]) >= {
+        "signatures.faiss", "usage.npy", "norms.npy", "center.npy", "metadata.parquet", "id_map.parquet"}
+    p = _copy(tiny_index, tmp_path / "x")
+    size = (p / name).stat().st_size
+    _flip_bit(p / name)
+    assert (p / name).stat().st_size == size
+    with pytest.raises(IndexFileError, match=rf"{name} is corrupt: its checksum is [0-9a-f]+, the manifest recorded"):
+        SignatureIndex.open(p)
+    report = __import__("attnflows_panel.index", fromlist=["verify_index"]).verify_index(p)
+    assert len(report["problems"]) == 1 and name in report["problems"][0]
+
+
+def test_verify_checks_contents_and_the_cli_reports_it(tiny_index, tmp_path, capsys):
+    from attnflows_panel.cli import main
+    from attnflows_panel.index import record_files, verify_index
+
+    report = verify_index(tiny_index)
+    assert report["problems"] == [] and report["count"] == 40
+    assert "FAISS vectors = embedded usage" in report["checked"]
+    assert main(["index", "verify", "--index", str(tiny_index)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "40 samples" in out and "signatures.faiss" in out
+
+    # files that were re-recorded after an edit pass the checksums, but not the content checks
+    p = _copy(tiny_index, tmp_path / "edited")
+    norms = np.load(p / "norms.npy")
+    norms[0, 3] += 0.5
+    np.save(p / "norms.npy", norms)
+    m = json.loads((p / "manifest.json").read_text())
+    record_files(p, m)
+    (p / "manifest.json").write_text(json.dumps(m))
+    SignatureIndex.open(p)  # the checksums match what is there now
+    problems = verify_index(p)["problems"]
+    assert len(problems) == 1 and "norms.npy differs from the norms of" in problems[0]
+    assert main(["index", "verify", "--index", str(p)]) == 1
+    err = capsys.readouterr().err
+    assert "norms.npy" in err and "Traceback" not in err
+
+    p = _copy(tiny_index, tmp_path / "flipped")
+    _flip_bit(p / "usage.npy")
+    assert main(["index", "verify", "--index", str(p)]) == 1
+    assert "usage.npy is corrupt: its checksum" in capsys.readouterr().err
+
+
+def test_checksums_cover_every_file_the_manifest_lists(tiny_index, tmp_path):
+    """A file another part of the build adds (and lists in the manifest) is checked like the others."""
+    from attnflows_panel.index import record_files
+
+    p = _copy(tiny_index, tmp_path / "extra")
+    np.save(p / "head_change.npy", np.arange(40, dtype=np.float32))
+    m = json.loads((p / "manifest.json").read_text())
+    m["files"]["head_change.npy"] = 0  # listed by its writer
+    record_files(p, m)
+    assert "head_change.npy" in m["checksums"]["files"]
+    (p / "manifest.json").write_text(json.dumps(m))
+    SignatureIndex.open(p)
+    _flip_bit(p / "head_change.npy", offset=(p / "head_change.npy").stat().st_size - 3)
+    with pytest.raises(IndexFileError, match="head_change.npy is corrupt: its checksum"):
+        SignatureIndex.open(p)
+    (p / "head_change.npy").unlink()
+    with pytest.raises(IndexFileError, match="missing head_change.npy"):
+        SignatureIndex.open(p)
+
+
+def test_a_score_outside_minus_one_one_is_an_error(tiny_index, tmp_path):
+    """Damage that slips past the checksums (an index from before them, opened without verification)
+    still never answers with a cosine above 1: scores up to 831.8 came back before."""
+    import faiss
+
+    from attnflows_panel.index import make_faiss_index
+
+    p = _copy(tiny_index, tmp_path / "scaled")
+    idx = SignatureIndex.open(p)
+    vectors = idx.vectors() * 800.0
+    faiss.write_index(make_faiss_index(vectors, "SQfp16"), str(p / "signatures.faiss"))
+    _edit_manifest(p, files={}, checksums={})
+    idx = SignatureIndex.open(p)
+    with pytest.raises(IndexFileError, match=r"similarity score of .* scores are cosines in \[-1, 1\].*attnflows index verify"):
+        idx.query(sample_id="mrpc-dev-3")
+    # an intact index: every score lies in [-1, 1]
+    good = SignatureIndex.open(tiny_index)
+    for space in ("pre", "fine", "diff", "all"):
+        scores = good.query(sample_id="mrpc-dev-3", space=space, k=40)["score"].to_numpy()
+        assert np.all(scores <= 1.0) and np.all(scores >= -1.0)
 
 
 def test_unknown_ids_and_bad_queries(tiny_index):

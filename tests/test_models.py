@@ -345,3 +345,41 @@ def test_minilm_attention_rows_sum_to_one_and_runs_are_deterministic(minilm_head
     # the packaged weights file is what the fingerprint names
     sha = hashlib.sha256((minilm_path / "model.safetensors").read_bytes()).hexdigest()
     assert pair.fingerprint["pretrained"]["weights_sha256"] == sha
+
+
+def test_importing_models_imports_no_preparation():
+    """Configuration is apart from preparation: models (and defaults) import nothing that fine-tunes or
+    indexes, so there is no import cycle between them (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, attnflows_panel.models, attnflows_panel.defaults; "
+        "print(sorted(m for m in sys.modules if m.startswith('attnflows_panel')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    loaded = eval(out)  # a list literal printed by the child  # noqa: S307
+    assert loaded == ["attnflows_panel", "attnflows_panel.defaults", "attnflows_panel.models"], loaded
+    assert "attnflows_panel.prepare" not in loaded and "attnflows_panel.finetune" not in loaded
+
+
+def test_defaults_still_reaches_the_moved_preparation_names():
+    from attnflows_panel import defaults, prepare
+
+    for name in ("prepare", "prepare_model", "prepare_index", "is_prepared", "hub_reachable", "choose_data_source"):
+        assert getattr(defaults, name) is getattr(prepare, name)
+    with pytest.raises(AttributeError):
+        defaults.no_such_name  # noqa: B018
+
+
+def test_truncated_weights_give_a_clear_error(tmp_path, tiny_bert_dirs):
+    import shutil
+
+    from attnflows_panel.models import ModelLoadError, ModelPair
+
+    broken = tmp_path / "fine"
+    shutil.copytree(tiny_bert_dirs[1], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match="weights in .* are damaged .*truncated or corrupt"):
+        ModelPair.load(str(tiny_bert_dirs[0]), str(broken), device="cpu")

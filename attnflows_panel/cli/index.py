@@ -1,4 +1,4 @@
-"""``attnflows index build|query|info``: build and search a signature index from the shell.
+"""``attnflows index build|query|info|verify``: build and search a signature index from the shell.
 
 ::
 
@@ -8,6 +8,8 @@
     attnflows index query --index index/mrpc-dev --id 1355540 --space diff --heads "4:*,5:3" --k 5
     attnflows index query --index index/mrpc-dev --a "The cat sat." --b "A cat was sitting." --correct no
     attnflows index info --index index/mrpc-dev
+    attnflows index verify --index index/mrpc-dev
+    attnflows index build --engine ray --ray-address auto --device cuda --data glue/mnli --task ... --out index/big
 
 Queries by ``--id`` need no models; ``--a/--b`` runs the pair through the models the index was built
 from (the names in its manifest; ``--pretrained/--finetuned`` override them, and their weights are
@@ -62,6 +64,14 @@ def register(subparsers) -> None:
     b.add_argument("--keep-shards", action="store_true", help="keep the per-shard files after the build")
     b.add_argument("--overwrite", action="store_true", help="replace an index built with other settings in --out")
     b.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    b.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: this process (default); ray: Ray Data, an actor pool of model-pair workers on a "
+                        "Ray cluster (pip install 'attnflows-panel[ray]'; see index/README.md)")
+    b.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: the cluster to join, e.g. auto or ray://head:10001 (default: $RAY_ADDRESS, "
+                        "else a local Ray instance on this machine)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="with --engine ray: model-pair workers (default: one per GPU with --device cuda, else 2)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=run_build)
 
@@ -92,11 +102,33 @@ def register(subparsers) -> None:
     i.add_argument("--index", required=True, metavar="DIR", help="index folder")
     i.set_defaults(func=run_info)
 
+    v = sub.add_parser("verify", help="check an index fully: checksums of every file, and the files against each other",
+                       description="Check every file of an index against the size and checksum its manifest records, "
+                                   "then the contents against each other (vectors, norms, centre, id map). Exit status "
+                                   "0 when intact, 1 when anything is wrong (each finding names its file).")
+    v.add_argument("--index", required=True, metavar="DIR", help="index folder")
+    v.set_defaults(func=run_verify)
+
 
 def _load_pair(pretrained, finetuned, device):
     from attnflows_panel.models import ModelPair
 
     return ModelPair.load(pretrained, finetuned, device=device)
+
+
+def _check_readable(source: str) -> None:
+    """A local --data file or folder that exists must be readable (said before the models load)."""
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        return  # a hub name, "demo", or a missing path that load_corpus names
+    files = [path]
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.suffix.lower() in (".tsv", ".csv", ".jsonl")]
+    for f in files:
+        with open(f, "rb") as fh:
+            fh.read(1)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -107,15 +139,34 @@ def run_build(args: argparse.Namespace) -> int:
         args.tau = initial_tau(args.pretrained, args.finetuned)
     if not 0.0 < args.tau < 1.0:
         raise ValueError(f"--tau must be in (0, 1), got {args.tau}")
+    if args.engine != "ray" and (args.ray_address or args.workers):
+        raise ValueError("--ray-address and --workers go with --engine ray")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.engine == "ray":
+        from attnflows_panel.index_ray import require_ray
+
+        require_ray()  # before the models load: a missing extra is said at once
+    from attnflows_panel._io import check_writable
+
+    check_writable(args.out, "--out")  # before the models load
+    _check_readable(args.data)
     pair = _load_pair(args.pretrained, args.finetuned, args.device)
-    path = build_index(
-        pair, args.data, args.task, args.out, split=args.split, tau=args.tau, batch_size=args.batch_size,
+    kwargs = dict(
+        split=args.split, tau=args.tau, batch_size=args.batch_size,
         limit=args.limit, progress=not args.no_progress,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
         exact_limit=DEFAULT_EXACT_LIMIT if args.exact_limit is None else args.exact_limit,
         factory=args.factory, keep_shards=args.keep_shards, overwrite=args.overwrite,
         label_map=args.label_map, column_map=_columns(args.columns), labels=args.labels,
     )
+    if args.engine == "ray":
+        from attnflows_panel.index_ray import build_index_ray
+
+        path = build_index_ray(pair, args.data, args.task, args.out, address=args.ray_address,
+                               workers=args.workers, device=args.device, **kwargs)
+    else:
+        path = build_index(pair, args.data, args.task, args.out, **kwargs)
     idx = SignatureIndex.open(path)
     acc = idx.accuracy()
     n_scored = int(idx.metadata["correct_fine"].notna().sum())
@@ -234,6 +285,21 @@ def run_info(args: argparse.Namespace) -> int:
         f"created    {m.get('created')}",
     ]
     print("\n".join(lines))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from attnflows_panel.index import verify_index
+
+    report = verify_index(args.index)
+    if report["problems"]:
+        for problem in report["problems"]:
+            print(f"attnflows index verify: {problem}", file=sys.stderr)
+        print(f"attnflows index verify: {args.index} is damaged ({len(report['problems'])} finding(s)); "
+              "rebuild it with `attnflows index build --overwrite`", file=sys.stderr)
+        return 1
+    print(f"ok: {report['path']} ({report['count']} samples): {len(report['files'])} files match their checksums "
+          f"({', '.join(report['files'])}); checked {', '.join(report['checked'])}")
     return 0
 
 

@@ -1,0 +1,346 @@
+"""Small file-system and process helpers shared by the package: one way to do each.
+
+- :func:`atomic_write` / :func:`atomic_path`: write a file to a temporary beside it, ``fsync`` it and
+  rename it into place, so a reader sees the old file or the new one, never half of one.
+- :func:`file_lock`: an inter-process lock on a file (the ``filelock`` package), e.g. to serialise two
+  first starts that prepare the same cache folder.
+- :func:`staging_name` / :func:`remove_stale_staging`: staging folders named after the process that
+  writes them (``.NAME.partial-<pid>-<random>``), so the next run can remove those of killed runs
+  without touching the one a live process is still writing.
+- :func:`file_checksum`: a fast checksum (xxHash's XXH3-64, about 10 GB/s) of a file, as recorded in an
+  index's manifest (index/README.md, "Integrity").
+- :func:`check_port`: whether a server can listen on an address and port, asked before any model loads.
+- :func:`status`: the one-line status messages of long jobs (fine-tuning, indexing, preparing) go through
+  :mod:`logging` (logger ``attnflows_panel.<module>``); with ``progress=True`` and no logging configured
+  they appear on stderr as ``[attnflows <module>] message``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_json",
+    "file_lock",
+    "staging_name",
+    "remove_stale_staging",
+    "file_checksum",
+    "CHECKSUM_ALGORITHM",
+    "PortError",
+    "check_port",
+    "check_writable",
+    "status",
+    "configure_cli_logging",
+]
+
+log = logging.getLogger(__name__)
+
+#: the checksum an index manifest records per file (see :func:`file_checksum`)
+CHECKSUM_ALGORITHM = "xxh3_64"
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic writes
+# --------------------------------------------------------------------------------------------------
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to (by any means, e.g. ``faiss.write_index``); when the
+    block ends without an error the file is flushed to disk and renamed onto ``path``, otherwise removed."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], Any]) -> None:
+    """Write ``data`` (bytes, text as UTF-8, or a function that writes to a binary file object) to
+    ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if callable(data):
+            data(fh)
+        else:
+            fh.write(data.encode() if isinstance(data, str) else data)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON (values JSON cannot hold are written with ``str``), atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> int:
+    """Remove ``.*.tmp-<pid>-*`` files of :func:`atomic_write` left in ``folder`` by dead processes."""
+    removed = 0
+    for p in Path(folder).glob(".*.tmp-*"):
+        if _writer_dead(p.name.rsplit(".tmp-", 1)[-1]):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed += 1
+    return removed
+
+
+def check_writable(folder: str | os.PathLike, what: str = "--out") -> None:
+    """Raise PermissionError (naming ``what`` and the folder) unless a file can be created where
+    ``folder`` is or will be: checked before hours of work, not after. Creates no folder."""
+    folder = Path(folder).expanduser().absolute()
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise NotADirectoryError(f"{what} {str(folder)!r}: {str(probe_in)!r} is a file, not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".attnflows-write-check-", dir=probe_in)
+    except PermissionError:
+        raise PermissionError(
+            errno.EACCES, f"{what} {str(folder)!r} is not writable (no permission to create files in "
+                          f"{str(probe_in)!r}); choose another folder", str(folder)) from None
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise OSError(errno.EROFS, f"{what} {str(folder)!r} is on a read-only file system; choose another folder",
+                          str(folder)) from None
+        raise
+    os.close(fd)
+    os.unlink(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# locks and staging folders
+# --------------------------------------------------------------------------------------------------
+
+
+def file_lock(path: str | os.PathLike, timeout: float = -1):
+    """An inter-process lock on ``path`` (created if needed), as a context manager (``filelock.FileLock``).
+
+    ``timeout`` seconds to wait, -1 = wait as long as it takes."""
+    from filelock import FileLock
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=timeout)
+
+
+def staging_name(target: str | os.PathLike) -> Path:
+    """A fresh staging path beside ``target``: ``.NAME.partial-<pid>-<random>``."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _writer_dead(tail: str) -> bool:
+    """Whether the process named at the start of a staging suffix (``<pid>-<random>``) is gone."""
+    try:
+        pid = int(tail.split("-", 1)[0])
+    except ValueError:
+        return True  # an older naming scheme (no pid): nothing can be writing it any more
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    except OSError:
+        return False
+    return False
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders (``.NAME.partial-*``, ``.NAME.old-*``) that killed runs left beside
+    ``target``; the ones of live processes on this machine stay. Returns what was removed."""
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for kind in ("partial", "old"):
+        for p in target.parent.glob(f".{target.name}.{kind}-*"):
+            if _writer_dead(p.name[len(f".{target.name}.{kind}-"):]):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                removed.append(p)
+                log.info("removed %s, left by a run that was stopped", p)
+    return removed
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells (Linux), else by the
+    set-and-restore idiom."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_readable_like_new_files(folder: str | os.PathLike) -> None:
+    """Give ``folder`` and everything in it the permissions new files and folders get (0666 / 0777
+    less the umask): writers such as safetensors create their files 0600, which a server running as
+    another user cannot read."""
+    mask = current_umask()
+    folder = Path(folder)
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~mask)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o666 & ~mask)
+
+
+# --------------------------------------------------------------------------------------------------
+# checksums
+# --------------------------------------------------------------------------------------------------
+
+
+def file_checksum(path: str | os.PathLike, chunk: int = 16 << 20) -> str:
+    """The XXH3-64 checksum of a file's bytes, as 16 hex digits (:data:`CHECKSUM_ALGORITHM`).
+
+    Not cryptographic: it finds flipped bits and truncation (what disks and copies do), at about
+    10 GB/s from the page cache."""
+    import xxhash
+
+    h = xxhash.xxh3_64()
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# ports
+# --------------------------------------------------------------------------------------------------
+
+
+class PortError(OSError):
+    """A server cannot listen on the address and port asked for."""
+
+
+def check_port(address: str | None, port: int) -> None:
+    """Raise :class:`PortError` with a clear message unless a server can listen on ``address:port``.
+
+    ``port`` 0 means "pick a free one" and is always fine. ``address`` None means all interfaces.
+    Cheap (one bind, closed at once), so it runs before any model loads."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise PortError(f"--port must be a number from 0 to 65535 (0 picks a free one), got {port!r}")
+    host = address or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise PortError(f"--address {address!r} is not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        if os.name != "nt":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tornado does: TIME_WAIT is no conflict
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortError(
+                    f"port {port} on {host} is already in use; stop the other server or choose another --port "
+                    "(--port 0 picks a free one)"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise PortError(
+                    f"no permission to listen on port {port} (ports below 1024 need administrator rights); "
+                    "choose a port above 1023"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise PortError(f"--address {address!r} is not an address of this machine") from None
+            raise PortError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# status lines
+# --------------------------------------------------------------------------------------------------
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests and notebooks replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+class _TagFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        tag = record.name.rsplit(".", 1)[-1]
+        return f"[attnflows {tag}] {record.getMessage()}"
+
+
+_PACKAGE_LOGGER = "attnflows_panel"
+
+
+def _ensure_handler() -> None:
+    """With logging not configured at all, give the package's logger a stderr handler at INFO level,
+    so that status lines asked for with ``progress=True`` are seen. A configured application keeps
+    full control (its handlers and levels decide)."""
+    pkg = logging.getLogger(_PACKAGE_LOGGER)
+    if pkg.handlers or logging.getLogger().handlers:
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(_TagFormatter())
+    handler.setLevel(logging.INFO)
+    pkg.addHandler(handler)
+    if pkg.level == logging.NOTSET:
+        pkg.setLevel(logging.INFO)
+
+
+def configure_cli_logging(debug: bool = False) -> None:
+    """What the ``attnflows`` command does first: the package's status lines on stderr (INFO, or DEBUG
+    with ``--debug``), once, whatever else is configured."""
+    pkg = logging.getLogger(_PACKAGE_LOGGER)
+    handler = next((h for h in pkg.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        handler.setFormatter(_TagFormatter())
+        pkg.addHandler(handler)
+    level = logging.DEBUG if debug else logging.INFO
+    handler.setLevel(level)
+    pkg.setLevel(level)
+
+
+def status(logger: logging.Logger, progress: bool, message: str, *args: Any) -> None:
+    """A status line of a long job: INFO when ``progress`` (shown on stderr unless logging is configured
+    otherwise), DEBUG when not."""
+    if progress:
+        _ensure_handler()
+        logger.info(message, *args)
+    else:
+        logger.debug(message, *args)

@@ -1,0 +1,239 @@
+"""The Ray Data engine of ``attnflows index build --engine ray``: the same build, across machines.
+
+The local engine (:func:`attnflows_panel.index.build_index`) runs every length bucket through the two
+models in one process. Here the same plan (:func:`attnflows_panel.index.plan_build`: corpus, manifest,
+unfinished shards) runs on Ray Data:
+
+- the corpus becomes a Ray dataset of **length buckets** (one row per batch of similar token length,
+  cut exactly as the local engine cuts them, shard by shard; :func:`attnflows_panel.index.length_buckets`);
+- an **actor pool** of model-pair workers (:class:`PairWorker`; ``num_gpus=1`` each with
+  ``device="cuda"``, CPU otherwise) loads the pair once per actor and computes each bucket's
+  signatures in the worker (:func:`attnflows_panel.index.compute_batch`), so only the small head-usage
+  arrays travel back, never attentions;
+- the driver streams the results, writes each shard when its last bucket is in (the same
+  ``shard-NNNNN.npy`` / ``.parquet`` files), then builds the same final index.
+
+So both engines give the same index from the same corpus, and resuming works the same way: finished
+shards are skipped (their rows never enter the dataset). Workers load the models by the names the
+driver's pair was loaded from (hub names, or folders that must exist at the same path on every node);
+their fingerprints are checked against the driver's.
+
+Run it on a cluster (index/README.md, "On a Ray cluster")::
+
+    ray start --head                                    # on the head node
+    ray start --address HEAD_IP:6379                    # on each worker node
+    attnflows index build --engine ray --ray-address auto --device cuda --data ... --out ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attnflows_panel import index as I
+from attnflows_panel._io import status
+
+__all__ = ["build_index_ray", "PairWorker", "require_ray"]
+
+log = logging.getLogger(__name__)
+
+_OUT_FIELDS = ("pred_pre", "pred_fine", "prob_fine", "n_tokens", "truncated")
+
+
+def require_ray():
+    """The ``ray`` module, or a RuntimeError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            "--engine ray needs Ray Data: pip install 'attnflows-panel[ray]' (or pip install 'ray[data]')"
+        ) from exc
+    return ray
+
+
+class PairWorker:
+    """A Ray Data actor: one loaded model pair, turning length buckets into head usage and predictions.
+
+    Each input row is one bucket (``shard``, ``positions``, ``a``, ``b``, ``ids``); the output has one row
+    per sample: ``shard``, ``position`` (in the shard), ``usage`` (float32 [2, L, H] as bytes) and the
+    per-sample fields of :func:`attnflows_panel.index.compute_batch`."""
+
+    def __init__(self, pretrained: str, finetuned: str, device: str | None, tau: float, batch_size: int,
+                 fingerprint: dict | None = None, threads: int | None = None):
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        from attnflows_panel.models import ModelPair
+
+        self.pair = ModelPair.load(pretrained, finetuned, device=device)
+        if fingerprint is not None:
+            diffs = I.manifest_differences({"signature_version": I.S.SIGNATURE_VERSION, "fingerprint": fingerprint},
+                                           self.pair.fingerprint)
+            if diffs:
+                raise RuntimeError("a Ray worker loaded other models than the driver: " + "; ".join(diffs)
+                                   + " (use hub names, or folders at the same path on every node)")
+        self.tau, self.batch_size = float(tau), int(batch_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shards, positions, out_usage = [], [], []
+        fields: dict[str, list] = {k: [] for k in _OUT_FIELDS}
+        for shard, pos, a, b, ids in zip(batch["shard"], batch["positions"], batch["a"], batch["b"], batch["ids"]):
+            pairs = list(zip((str(x) for x in a), (str(x) for x in b)))
+            out = I.compute_batch(self.pair, pairs, self.tau, self.batch_size, ids=[str(x) for x in ids])
+            shards += [int(shard)] * len(pairs)
+            positions += [int(p) for p in pos]
+            out_usage += [u.tobytes() for u in out["usage"]]
+            for key in _OUT_FIELDS:
+                fields[key] += list(out[key])
+        return {
+            "shard": np.asarray(shards, dtype=np.int64),
+            "position": np.asarray(positions, dtype=np.int64),
+            "usage": np.asarray(out_usage, dtype=object),
+            "pred_pre": np.asarray(["" if x is None else str(x) for x in fields["pred_pre"]], dtype=object),
+            "has_pred_pre": np.asarray([x is not None for x in fields["pred_pre"]], dtype=bool),
+            "pred_fine": np.asarray(["" if x is None else str(x) for x in fields["pred_fine"]], dtype=object),
+            "has_pred_fine": np.asarray([x is not None for x in fields["pred_fine"]], dtype=bool),
+            "prob_fine": np.asarray(fields["prob_fine"], dtype=np.float32),
+            "n_tokens": np.asarray(fields["n_tokens"], dtype=np.int32),
+            "truncated": np.asarray(fields["truncated"], dtype=bool),
+        }
+
+
+def _buckets(plan: I.BuildPlan, tokenizer) -> list[dict[str, Any]]:
+    rows = []
+    for i in plan.todo:
+        shard_rows, pairs = plan.shard_rows(i), plan.shard_pairs(i)
+        for members in I.length_buckets(tokenizer, pairs, plan.max_length, plan.batch_size):
+            rows.append({
+                "shard": int(i),
+                "positions": [int(j) for j in members],
+                "a": [pairs[j][0] for j in members],
+                "b": [pairs[j][1] for j in members],
+                "ids": [str(shard_rows["id"][j]) for j in members],
+            })
+    return rows
+
+
+def build_index_ray(
+    pair: Any,
+    data: Any,
+    task: str | None,
+    out: str | os.PathLike,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    device: str | None = None,
+    cpus_per_worker: float | None = None,
+    split: str | None = None,
+    tau: float = 0.3,
+    batch_size: int = 32,
+    limit: int | None = None,
+    progress: bool = True,
+    shard_size: int = I.DEFAULT_SHARD_SIZE,
+    exact_limit: int = I.DEFAULT_EXACT_LIMIT,
+    factory: str | None = None,
+    keep_shards: bool = False,
+    overwrite: bool = False,
+    stats: dict | None = None,
+    label_map: Any = None,
+    column_map: dict | None = None,
+    labels: Any = None,
+) -> Path:
+    """:func:`attnflows_panel.index.build_index` on Ray Data (same arguments, same files), plus:
+
+    address: the Ray cluster to join (``"auto"``, ``"ray://head:10001"``, ``"HEAD_IP:6379"``); None
+        joins ``$RAY_ADDRESS`` or an already initialised Ray, else starts a local Ray on this machine.
+    workers: model-pair actors (default: the cluster's GPUs with ``device="cuda"``, else 2).
+    device: the workers' torch device; ``"cuda"`` gives each actor one GPU (``num_gpus=1``).
+    cpus_per_worker: CPUs reserved per actor (default 1; torch uses that many threads in it).
+    stats: a dict to fill with timings (seconds since the call): ``ray_start``, ``first_result``,
+        ``last_result``, ``computed`` (samples run through the workers), ``workers`` (benchmarks).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    stats = {} if stats is None else stats
+    import copy
+
+    ray = require_ray()
+    from tqdm.auto import tqdm
+
+    I._check_build_args(tau, batch_size, shard_size, limit)
+    with I.build_lock(out):
+        plan = I.plan_build(pair, data, task, out, split=split, tau=tau, batch_size=batch_size, limit=limit,
+                            shard_size=shard_size, overwrite=overwrite, label_map=label_map,
+                            column_map=column_map, labels=labels)
+        if plan.finished:
+            return plan.out
+        if plan.todo:
+            if not ray.is_initialized():
+                ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
+                         logging_level=logging.WARNING, log_to_driver=True)
+            stats["ray_start"] = time.perf_counter() - t0
+            cuda = str(device or "").startswith("cuda")
+            if workers is None:
+                gpus = int(ray.cluster_resources().get("GPU", 0)) if cuda else 0
+                workers = max(1, gpus) if cuda else 2
+            cpus = float(cpus_per_worker or 1)
+            rows = _buckets(plan, copy.deepcopy(pair.tokenizer))
+            stats["workers"] = int(workers)
+            status(log, progress, f"Ray Data: {len(rows)} length buckets of {plan.count - plan.done} samples "
+                                  f"({len(plan.todo)} shards to do, {plan.done} samples already done) on "
+                                  f"{workers} worker(s), {'1 GPU' if cuda else f'{cpus:g} CPU'} each")
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False  # ours (below) counts samples and shards; Ray's count blocks
+            ctx.print_on_execution_start = False
+            # one block per length bucket: each bucket's results stream back as soon as it is done
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+            results = ds.map_batches(
+                PairWorker,
+                fn_constructor_kwargs=dict(
+                    pretrained=pair.pretrained_name, finetuned=pair.finetuned_name,
+                    device=device if cuda else "cpu", tau=plan.tau, batch_size=plan.batch_size,
+                    fingerprint=pair.fingerprint, threads=max(1, int(cpus)),
+                ),
+                batch_size=1,  # one length bucket per call: the worker runs it as one forward batch
+                compute=ray.data.ActorPoolStrategy(size=int(workers)),
+                num_gpus=1 if cuda else 0,
+                num_cpus=cpus,
+            )
+            writers = {i: I.ShardWriter(plan, i) for i in plan.todo}
+            bar = tqdm(total=plan.count, initial=plan.done, desc=f"indexing {plan.out.name} (ray)", unit="pair",
+                       disable=not progress, smoothing=0.1)
+            L, H = plan.shape
+            try:
+                for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+                    shard_col = np.asarray(batch["shard"], dtype=np.int64)
+                    for i in np.unique(shard_col):
+                        sel = np.flatnonzero(shard_col == i)
+                        usage = np.stack([np.frombuffer(bytes(batch["usage"][k]), dtype=np.float32).reshape(2, L, H)
+                                          for k in sel])
+                        out_fields = {
+                            "usage": usage,
+                            "pred_pre": [str(batch["pred_pre"][k]) if batch["has_pred_pre"][k] else None for k in sel],
+                            "pred_fine": [str(batch["pred_fine"][k]) if batch["has_pred_fine"][k] else None for k in sel],
+                            "prob_fine": [float(batch["prob_fine"][k]) for k in sel],
+                            "n_tokens": [int(batch["n_tokens"][k]) for k in sel],
+                            "truncated": [bool(batch["truncated"][k]) for k in sel],
+                        }
+                        w = writers[int(i)]
+                        w.put(np.asarray(batch["position"], dtype=np.int64)[sel], out_fields)
+                        if w.complete:
+                            w.write()
+                            del writers[int(i)]
+                    bar.update(len(shard_col))
+                    stats.setdefault("first_result", time.perf_counter() - t0)
+                    stats["last_result"] = time.perf_counter() - t0
+                    stats["computed"] = stats.get("computed", 0) + len(shard_col)
+            finally:
+                bar.close()
+            if writers:
+                raise RuntimeError(f"the Ray run ended with shards {sorted(writers)} incomplete; rerun to resume")
+        I.finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
+    return plan.out
