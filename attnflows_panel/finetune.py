@@ -333,13 +333,14 @@ def load_splits(data, task: str | None = None, *, seed: int = 42, column_map: di
         _one_label_space((whole,), data)
         if whole is not None and len(whole):
             pool, pool_name = whole, "all rows"
+            key = key or whole[0]["task"]
     if pool is None or len(pool) == 0:
         reasons = "; ".join(str(e) for e in (train_err, dev_err) if e)
         raise ValueError(
             f"no labelled {(key or 'pair').upper()} examples in {data!r}" + (f" ({reasons})" if reasons else "")
         )
     if len(pool) < 4:
-        raise ValueError(f"only {len(pool)} labelled {key.upper()} example(s) in {data!r}; need at least 4 to train and evaluate")
+        raise ValueError(f"only {len(pool)} labelled {(key or 'pair').upper()} example(s) in {data!r}; need at least 4 to train and evaluate")
     train_rows, eval_rows = _stratified_split(np.asarray(pool["label"]), DEV_TRAIN_FRACTION, seed)
     pct = int(round(DEV_TRAIN_FRACTION * 100))
     info = {
