@@ -1192,10 +1192,16 @@ def _load_hf_folder(folder: Path, task: str | None, split: str | None, rows: _Ro
     """A ``datasets`` folder: ``save_to_disk`` output (Dataset or DatasetDict) or a hub-style folder."""
     import datasets
 
-    if _is_hf_disk_folder(folder):
-        obj = datasets.load_from_disk(str(folder))
-    else:
-        obj = datasets.load_dataset(str(folder))
+    try:
+        if _is_hf_disk_folder(folder):
+            obj = datasets.load_from_disk(str(folder))
+        else:
+            obj = datasets.load_dataset(str(folder))
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds for a folder it cannot read
+        raise ValueError(
+            f"{folder} is neither a GLUE task folder (train.tsv / dev.tsv) nor a folder the datasets library "
+            f"can read (save_to_disk output, or data files with a README card): {exc}"
+        ) from exc
     if isinstance(obj, datasets.Dataset):
         parts = {"train" if split is None else _split_key(split): obj}
     else:

@@ -298,6 +298,14 @@ def test_hub_style_folder_with_classlabel_in_its_card(tmp_path):
     assert set(ds["split"]) == {"train"}  # the test split is left out (usually unlabelled)
 
 
+def test_folder_that_is_no_dataset_is_refused_clearly(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "README.md").write_text("# just notes\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="neither a GLUE task folder .* nor a folder the datasets library can read"):
+        load_corpus(folder)
+
+
 def test_hub_names_are_hub_sources_offline(monkeypatch):
     for name in ("snli", "paws/labeled_final", "stanfordnlp/snli", "glue/mnli", "glue/wnli"):
         with pytest.raises(HubUnavailableError, match=re.escape(name)):
