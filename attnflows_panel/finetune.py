@@ -99,9 +99,15 @@ TASK_DEFAULTS: dict[str, TrainingDefaults] = {
     "qnli": TrainingDefaults(epochs=3, learning_rate=1e-4, batch_size=32),
 }
 
+#: Defaults for any task without its own entry (other GLUE tasks, open tasks): the same recipe, 3 epochs.
+OPEN_TASK_DEFAULTS = TrainingDefaults(epochs=3, learning_rate=1e-4, batch_size=32)
+
 #: The class whose F1 ``metrics.json`` reports as ``"f1"``: MRPC's "equivalent" (label index 1, the
-#: GLUE convention) and, for the entailment tasks, "entailment" (label index 0).
-POSITIVE_LABEL: dict[str, str] = {"mrpc": "equivalent", "rte": "entailment", "qnli": "entailment"}
+#: GLUE convention) and, for the entailment tasks, "entailment" (label index 0). Other two-label tasks
+#: report label index 1 (the usual "1 = positive"); tasks with more labels report the macro F1
+#: (``f1_label`` = ``"macro"``).
+POSITIVE_LABEL: dict[str, str] = {"mrpc": "equivalent", "rte": "entailment", "qnli": "entailment",
+                                  "wnli": "entailment", "qqp": "duplicate"}
 
 
 class OutputExistsError(FileExistsError, ValueError):
@@ -113,25 +119,33 @@ class OutputExistsError(FileExistsError, ValueError):
 # --------------------------------------------------------------------------------------------------
 
 
-def _task_spec(task: str):
-    from attnflows_panel.corpus import TASKS
+def _task_spec(task: str | None):
+    """(task name, its TaskSpec or None for an open task); None stays (None, None): the data decides."""
+    from attnflows_panel.corpus import TASKS, resolve_task
 
-    key = str(task).lower()
-    if key not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
-    return key, TASKS[key]
+    if task is None:
+        return None, None
+    key = resolve_task(task)
+    return key, TASKS.get(key)
 
 
-def resolve_settings(task: str, **overrides: Any) -> dict[str, Any]:
+def _positive_label(task: str, label_names: Sequence[str]) -> str | None:
+    """The class whose F1 is reported as "f1" (see POSITIVE_LABEL); None = macro F1."""
+    if POSITIVE_LABEL.get(task) in label_names:
+        return POSITIVE_LABEL[task]
+    return label_names[1] if len(label_names) == 2 else None
+
+
+def resolve_settings(task: str | None, **overrides: Any) -> dict[str, Any]:
     """The run settings for ``task``: its :data:`TASK_DEFAULTS` with the non-``None`` overrides applied.
 
     >>> resolve_settings("mrpc", learning_rate=1e-4)["learning_rate"]
     0.0001
     """
-    key = str(task).lower()
-    if key not in TASK_DEFAULTS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_DEFAULTS)}")
-    settings = dataclasses.asdict(TASK_DEFAULTS[key])
+    key = str(task).lower() if task is not None else None
+    if key is not None and key not in TASK_DEFAULTS:
+        key, _ = _task_spec(key)  # refuses STS-B & co; any other task takes OPEN_TASK_DEFAULTS
+    settings = dataclasses.asdict(TASK_DEFAULTS.get(key, OPEN_TASK_DEFAULTS))
     for name, value in overrides.items():
         if name not in settings:
             raise TypeError(f"unknown training setting {name!r}")
@@ -207,8 +221,12 @@ def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     return out
 
 
-def _labelled(ds, n_labels: int):
+def _labelled(ds, n_labels: int | None = None):
     """Drop unlabelled rows (hub test splits carry label -1)."""
+    if n_labels is None:
+        from attnflows_panel.corpus import label_names
+
+        n_labels = len(label_names(ds) or ()) or 1 << 30
     if len(ds) and "label" in ds.column_names:
         labels = np.asarray(ds["label"])
         keep = np.flatnonzero((labels >= 0) & (labels < n_labels))
@@ -217,12 +235,12 @@ def _labelled(ds, n_labels: int):
     return ds
 
 
-def _try_split(data, task, split, column_map, n_labels):
+def _try_split(data, task, split, column_map, labels=None):
     """``load_corpus(data, task, split)``, or None when the source has no such split."""
     from attnflows_panel.corpus import load_corpus
 
     try:
-        ds = load_corpus(data, task=task, split=split, column_map=column_map)
+        ds = load_corpus(data, task=task, split=split, column_map=column_map, labels=labels)
     except (FileNotFoundError, ValueError) as exc:
         # load_corpus names the split when that split is what is missing ("has no dev split",
         # "no valid rows for ... split 'dev'"); anything else (no such file, a bad header, an unknown
@@ -230,7 +248,7 @@ def _try_split(data, task, split, column_map, n_labels):
         if split is not None and "split" in str(exc).lower():
             return None, exc
         raise
-    return _labelled(ds, n_labels), None
+    return _labelled(ds), None
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -258,17 +276,49 @@ def select_subset(ds, limit: int | None, seed: int):
     return ds.select(np.sort(rows).tolist())
 
 
-def load_splits(data, task: str, *, seed: int = 42, column_map: dict | None = None):
+def _one_label_space(parts, data) -> list[str]:
+    """The label names shared by the loaded parts of ``data`` (one task, the same names in each)."""
+    from attnflows_panel.corpus import label_names
+
+    names = None
+    for ds in parts:
+        if ds is None or not len(ds):
+            continue
+        tasks = sorted(set(ds["task"]))
+        if len(tasks) > 1:
+            raise ValueError(f"{data!r} mixes the tasks {tasks}; pass the task to train on (CLI: --task)")
+        got = label_names(ds)
+        if got is None:
+            raise ValueError(f"the label names of {data!r} are unknown; name them with labels=[...] (CLI: --labels)")
+        if names is not None and got != names:
+            raise ValueError(f"the splits of {data!r} have different label names ({names} vs {got}); give them "
+                             "in id order with labels=[...] (CLI: --labels)")
+        names = got
+    return names or []
+
+
+def load_splits(data, task: str | None = None, *, seed: int = 42, column_map: dict | None = None,
+                labels: Sequence[str] | str | None = None):
     """(train, eval, split_info) for ``data``: its "train" and "dev" splits, or a split of what it has.
+
+    ``task`` None: the data says which task it is (a GLUE folder's name or header, a hub name, a file's
+    name) and what its labels are (:func:`attnflows_panel.corpus.load_corpus`; ``labels`` names integer
+    labels). Both parts have the same label names (``corpus.label_names``), which the classifier's
+    ``id2label`` takes.
 
     ``split_info`` says where each part came from, e.g. ``{"train": "train", "eval": "dev"}`` or, for a
     dev-only folder, ``{"train": "dev (seeded 80% stratified, seed 42)", "eval": "dev (other 20%)"}``.
     """
-    key, spec = _task_spec(task)
-    n_labels = len(spec.labels)
+    key, _ = _task_spec(task)
     data = str(data)
-    train, train_err = _try_split(data, key, "train", column_map, n_labels)
-    dev, dev_err = _try_split(data, key, "dev", column_map, n_labels)
+    train, train_err = _try_split(data, key, "train", column_map, labels)
+    dev, dev_err = _try_split(data, key, "dev", column_map, labels)
+    _one_label_space((train, dev), data)
+    if key is None:
+        for part in (train, dev):
+            if part is not None and len(part):
+                key = part[0]["task"]
+                break
     if train is not None and len(train) and dev is not None and len(dev):
         return train, dev, {"train": "train", "eval": "dev"}
 
@@ -279,16 +329,18 @@ def load_splits(data, task: str, *, seed: int = 42, column_map: dict | None = No
             pool, pool_name = candidate, name
             break
     if pool is None:
-        whole, whole_err = _try_split(data, key, None, column_map, n_labels)
+        whole, whole_err = _try_split(data, key, None, column_map, labels)
+        _one_label_space((whole,), data)
         if whole is not None and len(whole):
             pool, pool_name = whole, "all rows"
+            key = key or whole[0]["task"]
     if pool is None or len(pool) == 0:
         reasons = "; ".join(str(e) for e in (train_err, dev_err) if e)
         raise ValueError(
-            f"no labelled {key.upper()} examples in {data!r}" + (f" ({reasons})" if reasons else "")
+            f"no labelled {(key or 'pair').upper()} examples in {data!r}" + (f" ({reasons})" if reasons else "")
         )
     if len(pool) < 4:
-        raise ValueError(f"only {len(pool)} labelled {key.upper()} example(s) in {data!r}; need at least 4 to train and evaluate")
+        raise ValueError(f"only {len(pool)} labelled {(key or 'pair').upper()} example(s) in {data!r}; need at least 4 to train and evaluate")
     train_rows, eval_rows = _stratified_split(np.asarray(pool["label"]), DEV_TRAIN_FRACTION, seed)
     pct = int(round(DEV_TRAIN_FRACTION * 100))
     info = {
@@ -370,8 +422,11 @@ def _length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random
 # --------------------------------------------------------------------------------------------------
 
 
-def classification_metrics(labels: np.ndarray, preds: np.ndarray, label_names: Sequence[str], positive: str) -> dict:
-    """Accuracy, the positive class's F1 (eq. F1 = 2PR/(P+R)), macro F1 and the confusion matrix."""
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, label_names: Sequence[str],
+                           positive: str | None) -> dict:
+    """Accuracy, the positive class's F1 (eq. F1 = 2PR/(P+R)), macro F1 and the confusion matrix.
+
+    ``positive`` None (tasks with more than two labels): ``f1`` is the macro F1, ``f1_label`` "macro"."""
     labels = np.asarray(labels)
     preds = np.asarray(preds)
     k = len(label_names)
@@ -383,12 +438,11 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, label_names: S
         fp = confusion[:, c].sum() - tp
         fn = confusion[c, :].sum() - tp
         f1s.append(0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn)))
-    pos = list(label_names).index(positive)
     counts = np.bincount(labels, minlength=k)
     return {
         "accuracy": float((labels == preds).mean()) if len(labels) else float("nan"),
-        "f1": f1s[pos],
-        "f1_label": positive,
+        "f1": f1s[list(label_names).index(positive)] if positive is not None else float(np.mean(f1s)),
+        "f1_label": positive if positive is not None else "macro",
         "macro_f1": float(np.mean(f1s)),
         "f1_per_label": dict(zip(label_names, f1s)),
         "majority_accuracy": float(counts.max() / counts.sum()) if counts.sum() else float("nan"),
@@ -515,9 +569,10 @@ def _quiet_transformers(bars: bool):
 def finetune(
     base: str | os.PathLike,
     data: str | os.PathLike,
-    task: str,
-    out: str | os.PathLike,
+    task: str | None = None,
+    out: str | os.PathLike | None = None,
     *,
+    labels: Sequence[str] | str | None = None,
     epochs: float | None = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
@@ -543,8 +598,12 @@ def finetune(
         MiniLM; a classifier head is added, or replaced when its label count differs).
     data: any source of :func:`attnflows_panel.corpus.load_corpus` (hub name, GLUE task folder, CSV or
         JSONL file, ``"demo"``).
-    task: ``"mrpc"``, ``"rte"`` or ``"qnli"``; gives the labels (``corpus.TASKS[task].labels``).
-    out: the folder to write (created; must be absent or empty unless ``overwrite``). Written to a
+    task: a GLUE task (``"mrpc"``, ``"rte"``, ``"qnli"``, ``"wnli"``, ``"qqp"``, ``"mnli"``, ``"mnli-mm"``:
+        GLUE's label names and order), an open task's name, or None: the data says (README.md, "Tasks,
+        labels and fine-tuning"). Either way ``id2label`` / ``label2id`` get the corpus's label names
+        (``corpus.label_names``), any number of them, so that the index and the app match them by name.
+    labels: label names in id order for a CSV/JSONL file with integer labels (``"no,yes"``).
+    out: the folder to write (required) (created; must be absent or empty unless ``overwrite``). Written to a
         temp folder beside it and renamed at the end, so a failed run leaves nothing half-written.
     epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay: ``None`` takes the
         task's :data:`TASK_DEFAULTS`. Fractional epochs are allowed.
@@ -573,8 +632,9 @@ def finetune(
     import attnflows_panel
 
     t_start = time.perf_counter()
-    key, spec = _task_spec(task)
-    label_names = list(spec.labels)
+    if out is None:
+        raise ValueError("finetune needs out= (the folder to write)")
+    key, _ = _task_spec(task)
     settings = resolve_settings(
         key,
         epochs=epochs,
@@ -594,8 +654,14 @@ def finetune(
     dev = _pick_device(device)
 
     # ---- data
-    _log(progress, f"loading {key.upper()} pairs from {str(data)!r}")
-    train_ds, eval_ds, split_info = load_splits(data, key, seed=seed, column_map=column_map)
+    _log(progress, f"loading {(key or 'sentence').upper()} pairs from {str(data)!r}")
+    train_ds, eval_ds, split_info = load_splits(data, key, seed=seed, column_map=column_map, labels=labels)
+    label_names = _one_label_space((train_ds, eval_ds), data)
+    if key is None:  # the data named the task: its defaults for every setting left None
+        key = train_ds[0]["task"]
+        settings = resolve_settings(key, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                                    max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay)
+    _log(progress, f"task {key}: labels {', '.join(label_names)}")
     train_ds = select_subset(train_ds, train_limit, seed)
     eval_ds = select_subset(eval_ds, eval_limit, seed + 1)
     _log(progress, f"train: {len(train_ds)} pairs ({split_info['train']}); eval: {len(eval_ds)} pairs ({split_info['eval']})")
@@ -703,7 +769,7 @@ def finetune(
     t_eval = time.perf_counter()
     preds = _predict(model, tokenizer, eval_feats, max(bs, 32), progress)
     eval_seconds = time.perf_counter() - t_eval
-    scores = classification_metrics(eval_labels, preds, label_names, POSITIVE_LABEL[key])
+    scores = classification_metrics(eval_labels, preds, label_names, _positive_label(key, label_names))
     if eval_each_epoch:
         history.append({"epoch": round(step / steps_per_epoch, 3), "step": step,
                         "train_loss": float(np.mean(losses[-steps_per_epoch:])), "accuracy": scores["accuracy"]})

@@ -18,14 +18,16 @@ Layout of an index folder (no pickle anywhere; FAISS's own format, parquet, JSON
 
     manifest.json       fingerprints of both models, τ, signature version, dims, count, creation time,
                         index kind/factory, the size and XXH3-64 checksum of every file (checked when
-                        the index opens; :func:`verify_index` checks the files against each other too)
+                        the index opens; :func:`verify_index` checks the files against each other too), and
+                        ``label_reconciliation``: per corpus task, whether the fine-tuned model's labels
+                        match the corpus's (README.md, "Tasks, labels and fine-tuning")
     signatures.faiss    the search vectors (:func:`attnflows_panel.signatures.embed`), FAISS format
     usage.npy           float16 [2, L, H, N]: head usage u_pre, u_fine per sample (what vectors derive from),
                         head-major so that one head's values over the corpus are contiguous
     norms.npy           float32 [3, N]: ||s_b - μ_b|| per block and sample (the vectors' normalisers)
     center.npy          float32 [3, L*H]: the corpus means μ_b used to centre the blocks
     metadata.parquet    one row per sample, row i = FAISS id i: id, sentences, label, both predictions,
-                        correct flags, token count, truncation flag
+                        correct flags (None where the label sets differ), token count, truncation flag
     id_map.parquet      the persisted id → row map (ids sorted, with their rows; binary search, no scan)
     shards/             while building: shard-NNNNN.npy (float32 usage) + shard-NNNNN.parquet (metadata)
 
@@ -68,6 +70,7 @@ import numpy as np
 from attnflows_panel import signatures as S
 from attnflows_panel._io import CHECKSUM_ALGORITHM, atomic_path, atomic_write, file_checksum, file_lock, status
 
+
 __all__ = [
     "build_index",
     "plan_build",
@@ -84,6 +87,8 @@ __all__ = [
     "IndexFileError",
     "IndexMismatchError",
     "UnknownSampleError",
+    "LabelMismatchError",
+    "reconcile_corpus_labels",
     "FORMAT",
     "FORMAT_VERSION",
     "EXACT_FACTORY",
@@ -151,6 +156,10 @@ class UnknownSampleError(ValueError):
     """A sample id that the index does not hold."""
 
 
+class LabelMismatchError(ValueError):
+    """Correctness was asked for, but the model's labels and the corpus's labels do not match."""
+
+
 # ----------------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------------
@@ -216,6 +225,85 @@ def _is_correct(pred: str | None, label: int, label_name: str | None) -> bool | 
     if m is not None and label is not None and int(label) >= 0:
         return int(m.group(1)) == int(label)
     return False
+
+
+def reconcile_corpus_labels(pair: Any, ds, label_map: Any = None) -> dict[str, Any]:
+    """Match the models' label names with the corpus's, once per task of the corpus (README.md, "Tasks,
+    labels and fine-tuning"; :func:`attnflows_panel.labels.reconcile`).
+
+    Returns the manifest's ``label_reconciliation``: ``{"finetuned": {task: LabelMatch dict},
+    "pretrained": {...}, "label_map": ..., "matched": bool (every task matched), "scored_tasks": [...],
+    "message": str}``. A task whose label sets differ gets no correctness (None), never a wrong one.
+    """
+    from attnflows_panel.corpus import label_spaces
+    from attnflows_panel.labels import parse_label_map, reconcile
+
+    label_map = parse_label_map(label_map)
+    spaces = label_spaces(ds)
+    fine, pre = {}, {}
+    for t, names in spaces.items():
+        key = "" if t is None else str(t)
+        fine[key] = reconcile(list(getattr(pair, "labels", []) or []), names, label_map, task=t or None)
+        pre_labels = list(getattr(pair, "pretrained_labels", []) or [])
+        try:
+            pre[key] = reconcile(pre_labels, names, label_map, task=t or None, who="the pre-trained model")
+        except ValueError:  # the label map is the fine-tuned model's
+            pre[key] = reconcile(pre_labels, names, None, task=t or None, who="the pre-trained model")
+    scored = [k for k, m in fine.items() if m.matched]
+    failed = [m for m in fine.values() if not m.matched]
+    if not failed:
+        message = "; ".join(dict.fromkeys(m.message for m in fine.values()))
+    else:
+        message = "; ".join(m.message for m in failed)
+        if scored:
+            message += f" (correctness is computed for {', '.join(scored)} only)"
+    return {
+        "finetuned": {k: m.to_dict() for k, m in fine.items()},
+        "pretrained": {k: m.to_dict() for k, m in pre.items()},
+        "label_map": label_map,
+        "matched": not failed,
+        "scored_tasks": scored,
+        "message": message,
+    }
+
+
+def _matches(reconciliation: Mapping[str, Any] | None, role: str) -> dict[str, Any]:
+    from attnflows_panel.labels import LabelMatch
+
+    return {k: LabelMatch.from_dict(v) for k, v in ((reconciliation or {}).get(role) or {}).items()}
+
+
+def _row_correct(matches: Mapping[str, Any], task: Any, pred: Any, label_name: Any) -> bool | None:
+    m = matches.get("" if task is None else str(task))
+    if m is None and len(matches) == 1:
+        m = next(iter(matches.values()))
+    return None if m is None else m.correct(pred, label_name)
+
+
+def apply_label_reconciliation(meta, rows: Mapping[str, Sequence[Any]], reconciliation: Mapping[str, Any] | None):
+    """Set a shard's ``correct_pre`` / ``correct_fine`` from :func:`reconcile_corpus_labels`: scored
+    (True/False) where the row's task matched, None where its label sets differ. Returns ``meta``."""
+    import pandas as pd
+
+    if reconciliation is None:
+        return meta
+    n = len(meta)
+    tasks = list(rows.get("task", [None] * n))
+    names = list(meta["label_name"].astype(object).where(meta["label_name"].notna(), None))
+    for col, pred_col, role in (("correct_fine", "pred_fine", "finetuned"), ("correct_pre", "pred_pre", "pretrained")):
+        matches = _matches(reconciliation, role)
+        preds = list(meta[pred_col].astype(object).where(meta[pred_col].notna(), None))
+        meta[col] = pd.array([_row_correct(matches, t, p, g) for t, p, g in zip(tasks, preds, names)], dtype="boolean")
+    return meta
+
+
+def _with_columns(data: Any, task, split, limit, column_map, labels) -> Any:
+    """``data`` as it is, or (a source with ``column_map`` / ``labels``) the loaded corpus."""
+    if (column_map is None and labels is None) or hasattr(data, "column_names"):
+        return data
+    from attnflows_panel.corpus import load_corpus
+
+    return load_corpus(os.fspath(data), task=task, split=split, limit=limit, column_map=column_map, labels=labels)
 
 
 def _corpus_digest(ids: Sequence[str], a: Sequence[str], b: Sequence[str]) -> str:
@@ -396,7 +484,7 @@ def _build_identity(pair: Any, ds, task, data, split, limit, tau: float, shard_s
 
 
 _IDENTITY_KEYS = ("format", "format_version", "signature_version", "tau", "num_layers", "num_heads", "max_length",
-                  "count", "corpus_sha256", "shard_size")
+                  "count", "corpus_sha256", "shard_size", "label_map")
 
 
 def _identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -481,7 +569,9 @@ class ShardWriter:
     def write(self) -> None:
         if not self.complete:
             raise RuntimeError(f"shard {self.i} is missing {int((~self.filled).sum())} samples")
-        meta = shard_metadata(self.plan.shard_rows(self.i), self.fields)
+        rows = self.plan.shard_rows(self.i)
+        meta = apply_label_reconciliation(shard_metadata(rows, self.fields), rows,
+                                          self.plan.manifest.get("label_reconciliation"))
         base = self.plan.out / SHARD_DIR / _shard_name(self.i)
         _save_npy(base.with_suffix(".npy"), self.usage)
         _save_parquet(base.with_suffix(".parquet"), meta)  # the commit point of the shard
@@ -509,13 +599,19 @@ def build_lock(out: str | os.PathLike):
 
 def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *, split: str | None = None,
                tau: float = 0.3, batch_size: int = 32, limit: int | None = None,
-               shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False) -> BuildPlan:
+               shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False, label_map: Any = None,
+               column_map: Mapping[str, str] | None = None, labels: Any = None) -> BuildPlan:
     """Check the arguments and ``out``, load the corpus, write the (incomplete) manifest and find the
     shards still to do. Call it holding :func:`build_lock`. ``finished`` is True when ``out`` already
-    holds this very index, intact (then there is nothing to do)."""
+    holds this very index, intact (then there is nothing to do). The manifest carries the models' and
+    the corpus's label reconciliation (:func:`reconcile_corpus_labels`), which :class:`ShardWriter`
+    applies to each shard's correctness."""
     _check_build_args(tau, batch_size, shard_size, limit)
     out = Path(out)
-    ds = _load_data(data, task, split, limit)
+    ds = _load_data(_with_columns(data, task, split, limit, column_map, labels), task, split, limit)
+    reconciliation = reconcile_corpus_labels(pair, ds, label_map)
+    if not reconciliation["matched"]:
+        log.warning("index %s: %s", out, reconciliation["message"])
     columns = ds[:]  # dict of lists; small next to the forward passes
     ids = [str(x) for x in columns["id"]]
     if len(set(ids)) != len(ids):
@@ -527,6 +623,7 @@ def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *
         raise ValueError(f"the corpus has {len(ids) - len(seen)} duplicate ids (e.g. {dup[:3]}); ids must be unique")
     digest = _corpus_digest(ids, columns["sentence_a"], columns["sentence_b"])
     identity = _build_identity(pair, ds, task, data, split, limit, float(tau), shard_size, digest)
+    identity["label_map"] = reconciliation["label_map"]
     L, H = identity["num_layers"], identity["num_heads"]
     max_length = int(getattr(pair, "max_length", 512) or 512)
 
@@ -566,7 +663,7 @@ def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *
     shard_dir.mkdir(exist_ok=True)
     for stale in shard_dir.glob(".*.tmp-*"):  # temporaries of a killed build (we hold the build lock)
         stale.unlink()
-    manifest = {**identity, "complete": False, "created": _now()}
+    manifest = {**identity, "complete": False, "created": _now(), "label_reconciliation": reconciliation}
     if manifest_path.exists():
         try:
             manifest["created"] = json.loads(manifest_path.read_text()).get("created", manifest["created"])
@@ -594,6 +691,9 @@ def build_index(
     factory: str | None = None,
     keep_shards: bool = False,
     overwrite: bool = False,
+    label_map: Any = None,
+    column_map: Mapping[str, str] | None = None,
+    labels: Any = None,
 ) -> Path:
     """Index a corpus: run both models over every sample, write shards, then the FAISS index.
 
@@ -607,6 +707,11 @@ def build_index(
     shard_size: samples per shard (the unit of resumption).
     exact_limit: up to this many samples the index is exhaustive (``EXACT_FACTORY``), above it
         approximate (``APPROX_FACTORY``); ``factory`` overrides both with any ``faiss.index_factory`` string.
+    label_map: how the fine-tuned model's labels meet the corpus's (:func:`reconcile_corpus_labels`):
+        None = by name, ``"index"`` = generic ``LABEL_i`` by position, or a ``{model: corpus}`` map.
+        Correctness (and so accuracy) is computed only for the tasks whose label sets match; the
+        manifest's ``label_reconciliation`` records the outcome, and a mismatch is logged.
+    column_map, labels: passed to ``load_corpus`` (CSV/JSONL/hub columns, integer label names).
 
     This is the local engine; :func:`attnflows_panel.index_ray.build_index_ray` runs the same plan on
     Ray Data and writes the same files. Returns the index folder.
@@ -614,7 +719,8 @@ def build_index(
     _check_build_args(tau, batch_size, shard_size, limit)
     with build_lock(out):
         plan = plan_build(pair, data, task, out, split=split, tau=tau, batch_size=batch_size, limit=limit,
-                          shard_size=shard_size, overwrite=overwrite)
+                          shard_size=shard_size, overwrite=overwrite, label_map=label_map, column_map=column_map,
+                          labels=labels)
         if plan.finished:
             return plan.out
         _run_local(pair, plan, progress)
@@ -999,6 +1105,46 @@ class SignatureIndex:
     def labels(self) -> dict[int, str]:
         return {int(k): v for k, v in (self.manifest.get("labels") or {}).items()}
 
+    # ------------------------------------------------------------------ labels: model vs corpus
+
+    @property
+    def label_reconciliation(self) -> dict[str, Any]:
+        """Per task of the corpus, how the fine-tuned model's labels matched its labels:
+        ``{task: attnflows_panel.labels.LabelMatch}`` (empty for an index built before reconciliation)."""
+        return _matches(self.manifest.get("label_reconciliation"), "finetuned")
+
+    @property
+    def has_correctness(self) -> bool:
+        """Whether any sample has a fine-tuned correctness flag (the "correct" filter can work)."""
+        return bool(self.metadata["correct_fine"].notna().any())
+
+    @property
+    def labels_match(self) -> bool:
+        """True when the fine-tuned model's labels match the corpus's for every task of the corpus, so
+        correctness and accuracy cover all samples. (Indexes built before reconciliation: whether they
+        hold any correctness.)"""
+        rec = self.manifest.get("label_reconciliation")
+        if rec is None:
+            return self.has_correctness
+        return bool(rec.get("matched"))
+
+    @property
+    def label_mismatch(self) -> str | None:
+        """Which label sets differ and what was left out (one sentence for the CLI and the app), or None
+        when the labels match."""
+        if self.labels_match:
+            return None
+        rec = self.manifest.get("label_reconciliation")
+        if rec is None:
+            return "this index holds no correctness (built before label reconciliation, or without labels)"
+        return str(rec.get("message") or "the model's and the corpus's label sets differ")
+
+    def accuracy(self) -> float | None:
+        """The fine-tuned model's accuracy over the samples that have correctness; None when none has
+        (never an accuracy from mismatched label spaces)."""
+        scored = self.metadata["correct_fine"].dropna()
+        return float(scored.astype(bool).mean()) if len(scored) else None
+
     # ------------------------------------------------------------------ ids and rows
 
     def _id_map(self) -> tuple[np.ndarray, np.ndarray]:
@@ -1163,6 +1309,10 @@ class SignatureIndex:
                     m = np.zeros(len(md), dtype=bool)
                     m[arr.astype(np.int64)] = True
             elif col in md.columns:
+                if col == "correct_fine" and not self.has_correctness:
+                    raise LabelMismatchError(
+                        f"cannot filter by correctness: the index at {self.path} has none ({self.label_mismatch})"
+                    )
                 if col.startswith("correct") or col == "truncated":
                     values = [bool(v) for v in values]
                 m = md[col].isin(values).fillna(False).to_numpy(dtype=bool)
@@ -1332,8 +1482,8 @@ class SignatureIndex:
 
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
+        allowed = self.select(filters)  # bad filters (e.g. correctness without matching labels) fail first
         q = self.query_vector(sample_id, result, space=space, heads=heads)
-        allowed = self.select(filters)
         self_row = self.row_of(sample_id) if sample_id is not None else None
         if exclude_self and self_row is not None:
             allowed = np.ones(len(self), dtype=bool) if allowed is None else allowed.copy()

@@ -141,6 +141,9 @@ def build_index_ray(
     keep_shards: bool = False,
     overwrite: bool = False,
     stats: dict | None = None,
+    label_map: Any = None,
+    column_map: dict | None = None,
+    labels: Any = None,
 ) -> Path:
     """:func:`attnflows_panel.index.build_index` on Ray Data (same arguments, same files), plus:
 
@@ -164,7 +167,8 @@ def build_index_ray(
     I._check_build_args(tau, batch_size, shard_size, limit)
     with I.build_lock(out):
         plan = I.plan_build(pair, data, task, out, split=split, tau=tau, batch_size=batch_size, limit=limit,
-                            shard_size=shard_size, overwrite=overwrite)
+                            shard_size=shard_size, overwrite=overwrite, label_map=label_map,
+                            column_map=column_map, labels=labels)
         if plan.finished:
             return plan.out
         if plan.todo:

@@ -309,7 +309,7 @@ def test_missing_or_unknown_data_source(tiny_bert_dirs, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         finetune(_tiny(tiny_bert_dirs), str(tmp_path / "nope.csv"), "mrpc", tmp_path / "o", **_quick())
     with pytest.raises(ValueError, match="unknown corpus source"):
-        finetune(_tiny(tiny_bert_dirs), "glue-mrpc-please", "mrpc", tmp_path / "o", **_quick())
+        finetune(_tiny(tiny_bert_dirs), "glue mrpc please", "mrpc", tmp_path / "o", **_quick())
     assert not (tmp_path / "o").exists()
 
 

@@ -6,7 +6,9 @@ Example (the paper's setup, on a machine with internet)::
 
 and offline, from the packaged MiniLM and a local GLUE folder::
 
-    attnflows finetune --data ../shared/data/glue/RTE --task rte --out models/minilm-rte
+    attnflows finetune --data ../shared/data/glue/RTE --out models/minilm-rte
+    attnflows finetune --data my_nli.csv --columns premise,hypothesis,gold --out models/minilm-nli
+    attnflows finetune --data pairs.jsonl --labels no,yes --out models/minilm-pairs
 """
 
 from __future__ import annotations
@@ -14,11 +16,29 @@ from __future__ import annotations
 import argparse
 
 DESCRIPTION = """\
-Fine-tune BASE on the sentence pairs of SOURCE for TASK and write a Hugging Face model folder (model,
-tokenizer, id2label) plus metrics.json (eval accuracy and F1, and every setting of the run) to DIR.
-SOURCE is a hub name (glue/mrpc, glue/rte, glue/qnli), a GLUE task folder (holding train.tsv/dev.tsv),
-a .csv/.jsonl file (see --column), or 'demo' (the bundled set). Options left out take the task's
-defaults (printed by --show-defaults)."""
+Fine-tune BASE on the sentence pairs of SOURCE and write a Hugging Face model folder (model, tokenizer,
+id2label/label2id with the corpus's label names) plus metrics.json (eval accuracy and F1, and every
+setting of the run) to DIR. SOURCE is a hub dataset (glue/mnli, snli, paws/labeled_final, owner/name),
+a GLUE task folder (holding train.tsv/dev.tsv), a datasets folder, a .csv/.jsonl file (see --columns,
+--labels), or 'demo' (the bundled set). --task is a shortcut for the GLUE tasks (their label names and
+order) and is never required: the data names its labels. Options left out take the task's defaults
+(printed by --show-defaults)."""
+
+
+#: --task choices: every GLUE sentence-pair task and its usual aliases
+GLUE_TASK_CHOICES = ("mrpc", "rte", "qnli", "wnli", "qqp", "mnli", "mnli-mm", "mnli_matched", "mnli_mismatched")
+
+
+def column_map(args: argparse.Namespace) -> dict[str, str] | None:
+    """--columns A,B[,LABEL] and repeated --column FIELD=COLUMN as one load_corpus column_map."""
+    from attnflows_panel.corpus import parse_columns
+
+    cmap = dict(parse_columns(getattr(args, "columns", None)) or {})
+    for key, col in getattr(args, "column", None) or []:
+        if key in cmap and cmap[key] != col:
+            raise ValueError(f"--column {key}={col} contradicts --columns ({key}={cmap[key]})")
+        cmap[key] = col
+    return cmap or None
 
 
 def _column(text: str) -> tuple[str, str]:
@@ -51,7 +71,7 @@ def _positive_float(text: str) -> float:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "finetune",
-        help="fine-tune a pre-trained model on MRPC / RTE / QNLI pairs",
+        help="fine-tune a pre-trained model on any sentence-pair classification task",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -62,7 +82,12 @@ def register(subparsers) -> None:
         help="pre-trained model: a folder or hub name (default: the packaged all-MiniLM-L6-v2)",
     )
     p.add_argument("--data", metavar="SOURCE", help="required: hub name, GLUE task folder, .csv/.jsonl file, or 'demo'")
-    p.add_argument("--task", choices=("mrpc", "rte", "qnli"), type=str.lower, help="required: the pair task (sets the labels)")
+    p.add_argument("--task", choices=GLUE_TASK_CHOICES, type=str.lower, default=None,
+                   help="a GLUE task (sets its label names and order); default: the data says")
+    p.add_argument("--columns", metavar="A,B[,LABEL]", default=None,
+                   help="the text columns (and the label column) of a CSV/JSONL file or a hub dataset")
+    p.add_argument("--labels", metavar="NAME0,NAME1,...", default=None,
+                   help="label names in id order, for integer labels in a CSV/JSONL file")
     p.add_argument("--out", metavar="DIR", help="required: output folder (must be absent or empty unless --overwrite)")
     p.add_argument("--epochs", type=_positive_float, help="training epochs (fractions allowed)")
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=_positive_float, help="peak learning rate")
@@ -80,7 +105,7 @@ def register(subparsers) -> None:
         type=_column,
         default=[],
         metavar="FIELD=COLUMN",
-        help="CSV/JSONL column for sentence_a, sentence_b, label or id (repeatable)",
+        help="CSV/JSONL/hub column for sentence_a, sentence_b, label or id (repeatable)",
     )
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: CUDA when available, else CPU)")
     p.add_argument(
@@ -104,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                 f"weight decay {d.weight_decay}, max length {d.max_length}"
             )
         return 0
-    missing = [f"--{name}" for name in ("data", "task", "out") if not getattr(args, name)]
+    missing = [f"--{name}" for name in ("data", "out") if not getattr(args, name)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (see attnflows finetune --help)")
     base = args.base
@@ -127,14 +152,16 @@ def run(args: argparse.Namespace) -> int:
         train_limit=args.train_limit,
         eval_limit=args.eval_limit,
         seed=args.seed,
-        column_map=dict(args.column) or None,
+        column_map=column_map(args),
+        labels=args.labels,
         overwrite=args.overwrite,
         eval_each_epoch=args.eval_each_epoch,
         device=args.device,
         progress=not args.quiet,
     )
     print(
-        f"{args.out}: {metrics['task']} eval accuracy {metrics['accuracy']:.4f}, "
+        f"{args.out}: {metrics['task']} ({len(metrics['labels'])} labels: {', '.join(metrics['labels'])}) "
+        f"eval accuracy {metrics['accuracy']:.4f}, "
         f"F1({metrics['f1_label']}) {metrics['f1']:.4f} on {metrics['n_eval']} pairs "
         f"({metrics['n_train']} training pairs, {metrics['duration_seconds']:.0f} s); details in metrics.json"
     )

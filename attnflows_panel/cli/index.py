@@ -22,6 +22,8 @@ import argparse
 import json
 import sys
 
+from attnflows_panel.cli.finetune import GLUE_TASK_CHOICES
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -37,8 +39,17 @@ def register(subparsers) -> None:
     b.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
     b.add_argument("--finetuned", default=None, help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM)")
     b.add_argument("--data", required=True, metavar="SOURCE",
-                   help="corpus: glue/mrpc|glue/rte|glue/qnli (hub), a GLUE task folder, a .csv/.jsonl file, or demo")
-    b.add_argument("--task", default=None, choices=("mrpc", "rte", "qnli"), help="the task (labels) of --data")
+                   help="corpus: a hub dataset (glue/mnli, snli, owner/name), a GLUE task folder, a datasets folder, "
+                        "a .csv/.jsonl file, or demo")
+    b.add_argument("--task", default=None, type=str.lower, choices=GLUE_TASK_CHOICES,
+                   help="a GLUE task of --data (its label names and order); default: the data says")
+    b.add_argument("--columns", metavar="A,B[,LABEL]", default=None,
+                   help="the text columns (and the label column) of a CSV/JSONL file or a hub dataset")
+    b.add_argument("--labels", metavar="NAME0,NAME1,...", default=None,
+                   help="label names in id order, for integer labels in a CSV/JSONL file")
+    b.add_argument("--label-map", metavar="index|MODEL=CORPUS,...", default=None,
+                   help="match the fine-tuned model's labels to the corpus's: 'index' for generic LABEL_0, LABEL_1, … "
+                        "by position (counts must agree), or explicit pairs such as LABEL_0=entailment; default: by name")
     b.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
     b.add_argument("--limit", type=int, default=None, help="index at most this many samples")
     b.add_argument("--tau", type=float, default=None,
@@ -147,6 +158,7 @@ def run_build(args: argparse.Namespace) -> int:
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
         exact_limit=DEFAULT_EXACT_LIMIT if args.exact_limit is None else args.exact_limit,
         factory=args.factory, keep_shards=args.keep_shards, overwrite=args.overwrite,
+        label_map=args.label_map, column_map=_columns(args.columns), labels=args.labels,
     )
     if args.engine == "ray":
         from attnflows_panel.index_ray import build_index_ray
@@ -156,12 +168,22 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         path = build_index(pair, args.data, args.task, args.out, **kwargs)
     idx = SignatureIndex.open(path)
-    md = idx.metadata
-    acc = md["correct_fine"].dropna()
-    acc_text = f", fine-tuned accuracy {acc.mean():.3f}" if len(acc) else ""
+    acc = idx.accuracy()
+    n_scored = int(idx.metadata["correct_fine"].notna().sum())
+    acc_text = ""
+    if acc is not None:
+        acc_text = f", fine-tuned accuracy {acc:.3f}" + ("" if n_scored == len(idx) else f" on {n_scored} samples")
     print(f"indexed {len(idx)} samples into {path} ({idx.manifest['index']['kind']} index "
           f"{idx.manifest['index']['factory']!r}, τ={idx.tau}{acc_text})")
+    if idx.label_mismatch:
+        print(f"labels: {idx.label_mismatch}")
     return 0
+
+
+def _columns(text):
+    from attnflows_panel.corpus import parse_columns
+
+    return parse_columns(text)
 
 
 def _filters(args) -> dict:
@@ -258,7 +280,8 @@ def run_info(args: argparse.Namespace) -> int:
         f"shape      {idx.num_layers} layers x {idx.num_heads} heads, {m['dims']['total']} dims, τ={idx.tau}",
         f"signature  version {m.get('signature_version')}: {m.get('signature')}",
         f"faiss      {m['index']['kind']} {m['index']['factory']!r} {m['index'].get('search') or ''}",
-        f"accuracy   {acc.mean():.3f} (fine-tuned, {len(acc)} samples)" if len(acc) else "accuracy   -",
+        f"accuracy   {acc.astype(bool).mean():.3f} (fine-tuned, {len(acc)} samples)" if len(acc) else "accuracy   -",
+        f"labels     {idx.label_mismatch or 'the fine-tuned model matches the corpus'}",
         f"created    {m.get('created')}",
     ]
     print("\n".join(lines))

@@ -69,7 +69,10 @@ def register(subparsers) -> None:
     src = serve.add_mutually_exclusive_group()
     src.add_argument("--index", default=None, metavar="DIR", help="a signature index folder (attnflows index build)")
     src.add_argument("--data", default=None, metavar="SOURCE", help="a corpus to index and browse: glue/mrpc, a GLUE folder, .csv/.jsonl, or demo")
-    serve.add_argument("--task", default=None, choices=("mrpc", "rte", "qnli"), help="task of --data")
+    from attnflows_panel.cli.finetune import GLUE_TASK_CHOICES
+
+    serve.add_argument("--task", default=None, type=str.lower, choices=GLUE_TASK_CHOICES,
+                       help="a GLUE task of --data (its label names); default: the data says")
     serve.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
     serve.add_argument("--limit", type=int, default=None, help="index at most this many samples of --data")
     serve.add_argument(
