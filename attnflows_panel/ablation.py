@@ -525,3 +525,95 @@ def head_importance(model_or_pair: Any, pairs: Sequence[tuple[str, str]], gold: 
         norms = np.linalg.norm(imp, axis=1, keepdims=True)
         imp = np.divide(imp, norms, out=np.zeros_like(imp), where=norms > 0)
     return imp
+
+
+# ----------------------------------------------------------------------------------------------------
+# the change metrics over a corpus (runs both models once)
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusChange:
+    """Per-sample change of a corpus run through both models (what ``attnflows heads report`` and an
+    index build compute): ids, cosine / jsd float32 [N, L, H], usage float32 [N, 2, L, H], the gold
+    labels and label names, the sentence pairs, and the fine-tuned predictions (label names)."""
+
+    ids: list[str]
+    cosine: np.ndarray
+    jsd: np.ndarray
+    usage: np.ndarray
+    pairs: list[tuple[str, str]]
+    labels: list[int]
+    label_names: list[Any]
+    predictions: list[Any]
+
+    def summary(self, rows: Any = None):
+        """The corpus means (:class:`attnflows_panel.heads.HeadChange`), over ``rows`` or all samples."""
+        from attnflows_panel.heads import aggregate
+
+        return aggregate(self.cosine, self.jsd, self.usage, self.ids, rows=rows)
+
+
+def corpus_change(pair: Any, data: Any, task: str | None = None, *, split: str | None = None,
+                  limit: int | None = None, tau: float | None = None, batch_size: int = 32,
+                  progress: bool = True) -> CorpusChange:
+    """Run a corpus through both models of ``pair`` once and compute every sample's cosine, JSD
+    (:mod:`attnflows_panel.heads`) and head usage at ``tau`` (None: the pair's default τ).
+
+    data: a corpus source as for :func:`attnflows_panel.corpus.load_corpus` or a ``datasets.Dataset``
+    in its schema. Pairs are sorted by token length and run ``batch_size`` at a time (as the index
+    build does); only one batch of attention arrays is held at a time.
+    """
+    from tqdm.auto import tqdm
+
+    from attnflows_panel import heads as HD
+    from attnflows_panel import signatures as S
+
+    if tau is None:
+        from attnflows_panel.defaults import initial_tau
+
+        tau = initial_tau(pair.pretrained_name, pair.finetuned_name)
+    if not 0.0 < float(tau) < 1.0:
+        raise ValueError(f"tau must be in (0, 1), got {tau!r}")
+    if hasattr(data, "column_names") and hasattr(data, "select"):
+        ds = data if limit is None else data.select(range(min(int(limit), len(data))))
+    else:
+        import os
+
+        from attnflows_panel.corpus import load_corpus
+
+        ds = load_corpus(os.fspath(data), task=task, split=split, limit=limit)
+    if len(ds) == 0:
+        raise ValueError("the corpus is empty")
+    cols = ds[:]
+    ids = [str(x) for x in cols["id"]]
+    pairs = list(zip(cols["sentence_a"], cols["sentence_b"]))
+    N, L, H = len(pairs), pair.num_layers, pair.num_heads
+    cos = np.empty((N, L, H), np.float32)
+    js = np.empty((N, L, H), np.float32)
+    usage = np.empty((N, 2, L, H), np.float32)
+    preds: list[Any] = [None] * N
+    with pair._tokenizer_lock:
+        enc = pair.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first",
+                             max_length=pair.max_length)
+    order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
+    bar = tqdm(total=N, desc="head change", unit="pair", disable=not progress)
+    try:
+        for start in range(0, N, batch_size):
+            members = order[start:start + batch_size]
+            results = pair.run_batch([pairs[j] for j in members], batch_size=batch_size)
+            for j, r in zip(members, results):
+                pre, fine = r.pretrained.attentions, r.finetuned.attentions
+                cos[j], js[j] = HD.sample_change(pre, fine)
+                usage[j, 0] = S.usage_from_attentions(pre, tau, root=r.cls_position)
+                usage[j, 1] = S.usage_from_attentions(fine, tau, root=r.cls_position)
+                preds[j] = r.finetuned.label
+            bar.update(len(members))
+    finally:
+        bar.close()
+    return CorpusChange(
+        ids=ids, cosine=cos, jsd=js, usage=usage, pairs=pairs,
+        labels=[-1 if x is None else int(x) for x in cols["label"]],
+        label_names=list(cols.get("label_name", [None] * N)),
+        predictions=preds,
+    )

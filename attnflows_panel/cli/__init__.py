@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # module name -> registers these sub-commands
-_COMMAND_MODULES = ("finetune", "index", "serve")
+_COMMAND_MODULES = ("finetune", "index", "serve", "heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
