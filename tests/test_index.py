@@ -284,7 +284,8 @@ def test_resume_after_interruption(sharp_pair, mrpc, tiny_index, tmp_path, monke
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False and manifest["num_shards"] == 5
     done = sorted(p.name for p in (out / "shards").iterdir())
-    assert done == ["shard-00000.npy", "shard-00000.parquet", "shard-00001.npy", "shard-00001.parquet"]
+    assert done == ["shard-00000.heads.npy", "shard-00000.npy", "shard-00000.parquet",
+                    "shard-00001.heads.npy", "shard-00001.npy", "shard-00001.parquet"]
     with pytest.raises(IndexFileError, match="incomplete.*2 of 5 shards.*resume"):
         SignatureIndex.open(out)
     # a crash while writing shard 2: its .npy written, its parquet (the commit point) not, plus a temp file
