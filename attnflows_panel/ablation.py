@@ -547,6 +547,9 @@ class CorpusChange:
     label_names: list[Any]
     predictions: list[Any]
 
+    def __repr__(self) -> str:
+        return f"CorpusChange(n_samples={len(self.ids)}, shape={list(self.cosine.shape[1:])}, ids={self.ids[:3]}…)"
+
     def summary(self, rows: Any = None):
         """The corpus means (:class:`attnflows_panel.heads.HeadChange`), over ``rows`` or all samples."""
         from attnflows_panel.heads import aggregate
