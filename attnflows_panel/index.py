@@ -29,7 +29,8 @@ Layout of an index folder (no pickle anywhere; FAISS's own format, parquet, JSON
     head_change.npy     uint8 [N, 2, L, H]: per-sample cosine and JSD between the two models' attention of
                         each head (:mod:`attnflows_panel.heads`, 8-bit square-root codes), computed in the
                         same forward pass; indexes built before it lack the file (rebuild for it)
-    shards/             while building: shard-NNNNN.npy (float32 usage) + shard-NNNNN.parquet (metadata)
+    shards/             while building: shard-NNNNN.npy (float32 usage) + shard-NNNNN.heads.npy (uint8 head
+                        change) + shard-NNNNN.parquet (metadata)
 
 Build. Samples are cut into shards of ``shard_size`` consecutive corpus rows. Within a shard, pairs run
 through :meth:`ModelPair.run_batch`, which sorts them by token length and pads each batch only to its
