@@ -244,14 +244,16 @@ class HeadPanel(pn.viewable.Viewer):
         hm = hv.HeatMap(df, kdims=["head", "layer"], vdims=[hv.Dimension("value", label=metric_label)])
         hm = hm.opts(
             cmap=_cmap(metric), clim=clim, colorbar=True, tools=["hover", "tap"], xlabel="head (0-based)",
-            ylabel="layer (0-based)", title=self.title(), responsive=False, width=430, height=330,
-            line_color="white", toolbar="above", default_tools=[],
+            ylabel="layer (0-based)", title=self.title(), responsive=False, width=560, height=340,
+            line_color="white", toolbar="above", default_tools=[], fontsize={"title": "10pt"},
         )
         # always an overlay (a DynamicMap holds one type): the selected head, outlined in orange, or nothing
         points = [] if selected_head is None else [(int(selected_head[1]), int(selected_head[0]))]
         marker = hv.Points(points, kdims=["head", "layer"]).opts(
             marker="square", size=22, fill_alpha=0, line_color=SHARED_COLOR, line_width=3)
-        return hm * marker
+        L, H = self.shape
+        return (hm * marker).opts(xlim=(-0.5, H - 0.5), ylim=(-0.5, L - 0.5), xticks=list(range(H)),
+                                  yticks=list(range(L)))
 
     def _build(self) -> None:
         import holoviews as hv
