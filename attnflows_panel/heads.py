@@ -100,7 +100,40 @@ def _pair_arrays(pre: Any, fine: Any, n: int | None) -> tuple[np.ndarray, np.nda
         pre, fine = pre[:, :, :n, :n], fine[:, :, :n, :n]
     if pre.shape[2] == 0:
         raise ValueError("attentions over 0 tokens: nothing to compare")
-    return pre.astype(np.float64, copy=False), fine.astype(np.float64, copy=False)
+    return (np.ascontiguousarray(pre, dtype=np.float32), np.ascontiguousarray(fine, dtype=np.float32))
+
+
+_TINY = np.float32(1e-30)
+
+
+def _change(p: np.ndarray, q: np.ndarray, want_cos: bool = True, want_jsd: bool = True):
+    """The work of :func:`sample_change` on float32 [L, H, n, n] arrays: float64 [L, H] results.
+
+    Products and logarithms run in float32 (the attentions' own precision), sums in float64; the
+    results agree with a float64 computation to about 1e-6 (the tests check it against Python loops).
+    JSD per element is ``½ p (log2 p − log2 m) + ½ q (log2 q − log2 m)`` with ``0 · log 0 = 0``
+    (``x · log2(max(x, 1e-30))`` is exactly 0 at x = 0).
+    """
+    L, H, n, _ = p.shape
+    p2, q2 = p.reshape(L * H, n * n), q.reshape(L * H, n * n)
+    cos = js = None
+    if want_cos:
+        dot = np.einsum("ij,ij->i", p2, q2).astype(np.float64)
+        norm = np.sqrt(np.einsum("ij,ij->i", p2, p2).astype(np.float64) * np.einsum("ij,ij->i", q2, q2))
+        cos = np.clip(np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0), 0.0, 1.0).reshape(L, H)
+    if want_jsd:
+        m = p2 + q2
+        m *= 0.5
+        lm = np.log2(np.maximum(m, _TINY))
+        lp = np.log2(np.maximum(p2, _TINY))
+        lp -= lm
+        lp *= p2
+        lq = np.log2(np.maximum(q2, _TINY), out=m)  # reuse m's memory
+        lq -= lm
+        lq *= q2
+        lp += lq
+        js = np.clip(0.5 * lp.reshape(L, H, n, n).sum(axis=-1, dtype=np.float64).mean(axis=-1), 0.0, 1.0)
+    return cos, js
 
 
 def cosine(pre: Any, fine: Any, n: int | None = None) -> np.ndarray:
@@ -110,49 +143,23 @@ def cosine(pre: Any, fine: Any, n: int | None = None) -> np.ndarray:
     only the first ``n`` tokens of padded arrays are used). A head whose map is all zeros in either
     model (impossible for softmax attention) gets cosine 0.
     """
-    p, q = _pair_arrays(pre, fine, n)
-    return _cosine(p, q)
-
-
-def _cosine(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    L, H = p.shape[:2]
-    p2, q2 = p.reshape(L, H, -1), q.reshape(L, H, -1)
-    dot = np.einsum("lhi,lhi->lh", p2, q2)
-    norm = np.sqrt(np.einsum("lhi,lhi->lh", p2, p2) * np.einsum("lhi,lhi->lh", q2, q2))
-    out = np.divide(dot, norm, out=np.zeros_like(dot), where=norm > 0)
-    return np.clip(out, 0.0, 1.0)
-
-
-def _xlogx(x: np.ndarray) -> np.ndarray:
-    """x · log2 x with 0 · log 0 = 0 (x >= 0)."""
-    out = np.zeros_like(x)
-    pos = x > 0
-    out[pos] = x[pos] * np.log2(x[pos])
-    return out
+    return _change(*_pair_arrays(pre, fine, n), want_jsd=False)[0]
 
 
 def jsd(pre: Any, fine: Any, n: int | None = None) -> np.ndarray:
     """Per-head Jensen–Shannon divergence (base 2) of one sample: float64 [L, H] in [0, 1], the mean
     over the real query tokens of JSD between the two models' attention rows.
 
-    Computed as ``H(M) − ½ H(P) − ½ H(Q)`` (entropies base 2), which equals ½ KL(P‖M) + ½ KL(Q‖M).
-    Rows are used as given (softmax rows sum to 1).
+    Computed as ``½ KL(P‖M) + ½ KL(Q‖M)`` element by element. Rows are used as given (softmax rows
+    sum to 1).
     """
-    p, q = _pair_arrays(pre, fine, n)
-    return _jsd(p, q)
-
-
-def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    m = 0.5 * (p + q)
-    # per row: sum_b [½ p log p + ½ q log q − m log m]
-    rows = (0.5 * (_xlogx(p) + _xlogx(q)) - _xlogx(m)).sum(axis=-1)  # [L, H, n]
-    return np.clip(rows.mean(axis=-1), 0.0, 1.0)
+    return _change(*_pair_arrays(pre, fine, n), want_cos=False)[1]
 
 
 def sample_change(pre: Any, fine: Any, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(cosine, jsd) of one sample, each float32 [L, H] (one pass over the two attention arrays)."""
-    p, q = _pair_arrays(pre, fine, n)
-    return _cosine(p, q).astype(np.float32), _jsd(p, q).astype(np.float32)
+    cos, js = _change(*_pair_arrays(pre, fine, n))
+    return cos.astype(np.float32), js.astype(np.float32)
 
 
 def batch_change(pre: Any, fine: Any, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
