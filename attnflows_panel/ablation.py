@@ -112,6 +112,8 @@ def heads_mask(heads: Any, num_layers: int, num_heads: int) -> np.ndarray:
         heads = [heads]
     if isinstance(heads, (list, tuple)) and len(heads) == 0:
         return np.zeros((num_layers, num_heads), dtype=bool)
+    if isinstance(heads, np.ndarray) and heads.shape == (num_layers, num_heads) and not heads.astype(bool).any():
+        return np.zeros((num_layers, num_heads), dtype=bool)
     try:
         mask = parse_heads(heads, num_layers, num_heads)
     except (ValueError, TypeError) as exc:
