@@ -8,7 +8,7 @@ disable head ``(k, h)`` (0-based layer ``k`` in HF order, as everywhere in the p
 ``"mask"`` (Michel et al. 2019, "Are Sixteen Heads Really Better than One?")
     the head's output ``Att_h(x) = A_h V_h`` is zeroed before the output projection ``W_O``: the
     layer then sees only the other heads (plus the residual connection).
-``"uniform"`` (Kovaleva et al. 2019, §5)
+``"uniform"`` (Kovaleva et al. 2019)
     the head's attention is replaced by a uniform distribution over the sample's real tokens
     (padding excluded): every query's output becomes the mean of the real tokens' value vectors.
 
@@ -19,7 +19,7 @@ Michel's importance of a head is the expected absolute gradient of the loss with
 
 (L = cross-entropy with the gold label), computed for every head with one backward pass per batch:
 the gates are per sample (``[B, L, H]``), so the absolute value is taken per sample, as the formula
-says, not of a batch sum. Scores are then normalised per layer by their ℓ2 norm (Michel et al. §6.1),
+says, not of a batch sum. Scores are then normalised per layer by their ℓ2 norm (as Michel et al. do),
 so that ``||I[k]||_2 = 1`` for every layer k.
 
 ```python
