@@ -187,9 +187,9 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     src = report.get("source", {})
     where = src.get("index") or src.get("data")
     lines = [f"head change over {report['n_samples']} samples ({where}), {L} layers x {H} heads, layers 0-based"]
-    header = f"{'layer':>5}  {'cosine':>7} {'min (head)':>13}  {'JSD':>7} {'max (head)':>13}  {'usage Δ':>8}"
+    header = f"{'layer':>5}  {'cosine':>7} {'min':>7} {'head':>5}  {'JSD':>7} {'max':>7} {'head':>5}  {'usage Δ':>8}"
     if abl is not None:
-        header += f"  {'acc Δ off':>9} {'(head)':>6}  {'import.':>7} {'(head)':>6}"
+        header += f"  {'acc Δ off':>9} {'head':>6}  {'import.':>7} {'head':>6}"
     lines += [header, "-" * len(header)]
     for k in range(L):
         hc, hj = int(np.argmin(cos[k])), int(np.argmax(js[k]))
