@@ -29,7 +29,11 @@ Layout of an index folder (no pickle anywhere; FAISS's own format, parquet, JSON
     metadata.parquet    one row per sample, row i = FAISS id i: id, sentences, label, both predictions,
                         correct flags (None where the label sets differ), token count, truncation flag
     id_map.parquet      the persisted id → row map (ids sorted, with their rows; binary search, no scan)
-    shards/             while building: shard-NNNNN.npy (float32 usage) + shard-NNNNN.parquet (metadata)
+    head_change.npy     uint8 [N, 2, L, H]: per-sample cosine and JSD between the two models' attention of
+                        each head (:mod:`attnflows_panel.heads`, 8-bit square-root codes), computed in the
+                        same forward pass; indexes built before it lack the file (rebuild for it)
+    shards/             while building: shard-NNNNN.npy (float32 usage) + shard-NNNNN.heads.npy (uint8 head
+                        change) + shard-NNNNN.parquet (metadata)
 
 Build. Samples are cut into shards of ``shard_size`` consecutive corpus rows. Within a shard, pairs are
 cut into length buckets (:func:`length_buckets`: each batch padded only to its longest pair) and run
@@ -67,6 +71,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from attnflows_panel import heads as HD
 from attnflows_panel import signatures as S
 from attnflows_panel._io import CHECKSUM_ALGORITHM, atomic_path, atomic_write, file_checksum, file_lock, status
 
@@ -123,6 +128,8 @@ CENTER_FILE = "center.npy"
 METADATA_FILE = "metadata.parquet"
 IDMAP_FILE = "id_map.parquet"
 SHARD_DIR = "shards"
+#: per-sample head change (cosine, JSD), uint8 [N, 2, L, H]; optional (older indexes lack it)
+HEAD_CHANGE_FILE = "head_change.npy"
 _DATA_FILES = (INDEX_FILE, USAGE_FILE, NORMS_FILE, CENTER_FILE, METADATA_FILE, IDMAP_FILE)
 #: approximate indexes rank a query that needs at most this many usage columns (model, layer, head)
 #: exactly, from the head-major usage, instead of through the graph (see SignatureIndex.search_vector)
@@ -422,7 +429,7 @@ def compute_batch(pair: Any, pairs: Sequence[tuple[str, str]], tau: float, batch
     where the models computed them, so no attention matrix is copied out, which matters most on a GPU).
     The one step both engines run (locally, or in a Ray worker: :mod:`attnflows_panel.index_ray`)."""
     try:
-        return pair.usage_batch(list(pairs), tau, batch_size=batch_size)
+        return pair.usage_batch(list(pairs), tau, batch_size=batch_size, head_change=True)
     except (ValueError, TypeError) as exc:  # e.g. an empty sentence: say which samples
         batch_ids = [str(x) for x in (ids if ids is not None else range(len(pairs)))]
         raise type(exc)(f"cannot run the batch with samples {batch_ids[:8]}{' …' if len(batch_ids) > 8 else ''}: {exc}") from exc
@@ -444,7 +451,7 @@ def _shard_complete(shard_dir: Path, i: int, expected: int, L: int, H: int) -> b
 
     base = shard_dir / _shard_name(i)
     npy, parquet = base.with_suffix(".npy"), base.with_suffix(".parquet")
-    if not (npy.exists() and parquet.exists()):
+    if not (npy.exists() and parquet.exists() and base.with_suffix(".heads.npy").exists()):
         return False
     try:
         arr = np.load(npy, allow_pickle=False, mmap_mode="r")
@@ -551,12 +558,14 @@ class ShardWriter:
         n = hi - lo
         L, H = plan.shape
         self.usage = np.empty((n, 2, L, H), dtype=np.float32)
+        self.change = np.empty((n, 2, L, H), dtype=np.uint8)  # head change codes (attnflows_panel.heads)
         self.fields: dict[str, list] = {k: [None] * n for k in ("pred_pre", "pred_fine", "prob_fine", "n_tokens", "truncated")}
         self.filled = np.zeros(n, dtype=bool)
 
     def put(self, positions: Sequence[int], out: Mapping[str, Any]) -> None:
         positions = np.asarray(positions, dtype=np.int64)
         self.usage[positions] = out["usage"]
+        self.change[positions] = out["head_change"]
         for key, values in self.fields.items():
             for p, v in zip(positions, out[key]):
                 values[p] = v
@@ -574,6 +583,7 @@ class ShardWriter:
                                           self.plan.manifest.get("label_reconciliation"))
         base = self.plan.out / SHARD_DIR / _shard_name(self.i)
         _save_npy(base.with_suffix(".npy"), self.usage)
+        _save_npy(base.with_suffix(".heads.npy"), self.change)
         _save_parquet(base.with_suffix(".parquet"), meta)  # the commit point of the shard
 
 
@@ -813,13 +823,13 @@ def verify_files(path: str | os.PathLike, manifest: Mapping[str, Any] | None = N
 
 def _clear(out: Path) -> None:
     """Remove what an index build writes (only those names: never a user's other files)."""
-    ours = {MANIFEST, SHARD_DIR, *_DATA_FILES}
+    ours = {MANIFEST, SHARD_DIR, HEAD_CHANGE_FILE, *_DATA_FILES}
     others = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith(".")) if out.exists() else []
     if others:
         raise IndexFileError(f"{out} holds other files ({others[:5]}); choose another --out")
     for stale in out.glob(".*.tmp*"):
         stale.unlink()
-    for name in (MANIFEST, *_DATA_FILES):
+    for name in (MANIFEST, HEAD_CHANGE_FILE, *_DATA_FILES):
         p = out / name
         if p.exists():
             p.unlink()
@@ -873,28 +883,32 @@ def _finalise(out: Path, manifest: dict, *, exact_limit: int, factory: str | Non
     shard_dir = out / SHARD_DIR
     N, L, H = manifest["count"], manifest["num_layers"], manifest["num_heads"]
     usage16 = np.empty((N, 2, L, H), dtype=np.float16)
+    change = np.empty((N, 2, L, H), dtype=np.uint8)
     metas = []
     for i in range(manifest["num_shards"]):
         base = shard_dir / _shard_name(i)
         lo = i * manifest["shard_size"]
         part = _load_npy(base.with_suffix(".npy"), f"shard {i}")
         usage16[lo:lo + len(part)] = part.astype(np.float16)
+        change[lo:lo + len(part)] = _load_npy(base.with_suffix(".heads.npy"), f"shard {i} head change")
         metas.append(_load_parquet(base.with_suffix(".parquet"), f"shard {i} metadata"))
     meta = pd.concat(metas, ignore_index=True)
     if len(meta) != N:
         raise IndexFileError(f"the shards hold {len(meta)} samples, the manifest expects {N}")
-    write_index(out, manifest, usage16, meta, exact_limit=exact_limit, factory=factory)
+    write_index(out, manifest, usage16, meta, exact_limit=exact_limit, factory=factory, head_change=change)
     if not keep_shards:
         shutil.rmtree(shard_dir, ignore_errors=True)
 
 
 def write_index(out: Path, manifest: dict, usage16: np.ndarray, meta, *, exact_limit: int = DEFAULT_EXACT_LIMIT,
-                factory: str | None = None, extra_files: Sequence[str] = ()) -> None:
+                factory: str | None = None, extra_files: Sequence[str] = (),
+                head_change: np.ndarray | None = None) -> None:
     """Write the final files of an index from its usage (float16 [N, 2, L, H]) and metadata (one row per
     sample, in row order): centring, search vectors, FAISS index, id map; the manifest last, marked
     complete, with the size and checksum of every file (and of ``extra_files``, other files already
     written into ``out`` that belong to the index). (build_index calls it on the consolidated shards;
-    benchmarks call it on synthetic data.)"""
+    benchmarks call it on synthetic data.)
+    head_change: optional uint8 codes [N, 2, L, H] (:func:`attnflows_panel.heads.encode`)."""
     import pandas as pd
 
     faiss = _faiss()
@@ -926,6 +940,17 @@ def write_index(out: Path, manifest: dict, usage16: np.ndarray, meta, *, exact_l
     _save_npy(out / CENTER_FILE, center)
     _save_parquet(out / METADATA_FILE, meta)
     _save_parquet(out / IDMAP_FILE, id_map)
+    files = list(_DATA_FILES)
+    if head_change is not None:
+        if head_change.shape != (N, 2, L, H) or head_change.dtype != np.uint8:
+            raise ValueError(f"head change {head_change.dtype} {head_change.shape}, expected uint8 {(N, 2, L, H)}")
+        _save_npy(out / HEAD_CHANGE_FILE, head_change)
+        files.append(HEAD_CHANGE_FILE)
+        manifest["head_change"] = {
+            "file": HEAD_CHANGE_FILE,
+            "shape": "[N, 2, L, H]: cosine, jsd",
+            "encoding": "uint8 codes: cos = 1 - (c/255)^2, jsd = (c/255)^2 (attnflows_panel.heads)",
+        }
     labels = sorted({(int(l), str(n)) for l, n in zip(meta["label"], meta["label_name"].fillna(""))})
     manifest.update(
         complete=True,
@@ -935,7 +960,7 @@ def write_index(out: Path, manifest: dict, usage16: np.ndarray, meta, *, exact_l
         labels={str(l): n for l, n in labels},
         library={"attnflows_panel": _version(), "faiss": getattr(faiss, "__version__", "?")},
     )
-    record_files(out, manifest, [*_DATA_FILES, *[n for n in extra_files if n not in _DATA_FILES]])
+    record_files(out, manifest, [*files, *[n for n in extra_files if n not in files]])
     _save_json(out / MANIFEST, manifest)  # written last: a complete manifest means a complete index
 
 
@@ -1209,6 +1234,41 @@ class SignatureIndex:
         mean = total / len(rows)
         out = {"pre": mean[0], "fine": mean[1], "diff": mean[1] - mean[0]}[block]
         return out.astype(np.float32)
+
+    # ------------------------------------------------------------------ head change (attnflows_panel.heads)
+
+    @property
+    def has_head_change(self) -> bool:
+        """Whether the index stores per-sample head change (built by a version that computes it)."""
+        return (self.path / HEAD_CHANGE_FILE).exists() and HEAD_CHANGE_FILE in (self.manifest.get("files") or {})
+
+    def head_change(self, rows: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample (cosine, jsd), each float32 [m, L, H], of ``rows`` (all when None), decoded from the
+        8-bit codes. Raises IndexFileError for an index built before the codes were stored."""
+        f = self.path / HEAD_CHANGE_FILE
+        if not self.has_head_change:
+            raise IndexFileError(
+                f"the index at {self.path} has no per-head change ({HEAD_CHANGE_FILE}): it was built by an older "
+                "version; rebuild it with `attnflows index build ... --overwrite`, or run `attnflows heads report` "
+                "with --data and the models instead of --index"
+            )
+        size = (self.manifest.get("files") or {}).get(HEAD_CHANGE_FILE)
+        if size is not None and f.stat().st_size != size:
+            raise IndexFileError(f"{f} is corrupt: {f.stat().st_size} bytes, the manifest recorded {size}; rebuild the index")
+        codes = _load_npy(f, "head change", mmap=True)
+        if codes.shape != (len(self), 2, self.num_layers, self.num_heads) or codes.dtype != np.uint8:
+            raise IndexFileError(f"{f} holds {codes.dtype} {codes.shape}, expected uint8 "
+                                 f"{(len(self), 2, self.num_layers, self.num_heads)}; rebuild the index")
+        part = codes if rows is None else codes[np.asarray(rows, dtype=np.int64)]
+        return HD.decode(np.asarray(part))
+
+    def head_change_summary(self, rows: Sequence[int] | np.ndarray | None = None) -> "HD.HeadChange":
+        """Corpus means (cosine, jsd, usage_change) over ``rows`` (all when None): a
+        :class:`attnflows_panel.heads.HeadChange`, with the rows' sample ids."""
+        rows_arr = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        cos, js = self.head_change(rows_arr)
+        ids = self.metadata["id"].to_numpy(dtype=object)[rows_arr]
+        return HD.aggregate(cos, js, self.usage(rows_arr), ids)
 
     def vectors(self, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """The search vectors float32 [m, 3*L*H] as FAISS stores them (reconstructed from the index)."""

@@ -61,7 +61,7 @@ class PairWorker:
 
     Each input row is one bucket (``shard``, ``positions``, ``a``, ``b``, ``ids``); the output has one row
     per sample: ``shard``, ``position`` (in the shard), ``usage`` (float32 [2, L, H] as bytes) and the
-    per-sample fields of :func:`attnflows_panel.index.compute_batch`."""
+    per-sample fields of :func:`attnflows_panel.index.compute_batch` (``head_change``, uint8 [2, L, H], as bytes too)."""
 
     def __init__(self, pretrained: str, finetuned: str, device: str | None, tau: float, batch_size: int,
                  fingerprint: dict | None = None, threads: int | None = None):
@@ -81,7 +81,7 @@ class PairWorker:
         self.tau, self.batch_size = float(tau), int(batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        shards, positions, out_usage = [], [], []
+        shards, positions, out_usage, out_change = [], [], [], []
         fields: dict[str, list] = {k: [] for k in _OUT_FIELDS}
         for shard, pos, a, b, ids in zip(batch["shard"], batch["positions"], batch["a"], batch["b"], batch["ids"]):
             pairs = list(zip((str(x) for x in a), (str(x) for x in b)))
@@ -89,12 +89,14 @@ class PairWorker:
             shards += [int(shard)] * len(pairs)
             positions += [int(p) for p in pos]
             out_usage += [u.tobytes() for u in out["usage"]]
+            out_change += [c.tobytes() for c in out["head_change"]]
             for key in _OUT_FIELDS:
                 fields[key] += list(out[key])
         return {
             "shard": np.asarray(shards, dtype=np.int64),
             "position": np.asarray(positions, dtype=np.int64),
             "usage": np.asarray(out_usage, dtype=object),
+            "head_change": np.asarray(out_change, dtype=object),
             "pred_pre": np.asarray(["" if x is None else str(x) for x in fields["pred_pre"]], dtype=object),
             "has_pred_pre": np.asarray([x is not None for x in fields["pred_pre"]], dtype=bool),
             "pred_fine": np.asarray(["" if x is None else str(x) for x in fields["pred_fine"]], dtype=object),
@@ -214,8 +216,11 @@ def build_index_ray(
                         sel = np.flatnonzero(shard_col == i)
                         usage = np.stack([np.frombuffer(bytes(batch["usage"][k]), dtype=np.float32).reshape(2, L, H)
                                           for k in sel])
+                        change = np.stack([np.frombuffer(bytes(batch["head_change"][k]), dtype=np.uint8).reshape(2, L, H)
+                                           for k in sel])
                         out_fields = {
                             "usage": usage,
+                            "head_change": change,
                             "pred_pre": [str(batch["pred_pre"][k]) if batch["has_pred_pre"][k] else None for k in sel],
                             "pred_fine": [str(batch["pred_fine"][k]) if batch["has_pred_fine"][k] else None for k in sel],
                             "prob_fine": [float(batch["prob_fine"][k]) for k in sel],

@@ -198,6 +198,43 @@ def attentions_to_numpy(attentions: Sequence[Any], lengths: Sequence[int] | None
     return [np.stack([layer[i, :, :m, :m] for layer in layers]) for i, m in enumerate(lengths)]
 
 
+def head_change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengths: Sequence[int]) -> np.ndarray:
+    """Per-sample head change of a batch, straight from both models' HF attention tensors (tuples of L
+    ``[B, H, N, N]`` tensors, on their device): uint8 codes ``[B, 2, L, H]`` (cosine, JSD) as
+    :func:`attnflows_panel.heads.encode` writes them.
+
+    The same quantities as :func:`attnflows_panel.heads.sample_change` on each sample's real tokens
+    (``lengths[i]`` queries and keys; padding never enters): Kovaleva's cosine of the flattened maps and
+    the base-2 Jensen–Shannon divergence of the attention rows, averaged over the real query tokens.
+    Products and logarithms in float32, sums in float64, as there; only [B, L, H] leaves the device."""
+    import torch
+
+    from attnflows_panel import heads as HD
+
+    B, H, N, _ = pre[0].shape
+    device = pre[0].device
+    n = torch.as_tensor(list(lengths), device=device)
+    real = (torch.arange(N, device=device)[None, :] < n[:, None]).to(torch.float32)  # [B, N]
+    mask = real[:, None, :, None] * real[:, None, None, :]  # [B, 1, N, N]: real query and real key
+    tiny = 1e-30
+    cos_l, js_l = [], []
+    for p, q in zip(pre, fine):
+        p = p.to(torch.float32) * mask
+        q = q.to(torch.float32) * mask
+        dot = (p * q).sum(dim=(-1, -2), dtype=torch.float64)
+        norm = torch.sqrt((p * p).sum(dim=(-1, -2), dtype=torch.float64) * (q * q).sum(dim=(-1, -2), dtype=torch.float64))
+        cos = torch.where(norm > 0, dot / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+        lm = torch.log2(torch.clamp(0.5 * (p + q), min=tiny))
+        t = p * (torch.log2(torch.clamp(p, min=tiny)) - lm) + q * (torch.log2(torch.clamp(q, min=tiny)) - lm)
+        rows = 0.5 * t.sum(dim=-1, dtype=torch.float64)  # [B, H, N]
+        js = (rows * real[:, None, :].to(torch.float64)).sum(dim=-1) / n[:, None].to(torch.float64)
+        cos_l.append(cos.clamp(0.0, 1.0))
+        js_l.append(js.clamp(0.0, 1.0))
+    cos = torch.stack(cos_l, dim=1).cpu().numpy()  # [B, L, H]
+    js = torch.stack(js_l, dim=1).cpu().numpy()
+    return HD.encode(cos, js)
+
+
 def usage_from_attention_tensors(attentions: Sequence[Any], tau: float, root: int = 0) -> np.ndarray:
     """Head usage float32 ``[B, L, H]`` of a whole batch, straight from HF's attention tensors (on the
     device they were computed on), without copying any attention matrix to numpy.
@@ -678,12 +715,15 @@ class ModelPair:
                                           outputs["finetuned"][j])
         return results  # type: ignore[return-value]
 
-    def usage_batch(self, pairs: Iterable[tuple[str, str]], tau: float, batch_size: int = 32) -> dict[str, Any]:
+    def usage_batch(self, pairs: Iterable[tuple[str, str]], tau: float, batch_size: int = 32,
+                    head_change: bool = False) -> dict[str, Any]:
         """What an index stores of each pair, without attention matrices (the index build's fast path):
         ``usage`` float32 [m, 2, L, H] (u_pre, u_fine at τ, root [CLS]; equal to
         ``attnflows_panel.index.result_usage(self.run(a, b), tau)``), ``pred_pre``, ``pred_fine`` (label
         names or None), ``prob_fine`` (float32, NaN without a head), ``n_tokens``, ``truncated``; in
-        input order. Batches as :meth:`run_batch` does (sorted by length, padded per batch)."""
+        input order. Batches as :meth:`run_batch` does (sorted by length, padded per batch). With
+        ``head_change``, also ``head_change``: uint8 [m, 2, L, H], the per-sample cosine and JSD codes of
+        :mod:`attnflows_panel.heads`, from the same forward pass."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         items = list(pairs)
@@ -700,13 +740,17 @@ class ModelPair:
             "pred_pre": [None] * m, "pred_fine": [None] * m, "prob_fine": np.full(m, np.nan, np.float32),
             "n_tokens": np.zeros(m, np.int32), "truncated": np.zeros(m, bool),
         }
+        if head_change:
+            out["head_change"] = np.zeros((m, 2, self.num_layers, self.num_heads), dtype=np.uint8)
         if not items:
             return out
         encoded = self._encode(texts_a, texts_b)
         order = sorted(range(m), key=lambda i: len(encoded[i][0]))
         for start in range(0, m, batch_size):
             chunk = order[start:start + batch_size]
-            raw = self._forward([encoded[i] for i in chunk], usage_tau=float(tau))
+            raw = self._forward([encoded[i] for i in chunk], usage_tau=float(tau), head_change=head_change)
+            if head_change:
+                out["head_change"][chunk] = raw["head_change"]
             for j, i in enumerate(chunk):
                 out["n_tokens"][i] = len(encoded[i][0])
                 out["truncated"][i] = bool(encoded[i][2])
@@ -744,10 +788,11 @@ class ModelPair:
         return out
 
     def _forward(self, batch: list[tuple[list[int], list[int] | None, bool]],
-                 usage_tau: float | None = None) -> dict[str, Any]:
+                 usage_tau: float | None = None, head_change: bool = False) -> dict[str, Any]:
         """Both models on one padded batch. Per role: a list of ``{"attentions", "logits"}`` per sample,
         or with ``usage_tau`` ``{"usage": float32 [B, L, H], "logits": [B] arrays or Nones}`` and no
-        attention matrix leaving the device."""
+        attention matrix leaving the device (and, with ``head_change``, ``"head_change"``: uint8 codes
+        [B, 2, L, H], :func:`head_change_from_attention_tensors`)."""
         import torch
 
         B = len(batch)
@@ -777,6 +822,11 @@ class ModelPair:
                 if usage_tau is not None:
                     out[role] = {"usage": usage_from_attention_tensors(res.attentions, usage_tau),
                                  "logits": [None if logits_np is None else logits_np[i].copy() for i in range(B)]}
+                    if head_change and role == "pretrained":
+                        kept = res.attentions  # until the fine-tuned model's are there
+                    elif head_change:
+                        out["head_change"] = head_change_from_attention_tensors(kept, res.attentions, lengths)
+                        del kept
                     del res
                     continue
                 attn = attentions_to_numpy(res.attentions, lengths)

@@ -70,12 +70,12 @@ class Recorder:
         self.pair, self.fail_after, self.seen, self.calls = pair, fail_after, [], 0
         self.original = type(pair).usage_batch.__get__(pair)  # the real method, not an earlier wrapper
 
-    def __call__(self, pairs, tau, batch_size=32):
+    def __call__(self, pairs, tau, batch_size=32, **kwargs):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
         self.calls += 1
         self.seen.extend(pairs)
-        return self.original(pairs, tau, batch_size=batch_size)
+        return self.original(pairs, tau, batch_size=batch_size, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -114,6 +114,24 @@ def test_real_build_manifest_and_metadata(real_index, minilm_pair, mrpc):
                          S.head_usage(AttentionGraph.build(r.finetuned.attentions, tau=REAL_TAU))])
     np.testing.assert_allclose(idx.usage([i])[0], expected, atol=2e-3)  # stored as float16
     assert idx.usage().any(axis=(1, 2, 3)).all()  # at τ = 0.1 every sample has a graph
+
+
+@pytest.mark.real_model
+@pytest.mark.glue
+def test_real_head_change_is_the_per_sample_metric_of_each_pair(real_index, minilm_pair, mrpc):
+    """head_change.npy, computed in the build's batched forward pass on padded tensors, holds the codes
+    of attnflows_panel.heads.sample_change on each pair's own (unpadded) attentions."""
+    from attnflows_panel import heads as HD
+
+    assert real_index.has_head_change
+    rows = [0, 5, 17, 30, 47]
+    cos, js = real_index.head_change(rows)
+    codes = HD.encode(cos, js)
+    for k, row in enumerate(rows):
+        r = minilm_pair.run(mrpc[row]["sentence_a"], mrpc[row]["sentence_b"])
+        want = HD.encode(*HD.sample_change(r.pretrained.attentions, r.finetuned.attentions))
+        assert np.abs(codes[k].astype(int) - want.astype(int)).max() <= 1  # one 8-bit step at most
+    assert (codes > 0).any()  # the two models differ: not a trivial all-unchanged code
 
 
 @pytest.mark.real_model
@@ -287,7 +305,8 @@ def test_resume_after_interruption(sharp_pair, mrpc, tiny_index, tmp_path, monke
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] is False and manifest["num_shards"] == 5
     done = sorted(p.name for p in (out / "shards").iterdir())
-    assert done == ["shard-00000.npy", "shard-00000.parquet", "shard-00001.npy", "shard-00001.parquet"]
+    assert done == ["shard-00000.heads.npy", "shard-00000.npy", "shard-00000.parquet",
+                    "shard-00001.heads.npy", "shard-00001.npy", "shard-00001.parquet"]
     with pytest.raises(IndexFileError, match="incomplete.*2 of 5 shards.*resume"):
         SignatureIndex.open(out)
     # a crash while writing shard 2: its .npy written, its parquet (the commit point) not, plus a temp file

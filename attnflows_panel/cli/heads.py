@@ -1,0 +1,236 @@
+"""``attnflows heads report``: which heads did fine-tuning change, and does it matter?
+
+::
+
+    # over a model pair and a corpus (both models run once over it)
+    attnflows heads report --data ../shared/data/glue/MRPC --task mrpc --split dev --json mrpc-heads.json
+    attnflows heads report --pretrained bert-base-uncased --finetuned textattack/bert-base-uncased-MRPC \\
+        --data glue/mrpc --task mrpc --limit 400 --max-length 128 --ablate
+    # over a built index (no model runs, unless --ablate)
+    attnflows heads report --index index/mrpc-dev --json mrpc-heads.json
+    attnflows heads report --index index/mrpc-dev --ids 1355540,2029631 --json subset.json
+
+The JSON report holds ``layers``, ``heads``, ``n_samples``, ``cosine``, ``jsd``, ``usage_change`` and,
+with ``--ablate``, ``ablation_accuracy_delta`` and ``importance`` (each an [L][H] list of floats,
+0-based HF layer order), plus ``sample_ids``; the definitions are in :mod:`attnflows_panel.heads`
+and :mod:`attnflows_panel.ablation` (README.md, "Which heads changed").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "heads",
+        help="which heads did fine-tuning change, and does it matter (cosine, JSD, ablation, importance)",
+        description="Corpus-level comparison of the two models' heads, head ablation and importance.",
+    )
+    sub = p.add_subparsers(dest="heads_command", metavar="ACTION")
+    sub.required = True
+    r = sub.add_parser(
+        "report",
+        help="per-head cosine, JSD and usage change over a corpus (and, with --ablate, accuracy change and importance)",
+        description="Per-head change between the pre-trained and the fine-tuned model over a corpus or an index: "
+                    "Kovaleva's cosine, Jensen-Shannon divergence (base 2), head-usage change; with --ablate also the "
+                    "accuracy change when each head is disabled and Michel's gradient importance.",
+    )
+    src = r.add_argument_group("source (a model pair and a corpus, or --index)")
+    src.add_argument("--index", default=None, metavar="DIR", help="a built index (attnflows index build): no model runs")
+    src.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
+    src.add_argument("--finetuned", default=None,
+                     help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM; with --index: its manifest's)")
+    src.add_argument("--data", default=None, metavar="SOURCE",
+                     help="corpus: glue/mrpc|glue/rte|glue/qnli (hub), a GLUE task folder, a .csv/.jsonl file, or demo")
+    src.add_argument("--task", default=None, choices=("mrpc", "rte", "qnli"), help="the task (labels) of --data")
+    src.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
+    src.add_argument("--limit", type=_positive_int, default=None, help="use at most this many samples")
+    src.add_argument("--max-length", type=_positive_int, default=None,
+                     help="tokens per pair, specials included; longer pairs are truncated as the tokenizer does with "
+                          "truncation=True (default: the models' maximum)")
+    src.add_argument("--tau", type=float, default=None,
+                     help="τ of the head usage (default: 0.15 for the offline default MiniLM pair, 0.3 otherwise)")
+    src.add_argument("--ids", default=None,
+                     help="with --index: only these sample ids (comma-separated, or @FILE with one id a line)")
+    r.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON to OUT ('-' = stdout)")
+    r.add_argument("--ablate", action="store_true",
+                   help="also disable each head in turn (accuracy change) and compute Michel's gradient importance")
+    r.add_argument("--ablation-mode", default="mask", choices=("mask", "uniform"),
+                   help="how --ablate disables a head: mask = its output zeroed (Michel), uniform = uniform attention "
+                        "over the real tokens (Kovaleva) (default mask)")
+    r.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per forward batch (default 32)")
+    r.add_argument("--top", type=_positive_int, default=5, help="heads listed as most changed (default 5)")
+    r.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=run_report)
+
+
+def _read_ids(spec: str) -> list[str]:
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        if not path.exists():
+            raise FileNotFoundError(f"--ids file {path} does not exist")
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        ids = [x.strip() for x in spec.split(",") if x.strip()]
+    if not ids:
+        raise ValueError("--ids names no sample id")
+    return ids
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.index is not None:
+        clash = [f"--{n.replace('_', '-')}" for n in ("data", "task", "split", "limit", "max_length", "tau")
+                 if getattr(args, n) is not None]
+        if clash:
+            raise ValueError(f"{', '.join(clash)} cannot be combined with --index (the index fixes the corpus and τ)")
+    else:
+        if args.data is None:
+            raise ValueError("give a corpus (--data SOURCE, with the models) or a built index (--index DIR)")
+        if args.ids is not None:
+            raise ValueError("--ids works with --index; with --data use --limit")
+    if args.tau is not None and not 0.0 < args.tau < 1.0:
+        raise ValueError(f"--tau must be in (0, 1), got {args.tau}")
+
+
+def _load_pair(args, manifest: dict | None = None):
+    from attnflows_panel.models import ModelPair
+
+    pre, fine = args.pretrained, args.finetuned
+    if manifest is not None:
+        fp = manifest.get("fingerprint", {})
+        pre = pre or fp.get("pretrained", {}).get("name")
+        fine = fine or fp.get("finetuned", {}).get("name")
+    pair = ModelPair.load(pre, fine, device=args.device)
+    if getattr(args, "max_length", None) is not None:
+        if args.max_length < 8:
+            raise ValueError(f"--max-length must be at least 8 tokens, got {args.max_length}")
+        if args.max_length > pair.max_length:
+            raise ValueError(f"--max-length {args.max_length} exceeds the models' maximum of {pair.max_length} tokens")
+        pair.max_length = int(args.max_length)
+    return pair
+
+
+def build_report(args: argparse.Namespace) -> dict[str, Any]:
+    """The report as a dict (what --json writes); also used by the notebook and the tests."""
+    from attnflows_panel import ablation as AB
+
+    _check_args(args)
+    progress = not args.no_progress
+    if args.index is not None:
+        from attnflows_panel.index import SignatureIndex
+
+        idx = SignatureIndex.open(args.index)
+        rows = None if args.ids is None else idx.rows_of(_read_ids(args.ids))
+        summary = idx.head_change_summary(rows)
+        md = idx.metadata if rows is None else idx.metadata.iloc[np.asarray(rows)]
+        pairs = list(zip(md["sentence_a"].astype(str), md["sentence_b"].astype(str)))
+        labels, label_names = md["label"].astype(int).tolist(), md["label_name"].tolist()
+        source = {"index": str(idx.path), "tau": idx.tau, "data": idx.manifest.get("data"),
+                  "task": idx.manifest.get("task"), "split": idx.manifest.get("split")}
+        pair = _load_pair(args, idx.manifest) if args.ablate else None
+        if pair is not None:
+            idx.check_pair(pair)
+    else:
+        from attnflows_panel.defaults import initial_tau
+
+        pair = _load_pair(args)
+        tau = args.tau if args.tau is not None else initial_tau(args.pretrained, args.finetuned)
+        change = AB.corpus_change(pair, args.data, args.task, split=args.split, limit=args.limit, tau=tau,
+                                  batch_size=args.batch_size, progress=progress)
+        summary = change.summary()
+        pairs, labels, label_names = change.pairs, change.labels, change.label_names
+        source = {"data": args.data, "task": args.task, "split": args.split, "limit": args.limit, "tau": tau,
+                  "max_length": pair.max_length}
+    report = summary.to_dict()
+    report["source"] = source
+    if pair is not None:
+        report["models"] = {"pretrained": pair.pretrained_name, "finetuned": pair.finetuned_name}
+    if args.ablate:
+        gold = AB.gold_indices(pair.labels, labels, label_names)
+        abl = AB.corpus_ablation(pair, pairs, gold, args.ablation_mode, batch_size=args.batch_size, progress=progress)
+        imp = AB.head_importance(pair, pairs, gold, batch_size=args.batch_size, progress=progress)
+        report["ablation_mode"] = args.ablation_mode
+        report["base_accuracy"] = float(abl.base_accuracy)
+        report["n_labelled"] = int(abl.n_samples)
+        report["ablation_accuracy_delta"] = [[float(x) for x in row] for row in abl.delta]
+        report["importance"] = [[float(x) for x in row] for row in imp]
+    return report
+
+
+def format_report(report: dict[str, Any], top: int = 5) -> str:
+    """A readable per-layer table (layers 0-based, as in the JSON)."""
+    from attnflows_panel import heads as HD
+
+    L, H = report["layers"], report["heads"]
+    cos, js = np.asarray(report["cosine"]), np.asarray(report["jsd"])
+    uc = None if report.get("usage_change") is None else np.asarray(report["usage_change"])
+    abl = report.get("ablation_accuracy_delta")
+    imp = report.get("importance")
+    src = report.get("source", {})
+    where = src.get("index") or src.get("data")
+    lines = [f"head change over {report['n_samples']} samples ({where}), {L} layers x {H} heads, layers 0-based"]
+    header = f"{'layer':>5}  {'cosine':>7} {'min':>7} {'head':>5}  {'JSD':>7} {'max':>7} {'head':>5}  {'usage Δ':>8}"
+    if abl is not None:
+        header += f"  {'acc Δ off':>9} {'head':>6}  {'import.':>7} {'head':>6}"
+    lines += [header, "-" * len(header)]
+    for k in range(L):
+        hc, hj = int(np.argmin(cos[k])), int(np.argmax(js[k]))
+        row = (f"{k:>5}  {cos[k].mean():>7.4f} {cos[k, hc]:>7.4f} {f'({hc})':>5}  "
+               f"{js[k].mean():>7.4f} {js[k, hj]:>7.4f} {f'({hj})':>5}  "
+               f"{(uc[k].mean() if uc is not None else float('nan')):>8.4f}")
+        if abl is not None:
+            a = np.asarray(abl)[k]
+            ha = int(np.argmax(np.abs(a)))
+            hi = int(np.argmax(np.asarray(imp)[k]))
+            row += f"  {a[ha]:>+9.4f} {f'({ha})':>6}  {np.asarray(imp)[k, hi]:>7.3f} {f'({hi})':>6}"
+        lines.append(row)
+    fmt = lambda items: ", ".join(f"{k}:{h} ({v:.4f})" for k, h, v in items)  # noqa: E731
+    lines.append(f"most changed by cosine:  {fmt(HD.most_changed(cos, 'cosine', top))}")
+    lines.append(f"most changed by JSD:     {fmt(HD.most_changed(js, 'jsd', top))}")
+    if abl is not None:
+        a = np.asarray(abl)
+        order = np.argsort(-np.abs(a).ravel(), kind="stable")[:top]
+        items = ", ".join(f"{i // H}:{i % H} ({a.ravel()[i]:+.4f})" for i in order)
+        lines.append(f"base accuracy {report['base_accuracy']:.4f} on {report['n_labelled']} labelled samples; "
+                     f"disabling ({report['ablation_mode']}) changes it most for: {items}")
+    return "\n".join(lines)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    report = build_report(args)
+    if args.json == "-":
+        json.dump(report, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(format_report(report, args.top))
+    if args.json:
+        out = Path(args.json)
+        if out.parent and not out.parent.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from attnflows_panel.cli import main
+
+    sys.exit(main(["heads", *sys.argv[1:]]))

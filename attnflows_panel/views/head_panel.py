@@ -1,0 +1,314 @@
+"""Head panel: which heads did fine-tuning change, over the corpus or the current search results.
+
+A :class:`HeadPanel` (``pn.viewable.Viewer``) draws a layers × heads heatmap (HoloViews ``HeatMap``,
+layers 0-based as everywhere in the package) of one of the per-head measures of
+:mod:`attnflows_panel.heads` — Kovaleva's cosine (1 = unchanged), the Jensen–Shannon divergence, the
+head-usage change — and, when given, the corpus-level ablation accuracy change and Michel's importance
+(:mod:`attnflows_panel.ablation`). It averages over the whole corpus or over a subset of sample ids
+(``subset_ids``: e.g. the corpus browser's current results), from the per-sample values an index stores,
+so no model runs.
+
+Clicking a cell (a HoloViews ``Tap`` stream) sets ``selected_head = (layer, head)``. The app:
+
+(a) watches ``selected_head`` to restrict the flow view to that head;
+(b) gets the samples where that head changed most from :meth:`HeadPanel.head_query`: a head-masked
+    ``diff`` query of the index around the current sample (``sample_id``), or, without a current sample,
+    the samples with the lowest cosine for that head; ``query_fn`` replaces it;
+(c) gets what disabling that head does to the current sample's prediction from
+    :meth:`HeadPanel.head_ablation` (needs ``pair`` and ``sample`` = (sentence A, sentence B));
+    ``ablate_fn`` replaces it.
+
+Both results are shown in the panel after a click. The panel holds no analysis of its own: it asks
+``heads``, ``ablation`` and the index. README.md ("Which heads changed") describes the measures.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel import heads as HD
+
+__all__ = ["HeadPanel", "EXTRA_METRICS", "METRIC_TITLES"]
+
+log = logging.getLogger(__name__)
+
+#: corpus-level measures the panel shows when they are given (``extra=``), e.g. from a JSON report
+EXTRA_METRICS = ("ablation_accuracy_delta", "importance")
+METRIC_TITLES = {
+    "cosine": "cosine (1 = unchanged)",
+    "jsd": "JSD, base 2 (0 = unchanged)",
+    "usage_change": "head usage |u_fine − u_pre|",
+    "ablation_accuracy_delta": "accuracy change with the head disabled",
+    "importance": "gradient importance (per layer)",
+}
+SCOPES = ("corpus", "subset")
+
+
+def _ramp(low: str, high: str, n: int = 64) -> list[str]:
+    lo = np.array([int(low.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)], float)
+    hi = np.array([int(high.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)], float)
+    return ["#%02x%02x%02x" % tuple(int(round(v)) for v in lo + (hi - lo) * t) for t in np.linspace(0, 1, n)]
+
+
+def _cmap(metric: str) -> list[str]:
+    if metric == "cosine":
+        return _ramp(FINETUNED_COLOR, "#ffffff")  # low cosine = changed = purple
+    if metric == "ablation_accuracy_delta":
+        return _ramp(PRETRAINED_COLOR, "#ffffff", 32) + _ramp("#ffffff", FINETUNED_COLOR, 32)[1:]
+    if metric == "importance":
+        return _ramp("#ffffff", SHARED_COLOR)
+    return _ramp("#ffffff", FINETUNED_COLOR)
+
+
+class HeadPanel(pn.viewable.Viewer):
+    """Layers × heads heatmap of how much fine-tuning changed each head (see the module docstring)."""
+
+    index = param.Parameter(default=None, doc="a SignatureIndex with stored head change (or give change=)")
+    change = param.Parameter(default=None, doc="an attnflows_panel.ablation.CorpusChange (instead of an index)")
+    extra = param.Dict(default={}, doc="corpus-level [L, H] measures by name: ablation_accuracy_delta, importance")
+
+    metric = param.Selector(default="cosine", objects=list(HD.METRICS), doc="the measure the heatmap shows")
+    scope = param.Selector(default="corpus", objects=list(SCOPES), doc="whole corpus, or the samples in subset_ids")
+    subset_ids = param.List(default=[], doc="sample ids of the subset (e.g. the current search results)")
+    selected_head = param.Tuple(default=None, length=2, allow_None=True, doc="(layer, head), 0-based; set by a click")
+
+    sample_id = param.String(default=None, allow_None=True, doc="the current sample's id (for the head query)")
+    sample = param.Tuple(default=None, length=2, allow_None=True, doc="the current pair (sentence A, sentence B)")
+    pair = param.Parameter(default=None, doc="the ModelPair, for the current sample's ablation")
+    ablation_mode = param.Selector(default="mask", objects=["mask", "uniform"], doc="how a head is disabled")
+    k = param.Integer(default=10, bounds=(1, 200), doc="samples listed for the selected head")
+
+    query_fn = param.Callable(default=None, doc="(layer, head) -> DataFrame; replaces head_query")
+    ablate_fn = param.Callable(default=None, doc="(layer, head) -> SampleAblation or text; replaces head_ablation")
+
+    def __init__(self, index: Any = None, **params):
+        if index is not None:
+            params["index"] = index
+        super().__init__(**params)
+        if self.index is None and self.change is None:
+            raise ValueError("HeadPanel needs an index (SignatureIndex) or change= (a CorpusChange)")
+        if self.index is not None and not self.index.has_head_change:
+            # the index's own message says how to get the values
+            self.index.head_change([])
+        bad = sorted(set(self.extra) - set(EXTRA_METRICS))
+        if bad:
+            raise ValueError(f"unknown extra measure(s) {bad}; allowed: {', '.join(EXTRA_METRICS)}")
+        self.param.metric.objects = list(HD.METRICS) + [m for m in EXTRA_METRICS if m in self.extra]
+        self._cache: dict[tuple, HD.HeadChange] = {}
+        self._query_result: pd.DataFrame | None = None
+        self._ablation_result: Any = None
+        self._message = ""
+        self._build()
+
+    # ------------------------------------------------------------------ data (no Bokeh)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.index is not None:
+            return self.index.num_layers, self.index.num_heads
+        return tuple(self.change.cosine.shape[1:])  # type: ignore[return-value]
+
+    def _rows(self, ids: list[str]) -> np.ndarray:
+        if self.index is not None:
+            return self.index.rows_of(ids)
+        lookup = {x: i for i, x in enumerate(self.change.ids)}
+        missing = [x for x in ids if x not in lookup]
+        if missing:
+            raise ValueError(f"unknown sample id {missing[0]!r}")
+        return np.asarray([lookup[x] for x in ids], dtype=np.int64)
+
+    def summary(self) -> HD.HeadChange:
+        """The HeadChange of the current scope (cached per subset)."""
+        ids = tuple(str(x) for x in self.subset_ids) if self.scope == "subset" else None
+        if ids is not None and not ids:
+            raise ValueError("the subset is empty: run a search or choose the whole corpus")
+        if ids not in self._cache:
+            rows = None if ids is None else self._rows(list(ids))
+            self._cache[ids] = (self.index.head_change_summary(rows) if self.index is not None
+                                else self.change.summary(rows))
+        return self._cache[ids]
+
+    def values(self) -> np.ndarray:
+        """The [L, H] values the heatmap shows now."""
+        if self.metric in EXTRA_METRICS:
+            return np.asarray(self.extra[self.metric], dtype=np.float64)
+        return np.asarray(self.summary().metric(self.metric), dtype=np.float64)
+
+    def heatmap_data(self) -> pd.DataFrame:
+        """One row per head: layer, head, value (what the heatmap draws)."""
+        v = self.values()
+        L, H = v.shape
+        return pd.DataFrame({"head": np.tile(np.arange(H), L), "layer": np.repeat(np.arange(L), H),
+                             "value": v.ravel()})
+
+    def title(self) -> str:
+        if self.metric in EXTRA_METRICS:
+            return f"{METRIC_TITLES[self.metric]} (corpus)"
+        try:
+            n = self.summary().n_samples
+        except ValueError as exc:
+            return str(exc)
+        where = "corpus" if self.scope == "corpus" else "subset"
+        return f"{METRIC_TITLES[self.metric]}, mean over {n} samples ({where})"
+
+    # ------------------------------------------------------------------ the selected head
+
+    def head_query(self, layer: int, head: int) -> pd.DataFrame:
+        """(b) Samples where head (layer, head) changed most: a head-masked ``diff`` query of the index
+        around ``sample_id`` when there is one, else the samples with the lowest cosine of that head."""
+        if self.query_fn is not None:
+            return self.query_fn(layer, head)
+        if self.index is not None and self.sample_id is not None:
+            df = self.index.query(sample_id=self.sample_id, space="diff", heads=[(layer, head)], k=self.k,
+                                  exclude_self=True)
+            cols = [c for c in ("rank", "id", "score", "label_name", "pred_fine", "sentence_a", "sentence_b") if c in df]
+            return df[cols]
+        if self.index is not None:
+            cos, _ = self.index.head_change()
+            col = cos[:, layer, head]
+            ids = self.index.metadata["id"].to_numpy(dtype=object)
+            md = self.index.metadata
+        else:
+            col = self.change.cosine[:, layer, head]
+            ids = np.asarray(self.change.ids, dtype=object)
+            md = None
+        order = np.argsort(col, kind="stable")[: self.k]
+        out = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "id": ids[order], "cosine": col[order]})
+        if md is not None:
+            out["sentence_a"] = md["sentence_a"].to_numpy()[order]
+            out["sentence_b"] = md["sentence_b"].to_numpy()[order]
+        return out
+
+    def head_ablation(self, layer: int, head: int) -> Any:
+        """(c) What disabling head (layer, head) does to the current sample's prediction
+        (:func:`attnflows_panel.ablation.ablate_sample`), or None without a pair and a sample."""
+        if self.ablate_fn is not None:
+            return self.ablate_fn(layer, head)
+        if self.pair is None or self.sample is None:
+            return None
+        from attnflows_panel.ablation import ablate_sample
+
+        return ablate_sample(self.pair, self.sample[0], self.sample[1], [(layer, head)], self.ablation_mode)
+
+    @param.depends("selected_head", watch=True)
+    def _on_selected(self) -> None:
+        self._query_result, self._ablation_result, self._message = None, None, ""
+        if self.selected_head is None:
+            self._refresh_details()
+            return
+        layer, head = (int(x) for x in self.selected_head)
+        L, H = self.shape
+        if not (0 <= layer < L and 0 <= head < H):
+            self._message = f"head ({layer}, {head}) is out of range for {L} layers × {H} heads"
+            self._refresh_details()
+            return
+        try:
+            self._query_result = self.head_query(layer, head)
+        except Exception as exc:  # noqa: BLE001 - shown in the panel, never a broken session
+            log.warning("head query for %s:%s failed: %s", layer, head, exc)
+            self._message = f"query failed: {exc}"
+        try:
+            self._ablation_result = self.head_ablation(layer, head)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("ablation of %s:%s failed: %s", layer, head, exc)
+            self._message += f" ablation failed: {exc}"
+        self._refresh_details()
+
+    # ------------------------------------------------------------------ figure
+
+    def _heatmap(self, metric: str, scope: str, subset_ids: list, selected_head: Any):
+        import holoviews as hv
+
+        try:
+            df = self.heatmap_data()
+        except ValueError:
+            L, H = self.shape
+            df = pd.DataFrame({"head": np.tile(np.arange(H), L), "layer": np.repeat(np.arange(L), H),
+                               "value": np.full(L * H, np.nan)})
+        metric_label = METRIC_TITLES[metric]
+        vmax = float(np.nanmax(np.abs(df["value"]))) if df["value"].notna().any() else 1.0
+        if metric == "ablation_accuracy_delta":
+            clim = (-max(vmax, 1e-6), max(vmax, 1e-6))
+        elif metric == "cosine":
+            clim = (float(np.nanmin(df["value"])) if df["value"].notna().any() else 0.0, 1.0)
+        else:
+            clim = (0.0, max(vmax, 1e-6))
+        hm = hv.HeatMap(df, kdims=["head", "layer"], vdims=[hv.Dimension("value", label=metric_label)])
+        hm = hm.opts(
+            cmap=_cmap(metric), clim=clim, colorbar=True, tools=["hover", "tap"], xlabel="head (0-based)",
+            ylabel="layer (0-based)", title=self.title(), responsive=False, width=560, height=340,
+            line_color="white", toolbar="above", default_tools=[], fontsize={"title": "10pt"},
+        )
+        # always an overlay (a DynamicMap holds one type): the selected head, outlined in orange, or nothing
+        points = [] if selected_head is None else [(int(selected_head[1]), int(selected_head[0]))]
+        marker = hv.Points(points, kdims=["head", "layer"]).opts(
+            marker="square", size=22, fill_alpha=0, line_color=SHARED_COLOR, line_width=3)
+        L, H = self.shape
+        return (hm * marker).opts(xlim=(-0.5, H - 0.5), ylim=(-0.5, L - 0.5), xticks=list(range(H)),
+                                  yticks=list(range(L)))
+
+    def _build(self) -> None:
+        import holoviews as hv
+
+        hv.extension("bokeh", logo=False)
+        self._dmap = hv.DynamicMap(
+            pn.bind(self._heatmap, metric=self.param.metric, scope=self.param.scope,
+                    subset_ids=self.param.subset_ids, selected_head=self.param.selected_head)
+        )
+        self.tap = hv.streams.Tap(source=self._dmap, x=None, y=None)
+        self.tap.add_subscriber(self._on_tap)
+        self._details = pn.Column(sizing_mode="stretch_width")
+        self._refresh_details()
+
+    def _on_tap(self, x=None, y=None) -> None:
+        if x is None or y is None:
+            return
+        try:
+            head, layer = int(round(float(str(x)))), int(round(float(str(y))))
+        except ValueError:
+            return
+        self.selected_head = (layer, head)
+
+    def _refresh_details(self) -> None:
+        parts: list[Any] = []
+        if self.selected_head is None:
+            parts.append(pn.pane.Markdown("Click a head to list the samples where it changed most and to see what "
+                                          "disabling it does to the current sample."))
+        else:
+            layer, head = self.selected_head
+            parts.append(pn.pane.Markdown(f"**head {layer}:{head}** (layer {layer}, head {head}; 0-based)"))
+            if self._query_result is not None:
+                parts.append(pn.pane.DataFrame(self._query_result, index=False, max_rows=self.k,
+                                               sizing_mode="stretch_width"))
+            abl = self._ablation_result
+            if abl is not None:
+                text = abl.summary() if hasattr(abl, "summary") else str(abl)
+                parts.append(pn.pane.Markdown(f"Current sample: {html.escape(text)}"))
+            elif self.pair is None or self.sample is None:
+                parts.append(pn.pane.Markdown("(no current sample to ablate)"))
+        if self._message:
+            parts.append(pn.pane.Alert(html.escape(self._message.strip()), alert_type="warning"))
+        self._details.objects = parts
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        controls = pn.Row(
+            pn.widgets.Select.from_param(self.param.metric, name="measure", width=200),
+            pn.widgets.RadioButtonGroup.from_param(self.param.scope, width=160),
+            pn.widgets.Select.from_param(self.param.ablation_mode, name="disable by", width=110),
+        )
+        return pn.Column(controls, pn.pane.HoloViews(self._dmap, linked_axes=False), self._details)
+
+
+if pn.state.served:  # pragma: no cover - `panel serve attnflows_panel/views/head_panel.py`
+    from attnflows_panel import defaults
+    from attnflows_panel.index import SignatureIndex
+
+    HeadPanel(SignatureIndex.open(defaults.index_path())).servable()

@@ -1,0 +1,175 @@
+"""``attnflows heads report`` on the tiny BERT pair and the bundled demo corpus: the JSON keys and
+shapes, the numbers against an independent recomputation, the --index path (stored 8-bit codes), an
+old index without them, truncation, ablation, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from attnflows_panel import ablation as AB
+from attnflows_panel import heads as HD
+from attnflows_panel.cli import main
+
+KEYS = {"layers", "heads", "n_samples", "cosine", "jsd", "usage_change", "sample_ids"}
+
+
+@pytest.fixture(scope="module")
+def sharp_pair(sharp_bert_dirs):
+    from attnflows_panel.models import ModelPair
+
+    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def demo_index(sharp_pair, tmp_path_factory):
+    from attnflows_panel.index import build_index
+
+    out = tmp_path_factory.mktemp("heads-index") / "demo"
+    build_index(sharp_pair, "demo", "mrpc", out, tau=0.3, limit=12, shard_size=5, batch_size=4, progress=False)
+    return out
+
+
+def _report(tmp_path, *args):
+    out = tmp_path / "report.json"
+    rc = main(["heads", "report", *args, "--json", str(out), "--no-progress"])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def _recompute(pair, ids_pairs, max_length=None):
+    """cosine / jsd per sample from single runs (no batching), the metric written out with numpy."""
+    if max_length is not None:
+        pair.max_length, old = max_length, pair.max_length
+    try:
+        cos, js = [], []
+        for a, b in ids_pairs:
+            r = pair.run(a, b)
+            p = r.pretrained.attentions.astype(np.float64)
+            q = r.finetuned.attentions.astype(np.float64)
+            L, H, n, _ = p.shape
+            dot = (p * q).sum(axis=(2, 3))
+            cos.append(dot / np.sqrt((p * p).sum(axis=(2, 3)) * (q * q).sum(axis=(2, 3))))
+            m = (p + q) / 2
+            with np.errstate(divide="ignore", invalid="ignore"):
+                kl = lambda x: np.where(x > 0, x * np.log2(np.where(x > 0, x, 1) / m), 0).sum(-1)  # noqa: E731
+            js.append((0.5 * kl(p) + 0.5 * kl(q)).mean(-1))
+        return np.mean(cos, 0), np.mean(js, 0)
+    finally:
+        if max_length is not None:
+            pair.max_length = old
+
+
+def test_report_over_a_corpus(tmp_path, sharp_bert_dirs, sharp_pair, capsys):
+    from attnflows_panel.corpus import load_corpus
+
+    pre, fine = map(str, sharp_bert_dirs)
+    rep = _report(tmp_path, "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--task", "mrpc",
+                  "--limit", "7", "--tau", "0.3", "--ablate", "--batch-size", "3")
+    assert KEYS | {"ablation_accuracy_delta", "importance"} <= set(rep)
+    assert (rep["layers"], rep["heads"], rep["n_samples"]) == (2, 4, 7)
+    for key in ("cosine", "jsd", "usage_change", "ablation_accuracy_delta", "importance"):
+        arr = np.asarray(rep[key])
+        assert arr.shape == (2, 4) and np.isfinite(arr).all(), key
+    ds = load_corpus("demo", task="mrpc", limit=7)
+    assert rep["sample_ids"] == list(ds["id"])
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    cos, js = _recompute(sharp_pair, pairs)
+    np.testing.assert_allclose(rep["cosine"], cos, atol=2e-5)
+    np.testing.assert_allclose(rep["jsd"], js, atol=2e-5)
+    assert np.asarray(rep["jsd"]).min() > 0  # the two random models really differ
+    # usage change from the index's own definition
+    from attnflows_panel.index import result_usage
+
+    usage = np.stack([result_usage(sharp_pair.run(a, b), 0.3) for a, b in pairs])
+    np.testing.assert_allclose(rep["usage_change"], HD.usage_change(usage), atol=1e-6)
+    # ablation: the same numbers as the library
+    gold = AB.gold_indices(sharp_pair.labels, ds["label"], ds["label_name"])
+    abl = AB.corpus_ablation(sharp_pair, pairs, gold, "mask", progress=False)
+    np.testing.assert_allclose(rep["ablation_accuracy_delta"], abl.delta, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(rep["importance"], axis=1), 1.0, atol=1e-9)
+    text = capsys.readouterr().out
+    assert "layer" in text and "cosine" in text and "most changed by JSD" in text and "base accuracy" in text
+    assert len([line for line in text.splitlines() if line.strip().startswith(("0 ", "1 "))]) == 2
+
+
+def test_max_length_truncates_like_the_tokenizer(tmp_path, sharp_bert_dirs, sharp_pair):
+    from attnflows_panel.corpus import load_corpus
+
+    pre, fine = map(str, sharp_bert_dirs)
+    rep = _report(tmp_path, "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--task", "mrpc",
+                  "--limit", "4", "--max-length", "16")
+    ds = load_corpus("demo", task="mrpc", limit=4)
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    tok = sharp_pair.tokenizer
+    assert all(len(tok(a, b, truncation=True, max_length=16)["input_ids"]) == 16 for a, b in pairs)
+    cos, js = _recompute(sharp_pair, pairs, max_length=16)
+    np.testing.assert_allclose(rep["cosine"], cos, atol=2e-5)
+    np.testing.assert_allclose(rep["jsd"], js, atol=2e-5)
+    assert rep["source"]["max_length"] == 16
+
+
+def test_report_over_an_index(tmp_path, demo_index, sharp_pair, sharp_bert_dirs):
+    from attnflows_panel.corpus import load_corpus
+    from attnflows_panel.index import SignatureIndex
+
+    idx = SignatureIndex.open(demo_index)
+    assert idx.has_head_change and "head_change.npy" in idx.manifest["files"]
+    assert (demo_index / "head_change.npy").stat().st_size - 128 == 12 * 2 * 2 * 4  # npy header + 1 byte a value
+    rep = _report(tmp_path, "--index", str(demo_index))
+    assert KEYS <= set(rep) and "ablation_accuracy_delta" not in rep and rep["n_samples"] == 12
+    ds = load_corpus("demo", task="mrpc", limit=12)
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    cos, js = _recompute(sharp_pair, pairs)
+    # within the 8-bit code's bound ((2 s + 1/510) / 510 <= 3.9e-3 per value)
+    np.testing.assert_allclose(rep["cosine"], cos, atol=4e-3)
+    np.testing.assert_allclose(rep["jsd"], js, atol=4e-3)
+    # a subset by ids
+    ids = [ds["id"][1], ds["id"][5]]
+    sub = _report(tmp_path, "--index", str(demo_index), "--ids", ",".join(ids))
+    assert sub["sample_ids"] == ids and sub["n_samples"] == 2
+    cos2, _ = _recompute(sharp_pair, [pairs[1], pairs[5]])
+    np.testing.assert_allclose(sub["cosine"], cos2, atol=4e-3)
+    np.testing.assert_allclose(sub["usage_change"], HD.usage_change(idx.usage(idx.rows_of(ids))), atol=1e-6)
+    # --ablate with --index runs the manifest's models on the index's sentences
+    rep2 = _report(tmp_path, "--index", str(demo_index), "--ablate", "--ablation-mode", "uniform")
+    assert rep2["ablation_mode"] == "uniform" and np.asarray(rep2["importance"]).shape == (2, 4)
+
+
+def test_old_index_without_head_change(tmp_path, demo_index, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(demo_index, old)
+    (old / "head_change.npy").unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["files"]["head_change.npy"]
+    manifest.pop("head_change", None)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    rc = main(["heads", "report", "--index", str(old)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no per-head change" in err and "rebuild" in err
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ([], "--data SOURCE"),
+        (["--index", "x", "--data", "demo"], "cannot be combined with --index"),
+        (["--data", "demo", "--ids", "a"], "--ids works with --index"),
+        (["--data", "demo", "--tau", "1.5"], "--tau must be in"),
+        (["--index", "/nonexistent/idx"], "no index folder"),
+    ],
+)
+def test_bad_arguments(args, match, capsys):
+    rc = main(["heads", "report", *args])
+    assert rc == 1
+    assert match in capsys.readouterr().err
+
+
+def test_max_length_too_long(sharp_bert_dirs, capsys):
+    pre, fine = map(str, sharp_bert_dirs)
+    rc = main(["heads", "report", "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--max-length", "500"])
+    assert rc == 1 and "exceeds the models' maximum of 64" in capsys.readouterr().err
