@@ -208,7 +208,8 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     if abl is not None:
         a = np.asarray(abl)
         order = np.argsort(-np.abs(a).ravel(), kind="stable")[:top]
-        items = ", ".join(f"{i // H}:{i % H} ({a.ravel()[i]:+.4f})" for i in order)
+        items = ", ".join(f"{i // H}:{i % H} ({a.ravel()[i]:+.4f})" for i in order if a.ravel()[i] != 0)
+        items = items or "none (no single head changes any prediction's correctness)"
         lines.append(f"base accuracy {report['base_accuracy']:.4f} on {report['n_labelled']} labelled samples; "
                      f"disabling ({report['ablation_mode']}) changes it most for: {items}")
     return "\n".join(lines)
