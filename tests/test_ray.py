@@ -84,11 +84,11 @@ def test_ray_engine_resumes_and_skips_finished_shards(local_ray, sharp_pair, mrp
     original = type(sharp_pair).usage_batch.__get__(sharp_pair)
     calls = {"n": 0}
 
-    def crash_after_two_shards(pairs, tau, batch_size=32):
+    def crash_after_two_shards(pairs, tau, batch_size=32, **kwargs):
         if calls["n"] >= 2 * -(-SHARD // BATCH):  # buckets of the first two shards
             raise KeyboardInterrupt("simulated crash")
         calls["n"] += 1
-        return original(pairs, tau, batch_size=batch_size)
+        return original(pairs, tau, batch_size=batch_size, **kwargs)
 
     monkeypatch.setattr(sharp_pair, "usage_batch", crash_after_two_shards)
     with pytest.raises(KeyboardInterrupt):
