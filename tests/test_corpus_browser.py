@@ -49,7 +49,7 @@ def test_renders_corpus_table(browser, index):
     corpus = next(t for t in tabs if "sentence_a" in t.source.data and "rank" not in t.source.data)
     assert len(corpus.source.data["id"]) == 12  # one page, paged on the server
     assert list(browser.table.value["id"]) == list(index.metadata["id"])
-    assert "60** of 60 samples" in browser._count.object
+    assert "<b>60</b> of 60 samples" in browser._count.object
     assert browser.results.empty and "pick a sample" in browser.message
 
 
@@ -68,7 +68,7 @@ def test_filters(browser, index):
     browser.search = "Stanford"
     assert len(browser.table.value) >= 1
     assert all("stanford" in (a + " " + b).lower() for a, b in zip(browser.table.value["sentence_a"], browser.table.value["sentence_b"]))
-    assert f"**{len(browser.table.value)}** of 60" in browser._count.object
+    assert f"<b>{len(browser.table.value)}</b> of 60" in browser._count.object
     # the widgets are wired to the parameters
     browser._label_w.value = "not_equivalent"
     assert browser.label == "not_equivalent"

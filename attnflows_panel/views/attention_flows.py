@@ -153,9 +153,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
     """The Attention Flows views of one sentence pair (a ``PairResult``), as one Panel component.
 
     It owns the view state (``tau``, ``mode``, ``level``, ``selection``, ``head``, ``head_model``); its
-    controls are made from these parameters (see :meth:`parts`). Stable ``name=`` values of the
-    controls, for tests that drive them in a browser: ``attnflows-mode``, ``attnflows-tau``,
-    ``attnflows-level``, ``attnflows-clear``, ``attnflows-export-svg``, ``attnflows-export-png``.
+    controls are made from these parameters (see :meth:`parts`). Stable CSS classes of the controls,
+    for tests that drive them in a browser (Panel 1.9's widget ``name`` is its visible label):
+    ``attnflows-mode``, ``attnflows-tau``, ``attnflows-level``, ``attnflows-clear``,
+    ``attnflows-export-svg``, ``attnflows-export-png``.
     """
 
     result = _PairResultParameter(default=None, doc="A PairResult (ModelPair.run(a, b)): tokens, segments, both models' attentions.")
@@ -211,12 +212,12 @@ class AttentionFlowsView(pn.viewable.Viewer):
         """The controls, each made from its parameter (``from_param``): they hold no state of their own."""
         W = pn.widgets
         self._tau_slider = W.FloatSlider.from_param(self.param.tau, throttled=True, sizing_mode="stretch_width",
-                                                    name="attnflows-tau")
+                                                    css_classes=["attnflows-tau"])
         self._mode_buttons = W.RadioButtonGroup.from_param(self.param.mode, options=MODE_LABELS,
-                                                           sizing_mode="stretch_width", name="attnflows-mode")
+                                                           sizing_mode="stretch_width", css_classes=["attnflows-mode"])
         self._level_slider = W.IntSlider.from_param(self.param.level, throttled=True, sizing_mode="stretch_width",
-                                                    name="attnflows-level")
-        self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width", name="attnflows-clear")
+                                                    css_classes=["attnflows-level"])
+        self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width", css_classes=["attnflows-clear"])
         self._svg = W.FileDownload(callback=lambda: io.BytesIO(self.export("svg")), filename="attention-flows.svg",
                                    label="Export SVG", embed=False, sizing_mode="stretch_width", css_classes=["attnflows-export-svg"])
         self._png = W.FileDownload(callback=lambda: io.BytesIO(self.export("png")), filename="attention-flows.png",

@@ -16,13 +16,25 @@ A :class:`CorpusBrowser` (``pn.viewable.Viewer``) over a :class:`~attnflows_pane
 - **Signature map**: a 2-D PCA of all signatures (numpy SVD, :meth:`SignatureIndex.pca`); the current
   sample is marked in orange, its neighbours in purple.
 
-The browser only draws what the index answers; it holds no analysis of its own.
+The browser only draws what the index answers; it holds no analysis of its own. Its query state
+(current sample, space, head mask, k, filters) is its own parameters, and its widgets are made from
+them (``from_param``).
+
+**Task scope.** ``task`` (e.g. ``"mrpc"``, the task the fine-tuned model was trained on) keeps the
+browser to the samples of that task: a corpus of several tasks (the bundled demo set has MRPC, RTE
+and QNLI pairs) otherwise shows predictions of a classifier for pairs it was never trained on, and
+mixes the tasks' labels in one filter. :func:`row_tasks` says where each row's task comes from.
+
+**Document changes.** Every watcher that changes the Bokeh figures runs inside ``pn.io.hold()``
+(Panel's route for changing Bokeh models from a callback that Panel runs outside the document lock,
+a widget change); the figures' own tap callbacks report errors to ``pn.config.exception_handler``.
+Ids, sentences and messages are shown as escaped text in HTML panes, never as Markdown.
 """
 
 from __future__ import annotations
 
+import functools
 import html
-
 from typing import Any
 
 import numpy as np
@@ -33,7 +45,7 @@ import param
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel import signatures as S
 
-__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS"]
+__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows"]
 
 ANY = "any"
 #: corpus-table columns (the metadata's), with their titles
@@ -49,6 +61,70 @@ TABLE_COLUMNS = {
 RESULT_COLUMNS = {"rank": "#", "score": "score", **TABLE_COLUMNS}
 MAP_POINTS = 5000  # background points drawn on the signature map (a random subset of larger corpora)
 BACKGROUND_COLOR = "#b8b8b8"
+
+
+@functools.lru_cache(maxsize=8)
+def _demo_tasks() -> dict[str, str]:
+    from attnflows_panel.corpus import load_corpus
+
+    ds = load_corpus("demo")
+    return {str(i): str(t) for i, t in zip(ds["id"], ds["task"])}
+
+
+def row_tasks(index: Any) -> np.ndarray | None:
+    """The task of each row of ``index`` (an array of "mrpc" / "rte" / "qnli"), or None when unknown.
+
+    From the metadata's ``task`` column when it has one, else the index's own task (an index built
+    for one task), else, for an index of the bundled demo set, the demo set's task of each id.
+    """
+    md = index.metadata
+    if "task" in md.columns:
+        return md["task"].astype(str).str.lower().to_numpy()
+    manifest = getattr(index, "manifest", None) or {}
+    task = manifest.get("task")
+    if isinstance(task, str) and task:
+        return np.full(len(md), task.lower(), dtype=object)
+    if manifest.get("data") == "demo":
+        known = _demo_tasks()
+        return np.array([known.get(str(i)) for i in md["id"]], dtype=object)
+    return None
+
+
+def task_rows(index: Any, task: str | None) -> np.ndarray | None:
+    """The rows of ``index`` whose task is ``task`` (None: no scope, all rows)."""
+    if not task:
+        return None
+    tasks = row_tasks(index)
+    if tasks is None:
+        return None
+    return np.flatnonzero(tasks == task.lower())
+
+
+def _reported(fn):
+    """A Bokeh ``on_change`` callback whose exception goes to ``pn.config.exception_handler`` when set."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            handler = pn.config.exception_handler
+            if handler is None:
+                raise
+            handler(exc)
+
+    return wrapper
+
+
+def _held(fn):
+    """Run a watcher that changes Bokeh models inside ``pn.io.hold()`` (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with pn.io.hold():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _hex_to_rgb(color: str) -> np.ndarray:
@@ -70,6 +146,8 @@ class CorpusBrowser(pn.viewable.Viewer):
     """Browse and search an indexed corpus by attention head usage (see the module docstring)."""
 
     index = param.Parameter(default=None, doc="the SignatureIndex to browse")
+    task = param.String(default=None, allow_None=True,
+                        doc="keep to the samples of this task (the fine-tuned model's), None = all samples")
     selected_id = param.String(default=None, allow_None=True, doc="id of the current sample (set by picking a row)")
     result = param.Parameter(default=None, doc="PairResult of a current pair that is not in the index (used when selected_id is None)")
 
@@ -79,8 +157,8 @@ class CorpusBrowser(pn.viewable.Viewer):
     exclude_self = param.Boolean(default=True, doc="leave the current sample out of its similar samples")
     within_filter = param.Boolean(default=False, doc="search only among the samples the table's filters keep")
 
-    label = param.String(default=ANY, doc="gold-label filter (label name or 'any')")
-    prediction = param.String(default=ANY, doc="fine-tuned prediction filter (label name or 'any')")
+    label = param.Selector(default=ANY, objects=[ANY], doc="gold-label filter (label name or 'any')")
+    prediction = param.Selector(default=ANY, objects=[ANY], doc="fine-tuned prediction filter (label name or 'any')")
     correctness = param.Selector(default=ANY, objects=[ANY, "correct", "incorrect"], doc="fine-tuned correctness filter")
     search = param.String(default="", doc="text that a sentence must contain")
 
@@ -95,8 +173,9 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._filtered_rows = np.zeros(0, dtype=np.int64)
         self._build_widgets()
         self._build_figures()
+        self._scope: np.ndarray | None = None  # the rows of the task in scope (None: all rows)
         self._on_index()
-        self.param.watch(self._on_index, "index")
+        self.param.watch(self._on_index, ["index", "task"])
         self.param.watch(self._on_filters, ["label", "prediction", "correctness", "search"])
         self.param.watch(self._on_query, ["selected_id", "result", "space", "heads", "k", "exclude_self", "within_filter"])
         self.param.watch(self._on_heatmap, ["heatmap_scope"])
@@ -104,14 +183,12 @@ class CorpusBrowser(pn.viewable.Viewer):
     # ------------------------------------------------------------------ widgets
 
     def _build_widgets(self) -> None:
-        self._label_w = pn.widgets.Select(label="Label", options=[ANY], value=ANY, width=150)
-        self._pred_w = pn.widgets.Select(label="Fine-tuned prediction", options=[ANY], value=ANY, width=150)
+        self._label_w = pn.widgets.Select.from_param(self.param.label, label="Label", width=150)
+        self._pred_w = pn.widgets.Select.from_param(self.param.prediction, label="Fine-tuned prediction", width=150)
         self._correct_w = pn.widgets.Select.from_param(self.param.correctness, label="Correct", width=110)
         self._search_w = pn.widgets.TextInput.from_param(self.param.search, label="Search text", placeholder="words in either sentence",
                                                          width=220)
-        self._label_w.link(self, value="label")
-        self._pred_w.link(self, value="prediction")
-        self._count = pn.pane.Markdown("", margin=(0, 10))
+        self._count = pn.pane.HTML("", margin=(0, 10), css_classes=["af-corpus-count"])
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(TABLE_COLUMNS)),
             titles=TABLE_COLUMNS,
@@ -136,8 +213,10 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._k_w = pn.widgets.IntInput.from_param(self.param.k, label="k", width=80)
         self._within_w = pn.widgets.Checkbox.from_param(self.param.within_filter, label="only filtered samples")
         self._scope_w = pn.widgets.RadioButtonGroup.from_param(self.param.heatmap_scope)
-        self._status = pn.pane.Alert("", alert_type="warning", visible=False, margin=(0, 5))
-        self._current = pn.pane.Markdown("", margin=(0, 10))
+        self._status = pn.pane.HTML("", visible=False, margin=(0, 5), css_classes=["af-browser-message"],
+                                    styles={"background": "#fff4db", "color": "#6b4a00", "padding": "6px 10px",
+                                            "border-radius": "4px"})
+        self._current = pn.pane.HTML("", margin=(0, 10), css_classes=["af-current"])
         self.results_table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(RESULT_COLUMNS)),
             titles=RESULT_COLUMNS,
@@ -202,19 +281,25 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ reactions
 
+    @_held
     def _on_index(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
             self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
-            self._label_w.options = [ANY]
-            self._pred_w.options = [ANY]
+            self.param.label.objects = [ANY]
+            self.param.prediction.objects = [ANY]
             self._set_message("no index loaded")
             return
-        md = idx.metadata
+        self._scope = task_rows(idx, self.task)
+        md = idx.metadata if self._scope is None else idx.metadata.iloc[self._scope]
         labels = sorted({str(x) for x in md["label_name"].dropna().unique()})
         preds = sorted({str(x) for x in md["pred_fine"].dropna().unique()})
-        self._label_w.options = [ANY, *labels]
-        self._pred_w.options = [ANY, *preds]
+        self.param.label.objects = [ANY, *labels]
+        self.param.prediction.objects = [ANY, *preds]
+        if self.label not in self.param.label.objects:
+            self.label = ANY
+        if self.prediction not in self.param.prediction.objects:
+            self.prediction = ANY
         self._pca_rows = None
         self._update_map_background()
         self._on_filters()
@@ -222,17 +307,21 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     def filters(self) -> dict[str, Any]:
         """The table's filters in :meth:`SignatureIndex.select` form."""
-        return {
+        out = {
             "label": None if self.label in (ANY, "", None) else self.label,
             "prediction": None if self.prediction in (ANY, "", None) else self.prediction,
             "correct": {ANY: None, "correct": True, "incorrect": False}[self.correctness],
             "text": self.search.strip() or None,
         }
+        if self._scope is not None:
+            out["rows"] = self._scope
+        return out
 
     def filtered_rows(self) -> np.ndarray:
         """Index rows that the table's filters keep, in corpus order."""
         return self._filtered_rows
 
+    @_held
     def _on_filters(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
@@ -243,7 +332,9 @@ class CorpusBrowser(pn.viewable.Viewer):
         df = idx.metadata.iloc[rows][list(TABLE_COLUMNS)].reset_index(drop=True)
         self.table.selection = []
         self.table.value = df
-        self._count.object = f"**{len(rows)}** of {len(idx)} samples"
+        total = len(idx) if self._scope is None else len(self._scope)
+        scope = f" of task {html.escape(self.task.upper())}" if self._scope is not None else ""
+        self._count.object = f"<b>{len(rows)}</b> of {total} samples{scope}"
         if self.heatmap_scope == "filtered corpus":
             self._on_heatmap()
         if self.within_filter:
@@ -270,6 +361,7 @@ class CorpusBrowser(pn.viewable.Viewer):
     def _heads_mask(self) -> np.ndarray | None:
         return self.index.heads_mask(self.heads) if self.index is not None else None
 
+    @_held
     def _on_query(self, *_: Any) -> None:
         idx = self.index
         empty = pd.DataFrame(columns=list(dict.fromkeys(["rank", "id", "score", "row", *TABLE_COLUMNS])))
@@ -278,16 +370,21 @@ class CorpusBrowser(pn.viewable.Viewer):
         query = {}
         if self.selected_id is not None:
             query = {"sample_id": self.selected_id}
-            self._current.object = f"**current:** `{self.selected_id}`"
+            self._current.object = f"<b>current:</b> <code>{html.escape(str(self.selected_id))}</code>"
         elif self.result is not None:
             query = {"result": self.result}
-            self._current.object = "**current:** a pair that is not in the index"
+            self._current.object = "<b>current:</b> a pair that is not in the index"
         else:
             self._current.object = "pick a sample in the table"
         try:
             if not query:
                 raise _NoQuery("pick a sample in the table to see similar samples")
-            filters = {"rows": self._filtered_rows} if self.within_filter else None
+            if self.within_filter:
+                filters = {"rows": self._filtered_rows}
+            elif self._scope is not None:
+                filters = {"rows": self._scope}  # similar samples of the model's task only
+            else:
+                filters = None
             df = idx.query(**query, space=self.space, heads=self.heads or None, k=self.k, filters=filters,
                            exclude_self=self.exclude_self)
             self._set_message("" if len(df) else "no sample matches the filters")
@@ -320,6 +417,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         """Mean u_fine - u_pre [L, H] over :meth:`heatmap_rows`."""
         return self.index.head_usage(self.heatmap_rows(), block="diff")
 
+    @_held
     def _on_heatmap(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
@@ -357,6 +455,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         mask[int(layer), int(head)] = not mask[int(layer), int(head)]
         self.heads = S.format_heads(mask) if mask.any() else ""
 
+    @_reported
     def _on_heat_tap(self, _attr: str, _old: Any, new: list[int]) -> None:
         if not new:
             return
@@ -371,8 +470,9 @@ class CorpusBrowser(pn.viewable.Viewer):
     def _update_map_background(self) -> None:
         idx = self.index
         coords, ratio = idx.pca()
-        N = len(coords)
-        rows = np.arange(N) if N <= MAP_POINTS else np.sort(np.random.default_rng(0).choice(N, MAP_POINTS, replace=False))
+        scope = np.arange(len(coords)) if self._scope is None else self._scope
+        N = len(scope)
+        rows = scope if N <= MAP_POINTS else np.sort(np.random.default_rng(0).choice(scope, MAP_POINTS, replace=False))
         self._pca_rows = rows
         ids = idx.metadata["id"].to_numpy()[rows]
         self.map_background.data = {
@@ -415,6 +515,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         )
 
     def _on_map_tap(self, source):
+        @_reported
         def callback(_attr: str, _old: Any, new: list[int]) -> None:
             if not new:
                 return
