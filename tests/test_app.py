@@ -567,3 +567,102 @@ def test_attnflows_serve_prints_the_url_and_serves_the_app(tiny_index, tmp_path)
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the defects of issue 10, as Bokeh-model tests (no browser)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _model_texts(root, css_class: str) -> list[str]:
+    return [m.text for m in root.select({"css_classes": [css_class]}) if hasattr(m, "text")]
+
+
+def test_picking_a_similar_sample_moves_views_panel_and_url_together(app):
+    from bokeh.document import Document
+
+    doc = Document()
+    root = app.__panel__().get_root(doc)
+    results = app.browser.results
+    target = str(results["id"].iloc[1])
+    app.browser.results_table.selection = [1]  # what a click on the second similar sample does
+    assert app.sample_id == target and app.browser.selected_id == target
+    assert app.view.result is app.result and app.result.sentence_a == app.index.sample(target)["sentence_a"]
+    assert app.url_query() == f"sample={target}"
+    # the Bokeh models the page shows: the sample card and the panel's "current" label name it
+    assert any(html.escape(target) in t for t in _model_texts(root, "af-sample"))
+    assert any(target in t for t in _model_texts(root, "af-current"))
+    # the similar samples are now those of the picked sample
+    want = app.index.query(sample_id=target, k=app.browser.k, exclude_self=True)
+    assert list(app.browser.results["id"]) == list(want["id"])
+
+
+def test_a_head_mask_typed_in_the_similar_samples_box_gives_results(app):
+    first = sample_ids(app)[0]
+    app.browser._heads_w.value = "1:*"  # typed in the box (layer 1 = the last of the tiny model)
+    want = app.index.query(sample_id=first, heads="1:*", k=app.browser.k, exclude_self=True)
+    assert app.browser.heads == "1:*" and app.browser.message == ""
+    assert list(app.browser.results["id"]) == list(want["id"]) and len(want) > 0
+    app.browser._heads_w.value = "5:*"  # out of range for 2 layers: a message, no exception
+    assert app.browser.results.empty and "out of range" in app.browser.message
+    assert app.browser._status.visible and app.sample_id == first
+
+
+def test_a_callback_error_is_logged_and_shown_to_the_user(app, caplog):
+    with caplog.at_level("ERROR", logger="attnflows_panel"):
+        app.report_error(RuntimeError("boom <b>bold</b> https://example.com"))
+    assert any(r.levelname == "ERROR" and "boom" in r.getMessage() for r in caplog.records)
+    assert app._alert.visible and "RuntimeError: boom" in app.message
+    assert "<b>" not in app._alert.object and "&lt;b&gt;" in app._alert.object
+    assert "<a" not in app._alert.object  # an HTML pane of escaped text: a URL stays text
+    app.show_sample(sample_ids(app)[1])  # the session keeps working
+    assert app.sample_id == sample_ids(app)[1] and app.message == ""
+
+
+def test_the_browser_current_label_escapes_ids(app):
+    nasty = "x` ![img](https://e.com/i.png) <b>"
+    app.browser.selected_id = nasty  # e.g. set from elsewhere; unknown here, but the label must stay text
+    label = app.browser._current.object
+    assert "<b>" not in label.replace("<b>current:</b>", "") and html.escape(nasty) in label
+    assert "unknown sample id" in app.browser.message and "<b>" not in app.browser._status.object
+
+
+def test_the_sidebar_names_models_by_hub_or_folder_name(app, sharp_bert_dirs):
+    from attnflows_panel.app import model_label
+
+    assert model_label("bert-base-uncased") == "bert-base-uncased"
+    assert model_label("textattack/bert-base-uncased-MRPC") == "textattack/bert-base-uncased-MRPC"
+    assert model_label(str(sharp_bert_dirs[1])) == Path(sharp_bert_dirs[1]).name
+    card = app._pair_info.object
+    assert str(Path(sharp_bert_dirs[1]).parent) not in card and Path(sharp_bert_dirs[1]).name in card
+
+
+@pytest.fixture(scope="module")
+def demo_index_all_tasks(tiny_pair, tmp_path_factory):
+    """An index over the whole bundled demo set: MRPC, RTE and QNLI pairs."""
+    from attnflows_panel.index import build_index
+
+    out = tmp_path_factory.mktemp("demo-all") / "demo"
+    return build_index(tiny_pair, "demo", None, out, tau=0.3, progress=False)
+
+
+def test_the_demo_corpus_is_scoped_to_the_model_task(tiny_pair, demo_index_all_tasks, sharp_bert_dirs, registry):
+    from attnflows_panel.app import model_task
+    from attnflows_panel.views.corpus_browser import row_tasks
+
+    cfg = AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(demo_index_all_tasks))
+    app = AttnFlowsApp(cfg, registry=registry)
+    assert model_task(tiny_pair) == "mrpc" == app.task  # an MRPC classifier (its label names)
+    tasks = row_tasks(app.index)
+    assert set(tasks) == {"mrpc", "rte", "qnli"}  # the corpus holds all three
+    b = app.browser
+    shown = set(b.table.value["id"])
+    assert shown == {str(i) for i, t in zip(app.index.metadata["id"], tasks) if t == "mrpc"}
+    assert set(b.param.label.objects) == {"any", "equivalent", "not_equivalent"}  # no RTE/QNLI labels
+    assert set(b.results["id"]) <= shown and len(b.results) > 0  # similar samples of the task only
+    assert "task MRPC" in b._count.object
+    # a sample of another task (from a link): shown, but without the classifier's prediction
+    rte = next(str(i) for i, t in zip(app.index.metadata["id"], tasks) if t == "rte")
+    app.show_sample(rte)
+    assert app.sample_id == rte and "No prediction" in app._sample_card.object
+    assert "predicts" not in app._sample_card.object
