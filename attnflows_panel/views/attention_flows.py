@@ -26,8 +26,8 @@ and its figures are built when ``result`` is first set, so that an app can lay o
 controls before the models have run.
 
 **Document changes.** Every parameter watcher that changes the Bokeh figures runs inside
-``pn.io.hold()``: on a served page Panel then collects the changes and sends them to the browser
-itself, which is the documented route for changing Bokeh models from a callback that Panel runs
+``pn.io.hold(policy="collect")``: on a served page Panel then collects the changes and sends them to the browser
+itself, in order ("combine" would merge a data swap with a later change of the same source out of order), which is the documented route for changing Bokeh models from a callback that Panel runs
 outside the document lock (a widget change). Callbacks of the figures' own Bokeh models (taps,
 brushes) report an exception to ``pn.config.exception_handler`` when one is set (the app shows it to
 the user), instead of losing it in the server log.
@@ -334,7 +334,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _on_graph(self):
         if self.result is None:
             return
-        with pn.io.hold():
+        with pn.io.hold(policy="collect"):
             if self.result is not self._shown:
                 self._new_result()
                 with param.parameterized.discard_events(self):  # one rebuild for all
@@ -351,7 +351,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._check_level()
         if self._flow is None:
             return
-        with pn.io.hold():
+        with pn.io.hold(policy="collect"):
             self._flow.set_level(self.level)
             self._context.set_level(self._data, self.level)
             self._sentence.update(self._data, self.level)
@@ -363,7 +363,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._check_selection()
         if self._flow is None:
             return
-        with pn.io.hold():
+        with pn.io.hold(policy="collect"):
             self._apply_selection()
         self._push()
 
@@ -371,7 +371,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _on_size(self):
         if self._flow is None:
             return
-        with pn.io.hold():
+        with pn.io.hold(policy="collect"):
             self._flow.resize(self.size)
         self._push()
 
@@ -379,7 +379,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _on_alpha(self):
         if self._flow is None:
             return
-        with pn.io.hold():
+        with pn.io.hold(policy="collect"):
             self._sentence.alpha = self.alpha
             self._sentence.update(self._data, self.level)
             self._apply_selection()

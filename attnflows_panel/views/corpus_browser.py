@@ -25,7 +25,7 @@ browser to the samples of that task: a corpus of several tasks (the bundled demo
 and QNLI pairs) otherwise shows predictions of a classifier for pairs it was never trained on, and
 mixes the tasks' labels in one filter. :func:`row_tasks` says where each row's task comes from.
 
-**Document changes.** Every watcher that changes the Bokeh figures runs inside ``pn.io.hold()``
+**Document changes.** Every watcher that changes the Bokeh figures runs inside ``pn.io.hold(policy="collect")``
 (Panel's route for changing Bokeh models from a callback that Panel runs outside the document lock,
 a widget change); the figures' own tap callbacks report errors to ``pn.config.exception_handler``.
 Ids, sentences and messages are shown as escaped text in HTML panes, never as Markdown.
@@ -117,11 +117,11 @@ def _reported(fn):
 
 
 def _held(fn):
-    """Run a watcher that changes Bokeh models inside ``pn.io.hold()`` (see the module docstring)."""
+    """Run a watcher that changes Bokeh models inside ``pn.io.hold(policy="collect")`` (see the module docstring)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with pn.io.hold():
+        with pn.io.hold(policy="collect"):
             return fn(*args, **kwargs)
 
     return wrapper
