@@ -184,6 +184,9 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._echo = 0  # > 0 while the view writes the figures' selection models (_writing_selections)
         self._L = self._H = self._n = 0
         self._style = params.pop("style", None) or RadialStyle()
+        #: ``(owner, key, make) -> value``: a cache that several views share (an app passes its
+        #: registry's ``shared``), so that the analysis of one result at one τ and mode is built once
+        self._cache = params.pop("cache", None)
         if result is not None:
             L = check_result(result)[0]
             self.param.level.bounds = (0, max(1, L - 1))
@@ -229,6 +232,17 @@ class AttentionFlowsView(pn.viewable.Viewer):
         """Forget the frozen selection and its head restriction."""
         self.param.update(selection=[], head=[], head_model="both")
 
+    def _flow_data(self) -> FlowData:
+        """What the views draw for ``result`` at τ and mode (from the shared cache when one is given)."""
+        def make():
+            pre, fine = self._graphs()
+            r = self.result
+            return FlowData(r.tokens, r.segments, pre, fine, self.mode, self._style)
+
+        if self._cache is None:
+            return make()
+        return self._cache(self.result, ("flow-data", float(self.tau), self.mode, self._style), make)
+
     def _graphs(self) -> tuple[AttentionGraph, AttentionGraph]:
         key = (id(self.result), float(self.tau))
         if key not in self._graphs_cache:
@@ -242,10 +256,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return self._graphs_cache[key]
 
     def _rebuild(self) -> None:
-        pre, fine = self._graphs()
-        r = self.result
-        self._shown = r
-        self._data = data = FlowData(r.tokens, r.segments, pre, fine, self.mode, self._style)
+        self._shown = self.result
+        self._data = data = self._flow_data()
         if self._flow is None:
             self._context = ContextFigure(data, level=self.level)
             self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha)
