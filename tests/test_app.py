@@ -666,3 +666,8 @@ def test_the_demo_corpus_is_scoped_to_the_model_task(tiny_pair, demo_index_all_t
     app.show_sample(rte)
     assert app.sample_id == rte and "No prediction" in app._sample_card.object
     assert "predicts" not in app._sample_card.object
+
+
+def test_view_state_given_to_the_app_goes_to_its_view(config, registry):
+    app = AttnFlowsApp(config, registry=registry, tau=0.2, mode="finetuned")  # as a notebook does
+    assert app.view.tau == pytest.approx(0.2) and app.view.mode == "finetuned" and app.tau == pytest.approx(0.2)

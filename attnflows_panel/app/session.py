@@ -166,7 +166,8 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self._sync_url = self._served if sync_url is None else bool(sync_url)
         if query is None and self._served and pn.state.location is not None:
             query = pn.state.location.search or ""
-        self.view = AttentionFlowsView(tau=self.config.tau, cache=self.registry.shared, **view_state)
+        view_state.setdefault("tau", self.config.tau)
+        self.view = AttentionFlowsView(cache=self.registry.shared, **view_state)
         self._build_widgets()
         self._layout = None
         self._parts()
