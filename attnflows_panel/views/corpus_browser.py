@@ -424,6 +424,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         return (heat * boxes).opts(
             title=f"mean fine − pre head usage over {n} {self.heatmap_scope}", width=420, height=330,
             xlabel="head", ylabel="layer", toolbar=None, show_grid=False,
+            xticks=list(range(H)), yticks=list(range(L)),
         )
 
     def toggle_head(self, layer: int, head: int) -> None:
