@@ -27,9 +27,10 @@ browser to the samples of that task: a corpus of several tasks (the bundled demo
 and QNLI pairs) otherwise shows predictions of a classifier for pairs it was never trained on, and
 mixes the tasks' labels in one filter. :func:`row_tasks` says where each row's task comes from.
 
-**Document changes.** Every watcher that changes the Bokeh figures runs inside ``pn.io.hold(policy="collect")``
-(Panel's route for changing Bokeh models from a callback that Panel runs outside the document lock,
-a widget change); the figures' own tap callbacks report errors to ``pn.config.exception_handler``.
+**Document changes.** The browser changes no Bokeh model itself: its tables, panes and widgets are
+Panel's, and its plots are HoloViews DynamicMaps that redraw when their parameters change, so Panel
+and HoloViews send every change under the document's lock. Errors of the Tap streams' subscribers go
+to ``pn.config.exception_handler`` (the app shows them).
 Ids, sentences and messages are shown as escaped text in HTML panes, never as Markdown.
 """
 
@@ -129,17 +130,6 @@ def _many_points(points):
         from holoviews.operation import decimate
 
         return decimate(points, max_samples=MAP_POINTS)
-
-
-def _held(fn):
-    """Run a watcher that changes Bokeh models inside ``pn.io.hold(policy="collect")`` (see the module docstring)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with pn.io.hold(policy="collect"):
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def _hex_to_rgb(color: str) -> np.ndarray:
@@ -265,7 +255,6 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ reactions
 
-    @_held
     def _on_index(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
@@ -303,7 +292,6 @@ class CorpusBrowser(pn.viewable.Viewer):
         """Index rows that the table's filters keep, in corpus order."""
         return self._filtered_rows
 
-    @_held
     def _on_filters(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
@@ -341,7 +329,6 @@ class CorpusBrowser(pn.viewable.Viewer):
     def _heads_mask(self) -> np.ndarray | None:
         return self.index.heads_mask(self.heads) if self.index is not None else None
 
-    @_held
     def _on_query(self, *_: Any) -> None:
         idx = self.index
         empty = pd.DataFrame(columns=list(dict.fromkeys(["rank", "id", "score", "row", *TABLE_COLUMNS])))
