@@ -348,6 +348,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     @param.depends("result", "tau", "mode", watch=True)
     def _on_graph(self):
+        tau = round(float(self.tau), 4)  # a slider's 0.15 - 0.01 is 0.13999999999999999
+        if tau != self.tau:
+            with param.parameterized.discard_events(self):
+                self.tau = tau
         if self.result is None:
             return
         if self.result is not self._shown:
