@@ -319,7 +319,11 @@ class CorpusBrowser(pn.viewable.Viewer):
         if event.new and self.results is not None:
             i = event.new[0]
             if 0 <= i < len(self.results):
-                self.selected_id = str(self.results["id"].iloc[i])
+                # the pick replaces this very table's rows: done on the next tick (pn.state.execute),
+                # after Panel has finished the table's selection event; changed from inside it, the
+                # page kept the old rows while the server had the new ones
+                pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.results["id"].iloc[i])),
+                                 schedule=True)
 
     def _set_message(self, text: str) -> None:
         self.message = text
@@ -433,7 +437,8 @@ class CorpusBrowser(pn.viewable.Viewer):
             return
         head, layer = int(round(float(x))), int(round(float(y)))
         if 0 <= layer < idx.num_layers and 0 <= head < idx.num_heads:
-            self.toggle_head(layer, head)
+            # redraws this very plot: on the next tick, after HoloViews has finished the tap event
+            pn.state.execute(functools.partial(self.toggle_head, layer, head), schedule=True)
 
     # ------------------------------------------------------------------ map
 
@@ -511,8 +516,9 @@ class CorpusBrowser(pn.viewable.Viewer):
         d = np.hypot(pts[:, 0] - float(x), pts[:, 1] - float(y))
         i = int(np.argmin(d))
         extent = float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1e-9))
-        if d[i] <= 0.03 * extent:
-            self.selected_id = str(self.index.metadata["id"].iloc[int(rows[i])])
+        if d[i] <= 0.03 * extent:  # on the next tick, after HoloViews has finished the tap event
+            pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.index.metadata["id"].iloc[int(rows[i])])),
+                             schedule=True)
 
     # ------------------------------------------------------------------ layout
 
