@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -92,6 +93,20 @@ async def _locked(doc, fn: Callable[[], Any]) -> None:
         await asyncio.wait_for(future, LOCKED_TIMEOUT_S)
     except asyncio.TimeoutError:
         log.debug("session closed before a finished run could be shown")
+
+
+def _weak_handler(app: AttnFlowsApp) -> Callable[[BaseException], None]:
+    """``app.report_error``, holding the app weakly (after the session is gone: only logged)."""
+    ref = weakref.WeakMethod(app.report_error)
+
+    def handler(exc: BaseException) -> None:
+        report = ref()
+        if report is None:
+            log.error("a callback of a closed session failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        else:
+            report(exc)
+
+    return handler
 
 
 def _view_property(name: str) -> property:
@@ -177,8 +192,10 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self.param.watch(self._write_url, ["sample_id", "sentence_a", "sentence_b"])
         self.param.watch(self._on_busy, ["busy"])
         if self._served:
-            # this session's handler (pn.config is per session when set inside one)
-            pn.config.exception_handler = self.report_error
+            # this session's handler (pn.config is per session when set inside one). It holds the app
+            # weakly: the per-session config is a WeakKeyDictionary keyed by the document, and a value
+            # that refers back to the document would keep a closed session alive
+            pn.config.exception_handler = _weak_handler(self)
         self._notices: list[str] = []
         url_state, errors = UrlState.parse(query or "")
         self._notices.extend(errors)
