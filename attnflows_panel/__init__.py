@@ -20,7 +20,7 @@ SHARED_COLOR = "#e07b00"  # dark orange
 #: The paper's attention threshold τ for BERT-base (§4.1).
 PAPER_TAU = 0.3
 #: Default attention threshold τ, for the offline default pair and wherever no τ is given (the views,
-#: ``defaults.prepare_index``). all-MiniLM-L6-v2's attention is diffuse: its last-layer [CLS] rarely puts
+#: ``prepare.prepare_index``). all-MiniLM-L6-v2's attention is diffuse: its last-layer [CLS] rarely puts
 #: more than ~0.24 on any token, so the paper's BERT-base-friendly τ = 0.3 leaves an empty graph; at 0.15
 #: the rings grow by roughly 5-10 tokens per level, as the paper describes (§4.3.1). The app opens at the
 #: τ of its index when it has one (``attnflows_panel.defaults.initial_tau`` holds the one rule). Users can

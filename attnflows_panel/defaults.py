@@ -149,22 +149,3 @@ def initial_tau(pretrained: str | None = None, finetuned: str | None = None,
 
 def manifest_path() -> Path:
     return cache_dir() / "prepared.json"
-
-
-# --------------------------------------------------------------------------------------------------
-# moved to attnflows_panel.prepare
-# --------------------------------------------------------------------------------------------------
-
-#: names that lived here before preparation moved to :mod:`attnflows_panel.prepare`; reading one of them
-#: from this module still works (the preparation module is imported on that first access, not before)
-_MOVED_TO_PREPARE = frozenset({
-    "prepare", "prepare_model", "prepare_index", "is_prepared", "hub_reachable", "choose_data_source",
-})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_PREPARE:
-        from attnflows_panel import prepare as _prepare
-
-        return getattr(_prepare, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -510,6 +510,7 @@ def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, ca
     fine-tune and the demo index (prepare itself is tested with the finetune module)."""
     from attnflows_panel import app as app_mod
     from attnflows_panel import defaults
+    from attnflows_panel import prepare as prepare_mod
     from attnflows_panel.cli import main
 
     monkeypatch.setenv("ATTNFLOWS_CACHE_DIR", str(tmp_path))
@@ -517,7 +518,7 @@ def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, ca
     index.mkdir(parents=True)
     (index / "manifest.json").write_text('{"tau": 0.15}')
     calls = {}
-    monkeypatch.setattr(defaults, "prepare", lambda data=None, progress=True, force=False: calls.setdefault("prepare", (data, progress, force)) and {
+    monkeypatch.setattr(prepare_mod, "prepare", lambda data=None, progress=True, force=False: calls.setdefault("prepare", (data, progress, force)) and {
         "pretrained": "/pkg/minilm", "finetuned": str(tmp_path / "models" / "fine"), "data_source": {"source": "demo"}})
     monkeypatch.setattr(app_mod, "serve", lambda config, **kw: calls.setdefault("serve", (config, kw)))
     assert main(["demo", "--prepare-only", "--data", "some/folder"]) == 0

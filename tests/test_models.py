@@ -363,13 +363,13 @@ def test_importing_models_imports_no_preparation():
     assert "attnflows_panel.prepare" not in loaded and "attnflows_panel.finetune" not in loaded
 
 
-def test_defaults_still_reaches_the_moved_preparation_names():
+def test_preparation_lives_only_in_prepare():
+    """defaults is configuration only: the preparation names are prepare's, and defaults has none of them."""
     from attnflows_panel import defaults, prepare
 
     for name in ("prepare", "prepare_model", "prepare_index", "is_prepared", "hub_reachable", "choose_data_source"):
-        assert getattr(defaults, name) is getattr(prepare, name)
-    with pytest.raises(AttributeError):
-        defaults.no_such_name  # noqa: B018
+        assert callable(getattr(prepare, name))
+        assert not hasattr(defaults, name), name
 
 
 def test_truncated_weights_give_a_clear_error(tmp_path, tiny_bert_dirs):

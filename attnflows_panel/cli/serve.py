@@ -182,10 +182,11 @@ def run_serve(args) -> int:
 
 def run_demo(args) -> int:
     from attnflows_panel import defaults
+    from attnflows_panel.prepare import prepare
 
     _check_tau(args.tau)
     _err("Preparing the offline default (done once, then cached) …")
-    info = defaults.prepare(data=args.data, progress=True, force=args.rebuild) or {}
+    info = prepare(data=args.data, progress=True, force=args.rebuild) or {}
     for key, value in info.items():
         if isinstance(value, (str, int, float, Path)) or value is None:
             _err(f"  {key}: {value}")
@@ -206,7 +207,7 @@ def run_demo(args) -> int:
         device=args.device,
     )
     if not (index / "manifest.json").exists():
-        # defaults.prepare() builds it; should it have been skipped, build it here once
+        # prepare() builds it; should it have been skipped, build it here once
         from attnflows_panel.index import build_index
 
         _err(f"Indexing the demo corpus into {index} …")
