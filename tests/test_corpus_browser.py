@@ -195,3 +195,21 @@ def test_palette_and_empty_browser():
     b = CorpusBrowser()
     b.__panel__().get_root(Document())
     assert b.message == "no index loaded"
+
+
+def test_correct_filter_is_off_when_the_labels_do_not_match(sharp_pair, glue_dir, tmp_path, index):
+    """An MRPC classifier over RTE pairs: the label sets differ, the index holds no correctness, and the
+    browser disables its "correct" filter and says why, instead of filtering on a meaningless flag."""
+    out = tmp_path / "rte"
+    build_index(sharp_pair, str(glue_dir / "RTE"), "rte", out, split="dev", limit=12, tau=0.3, progress=False)
+    rte = SignatureIndex.open(out, pair=sharp_pair)
+    assert not rte.has_correctness and rte.label_mismatch
+    b = CorpusBrowser(rte)
+    assert b._correct_w.disabled
+    assert "entailment" in b._correct_w.description and "correct filter is off" in b._correct_w.description
+    assert len(b.table.value) == 12  # the rows are still shown, with their labels and predictions
+    # the matched MRPC index keeps the filter, and switching the browser back enables it again
+    b.index = index
+    assert not b._correct_w.disabled and b._correct_w.description is None
+    b.correctness = "correct"
+    assert len(b.table.value) == int(index.metadata["correct_fine"].fillna(False).sum())

@@ -273,6 +273,15 @@ class CorpusBrowser(pn.viewable.Viewer):
             self.label = ANY
         if self.prediction not in self.param.prediction.objects:
             self.prediction = ANY
+        # correctness only where the model's and the corpus's labels match (index.label_reconciliation):
+        # never a "correct" filter over predictions from another label space
+        scored = bool(md["correct_fine"].notna().any())
+        self._correct_w.disabled = not scored
+        self._correct_w.description = (None if scored else
+                                       (idx.label_mismatch or "no sample of this corpus has a correctness flag")
+                                       + ": the correct filter is off")
+        if not scored and self.correctness != ANY:
+            self.correctness = ANY
         self._on_filters()
         self._on_query()
 
