@@ -460,6 +460,24 @@ def test_an_index_names_its_models(tiny_index, sharp_bert_dirs):
     assert AppConfig(index=None).model_refs() == (None, None)
 
 
+def test_an_index_built_from_hub_names_opens_with_them(tiny_index, tmp_path):
+    """An index of hub models names them as hub ids: serve --index uses them (the hub cache serves them
+    offline), while a folder that has gone away falls back to the offline default."""
+    import json
+    import shutil
+
+    hub = tmp_path / "hub-index"
+    shutil.copytree(tiny_index, hub)
+    manifest = json.loads((hub / "manifest.json").read_text())
+    manifest["fingerprint"]["pretrained"]["name"] = "bert-base-uncased"
+    manifest["fingerprint"]["finetuned"]["name"] = "textattack/bert-base-uncased-MRPC"
+    (hub / "manifest.json").write_text(json.dumps(manifest))
+    assert AppConfig(index=str(hub)).model_refs() == ("bert-base-uncased", "textattack/bert-base-uncased-MRPC")
+    manifest["fingerprint"]["finetuned"]["name"] = str(tmp_path / "gone" / "model")
+    (hub / "manifest.json").write_text(json.dumps(manifest))
+    assert AppConfig(index=str(hub)).model_refs() == (None, None)
+
+
 def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_bert_dirs, tiny_index, tmp_path, registry):
     import json
     import shutil

@@ -122,9 +122,20 @@ class AppConfig:
             names = [manifest["fingerprint"][role]["name"] for role in ("pretrained", "finetuned")]
         except (KeyError, TypeError):
             return None, None
-        if all(Path(n).is_dir() for n in names):
+        if all(isinstance(n, str) and (Path(n).is_dir() or _is_hub_id(n)) for n in names):
             return names[0], names[1]
         return None, None
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a Hugging Face hub model id (``name`` or ``org/name``), not a local path:
+    an index built from hub names (``bert-base-uncased``, ``textattack/bert-base-uncased-MRPC``) opens with
+    those models, which the hub's cache serves again offline."""
+    import re
+
+    return (not os.path.isabs(name) and not name.startswith((".", "~"))
+            and re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", name) is not None
+            and not Path(name).exists())
 
 
 def model_task(pair, index_path: str | os.PathLike | None = None) -> str | None:
