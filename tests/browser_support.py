@@ -204,3 +204,21 @@ GLYPH_POINTS = """([name, cols]) => {
   }
   return null;
 }"""
+
+
+# JavaScript: scroll the figure that holds the renderer named `name` to the middle of the window.
+SCROLL_INTO_VIEW = """(name) => {
+  const seen = new Set();
+  function* walk(v) {
+    if (!v || seen.has(v)) return;
+    seen.add(v); yield v;
+    if (typeof v.children === "function") for (const c of v.children()) yield* walk(c);
+  }
+  for (const root of Bokeh.index.roots)
+    for (const v of walk(root))
+      if (v.model.name === name && v.plot_view !== undefined) {
+        v.plot_view.canvas_view.el.scrollIntoView({block: "center", inline: "center"});
+        return true;
+      }
+  return false;
+}"""
