@@ -36,7 +36,6 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402  (test ext
 NOTEBOOK = "01_one_sample.ipynb"
 NODES = "attnflows-node-targets"
 RUN_TIMEOUT_S = 600.0
-PANEL_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.holoviews_exec.v0+json']"
 expect.set_options(timeout=TIMEOUT_S * 1000)  # the whole notebook on a loaded 2-core machine: model loading, two runs, an export
 
 
@@ -125,7 +124,7 @@ def _run_cell(page, code: str) -> str:
     page.keyboard.press("Escape")
     page.keyboard.press("b")  # command mode: insert a cell below
     expect(cells).to_have_count(n + 1)
-    new = cells.last
+    new = cells.nth(n)  # running it adds another empty cell below
     new.locator(".jp-InputArea-editor").click()
     page.keyboard.type(code)
     page.keyboard.press("Shift+Enter")
@@ -146,8 +145,8 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         page.goto(f"{lab.base}/lab/tree/{NOTEBOOK}?token={lab.token}")
         notebook = page.locator(".jp-NotebookPanel").filter(has=page.locator(".jp-Notebook"))
         expect(notebook.locator(".jp-Cell").first).to_be_visible()
-        # the kernel is up (the toolbar's kernel status reads "Idle")
-        expect(page.locator(".jp-NotebookPanel-toolbar").get_by_text("Python 3 (ipykernel)")).to_be_visible()
+        # the kernel is up: the status bar reads "Python 3 (ipykernel) | Idle"
+        expect(page.get_by_role("button", name=re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible()
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
         code_prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
@@ -161,7 +160,7 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0
 
         # the view renders, and shows the selection set from Python (the frozen [CLS] trace)
-        view = page.locator(PANEL_OUTPUT)
+        view = page.locator(".jp-CodeCell").filter(has_text="view = AttentionFlowsView(").locator(".jp-OutputArea")
         expect(view.get_by_text(re.compile(r"selected .*“\[CLS\]”"))).to_be_visible()
         pts = wait_for(lambda: page.evaluate(GLYPH_POINTS, [NODES, ["token", "level", "pos"]]),
                        what="the radial view to draw its tokens")
