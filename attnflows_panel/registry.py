@@ -3,10 +3,9 @@
 A Panel server runs one Python process for many browser sessions. Loading a model pair (two BERTs)
 takes seconds and hundreds of MB, a FAISS index as much again, so both are loaded once per process and
 handed to every session; everything a user can change (sample, τ, mode, level, selection, typed
-sentences) lives in the session's own :class:`~attnflows_panel.app.AttnFlowsApp`.
+sentences) lives in the session's own :class:`~attnflows_panel.app.session.AttnFlowsApp`.
 
-:class:`Registry` is that small shared object (DESIGN.md: "shared across sessions through pn.cache or a
-small registry object, keyed by the model fingerprint"):
+:class:`Registry` is that small shared object:
 
 - ``registry.pair(pretrained, finetuned)`` loads a :class:`~attnflows_panel.models.ModelPair` once per
   *request key* (the resolved folders or hub names). After loading, the pair's fingerprint (weights
@@ -19,6 +18,12 @@ small registry object, keyed by the model fingerprint"):
   passes on the same 2-core CPU would only slow each other down) and keeps the last results in a
   byte-bounded LRU cache: many sessions open the same corpus samples (the first one above all), and a
   :class:`~attnflows_panel.models.PairResult` is immutable data, so they share it.
+
+- ``registry.shared(owner, key, make)`` computes a value once per (owner object, key) and hands the
+  same value to every session: the views' analysis of a result (both Attention Graphs at τ, their
+  comparison, the radial layout and the columns sent to the browser), so that twenty sessions opening
+  the app at once on the same first sample build it once. The owner (a result) is kept alive with its
+  entry, the values are treated as read-only, and the number of entries is bounded (LRU).
 
 Concurrent first requests for the same key block on one load (per-key lock, double-checked), so twenty
 sessions opening a cold server load the model once. ``registry.loads`` counts actual loads per kind,
@@ -76,6 +81,7 @@ class Registry:
         index_opener: Callable[..., Any] | None = None,
         *,
         result_cache_bytes: int = 256 * 2**20,
+        shared_entries: int = 64,
     ) -> None:
         self._pair_loader = pair_loader
         self._index_opener = index_opener
@@ -88,6 +94,8 @@ class Registry:
         self._results: OrderedDict[tuple, Any] = OrderedDict()
         self._result_bytes = 0
         self.result_cache_bytes = int(result_cache_bytes)
+        self._shared: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
+        self.shared_entries = int(shared_entries)
         self.loads: collections.Counter[str] = collections.Counter()
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -220,6 +228,29 @@ class Registry:
                 _, (_, evicted) = self._results.popitem(last=False)
                 self._result_bytes -= self._nbytes(evicted)
 
+    # -- values derived from a result, shared by sessions -------------------------------------------
+    def shared(self, owner: Any, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, once per (``owner``, ``key``) while the entry stays in the LRU; the same value for
+        every caller after that (treat it as read-only). ``owner`` is compared by identity and kept
+        alive with its entry, so that an id reused by another object is never a hit."""
+        k = (id(owner), key)
+        with self._lock:
+            entry = self._shared.get(k)
+            if entry is not None and entry[0] is owner:
+                self._shared.move_to_end(k)
+                self.loads["shared_hit"] += 1
+                return entry[1]
+        value = make()  # outside the lock: two sessions may both build it once; the first one is kept
+        with self._lock:
+            entry = self._shared.get(k)
+            if entry is not None and entry[0] is owner:
+                return entry[1]
+            self._shared[k] = (owner, value)
+            self.loads["shared"] += 1
+            while len(self._shared) > self.shared_entries:
+                self._shared.popitem(last=False)
+        return value
+
     # -- indexes ---------------------------------------------------------------------------------
     def index(self, path: str | Path, pair=None):
         """The :class:`SignatureIndex` at ``path`` (checked against ``pair``), opened once per process."""
@@ -251,7 +282,7 @@ _shared_lock = threading.Lock()
 def shared_registry() -> Registry:
     """The process-wide :class:`Registry` (created on first call; thread-safe).
 
-    ``panel serve attnflows_panel/app.py`` re-executes the app module for every session, but this
+    ``panel serve attnflows_panel/app/app.py`` re-executes the app script for every session, but this
     module is imported once, so all sessions of the process meet here.
     """
     with _shared_lock:

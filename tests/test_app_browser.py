@@ -2,12 +2,15 @@
 
 One server per module (a thread of this process, so the tests can also look at each session's app
 object), a small index over the bundled demo corpus, one browser. Every test fails on a browser console
-error, an uncaught page error, a failed request, or a request that leaves the server (all assets must
-be served locally: the app works offline). Tests wait on conditions, never on fixed sleeps.
+error, an uncaught page error, a failed request, a request that leaves the server (all assets must be
+served locally: the app works offline), or an ERROR logged on the server (the 'bokeh', 'tornado',
+'panel' and 'attnflows_panel' loggers: a callback's exception is one). Tests wait on conditions, never
+on fixed sleeps.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -83,8 +86,40 @@ def demo_index(minilm_pair, tmp_path_factory):
     return build_index(minilm_pair, "demo", None, out, limit=N_SAMPLES, tau=TAU, progress=False)
 
 
+SERVER_LOGGERS = ("bokeh", "tornado", "panel", "attnflows_panel")
+
+
+class ServerErrors(logging.Handler):
+    """Collects the ERROR records of the server's loggers (exceptions in session callbacks included)."""
+
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record):
+        text = self.format(record)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" [{type(record.exc_info[1]).__name__}: {record.exc_info[1]}]"
+        self.records.append(text)
+
+    def take(self) -> list[str]:
+        out, self.records = self.records, []
+        return out
+
+
 @pytest.fixture(scope="module")
-def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index):
+def server_errors():
+    handler = ServerErrors()
+    for name in SERVER_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+    yield handler
+    for name in SERVER_LOGGERS:
+        logging.getLogger(name).removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index, server_errors):
     from attnflows_panel.app import AppConfig, serve
     from attnflows_panel.registry import Registry
 
@@ -94,7 +129,8 @@ def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index):
     apps = []
     thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True, on_create=apps.append)
     url = f"http://127.0.0.1:{server.port}/"
-    yield SimpleNamespace(url=url, apps=apps, registry=registry, config=config, index=registry.cached_index(demo_index, minilm_pair))
+    yield SimpleNamespace(url=url, apps=apps, registry=registry, config=config, index=registry.cached_index(demo_index, minilm_pair),
+                          errors=server_errors)
     thread.stop()
 
 
@@ -132,9 +168,12 @@ def page(browser, served):
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     pg.problems = PageProblems(pg, served.url.rstrip("/"))
+    served.errors.take()
     yield pg
     try:
         pg.problems.check()
+        errors = served.errors.take()
+        assert errors == [], "errors on the server:\n" + "\n".join(errors)
     finally:
         context.close()
 
@@ -274,15 +313,65 @@ def test_bad_input_gives_visible_messages_and_the_session_keeps_working(page, se
     assert app.sample_id == target
 
 
+def similar_table(page):
+    """The similar-samples table: the second Tabulator of the corpus browser."""
+    return page.locator(".af-browser .tabulator").nth(1)
+
+
+def test_pick_a_similar_sample_views_panel_and_url_agree(page, served):
+    """The defect of issue 10: picking a similar sample raised in the server (a Bokeh model changed
+    outside the document lock); the panel then named one sample and the views another."""
+    app = open_app(page, served, expect_id=ids(served)[0])
+    wait_for(lambda: app.browser is not None and app.browser.results is not None and len(app.browser.results) > 1,
+             what="the similar samples")
+    target = str(app.browser.results["id"].iloc[1])
+    row = similar_table(page).locator(".tabulator-row").filter(has_text=target).first
+    row.click()
+    expect(page.locator(".af-sample-id")).to_have_text(target)  # the views' sample card
+    expect(page.locator(".af-browser .af-current")).to_contain_text(target)  # the similar-samples panel
+    expect(page).to_have_url(f"{served.url}?sample={target}")  # the URL
+    wait_for(lambda: app.view.result is app.result and app.browser.selected_id == target, what="the views to follow")
+    assert app.sample_id == target and app.result.sentence_a == served.index.sample(target)["sentence_a"]
+    # and the next pick works too (the session is intact)
+    wait_for(lambda: app.browser.results is not None and len(app.browser.results) > 1, what="the new similar samples")
+    nxt = str(app.browser.results["id"].iloc[0])
+    similar_table(page).locator(".tabulator-row").filter(has_text=nxt).first.click()
+    expect(page.locator(".af-sample-id")).to_have_text(nxt)
+    expect(page).to_have_url(f"{served.url}?sample={nxt}")
+
+
+def test_a_head_mask_typed_in_the_similar_samples_box_gives_results(page, served):
+    app = open_app(page, served, expect_id=ids(served)[0])
+    box = page.get_by_placeholder("all heads, e.g. 4:*,5:3")
+    box.fill("5:*")
+    box.press("Enter")
+    wait_for(lambda: app.browser.heads == "5:*", what="the head mask to arrive")
+    want = served.index.query(sample_id=ids(served)[0], heads="5:*", k=app.browser.k, exclude_self=True,
+                              filters={"rows": app.browser._scope} if app.browser._scope is not None else None)
+    wait_for(lambda: list(app.browser.results["id"]) == list(want["id"]), what="the masked search")
+    expect(similar_table(page).locator(".tabulator-row").filter(has_text=str(want["id"].iloc[0])).first).to_be_visible()
+    # a bad mask: a visible message, no exception
+    box.fill("99:*")
+    box.press("Enter")
+    expect(page.locator(".af-browser-message")).to_contain_text("out of range")
+
+
+def test_a_url_value_is_shown_as_text_never_as_a_link(page, served):
+    open_app(page, served, query="sample=https://example.com/x", expect_id=ids(served)[0])
+    message = page.locator(".af-message")
+    expect(message).to_contain_text("Unknown sample id 'https://example.com/x'")
+    assert message.locator("a").count() == 0 and message.locator("img").count() == 0
+
+
 def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_finetuned_dir, demo_index, tmp_path):
-    """`panel serve attnflows_panel/app.py`, configured by ATTNFLOWS_* variables: the first session shows
+    """`panel serve attnflows_panel/app/app.py`, configured by ATTNFLOWS_* variables: the first session shows
     a busy indicator while the models load, then the first sample."""
     port = free_port()
     env = dict(os.environ, ATTNFLOWS_PRETRAINED=str(minilm_path), ATTNFLOWS_FINETUNED=str(minilm_finetuned_dir),
                ATTNFLOWS_INDEX=str(demo_index), ATTNFLOWS_TAU=str(TAU))
     log = open(tmp_path / "panel-serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "panel", "serve", str(REPO / "attnflows_panel" / "app.py"), "--port", str(port),
+        [sys.executable, "-m", "panel", "serve", str(REPO / "attnflows_panel" / "app" / "app.py"), "--port", str(port),
          "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
     )
@@ -308,6 +397,9 @@ def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_
         expect(pg.locator(".af-browser .tabulator-row").filter(has_text=first).first).to_be_visible()
         expect(pg.locator(".af-busy")).to_have_text("")  # the busy note is gone once loaded
         problems.check()
+        log.flush()
+        server_log = (tmp_path / "panel-serve.log").read_text()
+        assert "Traceback" not in server_log and "ERROR" not in server_log, server_log
     finally:
         context.close()
         proc.terminate()

@@ -49,7 +49,7 @@ def test_renders_corpus_table(browser, index):
     corpus = next(t for t in tabs if "sentence_a" in t.source.data and "rank" not in t.source.data)
     assert len(corpus.source.data["id"]) == 12  # one page, paged on the server
     assert list(browser.table.value["id"]) == list(index.metadata["id"])
-    assert "60** of 60 samples" in browser._count.object
+    assert "<b>60</b> of 60 samples" in browser._count.object
     assert browser.results.empty and "pick a sample" in browser.message
 
 
@@ -68,7 +68,7 @@ def test_filters(browser, index):
     browser.search = "Stanford"
     assert len(browser.table.value) >= 1
     assert all("stanford" in (a + " " + b).lower() for a, b in zip(browser.table.value["sentence_a"], browser.table.value["sentence_b"]))
-    assert f"**{len(browser.table.value)}** of 60" in browser._count.object
+    assert f"<b>{len(browser.table.value)}</b> of 60" in browser._count.object
     # the widgets are wired to the parameters
     browser._label_w.value = "not_equivalent"
     assert browser.label == "not_equivalent"
@@ -115,49 +115,69 @@ def test_space_heads_and_k(browser, index):
     assert "<img" not in browser._status.object and "&lt;img src=x" in browser._status.object
 
 
+def _heat(browser):
+    """The HeatMap and the outline Rectangles of the heatmap overlay, as drawn now."""
+    overlay = browser.heat_element()
+    heat, boxes = overlay.get(0), overlay.get(1)
+    return heat, boxes, overlay
+
+
 def test_heatmap_values_scope_and_tap(browser, index):
     browser.selected_id = index.metadata["id"].iloc[2]
     L, H = index.num_layers, index.num_heads
-    data = browser.heat_source.data
-    assert len(data["value"]) == L * H
+    heat, boxes, overlay = _heat(browser)
+    df = heat.dframe()
+    assert len(df) == L * H
     rows = browser.results["row"].to_numpy()
     want = index.head_usage(rows, block="diff")
-    np.testing.assert_allclose(np.reshape(data["value"], (L, H)), want, atol=1e-4)
-    assert f"over {len(rows)} results" in browser.heat_figure.title.text
+    got = np.zeros((L, H))
+    got[df["layer"].to_numpy(int), df["head"].to_numpy(int)] = df["value"].to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert f"over {len(rows)} results" in overlay.opts.get().kwargs["title"]
     bound = np.abs(want).max()
-    assert browser.color_mapper.low == pytest.approx(-bound, abs=1e-6) and browser.color_mapper.high == pytest.approx(bound, abs=1e-6)
+    lo, hi = heat.opts.get().kwargs["clim"]
+    assert lo == pytest.approx(-bound, abs=1e-6) and hi == pytest.approx(bound, abs=1e-6)
     browser.heatmap_scope = "filtered corpus"
-    np.testing.assert_allclose(np.reshape(browser.heat_source.data["value"], (L, H)),
-                               index.head_usage(np.arange(len(index)), block="diff"), atol=1e-4)
+    heat, _, _ = _heat(browser)
+    df = heat.dframe()
+    got[df["layer"].to_numpy(int), df["head"].to_numpy(int)] = df["value"].to_numpy()
+    np.testing.assert_allclose(got, index.head_usage(np.arange(len(index)), block="diff"), atol=1e-4)
     # tapping a cell toggles that head in the mask, outlined in the shared colour
-    i = 1 * H + 2  # layer 1, head 2
-    browser.heat_source.selected.indices = [i]
+    browser.heat_tap.event(x=2.1, y=0.9)  # the cell of layer 1, head 2
     assert browser.heads == "1:2"
-    assert browser.heat_source.data["line"][i] == SHARED_COLOR and browser.heat_source.data["in_mask"][i]
-    assert sum(browser.heat_source.data["in_mask"]) == 1
+    heat, boxes, _ = _heat(browser)
+    assert len(boxes.data) == 1 and boxes.opts.get().kwargs["line_color"] == SHARED_COLOR
+    (x0, y0, x1, y1) = boxes.array()[0]
+    assert x0 < 2 < x1 and y0 < 1 < y1
+    assert int(heat.dframe()["in_mask"].sum()) == 1
     want = index.query(sample_id=browser.selected_id, heads="1:2", k=10, exclude_self=True)
     assert list(browser.results["id"]) == list(want["id"])
-    browser.toggle_head(1, 2)
-    assert browser.heads == "" and not any(browser.heat_source.data["in_mask"])
+    browser.heat_tap.event(x=2, y=1)  # the same cell again: out of the mask
+    assert browser.heads == ""
+    assert len(_heat(browser)[1].data) == 0
 
 
 def test_pca_map_marks(browser, index):
     sid = index.metadata["id"].iloc[9]
     browser.selected_id = sid
     coords, _ = index.pca()
-    assert len(browser.map_background.data["x"]) == len(index)
-    cur = browser.map_current.data
-    assert cur["id"] == [sid]
-    np.testing.assert_allclose([cur["x"][0], cur["y"][0]], coords[9], atol=1e-5)
+    marks = browser.map_marks()
+    assert len(marks["corpus"]) == len(index)  # every sample (a corpus this small is drawn as points)
+    cur = marks["current"]
+    assert list(cur["id"]) == [sid]
+    np.testing.assert_allclose([cur["x"][0], cur["y"][0]], coords[9, :2], atol=1e-5)
     rows = browser.results["row"].to_numpy()
-    np.testing.assert_allclose(browser.map_neighbours.data["x"], coords[rows, 0], atol=1e-5)
-    assert browser.map_neighbours.data["id"] == list(browser.results["id"])
+    np.testing.assert_allclose(marks["similar"]["x"], coords[rows, 0], atol=1e-5)
+    assert list(marks["similar"]["id"]) == list(browser.results["id"])
+    # the element: corpus, similar, current in the project colours (current = shared orange,
+    # neighbours = fine-tuned purple)
+    overlay = browser.map_element()
+    corpus, similar, current = overlay.get(0), overlay.get(1), overlay.get(2)
+    assert len(corpus) == len(index) and len(similar) == len(rows) and len(current) == 1
+    assert current.opts.get().kwargs["color"] == SHARED_COLOR and similar.opts.get().kwargs["color"] == FINETUNED_COLOR
     # tapping a point of the map makes it current
-    browser.map_background.selected.indices = [20]
-    assert browser.selected_id == browser.map_background.data["id"][20]
-    # the project colours: current = shared orange, neighbours = fine-tuned purple
-    bg, nb, cur_r = browser._map_renderers
-    assert cur_r.glyph.fill_color == SHARED_COLOR and nb.glyph.fill_color == FINETUNED_COLOR
+    browser.map_tap.event(x=float(coords[20, 0]), y=float(coords[20, 1]))
+    assert browser.selected_id == index.metadata["id"].iloc[20]
 
 
 def test_new_pair_as_current(browser, index, sharp_pair):
@@ -165,7 +185,7 @@ def test_new_pair_as_current(browser, index, sharp_pair):
     browser.param.update(selected_id=None, result=r)
     want = index.query(result=r, k=10)
     assert list(browser.results["id"]) == list(want["id"])
-    assert browser.map_current.data["id"] == ["(new pair)"]
+    assert list(browser.map_marks()["current"]["id"]) == ["(new pair)"]
     assert "not in the index" in browser._current.object
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -138,8 +139,29 @@ def demo_index(minilm_pair, tmp_path_factory):
     return build_index(minilm_pair, "demo", None, out, limit=N_SAMPLES, tau=0.2, progress=False)
 
 
+class _Errors(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record):
+        self.records.append(f"{record.name}: {record.getMessage()}")
+
+
 @pytest.fixture(scope="module")
-def served(minilm_path, minilm_finetuned_dir, demo_index):
+def server_errors():
+    """ERROR records of the server's loggers (an exception in a session callback is one)."""
+    handler = _Errors()
+    names = ("bokeh", "tornado", "panel", "attnflows_panel")
+    for name in names:
+        logging.getLogger(name).addHandler(handler)
+    yield handler.records
+    for name in names:
+        logging.getLogger(name).removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def served(minilm_path, minilm_finetuned_dir, demo_index, server_errors):
     """The app served the way `attnflows serve` does it: the pair loaded once through a registry before
     the first session, one app object per session; closed sessions are discarded within seconds."""
     from attnflows_panel.app import AppConfig, serve
@@ -208,7 +230,7 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def test_twenty_concurrent_sessions_share_one_model_and_memory_stays_flat(served, tmp_path):
+def test_twenty_concurrent_sessions_share_one_model_and_memory_stays_flat(served, tmp_path, server_errors):
     registry = served["registry"]
     assert registry.loads["pair"] == 1 and registry.loads["index"] == 1  # preloaded once, before any session
 
@@ -233,3 +255,4 @@ def test_twenty_concurrent_sessions_share_one_model_and_memory_stays_flat(served
           f"{SESSIONS} concurrent sessions: open p50 {results['first']['open_s'][SESSIONS // 2]:.2f} s, "
           f"search p50 {results['first']['search_s'][SESSIONS // 2]:.2f} s")
     assert growth < FLAT_BOUND_MB, f"server memory grew by {growth:.0f} MB from the first wave of sessions to the second"
+    assert server_errors == [], "errors on the server:\n" + "\n".join(server_errors)

@@ -33,7 +33,9 @@ DEFAULT_PORT = 5006
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server (as in `panel serve`)")
     g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
-    g.add_argument("--address", default=None, help="address to listen on (default: all interfaces, as panel serve)")
+    g.add_argument("--address", default=None,
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface, "
+                        "with --allow-websocket-origin for the name others use, see README.md)")
     g.add_argument(
         "--allow-websocket-origin",
         action="append",
@@ -47,7 +49,7 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         "--num-threads",
         type=int,
         default=None,
-        help="thread pool size for session callbacks (panel's --num-threads; model runs use threads regardless)",
+        help="thread pool size for session callbacks (panel's --num-threads; model runs use a worker thread regardless)",
     )
 
 

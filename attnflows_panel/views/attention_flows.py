@@ -15,7 +15,22 @@ combined), a legend and SVG/PNG export. It works as a notebook cell output as it
 Its state is a handful of plain, JSON-serialisable parameters (``tau``, ``mode``, ``level``,
 ``selection`` as ``[[level, token], ...]``, ``head`` as ``[layer, h]`` or ``[]``, ``head_model``), so an
 app can sync them to the URL; setting them from Python updates the views, and clicks, brushes and
-widget changes in the browser set them.
+widget changes in the browser set them. **The view is the one owner of that state**: its controls
+(:meth:`AttentionFlowsView.parts` ``.controls``) are made from these parameters with
+``Widget.from_param``, so an app that shows them holds no copy of its own. The constants that go with
+them are defined here once: :data:`MODES` (from :mod:`attnflows_panel.views.flow`), :data:`MODE_LABELS`
+and :data:`TAU_BOUNDS`.
+
+A view may be created without a result (``AttentionFlowsView(tau=0.2)``): its panes are then empty
+and its figures are built when ``result`` is first set, so that an app can lay out the view and its
+controls before the models have run.
+
+**Document changes.** Every parameter watcher that changes the Bokeh figures runs inside
+``pn.io.hold(policy="collect")``: on a served page Panel then collects the changes and sends them to the browser
+itself, in order ("combine" would merge a data swap with a later change of the same source out of order), which is the documented route for changing Bokeh models from a callback that Panel runs
+outside the document lock (a widget change). Callbacks of the figures' own Bokeh models (taps,
+brushes) report an exception to ``pn.config.exception_handler`` when one is set (the app shows it to
+the user), instead of losing it in the server log.
 
 Interactions (§4.4):
 
@@ -31,8 +46,11 @@ Interactions (§4.4):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import html
 import io
+import logging
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,9 +72,37 @@ from attnflows_panel.views.flow import (
 )
 from attnflows_panel.views.sentence import SentenceFigure
 
-__all__ = ["AttentionFlowsView", "ViewParts", "check_result"]
+__all__ = ["AttentionFlowsView", "ViewParts", "check_result", "MODES", "MODE_LABELS", "TAU_BOUNDS"]
 
-_MODE_LABELS = {"Combined": "combined", "Pre-trained": "pretrained", "Fine-tuned": "finetuned"}
+log = logging.getLogger(__name__)
+
+#: the mode buttons' labels, in the order of :data:`MODES`
+MODE_LABELS = {"Combined": "combined", "Pre-trained": "pretrained", "Fine-tuned": "finetuned"}
+#: the range of τ that the views (and the app's slider and URL) accept. Below 0.01 nearly every
+#: attention weight is an edge; above 0.95 the graph is [CLS] alone for any model.
+TAU_BOUNDS = (0.01, 0.95)
+
+
+def reported(fn):
+    """Decorate a Bokeh ``on_change`` callback: an exception goes to ``pn.config.exception_handler``
+    (the app shows it to its user and logs it) when one is set; without a handler it is raised."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            handler = pn.config.exception_handler
+            if handler is None:
+                raise
+            handler(exc)
+
+    return wrapper
+
+
+def _in_session() -> bool:
+    doc = pn.state.curdoc
+    return bool(doc is not None and doc.session_context)
 
 
 def check_result(result: Any) -> tuple[int, int, int]:
@@ -104,18 +150,29 @@ class ViewParts(NamedTuple):
 
 
 class AttentionFlowsView(pn.viewable.Viewer):
-    """The Attention Flows views of one sentence pair (a ``PairResult``), as one Panel component."""
+    """The Attention Flows views of one sentence pair (a ``PairResult``), as one Panel component.
+
+    It owns the view state (``tau``, ``mode``, ``level``, ``selection``, ``head``, ``head_model``); its
+    controls are made from these parameters (see :meth:`parts`). Stable CSS classes of the controls,
+    for tests that drive them in a browser (Panel 1.9's widget ``name`` is its visible label):
+    ``attnflows-mode``, ``attnflows-tau``, ``attnflows-level``, ``attnflows-clear``,
+    ``attnflows-export-svg``, ``attnflows-export-png``.
+    """
 
     result = _PairResultParameter(default=None, doc="A PairResult (ModelPair.run(a, b)): tokens, segments, both models' attentions.")
-    tau = param.Number(default=DEFAULT_TAU, bounds=(0.0, 0.99), step=0.01, doc="τ: an attention weight above τ is an edge of the Attention Graph (§4.1).")
+    tau = param.Number(default=DEFAULT_TAU, bounds=TAU_BOUNDS, step=0.01, label="τ (attention threshold)",
+                       doc="τ: an attention weight above τ is an edge of the Attention Graph (§4.1).")
     mode = param.Selector(default="combined", objects=list(MODES), doc="Which graph(s) to draw: both models (combined) or one.")
-    level = param.Integer(default=0, bounds=(0, None), doc="Level k (0-based) whose influence I_k (eq. 4) the sentence view shows.")
+    level = param.Integer(default=0, bounds=(0, 1), label="Level (sentence view, 0 = input)",
+                          doc="Level k (0-based) whose influence I_k (eq. 4) the sentence view shows.")
     selection = param.List(default=[], item_type=list, doc="Frozen selection: [[level, token_position], ...].")
     head = param.List(default=[], doc="[] or [layer, h]: only head h connects that layer in the frozen traversal (Fig. 6(b)).")
     head_model = param.Selector(default="both", objects=["both", "pretrained", "finetuned"], doc="Model(s) traversed with a head restriction (combined mode).")
     alpha = param.Number(default=0.5, bounds=(0.0, 1.0), doc="Decay α of eq. 4 (the paper uses 0.5).")
     size = param.Integer(default=None, allow_None=True, bounds=(200, 3000), doc="Radial view size in px (None: fit the rings).")
     status = param.String(default="", constant=True, doc="What the frozen selection shows (read-only).")
+    clear = param.Action(default=lambda self: self.clear_selection(), label="Clear selection",
+                         doc="Clear the frozen selection (the button of the controls).")
 
     def __init__(self, result=None, **params):
         self._data: FlowData | None = None
@@ -123,16 +180,29 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._sentence: SentenceFigure | None = None
         self._context: ContextFigure | None = None
         self._graphs_cache: dict = {}
-        self._syncing = False
         self._shown = None
+        self._echo = 0  # > 0 while the view writes the figures' selection models (_writing_selections)
+        self._L = self._H = self._n = 0
         self._style = params.pop("style", None) or RadialStyle()
+        #: ``(owner, key, make) -> value``: a cache that several views share (an app passes its
+        #: registry's ``shared``), so that the analysis of one result at one τ and mode is built once
+        self._cache = params.pop("cache", None)
+        if result is not None:
+            L = check_result(result)[0]
+            self.param.level.bounds = (0, max(1, L - 1))
         super().__init__(result=result, **params)
-        self._L, self._H, self._n = check_result(self.result)
-        self._check_level()
-        self._check_selection()
+        self._flow_pane = pn.pane.Bokeh(None, margin=0)
+        self._sentence_pane = pn.pane.Bokeh(None, margin=(0, 0, 6, 0))
+        self._context_pane = pn.pane.Bokeh(None, margin=(0, 10))
         self._build_widgets()
-        self._rebuild(first=True)
-        self._layout = self._make_layout()
+        if self.result is not None:
+            self._new_result()
+            self._check_level()
+        self._check_selection()
+        if self.result is not None:
+            self._rebuild()
+        self._layout = None  # the default layout, made when first shown (an app lays out parts() itself)
+        self._controls = None
 
     # ------------------------------------------------------------------ construction
 
@@ -142,22 +212,36 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return cls(result=pair.run(sentence_a, sentence_b), **params)
 
     def _build_widgets(self) -> None:
-        self._tau_slider = pn.widgets.FloatSlider(label="τ (edge threshold)", start=0.0, end=0.99, step=0.01,
-                                                  value=self.tau, width=260)
-        self._tau_slider.param.watch(lambda e: setattr(self, "tau", round(float(e.new), 4)), "value_throttled")
-        self._mode_buttons = pn.widgets.RadioButtonGroup(options=_MODE_LABELS, value=self.mode, width=260)
-        self._mode_buttons.param.watch(lambda e: setattr(self, "mode", e.new), "value")
-        self._level_slider = pn.widgets.IntSlider(label="Level (sentence view influence)", start=0,
-                                                  end=max(1, self._L - 1), value=self.level, width=260)
-        self._level_slider.param.watch(lambda e: setattr(self, "level", int(e.new)), "value_throttled")
-        self._clear = pn.widgets.Button(label="Clear selection", width=125)
-        self._clear.on_click(lambda e: self.param.update(selection=[], head=[], head_model="both"))
-        self._svg = pn.widgets.FileDownload(callback=lambda: io.BytesIO(self.export("svg")), filename="attention-flows.svg",
-                                            label="Export SVG", width=125, embed=False)
-        self._png = pn.widgets.FileDownload(callback=lambda: io.BytesIO(self.export("png")), filename="attention-flows.png",
-                                            label="Export PNG", width=125, embed=False)
+        """The controls, each made from its parameter (``from_param``): they hold no state of their own."""
+        W = pn.widgets
+        self._tau_slider = W.FloatSlider.from_param(self.param.tau, throttled=True, sizing_mode="stretch_width",
+                                                    css_classes=["attnflows-tau"])
+        self._mode_buttons = W.RadioButtonGroup.from_param(self.param.mode, options=MODE_LABELS,
+                                                           sizing_mode="stretch_width", css_classes=["attnflows-mode"])
+        self._level_slider = W.IntSlider.from_param(self.param.level, throttled=True, sizing_mode="stretch_width",
+                                                    css_classes=["attnflows-level"])
+        self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width", css_classes=["attnflows-clear"])
+        self._svg = W.FileDownload(callback=lambda: io.BytesIO(self.export("svg")), filename="attention-flows.svg",
+                                   label="Export SVG", embed=False, sizing_mode="stretch_width", css_classes=["attnflows-export-svg"])
+        self._png = W.FileDownload(callback=lambda: io.BytesIO(self.export("png")), filename="attention-flows.png",
+                                   label="Export PNG", embed=False, sizing_mode="stretch_width", css_classes=["attnflows-export-png"])
         self._legend = pn.pane.HTML("", width=280, margin=(5, 10))
         self._status = pn.pane.HTML("", width=280, margin=(5, 10), styles={"font-size": "12px", "color": "#444"})
+
+    def clear_selection(self) -> None:
+        """Forget the frozen selection and its head restriction."""
+        self.param.update(selection=[], head=[], head_model="both")
+
+    def _flow_data(self) -> FlowData:
+        """What the views draw for ``result`` at τ and mode (from the shared cache when one is given)."""
+        def make():
+            pre, fine = self._graphs()
+            r = self.result
+            return FlowData(r.tokens, r.segments, pre, fine, self.mode, self._style)
+
+        if self._cache is None:
+            return make()
+        return self._cache(self.result, ("flow-data", float(self.tau), self.mode, self._style), make)
 
     def _graphs(self) -> tuple[AttentionGraph, AttentionGraph]:
         key = (id(self.result), float(self.tau))
@@ -171,35 +255,45 @@ class AttentionFlowsView(pn.viewable.Viewer):
             )
         return self._graphs_cache[key]
 
-    def _rebuild(self, first: bool = False) -> None:
-        pre, fine = self._graphs()
-        r = self.result
-        self._shown = r
-        self._data = data = FlowData(r.tokens, r.segments, pre, fine, self.mode, self._style)
-        if first or self._flow is None:
+    def _rebuild(self) -> None:
+        self._shown = self.result
+        self._data = data = self._flow_data()
+        if self._flow is None:
             self._context = ContextFigure(data, level=self.level)
             self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha)
             self._flow = FlowFigure(data, size=self.size, linked={"ctx": self._context.wedges,
                                                                    "sent": self._sentence.tokens,
                                                                    "circ": self._sentence.circles})
             self._flow.set_level(self.level)
-            for src in (self._flow.sources["nodes"], self._flow.sources["glyphs"]):
-                src.selected.on_change("indices", self._on_radial_select)
-            self._sentence.tokens.selected.on_change("indices", self._on_sentence_select)
-            self._flow_pane = pn.pane.Bokeh(self._flow.figure, margin=0)
-            self._sentence_pane = pn.pane.Bokeh(self._sentence.figure, margin=(0, 0, 6, 0))
-            self._context_pane = pn.pane.Bokeh(self._context.figure, margin=(0, 10))
+            self._attach_callbacks()
+            self._flow_pane.object = self._flow.figure
+            self._sentence_pane.object = self._sentence.figure
+            self._context_pane.object = self._context.figure
         else:
-            self._syncing = True
-            try:
+            with self._writing_selections():  # the figures' own selections are reset by the update: not a click
                 self._flow.update(data)
                 self._flow.set_level(self.level)
                 self._sentence.update(data, self.level)
                 self._context.update(data, self.level)
-            finally:
-                self._syncing = False
         self._apply_selection()
         self._legend.object = self._legend_html()
+
+    def _attach_callbacks(self) -> None:
+        for name in ("nodes", "glyphs"):
+            self._flow.sources[name].selected.on_change("indices", self._on_radial_select)
+        self._sentence.tokens.selected.on_change("indices", self._on_sentence_select)
+
+    @contextlib.contextmanager
+    def _writing_selections(self):
+        """The view writes the figures' Bokeh selection models itself (mirroring ``selection``, or
+        resetting them with new data): their ``on_change`` callbacks, which turn what the browser
+        sends into parameters, let these writes pass. This is echo suppression for the Bokeh
+        callbacks only; the view's state lives in its parameters alone."""
+        self._echo += 1
+        try:
+            yield
+        finally:
+            self._echo -= 1
 
     def _make_layout(self):
         parts = self.parts()
@@ -212,15 +306,21 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return pn.Column(parts.sentence, pn.Row(parts.flow, side))
 
     def __panel__(self):
+        if self._layout is None:
+            self._layout = self._make_layout()
         return self._layout
 
     # ------------------------------------------------------------------ checks
 
     def _check_level(self) -> None:
-        if not 0 <= self.level <= self._L - 1:
+        if self.result is not None and not 0 <= self.level <= self._L - 1:
             raise ValueError(f"level must be in 0 .. {self._L - 1} (the layers whose influence I_k is defined); got {self.level}")
 
     def _check_selection(self) -> None:
+        if self.result is None:
+            if self.selection or self.head:
+                raise ValueError("a selection needs a result to select in")
+            return
         for item in self.selection:
             if len(item) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in item):
                 raise ValueError(f"selection items must be [level, token] integer pairs; got {item!r}")
@@ -236,59 +336,72 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ parameter watchers
 
+    def _new_result(self) -> None:
+        """A new pair: check it, forget the old graphs; the level's range follows the model's layers."""
+        self._L, self._H, self._n = check_result(self.result)
+        self._graphs_cache.clear()
+        self.param.level.bounds = (0, max(1, self._L - 1))
+
     @param.depends("result", "tau", "mode", watch=True)
     def _on_graph(self):
-        if self.result is not self._shown:
-            # a new pair: check it, forget the old graphs and the old selection (one rebuild for all)
-            self._L, self._H, self._n = check_result(self.result)
-            self._graphs_cache.clear()
-            self._level_slider.end = max(1, self._L - 1)
-            with param.parameterized.discard_events(self):
-                if self.level > self._L - 1:
-                    self.level = 0
-                self.selection = []
-                self.head = []
-            self._level_slider.value = self.level
-        self._tau_slider.value = self.tau
-        self._mode_buttons.value = self.mode
-        self._rebuild()
+        if self.result is None:
+            return
+        with pn.io.hold(policy="collect"):
+            if self.result is not self._shown:
+                self._new_result()
+                with param.parameterized.discard_events(self):  # one rebuild for all
+                    if self.level > self._L - 1:
+                        self.level = 0
+                    self.selection = []
+                    self.head = []
+                    self.head_model = "both"
+            self._rebuild()
         self._push()
 
     @param.depends("level", watch=True)
     def _on_level(self):
         self._check_level()
-        self._level_slider.value = self.level
-        self._flow.set_level(self.level)
-        self._context.set_level(self._data, self.level)
-        self._sentence.update(self._data, self.level)
-        self._apply_selection()
+        if self._flow is None:
+            return
+        with pn.io.hold(policy="collect"):
+            self._flow.set_level(self.level)
+            self._context.set_level(self._data, self.level)
+            self._sentence.update(self._data, self.level)
+            self._apply_selection()
         self._push()
 
     @param.depends("selection", "head", "head_model", watch=True)
     def _on_selection(self):
         self._check_selection()
-        self._apply_selection()
+        if self._flow is None:
+            return
+        with pn.io.hold(policy="collect"):
+            self._apply_selection()
         self._push()
 
     @param.depends("size", watch=True)
     def _on_size(self):
-        self._flow.resize(self.size)
+        if self._flow is None:
+            return
+        with pn.io.hold(policy="collect"):
+            self._flow.resize(self.size)
         self._push()
 
     @param.depends("alpha", watch=True)
     def _on_alpha(self):
-        self._sentence.alpha = self.alpha
-        self._sentence.update(self._data, self.level)
-        self._apply_selection()
+        if self._flow is None:
+            return
+        with pn.io.hold(policy="collect"):
+            self._sentence.alpha = self.alpha
+            self._sentence.update(self._data, self.level)
+            self._apply_selection()
         self._push()
 
     def _push(self) -> None:
-        """In a notebook, in-place Bokeh changes need an explicit push (Panel's Bokeh pane docs)."""
-        if not pn.state.served and getattr(self._flow_pane, "_models", None):
-            try:
-                pn.io.push_notebook(self._layout)
-            except Exception:  # pragma: no cover - no comm to push to
-                pass
+        """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
+        Bokeh pane docs); a served session sends them itself."""
+        if not _in_session():
+            pn.io.push_notebook(self._flow_pane, self._sentence_pane, self._context_pane)
 
     # ------------------------------------------------------------------ selection
 
@@ -303,28 +416,27 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._flow.show(hl)
         self._context.show(data, hl)
         self._sentence.show(data, hl)
-        # mirror the selection into the Bokeh selections (no visual effect; keeps clicks consistent)
-        self._syncing = True
-        try:
-            ids = [data.node_id(lv, t) for lv, t in self.selection if data.node_id(lv, t) >= 0]
-            gids: list[int] = []
-            if self.head and len(ids) == 1:
-                gl = data.glyphs
-                m = (gl["node"].to_numpy() == ids[0]) & (gl["head"].to_numpy() == self.head[1])
-                gids = np.flatnonzero(m).tolist()
-                ids = []
+        # mirror the selection into the Bokeh selections (no visual effect; a later shift-click in the
+        # browser then adds to what is shown, and a click on the same token again is a change)
+        ids = [data.node_id(lv, t) for lv, t in self.selection if data.node_id(lv, t) >= 0]
+        gids: list[int] = []
+        if self.head and len(ids) == 1:
+            gl = data.glyphs
+            m = (gl["node"].to_numpy() == ids[0]) & (gl["head"].to_numpy() == self.head[1])
+            gids = np.flatnonzero(m).tolist()
+            ids = []
+        with self._writing_selections():
             if list(self._flow.sources["nodes"].selected.indices) != ids:
                 self._flow.sources["nodes"].selected.indices = ids
             if list(self._flow.sources["glyphs"].selected.indices) != gids:
                 self._flow.sources["glyphs"].selected.indices = gids
-        finally:
-            self._syncing = False
         with param.edit_constant(self):
             self.status = self._status_text(hl)
         self._status.object = self.status_html(hl)
 
+    @reported
     def _on_radial_select(self, attr, old, new) -> None:
-        if self._syncing:
+        if self._echo:
             return
         data = self._data
         gsel = list(self._flow.sources["glyphs"].selected.indices)
@@ -347,15 +459,13 @@ class AttentionFlowsView(pn.viewable.Viewer):
         else:
             self.param.update(selection=[], head=[], head_model="both")
 
+    @reported
     def _on_sentence_select(self, attr, old, new) -> None:
-        if self._syncing or not new:
+        if self._echo or not new:
             return
         pos = int(self._sentence.tokens.data["pos"][new[-1]])
-        self._syncing = True
-        try:
+        with self._writing_selections():
             self._sentence.tokens.selected.indices = []
-        finally:
-            self._syncing = False
         if self._data.node_id(self.level, pos) < 0:
             self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level {self.level} at τ = "
                                    f"{self.tau:.2f}; pick another level.</i>")
@@ -372,8 +482,11 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return f"selected {toks}{extra}" + (f": {hl.message}" if hl.message else "")
 
     def status_html(self, hl: Highlight | None = None) -> str:
+        """The predictions, the ring sizes and what the frozen selection shows, as HTML (user text escaped)."""
         r = self.result
         d = self._data
+        if r is None or d is None:
+            return ""
         parts = []
         for name, out, color in (("pre-trained", r.pretrained, PRETRAINED_COLOR), ("fine-tuned", r.finetuned, FINETUNED_COLOR)):
             label = getattr(out, "label", None)
@@ -417,12 +530,15 @@ class AttentionFlowsView(pn.viewable.Viewer):
         They are the objects this view's default layout shows, and they stay live: every change of
         ``result``, τ, mode, level or selection updates the figures in place, so place each part once.
         """
+        if self._controls is None:
+            self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._clear,
+                                       pn.Row(self._svg, self._png, sizing_mode="stretch_width"),
+                                       sizing_mode="stretch_width", css_classes=["af-view-controls"])
         return ViewParts(
             sentence=self._sentence_pane,
             flow=self._flow_pane,
             context=self._context_pane,
-            controls=pn.Column(self._mode_buttons, self._tau_slider, self._level_slider,
-                               pn.Row(self._clear, margin=(0, 5)), pn.Row(self._svg, self._png, margin=(0, 5))),
+            controls=self._controls,
             legend=self._legend,
             status=self._status,
         )

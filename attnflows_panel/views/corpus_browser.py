@@ -9,20 +9,34 @@ A :class:`CorpusBrowser` (``pn.viewable.Viewer``) over a :class:`~attnflows_pane
   that is not in the index), in the space chosen in the UI (pre-trained, fine-tuned, their difference,
   or all three) and restricted to the heads of the head mask (0-based ``layer:head`` spec, or tap cells
   of the heatmap). Each result shows its score and its sentences; picking one makes it current.
-- **Heatmap** [layers × heads] of the mean fine-minus-pre head usage u_fine - u_pre
+- **Heatmap** (a HoloViews ``HeatMap`` with a ``Tap`` stream) [layers × heads] of the mean
+  fine-minus-pre head usage u_fine - u_pre
   (:mod:`attnflows_panel.signatures`) over the results, or over the filtered corpus: purple where the
   fine-tuned model's graph uses a head more, turquoise where the pre-trained one does. Heads in the
   mask are outlined in orange.
-- **Signature map**: a 2-D PCA of all signatures (numpy SVD, :meth:`SignatureIndex.pca`); the current
+- **Signature map** (HoloViews ``Points`` with a ``Tap`` stream; rasterized past a few thousand
+  samples): a 2-D PCA of all signatures (numpy SVD, :meth:`SignatureIndex.pca`); the current
   sample is marked in orange, its neighbours in purple.
 
-The browser only draws what the index answers; it holds no analysis of its own.
+The browser only draws what the index answers; it holds no analysis of its own. Its query state
+(current sample, space, head mask, k, filters) is its own parameters, and its widgets are made from
+them (``from_param``).
+
+**Task scope.** ``task`` (e.g. ``"mrpc"``, the task the fine-tuned model was trained on) keeps the
+browser to the samples of that task: a corpus of several tasks (the bundled demo set has MRPC, RTE
+and QNLI pairs) otherwise shows predictions of a classifier for pairs it was never trained on, and
+mixes the tasks' labels in one filter. :func:`row_tasks` says where each row's task comes from.
+
+**Document changes.** Every watcher that changes the Bokeh figures runs inside ``pn.io.hold(policy="collect")``
+(Panel's route for changing Bokeh models from a callback that Panel runs outside the document lock,
+a widget change); the figures' own tap callbacks report errors to ``pn.config.exception_handler``.
+Ids, sentences and messages are shown as escaped text in HTML panes, never as Markdown.
 """
 
 from __future__ import annotations
 
+import functools
 import html
-
 from typing import Any
 
 import numpy as np
@@ -33,7 +47,7 @@ import param
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel import signatures as S
 
-__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS"]
+__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows"]
 
 ANY = "any"
 #: corpus-table columns (the metadata's), with their titles
@@ -47,8 +61,85 @@ TABLE_COLUMNS = {
     "n_tokens": "tokens",
 }
 RESULT_COLUMNS = {"rank": "#", "score": "score", **TABLE_COLUMNS}
-MAP_POINTS = 5000  # background points drawn on the signature map (a random subset of larger corpora)
+MAP_POINTS = 5000  # past this many samples the map's corpus layer is rasterized (or decimated)
 BACKGROUND_COLOR = "#b8b8b8"
+
+
+@functools.lru_cache(maxsize=8)
+def _demo_tasks() -> dict[str, str]:
+    from attnflows_panel.corpus import load_corpus
+
+    ds = load_corpus("demo")
+    return {str(i): str(t) for i, t in zip(ds["id"], ds["task"])}
+
+
+def row_tasks(index: Any) -> np.ndarray | None:
+    """The task of each row of ``index`` (an array of "mrpc" / "rte" / "qnli"), or None when unknown.
+
+    From the metadata's ``task`` column when it has one, else the index's own task (an index built
+    for one task), else, for an index of the bundled demo set, the demo set's task of each id.
+    """
+    md = index.metadata
+    if "task" in md.columns:
+        return md["task"].astype(str).str.lower().to_numpy()
+    manifest = getattr(index, "manifest", None) or {}
+    task = manifest.get("task")
+    if isinstance(task, str) and task:
+        return np.full(len(md), task.lower(), dtype=object)
+    if manifest.get("data") == "demo":
+        known = _demo_tasks()
+        return np.array([known.get(str(i)) for i in md["id"]], dtype=object)
+    return None
+
+
+def task_rows(index: Any, task: str | None) -> np.ndarray | None:
+    """The rows of ``index`` whose task is ``task`` (None: no scope, all rows)."""
+    if not task:
+        return None
+    tasks = row_tasks(index)
+    if tasks is None:
+        return None
+    return np.flatnonzero(tasks == task.lower())
+
+
+def _reported(fn):
+    """A Bokeh ``on_change`` callback whose exception goes to ``pn.config.exception_handler`` when set."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            handler = pn.config.exception_handler
+            if handler is None:
+                raise
+            handler(exc)
+
+    return wrapper
+
+
+def _many_points(points):
+    """A layer of many points: rasterized with datashader when it is installed, else decimated to the
+    points in the current view (both are HoloViews operations that follow zoom and pan)."""
+    try:
+        from holoviews.operation.datashader import rasterize
+
+        return rasterize(points).opts(cmap=[BACKGROUND_COLOR, "#555555"], cnorm="eq_hist")
+    except ImportError:
+        from holoviews.operation import decimate
+
+        return decimate(points, max_samples=MAP_POINTS)
+
+
+def _held(fn):
+    """Run a watcher that changes Bokeh models inside ``pn.io.hold(policy="collect")`` (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with pn.io.hold(policy="collect"):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _hex_to_rgb(color: str) -> np.ndarray:
@@ -70,6 +161,8 @@ class CorpusBrowser(pn.viewable.Viewer):
     """Browse and search an indexed corpus by attention head usage (see the module docstring)."""
 
     index = param.Parameter(default=None, doc="the SignatureIndex to browse")
+    task = param.String(default=None, allow_None=True,
+                        doc="keep to the samples of this task (the fine-tuned model's), None = all samples")
     selected_id = param.String(default=None, allow_None=True, doc="id of the current sample (set by picking a row)")
     result = param.Parameter(default=None, doc="PairResult of a current pair that is not in the index (used when selected_id is None)")
 
@@ -79,8 +172,8 @@ class CorpusBrowser(pn.viewable.Viewer):
     exclude_self = param.Boolean(default=True, doc="leave the current sample out of its similar samples")
     within_filter = param.Boolean(default=False, doc="search only among the samples the table's filters keep")
 
-    label = param.String(default=ANY, doc="gold-label filter (label name or 'any')")
-    prediction = param.String(default=ANY, doc="fine-tuned prediction filter (label name or 'any')")
+    label = param.Selector(default=ANY, objects=[ANY], doc="gold-label filter (label name or 'any')")
+    prediction = param.Selector(default=ANY, objects=[ANY], doc="fine-tuned prediction filter (label name or 'any')")
     correctness = param.Selector(default=ANY, objects=[ANY, "correct", "incorrect"], doc="fine-tuned correctness filter")
     search = param.String(default="", doc="text that a sentence must contain")
 
@@ -95,23 +188,21 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._filtered_rows = np.zeros(0, dtype=np.int64)
         self._build_widgets()
         self._build_figures()
+        self._scope: np.ndarray | None = None  # the rows of the task in scope (None: all rows)
         self._on_index()
-        self.param.watch(self._on_index, "index")
+        self.param.watch(self._on_index, ["index", "task"])
         self.param.watch(self._on_filters, ["label", "prediction", "correctness", "search"])
         self.param.watch(self._on_query, ["selected_id", "result", "space", "heads", "k", "exclude_self", "within_filter"])
-        self.param.watch(self._on_heatmap, ["heatmap_scope"])
 
     # ------------------------------------------------------------------ widgets
 
     def _build_widgets(self) -> None:
-        self._label_w = pn.widgets.Select(label="Label", options=[ANY], value=ANY, width=150)
-        self._pred_w = pn.widgets.Select(label="Fine-tuned prediction", options=[ANY], value=ANY, width=150)
+        self._label_w = pn.widgets.Select.from_param(self.param.label, label="Label", width=150)
+        self._pred_w = pn.widgets.Select.from_param(self.param.prediction, label="Fine-tuned prediction", width=150)
         self._correct_w = pn.widgets.Select.from_param(self.param.correctness, label="Correct", width=110)
         self._search_w = pn.widgets.TextInput.from_param(self.param.search, label="Search text", placeholder="words in either sentence",
                                                          width=220)
-        self._label_w.link(self, value="label")
-        self._pred_w.link(self, value="prediction")
-        self._count = pn.pane.Markdown("", margin=(0, 10))
+        self._count = pn.pane.HTML("", margin=(0, 10), css_classes=["af-corpus-count"])
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(TABLE_COLUMNS)),
             titles=TABLE_COLUMNS,
@@ -136,8 +227,10 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._k_w = pn.widgets.IntInput.from_param(self.param.k, label="k", width=80)
         self._within_w = pn.widgets.Checkbox.from_param(self.param.within_filter, label="only filtered samples")
         self._scope_w = pn.widgets.RadioButtonGroup.from_param(self.param.heatmap_scope)
-        self._status = pn.pane.Alert("", alert_type="warning", visible=False, margin=(0, 5))
-        self._current = pn.pane.Markdown("", margin=(0, 10))
+        self._status = pn.pane.HTML("", visible=False, margin=(0, 5), css_classes=["af-browser-message"],
+                                    styles={"background": "#fff4db", "color": "#6b4a00", "padding": "6px 10px",
+                                            "border-radius": "4px"})
+        self._current = pn.pane.HTML("", margin=(0, 10), css_classes=["af-current"])
         self.results_table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(RESULT_COLUMNS)),
             titles=RESULT_COLUMNS,
@@ -156,83 +249,61 @@ class CorpusBrowser(pn.viewable.Viewer):
         self.results_table.param.watch(self._on_result_pick, "selection")
 
     def _build_figures(self) -> None:
-        from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, TapTool
-        from bokeh.plotting import figure
+        """The head heatmap and the signature map: HoloViews DynamicMaps of :meth:`heat_element` and
+        :meth:`map_element` (redrawn when the parameters they depend on change), with Tap streams for
+        clicks (a Tap stream, since Selection1D does not fire on every element: holoviews issue #2735)."""
+        import holoviews as hv
 
-        self.heat_source = ColumnDataSource({"layer": [], "head": [], "value": [], "in_mask": [], "line": []})
-        self.color_mapper = LinearColorMapper(palette=diverging_palette(), low=-0.1, high=0.1)
-        heat = figure(width=420, height=330, title="mean fine − pre head usage", toolbar_location=None,
-                      tools="", x_axis_label="head", y_axis_label="layer", match_aspect=False)
-        self.heat_renderer = heat.rect(
-            x="head", y="layer", width=0.95, height=0.95, source=self.heat_source,
-            fill_color={"field": "value", "transform": self.color_mapper},
-            line_color="line", line_width=2.5,
-            nonselection_fill_alpha=1.0, nonselection_line_alpha=1.0, selection_fill_alpha=1.0,
-        )
-        heat.add_tools(
-            HoverTool(renderers=[self.heat_renderer],
-                      tooltips=[("layer:head", "@layer:@head"), ("fine − pre", "@value{+0.000}"), ("in head mask", "@in_mask")]),
-            TapTool(renderers=[self.heat_renderer]),
-        )
-        heat.add_layout(ColorBar(color_mapper=self.color_mapper, width=10, title="u_fine − u_pre"), "right")
-        heat.grid.visible = False
-        heat.y_range.flipped = False
-        self.heat_figure = heat
-        self.heat_source.selected.on_change("indices", self._on_heat_tap)
-
-        self.map_background = ColumnDataSource({"x": [], "y": [], "id": []})
-        self.map_neighbours = ColumnDataSource({"x": [], "y": [], "id": [], "score": []})
-        self.map_current = ColumnDataSource({"x": [], "y": [], "id": []})
-        pmap = figure(width=420, height=330, title="signature map (PCA)", toolbar_location="above",
-                      tools="pan,wheel_zoom,reset", x_axis_label="PC 1", y_axis_label="PC 2")
-        bg = pmap.scatter("x", "y", source=self.map_background, size=4, color=BACKGROUND_COLOR, alpha=0.5,
-                          legend_label="corpus")
-        nb = pmap.scatter("x", "y", source=self.map_neighbours, size=8, color=FINETUNED_COLOR, alpha=0.9,
-                          legend_label="similar")
-        cur = pmap.scatter("x", "y", source=self.map_current, size=14, marker="star", color=SHARED_COLOR,
-                           line_color="black", legend_label="current")
-        pmap.add_tools(HoverTool(renderers=[bg, nb, cur], tooltips=[("id", "@id")]),
-                       TapTool(renderers=[bg, nb]))
-        pmap.legend.location = "top_left"
-        pmap.legend.click_policy = "hide"
-        self.map_figure = pmap
-        self._map_renderers = (bg, nb, cur)
-        self.map_background.selected.on_change("indices", self._on_map_tap(self.map_background))
-        self.map_neighbours.selected.on_change("indices", self._on_map_tap(self.map_neighbours))
+        self.heat_plot = hv.DynamicMap(self.heat_element)
+        self.map_plot = hv.DynamicMap(self.map_element)
+        #: a tap on the heatmap: toggles that head in the head mask
+        self.heat_tap = hv.streams.Tap(source=self.heat_plot, transient=True)
+        self.heat_tap.add_subscriber(_reported(self._on_heat_tap))
+        #: a tap on the map: the nearest sample becomes current
+        self.map_tap = hv.streams.Tap(source=self.map_plot, transient=True)
+        self.map_tap.add_subscriber(_reported(self._on_map_tap))
 
     # ------------------------------------------------------------------ reactions
 
+    @_held
     def _on_index(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
             self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
-            self._label_w.options = [ANY]
-            self._pred_w.options = [ANY]
+            self.param.label.objects = [ANY]
+            self.param.prediction.objects = [ANY]
             self._set_message("no index loaded")
             return
-        md = idx.metadata
+        self._scope = task_rows(idx, self.task)
+        md = idx.metadata if self._scope is None else idx.metadata.iloc[self._scope]
         labels = sorted({str(x) for x in md["label_name"].dropna().unique()})
         preds = sorted({str(x) for x in md["pred_fine"].dropna().unique()})
-        self._label_w.options = [ANY, *labels]
-        self._pred_w.options = [ANY, *preds]
-        self._pca_rows = None
-        self._update_map_background()
+        self.param.label.objects = [ANY, *labels]
+        self.param.prediction.objects = [ANY, *preds]
+        if self.label not in self.param.label.objects:
+            self.label = ANY
+        if self.prediction not in self.param.prediction.objects:
+            self.prediction = ANY
         self._on_filters()
         self._on_query()
 
     def filters(self) -> dict[str, Any]:
         """The table's filters in :meth:`SignatureIndex.select` form."""
-        return {
+        out = {
             "label": None if self.label in (ANY, "", None) else self.label,
             "prediction": None if self.prediction in (ANY, "", None) else self.prediction,
             "correct": {ANY: None, "correct": True, "incorrect": False}[self.correctness],
             "text": self.search.strip() or None,
         }
+        if self._scope is not None:
+            out["rows"] = self._scope
+        return out
 
     def filtered_rows(self) -> np.ndarray:
         """Index rows that the table's filters keep, in corpus order."""
         return self._filtered_rows
 
+    @_held
     def _on_filters(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
@@ -243,9 +314,9 @@ class CorpusBrowser(pn.viewable.Viewer):
         df = idx.metadata.iloc[rows][list(TABLE_COLUMNS)].reset_index(drop=True)
         self.table.selection = []
         self.table.value = df
-        self._count.object = f"**{len(rows)}** of {len(idx)} samples"
-        if self.heatmap_scope == "filtered corpus":
-            self._on_heatmap()
+        total = len(idx) if self._scope is None else len(self._scope)
+        scope = f" of task {html.escape(self.task.upper())}" if self._scope is not None else ""
+        self._count.object = f"<b>{len(rows)}</b> of {total} samples{scope}"
         if self.within_filter:
             self._on_query()
 
@@ -270,6 +341,7 @@ class CorpusBrowser(pn.viewable.Viewer):
     def _heads_mask(self) -> np.ndarray | None:
         return self.index.heads_mask(self.heads) if self.index is not None else None
 
+    @_held
     def _on_query(self, *_: Any) -> None:
         idx = self.index
         empty = pd.DataFrame(columns=list(dict.fromkeys(["rank", "id", "score", "row", *TABLE_COLUMNS])))
@@ -278,16 +350,21 @@ class CorpusBrowser(pn.viewable.Viewer):
         query = {}
         if self.selected_id is not None:
             query = {"sample_id": self.selected_id}
-            self._current.object = f"**current:** `{self.selected_id}`"
+            self._current.object = f"<b>current:</b> <code>{html.escape(str(self.selected_id))}</code>"
         elif self.result is not None:
             query = {"result": self.result}
-            self._current.object = "**current:** a pair that is not in the index"
+            self._current.object = "<b>current:</b> a pair that is not in the index"
         else:
             self._current.object = "pick a sample in the table"
         try:
             if not query:
                 raise _NoQuery("pick a sample in the table to see similar samples")
-            filters = {"rows": self._filtered_rows} if self.within_filter else None
+            if self.within_filter:
+                filters = {"rows": self._filtered_rows}
+            elif self._scope is not None:
+                filters = {"rows": self._scope}  # similar samples of the model's task only
+            else:
+                filters = None
             df = idx.query(**query, space=self.space, heads=self.heads or None, k=self.k, filters=filters,
                            exclude_self=self.exclude_self)
             self._set_message("" if len(df) else "no sample matches the filters")
@@ -303,8 +380,6 @@ class CorpusBrowser(pn.viewable.Viewer):
         if "score" in shown:  # the bar's legend: 3 decimals (self.results keeps the full scores)
             shown["score"] = shown["score"].astype(float).round(3)
         self.results_table.value = shown
-        self._update_map_marks()
-        self._on_heatmap()
 
     # ------------------------------------------------------------------ heatmap
 
@@ -320,29 +395,36 @@ class CorpusBrowser(pn.viewable.Viewer):
         """Mean u_fine - u_pre [L, H] over :meth:`heatmap_rows`."""
         return self.index.head_usage(self.heatmap_rows(), block="diff")
 
-    def _on_heatmap(self, *_: Any) -> None:
+    @param.depends("index", "task", "results", "heads", "heatmap_scope", "label", "prediction", "correctness",
+                   "search")
+    def heat_element(self):
+        """The heatmap of :meth:`heatmap_values` [layers × heads] (a ``hv.HeatMap``), the heads of the
+        mask outlined in the shared colour (``hv.Rectangles``)."""
+        import holoviews as hv
+
         idx = self.index
-        if idx is None:
-            return
-        L, H = idx.num_layers, idx.num_heads
-        values = self.heatmap_values()
+        L, H = (idx.num_layers, idx.num_heads) if idx is not None else (1, 1)
+        values = self.heatmap_values() if idx is not None else np.zeros((L, H))
         try:
             mask = self._heads_mask()
         except ValueError:
             mask = None
         in_mask = np.zeros((L, H), dtype=bool) if mask is None else mask
         layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
-        self.heat_source.data = {
-            "layer": layer.ravel().tolist(),
-            "head": head.ravel().tolist(),
-            "value": np.round(values.ravel().astype(float), 4).tolist(),
-            "in_mask": in_mask.ravel().tolist(),
-            "line": [SHARED_COLOR if m else "rgba(0, 0, 0, 0)" for m in in_mask.ravel()],
-        }
+        data = pd.DataFrame({"head": head.ravel(), "layer": layer.ravel(),
+                             "value": np.round(values.ravel().astype(float), 4), "in_mask": in_mask.ravel()})
         bound = float(max(np.abs(values).max(), 1e-3))
-        self.color_mapper.low, self.color_mapper.high = -bound, bound
-        n = len(self.heatmap_rows())
-        self.heat_figure.title.text = f"mean fine − pre head usage over {n} {self.heatmap_scope}"
+        n = len(self.heatmap_rows()) if idx is not None else 0
+        heat = hv.HeatMap(data, kdims=["head", "layer"], vdims=["value", "in_mask"]).opts(
+            cmap=diverging_palette(), clim=(-bound, bound), colorbar=True, clabel="u_fine − u_pre",
+            tools=["hover", "tap"], nonselection_alpha=1.0, selection_alpha=1.0,
+        )
+        boxes = hv.Rectangles([(h - 0.47, lv - 0.47, h + 0.47, lv + 0.47) for lv, h in zip(*np.nonzero(in_mask))]).opts(
+            fill_alpha=0.0, line_color=SHARED_COLOR, line_width=2.5)
+        return (heat * boxes).opts(
+            title=f"mean fine − pre head usage over {n} {self.heatmap_scope}", width=420, height=330,
+            xlabel="head", ylabel="layer", toolbar=None, show_grid=False,
+        )
 
     def toggle_head(self, layer: int, head: int) -> None:
         """Add (layer, head) to the head mask, or take it out (tapping a heatmap cell does this)."""
@@ -357,74 +439,92 @@ class CorpusBrowser(pn.viewable.Viewer):
         mask[int(layer), int(head)] = not mask[int(layer), int(head)]
         self.heads = S.format_heads(mask) if mask.any() else ""
 
-    def _on_heat_tap(self, _attr: str, _old: Any, new: list[int]) -> None:
-        if not new:
+    def _on_heat_tap(self, x=None, y=None) -> None:
+        idx = self.index
+        if idx is None or x is None or y is None:
             return
-        i = int(new[0])
-        data = self.heat_source.data
-        self.heat_source.selected.indices = []
-        if i < len(data["layer"]):
-            self.toggle_head(data["layer"][i], data["head"][i])
+        head, layer = int(round(float(x))), int(round(float(y)))
+        if 0 <= layer < idx.num_layers and 0 <= head < idx.num_heads:
+            self.toggle_head(layer, head)
 
     # ------------------------------------------------------------------ map
 
-    def _update_map_background(self) -> None:
-        idx = self.index
-        coords, ratio = idx.pca()
-        N = len(coords)
-        rows = np.arange(N) if N <= MAP_POINTS else np.sort(np.random.default_rng(0).choice(N, MAP_POINTS, replace=False))
-        self._pca_rows = rows
-        ids = idx.metadata["id"].to_numpy()[rows]
-        self.map_background.data = {
-            "x": np.round(coords[rows, 0].astype(float), 4).tolist(),
-            "y": np.round(coords[rows, 1].astype(float), 4).tolist(),
-            "id": [str(x) for x in ids],
-        }
-        self.map_figure.xaxis.axis_label = f"PC 1 ({ratio[0]:.0%})"
-        self.map_figure.yaxis.axis_label = f"PC 2 ({ratio[1]:.0%})"
+    def _map_rows(self) -> np.ndarray:
+        """The rows drawn on the map: the task in scope, or all."""
+        return np.arange(len(self.index)) if self._scope is None else self._scope
 
-    def _update_map_marks(self) -> None:
+    def map_marks(self) -> dict[str, pd.DataFrame]:
+        """What the map draws: ``corpus`` (every sample in scope), ``similar`` (the results) and
+        ``current`` (the current sample, or a typed pair projected into the map), each with x, y, id."""
         idx = self.index
         coords, _ = idx.pca()
-        df = self.results if self.results is not None else None
+        rows = self._map_rows()
+        ids = idx.metadata["id"].to_numpy()
+        corpus = pd.DataFrame({"x": coords[rows, 0].astype(float), "y": coords[rows, 1].astype(float),
+                               "id": [str(x) for x in ids[rows]]})
+        df = self.results
         if df is not None and len(df):
-            rows = df["row"].to_numpy(dtype=np.int64)
-            self.map_neighbours.data = {
-                "x": coords[rows, 0].astype(float).tolist(),
-                "y": coords[rows, 1].astype(float).tolist(),
-                "id": [str(x) for x in df["id"]],
-                "score": df["score"].astype(float).tolist(),
-            }
+            r = df["row"].to_numpy(dtype=np.int64)
+            similar = pd.DataFrame({"x": coords[r, 0].astype(float), "y": coords[r, 1].astype(float),
+                                    "id": [str(x) for x in df["id"]], "score": df["score"].astype(float).to_numpy()})
         else:
-            self.map_neighbours.data = {"x": [], "y": [], "id": [], "score": []}
+            similar = pd.DataFrame({"x": [], "y": [], "id": [], "score": []})
         xy, cid = None, None
         if self.selected_id is not None:
             try:
-                row = idx.row_of(self.selected_id)
-                xy, cid = coords[row], self.selected_id
+                xy, cid = coords[idx.row_of(self.selected_id)], self.selected_id
             except ValueError:
                 pass
         elif self.result is not None:
             try:
-                usage = idx._result_usage(self.result)
+                from attnflows_panel.index import result_usage
+
+                usage = result_usage(self.result, idx.tau)
                 xy, cid = idx.pca_project(idx.embed_usage(usage[None]))[0], "(new pair)"
-            except ValueError:
+            except (ValueError, TypeError, AttributeError):
                 pass
-        self.map_current.data = (
-            {"x": [float(xy[0])], "y": [float(xy[1])], "id": [cid]} if xy is not None else {"x": [], "y": [], "id": []}
+        current = pd.DataFrame({"x": [float(xy[0])], "y": [float(xy[1])], "id": [cid]} if xy is not None
+                               else {"x": [], "y": [], "id": []})
+        return {"corpus": corpus, "similar": similar, "current": current}
+
+    @param.depends("index", "task", "results", "selected_id", "result")
+    def map_element(self):
+        """The signature map (2-D PCA of the signatures): the corpus in grey, the similar samples in
+        purple, the current sample as an orange star. Past :data:`MAP_POINTS` samples the corpus layer is
+        rasterized (datashader) or, without datashader, decimated to the points in view."""
+        import holoviews as hv
+
+        if self.index is None:
+            return hv.Points([])
+        marks = self.map_marks()
+        _, ratio = self.index.pca()
+        corpus = hv.Points(marks["corpus"], kdims=["x", "y"], vdims=["id"], label="corpus").opts(
+            size=4, color=BACKGROUND_COLOR, alpha=0.5, tools=["hover", "tap"])
+        if len(marks["corpus"]) > MAP_POINTS:
+            corpus = _many_points(corpus)
+        similar = hv.Points(marks["similar"], kdims=["x", "y"], vdims=["id", "score"], label="similar").opts(
+            size=8, color=FINETUNED_COLOR, alpha=0.9, tools=["hover", "tap"])
+        current = hv.Points(marks["current"], kdims=["x", "y"], vdims=["id"], label="current").opts(
+            size=14, marker="star", color=SHARED_COLOR, line_color="black", tools=["hover"])
+        return (corpus * similar * current).opts(
+            title="signature map (PCA)", width=420, height=330, xlabel=f"PC 1 ({ratio[0]:.0%})",
+            ylabel=f"PC 2 ({ratio[1]:.0%})", legend_position="top_left", active_tools=["wheel_zoom"],
         )
 
-    def _on_map_tap(self, source):
-        def callback(_attr: str, _old: Any, new: list[int]) -> None:
-            if not new:
-                return
-            i = int(new[0])
-            ids = source.data.get("id", [])
-            source.selected.indices = []
-            if i < len(ids) and ids[i] and not str(ids[i]).startswith("("):
-                self.selected_id = str(ids[i])
-
-        return callback
+    def _on_map_tap(self, x=None, y=None) -> None:
+        """The sample nearest to the tap becomes current (within 3% of the map's extent)."""
+        if self.index is None or x is None or y is None:
+            return
+        coords, _ = self.index.pca()
+        rows = self._map_rows()
+        if not len(rows):
+            return
+        pts = coords[rows, :2].astype(float)
+        d = np.hypot(pts[:, 0] - float(x), pts[:, 1] - float(y))
+        i = int(np.argmin(d))
+        extent = float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1e-9))
+        if d[i] <= 0.03 * extent:
+            self.selected_id = str(self.index.metadata["id"].iloc[int(rows[i])])
 
     # ------------------------------------------------------------------ layout
 
@@ -439,8 +539,8 @@ class CorpusBrowser(pn.viewable.Viewer):
         similar = pn.Column(
             "### Similar samples", self._current, controls, self._within_w, self._status, self.results_table,
             pn.Row(
-                pn.Column(self._scope_w, pn.pane.Bokeh(self.heat_figure)),
-                pn.pane.Bokeh(self.map_figure),
+                pn.Column(self._scope_w, pn.pane.HoloViews(self.heat_plot, backend="bokeh")),
+                pn.pane.HoloViews(self.map_plot, backend="bokeh"),
             ),
             sizing_mode="stretch_width",
             min_width=520,

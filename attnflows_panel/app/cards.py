@@ -1,0 +1,141 @@
+"""The app's HTML pieces: help text, the model-pair card, the sample card, notices.
+
+Everything that comes from a user, a URL or a corpus (sentences, ids, labels, model names, error
+messages) is escaped here with :func:`esc` and shown as text: it never becomes a tag, a link or an
+image. Notices are HTML panes of escaped text, not Markdown, so a URL in a message is not linkified.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel.app.config import model_label
+
+__all__ = ["HELP_HTML", "esc", "swatch", "notice_html", "pair_html", "sample_html", "probs_html"]
+
+#: background and text colour of a notice, by kind
+NOTICE_COLORS = {"info": ("#e7f1fb", "#0b4a75"), "warning": ("#fff4db", "#6b4a00"), "danger": ("#fde8ea", "#8a1020")}
+
+
+def esc(text: Any) -> str:
+    """HTML-escape anything shown to the user (sentences, ids, paths, error messages)."""
+    return html.escape(str(text), quote=True)
+
+
+def notice_html(text: str) -> str:
+    """A notice as escaped text, one line per line of ``text``: no markup, no link, no image."""
+    return "<br>".join(esc(line) for line in str(text).split("\n"))
+
+
+def swatch(color: str, width: int = 12) -> str:
+    return (f'<span style="display:inline-block;width:{width}px;height:12px;background:{color};'
+            f'vertical-align:middle;border-radius:2px"></span>')
+
+
+HELP_HTML = f"""
+<div class="af-help" style="font-size:13px;line-height:1.45">
+<p><b>Models.</b> {swatch(PRETRAINED_COLOR)} <b style="color:{PRETRAINED_COLOR}">pre-trained</b> ·
+{swatch(FINETUNED_COLOR)} <b style="color:{FINETUNED_COLOR}">fine-tuned</b> ·
+{swatch(SHARED_COLOR)} <b style="color:{SHARED_COLOR}">shared by both</b>. The same colours are used in
+every view.</p>
+<p><b>Attention Graph (§4.1).</b> An edge joins token <i>b</i> at level <i>k</i> to token <i>a</i> at level
+<i>k</i>+1 when some head of layer <i>k</i> puts more than τ of <i>a</i>'s attention on <i>b</i>. The graph is
+traced back from [CLS] (the root, level L); lower τ = more edges.</p>
+<p><b>Radial Attention Flow view (§4.3).</b> [CLS] sits in the centre; each ring outwards is one level
+further from the output (level 0 outermost). Sentence A runs clockwise, sentence B counter-clockwise; the
+black tick marks where they meet. Next to each token, one small <b>head glyph</b> per head: its shade says
+how many tokens that head attends to in the level below (light = 1 … dark = 6+). In the combined mode a
+glyph is {swatch(PRETRAINED_COLOR, 8)} or {swatch(FINETUNED_COLOR, 8)} when only one model uses the
+head, and split {swatch(PRETRAINED_COLOR, 6)}{swatch(FINETUNED_COLOR, 6)} when both do. The
+<b>sparkline</b> under a token shows where the tokens it attends to lie (left = earlier, centre =
+itself, right = later; height = number of heads, up to 3).</p>
+<p><b>Sentence view (§4.2).</b> Up to five circles above each token: its influence
+I<sub>l</sub> (eq. 4) at the chosen level, rounded up. In the combined mode
+{swatch(SHARED_COLOR, 8)} circles are influence both models share, the rest is
+{swatch(PRETRAINED_COLOR, 8)} or {swatch(FINETUNED_COLOR, 8)} for the model with more.</p>
+<p><b>Sentence Context view.</b> Where in the sentence pair the tokens of each ring come from, coloured by
+model.</p>
+<p><b>Interactions (§4.4).</b> Hover a token: what it depends on (lower levels) and what depends on it
+(higher levels). Hover a head glyph: the same through that head only. Click to freeze, shift-click to add
+tokens, brush tokens in one ring for their common dependencies, or in two rings for the paths between
+them. The frozen selection, τ, mode and level are kept in the page's URL: copy it to share the view.</p>
+<p><b>Corpus browser.</b> Every sample's per-head usage in both models is indexed. Similar samples are
+searched in the pre-trained, fine-tuned or difference space, or all three, optionally on chosen heads
+only. A typed pair is searched like a corpus sample.</p>
+</div>
+"""
+
+
+def pair_html(pair, index=None, task: str | None = None) -> str:
+    """The sidebar's model-pair card: each model by hub name or folder name (the full reference in
+    the tooltip is left out too: it can be a server path), the shape, the labels, the corpus."""
+    if pair is None:
+        return "<i>loading …</i>"
+    labels = ", ".join(esc(x) for x in (pair.labels or [])) or "none"
+    rows = [
+        f'{swatch(PRETRAINED_COLOR)} <span class="af-model-name">{esc(model_label(pair.pretrained_name))}</span>',
+        f'{swatch(FINETUNED_COLOR)} <span class="af-model-name">{esc(model_label(pair.finetuned_name))}</span>',
+        f"L = {pair.num_layers} layers × H = {pair.num_heads} heads · max {pair.max_length} tokens",
+        f"labels: {labels}" + (f" (task {esc(task.upper())})" if task else ""),
+    ]
+    if index is not None:
+        rows.append(f"corpus index: {len(index)} samples (τ = {index.tau:g})")
+    return "<div style='font-size:12px;line-height:1.6'>" + "<br>".join(rows) + "</div>"
+
+
+def probs_html(out, color: str) -> str:
+    """One model's class probabilities as bars (the predicted one in bold)."""
+    probs = getattr(out, "probs", None)
+    if not probs:
+        return "<span style='color:#777'>no classification head (a bare pre-trained encoder)</span>"
+    label = getattr(out, "label", None)
+    bars = []
+    for name, p in sorted(probs.items(), key=lambda kv: -kv[1]):
+        bold = "font-weight:600;" if name == label else ""
+        bars.append(
+            f"<span style='display:inline-block;min-width:150px;{bold}'>{esc(name)}</span>"
+            f"<span style='display:inline-block;width:{int(round(120 * float(p)))}px;height:10px;background:{color};"
+            f"vertical-align:middle;margin-right:6px'></span>{float(p):.2f}"
+        )
+    return "<br>".join(bars)
+
+
+def sample_html(result, sample_id: str, row: dict | None, *, other_task: str | None = None,
+                model_task: str | None = None) -> str:
+    """The sample card: id and gold label (or "your sentence pair"), the sentences, both predictions.
+
+    ``other_task``: the sample's task when it is not the one the model was fine-tuned on
+    (``model_task``); the card then shows no prediction, since the classifier's labels mean nothing
+    for it.
+    """
+    if sample_id:
+        head = f"<b>Sample</b> <code class='af-sample-id'>{esc(sample_id)}</code>"
+        if row is not None and row.get("label_name") is not None:
+            head += f" · gold label: <b class='af-gold'>{esc(row['label_name'])}</b>"
+    else:
+        head = "<b>Your sentence pair</b> (not in the corpus)"
+    notes = []
+    if getattr(result, "truncated", False):
+        notes.append(f"<span style='color:#b00020'>truncated to {result.n} tokens, the models' maximum</span>")
+    if other_task:
+        preds = (f"<div class='af-no-prediction' style='margin-top:4px;color:#555'>No prediction: this is a "
+                 f"{esc(other_task.upper())} sample and the fine-tuned model was trained on "
+                 f"{esc((model_task or 'another task').upper())}.</div>")
+    else:
+        preds = (
+            f"<div style='display:flex;gap:30px;flex-wrap:wrap;margin-top:4px'>"
+            f"<div><b style='color:{FINETUNED_COLOR}'>fine-tuned</b> predicts "
+            f"<b class='af-pred-fine'>{esc(result.finetuned.label)}</b><br>{probs_html(result.finetuned, FINETUNED_COLOR)}</div>"
+            f"<div><b style='color:{PRETRAINED_COLOR}'>pre-trained</b> "
+            f"{'predicts <b>' + esc(result.pretrained.label) + '</b>' if result.pretrained.label else ''}<br>"
+            f"{probs_html(result.pretrained, PRETRAINED_COLOR)}</div></div>"
+        )
+    return (
+        "<div style='font-size:13px;line-height:1.5'>"
+        f"{head} · {result.n} tokens{' · ' + ' · '.join(notes) if notes else ''}<br>"
+        f"<span style='color:#666'>A:</span> <span class='af-text-a'>{esc(result.sentence_a)}</span><br>"
+        f"<span style='color:#666'>B:</span> <span class='af-text-b'>{esc(result.sentence_b)}</span>"
+        f"{preds}</div>"
+    )

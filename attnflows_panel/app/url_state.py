@@ -1,0 +1,123 @@
+"""The shareable part of a session, read from and written to the page's URL query (see README.md).
+
+The query holds ``sample`` (or ``a``/``b`` for a typed pair), ``tau``, ``mode``, ``level``, ``sel`` (the
+frozen selection, ``level:token`` pairs, levels 0-based with level L = [CLS]) and ``head``
+(``layer:head``, 0-based) plus ``hm`` (the model(s) of a head restriction). :meth:`UrlState.parse`
+checks every value and names each bad one; :meth:`UrlState.query` writes a state back, leaving out
+defaults and empty values. This is done here rather than with ``pn.state.location.sync``, which turns
+``"0123"`` into the int 123, keeps stale keys, and rejects a whole query when one value is bad.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.parse
+
+import numpy as np
+
+from attnflows_panel.views.attention_flows import MODES, TAU_BOUNDS
+
+__all__ = ["UrlState"]
+
+
+def _parse_pairs(text: str, what: str) -> list[list[int]]:
+    """``"3:5,3:7"`` → ``[[3, 5], [3, 7]]`` (ValueError naming ``what`` otherwise)."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        bits = part.split(":")
+        if len(bits) != 2 or not all(b.strip().isdigit() for b in bits):
+            raise ValueError(f"{what} must be 'level:token' pairs such as 3:5,3:7; got {text!r}")
+        out.append([int(bits[0]), int(bits[1])])
+    return out
+
+
+def _format_pairs(pairs) -> str:
+    return ",".join(f"{int(a)}:{int(b)}" for a, b in pairs)
+
+
+@dataclasses.dataclass
+class UrlState:
+    """The shareable part of a session, as read from (and written to) the URL query."""
+
+    sample: str | None = None
+    a: str | None = None
+    b: str | None = None
+    tau: float | None = None
+    mode: str | None = None
+    level: int | None = None
+    selection: list[list[int]] | None = None
+    head: list[int] | None = None
+    head_model: str | None = None
+
+    @classmethod
+    def parse(cls, query: str) -> tuple[UrlState, list[str]]:
+        """Read a raw query string. Returns the state and one message per value that was ignored."""
+        state, errors = cls(), []
+        try:
+            items = urllib.parse.parse_qs(query.lstrip("?"), keep_blank_values=True)
+        except ValueError as exc:  # pragma: no cover - parse_qs is lenient
+            return state, [f"the link's query could not be read ({exc})"]
+        get = {k: v[-1] for k, v in items.items()}
+        if get.get("sample", "").strip():
+            state.sample = get["sample"].strip()
+        if "a" in get or "b" in get:
+            state.a, state.b = get.get("a", ""), get.get("b", "")
+        if "tau" in get:
+            try:
+                tau = float(get["tau"])
+                if not np.isfinite(tau) or not TAU_BOUNDS[0] <= tau <= TAU_BOUNDS[1]:
+                    raise ValueError
+                state.tau = tau
+            except ValueError:
+                errors.append(f"τ in the link must be a number in [{TAU_BOUNDS[0]}, {TAU_BOUNDS[1]}]; "
+                              f"got {get['tau']!r}, kept the current τ")
+        if "mode" in get:
+            if get["mode"] in MODES:
+                state.mode = get["mode"]
+            else:
+                errors.append(f"mode in the link must be one of {', '.join(MODES)}; got {get['mode']!r}")
+        if "level" in get:
+            if get["level"].strip().isdigit():
+                state.level = int(get["level"])
+            else:
+                errors.append(f"level in the link must be a whole number; got {get['level']!r}")
+        if get.get("sel", "").strip():
+            try:
+                state.selection = _parse_pairs(get["sel"], "the selection (sel) in the link")
+            except ValueError as exc:
+                errors.append(str(exc))
+        if get.get("head", "").strip():
+            try:
+                pairs = _parse_pairs(get["head"], "head in the link (layer:head)")
+                if len(pairs) != 1:
+                    raise ValueError(f"head in the link must be one 'layer:head'; got {get['head']!r}")
+                state.head = pairs[0]
+            except ValueError as exc:
+                errors.append(str(exc))
+        if get.get("hm"):
+            if get["hm"] in ("both", "pretrained", "finetuned"):
+                state.head_model = get["hm"]
+            else:
+                errors.append(f"hm in the link must be both, pretrained or finetuned; got {get['hm']!r}")
+        return state, errors
+
+    def query(self, default_tau: float) -> str:
+        """The query string of this state (defaults and empty values left out)."""
+        q: dict[str, str] = {}
+        if self.sample:
+            q["sample"] = self.sample
+        elif self.a or self.b:
+            q["a"], q["b"] = self.a or "", self.b or ""
+        if self.tau is not None and abs(self.tau - default_tau) > 1e-9:
+            q["tau"] = f"{self.tau:g}"
+        if self.mode and self.mode != "combined":
+            q["mode"] = self.mode
+        if self.level:
+            q["level"] = str(self.level)
+        if self.selection:
+            q["sel"] = _format_pairs(self.selection)
+            if self.head:
+                q["head"] = f"{int(self.head[0])}:{int(self.head[1])}"
+                if self.head_model and self.head_model != "both":
+                    q["hm"] = self.head_model
+        return urllib.parse.urlencode(q)
