@@ -33,6 +33,7 @@ from browser_support import (
     CHROMIUM,
     REPO,
     GLYPH_POINTS,
+    SCROLL_INTO_VIEW,
     PageProblems,
     ServedApp,
     TIMEOUT_S,
@@ -452,6 +453,7 @@ def test_18_copy_the_url(journey):
     assert q["tau"] == f"{TAU - 0.01:g}" and q["mode"] == "finetuned" and q["level"] == "1"
     assert q["sel"] == f"{tok['level']}:{tok['pos']}"
     away(page)
+    page.evaluate(SCROLL_INTO_VIEW, NODES)
     journey.figure = page.screenshot(clip=figure_clip(points(page, NODES)))
 
 
@@ -469,6 +471,7 @@ def test_19_reload_in_a_new_context(journey, browser):
         expect(page.get_by_role("button", name="Fine-tuned", exact=True)).to_have_class(re.compile(r"\bbk-active\b"))
         wait_for(lambda: url(page) == journey.shared, what=f"the reloaded URL to stay {journey.shared} (it is {url(page)})")
         away(page)
+        page.evaluate(SCROLL_INTO_VIEW, NODES)  # as on the shared page: the same place in the window
         pts = points(page, NODES)
         # the same state draws the same picture, selection highlight included
         out = REPO / "test-output" / "journey"
