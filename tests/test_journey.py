@@ -200,12 +200,24 @@ def click_token(page, tok: dict, shift: bool = False) -> None:
         page.keyboard.up("Shift")
 
 
+def named(tok: dict) -> str:
+    """How the status line names a selected token: “tok”@level (0-based) or “tok” (level k) (1-based)."""
+    t = re.escape(tok["token"])
+    return rf"“{t}”(@{tok['level']}\b| \(level {tok['level'] + 1}\))"
+
+
+def where(tok: dict) -> str:
+    """How the hover names a token's place: 'level l · position p' (0-based) or 'level l+1 of … · token p+1'."""
+    return (rf"level {tok['level']} · position {tok['pos']}\b"
+            rf"|level {tok['level'] + 1} of \d+ · token {tok['pos'] + 1}\b")
+
+
 def expect_selected(page, *tokens: dict) -> None:
     """The URL shares exactly these tokens, and the status under the view names them."""
     want = {(t["level"], t["pos"]) for t in tokens}
     wait_for(lambda: set(selection(page)) == want, timeout=STEP_S, what=f"the selection {sorted(want)} in the URL (it is {url(page)})")
     for t in tokens[:3]:
-        expect(page.get_by_text(re.compile(rf"selected .*“{re.escape(t['token'])}”@{t['level']}"))).to_be_visible()
+        expect(page.get_by_text(re.compile(rf"selected .*{named(t)}")).first).to_be_visible()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -243,7 +255,7 @@ def test_03_hover_a_token(journey):
     before = page.screenshot(clip=clip)
     page.mouse.move(tok["x"], tok["y"])
     # the tooltip names the token; the highlight is drawn in the browser (no server round trip)
-    expect(page.get_by_text(f"level {tok['level']} · position {tok['pos']}")).to_be_visible()
+    expect(page.get_by_text(re.compile(where(tok))).first).to_be_visible()
     wait_for(lambda: page.screenshot(clip=clip) != before, what="the hover to highlight the token's flow")
     assert "sel" not in query(page)
     away(page)
@@ -320,13 +332,14 @@ def test_08_head_glyph(journey):
     nodes = points(page, NODES)
     glyph = glyphs[0]
     page.mouse.move(glyph["x"], glyph["y"])
-    expect(page.get_by_text(re.compile(rf"^head {glyph['head']}(?!\d)"))).to_be_visible()  # the head's tooltip
+    # the head's details (a tooltip, or the info box beside the view; 0- or 1-based)
+    expect(page.get_by_text(re.compile(rf"head ({glyph['head']}|{glyph['head'] + 1})(?!\d)")).first).to_be_visible()
     page.mouse.click(glyph["x"], glyph["y"])
     wait_for(lambda: "head" in query(page), what=f"a head in the URL (it is {url(page)})")
     assert len(selection(page)) == 1
     layer, head = (int(v) for v in query(page)["head"].split(":"))
     assert head == glyph["head"]
-    expect(page.get_by_text(re.compile(rf"head {head} of layer {layer}"))).to_be_visible()
+    expect(page.get_by_text(re.compile(rf"head ({head} of layer {layer}|{head + 1} of layer {layer + 1})\b")).first).to_be_visible()
     assert nodes  # the node the glyph belongs to is one of the drawn tokens
 
 
