@@ -279,7 +279,7 @@ def _brush_targets(pts: list[dict], level: int, n: int = 3) -> list[dict]:
         x0, x1 = min(p["x"] for p in group) - 3, max(p["x"] for p in group) + 3
         y0, y1 = min(p["y"] for p in group) - 3, max(p["y"] for p in group) + 3
         inside = [p for p in pts if x0 <= p["x"] <= x1 and y0 <= p["y"] <= y1]
-        clear = all(abs(p["x"] - q["x"]) + abs(p["y"] - q["y"]) > 25 for p in others for q in group)
+        clear = all(abs(p["x"] - q["x"]) + abs(p["y"] - q["y"]) > 12 for p in others for q in group)
         if len(inside) == n and clear:
             return group
     raise AssertionError(f"no {n} neighbouring tokens on level {level} away from the other rings")
@@ -301,6 +301,8 @@ def test_05_box_brush(journey):
 
 def test_06_lasso_brush(journey):
     page = journey.page
+    pts = points(page, NODES)
+    page.mouse.move(pts[0]["x"], pts[0]["y"])  # over the figure: its toolbar shows
     page.get_by_title("Lasso tokens").click()
     away(page)
     group = _brush_targets(points(page, NODES), level=1)
