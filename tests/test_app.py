@@ -671,3 +671,19 @@ def test_the_demo_corpus_is_scoped_to_the_model_task(tiny_pair, demo_index_all_t
 def test_view_state_given_to_the_app_goes_to_its_view(config, registry):
     app = AttnFlowsApp(config, registry=registry, tau=0.2, mode="finetuned")  # as a notebook does
     assert app.view.tau == pytest.approx(0.2) and app.view.mode == "finetuned" and app.tau == pytest.approx(0.2)
+
+
+def test_serve_listens_on_this_machine_only_by_default(config, registry):
+    """`attnflows serve` / `demo` without --address: 127.0.0.1, not every interface."""
+    from attnflows_panel.app import serve
+
+    thread, server = serve(config, registry=registry, port=0, threaded=True, preload_resources=False)
+    try:
+        assert server.address == "127.0.0.1"
+        import urllib.request
+
+        page = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=120).read().decode()
+        assert "<title>Attention Flows</title>" in page
+    finally:
+        thread.stop()
+    assert not thread.is_alive()

@@ -332,8 +332,12 @@ def test_pick_a_similar_sample_views_panel_and_url_agree(page, served):
     expect(page).to_have_url(f"{served.url}?sample={target}")  # the URL
     wait_for(lambda: app.view.result is app.result and app.browser.selected_id == target, what="the views to follow")
     assert app.sample_id == target and app.result.sentence_a == served.index.sample(target)["sentence_a"]
-    # and the next pick works too (the session is intact)
+    # the table in the page lists the picked sample's similar samples, not the old ones
     wait_for(lambda: app.browser.results is not None and len(app.browser.results) > 1, what="the new similar samples")
+    shown = [str(x) for x in app.browser.results["id"].iloc[:3]]
+    for rank, sid in enumerate(shown):
+        expect(similar_table(page).locator(".tabulator-row").nth(rank)).to_contain_text(sid)
+    # and the next pick works too (the session is intact)
     nxt = str(app.browser.results["id"].iloc[0])
     similar_table(page).locator(".tabulator-row").filter(has_text=nxt).first.click()
     expect(page.locator(".af-sample-id")).to_have_text(nxt)

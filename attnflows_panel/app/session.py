@@ -20,8 +20,9 @@ shared by every session. Everything a user changes lives in the session's own ob
 **Document changes.** Model runs (a corpus sample, a typed pair, another model pair) go to a worker
 thread (``asyncio.to_thread``); their result comes back to the page through
 ``doc.add_next_tick_callback``, which runs it under the document's lock. Widget changes reach the
-views through Panel, and the views change their figures inside ``pn.io.hold(policy="collect")``. No Bokeh model is
-changed from a thread.
+views through Panel, and the flow view redraws its figures on the document's next tick (under the
+lock); the corpus browser's plots are HoloViews'. No Bokeh model is changed from a thread or outside
+the lock.
 
 **Errors are shown.** An exception in any callback of the session (Panel's, through the session's
 ``pn.config.exception_handler``, and the views' Bokeh callbacks) is logged and shown to that user in

@@ -25,10 +25,10 @@ A view may be created without a result (``AttentionFlowsView(tau=0.2)``): its pa
 and its figures are built when ``result`` is first set, so that an app can lay out the view and its
 controls before the models have run.
 
-**Document changes.** Every parameter watcher that changes the Bokeh figures runs inside
-``pn.io.hold(policy="collect")``: on a served page Panel then collects the changes and sends them to the browser
-itself, in order ("combine" would merge a data swap with a later change of the same source out of order), which is the documented route for changing Bokeh models from a callback that Panel runs
-outside the document lock (a widget change). Callbacks of the figures' own Bokeh models (taps,
+**Document changes.** The parameters change at once; the Bokeh figures follow on the document's next
+tick (``doc.add_next_tick_callback``, which runs under the document's lock) on a served page, so that
+no figure is changed outside the lock, whoever changed a parameter (a widget change, which Panel runs
+outside the lock, a click, the app); without a server they follow at once. Callbacks of the figures' own Bokeh models (taps,
 brushes) report an exception to ``pn.config.exception_handler`` when one is set (the app shows it to
 the user), instead of losing it in the server log.
 
@@ -182,6 +182,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._graphs_cache: dict = {}
         self._shown = None
         self._echo = 0  # > 0 while the view writes the figures' selection models (_writing_selections)
+        self._pending: set[str] = set()  # what changed since the figures were last drawn (_redraw)
+        self._scheduled = False
         self._L = self._H = self._n = 0
         self._style = params.pop("style", None) or RadialStyle()
         #: ``(owner, key, make) -> value``: a cache that several views share (an app passes its
@@ -258,6 +260,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _rebuild(self) -> None:
         self._shown = self.result
         self._data = data = self._flow_data()
+        if self._sentence is not None:
+            self._sentence.alpha = self.alpha
         if self._flow is None:
             self._context = ContextFigure(data, level=self.level)
             self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha)
@@ -344,58 +348,79 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     @param.depends("result", "tau", "mode", watch=True)
     def _on_graph(self):
+        tau = round(float(self.tau), 4)  # a slider's 0.15 - 0.01 is 0.13999999999999999
+        if tau != self.tau:
+            with param.parameterized.discard_events(self):
+                self.tau = tau
         if self.result is None:
             return
-        with pn.io.hold(policy="collect"):
-            if self.result is not self._shown:
-                self._new_result()
-                with param.parameterized.discard_events(self):  # one rebuild for all
-                    if self.level > self._L - 1:
-                        self.level = 0
-                    self.selection = []
-                    self.head = []
-                    self.head_model = "both"
-            self._rebuild()
-        self._push()
+        if self.result is not self._shown:
+            self._shown = self.result
+            self._new_result()
+            with param.parameterized.discard_events(self):  # one rebuild for all
+                if self.level > self._L - 1:
+                    self.level = 0
+                self.selection = []
+                self.head = []
+                self.head_model = "both"
+        self._redraw("graph")
 
     @param.depends("level", watch=True)
     def _on_level(self):
         self._check_level()
-        if self._flow is None:
-            return
-        with pn.io.hold(policy="collect"):
-            self._flow.set_level(self.level)
-            self._context.set_level(self._data, self.level)
-            self._sentence.update(self._data, self.level)
-            self._apply_selection()
-        self._push()
+        self._redraw("level")
 
     @param.depends("selection", "head", "head_model", watch=True)
     def _on_selection(self):
         self._check_selection()
-        if self._flow is None:
-            return
-        with pn.io.hold(policy="collect"):
-            self._apply_selection()
-        self._push()
+        self._redraw("selection")
 
     @param.depends("size", watch=True)
     def _on_size(self):
-        if self._flow is None:
-            return
-        with pn.io.hold(policy="collect"):
-            self._flow.resize(self.size)
-        self._push()
+        self._redraw("size")
 
     @param.depends("alpha", watch=True)
     def _on_alpha(self):
-        if self._flow is None:
+        self._redraw("alpha")
+
+    def _redraw(self, what: str) -> None:
+        """Bring the figures up to the parameters (``what`` changed).
+
+        On a served page this runs on the document's next tick (``doc.add_next_tick_callback``), which
+        holds the document's lock, whatever called it: a widget change that Panel runs outside the
+        lock, a Bokeh callback, or the app. Several changes before that tick make one redraw. Without a
+        server (a notebook, a test) it runs at once."""
+        if self.result is None:
             return
-        with pn.io.hold(policy="collect"):
-            self._sentence.alpha = self.alpha
-            self._sentence.update(self._data, self.level)
-            self._apply_selection()
-        self._push()
+        self._pending.add(what)
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            self._draw_pending()
+            self._push()
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            doc.add_next_tick_callback(self._draw_pending)
+
+    @reported
+    def _draw_pending(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, set()
+        if self.result is None or not pending:
+            return
+        if "graph" in pending or self._flow is None:
+            self._rebuild()  # level, selection and legend included
+        else:
+            if "size" in pending:
+                self._flow.resize(self.size)
+            if "alpha" in pending:
+                self._sentence.alpha = self.alpha
+            if "level" in pending or "alpha" in pending:
+                self._flow.set_level(self.level)
+                self._context.set_level(self._data, self.level)
+                self._sentence.update(self._data, self.level)
+            if pending & {"level", "alpha", "selection"}:
+                self._apply_selection()
 
     def _push(self) -> None:
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
@@ -408,7 +433,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def highlight(self) -> Highlight:
         """The frozen highlight of the current selection (asked of graph/compare)."""
         head = tuple(self.head) if self.head else None
-        return self._data.highlight(self.selection, head, self.head_model if head else None)
+        data = self._data if not self._pending else self._flow_data()  # the figures may lag a tick behind
+        return data.highlight(self.selection, head, self.head_model if head else None)
 
     def _apply_selection(self) -> None:
         data = self._data

@@ -27,9 +27,10 @@ browser to the samples of that task: a corpus of several tasks (the bundled demo
 and QNLI pairs) otherwise shows predictions of a classifier for pairs it was never trained on, and
 mixes the tasks' labels in one filter. :func:`row_tasks` says where each row's task comes from.
 
-**Document changes.** Every watcher that changes the Bokeh figures runs inside ``pn.io.hold(policy="collect")``
-(Panel's route for changing Bokeh models from a callback that Panel runs outside the document lock,
-a widget change); the figures' own tap callbacks report errors to ``pn.config.exception_handler``.
+**Document changes.** The browser changes no Bokeh model itself: its tables, panes and widgets are
+Panel's, and its plots are HoloViews DynamicMaps that redraw when their parameters change, so Panel
+and HoloViews send every change under the document's lock. Errors of the Tap streams' subscribers go
+to ``pn.config.exception_handler`` (the app shows them).
 Ids, sentences and messages are shown as escaped text in HTML panes, never as Markdown.
 """
 
@@ -129,17 +130,6 @@ def _many_points(points):
         from holoviews.operation import decimate
 
         return decimate(points, max_samples=MAP_POINTS)
-
-
-def _held(fn):
-    """Run a watcher that changes Bokeh models inside ``pn.io.hold(policy="collect")`` (see the module docstring)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with pn.io.hold(policy="collect"):
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def _hex_to_rgb(color: str) -> np.ndarray:
@@ -265,7 +255,6 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ reactions
 
-    @_held
     def _on_index(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
@@ -303,7 +292,6 @@ class CorpusBrowser(pn.viewable.Viewer):
         """Index rows that the table's filters keep, in corpus order."""
         return self._filtered_rows
 
-    @_held
     def _on_filters(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
@@ -331,7 +319,11 @@ class CorpusBrowser(pn.viewable.Viewer):
         if event.new and self.results is not None:
             i = event.new[0]
             if 0 <= i < len(self.results):
-                self.selected_id = str(self.results["id"].iloc[i])
+                # the pick replaces this very table's rows: done on the next tick (pn.state.execute),
+                # after Panel has finished the table's selection event; changed from inside it, the
+                # page kept the old rows while the server had the new ones
+                pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.results["id"].iloc[i])),
+                                 schedule=True)
 
     def _set_message(self, text: str) -> None:
         self.message = text
@@ -341,7 +333,6 @@ class CorpusBrowser(pn.viewable.Viewer):
     def _heads_mask(self) -> np.ndarray | None:
         return self.index.heads_mask(self.heads) if self.index is not None else None
 
-    @_held
     def _on_query(self, *_: Any) -> None:
         idx = self.index
         empty = pd.DataFrame(columns=list(dict.fromkeys(["rank", "id", "score", "row", *TABLE_COLUMNS])))
@@ -424,6 +415,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         return (heat * boxes).opts(
             title=f"mean fine − pre head usage over {n} {self.heatmap_scope}", width=420, height=330,
             xlabel="head", ylabel="layer", toolbar=None, show_grid=False,
+            xticks=list(range(H)), yticks=list(range(L)),
         )
 
     def toggle_head(self, layer: int, head: int) -> None:
@@ -445,7 +437,8 @@ class CorpusBrowser(pn.viewable.Viewer):
             return
         head, layer = int(round(float(x))), int(round(float(y)))
         if 0 <= layer < idx.num_layers and 0 <= head < idx.num_heads:
-            self.toggle_head(layer, head)
+            # redraws this very plot: on the next tick, after HoloViews has finished the tap event
+            pn.state.execute(functools.partial(self.toggle_head, layer, head), schedule=True)
 
     # ------------------------------------------------------------------ map
 
@@ -523,8 +516,9 @@ class CorpusBrowser(pn.viewable.Viewer):
         d = np.hypot(pts[:, 0] - float(x), pts[:, 1] - float(y))
         i = int(np.argmin(d))
         extent = float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1e-9))
-        if d[i] <= 0.03 * extent:
-            self.selected_id = str(self.index.metadata["id"].iloc[int(rows[i])])
+        if d[i] <= 0.03 * extent:  # on the next tick, after HoloViews has finished the tap event
+            pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.index.metadata["id"].iloc[int(rows[i])])),
+                             schedule=True)
 
     # ------------------------------------------------------------------ layout
 
