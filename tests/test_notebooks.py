@@ -49,6 +49,29 @@ def outputs(cell) -> tuple[str, set[str]]:
     return "\n".join(text), mimes
 
 
+def resource_loads(nb) -> list[str]:
+    """The JavaScript that the notebook's outputs run to load BokehJS and Panel (pn.extension's)."""
+    return [str(out.get("data", {}).get("application/javascript", "")) for c in code_cells(nb)
+            for out in c.get("outputs", []) if "application/javascript" in out.get("data", {})]
+
+
+def assert_offline(nb) -> None:
+    """pn.extension(inline=True): the loader fetches no BokehJS/Panel URL (a CDN one renders nothing
+    offline); the libraries are in the notebook itself."""
+    import json
+    import re
+
+    loads = [js for js in resource_loads(nb) if "const js_urls = " in js]
+    assert loads, "no BokehJS/Panel loader in the outputs"
+    for js in loads:
+        for kind in ("js_urls", "css_urls"):
+            m = re.search(rf"const {kind} = (\[.*?\]);", js)
+            urls = json.loads(m.group(1)) if m else []
+            remote = [u for u in urls if u.startswith(("http://", "https://", "//"))]
+            assert not remote, f"the notebook fetches {remote}: the view stays empty offline"
+    assert max(len(js) for js in loads) > 1_000_000, "BokehJS is not inlined"
+
+
 def code_cells(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
@@ -70,6 +93,7 @@ def test_one_sample_notebook(notebook_env, tmp_path, minilm_pair):
     assert any(PANEL_MIME in m for _, m in texts)
     assert any("image/svg+xml" in m for _, m in texts)
     assert any("selected “[CLS]”" in t for t, _ in texts)  # driven from Python: the frozen [CLS] trace
+    assert_offline(nb)
 
 
 def test_search_corpus_notebook(notebook_env, tmp_path):
@@ -84,3 +108,4 @@ def test_search_corpus_notebook(notebook_env, tmp_path):
         assert "demo-" in t
     # the browser and the whole app render in the notebook
     assert sum(PANEL_MIME in m for _, m in texts) >= 2
+    assert_offline(nb)
