@@ -247,3 +247,10 @@ class GraphComparison:
         """
         pre, fine = self.pre.ratings(k, alpha), self.fine.ratings(k, alpha)
         return pre, fine, np.minimum(pre, fine)
+
+    def most_different_level(self, alpha: float = 0.5) -> int:
+        """The layer ``k`` (0 .. L-1) where the two models' influence differs most: the largest
+        ``Σ_w |I_k^pre(w) - I_k^fine(w)|`` (eq. 4), ties to the lower layer. Where the sentence view opens
+        (it says the most about what fine-tuning changed); 0 when the two graphs agree everywhere."""
+        diff = np.abs(self.pre.influence(alpha) - self.fine.influence(alpha)).sum(axis=1)
+        return int(np.argmax(diff)) if diff.size and diff.max() > 0 else 0

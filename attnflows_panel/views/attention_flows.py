@@ -51,6 +51,7 @@ from attnflows_panel.views.flow import (
     FlowData,
     FlowFigure,
     Highlight,
+    legend_html,
 )
 from attnflows_panel.views.sentence import SentenceFigure
 
@@ -97,10 +98,11 @@ class ViewParts(NamedTuple):
 
     sentence: pn.pane.Bokeh  #: Sentence view (influence circles, §4.3.2)
     flow: pn.pane.Bokeh  #: radial Attention Flow view (§4.3.1)
-    context: pn.pane.Bokeh  #: Sentence Context view
-    controls: pn.Column  #: mode, τ, level, clear, SVG/PNG export
-    legend: pn.pane.HTML  #: the colours and glyphs, in the views' colours
+    context: pn.Column  #: what goes beside the flow view: the Sentence Context view, the hover details and the legend
+    controls: pn.Column  #: mode, τ, level, focus, clear, SVG/PNG export
+    legend: pn.pane.HTML  #: the colours and glyphs, in the views' colours (already inside ``context``)
     status: pn.pane.HTML  #: what the frozen selection shows
+    info: pn.pane.Bokeh = None  #: the hover details (Bokeh Div ``attnflows-hover-info``; already inside ``context``)
 
 
 class AttentionFlowsView(pn.viewable.Viewer):
@@ -114,7 +116,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
     head = param.List(default=[], doc="[] or [layer, h]: only head h connects that layer in the frozen traversal (Fig. 6(b)).")
     head_model = param.Selector(default="both", objects=["both", "pretrained", "finetuned"], doc="Model(s) traversed with a head restriction (combined mode).")
     alpha = param.Number(default=0.5, bounds=(0.0, 1.0), doc="Decay α of eq. 4 (the paper uses 0.5).")
-    size = param.Integer(default=None, allow_None=True, bounds=(200, 3000), doc="Radial view size in px (None: fit the rings).")
+    size = param.Integer(default=None, allow_None=True, bounds=(200, 3000), doc="Radial view size in px (None: square, following the width of its container).")
+    focus = param.Boolean(default=False, doc="Focus: show only the traced subgraph of the hover or the frozen selection.")
     status = param.String(default="", constant=True, doc="What the frozen selection shows (read-only).")
 
     def __init__(self, result=None, **params):
@@ -126,12 +129,17 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._syncing = False
         self._shown = None
         self._style = params.pop("style", None) or RadialStyle()
+        auto_level = "level" not in params
         super().__init__(result=result, **params)
         self._L, self._H, self._n = check_result(self.result)
+        if auto_level:  # open the sentence view where it says the most (see informative_level)
+            with param.parameterized.discard_events(self):
+                self.level = self.informative_level()
         self._check_level()
         self._check_selection()
         self._build_widgets()
         self._rebuild(first=True)
+        self._side = pn.Column(self._context_pane, self._info_pane, self._legend, width=340)
         self._layout = self._make_layout()
 
     # ------------------------------------------------------------------ construction
@@ -147,9 +155,13 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._tau_slider.param.watch(lambda e: setattr(self, "tau", round(float(e.new), 4)), "value_throttled")
         self._mode_buttons = pn.widgets.RadioButtonGroup(options=_MODE_LABELS, value=self.mode, width=260)
         self._mode_buttons.param.watch(lambda e: setattr(self, "mode", e.new), "value")
+        from bokeh.models import CustomJSTickFormatter
+
         self._level_slider = pn.widgets.IntSlider(label="Level (sentence view influence)", start=0,
-                                                  end=max(1, self._L - 1), value=self.level, width=260)
+                                                  end=max(1, self._L - 1), value=self.level, width=260,
+                                                  format=CustomJSTickFormatter(code="return (tick + 1).toString()"))
         self._level_slider.param.watch(lambda e: setattr(self, "level", int(e.new)), "value_throttled")
+        self._focus = pn.widgets.Checkbox.from_param(self.param.focus, name="Focus: only the traced subgraph", width=260)
         self._clear = pn.widgets.Button(label="Clear selection", width=125)
         self._clear.on_click(lambda e: self.param.update(selection=[], head=[], head_model="both"))
         self._svg = pn.widgets.FileDownload(callback=lambda: io.BytesIO(self.export("svg")), filename="attention-flows.svg",
@@ -185,10 +197,13 @@ class AttentionFlowsView(pn.viewable.Viewer):
             self._flow.set_level(self.level)
             for src in (self._flow.sources["nodes"], self._flow.sources["glyphs"]):
                 src.selected.on_change("indices", self._on_radial_select)
+            self._flow.on_double_tap(self._on_double_tap)
+            self._flow.set_focus(self.focus)
             self._sentence.tokens.selected.on_change("indices", self._on_sentence_select)
             self._flow_pane = pn.pane.Bokeh(self._flow.figure, margin=0)
             self._sentence_pane = pn.pane.Bokeh(self._sentence.figure, margin=(0, 0, 6, 0))
             self._context_pane = pn.pane.Bokeh(self._context.figure, margin=(0, 10))
+            self._info_pane = pn.pane.Bokeh(self._flow.info, margin=(5, 10), min_height=70)
         else:
             self._syncing = True
             try:
@@ -201,15 +216,26 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._apply_selection()
         self._legend.object = self._legend_html()
 
+    def informative_level(self) -> int:
+        """The level whose influence (eq. 4) the two models' graphs disagree on most (the sum over tokens
+        of ``|I_pre - I_fine|``, :meth:`GraphComparison.most_different_level`): where the sentence view
+        opens when no level is given."""
+        from attnflows_panel.compare import GraphComparison
+
+        pre, fine = self._graphs()
+        return GraphComparison(pre, fine).most_different_level(self.alpha)
+
     def _make_layout(self):
         parts = self.parts()
         controls = pn.Column(
             pn.pane.HTML("<b>Attention Flows</b>", margin=(5, 10, 0, 10)),
-            *parts.controls, parts.legend, parts.status,
+            *parts.controls, parts.status,
             width=300,
         )
-        side = pn.Column(controls, parts.context, width=320)
-        return pn.Column(parts.sentence, pn.Row(parts.flow, side))
+        # the flow view takes the width left by the side column (legend and hover details beside it)
+        self._flow_pane.sizing_mode = "stretch_width" if self.size is None else "fixed"
+        return pn.Column(parts.sentence, pn.Row(parts.flow, parts.context, controls, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")
 
     def __panel__(self):
         return self._layout
@@ -262,6 +288,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._context.set_level(self._data, self.level)
         self._sentence.update(self._data, self.level)
         self._apply_selection()
+        self._legend.object = self._legend_html()
         self._push()
 
     @param.depends("selection", "head", "head_model", watch=True)
@@ -273,6 +300,11 @@ class AttentionFlowsView(pn.viewable.Viewer):
     @param.depends("size", watch=True)
     def _on_size(self):
         self._flow.resize(self.size)
+        self._push()
+
+    @param.depends("focus", watch=True)
+    def _on_focus(self):
+        self._flow.set_focus(self.focus)
         self._push()
 
     @param.depends("alpha", watch=True)
@@ -347,6 +379,22 @@ class AttentionFlowsView(pn.viewable.Viewer):
         else:
             self.param.update(selection=[], head=[], head_model="both")
 
+    def _on_double_tap(self, kind: str | None, idx: int, shift: bool) -> None:
+        """A double tap is two clicks: treat it as a click on what it hit (shift adds a token)."""
+        data = self._data
+        if kind == "glyph":
+            self._flow.sources["glyphs"].selected.indices = [idx]
+        elif kind == "node":
+            cur = list(self._flow.sources["nodes"].selected.indices) if shift else []
+            self._flow.sources["glyphs"].selected.indices = []
+            self._flow.sources["nodes"].selected.indices = sorted(set(cur) | {idx})
+        else:
+            self.param.update(selection=[], head=[], head_model="both")
+            return
+        if self._syncing:
+            return
+        self._on_radial_select("indices", [], [])
+
     def _on_sentence_select(self, attr, old, new) -> None:
         if self._syncing or not new:
             return
@@ -357,7 +405,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         finally:
             self._syncing = False
         if self._data.node_id(self.level, pos) < 0:
-            self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level {self.level} at τ = "
+            self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level {self.level + 1} at τ = "
                                    f"{self.tau:.2f}; pick another level.</i>")
             return
         self.param.update(selection=[[self.level, pos]], head=[], head_model="both")
@@ -367,8 +415,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _status_text(self, hl: Highlight) -> str:
         if not self.selection:
             return ""
-        toks = ", ".join(f"“{self._data.tokens[t]}”@{lv}" for lv, t in self.selection[:6])
-        extra = f" (head {self.head[1]} of layer {self.head[0]}, {self.head_model})" if self.head else ""
+        toks = ", ".join(f"“{self._data.tokens[t]}” (level {lv + 1})" for lv, t in self.selection[:6])
+        extra = f" (head {self.head[1] + 1} of layer {self.head[0] + 1}, {self.head_model})" if self.head else ""
         return f"selected {toks}{extra}" + (f": {hl.message}" if hl.message else "")
 
     def status_html(self, hl: Highlight | None = None) -> str:
@@ -389,21 +437,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return "<br>".join(parts)
 
     def _legend_html(self) -> str:
-        def sw(color, w=12):
-            return f'<span style="display:inline-block;width:{w}px;height:12px;background:{color};vertical-align:middle"></span>'
-
-        rows = []
-        if self.mode == "combined":
-            rows.append(f"{sw(PRETRAINED_COLOR)} pre-trained only")
-            rows.append(f"{sw(FINETUNED_COLOR)} fine-tuned only")
-            rows.append(f"{sw(SHARED_COLOR)} both models (shared)")
-            rows.append(f"{sw(PRETRAINED_COLOR, 6)}{sw(FINETUNED_COLOR, 6)} split head glyph: both models")
-        else:
-            base = 0 if self.mode == "pretrained" else RAMP_STEPS
-            ramp = "".join(sw(GLYPH_PALETTE[base + i]) for i in range(RAMP_STEPS))
-            rows.append(f"{ramp} head glyph: tokens attended 1 … {RAMP_STEPS}+")
-        rows.append("<span style='color:#666'>ring = level (0 outermost, [CLS] centre); black tick: A | B</span>")
-        return "<div style='font-size:12px;line-height:18px'>" + "<br>".join(rows) + "</div>"
+        return legend_html(self._data, self.level)
 
     # ------------------------------------------------------------------ export
 
@@ -420,11 +454,12 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return ViewParts(
             sentence=self._sentence_pane,
             flow=self._flow_pane,
-            context=self._context_pane,
-            controls=pn.Column(self._mode_buttons, self._tau_slider, self._level_slider,
+            context=self._side,
+            controls=pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._focus,
                                pn.Row(self._clear, margin=(0, 5)), pn.Row(self._svg, self._png, margin=(0, 5))),
             legend=self._legend,
             status=self._status,
+            info=self._info_pane,
         )
 
     # ------------------------------------------------------------------ introspection (tests, apps)

@@ -115,6 +115,9 @@ def density_alpha(count: np.ndarray, sweep: np.ndarray, ink: float, lo: float, h
     return np.floor(alpha * 255 + 0.5).astype(np.uint8)
 
 GLYPH_ALPHA = [1, 1, 1, 1, 0.14, 1, 1, 1, 1, 1, 1, 1]
+# the chosen level's band (the sentence view's level): its own colour, apart from the three model colours
+LEVEL_BAND_FILL = "#e6ebf5"
+LEVEL_BAND_LINE = "#5b6f95"
 SPARK_ALPHA = [1, 1, 1, 1, 0.15, 0.9, 0.9, 0.9, 0.9, 1, 1, 1]
 
 _JS = Path(__file__).with_name("flow.js")
@@ -297,7 +300,10 @@ class FlowData:
             levels = g0.levels
             membership = np.asarray(g0.member, dtype=np.int8) * self.models
         self.levels = [np.asarray(lv) for lv in levels]
-        self.layout: RadialLayout = radial_layout(self.levels, self.tokens, self.segments, self.H, style)
+        self.influence = {c: g.influence() for c, g in self.graphs.items()}  # eq. 4, [L, n] per model
+        self.priority = self._label_priority()
+        self.layout: RadialLayout = radial_layout(self.levels, self.tokens, self.segments, self.H, style,
+                                                  priority=self.priority)
         self.style = self.layout.style
         nodes = self.layout.nodes
         self.node_index = self.layout.node_index(self.n)
@@ -318,14 +324,28 @@ class FlowData:
     def nodes(self) -> pd.DataFrame:
         return self.layout.nodes
 
+    def _label_priority(self) -> np.ndarray:
+        """float [L+1, n]: which labels a ring shows first (:func:`~attnflows_panel.layout.place_labels`):
+        the token's influence I_k (eq. 4, the larger of the drawn models'), then its degree in the drawn
+        graph(s) (edges to the level above and below) as a tie-breaker; never its length. The root comes
+        first."""
+        L, n = self.L, self.n
+        infl = np.zeros((L + 1, n))
+        deg = np.zeros((L + 1, n))
+        for c, g in self.graphs.items():
+            infl[:L] = np.maximum(infl[:L], self.influence[c])
+            adj = g.active.any(axis=1)  # [L, n, n]: edge (k+1, a) -> (k, b)
+            deg[:L] = np.maximum(deg[:L], adj.sum(axis=1))  # from the level above
+            deg[1:] = np.maximum(deg[1:], adj.sum(axis=2))  # to the level below
+        infl[L] = infl.max() + 1.0
+        return infl + deg / (deg.max() + 1.0)
+
     def _glyph_block_geometry(self) -> None:
         nodes, st = self.layout.nodes, self.style
         gw, gh = st.glyph_block(self.H)
-        bu = nodes["gu"].to_numpy() + gw / 2
-        nodes["bx"] = nodes["x"] + bu * nodes["ux"]
-        nodes["by"] = nodes["y"] + bu * nodes["uy"]
-        nodes["bw"] = gw + 1.2
-        nodes["bh"] = gh + 1.2
+        lv0 = nodes["level"].to_numpy() == 0  # level 0 has no level below: no glyphs, no empty block
+        nodes["bw"] = np.where(lv0, 0.0, gw + 1.2)
+        nodes["bh"] = np.where(lv0, 0.0, gh + 1.2)
         nodes["sx1"] = nodes["sx0"] + nodes["sw"] * nodes["ux"]
         nodes["sy1"] = nodes["sy0"] + nodes["sw"] * nodes["uy"]
 
@@ -407,6 +427,7 @@ class FlowData:
                 continue
             df = {"layer": np.full(keys.size, k), "a": keys // n, "b": keys % n}
             member = np.zeros(keys.size, dtype=np.int64)
+            nh = np.zeros(keys.size, dtype=np.int64)
             for c in (PRE, FINE):
                 words = np.zeros((keys.size, W), dtype=np.uint32)
                 if c in per:
@@ -414,11 +435,13 @@ class FlowData:
                     pos = np.searchsorted(keys, key_c)
                     words[pos] = _pack_heads(heads)
                     member[pos] |= c
+                    nh[pos] = np.maximum(nh[pos], heads.sum(axis=1))
                 for w in range(W):
                     df[f"h{c}_{w}"] = words[:, w]
+            df["nh"] = nh
             df["member"] = member
             frames.append(pd.DataFrame(df))
-        cols = ["layer", "a", "b"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
+        cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
         if not frames:
             edges = pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in cols})
         else:
@@ -435,7 +458,11 @@ class FlowData:
         sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
         count = np.bincount(layer, minlength=self.L)
         self.sweep = np.bincount(layer, weights=sweep, minlength=self.L) / np.maximum(count, 1)
-        edges["ea"] = density_alpha(count, self.sweep, EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX)[layer]
+        # ... and within a layer by the number of heads carrying the edge (the larger of the two models'):
+        # one head draws at 45% of the layer's opacity, four or more heads at 100%
+        ea = density_alpha(count, self.sweep, EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX)[layer].astype(np.float64)
+        heads_w = 0.45 + 0.55 * (np.minimum(edges["nh"].to_numpy(), 4) - 1).clip(0) / 3.0
+        edges["ea"] = np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)
         geo = edge_curves(self.layout, u, v)
         for key, val in geo.items():
             edges[key] = val
@@ -652,14 +679,23 @@ class FlowData:
             "pos": _uint(nodes["pos"], self.n),
             "token": nodes["token"].tolist(),
             "label": nodes["label"].tolist(),
-            "fs": [f"{f:g}px" for f in nodes["font_size"]],
+            "lstat": nodes["lstat"].to_numpy().astype(np.uint8),
             "mem": nodes["member"].to_numpy().astype(np.uint8),
             "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
-            "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hw": _f32(nodes["hw"]), "hh": _f32(nodes["hh"]),
+            "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hr": _f32(nodes["hr"]),
             "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
             "sx0": _f32(nodes["sx0"]), "sy0": _f32(nodes["sy0"]), "sx1": _f32(nodes["sx1"]), "sy1": _f32(nodes["sy1"]),
             "st": states["nodes"], "fz": states["nodes"].copy(),
         }
+        # influence I_k (eq. 4) of every node in each drawn model, for the hover details (none at the root)
+        lv = nodes["level"].to_numpy()
+        ps = nodes["pos"].to_numpy()
+        below_root = lv < self.L
+        for c in (PRE, FINE):
+            if c in self.influence:
+                infl = np.full(N, -1.0)
+                infl[below_root] = self.influence[c][lv[below_root], ps[below_root]]
+                node_cols[f"i{c}"] = np.round(infl, 2).astype(np.float32)
         glyph_cols = {
             "node": _uint(glyphs["node"], N), "head": _uint(glyphs["head"], 255),
             "model": glyphs["model"].to_numpy().astype(np.uint8),
@@ -684,7 +720,7 @@ class FlowData:
         spark_cols = {k: _q16(sparks[k]) for k in ("x0", "y0", "x1", "y1")}
         spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].to_numpy().astype(np.uint8),
                            "st": states["sparks"]})
-        bits = {"H": [self.H], "W": [self.words], "models": [self.models], "L": [self.L],
+        bits = {"H": [self.H], "W": [self.words], "models": [self.models], "L": [self.L], "n": [self.n],
                 "sizes": [[len(nodes), len(edges), len(glyphs)]],  # lets the browser skip half-updated data
                 "sweep": [np.asarray(self.sweep, dtype=np.float32)],
                 "hl_ink": [[HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX]]}
@@ -726,13 +762,13 @@ def _node_angle(nodes_source):
     )
 
 
-def _edge_alpha_transform(source):
+def _edge_alpha_transform(source, table=None):
     """Edge opacity: normal edges (states 5-8) take their layer's ``ea``/255, highlighted ones (1-3)
     ``ha``/255 (both from :func:`density_alpha`), dimmed ones the state table's."""
     from bokeh.models import CustomJSTransform
 
     return CustomJSTransform(
-        args={"table": [float(v) for v in EDGE_ALPHA], "src": source},
+        args={"table": [float(v) for v in (EDGE_ALPHA if table is None else table)], "src": source},
         v_func=(
             "const ea = src.data.ea, ha = src.data.ha; const out = new Float64Array(xs.length);"
             "for (let i = 0; i < xs.length; i++) { const s = xs[i];"
@@ -750,41 +786,97 @@ def _state_mapper(palette):
     return LinearColorMapper(palette=list(palette), low=-0.5, high=len(palette) - 0.5)
 
 
+def _label_alpha_transform(source, overlay: bool, table=None):
+    """Label opacity by display state. The ring's label (``overlay=False``) follows the state table, but
+    gives way (0) to the full-text overlay on highlighted and selected tokens whose ring label is
+    shortened or hidden (``lstat < 2``); the overlay (``overlay=True``) shows exactly there."""
+    from bokeh.models import CustomJSTransform
+
+    return CustomJSTransform(
+        args={"table": [float(v) for v in (LABEL_ALPHA if table is None else table)], "src": source,
+              "overlay": bool(overlay)},
+        v_func=(
+            "const ls = src.data.lstat; const out = new Float64Array(xs.length);"
+            "for (let i = 0; i < xs.length; i++) { const s = xs[i];"
+            " const lit = (s >= 1 && s <= 3) || s >= 9; const short = ls != null && i < ls.length && ls[i] < 2;"
+            " out[i] = overlay ? ((lit && short) ? 1 : 0) : ((lit && short) ? 0 : table[s]); }"
+            "return out;"
+        ),
+    )
+
+
+#: opacity of a token label per display state (dimmed labels stay legible)
+LABEL_ALPHA = [1, 1, 1, 1, 0.45, 1, 1, 1, 1, 1, 1, 1]
+#: what ``focus`` changes: items that are not part of the highlight (state 4) disappear
+FOCUS_DIM = 0.0
+
+_FONT_JS = """
+// One font scale for every ring: the layout placed the labels for `base` px at its design size
+// (one data unit = one pixel); drawn at another size (the figure follows the window) or zoomed, the
+// labels scale with the drawing, so they never collide, up to `cap` times the base size.
+const span = fig.x_range.end - fig.x_range.start;
+const w = fig.inner_width;
+if (!(w > 0) || !(span > 0)) return;
+const s = Math.min(w / span, cap);
+// never below 9 px (readable); the 4 px kept between labels absorbs the difference down to ~0.8x
+const px = `${Math.max(9, base * s).toFixed(2)}px`;
+for (const r of labels) { if (r.glyph.text_font_size !== px) r.glyph.text_font_size = px; }
+const tpx = `${Math.max(8, tick * s).toFixed(2)}px`;
+if (ticks.glyph.text_font_size !== tpx) ticks.glyph.text_font_size = tpx;
+"""
+
+
 class FlowFigure:
     """The Bokeh figure of the radial Attention Flow view, bound to one :class:`FlowData` at a time.
 
-    ``figure``: the Bokeh plot; ``sources``: its ColumnDataSources (``nodes``, ``glyphs``, ``edges``,
-    ``sparks``, ``bits``, ``ticks``, ``rings``); ``node_renderer`` / ``glyph_renderer``: the hover and
-    tap targets. ``update(data)`` swaps the data in place (τ or mode changed), ``show(highlight)``
-    freezes a highlight. The hover callback also drives ``linked`` sources of other views (the context
-    view's wedges share the node ids; the sentence view's tokens are indexed by position).
+    ``figure``: the Bokeh plot (``name="attnflows-radial"``); ``sources``: its ColumnDataSources
+    (``nodes``, ``glyphs``, ``edges``, ``sparks``, ``bits``, ``ticks``, ``rings``);
+    ``node_renderer`` (``name="attnflows-node-targets"``, one circle per token cell: hover, tap, box
+    and lasso targets) / ``glyph_renderer`` (``name="attnflows-glyph-targets"``); ``info``: a Bokeh
+    ``Div`` (``name="attnflows-hover-info"``) that the hover callback fills with the hovered token's or
+    head glyph's details (placed beside the figure, so it never covers the token). ``update(data)``
+    swaps the data in place (τ or mode changed), ``show(highlight)`` freezes a highlight,
+    ``set_focus(True)`` hides everything outside the highlight. The hover callback also drives
+    ``linked`` sources of other views (the context view's wedges share the node ids; the sentence
+    view's tokens are indexed by position).
+
+    Sizing: with ``size=None`` the figure is square and follows the width of its container
+    (``sizing_mode="scale_width"``, never wider than ``max_size``); the label font scales with it
+    (``_FONT_JS``), so the labels placed by the layout fit at every size. An int ``size`` fixes it.
     """
 
-    def __init__(self, data: FlowData, size: int | None = None, linked: dict | None = None):
+    FONT_CAP = 1.5  # the label font grows with the figure up to 1.5 × the layout's font
+
+    def __init__(self, data: FlowData, size: int | None = None, linked: dict | None = None,
+                 max_size: int = 1000):
+        from bokeh.events import DoubleTap
         from bokeh.models import (
             BoxSelectTool,
             ColumnDataSource,
             CustomJS,
+            Div,
             HoverTool,
             LassoSelectTool,
             PanTool,
+            Range1d,
             ResetTool,
             SaveTool,
             TapTool,
             WheelZoomTool,
-            Range1d,
         )
         from bokeh.plotting import figure
         from bokeh.transform import transform
 
         self._size = size
+        self._max_size = max_size
         self.data = data
+        self.focus = False
         cols = data.sources()
         ext = data.layout.extent
-        px = int(size or min(1600, max(600, round(2 * ext))))
+        sizing = dict(width=int(size), height=int(size)) if size else dict(
+            sizing_mode="scale_width", aspect_ratio=1, width=self.design_size(data), height=self.design_size(data),
+            max_width=max_size, min_width=320)
         self.figure = fig = figure(
-            width=px,
-            height=px,
             x_range=Range1d(-ext, ext),
             y_range=Range1d(-ext, ext),
             tools=[],
@@ -795,21 +887,23 @@ class FlowFigure:
             border_fill_color="white",
             min_border=0,
             name="attnflows-radial",
+            **sizing,
         )
         fig.axis.visible = False
         fig.grid.visible = False
         S = self.sources = {k: ColumnDataSource(v, name=f"attnflows-{k}") for k, v in cols.items()}
         S["rings"] = ColumnDataSource(self._ring_cols(data, None), name="attnflows-rings")
         S["ticks"] = ColumnDataSource(self._tick_cols(data), name="attnflows-ticks")
+        base = float(data.style.font)
 
-        # the chosen level's ring (level picker) and faint rings
+        # the chosen level's ring (level picker, its own colour) and faint rings
         self.ring_band = fig.annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", source=S["rings"],
-                                     fill_color="fill", fill_alpha="fa", line_color=None)
+                                     fill_color="fill", fill_alpha="fa", line_color="line", line_width=1.2)
         fig.segment("x0", "y0", "x1", "y1", source=S["ticks"], line_color="#111111", line_width=3.2,
                     line_cap="round")
-        fig.text("tx", "ty", text="tl", source=S["ticks"], text_font_size="8px", text_color="#9a9a9a",
-                 text_align="center", text_baseline="middle", angle="tang")
-        # edges (Bézier curves between adjacent rings)
+        self.tick_labels = fig.text("tx", "ty", text="tl", source=S["ticks"], text_font_size="9px",
+                                    text_color="#8a8a8a", text_align="center", text_baseline="middle", angle="tang")
+        # edges: between adjacent rings, the short way round; opacity by layer density and carrying heads
         dq = _dequantize()
         self.edge_renderer = fig.bezier(
             *(transform(c, dq) for c in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")), source=S["edges"],
@@ -817,94 +911,158 @@ class FlowFigure:
             line_alpha=transform("st", _edge_alpha_transform(S["edges"])),
             line_width=transform("st", _alpha_transform(EDGE_WIDTH)),
         )
-        # node halo / hit target: a rectangle over the label and sparkline
-        self.node_renderer = fig.rect(
-            "hx", "hy", width="hw", height="hh", angle="ta", source=S["nodes"],
+        # node halo and hit target: a circle over the token's cell (centres are what box and lasso test)
+        self.node_renderer = fig.circle(
+            "hx", "hy", radius="hr", source=S["nodes"],
             fill_color=transform("st", _state_mapper(STATE_COLORS)),
             fill_alpha=transform("st", _alpha_transform(NODE_HALO_ALPHA)),
             line_color=None,
             name="attnflows-node-targets",
         )
-        # glyph block frame (the empty slots of heads that attend to nothing)
+        # glyph block frame (the empty slots of heads that attend to nothing; none on level 0)
         self.block_renderer = fig.rect("bx", "by", width="bw", height="bh", angle="ta", source=S["nodes"],
-                                       fill_color="#f4f4f4", line_color="#dddddd", line_width=0.5,
-                                       fill_alpha=transform("st", _alpha_transform(SPARK_ALPHA)),
-                                       line_alpha=transform("st", _alpha_transform(SPARK_ALPHA)))
+                                       fill_color="#f4f4f4", line_color="#dddddd", line_width=0.5)
+        font = {"value": "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif"}
         self.label_renderer = fig.text(
-            "lx", "ly", text="label", angle="ta", source=S["nodes"], text_font_size="fs",
-            text_align="center", text_baseline="middle",
+            "lx", "ly", text="label", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
+            text_align="center", text_baseline="middle", text_font=font,
             text_color=transform("st", _state_mapper(NODE_TEXT)),
-            text_font={"value": "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif"},
+            name="attnflows-labels",
         )
-        # sparkline baseline and bars
-        fig.segment("sx0", "sy0", "sx1", "sy1", source=S["nodes"], line_color="#b0b0b0", line_width=0.6,
-                    line_alpha=transform("st", _alpha_transform(SPARK_ALPHA)))
+        # sparkline baseline and bars (§4.3.2: where the attending tokens of the level above sit)
+        self.spark_base = fig.segment("sx0", "sy0", "sx1", "sy1", source=S["nodes"], line_color="#b0b0b0",
+                                      line_width=0.8)
         self.spark_renderer = fig.segment(
             *(transform(c, dq) for c in ("x0", "y0", "x1", "y1")), source=S["sparks"],
             line_color=transform("model", _state_mapper([NEUTRAL_EDGE, PRETRAINED_COLOR, FINETUNED_COLOR]))
             if data.comparison is not None else "#555555",
-            line_alpha=transform("st", _alpha_transform(SPARK_ALPHA)), line_width=1.1,
+            line_width=1.4,
         )
         self.glyph_renderer = fig.rect(
             transform("x", dq), transform("y", dq), source=S["glyphs"],
             width=transform("part", _alpha_transform([data.style.glyph, data.style.glyph / 2, data.style.glyph / 2])),
             height=data.style.glyph, angle=transform("node", _node_angle(S["nodes"])),
             fill_color=transform("gc", _state_mapper(GLYPH_PALETTE)),
-            fill_alpha=transform("st", _alpha_transform(GLYPH_ALPHA)),
             line_color=None,
             name="attnflows-glyph-targets",
         )
+        # the full text of traced and selected tokens whose ring label is shortened or hidden, on top
+        self.overlay_renderer = fig.text(
+            "lx", "ly", text="token", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
+            text_align="center", text_baseline="middle", text_font=font,
+            text_color=transform("st", _state_mapper(NODE_TEXT)),
+            text_alpha=transform("st", _label_alpha_transform(S["nodes"], True)),
+            background_fill_color="white",
+            background_fill_alpha=transform("st", _label_alpha_transform(S["nodes"], True)),
+            name="attnflows-label-overlay",
+        )
+        self._apply_alphas()
         for r in fig.renderers:
             r.selection_glyph = None
             r.nonselection_glyph = None
             r.muted_glyph = None
 
+        self.info = Div(text=self.INFO_IDLE, name="attnflows-hover-info", width=250,
+                        styles={"font-size": "12px", "line-height": "1.4", "color": "#333"})
         args = dict(nodes=S["nodes"], glyphs=S["glyphs"], edges=S["edges"], sparks=S["sparks"], bits=S["bits"],
-                    rn=self.node_renderer, rg=self.glyph_renderer, ctx=None, sent=None, circ=None)
+                    rn=self.node_renderer, rg=self.glyph_renderer, ctx=None, sent=None, circ=None,
+                    info=self.info, idle=self.INFO_IDLE)
         for k, v in (linked or {}).items():
             if k not in ("ctx", "sent", "circ"):
                 raise ValueError(f"unknown linked source {k!r}")
             args[k] = v
         self.hover_callback = CustomJS(args=args, code=_JS_CODE)
-        node_tips = (
-            '<div style="font-size:12px"><b>@token</b><br>'
-            '<span style="color:#666">level @level · position @pos</span></div>'
-        )
-        glyph_tips = self._glyph_tooltip(data)
         self.hover = HoverTool(renderers=[self.node_renderer, self.glyph_renderer], callback=self.hover_callback,
-                               tooltips=None, description="Hover: trace a token or a head glyph")
-        self.node_tooltips = HoverTool(renderers=[self.node_renderer], tooltips=node_tips,
-                                       description="Token tooltips", attachment="right")
-        self.glyph_tooltips = HoverTool(renderers=[self.glyph_renderer], tooltips=glyph_tips,
-                                        description="Head tooltips")
+                               tooltips=None, description="Hover: trace a token or a head glyph (details beside the view)")
         self.tap = TapTool(renderers=[self.node_renderer, self.glyph_renderer],
-                           description="Click: freeze a token or head; shift-click: add; click empty space: clear")
-        # Bokeh reads a second click within 300 ms as a double tap, which a "tap" TapTool ignores, so
-        # clicking two tokens in a row would lose the second: hand double taps to the tap tool too.
-        fig.js_on_event("doubletap", CustomJS(args={"tap": self.tap, "fig": fig}, code=(
-            "const pv = Bokeh.index.find_one(fig); if (pv == null) return;"
-            "const tv = pv.tool_views.get(tap);"
-            "if (tv != null && tap.active) tv._handle_tap({sx: cb_obj.sx, sy: cb_obj.sy, modifiers: cb_obj.modifiers});"
-        )))
+                           description="Click: freeze a token or head; shift-click: add (tokens on two rings: the paths "
+                                       "between them); click empty space: clear")
+        # Bokeh reads a second click within 300 ms as a double tap, which a "tap" TapTool ignores; the
+        # figure answers it on the server as a click at that point (see on_double_tap).
+        self._double_tap_handlers: list = []
+        fig.on_event(DoubleTap, self._on_double_tap)
         self.box = BoxSelectTool(renderers=[self.node_renderer], description="Brush tokens (one ring: intersection; two rings: paths)")
         self.lasso = LassoSelectTool(renderers=[self.node_renderer], description="Lasso tokens")
-        fig.add_tools(self.hover, self.node_tooltips, self.glyph_tooltips, self.tap, self.box, self.lasso,
+        fig.add_tools(self.hover, self.tap, self.box, self.lasso,
                       WheelZoomTool(), PanTool(), ResetTool(), SaveTool(filename="attention-flows"))
         fig.toolbar.active_drag = self.box
         fig.toolbar.active_scroll = None
         fig.toolbar.active_tap = self.tap
-        fig.toolbar.active_inspect = [self.hover, self.node_tooltips, self.glyph_tooltips]
+        fig.toolbar.active_inspect = [self.hover]
         fig.toolbar.logo = None
+        font_cb = CustomJS(args=dict(fig=fig, labels=[self.label_renderer, self.overlay_renderer],
+                                     ticks=self.tick_labels, base=base, tick=9.0, cap=self.FONT_CAP), code=_FONT_JS)
+        fig.js_on_change("inner_width", font_cb)
+        fig.x_range.js_on_change("start", font_cb)
+        fig.x_range.js_on_change("end", font_cb)
+
+    INFO_IDLE = ("<span style='color:#777'>Hover a token or a head glyph for its details. Click to freeze; "
+                 "<b>shift-click</b> tokens on two rings for the paths between them.</span>")
 
     @staticmethod
-    def _glyph_tooltip(data: FlowData) -> str:
-        if data.comparison is not None:
-            body = "pre-trained: @cp · fine-tuned: @cf token(s)"
-        elif PRE in data.graphs:
-            body = "attends to @cp token(s)"
-        else:
-            body = "attends to @cf token(s)"
-        return f'<div style="font-size:11px">head <b>@head</b><br>{body}</div>'
+    def design_size(data: FlowData) -> int:
+        """The size (px) at which one data unit is one pixel: the labels' font is then exactly the layout's."""
+        return int(round(2 * data.layout.extent))
+
+    # ------------------------------------------------------------------ alphas and focus
+
+    def _apply_alphas(self) -> None:
+        from bokeh.transform import transform
+
+        def table(t):
+            t = list(t)
+            if self.focus:
+                t[4] = FOCUS_DIM
+            return t
+
+        S = self.sources
+        self.edge_renderer.glyph.line_alpha = transform("st", _edge_alpha_transform(S["edges"], table(EDGE_ALPHA)))
+        self.node_renderer.glyph.fill_alpha = transform("st", _alpha_transform(NODE_HALO_ALPHA))
+        blk = _alpha_transform(table(SPARK_ALPHA))
+        self.block_renderer.glyph.fill_alpha = transform("st", blk)
+        self.block_renderer.glyph.line_alpha = transform("st", blk)
+        self.spark_base.glyph.line_alpha = transform("st", blk)
+        self.spark_renderer.glyph.line_alpha = transform("st", _alpha_transform(table(SPARK_ALPHA)))
+        self.glyph_renderer.glyph.fill_alpha = transform("st", _alpha_transform(table(GLYPH_ALPHA)))
+        self.label_renderer.glyph.text_alpha = transform("st", _label_alpha_transform(S["nodes"], False, table(LABEL_ALPHA)))
+
+    def set_focus(self, focus: bool) -> None:
+        """Focus: show only the traced subgraph of the hover or the frozen selection (dimmed items vanish)."""
+        self.focus = bool(focus)
+        self._apply_alphas()
+
+    # ------------------------------------------------------------------ double taps
+
+    def on_double_tap(self, handler) -> None:
+        """Call ``handler(kind, index, shift)`` for a double tap on a token (``kind="node"``) or a head
+        glyph (``"glyph"``), or ``(None, -1, shift)`` on empty space: the view treats it as a click."""
+        self._double_tap_handlers.append(handler)
+
+    def hit(self, x: float, y: float) -> tuple[str | None, int]:
+        """What a click at data point (x, y) hits: ``("glyph", row)``, ``("node", id)`` or ``(None, -1)``."""
+        d = self.data
+        gl = d.glyphs
+        if len(gl):
+            half = d.style.glyph / 2 + 0.3
+            gx, gy = gl["x"].to_numpy(), gl["y"].to_numpy()
+            near = np.flatnonzero((np.abs(gx - x) <= half) & (np.abs(gy - y) <= half))
+            if near.size:
+                j = near[np.argmin(np.hypot(gx[near] - x, gy[near] - y))]
+                return "glyph", int(j)
+        nd = d.nodes
+        dist = np.hypot(nd["hx"].to_numpy() - x, nd["hy"].to_numpy() - y)
+        inside = np.flatnonzero(dist <= nd["hr"].to_numpy())
+        if inside.size:
+            return "node", int(inside[np.argmin(dist[inside])])
+        return None, -1
+
+    def _on_double_tap(self, event) -> None:
+        if event.x is None or event.y is None:
+            return
+        kind, idx = self.hit(float(event.x), float(event.y))
+        shift = bool(getattr(getattr(event, "modifiers", None), "shift", False)) if event.modifiers else False
+        for handler in self._double_tap_handlers:
+            handler(kind, idx, shift)
 
     @staticmethod
     def _tick_cols(data: FlowData) -> dict:
@@ -912,27 +1070,28 @@ class FlowFigure:
         if len(t) == 0:
             return {k: [] for k in ("x0", "y0", "x1", "y1", "tx", "ty", "tl", "tang")}
         ang = np.arctan2(t["y1"] - t["y0"], t["x1"] - t["x0"]).to_numpy()
-        # level numbers just outside the tick, upright
+        # level numbers (1-based, as everywhere in the UI) just outside the tick, upright
         tang = np.where(np.cos(ang) < 0, ang + np.pi, ang)
-        r = np.hypot(t["x1"], t["y1"]).to_numpy() + 7
+        r = np.hypot(t["x1"], t["y1"]).to_numpy() + 8
         return {
             "x0": _f32(t["x0"]), "y0": _f32(t["y0"]), "x1": _f32(t["x1"]), "y1": _f32(t["y1"]),
             "tx": _f32(r * np.cos(ang)), "ty": _f32(r * np.sin(ang)),
-            "tl": [str(int(k)) for k in t["level"]], "tang": _f32(tang),
+            "tl": [str(int(k) + 1) for k in t["level"]], "tang": _f32(tang),
         }
 
     @staticmethod
     def _ring_cols(data: FlowData, level: int | None) -> dict:
         radii = data.layout.radii
         ch = data.style.cell_height(data.H)
-        r0, r1, fill, fa = [], [], [], []
+        r0, r1, fill, fa, line = [], [], [], [], []
         for k in range(data.L):
             chosen = level is not None and k == level
             r0.append(radii[k] - ch / 2 - (3 if chosen else 0.3))
             r1.append(radii[k] + ch / 2 + (3 if chosen else 0.3))
-            fill.append("#fdf1e0" if chosen else "#f7f7f7")
+            fill.append(LEVEL_BAND_FILL if chosen else "#f7f7f7")
             fa.append(1.0 if chosen else 0.55)
-        return {"r0": _f32(r0), "r1": _f32(r1), "fill": fill, "fa": fa}
+            line.append(LEVEL_BAND_LINE if chosen else None)
+        return {"r0": _f32(r0), "r1": _f32(r1), "fill": fill, "fa": fa, "line": line}
 
     # ------------------------------------------------------------------ updates
 
@@ -947,16 +1106,19 @@ class FlowFigure:
         self.figure.x_range.start, self.figure.x_range.end = -ext, ext
         self.figure.y_range.start, self.figure.y_range.end = -ext, ext
         self.resize(self._size)
-        self.glyph_tooltips.tooltips = self._glyph_tooltip(data)
         for src in ("nodes", "glyphs"):
             self.sources[src].selected.indices = []
 
     def resize(self, size: int | None) -> None:
-        """Draw at ``size`` px (None: fit the rings, 1 px per layout unit, 600-1600 px). Fonts keep their
-        pixel size, so a size well below the fitted one crowds the labels."""
+        """Draw at ``size`` px, or (None) follow the container's width at a square aspect."""
         self._size = size
-        ext = self.data.layout.extent
-        self.figure.width = self.figure.height = int(size or min(1600, max(600, round(2 * ext))))
+        fig = self.figure
+        if size:
+            fig.sizing_mode = "fixed"
+            fig.width = fig.height = int(size)
+        else:
+            fig.sizing_mode = "scale_width"
+            fig.width = fig.height = self.design_size(self.data)
 
     def set_level(self, level: int | None) -> None:
         self.sources["rings"].data = self._ring_cols(self.data, level)
@@ -969,3 +1131,76 @@ class FlowFigure:
         self.sources["edges"].data.update(st=states["edges"], fz=states["edges"].copy(), ha=states["edge_alpha"])
         self.sources["sparks"].data.update(st=states["sparks"])
         return states
+
+
+# ======================================================================================================
+# Legend (shared by the view beside the figure and the SVG/PNG export)
+# ======================================================================================================
+
+
+def legend_items(data: FlowData, level: int | None = None) -> list[tuple[str, list[str], str]]:
+    """The radial view's legend for ``data``'s mode: ``(kind, colours, text)`` rows, where kind is
+    ``"swatch"`` (colour squares), ``"split"`` (a split glyph), ``"ramp"`` (the glyph count ramp),
+    ``"spark"`` (a sparkline), ``"band"`` (the level band), ``"edge"`` or ``"text"``. Levels are 1-based."""
+    rows: list[tuple[str, list[str], str]] = []
+    if data.comparison is not None:
+        rows.append(("swatch", [PRETRAINED_COLOR], "pre-trained model only"))
+        rows.append(("swatch", [FINETUNED_COLOR], "fine-tuned model only"))
+        rows.append(("swatch", [SHARED_COLOR], "both models (shared)"))
+        rows.append(("split", [PRETRAINED_COLOR, FINETUNED_COLOR], "split head glyph: the head attends above τ in both models"))
+        rows.append(("text", [], "head glyph colour = the model; single-model modes colour it by count:"))
+        for code in (PRE, FINE):
+            base = 0 if code == PRE else RAMP_STEPS
+            rows.append(("ramp", GLYPH_PALETTE[base : base + RAMP_STEPS], f"tokens attended, 1 … {RAMP_STEPS}+"))
+    else:
+        code = next(iter(data.graphs))
+        base = 0 if code == PRE else RAMP_STEPS
+        rows.append(("swatch", [_MODEL_COLOR[code]], f"{MODEL_NAME[code]} model"))
+        rows.append(("ramp", GLYPH_PALETTE[base : base + RAMP_STEPS],
+                     f"head glyph: tokens of the level below it attends to, 1 … {RAMP_STEPS}+"))
+    rows.append(("spark", ["#555555"], "sparkline: where the tokens of the level above that attend to this "
+                 "token sit (left earlier, centre itself, right later); height = heads, 1 … 3"))
+    rows.append(("edge", [NEUTRAL_EDGE], "edge: attention above τ; darker = more heads"))
+    if level is not None:
+        rows.append(("band", [LEVEL_BAND_FILL, LEVEL_BAND_LINE], f"level {level + 1}: the sentence view's level"))
+    rows.append(("text", [], f"rings: level 1 (input) outermost … level {data.L + 1} ([CLS]) in the centre; "
+                 "black tick: sentence A | B"))
+    return rows
+
+
+def legend_html(data: FlowData, level: int | None = None) -> str:
+    """:func:`legend_items` as HTML (inline SVG swatches), for a pane beside the figure."""
+    import html as _html
+
+    def box(color, w=12, h=12, line=None):
+        stroke = f"border:1px solid {line};" if line else ""
+        return (f'<span style="display:inline-block;width:{w}px;height:{h}px;background:{color};{stroke}'
+                f'vertical-align:middle;margin-right:1px"></span>')
+
+    spark = ('<svg width="40" height="14" style="vertical-align:middle"><line x1="1" y1="13" x2="39" y2="13" '
+             'stroke="#b0b0b0" stroke-width="1"/>'
+             + "".join(f'<line x1="{x}" y1="13" x2="{x}" y2="{13 - h}" stroke="#555" stroke-width="1.6"/>'
+                       for x, h in ((6, 6), (20, 12), (24, 9), (33, 6)))
+             + "</svg>")
+    edge = ('<svg width="40" height="14" style="vertical-align:middle"><path d="M1 12 C 14 12, 26 2, 39 2" '
+            f'stroke="{NEUTRAL_EDGE}" stroke-opacity="0.35" fill="none" stroke-width="1"/>'
+            f'<path d="M1 13 C 14 13, 26 6, 39 6" stroke="{NEUTRAL_EDGE}" fill="none" stroke-width="1"/></svg>')
+    out = []
+    for kind, colors, text in legend_items(data, level):
+        t = _html.escape(text)
+        if kind == "swatch":
+            out.append(f"{box(colors[0])} {t}")
+        elif kind == "split":
+            out.append(f"{box(colors[0], 6)}{box(colors[1], 6)} {t}")
+        elif kind == "ramp":
+            out.append("".join(box(c, 10) for c in colors) + f" {t}")
+        elif kind == "spark":
+            out.append(f"{spark} {t}")
+        elif kind == "edge":
+            out.append(f"{edge} {t}")
+        elif kind == "band":
+            out.append(f"{box(colors[0], 24, 10, colors[1])} {t}")
+        else:
+            out.append(f"<span style='color:#666'>{t}</span>")
+    return ("<div class='attnflows-legend' style='font-size:12px;line-height:17px'>"
+            + "".join(f"<div style='margin:2px 0'>{r}</div>" for r in out) + "</div>")
