@@ -57,6 +57,10 @@ from attnflows_panel.views.sentence import SentenceFigure
 
 __all__ = ["AttentionFlowsView", "ViewParts", "check_result"]
 
+#: CSS height of the flow view: the window's height less the header and the sentence view above it, at
+#: least 420 px. Its width is what the row leaves; the drawing is the largest square in that box.
+FLOW_HEIGHT = "max(420px, calc(100vh - 190px))"
+
 _MODE_LABELS = {"Combined": "combined", "Pre-trained": "pretrained", "Fine-tuned": "finetuned"}
 
 
@@ -200,7 +204,11 @@ class AttentionFlowsView(pn.viewable.Viewer):
             self._flow.on_double_tap(self._on_double_tap)
             self._flow.set_focus(self.focus)
             self._sentence.tokens.selected.on_change("indices", self._on_sentence_select)
-            self._flow_pane = pn.pane.Bokeh(self._flow.figure, margin=0)
+            # square, as wide as its container allows and never taller than the window (less the sentence
+            # view above it), so the whole view fits at 1280×800 and grows with larger windows
+            self._flow_pane = pn.pane.Bokeh(self._flow.figure, margin=0, min_width=320,
+                                            sizing_mode="stretch_width" if self.size is None else "fixed",
+                                            styles={"height": FLOW_HEIGHT} if self.size is None else {})
             self._sentence_pane = pn.pane.Bokeh(self._sentence.figure, margin=(0, 0, 6, 0))
             self._context_pane = pn.pane.Bokeh(self._context.figure, margin=(0, 10))
             self._info_pane = pn.pane.Bokeh(self._flow.info, margin=(5, 10), min_height=70)
@@ -233,7 +241,6 @@ class AttentionFlowsView(pn.viewable.Viewer):
             width=300,
         )
         # the flow view takes the width left by the side column (legend and hover details beside it)
-        self._flow_pane.sizing_mode = "stretch_width" if self.size is None else "fixed"
         return pn.Column(parts.sentence, pn.Row(parts.flow, parts.context, controls, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
 

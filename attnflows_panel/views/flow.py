@@ -814,10 +814,13 @@ _FONT_JS = """
 // One font scale for every ring: the layout placed the labels for `base` px at its design size
 // (one data unit = one pixel); drawn at another size (the figure follows the window) or zoomed, the
 // labels scale with the drawing, so they never collide, up to `cap` times the base size.
-const span = fig.x_range.end - fig.x_range.start;
-const w = fig.inner_width;
-if (!(w > 0) || !(span > 0)) return;
-const s = Math.min(w / span, cap);
+let sx, sy;
+try {  // before the first layout the figure has no inner size yet: nothing to scale
+  sx = fig.inner_width / (fig.x_range.end - fig.x_range.start);
+  sy = fig.inner_height / (fig.y_range.end - fig.y_range.start);
+} catch (e) { return; }
+if (!(sx > 0) || !(sy > 0) || !isFinite(sx) || !isFinite(sy)) return;
+const s = Math.min(sx, sy, cap);
 // never below 9 px (readable); the 4 px kept between labels absorbs the difference down to ~0.8x
 const px = `${Math.max(9, base * s).toFixed(2)}px`;
 for (const r of labels) { if (r.glyph.text_font_size !== px) r.glyph.text_font_size = px; }
@@ -840,8 +843,8 @@ class FlowFigure:
     ``linked`` sources of other views (the context view's wedges share the node ids; the sentence
     view's tokens are indexed by position).
 
-    Sizing: with ``size=None`` the figure is square and follows the width of its container
-    (``sizing_mode="scale_width"``, never wider than ``max_size``); the label font scales with it
+    Sizing: with ``size=None`` the figure fills its container (``sizing_mode="stretch_both"``; the
+    view's pane keeps that square, see ``AttentionFlowsView``); the label font scales with it
     (``_FONT_JS``), so the labels placed by the layout fit at every size. An int ``size`` fixes it.
     """
 
@@ -857,8 +860,8 @@ class FlowFigure:
             Div,
             HoverTool,
             LassoSelectTool,
+            DataRange1d,
             PanTool,
-            Range1d,
             ResetTool,
             SaveTool,
             TapTool,
@@ -874,13 +877,15 @@ class FlowFigure:
         cols = data.sources()
         ext = data.layout.extent
         sizing = dict(width=int(size), height=int(size)) if size else dict(
-            sizing_mode="scale_width", aspect_ratio=1, width=self.design_size(data), height=self.design_size(data),
-            max_width=max_size, min_width=320)
+            sizing_mode="stretch_both", width=self.design_size(data), height=self.design_size(data))
+        # the ranges fit an invisible square around the drawing, and match_aspect keeps one data unit as
+        # wide as it is high whatever the canvas' shape, so the rings stay circles at every window size
         self.figure = fig = figure(
-            x_range=Range1d(-ext, ext),
-            y_range=Range1d(-ext, ext),
+            x_range=DataRange1d(range_padding=0, name="attnflows-x"),
+            y_range=DataRange1d(range_padding=0, name="attnflows-y"),
             tools=[],
             toolbar_location="right",
+            toolbar_inner=True,  # over the frame, so that the frame itself is the square
             match_aspect=True,
             outline_line_color=None,
             background_fill_color="white",
@@ -896,6 +901,9 @@ class FlowFigure:
         S["ticks"] = ColumnDataSource(self._tick_cols(data), name="attnflows-ticks")
         base = float(data.style.font)
 
+        S["bounds"] = ColumnDataSource({"w": [2 * ext]}, name="attnflows-bounds")
+        self.bounds_renderer = fig.rect(0, 0, width="w", height="w", source=S["bounds"], fill_alpha=0, line_alpha=0)
+        fig.x_range.renderers = fig.y_range.renderers = [self.bounds_renderer]
         # the chosen level's ring (level picker, its own colour) and faint rings
         self.ring_band = fig.annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", source=S["rings"],
                                      fill_color="fill", fill_alpha="fa", line_color="line", line_width=1.2)
@@ -993,6 +1001,7 @@ class FlowFigure:
         font_cb = CustomJS(args=dict(fig=fig, labels=[self.label_renderer, self.overlay_renderer],
                                      ticks=self.tick_labels, base=base, tick=9.0, cap=self.FONT_CAP), code=_FONT_JS)
         fig.js_on_change("inner_width", font_cb)
+        fig.js_on_change("inner_height", font_cb)
         fig.x_range.js_on_change("start", font_cb)
         fig.x_range.js_on_change("end", font_cb)
 
@@ -1102,9 +1111,7 @@ class FlowFigure:
         for k, v in cols.items():
             self.sources[k].data = v
         self.sources["ticks"].data = self._tick_cols(data)
-        ext = data.layout.extent
-        self.figure.x_range.start, self.figure.x_range.end = -ext, ext
-        self.figure.y_range.start, self.figure.y_range.end = -ext, ext
+        self.sources["bounds"].data = {"w": [2 * data.layout.extent]}
         self.resize(self._size)
         for src in ("nodes", "glyphs"):
             self.sources[src].selected.indices = []
@@ -1117,7 +1124,7 @@ class FlowFigure:
             fig.sizing_mode = "fixed"
             fig.width = fig.height = int(size)
         else:
-            fig.sizing_mode = "scale_width"
+            fig.sizing_mode = "stretch_both"
             fig.width = fig.height = self.design_size(self.data)
 
     def set_level(self, level: int | None) -> None:
