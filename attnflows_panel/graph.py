@@ -721,6 +721,21 @@ class AttentionGraph:
                 out[(l, w)] = Trace(l, (w,), None, anc[i], desc[i], self)
         return out
 
+    def ancestor_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every node's ancestors at once, in compact form: ``(flat, A)``.
+
+        ``flat`` int ``[N]``: node ``i`` is ``(flat[i] // n, flat[i] % n)``, nodes ordered by level then
+        token (as :meth:`nodes`). ``A`` bool ``[N, N]``: ``A[i, j]`` iff node ``j`` is an ancestor of node
+        ``i``, i.e. the ``ancestor_mask`` of :meth:`all_traces` without a Trace per node (what a view
+        ships for hover highlights, P4/P6).
+        """
+        _, flat, down, _, _ = self._reach
+        N = flat.size
+        if N == 0:
+            return flat, np.zeros((0, 0), dtype=bool)
+        rows = [np.unpackbits(d.view(np.uint8), axis=1, count=N, bitorder="little") for d in down if d.shape[0]]
+        return flat, np.concatenate(rows).view(bool)
+
     def all_head_traces(self) -> dict[tuple[int, int, int], Trace]:
         """``{(level, token, h): trace(level, token, head=(level-1, h))}`` for every head glyph that is lit.
 

@@ -300,8 +300,9 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
 
     S = {k: v.data for k, v in flow.sources.items()}
     fig = flow.figure
-    x0, x1 = fig.x_range.start, fig.x_range.end
-    y0, y1 = fig.y_range.start, fig.y_range.end
+    ext = flow.data.layout.extent  # the browser fits its ranges to ±extent (the "bounds" square)
+    x0, x1 = -ext, ext
+    y0, y1 = -ext, ext
     W = fig.width
     k = W / (x1 - x0)
 

@@ -104,7 +104,7 @@ EDGE_WIDTH = [0.7, 1.3, 1.3, 1.3, 0.6, 0.7, 0.7, 0.7, 0.7, 1.3, 1.3, 1.3]
 # edge's opacity is INK / (how many drawn edges overlap a point of its gap), where the overlap of a layer
 # is (number of edges) × (mean angle an edge sweeps) / 2π, clamped to [MIN, MAX]. Normal edges count
 # all edges of their layer; highlighted edges count the highlighted ones (computed again on hover).
-EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX = 2.5, 4 / 255, 0.35
+EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX = 3.0, 10 / 255, 0.4
 HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX = 5.0, 0.025, 0.9
 
 
@@ -413,19 +413,28 @@ class FlowData:
         return df.sort_values(["node", "head", "model"], kind="stable").reset_index(drop=True)
 
     def _build_edges(self) -> pd.DataFrame:
-        """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads."""
+        """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads.
+
+        Built in numpy (one DataFrame at the end: a DataFrame per layer cost more than the rest of the
+        view's data together)."""
         n, H = self.n, self.H
         W = max(1, math.ceil(H / 32))
-        frames = []
+        parts: dict[str, list[np.ndarray]] = {}
+
+        def add(key, arr):
+            parts.setdefault(key, []).append(arr)
+
         for k in range(self.L):
             per = {}
             for c, g in self.graphs.items():
-                a, b, heads, _w = g.edge_array(k)
-                per[c] = (a.astype(np.int64) * n + b, heads)
+                a, b = np.nonzero(g.active[k].any(axis=0))
+                per[c] = (a.astype(np.int64) * n + b, g.active[k][:, a, b].T)
             keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
             if keys.size == 0:
                 continue
-            df = {"layer": np.full(keys.size, k), "a": keys // n, "b": keys % n}
+            add("layer", np.full(keys.size, k, dtype=np.int64))
+            add("a", keys // n)
+            add("b", keys % n)
             member = np.zeros(keys.size, dtype=np.int64)
             nh = np.zeros(keys.size, dtype=np.int64)
             for c in (PRE, FINE):
@@ -437,37 +446,31 @@ class FlowData:
                     member[pos] |= c
                     nh[pos] = np.maximum(nh[pos], heads.sum(axis=1))
                 for w in range(W):
-                    df[f"h{c}_{w}"] = words[:, w]
-            df["nh"] = nh
-            df["member"] = member
-            frames.append(pd.DataFrame(df))
+                    add(f"h{c}_{w}", words[:, w])
+            add("nh", nh)
+            add("member", member)
         cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
-        if not frames:
-            edges = pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in cols})
-        else:
-            edges = pd.concat(frames, ignore_index=True)
-        u = self.node_index[edges["layer"].to_numpy() + 1, edges["a"].to_numpy()]
-        v = self.node_index[edges["layer"].to_numpy(), edges["b"].to_numpy()]
+        edges = {c: (np.concatenate(parts[c]) if c in parts else np.zeros(0, dtype=np.int64)) for c in cols}
+        layer = edges["layer"]
+        u = self.node_index[layer + 1, edges["a"]]
+        v = self.node_index[layer, edges["b"]]
         edges["u"], edges["v"] = u, v
-        edges["base"] = edges["member"] if self.comparison is not None else 0
+        edges["base"] = edges["member"] if self.comparison is not None else np.zeros(layer.size, dtype=np.int64)
         # normal-state opacity per layer: dense layers fade so that they read as texture, not ink
-        # (see density_alpha; the mean sweep per layer also scales highlighted edges in the browser)
-        layer = edges["layer"].to_numpy().astype(np.int64)
-        t0 = self.layout.nodes["angle"].to_numpy()[u]
-        t1 = self.layout.nodes["angle"].to_numpy()[v]
+        # (see density_alpha; the mean sweep per layer also scales highlighted edges in the browser) ...
+        ang = self.layout.nodes["angle"].to_numpy()
+        t0, t1 = ang[u], ang[v]
         sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
         count = np.bincount(layer, minlength=self.L)
         self.sweep = np.bincount(layer, weights=sweep, minlength=self.L) / np.maximum(count, 1)
         # ... and within a layer by the number of heads carrying the edge (the larger of the two models'):
         # one head draws at 45% of the layer's opacity, four or more heads at 100%
         ea = density_alpha(count, self.sweep, EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX)[layer].astype(np.float64)
-        heads_w = 0.45 + 0.55 * (np.minimum(edges["nh"].to_numpy(), 4) - 1).clip(0) / 3.0
+        heads_w = 0.45 + 0.55 * (np.minimum(edges["nh"], 4) - 1).clip(0) / 3.0
         edges["ea"] = np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)
-        geo = edge_curves(self.layout, u, v)
-        for key, val in geo.items():
-            edges[key] = val
+        edges.update(edge_curves(self.layout, u, v))
         self.words = W
-        return edges
+        return pd.DataFrame(edges)
 
     def _build_sparks(self) -> pd.DataFrame:
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
@@ -510,18 +513,16 @@ class FlowData:
         return out
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
-        """Each node's ancestors in graph ``g`` (``g.all_traces()``) as one packed bit stream."""
+        """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
+        :meth:`AttentionGraph.ancestor_matrix`) as one packed bit stream."""
         nodes = self.layout.nodes
         N = len(nodes)
         lv = nodes["level"].to_numpy()
-        flat_of_node = lv * self.n + nodes["pos"].to_numpy()
-        traces = g.all_traces()
-        keys = list(traces)
+        flat, Ag = g.ancestor_matrix()
         A = np.zeros((N, N), dtype=bool)
-        if keys:
-            rows = self.node_index[[k[0] for k in keys], [k[1] for k in keys]]
-            stack = np.stack([traces[k].ancestor_mask.ravel() for k in keys])
-            A[rows] = stack[:, flat_of_node]
+        if flat.size:
+            ids = self.node_index.ravel()[flat]  # this view's node id of each of g's nodes
+            A[np.ix_(ids, ids)] = Ag
         lo = self.bounds[lv]  # nodes below node u's level: ids 0 .. lo-1
         keep = np.arange(N)[None, :] < lo[:, None]
         return np.packbits(A[keep], bitorder="little")
