@@ -641,26 +641,40 @@ class AttentionGraph:
         if la == lb:
             raise ValueError(f"select tokens at two different levels; both are level {la}")
         sa, sb = self._check_tokens(la, tokens_a), self._check_tokens(lb, tokens_b)
+        mask, lo, hi = self._paths_mask(la, sa, lb, sb)
+        edges: list[Edge] = []
+        for k in range(lo, hi):
+            edges.extend(self._edges_between(k, mask[k + 1], mask[k], None))
+        return PathResult(_mask_to_nodes(mask), edges)
+
+    def paths_mask(self, level_a: int, tokens_a, level_b: int, tokens_b) -> np.ndarray:
+        """bool ``[L + 1, n]``: the nodes of :meth:`paths` (same checks), without building its edge list.
+
+        An edge of the Attention Graph is a step of those paths exactly when both its ends are in the
+        mask, which is how a view marks them in bulk."""
+        la, lb = self._check_level(level_a), self._check_level(level_b)
+        if la == lb:
+            raise ValueError(f"select tokens at two different levels; both are level {la}")
+        sa, sb = self._check_tokens(la, tokens_a), self._check_tokens(lb, tokens_b)
+        return self._paths_mask(la, sa, lb, sb)[0]
+
+    def _paths_mask(self, la: int, sa: np.ndarray, lb: int, sb: np.ndarray) -> tuple[np.ndarray, int, int]:
         (hi, s_hi), (lo, s_lo) = ((la, sa), (lb, sb)) if la > lb else ((lb, sb), (la, sa))
         top = np.zeros(self.n, dtype=bool)
         top[s_hi] = True
         bottom = np.zeros(self.n, dtype=bool)
         bottom[s_lo] = True
+        mask = np.zeros((self.L + 1, self.n), dtype=bool)
         if hi - lo == 1:
-            edges = self._edges_between(lo, top, bottom, None)
-            nodes = {(hi, e.a) for e in edges} | {(lo, e.b) for e in edges}
-            return PathResult(nodes, edges)
+            adj = self._adj[lo] & top[:, None] & bottom[None, :]
+            mask[hi], mask[lo] = adj.any(axis=1), adj.any(axis=0)
+            return mask, lo, hi
         on_path = self._down(hi, s_hi, None) & self._up(lo, s_lo, None)
         if not on_path[lo + 1 : hi].any(axis=1).all():
-            return PathResult(set(), [])
-        mask = on_path.copy()
-        mask[:lo] = False
-        mask[hi + 1 :] = False
+            return mask, lo, hi
+        mask[lo + 1 : hi] = on_path[lo + 1 : hi]
         mask[hi], mask[lo] = top, bottom
-        edges: list[Edge] = []
-        for k in range(lo, hi):
-            edges.extend(self._edges_between(k, mask[k + 1], mask[k], None))
-        return PathResult(_mask_to_nodes(mask), edges)
+        return mask, lo, hi
 
     # ------------------------------------------------------------------ all traces at once
 

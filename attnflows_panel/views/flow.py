@@ -579,6 +579,57 @@ class FlowData:
                 if j >= 0:
                     hl.glyphs[j] = True
 
+    def _mark(self, hl: Highlight, code: int, mask: np.ndarray, head: tuple[int, int] | None) -> None:
+        """Mark, in bulk, the edges and head glyphs of model ``code``'s traversal whose nodes are ``mask``
+        (bool [L+1, n]): an edge of that model is a step of the traversal exactly when both its ends are
+        in the mask (as in ``Trace.edges`` / ``PathResult.edges``, and as flow.js marks a hover); with
+        ``head = (layer, h)`` that layer's steps are only those carried by head h. A glyph (u, h) lights
+        when a marked edge of u carries head h in that model."""
+        E = len(self.edges)
+        if E == 0:
+            return
+        node_in = np.zeros(len(self.nodes) + 1, dtype=bool)  # last slot: nodes absent from the view
+        lv, tok = np.nonzero(mask)
+        ids = self.node_index[lv, tok]
+        node_in[ids[ids >= 0]] = True
+        e = self._edge_arrays()
+        lit = (e["member"] & code).astype(bool) & node_in[e["u"]] & node_in[e["v"]]
+        words = [e[f"h{code}_{w}"].astype(np.uint64) for w in range(self.words)]
+        if head is not None:
+            at = e["layer"] == head[0]
+            carried = ((words[head[1] // 32] >> np.uint64(head[1] % 32)) & np.uint64(1)).astype(bool)
+            lit &= ~at | carried
+            for w in range(self.words):
+                words[w] = np.where(at, np.uint64(1 << (head[1] % 32)) if w == head[1] // 32 else np.uint64(0), words[w])
+        hl.edges[lit] |= np.uint8(code)
+        gl = self._glyph_arrays()
+        rows = np.flatnonzero(gl["model"] == code)
+        if rows.size == 0 or not lit.any():
+            return
+        N = len(self.nodes)
+        for w in range(self.words):
+            acc = np.zeros(N, dtype=np.uint64)
+            np.bitwise_or.at(acc, e["u"][lit], words[w][lit])
+            h = gl["head"][rows]
+            in_word = (h // 32) == w
+            on = ((acc[gl["node"][rows]] >> (h % 32).astype(np.uint64)) & np.uint64(1)).astype(bool) & in_word
+            hl.glyphs[rows[on]] = True
+
+    def _edge_arrays(self) -> dict[str, np.ndarray]:
+        if not hasattr(self, "_earr"):
+            e = self.edges
+            cols = ["u", "v", "layer", "member"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(self.words)]
+            self._earr = {c: e[c].to_numpy() for c in cols}
+            self._earr["u"] = self._earr["u"].astype(np.int64)
+            self._earr["v"] = self._earr["v"].astype(np.int64)
+        return self._earr
+
+    def _glyph_arrays(self) -> dict[str, np.ndarray]:
+        if not hasattr(self, "_garr"):
+            g = self.glyphs
+            self._garr = {c: g[c].to_numpy().astype(np.int64) for c in ("node", "head", "model")}
+        return self._garr
+
     def _apply_mask(self, hl: Highlight, mask: np.ndarray, code: int | None = None) -> None:
         lv, tok = np.nonzero(mask)
         ids = self.node_index[lv, tok]
@@ -634,12 +685,12 @@ class FlowData:
                 res = self.comparison.trace(lv, toks, head=head_t, model=model_code if head_t else None)
                 self._apply_mask(hl, res.mask)
                 for c in (PRE, FINE):
-                    self._apply_edges(hl, c, res.edges[c])
+                    self._mark(hl, c, (res.mask & c).astype(bool), head_t)
             else:
                 (c, g), = self.graphs.items()
                 tr = g.trace(lv, toks, head=head_t)
                 self._apply_mask(hl, tr.mask, c)
-                self._apply_edges(hl, c, tr.edges)
+                self._mark(hl, c, tr.mask, head_t)
             if len(toks) > 1:
                 message = message or f"brushed intersection of {len(toks)} tokens at level {lv}"
         else:
@@ -649,13 +700,12 @@ class FlowData:
                 res = self.comparison.paths(la, ta, lb, tb)
                 self._apply_mask(hl, res.mask)
                 for c in (PRE, FINE):
-                    self._apply_edges(hl, c, res.edges[c])
+                    self._mark(hl, c, (res.mask & c).astype(bool), None)
             else:
                 (c, g), = self.graphs.items()
-                res = g.paths(la, ta, lb, tb)
-                for (l_, t_) in res.nodes:
-                    hl.nodes[self.node_index[l_, t_]] |= c
-                self._apply_edges(hl, c, res.edges)
+                pm = g.paths_mask(la, ta, lb, tb)
+                self._apply_mask(hl, pm, c)
+                self._mark(hl, c, pm, None)
             if not hl.nodes.any():
                 message = message or f"no path joins the tokens selected at levels {la} and {lb}"
                 # keep the selected tokens visible
