@@ -479,7 +479,7 @@ class AttentionGraph:
             return np.zeros((self.n, self.H), dtype=np.int32)
         return self._out_deg[k - 1].copy()
 
-    def sparkline_heights(self, k: int, direction: str = "attended") -> np.ndarray:
+    def sparkline_heights(self, k: int, direction: str = "attending") -> np.ndarray:
         """All sparklines of level ``k`` at once: int ``[n, n]``, heights clamped at 3.
 
         Row ``w`` holds, at column ``b``, the height of ``w``'s sparkline at ``x = (b - w)/(n-1)``
@@ -499,17 +499,19 @@ class AttentionGraph:
             return self._nheads[k].T
         raise ValueError(f"direction must be 'attended' or 'attending'; got {direction!r}")
 
-    def sparkline(self, k: int, w: int, direction: str = "attended") -> tuple[np.ndarray, np.ndarray]:
+    def sparkline(self, k: int, w: int, direction: str = "attending") -> tuple[np.ndarray, np.ndarray]:
         """Sparkline data for token ``w`` at level ``k`` (§4.3.2): ``(x float [m], y int [m])``.
 
-        With ``direction="attended"`` (the default) the points are the tokens ``b`` of level ``k-1`` that
-        ``w`` attends to through layer ``k-1``; ``x = (b - w)/(n-1)`` in [-1, 1] (0 is ``w`` itself, < 0
-        earlier in the sequence, > 0 later), ascending, and ``y`` is the number of allowed heads with
-        weight > τ, clamped at 3. Level 0 has no level below and gives empty arrays.
+        With ``direction="attending"`` (the default, §4.3.2: "mapping the relative positions of tokens at
+        layer l + 1 to sparklines under each dependent token at layer l", the reading the view draws and
+        its help text describes) the points are the tokens ``a`` of level ``k+1`` that attend to ``w``
+        through layer ``k``, at ``x = (a - w)/(n-1)`` in [-1, 1] (0 is ``w`` itself, < 0 earlier in the
+        sequence, > 0 later), ascending, and ``y`` is the number of allowed heads with weight > τ, clamped
+        at 3. Level ``L`` (nothing above) gives empty arrays.
 
-        With ``direction="attending"`` the points are instead the tokens ``a`` of level ``k+1`` that attend
-        to ``w`` through layer ``k``, at ``x = (a - w)/(n-1)`` (the *columns* reading of §4.3.2: under a
-        token, where in the sequence the tokens that depend on it sit); level ``L`` gives empty arrays.
+        With ``direction="attended"`` the points are instead the tokens ``b`` of level ``k-1`` that ``w``
+        attends to through layer ``k-1`` (the rows, which the head glyphs already show); level 0 gives
+        empty arrays.
 
         Raises
         ------
@@ -526,7 +528,7 @@ class AttentionGraph:
         pos = np.flatnonzero(row)
         return (pos - w) / max(self.n - 1, 1), np.minimum(row[pos], 3).astype(np.int64)
 
-    def sparklines(self, k: int, direction: str = "attended") -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def sparklines(self, k: int, direction: str = "attending") -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """:meth:`sparkline` of every token of level ``k``, in bulk: ``{w: (x, y)}``."""
         k = self._check_level(k)
         toks = self.levels[k]
