@@ -49,16 +49,15 @@ GEOMETRY = """() => {
   const doc = Bokeh.documents[0];
   const fig = doc.get_model_by_name('attnflows-radial');
   const lab = doc.get_model_by_name('attnflows-labels');
-  const canvas = [...document.querySelectorAll('*')].map(e => e.shadowRoot).filter(Boolean)
-      .flatMap(r => [...r.querySelectorAll('canvas')]).map(c => c.getBoundingClientRect())
-      .filter(r => r.width > 200).sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  const pv = Bokeh.index.find_one(fig);  // test-only: where the frame is on the page
+  const r = pv.canvas_view.el.getBoundingClientRect();
   return {
     iw: fig.inner_width, ih: fig.inner_height,
     sx: fig.inner_width / (fig.x_range.end - fig.x_range.start),
     sy: fig.inner_height / (fig.y_range.end - fig.y_range.start),
     x0: fig.x_range.start, y1: fig.y_range.end,
     font: parseFloat(lab.glyph.text_font_size.value),
-    left: canvas ? canvas.left : 0, top: canvas ? canvas.top : 0,
+    left: r.left + pv.frame.bbox.left, top: r.top + pv.frame.bbox.top,
     scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
   };
 }"""
