@@ -63,7 +63,7 @@ GEOMETRY = """() => {
 }"""
 NODE = """([i]) => {
   const d = Bokeh.documents[0].get_model_by_name('attnflows-nodes').data;
-  return [d.hx[i], d.hy[i], d.st[i]];
+  return [d.lx[i], d.ly[i], d.st[i]];  // the label: inside the token's hit circle, clear of its glyphs
 }"""
 
 
@@ -187,18 +187,22 @@ def test_screenshots_at_three_window_sizes(browser, default_result, output_dir, 
         paths.append(shot)
         info = page.evaluate("() => Bokeh.documents[0].get_model_by_name('attnflows-hover-info').text")
         assert "level 2" in info and "influence" in info
-        # freeze a selection, then the paths to a token two rings further in
+        # click to freeze the selection, then shift-click a token two rings further in: the paths
         lv, pos = int(nodes.loc[i, "level"]), int(nodes.loc[i, "pos"])
-        view.selection = [[lv, pos]]
-        page.mouse.move(2, 2)
+        page.mouse.click(*to_screen(hx, hy))
+        _wait(lambda: view.selection == [[lv, pos]], what="the click to freeze a selection")
         page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.fz[{i}] >= 9",
                                timeout=20000)
         shot = output_dir / f"{width}x{height}-frozen.png"
         page.screenshot(path=str(shot))
         paths.append(shot)
         upper = view.data.levels[lv + 2]
-        view.selection = [[lv, pos], [lv + 2, int(upper[0])]]
         j = view.data.node_id(lv + 2, int(upper[0]))
+        jx, jy, _ = page.evaluate(NODE, [j])
+        page.keyboard.down("Shift")
+        page.mouse.click(*to_screen(jx, jy))
+        page.keyboard.up("Shift")
+        _wait(lambda: len(view.selection) == 2, what="the shift-click to select across rings")
         page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.fz[{j}] >= 9",
                                timeout=20000)
         shot = output_dir / f"{width}x{height}-paths.png"
