@@ -643,7 +643,7 @@ class FlowData:
           ``head_model`` ("pretrained"/"finetuned"; None = both) picks the model(s) traversed;
         - tokens at two levels: ``paths`` between them (§4.4.2, Figs. 7-8);
         - more levels: the paths between the lowest and the highest, with a message saying so.
-        Selected tokens not in the drawn graph(s) are ignored (e.g. after τ changed); an empty result
+        Messages name levels 1-based, as the UI does. Selected tokens not in the drawn graph(s) are ignored (e.g. after τ changed); an empty result
         means no highlight.
         """
         sel = []
@@ -664,7 +664,7 @@ class FlowData:
         message = ""
         if len(levels) > 2:
             message = (f"tokens selected at {len(levels)} levels: showing the paths between levels "
-                       f"{levels[0]} and {levels[-1]}")
+                       f"{levels[0] + 1} and {levels[-1] + 1}")
             for lv in levels[1:-1]:
                 for t in by_level[lv]:
                     hl.origin[self.node_index[lv, t]] = False
@@ -685,7 +685,7 @@ class FlowData:
                 self._apply_mask(hl, tr.mask, c)
                 self._mark(hl, c, tr.mask, head_t)
             if len(toks) > 1:
-                message = message or f"brushed intersection of {len(toks)} tokens at level {lv}"
+                message = message or f"brushed intersection of {len(toks)} tokens at level {lv + 1}"
         else:
             la, lb = levels
             ta, tb = sorted(by_level[la]), sorted(by_level[lb])
@@ -700,11 +700,11 @@ class FlowData:
                 self._apply_mask(hl, pm, c)
                 self._mark(hl, c, pm, None)
             if not hl.nodes.any():
-                message = message or f"no path joins the tokens selected at levels {la} and {lb}"
+                message = message or f"no path joins the tokens selected at levels {la + 1} and {lb + 1}"
                 # keep the selected tokens visible
                 hl.nodes[hl.origin] = np.maximum(hl.nodes[hl.origin], 1)
             else:
-                message = message or f"paths between levels {la} and {lb}"
+                message = message or f"paths between levels {la + 1} and {lb + 1}"
         # selected tokens stay highlighted even if a model lacks them
         miss = hl.origin & (hl.nodes == 0)
         hl.nodes[miss] = self.nodes["member"].to_numpy()[miss]
