@@ -40,12 +40,18 @@ class CodedNodes(dict):
         int8 ``[L + 1, n]``: the same codes as an array (0 where nothing is highlighted).
     """
 
-    def __init__(self, mask: np.ndarray, edges: dict[int, list[Edge]]):
+    def __init__(self, mask: np.ndarray, edges):
         lv, tok = np.nonzero(mask)
         super().__init__(zip(zip(lv.tolist(), tok.tolist()), mask[lv, tok].tolist()))
         mask.flags.writeable = False
         self.mask = mask
-        self.edges = edges
+        self._edges = edges  # a dict, or a function that builds it (edge lists cost more than the masks)
+
+    @property
+    def edges(self) -> dict[int, list[Edge]]:
+        if callable(self._edges):
+            self._edges = self._edges()
+        return self._edges
 
 
 class CompareEdge(NamedTuple):
@@ -178,7 +184,7 @@ class GraphComparison:
         """
         level, toks = self._selection(level, tokens)
         mask = np.zeros((self.L + 1, self.n), dtype=np.int8)
-        edges: dict[int, list[Edge]] = {PRE: [], FINE: []}
+        traces = {}
         graphs = self._graphs(model)
         self.pre._check_head(head)
         for code, g in graphs:
@@ -187,8 +193,8 @@ class GraphComparison:
                 continue
             tr = g.trace(level, mine, head)
             mask |= (code * tr.mask).astype(np.int8)
-            edges[code] = tr.edges
-        return CodedNodes(mask, edges)
+            traces[code] = tr
+        return CodedNodes(mask, lambda: {c: (traces[c].edges if c in traces else []) for c in (PRE, FINE)})
 
     def paths(self, level_a: int, tokens_a, level_b: int, tokens_b, model=None) -> CodedNodes:
         """Per-model paths between selections at two levels, united (§4.4.2).
@@ -203,15 +209,18 @@ class GraphComparison:
         if la == lb:
             raise ValueError(f"select tokens at two different levels; both are level {la}")
         mask = np.zeros((self.L + 1, self.n), dtype=np.int8)
-        edges: dict[int, list[Edge]] = {PRE: [], FINE: []}
+        args = {}
         for code, g in self._graphs(model):
             ma, mb = sa[g.member[la, sa]], sb[g.member[lb, sb]]
             if ma.size == 0 or mb.size == 0:
                 continue
-            res = g.paths(la, ma, lb, mb)
-            for lv, t in res.nodes:
-                mask[lv, t] |= code
-            edges[code] = res.edges
+            mask |= (code * g.paths_mask(la, ma, lb, mb)).astype(np.int8)
+            args[code] = (g, ma, mb)
+
+        def edges():
+            return {c: (args[c][0].paths(la, args[c][1], lb, args[c][2]).edges if c in args else [])
+                    for c in (PRE, FINE)}
+
         return CodedNodes(mask, edges)
 
     def all_traces(self) -> dict[Node, np.ndarray]:
@@ -247,3 +256,10 @@ class GraphComparison:
         """
         pre, fine = self.pre.ratings(k, alpha), self.fine.ratings(k, alpha)
         return pre, fine, np.minimum(pre, fine)
+
+    def most_different_level(self, alpha: float = 0.5) -> int:
+        """The layer ``k`` (0 .. L-1) where the two models' influence differs most: the largest
+        ``Σ_w |I_k^pre(w) - I_k^fine(w)|`` (eq. 4), ties to the lower layer. Where the sentence view opens
+        (it says the most about what fine-tuning changed); 0 when the two graphs agree everywhere."""
+        diff = np.abs(self.pre.influence(alpha) - self.fine.influence(alpha)).sum(axis=1)
+        return int(np.argmax(diff)) if diff.size and diff.max() > 0 else 0

@@ -479,7 +479,7 @@ class AttentionGraph:
             return np.zeros((self.n, self.H), dtype=np.int32)
         return self._out_deg[k - 1].copy()
 
-    def sparkline_heights(self, k: int, direction: str = "attended") -> np.ndarray:
+    def sparkline_heights(self, k: int, direction: str = "attending") -> np.ndarray:
         """All sparklines of level ``k`` at once: int ``[n, n]``, heights clamped at 3.
 
         Row ``w`` holds, at column ``b``, the height of ``w``'s sparkline at ``x = (b - w)/(n-1)``
@@ -499,17 +499,19 @@ class AttentionGraph:
             return self._nheads[k].T
         raise ValueError(f"direction must be 'attended' or 'attending'; got {direction!r}")
 
-    def sparkline(self, k: int, w: int, direction: str = "attended") -> tuple[np.ndarray, np.ndarray]:
+    def sparkline(self, k: int, w: int, direction: str = "attending") -> tuple[np.ndarray, np.ndarray]:
         """Sparkline data for token ``w`` at level ``k`` (§4.3.2): ``(x float [m], y int [m])``.
 
-        With ``direction="attended"`` (the default) the points are the tokens ``b`` of level ``k-1`` that
-        ``w`` attends to through layer ``k-1``; ``x = (b - w)/(n-1)`` in [-1, 1] (0 is ``w`` itself, < 0
-        earlier in the sequence, > 0 later), ascending, and ``y`` is the number of allowed heads with
-        weight > τ, clamped at 3. Level 0 has no level below and gives empty arrays.
+        With ``direction="attending"`` (the default, §4.3.2: "mapping the relative positions of tokens at
+        layer l + 1 to sparklines under each dependent token at layer l", the reading the view draws and
+        its help text describes) the points are the tokens ``a`` of level ``k+1`` that attend to ``w``
+        through layer ``k``, at ``x = (a - w)/(n-1)`` in [-1, 1] (0 is ``w`` itself, < 0 earlier in the
+        sequence, > 0 later), ascending, and ``y`` is the number of allowed heads with weight > τ, clamped
+        at 3. Level ``L`` (nothing above) gives empty arrays.
 
-        With ``direction="attending"`` the points are instead the tokens ``a`` of level ``k+1`` that attend
-        to ``w`` through layer ``k``, at ``x = (a - w)/(n-1)`` (the *columns* reading of §4.3.2: under a
-        token, where in the sequence the tokens that depend on it sit); level ``L`` gives empty arrays.
+        With ``direction="attended"`` the points are instead the tokens ``b`` of level ``k-1`` that ``w``
+        attends to through layer ``k-1`` (the rows, which the head glyphs already show); level 0 gives
+        empty arrays.
 
         Raises
         ------
@@ -526,7 +528,7 @@ class AttentionGraph:
         pos = np.flatnonzero(row)
         return (pos - w) / max(self.n - 1, 1), np.minimum(row[pos], 3).astype(np.int64)
 
-    def sparklines(self, k: int, direction: str = "attended") -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def sparklines(self, k: int, direction: str = "attending") -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """:meth:`sparkline` of every token of level ``k``, in bulk: ``{w: (x, y)}``."""
         k = self._check_level(k)
         toks = self.levels[k]
@@ -641,26 +643,40 @@ class AttentionGraph:
         if la == lb:
             raise ValueError(f"select tokens at two different levels; both are level {la}")
         sa, sb = self._check_tokens(la, tokens_a), self._check_tokens(lb, tokens_b)
+        mask, lo, hi = self._paths_mask(la, sa, lb, sb)
+        edges: list[Edge] = []
+        for k in range(lo, hi):
+            edges.extend(self._edges_between(k, mask[k + 1], mask[k], None))
+        return PathResult(_mask_to_nodes(mask), edges)
+
+    def paths_mask(self, level_a: int, tokens_a, level_b: int, tokens_b) -> np.ndarray:
+        """bool ``[L + 1, n]``: the nodes of :meth:`paths` (same checks), without building its edge list.
+
+        An edge of the Attention Graph is a step of those paths exactly when both its ends are in the
+        mask, which is how a view marks them in bulk."""
+        la, lb = self._check_level(level_a), self._check_level(level_b)
+        if la == lb:
+            raise ValueError(f"select tokens at two different levels; both are level {la}")
+        sa, sb = self._check_tokens(la, tokens_a), self._check_tokens(lb, tokens_b)
+        return self._paths_mask(la, sa, lb, sb)[0]
+
+    def _paths_mask(self, la: int, sa: np.ndarray, lb: int, sb: np.ndarray) -> tuple[np.ndarray, int, int]:
         (hi, s_hi), (lo, s_lo) = ((la, sa), (lb, sb)) if la > lb else ((lb, sb), (la, sa))
         top = np.zeros(self.n, dtype=bool)
         top[s_hi] = True
         bottom = np.zeros(self.n, dtype=bool)
         bottom[s_lo] = True
+        mask = np.zeros((self.L + 1, self.n), dtype=bool)
         if hi - lo == 1:
-            edges = self._edges_between(lo, top, bottom, None)
-            nodes = {(hi, e.a) for e in edges} | {(lo, e.b) for e in edges}
-            return PathResult(nodes, edges)
+            adj = self._adj[lo] & top[:, None] & bottom[None, :]
+            mask[hi], mask[lo] = adj.any(axis=1), adj.any(axis=0)
+            return mask, lo, hi
         on_path = self._down(hi, s_hi, None) & self._up(lo, s_lo, None)
         if not on_path[lo + 1 : hi].any(axis=1).all():
-            return PathResult(set(), [])
-        mask = on_path.copy()
-        mask[:lo] = False
-        mask[hi + 1 :] = False
+            return mask, lo, hi
+        mask[lo + 1 : hi] = on_path[lo + 1 : hi]
         mask[hi], mask[lo] = top, bottom
-        edges: list[Edge] = []
-        for k in range(lo, hi):
-            edges.extend(self._edges_between(k, mask[k + 1], mask[k], None))
-        return PathResult(_mask_to_nodes(mask), edges)
+        return mask, lo, hi
 
     # ------------------------------------------------------------------ all traces at once
 
@@ -720,6 +736,21 @@ class AttentionGraph:
             for i, w in enumerate(self.levels[l].tolist()):
                 out[(l, w)] = Trace(l, (w,), None, anc[i], desc[i], self)
         return out
+
+    def ancestor_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every node's ancestors at once, in compact form: ``(flat, A)``.
+
+        ``flat`` int ``[N]``: node ``i`` is ``(flat[i] // n, flat[i] % n)``, nodes ordered by level then
+        token (as :meth:`nodes`). ``A`` bool ``[N, N]``: ``A[i, j]`` iff node ``j`` is an ancestor of node
+        ``i``, i.e. the ``ancestor_mask`` of :meth:`all_traces` without a Trace per node (what a view
+        ships for hover highlights, P4/P6).
+        """
+        _, flat, down, _, _ = self._reach
+        N = flat.size
+        if N == 0:
+            return flat, np.zeros((0, 0), dtype=bool)
+        rows = [np.unpackbits(d.view(np.uint8), axis=1, count=N, bitorder="little") for d in down if d.shape[0]]
+        return flat, np.concatenate(rows).view(bool)
 
     def all_head_traces(self) -> dict[tuple[int, int, int], Trace]:
         """``{(level, token, h): trace(level, token, head=(level-1, h))}`` for every head glyph that is lit.

@@ -21,16 +21,16 @@ Conventions
 
 A token's *cell* on its ring (§4.3.2, Fig. 4) is laid out in its reading frame ``(u, v)``: ``u`` is the
 reading direction of its label (the clockwise tangent in the top half, the counter-clockwise tangent in
-the bottom half) and ``v`` is "up" for the label. From left to right the cell holds the head glyphs (one
-per head, wrapped into 3 rows) and the label with its sparkline under it.
+the bottom half) and ``v`` is "up" for the label. The cell has two rows, centred on the token's angle:
+the label on top, and below it the head glyphs (one per head, wrapped into 3 rows) beside the
+sparkline.
 
-Legibility (BERT-base: 12 rings of up to ~80 tokens): every ring is large enough for each of its tokens
-to get a glyph block and a sparkline of arc, and rings are at least a band apart (:func:`ring_radii`), so
-cells never overlap. Each token gets an equal slot of its ring; its label gets what arc is left beside
-its glyph block. The ring's font size (``font_max`` … ``font_min``) is the one that shows the most text
-legibly (:func:`_ring_font`), labels that still do not fit are shortened with an ellipsis or dropped
-(:func:`fit_label`), and the views show the full token on hover. Crowded inner rings of a dense graph
-therefore show glyphs and sparklines, the larger outer rings show words.
+Legibility: every ring is large enough for each of its tokens to get a glyph block and a sparkline of
+arc, and rings are at least a band apart (:func:`ring_radii`), so cells never overlap. Labels use one
+font size for every ring (``RadialStyle.font``) and are placed by importance (:func:`place_labels`): the
+most important tokens of a ring get their full text, using the arc of neighbours whose labels are hidden,
+the rest get a shortened form where a gap allows one, else none (the views show every traced token's
+full text on hover and selection). :meth:`RadialLayout.label_report` counts the outcome per ring.
 """
 
 from __future__ import annotations
@@ -66,28 +66,33 @@ TWO_PI = 2.0 * math.pi
 
 @dataclass(frozen=True)
 class RadialStyle:
-    """Sizes (pixels) of the radial Attention Flow view. Defaults are tuned for BERT-base density.
+    """Sizes (pixels at the figure's design size) of the radial Attention Flow view.
 
     glyph: side of one head glyph square; glyph_gap: the gap between glyphs; glyph_rows: rows of the
     head-glyph block (the paper wraps 12 heads into 3 rows).
-    font_max / font_min: label font size range (px); char_width: estimated width of one character in em
-    (conservative for sans-serif fonts, so estimated labels are never narrower than drawn ones).
-    spark_height: height of a sparkline peak of 3 heads; spark_min: sparkline width when the label is
-    dropped.
+    font: the one label font size of every ring (px at the design size; the figure scales it with the
+    window, so the labels placed here never collide at any size). char_width: estimated width of one
+    character in em (conservative for sans-serif fonts, so estimated labels are never narrower than
+    drawn ones); label_pad: free space kept between two labels of a ring.
+    spark_width / spark_height: the sparkline box beside the glyph block (a peak of 3 heads fills it).
     band: the minimum radial distance between two rings; slot_pad: free arc between two cells.
     start_angle: degrees, mathematical convention (180 = 9 o'clock, 90 = 12 o'clock).
     margin: free space around the outermost ring.
+    font_max / font_min: kept for callers of :func:`fit_label`; the layout uses ``font`` only.
     """
 
     glyph: float = 3.2
     glyph_gap: float = 0.8
     glyph_rows: int = 3
+    font: float = 10.0
     font_max: float = 10.0
-    font_min: float = 7.0
+    font_min: float = 9.0
     char_width: float = 0.6
-    spark_height: float = 5.0
-    spark_min: float = 10.0
-    band: float = 30.0
+    label_pad: float = 4.0
+    spark_width: float = 12.0
+    spark_height: float = 11.2
+    spark_min: float = 12.0
+    band: float = 32.0
     slot_pad: float = 3.0
     start_angle: float = 180.0
     margin: float = 16.0
@@ -102,13 +107,21 @@ class RadialStyle:
         pitch = self.glyph + self.glyph_gap
         return cols * pitch - self.glyph_gap, rows * pitch - self.glyph_gap
 
+    def row_height(self, n_heads: int) -> float:
+        """Height of a cell's lower row: the glyph block beside the sparkline."""
+        return max(self.glyph_block(n_heads)[1], self.spark_height)
+
     def cell_height(self, n_heads: int) -> float:
-        """Radial extent of a cell: the glyph block, or a label over its sparkline, whichever is taller."""
-        return max(self.glyph_block(n_heads)[1], self.font_max + 1.0 + self.spark_height)
+        """Radial extent of a cell: the label row over the glyph block + sparkline row."""
+        return self.row_height(n_heads) + 2.0 + self.font + 1.0
+
+    def row_width(self, n_heads: int) -> float:
+        """Width of a cell's lower row: glyph block, a 2 px gap, the sparkline."""
+        return self.glyph_block(n_heads)[0] + 2.0 + self.spark_width
 
     def slot_min(self, n_heads: int) -> float:
-        """The arc a token needs at least: its glyph block, a sparkline and the padding."""
-        return self.glyph_block(n_heads)[0] + 2.0 + self.spark_min + self.slot_pad
+        """The arc a token needs at least: its glyph block, its sparkline and the padding."""
+        return self.row_width(n_heads) + self.slot_pad
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,8 +130,12 @@ class RadialStyle:
 
 
 def display_token(token: str) -> str:
-    """How a WordPiece token is shown: unchanged (``##ing`` keeps its ``##``, as in exBERT/bertviz)."""
-    return str(token)
+    """How a WordPiece token is shown: a continuation ``##ing`` reads ``-ing`` (a suffix: recognisable
+    as the rest of the word before it, and two characters shorter); other tokens are unchanged."""
+    token = str(token)
+    if token.startswith("##") and len(token) > 2:
+        return "-" + token[2:]
+    return token
 
 
 def text_width(text: str, font_size: float, char_width: float = 0.6) -> float:
@@ -227,10 +244,12 @@ class RadialLayout:
     nodes: one row per node (level, token position), ordered by level ascending (level 0 first, the
         root last) and by position within a level; the row index is the node id used everywhere in the
         views. Columns: node, level, pos, token, seg, angle, radius, x, y (anchor on the ring), ux, uy,
-        vx, vy (reading frame), text_angle, font_size, label (possibly shortened or ""), lx, ly (label
-        centre), hx, hy, hw, hh (hit rectangle over label and sparkline, rotated by text_angle), gx, gy
-        (left-bottom corner of the glyph block, in the cell frame origin), sx0, sy0 (sparkline baseline
-        start), sw (sparkline width), r_in, r_out (radial extent of the cell, for edges).
+        vx, vy (reading frame), text_angle, font_size (one size for every ring), label (the full
+        token, a shortened form ending in "…", or "" when hidden), lstat (2 full, 1 shortened, 0
+        hidden), lw (the label's width), lx, ly (label centre), hx, hy, hr (the hit target: a circle
+        over the cell), gu, gv (the glyph block's left edge and centre in the cell frame), bx, by (the
+        glyph block's centre), sx0, sy0 (sparkline baseline start), sw (sparkline width), cw (width
+        of the cell's lower row), r_in, r_out (radial extent of the cell, for edges).
     ticks: one row per ring with x0, y0, x1, y1: the thick tick where the two sentences meet.
     radii: [L+1] ring radius per level (level L = 0).
     extent: half-width of the square that holds the drawing.
@@ -258,24 +277,93 @@ class RadialLayout:
         counts = np.bincount(self.nodes["level"].to_numpy(), minlength=self.L + 1)
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
+    def label_report(self) -> list[dict[str, int]]:
+        """Per ring, outermost (level 0) first: ``{"level", "tokens", "full", "truncated", "hidden"}``
+        (0-based levels, as in code; the UI shows level + 1)."""
+        lv = self.nodes["level"].to_numpy()
+        stat = self.nodes["lstat"].to_numpy()
+        out = []
+        for k in range(self.L + 1):
+            s = stat[lv == k]
+            out.append({"level": k, "tokens": int(s.size), "full": int((s == 2).sum()),
+                        "truncated": int((s == 1).sum()), "hidden": int((s == 0).sum())})
+        return out
 
-def _ring_font(labels: Sequence[str], room: float, style: RadialStyle) -> float:
-    """The ring's font size, from ``font_max`` down to ``font_min`` in half-pixel steps: the size that
-    maximises ``mean(utility) * sqrt(size / font_max)``, where a label shown in full is worth 1, a
-    shortened one 0.6 and a dropped one 0 (see :func:`fit_label`): larger text with a few shortened long
-    words beats tiny text, and tiny text beats no text."""
-    lengths = np.array([len(t) for t in labels], dtype=np.float64)
-    best, best_f = -1.0, float(style.font_min)
-    f = style.font_max
-    while f >= style.font_min - 1e-9:
-        full = lengths * style.char_width * f <= room
-        keep = np.floor(room / (style.char_width * f)) - 1
-        short = ~full & (keep >= 3)
-        score = (full.mean() + 0.6 * short.mean()) * math.sqrt(f / style.font_max)
-        if score > best + 1e-9:
-            best, best_f = score, float(f)
-        f -= 0.5
-    return best_f
+
+def place_labels(
+    angles: np.ndarray,
+    radius: float,
+    texts: Sequence[str],
+    priority: np.ndarray | None,
+    style: RadialStyle,
+    min_chars: int = 3,
+) -> tuple[list[str], np.ndarray]:
+    """Place the labels of one ring, most important first; the one font ``style.font`` for all rings.
+
+    Each label is centred on its token's angle, tangent to the ring, on the label row of the cell (above
+    the glyph block and sparkline), so labels compete only with the labels of their own ring. Two passes
+    in ``priority`` order (highest first; ties by position): first every label that fits *in full*
+    without touching a label already placed (a label may use the arc of neighbours whose labels are
+    hidden); then the remaining tokens get a shortened form (at least ``min_chars`` characters and "…")
+    where a gap allows one, else nothing. Token length never decides the order.
+
+    Returns the label texts and their status (uint8: 2 full, 1 shortened, 0 hidden).
+    """
+    m = len(texts)
+    status = np.zeros(m, dtype=np.uint8)
+    labels = [""] * m
+    if m == 0:
+        return labels, status
+    cw = style.char_width * style.font
+    pad = style.label_pad
+    r = max(float(radius), 1.0)
+    ang = np.mod(np.asarray(angles, dtype=np.float64), TWO_PI)
+    pr = np.zeros(m) if priority is None else np.asarray(priority, dtype=np.float64)
+    order = np.lexsort((np.arange(m), -pr)).tolist()
+    if m == 1:
+        labels[0], status[0] = texts[0], 2
+        return labels, status
+    # ring order (by angle) and each token's neighbours in it
+    circ = np.argsort(ang, kind="stable")
+    rank = np.empty(m, dtype=np.int64)
+    rank[circ] = np.arange(m)
+    circ_l, rank_l, ang_l = circ.tolist(), rank.tolist(), ang.tolist()
+    half = [0.0] * m  # angular half-width of each placed label (0 = none)
+    placed = [False] * m
+
+    def gap(i: int) -> float:
+        """The largest half-angle a label centred on token i may take without touching a placed one."""
+        best = math.pi
+        ri = rank_l[i]
+        for step in (1, -1):
+            for j in range(1, m):
+                t = circ_l[(ri + step * j) % m]
+                if placed[t]:
+                    d = abs((ang_l[t] - ang_l[i] + math.pi) % TWO_PI - math.pi)
+                    best = min(best, d - half[t])
+                    break
+        return best
+
+    def half_angle(width: float) -> float:
+        return math.atan((width + pad) / 2.0 / r)
+
+    lengths = [len(t) for t in texts]
+    for i in order:
+        h = half_angle(lengths[i] * cw)
+        if h <= gap(i):
+            labels[i], status[i], half[i], placed[i] = texts[i], 2, h, True
+    for i in order:
+        if placed[i]:
+            continue
+        g = gap(i)
+        if g <= 0:
+            continue
+        room = 2.0 * r * math.tan(min(g, 1.4)) - pad
+        keep = int(room // cw) - 1  # one character's width for the ellipsis
+        if min_chars <= keep < lengths[i]:
+            text = texts[i][:keep] + "…"
+            labels[i], status[i], half[i], placed[i] = text, 1, half_angle(len(text) * cw), True
+    return labels, status
 
 
 def radial_layout(
@@ -284,99 +372,108 @@ def radial_layout(
     segments: Sequence[int],
     n_heads: int,
     style: RadialStyle | None = None,
+    priority: np.ndarray | None = None,
 ) -> RadialLayout:
-    """Lay out the Token Rings (§4.3.1) of an Attention Graph.
+    """Lay out the Token Rings (§4.3.1) of an Attention Graph, and place their labels.
 
     levels: L+1 sorted int arrays of token positions; ``levels[L]`` is the root (``[CLS]``).
     tokens, segments: the input's tokens and their segment ids (length n).
     n_heads: H, the number of head glyphs per token.
+    priority: optional float ``[L+1, n]``: the label priority of token p at level k (the views pass its
+        importance in the graph: influence, degree, selection); higher labels first (:func:`place_labels`).
     """
     style = style or RadialStyle()
     L = len(levels) - 1
     if L < 1:
         raise ValueError("an Attention Graph needs at least one layer (L+1 >= 2 levels)")
-    tokens = [display_token(t) for t in tokens]
+    shown = [display_token(t) for t in tokens]
     seg = np.asarray(segments, dtype=np.int64)
-    if len(seg) != len(tokens):
-        raise ValueError(f"{len(tokens)} tokens but {len(seg)} segment ids")
-    n = len(tokens)
+    if len(seg) != len(shown):
+        raise ValueError(f"{len(shown)} tokens but {len(seg)} segment ids")
+    n = len(shown)
+    levels = [np.asarray(lev, dtype=np.int64) for lev in levels]
     for k, lev in enumerate(levels):
-        lev = np.asarray(lev)
         if lev.size and (lev.min() < 0 or lev.max() >= n):
             raise ValueError(f"level {k} holds positions outside 0..{n - 1}")
     if len(levels[L]) != 1:
         raise ValueError(f"level L={L} must hold exactly the root token, got {list(levels[L])}")
+    if priority is not None:
+        priority = np.asarray(priority, dtype=np.float64)
+        if priority.shape != (L + 1, n):
+            raise ValueError(f"priority must have shape [L+1, n] = {(L + 1, n)}; got {priority.shape}")
 
     gw, gh = style.glyph_block(n_heads)
+    rh = style.row_height(n_heads)
     ch = style.cell_height(n_heads)
-    cw_root = gw + 2.0 + text_width(tokens[int(levels[L][0])], style.font_max, style.char_width)
-    root_radius = cw_root / 2.0
+    rw = style.row_width(n_heads)
+    root_text = shown[int(levels[L][0])]
+    root_radius = max(rw, text_width(root_text, style.font, style.char_width)) / 2.0
     sizes = [len(lev) for lev in levels]
     radii = ring_radii(sizes, n_heads, style, root_radius)
 
-    rows = []
+    level_col = np.concatenate([np.full(len(lev), k, dtype=np.int64) for k, lev in enumerate(levels)])
+    pos = np.concatenate(levels)
+    N = pos.size
+    ang = np.empty(N)
+    rad = radii[level_col]
+    labels: list[str] = []
+    lstat = np.empty(N, dtype=np.uint8)
     ticks = []
+    start = 0
     for k in range(L + 1):
-        pos = np.asarray(levels[k], dtype=np.int64)
+        p = levels[k]
+        m = p.size
+        sl = slice(start, start + m)
+        start += m
         if k == L:
-            ang = np.array([math.pi / 2])
-            meet = None
-        else:
-            ang, meet = ring_angles(seg[pos], style.start_angle)
-        r = radii[k]
-        m = len(pos)
-        # the room for a label in this ring: its slot arc minus glyph block, gap and padding
-        slot = TWO_PI * r / m if (m and k < L) else cw_root + 40.0
-        room = slot - gw - 2.0 - style.slot_pad
-        labels_full = [tokens[p] for p in pos]
-        fs = _ring_font(labels_full, room, style) if (m and k < L) else style.font_max
-        for i, p in enumerate(pos):
-            label = labels_full[i] if k == L else fit_label(labels_full[i], room, fs, style.char_width)
-            rows.append((k, int(p), labels_full[i], int(seg[p]), float(ang[i]), r, label, fs))
-        if meet is not None and m:
+            ang[sl] = math.pi / 2
+            labels.append(root_text)
+            lstat[sl] = 2
+            continue
+        a, meet = ring_angles(seg[p], style.start_angle)
+        ang[sl] = a
+        texts = [shown[i] for i in p.tolist()]
+        lab, stt = place_labels(a, radii[k], texts, None if priority is None else priority[k, p], style)
+        labels.extend(lab)
+        lstat[sl] = stt
+        if m:
             c, s = math.cos(meet), math.sin(meet)
-            r0, r1 = r - ch / 2 - 2, r + ch / 2 + 2
+            r0, r1 = radii[k] - ch / 2 - 2, radii[k] + ch / 2 + 2
             ticks.append((k, r0 * c, r0 * s, r1 * c, r1 * s))
 
-    df = pd.DataFrame(rows, columns=["level", "pos", "token", "seg", "angle", "radius", "label", "font_size"])
-    df.insert(0, "node", np.arange(len(df), dtype=np.int64))
-    ang = df["angle"].to_numpy()
-    rad = df["radius"].to_numpy()
     u, v, text_angle = reading_frame(ang)
-    x = rad * np.cos(ang)
-    y = rad * np.sin(ang)
-    fs = df["font_size"].to_numpy()
-    lw = np.array([text_width(t, f, style.char_width) for t, f in zip(df["label"], fs)])
-    sw = np.maximum(lw, style.spark_min)
-    cw = gw + 2.0 + sw
-    # cell frame: u from -cw/2 (glyph block) to +cw/2 (end of label); v from -ch/2 to ch/2
-    u_label = -cw / 2 + gw + 2.0 + sw / 2  # centre of the label / sparkline slot
-    v_label = ch / 2 - fs / 2 - 0.5
-    v_spark = v_label - fs / 2 - 1.0 - style.spark_height
-    df["x"], df["y"] = x, y
-    df["ux"], df["uy"], df["vx"], df["vy"] = u[:, 0], u[:, 1], v[:, 0], v[:, 1]
-    df["text_angle"] = text_angle
-    df["lx"] = x + u_label * u[:, 0] + v_label * v[:, 0]
-    df["ly"] = y + u_label * u[:, 1] + v_label * v[:, 1]
-    df["hx"] = x + u_label * u[:, 0]
-    df["hy"] = y + u_label * u[:, 1]
-    df["hw"] = sw + 2.0
-    df["hh"] = np.full(len(df), ch)
-    df["gu"] = -cw / 2  # glyph block starts here along u
-    su0 = u_label - sw / 2
-    df["sx0"] = x + su0 * u[:, 0] + v_spark * v[:, 0]
-    df["sy0"] = y + su0 * u[:, 1] + v_spark * v[:, 1]
-    df["sw"] = sw
-    df["cw"] = cw
-    df["r_in"] = rad - ch / 2
-    df["r_out"] = rad + ch / 2
-    root = df["level"].to_numpy() == L
-    df.loc[root, "r_in"] = 0.0
-    df.loc[root, "r_out"] = math.hypot(cw_root / 2, ch / 2)
+    x, y = rad * np.cos(ang), rad * np.sin(ang)
+    fs = np.full(N, float(style.font))
+    lw = np.array([len(t) for t in labels], dtype=np.float64) * style.char_width * style.font
+    # the cell in its reading frame (u along the label, v up): the label row on top, the glyph block and
+    # the sparkline side by side below it, all centred on the token's anchor
+    v_label = ch / 2 - style.font / 2 - 0.5
+    v_row = -ch / 2 + rh / 2
+    gu = -rw / 2
+    su0 = gu + gw + 2.0
+    v_base = -ch / 2
+    ux, uy, vx, vy = u[:, 0], u[:, 1], v[:, 0], v[:, 1]
+    cols = {
+        "node": np.arange(N, dtype=np.int64), "level": level_col, "pos": pos,
+        "token": [shown[i] for i in pos.tolist()], "seg": seg[pos], "angle": ang, "radius": rad,
+        "x": x, "y": y, "ux": ux, "uy": uy, "vx": vx, "vy": vy, "text_angle": text_angle,
+        "font_size": fs, "label": labels, "lstat": lstat, "lw": lw,
+        "lx": x + v_label * vx, "ly": y + v_label * vy,
+        "hx": x, "hy": y, "hr": np.full(N, min(ch, rw) / 2 + 1.0),
+        "gu": np.full(N, gu), "gv": np.full(N, v_row),
+        "bx": x + (gu + gw / 2) * ux + v_row * vx, "by": y + (gu + gw / 2) * uy + v_row * vy,
+        "sx0": x + su0 * ux + v_base * vx, "sy0": y + su0 * uy + v_base * vy,
+        "sw": np.full(N, style.spark_width), "cw": np.full(N, rw),
+        "r_in": rad - ch / 2, "r_out": rad + ch / 2,
+    }
+    root = level_col == L
+    cols["r_in"][root] = 0.0
+    cols["r_out"][root] = math.hypot(root_radius, ch / 2)
+    df = pd.DataFrame(cols)
     tick_df = pd.DataFrame(ticks, columns=["level", "x0", "y0", "x1", "y1"])
-    extent = float(radii.max() + ch / 2 + style.margin) if L > 0 else 100.0
-    # labels along the ring can stick out sideways by up to half a cell at 3 and 9 o'clock
-    extent += float(np.max(cw, initial=0.0)) / 2
+    # the farthest corner of any cell (its label or its lower row) from the centre
+    reach = np.hypot(rad + ch / 2, np.maximum(lw, rw) / 2)
+    extent = float(max(reach.max(initial=0.0), radii.max() + ch / 2) + style.margin)
     return RadialLayout(nodes=df, ticks=tick_df, radii=radii, extent=extent, n_heads=n_heads, style=style)
 
 
@@ -384,7 +481,7 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
     """Centres of the head glyphs (§4.3.2): one per (node, head), H glyphs wrapped into 3 rows.
 
     Head h sits in row ``h // cols`` (top row first) and column ``h % cols`` of the node's glyph block,
-    in the node's reading frame. Returns columns node, head, x, y, angle (text angle of the node), ux,
+    in the node's reading frame (the block is centred on ``gv``). Returns columns node, head, x, y, angle (text angle of the node), ux,
     uy (reading direction, for split glyph halves). Rows are ordered by node then head.
     """
     st = layout.style
@@ -398,7 +495,7 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
     dv = gh / 2 - (h // cols) * pitch - st.glyph / 2
     m = len(nodes)
     gu = nodes["gu"].to_numpy()[:, None] + du[None, :]
-    dvv = np.broadcast_to(dv[None, :], (m, n_heads))
+    dvv = nodes["gv"].to_numpy()[:, None] + dv[None, :]
     ux, uy = nodes["ux"].to_numpy()[:, None], nodes["uy"].to_numpy()[:, None]
     vx, vy = nodes["vx"].to_numpy()[:, None], nodes["vy"].to_numpy()[:, None]
     x = nodes["x"].to_numpy()[:, None] + gu * ux + dvv * vx
@@ -457,8 +554,9 @@ def sparkline_segments(
 ) -> dict[str, np.ndarray]:
     """Sparkline peaks (§4.3.2) as segments: for node ``node_ids[i]``, one vertical bar per attended
     position at relative position ``rel[i]`` in [-1, 1] (0 = itself, in the middle of the sparkline),
-    of height ``heights[i]`` heads (clamped at 3) in the node's reading frame, rising from the sparkline's
-    baseline under the label. With ``per_bar=True`` each ``node_ids[i]`` is itself an array giving the
+    of ``heights[i]`` heads (clamped at 3) in the node's reading frame, rising from the sparkline's
+    baseline beside the glyph block: 1, 2 and 3 heads fill 1/2, 3/4 and all of ``spark_height``, so a
+    single head's peak stays visible. With ``per_bar=True`` each ``node_ids[i]`` is itself an array giving the
     node of every bar of ``rel[i]`` (many nodes in one go). Returns node, x0, y0, x1, y1 (one row per bar)."""
     nodes = layout.nodes
     st = layout.style
@@ -484,7 +582,7 @@ def sparkline_segments(
     du = (np.clip(rel_all, -1, 1) + 1.0) / 2.0 * sw
     x0 = sx0 + du * ux
     y0 = sy0 + du * uy
-    hv = h_all / 3.0 * st.spark_height
+    hv = (h_all + 1.0) / 4.0 * st.spark_height
     return {"node": nid, "x0": x0, "y0": y0, "x1": x0 + hv * vx, "y1": y0 + hv * vy}
 
 

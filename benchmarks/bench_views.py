@@ -26,6 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+
+THREADS = os.environ.setdefault("OMP_NUM_THREADS", "1")  # pinned before numpy loads (as bench_graph.py)
+for _v in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_v, THREADS)
 import statistics
 import time
 from pathlib import Path
@@ -91,15 +96,27 @@ def _doc_sizes(view):
     from bokeh.core.json_encoder import serialize_json
     from bokeh.document import Document
 
+    t0 = time.perf_counter()
     doc = Document()
     root = view.__panel__().get_root(doc)
     doc.add_root(root)
-    t0 = time.perf_counter()
     ser = doc.to_json(deferred=True)
     ws = len(serialize_json(ser.content)) + sum(len(b.to_bytes()) for b in (ser.buffers or []))
     t1 = time.perf_counter()
     inline = len(serialize_json(doc.to_json(deferred=False)))
     return ws / 1e6, inline / 1e6, t1 - t0
+
+
+def whole_build(result, tau):
+    """P6's whole view build: the view (graphs, FlowData, Bokeh models), its Panel root and the
+    serialised document a browser receives. Returns (seconds, MB sent over the websocket)."""
+    from attnflows_panel.views.attention_flows import AttentionFlowsView
+
+    t0 = time.perf_counter()
+    view = AttentionFlowsView(result, tau=tau)
+    t1 = time.perf_counter()
+    ws_mb, _, root_ser_s = _doc_sizes(view)
+    return t1 - t0 + root_ser_s, ws_mb
 
 
 def _median(fn, repeat):
@@ -124,6 +141,7 @@ def run_case(name, result, tau, repeat):
     AttentionFlowsView(result, tau=tau)  # warm-up (Bokeh model classes, first-use costs)
     view_s, view = _median(lambda: AttentionFlowsView(result, tau=tau), repeat)
     ws_mb, inline_mb, ser_s = _doc_sizes(view)
+    whole = [whole_build(result, tau)[0] for _ in range(repeat)]
     # P4: server time of a click, a brush, two rings and a τ change
     lv = data.L // 2
     toks = [int(t) for t in data.levels[lv][:2]]
@@ -140,13 +158,15 @@ def run_case(name, result, tau, repeat):
         "glyphs": len(data.glyphs), "ws_MB": round(ws_mb, 3), "inline_MB": round(inline_mb, 3),
         "data_s": round(data_s, 4), "cols_s": round(cols_s, 4), "view_s": round(view_s, 4),
         "serialize_s": round(ser_s, 4),
+        "whole_min_s": round(min(whole), 4), "whole_med_s": round(statistics.median(whole), 4),
         # click/brush/paths: set + clear (two updates), τ: two changes -> per update
         "click_s": round(click_s / 2, 4), "brush_s": round(brush_s / 2, 4), "paths_s": round(paths_s / 2, 4),
         "tau_s": round(tau_s / 2, 4),
     }
     row["P6_size_ratio"] = round(ws_mb / 2.0, 3)
-    row["P6_build_ratio"] = round((data_s + cols_s) / 0.1, 3)
-    row["P4_ratio_worst"] = round(max(row["click_s"], row["brush_s"], row["paths_s"], row["tau_s"]) / 0.15, 3)
+    row["P6_build_ratio"] = round(min(whole) / 0.1, 3)  # the whole build: view + Bokeh models + serialisation
+    row["tau_ratio"] = round(row["tau_s"] / 0.05, 3)  # τ → patched document ≤ 50 ms
+    row["P4_ratio_worst"] = round(max(row["click_s"], row["brush_s"], row["paths_s"]) / 0.02, 3)  # ≤ 20 ms
     return row
 
 
@@ -154,22 +174,29 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-minilm", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="one synthetic case, 2 repeats (checks the script runs)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.repeat, args.skip_minilm = 2, True
     rows = []
-    for kind in ("bert-like", "dense"):
+    for kind in (("bert-like",) if args.quick else ("bert-like", "dense")):
         r, tau = _synthetic(kind)
         rows.append(run_case(f"12x12 {kind}", r, tau, args.repeat))
     if not args.skip_minilm:
         r, tau = _minilm(None)
         rows.append(run_case("MiniLM 6x12 real", r, tau, args.repeat))
     cols = ["case", "n", "nodes", "edges", "glyphs", "ws_MB", "inline_MB", "data_s", "cols_s", "view_s",
-            "serialize_s", "click_s", "brush_s", "paths_s", "tau_s", "P6_size_ratio", "P6_build_ratio", "P4_ratio_worst"]
+            "serialize_s", "whole_min_s", "whole_med_s", "click_s", "brush_s", "paths_s", "tau_s",
+            "P6_size_ratio", "P6_build_ratio", "tau_ratio", "P4_ratio_worst"]
     print(" | ".join(cols))
     for row in rows:
         print(" | ".join(str(row[c]) for c in cols))
         print("   rings (root → level 0):", row["rings"])
-    print("P6 targets: ws_MB ≤ 2 (ratio ≤ 1), data+cols ≤ 0.1 s (ratio ≤ 1); bertviz head_view: 107 MB / 1.8 s.")
-    print("P4 target: click/brush/paths/τ ≤ 0.15 s server time (ratio ≤ 1); hover runs in the browser.")
+    print("P6 targets: ws_MB ≤ 2 (ratio ≤ 1), whole view build (view, Bokeh models, serialisation) ≤ 0.1 s "
+          "(ratio ≤ 1); bertviz head_view: 107 MB / 1.8 s.")
+    print("P4 targets: τ → patched document ≤ 0.05 s (tau_ratio), click/brush/paths ≤ 0.02 s server time; hover "
+          "runs in the browser.")
+    print(f"threads: {THREADS} (OMP/MKL/OpenBLAS pinned); load average at the end: {os.getloadavg()}")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "views.json").write_text(json.dumps(rows, indent=2))

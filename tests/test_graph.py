@@ -218,20 +218,21 @@ def test_glyphs(g):
 
 def test_sparkline_attended(g):
     # token 1 at level 2 attends via layer 1 to 1 (h0), 2 (h1), 3 (h0): x = (b - 1)/4
-    x, y = g.sparkline(2, 1)
+    x, y = g.sparkline(2, 1, direction="attended")
     np.testing.assert_allclose(x, [0.0, 0.25, 0.5])
     assert y.tolist() == [1, 1, 1]
     # the root attends to 0 (h0) and 1 (h0, h1)
-    x, y = g.sparkline(3, 0)
+    x, y = g.sparkline(3, 0, direction="attended")
     np.testing.assert_allclose(x, [0.0, 0.25])
     assert y.tolist() == [1, 2]
     # level 0 has nothing below
-    x, y = g.sparkline(0, 4)
+    x, y = g.sparkline(0, 4, direction="attended")
     assert x.size == 0 and y.size == 0
 
 
 def test_sparkline_attending_reads_columns(g):
     # token 2 at level 1 is attended via layer 1 by 0 (h0, h1) and 1 (h1): x = (a - 2)/4
+    assert [v.tolist() for v in g.sparkline(1, 2)] == [v.tolist() for v in g.sparkline(1, 2, direction="attending")]
     x, y = g.sparkline(1, 2, direction="attending")
     np.testing.assert_allclose(x, [-0.5, -0.25])
     assert y.tolist() == [2, 1]
@@ -244,10 +245,10 @@ def test_sparkline_heights_clamped_at_three():
     a[0, :, 0, 2] = 0.5
     a[0, 0, 0, 0] = 0.5
     g3 = AttentionGraph.build(a)
-    x, y = g3.sparkline(1, 0)
+    x, y = g3.sparkline(1, 0, direction="attended")
     np.testing.assert_allclose(x, [0.0, 1.0])
     assert y.tolist() == [1, 3]
-    assert g3.sparkline_heights(1)[0].tolist() == [1, 0, 3]
+    assert g3.sparkline_heights(1, direction="attended")[0].tolist() == [1, 0, 3]
     assert g3.sparkline(0, 2, direction="attending")[1].tolist() == [3]  # x = (0 - 2)/2 = -1
 
 

@@ -78,9 +78,29 @@ def test_ring_radii_give_every_token_its_slot_and_keep_rings_apart():
     assert radii[10] - radii[11] <= 1.5 * style.band + 1e-9
 
 
+def _label_intervals(lay, k):
+    """(centre angle, half-angle) of every label shown on ring k: the straight label, tangent at its
+    token's angle, as wide as its text (plus half the ring's label gap)."""
+    nodes = lay.nodes
+    ring = nodes[(nodes["level"] == k) & (nodes["label"] != "")]
+    st = lay.style
+    r = lay.radii[k]
+    w = ring["label"].str.len().to_numpy() * st.char_width * st.font
+    return ring["angle"].to_numpy(), np.arctan((w + st.label_pad) / 2 / r)
+
+
+def _overlaps(centres, halves) -> int:
+    n = 0
+    for i in range(len(centres)):
+        for j in range(i + 1, len(centres)):
+            d = abs((centres[i] - centres[j] + math.pi) % TWO_PI - math.pi)
+            n += d < halves[i] + halves[j] - 1e-9
+    return n
+
+
 def test_dense_bert_base_layout_is_legible():
-    """12 rings of ~80 tokens: glyph blocks and labels of neighbouring tokens never overlap, every label
-    shown fits its slot, every token keeps its glyphs, and outer rings keep most of their words."""
+    """12 rings of ~80 tokens: cells fit their slots, labels of a ring never overlap, one font for every
+    ring, every label is its token or a prefix of it with an ellipsis, and outer rings keep words."""
     rng = np.random.default_rng(0)
     n = 82
     tokens, segments = _tokens(n)
@@ -88,24 +108,47 @@ def test_dense_bert_base_layout_is_legible():
     lay = radial_layout(levels, tokens, segments, 12)
     nodes = lay.nodes
     st = lay.style
-    gw, _ = st.glyph_block(12)
+    assert nodes["font_size"].nunique() == 1 and nodes["font_size"].iloc[0] >= 9
     for k in range(12):
         ring = nodes[nodes["level"] == k]
-        m = len(ring)
-        slot = TWO_PI * lay.radii[k] / m
-        # cell = glyph block + label/sparkline; it must fit its slot so neighbours never overlap
-        assert (ring["cw"] <= slot - st.slot_pad + 1e-6).all(), k
-        for lab, f in zip(ring["label"], ring["font_size"]):
-            assert text_width(lab, f, st.char_width) <= slot - gw - 2 - st.slot_pad + 1e-6
-        assert (ring["font_size"] >= st.font_min).all()
-    # the outer rings show a word (full or shortened) for every token, in a readable size
-    outer = nodes[nodes["level"] <= 3]
-    assert (outer["label"] != "").all()
-    assert (outer["font_size"] >= 8).all()
-    ring0 = nodes[nodes["level"] == 0]
-    assert (ring0["label"].to_numpy() == ring0["token"].to_numpy()).mean() > 0.5
+        slot = TWO_PI * lay.radii[k] / len(ring)
+        assert (ring["cw"] <= slot - st.slot_pad + 1e-6).all(), k  # glyph block + sparkline fit the slot
+        assert _overlaps(*_label_intervals(lay, k)) == 0, k
+        for lab, tok, stat in zip(ring["label"], ring["token"], ring["lstat"]):
+            assert (stat == 2) == (lab == tok) and (stat == 0) == (lab == "")
+            if stat == 1:
+                assert lab.endswith("…") and tok.startswith(lab[:-1]) and len(lab) >= 4
+    report = lay.label_report()
+    assert [r["tokens"] for r in report] == [len(lv) for lv in levels]
+    assert all(r["full"] + r["truncated"] + r["hidden"] == r["tokens"] for r in report)
+    # the outer rings show most of their words in full
+    assert report[0]["full"] >= 0.5 * report[0]["tokens"]
     # the drawing stays within the 1600 px the view allows at BERT-base density
     assert 2 * lay.extent < 1600
+
+
+def test_labels_follow_priority_not_length():
+    """A ring too small for every label shows the most important ones in full, whatever their length."""
+    tokens = ["[CLS]"] + ["transmission", "a", "of", "wireless", "demonstrates", "on", "by", "percentage"] * 3
+    n = len(tokens)
+    segments = [0] * 13 + [1] * (n - 13)
+    ring = np.arange(1, n)
+    prio = np.zeros((2, n))
+    long_ones = [p for p in ring if len(tokens[p]) > 8]
+    prio[0, long_ones] = 1.0 + np.arange(len(long_ones))  # the long words matter most
+    lay = radial_layout([ring, np.array([0])], tokens, segments, 12, priority=prio)
+    nodes = lay.nodes.set_index("pos")
+    top = max(long_ones, key=lambda p: prio[0, p])
+    assert nodes.loc[top, "lstat"] == 2
+    rep = lay.label_report()[0]
+    assert rep["hidden"] + rep["truncated"] > 0  # the ring is crowded ...
+    assert sum(nodes.loc[p, "lstat"] == 2 for p in long_ones) >= 3  # ... yet long, important words are whole
+    assert _overlaps(*_label_intervals(lay, 0)) == 0
+    # a WordPiece continuation reads as a suffix
+    lay2 = radial_layout([np.array([1, 2]), np.array([0])], ["[CLS]", "vacc", "##ine"], [0, 0, 0], 12)
+    assert lay2.nodes["label"].tolist()[:2] == ["vacc", "-ine"]
+    with pytest.raises(ValueError, match="priority"):
+        radial_layout([ring, np.array([0])], tokens, segments, 12, priority=np.zeros((3, n)))
 
 
 def test_fit_label_shortens_or_drops():
@@ -139,6 +182,7 @@ def test_glyph_grid_wraps_heads_into_three_rows_inside_the_block():
     # position in the node's reading frame
     du = (sub["x"] - node["x"]) * node["ux"] + (sub["y"] - node["y"]) * node["uy"]
     dv = (sub["x"] - node["x"]) * node["vx"] + (sub["y"] - node["y"]) * node["vy"]
+    dv = dv - node["gv"]  # the block is centred on gv
     assert sorted(set(np.round(dv, 6))) == pytest.approx(sorted({pitch, 0.0, -pitch}))  # 3 rows
     assert len(set(np.round(du, 6))) == 4  # 4 columns
     # heads 0-3 in the top row, left to right
@@ -178,7 +222,8 @@ def test_sparkline_bars_encode_relative_position_and_head_count():
     du = (seg["x0"] - row["sx0"]) * row["ux"] + (seg["y0"] - row["sy0"]) * row["uy"]
     assert du.tolist() == pytest.approx([0.0, row["sw"] / 2, row["sw"]])  # left end, middle, right end
     h = np.hypot(seg["x1"] - seg["x0"], seg["y1"] - seg["y0"])
-    assert h.tolist() == pytest.approx([lay.style.spark_height / 3, lay.style.spark_height, lay.style.spark_height])
+    # 1, 2, 3+ heads: half, three quarters, all of the sparkline's height (a single head stays visible)
+    assert h.tolist() == pytest.approx([lay.style.spark_height / 2, lay.style.spark_height, lay.style.spark_height])
 
 
 def test_context_layout_angle_is_sentence_position():

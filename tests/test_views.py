@@ -215,7 +215,8 @@ def test_sparklines_are_the_graphs_sparklines(graphs):
                 du = (bars["x0"] - row["sx0"]) * row["ux"] + (bars["y0"] - row["sy0"]) * row["uy"]
                 rel = np.sort((du.to_numpy() - (0.45 if code == FINE else -0.45)) / row["sw"] * 2 - 1)
                 assert rel == pytest.approx(np.sort(x), abs=1e-6), (code, k, w)
-                h = np.hypot(bars["x1"] - bars["x0"], bars["y1"] - bars["y0"]) / data.style.spark_height * 3
+                # 1, 2, 3 heads fill 1/2, 3/4, 4/4 of the sparkline's height (layout.sparkline_segments)
+                h = np.hypot(bars["x1"] - bars["x0"], bars["y1"] - bars["y0"]) / data.style.spark_height * 4 - 1
                 assert sorted(np.round(h, 6)) == pytest.approx(sorted(y)), (code, k, w)
 
 
@@ -387,8 +388,11 @@ def test_parts_are_the_live_views_for_a_custom_layout():
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
     parts = view.parts()
     assert parts.flow.object is view.flow.figure and parts.sentence.object is view.sentence_figure.figure
-    assert parts.context.object is view.context_figure.figure
-    layout = pn.Row(parts.sentence, parts.flow, parts.context, parts.controls, parts.legend, parts.status)
+    # beside the flow view: the context view, the hover details and the legend
+    assert parts.context.objects[0].object is view.context_figure.figure
+    assert parts.info.object is view.flow.info and parts.info in parts.context.objects
+    assert parts.legend in parts.context.objects
+    layout = pn.Row(parts.sentence, parts.flow, parts.context, parts.controls, parts.status)
     root = layout.get_root(Document(), comm=Comm())
     before = _node_key(_source(root, "attnflows-nodes"))
     view.tau = 0.55  # the custom layout shows the new graph, with no new parts to place

@@ -69,6 +69,7 @@ from attnflows_panel.views.flow import (
     FlowData,
     FlowFigure,
     Highlight,
+    legend_html,
 )
 from attnflows_panel.views.sentence import SentenceFigure
 
@@ -103,6 +104,10 @@ def reported(fn):
 def _in_session() -> bool:
     doc = pn.state.curdoc
     return bool(doc is not None and doc.session_context)
+
+#: CSS height of the flow view: the window's height less the header and the sentence view above it, at
+#: least 420 px. Its width is what the row leaves; the drawing is the largest square in that box.
+FLOW_HEIGHT = "max(420px, calc(100vh - 190px))"
 
 
 def check_result(result: Any) -> tuple[int, int, int]:
@@ -143,10 +148,11 @@ class ViewParts(NamedTuple):
 
     sentence: pn.pane.Bokeh  #: Sentence view (influence circles, §4.3.2)
     flow: pn.pane.Bokeh  #: radial Attention Flow view (§4.3.1)
-    context: pn.pane.Bokeh  #: Sentence Context view
-    controls: pn.Column  #: mode, τ, level, clear, SVG/PNG export
-    legend: pn.pane.HTML  #: the colours and glyphs, in the views' colours
+    context: pn.Column  #: what goes beside the flow view: the Sentence Context view, the hover details and the legend
+    controls: pn.Column  #: mode, τ, level, focus, clear, SVG/PNG export
+    legend: pn.pane.HTML  #: the colours and glyphs, in the views' colours (already inside ``context``)
     status: pn.pane.HTML  #: what the frozen selection shows
+    info: pn.pane.Bokeh = None  #: the hover details (Bokeh Div ``attnflows-hover-info``; already inside ``context``)
 
 
 class AttentionFlowsView(pn.viewable.Viewer):
@@ -169,7 +175,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
     head = param.List(default=[], doc="[] or [layer, h]: only head h connects that layer in the frozen traversal (Fig. 6(b)).")
     head_model = param.Selector(default="both", objects=["both", "pretrained", "finetuned"], doc="Model(s) traversed with a head restriction (combined mode).")
     alpha = param.Number(default=0.5, bounds=(0.0, 1.0), doc="Decay α of eq. 4 (the paper uses 0.5).")
-    size = param.Integer(default=None, allow_None=True, bounds=(200, 3000), doc="Radial view size in px (None: fit the rings).")
+    size = param.Integer(default=None, allow_None=True, bounds=(200, 3000), doc="Radial view size in px (None: square, following the width of its container).")
+    focus = param.Boolean(default=False, doc="Focus: show only the traced subgraph of the hover or the frozen selection.")
     status = param.String(default="", constant=True, doc="What the frozen selection shows (read-only).")
     clear = param.Action(default=lambda self: self.clear_selection(), label="Clear selection",
                          doc="Clear the frozen selection (the button of the controls).")
@@ -189,16 +196,27 @@ class AttentionFlowsView(pn.viewable.Viewer):
         #: ``(owner, key, make) -> value``: a cache that several views share (an app passes its
         #: registry's ``shared``), so that the analysis of one result at one τ and mode is built once
         self._cache = params.pop("cache", None)
+        auto_level = "level" not in params  # open the sentence view where it says the most
         if result is not None:
             L = check_result(result)[0]
             self.param.level.bounds = (0, max(1, L - 1))
         super().__init__(result=result, **params)
-        self._flow_pane = pn.pane.Bokeh(None, margin=0)
+        # square, as wide as its container allows and never taller than the window (less the sentence
+        # view above it), so the whole view fits at 1280×800 and grows with larger windows
+        self._flow_pane = pn.pane.Bokeh(None, margin=0, min_width=320,
+                                        sizing_mode="stretch_width" if self.size is None else "fixed",
+                                        styles={"height": FLOW_HEIGHT} if self.size is None else {})
         self._sentence_pane = pn.pane.Bokeh(None, margin=(0, 0, 6, 0))
         self._context_pane = pn.pane.Bokeh(None, margin=(0, 10))
+        self._info_pane = pn.pane.Bokeh(None, margin=(5, 10), min_height=70)  # the hover details
         self._build_widgets()
+        #: what goes beside the flow view: the Sentence Context view, the hover details and the legend
+        self._side = pn.Column(self._context_pane, self._info_pane, self._legend, width=340)
         if self.result is not None:
             self._new_result()
+            if auto_level:  # see informative_level
+                with param.parameterized.discard_events(self):
+                    self.level = self.informative_level()
             self._check_level()
         self._check_selection()
         if self.result is not None:
@@ -220,8 +238,14 @@ class AttentionFlowsView(pn.viewable.Viewer):
                                                     css_classes=["attnflows-tau"])
         self._mode_buttons = W.RadioButtonGroup.from_param(self.param.mode, options=MODE_LABELS,
                                                            sizing_mode="stretch_width", css_classes=["attnflows-mode"])
+        from bokeh.models import CustomJSTickFormatter
+
+        # levels read 1-based in the UI, as in the paper (the parameter stays 0-based, HF order)
         self._level_slider = W.IntSlider.from_param(self.param.level, throttled=True, sizing_mode="stretch_width",
-                                                    css_classes=["attnflows-level"])
+                                                    css_classes=["attnflows-level"],
+                                                    format=CustomJSTickFormatter(code="return (tick + 1).toString()"))
+        self._focus = W.Checkbox.from_param(self.param.focus, name="Focus: only the traced subgraph",
+                                            sizing_mode="stretch_width", css_classes=["attnflows-focus"])
         self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width", css_classes=["attnflows-clear"])
         self._svg = W.FileDownload(callback=lambda: io.BytesIO(self.export("svg")), filename="attention-flows.svg",
                                    label="Export SVG", embed=False, sizing_mode="stretch_width", css_classes=["attnflows-export-svg"])
@@ -273,6 +297,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
             self._flow_pane.object = self._flow.figure
             self._sentence_pane.object = self._sentence.figure
             self._context_pane.object = self._context.figure
+            self._info_pane.object = self._flow.info
+            self._flow.set_focus(self.focus)
         else:
             with self._writing_selections():  # the figures' own selections are reset by the update: not a click
                 self._flow.update(data)
@@ -286,6 +312,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         for name in ("nodes", "glyphs"):
             self._flow.sources[name].selected.on_change("indices", self._on_radial_select)
         self._sentence.tokens.selected.on_change("indices", self._on_sentence_select)
+        self._flow.on_double_tap(self._on_double_tap)
 
     @contextlib.contextmanager
     def _writing_selections(self):
@@ -299,15 +326,25 @@ class AttentionFlowsView(pn.viewable.Viewer):
         finally:
             self._echo -= 1
 
+    def informative_level(self) -> int:
+        """The level whose influence (eq. 4) the two models' graphs disagree on most (the sum over tokens
+        of ``|I_pre - I_fine|``, :meth:`GraphComparison.most_different_level`): where the sentence view
+        opens when no level is given."""
+        from attnflows_panel.compare import GraphComparison
+
+        pre, fine = self._graphs()
+        return GraphComparison(pre, fine).most_different_level(self.alpha)
+
     def _make_layout(self):
         parts = self.parts()
         controls = pn.Column(
             pn.pane.HTML("<b>Attention Flows</b>", margin=(5, 10, 0, 10)),
-            *parts.controls, parts.legend, parts.status,
+            *parts.controls, parts.status,
             width=300,
         )
-        side = pn.Column(controls, parts.context, width=320)
-        return pn.Column(parts.sentence, pn.Row(parts.flow, side))
+        # the flow view takes the width left by the side column (legend and hover details beside it)
+        return pn.Column(parts.sentence, pn.Row(parts.flow, parts.context, controls, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")
 
     def __panel__(self):
         if self._layout is None:
@@ -379,6 +416,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _on_size(self):
         self._redraw("size")
 
+    @param.depends("focus", watch=True)
+    def _on_focus(self):
+        self._redraw("focus")
+
     @param.depends("alpha", watch=True)
     def _on_alpha(self):
         self._redraw("alpha")
@@ -419,14 +460,18 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self._flow.set_level(self.level)
                 self._context.set_level(self._data, self.level)
                 self._sentence.update(self._data, self.level)
+            if "focus" in pending:
+                self._flow.set_focus(self.focus)
             if pending & {"level", "alpha", "selection"}:
                 self._apply_selection()
+            if "level" in pending:
+                self._legend.object = self._legend_html()
 
     def _push(self) -> None:
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
         Bokeh pane docs); a served session sends them itself."""
         if not _in_session():
-            pn.io.push_notebook(self._flow_pane, self._sentence_pane, self._context_pane)
+            pn.io.push_notebook(self._flow_pane, self._sentence_pane, self._context_pane, self._info_pane)
 
     # ------------------------------------------------------------------ selection
 
@@ -486,6 +531,23 @@ class AttentionFlowsView(pn.viewable.Viewer):
             self.param.update(selection=[], head=[], head_model="both")
 
     @reported
+    def _on_double_tap(self, kind: str | None, idx: int, shift: bool) -> None:
+        """A double tap is two clicks: treat it as a click on what it hit (shift adds a token)."""
+        data = self._data
+        if kind == "glyph":
+            self._flow.sources["glyphs"].selected.indices = [idx]
+        elif kind == "node":
+            cur = list(self._flow.sources["nodes"].selected.indices) if shift else []
+            self._flow.sources["glyphs"].selected.indices = []
+            self._flow.sources["nodes"].selected.indices = sorted(set(cur) | {idx})
+        else:
+            self.param.update(selection=[], head=[], head_model="both")
+            return
+        if self._echo:
+            return
+        self._on_radial_select("indices", [], [])
+
+    @reported
     def _on_sentence_select(self, attr, old, new) -> None:
         if self._echo or not new:
             return
@@ -493,7 +555,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         with self._writing_selections():
             self._sentence.tokens.selected.indices = []
         if self._data.node_id(self.level, pos) < 0:
-            self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level {self.level} at τ = "
+            self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level {self.level + 1} at τ = "
                                    f"{self.tau:.2f}; pick another level.</i>")
             return
         self.param.update(selection=[[self.level, pos]], head=[], head_model="both")
@@ -503,8 +565,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _status_text(self, hl: Highlight) -> str:
         if not self.selection:
             return ""
-        toks = ", ".join(f"“{self._data.tokens[t]}”@{lv}" for lv, t in self.selection[:6])
-        extra = f" (head {self.head[1]} of layer {self.head[0]}, {self.head_model})" if self.head else ""
+        toks = ", ".join(f"“{self._data.tokens[t]}” (level {lv + 1})" for lv, t in self.selection[:6])
+        extra = f" (head {self.head[1] + 1} of layer {self.head[0] + 1}, {self.head_model})" if self.head else ""
         return f"selected {toks}{extra}" + (f": {hl.message}" if hl.message else "")
 
     def status_html(self, hl: Highlight | None = None) -> str:
@@ -528,21 +590,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return "<br>".join(parts)
 
     def _legend_html(self) -> str:
-        def sw(color, w=12):
-            return f'<span style="display:inline-block;width:{w}px;height:12px;background:{color};vertical-align:middle"></span>'
-
-        rows = []
-        if self.mode == "combined":
-            rows.append(f"{sw(PRETRAINED_COLOR)} pre-trained only")
-            rows.append(f"{sw(FINETUNED_COLOR)} fine-tuned only")
-            rows.append(f"{sw(SHARED_COLOR)} both models (shared)")
-            rows.append(f"{sw(PRETRAINED_COLOR, 6)}{sw(FINETUNED_COLOR, 6)} split head glyph: both models")
-        else:
-            base = 0 if self.mode == "pretrained" else RAMP_STEPS
-            ramp = "".join(sw(GLYPH_PALETTE[base + i]) for i in range(RAMP_STEPS))
-            rows.append(f"{ramp} head glyph: tokens attended 1 … {RAMP_STEPS}+")
-        rows.append("<span style='color:#666'>ring = level (0 outermost, [CLS] centre); black tick: A | B</span>")
-        return "<div style='font-size:12px;line-height:18px'>" + "<br>".join(rows) + "</div>"
+        return legend_html(self._data, self.level)
 
     # ------------------------------------------------------------------ export
 
@@ -557,16 +605,17 @@ class AttentionFlowsView(pn.viewable.Viewer):
         ``result``, τ, mode, level or selection updates the figures in place, so place each part once.
         """
         if self._controls is None:
-            self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._clear,
+            self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._focus, self._clear,
                                        pn.Row(self._svg, self._png, sizing_mode="stretch_width"),
                                        sizing_mode="stretch_width", css_classes=["af-view-controls"])
         return ViewParts(
             sentence=self._sentence_pane,
             flow=self._flow_pane,
-            context=self._context_pane,
+            context=self._side,
             controls=self._controls,
             legend=self._legend,
             status=self._status,
+            info=self._info_pane,
         )
 
     # ------------------------------------------------------------------ introspection (tests, apps)

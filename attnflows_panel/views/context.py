@@ -17,7 +17,7 @@ import numpy as np
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.layout import ContextLayout, context_layout
-from attnflows_panel.views.flow import DIM_COLOR, FlowData, Highlight, compose_states
+from attnflows_panel.views.flow_data import DIM_COLOR, LEVEL_BAND_LINE, FlowData, Highlight, compose_states
 
 __all__ = ["ContextFigure", "context_palette", "CONTEXT_ALPHA"]
 
@@ -70,8 +70,9 @@ class ContextFigure:
         for r in fig.renderers:
             r.selection_glyph = None
             r.nonselection_glyph = None
-        fig.add_tools(HoverTool(renderers=[self.wedge_renderer], tooltips="@token · level @level · position @pos",
-                                description="Token"))
+        fig.add_tools(HoverTool(renderers=[self.wedge_renderer],
+                                tooltips="<b>@token</b> · token @p1 of the input · level @lv1",
+                                description="Token and its position in the sentence"))
 
     @staticmethod
     def _columns(data: FlowData, radius: float, level: int | None):
@@ -89,6 +90,8 @@ class ContextFigure:
             "end": sub["end"].to_numpy().astype(np.float32),
             "level": nodes["level"].to_numpy().astype(np.int32),
             "pos": nodes["pos"].to_numpy().astype(np.int32),
+            "lv1": (nodes["level"].to_numpy() + 1).astype(np.int32),  # 1-based, as everywhere in the UI
+            "p1": (nodes["pos"].to_numpy() + 1).astype(np.int32),
             "token": nodes["token"].tolist(),
             "st": st, "fz": st.copy(),
         }
@@ -98,7 +101,7 @@ class ContextFigure:
             r0.append(float(ring["inner"]))
             r1.append(float(ring["outer"]))
             fill.append("#f3f3f3")
-            line.append(SHARED_COLOR if level is not None and k == level else "#00000000")
+            line.append(LEVEL_BAND_LINE if level is not None and k == level else "#00000000")
         rings = {"r0": r0, "r1": r1, "fill": fill, "line": line}
         # the meeting tick: between the last sentence-A position and the first sentence-B one
         seg = np.asarray(data.segments)

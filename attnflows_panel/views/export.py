@@ -6,8 +6,11 @@ and the legend from the very columns it sends to the browser (coordinates, displ
 selection), onto one of two canvases with the same small drawing API:
 
 - :class:`SvgCanvas` writes a standalone SVG (vector, text stays text);
-- :class:`PngCanvas` rasterises with Pillow (a Bokeh dependency, so always installed) at 2× and
-  downsamples, for antialiased edges.
+- :class:`PngCanvas` rasterises with Pillow (a Bokeh dependency, so always installed) at 4× and
+  downsamples to 3× the screen size (``PNG_SCALE``: labels stay sharp when a paper's figure is scaled).
+
+Everything on screen is in the export: every ring label, the full text of the selected and traced
+tokens (the screen's overlay), the level band, the frozen selection's highlight and the legend.
 
 Both work offline. :func:`export_views` is what the view's download buttons call.
 """
@@ -25,6 +28,8 @@ from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 __all__ = ["SvgCanvas", "PngCanvas", "export_views", "FORMATS"]
 
 FORMATS = ("svg", "png")
+#: PNG pixels per screen pixel
+PNG_SCALE = 3
 _FONT = "DejaVu Sans, Helvetica Neue, Arial, sans-serif"
 
 
@@ -129,14 +134,16 @@ class SvgCanvas(_Canvas):
 
 
 class PngCanvas(_Canvas):
-    """The same API drawn with Pillow at ``scale``× and downsampled (antialiasing)."""
+    """The same API drawn with Pillow at ``scale``× and downsampled to ``out_scale``× (antialiasing)."""
 
     _fonts: dict = {}
 
-    def __init__(self, width: float, height: float, background: str = "#ffffff", scale: int = 2):
+    def __init__(self, width: float, height: float, background: str = "#ffffff", scale: int = 4,
+                 out_scale: int = PNG_SCALE):
         from PIL import Image, ImageDraw
 
         self.s = scale
+        self.out_scale = out_scale
         self.width, self.height = float(width), float(height)
         self.img = Image.new("RGB", (int(math.ceil(width * scale)), int(math.ceil(height * scale))), background)
         self.draw = ImageDraw.Draw(self.img, "RGBA")
@@ -253,7 +260,8 @@ class PngCanvas(_Canvas):
     def to_bytes(self) -> bytes:
         from PIL import Image
 
-        out = self.img.resize((int(round(self.width)), int(round(self.height))), Image.LANCZOS)
+        o = self.out_scale
+        out = self.img.resize((int(round(self.width * o)), int(round(self.height * o))), Image.LANCZOS)
         buf = io.BytesIO()
         out.save(buf, format="PNG", optimize=False)
         return buf.getvalue()
@@ -283,6 +291,7 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
         EDGE_WIDTH,
         GLYPH_ALPHA,
         GLYPH_PALETTE,
+        LABEL_ALPHA,
         NODE_HALO_ALPHA,
         NODE_TEXT,
         SPARK_ALPHA,
@@ -291,8 +300,9 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
 
     S = {k: v.data for k, v in flow.sources.items()}
     fig = flow.figure
-    x0, x1 = fig.x_range.start, fig.x_range.end
-    y0, y1 = fig.y_range.start, fig.y_range.end
+    ext = flow.data.layout.extent  # the browser fits its ranges to ±extent (the "bounds" square)
+    x0, x1 = -ext, ext
+    y0, y1 = -ext, ext
     W = fig.width
     k = W / (x1 - x0)
 
@@ -307,13 +317,13 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
 
     cx, cy = float(X(0.0)), float(Y(0.0))
     rings = S["rings"]
-    for r0, r1, fill, fa in zip(rings["r0"], rings["r1"], rings["fill"], rings["fa"]):
-        cv.annulus(cx, cy, r0 * k, r1 * k, fill, fa)
+    for r0, r1, fill, fa, line in zip(rings["r0"], rings["r1"], rings["fill"], rings["fa"], rings["line"]):
+        cv.annulus(cx, cy, r0 * k, r1 * k, fill, fa, stroke=line)
     t = S["ticks"]
     for a, b, c, d in zip(X(t["x0"]), Y(t["y0"]), X(t["x1"]), Y(t["y1"])):
         cv.line(a, b, c, d, "#111111", 1.0, 3.2, cap="round")
     for tx, ty, tl, ta in zip(X(t["tx"]), Y(t["ty"]), t["tl"], A(t["tang"])):
-        cv.text(tx, ty, tl, 8, "#9a9a9a", angle_deg=ta)
+        cv.text(tx, ty, tl, 9, "#8a8a8a", angle_deg=ta)
     e = S["edges"]
     st = _col(e, "fz")
     ea, ha = _col(e, "ea"), _col(e, "ha")
@@ -330,23 +340,24 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
     n = S["nodes"]
     nst = _col(n, "fz")
     cv.group("tokens")
-    hx, hy, hw, hh, ta = X(n["hx"]), Y(n["hy"]), _col(n, "hw") * k, _col(n, "hh") * k, A(n["ta"])
+    hx, hy, hr, ta = X(n["hx"]), Y(n["hy"]), _col(n, "hr") * k, A(n["ta"])
     for i in range(len(nst)):
         s = int(nst[i])
         if NODE_HALO_ALPHA[s] > 0:
-            cv.rect(hx[i], hy[i], hw[i], hh[i], ta[i], STATE_COLORS[s], NODE_HALO_ALPHA[s])
+            cv.circle(hx[i], hy[i], hr[i], STATE_COLORS[s], NODE_HALO_ALPHA[s])
     bx, by, bw, bh = X(n["bx"]), Y(n["by"]), _col(n, "bw") * k, _col(n, "bh") * k
     for i in range(len(nst)):
         a = SPARK_ALPHA[int(nst[i])]
-        cv.rect(bx[i], by[i], bw[i], bh[i], ta[i], "#f4f4f4", a, "#dddddd", a, 0.5)
+        if bw[i] > 0:
+            cv.rect(bx[i], by[i], bw[i], bh[i], ta[i], "#f4f4f4", a, "#dddddd", a, 0.5)
     sx0, sy0, sx1, sy1 = X(n["sx0"]), Y(n["sy0"]), X(n["sx1"]), Y(n["sy1"])
     for i in range(len(nst)):
-        cv.line(sx0[i], sy0[i], sx1[i], sy1[i], "#b0b0b0", SPARK_ALPHA[int(nst[i])], 0.6)
+        cv.line(sx0[i], sy0[i], sx1[i], sy1[i], "#b0b0b0", SPARK_ALPHA[int(nst[i])], 0.8)
     sp = S["sparks"]
     combined = flow.data.comparison is not None
     spc = {0: "#7f7f7f", 1: PRETRAINED_COLOR, 2: FINETUNED_COLOR}
     for a, b, c, d, m, nid in zip(X(_q(sp, "x0")), Y(_q(sp, "y0")), X(_q(sp, "x1")), Y(_q(sp, "y1")), sp["model"], sp["node"]):
-        cv.line(a, b, c, d, spc[int(m)] if combined else "#555555", SPARK_ALPHA[int(nst[int(nid)])], 1.1)
+        cv.line(a, b, c, d, spc[int(m)] if combined else "#555555", SPARK_ALPHA[int(nst[int(nid)])], 1.4)
     g = S["glyphs"]
     gst = _col(g, "fz")
     gs = flow.data.style.glyph * k
@@ -354,10 +365,19 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
     gta_all = A(_col(n, "ta")[_col(g, "node").astype(np.int64)])
     for gx, gy, gw, gta, gc, s in zip(X(_q(g, "x")), Y(_q(g, "y")), gw_all, gta_all, g["gc"], gst):
         cv.rect(gx, gy, gw, gs, gta, GLYPH_PALETTE[int(gc)], GLYPH_ALPHA[int(s)])
-    fs = [float(str(f).rstrip("px")) for f in n["fs"]]
+    fs = flow.data.style.font * k  # one font for every ring, as on screen at this size
     lx, ly = X(n["lx"]), Y(n["ly"])
+    lstat = _col(n, "lstat")
+    lit = np.array([(1 <= int(s) <= 3) or int(s) >= 9 for s in nst], dtype=bool)
+    overlay = lit & (lstat < 2)  # traced or selected tokens whose ring label is short: their full text
     for i, lab in enumerate(n["label"]):
-        cv.text(lx[i], ly[i], lab, fs[i], NODE_TEXT[int(nst[i])], angle_deg=ta[i])
+        if lab and not overlay[i]:
+            cv.text(lx[i], ly[i], lab, fs, NODE_TEXT[int(nst[i])], LABEL_ALPHA[int(nst[i])], angle_deg=ta[i])
+    for i in np.flatnonzero(overlay):
+        tok = n["token"][i]
+        w = len(tok) * flow.data.style.char_width * fs + 2
+        cv.rect(lx[i], ly[i], w, fs * 1.25, ta[i], "#ffffff", 1.0)
+        cv.text(lx[i], ly[i], tok, fs, NODE_TEXT[int(nst[i])], angle_deg=ta[i])
 
 
 def _draw_sentence(cv, sent, ox: float, oy: float) -> None:
@@ -402,31 +422,48 @@ def _draw_context(cv, ctx, ox: float, oy: float) -> None:
     cv.line(cx + t["x0"][0] * k, cy - t["y0"][0] * k, cx + t["x1"][0] * k, cy - t["y1"][0] * k, "#111111", 1.0, 2.5)
 
 
-def _draw_legend(cv, data, ox: float, oy: float) -> float:
-    from attnflows_panel.views.flow import GLYPH_PALETTE, RAMP_STEPS
+def _draw_legend(cv, data, ox: float, oy: float, level: int | None = None, width: float = 300) -> float:
+    """The legend beside the view (:func:`~attnflows_panel.views.flow.legend_items`), drawn."""
+    from attnflows_panel.views.flow import legend_items
 
     y = oy
-    items = []
-    if data.comparison is not None:
-        items = [(PRETRAINED_COLOR, "pre-trained only"), (FINETUNED_COLOR, "fine-tuned only"), (SHARED_COLOR, "both models (shared)")]
-    for color, label in items:
-        cv.rect(ox + 6, y + 6, 10, 10, 0, color)
-        cv.text(ox + 18, y + 6, label, 11, anchor="start")
-        y += 18
-    if data.comparison is None:
-        code = next(iter(data.graphs))
-        base = 0 if code == 1 else RAMP_STEPS
-        cv.text(ox, y + 6, "head glyph: tokens attended", 11, anchor="start")
-        y += 16
-        for i in range(RAMP_STEPS):
-            cv.rect(ox + 6 + i * 22, y + 6, 12, 12, 0, GLYPH_PALETTE[base + i])
-            cv.text(ox + 6 + i * 22, y + 20, f"{i + 1}{'+' if i == RAMP_STEPS - 1 else ''}", 9)
-        y += 28
-    else:
-        cv.rect(ox + 3.5, y + 6, 5, 10, 0, PRETRAINED_COLOR)
-        cv.rect(ox + 8.5, y + 6, 5, 10, 0, FINETUNED_COLOR)
-        cv.text(ox + 18, y + 6, "split head glyph: both models", 11, anchor="start")
-        y += 18
+    for kind, colors, text in legend_items(data, level):
+        x = ox
+        if kind == "swatch":
+            cv.rect(x + 6, y + 6, 10, 10, 0, colors[0])
+            x += 16
+        elif kind == "split":
+            cv.rect(x + 3.5, y + 6, 5, 10, 0, colors[0])
+            cv.rect(x + 8.5, y + 6, 5, 10, 0, colors[1])
+            x += 16
+        elif kind == "ramp":
+            for i, c in enumerate(colors):
+                cv.rect(x + 5 + i * 10, y + 6, 9, 10, 0, c)
+            x += 10 * len(colors) + 4
+        elif kind == "spark":
+            cv.line(x + 1, y + 12, x + 35, y + 12, "#b0b0b0", 1.0, 0.8)
+            for px, h in ((6, 5), (18, 10), (22, 8), (30, 5)):
+                cv.line(x + px, y + 12, x + px, y + 12 - h, colors[0], 1.0, 1.4)
+            x += 38
+        elif kind == "edge":
+            cv.bezier(x + 1, y + 11, x + 12, y + 11, x + 24, y + 2, x + 35, y + 2, colors[0], 1.0, 1.0)
+            x += 38
+        elif kind == "band":
+            cv.rect(x + 12, y + 6, 22, 9, 0, colors[0], 1.0, colors[1], 1.0, 1.0)
+            x += 38
+        # wrap long text to the legend's width
+        words, line, lines = text.split(), "", []
+        room = max(10, int((ox + width - x) / 6.2))
+        for w in words:
+            if len(line) + len(w) + 1 > room and line:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        lines.append(line)
+        for j, ln in enumerate(lines):
+            cv.text(x + 2, y + 6 + 14 * j, ln, 10.5, "#333333" if kind != "text" else "#666666", anchor="start")
+        y += 14 * len(lines) + 5
     return y
 
 
@@ -443,17 +480,18 @@ def export_views(view, fmt: str = "svg") -> bytes:
     rw = flow.figure.width
     side = max(ctx.figure.width, 260)
     width = max(sent.figure.width, rw + side + 3 * pad) + 2 * pad
-    height = title_h + sent.figure.height + pad + max(rw, ctx.figure.height + 160) + 2 * pad
+    height = title_h + sent.figure.height + pad + max(rw, ctx.figure.height + 430) + 2 * pad
     cv = SvgCanvas(width, height) if fmt == "svg" else PngCanvas(width, height)
     r = view.result
-    cv.text(pad, pad + 8, f"Attention Flows · {view.mode} · τ = {view.tau:.2f} · level {view.level}", 14, anchor="start", bold=True)
+    cv.text(pad, pad + 8, f"Attention Flows · {view.mode} · τ = {view.tau:.2f} · level {view.level + 1}", 14,
+            anchor="start", bold=True)
     sub = f"A: {r.sentence_a}   B: {r.sentence_b}"
     cv.text(pad, pad + 26, sub[:160] + ("…" if len(sub) > 160 else ""), 11, "#555555", anchor="start")
     _draw_sentence(cv, sent, pad, title_h)
     top = title_h + sent.figure.height + pad
     _draw_radial(cv, flow, pad, top)
     _draw_context(cv, ctx, pad * 2 + rw, top)
-    _draw_legend(cv, data, pad * 2 + rw, top + ctx.figure.height + pad)
+    y = _draw_legend(cv, data, pad * 2 + rw, top + ctx.figure.height + pad, view.level, side)
     if view.status:
-        cv.text(pad * 2 + rw, top + ctx.figure.height + 110, view.status[:60], 10, "#555555", anchor="start")
+        cv.text(pad * 2 + rw, y + 10, view.status[:60], 10, "#555555", anchor="start")
     return cv.to_bytes()

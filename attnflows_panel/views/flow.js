@@ -8,6 +8,7 @@
 //   edges:  u (upper node), v (lower node), mem (models holding the edge), h<c>_<w> (heads carrying
 //           it in model c, 32 per uint32 word);
 //   glyphs: node, head, model of every lit head glyph (a split glyph is one row per model).
+// It also writes the hovered item's details into the `info` Div beside the view (never over the token).
 // and writes the display state `st` of every item (see flow.py: 1-3 highlighted by model code,
 // 4 dimmed, 5-8 normal, 9-11 the hovered token), then restores the frozen states `fz` on leave.
 //
@@ -205,6 +206,50 @@ function restore(X) {
   }
 }
 
+function esc(t) {
+  return String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+const MODEL = {1: "pre-trained only", 2: "fine-tuned only", 3: "both models"};
+const COLOR = {1: "#2bb3a4", 2: "#7b3fa0", 3: "#e07b00"};
+
+function rating(v) {  // the sentence view's 5-circle rating, min(5, ceil(I)) (eq. 4)
+  const r = Math.max(0, Math.min(5, Math.ceil(v - 1e-9)));
+  return "\u25cf".repeat(r) + "\u25cb".repeat(5 - r);
+}
+
+function describe(X, node, glyph) {
+  // the hovered token's or head glyph's details, written into the info box beside the view
+  if (!info) return;
+  if (node < 0 && glyph < 0) { info.text = idle; return; }
+  const nd = X.nd, gd = X.gd;
+  const u = glyph >= 0 ? gd.node[glyph] : node;
+  const lv = nd.level[u], mem = nd.mem[u], n = X.bd.n ? X.bd.n[0] : null;
+  const lines = [];
+  lines.push(`<b style="font-size:14px">${esc(nd.token[u])}</b>`);
+  lines.push(`level ${lv + 1} of ${X.L + 1} \u00b7 token ${nd.pos[u] + 1}${n ? " of " + n : ""}`);
+  if (X.models === 3) lines.push(`<span style="color:${COLOR[mem]}">\u25a0</span> ${MODEL[mem]}`);
+  if (glyph >= 0) {
+    const h = gd.head[glyph];
+    lines.push(`<b>head ${h + 1} of layer ${lv}</b> (attends to level ${lv})`);
+    const parts = [];
+    if (X.models & 1) parts.push(`<span style="color:${COLOR[1]}">pre-trained</span>: ${gd.cp[glyph]} token(s)`);
+    if (X.models & 2) parts.push(`<span style="color:${COLOR[2]}">fine-tuned</span>: ${gd.cf[glyph]} token(s)`);
+    lines.push(parts.join(" \u00b7 "));
+  } else if (lv < X.L) {
+    for (const c of [1, 2]) {
+      const col = nd[`i${c}`];
+      if (!(X.models & c) || col == null) continue;
+      const name = c === 1 ? "pre-trained" : "fine-tuned";
+      lines.push(`<span style="color:${COLOR[c]}">${name}</span>: influence I = ${col[u].toFixed(2)} ` +
+                 `<span style="color:${COLOR[c]};letter-spacing:1px">${rating(col[u])}</span>`);
+    }
+  } else {
+    lines.push("the root: the classification output");
+  }
+  info.text = lines.join("<br>");
+}
+
 function redraw() {
   const X = prep();
   if (X === null) return;
@@ -213,6 +258,7 @@ function redraw() {
   const key = `${node}:${glyph}:${glyph >= 0 && S.shift ? 1 : 0}`;
   if (key === S.key) return;
   S.key = key;
+  describe(X, node, glyph);
   if (node < 0 && glyph < 0) {
     restore(X);
     S.active = null;

@@ -1,696 +1,53 @@
 """The radial Attention Flow view (§4.3, Fig. 1(c), Figs. 4-8) as a Bokeh figure.
 
-Two parts:
-
-- :class:`FlowData` (no Bokeh): everything the view draws for one input, τ and mode, assembled from what
-  :mod:`attnflows_panel.graph` / :mod:`attnflows_panel.compare` answer, laid out by
-  :mod:`attnflows_panel.layout`: nodes (the Token Rings), head glyphs, sparklines, edges, and the
-  per-node hover highlight sets. It also turns a frozen selection (click, brush, two rings, a head
-  glyph) into highlight codes by asking the graph (``trace``/``paths``).
-- :class:`FlowFigure`: the Bokeh figure with its ColumnDataSources and the client-side hover callback
-  (``flow.js``), updated in place when τ, the mode or the selection change.
-
-What the browser receives (P6): coordinates as float32 (tokens) or int16 tenths of a pixel (edges,
-glyphs, sparkline bars), small integer columns, the edges with the heads that carry them as bit masks, and per model one bit stream of every node's ancestors (the graph's
-``all_traces()``), never attention matrices. Hover runs in the browser (P4): the trace of node ``u`` is
-its ancestors' bits, plus the nodes ``v`` above whose ancestor bits hold ``u`` (its descendants). A head
-glyph ``(u, h)`` at level ``k`` restricts layer ``k-1`` to head ``h`` (Fig. 6(b)); its trace is ``u``'s
-descendants plus, for every child ``b`` that head ``h`` connects ``u`` to, ``b`` and ``b``'s ancestors -
-exactly :meth:`AttentionGraph.trace` with ``head=(k-1, h)`` (the tests check both against the graph).
-
-Display states (one ``st`` byte per drawn item, written by Python for a frozen selection and by the
-browser while hovering; colours and alphas are looked up from it):
-
-====  =====================================================
-0     unused
-1-3   highlighted, by model code (1 pre-trained, 2 fine-tuned, 3 both)
-4     dimmed (a highlight is shown and this item is not part of it)
-5-8   normal, 5 + the item's base model code (0 in single-model mode)
-9-11  the hovered / selected token itself, 8 + model code
-====  =====================================================
+:class:`FlowFigure` draws a :class:`~attnflows_panel.views.flow_data.FlowData` (the view's data, which
+imports no Bokeh) with ColumnDataSources, and ships the client-side hover callback ``flow.js`` through
+Bokeh's documented ``CustomJS`` with ``args`` (vanilla JS, no private BokehJS); it is updated in place
+when τ, the mode or the selection change. :func:`legend_html` / :func:`legend_items` are the legend
+beside it (and in the SVG/PNG export). The names of ``flow_data`` are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
-from attnflows_panel.compare import BOTH, FINE, PRE, GraphComparison
-from attnflows_panel.graph import AttentionGraph
-from attnflows_panel.layout import (
-    RadialLayout,
-    RadialStyle,
-    edge_curves,
-    glyph_grid,
-    radial_layout,
-    sparkline_segments,
+from attnflows_panel.compare import FINE, PRE
+from attnflows_panel.views.flow_data import *  # noqa: F401,F403 - the view's data, re-exported
+from attnflows_panel.views.flow_data import (  # noqa: F401 - also used by sentence, context, export
+    _MODEL_COLOR,
+    _f32,
+    _q16,
+    _uint,
+    DIM_COLOR,
+    EDGE_ALPHA,
+    EDGE_COLORS,
+    EDGE_WIDTH,
+    GLYPH_ALPHA,
+    GLYPH_PALETTE,
+    LEVEL_BAND_FILL,
+    LEVEL_BAND_LINE,
+    MODEL_NAME,
+    NEUTRAL_EDGE,
+    NODE_HALO_ALPHA,
+    NODE_TEXT,
+    QUANT,
+    RAMP_STEPS,
+    SPARK_ALPHA,
+    STATE_COLORS,
+    TEXT_COLOR,
+    FlowData,
+    Highlight,
+    compose_states,
 )
 
-__all__ = [
-    "FlowData",
-    "FlowFigure",
-    "Highlight",
-    "MODES",
-    "compose_states",
-    "count_palette",
-    "NODE_TEXT",
-    "NODE_HALO_ALPHA",
-    "EDGE_ALPHA",
-    "GLYPH_ALPHA",
-    "STATE_COLORS",
-]
-
-MODES = ("combined", "pretrained", "finetuned")
-MODE_CODE = {"pretrained": PRE, "finetuned": FINE, "combined": BOTH}
-MODEL_NAME = {PRE: "pre-trained", FINE: "fine-tuned", BOTH: "both"}
-
-TEXT_COLOR = "#222222"
-DIM_COLOR = "#c8c8c8"
-NEUTRAL_EDGE = "#7f7f7f"
-_MODEL_COLOR = {PRE: PRETRAINED_COLOR, FINE: FINETUNED_COLOR, BOTH: SHARED_COLOR}
-
-# colour per display state (see the module docstring), for highlights and model-coded items
-STATE_COLORS = [
-    TEXT_COLOR,  # 0 unused
-    PRETRAINED_COLOR,
-    FINETUNED_COLOR,
-    SHARED_COLOR,
-    DIM_COLOR,  # 4 dimmed
-    TEXT_COLOR,  # 5 normal, no model code
-    PRETRAINED_COLOR,
-    FINETUNED_COLOR,
-    SHARED_COLOR,
-    PRETRAINED_COLOR,  # 9-11 origin
-    FINETUNED_COLOR,
-    SHARED_COLOR,
-]
-# token label text: normal tokens of both models (8) stay dark, single-model tokens take their colour
-NODE_TEXT = list(STATE_COLORS)
-NODE_TEXT[8] = TEXT_COLOR
-EDGE_COLORS = list(STATE_COLORS)
-EDGE_COLORS[5] = NEUTRAL_EDGE
-EDGE_COLORS[8] = NEUTRAL_EDGE  # edges of both models: neutral until highlighted
-# alphas per display state
-NODE_HALO_ALPHA = [0, 0.13, 0.13, 0.13, 0, 0, 0, 0, 0, 0.32, 0.32, 0.32]
-EDGE_ALPHA = [0, 0.85, 0.85, 0.85, 0.03, 0.2, 0.3, 0.3, 0.2, 0.85, 0.85, 0.85]
-EDGE_WIDTH = [0.7, 1.3, 1.3, 1.3, 0.6, 0.7, 0.7, 0.7, 0.7, 1.3, 1.3, 1.3]
-# Edge opacity follows density, so that a crowded gap reads as a texture and not as a solid band: an
-# edge's opacity is INK / (how many drawn edges overlap a point of its gap), where the overlap of a layer
-# is (number of edges) × (mean angle an edge sweeps) / 2π, clamped to [MIN, MAX]. Normal edges count
-# all edges of their layer; highlighted edges count the highlighted ones (computed again on hover).
-EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX = 2.5, 4 / 255, 0.35
-HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX = 5.0, 0.025, 0.9
-
-
-def density_alpha(count: np.ndarray, sweep: np.ndarray, ink: float, lo: float, hi: float) -> np.ndarray:
-    """Opacity per layer for ``count`` edges of mean sweep ``sweep`` (fraction of a turn), as uint8·255."""
-    overlap = np.asarray(count, dtype=np.float64) * np.asarray(sweep, dtype=np.float64)
-    alpha = np.clip(ink / np.maximum(overlap, 1e-9), lo, hi)
-    return np.floor(alpha * 255 + 0.5).astype(np.uint8)
-
-GLYPH_ALPHA = [1, 1, 1, 1, 0.14, 1, 1, 1, 1, 1, 1, 1]
-SPARK_ALPHA = [1, 1, 1, 1, 0.15, 0.9, 0.9, 0.9, 0.9, 1, 1, 1]
+__all__ = ["FlowFigure", "FlowData", "Highlight", "MODES", "compose_states", "count_palette", "legend_html",
+           "legend_items", "LABEL_ALPHA", "FOCUS_DIM"]
 
 _JS = Path(__file__).with_name("flow.js")
 _JS_CODE = _JS.read_text(encoding="utf-8")  # the hover callback, shipped with every radial figure
-
-# glyph colours: index into GLYPH_PALETTE. Single-model mode: a sequential ramp of the model's colour by
-# the number of tokens the head attends to (1..6+); combined mode: the model colour (§4.3.3).
-RAMP_STEPS = 6
-
-
-def _mix(color: str, other: str, t: float) -> str:
-    a = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
-    b = np.array([int(other[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
-    c = np.clip(np.round(a * (1 - t) + b * t), 0, 255).astype(int)
-    return "#%02x%02x%02x" % tuple(c)
-
-
-def count_palette(color: str, steps: int = RAMP_STEPS) -> list[str]:
-    """A light-to-dark ramp of ``color`` with ``steps`` entries (1, 2, …, steps+ tokens attended)."""
-    ts = np.linspace(0.0, 1.0, steps)
-    out = []
-    for t in ts:
-        if t < 0.5:
-            out.append(_mix("#ffffff", color, 0.25 + 1.5 * t))  # tint → the colour itself
-        else:
-            out.append(_mix(color, "#000000", (t - 0.5) * 0.9))  # the colour → a dark shade
-    return out
-
-
-GLYPH_PALETTE = count_palette(PRETRAINED_COLOR) + count_palette(FINETUNED_COLOR) + [PRETRAINED_COLOR, FINETUNED_COLOR]
-
-
-def _f32(a) -> np.ndarray:
-    return np.round(np.asarray(a, dtype=np.float64), 2).astype(np.float32)
-
-
-# Coordinates of the many small items (edges, glyphs, sparkline bars) travel as int16 tenths of a pixel
-# (half the bytes of float32; the browser divides by QUANT in a transform). Extents stay far below the
-# ±3276 px that int16 allows.
-QUANT = 10
-
-
-def _q16(a) -> np.ndarray:
-    q = np.round(np.asarray(a, dtype=np.float64) * QUANT)
-    if q.size and np.abs(q).max() > np.iinfo(np.int16).max:
-        raise ValueError("the drawing is too large for int16 coordinates (more than 3276 px from the centre)")
-    return q.astype(np.int16)
-
-
-def _uint(a, n_max: int) -> np.ndarray:
-    a = np.asarray(a)
-    if n_max < 256:
-        return a.astype(np.uint8)
-    if n_max < 65536:
-        return a.astype(np.uint16)
-    return a.astype(np.uint32)
-
-
-def _pack_heads(heads_bool: np.ndarray) -> np.ndarray:
-    """bool [m, H] → uint32 [m, W]: bit ``h % 32`` of word ``h // 32`` is set when head h carries the edge."""
-    m, H = heads_bool.shape
-    W = max(1, math.ceil(H / 32))
-    out = np.zeros((m, W), dtype=np.uint32)
-    for w in range(W):
-        chunk = heads_bool[:, w * 32 : (w + 1) * 32].astype(np.uint64)
-        weights = (np.uint64(1) << np.arange(chunk.shape[1], dtype=np.uint64))
-        out[:, w] = (chunk * weights[None, :]).sum(axis=1).astype(np.uint32)
-    return out
-
-
-@dataclass
-class Highlight:
-    """Highlight codes of one selection: per node / edge the model code (0 = not highlighted), per glyph
-    row whether its head carries the selection's attention, and the selected nodes themselves."""
-
-    nodes: np.ndarray
-    edges: np.ndarray
-    glyphs: np.ndarray
-    origin: np.ndarray
-    message: str = ""
-
-    @property
-    def active(self) -> bool:
-        return bool(self.nodes.any())
-
-    def node_set(self, data: FlowData) -> dict[tuple[int, int], int]:
-        """``{(level, token): code}`` of the highlighted nodes."""
-        ids = np.flatnonzero(self.nodes)
-        lv = data.nodes["level"].to_numpy()[ids]
-        ps = data.nodes["pos"].to_numpy()[ids]
-        return {(int(a), int(b)): int(c) for a, b, c in zip(lv, ps, self.nodes[ids])}
-
-
-def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray]:
-    """Display states (module docstring) of every drawn item for a highlight, or for none.
-
-    The browser's hover code (``flow.js``, ``compose``) does exactly the same from its own codes.
-    """
-    N, E, G = len(data.nodes), len(data.edges), len(data.glyphs)
-    node_base = data.nodes["base"].to_numpy().astype(np.uint8)
-    edge_base = data.edges["base"].to_numpy().astype(np.uint8)
-    if hl is None or not hl.active:
-        node_st = 5 + node_base
-        edge_st = 5 + edge_base
-        glyph_st = np.full(G, 5, dtype=np.uint8)
-    else:
-        node_st = np.where(hl.nodes > 0, hl.nodes, 4).astype(np.uint8)
-        node_st = np.where(hl.origin, 8 + np.maximum(hl.nodes, 1), node_st).astype(np.uint8)
-        edge_st = np.where(hl.edges > 0, hl.edges, 4).astype(np.uint8)
-        gm = data.glyphs["model"].to_numpy().astype(np.uint8)
-        glyph_st = np.where(hl.glyphs, gm, 4).astype(np.uint8)
-    spark_st = node_st[data.sparks["node"].to_numpy()] if len(data.sparks) else np.zeros(0, np.uint8)
-    layer = data.edges["layer"].to_numpy().astype(np.int64)
-    lit = edge_st < 4
-    count = np.bincount(layer[lit], minlength=data.L)
-    ha = density_alpha(count, data.sweep, HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX)[layer]
-    return {"nodes": node_st.astype(np.uint8), "edges": edge_st.astype(np.uint8), "edge_alpha": ha,
-            "glyphs": glyph_st.astype(np.uint8), "sparks": np.asarray(spark_st, dtype=np.uint8)}
-
-
-class FlowData:
-    """What the radial view draws for one input at one τ in one mode (no Bokeh here).
-
-    Parameters
-    ----------
-    tokens, segments:
-        The input's WordPiece tokens and segment ids.
-    pre, fine:
-        The two models' Attention Graphs (either may be None in a single-model mode).
-    mode:
-        ``"combined"`` (union of both graphs, §4.3.3), ``"pretrained"`` or ``"finetuned"``.
-    style:
-        Geometry (:class:`~attnflows_panel.layout.RadialStyle`).
-
-    Attributes (pandas DataFrames, row index = id used by the browser)
-    -------------------------------------------------------------------
-    nodes: the layout's nodes plus ``member`` (model code of the graphs holding the node), ``base``
-        (colour code in the normal state) and the glyph-block and sparkline baseline geometry.
-    glyphs: one row per lit head glyph (a split glyph is two rows, §4.3.3): node, head, model, x, y, w,
-        angle, gc (palette index), cp / cf (tokens attended in each model).
-    edges: one row per edge (layer, a, b) of the drawn graph(s): u, v (node ids), layer, member code,
-        the heads carrying it per model as uint32 words (``h1_w`` for pre-trained, ``h2_w`` fine-tuned)
-        and its Bézier geometry.
-    sparks: sparkline bars (node, model, x0, y0, x1, y1).
-    bits: ``{model code: uint8 array}``: each node's ancestors in that model as one little-endian bit
-        stream; node ``u``'s row holds ``lo[level(u)]`` bits (the nodes on lower levels), rows in node order.
-    """
-
-    def __init__(
-        self,
-        tokens: Sequence[str],
-        segments: Sequence[int],
-        pre: AttentionGraph | None,
-        fine: AttentionGraph | None,
-        mode: str = "combined",
-        style: RadialStyle | None = None,
-    ):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        graphs = {PRE: pre, FINE: fine}
-        need = [c for c in (PRE, FINE) if MODE_CODE[mode] & c]
-        for c in need:
-            if graphs[c] is None:
-                raise ValueError(f"mode {mode!r} needs the {MODEL_NAME[c]} graph")
-        self.mode = mode
-        self.models = MODE_CODE[mode]
-        self.graphs: dict[int, AttentionGraph] = {c: graphs[c] for c in need}
-        g0 = self.graphs[need[0]]
-        self.L, self.H, self.n = g0.L, g0.H, g0.n
-        if len(tokens) != self.n:
-            raise ValueError(f"{len(tokens)} tokens for a graph of n = {self.n}")
-        self.tau = g0.tau
-        self.tokens = list(tokens)
-        self.segments = list(segments)
-        self.comparison = GraphComparison(pre, fine) if mode == "combined" else None
-        if self.comparison is not None:
-            levels = self.comparison.levels
-            membership = np.asarray(self.comparison.membership)
-        else:
-            levels = g0.levels
-            membership = np.asarray(g0.member, dtype=np.int8) * self.models
-        self.levels = [np.asarray(lv) for lv in levels]
-        self.layout: RadialLayout = radial_layout(self.levels, self.tokens, self.segments, self.H, style)
-        self.style = self.layout.style
-        nodes = self.layout.nodes
-        self.node_index = self.layout.node_index(self.n)
-        self.bounds = self.layout.level_bounds()
-        lv, ps = nodes["level"].to_numpy(), nodes["pos"].to_numpy()
-        member = membership[lv, ps].astype(np.uint8)
-        nodes["member"] = member
-        nodes["base"] = member if self.comparison is not None else np.zeros(len(nodes), np.uint8)
-        self._glyph_block_geometry()
-        self.glyphs = self._build_glyphs()
-        self.edges = self._build_edges()
-        self.sparks = self._build_sparks()
-        self.bits = {c: self._ancestor_bits(g) for c, g in self.graphs.items()}
-
-    # ------------------------------------------------------------------ construction
-
-    @property
-    def nodes(self) -> pd.DataFrame:
-        return self.layout.nodes
-
-    def _glyph_block_geometry(self) -> None:
-        nodes, st = self.layout.nodes, self.style
-        gw, gh = st.glyph_block(self.H)
-        bu = nodes["gu"].to_numpy() + gw / 2
-        nodes["bx"] = nodes["x"] + bu * nodes["ux"]
-        nodes["by"] = nodes["y"] + bu * nodes["uy"]
-        nodes["bw"] = gw + 1.2
-        nodes["bh"] = gh + 1.2
-        nodes["sx1"] = nodes["sx0"] + nodes["sw"] * nodes["ux"]
-        nodes["sy1"] = nodes["sy0"] + nodes["sw"] * nodes["uy"]
-
-    def _build_glyphs(self) -> pd.DataFrame:
-        """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
-        (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
-        H = self.H
-        grid = glyph_grid(self.layout, H)
-        nodes = self.layout.nodes
-        N = len(nodes)
-        counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
-        for c, g in self.graphs.items():
-            for k in range(1, self.L + 1):
-                ids = np.arange(self.bounds[k], self.bounds[k + 1])
-                if ids.size:
-                    counts[c][ids] = g.glyphs(k)[nodes["pos"].to_numpy()[ids]]
-        if self.comparison is not None:
-            state = np.zeros((N, H), dtype=np.int64)
-            for k in range(1, self.L + 1):
-                ids = np.arange(self.bounds[k], self.bounds[k + 1])
-                if ids.size:
-                    state[ids] = self.comparison.glyph_states(k)[nodes["pos"].to_numpy()[ids]]
-        else:
-            (c,) = self.graphs
-            state = (counts[c] > 0) * c
-        st = state.ravel()
-        cp, cf = counts[PRE].ravel(), counts[FINE].ravel()
-        lit = np.flatnonzero(st)
-        g = self.style.glyph
-        parts = []
-        for code in (PRE, FINE):
-            full = lit[st[lit] == code]
-            parts.append((full, code, 0.0, g))
-        split = lit[st[lit] == BOTH]
-        parts.append((split, PRE, -g / 4, g / 2))
-        parts.append((split, FINE, g / 4, g / 2))
-        part_of = {PRE: 1, FINE: 2}
-        rows = []
-        for ids, code, off, w in parts:
-            if ids.size == 0:
-                continue
-            sub = grid.iloc[ids]
-            if self.comparison is not None:
-                gc = np.full(ids.size, 12 if code == PRE else 13)
-            else:
-                cnt = (cp if code == PRE else cf)[ids]
-                gc = (0 if code == PRE else RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
-            rows.append(pd.DataFrame({
-                "node": sub["node"].to_numpy(),
-                "head": sub["head"].to_numpy(),
-                "model": np.full(ids.size, code),
-                "x": sub["x"].to_numpy() + off * sub["ux"].to_numpy(),
-                "y": sub["y"].to_numpy() + off * sub["uy"].to_numpy(),
-                "w": np.full(ids.size, w),
-                "part": np.full(ids.size, 0 if w == g else part_of[code]),
-                "angle": sub["angle"].to_numpy(),
-                "gc": gc,
-                "cp": cp[ids],
-                "cf": cf[ids],
-            }))
-        cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
-        if not rows:
-            return pd.DataFrame({c: np.zeros(0) for c in cols})
-        df = pd.concat(rows, ignore_index=True)
-        return df.sort_values(["node", "head", "model"], kind="stable").reset_index(drop=True)
-
-    def _build_edges(self) -> pd.DataFrame:
-        """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads."""
-        n, H = self.n, self.H
-        W = max(1, math.ceil(H / 32))
-        frames = []
-        for k in range(self.L):
-            per = {}
-            for c, g in self.graphs.items():
-                a, b, heads, _w = g.edge_array(k)
-                per[c] = (a.astype(np.int64) * n + b, heads)
-            keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
-            if keys.size == 0:
-                continue
-            df = {"layer": np.full(keys.size, k), "a": keys // n, "b": keys % n}
-            member = np.zeros(keys.size, dtype=np.int64)
-            for c in (PRE, FINE):
-                words = np.zeros((keys.size, W), dtype=np.uint32)
-                if c in per:
-                    key_c, heads = per[c]
-                    pos = np.searchsorted(keys, key_c)
-                    words[pos] = _pack_heads(heads)
-                    member[pos] |= c
-                for w in range(W):
-                    df[f"h{c}_{w}"] = words[:, w]
-            df["member"] = member
-            frames.append(pd.DataFrame(df))
-        cols = ["layer", "a", "b"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
-        if not frames:
-            edges = pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in cols})
-        else:
-            edges = pd.concat(frames, ignore_index=True)
-        u = self.node_index[edges["layer"].to_numpy() + 1, edges["a"].to_numpy()]
-        v = self.node_index[edges["layer"].to_numpy(), edges["b"].to_numpy()]
-        edges["u"], edges["v"] = u, v
-        edges["base"] = edges["member"] if self.comparison is not None else 0
-        # normal-state opacity per layer: dense layers fade so that they read as texture, not ink
-        # (see density_alpha; the mean sweep per layer also scales highlighted edges in the browser)
-        layer = edges["layer"].to_numpy().astype(np.int64)
-        t0 = self.layout.nodes["angle"].to_numpy()[u]
-        t1 = self.layout.nodes["angle"].to_numpy()[v]
-        sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
-        count = np.bincount(layer, minlength=self.L)
-        self.sweep = np.bincount(layer, weights=sweep, minlength=self.L) / np.maximum(count, 1)
-        edges["ea"] = density_alpha(count, self.sweep, EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX)[layer]
-        geo = edge_curves(self.layout, u, v)
-        for key, val in geo.items():
-            edges[key] = val
-        self.words = W
-        return edges
-
-    def _build_sparks(self) -> pd.DataFrame:
-        """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
-        the relative position ``(a - w)/(n-1)`` of each token a of level k+1 that attends to w through
-        layer k, as high as the number of heads doing so, clamped at 3 - i.e. ``g.sparkline(k, w,
-        "attending")``. Read for a whole level at once from the graph's per-head edges ``g.active[k]``
-        (the same numbers; the tests check them against ``g.sparkline`` token by token)."""
-        nodes = self.layout.nodes
-        frames = []
-        models = list(self.graphs.items())
-        shift = 0.9 if len(models) == 2 else 0.0
-        denom = max(self.n - 1, 1)
-        for i, (c, g) in enumerate(models):
-            ids, rel, hts = [], [], []
-            for k in range(self.L):
-                heads = g.active[k].sum(axis=0)  # [a, w]: heads carrying edge (k+1, a) -> (k, w)
-                a_idx, w_idx = np.nonzero(heads)
-                if a_idx.size == 0:
-                    continue
-                nid = self.node_index[k, w_idx]
-                ids.append(nid)
-                rel.append((a_idx - w_idx) / denom)
-                hts.append(np.minimum(heads[a_idx, w_idx], 3))
-            if ids:
-                seg = sparkline_segments(self.layout, [np.concatenate(ids)], [np.concatenate(rel)], [np.concatenate(hts)],
-                                         per_bar=True)
-            else:
-                seg = sparkline_segments(self.layout, [], [], [])
-            df = pd.DataFrame(seg)
-            df["model"] = c
-            if shift and len(df):
-                nid = df["node"].to_numpy()
-                off = shift * (1 if i else -1) / 2
-                for xs, ux in (("x0", "ux"), ("x1", "ux")):
-                    df[xs] = df[xs] + off * nodes[ux].to_numpy()[nid]
-                for ys, uy in (("y0", "uy"), ("y1", "uy")):
-                    df[ys] = df[ys] + off * nodes[uy].to_numpy()[nid]
-            frames.append(df)
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["node", "x0", "y0", "x1", "y1", "model"])
-        return out
-
-    def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
-        """Each node's ancestors in graph ``g`` (``g.all_traces()``) as one packed bit stream."""
-        nodes = self.layout.nodes
-        N = len(nodes)
-        lv = nodes["level"].to_numpy()
-        flat_of_node = lv * self.n + nodes["pos"].to_numpy()
-        traces = g.all_traces()
-        keys = list(traces)
-        A = np.zeros((N, N), dtype=bool)
-        if keys:
-            rows = self.node_index[[k[0] for k in keys], [k[1] for k in keys]]
-            stack = np.stack([traces[k].ancestor_mask.ravel() for k in keys])
-            A[rows] = stack[:, flat_of_node]
-        lo = self.bounds[lv]  # nodes below node u's level: ids 0 .. lo-1
-        keep = np.arange(N)[None, :] < lo[:, None]
-        return np.packbits(A[keep], bitorder="little")
-
-    # ------------------------------------------------------------------ selections (server side)
-
-    def node_id(self, level: int, token: int) -> int:
-        if not 0 <= level <= self.L or not 0 <= token < self.n:
-            return -1
-        return int(self.node_index[level, token])
-
-    def _edge_lookup(self) -> np.ndarray:
-        if not hasattr(self, "_eid"):
-            eid = np.full((self.L, self.n, self.n), -1, dtype=np.int64)
-            e = self.edges
-            eid[e["layer"].to_numpy(), e["a"].to_numpy(), e["b"].to_numpy()] = np.arange(len(e))
-            self._eid = eid
-        return self._eid
-
-    def _glyph_lookup(self) -> dict[int, np.ndarray]:
-        if not hasattr(self, "_gid"):
-            N = len(self.nodes)
-            out = {}
-            gl = self.glyphs
-            for c in (PRE, FINE):
-                m = np.full(N * self.H, -1, dtype=np.int64)
-                sel = gl["model"].to_numpy() == c
-                m[gl["node"].to_numpy()[sel] * self.H + gl["head"].to_numpy()[sel]] = np.flatnonzero(sel)
-                out[c] = m
-            self._gid = out
-        return self._gid
-
-    def _empty(self, message: str = "") -> Highlight:
-        return Highlight(
-            nodes=np.zeros(len(self.nodes), np.uint8),
-            edges=np.zeros(len(self.edges), np.uint8),
-            glyphs=np.zeros(len(self.glyphs), bool),
-            origin=np.zeros(len(self.nodes), bool),
-            message=message,
-        )
-
-    def _apply_edges(self, hl: Highlight, code: int, edges) -> None:
-        eid = self._edge_lookup()
-        gid = self._glyph_lookup()[code]
-        H = self.H
-        for e in edges:
-            i = eid[e.layer, e.a, e.b]
-            if i < 0:
-                continue
-            hl.edges[i] |= code
-            u = self.node_index[e.layer + 1, e.a]
-            for h in e.heads:
-                j = gid[u * H + h]
-                if j >= 0:
-                    hl.glyphs[j] = True
-
-    def _apply_mask(self, hl: Highlight, mask: np.ndarray, code: int | None = None) -> None:
-        lv, tok = np.nonzero(mask)
-        ids = self.node_index[lv, tok]
-        ok = ids >= 0
-        vals = mask[lv, tok] if code is None else np.full(lv.size, code)
-        hl.nodes[ids[ok]] |= np.asarray(vals, dtype=np.uint8)[ok]
-
-    def highlight(
-        self,
-        selection: Sequence[Sequence[int]],
-        head: Sequence[int] | None = None,
-        head_model: str | None = None,
-    ) -> Highlight:
-        """The frozen highlight of a selection of ``(level, token)`` nodes, asked of graph/compare.
-
-        - tokens at one level: ``trace(level, tokens, head)`` (several tokens: the brushed intersection,
-          §4.4.1); ``head = (layer, h)`` restricts that layer to one head (Fig. 6(b)); in combined mode
-          ``head_model`` ("pretrained"/"finetuned"; None = both) picks the model(s) traversed;
-        - tokens at two levels: ``paths`` between them (§4.4.2, Figs. 7-8);
-        - more levels: the paths between the lowest and the highest, with a message saying so.
-        Selected tokens not in the drawn graph(s) are ignored (e.g. after τ changed); an empty result
-        means no highlight.
-        """
-        sel = []
-        for item in selection or []:
-            lv, tok = int(item[0]), int(item[1])
-            if self.node_id(lv, tok) >= 0:
-                sel.append((lv, tok))
-        if not sel:
-            return self._empty()
-        by_level: dict[int, list[int]] = {}
-        for lv, tok in sel:
-            by_level.setdefault(lv, []).append(tok)
-        hl = self._empty()
-        for lv, toks in by_level.items():
-            for t in toks:
-                hl.origin[self.node_index[lv, t]] = True
-        levels = sorted(by_level)
-        message = ""
-        if len(levels) > 2:
-            message = (f"tokens selected at {len(levels)} levels: showing the paths between levels "
-                       f"{levels[0]} and {levels[-1]}")
-            for lv in levels[1:-1]:
-                for t in by_level[lv]:
-                    hl.origin[self.node_index[lv, t]] = False
-            levels = [levels[0], levels[-1]]
-        head_t = None if head is None else (int(head[0]), int(head[1]))
-        model_code = {None: None, "pretrained": PRE, "finetuned": FINE, "both": None}.get(head_model, None)
-        if len(levels) == 1:
-            lv = levels[0]
-            toks = sorted(by_level[lv])
-            if self.comparison is not None:
-                res = self.comparison.trace(lv, toks, head=head_t, model=model_code if head_t else None)
-                self._apply_mask(hl, res.mask)
-                for c in (PRE, FINE):
-                    self._apply_edges(hl, c, res.edges[c])
-            else:
-                (c, g), = self.graphs.items()
-                tr = g.trace(lv, toks, head=head_t)
-                self._apply_mask(hl, tr.mask, c)
-                self._apply_edges(hl, c, tr.edges)
-            if len(toks) > 1:
-                message = message or f"brushed intersection of {len(toks)} tokens at level {lv}"
-        else:
-            la, lb = levels
-            ta, tb = sorted(by_level[la]), sorted(by_level[lb])
-            if self.comparison is not None:
-                res = self.comparison.paths(la, ta, lb, tb)
-                self._apply_mask(hl, res.mask)
-                for c in (PRE, FINE):
-                    self._apply_edges(hl, c, res.edges[c])
-            else:
-                (c, g), = self.graphs.items()
-                res = g.paths(la, ta, lb, tb)
-                for (l_, t_) in res.nodes:
-                    hl.nodes[self.node_index[l_, t_]] |= c
-                self._apply_edges(hl, c, res.edges)
-            if not hl.nodes.any():
-                message = message or f"no path joins the tokens selected at levels {la} and {lb}"
-                # keep the selected tokens visible
-                hl.nodes[hl.origin] = np.maximum(hl.nodes[hl.origin], 1)
-            else:
-                message = message or f"paths between levels {la} and {lb}"
-        # selected tokens stay highlighted even if a model lacks them
-        miss = hl.origin & (hl.nodes == 0)
-        hl.nodes[miss] = self.nodes["member"].to_numpy()[miss]
-        hl.message = message
-        return hl
-
-    # ------------------------------------------------------------------ what the browser receives
-
-    def sources(self) -> dict[str, dict[str, Any]]:
-        """Column dicts for the Bokeh ColumnDataSources (compact dtypes, rounded float32 coordinates)."""
-        nodes, glyphs, edges, sparks = self.nodes, self.glyphs, self.edges, self.sparks
-        N = len(nodes)
-        states = compose_states(self, None)
-        node_cols = {
-            "level": _uint(nodes["level"], 255),
-            "pos": _uint(nodes["pos"], self.n),
-            "token": nodes["token"].tolist(),
-            "label": nodes["label"].tolist(),
-            "fs": [f"{f:g}px" for f in nodes["font_size"]],
-            "mem": nodes["member"].to_numpy().astype(np.uint8),
-            "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
-            "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hw": _f32(nodes["hw"]), "hh": _f32(nodes["hh"]),
-            "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
-            "sx0": _f32(nodes["sx0"]), "sy0": _f32(nodes["sy0"]), "sx1": _f32(nodes["sx1"]), "sy1": _f32(nodes["sy1"]),
-            "st": states["nodes"], "fz": states["nodes"].copy(),
-        }
-        glyph_cols = {
-            "node": _uint(glyphs["node"], N), "head": _uint(glyphs["head"], 255),
-            "model": glyphs["model"].to_numpy().astype(np.uint8),
-            "part": glyphs["part"].to_numpy().astype(np.uint8),  # 0 whole glyph, 1/2 left/right half
-            "x": _q16(glyphs["x"]), "y": _q16(glyphs["y"]),
-            "gc": glyphs["gc"].to_numpy().astype(np.uint8),
-            "cp": _uint(glyphs["cp"], self.n), "cf": _uint(glyphs["cf"], self.n),
-            "st": states["glyphs"], "fz": states["glyphs"].copy(),
-        }
-        edge_cols = {k: _q16(edges[k]) for k in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")}
-        edge_cols.update({
-            "u": _uint(edges["u"], N), "v": _uint(edges["v"], N),
-            "mem": edges["member"].to_numpy().astype(np.uint8),
-            "ea": edges["ea"].to_numpy().astype(np.uint8),
-            "ha": states["edge_alpha"],
-            "st": states["edges"], "fz": states["edges"].copy(),
-        })
-        mask_dtype = np.uint8 if self.H <= 8 else np.uint16 if self.H <= 16 else np.uint32
-        for c in self.graphs:
-            for w in range(self.words):
-                edge_cols[f"h{c}_{w}"] = edges[f"h{c}_{w}"].to_numpy().astype(mask_dtype)
-        spark_cols = {k: _q16(sparks[k]) for k in ("x0", "y0", "x1", "y1")}
-        spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].to_numpy().astype(np.uint8),
-                           "st": states["sparks"]})
-        bits = {"H": [self.H], "W": [self.words], "models": [self.models], "L": [self.L],
-                "sizes": [[len(nodes), len(edges), len(glyphs)]],  # lets the browser skip half-updated data
-                "sweep": [np.asarray(self.sweep, dtype=np.float32)],
-                "hl_ink": [[HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX]]}
-        for c in (PRE, FINE):
-            bits[f"b{c}"] = [self.bits.get(c, np.zeros(0, np.uint8))]
-        return {"nodes": node_cols, "glyphs": glyph_cols, "edges": edge_cols, "sparks": spark_cols, "bits": bits}
 
 
 # ======================================================================================================
@@ -726,13 +83,13 @@ def _node_angle(nodes_source):
     )
 
 
-def _edge_alpha_transform(source):
+def _edge_alpha_transform(source, table=None):
     """Edge opacity: normal edges (states 5-8) take their layer's ``ea``/255, highlighted ones (1-3)
     ``ha``/255 (both from :func:`density_alpha`), dimmed ones the state table's."""
     from bokeh.models import CustomJSTransform
 
     return CustomJSTransform(
-        args={"table": [float(v) for v in EDGE_ALPHA], "src": source},
+        args={"table": [float(v) for v in (EDGE_ALPHA if table is None else table)], "src": source},
         v_func=(
             "const ea = src.data.ea, ha = src.data.ha; const out = new Float64Array(xs.length);"
             "for (let i = 0; i < xs.length; i++) { const s = xs[i];"
@@ -750,66 +107,132 @@ def _state_mapper(palette):
     return LinearColorMapper(palette=list(palette), low=-0.5, high=len(palette) - 0.5)
 
 
+def _label_alpha_transform(source, overlay: bool, table=None):
+    """Label opacity by display state. The ring's label (``overlay=False``) follows the state table, but
+    gives way (0) to the full-text overlay on highlighted and selected tokens whose ring label is
+    shortened or hidden (``lstat < 2``); the overlay (``overlay=True``) shows exactly there."""
+    from bokeh.models import CustomJSTransform
+
+    return CustomJSTransform(
+        args={"table": [float(v) for v in (LABEL_ALPHA if table is None else table)], "src": source,
+              "overlay": bool(overlay)},
+        v_func=(
+            "const ls = src.data.lstat; const out = new Float64Array(xs.length);"
+            "for (let i = 0; i < xs.length; i++) { const s = xs[i];"
+            " const lit = (s >= 1 && s <= 3) || s >= 9; const short = ls != null && i < ls.length && ls[i] < 2;"
+            " out[i] = overlay ? ((lit && short) ? 1 : 0) : ((lit && short) ? 0 : table[s]); }"
+            "return out;"
+        ),
+    )
+
+
+#: opacity of a token label per display state (dimmed labels stay legible)
+LABEL_ALPHA = [1, 1, 1, 1, 0.45, 1, 1, 1, 1, 1, 1, 1]
+#: what ``focus`` changes: items that are not part of the highlight (state 4) disappear
+FOCUS_DIM = 0.0
+
+_FONT_JS = """
+// One font scale for every ring: the layout placed the labels for `base` px at its design size
+// (one data unit = one pixel); drawn at another size (the figure follows the window) or zoomed, the
+// labels scale with the drawing, so they never collide, up to `cap` times the base size.
+let sx, sy;
+try {  // before the first layout the figure has no inner size yet: nothing to scale
+  sx = fig.inner_width / (fig.x_range.end - fig.x_range.start);
+  sy = fig.inner_height / (fig.y_range.end - fig.y_range.start);
+} catch (e) { return; }
+if (!(sx > 0) || !(sy > 0) || !isFinite(sx) || !isFinite(sy)) return;
+const s = Math.min(sx, sy, cap);
+// never below 9 px (readable); the 4 px kept between labels absorbs the difference down to ~0.8x
+const px = `${Math.max(9, base * s).toFixed(2)}px`;
+for (const r of labels) { if (r.glyph.text_font_size !== px) r.glyph.text_font_size = px; }
+const tpx = `${Math.max(8, tick * s).toFixed(2)}px`;
+if (ticks.glyph.text_font_size !== tpx) ticks.glyph.text_font_size = tpx;
+"""
+
+
 class FlowFigure:
     """The Bokeh figure of the radial Attention Flow view, bound to one :class:`FlowData` at a time.
 
-    ``figure``: the Bokeh plot; ``sources``: its ColumnDataSources (``nodes``, ``glyphs``, ``edges``,
-    ``sparks``, ``bits``, ``ticks``, ``rings``); ``node_renderer`` / ``glyph_renderer``: the hover and
-    tap targets. ``update(data)`` swaps the data in place (τ or mode changed), ``show(highlight)``
-    freezes a highlight. The hover callback also drives ``linked`` sources of other views (the context
-    view's wedges share the node ids; the sentence view's tokens are indexed by position).
+    ``figure``: the Bokeh plot (``name="attnflows-radial"``); ``sources``: its ColumnDataSources
+    (``nodes``, ``glyphs``, ``edges``, ``sparks``, ``bits``, ``ticks``, ``rings``);
+    ``node_renderer`` (``name="attnflows-node-targets"``, one circle per token cell: hover, tap, box
+    and lasso targets) / ``glyph_renderer`` (``name="attnflows-glyph-targets"``); ``info``: a Bokeh
+    ``Div`` (``name="attnflows-hover-info"``) that the hover callback fills with the hovered token's or
+    head glyph's details (placed beside the figure, so it never covers the token). ``update(data)``
+    swaps the data in place (τ or mode changed), ``show(highlight)`` freezes a highlight,
+    ``set_focus(True)`` hides everything outside the highlight. The hover callback also drives
+    ``linked`` sources of other views (the context view's wedges share the node ids; the sentence
+    view's tokens are indexed by position).
+
+    Sizing: with ``size=None`` the figure fills its container (``sizing_mode="stretch_both"``; the
+    view's pane keeps that square, see ``AttentionFlowsView``); the label font scales with it
+    (``_FONT_JS``), so the labels placed by the layout fit at every size. An int ``size`` fixes it.
     """
 
-    def __init__(self, data: FlowData, size: int | None = None, linked: dict | None = None):
+    FONT_CAP = 1.5  # the label font grows with the figure up to 1.5 × the layout's font
+
+    def __init__(self, data: FlowData, size: int | None = None, linked: dict | None = None,
+                 max_size: int = 1000):
+        from bokeh.events import DoubleTap
         from bokeh.models import (
             BoxSelectTool,
             ColumnDataSource,
             CustomJS,
+            Div,
             HoverTool,
             LassoSelectTool,
+            DataRange1d,
             PanTool,
             ResetTool,
             SaveTool,
             TapTool,
             WheelZoomTool,
-            Range1d,
         )
         from bokeh.plotting import figure
         from bokeh.transform import transform
 
         self._size = size
+        self._max_size = max_size
         self.data = data
+        self.focus = False
         cols = data.sources()
         ext = data.layout.extent
-        px = int(size or min(1600, max(600, round(2 * ext))))
+        sizing = dict(width=int(size), height=int(size)) if size else dict(
+            sizing_mode="stretch_both", width=self.design_size(data), height=self.design_size(data))
+        # the ranges fit an invisible square around the drawing, and match_aspect keeps one data unit as
+        # wide as it is high whatever the canvas' shape, so the rings stay circles at every window size
         self.figure = fig = figure(
-            width=px,
-            height=px,
-            x_range=Range1d(-ext, ext),
-            y_range=Range1d(-ext, ext),
+            x_range=DataRange1d(range_padding=0, name="attnflows-x"),
+            y_range=DataRange1d(range_padding=0, name="attnflows-y"),
             tools=[],
             toolbar_location="right",
+            toolbar_inner=True,  # over the frame, so that the frame itself is the square
             match_aspect=True,
             outline_line_color=None,
             background_fill_color="white",
             border_fill_color="white",
             min_border=0,
             name="attnflows-radial",
+            **sizing,
         )
         fig.axis.visible = False
         fig.grid.visible = False
         S = self.sources = {k: ColumnDataSource(v, name=f"attnflows-{k}") for k, v in cols.items()}
         S["rings"] = ColumnDataSource(self._ring_cols(data, None), name="attnflows-rings")
         S["ticks"] = ColumnDataSource(self._tick_cols(data), name="attnflows-ticks")
+        base = float(data.style.font)
 
-        # the chosen level's ring (level picker) and faint rings
+        S["bounds"] = ColumnDataSource({"w": [2 * ext]}, name="attnflows-bounds")
+        self.bounds_renderer = fig.rect(0, 0, width="w", height="w", source=S["bounds"], fill_alpha=0, line_alpha=0)
+        fig.x_range.renderers = fig.y_range.renderers = [self.bounds_renderer]
+        # the chosen level's ring (level picker, its own colour) and faint rings
         self.ring_band = fig.annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", source=S["rings"],
-                                     fill_color="fill", fill_alpha="fa", line_color=None)
+                                     fill_color="fill", fill_alpha="fa", line_color="line", line_width=1.2)
         fig.segment("x0", "y0", "x1", "y1", source=S["ticks"], line_color="#111111", line_width=3.2,
                     line_cap="round")
-        fig.text("tx", "ty", text="tl", source=S["ticks"], text_font_size="8px", text_color="#9a9a9a",
-                 text_align="center", text_baseline="middle", angle="tang")
-        # edges (Bézier curves between adjacent rings)
+        self.tick_labels = fig.text("tx", "ty", text="tl", source=S["ticks"], text_font_size="9px",
+                                    text_color="#8a8a8a", text_align="center", text_baseline="middle", angle="tang")
+        # edges: between adjacent rings, the short way round; opacity by layer density and carrying heads
         dq = _dequantize()
         self.edge_renderer = fig.bezier(
             *(transform(c, dq) for c in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")), source=S["edges"],
@@ -817,94 +240,159 @@ class FlowFigure:
             line_alpha=transform("st", _edge_alpha_transform(S["edges"])),
             line_width=transform("st", _alpha_transform(EDGE_WIDTH)),
         )
-        # node halo / hit target: a rectangle over the label and sparkline
-        self.node_renderer = fig.rect(
-            "hx", "hy", width="hw", height="hh", angle="ta", source=S["nodes"],
+        # node halo and hit target: a circle over the token's cell (centres are what box and lasso test)
+        self.node_renderer = fig.circle(
+            "hx", "hy", radius="hr", source=S["nodes"],
             fill_color=transform("st", _state_mapper(STATE_COLORS)),
             fill_alpha=transform("st", _alpha_transform(NODE_HALO_ALPHA)),
             line_color=None,
             name="attnflows-node-targets",
         )
-        # glyph block frame (the empty slots of heads that attend to nothing)
+        # glyph block frame (the empty slots of heads that attend to nothing; none on level 0)
         self.block_renderer = fig.rect("bx", "by", width="bw", height="bh", angle="ta", source=S["nodes"],
-                                       fill_color="#f4f4f4", line_color="#dddddd", line_width=0.5,
-                                       fill_alpha=transform("st", _alpha_transform(SPARK_ALPHA)),
-                                       line_alpha=transform("st", _alpha_transform(SPARK_ALPHA)))
+                                       fill_color="#f4f4f4", line_color="#dddddd", line_width=0.5)
+        font = {"value": "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif"}
         self.label_renderer = fig.text(
-            "lx", "ly", text="label", angle="ta", source=S["nodes"], text_font_size="fs",
-            text_align="center", text_baseline="middle",
+            "lx", "ly", text="label", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
+            text_align="center", text_baseline="middle", text_font=font,
             text_color=transform("st", _state_mapper(NODE_TEXT)),
-            text_font={"value": "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif"},
+            name="attnflows-labels",
         )
-        # sparkline baseline and bars
-        fig.segment("sx0", "sy0", "sx1", "sy1", source=S["nodes"], line_color="#b0b0b0", line_width=0.6,
-                    line_alpha=transform("st", _alpha_transform(SPARK_ALPHA)))
+        # sparkline baseline and bars (§4.3.2: where the attending tokens of the level above sit)
+        self.spark_base = fig.segment("sx0", "sy0", "sx1", "sy1", source=S["nodes"], line_color="#b0b0b0",
+                                      line_width=0.8)
         self.spark_renderer = fig.segment(
             *(transform(c, dq) for c in ("x0", "y0", "x1", "y1")), source=S["sparks"],
             line_color=transform("model", _state_mapper([NEUTRAL_EDGE, PRETRAINED_COLOR, FINETUNED_COLOR]))
             if data.comparison is not None else "#555555",
-            line_alpha=transform("st", _alpha_transform(SPARK_ALPHA)), line_width=1.1,
+            line_width=1.4,
         )
         self.glyph_renderer = fig.rect(
             transform("x", dq), transform("y", dq), source=S["glyphs"],
             width=transform("part", _alpha_transform([data.style.glyph, data.style.glyph / 2, data.style.glyph / 2])),
             height=data.style.glyph, angle=transform("node", _node_angle(S["nodes"])),
             fill_color=transform("gc", _state_mapper(GLYPH_PALETTE)),
-            fill_alpha=transform("st", _alpha_transform(GLYPH_ALPHA)),
             line_color=None,
             name="attnflows-glyph-targets",
         )
+        # the full text of traced and selected tokens whose ring label is shortened or hidden, on top
+        self.overlay_renderer = fig.text(
+            "lx", "ly", text="token", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
+            text_align="center", text_baseline="middle", text_font=font,
+            text_color=transform("st", _state_mapper(NODE_TEXT)),
+            text_alpha=transform("st", _label_alpha_transform(S["nodes"], True)),
+            background_fill_color="white",
+            background_fill_alpha=transform("st", _label_alpha_transform(S["nodes"], True)),
+            name="attnflows-label-overlay",
+        )
+        self._apply_alphas()
         for r in fig.renderers:
             r.selection_glyph = None
             r.nonselection_glyph = None
             r.muted_glyph = None
 
+        self.info = Div(text=self.INFO_IDLE, name="attnflows-hover-info", width=250,
+                        styles={"font-size": "12px", "line-height": "1.4", "color": "#333"})
         args = dict(nodes=S["nodes"], glyphs=S["glyphs"], edges=S["edges"], sparks=S["sparks"], bits=S["bits"],
-                    rn=self.node_renderer, rg=self.glyph_renderer, ctx=None, sent=None, circ=None)
+                    rn=self.node_renderer, rg=self.glyph_renderer, ctx=None, sent=None, circ=None,
+                    info=self.info, idle=self.INFO_IDLE)
         for k, v in (linked or {}).items():
             if k not in ("ctx", "sent", "circ"):
                 raise ValueError(f"unknown linked source {k!r}")
             args[k] = v
         self.hover_callback = CustomJS(args=args, code=_JS_CODE)
-        node_tips = (
-            '<div style="font-size:12px"><b>@token</b><br>'
-            '<span style="color:#666">level @level · position @pos</span></div>'
-        )
-        glyph_tips = self._glyph_tooltip(data)
         self.hover = HoverTool(renderers=[self.node_renderer, self.glyph_renderer], callback=self.hover_callback,
-                               tooltips=None, description="Hover: trace a token or a head glyph")
-        self.node_tooltips = HoverTool(renderers=[self.node_renderer], tooltips=node_tips,
-                                       description="Token tooltips", attachment="right")
-        self.glyph_tooltips = HoverTool(renderers=[self.glyph_renderer], tooltips=glyph_tips,
-                                        description="Head tooltips")
+                               tooltips=None, description="Hover: trace a token or a head glyph (details beside the view)")
         self.tap = TapTool(renderers=[self.node_renderer, self.glyph_renderer],
-                           description="Click: freeze a token or head; shift-click: add; click empty space: clear")
-        # Bokeh reads a second click within 300 ms as a double tap, which a "tap" TapTool ignores, so
-        # clicking two tokens in a row would lose the second: hand double taps to the tap tool too.
-        fig.js_on_event("doubletap", CustomJS(args={"tap": self.tap, "fig": fig}, code=(
-            "const pv = Bokeh.index.find_one(fig); if (pv == null) return;"
-            "const tv = pv.tool_views.get(tap);"
-            "if (tv != null && tap.active) tv._handle_tap({sx: cb_obj.sx, sy: cb_obj.sy, modifiers: cb_obj.modifiers});"
-        )))
+                           description="Click: freeze a token or head; shift-click: add (tokens on two rings: the paths "
+                                       "between them); click empty space: clear")
+        # Bokeh reads a second click within 300 ms as a double tap, which a "tap" TapTool ignores; the
+        # figure answers it on the server as a click at that point (see on_double_tap).
+        self._double_tap_handlers: list = []
+        fig.on_event(DoubleTap, self._on_double_tap)
         self.box = BoxSelectTool(renderers=[self.node_renderer], description="Brush tokens (one ring: intersection; two rings: paths)")
         self.lasso = LassoSelectTool(renderers=[self.node_renderer], description="Lasso tokens")
-        fig.add_tools(self.hover, self.node_tooltips, self.glyph_tooltips, self.tap, self.box, self.lasso,
+        fig.add_tools(self.hover, self.tap, self.box, self.lasso,
                       WheelZoomTool(), PanTool(), ResetTool(), SaveTool(filename="attention-flows"))
         fig.toolbar.active_drag = self.box
         fig.toolbar.active_scroll = None
         fig.toolbar.active_tap = self.tap
-        fig.toolbar.active_inspect = [self.hover, self.node_tooltips, self.glyph_tooltips]
+        fig.toolbar.active_inspect = [self.hover]
         fig.toolbar.logo = None
+        font_cb = CustomJS(args=dict(fig=fig, labels=[self.label_renderer, self.overlay_renderer],
+                                     ticks=self.tick_labels, base=base, tick=9.0, cap=self.FONT_CAP), code=_FONT_JS)
+        fig.js_on_change("inner_width", font_cb)
+        fig.js_on_change("inner_height", font_cb)
+        fig.x_range.js_on_change("start", font_cb)
+        fig.x_range.js_on_change("end", font_cb)
+
+    INFO_IDLE = ("<span style='color:#777'>Hover a token or a head glyph for its details. Click to freeze; "
+                 "<b>shift-click</b> tokens on two rings for the paths between them.</span>")
 
     @staticmethod
-    def _glyph_tooltip(data: FlowData) -> str:
-        if data.comparison is not None:
-            body = "pre-trained: @cp · fine-tuned: @cf token(s)"
-        elif PRE in data.graphs:
-            body = "attends to @cp token(s)"
-        else:
-            body = "attends to @cf token(s)"
-        return f'<div style="font-size:11px">head <b>@head</b><br>{body}</div>'
+    def design_size(data: FlowData) -> int:
+        """The size (px) at which one data unit is one pixel: the labels' font is then exactly the layout's."""
+        return int(round(2 * data.layout.extent))
+
+    # ------------------------------------------------------------------ alphas and focus
+
+    def _apply_alphas(self) -> None:
+        from bokeh.transform import transform
+
+        def table(t):
+            t = list(t)
+            if self.focus:
+                t[4] = FOCUS_DIM
+            return t
+
+        S = self.sources
+        self.edge_renderer.glyph.line_alpha = transform("st", _edge_alpha_transform(S["edges"], table(EDGE_ALPHA)))
+        self.node_renderer.glyph.fill_alpha = transform("st", _alpha_transform(NODE_HALO_ALPHA))
+        blk = _alpha_transform(table(SPARK_ALPHA))
+        self.block_renderer.glyph.fill_alpha = transform("st", blk)
+        self.block_renderer.glyph.line_alpha = transform("st", blk)
+        self.spark_base.glyph.line_alpha = transform("st", blk)
+        self.spark_renderer.glyph.line_alpha = transform("st", _alpha_transform(table(SPARK_ALPHA)))
+        self.glyph_renderer.glyph.fill_alpha = transform("st", _alpha_transform(table(GLYPH_ALPHA)))
+        self.label_renderer.glyph.text_alpha = transform("st", _label_alpha_transform(S["nodes"], False, table(LABEL_ALPHA)))
+
+    def set_focus(self, focus: bool) -> None:
+        """Focus: show only the traced subgraph of the hover or the frozen selection (dimmed items vanish)."""
+        self.focus = bool(focus)
+        self._apply_alphas()
+
+    # ------------------------------------------------------------------ double taps
+
+    def on_double_tap(self, handler) -> None:
+        """Call ``handler(kind, index, shift)`` for a double tap on a token (``kind="node"``) or a head
+        glyph (``"glyph"``), or ``(None, -1, shift)`` on empty space: the view treats it as a click."""
+        self._double_tap_handlers.append(handler)
+
+    def hit(self, x: float, y: float) -> tuple[str | None, int]:
+        """What a click at data point (x, y) hits: ``("glyph", row)``, ``("node", id)`` or ``(None, -1)``."""
+        d = self.data
+        gl = d.glyphs
+        if len(gl):
+            half = d.style.glyph / 2 + 0.3
+            gx, gy = gl["x"].to_numpy(), gl["y"].to_numpy()
+            near = np.flatnonzero((np.abs(gx - x) <= half) & (np.abs(gy - y) <= half))
+            if near.size:
+                j = near[np.argmin(np.hypot(gx[near] - x, gy[near] - y))]
+                return "glyph", int(j)
+        nd = d.nodes
+        dist = np.hypot(nd["hx"].to_numpy() - x, nd["hy"].to_numpy() - y)
+        inside = np.flatnonzero(dist <= nd["hr"].to_numpy())
+        if inside.size:
+            return "node", int(inside[np.argmin(dist[inside])])
+        return None, -1
+
+    def _on_double_tap(self, event) -> None:
+        if event.x is None or event.y is None:
+            return
+        kind, idx = self.hit(float(event.x), float(event.y))
+        shift = bool(getattr(getattr(event, "modifiers", None), "shift", False)) if event.modifiers else False
+        for handler in self._double_tap_handlers:
+            handler(kind, idx, shift)
 
     @staticmethod
     def _tick_cols(data: FlowData) -> dict:
@@ -912,27 +400,28 @@ class FlowFigure:
         if len(t) == 0:
             return {k: [] for k in ("x0", "y0", "x1", "y1", "tx", "ty", "tl", "tang")}
         ang = np.arctan2(t["y1"] - t["y0"], t["x1"] - t["x0"]).to_numpy()
-        # level numbers just outside the tick, upright
+        # level numbers (1-based, as everywhere in the UI) just outside the tick, upright
         tang = np.where(np.cos(ang) < 0, ang + np.pi, ang)
-        r = np.hypot(t["x1"], t["y1"]).to_numpy() + 7
+        r = np.hypot(t["x1"], t["y1"]).to_numpy() + 8
         return {
             "x0": _f32(t["x0"]), "y0": _f32(t["y0"]), "x1": _f32(t["x1"]), "y1": _f32(t["y1"]),
             "tx": _f32(r * np.cos(ang)), "ty": _f32(r * np.sin(ang)),
-            "tl": [str(int(k)) for k in t["level"]], "tang": _f32(tang),
+            "tl": [str(int(k) + 1) for k in t["level"]], "tang": _f32(tang),
         }
 
     @staticmethod
     def _ring_cols(data: FlowData, level: int | None) -> dict:
         radii = data.layout.radii
         ch = data.style.cell_height(data.H)
-        r0, r1, fill, fa = [], [], [], []
+        r0, r1, fill, fa, line = [], [], [], [], []
         for k in range(data.L):
             chosen = level is not None and k == level
             r0.append(radii[k] - ch / 2 - (3 if chosen else 0.3))
             r1.append(radii[k] + ch / 2 + (3 if chosen else 0.3))
-            fill.append("#fdf1e0" if chosen else "#f7f7f7")
+            fill.append(LEVEL_BAND_FILL if chosen else "#f7f7f7")
             fa.append(1.0 if chosen else 0.55)
-        return {"r0": _f32(r0), "r1": _f32(r1), "fill": fill, "fa": fa}
+            line.append(LEVEL_BAND_LINE if chosen else None)
+        return {"r0": _f32(r0), "r1": _f32(r1), "fill": fill, "fa": fa, "line": line}
 
     # ------------------------------------------------------------------ updates
 
@@ -943,20 +432,21 @@ class FlowFigure:
         for k, v in cols.items():
             self.sources[k].data = v
         self.sources["ticks"].data = self._tick_cols(data)
-        ext = data.layout.extent
-        self.figure.x_range.start, self.figure.x_range.end = -ext, ext
-        self.figure.y_range.start, self.figure.y_range.end = -ext, ext
+        self.sources["bounds"].data = {"w": [2 * data.layout.extent]}
         self.resize(self._size)
-        self.glyph_tooltips.tooltips = self._glyph_tooltip(data)
         for src in ("nodes", "glyphs"):
             self.sources[src].selected.indices = []
 
     def resize(self, size: int | None) -> None:
-        """Draw at ``size`` px (None: fit the rings, 1 px per layout unit, 600-1600 px). Fonts keep their
-        pixel size, so a size well below the fitted one crowds the labels."""
+        """Draw at ``size`` px, or (None) follow the container's width at a square aspect."""
         self._size = size
-        ext = self.data.layout.extent
-        self.figure.width = self.figure.height = int(size or min(1600, max(600, round(2 * ext))))
+        fig = self.figure
+        if size:
+            fig.sizing_mode = "fixed"
+            fig.width = fig.height = int(size)
+        else:
+            fig.sizing_mode = "stretch_both"
+            fig.width = fig.height = self.design_size(self.data)
 
     def set_level(self, level: int | None) -> None:
         self.sources["rings"].data = self._ring_cols(self.data, level)
@@ -969,3 +459,76 @@ class FlowFigure:
         self.sources["edges"].data.update(st=states["edges"], fz=states["edges"].copy(), ha=states["edge_alpha"])
         self.sources["sparks"].data.update(st=states["sparks"])
         return states
+
+
+# ======================================================================================================
+# Legend (shared by the view beside the figure and the SVG/PNG export)
+# ======================================================================================================
+
+
+def legend_items(data: FlowData, level: int | None = None) -> list[tuple[str, list[str], str]]:
+    """The radial view's legend for ``data``'s mode: ``(kind, colours, text)`` rows, where kind is
+    ``"swatch"`` (colour squares), ``"split"`` (a split glyph), ``"ramp"`` (the glyph count ramp),
+    ``"spark"`` (a sparkline), ``"band"`` (the level band), ``"edge"`` or ``"text"``. Levels are 1-based."""
+    rows: list[tuple[str, list[str], str]] = []
+    if data.comparison is not None:
+        rows.append(("swatch", [PRETRAINED_COLOR], "pre-trained model only"))
+        rows.append(("swatch", [FINETUNED_COLOR], "fine-tuned model only"))
+        rows.append(("swatch", [SHARED_COLOR], "both models (shared)"))
+        rows.append(("split", [PRETRAINED_COLOR, FINETUNED_COLOR], "split head glyph: the head attends above τ in both models"))
+        rows.append(("text", [], "head glyph colour = the model; single-model modes colour it by count:"))
+        for code in (PRE, FINE):
+            base = 0 if code == PRE else RAMP_STEPS
+            rows.append(("ramp", GLYPH_PALETTE[base : base + RAMP_STEPS], f"tokens attended, 1 … {RAMP_STEPS}+"))
+    else:
+        code = next(iter(data.graphs))
+        base = 0 if code == PRE else RAMP_STEPS
+        rows.append(("swatch", [_MODEL_COLOR[code]], f"{MODEL_NAME[code]} model"))
+        rows.append(("ramp", GLYPH_PALETTE[base : base + RAMP_STEPS],
+                     f"head glyph: tokens of the level below it attends to, 1 … {RAMP_STEPS}+"))
+    rows.append(("spark", ["#555555"], "sparkline: where the tokens of the level above that attend to this "
+                 "token sit (left earlier, centre itself, right later); height = heads, 1 … 3"))
+    rows.append(("edge", [NEUTRAL_EDGE], "edge: attention above τ; darker = more heads"))
+    if level is not None:
+        rows.append(("band", [LEVEL_BAND_FILL, LEVEL_BAND_LINE], f"level {level + 1}: the sentence view's level"))
+    rows.append(("text", [], f"rings: level 1 (input) outermost … level {data.L + 1} ([CLS]) in the centre; "
+                 "black tick: sentence A | B"))
+    return rows
+
+
+def legend_html(data: FlowData, level: int | None = None) -> str:
+    """:func:`legend_items` as HTML (inline SVG swatches), for a pane beside the figure."""
+    import html as _html
+
+    def box(color, w=12, h=12, line=None):
+        stroke = f"border:1px solid {line};" if line else ""
+        return (f'<span style="display:inline-block;width:{w}px;height:{h}px;background:{color};{stroke}'
+                f'vertical-align:middle;margin-right:1px"></span>')
+
+    spark = ('<svg width="40" height="14" style="vertical-align:middle"><line x1="1" y1="13" x2="39" y2="13" '
+             'stroke="#b0b0b0" stroke-width="1"/>'
+             + "".join(f'<line x1="{x}" y1="13" x2="{x}" y2="{13 - h}" stroke="#555" stroke-width="1.6"/>'
+                       for x, h in ((6, 6), (20, 12), (24, 9), (33, 6)))
+             + "</svg>")
+    edge = ('<svg width="40" height="14" style="vertical-align:middle"><path d="M1 12 C 14 12, 26 2, 39 2" '
+            f'stroke="{NEUTRAL_EDGE}" stroke-opacity="0.35" fill="none" stroke-width="1"/>'
+            f'<path d="M1 13 C 14 13, 26 6, 39 6" stroke="{NEUTRAL_EDGE}" fill="none" stroke-width="1"/></svg>')
+    out = []
+    for kind, colors, text in legend_items(data, level):
+        t = _html.escape(text)
+        if kind == "swatch":
+            out.append(f"{box(colors[0])} {t}")
+        elif kind == "split":
+            out.append(f"{box(colors[0], 6)}{box(colors[1], 6)} {t}")
+        elif kind == "ramp":
+            out.append("".join(box(c, 10) for c in colors) + f" {t}")
+        elif kind == "spark":
+            out.append(f"{spark} {t}")
+        elif kind == "edge":
+            out.append(f"{edge} {t}")
+        elif kind == "band":
+            out.append(f"{box(colors[0], 24, 10, colors[1])} {t}")
+        else:
+            out.append(f"<span style='color:#666'>{t}</span>")
+    return ("<div class='attnflows-legend' style='font-size:12px;line-height:17px'>"
+            + "".join(f"<div style='margin:2px 0'>{r}</div>" for r in out) + "</div>")

@@ -92,9 +92,13 @@ class SentenceFigure:
         self.circles = ColumnDataSource(cols_c, name="attnflows-sentence-circles")
         h = int(max(60, lay.height))
         self.figure = fig = figure(
-            width=width, height=h, x_range=Range1d(0, width), y_range=Range1d(h, 0), tools=[],
+            width=width, height=h + 22, x_range=Range1d(0, width), y_range=Range1d(h, 0), tools=[],
             toolbar_location=None, outline_line_color=None, min_border=0, name="attnflows-sentence",
+            title=self.caption(data, level),
         )
+        fig.title.text_font_size = "12px"
+        fig.title.text_font_style = "normal"
+        fig.title.text_color = "#444444"
         fig.axis.visible = False
         fig.grid.visible = False
         self.target_renderer = fig.rect("x", "ty", width="w", height="th", source=self.tokens,
@@ -155,13 +159,23 @@ class SentenceFigure:
         }
         return cols_t, cols_c, lay
 
+    @staticmethod
+    def caption(data: FlowData, level: int) -> str:
+        """What the circles show, with the level 1-based as everywhere in the UI, and why it was chosen
+        when it is where the two models' influence differs most."""
+        text = f"Influence I at level {level + 1} of {data.L + 1} (circles: ⌈I⌉, at most 5)"
+        if data.comparison is not None and data.comparison.most_different_level() == level:
+            text += " · the level where the two models' influence differs most"
+        return text
+
     def update(self, data: FlowData, level: int) -> None:
         cols_t, cols_c, lay = self._columns(data, level)
         self.layout = lay
         self.tokens.data = cols_t
         self.circles.data = cols_c
+        self.figure.title.text = self.caption(data, level)
         h = int(max(60, lay.height))
-        self.figure.height = h
+        self.figure.height = h + 22
         self.figure.y_range.start, self.figure.y_range.end = h, 0
         self.tokens.selected.indices = []
 

@@ -1,0 +1,773 @@
+"""What the radial Attention Flow view (§4.3, Fig. 1(c), Figs. 4-8) draws, without Bokeh.
+
+:class:`FlowData` holds everything the view draws for one input, τ and mode, assembled from what
+:mod:`attnflows_panel.graph` / :mod:`attnflows_panel.compare` answer and laid out by
+:mod:`attnflows_panel.layout`: nodes (the Token Rings, with their placed labels), head glyphs,
+sparklines, edges, and the per-node hover highlight sets. It also turns a frozen selection (click,
+brush, two rings, a head glyph) into highlight codes by asking the graph (``trace``/``paths``).
+:mod:`attnflows_panel.views.flow` builds the Bokeh figure from it; this module imports no Bokeh.
+
+What the browser receives (P6): coordinates as float32 (tokens) or int16 tenths of a pixel (edges,
+glyphs, sparkline bars), small integer columns, the edges with the heads that carry them as bit masks, and per model one bit stream of every node's ancestors (the graph's
+``all_traces()``), never attention matrices. Hover runs in the browser (P4): the trace of node ``u`` is
+its ancestors' bits, plus the nodes ``v`` above whose ancestor bits hold ``u`` (its descendants). A head
+glyph ``(u, h)`` at level ``k`` restricts layer ``k-1`` to head ``h`` (Fig. 6(b)); its trace is ``u``'s
+descendants plus, for every child ``b`` that head ``h`` connects ``u`` to, ``b`` and ``b``'s ancestors -
+exactly :meth:`AttentionGraph.trace` with ``head=(k-1, h)`` (the tests check both against the graph).
+
+Display states (one ``st`` byte per drawn item, written by Python for a frozen selection and by the
+browser while hovering; colours and alphas are looked up from it):
+
+====  =====================================================
+0     unused
+1-3   highlighted, by model code (1 pre-trained, 2 fine-tuned, 3 both)
+4     dimmed (a highlight is shown and this item is not part of it)
+5-8   normal, 5 + the item's base model code (0 in single-model mode)
+9-11  the hovered / selected token itself, 8 + model code
+====  =====================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel.compare import BOTH, FINE, PRE, GraphComparison
+from attnflows_panel.graph import AttentionGraph
+from attnflows_panel.layout import (
+    RadialLayout,
+    RadialStyle,
+    edge_curves,
+    glyph_grid,
+    radial_layout,
+    sparkline_segments,
+)
+
+__all__ = [
+    "FlowData",
+    "Highlight",
+    "MODES",
+    "compose_states",
+    "count_palette",
+    "NODE_TEXT",
+    "NODE_HALO_ALPHA",
+    "EDGE_ALPHA",
+    "GLYPH_ALPHA",
+    "STATE_COLORS",
+]
+
+MODES = ("combined", "pretrained", "finetuned")
+MODE_CODE = {"pretrained": PRE, "finetuned": FINE, "combined": BOTH}
+MODEL_NAME = {PRE: "pre-trained", FINE: "fine-tuned", BOTH: "both"}
+
+TEXT_COLOR = "#222222"
+DIM_COLOR = "#c8c8c8"
+NEUTRAL_EDGE = "#7f7f7f"
+_MODEL_COLOR = {PRE: PRETRAINED_COLOR, FINE: FINETUNED_COLOR, BOTH: SHARED_COLOR}
+
+# colour per display state (see the module docstring), for highlights and model-coded items
+STATE_COLORS = [
+    TEXT_COLOR,  # 0 unused
+    PRETRAINED_COLOR,
+    FINETUNED_COLOR,
+    SHARED_COLOR,
+    DIM_COLOR,  # 4 dimmed
+    TEXT_COLOR,  # 5 normal, no model code
+    PRETRAINED_COLOR,
+    FINETUNED_COLOR,
+    SHARED_COLOR,
+    PRETRAINED_COLOR,  # 9-11 origin
+    FINETUNED_COLOR,
+    SHARED_COLOR,
+]
+# token label text: normal tokens of both models (8) stay dark, single-model tokens take their colour
+NODE_TEXT = list(STATE_COLORS)
+NODE_TEXT[8] = TEXT_COLOR
+EDGE_COLORS = list(STATE_COLORS)
+EDGE_COLORS[5] = NEUTRAL_EDGE
+EDGE_COLORS[8] = NEUTRAL_EDGE  # edges of both models: neutral until highlighted
+# alphas per display state
+NODE_HALO_ALPHA = [0, 0.13, 0.13, 0.13, 0, 0, 0, 0, 0, 0.32, 0.32, 0.32]
+EDGE_ALPHA = [0, 0.85, 0.85, 0.85, 0.03, 0.2, 0.3, 0.3, 0.2, 0.85, 0.85, 0.85]
+EDGE_WIDTH = [0.7, 1.3, 1.3, 1.3, 0.6, 0.7, 0.7, 0.7, 0.7, 1.3, 1.3, 1.3]
+# Edge opacity follows density, so that a crowded gap reads as a texture and not as a solid band: an
+# edge's opacity is INK / (how many drawn edges overlap a point of its gap), where the overlap of a layer
+# is (number of edges) × (mean angle an edge sweeps) / 2π, clamped to [MIN, MAX]. Normal edges count
+# all edges of their layer; highlighted edges count the highlighted ones (computed again on hover).
+EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX = 3.0, 10 / 255, 0.4
+HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX = 5.0, 0.025, 0.9
+
+
+def density_alpha(count: np.ndarray, sweep: np.ndarray, ink: float, lo: float, hi: float) -> np.ndarray:
+    """Opacity per layer for ``count`` edges of mean sweep ``sweep`` (fraction of a turn), as uint8·255."""
+    overlap = np.asarray(count, dtype=np.float64) * np.asarray(sweep, dtype=np.float64)
+    alpha = np.clip(ink / np.maximum(overlap, 1e-9), lo, hi)
+    return np.floor(alpha * 255 + 0.5).astype(np.uint8)
+
+GLYPH_ALPHA = [1, 1, 1, 1, 0.14, 1, 1, 1, 1, 1, 1, 1]
+# the chosen level's band (the sentence view's level): its own colour, apart from the three model colours
+LEVEL_BAND_FILL = "#e6ebf5"
+LEVEL_BAND_LINE = "#5b6f95"
+SPARK_ALPHA = [1, 1, 1, 1, 0.15, 0.9, 0.9, 0.9, 0.9, 1, 1, 1]
+
+
+# glyph colours: index into GLYPH_PALETTE. Single-model mode: a sequential ramp of the model's colour by
+# the number of tokens the head attends to (1..6+); combined mode: the model colour (§4.3.3).
+RAMP_STEPS = 6
+
+
+def _mix(color: str, other: str, t: float) -> str:
+    a = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    b = np.array([int(other[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    c = np.clip(np.round(a * (1 - t) + b * t), 0, 255).astype(int)
+    return "#%02x%02x%02x" % tuple(c)
+
+
+def count_palette(color: str, steps: int = RAMP_STEPS) -> list[str]:
+    """A light-to-dark ramp of ``color`` with ``steps`` entries (1, 2, …, steps+ tokens attended)."""
+    ts = np.linspace(0.0, 1.0, steps)
+    out = []
+    for t in ts:
+        if t < 0.5:
+            out.append(_mix("#ffffff", color, 0.25 + 1.5 * t))  # tint → the colour itself
+        else:
+            out.append(_mix(color, "#000000", (t - 0.5) * 0.9))  # the colour → a dark shade
+    return out
+
+
+GLYPH_PALETTE = count_palette(PRETRAINED_COLOR) + count_palette(FINETUNED_COLOR) + [PRETRAINED_COLOR, FINETUNED_COLOR]
+
+
+def _f32(a) -> np.ndarray:
+    return np.round(np.asarray(a, dtype=np.float64), 2).astype(np.float32)
+
+
+# Coordinates of the many small items (edges, glyphs, sparkline bars) travel as int16 tenths of a pixel
+# (half the bytes of float32; the browser divides by QUANT in a transform). Extents stay far below the
+# ±3276 px that int16 allows.
+QUANT = 10
+
+
+def _q16(a) -> np.ndarray:
+    q = np.round(np.asarray(a, dtype=np.float64) * QUANT)
+    if q.size and np.abs(q).max() > np.iinfo(np.int16).max:
+        raise ValueError("the drawing is too large for int16 coordinates (more than 3276 px from the centre)")
+    return q.astype(np.int16)
+
+
+def _uint(a, n_max: int) -> np.ndarray:
+    a = np.asarray(a)
+    if n_max < 256:
+        return a.astype(np.uint8)
+    if n_max < 65536:
+        return a.astype(np.uint16)
+    return a.astype(np.uint32)
+
+
+def _pack_heads(heads_bool: np.ndarray) -> np.ndarray:
+    """bool [m, H] → uint32 [m, W]: bit ``h % 32`` of word ``h // 32`` is set when head h carries the edge."""
+    m, H = heads_bool.shape
+    W = max(1, math.ceil(H / 32))
+    out = np.zeros((m, W), dtype=np.uint32)
+    for w in range(W):
+        chunk = heads_bool[:, w * 32 : (w + 1) * 32].astype(np.uint64)
+        weights = (np.uint64(1) << np.arange(chunk.shape[1], dtype=np.uint64))
+        out[:, w] = (chunk * weights[None, :]).sum(axis=1).astype(np.uint32)
+    return out
+
+
+@dataclass
+class Highlight:
+    """Highlight codes of one selection: per node / edge the model code (0 = not highlighted), per glyph
+    row whether its head carries the selection's attention, and the selected nodes themselves."""
+
+    nodes: np.ndarray
+    edges: np.ndarray
+    glyphs: np.ndarray
+    origin: np.ndarray
+    message: str = ""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.nodes.any())
+
+    def node_set(self, data: FlowData) -> dict[tuple[int, int], int]:
+        """``{(level, token): code}`` of the highlighted nodes."""
+        ids = np.flatnonzero(self.nodes)
+        lv = data.nodes["level"].to_numpy()[ids]
+        ps = data.nodes["pos"].to_numpy()[ids]
+        return {(int(a), int(b)): int(c) for a, b, c in zip(lv, ps, self.nodes[ids])}
+
+
+def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray]:
+    """Display states (module docstring) of every drawn item for a highlight, or for none.
+
+    The browser's hover code (``flow.js``, ``compose``) does exactly the same from its own codes.
+    """
+    N, E, G = len(data.nodes), len(data.edges), len(data.glyphs)
+    node_base = data.nodes["base"].to_numpy().astype(np.uint8)
+    edge_base = data.edges["base"].to_numpy().astype(np.uint8)
+    if hl is None or not hl.active:
+        node_st = 5 + node_base
+        edge_st = 5 + edge_base
+        glyph_st = np.full(G, 5, dtype=np.uint8)
+    else:
+        node_st = np.where(hl.nodes > 0, hl.nodes, 4).astype(np.uint8)
+        node_st = np.where(hl.origin, 8 + np.maximum(hl.nodes, 1), node_st).astype(np.uint8)
+        edge_st = np.where(hl.edges > 0, hl.edges, 4).astype(np.uint8)
+        gm = data.glyphs["model"].to_numpy().astype(np.uint8)
+        glyph_st = np.where(hl.glyphs, gm, 4).astype(np.uint8)
+    spark_st = node_st[data.sparks["node"].to_numpy()] if len(data.sparks) else np.zeros(0, np.uint8)
+    layer = data.edges["layer"].to_numpy().astype(np.int64)
+    lit = edge_st < 4
+    count = np.bincount(layer[lit], minlength=data.L)
+    ha = density_alpha(count, data.sweep, HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX)[layer]
+    return {"nodes": node_st.astype(np.uint8), "edges": edge_st.astype(np.uint8), "edge_alpha": ha,
+            "glyphs": glyph_st.astype(np.uint8), "sparks": np.asarray(spark_st, dtype=np.uint8)}
+
+
+class FlowData:
+    """What the radial view draws for one input at one τ in one mode (no Bokeh here).
+
+    Parameters
+    ----------
+    tokens, segments:
+        The input's WordPiece tokens and segment ids.
+    pre, fine:
+        The two models' Attention Graphs (either may be None in a single-model mode).
+    mode:
+        ``"combined"`` (union of both graphs, §4.3.3), ``"pretrained"`` or ``"finetuned"``.
+    style:
+        Geometry (:class:`~attnflows_panel.layout.RadialStyle`).
+
+    Attributes (pandas DataFrames, row index = id used by the browser)
+    -------------------------------------------------------------------
+    nodes: the layout's nodes plus ``member`` (model code of the graphs holding the node), ``base``
+        (colour code in the normal state) and the glyph-block and sparkline baseline geometry.
+    glyphs: one row per lit head glyph (a split glyph is two rows, §4.3.3): node, head, model, x, y, w,
+        angle, gc (palette index), cp / cf (tokens attended in each model).
+    edges: one row per edge (layer, a, b) of the drawn graph(s): u, v (node ids), layer, member code,
+        the heads carrying it per model as uint32 words (``h1_w`` for pre-trained, ``h2_w`` fine-tuned)
+        and its Bézier geometry.
+    sparks: sparkline bars (node, model, x0, y0, x1, y1).
+    bits: ``{model code: uint8 array}``: each node's ancestors in that model as one little-endian bit
+        stream; node ``u``'s row holds ``lo[level(u)]`` bits (the nodes on lower levels), rows in node order.
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        segments: Sequence[int],
+        pre: AttentionGraph | None,
+        fine: AttentionGraph | None,
+        mode: str = "combined",
+        style: RadialStyle | None = None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+        graphs = {PRE: pre, FINE: fine}
+        need = [c for c in (PRE, FINE) if MODE_CODE[mode] & c]
+        for c in need:
+            if graphs[c] is None:
+                raise ValueError(f"mode {mode!r} needs the {MODEL_NAME[c]} graph")
+        self.mode = mode
+        self.models = MODE_CODE[mode]
+        self.graphs: dict[int, AttentionGraph] = {c: graphs[c] for c in need}
+        g0 = self.graphs[need[0]]
+        self.L, self.H, self.n = g0.L, g0.H, g0.n
+        if len(tokens) != self.n:
+            raise ValueError(f"{len(tokens)} tokens for a graph of n = {self.n}")
+        self.tau = g0.tau
+        self.tokens = list(tokens)
+        self.segments = list(segments)
+        self.comparison = GraphComparison(pre, fine) if mode == "combined" else None
+        if self.comparison is not None:
+            levels = self.comparison.levels
+            membership = np.asarray(self.comparison.membership)
+        else:
+            levels = g0.levels
+            membership = np.asarray(g0.member, dtype=np.int8) * self.models
+        self.levels = [np.asarray(lv) for lv in levels]
+        self.influence = {c: g.influence() for c, g in self.graphs.items()}  # eq. 4, [L, n] per model
+        self.priority = self._label_priority()
+        self.layout: RadialLayout = radial_layout(self.levels, self.tokens, self.segments, self.H, style,
+                                                  priority=self.priority)
+        self.style = self.layout.style
+        nodes = self.layout.nodes
+        self.node_index = self.layout.node_index(self.n)
+        self.bounds = self.layout.level_bounds()
+        lv, ps = nodes["level"].to_numpy(), nodes["pos"].to_numpy()
+        member = membership[lv, ps].astype(np.uint8)
+        nodes["member"] = member
+        nodes["base"] = member if self.comparison is not None else np.zeros(len(nodes), np.uint8)
+        self._glyph_block_geometry()
+        self.glyphs = self._build_glyphs()
+        self.edges = self._build_edges()
+        self.sparks = self._build_sparks()
+        self.bits = {c: self._ancestor_bits(g) for c, g in self.graphs.items()}
+
+    # ------------------------------------------------------------------ construction
+
+    @property
+    def nodes(self) -> pd.DataFrame:
+        return self.layout.nodes
+
+    def _label_priority(self) -> np.ndarray:
+        """float [L+1, n]: which labels a ring shows first (:func:`~attnflows_panel.layout.place_labels`):
+        the token's influence I_k (eq. 4, the larger of the drawn models'), then its degree in the drawn
+        graph(s) (edges to the level above and below) as a tie-breaker; never its length. The root comes
+        first."""
+        L, n = self.L, self.n
+        infl = np.zeros((L + 1, n))
+        deg = np.zeros((L + 1, n))
+        for c, g in self.graphs.items():
+            infl[:L] = np.maximum(infl[:L], self.influence[c])
+            adj = g.active.any(axis=1)  # [L, n, n]: edge (k+1, a) -> (k, b)
+            deg[:L] = np.maximum(deg[:L], adj.sum(axis=1))  # from the level above
+            deg[1:] = np.maximum(deg[1:], adj.sum(axis=2))  # to the level below
+        infl[L] = infl.max() + 1.0
+        return infl + deg / (deg.max() + 1.0)
+
+    def _glyph_block_geometry(self) -> None:
+        nodes, st = self.layout.nodes, self.style
+        gw, gh = st.glyph_block(self.H)
+        lv0 = nodes["level"].to_numpy() == 0  # level 0 has no level below: no glyphs, no empty block
+        nodes["bw"] = np.where(lv0, 0.0, gw + 1.2)
+        nodes["bh"] = np.where(lv0, 0.0, gh + 1.2)
+        nodes["sx1"] = nodes["sx0"] + nodes["sw"] * nodes["ux"]
+        nodes["sy1"] = nodes["sy0"] + nodes["sw"] * nodes["uy"]
+
+    def _build_glyphs(self) -> pd.DataFrame:
+        """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
+        (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
+        H = self.H
+        grid = glyph_grid(self.layout, H)
+        nodes = self.layout.nodes
+        N = len(nodes)
+        counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
+        for c, g in self.graphs.items():
+            for k in range(1, self.L + 1):
+                ids = np.arange(self.bounds[k], self.bounds[k + 1])
+                if ids.size:
+                    counts[c][ids] = g.glyphs(k)[nodes["pos"].to_numpy()[ids]]
+        if self.comparison is not None:
+            state = np.zeros((N, H), dtype=np.int64)
+            for k in range(1, self.L + 1):
+                ids = np.arange(self.bounds[k], self.bounds[k + 1])
+                if ids.size:
+                    state[ids] = self.comparison.glyph_states(k)[nodes["pos"].to_numpy()[ids]]
+        else:
+            (c,) = self.graphs
+            state = (counts[c] > 0) * c
+        st = state.ravel()
+        cp, cf = counts[PRE].ravel(), counts[FINE].ravel()
+        lit = np.flatnonzero(st)
+        g = self.style.glyph
+        parts = []
+        for code in (PRE, FINE):
+            full = lit[st[lit] == code]
+            parts.append((full, code, 0.0, g))
+        split = lit[st[lit] == BOTH]
+        parts.append((split, PRE, -g / 4, g / 2))
+        parts.append((split, FINE, g / 4, g / 2))
+        part_of = {PRE: 1, FINE: 2}
+        rows = []
+        for ids, code, off, w in parts:
+            if ids.size == 0:
+                continue
+            sub = grid.iloc[ids]
+            if self.comparison is not None:
+                gc = np.full(ids.size, 12 if code == PRE else 13)
+            else:
+                cnt = (cp if code == PRE else cf)[ids]
+                gc = (0 if code == PRE else RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
+            rows.append(pd.DataFrame({
+                "node": sub["node"].to_numpy(),
+                "head": sub["head"].to_numpy(),
+                "model": np.full(ids.size, code),
+                "x": sub["x"].to_numpy() + off * sub["ux"].to_numpy(),
+                "y": sub["y"].to_numpy() + off * sub["uy"].to_numpy(),
+                "w": np.full(ids.size, w),
+                "part": np.full(ids.size, 0 if w == g else part_of[code]),
+                "angle": sub["angle"].to_numpy(),
+                "gc": gc,
+                "cp": cp[ids],
+                "cf": cf[ids],
+            }))
+        cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
+        if not rows:
+            return pd.DataFrame({c: np.zeros(0) for c in cols})
+        df = pd.concat(rows, ignore_index=True)
+        return df.sort_values(["node", "head", "model"], kind="stable").reset_index(drop=True)
+
+    def _build_edges(self) -> pd.DataFrame:
+        """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads.
+
+        Built in numpy (one DataFrame at the end: a DataFrame per layer cost more than the rest of the
+        view's data together)."""
+        n, H = self.n, self.H
+        W = max(1, math.ceil(H / 32))
+        parts: dict[str, list[np.ndarray]] = {}
+
+        def add(key, arr):
+            parts.setdefault(key, []).append(arr)
+
+        for k in range(self.L):
+            per = {}
+            for c, g in self.graphs.items():
+                a, b = np.nonzero(g.active[k].any(axis=0))
+                per[c] = (a.astype(np.int64) * n + b, g.active[k][:, a, b].T)
+            keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
+            if keys.size == 0:
+                continue
+            add("layer", np.full(keys.size, k, dtype=np.int64))
+            add("a", keys // n)
+            add("b", keys % n)
+            member = np.zeros(keys.size, dtype=np.int64)
+            nh = np.zeros(keys.size, dtype=np.int64)
+            for c in (PRE, FINE):
+                words = np.zeros((keys.size, W), dtype=np.uint32)
+                if c in per:
+                    key_c, heads = per[c]
+                    pos = np.searchsorted(keys, key_c)
+                    words[pos] = _pack_heads(heads)
+                    member[pos] |= c
+                    nh[pos] = np.maximum(nh[pos], heads.sum(axis=1))
+                for w in range(W):
+                    add(f"h{c}_{w}", words[:, w])
+            add("nh", nh)
+            add("member", member)
+        cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
+        edges = {c: (np.concatenate(parts[c]) if c in parts else np.zeros(0, dtype=np.int64)) for c in cols}
+        layer = edges["layer"]
+        u = self.node_index[layer + 1, edges["a"]]
+        v = self.node_index[layer, edges["b"]]
+        edges["u"], edges["v"] = u, v
+        edges["base"] = edges["member"] if self.comparison is not None else np.zeros(layer.size, dtype=np.int64)
+        # normal-state opacity per layer: dense layers fade so that they read as texture, not ink
+        # (see density_alpha; the mean sweep per layer also scales highlighted edges in the browser) ...
+        ang = self.layout.nodes["angle"].to_numpy()
+        t0, t1 = ang[u], ang[v]
+        sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
+        count = np.bincount(layer, minlength=self.L)
+        self.sweep = np.bincount(layer, weights=sweep, minlength=self.L) / np.maximum(count, 1)
+        # ... and within a layer by the number of heads carrying the edge (the larger of the two models'):
+        # one head draws at 45% of the layer's opacity, four or more heads at 100%
+        ea = density_alpha(count, self.sweep, EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX)[layer].astype(np.float64)
+        heads_w = 0.45 + 0.55 * (np.minimum(edges["nh"], 4) - 1).clip(0) / 3.0
+        edges["ea"] = np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)
+        edges.update(edge_curves(self.layout, u, v))
+        self.words = W
+        return pd.DataFrame(edges)
+
+    def _build_sparks(self) -> pd.DataFrame:
+        """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
+        the relative position ``(a - w)/(n-1)`` of each token a of level k+1 that attends to w through
+        layer k, as high as the number of heads doing so, clamped at 3 - i.e. ``g.sparkline(k, w,
+        "attending")``. Read for a whole level at once from the graph's per-head edges ``g.active[k]``
+        (the same numbers; the tests check them against ``g.sparkline`` token by token)."""
+        nodes = self.layout.nodes
+        frames = []
+        models = list(self.graphs.items())
+        shift = 0.9 if len(models) == 2 else 0.0
+        denom = max(self.n - 1, 1)
+        for i, (c, g) in enumerate(models):
+            ids, rel, hts = [], [], []
+            for k in range(self.L):
+                heads = g.active[k].sum(axis=0)  # [a, w]: heads carrying edge (k+1, a) -> (k, w)
+                a_idx, w_idx = np.nonzero(heads)
+                if a_idx.size == 0:
+                    continue
+                nid = self.node_index[k, w_idx]
+                ids.append(nid)
+                rel.append((a_idx - w_idx) / denom)
+                hts.append(np.minimum(heads[a_idx, w_idx], 3))
+            if ids:
+                seg = sparkline_segments(self.layout, [np.concatenate(ids)], [np.concatenate(rel)], [np.concatenate(hts)],
+                                         per_bar=True)
+            else:
+                seg = sparkline_segments(self.layout, [], [], [])
+            df = pd.DataFrame(seg)
+            df["model"] = c
+            if shift and len(df):
+                nid = df["node"].to_numpy()
+                off = shift * (1 if i else -1) / 2
+                for xs, ux in (("x0", "ux"), ("x1", "ux")):
+                    df[xs] = df[xs] + off * nodes[ux].to_numpy()[nid]
+                for ys, uy in (("y0", "uy"), ("y1", "uy")):
+                    df[ys] = df[ys] + off * nodes[uy].to_numpy()[nid]
+            frames.append(df)
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["node", "x0", "y0", "x1", "y1", "model"])
+        return out
+
+    def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
+        """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
+        :meth:`AttentionGraph.ancestor_matrix`) as one packed bit stream."""
+        nodes = self.layout.nodes
+        N = len(nodes)
+        lv = nodes["level"].to_numpy()
+        flat, Ag = g.ancestor_matrix()
+        A = np.zeros((N, N), dtype=bool)
+        if flat.size:
+            ids = self.node_index.ravel()[flat]  # this view's node id of each of g's nodes
+            A[np.ix_(ids, ids)] = Ag
+        lo = self.bounds[lv]  # nodes below node u's level: ids 0 .. lo-1
+        keep = np.arange(N)[None, :] < lo[:, None]
+        return np.packbits(A[keep], bitorder="little")
+
+    # ------------------------------------------------------------------ selections (server side)
+
+    def node_id(self, level: int, token: int) -> int:
+        if not 0 <= level <= self.L or not 0 <= token < self.n:
+            return -1
+        return int(self.node_index[level, token])
+
+    def _edge_lookup(self) -> np.ndarray:
+        if not hasattr(self, "_eid"):
+            eid = np.full((self.L, self.n, self.n), -1, dtype=np.int64)
+            e = self.edges
+            eid[e["layer"].to_numpy(), e["a"].to_numpy(), e["b"].to_numpy()] = np.arange(len(e))
+            self._eid = eid
+        return self._eid
+
+    def _glyph_lookup(self) -> dict[int, np.ndarray]:
+        if not hasattr(self, "_gid"):
+            N = len(self.nodes)
+            out = {}
+            gl = self.glyphs
+            for c in (PRE, FINE):
+                m = np.full(N * self.H, -1, dtype=np.int64)
+                sel = gl["model"].to_numpy() == c
+                m[gl["node"].to_numpy()[sel] * self.H + gl["head"].to_numpy()[sel]] = np.flatnonzero(sel)
+                out[c] = m
+            self._gid = out
+        return self._gid
+
+    def _empty(self, message: str = "") -> Highlight:
+        return Highlight(
+            nodes=np.zeros(len(self.nodes), np.uint8),
+            edges=np.zeros(len(self.edges), np.uint8),
+            glyphs=np.zeros(len(self.glyphs), bool),
+            origin=np.zeros(len(self.nodes), bool),
+            message=message,
+        )
+
+    def _apply_edges(self, hl: Highlight, code: int, edges) -> None:
+        eid = self._edge_lookup()
+        gid = self._glyph_lookup()[code]
+        H = self.H
+        for e in edges:
+            i = eid[e.layer, e.a, e.b]
+            if i < 0:
+                continue
+            hl.edges[i] |= code
+            u = self.node_index[e.layer + 1, e.a]
+            for h in e.heads:
+                j = gid[u * H + h]
+                if j >= 0:
+                    hl.glyphs[j] = True
+
+    def _mark(self, hl: Highlight, code: int, mask: np.ndarray, head: tuple[int, int] | None) -> None:
+        """Mark, in bulk, the edges and head glyphs of model ``code``'s traversal whose nodes are ``mask``
+        (bool [L+1, n]): an edge of that model is a step of the traversal exactly when both its ends are
+        in the mask (as in ``Trace.edges`` / ``PathResult.edges``, and as flow.js marks a hover); with
+        ``head = (layer, h)`` that layer's steps are only those carried by head h. A glyph (u, h) lights
+        when a marked edge of u carries head h in that model."""
+        E = len(self.edges)
+        if E == 0:
+            return
+        node_in = np.zeros(len(self.nodes) + 1, dtype=bool)  # last slot: nodes absent from the view
+        lv, tok = np.nonzero(mask)
+        ids = self.node_index[lv, tok]
+        node_in[ids[ids >= 0]] = True
+        e = self._edge_arrays()
+        lit = (e["member"] & code).astype(bool) & node_in[e["u"]] & node_in[e["v"]]
+        words = [e[f"h{code}_{w}"].astype(np.uint64) for w in range(self.words)]
+        if head is not None:
+            at = e["layer"] == head[0]
+            carried = ((words[head[1] // 32] >> np.uint64(head[1] % 32)) & np.uint64(1)).astype(bool)
+            lit &= ~at | carried
+            for w in range(self.words):
+                words[w] = np.where(at, np.uint64(1 << (head[1] % 32)) if w == head[1] // 32 else np.uint64(0), words[w])
+        hl.edges[lit] |= np.uint8(code)
+        gl = self._glyph_arrays()
+        rows = np.flatnonzero(gl["model"] == code)
+        if rows.size == 0 or not lit.any():
+            return
+        N = len(self.nodes)
+        for w in range(self.words):
+            acc = np.zeros(N, dtype=np.uint64)
+            np.bitwise_or.at(acc, e["u"][lit], words[w][lit])
+            h = gl["head"][rows]
+            in_word = (h // 32) == w
+            on = ((acc[gl["node"][rows]] >> (h % 32).astype(np.uint64)) & np.uint64(1)).astype(bool) & in_word
+            hl.glyphs[rows[on]] = True
+
+    def _edge_arrays(self) -> dict[str, np.ndarray]:
+        if not hasattr(self, "_earr"):
+            e = self.edges
+            cols = ["u", "v", "layer", "member"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(self.words)]
+            self._earr = {c: e[c].to_numpy() for c in cols}
+            self._earr["u"] = self._earr["u"].astype(np.int64)
+            self._earr["v"] = self._earr["v"].astype(np.int64)
+        return self._earr
+
+    def _glyph_arrays(self) -> dict[str, np.ndarray]:
+        if not hasattr(self, "_garr"):
+            g = self.glyphs
+            self._garr = {c: g[c].to_numpy().astype(np.int64) for c in ("node", "head", "model")}
+        return self._garr
+
+    def _apply_mask(self, hl: Highlight, mask: np.ndarray, code: int | None = None) -> None:
+        lv, tok = np.nonzero(mask)
+        ids = self.node_index[lv, tok]
+        ok = ids >= 0
+        vals = mask[lv, tok] if code is None else np.full(lv.size, code)
+        hl.nodes[ids[ok]] |= np.asarray(vals, dtype=np.uint8)[ok]
+
+    def highlight(
+        self,
+        selection: Sequence[Sequence[int]],
+        head: Sequence[int] | None = None,
+        head_model: str | None = None,
+    ) -> Highlight:
+        """The frozen highlight of a selection of ``(level, token)`` nodes, asked of graph/compare.
+
+        - tokens at one level: ``trace(level, tokens, head)`` (several tokens: the brushed intersection,
+          §4.4.1); ``head = (layer, h)`` restricts that layer to one head (Fig. 6(b)); in combined mode
+          ``head_model`` ("pretrained"/"finetuned"; None = both) picks the model(s) traversed;
+        - tokens at two levels: ``paths`` between them (§4.4.2, Figs. 7-8);
+        - more levels: the paths between the lowest and the highest, with a message saying so.
+        Messages name levels 1-based, as the UI does. Selected tokens not in the drawn graph(s) are ignored (e.g. after τ changed); an empty result
+        means no highlight.
+        """
+        sel = []
+        for item in selection or []:
+            lv, tok = int(item[0]), int(item[1])
+            if self.node_id(lv, tok) >= 0:
+                sel.append((lv, tok))
+        if not sel:
+            return self._empty()
+        by_level: dict[int, list[int]] = {}
+        for lv, tok in sel:
+            by_level.setdefault(lv, []).append(tok)
+        hl = self._empty()
+        for lv, toks in by_level.items():
+            for t in toks:
+                hl.origin[self.node_index[lv, t]] = True
+        levels = sorted(by_level)
+        message = ""
+        if len(levels) > 2:
+            message = (f"tokens selected at {len(levels)} levels: showing the paths between levels "
+                       f"{levels[0] + 1} and {levels[-1] + 1}")
+            for lv in levels[1:-1]:
+                for t in by_level[lv]:
+                    hl.origin[self.node_index[lv, t]] = False
+            levels = [levels[0], levels[-1]]
+        head_t = None if head is None else (int(head[0]), int(head[1]))
+        model_code = {None: None, "pretrained": PRE, "finetuned": FINE, "both": None}.get(head_model, None)
+        if len(levels) == 1:
+            lv = levels[0]
+            toks = sorted(by_level[lv])
+            if self.comparison is not None:
+                res = self.comparison.trace(lv, toks, head=head_t, model=model_code if head_t else None)
+                self._apply_mask(hl, res.mask)
+                for c in (PRE, FINE):
+                    self._mark(hl, c, (res.mask & c).astype(bool), head_t)
+            else:
+                (c, g), = self.graphs.items()
+                tr = g.trace(lv, toks, head=head_t)
+                self._apply_mask(hl, tr.mask, c)
+                self._mark(hl, c, tr.mask, head_t)
+            if len(toks) > 1:
+                message = message or f"brushed intersection of {len(toks)} tokens at level {lv + 1}"
+        else:
+            la, lb = levels
+            ta, tb = sorted(by_level[la]), sorted(by_level[lb])
+            if self.comparison is not None:
+                res = self.comparison.paths(la, ta, lb, tb)
+                self._apply_mask(hl, res.mask)
+                for c in (PRE, FINE):
+                    self._mark(hl, c, (res.mask & c).astype(bool), None)
+            else:
+                (c, g), = self.graphs.items()
+                pm = g.paths_mask(la, ta, lb, tb)
+                self._apply_mask(hl, pm, c)
+                self._mark(hl, c, pm, None)
+            if not hl.nodes.any():
+                message = message or f"no path joins the tokens selected at levels {la + 1} and {lb + 1}"
+                # keep the selected tokens visible
+                hl.nodes[hl.origin] = np.maximum(hl.nodes[hl.origin], 1)
+            else:
+                message = message or f"paths between levels {la + 1} and {lb + 1}"
+        # selected tokens stay highlighted even if a model lacks them
+        miss = hl.origin & (hl.nodes == 0)
+        hl.nodes[miss] = self.nodes["member"].to_numpy()[miss]
+        hl.message = message
+        return hl
+
+    # ------------------------------------------------------------------ what the browser receives
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """Column dicts for the Bokeh ColumnDataSources (compact dtypes, rounded float32 coordinates)."""
+        nodes, glyphs, edges, sparks = self.nodes, self.glyphs, self.edges, self.sparks
+        N = len(nodes)
+        states = compose_states(self, None)
+        node_cols = {
+            "level": _uint(nodes["level"], 255),
+            "pos": _uint(nodes["pos"], self.n),
+            "token": nodes["token"].tolist(),
+            "label": nodes["label"].tolist(),
+            "lstat": nodes["lstat"].to_numpy().astype(np.uint8),
+            "mem": nodes["member"].to_numpy().astype(np.uint8),
+            "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
+            "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hr": _f32(nodes["hr"]),
+            "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
+            "sx0": _f32(nodes["sx0"]), "sy0": _f32(nodes["sy0"]), "sx1": _f32(nodes["sx1"]), "sy1": _f32(nodes["sy1"]),
+            "st": states["nodes"], "fz": states["nodes"].copy(),
+        }
+        # influence I_k (eq. 4) of every node in each drawn model, for the hover details (none at the root)
+        lv = nodes["level"].to_numpy()
+        ps = nodes["pos"].to_numpy()
+        below_root = lv < self.L
+        for c in (PRE, FINE):
+            if c in self.influence:
+                infl = np.full(N, -1.0)
+                infl[below_root] = self.influence[c][lv[below_root], ps[below_root]]
+                node_cols[f"i{c}"] = np.round(infl, 2).astype(np.float32)
+        glyph_cols = {
+            "node": _uint(glyphs["node"], N), "head": _uint(glyphs["head"], 255),
+            "model": glyphs["model"].to_numpy().astype(np.uint8),
+            "part": glyphs["part"].to_numpy().astype(np.uint8),  # 0 whole glyph, 1/2 left/right half
+            "x": _q16(glyphs["x"]), "y": _q16(glyphs["y"]),
+            "gc": glyphs["gc"].to_numpy().astype(np.uint8),
+            "cp": _uint(glyphs["cp"], self.n), "cf": _uint(glyphs["cf"], self.n),
+            "st": states["glyphs"], "fz": states["glyphs"].copy(),
+        }
+        edge_cols = {k: _q16(edges[k]) for k in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")}
+        edge_cols.update({
+            "u": _uint(edges["u"], N), "v": _uint(edges["v"], N),
+            "mem": edges["member"].to_numpy().astype(np.uint8),
+            "ea": edges["ea"].to_numpy().astype(np.uint8),
+            "ha": states["edge_alpha"],
+            "st": states["edges"], "fz": states["edges"].copy(),
+        })
+        mask_dtype = np.uint8 if self.H <= 8 else np.uint16 if self.H <= 16 else np.uint32
+        for c in self.graphs:
+            for w in range(self.words):
+                edge_cols[f"h{c}_{w}"] = edges[f"h{c}_{w}"].to_numpy().astype(mask_dtype)
+        spark_cols = {k: _q16(sparks[k]) for k in ("x0", "y0", "x1", "y1")}
+        spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].to_numpy().astype(np.uint8),
+                           "st": states["sparks"]})
+        bits = {"H": [self.H], "W": [self.words], "models": [self.models], "L": [self.L], "n": [self.n],
+                "sizes": [[len(nodes), len(edges), len(glyphs)]],  # lets the browser skip half-updated data
+                "sweep": [np.asarray(self.sweep, dtype=np.float32)],
+                "hl_ink": [[HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX]]}
+        for c in (PRE, FINE):
+            bits[f"b{c}"] = [self.bits.get(c, np.zeros(0, np.uint8))]
+        return {"nodes": node_cols, "glyphs": glyph_cols, "edges": edge_cols, "sparks": spark_cols, "bits": bits}

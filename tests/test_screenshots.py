@@ -1,0 +1,213 @@
+"""Screenshots as evidence (issue: a flow view a researcher can read at any window size).
+
+On the default sample (the first pair of the bundled demo set, the MiniLM pair at τ 0.15) the view is
+served in a thread and opened in headless Chromium at 1280×800, 1600×1000 and 1920×1080. At each size
+the test saves screenshots of the plain view, a hovered token, a frozen selection and the paths
+between two rings into the git-ignored ``test-output/<test>/`` folder and prints their paths, and asserts:
+
+- the label report (``RadialLayout.label_report``): every ring accounted for, the input ring and
+  level 2 show most of their words in full;
+- the label font is one size for every ring, at least 9 px on screen;
+- the flow figure is square (the rings are circles), fits the window's height, and the page does not
+  scroll sideways;
+- no console or page error.
+
+Every wait is on a condition, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+
+import numpy as np
+import panel as pn
+import pytest
+
+from attnflows_panel.corpus import demo_path
+from attnflows_panel.views.attention_flows import AttentionFlowsView
+
+pytestmark = [pytest.mark.browser, pytest.mark.real_model]
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SIZES = [(1280, 800), (1600, 1000), (1920, 1080)]
+TAU = 0.15
+
+READY = """() => {
+  if (!window.Bokeh || Bokeh.documents.length === 0) return false;
+  const doc = Bokeh.documents[0];
+  const fig = doc.get_model_by_name('attnflows-radial');
+  const lab = doc.get_model_by_name('attnflows-labels');
+  if (fig == null || lab == null) return false;
+  try { return fig.inner_width > 0 && lab.glyph.text_font_size.value != null; } catch (e) { return false; }
+}"""
+# the drawn geometry: the figure's frame on the page, its data-to-pixel scales, the labels' font size
+GEOMETRY = """() => {
+  const doc = Bokeh.documents[0];
+  const fig = doc.get_model_by_name('attnflows-radial');
+  const lab = doc.get_model_by_name('attnflows-labels');
+  const pv = Bokeh.index.find_one(fig);  // test-only: where the frame is on the page
+  const r = pv.canvas_view.el.getBoundingClientRect();
+  return {
+    iw: fig.inner_width, ih: fig.inner_height,
+    sx: fig.inner_width / (fig.x_range.end - fig.x_range.start),
+    sy: fig.inner_height / (fig.y_range.end - fig.y_range.start),
+    x0: fig.x_range.start, y1: fig.y_range.end,
+    font: parseFloat(lab.glyph.text_font_size.value),
+    left: r.left + pv.frame.bbox.left, top: r.top + pv.frame.bbox.top,
+    scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
+  };
+}"""
+NODE = """([i]) => {
+  const d = Bokeh.documents[0].get_model_by_name('attnflows-nodes').data;
+  return [d.lx[i], d.ly[i], d.st[i]];  // the label: inside the token's hit circle, clear of its glyphs
+}"""
+
+
+def _wait(cond, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def _served(factory):
+    """Serve ``factory`` on a free port of 127.0.0.1 in a thread; yield the port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    thread = pn.serve(factory, port=port, address="127.0.0.1", threaded=True, show=False, title="Attention Flows")
+
+    def up():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        _wait(up, what="the Panel server")
+        yield port
+    finally:
+        thread.stop()
+
+
+def _demo_rows(k: int) -> list[dict]:
+    """The first k MRPC pairs of the bundled demo set (the first is the app's default sample)."""
+    rows = [json.loads(line) for line in demo_path().read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if r.get("task") == "mrpc"][:k]
+
+
+@pytest.fixture(scope="module")
+def default_result(minilm_pair):
+    first = _demo_rows(1)[0]
+    return minilm_pair.run(first["sentence_a"], first["sentence_b"])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_label_report_on_real_minilm_pairs(minilm_pair):
+    """Labels by importance on real pairs: every ring accounted for, outer rings mostly in full, no ring
+    where every label is cut short, one font for all rings."""
+    for row in _demo_rows(4):
+        view = AttentionFlowsView(minilm_pair.run(row["sentence_a"], row["sentence_b"]), tau=TAU)
+        data = view.data
+        report = data.layout.label_report()
+        assert [r["tokens"] for r in report] == [len(lv) for lv in data.levels]
+        for r in report:
+            assert r["full"] + r["truncated"] + r["hidden"] == r["tokens"]
+            if r["tokens"]:
+                assert r["full"] >= 1  # the most important token of a ring is always whole
+        assert report[0]["full"] >= 0.6 * report[0]["tokens"], report
+        assert data.nodes["font_size"].nunique() == 1 and data.nodes["font_size"].iloc[0] >= 9
+        # the root and the most influential token of each ring keep their full text
+        nodes = data.nodes
+        for k in range(data.L):
+            ring = nodes[nodes["level"] == k]
+            if len(ring):
+                best = ring.iloc[int(np.argmax(data.priority[k, ring["pos"].to_numpy()]))]
+                assert best["lstat"] == 2, (k, best["token"])
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_screenshots_at_three_window_sizes(browser, default_result, output_dir, width, height):
+    view_holder = {}
+
+    def app():
+        view_holder["view"] = view = AttentionFlowsView(default_result, tau=TAU)
+        return view
+
+    with _served(app) as port:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function(READY, timeout=60000)
+        geo = page.evaluate(GEOMETRY)
+        paths = []
+        shot = output_dir / f"{width}x{height}-plain.png"
+        page.screenshot(path=str(shot))
+        paths.append(shot)
+        view = view_holder["view"]
+        report = view.data.layout.label_report()
+        print(f"\n{width}x{height}: label report (level, tokens, full, truncated, hidden):",
+              json.dumps([[r["level"] + 1, r["tokens"], r["full"], r["truncated"], r["hidden"]] for r in report]))
+        # the figure: square data units (circles), one font ≥ 9 px, within the window, no sideways scroll
+        assert geo["sx"] == pytest.approx(geo["sy"], rel=0.01)
+        assert geo["font"] >= 9
+        assert geo["scrollWidth"] <= geo["clientWidth"], geo
+        drawn = 2 * view.data.layout.extent * geo["sx"]
+        assert drawn <= height and drawn >= 0.45 * min(width, height), (drawn, geo)
+        # hover a token of level 2: its trace lights up in the page
+        nodes = view.data.nodes
+        i = int(nodes.index[nodes["level"] == 1][0])
+
+        def to_screen(x, y):
+            g = page.evaluate(GEOMETRY)
+            return g["left"] + (x - g["x0"]) * g["sx"], g["top"] + (g["y1"] - y) * g["sy"]
+
+        hx, hy, _ = page.evaluate(NODE, [i])
+        page.mouse.move(*to_screen(hx, hy))
+        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.st[{i}] >= 9",
+                               timeout=20000)
+        shot = output_dir / f"{width}x{height}-hover.png"
+        page.screenshot(path=str(shot))
+        paths.append(shot)
+        info = page.evaluate("() => Bokeh.documents[0].get_model_by_name('attnflows-hover-info').text")
+        assert "level 2" in info and "influence" in info
+        # click to freeze the selection, then shift-click a token two rings further in: the paths
+        lv, pos = int(nodes.loc[i, "level"]), int(nodes.loc[i, "pos"])
+        page.mouse.click(*to_screen(hx, hy))
+        _wait(lambda: view.selection == [[lv, pos]], what="the click to freeze a selection")
+        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.fz[{i}] >= 9",
+                               timeout=20000)
+        shot = output_dir / f"{width}x{height}-frozen.png"
+        page.screenshot(path=str(shot))
+        paths.append(shot)
+        upper = view.data.levels[lv + 2]
+        j = view.data.node_id(lv + 2, int(upper[0]))
+        jx, jy, _ = page.evaluate(NODE, [j])
+        page.keyboard.down("Shift")
+        page.mouse.click(*to_screen(jx, jy))
+        page.keyboard.up("Shift")
+        _wait(lambda: len(view.selection) == 2, what="the shift-click to select across rings")
+        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.fz[{j}] >= 9",
+                               timeout=20000)
+        shot = output_dir / f"{width}x{height}-paths.png"
+        page.screenshot(path=str(shot))
+        paths.append(shot)
+        page.close()
+    print("screenshots:", *[str(p) for p in paths], sep="\n  ")
+    assert not errors, errors
