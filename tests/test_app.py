@@ -607,7 +607,8 @@ def test_picking_a_similar_sample_moves_views_panel_and_url_together(app):
     app.browser.results_table.selection = [1]  # what a click on the second similar sample does
     assert app.sample_id == target and app.browser.selected_id == target
     assert app.view.result is app.result and app.result.sentence_a == app.index.sample(target)["sentence_a"]
-    assert app.url_query() == f"sample={target}"
+    # the sentence view opened at the new sample's informative level, which the URL carries
+    assert app.url_query() == f"sample={target}" + (f"&level={app.view.level}" if app.view.level else "")
     # the Bokeh models the page shows: the sample card and the panel's "current" label name it
     assert any(html.escape(target) in t for t in _model_texts(root, "af-sample"))
     assert any(target in t for t in _model_texts(root, "af-current"))

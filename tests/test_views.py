@@ -503,3 +503,28 @@ def test_flowdata_rejects_mismatched_inputs(graphs):
         FlowData(TOKENS, SEGMENTS, g, None, mode="combined")
     with pytest.raises(ValueError, match="tokens"):
         FlowData(TOKENS[:-1], SEGMENTS[:-1], g, f)
+
+
+@pytest.mark.real_model
+def test_the_sentence_view_opens_at_the_informative_level(minilm_pair):
+    """No level given: the sentence view opens where the two models' influence (eq. 4) differs most,
+    whether the result comes at construction or later (as in the app); a level given with the result
+    (a shared URL) is kept."""
+    from attnflows_panel.compare import GraphComparison
+
+    r = minilm_pair.run("The vaccine was 91 percent effective at preventing illness in adults.",
+                        "Officials said the shot prevented severe disease in most adults.")
+    tau = 0.15
+    pre, fine = AttentionGraph.build(r.pretrained.attentions, tau), AttentionGraph.build(r.finetuned.attentions, tau)
+    diff = np.abs(pre.influence(0.5) - fine.influence(0.5)).sum(axis=1)
+    want = int(np.argmax(diff))
+    assert want == GraphComparison(pre, fine).most_different_level(0.5) and diff[want] > 0
+    assert AttentionFlowsView(result=r, tau=tau).level == want
+    later = AttentionFlowsView(tau=tau)
+    later.result = r
+    assert later.level == want
+    other = next(k for k in range(1, r.pretrained.attentions.shape[0]) if k != want)  # neither the default 0 nor want
+    kept = AttentionFlowsView(tau=tau)
+    kept.param.update(result=r, level=other)
+    assert kept.level == other
+    assert AttentionFlowsView(result=r, tau=tau, level=other).level == other

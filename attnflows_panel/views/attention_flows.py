@@ -221,6 +221,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._check_selection()
         if self.result is not None:
             self._rebuild()
+        # a new result without a level of its own: the sentence view opens at the informative level
+        self.param.watch(self._on_new_result_level, ["result", "level"])
         self._layout = None  # the default layout, made when first shown (an app lays out parts() itself)
         self._controls = None
 
@@ -325,6 +327,18 @@ class AttentionFlowsView(pn.viewable.Viewer):
             yield
         finally:
             self._echo -= 1
+
+    def _on_new_result_level(self, *events) -> None:
+        """A result set without a level in the same update (``param.update(result=r)``) opens the
+        sentence view at :meth:`informative_level`; ``param.update(result=r, level=k)`` keeps a ``k`` that
+        differs from the current level, and ``level = k`` after the result always wins (the app restores
+        a shared URL's level that way)."""
+        names = {e.name for e in events}
+        if "result" not in names or "level" in names or self.result is None:
+            return
+        L = check_result(self.result)[0]
+        self.param.level.bounds = (0, max(1, L - 1))
+        self.level = self.informative_level()
 
     def informative_level(self) -> int:
         """The level whose influence (eq. 4) the two models' graphs disagree on most (the sum over tokens
