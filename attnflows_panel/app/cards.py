@@ -40,17 +40,18 @@ HELP_HTML = f"""
 {swatch(FINETUNED_COLOR)} <b style="color:{FINETUNED_COLOR}">fine-tuned</b> ·
 {swatch(SHARED_COLOR)} <b style="color:{SHARED_COLOR}">shared by both</b>. The same colours are used in
 every view.</p>
-<p><b>Attention Graph (§4.1).</b> An edge joins token <i>b</i> at level <i>k</i> to token <i>a</i> at level
-<i>k</i>+1 when some head of layer <i>k</i> puts more than τ of <i>a</i>'s attention on <i>b</i>. The graph is
-traced back from [CLS] (the root, level L); lower τ = more edges.</p>
+<p><b>Attention Graph (§4.1).</b> Levels and layers are numbered from 1, as in the paper: level 1 is the
+input, level L+1 the output, where [CLS] is the root. An edge joins token <i>b</i> at level <i>l</i> to token
+<i>a</i> at level <i>l</i>+1 when some head of layer <i>l</i> puts more than τ of <i>a</i>'s attention on
+<i>b</i>. The graph is traced back from [CLS]; lower τ = more edges.</p>
 <p><b>Radial Attention Flow view (§4.3).</b> [CLS] sits in the centre; each ring outwards is one level
-further from the output (level 0 outermost). Sentence A runs clockwise, sentence B counter-clockwise; the
+further from the output (level 1, the input, outermost). Sentence A runs clockwise, sentence B counter-clockwise; the
 black tick marks where they meet. Next to each token, one small <b>head glyph</b> per head: its shade says
 how many tokens that head attends to in the level below (light = 1 … dark = 6+). In the combined mode a
 glyph is {swatch(PRETRAINED_COLOR, 8)} or {swatch(FINETUNED_COLOR, 8)} when only one model uses the
 head, and split {swatch(PRETRAINED_COLOR, 6)}{swatch(FINETUNED_COLOR, 6)} when both do. The
-<b>sparkline</b> under a token shows where the tokens it attends to lie (left = earlier, centre =
-itself, right = later; height = number of heads, up to 3).</p>
+<b>sparkline</b> under a token (§4.3.2) shows where the tokens of the ring inside it (one level up) that
+attend to it lie (left = earlier, centre = itself, right = later; height = number of heads, up to 3).</p>
 <p><b>Sentence view (§4.2).</b> Up to five circles above each token: its influence
 I<sub>l</sub> (eq. 4) at the chosen level, rounded up. In the combined mode
 {swatch(SHARED_COLOR, 8)} circles are influence both models share, the rest is
@@ -59,8 +60,8 @@ I<sub>l</sub> (eq. 4) at the chosen level, rounded up. In the combined mode
 model.</p>
 <p><b>Interactions (§4.4).</b> Hover a token: what it depends on (lower levels) and what depends on it
 (higher levels). Hover a head glyph: the same through that head only. Click to freeze, shift-click to add
-tokens, brush tokens in one ring for their common dependencies, or in two rings for the paths between
-them. The frozen selection, τ, mode and level are kept in the page's URL: copy it to share the view.</p>
+tokens, brush tokens in one ring (box or lasso) for their common dependencies; shift-click a token in a
+second ring for the paths and heads between the two. The frozen selection, τ, mode and level are kept in the page's URL: copy it to share the view.</p>
 <p><b>Corpus browser.</b> Every sample's per-head usage in both models is indexed. Similar samples are
 searched in the pre-trained, fine-tuned or difference space, or all three, optionally on chosen heads
 only. A typed pair is searched like a corpus sample.</p>
