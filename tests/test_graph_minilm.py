@@ -89,7 +89,7 @@ def test_counts_glyphs_and_ratings(graph):
             out_heads[e.a] += len(e.heads)
         np.testing.assert_array_equal(glyphs.sum(axis=1), out_heads)
         assert not glyphs[~g.member[k]].any()
-        for w, (x, y) in g.sparklines(k).items():
+        for w, (x, y) in g.sparklines(k, direction="attended").items():  # the rows: one point per target
             assert ((-1 <= x) & (x <= 1)).all() and ((1 <= y) & (y <= 3)).all()
             assert len(x) == np.count_nonzero(g.active[k - 1, :, w].any(axis=0))  # one point per target
     infl = g.influence()
