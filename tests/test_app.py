@@ -706,3 +706,29 @@ def test_serve_listens_on_this_machine_only_by_default(config, registry):
     finally:
         thread.stop()
     assert not thread.is_alive()
+
+
+def test_the_head_panel_follows_the_sample_and_a_head_click_restricts_the_flow_view(app):
+    """Issue #12's head panel under the corpus browser: it knows the current sample, averages over the
+    similar samples as its subset, and a clicked head restricts the flow view's trace to that head."""
+    from bokeh.document import Document
+
+    from attnflows_panel import heads as HD
+
+    app.__panel__().get_root(Document())
+    panel = app.head_panel
+    assert panel is not None and len(app.head_panel_slot.objects) == 1  # drawn under the browser
+    first = sample_ids(app)[0]
+    assert panel.sample_id == first and panel.sample == (app.result.sentence_a, app.result.sentence_b)
+    assert panel.subset_ids == [str(x) for x in app.browser.results["id"]] and panel.subset_ids
+    panel.scope = "subset"
+    rows = app.index.rows_of(panel.subset_ids)
+    np.testing.assert_allclose(panel.values(), HD.aggregate(*app.index.head_change(rows)).cosine, atol=1e-7)
+    # a click on head 3 of layer 1: the view traces from [CLS] through that head only
+    panel.selected_head = (1, 3)
+    assert app.view.head == [1, 3] and app.view.selection == [[app.view._L, 0]]
+    assert "head 3 of layer 1" in app.view.status or "head 4" in app.view.status
+    # another sample: the panel follows
+    other = sample_ids(app)[2]
+    app.show_sample(other)
+    assert panel.sample_id == other and panel.sample[0] == app.index.sample(other)["sentence_a"]

@@ -174,6 +174,7 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self.index = None if index is False else index
         self._want_index = index is not False
         self.browser = None  # CorpusBrowser, once an index is open
+        self.head_panel = None  # HeadPanel, once an index with head change is open
         self.task: str | None = None  # the fine-tuned model's task, when known
         self._sample_row: dict | None = None
         self._run_seq = 0  # the latest model run: an older one that finishes later is dropped
@@ -467,6 +468,53 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self.browser = browser
         browser.param.watch(self._on_browser_pick, "selected_id")
         self._browser_slot.objects = [browser]
+        self._build_head_panel()
+
+    def _build_head_panel(self) -> None:
+        """The head panel under the corpus browser (README.md, "Which heads changed"): the layers × heads
+        heatmap of how much fine-tuning changed each head, over the corpus or the current similar samples.
+        A click on a head restricts the flow view to it, lists the samples where it changed most, and
+        shows what disabling it does to the current sample's prediction. Only for an index that stores
+        the per-sample head change."""
+        from attnflows_panel.views.head_panel import HeadPanel
+
+        if self.index is None or self.head_panel is not None or not getattr(self.index, "has_head_change", False):
+            return
+        try:
+            panel = HeadPanel(self.index, pair=self.pair, **self._head_panel_state())
+        except Exception as exc:  # noqa: BLE001 - the flow views and the browser keep working without it
+            log.exception("building the head panel failed")
+            self.notify(f"The head panel failed to start: {exc}", "danger")
+            return
+        self.head_panel = panel
+        panel.param.watch(self._on_head_pick, "selected_head")
+        if self.browser is not None:
+            self.browser.param.watch(self._on_browser_results, "results")
+            self._on_browser_results()
+        self.head_panel_slot.objects = [panel]
+
+    def _head_panel_state(self) -> dict:
+        """The current sample, for the head panel's head query and its ablation."""
+        r = self.result
+        return {"sample_id": self.sample_id or None,
+                "sample": (r.sentence_a, r.sentence_b) if r is not None else None}
+
+    def _on_browser_results(self, *_: Any) -> None:
+        """The head panel's subset follows the similar samples of the current sample."""
+        if self.head_panel is None or self.browser is None:
+            return
+        df = self.browser.results
+        ids = [] if df is None or "id" not in df else [str(x) for x in df["id"]]
+        self.head_panel.subset_ids = ids
+
+    def _on_head_pick(self, event) -> None:
+        """A head clicked in the head panel restricts the flow view's trace to it (Fig. 6(b)): from the
+        frozen selection, or from [CLS] when nothing is frozen."""
+        if not event.new or self.view.result is None:
+            return
+        layer, head = (int(x) for x in event.new)
+        selection = self.view.selection or [[self.view._L, int(getattr(self.view.result, "cls_position", 0))]]
+        self.view.param.update(selection=selection, head=[layer, head], head_model="both")
 
     def _browser_query(self) -> dict:
         """What the browser's similar-samples search starts from: the corpus sample or the typed pair shown."""
@@ -525,6 +573,8 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self._sample_card.object = sample_html(result, sample_id, row, other_task=other_task, model_task=self.task)
         if self.browser is not None:
             self.browser.param.update(**self._browser_query())
+        if self.head_panel is not None:
+            self.head_panel.param.update(**self._head_panel_state())
 
     # ------------------------------------------------------------------ reactions
 
@@ -646,9 +696,12 @@ class AttnFlowsApp(pn.viewable.Viewer):
                 try:
                     self.index.check_pair(pair)
                 except ValueError as exc:
-                    self.index, self.browser = None, None
+                    self.index, self.browser, self.head_panel = None, None, None
+                    self.head_panel_slot.objects = []
                     self._setup_browser()
                     self.notify(f"Loaded {fine}. The corpus browser is off: {exc}")
+            if self.head_panel is not None:
+                self.head_panel.pair = pair
             self._pair_info.object = pair_html(pair, self.index, self.task)
             a = self.sentence_a or (self._sample_row or {}).get("sentence_a") or EXAMPLE_PAIR[0]
             b = self.sentence_b or (self._sample_row or {}).get("sentence_b") or EXAMPLE_PAIR[1]
