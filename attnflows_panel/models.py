@@ -198,6 +198,23 @@ def attentions_to_numpy(attentions: Sequence[Any], lengths: Sequence[int] | None
     return [np.stack([layer[i, :, :m, :m] for layer in layers]) for i, m in enumerate(lengths)]
 
 
+def _check_batch(pairs: Iterable[tuple[str, str]], batch_size: int) -> tuple[list, list[str], list[str]]:
+    """The checks :meth:`ModelPair.run_batch` and :meth:`ModelPair.usage_batch` share: a positive int
+    ``batch_size``, and every pair a (sentence_a, sentence_b) of usable text (TypeError / ValueError
+    naming the pair's position), before any model runs. Returns (items, texts_a, texts_b)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    items = list(pairs)
+    texts_a, texts_b = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise TypeError(f"pair {i} must be a (sentence_a, sentence_b) tuple, got {item!r:.80}")
+        prefix = "" if len(items) == 1 else f"pair {i}: "
+        texts_a.append(_check_text(item[0], f"{prefix}sentence_a"))
+        texts_b.append(_check_text(item[1], f"{prefix}sentence_b"))
+    return items, texts_a, texts_b
+
+
 def head_change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengths: Sequence[int]) -> np.ndarray:
     """Per-sample head change of a batch, straight from both models' HF attention tensors (tuples of L
     ``[B, H, N, N]`` tensors, on their device): uint8 codes ``[B, 2, L, H]`` (cosine, JSD) as
@@ -690,16 +707,7 @@ class ModelPair:
         its own longest pair, so little compute goes to padding. Every pair is validated before any
         model runs (TypeError / ValueError naming the pair's position).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        items = list(pairs)
-        texts_a, texts_b = [], []
-        for i, item in enumerate(items):
-            if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
-                raise TypeError(f"pair {i} must be a (sentence_a, sentence_b) tuple, got {item!r:.80}")
-            prefix = "" if len(items) == 1 else f"pair {i}: "
-            texts_a.append(_check_text(item[0], f"{prefix}sentence_a"))
-            texts_b.append(_check_text(item[1], f"{prefix}sentence_b"))
+        items, texts_a, texts_b = _check_batch(pairs, batch_size)
         if not items:
             return []
 
@@ -724,16 +732,7 @@ class ModelPair:
         input order. Batches as :meth:`run_batch` does (sorted by length, padded per batch). With
         ``head_change``, also ``head_change``: uint8 [m, 2, L, H], the per-sample cosine and JSD codes of
         :mod:`attnflows_panel.heads`, from the same forward pass."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        items = list(pairs)
-        texts_a, texts_b = [], []
-        for i, item in enumerate(items):
-            if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
-                raise TypeError(f"pair {i} must be a (sentence_a, sentence_b) tuple, got {item!r:.80}")
-            prefix = "" if len(items) == 1 else f"pair {i}: "
-            texts_a.append(_check_text(item[0], f"{prefix}sentence_a"))
-            texts_b.append(_check_text(item[1], f"{prefix}sentence_b"))
+        items, texts_a, texts_b = _check_batch(pairs, batch_size)
         m = len(items)
         out: dict[str, Any] = {
             "usage": np.zeros((m, 2, self.num_layers, self.num_heads), dtype=np.float32),

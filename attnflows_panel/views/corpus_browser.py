@@ -47,6 +47,7 @@ import param
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel import signatures as S
+from attnflows_panel.views.attention_flows import reported
 
 __all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows"]
 
@@ -101,22 +102,6 @@ def task_rows(index: Any, task: str | None) -> np.ndarray | None:
     if tasks is None:
         return None
     return np.flatnonzero(tasks == task.lower())
-
-
-def _reported(fn):
-    """A Bokeh ``on_change`` callback whose exception goes to ``pn.config.exception_handler`` when set."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            handler = pn.config.exception_handler
-            if handler is None:
-                raise
-            handler(exc)
-
-    return wrapper
 
 
 def _many_points(points):
@@ -248,10 +233,10 @@ class CorpusBrowser(pn.viewable.Viewer):
         self.map_plot = hv.DynamicMap(self.map_element)
         #: a tap on the heatmap: toggles that head in the head mask
         self.heat_tap = hv.streams.Tap(source=self.heat_plot, transient=True)
-        self.heat_tap.add_subscriber(_reported(self._on_heat_tap))
+        self.heat_tap.add_subscriber(reported(self._on_heat_tap))
         #: a tap on the map: the nearest sample becomes current
         self.map_tap = hv.streams.Tap(source=self.map_plot, transient=True)
-        self.map_tap.add_subscriber(_reported(self._on_map_tap))
+        self.map_tap.add_subscriber(reported(self._on_map_tap))
 
     # ------------------------------------------------------------------ reactions
 
