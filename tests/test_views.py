@@ -528,3 +528,29 @@ def test_the_sentence_view_opens_at_the_informative_level(minilm_pair):
     kept.param.update(result=r, level=other)
     assert kept.level == other
     assert AttentionFlowsView(result=r, tau=tau, level=other).level == other
+
+
+def test_a_double_tap_is_a_click_and_shift_adds(graphs):
+    """Two clicks within 300 ms reach the server as one bokeh DoubleTap; it must act as the second click,
+    shift included (bokeh's KeyModifiers is a dict): a fast click-then-shift-click on two rings gives paths."""
+    from bokeh.events import DoubleTap
+
+    view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
+    flow = view._flow
+    fig = flow.figure
+    nodes = flow.data.nodes
+    keys = list(zip(nodes["level"].astype(int), nodes["pos"].astype(int)))
+
+    def tap(key, shift):
+        i = keys.index(key)
+        ev = DoubleTap(fig, x=float(nodes["hx"].iloc[i]), y=float(nodes["hy"].iloc[i]),
+                       modifiers={"shift": shift, "ctrl": False, "alt": False})
+        flow._on_double_tap(ev)
+
+    tap((2, 0), False)
+    assert view.selection == [[2, 0]]
+    tap((0, 3), True)
+    assert sorted(view.selection) == [[0, 3], [2, 0]]
+    assert "path" in view.status
+    tap((1, 1), False)
+    assert view.selection == [[1, 1]]

@@ -390,7 +390,7 @@ class FlowFigure:
         if event.x is None or event.y is None:
             return
         kind, idx = self.hit(float(event.x), float(event.y))
-        shift = bool(getattr(getattr(event, "modifiers", None), "shift", False)) if event.modifiers else False
+        shift = bool((event.modifiers or {}).get("shift", False))  # bokeh.events.KeyModifiers is a dict
         for handler in self._double_tap_handlers:
             handler(kind, idx, shift)
 
