@@ -653,6 +653,12 @@ def test_the_sidebar_names_models_by_hub_or_folder_name(app, sharp_bert_dirs):
     assert model_label("bert-base-uncased") == "bert-base-uncased"
     assert model_label("textattack/bert-base-uncased-MRPC") == "textattack/bert-base-uncased-MRPC"
     assert model_label(str(sharp_bert_dirs[1])) == Path(sharp_bert_dirs[1]).name
+    # folders whose own name says nothing: the packaged MiniLM, a hub cache snapshot
+    from attnflows_panel.defaults import pretrained_path
+
+    assert model_label(pretrained_path()) == "all-MiniLM-L6-v2"
+    snap = Path("/srv/hf/hub/models--textattack--bert-base-uncased-MRPC/snapshots/0123abc")
+    assert model_label(snap) == "textattack/bert-base-uncased-MRPC"
     card = app._pair_info.object
     assert str(Path(sharp_bert_dirs[1]).parent) not in card and Path(sharp_bert_dirs[1]).name in card
 

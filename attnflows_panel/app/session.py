@@ -249,9 +249,8 @@ class AttnFlowsApp(pn.viewable.Viewer):
                                     styles={"font-size": "12px", "color": "#444"})
         parts = self.view.parts()
         self._sentence_slot = pn.Column(parts.sentence, sizing_mode="stretch_width", css_classes=["af-sentence-view"])
-        self._flow_slot = pn.Column(parts.flow, css_classes=["af-flow-view"])
+        self._flow_slot = pn.Column(parts.flow, sizing_mode="stretch_width", css_classes=["af-flow-view"])
         self._context_slot = pn.Column(parts.context, css_classes=["af-context-view"])
-        self._legend = parts.legend
         self._controls = parts.controls
         self._browser_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-browser"])
         #: where a head panel goes, beside the corpus browser (empty until one is placed there)
@@ -272,7 +271,8 @@ class AttnFlowsApp(pn.viewable.Viewer):
                           sizing_mode="stretch_width")]
 
     def _main(self) -> list:
-        flows = pn.Row(self._flow_slot, pn.Column(self._context_slot, self._legend, self._status, width=340),
+        # the context view, the hover details and the legend come in parts.context; the flow view takes the rest
+        flows = pn.Row(self._flow_slot, pn.Column(self._context_slot, self._status, width=350),
                        sizing_mode="stretch_width")
         top = self._main_top = pn.Column(self._alert, self._sample_card, self._sentence_slot, flows,
                                          sizing_mode="stretch_width", css_classes=["af-main"])

@@ -169,7 +169,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
     tau = param.Number(default=DEFAULT_TAU, bounds=TAU_BOUNDS, step=0.01, label="τ (attention threshold)",
                        doc="τ: an attention weight above τ is an edge of the Attention Graph (§4.1).")
     mode = param.Selector(default="combined", objects=list(MODES), doc="Which graph(s) to draw: both models (combined) or one.")
-    level = param.Integer(default=0, bounds=(0, 1), label="Level (sentence view, 0 = input)",
+    level = param.Integer(default=0, bounds=(0, 1), label="Level (sentence view; 1 = input)",
                           doc="Level k (0-based) whose influence I_k (eq. 4) the sentence view shows.")
     selection = param.List(default=[], item_type=list, doc="Frozen selection: [[level, token_position], ...].")
     head = param.List(default=[], doc="[] or [layer, h]: only head h connects that layer in the frozen traversal (Fig. 6(b)).")
