@@ -371,6 +371,8 @@ def test_tau_mode_and_level_update_every_view(graphs):
 def test_a_new_result_replaces_everything():
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=1, selection=[[1, 1]])
     root = _root(view)
+    fig = view.parts().flow.object
+    sizing = fig.sizing_mode  # what the view's pane gave it (a CSS height goes with it)
     n = 5
     small = _attn({(0, 0, 0): {1: 0.9}, (0, 1, 0): {3: 0.8}}, L=1, H=2, n=n)
     view.result = _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"], segments=[0, 0, 0, 0, 1])
@@ -378,6 +380,9 @@ def test_a_new_result_replaces_everything():
     keys = _node_key(_source(root, "attnflows-nodes"))
     assert keys == [(0, 1), (0, 3), (1, 0)]
     assert len(_source(root, "attnflows-sentence-tokens")["token"]) == n
+    # the same figure, still sized by its pane ("stretch_both" in a container without a height of its
+    # own drew the new sample at zero height in the app)
+    assert view.parts().flow.object is fig and fig.sizing_mode == sizing == "stretch_width"
     with pytest.raises(ValueError, match="PairResult"):
         view.result = object()
     assert view.result.n == n  # the bad value was refused, the view kept its pair

@@ -164,8 +164,9 @@ class FlowFigure:
     ``linked`` sources of other views (the context view's wedges share the node ids; the sentence
     view's tokens are indexed by position).
 
-    Sizing: with ``size=None`` the figure fills its container (``sizing_mode="stretch_both"``; the
-    view's pane keeps that square, see ``AttentionFlowsView``); the label font scales with it
+    Sizing: with ``size=None`` the figure is as wide as its container (``sizing_mode="stretch_width"``)
+    and as high as the view's pane says (a CSS height, see ``AttentionFlowsView``); match_aspect keeps
+    the rings circles whatever the canvas' shape; the label font scales with it
     (``_FONT_JS``), so the labels placed by the layout fit at every size. An int ``size`` fixes it.
     """
 
@@ -198,7 +199,7 @@ class FlowFigure:
         cols = data.sources()
         ext = data.layout.extent
         sizing = dict(width=int(size), height=int(size)) if size else dict(
-            sizing_mode="stretch_both", width=self.design_size(data), height=self.design_size(data))
+            sizing_mode="stretch_width", width=self.design_size(data), height=self.design_size(data))
         # the ranges fit an invisible square around the drawing, and match_aspect keeps one data unit as
         # wide as it is high whatever the canvas' shape, so the rings stay circles at every window size
         self.figure = fig = figure(
@@ -445,7 +446,10 @@ class FlowFigure:
             fig.sizing_mode = "fixed"
             fig.width = fig.height = int(size)
         else:
-            fig.sizing_mode = "stretch_both"
+            # as wide as the container; the height is the pane's (AttentionFlowsView gives its Bokeh
+            # pane a CSS height that Panel's pane writes onto the figure): "stretch_both" here would
+            # collapse to zero height in a container without a height of its own
+            fig.sizing_mode = "stretch_width"
             fig.width = fig.height = self.design_size(self.data)
 
     def set_level(self, level: int | None) -> None:
