@@ -219,7 +219,15 @@ def test_tau_mode_and_level_reach_the_views(app):
     app.view.level = 0  # ... and the other way: the parameter moves its slider
     assert app.view._level_slider.value == 0
     app.view.level = 1
-    assert "tau=0.05" in app.url_query() and "mode=finetuned" in app.url_query() and "level=1" in app.url_query()
+    assert "tau=0.05" in app.url_query() and "mode=finetuned" in app.url_query()
+    # the URL carries a level the user chose, 0 (the input) included, and leaves out the level the view
+    # opens at by itself (the informative one), so that either link restores what is shown
+    auto = app.view.informative_level()
+    for level in (0, 1, auto):
+        app.view.level = level
+        assert ("level=" in app.url_query()) == (level != auto)
+        other = AttnFlowsApp(app.config, registry=app.registry, query=app.url_query())
+        assert other.view.level == level and other.url_query() == app.url_query()
 
 
 def test_help_text_uses_the_view_colours():
@@ -607,8 +615,8 @@ def test_picking_a_similar_sample_moves_views_panel_and_url_together(app):
     app.browser.results_table.selection = [1]  # what a click on the second similar sample does
     assert app.sample_id == target and app.browser.selected_id == target
     assert app.view.result is app.result and app.result.sentence_a == app.index.sample(target)["sentence_a"]
-    # the sentence view opened at the new sample's informative level, which the URL carries
-    assert app.url_query() == f"sample={target}" + (f"&level={app.view.level}" if app.view.level else "")
+    # the sentence view opened at the new sample's informative level, which a link restores by itself
+    assert app.view.level == app.view.informative_level() and app.url_query() == f"sample={target}"
     # the Bokeh models the page shows: the sample card and the panel's "current" label name it
     assert any(html.escape(target) in t for t in _model_texts(root, "af-sample"))
     assert any(target in t for t in _model_texts(root, "af-current"))

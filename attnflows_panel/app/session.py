@@ -714,8 +714,11 @@ class AttnFlowsApp(pn.viewable.Viewer):
     def url_state(self) -> UrlState:
         """The shareable state shown now."""
         v = self.view
+        # the level is left out where it is the one the view opens at by itself (the informative level
+        # at this τ), so that a link without a level restores it, and one with a level keeps it
+        level = None if v.result is None or int(v.level) == v.informative_level() else int(v.level)
         return UrlState(sample=self.sample_id or None, a=self.sentence_a or None, b=self.sentence_b or None,
-                        tau=float(v.tau), mode=v.mode, level=int(v.level), selection=list(v.selection),
+                        tau=float(v.tau), mode=v.mode, level=level, selection=list(v.selection),
                         head=list(v.head), head_model=v.head_model)
 
     def url_query(self) -> str:

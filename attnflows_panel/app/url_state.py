@@ -112,7 +112,7 @@ class UrlState:
             q["tau"] = f"{self.tau:g}"
         if self.mode and self.mode != "combined":
             q["mode"] = self.mode
-        if self.level:
+        if self.level is not None:  # 0 (the input) too; None: the view's informative level
             q["level"] = str(self.level)
         if self.selection:
             q["sel"] = _format_pairs(self.selection)

@@ -346,8 +346,16 @@ class AttentionFlowsView(pn.viewable.Viewer):
         opens when no level is given."""
         from attnflows_panel.compare import GraphComparison
 
-        pre, fine = self._graphs()
-        return GraphComparison(pre, fine).most_different_level(self.alpha)
+        def make():
+            pre, fine = self._graphs()
+            return GraphComparison(pre, fine).most_different_level(self.alpha)
+
+        key = (id(self.result), float(self.tau), float(self.alpha))
+        if self._cache is not None:
+            return self._cache(self.result, ("informative-level",) + key[1:], make)
+        if getattr(self, "_informative", (None, None))[0] != key:
+            self._informative = (key, make())
+        return self._informative[1]
 
     def _make_layout(self):
         parts = self.parts()
