@@ -266,7 +266,9 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     selection = wait_for(lambda: app.selection, what="the click to freeze a selection")
     assert len(selection) == 1 and selection[0][0] in (L, L - 1) and app.view.selection == selection
     sel = f"{selection[0][0]}%3A{selection[0][1]}"
-    expect(page).to_have_url(f"{served.url}?sample={target}&tau={tau:g}&mode=finetuned&sel={sel}")
+    # the level the view kept from τ 0.2 is in the link unless it is also the informative level at τ
+    level = "" if app.view.level == app.view.informative_level() else f"&level={app.view.level}"
+    expect(page).to_have_url(f"{served.url}?sample={target}&tau={tau:g}&mode=finetuned{level}&sel={sel}")
     shared = page.url
 
     page.reload()  # the same URL in a fresh session
@@ -280,7 +282,8 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     assert page.url == shared
     query = parse_qs(urlparse(shared).query)
     assert query == {"sample": [target], "tau": [f"{tau:g}"], "mode": ["finetuned"],
-                     "sel": [f"{selection[0][0]}:{selection[0][1]}"]}
+                     "sel": [f"{selection[0][0]}:{selection[0][1]}"], **({"level": [level[7:]]} if level else {})}
+    assert restored.view.level == app.view.level
 
 
 def test_a_script_sentence_is_shown_as_text_and_never_runs(page, served):

@@ -559,3 +559,23 @@ def test_a_double_tap_is_a_click_and_shift_adds(graphs):
     assert "path" in view.status
     tap((1, 1), False)
     assert view.selection == [[1, 1]]
+
+
+@pytest.mark.parametrize("start, end", [("combined", "finetuned"), ("pretrained", "combined")])
+def test_a_mode_switch_draws_as_a_view_made_in_that_mode(start, end):
+    """A shared link opens in its mode; the page it was copied from got there by switching. Both must
+    draw the same (a switched view kept the sparklines' colours of its first mode)."""
+    from bokeh.core.property.vectorization import Field
+
+    def drawn(view):
+        r = view._flow.spark_renderer.glyph.line_color
+        spark = ("field", r.field, tuple(r.transform.palette)) if isinstance(r, Field) else ("value", r)
+        src = {k: {c: np.asarray(v).tolist() for c, v in s.data.items()} for k, s in view._flow.sources.items()}
+        return spark, src, view._legend.object
+
+    switched = AttentionFlowsView(_result(), tau=TAU, mode=start)
+    _root(switched)
+    switched.mode = end
+    made = AttentionFlowsView(_result(), tau=TAU, mode=end)
+    _root(made)
+    assert drawn(switched) == drawn(made)

@@ -294,6 +294,7 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
         LABEL_ALPHA,
         NODE_HALO_ALPHA,
         NODE_TEXT,
+        SINGLE_SPARK_COLOR,
         SPARK_ALPHA,
         STATE_COLORS,
     )
@@ -357,7 +358,7 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
     combined = flow.data.comparison is not None
     spc = {0: "#7f7f7f", 1: PRETRAINED_COLOR, 2: FINETUNED_COLOR}
     for a, b, c, d, m, nid in zip(X(_q(sp, "x0")), Y(_q(sp, "y0")), X(_q(sp, "x1")), Y(_q(sp, "y1")), sp["model"], sp["node"]):
-        cv.line(a, b, c, d, spc[int(m)] if combined else "#555555", SPARK_ALPHA[int(nst[int(nid)])], 1.4)
+        cv.line(a, b, c, d, spc[int(m)] if combined else SINGLE_SPARK_COLOR, SPARK_ALPHA[int(nst[int(nid)])], 1.4)
     g = S["glyphs"]
     gst = _col(g, "fz")
     gs = flow.data.style.glyph * k

@@ -35,6 +35,7 @@ from attnflows_panel.views.flow_data import (  # noqa: F401 - also used by sente
     NODE_TEXT,
     QUANT,
     RAMP_STEPS,
+    SINGLE_SPARK_COLOR,
     SPARK_ALPHA,
     STATE_COLORS,
     TEXT_COLOR,
@@ -262,11 +263,11 @@ class FlowFigure:
         # sparkline baseline and bars (§4.3.2: where the attending tokens of the level above sit)
         self.spark_base = fig.segment("sx0", "sy0", "sx1", "sy1", source=S["nodes"], line_color="#b0b0b0",
                                       line_width=0.8)
+        # model colours in combined mode, grey for one model (as the legend and the export draw them)
+        self._spark_by_model = transform("model", _state_mapper([NEUTRAL_EDGE, PRETRAINED_COLOR, FINETUNED_COLOR]))
         self.spark_renderer = fig.segment(
             *(transform(c, dq) for c in ("x0", "y0", "x1", "y1")), source=S["sparks"],
-            line_color=transform("model", _state_mapper([NEUTRAL_EDGE, PRETRAINED_COLOR, FINETUNED_COLOR]))
-            if data.comparison is not None else "#555555",
-            line_width=1.4,
+            line_color=self._spark_color(data), line_width=1.4,
         )
         self.glyph_renderer = fig.rect(
             transform("x", dq), transform("y", dq), source=S["glyphs"],
@@ -426,9 +427,15 @@ class FlowFigure:
 
     # ------------------------------------------------------------------ updates
 
+    def _spark_color(self, data: FlowData):
+        return self._spark_by_model if data.comparison is not None else SINGLE_SPARK_COLOR
+
     def update(self, data: FlowData) -> None:
         """Swap in new data (τ, mode or input changed), keeping the figure and its tools."""
         self.data = data
+        color = self._spark_color(data)
+        if self.spark_renderer.glyph.line_color != color:  # the mode changed: a figure made in one mode
+            self.spark_renderer.glyph.line_color = color  # draws as one made in the other
         cols = data.sources()
         for k, v in cols.items():
             self.sources[k].data = v
@@ -490,7 +497,7 @@ def legend_items(data: FlowData, level: int | None = None) -> list[tuple[str, li
         rows.append(("swatch", [_MODEL_COLOR[code]], f"{MODEL_NAME[code]} model"))
         rows.append(("ramp", GLYPH_PALETTE[base : base + RAMP_STEPS],
                      f"head glyph: tokens of the level below it attends to, 1 … {RAMP_STEPS}+"))
-    rows.append(("spark", ["#555555"], "sparkline: where the tokens of the level above that attend to this "
+    rows.append(("spark", [SINGLE_SPARK_COLOR], "sparkline: where the tokens of the level above that attend to this "
                  "token sit (left earlier, centre itself, right later); height = heads, 1 … 3"))
     rows.append(("edge", [NEUTRAL_EDGE], "edge: attention above τ; darker = more heads"))
     if level is not None:

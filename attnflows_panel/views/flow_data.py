@@ -68,6 +68,8 @@ MODEL_NAME = {PRE: "pre-trained", FINE: "fine-tuned", BOTH: "both"}
 TEXT_COLOR = "#222222"
 DIM_COLOR = "#c8c8c8"
 NEUTRAL_EDGE = "#7f7f7f"
+#: sparkline bars of a single-model view (combined views colour them by model)
+SINGLE_SPARK_COLOR = "#555555"
 _MODEL_COLOR = {PRE: PRETRAINED_COLOR, FINE: FINETUNED_COLOR, BOTH: SHARED_COLOR}
 
 # colour per display state (see the module docstring), for highlights and model-coded items
