@@ -257,8 +257,10 @@ class HeadPanel(pn.viewable.Viewer):
 
     def _build(self) -> None:
         import holoviews as hv
+        import holoviews.plotting.bokeh  # noqa: F401 - the Bokeh backend, for the options below
 
-        hv.extension("bokeh", logo=False)
+        # (not hv.extension: in a notebook that emits a second BokehJS loader, from the CDN, which an
+        # offline notebook cannot fetch; Panel's HoloViews pane loads what it renders)
         self._dmap = hv.DynamicMap(
             pn.bind(self._heatmap, metric=self.param.metric, scope=self.param.scope,
                     subset_ids=self.param.subset_ids, selected_head=self.param.selected_head)
