@@ -38,17 +38,29 @@ def make_app(config: AppConfig | None = None, registry: Registry | None = None,
              on_create: Callable[[AttnFlowsApp], None] | None = None) -> Callable[[], pn.viewable.Viewable]:
     """The per-session factory that a server calls for every new session (its own app, shared models).
 
-    ``on_create(app)`` is called with each new session's app (monitoring, tests).
+    ``on_create(app)`` is called with each new session's app (monitoring, tests). In a served session
+    the factory builds the page into ``pn.state.curdoc`` itself and returns None; elsewhere it returns
+    the page (a template).
     """
     config = config or AppConfig()
     registry = registry or shared_registry()
 
     def create():
         extensions()
+        doc = pn.state.curdoc
         app = AttnFlowsApp(config, registry=registry)
         if on_create is not None:
             on_create(app)
-        return app.template()
+        template = app.template()
+        if doc is None or doc.session_context is None:
+            return template
+        # served: build the page into the session's document here (the `.servable()` pattern: Panel
+        # takes a None as "the document is built"), with Bokeh's model index frozen meanwhile, so that
+        # its full walk over the document's models runs once, not once for every root and Location
+        # added (about a third of the build)
+        with doc.models.freeze():
+            template.server_doc(doc, title=config.title, location=True)
+        return None
 
     return create
 
