@@ -433,49 +433,10 @@ def default_setting(args) -> dict:
                        index=str(index_dir))
     registry = Registry()
     out = {"pair": "default", "load_avg_start": os.getloadavg()}
-    if args.num_procs:
-        out["served"] = served_procs(args.num_procs, args.concurrent)
-    else:
-        out["served"] = served(config, registry, args.sessions, max(5, args.repeat // 2), not args.no_browser,
-                               args.concurrent, concurrent_only=args.concurrent_only)
+    out["served"] = served(config, registry, args.sessions, max(5, args.repeat // 2), not args.no_browser,
+                           args.concurrent, concurrent_only=args.concurrent_only)
     print("served:", out["served"], flush=True)
     out["load_avg_end"] = os.getloadavg()
-    return out
-
-
-def served_procs(num_procs: int, concurrent: int) -> dict:
-    """The offline default served by ``attnflows demo --num-procs N`` in a process of its own."""
-    import socket
-    import subprocess
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "attnflows_panel", "demo", "--port", str(port), "--num-procs", str(num_procs)]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 300
-        while True:  # every worker answers once it has warmed its first sample
-            try:
-                urllib.request.urlopen(url + "static/extensions/panel/panel.min.js", timeout=5).read(1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"`{' '.join(cmd)}` did not start")
-                time.sleep(1)
-        out = {"num_procs": num_procs}
-        for _ in range(num_procs * 2):  # each worker's first session warms its code paths
-            concurrent_first_view(url, 1)
-        out["concurrent_1"] = concurrent_first_view(url, 1)
-        out[f"concurrent_{concurrent}"] = concurrent_first_view(url, concurrent)
-        out["concurrent_load_avg"] = os.getloadavg()
-        report_concurrent(out, concurrent)
-    finally:
-        proc.terminate()
-        proc.wait(30)
     return out
 
 
@@ -566,9 +527,6 @@ def main(argv=None) -> int:
     ap.add_argument("--pair", choices=["bert-base", "default"], default="bert-base",
                     help="bert-base: random-init BERT-base-shaped pairs (--sharpen); default: the offline default "
                          "MiniLM pair and demo index of `attnflows demo` (prepared in the cache folder), served")
-    ap.add_argument("--num-procs", type=int, default=0,
-                    help="with --pair default: serve with `attnflows demo --num-procs N` in a process of its own "
-                         "(many users only)")
     ap.add_argument("--quick", action="store_true",
                     help="a small end-to-end run: one setting (q/k x2.8), 3 repeats, 1 session, no browser, 5 concurrent")
     ap.add_argument("--json", default=str(HERE / "results" / "app.json"))
@@ -579,10 +537,6 @@ def main(argv=None) -> int:
 
     import torch
 
-    if args.num_procs and args.pair != "default":
-        ap.error("--num-procs goes with --pair default")
-    if args.num_procs and not args.concurrent:
-        ap.error("--num-procs measures the many-users case: give --concurrent N > 0")
     root = Path(tempfile.mkdtemp(prefix="bench-app-"))
     results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}}
     if args.pair == "default":

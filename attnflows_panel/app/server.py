@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import threading
 from typing import Any, Callable
 
@@ -72,9 +70,9 @@ def _frozen(doc):
     return doc.models.freeze()
 
 
-def preload(config: AppConfig, registry: Registry | None = None, progress: bool = True, warm: bool = True) -> None:
+def preload(config: AppConfig, registry: Registry | None = None, progress: bool = True) -> None:
     """Load the pair and open the index into the registry before the first session (warm start), and
-    (``warm``) run the models on the first sample, which every new session shows first."""
+    run the models on the first sample, which every new session shows first."""
     registry = registry or shared_registry()
     pre, fine = config.model_refs()
     if progress:
@@ -84,25 +82,8 @@ def preload(config: AppConfig, registry: Registry | None = None, progress: bool 
         if progress:
             print(f"Opening the index {config.index} …", flush=True)
         index = registry.index(config.index, pair=pair)
-        if warm and len(index.metadata):
+        if len(index.metadata):
             AttnFlowsApp(config, registry=registry, sync_url=False)  # warms the shared first-sample caches
-
-
-def check_num_procs(num_procs: int | None, threaded: bool = False) -> int:
-    """``num_procs`` for :func:`serve`, checked: a positive number; more than one is not for Windows
-    (no fork) nor for a threaded server."""
-    n = 1 if num_procs is None else num_procs
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"num_procs must be a positive whole number, got {num_procs!r}")
-    if n > 1 and sys.platform == "win32":
-        raise ValueError("num_procs > 1 needs fork, which Windows lacks: serve with one process there")
-    if n > 1 and threaded:
-        raise ValueError("num_procs > 1 forks the server processes: it cannot run on a thread (threaded=True)")
-    return n
-
-
-def _torch_threads_per_process(num_procs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // num_procs)
 
 
 class ServerThread(threading.Thread):
@@ -162,7 +143,6 @@ def serve(
     prefix: str = "",
     show: bool = False,
     num_threads: int | None = None,
-    num_procs: int | None = None,
     threaded: bool = False,
     preload_resources: bool = True,
     on_create: Callable[[AttnFlowsApp], None] | None = None,
@@ -174,25 +154,15 @@ def serve(
     (``preload_resources``), prints the URL, then serves until interrupted. ``threaded=True`` starts
     the server on a :class:`ServerThread` and returns ``(thread, server)`` (tests, notebooks).
     ``port=0`` picks a free port. ``num_threads`` is Panel's thread pool for session callbacks.
-
-    ``num_procs`` > 1 serves from that many processes on the one port (Bokeh forks them after binding
-    it; not on Windows): sessions opening at the same time are built in parallel, each process with
-    ``cores // num_procs`` torch threads. The weights are loaded once before the fork, so the processes
-    share their memory pages until written; each process then runs the models on the first sample
-    itself (a torch forward run before a fork can hang the forked processes' first forward). A session
-    lives in one process: what the registry caches (model runs, shared analyses) is per process.
     """
-    num_procs = check_num_procs(num_procs, threaded)
     registry = registry or shared_registry()
     if preload_resources:
-        preload(config, registry, warm=num_procs == 1)
+        preload(config, registry)
     address = address or DEFAULT_ADDRESS
     origins = [websocket_origin] if isinstance(websocket_origin, str) else list(websocket_origin or [])
     extra = dict(kwargs)
     if num_threads:
         extra["num_threads"] = num_threads
-    if num_procs > 1:
-        extra["num_procs"] = num_procs
     path = "/" + prefix.strip("/") if prefix and prefix.strip("/") else ""
     if path:
         extra["prefix"] = path
@@ -205,20 +175,7 @@ def serve(
         server = thread.wait_started()
         print(f"Attention Flows is served at {_url(address, server.port, path)}", flush=True)
         return thread, server
-    server = pn.serve(app, start=False, **common)  # with num_procs > 1, what follows runs in each process
-    if num_procs > 1:
-        import torch
-        from tornado.process import task_id
-
-        torch.set_num_threads(_torch_threads_per_process(num_procs))
-        if preload_resources:
-            preload(config, registry, progress=False)  # this process's first-sample run
-        if task_id() != 0:
-            log.info("server process %s of %s is ready", task_id(), num_procs)
-            server.start()
-            server.io_loop.start()
-            return server
-        print(f"Serving from {num_procs} processes, {torch.get_num_threads()} torch threads each", flush=True)
+    server = pn.serve(app, start=False, **common)
     print(f"Attention Flows is served at {_url(address, server.port, path)}", flush=True)
     server.start()
     try:

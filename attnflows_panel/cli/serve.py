@@ -51,15 +51,6 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="thread pool size for session callbacks (panel's --num-threads; model runs use a worker thread regardless)",
     )
-    g.add_argument(
-        "--num-procs",
-        type=int,
-        default=1,
-        metavar="N",
-        help="serve from N processes on the one port, so that sessions opening together are built in parallel "
-             "(models loaded once before the processes fork; each gets cores/N torch threads; caches are per "
-             "process). Not on Windows. Default 1",
-    )
 
 
 def _add_view_options(p: argparse.ArgumentParser) -> None:
@@ -129,7 +120,6 @@ def _server_kwargs(args) -> dict:
         prefix=args.prefix,
         show=args.show,
         num_threads=args.num_threads,
-        num_procs=args.num_procs,
     )
 
 
@@ -158,21 +148,11 @@ def _cached_index_for(pair, data: str, task: str | None, split: str | None, limi
     return Path(build_index(pair, data, task, out, split=split, tau=tau, limit=limit, progress=True))
 
 
-def _check_num_procs(args) -> None:
-    from attnflows_panel.app.server import check_num_procs
-
-    try:
-        check_num_procs(args.num_procs)
-    except ValueError as exc:
-        raise ValueError(f"--num-procs: {exc}".replace("num_procs must", "must")) from None
-
-
 def run_serve(args) -> int:
     from attnflows_panel.app import AppConfig, initial_tau, serve
     from attnflows_panel.registry import shared_registry
 
     _check_tau(args.tau)
-    _check_num_procs(args)
     if args.task and not args.data:
         raise ValueError("--task goes with --data (an --index knows its task)")
     if args.index and not Path(args.index).is_dir():
@@ -205,7 +185,6 @@ def run_demo(args) -> int:
     from attnflows_panel.prepare import prepare
 
     _check_tau(args.tau)
-    _check_num_procs(args)
     _err("Preparing the offline default (done once, then cached) …")
     info = prepare(data=args.data, progress=True, force=args.rebuild) or {}
     for key, value in info.items():
