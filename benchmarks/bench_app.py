@@ -314,7 +314,7 @@ def concurrent_first_view(url: str, n: int) -> dict:
 
 
 def served(config, registry, sessions: int, repeat: int, browser: bool, concurrent: int = 0,
-           concurrent_only: bool = False) -> dict:
+           concurrent_only: bool = False, tune_gc: bool = True) -> dict:
     """P5 over the websocket and in a browser; P4 as a loopback round trip."""
     import panel  # noqa: F401
     import panel.models.tabulator  # noqa: F401
@@ -323,8 +323,9 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
     from attnflows_panel.app import serve
 
     apps = []
+    # the garbage collector tuned as `attnflows serve` tunes it (its server runs in a process of its own)
     thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True,
-                           on_create=apps.append, preload_resources=True)
+                           on_create=apps.append, preload_resources=True, tune_gc=tune_gc)
     url = f"http://127.0.0.1:{server.port}/"
     out = {}
     try:

@@ -89,3 +89,21 @@ def test_the_frozen_build_makes_the_same_document(config, registry, monkeypatch)
     plain, _ = _pulled(config, registry)
     assert _shape(frozen) == _shape(plain)
     assert len(frozen) == len(plain) > 100
+
+
+def test_a_threaded_server_leaves_the_garbage_collector_alone_unless_asked(config, registry):
+    import gc
+
+    from attnflows_panel.app import server
+
+    before = gc.get_threshold()
+    thread, _ = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True)
+    thread.stop()
+    assert gc.get_threshold() == before  # a notebook's or a test's process is not retuned
+    try:
+        server.tune_gc_for_serving()
+        assert gc.get_threshold() == server.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what was loaded is out of the collector's walks
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
