@@ -30,6 +30,10 @@ for 20 on the 2-core machine, one loaded copy of the models: the registry's load
 
     python benchmarks/bench_app.py [--repeat 15] [--sessions 5] [--sharpen 2.8 3.0] [--no-browser] [--concurrent 20]
     python benchmarks/bench_app.py --quick      # a small end-to-end run: one setting, few repeats
+    python benchmarks/bench_app.py --pair default --concurrent-only --concurrent 20   # P5b on `attnflows demo`'s pair
+
+``--pair default`` serves the offline default of ``attnflows demo`` (packaged MiniLM, its fine-tuned copy and
+the demo index, prepared in the cache folder and opened read-only) instead of the BERT-base-shaped pairs.
 
 Prints a table and writes benchmarks/results/app.json.
 """
