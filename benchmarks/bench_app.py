@@ -22,14 +22,18 @@ view draws more). Real BERT-base at τ = 0.3 has smaller rings (the paper: they 
 level), so both settings are on the heavy side. The sample is a 125-token pair. The reference is the forward pass of both models on it, measured in the
 same run (one BERT-base forward with attentions ≈ 150 ms on the 2-core machines).
 
-P5, many users: ``--concurrent N`` (default 20) sessions open the served app at the same moment (Bokeh
-clients in a subprocess, released together by a barrier, so that they do not share the server's
-interpreter); each one's time from its request to the first view (the document with the sample card
+P5, many users: ``--concurrent N`` (default 20) sessions open the served app at the same moment
+(websocket clients speaking Bokeh's protocol in a subprocess, released together, so that they do not
+share the server's interpreter; they decode the reply but build no Python document from it); each one's time from its request to the first view (the document with the sample card
 and the radial view) is recorded, and p50/p90 are reported next to one session alone (target: p90 ≤ 3 s
 for 20 on the 2-core machine, one loaded copy of the models: the registry's load count is checked).
 
     python benchmarks/bench_app.py [--repeat 15] [--sessions 5] [--sharpen 2.8 3.0] [--no-browser] [--concurrent 20]
     python benchmarks/bench_app.py --quick      # a small end-to-end run: one setting, few repeats
+    python benchmarks/bench_app.py --pair default --concurrent-only --concurrent 20   # P5b on `attnflows demo`'s pair
+
+``--pair default`` serves the offline default of ``attnflows demo`` (packaged MiniLM, its fine-tuned copy and
+the demo index, prepared in the cache folder and opened read-only) instead of the BERT-base-shaped pairs.
 
 Prints a table and writes benchmarks/results/app.json.
 """
@@ -226,36 +230,69 @@ def client_wait(session, predicate, seconds: float) -> bool:
 
 
 CONCURRENT_CLIENT = r'''
-import json, sys, threading, time
+# n sessions opened at the same moment, each over its own websocket as a browser does: the session is
+# created on connect, then PULL-DOC-REQ; its first view is there when the PULL-DOC-REPLY holds the
+# sample card and the radial view. The reply is decoded as the protocol sends it (JSON and buffers);
+# no Python Bokeh document is built from it, which would cost this process more CPU than a browser's
+# JavaScript spends and so measure the clients rather than the server.
+import asyncio, json, sys, time
 
-import panel  # noqa: F401  (registers Panel's Bokeh models)
-from bokeh.client import pull_session
+from bokeh.protocol import Protocol
+from bokeh.protocol.receiver import Receiver
+from bokeh.util.token import generate_jwt_token, generate_session_id
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 url, n = sys.argv[1], int(sys.argv[2])
-barrier = threading.Barrier(n)
-out = []
+ws_url = url.replace("http://", "ws://").rstrip("/") + "/ws"
+protocol = Protocol()
 
 
-def one(i):
-    barrier.wait()
+async def read(sock, receiver):
+    while True:
+        fragment = await sock.read_message()
+        if fragment is None:
+            raise RuntimeError("the server closed the connection")
+        msg = await receiver.consume(fragment)
+        if msg is not None:
+            return msg
+
+
+async def one(start):
+    await start.wait()
     t0 = time.perf_counter()
     try:
-        s = pull_session(url=url)
-        models = list(s.document.models)
-        ok = any("af-sample" in (getattr(m, "css_classes", None) or []) for m in models) and any(
-            getattr(m, "name", None) == "attnflows-nodes" for m in models)
-        out.append({"s": time.perf_counter() - t0, "ok": ok})
-        s.close()
+        token = generate_jwt_token(generate_session_id())
+        sock = await websocket_connect(HTTPRequest(ws_url), subprotocols=["bokeh", token],
+                                       max_message_size=200 * 2**20)
+        receiver = Receiver(protocol)
+        ack = await read(sock, receiver)
+        assert ack.msgtype == "ACK", ack.msgtype
+        req = protocol.create("PULL-DOC-REQ")
+        for part in (req.header_json, req.metadata_json, req.content_json):
+            await sock.write_message(part)
+        while True:
+            msg = await read(sock, receiver)
+            if msg.msgtype == "PULL-DOC-REPLY":
+                break
+        s = time.perf_counter() - t0
+        text = json.dumps(msg.content)
+        ok = '"af-sample"' in text and '"attnflows-nodes"' in text
+        sock.close()
+        return {"s": s, "ok": ok}
     except Exception as exc:  # reported
-        out.append({"s": time.perf_counter() - t0, "ok": False, "error": repr(exc)})
+        return {"s": time.perf_counter() - t0, "ok": False, "error": repr(exc)}
 
 
-threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print(json.dumps(out), flush=True)
+async def main():
+    start = asyncio.Event()
+    tasks = [asyncio.ensure_future(one(start)) for _ in range(n)]
+    await asyncio.sleep(0.1)
+    start.set()
+    return await asyncio.gather(*tasks)
+
+
+print(json.dumps(asyncio.run(main())), flush=True)
 '''
 
 
@@ -280,7 +317,8 @@ def concurrent_first_view(url: str, n: int) -> dict:
     return out
 
 
-def served(config, registry, sessions: int, repeat: int, browser: bool, concurrent: int = 0) -> dict:
+def served(config, registry, sessions: int, repeat: int, browser: bool, concurrent: int = 0,
+           concurrent_only: bool = False, tune_gc: bool = True) -> dict:
     """P5 over the websocket and in a browser; P4 as a loopback round trip."""
     import panel  # noqa: F401
     import panel.models.tabulator  # noqa: F401
@@ -289,15 +327,16 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
     from attnflows_panel.app import serve
 
     apps = []
+    # the garbage collector tuned as `attnflows serve` tunes it (its server runs in a process of its own)
     thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True,
-                           on_create=apps.append, preload_resources=True)
+                           on_create=apps.append, preload_resources=True, tune_gc=tune_gc)
     url = f"http://127.0.0.1:{server.port}/"
     out = {}
     try:
         from bokeh.events import DocumentReady
 
         pull, full = [], []
-        for _ in range(sessions + 1):
+        for _ in range(1 if concurrent_only else sessions + 1):
             t0 = time.perf_counter()
             s = pull_session(url=url)
             pull.append(time.perf_counter() - t0)
@@ -306,18 +345,18 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
             assert client_wait(s, lambda: any(type(m).__name__ == "DataTabulator" for m in s.document.models), 60)
             full.append(time.perf_counter() - t0)
             s.close()
-        out["first_view_pull"] = stats(pull[1:])  # the very first session warms code paths
-        out["full_page_pull"] = stats(full[1:])
+        if not concurrent_only:
+            out["first_view_pull"] = stats(pull[1:])  # the very first session warms code paths
+            out["full_page_pull"] = stats(full[1:])
         if concurrent:
             loads = dict(registry.loads)
             out["concurrent_1"] = concurrent_first_view(url, 1)
             out[f"concurrent_{concurrent}"] = concurrent_first_view(url, concurrent)
             out["concurrent_load_avg"] = os.getloadavg()
             assert registry.loads["pair"] == loads.get("pair", 0), "a session loaded the models again"
-            cn = out[f"concurrent_{concurrent}"]
-            print(f"first view, 1 session: p50 {out['concurrent_1']['p50_ms']:.0f} ms; {concurrent} at once: "
-                  f"p50 {cn['p50_ms']:.0f} ms, p90 {cn['p90_ms']:.0f} ms, {cn['failed']} failed "
-                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+            report_concurrent(out, concurrent)
+        if concurrent_only:
+            return out
 
         # loopback round trips: τ slider release and a tap, until the page URL the server writes last
         # (after every view is updated) has arrived here
@@ -383,6 +422,36 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
     return out
 
 
+def default_setting(args) -> dict:
+    """The offline default (``attnflows demo``): the packaged MiniLM, its cached fine-tuned copy and the demo
+    index, as prepared in ``defaults.cache_dir()`` (read only here). P5 for many users on what a first
+    visitor of the demo gets (its first sample, default τ)."""
+    from attnflows_panel import defaults
+    from attnflows_panel.app import AppConfig, demo_index_path
+    from attnflows_panel.registry import Registry
+
+    index_dir = demo_index_path()
+    if not (index_dir / "manifest.json").exists() or not defaults.finetuned_path().exists():
+        raise SystemExit(f"--pair default: the offline default is not prepared in {defaults.cache_dir()} "
+                         "(run `attnflows demo --prepare-only`)")
+    config = AppConfig(pretrained=str(defaults.pretrained_path()), finetuned=str(defaults.finetuned_path()),
+                       index=str(index_dir))
+    registry = Registry()
+    out = {"pair": "default", "load_avg_start": os.getloadavg()}
+    out["served"] = served(config, registry, args.sessions, max(5, args.repeat // 2), not args.no_browser,
+                           args.concurrent, concurrent_only=args.concurrent_only)
+    print("served:", out["served"], flush=True)
+    out["load_avg_end"] = os.getloadavg()
+    return out
+
+
+def report_concurrent(out: dict, concurrent: int) -> None:
+    cn = out[f"concurrent_{concurrent}"]
+    print(f"first view, 1 session: p50 {out['concurrent_1']['p50_ms']:.0f} ms; {concurrent} at once: "
+          f"p50 {cn['p50_ms']:.0f} ms, p90 {cn['p90_ms']:.0f} ms, {cn['failed']} failed "
+          f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def run_setting(root: Path, sharpen: float, args) -> dict:
     """Everything for one attention density (q/k scale ``sharpen``)."""
     from attnflows_panel.app import AppConfig
@@ -400,6 +469,10 @@ def run_setting(root: Path, sharpen: float, args) -> dict:
     index = registry.index(index_dir, pair=pair)
     config = AppConfig(pretrained=str(pre_dir), finetuned=str(fine_dir), index=str(index_dir), tau=0.3)
     out = {"sharpen": sharpen, "load_avg_start": os.getloadavg()}
+    if args.concurrent_only:
+        out["served"] = served(config, registry, args.sessions, 5, False, args.concurrent, concurrent_only=True)
+        out["load_avg_end"] = os.getloadavg()
+        return out
     out["reference"] = forward_reference(pair, args.repeat)
     print("reference:", out["reference"], flush=True)
     out["in_process"] = in_process(config, registry, index, args.repeat)
@@ -454,6 +527,11 @@ def main(argv=None) -> int:
     ap.add_argument("--index-size", type=int, default=32)
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--concurrent", type=int, default=20, help="sessions opening at once (0: skip that case)")
+    ap.add_argument("--concurrent-only", action="store_true",
+                    help="only the many-users case (P5, --concurrent sessions at once, and one alone)")
+    ap.add_argument("--pair", choices=["bert-base", "default"], default="bert-base",
+                    help="bert-base: random-init BERT-base-shaped pairs (--sharpen); default: the offline default "
+                         "MiniLM pair and demo index of `attnflows demo` (prepared in the cache folder), served")
     ap.add_argument("--quick", action="store_true",
                     help="a small end-to-end run: one setting (q/k x2.8), 3 repeats, 1 session, no browser, 5 concurrent")
     ap.add_argument("--json", default=str(HERE / "results" / "app.json"))
@@ -465,8 +543,11 @@ def main(argv=None) -> int:
     import torch
 
     root = Path(tempfile.mkdtemp(prefix="bench-app-"))
-    results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-               "settings": [run_setting(root, sharpen, args) for sharpen in args.sharpen]}
+    results = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}}
+    if args.pair == "default":
+        results["settings"] = [default_setting(args)]
+    else:
+        results["settings"] = [run_setting(root, sharpen, args) for sharpen in args.sharpen]
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwrote {args.json}")

@@ -10,6 +10,7 @@ with TLS and authentication for anything beyond a trusted network.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from typing import Any, Callable
@@ -38,19 +39,36 @@ def make_app(config: AppConfig | None = None, registry: Registry | None = None,
              on_create: Callable[[AttnFlowsApp], None] | None = None) -> Callable[[], pn.viewable.Viewable]:
     """The per-session factory that a server calls for every new session (its own app, shared models).
 
-    ``on_create(app)`` is called with each new session's app (monitoring, tests).
+    ``on_create(app)`` is called with each new session's app (monitoring, tests). In a served session
+    the factory builds the page into ``pn.state.curdoc`` itself and returns None; elsewhere it returns
+    the page (a template).
     """
     config = config or AppConfig()
     registry = registry or shared_registry()
 
     def create():
         extensions()
+        doc = pn.state.curdoc
         app = AttnFlowsApp(config, registry=registry)
         if on_create is not None:
             on_create(app)
-        return app.template()
+        template = app.template()
+        if doc is None or doc.session_context is None:
+            return template
+        # served: build the page into the session's document here (the `.servable()` pattern: Panel
+        # takes a None as "the document is built"), with Bokeh's model index frozen meanwhile, so that
+        # its full walk over the document's models runs once, not once for every root and Location
+        # added (about a third of the build)
+        with _frozen(doc):
+            template.server_doc(doc, title=config.title, location=True)
+        return None
 
     return create
+
+
+def _frozen(doc):
+    """Bokeh's model index of ``doc`` frozen: recomputed once on leaving (``doc.models.freeze()``)."""
+    return doc.models.freeze()
 
 
 def preload(config: AppConfig, registry: Registry | None = None, progress: bool = True) -> None:
@@ -67,6 +85,26 @@ def preload(config: AppConfig, registry: Registry | None = None, progress: bool 
         index = registry.index(config.index, pair=pair)
         if len(index.metadata):
             AttnFlowsApp(config, registry=registry, sync_url=False)  # warms the shared first-sample caches
+
+
+#: Python's cyclic garbage collector, tuned for a server process (see :func:`tune_gc_for_serving`): a young
+#: collection after this many allocations (Python's default is 700), then the default ratios
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc_for_serving() -> None:
+    """Tune the garbage collector of a server process, once the models and the index are loaded.
+
+    Building a session allocates many thousand small objects (Bokeh and Panel models), so with
+    Python's defaults the collector runs hundreds of times per session and its full passes walk the
+    millions of objects of the loaded models and index each time: measured, a fifth of a session's
+    build. ``gc.freeze()`` moves everything loaded so far out of the collector's reach (it stays alive
+    as long as it is referenced), and a higher young-generation threshold makes collections rare.
+    Process-wide, so :func:`serve` does it for a server of its own (``attnflows serve``), not for a
+    server on a thread of a notebook or a test unless asked (``tune_gc=True``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class ServerThread(threading.Thread):
@@ -129,6 +167,7 @@ def serve(
     threaded: bool = False,
     preload_resources: bool = True,
     on_create: Callable[[AttnFlowsApp], None] | None = None,
+    tune_gc: bool | None = None,
     **kwargs: Any,
 ):
     """Serve the app with ``pn.serve``: one :class:`AttnFlowsApp` per session, models shared.
@@ -137,10 +176,14 @@ def serve(
     (``preload_resources``), prints the URL, then serves until interrupted. ``threaded=True`` starts
     the server on a :class:`ServerThread` and returns ``(thread, server)`` (tests, notebooks).
     ``port=0`` picks a free port. ``num_threads`` is Panel's thread pool for session callbacks.
+    ``tune_gc`` (default: when not ``threaded``) tunes the process's garbage collector for serving
+    once everything is loaded (:func:`tune_gc_for_serving`).
     """
     registry = registry or shared_registry()
     if preload_resources:
         preload(config, registry)
+    if tune_gc if tune_gc is not None else not threaded:
+        tune_gc_for_serving()
     address = address or DEFAULT_ADDRESS
     origins = [websocket_origin] if isinstance(websocket_origin, str) else list(websocket_origin or [])
     extra = dict(kwargs)

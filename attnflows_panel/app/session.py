@@ -203,6 +203,10 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self._pending_url = url_state
         if self._resources_ready():
             self._start(url_state)
+            # the first view is drawn now, while the session's document is being built, so that it is
+            # part of the first document a browser pulls (not a redraw on the next tick, sent as patches)
+            if self.view._scheduled:
+                self.view._draw_pending()
         else:
             self._set_busy(True, "Loading the model pair and the index …")
             if self._served:
