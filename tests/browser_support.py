@@ -8,6 +8,7 @@ headless Chromium, and a watcher of a page's console errors, page errors and fai
   and ``sys.excepthook`` that do the same. :meth:`ServedApp.new_errors` returns what was written since
   the last call: a test step asserts it is empty, so a server-side exception fails the step that caused
   it, even when the browser shows nothing.
+- :func:`served_panel` serves a Panel factory in a thread of the test process on a free port.
 - :func:`launch_chromium` starts the Debian chromium headless with the project's flags.
 - :class:`PageProblems` collects a page's console errors, uncaught page errors, failed requests and
   requests that leave the server (the app must work offline); :meth:`PageProblems.take` returns and
@@ -23,6 +24,7 @@ Tests wait on conditions, never on fixed sleeps: :func:`wait_for` polls a condit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -145,6 +147,26 @@ class ServedApp:
                 self.proc.kill()
                 self.proc.wait(30)
         self._log.close()
+
+
+@contextlib.contextmanager
+def served_panel(factory, title: str = "Attention Flows"):
+    """Serve a Panel ``factory`` in a thread of this process on 127.0.0.1 and a free port; yield the
+    port once the server accepts connections (tests that look at the view objects they serve)."""
+    import panel as pn
+
+    port = free_port()
+    thread = pn.serve(factory, port=port, address="127.0.0.1", threaded=True, show=False, title=title)
+
+    def up():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(up, what="the Panel server")
+        yield port
+    finally:
+        thread.stop()
 
 
 def launch_chromium(playwright):

@@ -27,10 +27,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test extra: never skipped)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-REPO = Path(__file__).resolve().parents[1]
+from browser_support import CHROMIUM, CHROMIUM_ARGS, REPO, free_port  # noqa: E402
+
 TIMEOUT_MS = 60_000  # a loaded 2-core CI machine: generous, but every wait ends on its condition
 expect.set_options(timeout=TIMEOUT_MS)
 N_SAMPLES = 16
@@ -65,12 +63,6 @@ def wait_for(condition, timeout: float = TIMEOUT_MS / 1000, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------------------------------

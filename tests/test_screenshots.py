@@ -17,10 +17,7 @@ Every wait is on a condition, never a fixed sleep.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import time
 
 import numpy as np
 import panel as pn
@@ -28,11 +25,10 @@ import pytest
 
 from attnflows_panel.corpus import demo_path
 from attnflows_panel.views.attention_flows import AttentionFlowsView
+from browser_support import launch_chromium, served_panel, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SIZES = [(1280, 800), (1600, 1000), (1920, 1080)]
 TAU = 0.15
 
@@ -68,31 +64,7 @@ NODE = """([i]) => {
 
 
 def _wait(cond, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@contextlib.contextmanager
-def _served(factory):
-    """Serve ``factory`` on a free port of 127.0.0.1 in a thread; yield the port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    thread = pn.serve(factory, port=port, address="127.0.0.1", threaded=True, show=False, title="Attention Flows")
-
-    def up():
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
-
-    try:
-        _wait(up, what="the Panel server")
-        yield port
-    finally:
-        thread.stop()
+    wait_for(cond, timeout, what, interval=0.02)
 
 
 def _demo_rows(k: int) -> list[dict]:
@@ -112,7 +84,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -148,7 +120,7 @@ def test_screenshots_at_three_window_sizes(browser, default_result, output_dir, 
         view_holder["view"] = view = AttentionFlowsView(default_result, tau=TAU)
         return view
 
-    with _served(app) as port:
+    with served_panel(app) as port:
         page = browser.new_page(viewport={"width": width, "height": height})
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

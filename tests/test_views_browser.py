@@ -10,9 +10,6 @@ Every wait is on a condition (page function or server state), never a fixed slee
 
 from __future__ import annotations
 
-import contextlib
-import time
-import uuid
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -23,11 +20,10 @@ from attnflows_panel.compare import GraphComparison
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.views.attention_flows import AttentionFlowsView
 from attnflows_panel.views.flow import QUANT
+from browser_support import launch_chromium, served_panel, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 SENTENCE_A = "The company said it expects the deal to close in the third quarter."
 SENTENCE_B = "The deal is expected to close in the third quarter, the company said."
 TAU = 0.1  # MiniLM's [CLS] attends mostly to itself above 0.2; 0.1 gives rings of 6, 11, 26, 32 tokens
@@ -59,23 +55,7 @@ FRAME = """() => {
 
 
 def _wait(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@contextlib.contextmanager
-def _served(factory):
-    sid = uuid.uuid4().hex
-    thread = pn.serve(factory, port=0, threaded=True, show=False, server_id=sid, title="Attention Flows")
-    try:
-        _wait(lambda: sid in pn.state._servers, what="the Panel server")
-        yield pn.state._servers[sid][0].port
-    finally:
-        thread.stop()
+    wait_for(cond, timeout, what, interval=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +63,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -93,7 +73,7 @@ def _open(browser, port, width=1500, height=1250):
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"http://localhost:{port}/")
+    page.goto(f"http://127.0.0.1:{port}/")
     page.wait_for_function(READY, timeout=30000)
     return page, errors
 
@@ -139,7 +119,7 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
     fine = AttentionGraph.build(r.finetuned.attentions, TAU)
     comp = GraphComparison(pre, fine)
 
-    with _served(app) as port:
+    with served_panel(app) as port:
         page, errors = _open(browser, port)
         view = views[-1]
         s = _states(page)
@@ -294,7 +274,7 @@ def test_bert_base_density_screenshot(browser, tmp_path_factory, minilm_path, ou
         views.append(v)
         return v
 
-    with _served(app) as port:
+    with served_panel(app) as port:
         page, errors = _open(browser, port, width=1900, height=1750)
         view = views[-1]
         sizes = [len(lv) for lv in view.data.levels]
