@@ -26,15 +26,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+from attnflows_panel.cli.finetune import _positive_int
 
 
 def register(subparsers) -> None:
