@@ -107,3 +107,21 @@ def test_a_threaded_server_leaves_the_garbage_collector_alone_unless_asked(confi
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_server_process_skips_bokehs_document_check_unless_the_environment_keeps_it(monkeypatch):
+    from bokeh.settings import settings
+
+    from attnflows_panel.app import server
+
+    monkeypatch.delenv("BOKEH_VALIDATE_DOC", raising=False)
+    try:
+        assert settings.perform_document_validation()  # the test suite's own servers check every document
+        server.skip_document_validation()
+        assert not settings.perform_document_validation()
+        settings.perform_document_validation.unset_value()
+        monkeypatch.setenv("BOKEH_VALIDATE_DOC", "true")
+        server.skip_document_validation()
+        assert settings.perform_document_validation()  # the user's setting wins
+    finally:
+        settings.perform_document_validation.unset_value()

@@ -21,7 +21,7 @@ from attnflows_panel.app.config import AppConfig
 from attnflows_panel.app.session import AttnFlowsApp
 from attnflows_panel.registry import Registry, shared_registry
 
-__all__ = ["make_app", "preload", "serve", "ServerThread", "DEFAULT_ADDRESS"]
+__all__ = ["make_app", "preload", "serve", "ServerThread", "DEFAULT_ADDRESS", "skip_document_validation", "tune_gc_for_serving"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,23 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def skip_document_validation() -> None:
+    """Turn off Bokeh's integrity check of every new session's document in this process.
+
+    Bokeh checks each document it builds for a session (``Document.validate``: missing renderers,
+    mismatched column lengths and the like, which it only logs): measured, an eighth of a session's
+    build. The app's documents are the same for every session and the test suite builds them with the
+    check on, so a server process of its own (``attnflows serve``) skips it; ``BOKEH_VALIDATE_DOC=true``
+    in the environment keeps it on. Bokeh's documented setting ``settings.perform_document_validation``
+    (environment ``BOKEH_VALIDATE_DOC``)."""
+    import os
+
+    from bokeh.settings import settings
+
+    if os.environ.get("BOKEH_VALIDATE_DOC") is None:
+        settings.perform_document_validation.set_value(False)
+
+
 class ServerThread(threading.Thread):
     """A Bokeh server for the app on a thread of its own (its own event loop): tests, notebooks.
 
@@ -176,14 +193,16 @@ def serve(
     (``preload_resources``), prints the URL, then serves until interrupted. ``threaded=True`` starts
     the server on a :class:`ServerThread` and returns ``(thread, server)`` (tests, notebooks).
     ``port=0`` picks a free port. ``num_threads`` is Panel's thread pool for session callbacks.
-    ``tune_gc`` (default: when not ``threaded``) tunes the process's garbage collector for serving
-    once everything is loaded (:func:`tune_gc_for_serving`).
+    ``tune_gc`` (default: when not ``threaded``) tunes the process for serving once everything is
+    loaded: its garbage collector (:func:`tune_gc_for_serving`) and no integrity check of each
+    session's document (:func:`skip_document_validation`).
     """
     registry = registry or shared_registry()
     if preload_resources:
         preload(config, registry)
     if tune_gc if tune_gc is not None else not threaded:
         tune_gc_for_serving()
+        skip_document_validation()
     address = address or DEFAULT_ADDRESS
     origins = [websocket_origin] if isinstance(websocket_origin, str) else list(websocket_origin or [])
     extra = dict(kwargs)

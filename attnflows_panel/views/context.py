@@ -55,9 +55,8 @@ class ContextFigure:
             width=size, height=size, x_range=Range1d(-ext, ext), y_range=Range1d(-ext, ext), tools=[],
             toolbar_location=None, outline_line_color=None, min_border=0, match_aspect=True,
             name="attnflows-context",
+            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
         )
-        fig.axis.visible = False
-        fig.grid.visible = False
         fig.annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", source=self.rings, fill_color="fill",
                     line_color="line", line_width=1.0)
         self.mapper = _state_mapper(context_palette(data))

@@ -215,10 +215,9 @@ class FlowFigure:
             border_fill_color="white",
             min_border=0,
             name="attnflows-radial",
+            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
             **sizing,
         )
-        fig.axis.visible = False
-        fig.grid.visible = False
         S = self.sources = {k: ColumnDataSource(v, name=f"attnflows-{k}") for k, v in cols.items()}
         S["rings"] = ColumnDataSource(self._ring_cols(data, None), name="attnflows-rings")
         S["ticks"] = ColumnDataSource(self._tick_cols(data), name="attnflows-ticks")

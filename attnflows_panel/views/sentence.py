@@ -95,12 +95,11 @@ class SentenceFigure:
             width=width, height=h + 22, x_range=Range1d(0, width), y_range=Range1d(h, 0), tools=[],
             toolbar_location=None, outline_line_color=None, min_border=0, name="attnflows-sentence",
             title=self.caption(data, level),
+            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
         )
         fig.title.text_font_size = "12px"
         fig.title.text_font_style = "normal"
         fig.title.text_color = "#444444"
-        fig.axis.visible = False
-        fig.grid.visible = False
         self.target_renderer = fig.rect("x", "ty", width="w", height="th", source=self.tokens,
                                         fill_color=transform("st", _state_mapper(STATE_COLORS)),
                                         fill_alpha=transform("st", _alpha_transform(TOKEN_HALO)),
