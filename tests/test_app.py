@@ -189,6 +189,8 @@ def test_first_view_shows_the_first_sample_with_labels_and_predictions(app, tiny
     assert html.escape(first) in card and html.escape(row["label_name"]) in card
     fine = app.result.finetuned
     assert fine.label in card and f"{fine.probs[fine.label]:.2f}" in card  # prediction with probability
+    for name, p in fine.probs.items():  # and every other class's, on the same short line
+        assert f"{html.escape(name)} {p:.2f}" in card or name == fine.label
     assert "no classification head" in card  # the bare pre-trained encoder says so
     # the pair in use, τ, mode and level are in the sidebar; the browser shows the same sample
     assert "L = 2 layers × H = 4 heads" in app._pair_info.object

@@ -87,20 +87,20 @@ def pair_html(pair, index=None, task: str | None = None) -> str:
 
 
 def probs_html(out, color: str) -> str:
-    """One model's class probabilities as bars (the predicted one in bold)."""
+    """One model's class probabilities on one line: a bar for the predicted class (in bold), then the
+    others' probabilities."""
     probs = getattr(out, "probs", None)
     if not probs:
         return "<span style='color:#777'>no classification head (a bare pre-trained encoder)</span>"
     label = getattr(out, "label", None)
-    bars = []
+    parts = []
     for name, p in sorted(probs.items(), key=lambda kv: -kv[1]):
-        bold = "font-weight:600;" if name == label else ""
-        bars.append(
-            f"<span style='display:inline-block;min-width:150px;{bold}'>{esc(name)}</span>"
-            f"<span style='display:inline-block;width:{int(round(120 * float(p)))}px;height:10px;background:{color};"
-            f"vertical-align:middle;margin-right:6px'></span>{float(p):.2f}"
-        )
-    return "<br>".join(bars)
+        if name == label:
+            parts.insert(0, f"<span style='display:inline-block;width:{int(round(80 * float(p)))}px;height:10px;"
+                            f"background:{color};vertical-align:middle;margin:0 4px'></span><b>{float(p):.2f}</b>")
+        else:
+            parts.append(f"<span style='color:#555'>{esc(name)} {float(p):.2f}</span>")
+    return " ".join(parts[:1]) + (" · " + " · ".join(parts[1:]) if len(parts) > 1 else "")
 
 
 def sample_html(result, sample_id: str, row: dict | None, *, other_task: str | None = None,
@@ -125,12 +125,14 @@ def sample_html(result, sample_id: str, row: dict | None, *, other_task: str | N
                  f"{esc(other_task.upper())} sample and the fine-tuned model was trained on "
                  f"{esc((model_task or 'another task').upper())}.</div>")
     else:
+        # one line per model, side by side where the width allows: the card stays short, so that the
+        # radial view fits a laptop's window below it
         preds = (
-            f"<div style='display:flex;gap:30px;flex-wrap:wrap;margin-top:4px'>"
+            f"<div style='display:flex;column-gap:28px;flex-wrap:wrap;margin-top:2px'>"
             f"<div><b style='color:{FINETUNED_COLOR}'>fine-tuned</b> predicts "
-            f"<b class='af-pred-fine'>{esc(result.finetuned.label)}</b><br>{probs_html(result.finetuned, FINETUNED_COLOR)}</div>"
-            f"<div><b style='color:{PRETRAINED_COLOR}'>pre-trained</b> "
-            f"{'predicts <b>' + esc(result.pretrained.label) + '</b>' if result.pretrained.label else ''}<br>"
+            f"<b class='af-pred-fine'>{esc(result.finetuned.label)}</b>{probs_html(result.finetuned, FINETUNED_COLOR)}</div>"
+            f"<div><b style='color:{PRETRAINED_COLOR}'>pre-trained</b>"
+            f"{' predicts <b>' + esc(result.pretrained.label) + '</b>' if result.pretrained.label else ':'} "
             f"{probs_html(result.pretrained, PRETRAINED_COLOR)}</div></div>"
         )
     return (
