@@ -133,7 +133,7 @@ def test_heatmap_values_scope_and_tap(browser, index):
     got = np.zeros((L, H))
     got[df["layer"].to_numpy(int), df["head"].to_numpy(int)] = df["value"].to_numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
-    assert f"over {len(rows)} results" in overlay.opts.get().kwargs["title"]
+    assert f"over {len(rows)} results" in heat.opts.get().kwargs["title"]  # the plot's title sits on its first layer
     bound = np.abs(want).max()
     lo, hi = heat.opts.get().kwargs["clim"]
     assert lo == pytest.approx(-bound, abs=1e-6) and hi == pytest.approx(bound, abs=1e-6)
@@ -213,3 +213,17 @@ def test_correct_filter_is_off_when_the_labels_do_not_match(sharp_pair, glue_dir
     assert not b._correct_w.disabled and b._correct_w.description is None
     b.correctness = "correct"
     assert len(b.table.value) == int(index.metadata["correct_fine"].fillna(False).sum())
+
+
+def test_the_drawn_heatmap_and_map_listen_for_clicks(index):
+    """Each plot with a Tap stream subscribes to the browser's tap events. A Tap stream whose source is a
+    DynamicMap returning an Overlay is never linked (holoviews #3533): clicks on the heatmap and the map
+    did nothing in the served app."""
+    from bokeh.models import Plot
+
+    b = CorpusBrowser(index)
+    doc = Document()
+    doc.add_root(b.__panel__().get_root(doc))
+    plots = {(m.title.text or "").split(" over ")[0]: m for m in doc.models if isinstance(m, Plot) and m.title is not None}
+    assert "tap" in plots["mean fine − pre head usage"].subscribed_events
+    assert "tap" in plots["signature map (PCA)"].subscribed_events

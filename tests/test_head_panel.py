@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("holoviews")
 
 from bokeh.document import Document  # noqa: E402
-from bokeh.models import ColumnDataSource  # noqa: E402
+from bokeh.models import ColumnDataSource, Plot  # noqa: E402
 
 from attnflows_panel.views.head_panel import HeadPanel  # noqa: E402
 
@@ -75,7 +75,13 @@ def test_metric_and_scope(index):
 def test_tap_selects_a_head_and_runs_query_and_ablation(index, sharp_pair):
     first = index.metadata.iloc[0]
     panel = HeadPanel(index, pair=sharp_pair, sample=(first["sentence_a"], first["sentence_b"]), k=4)
-    root = panel.__panel__().get_root(Document())
+    doc = Document()
+    root = panel.__panel__().get_root(doc)
+    doc.add_root(root)
+    # the drawn heatmap listens for clicks (a Tap stream on an Overlay-returning DynamicMap never is:
+    # holoviews #3533, and the served panel ignored every click)
+    heat = next(m for m in root.select({"type": Plot}) if "cosine" in (m.title.text or ""))
+    assert "tap" in heat.subscribed_events
     panel.tap.event(x=2, y=1)  # what a click on the cell head 2, layer 1 sends
     assert panel.selected_head == (1, 2)
     # (b) without a current sample id: the samples with the lowest cosine of that head

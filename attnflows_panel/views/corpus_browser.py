@@ -64,6 +64,8 @@ TABLE_COLUMNS = {
 }
 RESULT_COLUMNS = {"rank": "#", "score": "score", **TABLE_COLUMNS}
 MAP_POINTS = 5000  # past this many samples the map's corpus layer is rasterized (or decimated)
+#: the signature map's options that belong to the overlay (the rest sits on its corpus layer)
+MAP_OPTIONS = dict(legend_position="top_left", active_tools=["wheel_zoom"])
 BACKGROUND_COLOR = "#b8b8b8"
 
 
@@ -224,18 +226,25 @@ class CorpusBrowser(pn.viewable.Viewer):
         self.results_table.param.watch(self._on_result_pick, "selection")
 
     def _build_figures(self) -> None:
-        """The head heatmap and the signature map: HoloViews DynamicMaps of :meth:`heat_element` and
-        :meth:`map_element` (redrawn when the parameters they depend on change), with Tap streams for
-        clicks (a Tap stream, since Selection1D does not fire on every element: holoviews issue #2735)."""
+        """The head heatmap and the signature map: overlays of HoloViews DynamicMaps, one per layer of
+        :meth:`heat_element` and :meth:`map_element` (each redrawn when the parameters it depends on
+        change), with Tap streams for clicks (a Tap stream, since Selection1D does not fire on every
+        element: holoviews issue #2735)."""
         import holoviews as hv
 
-        self.heat_plot = hv.DynamicMap(self.heat_element)
-        self.map_plot = hv.DynamicMap(self.map_element)
+        # one DynamicMap per layer, overlaid: a Tap stream whose source is a DynamicMap that returns an
+        # Overlay is never linked to the plot (holoviews issue #3533), so no click would arrive
+        heat = hv.DynamicMap(self.heat_layer)
+        self.heat_plot = heat * hv.DynamicMap(self.heat_boxes)
+        corpus = hv.DynamicMap(self.map_corpus)
+        if self.index is not None and len(self.index) > MAP_POINTS:
+            corpus = _many_points(corpus)
+        self.map_plot = (corpus * hv.DynamicMap(self.map_similar) * hv.DynamicMap(self.map_current)).opts(**MAP_OPTIONS)
         #: a tap on the heatmap: toggles that head in the head mask
-        self.heat_tap = hv.streams.Tap(source=self.heat_plot, transient=True)
+        self.heat_tap = hv.streams.Tap(source=heat, transient=True)
         self.heat_tap.add_subscriber(reported(self._on_heat_tap))
         #: a tap on the map: the nearest sample becomes current
-        self.map_tap = hv.streams.Tap(source=self.map_plot, transient=True)
+        self.map_tap = hv.streams.Tap(source=corpus, transient=True)
         self.map_tap.add_subscriber(reported(self._on_map_tap))
 
     # ------------------------------------------------------------------ reactions
@@ -383,34 +392,50 @@ class CorpusBrowser(pn.viewable.Viewer):
     @param.depends("index", "task", "results", "heads", "heatmap_scope", "label", "prediction", "correctness",
                    "search")
     def heat_element(self):
-        """The heatmap of :meth:`heatmap_values` [layers × heads] (a ``hv.HeatMap``), the heads of the
-        mask outlined in the shared colour (``hv.Rectangles``)."""
+        """The heatmap of :meth:`heatmap_values` [layers × heads] (a ``hv.HeatMap``, :meth:`heat_layer`),
+        the heads of the mask outlined in the shared colour (``hv.Rectangles``, :meth:`heat_boxes`)."""
+        return self.heat_layer() * self.heat_boxes()
+
+    @param.depends("index", "task", "results", "heads", "heatmap_scope", "label", "prediction", "correctness",
+                   "search")
+    def heat_layer(self):
+        """The heatmap of :meth:`heatmap_values` alone, with the plot's options (title, size, ticks)."""
         import holoviews as hv
 
         idx = self.index
         L, H = (idx.num_layers, idx.num_heads) if idx is not None else (1, 1)
         values = self.heatmap_values() if idx is not None else np.zeros((L, H))
-        try:
-            mask = self._heads_mask()
-        except ValueError:
-            mask = None
-        in_mask = np.zeros((L, H), dtype=bool) if mask is None else mask
+        in_mask = self._mask_or_none(L, H)
         layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
         data = pd.DataFrame({"head": head.ravel(), "layer": layer.ravel(),
                              "value": np.round(values.ravel().astype(float), 4), "in_mask": in_mask.ravel()})
         bound = float(max(np.abs(values).max(), 1e-3))
         n = len(self.heatmap_rows()) if idx is not None else 0
-        heat = hv.HeatMap(data, kdims=["head", "layer"], vdims=["value", "in_mask"]).opts(
+        return hv.HeatMap(data, kdims=["head", "layer"], vdims=["value", "in_mask"]).opts(
             cmap=diverging_palette(), clim=(-bound, bound), colorbar=True, clabel="u_fine − u_pre",
             tools=["hover", "tap"], nonselection_alpha=1.0, selection_alpha=1.0,
-        )
-        boxes = hv.Rectangles([(h - 0.47, lv - 0.47, h + 0.47, lv + 0.47) for lv, h in zip(*np.nonzero(in_mask))]).opts(
-            fill_alpha=0.0, line_color=SHARED_COLOR, line_width=2.5)
-        return (heat * boxes).opts(
             title=f"mean fine − pre head usage over {n} {self.heatmap_scope}", width=420, height=330,
             xlabel="head", ylabel="layer", toolbar=None, show_grid=False,
             xticks=list(range(H)), yticks=list(range(L)),
         )
+
+    @param.depends("index", "heads")
+    def heat_boxes(self):
+        """The heads of the mask, outlined in the shared colour (``hv.Rectangles``)."""
+        import holoviews as hv
+
+        idx = self.index
+        L, H = (idx.num_layers, idx.num_heads) if idx is not None else (1, 1)
+        in_mask = self._mask_or_none(L, H)
+        return hv.Rectangles([(h - 0.47, lv - 0.47, h + 0.47, lv + 0.47) for lv, h in zip(*np.nonzero(in_mask))]).opts(
+            fill_alpha=0.0, line_color=SHARED_COLOR, line_width=2.5)
+
+    def _mask_or_none(self, L: int, H: int) -> np.ndarray:
+        try:
+            mask = self._heads_mask()
+        except ValueError:
+            mask = None
+        return np.zeros((L, H), dtype=bool) if mask is None else mask
 
     def toggle_head(self, layer: int, head: int) -> None:
         """Add (layer, head) to the head mask, or take it out (tapping a heatmap cell does this)."""
@@ -443,19 +468,27 @@ class CorpusBrowser(pn.viewable.Viewer):
     def map_marks(self) -> dict[str, pd.DataFrame]:
         """What the map draws: ``corpus`` (every sample in scope), ``similar`` (the results) and
         ``current`` (the current sample, or a typed pair projected into the map), each with x, y, id."""
+        return {"corpus": self._map_corpus_df(), "similar": self._map_similar_df(), "current": self._map_current_df()}
+
+    def _map_corpus_df(self) -> pd.DataFrame:
+        coords, _ = self.index.pca()
+        rows = self._map_rows()
+        ids = self.index.metadata["id"].to_numpy()
+        return pd.DataFrame({"x": coords[rows, 0].astype(float), "y": coords[rows, 1].astype(float),
+                             "id": [str(x) for x in ids[rows]]})
+
+    def _map_similar_df(self) -> pd.DataFrame:
+        df = self.results
+        if df is None or not len(df):
+            return pd.DataFrame({"x": [], "y": [], "id": [], "score": []})
+        coords, _ = self.index.pca()
+        r = df["row"].to_numpy(dtype=np.int64)
+        return pd.DataFrame({"x": coords[r, 0].astype(float), "y": coords[r, 1].astype(float),
+                             "id": [str(x) for x in df["id"]], "score": df["score"].astype(float).to_numpy()})
+
+    def _map_current_df(self) -> pd.DataFrame:
         idx = self.index
         coords, _ = idx.pca()
-        rows = self._map_rows()
-        ids = idx.metadata["id"].to_numpy()
-        corpus = pd.DataFrame({"x": coords[rows, 0].astype(float), "y": coords[rows, 1].astype(float),
-                               "id": [str(x) for x in ids[rows]]})
-        df = self.results
-        if df is not None and len(df):
-            r = df["row"].to_numpy(dtype=np.int64)
-            similar = pd.DataFrame({"x": coords[r, 0].astype(float), "y": coords[r, 1].astype(float),
-                                    "id": [str(x) for x in df["id"]], "score": df["score"].astype(float).to_numpy()})
-        else:
-            similar = pd.DataFrame({"x": [], "y": [], "id": [], "score": []})
         xy, cid = None, None
         if self.selected_id is not None:
             try:
@@ -470,33 +503,53 @@ class CorpusBrowser(pn.viewable.Viewer):
                 xy, cid = idx.pca_project(idx.embed_usage(usage[None]))[0], "(new pair)"
             except (ValueError, TypeError, AttributeError):
                 pass
-        current = pd.DataFrame({"x": [float(xy[0])], "y": [float(xy[1])], "id": [cid]} if xy is not None
-                               else {"x": [], "y": [], "id": []})
-        return {"corpus": corpus, "similar": similar, "current": current}
+        return pd.DataFrame({"x": [float(xy[0])], "y": [float(xy[1])], "id": [cid]} if xy is not None
+                            else {"x": [], "y": [], "id": []})
 
     @param.depends("index", "task", "results", "selected_id", "result")
     def map_element(self):
-        """The signature map (2-D PCA of the signatures): the corpus in grey, the similar samples in
-        purple, the current sample as an orange star. Past :data:`MAP_POINTS` samples the corpus layer is
-        rasterized (datashader) or, without datashader, decimated to the points in view."""
+        """The signature map (2-D PCA of the signatures): the corpus in grey (:meth:`map_corpus`), the
+        similar samples in purple (:meth:`map_similar`), the current sample as an orange star
+        (:meth:`map_current`). Past :data:`MAP_POINTS` samples the corpus layer is rasterized
+        (datashader) or, without datashader, decimated to the points in view."""
         import holoviews as hv
 
         if self.index is None:
             return hv.Points([])
-        marks = self.map_marks()
-        _, ratio = self.index.pca()
-        corpus = hv.Points(marks["corpus"], kdims=["x", "y"], vdims=["id"], label="corpus").opts(
-            size=4, color=BACKGROUND_COLOR, alpha=0.5, tools=["hover", "tap"])
-        if len(marks["corpus"]) > MAP_POINTS:
+        corpus = self.map_corpus()
+        if len(corpus) > MAP_POINTS:
             corpus = _many_points(corpus)
-        similar = hv.Points(marks["similar"], kdims=["x", "y"], vdims=["id", "score"], label="similar").opts(
+        return (corpus * self.map_similar() * self.map_current()).opts(**MAP_OPTIONS)
+
+    @param.depends("index", "task")
+    def map_corpus(self):
+        """The map's corpus layer (grey points), with the plot's title, size and axis labels."""
+        import holoviews as hv
+
+        if self.index is None:
+            return hv.Points([], kdims=["x", "y"], vdims=["id"], label="corpus")
+        _, ratio = self.index.pca()
+        return hv.Points(self._map_corpus_df(), kdims=["x", "y"], vdims=["id"], label="corpus").opts(
+            size=4, color=BACKGROUND_COLOR, alpha=0.5, tools=["hover", "tap"], title="signature map (PCA)",
+            width=420, height=330, xlabel=f"PC 1 ({ratio[0]:.0%})", ylabel=f"PC 2 ({ratio[1]:.0%})")
+
+    @param.depends("index", "task", "results")
+    def map_similar(self):
+        """The map's similar samples (purple points)."""
+        import holoviews as hv
+
+        df = self._map_similar_df() if self.index is not None else pd.DataFrame({"x": [], "y": [], "id": [], "score": []})
+        return hv.Points(df, kdims=["x", "y"], vdims=["id", "score"], label="similar").opts(
             size=8, color=FINETUNED_COLOR, alpha=0.9, tools=["hover", "tap"])
-        current = hv.Points(marks["current"], kdims=["x", "y"], vdims=["id"], label="current").opts(
+
+    @param.depends("index", "task", "results", "selected_id", "result")
+    def map_current(self):
+        """The map's current sample (an orange star)."""
+        import holoviews as hv
+
+        df = self._map_current_df() if self.index is not None else pd.DataFrame({"x": [], "y": [], "id": []})
+        return hv.Points(df, kdims=["x", "y"], vdims=["id"], label="current").opts(
             size=14, marker="star", color=SHARED_COLOR, line_color="black", tools=["hover"])
-        return (corpus * similar * current).opts(
-            title="signature map (PCA)", width=420, height=330, xlabel=f"PC 1 ({ratio[0]:.0%})",
-            ylabel=f"PC 2 ({ratio[1]:.0%})", legend_position="top_left", active_tools=["wheel_zoom"],
-        )
 
     def _on_map_tap(self, x=None, y=None) -> None:
         """The sample nearest to the tap becomes current (within 3% of the map's extent)."""

@@ -24,6 +24,8 @@ Both results are shown in the panel after a click. The panel holds no analysis o
 
 from __future__ import annotations
 
+import functools
+
 import html
 import logging
 from typing import Any, Callable
@@ -224,7 +226,7 @@ class HeadPanel(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ figure
 
-    def _heatmap(self, metric: str, scope: str, subset_ids: list, selected_head: Any):
+    def _heatmap(self, metric: str, scope: str, subset_ids: list):
         import holoviews as hv
 
         try:
@@ -242,18 +244,21 @@ class HeadPanel(pn.viewable.Viewer):
         else:
             clim = (0.0, max(vmax, 1e-6))
         hm = hv.HeatMap(df, kdims=["head", "layer"], vdims=[hv.Dimension("value", label=metric_label)])
-        hm = hm.opts(
+        L, H = self.shape
+        return hm.opts(
             cmap=_cmap(metric), clim=clim, colorbar=True, tools=["hover", "tap"], xlabel="head (0-based)",
             ylabel="layer (0-based)", title=self.title(), responsive=False, width=560, height=340,
             line_color="white", toolbar="above", default_tools=[], fontsize={"title": "10pt"},
+            xlim=(-0.5, H - 0.5), ylim=(-0.5, L - 0.5), xticks=list(range(H)), yticks=list(range(L)),
         )
-        # always an overlay (a DynamicMap holds one type): the selected head, outlined in orange, or nothing
+
+    def _marker(self, selected_head: Any):
+        """The selected head, outlined in orange (an empty layer when none is selected)."""
+        import holoviews as hv
+
         points = [] if selected_head is None else [(int(selected_head[1]), int(selected_head[0]))]
-        marker = hv.Points(points, kdims=["head", "layer"]).opts(
+        return hv.Points(points, kdims=["head", "layer"]).opts(
             marker="square", size=22, fill_alpha=0, line_color=SHARED_COLOR, line_width=3)
-        L, H = self.shape
-        return (hm * marker).opts(xlim=(-0.5, H - 0.5), ylim=(-0.5, L - 0.5), xticks=list(range(H)),
-                                  yticks=list(range(L)))
 
     def _build(self) -> None:
         import holoviews as hv
@@ -261,11 +266,12 @@ class HeadPanel(pn.viewable.Viewer):
 
         # (not hv.extension: in a notebook that emits a second BokehJS loader, from the CDN, which an
         # offline notebook cannot fetch; Panel's HoloViews pane loads what it renders)
-        self._dmap = hv.DynamicMap(
-            pn.bind(self._heatmap, metric=self.param.metric, scope=self.param.scope,
-                    subset_ids=self.param.subset_ids, selected_head=self.param.selected_head)
-        )
-        self.tap = hv.streams.Tap(source=self._dmap, x=None, y=None)
+        # the heatmap and the marker of the selected head are two DynamicMaps, overlaid: a Tap stream whose
+        # source returns an Overlay is never linked to the plot (holoviews issue #3533), and no click arrives
+        heat = hv.DynamicMap(pn.bind(self._heatmap, metric=self.param.metric, scope=self.param.scope,
+                                     subset_ids=self.param.subset_ids))
+        self._dmap = heat * hv.DynamicMap(pn.bind(self._marker, selected_head=self.param.selected_head))
+        self.tap = hv.streams.Tap(source=heat, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
         self._details = pn.Column(sizing_mode="stretch_width")
         self._refresh_details()
@@ -277,7 +283,9 @@ class HeadPanel(pn.viewable.Viewer):
             head, layer = int(round(float(str(x)))), int(round(float(str(y))))
         except ValueError:
             return
-        self.selected_head = (layer, head)
+        # on the next tick (served), after HoloViews has finished the tap event: the selection redraws
+        # the marker layer of this very plot
+        pn.state.execute(functools.partial(setattr, self, "selected_head", (layer, head)), schedule=True)
 
     def _refresh_details(self) -> None:
         parts: list[Any] = []
