@@ -431,6 +431,26 @@ def test_15_filters(journey):
     expect(page.get_by_text(f"{len(meta)} of {len(meta)} samples")).to_be_visible()
 
 
+def test_15b_click_a_head_in_the_head_panel(journey):
+    """The head panel under the browser: a click on a cell of its heatmap picks that head (README.md,
+    "Which heads changed"), restricts the flow view to it (the URL's head) and disables it for the
+    current sample."""
+    page = journey.page
+    panel = page.locator(".af-head-panel")
+    expect(panel.get_by_text("Click a head to list the samples")).to_be_visible()
+    canvas = panel.locator("canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + 0.45 * box["width"], box["y"] + 0.45 * box["height"])  # inside the cells
+    picked = panel.get_by_text(re.compile(r"^head \d+:\d+ \(layer \d+, head \d+; 0-based\)$"))
+    expect(picked).to_be_visible()
+    layer, head = re.match(r"^head (\d+):(\d+)", picked.inner_text()).groups()
+    expect_query(page, head=f"{layer}:{head}")  # the flow view traces that head only
+    expect(panel.get_by_text(re.compile(r"^Current sample: "))).to_be_visible()  # what disabling it does
+    page.get_by_role("button", name="Clear selection").click()
+    expect_query(page, head=None)
+
+
 def test_16_a_typed_pair(journey):
     page = journey.page
     page.get_by_role("textbox", name="Sentence A").fill(TYPED_A)
