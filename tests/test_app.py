@@ -151,8 +151,12 @@ def test_url_state_parses_every_field():
     st, errors = UrlState.parse("?sample=0123&tau=0.25&mode=finetuned&level=2&sel=3:5,3:7&head=2:4&hm=pretrained")
     assert errors == []
     assert st.sample == "0123"  # ids stay strings (pn.state.location.sync would make this the int 123)
-    assert (st.tau, st.mode, st.level) == (0.25, "finetuned", 2)
-    assert st.selection == [[3, 5], [3, 7]] and st.head == [2, 4] and st.head_model == "pretrained"
+    # levels and tokens count from 1 in the link, as the views show them; the state holds the views' 0-based
+    # values; layers and heads count from 0 as the head mask does
+    assert (st.tau, st.mode, st.level) == (0.25, "finetuned", 1)
+    assert st.selection == [[2, 4], [2, 6]] and st.head == [2, 4] and st.head_model == "pretrained"
+    again, _ = UrlState.parse(st.query(default_tau=0.15))
+    assert again == st and "level=2&sel=3%3A5%2C3%3A7" in st.query(default_tau=0.15)
     st, errors = UrlState.parse("a=%3Cb%3Ehi&b=there")
     assert (st.a, st.b, st.sample) == ("<b>hi", "there", None)
 
@@ -165,6 +169,9 @@ def test_url_state_parses_every_field():
         ("tau=0.999", "τ in the link must be a number"),
         ("mode=everything", "mode in the link must be one of"),
         ("level=-1", "level in the link must be a whole number"),
+        ("level=0", "from 1 (the input)"),
+        ("sel=0:3", "counts levels and tokens from 1"),
+        ("sel=2:0", "counts levels and tokens from 1"),
         ("sel=1:2:3", "'level:token' pairs"),
         ("head=1:2,3:4&sel=1:1", "head in the link must be one"),
         ("hm=both-ish&sel=1:1", "hm in the link"),

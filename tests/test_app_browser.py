@@ -252,14 +252,13 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     page.locator(".af-flow-view canvas").first.scroll_into_view_if_needed()
     point = page.evaluate(FIGURE_POINT, [app.view.flow.figure.id, float(nodes["hx"][i]), float(nodes["hy"][i])])
     assert point is not None
-    page.screenshot(path="/tmp/dbg_shared.png"); print("DEBUG point", point, page.viewport_size)
     page.mouse.click(point["x"], point["y"])
     # the tap freezes a token there ([CLS], or a token of the innermost ring whose halo lies on top)
     selection = wait_for(lambda: app.selection, what="the click to freeze a selection")
     assert len(selection) == 1 and selection[0][0] in (L, L - 1) and app.view.selection == selection
-    sel = f"{selection[0][0]}%3A{selection[0][1]}"
+    sel = f"{selection[0][0] + 1}%3A{selection[0][1] + 1}"  # the link counts levels and tokens from 1
     # the level the view kept from τ 0.2 is in the link unless it is also the informative level at τ
-    level = "" if app.view.level == app.view.informative_level() else f"&level={app.view.level}"
+    level = "" if app.view.level == app.view.informative_level() else f"&level={app.view.level + 1}"
     expect(page).to_have_url(f"{served.url}?sample={target}&tau={tau:g}&mode=finetuned{level}&sel={sel}")
     shared = page.url
 
@@ -274,7 +273,7 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     assert page.url == shared
     query = parse_qs(urlparse(shared).query)
     assert query == {"sample": [target], "tau": [f"{tau:g}"], "mode": ["finetuned"],
-                     "sel": [f"{selection[0][0]}:{selection[0][1]}"], **({"level": [level[7:]]} if level else {})}
+                     "sel": [f"{selection[0][0] + 1}:{selection[0][1] + 1}"], **({"level": [level[7:]]} if level else {})}
     assert restored.view.level == app.view.level
 
 

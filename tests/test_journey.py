@@ -143,9 +143,10 @@ def expect_sample(page, sample_id: str) -> None:
 
 
 def selection(page) -> list[tuple[int, int]]:
-    """The frozen selection, as the URL shares it: [(level, position), ...]."""
+    """The frozen selection, as the URL shares it (levels and tokens counted from 1, as the views show
+    them), in the views' own 0-based terms: [(level, position), ...]."""
     sel = query(page).get("sel", "")
-    return [tuple(int(v) for v in item.split(":")) for item in sel.split(",") if item]
+    return [tuple(int(v) - 1 for v in item.split(":")) for item in sel.split(",") if item]
 
 
 def corpus_row(page, sample_id: str):
@@ -367,7 +368,7 @@ def test_11_level_change(journey):
     handle = slider(page, "Level")
     handle.focus()
     handle.press("ArrowRight")
-    expect_query(page, level="1")
+    expect_query(page, level="2")  # the second level, as the slider's label counts (1 = input)
 
 
 def test_12_similar_samples(journey):
@@ -489,7 +490,7 @@ def test_18_copy_the_url(journey):
     # the typed pair opened at its own informative level, which the link leaves out (the view picks it
     # again when the link is opened)
     assert q["tau"] == f"{TAU - 0.01:g}" and q["mode"] == "finetuned" and "level" not in q
-    assert q["sel"] == f"{tok['level']}:{tok['pos']}"
+    assert q["sel"] == f"{tok['level'] + 1}:{tok['pos'] + 1}"  # counted from 1, as the views show them
     away(page)
     page.evaluate(SCROLL_INTO_VIEW, NODES)
     # the rings only: the clicked canvas draws a focus outline just outside them, which a freshly opened

@@ -428,7 +428,8 @@ class AttnFlowsApp(pn.viewable.Viewer):
             if 0 <= url.level <= top:
                 self.view.level = url.level
             else:
-                self._notices.append(f"level {url.level} in the link is out of range 0 … {top}; kept {self.view.level}")
+                self._notices.append(f"level {url.level + 1} in the link is out of range 1 … {top + 1}; "
+                                     f"kept {self.view.level + 1}")
         if url.selection:
             try:
                 self.view.param.update(selection=url.selection, head=url.head or [], head_model=url.head_model or "both")

@@ -1,8 +1,10 @@
 """The shareable part of a session, read from and written to the page's URL query (see README.md).
 
 The query holds ``sample`` (or ``a``/``b`` for a typed pair), ``tau``, ``mode``, ``level``, ``sel`` (the
-frozen selection, ``level:token`` pairs, levels 0-based with level L = [CLS]) and ``head``
-(``layer:head``, 0-based) plus ``hm`` (the model(s) of a head restriction). :meth:`UrlState.parse`
+frozen selection, ``level:token`` pairs) and ``head`` (``layer:head``) plus ``hm`` (the model(s) of a head
+restriction). Levels and token positions count from 1 as the views show them (level 1 = the input,
+level L + 1 = [CLS]; token 1 = [CLS]); layers and heads count from 0 as the head mask and the head panel
+do. :class:`UrlState` itself holds the views' 0-based values. :meth:`UrlState.parse`
 checks every value and names each bad one; :meth:`UrlState.query` writes a state back, leaving out
 defaults and empty values. This is done here rather than with ``pn.state.location.sync``, which turns
 ``"0123"`` into the int 123, keeps stale keys, and rejects a whole query when one value is bad.
@@ -77,13 +79,17 @@ class UrlState:
             else:
                 errors.append(f"mode in the link must be one of {', '.join(MODES)}; got {get['mode']!r}")
         if "level" in get:
-            if get["level"].strip().isdigit():
-                state.level = int(get["level"])
+            if get["level"].strip().isdigit() and int(get["level"]) >= 1:
+                state.level = int(get["level"]) - 1
             else:
-                errors.append(f"level in the link must be a whole number; got {get['level']!r}")
+                errors.append(f"level in the link must be a whole number from 1 (the input); got {get['level']!r}")
         if get.get("sel", "").strip():
             try:
-                state.selection = _parse_pairs(get["sel"], "the selection (sel) in the link")
+                pairs = _parse_pairs(get["sel"], "the selection (sel) in the link")
+                if any(lv < 1 or pos < 1 for lv, pos in pairs):
+                    raise ValueError(f"the selection (sel) in the link counts levels and tokens from 1 "
+                                     f"(level 1 = the input, token 1 = [CLS]); got {get['sel']!r}")
+                state.selection = [[lv - 1, pos - 1] for lv, pos in pairs]
             except ValueError as exc:
                 errors.append(str(exc))
         if get.get("head", "").strip():
@@ -113,9 +119,9 @@ class UrlState:
         if self.mode and self.mode != "combined":
             q["mode"] = self.mode
         if self.level is not None:  # 0 (the input) too; None: the view's informative level
-            q["level"] = str(self.level)
+            q["level"] = str(int(self.level) + 1)
         if self.selection:
-            q["sel"] = _format_pairs(self.selection)
+            q["sel"] = _format_pairs([int(lv) + 1, int(pos) + 1] for lv, pos in self.selection)
             if self.head:
                 q["head"] = f"{int(self.head[0])}:{int(self.head[1])}"
                 if self.head_model and self.head_model != "both":
