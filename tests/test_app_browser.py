@@ -404,3 +404,30 @@ def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (1600, 1000), (1920, 1080)])
+def test_every_plot_of_the_app_fits_the_window_width(browser, served, width, height):
+    """Nothing is cut off at a laptop's width: the flow and context views, the corpus browser's heatmap
+    and signature map all lie inside the window, and the page does not scroll sideways (the browser's
+    plots used to sit beyond the right edge, out of reach, at all three sizes)."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        page = context.new_page()
+        app = open_app(page, served)
+        wait_for(lambda: app.browser is not None, what="the corpus browser")
+        canvases = page.locator(".af-main canvas, .af-browser canvas")
+        expect(page.locator(".af-browser canvas").first).to_be_visible()
+        plots = 0
+        for i in range(canvases.count()):
+            canvases.nth(i).scroll_into_view_if_needed()
+            box = canvases.nth(i).bounding_box()
+            if box is None or box["width"] < 100:  # small canvases (a glyph swatch) are not plots
+                continue
+            plots += 1
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (i, box, width)
+        assert plots >= 4  # radial and context views, heatmap, map
+        scroll = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert scroll[0] <= scroll[1], scroll
+    finally:
+        context.close()

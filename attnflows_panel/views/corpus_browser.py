@@ -572,21 +572,29 @@ class CorpusBrowser(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         # FlexBoxes wrap their widgets when the column is narrower than the row (no overlap)
         filters = pn.FlexBox(self._label_w, self._pred_w, self._correct_w, self._search_w, sizing_mode="stretch_width")
-        corpus = pn.Column("### Corpus", filters, self._count, self.table, sizing_mode="stretch_width", min_width=520)
+        # flex bases: side by side when both fit (the similar samples need the heatmap and the map side by
+        # side, 860 px), else each takes the whole width
+        corpus = pn.Column("### Corpus", filters, self._count, self.table, sizing_mode="stretch_width", min_width=520,
+                           styles={"flex": "1 1 520px"})
         controls = pn.FlexBox(
             pn.Column(pn.pane.Markdown("Search space", margin=(0, 5)), self._space_w),
             self._heads_w, self._clear_heads, self._k_w, sizing_mode="stretch_width",
         )
         similar = pn.Column(
             "### Similar samples", self._current, controls, self._within_w, self._status, self.results_table,
-            pn.Row(
+            # the heatmap and the map side by side where there is room, else one under the other
+            pn.FlexBox(
                 pn.Column(self._scope_w, pn.pane.HoloViews(self.heat_plot, backend="bokeh")),
                 pn.pane.HoloViews(self.map_plot, backend="bokeh"),
+                sizing_mode="stretch_width",
             ),
             sizing_mode="stretch_width",
             min_width=520,
+            styles={"flex": "1 1 860px"},
         )
-        return pn.Row(corpus, similar, sizing_mode="stretch_width")
+        # the corpus and the similar samples side by side on a wide window, else the similar samples
+        # under the corpus: nothing is cut off or scrolls sideways at a laptop's width
+        return pn.FlexBox(corpus, similar, sizing_mode="stretch_width")
 
 
 class _NoQuery(Exception):
