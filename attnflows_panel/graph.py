@@ -307,6 +307,18 @@ class AttentionGraph:
         self._adj = _readonly(nheads > 0)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
         self._out_deg = _readonly(out_deg)
 
+    @property
+    def head_counts(self) -> np.ndarray:
+        """int32 ``[L, n, n]``: ``head_counts[k, a, b]`` = number of allowed heads carrying the edge
+        ``(k + 1, a) -> (k, b)``, i.e. ``active[k, :, a, b].sum()`` (0 where there is no edge). Read-only."""
+        return self._nheads
+
+    @property
+    def adjacency(self) -> np.ndarray:
+        """bool ``[L, n, n]``: ``adjacency[k, a, b]`` iff the edge ``(k + 1, a) -> (k, b)`` exists through
+        some allowed head, i.e. ``active[k, :, a, b].any()``. Read-only."""
+        return self._adj
+
     @classmethod
     def build(cls, attn, tau: float = 0.3, heads=None, root: int = 0) -> AttentionGraph:
         """Build the Attention Graph from attentions ``attn`` float ``[L, H, n, n]`` (§4.1).
@@ -681,14 +693,15 @@ class AttentionGraph:
     # ------------------------------------------------------------------ all traces at once
 
     @cached_property
-    def _reach(self):
-        """Reachability of every node, propagated level by level as packed bitsets.
+    def _reach_down(self):
+        """Ancestors of every node, propagated level by level as packed bitsets.
 
         Nodes are numbered compactly: bit ``off[j] + i`` stands for node ``(j, levels[j][i])``. Each node's
         set is a row of ``W`` uint64 words. ``down[l]`` (``[m_l, W]``) holds the ancestors of level l's
         nodes: the OR, over each node's children on level l-1, of the child's own bit and ancestors (a
-        boolean matrix product in the OR-AND semiring, 64 nodes per machine word). ``up[l]`` likewise
-        holds the descendants. No BLAS and no per-node search is involved.
+        boolean matrix product in the OR-AND semiring, 64 nodes per machine word). Ancestors of level l
+        lie on levels below l, so only the first ``ceil(off[l] / 64)`` words of ``down[l]`` can be set and
+        only those are computed. No BLAS and no per-node search is involved.
         """
         L, lv = self.L, self.levels
         sizes = [len(x) for x in lv]
@@ -697,17 +710,38 @@ class AttentionGraph:
         words = max(1, -(-int(off[-1]) // 64))
         own = []  # own[l]: each node of level l's own bit
         for l in range(L + 1):
-            bits = np.zeros((sizes[l], words * 64), dtype=bool)
-            bits[np.arange(sizes[l]), off[l] + np.arange(sizes[l])] = True
-            own.append(np.packbits(bits, axis=1, bitorder="little").view(np.uint64))
+            o = np.zeros((sizes[l], words), dtype=np.uint64)
+            bit = off[l] + np.arange(sizes[l])
+            o[np.arange(sizes[l]), bit // 64] = np.left_shift(np.uint64(1), (bit % 64).astype(np.uint64))
+            own.append(o)
         sub = [self._adj[k][np.ix_(lv[k + 1], lv[k])] for k in range(L)]  # [m_{k+1}, m_k]
         down = [np.zeros((sizes[0], words), dtype=np.uint64)]
         for l in range(1, L + 1):
-            down.append(_or_and(sub[l - 1], down[l - 1] | own[l - 1]))
-        up = [np.zeros((0, words), dtype=np.uint64)] * L + [np.zeros((sizes[L], words), dtype=np.uint64)]
+            w = -(-int(off[l]) // 64)  # words that can hold level l's ancestors (levels < l)
+            d = np.zeros((sizes[l], words), dtype=np.uint64)
+            d[:, :w] = _or_and(sub[l - 1], (down[l - 1] | own[l - 1])[:, :w])
+            down.append(d)
+        return off, flat, down, own, sub
+
+    @cached_property
+    def _reach_up(self):
+        """Descendants of every node, as :attr:`_reach_down` (``up[l]`` [m_l, W], from the root down)."""
+        off, _, _, own, sub = self._reach_down
+        L = self.L
+        words = own[0].shape[1]
+        up = [np.zeros((0, words), dtype=np.uint64)] * L + [np.zeros((len(self.levels[L]), words), dtype=np.uint64)]
         for l in range(L - 1, -1, -1):
-            up[l] = _or_and(sub[l].T, up[l + 1] | own[l + 1])
-        return off, flat, down, up, own
+            w0 = int(off[l + 1]) // 64  # descendants of level l lie on levels above l: words from here
+            u = np.zeros((len(self.levels[l]), words), dtype=np.uint64)
+            u[:, w0:] = _or_and(sub[l].T, (up[l + 1] | own[l + 1])[:, w0:])
+            up[l] = u
+        return up
+
+    @property
+    def _reach(self):
+        """``(off, flat, down, up, own)``: the packed reachability of :attr:`_reach_down` and :attr:`_reach_up`."""
+        off, flat, down, own, _ = self._reach_down
+        return off, flat, down, self._reach_up, own
 
     def _expand(self, packed: np.ndarray, flat: np.ndarray) -> np.ndarray:
         """Packed compact rows [m, W] -> read-only full masks [m, L+1, n]."""
@@ -745,12 +779,27 @@ class AttentionGraph:
         ``i``, i.e. the ``ancestor_mask`` of :meth:`all_traces` without a Trace per node (what a view
         ships for hover highlights, P4/P6).
         """
-        _, flat, down, _, _ = self._reach
+        _, flat, down, _, _ = self._reach_down
         N = flat.size
         if N == 0:
             return flat, np.zeros((0, 0), dtype=bool)
         rows = [np.unpackbits(d.view(np.uint8), axis=1, count=N, bitorder="little") for d in down if d.shape[0]]
         return flat, np.concatenate(rows).view(bool)
+
+    def ancestor_blocks(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """:meth:`ancestor_matrix` cut into its non-zero blocks: ``(flat, off, blocks)``.
+
+        Ancestors lie on lower levels, so the rows of level ``l``'s nodes are zero from column ``off[l]``
+        on. ``off`` int ``[L + 2]``: level ``l``'s nodes are ``off[l]:off[l+1]`` in the order of ``flat``;
+        ``blocks[l]`` bool ``[m_l, off[l]]`` equals ``A[off[l]:off[l+1], :off[l]]``. Cheaper than the
+        square matrix when a view ships each node's ancestors on lower levels only (P4/P6).
+        """
+        off, flat, down, _, _ = self._reach_down
+        blocks = [
+            np.unpackbits(d.view(np.uint8), axis=1, count=int(off[l]), bitorder="little").view(bool)
+            for l, d in enumerate(down)
+        ]
+        return flat, off, blocks
 
     def all_head_traces(self) -> dict[tuple[int, int, int], Trace]:
         """``{(level, token, h): trace(level, token, head=(level-1, h))}`` for every head glyph that is lit.

@@ -329,7 +329,7 @@ class FlowData:
         deg = np.zeros((L + 1, n))
         for c, g in self.graphs.items():
             infl[:L] = np.maximum(infl[:L], self.influence[c])
-            adj = g.active.any(axis=1)  # [L, n, n]: edge (k+1, a) -> (k, b)
+            adj = g.adjacency  # [L, n, n]: edge (k+1, a) -> (k, b)
             deg[:L] = np.maximum(deg[:L], adj.sum(axis=1))  # from the level above
             deg[1:] = np.maximum(deg[1:], adj.sum(axis=2))  # to the level below
         infl[L] = infl.max() + 1.0
@@ -422,7 +422,7 @@ class FlowData:
         for k in range(self.L):
             per = {}
             for c, g in self.graphs.items():
-                a, b = np.nonzero(g.active[k].any(axis=0))
+                a, b = np.nonzero(g.adjacency[k])
                 per[c] = (a.astype(np.int64) * n + b, g.active[k][:, a, b].T)
             keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
             if keys.size == 0:
@@ -481,7 +481,7 @@ class FlowData:
         for i, (c, g) in enumerate(models):
             ids, rel, hts = [], [], []
             for k in range(self.L):
-                heads = g.active[k].sum(axis=0)  # [a, w]: heads carrying edge (k+1, a) -> (k, w)
+                heads = g.head_counts[k]  # [a, w]: heads carrying edge (k+1, a) -> (k, w)
                 a_idx, w_idx = np.nonzero(heads)
                 if a_idx.size == 0:
                     continue
@@ -509,18 +509,22 @@ class FlowData:
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
         """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
-        :meth:`AttentionGraph.ancestor_matrix`) as one packed bit stream."""
-        nodes = self.layout.nodes
-        N = len(nodes)
-        lv = nodes["level"].to_numpy()
-        flat, Ag = g.ancestor_matrix()
-        A = np.zeros((N, N), dtype=bool)
-        if flat.size:
-            ids = self.node_index.ravel()[flat]  # this view's node id of each of g's nodes
-            A[np.ix_(ids, ids)] = Ag
-        lo = self.bounds[lv]  # nodes below node u's level: ids 0 .. lo-1
-        keep = np.arange(N)[None, :] < lo[:, None]
-        return np.packbits(A[keep], bitorder="little")
+        :meth:`AttentionGraph.ancestor_blocks`) as one packed bit stream: node ``u``'s row holds the
+        nodes of the levels below its own, rows in node order."""
+        bounds = self.bounds  # this view's nodes of level l are ids bounds[l]:bounds[l+1]
+        flat, off, blocks = g.ancestor_blocks()  # blocks[l]: g's level-l nodes x g's nodes below level l
+        ids = self.node_index.ravel()[flat]  # this view's node id of each of g's nodes
+        rows = []
+        for l in range(self.L + 1):
+            m, lo = int(bounds[l + 1] - bounds[l]), int(bounds[l])
+            if m == 0:
+                continue
+            block = np.zeros((m, lo), dtype=bool)  # node u of level l: the nodes below its level
+            if blocks[l].size:
+                block[np.ix_(ids[off[l] : off[l + 1]] - lo, ids[: off[l]])] = blocks[l]
+            rows.append(block.ravel())
+        stream = np.concatenate(rows) if rows else np.zeros(0, dtype=bool)
+        return np.packbits(stream, bitorder="little")
 
     # ------------------------------------------------------------------ selections (server side)
 
