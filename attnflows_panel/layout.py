@@ -54,6 +54,7 @@ __all__ = [
     "text_width",
     "radial_layout",
     "glyph_grid",
+    "glyph_grid_arrays",
     "edge_curves",
     "sparkline_segments",
     "context_layout",
@@ -484,8 +485,18 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
     in the node's reading frame (the block is centred on ``gv``). Returns columns node, head, x, y, angle (text angle of the node), ux,
     uy (reading direction, for split glyph halves). Rows are ordered by node then head.
     """
+    return pd.DataFrame(glyph_grid_arrays(layout, n_heads, node_ids))
+
+
+def glyph_grid_arrays(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """:func:`glyph_grid` as a dict of numpy columns (no DataFrame: for views that pick rows in bulk)."""
     st = layout.style
-    nodes = layout.nodes if node_ids is None else layout.nodes.iloc[np.asarray(node_ids)]
+    nodes = layout.nodes
+    pick = slice(None) if node_ids is None else np.asarray(node_ids)
+
+    def col(name: str) -> np.ndarray:
+        return nodes[name].to_numpy()[pick]
+
     rows_n = max(1, min(st.glyph_rows, n_heads))
     cols = st.glyph_cols(n_heads)
     pitch = st.glyph + st.glyph_gap
@@ -493,24 +504,23 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
     h = np.arange(n_heads)
     du = (h % cols) * pitch + st.glyph / 2  # from the block's left edge
     dv = gh / 2 - (h // cols) * pitch - st.glyph / 2
-    m = len(nodes)
-    gu = nodes["gu"].to_numpy()[:, None] + du[None, :]
-    dvv = nodes["gv"].to_numpy()[:, None] + dv[None, :]
-    ux, uy = nodes["ux"].to_numpy()[:, None], nodes["uy"].to_numpy()[:, None]
-    vx, vy = nodes["vx"].to_numpy()[:, None], nodes["vy"].to_numpy()[:, None]
-    x = nodes["x"].to_numpy()[:, None] + gu * ux + dvv * vx
-    y = nodes["y"].to_numpy()[:, None] + gu * uy + dvv * vy
-    return pd.DataFrame(
-        {
-            "node": np.repeat(nodes["node"].to_numpy(), n_heads),
-            "head": np.tile(h, m),
-            "x": x.ravel(),
-            "y": y.ravel(),
-            "angle": np.repeat(nodes["text_angle"].to_numpy(), n_heads),
-            "ux": np.repeat(nodes["ux"].to_numpy(), n_heads),
-            "uy": np.repeat(nodes["uy"].to_numpy(), n_heads),
-        }
-    )
+    node = col("node")
+    m = len(node)
+    gu = col("gu")[:, None] + du[None, :]
+    dvv = col("gv")[:, None] + dv[None, :]
+    ux, uy = col("ux"), col("uy")
+    vx, vy = col("vx")[:, None], col("vy")[:, None]
+    x = col("x")[:, None] + gu * ux[:, None] + dvv * vx
+    y = col("y")[:, None] + gu * uy[:, None] + dvv * vy
+    return {
+        "node": np.repeat(node, n_heads),
+        "head": np.tile(h, m),
+        "x": x.ravel(),
+        "y": y.ravel(),
+        "angle": np.repeat(col("text_angle"), n_heads),
+        "ux": np.repeat(ux, n_heads),
+        "uy": np.repeat(uy, n_heads),
+    }
 
 
 def edge_curves(layout: RadialLayout, upper: np.ndarray, lower: np.ndarray) -> dict[str, np.ndarray]:

@@ -43,7 +43,7 @@ from attnflows_panel.layout import (
     RadialLayout,
     RadialStyle,
     edge_curves,
-    glyph_grid,
+    glyph_grid_arrays,
     radial_layout,
     sparkline_segments,
 )
@@ -348,21 +348,20 @@ class FlowData:
         """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
         (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
         H = self.H
-        grid = glyph_grid(self.layout, H)
+        grid = glyph_grid_arrays(self.layout, H)
         nodes = self.layout.nodes
         N = len(nodes)
+        pos = nodes["pos"].to_numpy()
         counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
         for c, g in self.graphs.items():
             for k in range(1, self.L + 1):
-                ids = np.arange(self.bounds[k], self.bounds[k + 1])
-                if ids.size:
-                    counts[c][ids] = g.glyphs(k)[nodes["pos"].to_numpy()[ids]]
+                lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
+                if hi > lo:
+                    counts[c][lo:hi] = g.glyphs(k)[pos[lo:hi]]
         if self.comparison is not None:
-            state = np.zeros((N, H), dtype=np.int64)
-            for k in range(1, self.L + 1):
-                ids = np.arange(self.bounds[k], self.bounds[k + 1])
-                if ids.size:
-                    state[ids] = self.comparison.glyph_states(k)[nodes["pos"].to_numpy()[ids]]
+            # c.glyph_states(k) of every node (level 0 has none): PRE where the pre-trained head attends
+            # to some token of the level below, FINE likewise, BOTH for a split glyph (§4.3.3)
+            state = PRE * (counts[PRE] > 0) + FINE * (counts[FINE] > 0)
         else:
             (c,) = self.graphs
             state = (counts[c] > 0) * c
@@ -378,34 +377,28 @@ class FlowData:
         parts.append((split, PRE, -g / 4, g / 2))
         parts.append((split, FINE, g / 4, g / 2))
         part_of = {PRE: 1, FINE: 2}
-        rows = []
+        cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
+        out: dict[str, list[np.ndarray]] = {c: [] for c in cols}
         for ids, code, off, w in parts:
             if ids.size == 0:
                 continue
-            sub = grid.iloc[ids]
             if self.comparison is not None:
                 gc = np.full(ids.size, 12 if code == PRE else 13)
             else:
                 cnt = (cp if code == PRE else cf)[ids]
                 gc = (0 if code == PRE else RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
-            rows.append(pd.DataFrame({
-                "node": sub["node"].to_numpy(),
-                "head": sub["head"].to_numpy(),
-                "model": np.full(ids.size, code),
-                "x": sub["x"].to_numpy() + off * sub["ux"].to_numpy(),
-                "y": sub["y"].to_numpy() + off * sub["uy"].to_numpy(),
-                "w": np.full(ids.size, w),
-                "part": np.full(ids.size, 0 if w == g else part_of[code]),
-                "angle": sub["angle"].to_numpy(),
-                "gc": gc,
-                "cp": cp[ids],
-                "cf": cf[ids],
-            }))
-        cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
-        if not rows:
+            for key, arr in (
+                ("node", grid["node"][ids]), ("head", grid["head"][ids]), ("model", np.full(ids.size, code)),
+                ("x", grid["x"][ids] + off * grid["ux"][ids]), ("y", grid["y"][ids] + off * grid["uy"][ids]),
+                ("w", np.full(ids.size, w)), ("part", np.full(ids.size, 0 if w == g else part_of[code])),
+                ("angle", grid["angle"][ids]), ("gc", gc), ("cp", cp[ids]), ("cf", cf[ids]),
+            ):
+                out[key].append(arr)
+        if not out["node"]:
             return pd.DataFrame({c: np.zeros(0) for c in cols})
-        df = pd.concat(rows, ignore_index=True)
-        return df.sort_values(["node", "head", "model"], kind="stable").reset_index(drop=True)
+        arrays = {c: np.concatenate(out[c]) for c in cols}
+        order = np.lexsort((arrays["model"], arrays["head"], arrays["node"]))  # by node, head, model
+        return pd.DataFrame({c: a[order] for c, a in arrays.items()})
 
     def _build_edges(self) -> pd.DataFrame:
         """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads.
@@ -414,38 +407,32 @@ class FlowData:
         view's data together)."""
         n, H = self.n, self.H
         W = max(1, math.ceil(H / 32))
-        parts: dict[str, list[np.ndarray]] = {}
-
-        def add(key, arr):
-            parts.setdefault(key, []).append(arr)
-
-        for k in range(self.L):
-            per = {}
-            for c, g in self.graphs.items():
-                a, b = np.nonzero(g.adjacency[k])
-                per[c] = (a.astype(np.int64) * n + b, g.active[k][:, a, b].T)
-            keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
-            if keys.size == 0:
-                continue
-            add("layer", np.full(keys.size, k, dtype=np.int64))
-            add("a", keys // n)
-            add("b", keys % n)
+        cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
+        per = {}
+        for c, g in self.graphs.items():  # every layer at once: keys (k, a, b) ascending
+            k, a, b = np.nonzero(g.adjacency)
+            per[c] = ((k.astype(np.int64) * n + a) * n + b, g.active[k, :, a, b])  # heads: bool [m, H]
+        keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
+        if keys.size == 0:
+            edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
+        else:
+            edges = {"layer": keys // (n * n), "a": keys // n % n, "b": keys % n}
             member = np.zeros(keys.size, dtype=np.int64)
             nh = np.zeros(keys.size, dtype=np.int64)
+            words = {}
             for c in (PRE, FINE):
-                words = np.zeros((keys.size, W), dtype=np.uint32)
+                words[c] = np.zeros((keys.size, W), dtype=np.uint32)
                 if c in per:
                     key_c, heads = per[c]
                     pos = np.searchsorted(keys, key_c)
-                    words[pos] = _pack_heads(heads)
+                    words[c][pos] = _pack_heads(heads)
                     member[pos] |= c
                     nh[pos] = np.maximum(nh[pos], heads.sum(axis=1))
+            edges["nh"] = nh
+            for c in (PRE, FINE):
                 for w in range(W):
-                    add(f"h{c}_{w}", words[:, w])
-            add("nh", nh)
-            add("member", member)
-        cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
-        edges = {c: (np.concatenate(parts[c]) if c in parts else np.zeros(0, dtype=np.int64)) for c in cols}
+                    edges[f"h{c}_{w}"] = words[c][:, w]
+            edges["member"] = member
         layer = edges["layer"]
         u = self.node_index[layer + 1, edges["a"]]
         v = self.node_index[layer, edges["b"]]
@@ -471,41 +458,33 @@ class FlowData:
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
         the relative position ``(a - w)/(n-1)`` of each token a of level k+1 that attends to w through
         layer k, as high as the number of heads doing so, clamped at 3 - i.e. ``g.sparkline(k, w,
-        "attending")``. Read for a whole level at once from the graph's per-head edges ``g.active[k]``
-        (the same numbers; the tests check them against ``g.sparkline`` token by token)."""
+        "attending")``. Read for every level at once from the graph's ``head_counts`` (the number of
+        heads carrying each edge: the same numbers; the tests check them against ``g.sparkline`` token by
+        token)."""
         nodes = self.layout.nodes
-        frames = []
         models = list(self.graphs.items())
         shift = 0.9 if len(models) == 2 else 0.0
         denom = max(self.n - 1, 1)
+        ux_all, uy_all = nodes["ux"].to_numpy(), nodes["uy"].to_numpy()
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in ("node", "x0", "y0", "x1", "y1", "model")}
         for i, (c, g) in enumerate(models):
-            ids, rel, hts = [], [], []
-            for k in range(self.L):
-                heads = g.head_counts[k]  # [a, w]: heads carrying edge (k+1, a) -> (k, w)
-                a_idx, w_idx = np.nonzero(heads)
-                if a_idx.size == 0:
-                    continue
-                nid = self.node_index[k, w_idx]
-                ids.append(nid)
-                rel.append((a_idx - w_idx) / denom)
-                hts.append(np.minimum(heads[a_idx, w_idx], 3))
-            if ids:
-                seg = sparkline_segments(self.layout, [np.concatenate(ids)], [np.concatenate(rel)], [np.concatenate(hts)],
-                                         per_bar=True)
+            heads = g.head_counts  # [k, a, w]: heads carrying edge (k+1, a) -> (k, w)
+            k_idx, a_idx, w_idx = np.nonzero(heads)  # ordered by layer, then a, then w
+            if k_idx.size:
+                seg = sparkline_segments(self.layout, [self.node_index[k_idx, w_idx]], [(a_idx - w_idx) / denom],
+                                         [np.minimum(heads[k_idx, a_idx, w_idx], 3)], per_bar=True)
             else:
                 seg = sparkline_segments(self.layout, [], [], [])
-            df = pd.DataFrame(seg)
-            df["model"] = c
-            if shift and len(df):
-                nid = df["node"].to_numpy()
+            x0, y0, x1, y1 = seg["x0"], seg["y0"], seg["x1"], seg["y1"]
+            if shift and seg["node"].size:
+                nid = seg["node"]
                 off = shift * (1 if i else -1) / 2
-                for xs, ux in (("x0", "ux"), ("x1", "ux")):
-                    df[xs] = df[xs] + off * nodes[ux].to_numpy()[nid]
-                for ys, uy in (("y0", "uy"), ("y1", "uy")):
-                    df[ys] = df[ys] + off * nodes[uy].to_numpy()[nid]
-            frames.append(df)
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["node", "x0", "y0", "x1", "y1", "model"])
-        return out
+                dx, dy = off * ux_all[nid], off * uy_all[nid]
+                x0, x1, y0, y1 = x0 + dx, x1 + dx, y0 + dy, y1 + dy
+            for key, arr in (("node", seg["node"]), ("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1),
+                             ("model", np.full(seg["node"].size, c, dtype=np.int64))):
+                cols[key].append(arr)
+        return pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
         """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
