@@ -845,14 +845,16 @@ class AttentionGraph:
 def _or_and(sel: np.ndarray, sets: np.ndarray) -> np.ndarray:
     """Boolean matrix product over packed bitsets: row i = OR of ``sets[j]`` for every j with ``sel[i, j]``.
 
-    ``sel`` bool [r, m], ``sets`` uint64 [m, W] -> uint64 [r, W].
+    ``sel`` bool [r, m], ``sets`` uint64 [m, W] -> uint64 [r, W]. One ``bitwise_or.reduceat`` over the
+    selected rows of ``sets``, so the work follows the number of edges, not ``r * m``.
     """
     r, m = sel.shape
     out = np.zeros((r, sets.shape[1]), dtype=np.uint64)
-    if r == 0 or m == 0:
+    if r == 0 or m == 0 or sets.shape[1] == 0:
         return out
-    if r * m * sets.shape[1] <= 1 << 20:  # small: one vectorised reduction
-        return np.bitwise_or.reduce(np.where(sel[:, :, None], sets[None], np.uint64(0)), axis=1)
-    for j in np.flatnonzero(sel.any(axis=0)).tolist():  # large: one pass per column
-        out[sel[:, j]] |= sets[j]
+    ii, jj = np.nonzero(sel)  # row-major: ii ascending
+    if ii.size == 0:
+        return out
+    starts = np.flatnonzero(np.concatenate(([True], ii[1:] != ii[:-1])))
+    out[ii[starts]] = np.bitwise_or.reduceat(sets[jj], starts, axis=0)
     return out

@@ -410,8 +410,10 @@ class FlowData:
         cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
         per = {}
         for c, g in self.graphs.items():  # every layer at once: keys (k, a, b) ascending
-            k, a, b = np.nonzero(g.adjacency)
-            per[c] = ((k.astype(np.int64) * n + a) * n + b, g.active[k, :, a, b])  # heads: bool [m, H]
+            key = np.flatnonzero(g.adjacency)  # (k * n + a) * n + b, ascending (np.nonzero is slow in 3-d)
+            k, rem = np.divmod(key, n * n)
+            a, b = np.divmod(rem, n)
+            per[c] = (key.astype(np.int64), g.active[k, :, a, b])  # heads: bool [m, H]
         keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
         if keys.size == 0:
             edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
@@ -469,7 +471,9 @@ class FlowData:
         cols: dict[str, list[np.ndarray]] = {c: [] for c in ("node", "x0", "y0", "x1", "y1", "model")}
         for i, (c, g) in enumerate(models):
             heads = g.head_counts  # [k, a, w]: heads carrying edge (k+1, a) -> (k, w)
-            k_idx, a_idx, w_idx = np.nonzero(heads)  # ordered by layer, then a, then w
+            flat = np.flatnonzero(g.adjacency)  # ordered by layer, then a, then w (np.nonzero is slow in 3-d)
+            k_idx, rem = np.divmod(flat, self.n * self.n)
+            a_idx, w_idx = np.divmod(rem, self.n)
             if k_idx.size:
                 seg = sparkline_segments(self.layout, [self.node_index[k_idx, w_idx]], [(a_idx - w_idx) / denom],
                                          [np.minimum(heads[k_idx, a_idx, w_idx], 3)], per_bar=True)
