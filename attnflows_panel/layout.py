@@ -35,6 +35,7 @@ full text on hover and selection). :meth:`RadialLayout.label_report` counts the 
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -331,19 +332,27 @@ def place_labels(
     circ_l, rank_l, ang_l = circ.tolist(), rank.tolist(), ang.tolist()
     half = [0.0] * m  # angular half-width of each placed label (0 = none)
     placed = [False] * m
+    placed_ranks: list[int] = []  # ring ranks of the placed labels, ascending
 
     def gap(i: int) -> float:
-        """The largest half-angle a label centred on token i may take without touching a placed one."""
+        """The largest half-angle a label centred on token i may take without touching a placed one:
+        the nearest placed label on each side of i around the ring (found by bisection)."""
         best = math.pi
+        if not placed_ranks:
+            return best
         ri = rank_l[i]
-        for step in (1, -1):
-            for j in range(1, m):
-                t = circ_l[(ri + step * j) % m]
-                if placed[t]:
-                    d = abs((ang_l[t] - ang_l[i] + math.pi) % TWO_PI - math.pi)
-                    best = min(best, d - half[t])
-                    break
+        j = bisect.bisect_right(placed_ranks, ri)
+        after = placed_ranks[j % len(placed_ranks)]  # next placed label, wrapping round the ring
+        before = placed_ranks[j - 1]  # previous placed label (j - 1 = -1 wraps to the last)
+        for r_t in (after, before):
+            t = circ_l[r_t]
+            d = abs((ang_l[t] - ang_l[i] + math.pi) % TWO_PI - math.pi)
+            best = min(best, d - half[t])
         return best
+
+    def place(i: int) -> None:
+        placed[i] = True
+        bisect.insort(placed_ranks, rank_l[i])
 
     def half_angle(width: float) -> float:
         return math.atan((width + pad) / 2.0 / r)
@@ -352,7 +361,8 @@ def place_labels(
     for i in order:
         h = half_angle(lengths[i] * cw)
         if h <= gap(i):
-            labels[i], status[i], half[i], placed[i] = texts[i], 2, h, True
+            labels[i], status[i], half[i] = texts[i], 2, h
+            place(i)
     for i in order:
         if placed[i]:
             continue
@@ -363,7 +373,8 @@ def place_labels(
         keep = int(room // cw) - 1  # one character's width for the ellipsis
         if min_chars <= keep < lengths[i]:
             text = texts[i][:keep] + "…"
-            labels[i], status[i], half[i], placed[i] = text, 1, half_angle(len(text) * cw), True
+            labels[i], status[i], half[i] = text, 1, half_angle(len(text) * cw)
+            place(i)
     return labels, status
 
 
