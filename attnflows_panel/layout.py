@@ -358,11 +358,21 @@ def place_labels(
         return math.atan((width + pad) / 2.0 / r)
 
     lengths = [len(t) for t in texts]
-    for i in order:
-        h = half_angle(lengths[i] * cw)
-        if h <= gap(i):
-            labels[i], status[i], half[i] = texts[i], 2, h
-            place(i)
+    pi, bisect_right, insort = math.pi, bisect.bisect_right, bisect.insort
+    for i in order:  # pass 1 (the hot loop: gap() and place() inlined, same arithmetic)
+        h = math.atan((lengths[i] * cw + pad) / 2.0 / r)
+        g = pi
+        if placed_ranks:
+            ri, ai = rank_l[i], ang_l[i]
+            j = bisect_right(placed_ranks, ri)
+            t = circ_l[placed_ranks[j % len(placed_ranks)]]
+            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
+            t = circ_l[placed_ranks[j - 1]]
+            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
+        if h <= g:
+            labels[i], half[i], placed[i] = texts[i], h, True
+            insort(placed_ranks, rank_l[i])
+    status[np.asarray(placed, dtype=bool)] = 2
     for i in order:
         if placed[i]:
             continue
