@@ -305,9 +305,11 @@ class FlowData:
         self.bounds = self.layout.level_bounds()
         lv, ps = nodes["level"].to_numpy(), nodes["pos"].to_numpy()
         member = membership[lv, ps].astype(np.uint8)
-        nodes["member"] = member
-        nodes["base"] = member if self.comparison is not None else np.zeros(len(nodes), np.uint8)
-        self._glyph_block_geometry()
+        extra = {"member": member,
+                 "base": member if self.comparison is not None else np.zeros(len(nodes), np.uint8)}
+        extra.update(self._glyph_block_geometry())
+        # one concat for the view's node columns (a pandas setitem per column cost more)
+        self.layout.nodes = pd.concat([nodes, pd.DataFrame(extra, index=nodes.index)], axis=1)
         self.glyphs = self._build_glyphs()
         self.edges = self._build_edges()
         self.sparks = self._build_sparks()
@@ -335,14 +337,18 @@ class FlowData:
         infl[L] = infl.max() + 1.0
         return infl + deg / (deg.max() + 1.0)
 
-    def _glyph_block_geometry(self) -> None:
+    def _glyph_block_geometry(self) -> dict[str, np.ndarray]:
+        """The nodes' glyph-block size (bw, bh) and sparkline baseline end (sx1, sy1), as new columns."""
         nodes, st = self.layout.nodes, self.style
         gw, gh = st.glyph_block(self.H)
         lv0 = nodes["level"].to_numpy() == 0  # level 0 has no level below: no glyphs, no empty block
-        nodes["bw"] = np.where(lv0, 0.0, gw + 1.2)
-        nodes["bh"] = np.where(lv0, 0.0, gh + 1.2)
-        nodes["sx1"] = nodes["sx0"] + nodes["sw"] * nodes["ux"]
-        nodes["sy1"] = nodes["sy0"] + nodes["sw"] * nodes["uy"]
+        sw = nodes["sw"].to_numpy()
+        return {
+            "bw": np.where(lv0, 0.0, gw + 1.2),
+            "bh": np.where(lv0, 0.0, gh + 1.2),
+            "sx1": nodes["sx0"].to_numpy() + sw * nodes["ux"].to_numpy(),
+            "sy1": nodes["sy0"].to_numpy() + sw * nodes["uy"].to_numpy(),
+        }
 
     def _build_glyphs(self) -> pd.DataFrame:
         """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
@@ -571,16 +577,15 @@ class FlowData:
         in the mask (as in ``Trace.edges`` / ``PathResult.edges``, and as flow.js marks a hover); with
         ``head = (layer, h)`` that layer's steps are only those carried by head h. A glyph (u, h) lights
         when a marked edge of u carries head h in that model."""
-        E = len(self.edges)
-        if E == 0:
-            return
-        node_in = np.zeros(len(self.nodes) + 1, dtype=bool)  # last slot: nodes absent from the view
-        lv, tok = np.nonzero(mask)
-        ids = self.node_index[lv, tok]
-        node_in[ids[ids >= 0]] = True
         e = self._edge_arrays()
-        lit = (e["member"] & code).astype(bool) & node_in[e["u"]] & node_in[e["v"]]
-        words = [e[f"h{code}_{w}"].astype(np.uint64) for w in range(self.words)]
+        if e["u"].size == 0:
+            return
+        N = e["N"]
+        node_in = np.zeros(N + 1, dtype=bool)  # last slot: nodes absent from the view
+        ids = self.node_index.ravel()[np.flatnonzero(mask)]
+        node_in[ids[ids >= 0]] = True
+        lit = e[f"in{code}"] & node_in[e["u"]] & node_in[e["v"]]
+        words = list(e[f"w{code}"])  # uint64 [E] per 32-head word
         if head is not None:
             at = e["layer"] == head[0]
             carried = ((words[head[1] // 32] >> np.uint64(head[1] % 32)) & np.uint64(1)).astype(bool)
@@ -589,14 +594,18 @@ class FlowData:
                 words[w] = np.where(at, np.uint64(1 << (head[1] % 32)) if w == head[1] // 32 else np.uint64(0), words[w])
         hl.edges[lit] |= np.uint8(code)
         gl = self._glyph_arrays()
-        rows = np.flatnonzero(gl["model"] == code)
-        if rows.size == 0 or not lit.any():
+        rows = gl[f"rows{code}"]
+        lit_ids = np.flatnonzero(lit)
+        if rows.size == 0 or lit_ids.size == 0:
             return
-        N = len(self.nodes)
+        # edges are ordered by (layer, a), so the marked edges of one upper node u are consecutive: OR
+        # their head words per u with one reduceat
+        u = e["u"][lit_ids]
+        starts = np.flatnonzero(np.concatenate(([True], u[1:] != u[:-1])))
+        h = gl["head"][rows]
         for w in range(self.words):
             acc = np.zeros(N, dtype=np.uint64)
-            np.bitwise_or.at(acc, e["u"][lit], words[w][lit])
-            h = gl["head"][rows]
+            acc[u[starts]] = np.bitwise_or.reduceat(words[w][lit_ids], starts)
             in_word = (h // 32) == w
             on = ((acc[gl["node"][rows]] >> (h % 32).astype(np.uint64)) & np.uint64(1)).astype(bool) & in_word
             hl.glyphs[rows[on]] = True
@@ -605,15 +614,23 @@ class FlowData:
         if not hasattr(self, "_earr"):
             e = self.edges
             cols = ["u", "v", "layer", "member"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(self.words)]
-            self._earr = {c: e[c].to_numpy() for c in cols}
-            self._earr["u"] = self._earr["u"].astype(np.int64)
-            self._earr["v"] = self._earr["v"].astype(np.int64)
+            earr = {c: e[c].to_numpy() for c in cols}
+            earr["u"] = earr["u"].astype(np.int64)
+            earr["v"] = earr["v"].astype(np.int64)
+            earr["N"] = len(self.nodes)
+            for c in (PRE, FINE):
+                earr[f"in{c}"] = (earr["member"] & c).astype(bool)
+                earr[f"w{c}"] = [earr[f"h{c}_{w}"].astype(np.uint64) for w in range(self.words)]
+            self._earr = earr
         return self._earr
 
     def _glyph_arrays(self) -> dict[str, np.ndarray]:
         if not hasattr(self, "_garr"):
             g = self.glyphs
-            self._garr = {c: g[c].to_numpy().astype(np.int64) for c in ("node", "head", "model")}
+            garr = {c: g[c].to_numpy().astype(np.int64) for c in ("node", "head", "model")}
+            for c in (PRE, FINE):
+                garr[f"rows{c}"] = np.flatnonzero(garr["model"] == c)
+            self._garr = garr
         return self._garr
 
     def _apply_mask(self, hl: Highlight, mask: np.ndarray, code: int | None = None) -> None:
