@@ -650,24 +650,32 @@ def context_layout(
     ang, _ = ring_angles(seg, start_angle)
     width = (radius - hole) / max(1, L)
     radii = np.zeros(L + 1)
-    rows = []
     step = TWO_PI / max(1, n)
+    inner = np.zeros(L + 1)
+    outer = np.zeros(L + 1)
     for k in range(L + 1):
         i = L - k
         if k == L:
-            inner, outer = 0.0, hole * 0.8
+            inner[k], outer[k] = 0.0, hole * 0.8
         else:
-            inner = hole + (i - 1) * width
-            outer = inner + width * 0.82
-        radii[k] = (inner + outer) / 2
-        for p in range(n):
-            if k == L:
-                s, e = 0.0, TWO_PI
-            else:
-                s, e = ang[p] - step / 2 * 0.92, ang[p] + step / 2 * 0.92
-            rm = (inner + outer) / 2
-            rows.append((k, p, inner, outer, s, e, rm * math.cos(ang[p]), rm * math.sin(ang[p])))
-    df = pd.DataFrame(rows, columns=["level", "pos", "inner", "outer", "start", "end", "xc", "yc"])
+            inner[k] = hole + (i - 1) * width
+            outer[k] = inner[k] + width * 0.82
+        radii[k] = (inner[k] + outer[k]) / 2
+    # one row per (level, position), level-major, built in bulk; cos/sin per position from math, as before
+    cos_p = np.array([math.cos(a) for a in ang.tolist()])
+    sin_p = np.array([math.sin(a) for a in ang.tolist()])
+    half = step / 2 * 0.92
+    start = np.tile(ang - half, L + 1)
+    end = np.tile(ang + half, L + 1)
+    start[L * n :], end[L * n :] = 0.0, TWO_PI  # the root: a full disc
+    rm = np.repeat(radii, n)
+    df = pd.DataFrame({
+        "level": np.repeat(np.arange(L + 1, dtype=np.int64), n),
+        "pos": np.tile(np.arange(n, dtype=np.int64), L + 1),
+        "inner": np.repeat(inner, n), "outer": np.repeat(outer, n),
+        "start": start, "end": end,
+        "xc": rm * np.tile(cos_p, L + 1), "yc": rm * np.tile(sin_p, L + 1),
+    })
     return ContextLayout(wedges=df, angles=ang, radii=radii, extent=radius + 8.0)
 
 

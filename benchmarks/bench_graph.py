@@ -3,7 +3,8 @@
 Whole sample = what the app computes for one pair at one τ: both models' Attention Graphs, their
 comparison, influence and ratings at every layer (eq. 4), the view's data (``FlowData``: union layout,
 label placement, head glyphs, sparklines, edges, every node's hover trace in both models as ancestor
-bits, the browser's columns) and one frozen traversal of each kind (a token, a head-restricted token, a
+bits, the browser's columns), the sentence view's and the context view's layouts, and one frozen
+traversal of each kind (a token, a head-restricted token, a
 brush, paths between adjacent and between non-adjacent levels; only on levels that hold tokens, so an
 empty middle level cannot crash the run). The reference is one forward pass, ``output_attentions=True``
 and eager attention, of a random-initialised ``BertConfig()`` (L = H = 12) on n = 128 tokens.
@@ -52,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from attnflows_panel.compare import GraphComparison  # noqa: E402
 from attnflows_panel.graph import AttentionGraph  # noqa: E402
+from attnflows_panel.layout import context_layout, sentence_layout  # noqa: E402
 
 L, H, N = 12, 12, 128
 
@@ -167,6 +169,11 @@ def whole_sample(pre_attn, fine_attn, tokens, segments, tau: float) -> dict:
     comp.most_different_level()
     data = FlowData(tokens, segments, pre, fine, "combined")  # influence, layout, labels, glyphs, traces
     data.sources()
+    # the two other views of the sample: the sentence view (ratings at the level the view opens on, the
+    # token layout) and the sentence context view (wedge geometry)
+    comp.ratings(comp.most_different_level())
+    sentence_layout(tokens, segments)
+    context_layout(pre.L + 1, segments, start_angle=data.style.start_angle)
     lv = data.levels
     mid = _first_nonempty(lv, range(pre.L - 1, 0, -1))
     if mid is not None:

@@ -89,3 +89,43 @@ def test_place_labels_mixes_full_shortened_and_hidden():
     assert set(status.tolist()) == {0, 1, 2}
     assert (labels, status.tolist()) == (lambda r: (r[0], r[1].tolist()))(
         reference_place_labels(angles, 150.0, texts, priority, RadialStyle()))
+
+
+def reference_context_wedges(n_levels, segments, radius=140.0, start_angle=180.0, hole=14.0):
+    """The Sentence Context view's wedges row by row (the plain loop that context_layout replaced)."""
+    import pandas as pd
+
+    seg = np.asarray(segments, dtype=np.int64)
+    n, L = len(seg), n_levels - 1
+    ang, _ = ring_angles(seg, start_angle)
+    width = (radius - hole) / max(1, L)
+    rows = []
+    step = TWO_PI / max(1, n)
+    for k in range(L + 1):
+        i = L - k
+        if k == L:
+            inner, outer = 0.0, hole * 0.8
+        else:
+            inner = hole + (i - 1) * width
+            outer = inner + width * 0.82
+        for p in range(n):
+            if k == L:
+                s, e = 0.0, TWO_PI
+            else:
+                s, e = ang[p] - step / 2 * 0.92, ang[p] + step / 2 * 0.92
+            rm = (inner + outer) / 2
+            rows.append((k, p, inner, outer, s, e, rm * math.cos(ang[p]), rm * math.sin(ang[p])))
+    return pd.DataFrame(rows, columns=["level", "pos", "inner", "outer", "start", "end", "xc", "yc"])
+
+
+@pytest.mark.parametrize(("n_levels", "n", "radius", "start"), [(13, 128, 140.0, 180.0), (7, 31, 90.0, 90.0),
+                                                                 (2, 5, 140.0, 180.0), (4, 1, 60.0, 0.0)])
+def test_context_layout_equals_the_row_loop(n_levels, n, radius, start):
+    import pandas as pd
+
+    from attnflows_panel.layout import context_layout
+
+    seg = [0] * (n // 2) + [1] * (n - n // 2)
+    lay = context_layout(n_levels, seg, radius=radius, start_angle=start)
+    pd.testing.assert_frame_equal(lay.wedges, reference_context_wedges(n_levels, seg, radius, start), check_exact=True)
+    assert len(lay.wedges) == n_levels * n
