@@ -331,9 +331,10 @@ class FlowData:
         deg = np.zeros((L + 1, n))
         for c, g in self.graphs.items():
             infl[:L] = np.maximum(infl[:L], self.influence[c])
-            adj = g.adjacency  # [L, n, n]: edge (k+1, a) -> (k, b)
-            deg[:L] = np.maximum(deg[:L], adj.sum(axis=1))  # from the level above
-            deg[1:] = np.maximum(deg[1:], adj.sum(axis=2))  # to the level below
+            adj = g.adjacency.view(np.uint8)  # [L, n, n]: edge (k+1, a) -> (k, b), summed as bytes
+            acc = np.uint16 if n < 65536 else np.int64
+            deg[:L] = np.maximum(deg[:L], adj.sum(axis=1, dtype=acc))  # from the level above
+            deg[1:] = np.maximum(deg[1:], adj.sum(axis=2, dtype=acc))  # to the level below
         infl[L] = infl.max() + 1.0
         return infl + deg / (deg.max() + 1.0)
 
@@ -373,38 +374,29 @@ class FlowData:
             state = (counts[c] > 0) * c
         st = state.ravel()
         cp, cf = counts[PRE].ravel(), counts[FINE].ravel()
-        lit = np.flatnonzero(st)
+        lit = np.flatnonzero(st)  # (node, head) cells, ascending: rows come out ordered by node, head
         g = self.style.glyph
-        parts = []
-        for code in (PRE, FINE):
-            full = lit[st[lit] == code]
-            parts.append((full, code, 0.0, g))
-        split = lit[st[lit] == BOTH]
-        parts.append((split, PRE, -g / 4, g / 2))
-        parts.append((split, FINE, g / 4, g / 2))
-        part_of = {PRE: 1, FINE: 2}
         cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
-        out: dict[str, list[np.ndarray]] = {c: [] for c in cols}
-        for ids, code, off, w in parts:
-            if ids.size == 0:
-                continue
-            if self.comparison is not None:
-                gc = np.full(ids.size, 12 if code == PRE else 13)
-            else:
-                cnt = (cp if code == PRE else cf)[ids]
-                gc = (0 if code == PRE else RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
-            for key, arr in (
-                ("node", grid["node"][ids]), ("head", grid["head"][ids]), ("model", np.full(ids.size, code)),
-                ("x", grid["x"][ids] + off * grid["ux"][ids]), ("y", grid["y"][ids] + off * grid["uy"][ids]),
-                ("w", np.full(ids.size, w)), ("part", np.full(ids.size, 0 if w == g else part_of[code])),
-                ("angle", grid["angle"][ids]), ("gc", gc), ("cp", cp[ids]), ("cf", cf[ids]),
-            ):
-                out[key].append(arr)
-        if not out["node"]:
+        if lit.size == 0:
             return pd.DataFrame({c: np.zeros(0) for c in cols})
-        arrays = {c: np.concatenate(out[c]) for c in cols}
-        order = np.lexsort((arrays["model"], arrays["head"], arrays["node"]))  # by node, head, model
-        return pd.DataFrame({c: a[order] for c, a in arrays.items()})
+        # a split glyph (both models, §4.3.3) is two half-width rows, pre-trained (left) then fine-tuned
+        split_cell = st[lit] == BOTH
+        idx = np.repeat(lit, np.where(split_cell, 2, 1))
+        split = np.repeat(split_cell, np.where(split_cell, 2, 1))
+        first = np.concatenate(([True], idx[1:] != idx[:-1]))
+        model = np.where(split, np.where(first, PRE, FINE), st[idx]).astype(np.int64)
+        off = np.where(split, np.where(first, -g / 4, g / 4), 0.0)
+        if self.comparison is not None:
+            gc = np.where(model == PRE, 12, 13).astype(np.int64)
+        else:
+            cnt = np.where(model == PRE, cp[idx], cf[idx])
+            gc = np.where(model == PRE, 0, RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
+        return pd.DataFrame({
+            "node": grid["node"][idx], "head": grid["head"][idx], "model": model,
+            "x": grid["x"][idx] + off * grid["ux"][idx], "y": grid["y"][idx] + off * grid["uy"][idx],
+            "w": np.where(split, g / 2, g), "part": np.where(split, model, 0).astype(np.int64),
+            "angle": grid["angle"][idx], "gc": gc, "cp": cp[idx], "cf": cf[idx],
+        })
 
     def _build_edges(self) -> pd.DataFrame:
         """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads.
@@ -420,7 +412,8 @@ class FlowData:
             k, rem = np.divmod(key, n * n)
             a, b = np.divmod(rem, n)
             per[c] = (key.astype(np.int64), g.active[k, :, a, b])  # heads: bool [m, H]
-        keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
+        keys = np.sort(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys  # np.unique, faster
         if keys.size == 0:
             edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
         else:
