@@ -718,25 +718,38 @@ def sentence_layout(
     seg = np.asarray(segments, dtype=np.int64)
     lh = font_size + 2 * circle + 14.0
     circles_w = 5 * (2 * circle + 1.0)
-    rows, crow = [], []
-    x = pad
-    row = 0
-    prev_seg = None
-    for p, (tok, s) in enumerate(zip(tokens, seg)):
-        tok = display_token(tok)
-        w = max(text_width(tok, font_size, char_width), circles_w) + pad
-        if prev_seg is not None and (s != prev_seg or x + w > width - pad):
+    shown = [display_token(t) for t in tokens][: len(seg)]
+    n = len(shown)
+    if n == 0:
+        tdf = pd.DataFrame([], columns=["pos", "token", "seg", "x", "y", "w", "row"])
+        cdf = pd.DataFrame([], columns=["pos", "slot", "x", "y"])
+        return SentenceLayout(tokens=tdf, circles=cdf, width=width, height=lh + 6.0, line_height=lh, radius=circle)
+    lens = np.array([len(t) for t in shown], dtype=np.float64)
+    w = (np.maximum(lens * char_width * font_size, circles_w) + pad).tolist()  # text_width, or the circles
+    # line wrapping is sequential (each slot starts where the previous one ended): plain floats
+    seg_l = seg.tolist()
+    xs, rows_l = [0.0] * n, [0] * n
+    x, row, prev_seg = pad, 0, None
+    for p in range(n):
+        s_p, w_p = seg_l[p], w[p]
+        if prev_seg is not None and (s_p != prev_seg or x + w_p > width - pad):
             row += 1  # sentence B starts a new line; a full line wraps
             x = pad
-        cx = x + w / 2
-        y = (row + 1) * lh - 4.0
-        rows.append((p, tok, int(s), cx, y, w, row))
-        for j in range(5):
-            crow.append((p, j, cx - circles_w / 2 + (j + 0.5) * (2 * circle + 1.0), y - font_size - circle - 2.0))
-        x += w
-        prev_seg = s
-    tdf = pd.DataFrame(rows, columns=["pos", "token", "seg", "x", "y", "w", "row"])
-    cdf = pd.DataFrame(crow, columns=["pos", "slot", "x", "y"])
+        xs[p], rows_l[p] = x, row
+        x += w_p
+        prev_seg = s_p
+    w_a = np.asarray(w, dtype=np.float64)
+    cx = np.asarray(xs, dtype=np.float64) + w_a / 2
+    row_a = np.asarray(rows_l, dtype=np.int64)
+    y = (row_a + 1) * lh - 4.0
+    tdf = pd.DataFrame({"pos": np.arange(n, dtype=np.int64), "token": shown, "seg": seg[:n],
+                        "x": cx, "y": y, "w": w_a, "row": row_a})
+    j = np.arange(5)
+    cdf = pd.DataFrame({
+        "pos": np.repeat(np.arange(n, dtype=np.int64), 5), "slot": np.tile(j, n).astype(np.int64),
+        "x": (cx[:, None] - circles_w / 2 + (j + 0.5)[None, :] * (2 * circle + 1.0)).ravel(),
+        "y": np.repeat(y - font_size - circle - 2.0, 5),
+    })
     height = (row + 1) * lh + 6.0
     return SentenceLayout(tokens=tdf, circles=cdf, width=width, height=height, line_height=lh, radius=circle)
 

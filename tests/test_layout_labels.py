@@ -129,3 +129,50 @@ def test_context_layout_equals_the_row_loop(n_levels, n, radius, start):
     lay = context_layout(n_levels, seg, radius=radius, start_angle=start)
     pd.testing.assert_frame_equal(lay.wedges, reference_context_wedges(n_levels, seg, radius, start), check_exact=True)
     assert len(lay.wedges) == n_levels * n
+
+
+def reference_sentence_layout(tokens, segments, width=900.0, font_size=13.0, char_width=0.6, circle=3.0, pad=6.0):
+    """The sentence view's token slots and circles, token by token (the loop sentence_layout replaced)."""
+    import pandas as pd
+
+    from attnflows_panel.layout import display_token, text_width
+
+    seg = np.asarray(segments, dtype=np.int64)
+    lh = font_size + 2 * circle + 14.0
+    circles_w = 5 * (2 * circle + 1.0)
+    rows, crow = [], []
+    x, row, prev_seg = pad, 0, None
+    for p, (tok, s) in enumerate(zip(tokens, seg)):
+        tok = display_token(tok)
+        w = max(text_width(tok, font_size, char_width), circles_w) + pad
+        if prev_seg is not None and (s != prev_seg or x + w > width - pad):
+            row += 1
+            x = pad
+        cx = x + w / 2
+        y = (row + 1) * lh - 4.0
+        rows.append((p, tok, int(s), cx, y, w, row))
+        for j in range(5):
+            crow.append((p, j, cx - circles_w / 2 + (j + 0.5) * (2 * circle + 1.0), y - font_size - circle - 2.0))
+        x += w
+        prev_seg = s
+    tdf = pd.DataFrame(rows, columns=["pos", "token", "seg", "x", "y", "w", "row"])
+    cdf = pd.DataFrame(crow, columns=["pos", "slot", "x", "y"])
+    return tdf, cdf, (row + 1) * lh + 6.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sentence_layout_equals_the_token_loop(seed):
+    import pandas as pd
+
+    from attnflows_panel.layout import sentence_layout
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 130))
+    tokens = ["[CLS]"] + ["##" * int(rng.integers(0, 2)) + "w" * int(rng.integers(1, 16)) for _ in range(n - 1)]
+    segments = [0] * (n // 3) + [1] * (n - n // 3)
+    width = float(rng.choice([300.0, 900.0]))
+    lay = sentence_layout(tokens, segments, width=width)
+    tdf, cdf, height = reference_sentence_layout(tokens, segments, width=width)
+    pd.testing.assert_frame_equal(lay.tokens, tdf, check_exact=True)
+    pd.testing.assert_frame_equal(lay.circles, cdf, check_exact=True)
+    assert lay.height == height and lay.tokens["row"].max() >= 1  # wrapped onto several lines
