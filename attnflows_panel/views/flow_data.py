@@ -678,10 +678,10 @@ class FlowData:
             lv = levels[0]
             toks = sorted(by_level[lv])
             if self.comparison is not None:
-                res = self.comparison.trace(lv, toks, head=head_t, model=model_code if head_t else None)
-                self._apply_mask(hl, res.mask)
+                res = self.comparison.trace_mask(lv, toks, head=head_t, model=model_code if head_t else None)
+                self._apply_mask(hl, res)
                 for c in (PRE, FINE):
-                    self._mark(hl, c, (res.mask & c).astype(bool), head_t)
+                    self._mark(hl, c, (res & c).astype(bool), head_t)
             else:
                 (c, g), = self.graphs.items()
                 tr = g.trace(lv, toks, head=head_t)
@@ -693,10 +693,10 @@ class FlowData:
             la, lb = levels
             ta, tb = sorted(by_level[la]), sorted(by_level[lb])
             if self.comparison is not None:
-                res = self.comparison.paths(la, ta, lb, tb)
-                self._apply_mask(hl, res.mask)
+                res = self.comparison.paths_mask(la, ta, lb, tb)
+                self._apply_mask(hl, res)
                 for c in (PRE, FINE):
-                    self._mark(hl, c, (res.mask & c).astype(bool), None)
+                    self._mark(hl, c, (res & c).astype(bool), None)
             else:
                 (c, g), = self.graphs.items()
                 pm = g.paths_mask(la, ta, lb, tb)
