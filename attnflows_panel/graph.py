@@ -189,6 +189,18 @@ class Trace:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _check_weights(attn: np.ndarray) -> None:
+    """Raise ValueError unless every attention weight is a number in [0, 1] (a little above 1 allowed)."""
+    lo, hi = attn.min(), attn.max()
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError("attn contains NaN; attention weights must be finite numbers in [0, 1]")
+    if lo < 0 or hi > _MAX_WEIGHT:
+        raise ValueError(
+            f"attention weights must lie in [0, 1] (softmax outputs, not scores); got values in "
+            f"[{float(lo):.4g}, {float(hi):.4g}]"
+        )
+
+
 def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
     """``mask.sum(axis)`` for a bool array, as int32: summed as bytes in the narrowest accumulator that
     cannot overflow (several times faster than a bool -> int32 sum)."""
@@ -252,39 +264,11 @@ class AttentionGraph:
             raise ValueError(f"attn must have at least one layer, head and token; got shape {attn.shape}")
         if not np.issubdtype(attn.dtype, np.floating):
             raise ValueError(f"attn must hold floating-point attention weights; got dtype {attn.dtype}")
-        lo, hi = attn.min(), attn.max()
-        if np.isnan(lo) or np.isnan(hi):
-            raise ValueError("attn contains NaN; attention weights must be finite numbers in [0, 1]")
-        if lo < 0 or hi > _MAX_WEIGHT:
-            raise ValueError(
-                f"attention weights must lie in [0, 1] (softmax outputs, not scores); got values in "
-                f"[{float(lo):.4g}, {float(hi):.4g}]"
-            )
         try:
-            tau = float(tau)
-        except (TypeError, ValueError):
-            raise ValueError(f"tau must be a number in [0, 1); got {tau!r}") from None
-        if not 0.0 <= tau < 1.0:  # also rejects NaN
-            raise ValueError(f"tau must lie in [0, 1); got {tau}")
-        if heads is None:
-            heads_mask = np.ones((L, H), dtype=bool)
-        else:
-            heads_mask = np.asarray(heads)
-            if heads_mask.dtype != bool:
-                raise ValueError(f"heads must be a boolean mask [L, H]; got dtype {heads_mask.dtype}")
-            if heads_mask.shape != (L, H):
-                raise ValueError(
-                    f"heads mask must have shape [L, H] = {(L, H)} to match attn; got {heads_mask.shape}"
-                )
-            heads_mask = heads_mask.copy()
-        if isinstance(root, (bool, np.bool_)):
-            raise ValueError(f"root must be a token position; got {root!r}")
-        try:
-            root = operator.index(root)
-        except TypeError:
-            raise ValueError(f"root must be an integer token position; got {root!r}") from None
-        if not 0 <= root < n:
-            raise ValueError(f"root {root} is out of range for n = {n} tokens")
+            tau, heads_mask, root = self._check_params(tau, heads, root, L, H, n)
+        except ValueError:
+            _check_weights(attn)  # a bad weight is reported first (whatever else is wrong)
+            raise
 
         member = np.zeros((L + 1, n), dtype=bool)
         member[L, root] = True
@@ -295,9 +279,15 @@ class AttentionGraph:
         rows = np.array([root])
         all_heads = bool(heads_mask.all())
         for k in range(L - 1, -1, -1):
+            # Every weight is checked, one layer at a time: the layer is then still in cache for the
+            # comparison with τ (checking the whole array first read it from memory three times).
+            layer = attn[k]
+            lo, hi = layer.min(), layer.max()
+            if not (lo >= 0 and hi <= _MAX_WEIGHT):  # NaN fails both comparisons
+                _check_weights(attn)  # raises, naming the whole array's range
             # Only the rows of the tokens in level k + 1 can start an edge through layer k.
             full = rows.size == n  # every token: a slice, no gather
-            sub = attn[k] > tau if full else attn[k][:, rows, :] > tau  # [H, m, n]
+            sub = layer > tau if full else layer[:, rows, :] > tau  # [H, m, n]
             if not all_heads:
                 sub &= heads_mask[k][:, None, None]
             if full:
@@ -335,6 +325,35 @@ class AttentionGraph:
         """bool ``[L, n, n]``: ``adjacency[k, a, b]`` iff the edge ``(k + 1, a) -> (k, b)`` exists through
         some allowed head, i.e. ``active[k, :, a, b].any()``. Read-only."""
         return self._adj
+
+    @staticmethod
+    def _check_params(tau, heads, root, L: int, H: int, n: int) -> tuple[float, np.ndarray, int]:
+        try:
+            tau = float(tau)
+        except (TypeError, ValueError):
+            raise ValueError(f"tau must be a number in [0, 1); got {tau!r}") from None
+        if not 0.0 <= tau < 1.0:  # also rejects NaN
+            raise ValueError(f"tau must lie in [0, 1); got {tau}")
+        if heads is None:
+            heads_mask = np.ones((L, H), dtype=bool)
+        else:
+            heads_mask = np.asarray(heads)
+            if heads_mask.dtype != bool:
+                raise ValueError(f"heads must be a boolean mask [L, H]; got dtype {heads_mask.dtype}")
+            if heads_mask.shape != (L, H):
+                raise ValueError(
+                    f"heads mask must have shape [L, H] = {(L, H)} to match attn; got {heads_mask.shape}"
+                )
+            heads_mask = heads_mask.copy()
+        if isinstance(root, (bool, np.bool_)):
+            raise ValueError(f"root must be a token position; got {root!r}")
+        try:
+            root = operator.index(root)
+        except TypeError:
+            raise ValueError(f"root must be an integer token position; got {root!r}") from None
+        if not 0 <= root < n:
+            raise ValueError(f"root {root} is out of range for n = {n} tokens")
+        return tau, heads_mask, root
 
     @classmethod
     def build(cls, attn, tau: float = 0.3, heads=None, root: int = 0) -> AttentionGraph:

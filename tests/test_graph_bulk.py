@@ -127,3 +127,28 @@ def test_influence_is_cached_but_callers_get_their_own_copy():
     for k in range(g.L):
         np.testing.assert_array_equal(g.ratings(k), ratings[k])
     assert not np.array_equal(g.influence(0.25), g.influence(0.5))
+
+
+def test_weights_are_checked_in_every_layer_with_the_usual_errors():
+    """Weights are validated layer by layer during the build; the errors (and which one wins) are the
+    ones a check of the whole array gives."""
+    rng = np.random.default_rng(1)
+    good = _softmax(rng, (3, 2, 6, 6), sharp=2)
+    bad = good.copy()
+    bad[0, 1, 4, 2] = 1.5  # out of range in the first layer only (the build reaches it last)
+    with pytest.raises(ValueError, match=r"got values in \[.*, 1\.5\]"):
+        AttentionGraph.build(bad, tau=0.01)
+    neg = good.copy()
+    neg[2, 0, 0, 0] = -0.25
+    with pytest.raises(ValueError, match=r"got values in \[-0\.25, "):
+        AttentionGraph.build(neg, tau=0.9)  # τ so high that the graph is the root alone
+    both = bad.copy()
+    both[2, 0, 0, 0] = np.nan  # NaN in the last layer, a value above 1 in the first: NaN is reported
+    with pytest.raises(ValueError, match="NaN"):
+        AttentionGraph.build(both, tau=0.01)
+    with pytest.raises(ValueError, match="NaN"):  # a bad weight is reported before a bad τ
+        AttentionGraph.build(both, tau=2.0)
+    with pytest.raises(ValueError, match="got values in"):
+        AttentionGraph.build(bad, tau=0.5, root=99)
+    with pytest.raises(ValueError, match="tau must lie"):  # good weights: the τ error
+        AttentionGraph.build(good, tau=2.0)
