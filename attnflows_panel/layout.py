@@ -334,26 +334,6 @@ def place_labels(
     placed = [False] * m
     placed_ranks: list[int] = []  # ring ranks of the placed labels, ascending
 
-    def gap(i: int) -> float:
-        """The largest half-angle a label centred on token i may take without touching a placed one:
-        the nearest placed label on each side of i around the ring (found by bisection)."""
-        best = math.pi
-        if not placed_ranks:
-            return best
-        ri = rank_l[i]
-        j = bisect.bisect_right(placed_ranks, ri)
-        after = placed_ranks[j % len(placed_ranks)]  # next placed label, wrapping round the ring
-        before = placed_ranks[j - 1]  # previous placed label (j - 1 = -1 wraps to the last)
-        for r_t in (after, before):
-            t = circ_l[r_t]
-            d = abs((ang_l[t] - ang_l[i] + math.pi) % TWO_PI - math.pi)
-            best = min(best, d - half[t])
-        return best
-
-    def place(i: int) -> None:
-        placed[i] = True
-        bisect.insort(placed_ranks, rank_l[i])
-
     def half_angle(width: float) -> float:
         return math.atan((width + pad) / 2.0 / r)
 
@@ -373,10 +353,17 @@ def place_labels(
             labels[i], half[i], placed[i] = texts[i], h, True
             insort(placed_ranks, rank_l[i])
     status[np.asarray(placed, dtype=bool)] = 2
-    for i in order:
+    for i in order:  # pass 2: shortened labels where a gap allows (gap() and place() inlined)
         if placed[i]:
             continue
-        g = gap(i)
+        g = pi
+        if placed_ranks:
+            ri, ai = rank_l[i], ang_l[i]
+            j = bisect_right(placed_ranks, ri)
+            t = circ_l[placed_ranks[j % len(placed_ranks)]]
+            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
+            t = circ_l[placed_ranks[j - 1]]
+            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
         if g <= 0:
             continue
         room = 2.0 * r * math.tan(min(g, 1.4)) - pad
@@ -384,7 +371,8 @@ def place_labels(
         if min_chars <= keep < lengths[i]:
             text = texts[i][:keep] + "…"
             labels[i], status[i], half[i] = text, 1, half_angle(len(text) * cw)
-            place(i)
+            placed[i] = True
+            insort(placed_ranks, rank_l[i])
     return labels, status
 
 
