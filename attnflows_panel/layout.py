@@ -346,9 +346,13 @@ def place_labels(
             ri, ai = rank_l[i], ang_l[i]
             j = bisect_right(placed_ranks, ri)
             t = circ_l[placed_ranks[j % len(placed_ranks)]]
-            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
             t = circ_l[placed_ranks[j - 1]]
-            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
         if h <= g:
             labels[i], half[i], placed[i] = texts[i], h, True
             insort(placed_ranks, rank_l[i])
@@ -361,9 +365,13 @@ def place_labels(
             ri, ai = rank_l[i], ang_l[i]
             j = bisect_right(placed_ranks, ri)
             t = circ_l[placed_ranks[j % len(placed_ranks)]]
-            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
             t = circ_l[placed_ranks[j - 1]]
-            g = min(g, abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t])
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
         if g <= 0:
             continue
         room = 2.0 * r * math.tan(min(g, 1.4)) - pad
