@@ -551,20 +551,24 @@ def edge_curves(layout: RadialLayout, upper: np.ndarray, lower: np.ndarray) -> d
     nodes = layout.nodes
     upper = np.asarray(upper, dtype=np.int64)
     lower = np.asarray(lower, dtype=np.int64)
-    t0 = nodes["angle"].to_numpy()[upper]
-    t1 = nodes["angle"].to_numpy()[lower]
+    angle = nodes["angle"].to_numpy()
+    t0 = angle[upper]
+    t1 = angle[lower]
     r0 = nodes["r_out"].to_numpy()[upper]
     r1 = nodes["r_in"].to_numpy()[lower]
     is_root = nodes["level"].to_numpy()[upper] == layout.L
     # the root sits in the centre: leave it radially, towards the lower node
     t0 = np.where(is_root, t1, t0)
+    start = np.where(is_root, lower, upper)  # the node whose angle t0 is
     d = np.mod(t1 - t0 + math.pi, TWO_PI) - math.pi
     kappa = 4.0 / 3.0 * np.tan(d / 4.0)
     dr = r1 - r0
-    e0 = np.stack([np.cos(t0), np.sin(t0)])
-    e1 = np.stack([np.cos(t1), np.sin(t1)])
-    tan0 = np.stack([-np.sin(t0), np.cos(t0)])
-    tan1 = np.stack([-np.sin(t1), np.cos(t1)])
+    cos_n, sin_n = np.cos(angle), np.sin(angle)  # once per node, picked per edge end
+    cos0, sin0, cos1, sin1 = cos_n[start], sin_n[start], cos_n[lower], sin_n[lower]
+    e0 = np.stack([cos0, sin0])
+    e1 = np.stack([cos1, sin1])
+    tan0 = np.stack([-sin0, cos0])
+    tan1 = np.stack([-sin1, cos1])
     p0 = r0 * e0
     p1 = r1 * e1
     c0 = p0 + kappa * r0 * tan0 + dr / 3.0 * e0

@@ -201,3 +201,16 @@ def test_flow_data_equals_reference_on_minilm(minilm_long, tau):
     assert pre.num_nodes > 20 and fine.num_nodes > 20
     for mode in ("combined", "pretrained"):
         assert_same(FlowData(tokens, segments, pre, fine, mode))
+
+
+@pytest.mark.parametrize("H", [1, 12, 32, 40, 70])
+def test_pack_heads_sets_bit_h_of_word_h_div_32(H):
+    rng = np.random.default_rng(H)
+    heads = rng.random((25, H)) > 0.5
+    heads[0] = True
+    words = _pack_heads(heads)
+    assert words.dtype == np.uint32 and words.shape == (25, math.ceil(H / 32))
+    for i in range(25):
+        for h in range(H):
+            assert bool(words[i, h // 32] >> np.uint32(h % 32) & np.uint32(1)) == heads[i, h]
+    assert _pack_heads(np.zeros((0, H), bool)).shape == (0, math.ceil(H / 32))

@@ -175,12 +175,10 @@ def _pack_heads(heads_bool: np.ndarray) -> np.ndarray:
     """bool [m, H] → uint32 [m, W]: bit ``h % 32`` of word ``h // 32`` is set when head h carries the edge."""
     m, H = heads_bool.shape
     W = max(1, math.ceil(H / 32))
-    out = np.zeros((m, W), dtype=np.uint32)
-    for w in range(W):
-        chunk = heads_bool[:, w * 32 : (w + 1) * 32].astype(np.uint64)
-        weights = (np.uint64(1) << np.arange(chunk.shape[1], dtype=np.uint64))
-        out[:, w] = (chunk * weights[None, :]).sum(axis=1).astype(np.uint32)
-    return out
+    padded = np.zeros((m, W * 32), dtype=bool)
+    padded[:, :H] = heads_bool
+    # 8 heads per byte, little-endian bits, 4 bytes per uint32 word (this machine order: little-endian)
+    return np.packbits(padded, axis=1, bitorder="little").view("<u4").astype(np.uint32)
 
 
 @dataclass
