@@ -593,12 +593,13 @@ class FlowData:
         # their head words per u with one reduceat
         u = e["u"][lit_ids]
         starts = np.flatnonzero(np.concatenate(([True], u[1:] != u[:-1])))
-        h = gl["head"][rows]
+        gnode, gword, gshift = gl[f"node{code}"], gl[f"word{code}"], gl[f"shift{code}"]
         for w in range(self.words):
             acc = np.zeros(N, dtype=np.uint64)
             acc[u[starts]] = np.bitwise_or.reduceat(words[w][lit_ids], starts)
-            in_word = (h // 32) == w
-            on = ((acc[gl["node"][rows]] >> (h % 32).astype(np.uint64)) & np.uint64(1)).astype(bool) & in_word
+            on = ((acc[gnode] >> gshift) & np.uint64(1)).astype(bool)
+            if self.words > 1:
+                on &= gword == w
             hl.glyphs[rows[on]] = True
 
     def _edge_arrays(self) -> dict[str, np.ndarray]:
@@ -619,16 +620,19 @@ class FlowData:
         if not hasattr(self, "_garr"):
             g = self.glyphs
             garr = {c: g[c].to_numpy().astype(np.int64) for c in ("node", "head", "model")}
-            for c in (PRE, FINE):
-                garr[f"rows{c}"] = np.flatnonzero(garr["model"] == c)
+            for c in (PRE, FINE):  # per model: its glyph rows, their nodes, head words and bit shifts
+                rows = np.flatnonzero(garr["model"] == c)
+                h = garr["head"][rows]
+                garr[f"rows{c}"], garr[f"node{c}"] = rows, garr["node"][rows]
+                garr[f"word{c}"], garr[f"shift{c}"] = h // 32, (h % 32).astype(np.uint64)
             self._garr = garr
         return self._garr
 
     def _apply_mask(self, hl: Highlight, mask: np.ndarray, code: int | None = None) -> None:
-        lv, tok = np.nonzero(mask)
-        ids = self.node_index[lv, tok]
+        flat = np.flatnonzero(mask)
+        ids = self.node_index.ravel()[flat]
         ok = ids >= 0
-        vals = mask[lv, tok] if code is None else np.full(lv.size, code)
+        vals = mask.ravel()[flat] if code is None else np.full(flat.size, code)
         hl.nodes[ids[ok]] |= np.asarray(vals, dtype=np.uint8)[ok]
 
     def highlight(
