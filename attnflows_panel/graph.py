@@ -611,10 +611,11 @@ class AttentionGraph:
             return out
         f = self._layer_adj(level - 1, head)[sel].all(axis=0)
         out[level - 1] = f
+        any_rows = np.logical_or.reduce  # .any() without the method wrapper: this loop is hot
         for k in range(level - 2, -1, -1):
-            if not f.any():
+            if not np.count_nonzero(f):
                 break
-            f = self._layer_adj(k, head)[f].any(axis=0)
+            f = any_rows(self._layer_adj(k, head)[f], axis=0)
             out[k] = f
         return out
 
@@ -625,10 +626,11 @@ class AttentionGraph:
             return out
         f = self._layer_adj(level, head)[:, sel].all(axis=1)
         out[level + 1] = f
+        any_cols = np.logical_or.reduce
         for k in range(level + 1, self.L):
-            if not f.any():
+            if not np.count_nonzero(f):
                 break
-            f = self._layer_adj(k, head)[:, f].any(axis=1)
+            f = any_cols(self._layer_adj(k, head)[:, f], axis=1)
             out[k + 1] = f
         return out
 
