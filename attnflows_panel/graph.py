@@ -201,6 +201,28 @@ def _check_weights(attn: np.ndarray) -> None:
         )
 
 
+_UINT_OF = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _weights_ok(a: np.ndarray) -> bool:
+    """True when every value of ``a`` lies in [0, _MAX_WEIGHT] (no NaN), in one pass where possible.
+
+    For a contiguous IEEE float array, the non-negative floats sort like their bit patterns read as
+    unsigned integers, and a sign bit or a NaN makes the pattern larger than that of the largest allowed
+    weight; so one unsigned max decides (a min and a max read the data twice). -0.0 fails the fast test
+    and is then decided by the plain comparisons, as everything else that fails it.
+    """
+    uint = _UINT_OF.get(a.dtype.itemsize)
+    if uint is not None and a.flags.c_contiguous and a.dtype.kind == "f" and a.size:
+        top = a.dtype.type(_MAX_WEIGHT)
+        if float(top) > _MAX_WEIGHT:
+            top = np.nextafter(top, a.dtype.type(0))  # the largest value of this dtype <= _MAX_WEIGHT
+        if a.view(uint).max() <= np.asarray(top).view(uint):
+            return True
+    lo, hi = a.min(), a.max()
+    return bool(lo >= 0 and hi <= _MAX_WEIGHT)  # NaN fails both comparisons
+
+
 def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
     """``mask.sum(axis)`` for a bool array, as int32: summed as bytes in the narrowest accumulator that
     cannot overflow (several times faster than a bool -> int32 sum)."""
@@ -282,8 +304,7 @@ class AttentionGraph:
             # Every weight is checked, one layer at a time: the layer is then still in cache for the
             # comparison with τ (checking the whole array first read it from memory three times).
             layer = attn[k]
-            lo, hi = layer.min(), layer.max()
-            if not (lo >= 0 and hi <= _MAX_WEIGHT):  # NaN fails both comparisons
+            if not _weights_ok(layer):
                 _check_weights(attn)  # raises, naming the whole array's range
             # Only the rows of the tokens in level k + 1 can start an edge through layer k.
             full = rows.size == n  # every token: a slice, no gather

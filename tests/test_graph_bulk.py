@@ -152,3 +152,17 @@ def test_weights_are_checked_in_every_layer_with_the_usual_errors():
         AttentionGraph.build(bad, tau=0.5, root=99)
     with pytest.raises(ValueError, match="tau must lie"):  # good weights: the τ error
         AttentionGraph.build(good, tau=2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_weight_check_matches_the_plain_comparisons(dtype):
+    from attnflows_panel.graph import _MAX_WEIGHT, _weights_ok
+
+    base = np.array([0.0, 0.25, 1.0], dtype=dtype)
+    for v in [0.0, -0.0, 1.0, 1.0005, _MAX_WEIGHT, 1.0011, 1.01, 2.0, -1e-30, -0.5, np.inf, -np.inf, np.nan,
+              np.finfo(dtype).tiny, np.nextafter(dtype(_MAX_WEIGHT), dtype(2))]:
+        a = np.append(base, dtype(v))
+        with np.errstate(invalid="ignore"):
+            expect = bool(a.min() >= 0 and a.max() <= _MAX_WEIGHT)
+        assert _weights_ok(a) == expect, (dtype, v)
+        assert _weights_ok(a[::-1]) == expect  # not contiguous: the plain path
