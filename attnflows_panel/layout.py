@@ -263,27 +263,52 @@ class RadialLayout:
     extent: float
     n_heads: int
     style: RadialStyle = field(default_factory=RadialStyle)
+    #: numpy arrays of ``nodes``' columns, valid while ``nodes`` is the frame ``_columns_of`` (see column())
+    _columns: dict = field(default_factory=dict, repr=False, compare=False)
+    _columns_of: object = field(default=None, repr=False, compare=False)
 
     @property
     def L(self) -> int:
         return len(self.radii) - 1
 
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` of :attr:`nodes` as a read-only numpy array, read once per frame.
+
+        The views read the node columns many times per build and pandas' column access costs about
+        10 µs a time (benchmarks/README.md, P1). The arrays are those the frame was built from; a new
+        ``nodes`` frame starts a new cache (treat the frame as read-only: write through
+        :meth:`add_columns`)."""
+        if self._columns_of is not self.nodes:
+            self._columns, self._columns_of = {}, self.nodes
+        arr = self._columns.get(name)
+        if arr is None:
+            arr = self.nodes[name].to_numpy()
+            self._columns[name] = arr
+        return arr
+
+    def add_columns(self, columns: dict[str, np.ndarray]) -> None:
+        """Append node columns (arrays of ``len(nodes)``) with one concat, keeping their arrays."""
+        kept = self._columns if self._columns_of is self.nodes else {}
+        self.nodes = pd.concat([self.nodes, pd.DataFrame(columns, index=self.nodes.index)], axis=1)
+        self._columns = {**kept, **{k: _frozen(v) for k, v in columns.items()}}
+        self._columns_of = self.nodes
+
     def node_index(self, n_tokens: int) -> np.ndarray:
         """int [L+1, n]: node id of (level, position), -1 where the token is not in the level."""
         idx = np.full((self.L + 1, n_tokens), -1, dtype=np.int64)
-        idx[self.nodes["level"].to_numpy(), self.nodes["pos"].to_numpy()] = self.nodes["node"].to_numpy()
+        idx[self.column("level"), self.column("pos")] = self.column("node")
         return idx
 
     def level_bounds(self) -> np.ndarray:
         """int [L+2]: node ids of level k are ``bounds[k]:bounds[k+1]`` (nodes are sorted by level)."""
-        counts = np.bincount(self.nodes["level"].to_numpy(), minlength=self.L + 1)
+        counts = np.bincount(self.column("level"), minlength=self.L + 1)
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def label_report(self) -> list[dict[str, int]]:
         """Per ring, outermost (level 0) first: ``{"level", "tokens", "full", "truncated", "hidden"}``
         (0-based levels, as in code; the UI shows level + 1)."""
-        lv = self.nodes["level"].to_numpy()
-        stat = self.nodes["lstat"].to_numpy()
+        lv = self.column("level")
+        stat = self.column("lstat")
         out = []
         for k in range(self.L + 1):
             s = stat[lv == k]
@@ -492,7 +517,16 @@ def radial_layout(
     # the farthest corner of any cell (its label or its lower row) from the centre
     reach = np.hypot(rad + ch / 2, np.maximum(lw, rw) / 2)
     extent = float(max(reach.max(initial=0.0), radii.max() + ch / 2) + style.margin)
-    return RadialLayout(nodes=df, ticks=tick_df, radii=radii, extent=extent, n_heads=n_heads, style=style)
+    numeric = {k: _frozen(v) for k, v in cols.items() if isinstance(v, np.ndarray)}  # not the text columns
+    return RadialLayout(nodes=df, ticks=tick_df, radii=radii, extent=extent, n_heads=n_heads, style=style,
+                        _columns=numeric, _columns_of=df)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` itself, made read-only (a cached column must not change under its frame)."""
+    a = np.asarray(a)
+    a.flags.writeable = False
+    return a
 
 
 def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None = None) -> pd.DataFrame:
@@ -508,11 +542,10 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
 def glyph_grid_arrays(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """:func:`glyph_grid` as a dict of numpy columns (no DataFrame: for views that pick rows in bulk)."""
     st = layout.style
-    nodes = layout.nodes
     pick = slice(None) if node_ids is None else np.asarray(node_ids)
 
     def col(name: str) -> np.ndarray:
-        return nodes[name].to_numpy()[pick]
+        return layout.column(name)[pick]
 
     rows_n = max(1, min(st.glyph_rows, n_heads))
     cols = st.glyph_cols(n_heads)
@@ -548,15 +581,15 @@ def edge_curves(layout: RadialLayout, upper: np.ndarray, lower: np.ndarray) -> d
     stays in the gap between the two rings instead of cutting across the view. Returns x0, y0, x1, y1,
     cx0, cy0, cx1, cy1 (float64 arrays), the usual Bézier columns.
     """
-    nodes = layout.nodes
+    col = layout.column
     upper = np.asarray(upper, dtype=np.int64)
     lower = np.asarray(lower, dtype=np.int64)
-    angle = nodes["angle"].to_numpy()
+    angle = col("angle")
     t0 = angle[upper]
     t1 = angle[lower]
-    r0 = nodes["r_out"].to_numpy()[upper]
-    r1 = nodes["r_in"].to_numpy()[lower]
-    is_root = nodes["level"].to_numpy()[upper] == layout.L
+    r0 = col("r_out")[upper]
+    r1 = col("r_in")[lower]
+    is_root = col("level")[upper] == layout.L
     # the root sits in the centre: leave it radially, towards the lower node
     t0 = np.where(is_root, t1, t0)
     start = np.where(is_root, lower, upper)  # the node whose angle t0 is
@@ -605,11 +638,12 @@ def sparkline_segments(
     nid = np.concatenate(ids)
     rel_all = np.concatenate(xs)
     h_all = np.concatenate(hs)
-    sx0 = nodes["sx0"].to_numpy()[nid]
-    sy0 = nodes["sy0"].to_numpy()[nid]
-    sw = nodes["sw"].to_numpy()[nid]
-    ux, uy = nodes["ux"].to_numpy()[nid], nodes["uy"].to_numpy()[nid]
-    vx, vy = nodes["vx"].to_numpy()[nid], nodes["vy"].to_numpy()[nid]
+    col = layout.column
+    sx0 = col("sx0")[nid]
+    sy0 = col("sy0")[nid]
+    sw = col("sw")[nid]
+    ux, uy = col("ux")[nid], col("uy")[nid]
+    vx, vy = col("vx")[nid], col("vy")[nid]
     du = (np.clip(rel_all, -1, 1) + 1.0) / 2.0 * sw
     x0 = sx0 + du * ux
     y0 = sy0 + du * uy

@@ -181,6 +181,41 @@ def _pack_heads(heads_bool: np.ndarray) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view("<u4").astype(np.uint32)
 
 
+class _Columns:
+    """Read-only numpy columns of one of :class:`FlowData`'s frames, each read from pandas once.
+
+    pandas' column access costs about 10 µs a time and a view build reads its frames' columns about a
+    hundred times (benchmarks/README.md, P1), so the frames' arrays are kept beside them: those they were
+    built from, then any other read on first use. ``cols["x"]`` is ``frame["x"].to_numpy()``."""
+
+    __slots__ = ("frame", "_get")
+
+    def __init__(self, frame: pd.DataFrame, get):
+        self.frame, self._get = frame, get
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._get(name)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def _array_cache(frame: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None):
+    cache = {}
+    for k, v in (arrays or {}).items():
+        v = np.asarray(v)
+        v.flags.writeable = False
+        cache[k] = v
+
+    def get(name: str) -> np.ndarray:
+        arr = cache.get(name)
+        if arr is None:
+            arr = cache[name] = frame[name].to_numpy()
+        return arr
+
+    return get
+
+
 @dataclass
 class Highlight:
     """Highlight codes of one selection: per node / edge the model code (0 = not highlighted), per glyph
@@ -199,8 +234,8 @@ class Highlight:
     def node_set(self, data: FlowData) -> dict[tuple[int, int], int]:
         """``{(level, token): code}`` of the highlighted nodes."""
         ids = np.flatnonzero(self.nodes)
-        lv = data.nodes["level"].to_numpy()[ids]
-        ps = data.nodes["pos"].to_numpy()[ids]
+        lv = data.columns("nodes")["level"][ids]
+        ps = data.columns("nodes")["pos"][ids]
         return {(int(a), int(b)): int(c) for a, b, c in zip(lv, ps, self.nodes[ids])}
 
 
@@ -210,8 +245,9 @@ def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray
     The browser's hover code (``flow.js``, ``compose``) does exactly the same from its own codes.
     """
     N, E, G = len(data.nodes), len(data.edges), len(data.glyphs)
-    node_base = data.nodes["base"].to_numpy().astype(np.uint8)
-    edge_base = data.edges["base"].to_numpy().astype(np.uint8)
+    nodes, edges = data.columns("nodes"), data.columns("edges")
+    node_base = nodes["base"].astype(np.uint8)
+    edge_base = edges["base"].astype(np.uint8)
     if hl is None or not hl.active:
         node_st = 5 + node_base
         edge_st = 5 + edge_base
@@ -220,10 +256,10 @@ def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray
         node_st = np.where(hl.nodes > 0, hl.nodes, 4).astype(np.uint8)
         node_st = np.where(hl.origin, 8 + np.maximum(hl.nodes, 1), node_st).astype(np.uint8)
         edge_st = np.where(hl.edges > 0, hl.edges, 4).astype(np.uint8)
-        gm = data.glyphs["model"].to_numpy().astype(np.uint8)
+        gm = data.columns("glyphs")["model"].astype(np.uint8)
         glyph_st = np.where(hl.glyphs, gm, 4).astype(np.uint8)
-    spark_st = node_st[data.sparks["node"].to_numpy()] if len(data.sparks) else np.zeros(0, np.uint8)
-    layer = data.edges["layer"].to_numpy().astype(np.int64)
+    spark_st = node_st[data.columns("sparks")["node"]] if len(data.sparks) else np.zeros(0, np.uint8)
+    layer = edges["layer"].astype(np.int64)
     lit = edge_st < 4
     count = np.bincount(layer[lit], minlength=data.L)
     ha = density_alpha(count, data.sweep, HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX)[layer]
@@ -301,13 +337,12 @@ class FlowData:
         nodes = self.layout.nodes
         self.node_index = self.layout.node_index(self.n)
         self.bounds = self.layout.level_bounds()
-        lv, ps = nodes["level"].to_numpy(), nodes["pos"].to_numpy()
+        lv, ps = self.layout.column("level"), self.layout.column("pos")
         member = membership[lv, ps].astype(np.uint8)
         extra = {"member": member,
                  "base": member if self.comparison is not None else np.zeros(len(nodes), np.uint8)}
         extra.update(self._glyph_block_geometry())
-        # one concat for the view's node columns (a pandas setitem per column cost more)
-        self.layout.nodes = pd.concat([nodes, pd.DataFrame(extra, index=nodes.index)], axis=1)
+        self.layout.add_columns(extra)  # one concat (a pandas setitem per column cost more)
         self.glyphs = self._build_glyphs()
         self.edges = self._build_edges()
         self.sparks = self._build_sparks()
@@ -318,6 +353,24 @@ class FlowData:
     @property
     def nodes(self) -> pd.DataFrame:
         return self.layout.nodes
+
+    def columns(self, frame: str) -> _Columns:
+        """Numpy columns of ``nodes``, ``glyphs``, ``edges`` or ``sparks``: ``columns("edges")["u"]`` is
+        ``edges["u"].to_numpy()`` (read-only), without pandas' per-access cost. The frames are the view's
+        read-only data; a frame replaced by a new one gets fresh columns."""
+        df = self.layout.nodes if frame == "nodes" else getattr(self, frame)
+        cache = self.__dict__.setdefault("_col_cache", {})
+        cols = cache.get(frame)
+        if cols is None or cols.frame is not df:
+            get = self.layout.column if frame == "nodes" else _array_cache(df)
+            cols = cache[frame] = _Columns(df, get)
+        return cols
+
+    def _frame(self, name: str, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+        """A frame built from numpy ``arrays``, whose columns stay at hand (:meth:`columns`)."""
+        df = pd.DataFrame(arrays)
+        self.__dict__.setdefault("_col_cache", {})[name] = _Columns(df, _array_cache(df, arrays))
+        return df
 
     def _label_priority(self) -> np.ndarray:
         """float [L+1, n]: which labels a ring shows first (:func:`~attnflows_panel.layout.place_labels`):
@@ -338,15 +391,15 @@ class FlowData:
 
     def _glyph_block_geometry(self) -> dict[str, np.ndarray]:
         """The nodes' glyph-block size (bw, bh) and sparkline baseline end (sx1, sy1), as new columns."""
-        nodes, st = self.layout.nodes, self.style
+        col, st = self.layout.column, self.style
         gw, gh = st.glyph_block(self.H)
-        lv0 = nodes["level"].to_numpy() == 0  # level 0 has no level below: no glyphs, no empty block
-        sw = nodes["sw"].to_numpy()
+        lv0 = col("level") == 0  # level 0 has no level below: no glyphs, no empty block
+        sw = col("sw")
         return {
             "bw": np.where(lv0, 0.0, gw + 1.2),
             "bh": np.where(lv0, 0.0, gh + 1.2),
-            "sx1": nodes["sx0"].to_numpy() + sw * nodes["ux"].to_numpy(),
-            "sy1": nodes["sy0"].to_numpy() + sw * nodes["uy"].to_numpy(),
+            "sx1": col("sx0") + sw * col("ux"),
+            "sy1": col("sy0") + sw * col("uy"),
         }
 
     def _build_glyphs(self) -> pd.DataFrame:
@@ -356,7 +409,7 @@ class FlowData:
         grid = glyph_grid_arrays(self.layout, H)
         nodes = self.layout.nodes
         N = len(nodes)
-        pos = nodes["pos"].to_numpy()
+        pos = self.layout.column("pos")
         counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
         for c, g in self.graphs.items():
             for k in range(1, self.L + 1):
@@ -389,7 +442,7 @@ class FlowData:
         else:
             cnt = np.where(model == PRE, cp[idx], cf[idx])
             gc = np.where(model == PRE, 0, RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
-        return pd.DataFrame({
+        return self._frame("glyphs", {
             "node": grid["node"][idx], "head": grid["head"][idx], "model": model,
             "x": grid["x"][idx] + off * grid["ux"][idx], "y": grid["y"][idx] + off * grid["uy"][idx],
             "w": np.where(split, g / 2, g), "part": np.where(split, model, 0).astype(np.int64),
@@ -439,7 +492,7 @@ class FlowData:
         edges["base"] = edges["member"] if self.comparison is not None else np.zeros(layer.size, dtype=np.int64)
         # normal-state opacity per layer: dense layers fade so that they read as texture, not ink
         # (see density_alpha; the mean sweep per layer also scales highlighted edges in the browser) ...
-        ang = self.layout.nodes["angle"].to_numpy()
+        ang = self.layout.column("angle")
         t0, t1 = ang[u], ang[v]
         sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
         count = np.bincount(layer, minlength=self.L)
@@ -451,7 +504,7 @@ class FlowData:
         edges["ea"] = np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)
         edges.update(edge_curves(self.layout, u, v))
         self.words = W
-        return pd.DataFrame(edges)
+        return self._frame("edges", edges)
 
     def _build_sparks(self) -> pd.DataFrame:
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
@@ -464,7 +517,7 @@ class FlowData:
         models = list(self.graphs.items())
         shift = 0.9 if len(models) == 2 else 0.0
         denom = max(self.n - 1, 1)
-        ux_all, uy_all = nodes["ux"].to_numpy(), nodes["uy"].to_numpy()
+        ux_all, uy_all = self.layout.column("ux"), self.layout.column("uy")
         cols: dict[str, list[np.ndarray]] = {c: [] for c in ("node", "x0", "y0", "x1", "y1", "model")}
         for i, (c, g) in enumerate(models):
             heads = g.head_counts  # [k, a, w]: heads carrying edge (k+1, a) -> (k, w)
@@ -485,7 +538,7 @@ class FlowData:
             for key, arr in (("node", seg["node"]), ("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1),
                              ("model", np.full(seg["node"].size, c, dtype=np.int64))):
                 cols[key].append(arr)
-        return pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+        return self._frame("sparks", {k: np.concatenate(v) for k, v in cols.items()})
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
         """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
@@ -520,8 +573,8 @@ class FlowData:
     def _edge_lookup(self) -> np.ndarray:
         if not hasattr(self, "_eid"):
             eid = np.full((self.L, self.n, self.n), -1, dtype=np.int64)
-            e = self.edges
-            eid[e["layer"].to_numpy(), e["a"].to_numpy(), e["b"].to_numpy()] = np.arange(len(e))
+            e = self.columns("edges")
+            eid[e["layer"], e["a"], e["b"]] = np.arange(len(e))
             self._eid = eid
         return self._eid
 
@@ -529,11 +582,11 @@ class FlowData:
         if not hasattr(self, "_gid"):
             N = len(self.nodes)
             out = {}
-            gl = self.glyphs
+            gl = self.columns("glyphs")
             for c in (PRE, FINE):
                 m = np.full(N * self.H, -1, dtype=np.int64)
-                sel = gl["model"].to_numpy() == c
-                m[gl["node"].to_numpy()[sel] * self.H + gl["head"].to_numpy()[sel]] = np.flatnonzero(sel)
+                sel = gl["model"] == c
+                m[gl["node"][sel] * self.H + gl["head"][sel]] = np.flatnonzero(sel)
                 out[c] = m
             self._gid = out
         return self._gid
@@ -604,9 +657,9 @@ class FlowData:
 
     def _edge_arrays(self) -> dict[str, np.ndarray]:
         if not hasattr(self, "_earr"):
-            e = self.edges
+            e = self.columns("edges")
             cols = ["u", "v", "layer", "member"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(self.words)]
-            earr = {c: e[c].to_numpy() for c in cols}
+            earr = {c: e[c] for c in cols}
             earr["u"] = earr["u"].astype(np.int64)
             earr["v"] = earr["v"].astype(np.int64)
             earr["N"] = len(self.nodes)
@@ -618,8 +671,8 @@ class FlowData:
 
     def _glyph_arrays(self) -> dict[str, np.ndarray]:
         if not hasattr(self, "_garr"):
-            g = self.glyphs
-            garr = {c: g[c].to_numpy().astype(np.int64) for c in ("node", "head", "model")}
+            g = self.columns("glyphs")
+            garr = {c: g[c].astype(np.int64) for c in ("node", "head", "model")}
             for c in (PRE, FINE):  # per model: its glyph rows, their nodes, head words and bit shifts
                 rows = np.flatnonzero(garr["model"] == c)
                 h = garr["head"][rows]
@@ -712,7 +765,7 @@ class FlowData:
                 message = message or f"paths between levels {la + 1} and {lb + 1}"
         # selected tokens stay highlighted even if a model lacks them
         miss = hl.origin & (hl.nodes == 0)
-        hl.nodes[miss] = self.nodes["member"].to_numpy()[miss]
+        hl.nodes[miss] = self.layout.column("member")[miss]
         hl.message = message
         return hl
 
@@ -720,7 +773,7 @@ class FlowData:
 
     def sources(self) -> dict[str, dict[str, Any]]:
         """Column dicts for the Bokeh ColumnDataSources (compact dtypes, rounded float32 coordinates)."""
-        nodes, glyphs, edges, sparks = self.nodes, self.glyphs, self.edges, self.sparks
+        nodes, glyphs, edges, sparks = (self.columns(f) for f in ("nodes", "glyphs", "edges", "sparks"))
         N = len(nodes)
         states = compose_states(self, None)
         node_cols = {
@@ -728,8 +781,8 @@ class FlowData:
             "pos": _uint(nodes["pos"], self.n),
             "token": nodes["token"].tolist(),
             "label": nodes["label"].tolist(),
-            "lstat": nodes["lstat"].to_numpy().astype(np.uint8),
-            "mem": nodes["member"].to_numpy().astype(np.uint8),
+            "lstat": nodes["lstat"].astype(np.uint8),
+            "mem": nodes["member"].astype(np.uint8),
             "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
             "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hr": _f32(nodes["hr"]),
             "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
@@ -737,8 +790,8 @@ class FlowData:
             "st": states["nodes"], "fz": states["nodes"].copy(),
         }
         # influence I_k (eq. 4) of every node in each drawn model, for the hover details (none at the root)
-        lv = nodes["level"].to_numpy()
-        ps = nodes["pos"].to_numpy()
+        lv = nodes["level"]
+        ps = nodes["pos"]
         below_root = lv < self.L
         for c in (PRE, FINE):
             if c in self.influence:
@@ -747,27 +800,27 @@ class FlowData:
                 node_cols[f"i{c}"] = np.round(infl, 2).astype(np.float32)
         glyph_cols = {
             "node": _uint(glyphs["node"], N), "head": _uint(glyphs["head"], 255),
-            "model": glyphs["model"].to_numpy().astype(np.uint8),
-            "part": glyphs["part"].to_numpy().astype(np.uint8),  # 0 whole glyph, 1/2 left/right half
+            "model": glyphs["model"].astype(np.uint8),
+            "part": glyphs["part"].astype(np.uint8),  # 0 whole glyph, 1/2 left/right half
             "x": _q16(glyphs["x"]), "y": _q16(glyphs["y"]),
-            "gc": glyphs["gc"].to_numpy().astype(np.uint8),
+            "gc": glyphs["gc"].astype(np.uint8),
             "cp": _uint(glyphs["cp"], self.n), "cf": _uint(glyphs["cf"], self.n),
             "st": states["glyphs"], "fz": states["glyphs"].copy(),
         }
         edge_cols = {k: _q16(edges[k]) for k in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")}
         edge_cols.update({
             "u": _uint(edges["u"], N), "v": _uint(edges["v"], N),
-            "mem": edges["member"].to_numpy().astype(np.uint8),
-            "ea": edges["ea"].to_numpy().astype(np.uint8),
+            "mem": edges["member"].astype(np.uint8),
+            "ea": edges["ea"].astype(np.uint8),
             "ha": states["edge_alpha"],
             "st": states["edges"], "fz": states["edges"].copy(),
         })
         mask_dtype = np.uint8 if self.H <= 8 else np.uint16 if self.H <= 16 else np.uint32
         for c in self.graphs:
             for w in range(self.words):
-                edge_cols[f"h{c}_{w}"] = edges[f"h{c}_{w}"].to_numpy().astype(mask_dtype)
+                edge_cols[f"h{c}_{w}"] = edges[f"h{c}_{w}"].astype(mask_dtype)
         spark_cols = {k: _q16(sparks[k]) for k in ("x0", "y0", "x1", "y1")}
-        spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].to_numpy().astype(np.uint8),
+        spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].astype(np.uint8),
                            "st": states["sparks"]})
         bits = {"H": [self.H], "W": [self.words], "models": [self.models], "L": [self.L], "n": [self.n],
                 "sizes": [[len(nodes), len(edges), len(glyphs)]],  # lets the browser skip half-updated data
