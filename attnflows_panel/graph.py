@@ -336,6 +336,12 @@ class AttentionGraph:
         self._out_deg = _readonly(out_deg)
 
     @property
+    def levels_flat(self) -> np.ndarray:
+        """Every node as a flat index ``level * n + token``, level by level then by token (the order of
+        :meth:`nodes`, :meth:`ancestor_matrix` and :meth:`ancestor_sets`)."""
+        return self._reach_base[1]
+
+    @property
     def head_counts(self) -> np.ndarray:
         """int32 ``[L, n, n]``: ``head_counts[k, a, b]`` = number of allowed heads carrying the edge
         ``(k + 1, a) -> (k, b)``, i.e. ``active[k, :, a, b].sum()`` (0 where there is no edge). Read-only."""
@@ -758,6 +764,17 @@ class AttentionGraph:
     # ------------------------------------------------------------------ all traces at once
 
     @cached_property
+    def _reach_base(self):
+        """``(off, flat, sub)``: level offsets of the compact node order, each node's flat index
+        ``level * n + token``, and the adjacency between consecutive levels' nodes ``sub[k]``
+        [m_{k+1}, m_k]."""
+        L, lv = self.L, self.levels
+        off = np.concatenate([[0], np.cumsum([len(x) for x in lv])]).astype(np.intp)
+        flat = np.concatenate([j * self.n + lv[j] for j in range(L + 1)])  # compact bit -> flat index
+        sub = [self._adj[k][lv[k + 1]][:, lv[k]] for k in range(L)]  # rows, then columns
+        return off, flat, sub
+
+    @cached_property
     def _reach_down(self):
         """Ancestors of every node, propagated level by level as packed bitsets.
 
@@ -768,25 +785,46 @@ class AttentionGraph:
         lie on levels below l, so only the first ``ceil(off[l] / 64)`` words of ``down[l]`` can be set and
         only those are computed. No BLAS and no per-node search is involved.
         """
-        L, lv = self.L, self.levels
-        sizes = [len(x) for x in lv]
-        off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
-        flat = np.concatenate([j * self.n + lv[j] for j in range(L + 1)])  # compact bit -> flat index
-        words = max(1, -(-int(off[-1]) // 64))
-        own = []  # own[l]: each node of level l's own bit
+        off, flat, sub = self._reach_base
+        down, own = self._down_sets(np.arange(off[-1]), int(off[-1]), off, sub)
+        return off, flat, down, own, sub
+
+    def _down_sets(self, bit: np.ndarray, width: int, off: np.ndarray, sub: list[np.ndarray]):
+        """Packed ancestor sets ``down[l]`` [m_l, W] with node j (compact order) as bit ``bit[j]`` of
+        ``width`` bits, and each node's own bit ``own[l]``; see :attr:`_reach_down`. ``bit`` ascends
+        with the levels, so level l's ancestors lie below bit ``bit[off[l]]``."""
+        L = self.L
+        sizes = np.diff(off)
+        words = max(1, -(-width // 64))
+        own = []
         for l in range(L + 1):
             o = np.zeros((sizes[l], words), dtype=np.uint64)
-            bit = off[l] + np.arange(sizes[l])
-            o[np.arange(sizes[l]), bit // 64] = np.left_shift(np.uint64(1), (bit % 64).astype(np.uint64))
+            b = bit[off[l] : off[l + 1]]
+            o[np.arange(sizes[l]), b // 64] = np.left_shift(np.uint64(1), (b % 64).astype(np.uint64))
             own.append(o)
-        sub = [self._adj[k][lv[k + 1]][:, lv[k]] for k in range(L)]  # [m_{k+1}, m_k] (rows, then columns)
         down = [np.zeros((sizes[0], words), dtype=np.uint64)]
         for l in range(1, L + 1):
-            w = -(-int(off[l]) // 64)  # words that can hold level l's ancestors (levels < l)
+            top = int(bit[off[l] - 1]) + 1 if off[l] else 0  # bits of the levels below l
+            w = -(-top // 64)  # words that can hold level l's ancestors
             d = np.zeros((sizes[l], words), dtype=np.uint64)
             d[:, :w] = _or_and(sub[l - 1], (down[l - 1] | own[l - 1])[:, :w])
             down.append(d)
-        return off, flat, down, own, sub
+        return down, own
+
+    def ancestor_sets(self, bit: np.ndarray, width: int) -> list[np.ndarray]:
+        """Every node's ancestors as packed bit rows, numbered by the caller: ``sets[l]`` uint64
+        ``[m_l, ceil(width / 64)]``, bit ``bit[j]`` (little-endian within the row) set when node j is an
+        ancestor, nodes j in the order of :meth:`nodes`. ``bit`` must ascend (a view numbering the union
+        of two graphs' nodes level by level, say); unpacked, the rows are :meth:`ancestor_matrix`'s with
+        its columns moved to ``bit``. What a view ships as hover highlight bits (P4/P6), without moving
+        columns afterwards."""
+        off, _, sub = self._reach_base
+        bit = np.asarray(bit, dtype=np.int64)
+        if bit.shape != (int(off[-1]),) or (bit.size and (bit.min() < 0 or bit.max() >= width)):
+            raise ValueError(f"bit must give each of the {int(off[-1])} nodes a position in 0 .. {width - 1}")
+        if bit.size > 1 and not (np.diff(bit) > 0).all():
+            raise ValueError("bit must ascend with the nodes' order (levels, then positions)")
+        return self._down_sets(bit, width, off, sub)[0]
 
     @cached_property
     def _reach_up(self):

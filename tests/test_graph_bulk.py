@@ -166,3 +166,24 @@ def test_weight_check_matches_the_plain_comparisons(dtype):
             expect = bool(a.min() >= 0 and a.max() <= _MAX_WEIGHT)
         assert _weights_ok(a) == expect, (dtype, v)
         assert _weights_ok(a[::-1]) == expect  # not contiguous: the plain path
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ancestor_sets_are_the_ancestor_matrix_renumbered(seed):
+    rng = np.random.default_rng(seed)
+    g = AttentionGraph.build(_softmax(rng, (5, 3, 20, 20), sharp=5), tau=0.08)
+    flat, A = g.ancestor_matrix()
+    np.testing.assert_array_equal(g.levels_flat, flat)
+    N = flat.size
+    bit = np.sort(rng.choice(3 * N, N, replace=False))  # a sparser, ascending numbering
+    width = int(bit[-1]) + 1 + int(rng.integers(0, 70))
+    sets = g.ancestor_sets(bit, width)
+    rows = np.concatenate([np.unpackbits(s.view(np.uint8), axis=1, count=width, bitorder="little") for s in sets])
+    expect = np.zeros((N, width), dtype=np.uint8)
+    expect[:, bit] = A
+    assert A.any()
+    np.testing.assert_array_equal(rows, expect)
+    with pytest.raises(ValueError, match="ascend"):
+        g.ancestor_sets(bit[::-1], width)
+    with pytest.raises(ValueError, match="position in"):
+        g.ancestor_sets(bit, int(bit[-1]))

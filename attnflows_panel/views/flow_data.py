@@ -542,23 +542,23 @@ class FlowData:
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
         """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
-        :meth:`AttentionGraph.ancestor_blocks`) as one packed bit stream: node ``u``'s row holds the
+        :meth:`AttentionGraph.ancestor_sets`, numbered by this view's node ids) as one packed bit stream: node ``u``'s row holds the
         nodes of the levels below its own, rows in node order."""
         bounds = self.bounds  # this view's nodes of level l are ids bounds[l]:bounds[l+1]
-        flat, off, blocks = g.ancestor_blocks()  # blocks[l]: g's level-l nodes x g's nodes below level l
-        ids = self.node_index.ravel()[flat]  # this view's node id of each of g's nodes
+        ids = self.node_index.ravel()[g.levels_flat]  # this view's node id of each of g's nodes
+        sets = g.ancestor_sets(ids, len(self.layout.nodes))  # numbered by this view's ids: no scatter
+        off = np.concatenate([[0], np.cumsum([len(x) for x in g.levels])])
         rows = []
         for l in range(self.L + 1):
             m, lo = int(bounds[l + 1] - bounds[l]), int(bounds[l])
             if m == 0:
                 continue
+            mine = np.unpackbits(sets[l].view(np.uint8), axis=1, count=lo, bitorder="little").view(bool)
+            if mine.shape[0] == m:  # g holds every node of this level
+                rows.append(mine.ravel())
+                continue
             block = np.zeros((m, lo), dtype=bool)  # node u of level l: the nodes below its level
-            if blocks[l].size:
-                # g's nodes keep their order in this view's: scatter the columns, then the rows (two
-                # one-axis scatters cost a fraction of one np.ix_ scatter)
-                cols = np.zeros((blocks[l].shape[0], lo), dtype=bool)
-                cols[:, ids[: off[l]]] = blocks[l]
-                block[ids[off[l] : off[l + 1]] - lo] = cols
+            block[ids[off[l] : off[l + 1]] - lo] = mine
             rows.append(block.ravel())
         stream = np.concatenate(rows) if rows else np.zeros(0, dtype=bool)
         return np.packbits(stream, bitorder="little")
