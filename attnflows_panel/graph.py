@@ -307,17 +307,24 @@ class AttentionGraph:
             if not _weights_ok(layer):
                 _check_weights(attn)  # raises, naming the whole array's range
             # Only the rows of the tokens in level k + 1 can start an edge through layer k.
-            full = rows.size == n  # every token: a slice, no gather
-            sub = layer > tau if full else layer[:, rows, :] > tau  # [H, m, n]
-            if not all_heads:
-                sub &= heads_mask[k][:, None, None]
-            if full:
-                active[k] = sub
-            else:
+            if 4 * rows.size >= n:  # a large level: compare in place, then clear the other rows
+                sub = np.greater(layer, tau, out=active[k])  # [H, n, n]
+                off = ~member[k + 1]
+                if off.any():
+                    sub[:, off, :] = False
+                if not all_heads:
+                    sub &= heads_mask[k][:, None, None]
+                nh = _count_true(sub, 0)  # [n, n], zero outside the level's rows
+                nheads[k] = nh
+                out_deg[k] = _count_true(sub, 2).T
+            else:  # a small level: gather its rows
+                sub = layer[:, rows, :] > tau  # [H, m, n]
+                if not all_heads:
+                    sub &= heads_mask[k][:, None, None]
                 active[k][:, rows, :] = sub
-            nh = _count_true(sub, 0)  # [m, n]
-            nheads[k, rows] = nh
-            out_deg[k, rows] = _count_true(sub, 2).T
+                nh = _count_true(sub, 0)  # [m, n]
+                nheads[k, rows] = nh
+                out_deg[k, rows] = _count_true(sub, 2).T
             counts[k] = nh.sum(axis=0)  # eq. 3
             member[k] = nh.any(axis=0)
             rows = np.flatnonzero(member[k])
