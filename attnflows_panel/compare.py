@@ -203,7 +203,7 @@ class GraphComparison:
             if mine.size == 0:
                 continue
             tr = g.trace(level, mine, head)
-            mask |= (code * tr.mask).astype(np.int8)
+            np.bitwise_or(mask, np.int8(code), out=mask, where=tr.mask)
             traces[code] = tr
         return mask, traces
 
@@ -241,7 +241,7 @@ class GraphComparison:
             ma, mb = sa[g.member[la, sa]], sb[g.member[lb, sb]]
             if ma.size == 0 or mb.size == 0:
                 continue
-            mask |= (code * g.paths_mask(la, ma, lb, mb)).astype(np.int8)
+            np.bitwise_or(mask, np.int8(code), out=mask, where=g.paths_mask(la, ma, lb, mb))
             args[code] = (g, ma, mb)
         return mask, args, la, lb
 

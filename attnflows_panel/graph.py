@@ -343,6 +343,13 @@ class AttentionGraph:
         self._out_deg = _readonly(out_deg)
 
     @property
+    def out_degree(self) -> np.ndarray:
+        """int32 ``[L, n, H]``: ``out_degree[k, a, h]`` = number of tokens of level ``k`` that token ``a``
+        of level ``k + 1`` attends to above τ through head ``h`` of layer ``k``; ``glyphs(k + 1)`` is
+        ``out_degree[k]`` (the head glyphs, §4.3.2). Read-only."""
+        return self._out_deg
+
+    @property
     def levels_flat(self) -> np.ndarray:
         """Every node as a flat index ``level * n + token``, level by level then by token (the order of
         :meth:`nodes`, :meth:`ancestor_matrix` and :meth:`ancestor_sets`)."""

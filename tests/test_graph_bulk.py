@@ -187,3 +187,12 @@ def test_ancestor_sets_are_the_ancestor_matrix_renumbered(seed):
         g.ancestor_sets(bit[::-1], width)
     with pytest.raises(ValueError, match="position in"):
         g.ancestor_sets(bit, int(bit[-1]))
+
+
+def test_out_degree_is_the_glyph_data():
+    rng = np.random.default_rng(5)
+    g = AttentionGraph.build(_softmax(rng, (4, 5, 16, 16), sharp=4), tau=0.1)
+    assert g.out_degree.shape == (4, 16, 5) and not g.out_degree.flags.writeable
+    for k in range(1, g.L + 1):
+        np.testing.assert_array_equal(g.out_degree[k - 1], g.glyphs(k))
+        np.testing.assert_array_equal(g.out_degree[k - 1], g.active[k - 1].sum(axis=2).T)

@@ -411,11 +411,10 @@ class FlowData:
         N = len(nodes)
         pos = self.layout.column("pos")
         counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
+        above0 = int(self.bounds[1])  # nodes of levels >= 1 (level 0 has no glyphs): g.glyphs(k)[pos]
+        lv = self.layout.column("level")[above0:]
         for c, g in self.graphs.items():
-            for k in range(1, self.L + 1):
-                lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
-                if hi > lo:
-                    counts[c][lo:hi] = g.glyphs(k)[pos[lo:hi]]
+            counts[c][above0:] = g.out_degree[lv - 1, pos[above0:]]
         if self.comparison is not None:
             # c.glyph_states(k) of every node (level 0 has none): PRE where the pre-trained head attends
             # to some token of the level below, FINE likewise, BOTH for a split glyph (§4.3.3)
@@ -462,7 +461,7 @@ class FlowData:
             key = np.flatnonzero(g.adjacency)  # (k * n + a) * n + b, ascending (np.nonzero is slow in 3-d)
             k, rem = np.divmod(key, n * n)
             a, b = np.divmod(rem, n)
-            per[c] = (key.astype(np.int64), g.active[k, :, a, b])  # heads: bool [m, H]
+            per[c] = (key.astype(np.int64), g.active[k, :, a, b], g.head_counts[k, a, b])  # heads: bool [m, H]
         keys = np.sort(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
         keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys  # np.unique, faster
         if keys.size == 0:
@@ -475,11 +474,11 @@ class FlowData:
             for c in (PRE, FINE):
                 words[c] = np.zeros((keys.size, W), dtype=np.uint32)
                 if c in per:
-                    key_c, heads = per[c]
+                    key_c, heads, count_c = per[c]
                     pos = np.searchsorted(keys, key_c)
                     words[c][pos] = _pack_heads(heads)
                     member[pos] |= c
-                    nh[pos] = np.maximum(nh[pos], heads.sum(axis=1))
+                    nh[pos] = np.maximum(nh[pos], count_c)  # heads carrying the edge
             edges["nh"] = nh
             for c in (PRE, FINE):
                 for w in range(W):
