@@ -363,14 +363,15 @@ def place_labels(
         return math.atan((width + pad) / 2.0 / r)
 
     lengths = [len(t) for t in texts]
-    pi, bisect_right, insort = math.pi, bisect.bisect_right, bisect.insort
+    pi, bisect_right, insort, atan = math.pi, bisect.bisect_right, bisect.insort, math.atan
+    n_placed = 0
     for i in order:  # pass 1 (the hot loop: gap() and place() inlined, same arithmetic)
-        h = math.atan((lengths[i] * cw + pad) / 2.0 / r)
+        h = atan((lengths[i] * cw + pad) / 2.0 / r)
         g = pi
-        if placed_ranks:
+        if n_placed:
             ri, ai = rank_l[i], ang_l[i]
             j = bisect_right(placed_ranks, ri)
-            t = circ_l[placed_ranks[j % len(placed_ranks)]]
+            t = circ_l[placed_ranks[j if j < n_placed else 0]]  # next placed label, wrapping round
             d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
             if d < g:
                 g = d
@@ -381,6 +382,7 @@ def place_labels(
         if h <= g:
             labels[i], half[i], placed[i] = texts[i], h, True
             insort(placed_ranks, rank_l[i])
+            n_placed += 1
     status[np.asarray(placed, dtype=bool)] = 2
     for i in order:  # pass 2: shortened labels where a gap allows (gap() and place() inlined)
         if placed[i]:
