@@ -624,7 +624,6 @@ def sparkline_segments(
     baseline beside the glyph block: 1, 2 and 3 heads fill 1/2, 3/4 and all of ``spark_height``, so a
     single head's peak stays visible. With ``per_bar=True`` each ``node_ids[i]`` is itself an array giving the
     node of every bar of ``rel[i]`` (many nodes in one go). Returns node, x0, y0, x1, y1 (one row per bar)."""
-    nodes = layout.nodes
     st = layout.style
     ids, xs, hs = [], [], []
     for nid, r, h in zip(node_ids, rel, heights):

@@ -512,7 +512,6 @@ class FlowData:
         "attending")``. Read for every level at once from the graph's ``head_counts`` (the number of
         heads carrying each edge: the same numbers; the tests check them against ``g.sparkline`` token by
         token)."""
-        nodes = self.layout.nodes
         models = list(self.graphs.items())
         shift = 0.9 if len(models) == 2 else 0.0
         denom = max(self.n - 1, 1)
