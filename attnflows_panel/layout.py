@@ -337,24 +337,32 @@ def place_labels(
     Returns the label texts and their status (uint8: 2 full, 1 shortened, 0 hidden).
     """
     m = len(texts)
+    if m == 0:
+        return [], np.zeros(0, dtype=np.uint8)
+    ang = np.mod(np.asarray(angles, dtype=np.float64), TWO_PI)
+    pr = np.zeros(m) if priority is None else np.asarray(priority, dtype=np.float64)
+    order = np.lexsort((np.arange(m), -pr))
+    # ring order (by angle) and each token's rank in it
+    circ = np.argsort(ang, kind="stable")
+    rank = np.empty(m, dtype=np.int64)
+    rank[circ] = np.arange(m)
+    return _place_ring(list(texts), radius, order.tolist(), circ.tolist(), rank.tolist(), ang.tolist(), style,
+                       min_chars)
+
+
+def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[int], rank_l: list[int],
+                ang_l: list[float], style: RadialStyle, min_chars: int = 3) -> tuple[list[str], np.ndarray]:
+    """:func:`place_labels` on one ring, given its priority order, its tokens in angle order (``circ_l``)
+    and each token's rank in that order; angles in [0, 2π). Plain Python lists: the loops are sequential."""
+    m = len(texts)
     status = np.zeros(m, dtype=np.uint8)
     labels = [""] * m
-    if m == 0:
+    if m == 1:
+        labels[0], status[0] = texts[0], 2
         return labels, status
     cw = style.char_width * style.font
     pad = style.label_pad
     r = max(float(radius), 1.0)
-    ang = np.mod(np.asarray(angles, dtype=np.float64), TWO_PI)
-    pr = np.zeros(m) if priority is None else np.asarray(priority, dtype=np.float64)
-    order = np.lexsort((np.arange(m), -pr)).tolist()
-    if m == 1:
-        labels[0], status[0] = texts[0], 2
-        return labels, status
-    # ring order (by angle) and each token's neighbours in it
-    circ = np.argsort(ang, kind="stable")
-    rank = np.empty(m, dtype=np.int64)
-    rank[circ] = np.arange(m)
-    circ_l, rank_l, ang_l = circ.tolist(), rank.tolist(), ang.tolist()
     half = [0.0] * m  # angular half-width of each placed label (0 = none)
     placed = [False] * m
     placed_ranks: list[int] = []  # ring ranks of the placed labels, ascending
@@ -459,32 +467,50 @@ def radial_layout(
     level_col = np.concatenate([np.full(len(lev), k, dtype=np.int64) for k, lev in enumerate(levels)])
     pos = np.concatenate(levels)
     N = pos.size
-    ang = np.empty(N)
     rad = radii[level_col]
+    first = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # level k: nodes first[k]:first[k+1]
+    # every ring's angles at once (ring_angles of each ring: sentence A clockwise, B counter-clockwise)
+    size_of = np.asarray(sizes, dtype=np.int64)[level_col]
+    local = np.arange(N) - first[level_col]  # position of the node within its ring
+    start_rad = math.radians(style.start_angle)
+    step = TWO_PI / np.maximum(size_of, 1)
+    is_a = seg[pos] == 0
+    ca, cb = np.cumsum(is_a), np.cumsum(~is_a)
+    ring_start = first[level_col]
+    ia = ca - np.concatenate([[0], ca])[ring_start] - 1  # rank among the ring's A tokens
+    ib = cb - np.concatenate([[0], cb])[ring_start] - 1  # rank among the ring's B tokens
+    ang = np.mod(np.where(is_a, start_rad - (ia + 0.5) * step, start_rad + (ib + 0.5) * step), TWO_PI)
+    ang[first[L] :] = math.pi / 2  # the root
+    # each ring's label order (priority, ties by position) and angle order, sorted once for all rings
+    pr = np.zeros(N) if priority is None else priority[level_col, pos]
+    order_all = np.lexsort((local, -pr, level_col))
+    circ_all = np.lexsort((local, ang, level_col))
+    a_count = np.add.reduceat(is_a.astype(np.int64), first[:-1]) if N else np.zeros(L + 1, np.int64)
     labels: list[str] = []
     lstat = np.empty(N, dtype=np.uint8)
     ticks = []
-    start = 0
+    shown_l = [shown[i] for i in pos.tolist()]
+    ang_l_all = ang.tolist()
     for k in range(L + 1):
-        p = levels[k]
-        m = p.size
-        sl = slice(start, start + m)
-        start += m
+        lo, hi = int(first[k]), int(first[k + 1])
+        m = hi - lo
         if k == L:
-            ang[sl] = math.pi / 2
             labels.append(root_text)
-            lstat[sl] = 2
+            lstat[lo:hi] = 2
             continue
-        a, meet = ring_angles(seg[p], style.start_angle)
-        ang[sl] = a
-        texts = [shown[i] for i in p.tolist()]
-        lab, stt = place_labels(a, radii[k], texts, None if priority is None else priority[k, p], style)
+        if m == 0:
+            continue
+        circ = circ_all[lo:hi] - lo
+        rank = np.empty(m, dtype=np.int64)
+        rank[circ] = np.arange(m)
+        lab, stt = _place_ring(shown_l[lo:hi], radii[k], (order_all[lo:hi] - lo).tolist(), circ.tolist(),
+                               rank.tolist(), ang_l_all[lo:hi], style)
         labels.extend(lab)
-        lstat[sl] = stt
-        if m:
-            c, s = math.cos(meet), math.sin(meet)
-            r0, r1 = radii[k] - ch / 2 - 2, radii[k] + ch / 2 + 2
-            ticks.append((k, r0 * c, r0 * s, r1 * c, r1 * s))
+        lstat[lo:hi] = stt
+        meet = float(np.mod(start_rad - int(a_count[k]) * (TWO_PI / m), TWO_PI))  # where A and B meet
+        c, s = math.cos(meet), math.sin(meet)
+        r0, r1 = radii[k] - ch / 2 - 2, radii[k] + ch / 2 + 2
+        ticks.append((k, r0 * c, r0 * s, r1 * c, r1 * s))
 
     u, v, text_angle = reading_frame(ang)
     x, y = rad * np.cos(ang), rad * np.sin(ang)
@@ -500,7 +526,7 @@ def radial_layout(
     ux, uy, vx, vy = u[:, 0], u[:, 1], v[:, 0], v[:, 1]
     cols = {
         "node": np.arange(N, dtype=np.int64), "level": level_col, "pos": pos,
-        "token": [shown[i] for i in pos.tolist()], "seg": seg[pos], "angle": ang, "radius": rad,
+        "token": shown_l, "seg": seg[pos], "angle": ang, "radius": rad,
         "x": x, "y": y, "ux": ux, "uy": uy, "vx": vx, "vy": vy, "text_angle": text_angle,
         "font_size": fs, "label": labels, "lstat": lstat, "lw": lw,
         "lx": x + v_label * vx, "ly": y + v_label * vy,

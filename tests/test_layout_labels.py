@@ -176,3 +176,36 @@ def test_sentence_layout_equals_the_token_loop(seed):
     pd.testing.assert_frame_equal(lay.tokens, tdf, check_exact=True)
     pd.testing.assert_frame_equal(lay.circles, cdf, check_exact=True)
     assert lay.height == height and lay.tokens["row"].max() >= 1  # wrapped onto several lines
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_radial_layout_rings_equal_ring_angles_and_place_labels(seed):
+    """radial_layout sorts every ring's angles and label orders in bulk; each ring must come out as
+    ring_angles + place_labels give it ring by ring (angles, labels, statuses and the meeting ticks)."""
+    from attnflows_panel.layout import radial_layout
+
+    rng = np.random.default_rng(seed)
+    n, L = 60, 5
+    seg = [0] * 25 + [1] * 35
+    tokens = ["[CLS]"] + ["w" * int(rng.integers(1, 12)) for _ in range(n - 1)]
+    levels = [np.sort(rng.choice(n, int(rng.integers(0 if k == 2 else 1, n)), replace=False)) for k in range(L)]
+    levels.append(np.array([0]))
+    priority = rng.integers(0, 4, (L + 1, n)).astype(float) if seed % 2 else None
+    lay = radial_layout(levels, tokens, seg, 12, priority=priority)
+    style = lay.style
+    ticks = lay.ticks.set_index("level")
+    for k in range(L):
+        p = levels[k]
+        rows = lay.nodes[lay.nodes["level"] == k]
+        np.testing.assert_array_equal(rows["pos"].to_numpy(), p)
+        if not p.size:
+            assert k not in ticks.index
+            continue
+        a, meet = ring_angles(np.asarray(seg)[p], style.start_angle)
+        np.testing.assert_array_equal(rows["angle"].to_numpy(), a)
+        texts = [tokens[i] for i in p.tolist()]
+        labels, status = place_labels(a, lay.radii[k], texts, None if priority is None else priority[k, p], style)
+        assert rows["label"].tolist() == labels
+        np.testing.assert_array_equal(rows["lstat"].to_numpy(), status)
+        r1 = lay.radii[k] + style.cell_height(12) / 2 + 2
+        assert ticks.loc[k, "x1"] == r1 * math.cos(meet) and ticks.loc[k, "y1"] == r1 * math.sin(meet)
