@@ -182,6 +182,17 @@ class GraphComparison:
         ValueError
             If a token is in neither model's level, or ``level``/``head``/``model`` is invalid.
         """
+        mask, traces = self._trace(level, tokens, head, model)
+        return CodedNodes(mask, lambda: {c: (traces[c].edges if c in traces else []) for c in (PRE, FINE)})
+
+    def trace_mask(self, level: int, tokens, head=None, model=None) -> np.ndarray:
+        """int8 ``[L + 1, n]``: the codes of :meth:`trace` as an array only (``trace(...).mask``), for
+        views that mark nodes in bulk; same arguments and checks."""
+        mask, _ = self._trace(level, tokens, head, model)
+        mask.flags.writeable = False
+        return mask
+
+    def _trace(self, level, tokens, head, model):
         level, toks = self._selection(level, tokens)
         mask = np.zeros((self.L + 1, self.n), dtype=np.int8)
         traces = {}
@@ -192,9 +203,9 @@ class GraphComparison:
             if mine.size == 0:
                 continue
             tr = g.trace(level, mine, head)
-            mask |= (code * tr.mask).astype(np.int8)
+            np.bitwise_or(mask, np.int8(code), out=mask, where=tr.mask)
             traces[code] = tr
-        return CodedNodes(mask, lambda: {c: (traces[c].edges if c in traces else []) for c in (PRE, FINE)})
+        return mask, traces
 
     def paths(self, level_a: int, tokens_a, level_b: int, tokens_b, model=None) -> CodedNodes:
         """Per-model paths between selections at two levels, united (§4.4.2).
@@ -204,6 +215,22 @@ class GraphComparison:
         their respective attention graph". Nodes are coded by the model(s) whose paths contain them;
         ``result.edges[PRE]`` / ``result.edges[FINE]`` hold each model's steps with their heads.
         """
+        mask, args, la, lb = self._paths(level_a, tokens_a, level_b, tokens_b, model)
+
+        def edges():
+            return {c: (args[c][0].paths(la, args[c][1], lb, args[c][2]).edges if c in args else [])
+                    for c in (PRE, FINE)}
+
+        return CodedNodes(mask, edges)
+
+    def paths_mask(self, level_a: int, tokens_a, level_b: int, tokens_b, model=None) -> np.ndarray:
+        """int8 ``[L + 1, n]``: the codes of :meth:`paths` as an array only (``paths(...).mask``); same
+        arguments and checks."""
+        mask = self._paths(level_a, tokens_a, level_b, tokens_b, model)[0]
+        mask.flags.writeable = False
+        return mask
+
+    def _paths(self, level_a, tokens_a, level_b, tokens_b, model):
         la, sa = self._selection(level_a, tokens_a)
         lb, sb = self._selection(level_b, tokens_b)
         if la == lb:
@@ -214,14 +241,9 @@ class GraphComparison:
             ma, mb = sa[g.member[la, sa]], sb[g.member[lb, sb]]
             if ma.size == 0 or mb.size == 0:
                 continue
-            mask |= (code * g.paths_mask(la, ma, lb, mb)).astype(np.int8)
+            np.bitwise_or(mask, np.int8(code), out=mask, where=g.paths_mask(la, ma, lb, mb))
             args[code] = (g, ma, mb)
-
-        def edges():
-            return {c: (args[c][0].paths(la, args[c][1], lb, args[c][2]).edges if c in args else [])
-                    for c in (PRE, FINE)}
-
-        return CodedNodes(mask, edges)
+        return mask, args, la, lb
 
     def all_traces(self) -> dict[Node, np.ndarray]:
         """``{(level, token): codes int8 [L + 1, n]}``: :meth:`trace` of every node of the union, in bulk.

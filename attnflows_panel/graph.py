@@ -189,6 +189,53 @@ class Trace:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _check_weights(attn: np.ndarray) -> None:
+    """Raise ValueError unless every attention weight is a number in [0, 1] (a little above 1 allowed)."""
+    lo, hi = attn.min(), attn.max()
+    if np.isnan(lo) or np.isnan(hi):
+        raise ValueError("attn contains NaN; attention weights must be finite numbers in [0, 1]")
+    if lo < 0 or hi > _MAX_WEIGHT:
+        raise ValueError(
+            f"attention weights must lie in [0, 1] (softmax outputs, not scores); got values in "
+            f"[{float(lo):.4g}, {float(hi):.4g}]"
+        )
+
+
+_UINT_OF = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _weights_ok(a: np.ndarray) -> bool:
+    """True when every value of ``a`` lies in [0, _MAX_WEIGHT] (no NaN), in one pass where possible.
+
+    For a contiguous IEEE float array, the non-negative floats sort like their bit patterns read as
+    unsigned integers, and a sign bit or a NaN makes the pattern larger than that of the largest allowed
+    weight; so one unsigned max decides (a min and a max read the data twice). -0.0 fails the fast test
+    and is then decided by the plain comparisons, as everything else that fails it.
+    """
+    uint = _UINT_OF.get(a.dtype.itemsize)
+    if uint is not None and a.flags.c_contiguous and a.dtype.kind == "f" and a.size:
+        top = a.dtype.type(_MAX_WEIGHT)
+        if float(top) > _MAX_WEIGHT:
+            top = np.nextafter(top, a.dtype.type(0))  # the largest value of this dtype <= _MAX_WEIGHT
+        if a.view(uint).max() <= np.asarray(top).view(uint):
+            return True
+    lo, hi = a.min(), a.max()
+    return bool(lo >= 0 and hi <= _MAX_WEIGHT)  # NaN fails both comparisons
+
+
+def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``mask.sum(axis)`` for a bool array, as int32: summed as bytes in the narrowest accumulator that
+    cannot overflow (several times faster than a bool -> int32 sum)."""
+    size = mask.shape[axis]
+    if size < 256:
+        acc = np.uint8
+    elif size < 65536:
+        acc = np.uint16
+    else:
+        return mask.sum(axis=axis, dtype=np.int32)
+    return mask.view(np.uint8).sum(axis=axis, dtype=acc).astype(np.int32)
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.flags.writeable = False
     return a
@@ -239,14 +286,89 @@ class AttentionGraph:
             raise ValueError(f"attn must have at least one layer, head and token; got shape {attn.shape}")
         if not np.issubdtype(attn.dtype, np.floating):
             raise ValueError(f"attn must hold floating-point attention weights; got dtype {attn.dtype}")
-        lo, hi = attn.min(), attn.max()
-        if np.isnan(lo) or np.isnan(hi):
-            raise ValueError("attn contains NaN; attention weights must be finite numbers in [0, 1]")
-        if lo < 0 or hi > _MAX_WEIGHT:
-            raise ValueError(
-                f"attention weights must lie in [0, 1] (softmax outputs, not scores); got values in "
-                f"[{float(lo):.4g}, {float(hi):.4g}]"
-            )
+        try:
+            tau, heads_mask, root = self._check_params(tau, heads, root, L, H, n)
+        except ValueError:
+            _check_weights(attn)  # a bad weight is reported first (whatever else is wrong)
+            raise
+
+        member = np.zeros((L + 1, n), dtype=bool)
+        member[L, root] = True
+        active = np.zeros((L, H, n, n), dtype=bool)  # calloc: untouched rows cost nothing
+        nheads = np.zeros((L, n, n), dtype=np.int32)  # allowed heads carrying edge (k+1, a) -> (k, b)
+        out_deg = np.zeros((L, n, H), dtype=np.int32)  # glyph data: out_deg[k, a, h]
+        counts = np.zeros((L, n), dtype=np.int64)
+        rows = np.array([root])
+        all_heads = bool(heads_mask.all())
+        for k in range(L - 1, -1, -1):
+            # Every weight is checked, one layer at a time: the layer is then still in cache for the
+            # comparison with τ (checking the whole array first read it from memory three times).
+            layer = attn[k]
+            if not _weights_ok(layer):
+                _check_weights(attn)  # raises, naming the whole array's range
+            # Only the rows of the tokens in level k + 1 can start an edge through layer k.
+            if 4 * rows.size >= n:  # a large level: compare in place, then clear the other rows
+                sub = np.greater(layer, tau, out=active[k])  # [H, n, n]
+                off = ~member[k + 1]
+                if off.any():
+                    sub[:, off, :] = False
+                if not all_heads:
+                    sub &= heads_mask[k][:, None, None]
+                nh = _count_true(sub, 0)  # [n, n], zero outside the level's rows
+                nheads[k] = nh
+                out_deg[k] = _count_true(sub, 2).T
+            else:  # a small level: gather its rows
+                sub = layer[:, rows, :] > tau  # [H, m, n]
+                if not all_heads:
+                    sub &= heads_mask[k][:, None, None]
+                active[k][:, rows, :] = sub
+                nh = _count_true(sub, 0)  # [m, n]
+                nheads[k, rows] = nh
+                out_deg[k, rows] = _count_true(sub, 2).T
+            counts[k] = nh.sum(axis=0)  # eq. 3
+            member[k] = nh.any(axis=0)
+            rows = np.flatnonzero(member[k])
+
+        self.attn = _readonly(attn.view())  # the caller's array, seen read-only (not copied)
+        self.L, self.H, self.n = L, H, n
+        self.tau = tau
+        self.root = root
+        self.heads = _readonly(heads_mask)
+        self.member = _readonly(member)
+        self.levels = [_readonly(np.flatnonzero(member[k])) for k in range(L + 1)]
+        self.active = _readonly(active)
+        self.counts = _readonly(counts)
+        self._nheads = _readonly(nheads)
+        self._adj = _readonly(nheads > 0)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
+        self._out_deg = _readonly(out_deg)
+
+    @property
+    def out_degree(self) -> np.ndarray:
+        """int32 ``[L, n, H]``: ``out_degree[k, a, h]`` = number of tokens of level ``k`` that token ``a``
+        of level ``k + 1`` attends to above τ through head ``h`` of layer ``k``; ``glyphs(k + 1)`` is
+        ``out_degree[k]`` (the head glyphs, §4.3.2). Read-only."""
+        return self._out_deg
+
+    @property
+    def levels_flat(self) -> np.ndarray:
+        """Every node as a flat index ``level * n + token``, level by level then by token (the order of
+        :meth:`nodes`, :meth:`ancestor_matrix` and :meth:`ancestor_sets`)."""
+        return self._reach_base[1]
+
+    @property
+    def head_counts(self) -> np.ndarray:
+        """int32 ``[L, n, n]``: ``head_counts[k, a, b]`` = number of allowed heads carrying the edge
+        ``(k + 1, a) -> (k, b)``, i.e. ``active[k, :, a, b].sum()`` (0 where there is no edge). Read-only."""
+        return self._nheads
+
+    @property
+    def adjacency(self) -> np.ndarray:
+        """bool ``[L, n, n]``: ``adjacency[k, a, b]`` iff the edge ``(k + 1, a) -> (k, b)`` exists through
+        some allowed head, i.e. ``active[k, :, a, b].any()``. Read-only."""
+        return self._adj
+
+    @staticmethod
+    def _check_params(tau, heads, root, L: int, H: int, n: int) -> tuple[float, np.ndarray, int]:
         try:
             tau = float(tau)
         except (TypeError, ValueError):
@@ -272,40 +394,7 @@ class AttentionGraph:
             raise ValueError(f"root must be an integer token position; got {root!r}") from None
         if not 0 <= root < n:
             raise ValueError(f"root {root} is out of range for n = {n} tokens")
-
-        member = np.zeros((L + 1, n), dtype=bool)
-        member[L, root] = True
-        active = np.zeros((L, H, n, n), dtype=bool)  # calloc: untouched rows cost nothing
-        nheads = np.zeros((L, n, n), dtype=np.int32)  # allowed heads carrying edge (k+1, a) -> (k, b)
-        out_deg = np.zeros((L, n, H), dtype=np.int32)  # glyph data: out_deg[k, a, h]
-        counts = np.zeros((L, n), dtype=np.int64)
-        rows = np.array([root])
-        all_heads = bool(heads_mask.all())
-        for k in range(L - 1, -1, -1):
-            # Only the rows of the tokens in level k + 1 can start an edge through layer k.
-            sub = attn[k][:, rows, :] > tau  # [H, m, n]
-            if not all_heads:
-                sub &= heads_mask[k][:, None, None]
-            active[k][:, rows, :] = sub
-            nh = sub.sum(axis=0, dtype=np.int32)  # [m, n]
-            nheads[k, rows] = nh
-            out_deg[k, rows] = sub.sum(axis=2, dtype=np.int32).T
-            counts[k] = nh.sum(axis=0)  # eq. 3
-            member[k] = nh.any(axis=0)
-            rows = np.flatnonzero(member[k])
-
-        self.attn = _readonly(attn.view())  # the caller's array, seen read-only (not copied)
-        self.L, self.H, self.n = L, H, n
-        self.tau = tau
-        self.root = root
-        self.heads = _readonly(heads_mask)
-        self.member = _readonly(member)
-        self.levels = [_readonly(np.flatnonzero(member[k])) for k in range(L + 1)]
-        self.active = _readonly(active)
-        self.counts = _readonly(counts)
-        self._nheads = _readonly(nheads)
-        self._adj = _readonly(nheads > 0)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
-        self._out_deg = _readonly(out_deg)
+        return tau, heads_mask, root
 
     @classmethod
     def build(cls, attn, tau: float = 0.3, heads=None, root: int = 0) -> AttentionGraph:
@@ -415,17 +504,23 @@ class AttentionGraph:
         ``I_l(w) = 1/(L-l+1) Σ_{l'=l}^{L} α^{L-l'} c_{l'}(w)`` with ``l = k + 1``: the average over the
         layers from ``k`` up of the counts of eq. 3, decayed by ``α`` per layer below the last.
         """
-        alpha = self._check_alpha(alpha)
-        L = self.L
-        ks = np.arange(L)
-        weighted = (alpha ** (L - 1 - ks))[:, None] * self.counts
-        suffix = np.cumsum(weighted[::-1], axis=0)[::-1]  # Σ_{k'=k}^{L-1}
-        return suffix / (L - ks)[:, None]
+        return self._influence(self._check_alpha(alpha)).copy()
+
+    def _influence(self, alpha: float) -> np.ndarray:
+        """Eq. 4 for a checked ``alpha``, computed once per ``alpha`` (the graph is immutable); read-only."""
+        cache = self.__dict__.setdefault("_influence_cache", {})
+        if alpha not in cache:
+            L = self.L
+            ks = np.arange(L)
+            weighted = (alpha ** (L - 1 - ks))[:, None] * self.counts
+            suffix = np.cumsum(weighted[::-1], axis=0)[::-1]  # Σ_{k'=k}^{L-1}
+            cache[alpha] = _readonly(suffix / (L - ks)[:, None])
+        return cache[alpha]
 
     def ratings(self, k: int, alpha: float = 0.5) -> np.ndarray:
         """The sentence view's 5-circle rating at layer ``k`` (§4.2): int ``[n]``, ``min(5, ⌈I_k⌉)``."""
         k = self._check_layer(k)
-        infl = self.influence(alpha)[k]
+        infl = self._influence(self._check_alpha(alpha))[k]
         return np.minimum(5, np.ceil(infl - _CEIL_EPS)).astype(np.int64)
 
     # ------------------------------------------------------------------ edges
@@ -557,10 +652,11 @@ class AttentionGraph:
             return out
         f = self._layer_adj(level - 1, head)[sel].all(axis=0)
         out[level - 1] = f
+        any_rows = np.logical_or.reduce  # .any() without the method wrapper: this loop is hot
         for k in range(level - 2, -1, -1):
-            if not f.any():
+            if not np.count_nonzero(f):
                 break
-            f = self._layer_adj(k, head)[f].any(axis=0)
+            f = any_rows(self._layer_adj(k, head)[f], axis=0)
             out[k] = f
         return out
 
@@ -571,10 +667,11 @@ class AttentionGraph:
             return out
         f = self._layer_adj(level, head)[:, sel].all(axis=1)
         out[level + 1] = f
+        any_cols = np.logical_or.reduce
         for k in range(level + 1, self.L):
-            if not f.any():
+            if not np.count_nonzero(f):
                 break
-            f = self._layer_adj(k, head)[:, f].any(axis=1)
+            f = any_cols(self._layer_adj(k, head)[:, f], axis=1)
             out[k + 1] = f
         return out
 
@@ -681,33 +778,87 @@ class AttentionGraph:
     # ------------------------------------------------------------------ all traces at once
 
     @cached_property
-    def _reach(self):
-        """Reachability of every node, propagated level by level as packed bitsets.
+    def _reach_base(self):
+        """``(off, flat, sub)``: level offsets of the compact node order, each node's flat index
+        ``level * n + token``, and the adjacency between consecutive levels' nodes ``sub[k]``
+        [m_{k+1}, m_k]."""
+        L, lv = self.L, self.levels
+        off = np.concatenate([[0], np.cumsum([len(x) for x in lv])]).astype(np.intp)
+        flat = np.concatenate([j * self.n + lv[j] for j in range(L + 1)])  # compact bit -> flat index
+        sub = [self._adj[k][lv[k + 1]][:, lv[k]] for k in range(L)]  # rows, then columns
+        return off, flat, sub
+
+    @cached_property
+    def _reach_down(self):
+        """Ancestors of every node, propagated level by level as packed bitsets.
 
         Nodes are numbered compactly: bit ``off[j] + i`` stands for node ``(j, levels[j][i])``. Each node's
         set is a row of ``W`` uint64 words. ``down[l]`` (``[m_l, W]``) holds the ancestors of level l's
         nodes: the OR, over each node's children on level l-1, of the child's own bit and ancestors (a
-        boolean matrix product in the OR-AND semiring, 64 nodes per machine word). ``up[l]`` likewise
-        holds the descendants. No BLAS and no per-node search is involved.
+        boolean matrix product in the OR-AND semiring, 64 nodes per machine word). Ancestors of level l
+        lie on levels below l, so only the first ``ceil(off[l] / 64)`` words of ``down[l]`` can be set and
+        only those are computed. No BLAS and no per-node search is involved.
         """
-        L, lv = self.L, self.levels
-        sizes = [len(x) for x in lv]
-        off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
-        flat = np.concatenate([j * self.n + lv[j] for j in range(L + 1)])  # compact bit -> flat index
-        words = max(1, -(-int(off[-1]) // 64))
-        own = []  # own[l]: each node of level l's own bit
+        off, flat, sub = self._reach_base
+        down, own = self._down_sets(np.arange(off[-1]), int(off[-1]), off, sub)
+        return off, flat, down, own, sub
+
+    def _down_sets(self, bit: np.ndarray, width: int, off: np.ndarray, sub: list[np.ndarray]):
+        """Packed ancestor sets ``down[l]`` [m_l, W] with node j (compact order) as bit ``bit[j]`` of
+        ``width`` bits, and each node's own bit ``own[l]``; see :attr:`_reach_down`. ``bit`` ascends
+        with the levels, so level l's ancestors lie below bit ``bit[off[l]]``."""
+        L = self.L
+        sizes = np.diff(off)
+        words = max(1, -(-width // 64))
+        own = []
         for l in range(L + 1):
-            bits = np.zeros((sizes[l], words * 64), dtype=bool)
-            bits[np.arange(sizes[l]), off[l] + np.arange(sizes[l])] = True
-            own.append(np.packbits(bits, axis=1, bitorder="little").view(np.uint64))
-        sub = [self._adj[k][np.ix_(lv[k + 1], lv[k])] for k in range(L)]  # [m_{k+1}, m_k]
+            o = np.zeros((sizes[l], words), dtype=np.uint64)
+            b = bit[off[l] : off[l + 1]]
+            o[np.arange(sizes[l]), b // 64] = np.left_shift(np.uint64(1), (b % 64).astype(np.uint64))
+            own.append(o)
         down = [np.zeros((sizes[0], words), dtype=np.uint64)]
         for l in range(1, L + 1):
-            down.append(_or_and(sub[l - 1], down[l - 1] | own[l - 1]))
-        up = [np.zeros((0, words), dtype=np.uint64)] * L + [np.zeros((sizes[L], words), dtype=np.uint64)]
+            top = int(bit[off[l] - 1]) + 1 if off[l] else 0  # bits of the levels below l
+            w = -(-top // 64)  # words that can hold level l's ancestors
+            d = np.zeros((sizes[l], words), dtype=np.uint64)
+            d[:, :w] = _or_and(sub[l - 1], (down[l - 1] | own[l - 1])[:, :w])
+            down.append(d)
+        return down, own
+
+    def ancestor_sets(self, bit: np.ndarray, width: int) -> list[np.ndarray]:
+        """Every node's ancestors as packed bit rows, numbered by the caller: ``sets[l]`` uint64
+        ``[m_l, ceil(width / 64)]``, bit ``bit[j]`` (little-endian within the row) set when node j is an
+        ancestor, nodes j in the order of :meth:`nodes`. ``bit`` must ascend (a view numbering the union
+        of two graphs' nodes level by level, say); unpacked, the rows are :meth:`ancestor_matrix`'s with
+        its columns moved to ``bit``. What a view ships as hover highlight bits (P4/P6), without moving
+        columns afterwards."""
+        off, _, sub = self._reach_base
+        bit = np.asarray(bit, dtype=np.int64)
+        if bit.shape != (int(off[-1]),) or (bit.size and (bit.min() < 0 or bit.max() >= width)):
+            raise ValueError(f"bit must give each of the {int(off[-1])} nodes a position in 0 .. {width - 1}")
+        if bit.size > 1 and not (np.diff(bit) > 0).all():
+            raise ValueError("bit must ascend with the nodes' order (levels, then positions)")
+        return self._down_sets(bit, width, off, sub)[0]
+
+    @cached_property
+    def _reach_up(self):
+        """Descendants of every node, as :attr:`_reach_down` (``up[l]`` [m_l, W], from the root down)."""
+        off, _, _, own, sub = self._reach_down
+        L = self.L
+        words = own[0].shape[1]
+        up = [np.zeros((0, words), dtype=np.uint64)] * L + [np.zeros((len(self.levels[L]), words), dtype=np.uint64)]
         for l in range(L - 1, -1, -1):
-            up[l] = _or_and(sub[l].T, up[l + 1] | own[l + 1])
-        return off, flat, down, up, own
+            w0 = int(off[l + 1]) // 64  # descendants of level l lie on levels above l: words from here
+            u = np.zeros((len(self.levels[l]), words), dtype=np.uint64)
+            u[:, w0:] = _or_and(sub[l].T, (up[l + 1] | own[l + 1])[:, w0:])
+            up[l] = u
+        return up
+
+    @property
+    def _reach(self):
+        """``(off, flat, down, up, own)``: the packed reachability of :attr:`_reach_down` and :attr:`_reach_up`."""
+        off, flat, down, own, _ = self._reach_down
+        return off, flat, down, self._reach_up, own
 
     def _expand(self, packed: np.ndarray, flat: np.ndarray) -> np.ndarray:
         """Packed compact rows [m, W] -> read-only full masks [m, L+1, n]."""
@@ -745,12 +896,27 @@ class AttentionGraph:
         ``i``, i.e. the ``ancestor_mask`` of :meth:`all_traces` without a Trace per node (what a view
         ships for hover highlights, P4/P6).
         """
-        _, flat, down, _, _ = self._reach
+        _, flat, down, _, _ = self._reach_down
         N = flat.size
         if N == 0:
             return flat, np.zeros((0, 0), dtype=bool)
         rows = [np.unpackbits(d.view(np.uint8), axis=1, count=N, bitorder="little") for d in down if d.shape[0]]
         return flat, np.concatenate(rows).view(bool)
+
+    def ancestor_blocks(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """:meth:`ancestor_matrix` cut into its non-zero blocks: ``(flat, off, blocks)``.
+
+        Ancestors lie on lower levels, so the rows of level ``l``'s nodes are zero from column ``off[l]``
+        on. ``off`` int ``[L + 2]``: level ``l``'s nodes are ``off[l]:off[l+1]`` in the order of ``flat``;
+        ``blocks[l]`` bool ``[m_l, off[l]]`` equals ``A[off[l]:off[l+1], :off[l]]``. Cheaper than the
+        square matrix when a view ships each node's ancestors on lower levels only (P4/P6).
+        """
+        off, flat, down, _, _ = self._reach_down
+        blocks = [
+            np.unpackbits(d.view(np.uint8), axis=1, count=int(off[l]), bitorder="little").view(bool)
+            for l, d in enumerate(down)
+        ]
+        return flat, off, blocks
 
     def all_head_traces(self) -> dict[tuple[int, int, int], Trace]:
         """``{(level, token, h): trace(level, token, head=(level-1, h))}`` for every head glyph that is lit.
@@ -796,14 +962,17 @@ class AttentionGraph:
 def _or_and(sel: np.ndarray, sets: np.ndarray) -> np.ndarray:
     """Boolean matrix product over packed bitsets: row i = OR of ``sets[j]`` for every j with ``sel[i, j]``.
 
-    ``sel`` bool [r, m], ``sets`` uint64 [m, W] -> uint64 [r, W].
+    ``sel`` bool [r, m], ``sets`` uint64 [m, W] -> uint64 [r, W]. One ``bitwise_or.reduceat`` over the
+    selected rows of ``sets``, so the work follows the number of edges, not ``r * m``.
     """
     r, m = sel.shape
     out = np.zeros((r, sets.shape[1]), dtype=np.uint64)
-    if r == 0 or m == 0:
+    if r == 0 or m == 0 or sets.shape[1] == 0:
         return out
-    if r * m * sets.shape[1] <= 1 << 20:  # small: one vectorised reduction
-        return np.bitwise_or.reduce(np.where(sel[:, :, None], sets[None], np.uint64(0)), axis=1)
-    for j in np.flatnonzero(sel.any(axis=0)).tolist():  # large: one pass per column
-        out[sel[:, j]] |= sets[j]
+    flat = np.flatnonzero(sel)  # row-major: rows ascending (np.nonzero is slower in 2-d)
+    if flat.size == 0:
+        return out
+    ii, jj = np.divmod(flat, m)
+    starts = np.flatnonzero(np.concatenate(([True], ii[1:] != ii[:-1])))
+    out[ii[starts]] = np.bitwise_or.reduceat(sets[jj], starts, axis=0)
     return out

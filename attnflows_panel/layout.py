@@ -35,6 +35,7 @@ full text on hover and selection). :meth:`RadialLayout.label_report` counts the 
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "text_width",
     "radial_layout",
     "glyph_grid",
+    "glyph_grid_arrays",
     "edge_curves",
     "sparkline_segments",
     "context_layout",
@@ -261,27 +263,52 @@ class RadialLayout:
     extent: float
     n_heads: int
     style: RadialStyle = field(default_factory=RadialStyle)
+    #: numpy arrays of ``nodes``' columns, valid while ``nodes`` is the frame ``_columns_of`` (see column())
+    _columns: dict = field(default_factory=dict, repr=False, compare=False)
+    _columns_of: object = field(default=None, repr=False, compare=False)
 
     @property
     def L(self) -> int:
         return len(self.radii) - 1
 
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` of :attr:`nodes` as a read-only numpy array, read once per frame.
+
+        The views read the node columns many times per build and pandas' column access costs about
+        10 µs a time (benchmarks/README.md, P1). The arrays are those the frame was built from; a new
+        ``nodes`` frame starts a new cache (treat the frame as read-only: write through
+        :meth:`add_columns`)."""
+        if self._columns_of is not self.nodes:
+            self._columns, self._columns_of = {}, self.nodes
+        arr = self._columns.get(name)
+        if arr is None:
+            arr = self.nodes[name].to_numpy()
+            self._columns[name] = arr
+        return arr
+
+    def add_columns(self, columns: dict[str, np.ndarray]) -> None:
+        """Append node columns (arrays of ``len(nodes)``) with one concat, keeping their arrays."""
+        kept = self._columns if self._columns_of is self.nodes else {}
+        self.nodes = pd.concat([self.nodes, pd.DataFrame(columns, index=self.nodes.index)], axis=1)
+        self._columns = {**kept, **{k: _frozen(v) for k, v in columns.items()}}
+        self._columns_of = self.nodes
+
     def node_index(self, n_tokens: int) -> np.ndarray:
         """int [L+1, n]: node id of (level, position), -1 where the token is not in the level."""
         idx = np.full((self.L + 1, n_tokens), -1, dtype=np.int64)
-        idx[self.nodes["level"].to_numpy(), self.nodes["pos"].to_numpy()] = self.nodes["node"].to_numpy()
+        idx[self.column("level"), self.column("pos")] = self.column("node")
         return idx
 
     def level_bounds(self) -> np.ndarray:
         """int [L+2]: node ids of level k are ``bounds[k]:bounds[k+1]`` (nodes are sorted by level)."""
-        counts = np.bincount(self.nodes["level"].to_numpy(), minlength=self.L + 1)
+        counts = np.bincount(self.column("level"), minlength=self.L + 1)
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def label_report(self) -> list[dict[str, int]]:
         """Per ring, outermost (level 0) first: ``{"level", "tokens", "full", "truncated", "hidden"}``
         (0-based levels, as in code; the UI shows level + 1)."""
-        lv = self.nodes["level"].to_numpy()
-        stat = self.nodes["lstat"].to_numpy()
+        lv = self.column("level")
+        stat = self.column("lstat")
         out = []
         for k in range(self.L + 1):
             s = stat[lv == k]
@@ -310,59 +337,85 @@ def place_labels(
     Returns the label texts and their status (uint8: 2 full, 1 shortened, 0 hidden).
     """
     m = len(texts)
+    if m == 0:
+        return [], np.zeros(0, dtype=np.uint8)
+    ang = np.mod(np.asarray(angles, dtype=np.float64), TWO_PI)
+    pr = np.zeros(m) if priority is None else np.asarray(priority, dtype=np.float64)
+    order = np.lexsort((np.arange(m), -pr))
+    # ring order (by angle) and each token's rank in it
+    circ = np.argsort(ang, kind="stable")
+    rank = np.empty(m, dtype=np.int64)
+    rank[circ] = np.arange(m)
+    return _place_ring(list(texts), radius, order.tolist(), circ.tolist(), rank.tolist(), ang.tolist(), style,
+                       min_chars)
+
+
+def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[int], rank_l: list[int],
+                ang_l: list[float], style: RadialStyle, min_chars: int = 3) -> tuple[list[str], np.ndarray]:
+    """:func:`place_labels` on one ring, given its priority order, its tokens in angle order (``circ_l``)
+    and each token's rank in that order; angles in [0, 2π). Plain Python lists: the loops are sequential."""
+    m = len(texts)
     status = np.zeros(m, dtype=np.uint8)
     labels = [""] * m
-    if m == 0:
+    if m == 1:
+        labels[0], status[0] = texts[0], 2
         return labels, status
     cw = style.char_width * style.font
     pad = style.label_pad
     r = max(float(radius), 1.0)
-    ang = np.mod(np.asarray(angles, dtype=np.float64), TWO_PI)
-    pr = np.zeros(m) if priority is None else np.asarray(priority, dtype=np.float64)
-    order = np.lexsort((np.arange(m), -pr)).tolist()
-    if m == 1:
-        labels[0], status[0] = texts[0], 2
-        return labels, status
-    # ring order (by angle) and each token's neighbours in it
-    circ = np.argsort(ang, kind="stable")
-    rank = np.empty(m, dtype=np.int64)
-    rank[circ] = np.arange(m)
-    circ_l, rank_l, ang_l = circ.tolist(), rank.tolist(), ang.tolist()
     half = [0.0] * m  # angular half-width of each placed label (0 = none)
     placed = [False] * m
-
-    def gap(i: int) -> float:
-        """The largest half-angle a label centred on token i may take without touching a placed one."""
-        best = math.pi
-        ri = rank_l[i]
-        for step in (1, -1):
-            for j in range(1, m):
-                t = circ_l[(ri + step * j) % m]
-                if placed[t]:
-                    d = abs((ang_l[t] - ang_l[i] + math.pi) % TWO_PI - math.pi)
-                    best = min(best, d - half[t])
-                    break
-        return best
+    placed_ranks: list[int] = []  # ring ranks of the placed labels, ascending
 
     def half_angle(width: float) -> float:
         return math.atan((width + pad) / 2.0 / r)
 
     lengths = [len(t) for t in texts]
-    for i in order:
-        h = half_angle(lengths[i] * cw)
-        if h <= gap(i):
-            labels[i], status[i], half[i], placed[i] = texts[i], 2, h, True
-    for i in order:
+    pi, bisect_right, insort, atan = math.pi, bisect.bisect_right, bisect.insort, math.atan
+    n_placed = 0
+    for i in order:  # pass 1 (the hot loop: gap() and place() inlined, same arithmetic)
+        h = atan((lengths[i] * cw + pad) / 2.0 / r)
+        g = pi
+        if n_placed:
+            ri, ai = rank_l[i], ang_l[i]
+            j = bisect_right(placed_ranks, ri)
+            t = circ_l[placed_ranks[j if j < n_placed else 0]]  # next placed label, wrapping round
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
+            t = circ_l[placed_ranks[j - 1]]
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
+        if h <= g:
+            labels[i], half[i], placed[i] = texts[i], h, True
+            insort(placed_ranks, rank_l[i])
+            n_placed += 1
+    status[np.asarray(placed, dtype=bool)] = 2
+    for i in order:  # pass 2: shortened labels where a gap allows (gap() and place() inlined)
         if placed[i]:
             continue
-        g = gap(i)
+        g = pi
+        if placed_ranks:
+            ri, ai = rank_l[i], ang_l[i]
+            j = bisect_right(placed_ranks, ri)
+            t = circ_l[placed_ranks[j % len(placed_ranks)]]
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
+            t = circ_l[placed_ranks[j - 1]]
+            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
+            if d < g:
+                g = d
         if g <= 0:
             continue
         room = 2.0 * r * math.tan(min(g, 1.4)) - pad
         keep = int(room // cw) - 1  # one character's width for the ellipsis
         if min_chars <= keep < lengths[i]:
             text = texts[i][:keep] + "…"
-            labels[i], status[i], half[i], placed[i] = text, 1, half_angle(len(text) * cw), True
+            labels[i], status[i], half[i] = text, 1, half_angle(len(text) * cw)
+            placed[i] = True
+            insort(placed_ranks, rank_l[i])
     return labels, status
 
 
@@ -414,32 +467,50 @@ def radial_layout(
     level_col = np.concatenate([np.full(len(lev), k, dtype=np.int64) for k, lev in enumerate(levels)])
     pos = np.concatenate(levels)
     N = pos.size
-    ang = np.empty(N)
     rad = radii[level_col]
+    first = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # level k: nodes first[k]:first[k+1]
+    # every ring's angles at once (ring_angles of each ring: sentence A clockwise, B counter-clockwise)
+    size_of = np.asarray(sizes, dtype=np.int64)[level_col]
+    local = np.arange(N) - first[level_col]  # position of the node within its ring
+    start_rad = math.radians(style.start_angle)
+    step = TWO_PI / np.maximum(size_of, 1)
+    is_a = seg[pos] == 0
+    ca, cb = np.cumsum(is_a), np.cumsum(~is_a)
+    ring_start = first[level_col]
+    ia = ca - np.concatenate([[0], ca])[ring_start] - 1  # rank among the ring's A tokens
+    ib = cb - np.concatenate([[0], cb])[ring_start] - 1  # rank among the ring's B tokens
+    ang = np.mod(np.where(is_a, start_rad - (ia + 0.5) * step, start_rad + (ib + 0.5) * step), TWO_PI)
+    ang[first[L] :] = math.pi / 2  # the root
+    # each ring's label order (priority, ties by position) and angle order, sorted once for all rings
+    pr = np.zeros(N) if priority is None else priority[level_col, pos]
+    order_all = np.lexsort((local, -pr, level_col))
+    circ_all = np.lexsort((local, ang, level_col))
+    a_count = np.add.reduceat(is_a.astype(np.int64), first[:-1]) if N else np.zeros(L + 1, np.int64)
     labels: list[str] = []
     lstat = np.empty(N, dtype=np.uint8)
     ticks = []
-    start = 0
+    shown_l = [shown[i] for i in pos.tolist()]
+    ang_l_all = ang.tolist()
     for k in range(L + 1):
-        p = levels[k]
-        m = p.size
-        sl = slice(start, start + m)
-        start += m
+        lo, hi = int(first[k]), int(first[k + 1])
+        m = hi - lo
         if k == L:
-            ang[sl] = math.pi / 2
             labels.append(root_text)
-            lstat[sl] = 2
+            lstat[lo:hi] = 2
             continue
-        a, meet = ring_angles(seg[p], style.start_angle)
-        ang[sl] = a
-        texts = [shown[i] for i in p.tolist()]
-        lab, stt = place_labels(a, radii[k], texts, None if priority is None else priority[k, p], style)
+        if m == 0:
+            continue
+        circ = circ_all[lo:hi] - lo
+        rank = np.empty(m, dtype=np.int64)
+        rank[circ] = np.arange(m)
+        lab, stt = _place_ring(shown_l[lo:hi], radii[k], (order_all[lo:hi] - lo).tolist(), circ.tolist(),
+                               rank.tolist(), ang_l_all[lo:hi], style)
         labels.extend(lab)
-        lstat[sl] = stt
-        if m:
-            c, s = math.cos(meet), math.sin(meet)
-            r0, r1 = radii[k] - ch / 2 - 2, radii[k] + ch / 2 + 2
-            ticks.append((k, r0 * c, r0 * s, r1 * c, r1 * s))
+        lstat[lo:hi] = stt
+        meet = float(np.mod(start_rad - int(a_count[k]) * (TWO_PI / m), TWO_PI))  # where A and B meet
+        c, s = math.cos(meet), math.sin(meet)
+        r0, r1 = radii[k] - ch / 2 - 2, radii[k] + ch / 2 + 2
+        ticks.append((k, r0 * c, r0 * s, r1 * c, r1 * s))
 
     u, v, text_angle = reading_frame(ang)
     x, y = rad * np.cos(ang), rad * np.sin(ang)
@@ -455,7 +526,7 @@ def radial_layout(
     ux, uy, vx, vy = u[:, 0], u[:, 1], v[:, 0], v[:, 1]
     cols = {
         "node": np.arange(N, dtype=np.int64), "level": level_col, "pos": pos,
-        "token": [shown[i] for i in pos.tolist()], "seg": seg[pos], "angle": ang, "radius": rad,
+        "token": shown_l, "seg": seg[pos], "angle": ang, "radius": rad,
         "x": x, "y": y, "ux": ux, "uy": uy, "vx": vx, "vy": vy, "text_angle": text_angle,
         "font_size": fs, "label": labels, "lstat": lstat, "lw": lw,
         "lx": x + v_label * vx, "ly": y + v_label * vy,
@@ -474,7 +545,16 @@ def radial_layout(
     # the farthest corner of any cell (its label or its lower row) from the centre
     reach = np.hypot(rad + ch / 2, np.maximum(lw, rw) / 2)
     extent = float(max(reach.max(initial=0.0), radii.max() + ch / 2) + style.margin)
-    return RadialLayout(nodes=df, ticks=tick_df, radii=radii, extent=extent, n_heads=n_heads, style=style)
+    numeric = {k: _frozen(v) for k, v in cols.items() if isinstance(v, np.ndarray)}  # not the text columns
+    return RadialLayout(nodes=df, ticks=tick_df, radii=radii, extent=extent, n_heads=n_heads, style=style,
+                        _columns=numeric, _columns_of=df)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` itself, made read-only (a cached column must not change under its frame)."""
+    a = np.asarray(a)
+    a.flags.writeable = False
+    return a
 
 
 def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None = None) -> pd.DataFrame:
@@ -484,8 +564,17 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
     in the node's reading frame (the block is centred on ``gv``). Returns columns node, head, x, y, angle (text angle of the node), ux,
     uy (reading direction, for split glyph halves). Rows are ordered by node then head.
     """
+    return pd.DataFrame(glyph_grid_arrays(layout, n_heads, node_ids))
+
+
+def glyph_grid_arrays(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """:func:`glyph_grid` as a dict of numpy columns (no DataFrame: for views that pick rows in bulk)."""
     st = layout.style
-    nodes = layout.nodes if node_ids is None else layout.nodes.iloc[np.asarray(node_ids)]
+    pick = slice(None) if node_ids is None else np.asarray(node_ids)
+
+    def col(name: str) -> np.ndarray:
+        return layout.column(name)[pick]
+
     rows_n = max(1, min(st.glyph_rows, n_heads))
     cols = st.glyph_cols(n_heads)
     pitch = st.glyph + st.glyph_gap
@@ -493,24 +582,23 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
     h = np.arange(n_heads)
     du = (h % cols) * pitch + st.glyph / 2  # from the block's left edge
     dv = gh / 2 - (h // cols) * pitch - st.glyph / 2
-    m = len(nodes)
-    gu = nodes["gu"].to_numpy()[:, None] + du[None, :]
-    dvv = nodes["gv"].to_numpy()[:, None] + dv[None, :]
-    ux, uy = nodes["ux"].to_numpy()[:, None], nodes["uy"].to_numpy()[:, None]
-    vx, vy = nodes["vx"].to_numpy()[:, None], nodes["vy"].to_numpy()[:, None]
-    x = nodes["x"].to_numpy()[:, None] + gu * ux + dvv * vx
-    y = nodes["y"].to_numpy()[:, None] + gu * uy + dvv * vy
-    return pd.DataFrame(
-        {
-            "node": np.repeat(nodes["node"].to_numpy(), n_heads),
-            "head": np.tile(h, m),
-            "x": x.ravel(),
-            "y": y.ravel(),
-            "angle": np.repeat(nodes["text_angle"].to_numpy(), n_heads),
-            "ux": np.repeat(nodes["ux"].to_numpy(), n_heads),
-            "uy": np.repeat(nodes["uy"].to_numpy(), n_heads),
-        }
-    )
+    node = col("node")
+    m = len(node)
+    gu = col("gu")[:, None] + du[None, :]
+    dvv = col("gv")[:, None] + dv[None, :]
+    ux, uy = col("ux"), col("uy")
+    vx, vy = col("vx")[:, None], col("vy")[:, None]
+    x = col("x")[:, None] + gu * ux[:, None] + dvv * vx
+    y = col("y")[:, None] + gu * uy[:, None] + dvv * vy
+    return {
+        "node": np.repeat(node, n_heads),
+        "head": np.tile(h, m),
+        "x": x.ravel(),
+        "y": y.ravel(),
+        "angle": np.repeat(col("text_angle"), n_heads),
+        "ux": np.repeat(ux, n_heads),
+        "uy": np.repeat(uy, n_heads),
+    }
 
 
 def edge_curves(layout: RadialLayout, upper: np.ndarray, lower: np.ndarray) -> dict[str, np.ndarray]:
@@ -521,23 +609,27 @@ def edge_curves(layout: RadialLayout, upper: np.ndarray, lower: np.ndarray) -> d
     stays in the gap between the two rings instead of cutting across the view. Returns x0, y0, x1, y1,
     cx0, cy0, cx1, cy1 (float64 arrays), the usual Bézier columns.
     """
-    nodes = layout.nodes
+    col = layout.column
     upper = np.asarray(upper, dtype=np.int64)
     lower = np.asarray(lower, dtype=np.int64)
-    t0 = nodes["angle"].to_numpy()[upper]
-    t1 = nodes["angle"].to_numpy()[lower]
-    r0 = nodes["r_out"].to_numpy()[upper]
-    r1 = nodes["r_in"].to_numpy()[lower]
-    is_root = nodes["level"].to_numpy()[upper] == layout.L
+    angle = col("angle")
+    t0 = angle[upper]
+    t1 = angle[lower]
+    r0 = col("r_out")[upper]
+    r1 = col("r_in")[lower]
+    is_root = col("level")[upper] == layout.L
     # the root sits in the centre: leave it radially, towards the lower node
     t0 = np.where(is_root, t1, t0)
+    start = np.where(is_root, lower, upper)  # the node whose angle t0 is
     d = np.mod(t1 - t0 + math.pi, TWO_PI) - math.pi
     kappa = 4.0 / 3.0 * np.tan(d / 4.0)
     dr = r1 - r0
-    e0 = np.stack([np.cos(t0), np.sin(t0)])
-    e1 = np.stack([np.cos(t1), np.sin(t1)])
-    tan0 = np.stack([-np.sin(t0), np.cos(t0)])
-    tan1 = np.stack([-np.sin(t1), np.cos(t1)])
+    cos_n, sin_n = np.cos(angle), np.sin(angle)  # once per node, picked per edge end
+    cos0, sin0, cos1, sin1 = cos_n[start], sin_n[start], cos_n[lower], sin_n[lower]
+    e0 = np.stack([cos0, sin0])
+    e1 = np.stack([cos1, sin1])
+    tan0 = np.stack([-sin0, cos0])
+    tan1 = np.stack([-sin1, cos1])
     p0 = r0 * e0
     p1 = r1 * e1
     c0 = p0 + kappa * r0 * tan0 + dr / 3.0 * e0
@@ -558,7 +650,6 @@ def sparkline_segments(
     baseline beside the glyph block: 1, 2 and 3 heads fill 1/2, 3/4 and all of ``spark_height``, so a
     single head's peak stays visible. With ``per_bar=True`` each ``node_ids[i]`` is itself an array giving the
     node of every bar of ``rel[i]`` (many nodes in one go). Returns node, x0, y0, x1, y1 (one row per bar)."""
-    nodes = layout.nodes
     st = layout.style
     ids, xs, hs = [], [], []
     for nid, r, h in zip(node_ids, rel, heights):
@@ -574,11 +665,12 @@ def sparkline_segments(
     nid = np.concatenate(ids)
     rel_all = np.concatenate(xs)
     h_all = np.concatenate(hs)
-    sx0 = nodes["sx0"].to_numpy()[nid]
-    sy0 = nodes["sy0"].to_numpy()[nid]
-    sw = nodes["sw"].to_numpy()[nid]
-    ux, uy = nodes["ux"].to_numpy()[nid], nodes["uy"].to_numpy()[nid]
-    vx, vy = nodes["vx"].to_numpy()[nid], nodes["vy"].to_numpy()[nid]
+    col = layout.column
+    sx0 = col("sx0")[nid]
+    sy0 = col("sy0")[nid]
+    sw = col("sw")[nid]
+    ux, uy = col("ux")[nid], col("uy")[nid]
+    vx, vy = col("vx")[nid], col("vy")[nid]
     du = (np.clip(rel_all, -1, 1) + 1.0) / 2.0 * sw
     x0 = sx0 + du * ux
     y0 = sy0 + du * uy
@@ -619,24 +711,32 @@ def context_layout(
     ang, _ = ring_angles(seg, start_angle)
     width = (radius - hole) / max(1, L)
     radii = np.zeros(L + 1)
-    rows = []
     step = TWO_PI / max(1, n)
+    inner = np.zeros(L + 1)
+    outer = np.zeros(L + 1)
     for k in range(L + 1):
         i = L - k
         if k == L:
-            inner, outer = 0.0, hole * 0.8
+            inner[k], outer[k] = 0.0, hole * 0.8
         else:
-            inner = hole + (i - 1) * width
-            outer = inner + width * 0.82
-        radii[k] = (inner + outer) / 2
-        for p in range(n):
-            if k == L:
-                s, e = 0.0, TWO_PI
-            else:
-                s, e = ang[p] - step / 2 * 0.92, ang[p] + step / 2 * 0.92
-            rm = (inner + outer) / 2
-            rows.append((k, p, inner, outer, s, e, rm * math.cos(ang[p]), rm * math.sin(ang[p])))
-    df = pd.DataFrame(rows, columns=["level", "pos", "inner", "outer", "start", "end", "xc", "yc"])
+            inner[k] = hole + (i - 1) * width
+            outer[k] = inner[k] + width * 0.82
+        radii[k] = (inner[k] + outer[k]) / 2
+    # one row per (level, position), level-major, built in bulk; cos/sin per position from math, as before
+    cos_p = np.array([math.cos(a) for a in ang.tolist()])
+    sin_p = np.array([math.sin(a) for a in ang.tolist()])
+    half = step / 2 * 0.92
+    start = np.tile(ang - half, L + 1)
+    end = np.tile(ang + half, L + 1)
+    start[L * n :], end[L * n :] = 0.0, TWO_PI  # the root: a full disc
+    rm = np.repeat(radii, n)
+    df = pd.DataFrame({
+        "level": np.repeat(np.arange(L + 1, dtype=np.int64), n),
+        "pos": np.tile(np.arange(n, dtype=np.int64), L + 1),
+        "inner": np.repeat(inner, n), "outer": np.repeat(outer, n),
+        "start": start, "end": end,
+        "xc": rm * np.tile(cos_p, L + 1), "yc": rm * np.tile(sin_p, L + 1),
+    })
     return ContextLayout(wedges=df, angles=ang, radii=radii, extent=radius + 8.0)
 
 
@@ -679,25 +779,38 @@ def sentence_layout(
     seg = np.asarray(segments, dtype=np.int64)
     lh = font_size + 2 * circle + 14.0
     circles_w = 5 * (2 * circle + 1.0)
-    rows, crow = [], []
-    x = pad
-    row = 0
-    prev_seg = None
-    for p, (tok, s) in enumerate(zip(tokens, seg)):
-        tok = display_token(tok)
-        w = max(text_width(tok, font_size, char_width), circles_w) + pad
-        if prev_seg is not None and (s != prev_seg or x + w > width - pad):
+    shown = [display_token(t) for t in tokens][: len(seg)]
+    n = len(shown)
+    if n == 0:
+        tdf = pd.DataFrame([], columns=["pos", "token", "seg", "x", "y", "w", "row"])
+        cdf = pd.DataFrame([], columns=["pos", "slot", "x", "y"])
+        return SentenceLayout(tokens=tdf, circles=cdf, width=width, height=lh + 6.0, line_height=lh, radius=circle)
+    lens = np.array([len(t) for t in shown], dtype=np.float64)
+    w = (np.maximum(lens * char_width * font_size, circles_w) + pad).tolist()  # text_width, or the circles
+    # line wrapping is sequential (each slot starts where the previous one ended): plain floats
+    seg_l = seg.tolist()
+    xs, rows_l = [0.0] * n, [0] * n
+    x, row, prev_seg = pad, 0, None
+    for p in range(n):
+        s_p, w_p = seg_l[p], w[p]
+        if prev_seg is not None and (s_p != prev_seg or x + w_p > width - pad):
             row += 1  # sentence B starts a new line; a full line wraps
             x = pad
-        cx = x + w / 2
-        y = (row + 1) * lh - 4.0
-        rows.append((p, tok, int(s), cx, y, w, row))
-        for j in range(5):
-            crow.append((p, j, cx - circles_w / 2 + (j + 0.5) * (2 * circle + 1.0), y - font_size - circle - 2.0))
-        x += w
-        prev_seg = s
-    tdf = pd.DataFrame(rows, columns=["pos", "token", "seg", "x", "y", "w", "row"])
-    cdf = pd.DataFrame(crow, columns=["pos", "slot", "x", "y"])
+        xs[p], rows_l[p] = x, row
+        x += w_p
+        prev_seg = s_p
+    w_a = np.asarray(w, dtype=np.float64)
+    cx = np.asarray(xs, dtype=np.float64) + w_a / 2
+    row_a = np.asarray(rows_l, dtype=np.int64)
+    y = (row_a + 1) * lh - 4.0
+    tdf = pd.DataFrame({"pos": np.arange(n, dtype=np.int64), "token": shown, "seg": seg[:n],
+                        "x": cx, "y": y, "w": w_a, "row": row_a})
+    j = np.arange(5)
+    cdf = pd.DataFrame({
+        "pos": np.repeat(np.arange(n, dtype=np.int64), 5), "slot": np.tile(j, n).astype(np.int64),
+        "x": (cx[:, None] - circles_w / 2 + (j + 0.5)[None, :] * (2 * circle + 1.0)).ravel(),
+        "y": np.repeat(y - font_size - circle - 2.0, 5),
+    })
     height = (row + 1) * lh + 6.0
     return SentenceLayout(tokens=tdf, circles=cdf, width=width, height=height, line_height=lh, radius=circle)
 

@@ -43,7 +43,7 @@ from attnflows_panel.layout import (
     RadialLayout,
     RadialStyle,
     edge_curves,
-    glyph_grid,
+    glyph_grid_arrays,
     radial_layout,
     sparkline_segments,
 )
@@ -175,12 +175,45 @@ def _pack_heads(heads_bool: np.ndarray) -> np.ndarray:
     """bool [m, H] → uint32 [m, W]: bit ``h % 32`` of word ``h // 32`` is set when head h carries the edge."""
     m, H = heads_bool.shape
     W = max(1, math.ceil(H / 32))
-    out = np.zeros((m, W), dtype=np.uint32)
-    for w in range(W):
-        chunk = heads_bool[:, w * 32 : (w + 1) * 32].astype(np.uint64)
-        weights = (np.uint64(1) << np.arange(chunk.shape[1], dtype=np.uint64))
-        out[:, w] = (chunk * weights[None, :]).sum(axis=1).astype(np.uint32)
-    return out
+    padded = np.zeros((m, W * 32), dtype=bool)
+    padded[:, :H] = heads_bool
+    # 8 heads per byte, little-endian bits, 4 bytes per uint32 word (this machine order: little-endian)
+    return np.packbits(padded, axis=1, bitorder="little").view("<u4").astype(np.uint32)
+
+
+class _Columns:
+    """Read-only numpy columns of one of :class:`FlowData`'s frames, each read from pandas once.
+
+    pandas' column access costs about 10 µs a time and a view build reads its frames' columns about a
+    hundred times (benchmarks/README.md, P1), so the frames' arrays are kept beside them: those they were
+    built from, then any other read on first use. ``cols["x"]`` is ``frame["x"].to_numpy()``."""
+
+    __slots__ = ("frame", "_get")
+
+    def __init__(self, frame: pd.DataFrame, get):
+        self.frame, self._get = frame, get
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._get(name)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def _array_cache(frame: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None):
+    cache = {}
+    for k, v in (arrays or {}).items():
+        v = np.asarray(v)
+        v.flags.writeable = False
+        cache[k] = v
+
+    def get(name: str) -> np.ndarray:
+        arr = cache.get(name)
+        if arr is None:
+            arr = cache[name] = frame[name].to_numpy()
+        return arr
+
+    return get
 
 
 @dataclass
@@ -201,8 +234,8 @@ class Highlight:
     def node_set(self, data: FlowData) -> dict[tuple[int, int], int]:
         """``{(level, token): code}`` of the highlighted nodes."""
         ids = np.flatnonzero(self.nodes)
-        lv = data.nodes["level"].to_numpy()[ids]
-        ps = data.nodes["pos"].to_numpy()[ids]
+        lv = data.columns("nodes")["level"][ids]
+        ps = data.columns("nodes")["pos"][ids]
         return {(int(a), int(b)): int(c) for a, b, c in zip(lv, ps, self.nodes[ids])}
 
 
@@ -212,8 +245,9 @@ def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray
     The browser's hover code (``flow.js``, ``compose``) does exactly the same from its own codes.
     """
     N, E, G = len(data.nodes), len(data.edges), len(data.glyphs)
-    node_base = data.nodes["base"].to_numpy().astype(np.uint8)
-    edge_base = data.edges["base"].to_numpy().astype(np.uint8)
+    nodes, edges = data.columns("nodes"), data.columns("edges")
+    node_base = nodes["base"].astype(np.uint8)
+    edge_base = edges["base"].astype(np.uint8)
     if hl is None or not hl.active:
         node_st = 5 + node_base
         edge_st = 5 + edge_base
@@ -222,10 +256,10 @@ def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray
         node_st = np.where(hl.nodes > 0, hl.nodes, 4).astype(np.uint8)
         node_st = np.where(hl.origin, 8 + np.maximum(hl.nodes, 1), node_st).astype(np.uint8)
         edge_st = np.where(hl.edges > 0, hl.edges, 4).astype(np.uint8)
-        gm = data.glyphs["model"].to_numpy().astype(np.uint8)
+        gm = data.columns("glyphs")["model"].astype(np.uint8)
         glyph_st = np.where(hl.glyphs, gm, 4).astype(np.uint8)
-    spark_st = node_st[data.sparks["node"].to_numpy()] if len(data.sparks) else np.zeros(0, np.uint8)
-    layer = data.edges["layer"].to_numpy().astype(np.int64)
+    spark_st = node_st[data.columns("sparks")["node"]] if len(data.sparks) else np.zeros(0, np.uint8)
+    layer = edges["layer"].astype(np.int64)
     lit = edge_st < 4
     count = np.bincount(layer[lit], minlength=data.L)
     ha = density_alpha(count, data.sweep, HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX)[layer]
@@ -303,11 +337,12 @@ class FlowData:
         nodes = self.layout.nodes
         self.node_index = self.layout.node_index(self.n)
         self.bounds = self.layout.level_bounds()
-        lv, ps = nodes["level"].to_numpy(), nodes["pos"].to_numpy()
+        lv, ps = self.layout.column("level"), self.layout.column("pos")
         member = membership[lv, ps].astype(np.uint8)
-        nodes["member"] = member
-        nodes["base"] = member if self.comparison is not None else np.zeros(len(nodes), np.uint8)
-        self._glyph_block_geometry()
+        extra = {"member": member,
+                 "base": member if self.comparison is not None else np.zeros(len(nodes), np.uint8)}
+        extra.update(self._glyph_block_geometry())
+        self.layout.add_columns(extra)  # one concat (a pandas setitem per column cost more)
         self.glyphs = self._build_glyphs()
         self.edges = self._build_edges()
         self.sparks = self._build_sparks()
@@ -319,6 +354,24 @@ class FlowData:
     def nodes(self) -> pd.DataFrame:
         return self.layout.nodes
 
+    def columns(self, frame: str) -> _Columns:
+        """Numpy columns of ``nodes``, ``glyphs``, ``edges`` or ``sparks``: ``columns("edges")["u"]`` is
+        ``edges["u"].to_numpy()`` (read-only), without pandas' per-access cost. The frames are the view's
+        read-only data; a frame replaced by a new one gets fresh columns."""
+        df = self.layout.nodes if frame == "nodes" else getattr(self, frame)
+        cache = self.__dict__.setdefault("_col_cache", {})
+        cols = cache.get(frame)
+        if cols is None or cols.frame is not df:
+            get = self.layout.column if frame == "nodes" else _array_cache(df)
+            cols = cache[frame] = _Columns(df, get)
+        return cols
+
+    def _frame(self, name: str, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
+        """A frame built from numpy ``arrays``, whose columns stay at hand (:meth:`columns`)."""
+        df = pd.DataFrame(arrays)
+        self.__dict__.setdefault("_col_cache", {})[name] = _Columns(df, _array_cache(df, arrays))
+        return df
+
     def _label_priority(self) -> np.ndarray:
         """float [L+1, n]: which labels a ring shows first (:func:`~attnflows_panel.layout.place_labels`):
         the token's influence I_k (eq. 4, the larger of the drawn models'), then its degree in the drawn
@@ -329,83 +382,71 @@ class FlowData:
         deg = np.zeros((L + 1, n))
         for c, g in self.graphs.items():
             infl[:L] = np.maximum(infl[:L], self.influence[c])
-            adj = g.active.any(axis=1)  # [L, n, n]: edge (k+1, a) -> (k, b)
-            deg[:L] = np.maximum(deg[:L], adj.sum(axis=1))  # from the level above
-            deg[1:] = np.maximum(deg[1:], adj.sum(axis=2))  # to the level below
+            adj = g.adjacency.view(np.uint8)  # [L, n, n]: edge (k+1, a) -> (k, b), summed as bytes
+            acc = np.uint16 if n < 65536 else np.int64
+            deg[:L] = np.maximum(deg[:L], adj.sum(axis=1, dtype=acc))  # from the level above
+            deg[1:] = np.maximum(deg[1:], adj.sum(axis=2, dtype=acc))  # to the level below
         infl[L] = infl.max() + 1.0
         return infl + deg / (deg.max() + 1.0)
 
-    def _glyph_block_geometry(self) -> None:
-        nodes, st = self.layout.nodes, self.style
+    def _glyph_block_geometry(self) -> dict[str, np.ndarray]:
+        """The nodes' glyph-block size (bw, bh) and sparkline baseline end (sx1, sy1), as new columns."""
+        col, st = self.layout.column, self.style
         gw, gh = st.glyph_block(self.H)
-        lv0 = nodes["level"].to_numpy() == 0  # level 0 has no level below: no glyphs, no empty block
-        nodes["bw"] = np.where(lv0, 0.0, gw + 1.2)
-        nodes["bh"] = np.where(lv0, 0.0, gh + 1.2)
-        nodes["sx1"] = nodes["sx0"] + nodes["sw"] * nodes["ux"]
-        nodes["sy1"] = nodes["sy0"] + nodes["sw"] * nodes["uy"]
+        lv0 = col("level") == 0  # level 0 has no level below: no glyphs, no empty block
+        sw = col("sw")
+        return {
+            "bw": np.where(lv0, 0.0, gw + 1.2),
+            "bh": np.where(lv0, 0.0, gh + 1.2),
+            "sx1": col("sx0") + sw * col("ux"),
+            "sy1": col("sy0") + sw * col("uy"),
+        }
 
     def _build_glyphs(self) -> pd.DataFrame:
         """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
         (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
         H = self.H
-        grid = glyph_grid(self.layout, H)
+        grid = glyph_grid_arrays(self.layout, H)
         nodes = self.layout.nodes
         N = len(nodes)
+        pos = self.layout.column("pos")
         counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
+        above0 = int(self.bounds[1])  # nodes of levels >= 1 (level 0 has no glyphs): g.glyphs(k)[pos]
+        lv = self.layout.column("level")[above0:]
         for c, g in self.graphs.items():
-            for k in range(1, self.L + 1):
-                ids = np.arange(self.bounds[k], self.bounds[k + 1])
-                if ids.size:
-                    counts[c][ids] = g.glyphs(k)[nodes["pos"].to_numpy()[ids]]
+            counts[c][above0:] = g.out_degree[lv - 1, pos[above0:]]
         if self.comparison is not None:
-            state = np.zeros((N, H), dtype=np.int64)
-            for k in range(1, self.L + 1):
-                ids = np.arange(self.bounds[k], self.bounds[k + 1])
-                if ids.size:
-                    state[ids] = self.comparison.glyph_states(k)[nodes["pos"].to_numpy()[ids]]
+            # c.glyph_states(k) of every node (level 0 has none): PRE where the pre-trained head attends
+            # to some token of the level below, FINE likewise, BOTH for a split glyph (§4.3.3)
+            state = PRE * (counts[PRE] > 0) + FINE * (counts[FINE] > 0)
         else:
             (c,) = self.graphs
             state = (counts[c] > 0) * c
         st = state.ravel()
         cp, cf = counts[PRE].ravel(), counts[FINE].ravel()
-        lit = np.flatnonzero(st)
+        lit = np.flatnonzero(st)  # (node, head) cells, ascending: rows come out ordered by node, head
         g = self.style.glyph
-        parts = []
-        for code in (PRE, FINE):
-            full = lit[st[lit] == code]
-            parts.append((full, code, 0.0, g))
-        split = lit[st[lit] == BOTH]
-        parts.append((split, PRE, -g / 4, g / 2))
-        parts.append((split, FINE, g / 4, g / 2))
-        part_of = {PRE: 1, FINE: 2}
-        rows = []
-        for ids, code, off, w in parts:
-            if ids.size == 0:
-                continue
-            sub = grid.iloc[ids]
-            if self.comparison is not None:
-                gc = np.full(ids.size, 12 if code == PRE else 13)
-            else:
-                cnt = (cp if code == PRE else cf)[ids]
-                gc = (0 if code == PRE else RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
-            rows.append(pd.DataFrame({
-                "node": sub["node"].to_numpy(),
-                "head": sub["head"].to_numpy(),
-                "model": np.full(ids.size, code),
-                "x": sub["x"].to_numpy() + off * sub["ux"].to_numpy(),
-                "y": sub["y"].to_numpy() + off * sub["uy"].to_numpy(),
-                "w": np.full(ids.size, w),
-                "part": np.full(ids.size, 0 if w == g else part_of[code]),
-                "angle": sub["angle"].to_numpy(),
-                "gc": gc,
-                "cp": cp[ids],
-                "cf": cf[ids],
-            }))
         cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
-        if not rows:
+        if lit.size == 0:
             return pd.DataFrame({c: np.zeros(0) for c in cols})
-        df = pd.concat(rows, ignore_index=True)
-        return df.sort_values(["node", "head", "model"], kind="stable").reset_index(drop=True)
+        # a split glyph (both models, §4.3.3) is two half-width rows, pre-trained (left) then fine-tuned
+        split_cell = st[lit] == BOTH
+        idx = np.repeat(lit, np.where(split_cell, 2, 1))
+        split = np.repeat(split_cell, np.where(split_cell, 2, 1))
+        first = np.concatenate(([True], idx[1:] != idx[:-1]))
+        model = np.where(split, np.where(first, PRE, FINE), st[idx]).astype(np.int64)
+        off = np.where(split, np.where(first, -g / 4, g / 4), 0.0)
+        if self.comparison is not None:
+            gc = np.where(model == PRE, 12, 13).astype(np.int64)
+        else:
+            cnt = np.where(model == PRE, cp[idx], cf[idx])
+            gc = np.where(model == PRE, 0, RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
+        return self._frame("glyphs", {
+            "node": grid["node"][idx], "head": grid["head"][idx], "model": model,
+            "x": grid["x"][idx] + off * grid["ux"][idx], "y": grid["y"][idx] + off * grid["uy"][idx],
+            "w": np.where(split, g / 2, g), "part": np.where(split, model, 0).astype(np.int64),
+            "angle": grid["angle"][idx], "gc": gc, "cp": cp[idx], "cf": cf[idx],
+        })
 
     def _build_edges(self) -> pd.DataFrame:
         """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads.
@@ -414,38 +455,35 @@ class FlowData:
         view's data together)."""
         n, H = self.n, self.H
         W = max(1, math.ceil(H / 32))
-        parts: dict[str, list[np.ndarray]] = {}
-
-        def add(key, arr):
-            parts.setdefault(key, []).append(arr)
-
-        for k in range(self.L):
-            per = {}
-            for c, g in self.graphs.items():
-                a, b = np.nonzero(g.active[k].any(axis=0))
-                per[c] = (a.astype(np.int64) * n + b, g.active[k][:, a, b].T)
-            keys = np.unique(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
-            if keys.size == 0:
-                continue
-            add("layer", np.full(keys.size, k, dtype=np.int64))
-            add("a", keys // n)
-            add("b", keys % n)
+        cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
+        per = {}
+        for c, g in self.graphs.items():  # every layer at once: keys (k, a, b) ascending
+            key = np.flatnonzero(g.adjacency)  # (k * n + a) * n + b, ascending (np.nonzero is slow in 3-d)
+            k, rem = np.divmod(key, n * n)
+            a, b = np.divmod(rem, n)
+            per[c] = (key.astype(np.int64), g.active[k, :, a, b], g.head_counts[k, a, b])  # heads: bool [m, H]
+        keys = np.sort(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys  # np.unique, faster
+        if keys.size == 0:
+            edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
+        else:
+            edges = {"layer": keys // (n * n), "a": keys // n % n, "b": keys % n}
             member = np.zeros(keys.size, dtype=np.int64)
             nh = np.zeros(keys.size, dtype=np.int64)
+            words = {}
             for c in (PRE, FINE):
-                words = np.zeros((keys.size, W), dtype=np.uint32)
+                words[c] = np.zeros((keys.size, W), dtype=np.uint32)
                 if c in per:
-                    key_c, heads = per[c]
+                    key_c, heads, count_c = per[c]
                     pos = np.searchsorted(keys, key_c)
-                    words[pos] = _pack_heads(heads)
+                    words[c][pos] = _pack_heads(heads)
                     member[pos] |= c
-                    nh[pos] = np.maximum(nh[pos], heads.sum(axis=1))
+                    nh[pos] = np.maximum(nh[pos], count_c)  # heads carrying the edge
+            edges["nh"] = nh
+            for c in (PRE, FINE):
                 for w in range(W):
-                    add(f"h{c}_{w}", words[:, w])
-            add("nh", nh)
-            add("member", member)
-        cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
-        edges = {c: (np.concatenate(parts[c]) if c in parts else np.zeros(0, dtype=np.int64)) for c in cols}
+                    edges[f"h{c}_{w}"] = words[c][:, w]
+            edges["member"] = member
         layer = edges["layer"]
         u = self.node_index[layer + 1, edges["a"]]
         v = self.node_index[layer, edges["b"]]
@@ -453,7 +491,7 @@ class FlowData:
         edges["base"] = edges["member"] if self.comparison is not None else np.zeros(layer.size, dtype=np.int64)
         # normal-state opacity per layer: dense layers fade so that they read as texture, not ink
         # (see density_alpha; the mean sweep per layer also scales highlighted edges in the browser) ...
-        ang = self.layout.nodes["angle"].to_numpy()
+        ang = self.layout.column("angle")
         t0, t1 = ang[u], ang[v]
         sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
         count = np.bincount(layer, minlength=self.L)
@@ -465,62 +503,63 @@ class FlowData:
         edges["ea"] = np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)
         edges.update(edge_curves(self.layout, u, v))
         self.words = W
-        return pd.DataFrame(edges)
+        return self._frame("edges", edges)
 
     def _build_sparks(self) -> pd.DataFrame:
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
         the relative position ``(a - w)/(n-1)`` of each token a of level k+1 that attends to w through
         layer k, as high as the number of heads doing so, clamped at 3 - i.e. ``g.sparkline(k, w,
-        "attending")``. Read for a whole level at once from the graph's per-head edges ``g.active[k]``
-        (the same numbers; the tests check them against ``g.sparkline`` token by token)."""
-        nodes = self.layout.nodes
-        frames = []
+        "attending")``. Read for every level at once from the graph's ``head_counts`` (the number of
+        heads carrying each edge: the same numbers; the tests check them against ``g.sparkline`` token by
+        token)."""
         models = list(self.graphs.items())
         shift = 0.9 if len(models) == 2 else 0.0
         denom = max(self.n - 1, 1)
+        ux_all, uy_all = self.layout.column("ux"), self.layout.column("uy")
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in ("node", "x0", "y0", "x1", "y1", "model")}
         for i, (c, g) in enumerate(models):
-            ids, rel, hts = [], [], []
-            for k in range(self.L):
-                heads = g.active[k].sum(axis=0)  # [a, w]: heads carrying edge (k+1, a) -> (k, w)
-                a_idx, w_idx = np.nonzero(heads)
-                if a_idx.size == 0:
-                    continue
-                nid = self.node_index[k, w_idx]
-                ids.append(nid)
-                rel.append((a_idx - w_idx) / denom)
-                hts.append(np.minimum(heads[a_idx, w_idx], 3))
-            if ids:
-                seg = sparkline_segments(self.layout, [np.concatenate(ids)], [np.concatenate(rel)], [np.concatenate(hts)],
-                                         per_bar=True)
+            heads = g.head_counts  # [k, a, w]: heads carrying edge (k+1, a) -> (k, w)
+            flat = np.flatnonzero(g.adjacency)  # ordered by layer, then a, then w (np.nonzero is slow in 3-d)
+            k_idx, rem = np.divmod(flat, self.n * self.n)
+            a_idx, w_idx = np.divmod(rem, self.n)
+            if k_idx.size:
+                seg = sparkline_segments(self.layout, [self.node_index[k_idx, w_idx]], [(a_idx - w_idx) / denom],
+                                         [np.minimum(heads[k_idx, a_idx, w_idx], 3)], per_bar=True)
             else:
                 seg = sparkline_segments(self.layout, [], [], [])
-            df = pd.DataFrame(seg)
-            df["model"] = c
-            if shift and len(df):
-                nid = df["node"].to_numpy()
+            x0, y0, x1, y1 = seg["x0"], seg["y0"], seg["x1"], seg["y1"]
+            if shift and seg["node"].size:
+                nid = seg["node"]
                 off = shift * (1 if i else -1) / 2
-                for xs, ux in (("x0", "ux"), ("x1", "ux")):
-                    df[xs] = df[xs] + off * nodes[ux].to_numpy()[nid]
-                for ys, uy in (("y0", "uy"), ("y1", "uy")):
-                    df[ys] = df[ys] + off * nodes[uy].to_numpy()[nid]
-            frames.append(df)
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["node", "x0", "y0", "x1", "y1", "model"])
-        return out
+                dx, dy = off * ux_all[nid], off * uy_all[nid]
+                x0, x1, y0, y1 = x0 + dx, x1 + dx, y0 + dy, y1 + dy
+            for key, arr in (("node", seg["node"]), ("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1),
+                             ("model", np.full(seg["node"].size, c, dtype=np.int64))):
+                cols[key].append(arr)
+        return self._frame("sparks", {k: np.concatenate(v) for k, v in cols.items()})
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
         """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
-        :meth:`AttentionGraph.ancestor_matrix`) as one packed bit stream."""
-        nodes = self.layout.nodes
-        N = len(nodes)
-        lv = nodes["level"].to_numpy()
-        flat, Ag = g.ancestor_matrix()
-        A = np.zeros((N, N), dtype=bool)
-        if flat.size:
-            ids = self.node_index.ravel()[flat]  # this view's node id of each of g's nodes
-            A[np.ix_(ids, ids)] = Ag
-        lo = self.bounds[lv]  # nodes below node u's level: ids 0 .. lo-1
-        keep = np.arange(N)[None, :] < lo[:, None]
-        return np.packbits(A[keep], bitorder="little")
+        :meth:`AttentionGraph.ancestor_sets`, numbered by this view's node ids) as one packed bit stream: node ``u``'s row holds the
+        nodes of the levels below its own, rows in node order."""
+        bounds = self.bounds  # this view's nodes of level l are ids bounds[l]:bounds[l+1]
+        ids = self.node_index.ravel()[g.levels_flat]  # this view's node id of each of g's nodes
+        sets = g.ancestor_sets(ids, len(self.layout.nodes))  # numbered by this view's ids: no scatter
+        off = np.concatenate([[0], np.cumsum([len(x) for x in g.levels])])
+        rows = []
+        for l in range(self.L + 1):
+            m, lo = int(bounds[l + 1] - bounds[l]), int(bounds[l])
+            if m == 0:
+                continue
+            mine = np.unpackbits(sets[l].view(np.uint8), axis=1, count=lo, bitorder="little").view(bool)
+            if mine.shape[0] == m:  # g holds every node of this level
+                rows.append(mine.ravel())
+                continue
+            block = np.zeros((m, lo), dtype=bool)  # node u of level l: the nodes below its level
+            block[ids[off[l] : off[l + 1]] - lo] = mine
+            rows.append(block.ravel())
+        stream = np.concatenate(rows) if rows else np.zeros(0, dtype=bool)
+        return np.packbits(stream, bitorder="little")
 
     # ------------------------------------------------------------------ selections (server side)
 
@@ -532,8 +571,8 @@ class FlowData:
     def _edge_lookup(self) -> np.ndarray:
         if not hasattr(self, "_eid"):
             eid = np.full((self.L, self.n, self.n), -1, dtype=np.int64)
-            e = self.edges
-            eid[e["layer"].to_numpy(), e["a"].to_numpy(), e["b"].to_numpy()] = np.arange(len(e))
+            e = self.columns("edges")
+            eid[e["layer"], e["a"], e["b"]] = np.arange(len(e))
             self._eid = eid
         return self._eid
 
@@ -541,11 +580,11 @@ class FlowData:
         if not hasattr(self, "_gid"):
             N = len(self.nodes)
             out = {}
-            gl = self.glyphs
+            gl = self.columns("glyphs")
             for c in (PRE, FINE):
                 m = np.full(N * self.H, -1, dtype=np.int64)
-                sel = gl["model"].to_numpy() == c
-                m[gl["node"].to_numpy()[sel] * self.H + gl["head"].to_numpy()[sel]] = np.flatnonzero(sel)
+                sel = gl["model"] == c
+                m[gl["node"][sel] * self.H + gl["head"][sel]] = np.flatnonzero(sel)
                 out[c] = m
             self._gid = out
         return self._gid
@@ -580,16 +619,15 @@ class FlowData:
         in the mask (as in ``Trace.edges`` / ``PathResult.edges``, and as flow.js marks a hover); with
         ``head = (layer, h)`` that layer's steps are only those carried by head h. A glyph (u, h) lights
         when a marked edge of u carries head h in that model."""
-        E = len(self.edges)
-        if E == 0:
-            return
-        node_in = np.zeros(len(self.nodes) + 1, dtype=bool)  # last slot: nodes absent from the view
-        lv, tok = np.nonzero(mask)
-        ids = self.node_index[lv, tok]
-        node_in[ids[ids >= 0]] = True
         e = self._edge_arrays()
-        lit = (e["member"] & code).astype(bool) & node_in[e["u"]] & node_in[e["v"]]
-        words = [e[f"h{code}_{w}"].astype(np.uint64) for w in range(self.words)]
+        if e["u"].size == 0:
+            return
+        N = e["N"]
+        node_in = np.zeros(N + 1, dtype=bool)  # last slot: nodes absent from the view
+        ids = self.node_index.ravel()[np.flatnonzero(mask)]
+        node_in[ids[ids >= 0]] = True
+        lit = e[f"in{code}"] & node_in[e["u"]] & node_in[e["v"]]
+        words = list(e[f"w{code}"])  # uint64 [E] per 32-head word
         if head is not None:
             at = e["layer"] == head[0]
             carried = ((words[head[1] // 32] >> np.uint64(head[1] % 32)) & np.uint64(1)).astype(bool)
@@ -598,38 +636,54 @@ class FlowData:
                 words[w] = np.where(at, np.uint64(1 << (head[1] % 32)) if w == head[1] // 32 else np.uint64(0), words[w])
         hl.edges[lit] |= np.uint8(code)
         gl = self._glyph_arrays()
-        rows = np.flatnonzero(gl["model"] == code)
-        if rows.size == 0 or not lit.any():
+        rows = gl[f"rows{code}"]
+        lit_ids = np.flatnonzero(lit)
+        if rows.size == 0 or lit_ids.size == 0:
             return
-        N = len(self.nodes)
+        # edges are ordered by (layer, a), so the marked edges of one upper node u are consecutive: OR
+        # their head words per u with one reduceat
+        u = e["u"][lit_ids]
+        starts = np.flatnonzero(np.concatenate(([True], u[1:] != u[:-1])))
+        gnode, gword, gshift = gl[f"node{code}"], gl[f"word{code}"], gl[f"shift{code}"]
         for w in range(self.words):
             acc = np.zeros(N, dtype=np.uint64)
-            np.bitwise_or.at(acc, e["u"][lit], words[w][lit])
-            h = gl["head"][rows]
-            in_word = (h // 32) == w
-            on = ((acc[gl["node"][rows]] >> (h % 32).astype(np.uint64)) & np.uint64(1)).astype(bool) & in_word
+            acc[u[starts]] = np.bitwise_or.reduceat(words[w][lit_ids], starts)
+            on = ((acc[gnode] >> gshift) & np.uint64(1)).astype(bool)
+            if self.words > 1:
+                on &= gword == w
             hl.glyphs[rows[on]] = True
 
     def _edge_arrays(self) -> dict[str, np.ndarray]:
         if not hasattr(self, "_earr"):
-            e = self.edges
+            e = self.columns("edges")
             cols = ["u", "v", "layer", "member"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(self.words)]
-            self._earr = {c: e[c].to_numpy() for c in cols}
-            self._earr["u"] = self._earr["u"].astype(np.int64)
-            self._earr["v"] = self._earr["v"].astype(np.int64)
+            earr = {c: e[c] for c in cols}
+            earr["u"] = earr["u"].astype(np.int64)
+            earr["v"] = earr["v"].astype(np.int64)
+            earr["N"] = len(self.nodes)
+            for c in (PRE, FINE):
+                earr[f"in{c}"] = (earr["member"] & c).astype(bool)
+                earr[f"w{c}"] = [earr[f"h{c}_{w}"].astype(np.uint64) for w in range(self.words)]
+            self._earr = earr
         return self._earr
 
     def _glyph_arrays(self) -> dict[str, np.ndarray]:
         if not hasattr(self, "_garr"):
-            g = self.glyphs
-            self._garr = {c: g[c].to_numpy().astype(np.int64) for c in ("node", "head", "model")}
+            g = self.columns("glyphs")
+            garr = {c: g[c].astype(np.int64) for c in ("node", "head", "model")}
+            for c in (PRE, FINE):  # per model: its glyph rows, their nodes, head words and bit shifts
+                rows = np.flatnonzero(garr["model"] == c)
+                h = garr["head"][rows]
+                garr[f"rows{c}"], garr[f"node{c}"] = rows, garr["node"][rows]
+                garr[f"word{c}"], garr[f"shift{c}"] = h // 32, (h % 32).astype(np.uint64)
+            self._garr = garr
         return self._garr
 
     def _apply_mask(self, hl: Highlight, mask: np.ndarray, code: int | None = None) -> None:
-        lv, tok = np.nonzero(mask)
-        ids = self.node_index[lv, tok]
+        flat = np.flatnonzero(mask)
+        ids = self.node_index.ravel()[flat]
         ok = ids >= 0
-        vals = mask[lv, tok] if code is None else np.full(lv.size, code)
+        vals = mask.ravel()[flat] if code is None else np.full(flat.size, code)
         hl.nodes[ids[ok]] |= np.asarray(vals, dtype=np.uint8)[ok]
 
     def highlight(
@@ -677,10 +731,10 @@ class FlowData:
             lv = levels[0]
             toks = sorted(by_level[lv])
             if self.comparison is not None:
-                res = self.comparison.trace(lv, toks, head=head_t, model=model_code if head_t else None)
-                self._apply_mask(hl, res.mask)
+                res = self.comparison.trace_mask(lv, toks, head=head_t, model=model_code if head_t else None)
+                self._apply_mask(hl, res)
                 for c in (PRE, FINE):
-                    self._mark(hl, c, (res.mask & c).astype(bool), head_t)
+                    self._mark(hl, c, (res & c).astype(bool), head_t)
             else:
                 (c, g), = self.graphs.items()
                 tr = g.trace(lv, toks, head=head_t)
@@ -692,10 +746,10 @@ class FlowData:
             la, lb = levels
             ta, tb = sorted(by_level[la]), sorted(by_level[lb])
             if self.comparison is not None:
-                res = self.comparison.paths(la, ta, lb, tb)
-                self._apply_mask(hl, res.mask)
+                res = self.comparison.paths_mask(la, ta, lb, tb)
+                self._apply_mask(hl, res)
                 for c in (PRE, FINE):
-                    self._mark(hl, c, (res.mask & c).astype(bool), None)
+                    self._mark(hl, c, (res & c).astype(bool), None)
             else:
                 (c, g), = self.graphs.items()
                 pm = g.paths_mask(la, ta, lb, tb)
@@ -709,7 +763,7 @@ class FlowData:
                 message = message or f"paths between levels {la + 1} and {lb + 1}"
         # selected tokens stay highlighted even if a model lacks them
         miss = hl.origin & (hl.nodes == 0)
-        hl.nodes[miss] = self.nodes["member"].to_numpy()[miss]
+        hl.nodes[miss] = self.layout.column("member")[miss]
         hl.message = message
         return hl
 
@@ -717,7 +771,7 @@ class FlowData:
 
     def sources(self) -> dict[str, dict[str, Any]]:
         """Column dicts for the Bokeh ColumnDataSources (compact dtypes, rounded float32 coordinates)."""
-        nodes, glyphs, edges, sparks = self.nodes, self.glyphs, self.edges, self.sparks
+        nodes, glyphs, edges, sparks = (self.columns(f) for f in ("nodes", "glyphs", "edges", "sparks"))
         N = len(nodes)
         states = compose_states(self, None)
         node_cols = {
@@ -725,8 +779,8 @@ class FlowData:
             "pos": _uint(nodes["pos"], self.n),
             "token": nodes["token"].tolist(),
             "label": nodes["label"].tolist(),
-            "lstat": nodes["lstat"].to_numpy().astype(np.uint8),
-            "mem": nodes["member"].to_numpy().astype(np.uint8),
+            "lstat": nodes["lstat"].astype(np.uint8),
+            "mem": nodes["member"].astype(np.uint8),
             "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
             "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hr": _f32(nodes["hr"]),
             "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
@@ -734,8 +788,8 @@ class FlowData:
             "st": states["nodes"], "fz": states["nodes"].copy(),
         }
         # influence I_k (eq. 4) of every node in each drawn model, for the hover details (none at the root)
-        lv = nodes["level"].to_numpy()
-        ps = nodes["pos"].to_numpy()
+        lv = nodes["level"]
+        ps = nodes["pos"]
         below_root = lv < self.L
         for c in (PRE, FINE):
             if c in self.influence:
@@ -744,27 +798,27 @@ class FlowData:
                 node_cols[f"i{c}"] = np.round(infl, 2).astype(np.float32)
         glyph_cols = {
             "node": _uint(glyphs["node"], N), "head": _uint(glyphs["head"], 255),
-            "model": glyphs["model"].to_numpy().astype(np.uint8),
-            "part": glyphs["part"].to_numpy().astype(np.uint8),  # 0 whole glyph, 1/2 left/right half
+            "model": glyphs["model"].astype(np.uint8),
+            "part": glyphs["part"].astype(np.uint8),  # 0 whole glyph, 1/2 left/right half
             "x": _q16(glyphs["x"]), "y": _q16(glyphs["y"]),
-            "gc": glyphs["gc"].to_numpy().astype(np.uint8),
+            "gc": glyphs["gc"].astype(np.uint8),
             "cp": _uint(glyphs["cp"], self.n), "cf": _uint(glyphs["cf"], self.n),
             "st": states["glyphs"], "fz": states["glyphs"].copy(),
         }
         edge_cols = {k: _q16(edges[k]) for k in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")}
         edge_cols.update({
             "u": _uint(edges["u"], N), "v": _uint(edges["v"], N),
-            "mem": edges["member"].to_numpy().astype(np.uint8),
-            "ea": edges["ea"].to_numpy().astype(np.uint8),
+            "mem": edges["member"].astype(np.uint8),
+            "ea": edges["ea"].astype(np.uint8),
             "ha": states["edge_alpha"],
             "st": states["edges"], "fz": states["edges"].copy(),
         })
         mask_dtype = np.uint8 if self.H <= 8 else np.uint16 if self.H <= 16 else np.uint32
         for c in self.graphs:
             for w in range(self.words):
-                edge_cols[f"h{c}_{w}"] = edges[f"h{c}_{w}"].to_numpy().astype(mask_dtype)
+                edge_cols[f"h{c}_{w}"] = edges[f"h{c}_{w}"].astype(mask_dtype)
         spark_cols = {k: _q16(sparks[k]) for k in ("x0", "y0", "x1", "y1")}
-        spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].to_numpy().astype(np.uint8),
+        spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].astype(np.uint8),
                            "st": states["sparks"]})
         bits = {"H": [self.H], "W": [self.words], "models": [self.models], "L": [self.L], "n": [self.n],
                 "sizes": [[len(nodes), len(edges), len(glyphs)]],  # lets the browser skip half-updated data
