@@ -579,3 +579,27 @@ def test_a_mode_switch_draws_as_a_view_made_in_that_mode(start, end):
     made = AttentionFlowsView(_result(), tau=TAU, mode=end)
     _root(made)
     assert drawn(switched) == drawn(made)
+
+
+def test_focus_hides_what_is_dimmed_and_switching_back_restores_it():
+    """The focus switch: dimmed items (display state 4, outside the traced subgraph) vanish; off again,
+    they are drawn faint as before. The view's figures are kept, only their opacity tables change."""
+    from attnflows_panel.views.flow import FOCUS_DIM
+    from attnflows_panel.views.flow_data import EDGE_ALPHA, GLYPH_ALPHA
+
+    view = AttentionFlowsView(_result(), tau=0.3)
+    flow = view._flow
+    figure = flow.figure
+
+    def tables():
+        return (flow.edge_renderer.glyph.line_alpha.transform.args["table"],
+                flow.glyph_renderer.glyph.fill_alpha.transform.args["table"])
+
+    edges, glyphs = tables()
+    assert edges[4] == EDGE_ALPHA[4] > 0 and glyphs[4] == GLYPH_ALPHA[4] > 0
+    view.focus = True
+    edges, glyphs = tables()
+    assert edges[4] == glyphs[4] == FOCUS_DIM == 0 and edges[1] == EDGE_ALPHA[1]
+    assert view._flow.figure is figure
+    view.focus = False
+    assert tables() == (list(map(float, EDGE_ALPHA)), list(map(float, GLYPH_ALPHA)))

@@ -238,14 +238,12 @@ class FlowFigure:
         self.edge_renderer = fig.bezier(
             *(transform(c, dq) for c in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")), source=S["edges"],
             line_color=transform("st", _state_mapper(EDGE_COLORS)),
-            line_alpha=transform("st", _edge_alpha_transform(S["edges"])),
-            line_width=transform("st", _alpha_transform(EDGE_WIDTH)),
+            line_width=transform("st", _alpha_transform(EDGE_WIDTH)),  # its alpha: _apply_alphas
         )
         # node halo and hit target: a circle over the token's cell (centres are what box and lasso test)
         self.node_renderer = fig.circle(
             "hx", "hy", radius="hr", source=S["nodes"],
-            fill_color=transform("st", _state_mapper(STATE_COLORS)),
-            fill_alpha=transform("st", _alpha_transform(NODE_HALO_ALPHA)),
+            fill_color=transform("st", _state_mapper(STATE_COLORS)),  # its alpha: _apply_alphas
             line_color=None,
             name="attnflows-node-targets",
         )
@@ -256,7 +254,7 @@ class FlowFigure:
         self.label_renderer = fig.text(
             "lx", "ly", text="label", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
             text_align="center", text_baseline="middle", text_font=font,
-            text_color=transform("st", _state_mapper(NODE_TEXT)),
+            text_color=transform("st", text_colors := _state_mapper(NODE_TEXT)),
             name="attnflows-labels",
         )
         # sparkline baseline and bars (§4.3.2: where the attending tokens of the level above sit)
@@ -280,10 +278,10 @@ class FlowFigure:
         self.overlay_renderer = fig.text(
             "lx", "ly", text="token", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
             text_align="center", text_baseline="middle", text_font=font,
-            text_color=transform("st", _state_mapper(NODE_TEXT)),
-            text_alpha=transform("st", _label_alpha_transform(S["nodes"], True)),
+            text_color=transform("st", text_colors),
+            text_alpha=transform("st", overlay_alpha := _label_alpha_transform(S["nodes"], True)),
             background_fill_color="white",
-            background_fill_alpha=transform("st", _label_alpha_transform(S["nodes"], True)),
+            background_fill_alpha=transform("st", overlay_alpha),
             name="attnflows-label-overlay",
         )
         self._apply_alphas()
@@ -359,6 +357,8 @@ class FlowFigure:
 
     def set_focus(self, focus: bool) -> None:
         """Focus: show only the traced subgraph of the hover or the frozen selection (dimmed items vanish)."""
+        if bool(focus) == self.focus:
+            return  # the alphas of this focus are set already
         self.focus = bool(focus)
         self._apply_alphas()
 
