@@ -133,13 +133,6 @@ def _run_cell(page, code: str) -> str:
     return new.locator(".jp-OutputArea").inner_text()
 
 
-# Known failure, kept visible (issue #10, item 9, still open): after the cell that switches the view to
-# the fine-tuned model (the rings shrink), BokehJS in JupyterLab raises "Size mismatch" / "Offset is
-# outside the bounds of the DataView" (and once "reference … isn't known") while it applies the pushed
-# patch; the click then no longer freezes a token. The kernel's messages replayed into a Python Document
-# are consistent (equal column lengths, selections in range), and the served app does not show it.
-# strict: the test must start failing the xfail the day this is fixed, so that the mark is removed.
-@pytest.mark.xfail(strict=True, reason="issue #10 item 9: BokehJS page errors after an in-place mode switch pushed to JupyterLab")
 def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, browser, tmp_path):
     context = browser.new_context(viewport={"width": 1600, "height": 1400})
     refused: list[str] = []
