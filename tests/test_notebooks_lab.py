@@ -10,7 +10,10 @@ checks that:
   [CLS] trace of the fine-tuned model) shows in the view's status line;
 - a click round-trips: clicking a token in the browser freezes it, and a cell run afterwards sees that
   selection in the kernel (``view.selection``);
-- no uncaught page error and no console error occurs on the way (hover, click included).
+- the view's own mode buttons redraw it from the kernel (the rings change size, as they did when the
+  notebook switched the mode from Python), and a click on another token still round-trips;
+- no uncaught page error and no console error occurs on the way (hover, clicks, both mode switches
+  included).
 """
 
 from __future__ import annotations
@@ -133,13 +136,6 @@ def _run_cell(page, code: str) -> str:
     return new.locator(".jp-OutputArea").inner_text()
 
 
-# Known failure, kept visible (issue #10, item 9, still open): after the cell that switches the view to
-# the fine-tuned model (the rings shrink), BokehJS in JupyterLab raises "Size mismatch" / "Offset is
-# outside the bounds of the DataView" (and once "reference … isn't known") while it applies the pushed
-# patch; the click then no longer freezes a token. The kernel's messages replayed into a Python Document
-# are consistent (equal column lengths, selections in range), and the served app does not show it.
-# strict: the test must start failing the xfail the day this is fixed, so that the mark is removed.
-@pytest.mark.xfail(strict=True, reason="issue #10 item 9: BokehJS page errors after an in-place mode switch pushed to JupyterLab")
 def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, browser, tmp_path):
     context = browser.new_context(viewport={"width": 1600, "height": 1400})
     refused: list[str] = []
@@ -187,6 +183,19 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         expect(view.get_by_text(re.compile(rf"selected .*“{re.escape(tok['token'])}”"))).to_be_visible()
         out = _run_cell(page, "print(view.selection)")
         assert json.loads(out.strip().splitlines()[-1]) == [[tok["level"], tok["pos"]]]
+        # the view's own mode buttons: the kernel redraws and the rings grow back (combined); a click on
+        # another token still freezes it
+        drawn = len(pts)
+        view.get_by_role("button", name="Combined", exact=True).click()
+        page.evaluate(SCROLL_INTO_VIEW, NODES)
+        pts = wait_for(lambda: (q := page.evaluate(GLYPH_POINTS, [NODES, ["token", "level", "pos"]])) and len(q) != drawn and q,
+                       what="the combined rings")
+        tok2 = next(p for p in pts if p["level"] == 0 and p["pos"] != tok["pos"] and p["token"] not in ("[CLS]", "[SEP]"))
+        page.mouse.move(tok2["x"], tok2["y"])
+        page.mouse.click(tok2["x"], tok2["y"])
+        expect(view.get_by_text(re.compile(rf"selected .*“{re.escape(tok2['token'])}”"))).to_be_visible()
+        out = _run_cell(page, "print(view.mode, view.selection)")
+        assert out.strip().splitlines()[-1] == f"combined [[0, {tok2['pos']}]]"
         assert problems == [], "\n".join(problems + [f"refused (offline): {u}" for u in refused])
         # no script from the internet (BokehJS, Panel, their extensions). Panel 1.9 still names three
         # theme stylesheets of models sent after the first render by their CDN URL (theme/default.css,

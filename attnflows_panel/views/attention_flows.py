@@ -105,6 +105,10 @@ def _in_session() -> bool:
     doc = pn.state.curdoc
     return bool(doc is not None and doc.session_context)
 
+#: the parameters that the figures draw, and what a change of each redraws (``AttentionFlowsView._redraw``)
+_REDRAW = {"result": "graph", "tau": "graph", "mode": "graph", "level": "level", "selection": "selection",
+           "head": "selection", "head_model": "selection", "size": "size", "focus": "focus", "alpha": "alpha"}
+
 #: CSS height of the flow view: the window's height less the header and the sentence view above it, at
 #: least 420 px. Its width is what the row leaves; the drawing is the largest square in that box.
 FLOW_HEIGHT = "max(420px, calc(100vh - 190px))"
@@ -221,6 +225,9 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._check_selection()
         if self.result is not None:
             self._rebuild()
+            self._update_panes()
+        # one watcher for everything the figures draw: one ``param.update`` is one redraw (one push)
+        self.param.watch(self._on_params, list(_REDRAW))
         # a new result without a level of its own: the sentence view opens at the informative level
         self.param.watch(self._on_new_result_level, ["result", "level"])
         self._layout = None  # the default layout, made when first shown (an app lays out parts() itself)
@@ -307,8 +314,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self._flow.set_level(self.level)
                 self._sentence.update(data, self.level)
                 self._context.update(data, self.level)
-        self._apply_selection()
-        self._legend.object = self._legend_html()
+        self._show_selection()
 
     def _attach_callbacks(self) -> None:
         for name in ("nodes", "glyphs"):
@@ -405,15 +411,19 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._graphs_cache.clear()
         self.param.level.bounds = (0, max(1, self._L - 1))
 
-    @param.depends("result", "tau", "mode", watch=True)
-    def _on_graph(self):
-        tau = round(float(self.tau), 4)  # a slider's 0.15 - 0.01 is 0.13999999999999999
-        if tau != self.tau:
-            with param.parameterized.discard_events(self):
-                self.tau = tau
-        if self.result is None:
-            return
-        if self.result is not self._shown:
+    def _on_params(self, *events) -> None:
+        """Check the changed parameters and redraw once for all of them.
+
+        One watcher for every parameter that the figures draw, so that ``param.update(mode=..., selection=...)``
+        (or a Bokeh callback that sets several) is one redraw: in a notebook one push of the figures'
+        final state, on a served page one change on the next tick."""
+        names = {e.name for e in events}
+        if "tau" in names:
+            tau = round(float(self.tau), 4)  # a slider's 0.15 - 0.01 is 0.13999999999999999
+            if tau != self.tau:
+                with param.parameterized.discard_events(self):
+                    self.tau = tau
+        if self.result is not None and names & {"result", "tau", "mode"} and self.result is not self._shown:
             self._shown = self.result
             self._new_result()
             with param.parameterized.discard_events(self):  # one rebuild for all
@@ -422,32 +432,14 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self.selection = []
                 self.head = []
                 self.head_model = "both"
-        self._redraw("graph")
+        if "level" in names:
+            self._check_level()
+        if names & {"selection", "head", "head_model"}:
+            self._check_selection()
+        self._redraw(*{_REDRAW[n] for n in names})
 
-    @param.depends("level", watch=True)
-    def _on_level(self):
-        self._check_level()
-        self._redraw("level")
-
-    @param.depends("selection", "head", "head_model", watch=True)
-    def _on_selection(self):
-        self._check_selection()
-        self._redraw("selection")
-
-    @param.depends("size", watch=True)
-    def _on_size(self):
-        self._redraw("size")
-
-    @param.depends("focus", watch=True)
-    def _on_focus(self):
-        self._redraw("focus")
-
-    @param.depends("alpha", watch=True)
-    def _on_alpha(self):
-        self._redraw("alpha")
-
-    def _redraw(self, what: str) -> None:
-        """Bring the figures up to the parameters (``what`` changed).
+    def _redraw(self, *what: str) -> None:
+        """Bring the figures up to the parameters (``what`` changed: "graph", "level", "selection", ...).
 
         On a served page this runs on the document's next tick (``doc.add_next_tick_callback``), which
         holds the document's lock, whatever called it: a widget change that Panel runs outside the
@@ -455,11 +447,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
         server (a notebook, a test) it runs at once."""
         if self.result is None:
             return
-        self._pending.add(what)
+        self._pending.update(what)
         doc = pn.state.curdoc
         if doc is None or doc.session_context is None:
             self._draw_pending()
-            self._push()
             return
         if not self._scheduled:
             self._scheduled = True
@@ -472,7 +463,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         if self.result is None or not pending:
             return
         if "graph" in pending or self._flow is None:
-            self._rebuild()  # level, selection and legend included
+            self._rebuild()  # level and selection included
         else:
             if "size" in pending:
                 self._flow.resize(self.size)
@@ -485,9 +476,19 @@ class AttentionFlowsView(pn.viewable.Viewer):
             if "focus" in pending:
                 self._flow.set_focus(self.focus)
             if pending & {"level", "alpha", "selection"}:
-                self._apply_selection()
-            if "level" in pending:
-                self._legend.object = self._legend_html()
+                self._show_selection()
+        # In a notebook the figures' changes go to the browser now, in a message of their own, and the
+        # panes' text after them. BokehJS redraws a text glyph whose source changed length in steps
+        # that wait on each other (``await``); a pane's new text in the same message would lay the
+        # whole output out again at once and paint that glyph half-updated ("Size mismatch", "Offset is
+        # outside the bounds of the DataView" in JupyterLab). A served page shows the panes elsewhere.
+        self._push()
+        self._update_panes()
+
+    def _update_panes(self) -> None:
+        """The status line and the legend (Panel panes: Panel sends their change itself)."""
+        self._status.object = self.status_html()
+        self._legend.object = self._legend_html()
 
     def _push(self) -> None:
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
@@ -503,7 +504,9 @@ class AttentionFlowsView(pn.viewable.Viewer):
         data = self._data if not self._pending else self._flow_data()  # the figures may lag a tick behind
         return data.highlight(self.selection, head, self.head_model if head else None)
 
-    def _apply_selection(self) -> None:
+    def _show_selection(self) -> None:
+        """Draw the frozen selection in the figures and mirror it into their Bokeh selections; set
+        ``status`` (the status pane follows in :meth:`_update_panes`)."""
         data = self._data
         hl = self.highlight()
         self._flow.show(hl)
@@ -525,7 +528,6 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self._flow.sources["glyphs"].selected.indices = gids
         with param.edit_constant(self):
             self.status = self._status_text(hl)
-        self._status.object = self.status_html(hl)
 
     @reported
     def _on_radial_select(self, attr, old, new) -> None:

@@ -432,6 +432,9 @@ class FlowFigure:
     def update(self, data: FlowData) -> None:
         """Swap in new data (τ, mode or input changed), keeping the figure and its tools."""
         self.data = data
+        # the size first: in a notebook a new layout after sources of new lengths, in one message,
+        # would paint a text glyph that BokehJS is still updating (README.md, JupyterLab)
+        self.resize(self._size)
         color = self._spark_color(data)
         if self.spark_renderer.glyph.line_color != color:  # the mode changed: a figure made in one mode
             self.spark_renderer.glyph.line_color = color  # draws as one made in the other
@@ -440,7 +443,6 @@ class FlowFigure:
             self.sources[k].data = v
         self.sources["ticks"].data = self._tick_cols(data)
         self.sources["bounds"].data = {"w": [2 * data.layout.extent]}
-        self.resize(self._size)
         for src in ("nodes", "glyphs"):
             self.sources[src].selected.indices = []
 

@@ -1,0 +1,182 @@
+"""What the view sends to a notebook's browser when it changes, without a browser.
+
+In a notebook (JupyterLab), Panel renders a cell's output into a Bokeh ``Document`` held with the
+"combine" policy, and every push sends the held changes over a comm as one PATCH-DOC message. The
+tests record those messages with a comm of their own, replay each one into a copy of the document as
+the browser would, and check what made BokehJS in JupyterLab raise page errors ("Size mismatch",
+"Offset is outside the bounds of the DataView"), which ``tests/test_notebooks_lab.py`` sees in a real
+JupyterLab:
+
+- BokehJS redraws a text glyph whose source changed length in steps that wait on each other; a change
+  of a layout model (a Panel pane's text, a figure's size) later in the *same* message lays the output
+  out again at once and paints the half-updated glyph. So: in one message, no layout model changes
+  after a source changed its number of rows.
+- One ``param.update(mode=..., selection=...)`` is one redraw: its figure changes arrive in one
+  message, in their final state (before, the mode and the selection were drawn and pushed one after
+  the other).
+- After every message, every ColumnDataSource of the browser's copy has columns of one length, and at
+  the end the copy shows what the Python side shows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from bokeh.document import Document
+from bokeh.models import ColumnDataSource, LayoutDOM
+from bokeh.core.serialization import Serialized
+from bokeh.protocol import Protocol
+from pyviz_comms import Comm
+
+from attnflows_panel.views.attention_flows import AttentionFlowsView
+from test_views import TAU, _attn, _result
+
+
+class RecordingComm(Comm):
+    """A comm whose channel records what Panel sends through it (``pyviz_comms.Comm``'s contract:
+    ``init`` opens the channel, ``send`` sends a text or a binary part)."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts: list[tuple[str | None, list[bytes]]] = []
+
+    def init(self, on_msg=None):
+        self._comm = self  # the open channel
+
+    def send(self, data=None, metadata=None, buffers=()):
+        self.parts.append((data, [bytes(b) for b in buffers]))
+
+    def take_messages(self) -> list:
+        """The Bokeh protocol messages sent since the last call (``panel.io.notebook.send``'s framing:
+        header, metadata, content, then a header and a payload per buffer)."""
+        parts, self.parts = self.parts, []
+        msgs, i = [], 0
+        while i < len(parts):
+            header = parts[i][0]
+            n = json.loads(header).get("num_buffers", 0)
+            msg = Protocol().assemble(header, parts[i + 1][0], parts[i + 2][0])
+            i += 3
+            for _ in range(n):
+                msg.assemble_buffer(json.loads(parts[i][0]), parts[i + 1][1][0])
+                i += 2
+            msgs.append(msg)
+        return msgs
+
+
+def _notebook(view):
+    """The view as a notebook cell's output: its root in a Document held as Panel holds it
+    (``panel.io.notebook.render_mimebundle``), with a recording comm; and the browser's copy."""
+    comm = RecordingComm()
+    comm.init()
+    doc = Document()
+    root = view.__panel__().get_root(doc, comm=comm)
+    doc.add_root(root)
+    doc.hold("combine")
+    browser = Document.from_json(doc.to_json())
+    return doc, comm, browser
+
+
+def _rows(src) -> set[int]:
+    return {len(v) for v in src.data.values()}
+
+
+def _replay(messages, browser: Document) -> list[list[tuple[str, object, str]]]:
+    """Apply each message to the browser's copy, one event after the other as BokehJS does; return
+    each message's events as (kind, model, attr).
+
+    A ColumnDataChanged event that names its columns replaces those columns and keeps the others
+    (BokehJS's ``Document._apply_json_patch``; Python's own ``apply_json_patch`` would drop them).
+    Checks that every source's columns have one length after every event, and that no layout model
+    changes later in a message in which a source changed its number of rows."""
+    out = []
+    for msg in messages:
+        events, resized = [], None
+        for ev in msg.content["events"]:
+            model = browser.get_model_by_id(ev["model"]["id"]) if "model" in ev else None
+            events.append((ev["kind"], model, ev.get("attr")))
+            old = dict(model.data) if ev["kind"] == "ColumnDataChanged" else None
+            browser.apply_json_patch(Serialized({"events": [ev]}, msg.buffers))
+            if old is not None:
+                if ev.get("cols") is not None:
+                    model.data = {**old, **model.data}
+                assert len(_rows(model)) == 1, f"{model.name}: columns of different lengths {_rows(model)}"
+                if resized is None and _rows(model) != {len(v) for v in old.values()}:
+                    resized = model.name
+            elif resized is not None and ev["kind"] == "ModelChanged" and isinstance(model, LayoutDOM):
+                raise AssertionError(f"{resized} changed its number of rows, and later in the same message "
+                                     f"{type(model).__name__}.{ev['attr']} changed (a new layout)")
+        out.append(events)
+    return out
+
+
+def _figure_messages(replayed) -> list:
+    return [evs for evs in replayed if any(kind.startswith("Column") for kind, _, _ in evs)]
+
+
+def _same_as_python(doc: Document, browser: Document) -> None:
+    for src in doc.models:
+        if isinstance(src, ColumnDataSource) and src.name and src.name.startswith("attnflows-"):
+            copy = browser.get_model_by_id(src.id)
+            assert set(copy.data) == set(src.data), src.name
+            for col, values in src.data.items():
+                got, want = copy.data[col], values
+                if isinstance(want, np.ndarray) and want.dtype != object:
+                    np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"{src.name}.{col}")
+                else:
+                    assert [np.asarray(v).tolist() for v in got] == [np.asarray(v).tolist() for v in want], f"{src.name}.{col}"
+
+
+def test_a_mode_switch_from_python_is_one_message_with_no_layout_change_after_the_new_rows():
+    """Notebook 01's cell: ``view.param.update(mode="finetuned", selection=[[L, 0]])``."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    doc, comm, browser = _notebook(view)
+    rows = len(view.flow.sources["nodes"].data["st"])
+    view.param.update(mode="finetuned", selection=[[2, 0]])
+    assert len(view.flow.sources["nodes"].data["st"]) < rows  # the rings shrink: the sources change length
+    replayed = _replay(comm.take_messages(), browser)
+    figure = _figure_messages(replayed)
+    assert len(figure) == 1, [[(k, type(m).__name__, a) for k, m, a in evs] for evs in figure]
+    # the Panel panes (status line, legend) follow in messages of their own
+    panes = [evs for evs in replayed if evs is not figure[0]]
+    assert any(a == "text" and "selected" in m.text for evs in panes for _, m, a in evs)
+    _same_as_python(doc, browser)
+    st = np.asarray(browser.select_one({"name": "attnflows-nodes"}).data["st"])
+    assert (st != 0).any() and len(st) == len(view.data.nodes)  # the frozen [CLS] trace is drawn
+
+
+def test_tau_level_and_selection_changes_keep_the_messages_consistent():
+    """The browser's controls (τ slider, level, a click) set the same parameters: each change sends
+    its figure changes in one message, with no layout change after new rows."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    doc, comm, browser = _notebook(view)
+    for change in ({"tau": 0.55}, {"mode": "pretrained"}, {"level": 1}, {"selection": [[0, 3]]},
+                   {"tau": TAU, "mode": "combined", "selection": [[1, 1]]}, {"selection": []}):
+        view.param.update(**change)
+        figure = _figure_messages(_replay(comm.take_messages(), browser))
+        assert len(figure) == 1, change
+        _same_as_python(doc, browser)
+
+
+def test_a_new_result_of_another_depth_sends_no_layout_change_after_the_new_rows():
+    """A new pair with one layer instead of two: the rings, and with them the figure's design size,
+    change; the figure's size changes before its sources' rows do."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=1, selection=[[1, 1]])
+    doc, comm, browser = _notebook(view)
+    small = _attn({(0, 0, 0): {1: 0.9}, (0, 1, 0): {3: 0.8}}, L=1, H=2, n=5)
+    view.result = _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"], segments=[0, 0, 0, 0, 1])
+    replayed = _replay(comm.take_messages(), browser)
+    assert _figure_messages(replayed)
+    _same_as_python(doc, browser)
+    assert len(browser.select_one({"name": "attnflows-nodes"}).data["st"]) == 3
+
+
+@pytest.mark.parametrize("focus", [True, False])
+def test_focus_and_size_changes_replay_cleanly(focus):
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0, selection=[[0, 1]])
+    doc, comm, browser = _notebook(view)
+    view.param.update(focus=focus, size=500)
+    _replay(comm.take_messages(), browser)
+    assert browser.select_one({"name": "attnflows-radial"}).width == 500
+    _same_as_python(doc, browser)
