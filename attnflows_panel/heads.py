@@ -178,6 +178,79 @@ def batch_change(pre: Any, fine: Any, lengths: Sequence[int]) -> tuple[np.ndarra
     return cos, js
 
 
+
+_LN2 = 0.6931471805599453
+
+
+def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengths: Sequence[int],
+                                  encode_codes: bool = True) -> Any:
+    """Per-sample head change of a padded batch, straight from both models' HF attention tensors
+    (sequences of L torch tensors ``[B, H, N, N]``, on their device; the index build's fast path,
+    index/README.md): uint8 codes ``[B, 2, L, H]`` as :func:`encode` writes them, or with
+    ``encode_codes=False`` the float64 ``(cosine, jsd)`` arrays ``[B, L, H]`` before encoding.
+
+    The same quantities as :func:`sample_change` on each sample's real tokens (``lengths[i]`` queries
+    and keys), computed in another order: per attention row, in float32, the three dot products
+    ``p·q``, ``p·p``, ``q·q`` and the three sums ``Σ x ln x`` of ``p``, ``q`` and ``s = p + q``; then, in
+    float64 over the real query rows only,
+
+        cos = Σ p·q / sqrt(Σ p·p · Σ q·q),
+        JSD(row) = ½ Σ p log2 p + ½ Σ q log2 q − Σ m log2 m  with  Σ m log2 m = ½ Σ s log2 s − ½ Σ s
+
+    (``m = s / 2``; ``0 · log 0 = 0``). So each layer costs three logarithms and a few multiply-adds per
+    weight, no mask multiplication and no float64 pass over the ``[B, H, N, N]`` weights; the results
+    agree with :func:`sample_change` to about 1e-6 (the tests check it, and that the 8-bit codes differ
+    by at most one step, rarely). Padded keys need no mask: softmax gives them exactly zero weight
+    (their additive mask is the dtype's minimum), so they add nothing to any sum; padded query rows are
+    left out of the float64 sums. Only ``[B, L, H]`` leaves the device."""
+    import torch
+
+    if len(pre) != len(fine) or not len(pre):
+        raise ValueError(f"expected the same number of layers from both models, got {len(pre)} and {len(fine)}")
+    B, H, N, _ = pre[0].shape
+    if len(lengths) != B:
+        raise ValueError(f"{len(lengths)} lengths for a batch of {B}")
+    device = pre[0].device
+    n = torch.as_tensor([int(x) for x in lengths], device=device)
+    if bool((n < 1).any()) or bool((n > N).any()):
+        raise ValueError(f"lengths must be in [1, {N}], got {list(lengths)}")
+    real = (torch.arange(N, device=device)[None, :] < n[:, None]).to(torch.float64)[:, None, :]  # [B, 1, N]
+    count = n.to(torch.float64)[:, None]  # [B, 1]
+    tiny = 1e-30
+    buf = scratch = None
+    cos_l, js_l = [], []
+
+    def xlnx_rows(x, out):  # Σ_key x ln x per row, 0 · ln 0 = 0 (x · ln(max(x, tiny)) is exactly 0 at 0)
+        return torch.clamp(x, min=tiny, out=out).log_().mul_(x).sum(dim=-1)
+
+    for p, q in zip(pre, fine):
+        if p.shape != q.shape:
+            raise ValueError(f"attention shapes differ between the models: {tuple(p.shape)} vs {tuple(q.shape)}")
+        p = p.to(torch.float32)
+        q = q.to(torch.float32)
+        if buf is None or buf.shape != p.shape:
+            buf, scratch = torch.empty_like(p), torch.empty_like(p)
+        dot = torch.linalg.vecdot(p, q)  # [B, H, N] per row, float32
+        pp = torch.linalg.vecdot(p, p)
+        qq = torch.linalg.vecdot(q, q)
+        ep = xlnx_rows(p, scratch)
+        eq = xlnx_rows(q, scratch)
+        s = torch.add(p, q, out=buf)
+        s_sum = s.sum(dim=-1)
+        es = xlnx_rows(s, scratch)
+        # float64 from here on, real query rows only
+        d = (dot.to(torch.float64) * real).sum(dim=-1)  # [B, H]
+        norm = torch.sqrt((pp.to(torch.float64) * real).sum(dim=-1) * (qq.to(torch.float64) * real).sum(dim=-1))
+        cos = torch.where(norm > 0, d / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+        rows = (0.5 / _LN2) * (ep.to(torch.float64) + eq.to(torch.float64) - es.to(torch.float64)) \
+            + 0.5 * s_sum.to(torch.float64)
+        js = (rows * real).sum(dim=-1) / count
+        cos_l.append(cos.clamp(0.0, 1.0))
+        js_l.append(js.clamp(0.0, 1.0))
+    cos = torch.stack(cos_l, dim=1).cpu().numpy()  # [B, L, H]
+    js = torch.stack(js_l, dim=1).cpu().numpy()
+    return encode(cos, js) if encode_codes else (cos, js)
+
 def usage_change(usage: Any) -> np.ndarray:
     """Mean |u_fine − u_pre| over samples: float32 [L, H] from stored usage ``[N, 2, L, H]`` (or one
     sample's ``[2, L, H]``)."""

@@ -217,72 +217,20 @@ def _check_batch(pairs: Iterable[tuple[str, str]], batch_size: int) -> tuple[lis
 
 def head_change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengths: Sequence[int]) -> np.ndarray:
     """Per-sample head change of a batch, straight from both models' HF attention tensors (tuples of L
-    ``[B, H, N, N]`` tensors, on their device): uint8 codes ``[B, 2, L, H]`` (cosine, JSD) as
-    :func:`attnflows_panel.heads.encode` writes them.
-
-    The same quantities as :func:`attnflows_panel.heads.sample_change` on each sample's real tokens
-    (``lengths[i]`` queries and keys; padding never enters): Kovaleva's cosine of the flattened maps and
-    the base-2 Jensen–Shannon divergence of the attention rows, averaged over the real query tokens.
-    Products and logarithms in float32, sums in float64, as there; only [B, L, H] leaves the device."""
-    import torch
-
+    ``[B, H, N, N]`` tensors, on their device): uint8 codes ``[B, 2, L, H]`` as
+    :func:`attnflows_panel.heads.encode` writes them (:func:`attnflows_panel.heads.change_from_attention_tensors`)."""
     from attnflows_panel import heads as HD
 
-    B, H, N, _ = pre[0].shape
-    device = pre[0].device
-    n = torch.as_tensor(list(lengths), device=device)
-    real = (torch.arange(N, device=device)[None, :] < n[:, None]).to(torch.float32)  # [B, N]
-    mask = real[:, None, :, None] * real[:, None, None, :]  # [B, 1, N, N]: real query and real key
-    tiny = 1e-30
-    cos_l, js_l = [], []
-    for p, q in zip(pre, fine):
-        p = p.to(torch.float32) * mask
-        q = q.to(torch.float32) * mask
-        dot = (p * q).sum(dim=(-1, -2), dtype=torch.float64)
-        norm = torch.sqrt((p * p).sum(dim=(-1, -2), dtype=torch.float64) * (q * q).sum(dim=(-1, -2), dtype=torch.float64))
-        cos = torch.where(norm > 0, dot / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
-        lm = torch.log2(torch.clamp(0.5 * (p + q), min=tiny))
-        t = p * (torch.log2(torch.clamp(p, min=tiny)) - lm) + q * (torch.log2(torch.clamp(q, min=tiny)) - lm)
-        rows = 0.5 * t.sum(dim=-1, dtype=torch.float64)  # [B, H, N]
-        js = (rows * real[:, None, :].to(torch.float64)).sum(dim=-1) / n[:, None].to(torch.float64)
-        cos_l.append(cos.clamp(0.0, 1.0))
-        js_l.append(js.clamp(0.0, 1.0))
-    cos = torch.stack(cos_l, dim=1).cpu().numpy()  # [B, L, H]
-    js = torch.stack(js_l, dim=1).cpu().numpy()
-    return HD.encode(cos, js)
+    return HD.change_from_attention_tensors(pre, fine, lengths)
 
 
 def usage_from_attention_tensors(attentions: Sequence[Any], tau: float, root: int = 0) -> np.ndarray:
     """Head usage float32 ``[B, L, H]`` of a whole batch, straight from HF's attention tensors (on the
-    device they were computed on), without copying any attention matrix to numpy.
-
-    The same quantity as :func:`attnflows_panel.signatures.usage_from_attentions` on each sample's
-    ``[L, H, n, n]`` slice (the tests check it): the Attention Graph's levels are walked from the root
-    (§4.1) down, and per layer the edges each head carries are counted. Padding is harmless: padded keys
-    get zero weight (never above τ), and a padded query is never in a level, since no token of a level
-    attends to it. Only the counts ([B, L, H] and [B, L] integers) leave the device.
-    """
-    import torch
-
+    device they were computed on), without copying any attention matrix to numpy
+    (:func:`attnflows_panel.signatures.usage_from_attention_tensors`)."""
     from attnflows_panel import signatures as S
 
-    if attentions is None or len(attentions) == 0 or any(a is None for a in attentions):
-        raise ValueError("the model returned no attentions (is it loaded with attn_implementation='eager'?)")
-    L = len(attentions)
-    B, H, N, _ = attentions[0].shape
-    device = attentions[0].device
-    member = torch.zeros((B, N), dtype=torch.bool, device=device)
-    member[:, root] = True
-    per_head = torch.zeros((B, L, H), dtype=torch.int64, device=device)
-    per_layer = torch.zeros((B, L), dtype=torch.int64, device=device)
-    for k in range(L - 1, -1, -1):
-        # two passes over the [B, H, N, N] weights; everything after works on [B, H, N] or [B, N, N]
-        above = attentions[k] > tau  # [B, H, N(query), N(key)]
-        per_head[:, k] = (above.sum(dim=-1) * member[:, None, :]).sum(dim=-1)  # queries in level k+1 only
-        edges = above.any(dim=1) & member[:, :, None]  # [B, N, N]: the graph's edges of layer k
-        per_layer[:, k] = edges.sum(dim=(1, 2))
-        member = edges.any(dim=1)  # keys reached: level k
-    return S._usage_from_counts(per_head.cpu().numpy(), per_layer.cpu().numpy())
+    return S.usage_from_attention_tensors(attentions, tau, root=root)
 
 
 # --------------------------------------------------------------------------------------------------

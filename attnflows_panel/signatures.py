@@ -164,6 +164,48 @@ def usage_from_attentions(attn: np.ndarray, tau: float, root: int = 0) -> np.nda
     return _usage_from_counts(per_head, per_layer)
 
 
+
+def usage_from_attention_tensors(attentions: Sequence[Any], tau: float, root: int = 0) -> np.ndarray:
+    """Head usage float32 ``[B, L, H]`` of a whole padded batch, straight from a HF model's attention
+    tensors (a sequence of L torch tensors ``[B, H, N, N]``, on the device they were computed on).
+
+    The same quantity as :func:`usage_from_attentions` on each sample's ``[L, H, n, n]`` slice (the
+    tests check it, exactly): the Attention Graph's levels are walked from the root (§4.1) down and,
+    per layer, the edges each head carries are counted. Padding is harmless: padded keys get zero
+    weight (never above τ), and a padded query is never in a level, since no token of a level attends
+    to it. Per layer this is three passes over the ``[B, H, N, N]`` weights (a compare written as
+    0/1 float32, its row sums, and a max over the heads that gives the layer's edges); everything
+    after works on ``[B, H, N]`` or ``[B, N, N]``, counts are exact (float32 holds integers to 2^24),
+    and only the counts (``[B, L, H]``, ``[B, L]``) leave the device. The index build's fast path
+    (index/README.md).
+    """
+    import torch
+
+    if attentions is None or len(attentions) == 0 or any(a is None for a in attentions):
+        raise ValueError("the model returned no attentions (is it loaded with attn_implementation='eager'?)")
+    L = len(attentions)
+    B, H, N, _ = attentions[0].shape
+    if not 0 <= root < N:
+        raise ValueError(f"root {root} out of range for {N} tokens")
+    device = attentions[0].device
+    member = torch.zeros((B, N), dtype=torch.float32, device=device)  # level k+1, as 0/1
+    member[:, root] = 1.0
+    per_head = torch.zeros((B, L, H), dtype=torch.float32, device=device)
+    per_layer = torch.zeros((B, L), dtype=torch.float32, device=device)
+    buf = None
+    for k in range(L - 1, -1, -1):
+        a = attentions[k]
+        if buf is None or buf.shape != a.shape or buf.dtype != a.dtype:
+            buf = torch.empty_like(a)
+        above = torch.gt(a, tau, out=buf)  # 0/1 in a's dtype: [B, H, N(query), N(key)]
+        # edges per head whose query is in level k+1: row counts, then only the level's rows
+        per_head[:, k] = torch.linalg.vecdot(above.sum(dim=-1, dtype=torch.float32), member[:, None, :])
+        # the layer's edges: any head above τ = the heads' maximum above τ
+        edges = (a.amax(dim=1) > tau) & (member[:, :, None] > 0)  # [B, N, N]
+        per_layer[:, k] = edges.sum(dim=(1, 2), dtype=torch.float32)
+        member = edges.any(dim=1).to(torch.float32)  # keys reached: level k
+    return _usage_from_counts(per_head.cpu().numpy().astype(np.int64), per_layer.cpu().numpy().astype(np.int64))
+
 # ----------------------------------------------------------------------------------------------------
 # blocks, centring, vectors
 # ----------------------------------------------------------------------------------------------------
