@@ -175,8 +175,9 @@ def build_index_ray(
             return plan.out
         if plan.todo:
             if not ray.is_initialized():
-                ray.init(address=address or os.environ.get("RAY_ADDRESS") or None,
-                         logging_level=logging.WARNING, log_to_driver=True)
+                target = address or os.environ.get("RAY_ADDRESS") or None
+                extra = {} if target else {"include_dashboard": False}  # a local Ray: no dashboard to start
+                ray.init(address=target, logging_level=logging.WARNING, log_to_driver=True, **extra)
             stats["ray_start"] = time.perf_counter() - t0
             cuda = str(device or "").startswith("cuda")
             if workers is None:

@@ -30,26 +30,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))  # the shared reference side, benchmarks/raw_forward.py
+from raw_forward import raw_forward  # noqa: E402
 TARGET = 1.3
-
-
-def raw_forward(pair, pairs, batch_size: int) -> tuple[float, float]:
-    """(wall, CPU) seconds of the bare batched forward passes of both models."""
-    import torch
-
-    tok = pair.tokenizer
-    t0, c0 = time.perf_counter(), time.process_time()
-    enc = tok([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=pair.max_length)
-    order = sorted(range(len(pairs)), key=lambda i: len(enc["input_ids"][i]))
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            chunk = order[s:s + batch_size]
-            batch = tok.pad({k: [enc[k][i] for i in chunk] for k in keys}, return_tensors="pt")
-            for model in (pair.pretrained_model, pair.finetuned_model):
-                out = model(**batch, output_attentions=True, return_dict=True)
-                assert len(out.attentions) == pair.num_layers
-    return time.perf_counter() - t0, time.process_time() - c0
 
 
 class ForwardClock:
