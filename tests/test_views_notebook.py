@@ -82,13 +82,30 @@ def _rows(src) -> set[int]:
     return {len(v) for v in src.data.values()}
 
 
+def _refs(obj, defined: set, used: set) -> None:
+    """The model ids that a serialized event defines (``{"type": "object", "id": ...}``) and the
+    references it uses (``{"id": ...}``; buffers are ``{"type": "bytes", "data": {"id": ...}}``)."""
+    if isinstance(obj, dict):
+        if obj.keys() == {"id"}:
+            used.add(obj["id"])
+        elif obj.get("type") == "object" and "id" in obj:
+            defined.add(obj["id"])
+        for k, v in obj.items():
+            if not (k == "data" and obj.get("type") == "bytes"):
+                _refs(v, defined, used)
+    elif isinstance(obj, list):
+        for v in obj:
+            _refs(v, defined, used)
+
+
 def _replay(messages, browser: Document) -> list[list[tuple[str, object, str]]]:
     """Apply each message to the browser's copy, one event after the other as BokehJS does; return
     each message's events as (kind, model, attr).
 
     A ColumnDataChanged event that names its columns replaces those columns and keeps the others
     (BokehJS's ``Document._apply_json_patch``; Python's own ``apply_json_patch`` would drop them).
-    Checks that every source's columns have one length after every event, and that no layout model
+    Checks that every model an event refers to is one the browser has (a model that left the document
+    is one BokehJS has dropped: "reference … isn't known"), that every source's columns have one length after every event, and that no layout model
     changes later in a message in which a source changed its number of rows."""
     out = []
     for msg in messages:
@@ -96,8 +113,13 @@ def _replay(messages, browser: Document) -> list[list[tuple[str, object, str]]]:
         for ev in msg.content["events"]:
             model = browser.get_model_by_id(ev["model"]["id"]) if "model" in ev else None
             events.append((ev["kind"], model, ev.get("attr")))
+            defined, used = set(), set()
+            _refs(ev, defined, used)
+            unknown = [i for i in used - defined if browser.get_model_by_id(i) is None]
+            assert not unknown, f"{ev['kind']} {type(model).__name__}.{ev.get('attr')} refers to models the browser dropped: {unknown}"
             old = dict(model.data) if ev["kind"] == "ColumnDataChanged" else None
             browser.apply_json_patch(Serialized({"events": [ev]}, msg.buffers))
+            browser.models.recompute()  # BokehJS drops a model that left the document
             if old is not None:
                 if ev.get("cols") is not None:
                     model.data = {**old, **model.data}
