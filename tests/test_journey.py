@@ -249,6 +249,7 @@ def test_02_pick_a_corpus_row(journey):
 
 def test_03_hover_a_token(journey):
     page = journey.page
+    page.evaluate(SCROLL_INTO_VIEW, NODES)  # back up to the view: the pick was made in the corpus table below it
     pts = points(page, NODES)
     tok = journey.token = tokens_of(pts, 0)[len(tokens_of(pts, 0)) // 2]
     away(page)
