@@ -373,7 +373,7 @@ def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[
     lengths = [len(t) for t in texts]
     pi, bisect_right, insort, atan = math.pi, bisect.bisect_right, bisect.insort, math.atan
     n_placed = 0
-    for i in order:  # pass 1 (the hot loop: gap() and place() inlined, same arithmetic)
+    for i in order:  # pass 1, the hot loop: gap() below and the placement inlined, same arithmetic
         h = atan((lengths[i] * cw + pad) / 2.0 / r)
         g = pi
         if n_placed:
@@ -392,21 +392,19 @@ def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[
             insort(placed_ranks, rank_l[i])
             n_placed += 1
     status[np.asarray(placed, dtype=bool)] = 2
-    for i in order:  # pass 2: shortened labels where a gap allows (gap() and place() inlined)
-        if placed[i]:
-            continue
+    def gap(i: int) -> float:
+        """The free arc beside token ``i``: up to the nearer placed label on either side (π if none)."""
         g = pi
         if placed_ranks:
-            ri, ai = rank_l[i], ang_l[i]
-            j = bisect_right(placed_ranks, ri)
-            t = circ_l[placed_ranks[j % len(placed_ranks)]]
-            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
-            if d < g:
-                g = d
-            t = circ_l[placed_ranks[j - 1]]
-            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
-            if d < g:
-                g = d
+            j = bisect_right(placed_ranks, rank_l[i])
+            for t in (circ_l[placed_ranks[j % len(placed_ranks)]], circ_l[placed_ranks[j - 1]]):
+                g = min(g, abs((ang_l[t] - ang_l[i] + pi) % TWO_PI - pi) - half[t])
+        return g
+
+    for i in order:  # pass 2: shortened labels where a gap allows (only the tokens pass 1 left)
+        if placed[i]:
+            continue
+        g = gap(i)
         if g <= 0:
             continue
         room = 2.0 * r * math.tan(min(g, 1.4)) - pad
