@@ -101,6 +101,14 @@ def sharp_bert_dirs(tiny_bert_dirs, tmp_path_factory):
     return tuple(out)
 
 
+@pytest.fixture(scope="module")
+def sharp_pair(sharp_bert_dirs):
+    """The sharp tiny pair loaded on the CPU, once per test module (a module's tests may share it)."""
+    from attnflows_panel.models import ModelPair
+
+    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
+
+
 @pytest.fixture(scope="session")
 def minilm_finetuned_dir(tmp_path_factory, minilm_path, glue_dir) -> Path:
     """The packaged MiniLM after a short real fine-tune on MRPC (a few dozen steps)."""

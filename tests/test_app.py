@@ -35,24 +35,17 @@ SCRIPT = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned 
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(sharp_bert_dirs):
-    from attnflows_panel.models import ModelPair
-
-    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_index(tiny_pair, tmp_path_factory):
+def tiny_index(sharp_pair, tmp_path_factory):
     from attnflows_panel.index import build_index
 
     out = tmp_path_factory.mktemp("app-index") / "demo"
-    return build_index(tiny_pair, "demo", None, out, limit=12, tau=0.3, progress=False)
+    return build_index(sharp_pair, "demo", None, out, limit=12, tau=0.3, progress=False)
 
 
 @pytest.fixture
-def registry(tiny_pair, sharp_bert_dirs):
+def registry(sharp_pair, sharp_bert_dirs):
     reg = Registry()
-    reg.add_pair(tiny_pair, sharp_bert_dirs[0], sharp_bert_dirs[1])
+    reg.add_pair(sharp_pair, sharp_bert_dirs[0], sharp_bert_dirs[1])
     return reg
 
 
@@ -115,31 +108,31 @@ def test_registry_shares_one_object_for_the_same_weights_under_other_names():
     assert fingerprint_key(fp) == fingerprint_key(dict(reversed(list(fp.items()))))
 
 
-def test_registry_result_cache_runs_once_and_is_bounded(tiny_pair):
+def test_registry_result_cache_runs_once_and_is_bounded(sharp_pair):
     reg = Registry()
-    r1 = reg.run(tiny_pair, "A dog runs.", "A dog is running.")
-    r2 = reg.run(tiny_pair, "A dog runs.", "A dog is running.")
+    r1 = reg.run(sharp_pair, "A dog runs.", "A dog is running.")
+    r2 = reg.run(sharp_pair, "A dog runs.", "A dog is running.")
     assert r1 is r2 and reg.loads["run"] == 1
-    np.testing.assert_array_equal(r1.finetuned.attentions, tiny_pair.run("A dog runs.", "A dog is running.").finetuned.attentions)
+    np.testing.assert_array_equal(r1.finetuned.attentions, sharp_pair.run("A dog runs.", "A dog is running.").finetuned.attentions)
     # a budget of two results of this size: the least recently used one goes
     small = Registry(result_cache_bytes=2 * Registry._nbytes(r1) + 10)
-    small.run(tiny_pair, "A dog runs.", "A dog is running.")
-    small.run(tiny_pair, "A cat runs.", "A dog is running.")
-    small.run(tiny_pair, "A dog runs.", "A dog is running.")  # refresh the first
-    small.run(tiny_pair, "A bird runs.", "A dog is running.")
-    assert small.cached_result(tiny_pair, "A dog runs.", "A dog is running.") is not None
-    assert small.cached_result(tiny_pair, "A cat runs.", "A dog is running.") is None
+    small.run(sharp_pair, "A dog runs.", "A dog is running.")
+    small.run(sharp_pair, "A cat runs.", "A dog is running.")
+    small.run(sharp_pair, "A dog runs.", "A dog is running.")  # refresh the first
+    small.run(sharp_pair, "A bird runs.", "A dog is running.")
+    assert small.cached_result(sharp_pair, "A dog runs.", "A dog is running.") is not None
+    assert small.cached_result(sharp_pair, "A cat runs.", "A dog is running.") is None
     assert small._result_bytes <= small.result_cache_bytes
     with pytest.raises(ValueError, match="empty"):
-        reg.run(tiny_pair, "   ", "x")
+        reg.run(sharp_pair, "   ", "x")
 
 
-def test_registry_opens_an_index_once(tiny_pair, tiny_index):
+def test_registry_opens_an_index_once(sharp_pair, tiny_index):
     reg = Registry()
-    a = reg.index(tiny_index, pair=tiny_pair)
-    b = reg.index(str(tiny_index) + "/", pair=tiny_pair)
+    a = reg.index(tiny_index, pair=sharp_pair)
+    b = reg.index(str(tiny_index) + "/", pair=sharp_pair)
     assert a is b and reg.loads["index"] == 1 and len(a) == 12
-    assert reg.cached_index(tiny_index, pair=tiny_pair) is a
+    assert reg.cached_index(tiny_index, pair=sharp_pair) is a
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -187,11 +180,11 @@ def test_url_state_names_each_bad_value(query, fragment):
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_first_view_shows_the_first_sample_with_labels_and_predictions(app, tiny_pair):
+def test_first_view_shows_the_first_sample_with_labels_and_predictions(app, sharp_pair):
     first = sample_ids(app)[0]
     row = app.index.sample(first)
     assert app.sample_id == first and app.message == "" and app.busy is False
-    assert app.view.result.tokens == tiny_pair.run(row["sentence_a"], row["sentence_b"]).tokens
+    assert app.view.result.tokens == sharp_pair.run(row["sentence_a"], row["sentence_b"]).tokens
     card = app._sample_card.object
     assert html.escape(first) in card and html.escape(row["label_name"]) in card
     fine = app.result.finetuned
@@ -681,21 +674,21 @@ def test_the_sidebar_names_models_by_hub_or_folder_name(app, sharp_bert_dirs):
 
 
 @pytest.fixture(scope="module")
-def demo_index_all_tasks(tiny_pair, tmp_path_factory):
+def demo_index_all_tasks(sharp_pair, tmp_path_factory):
     """An index over the whole bundled demo set: MRPC, RTE and QNLI pairs."""
     from attnflows_panel.index import build_index
 
     out = tmp_path_factory.mktemp("demo-all") / "demo"
-    return build_index(tiny_pair, "demo", None, out, tau=0.3, progress=False)
+    return build_index(sharp_pair, "demo", None, out, tau=0.3, progress=False)
 
 
-def test_the_demo_corpus_is_scoped_to_the_model_task(tiny_pair, demo_index_all_tasks, sharp_bert_dirs, registry):
+def test_the_demo_corpus_is_scoped_to_the_model_task(sharp_pair, demo_index_all_tasks, sharp_bert_dirs, registry):
     from attnflows_panel.app import model_task
     from attnflows_panel.views.corpus_browser import row_tasks
 
     cfg = AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(demo_index_all_tasks))
     app = AttnFlowsApp(cfg, registry=registry)
-    assert model_task(tiny_pair) == "mrpc" == app.task  # an MRPC classifier (its label names)
+    assert model_task(sharp_pair) == "mrpc" == app.task  # an MRPC classifier (its label names)
     tasks = row_tasks(app.index)
     assert set(tasks) == {"mrpc", "rte", "qnli"}  # the corpus holds all three
     b = app.browser

@@ -14,18 +14,11 @@ from attnflows_panel.registry import Registry
 
 
 @pytest.fixture(scope="module")
-def tiny_pair(sharp_bert_dirs):
-    from attnflows_panel.models import ModelPair
-
-    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_index(tiny_pair, tmp_path_factory):
+def tiny_index(sharp_pair, tmp_path_factory):
     from attnflows_panel.index import build_index
 
     out = tmp_path_factory.mktemp("server-index") / "demo"
-    return build_index(tiny_pair, "demo", None, out, limit=6, tau=0.3, progress=False)
+    return build_index(sharp_pair, "demo", None, out, limit=6, tau=0.3, progress=False)
 
 
 @pytest.fixture
@@ -34,9 +27,9 @@ def config(sharp_bert_dirs, tiny_index):
 
 
 @pytest.fixture
-def registry(tiny_pair, sharp_bert_dirs):
+def registry(sharp_pair, sharp_bert_dirs):
     reg = Registry()
-    reg.add_pair(tiny_pair, sharp_bert_dirs[0], sharp_bert_dirs[1])
+    reg.add_pair(sharp_pair, sharp_bert_dirs[0], sharp_bert_dirs[1])
     return reg
 
 

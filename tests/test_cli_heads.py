@@ -17,13 +17,6 @@ KEYS = {"layers", "heads", "n_samples", "cosine", "jsd", "usage_change", "sample
 
 
 @pytest.fixture(scope="module")
-def sharp_pair(sharp_bert_dirs):
-    from attnflows_panel.models import ModelPair
-
-    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def demo_index(sharp_pair, tmp_path_factory):
     from attnflows_panel.index import build_index
 

@@ -17,13 +17,6 @@ from attnflows_panel.views.corpus_browser import CorpusBrowser, diverging_palett
 
 
 @pytest.fixture(scope="module")
-def sharp_pair(sharp_bert_dirs):
-    from attnflows_panel.models import ModelPair
-
-    return ModelPair.load(*(str(d) for d in sharp_bert_dirs))
-
-
-@pytest.fixture(scope="module")
 def index(sharp_pair, glue_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("browser-index") / "idx"
     build_index(sharp_pair, str(glue_dir / "MRPC"), "mrpc", out, split="dev", limit=60, tau=0.3, progress=False)

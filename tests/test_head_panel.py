@@ -15,13 +15,6 @@ from attnflows_panel.views.head_panel import HeadPanel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def sharp_pair(sharp_bert_dirs):
-    from attnflows_panel.models import ModelPair
-
-    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def index(sharp_pair, tmp_path_factory):
     from attnflows_panel.index import SignatureIndex, build_index
 

@@ -35,13 +35,6 @@ REAL_TAU = 0.1  # MiniLM's [CLS] attention is diffuse: at τ = 0.3 most of its g
 
 
 @pytest.fixture(scope="module")
-def sharp_pair(sharp_bert_dirs):
-    from attnflows_panel.models import ModelPair
-
-    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]))
-
-
-@pytest.fixture(scope="module")
 def mrpc(glue_dir):
     from attnflows_panel.corpus import load_corpus
 

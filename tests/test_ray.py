@@ -32,13 +32,6 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def sharp_pair(sharp_bert_dirs):
-    from attnflows_panel.models import ModelPair
-
-    return ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
-
-
-@pytest.fixture(scope="module")
 def mrpc(glue_dir):
     from attnflows_panel.corpus import load_corpus
 
