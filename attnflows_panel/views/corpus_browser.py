@@ -164,8 +164,9 @@ class CorpusBrowser(pn.viewable.Viewer):
         super().__init__(index=index, **params)
         self._filtered_rows = np.zeros(0, dtype=np.int64)
         self._build_widgets()
+        #: the rows of the task in scope (None: all rows); kept by _on_index
+        self._scope: np.ndarray | None = task_rows(self.index, self.task) if self.index is not None else None
         self._build_figures()
-        self._scope: np.ndarray | None = None  # the rows of the task in scope (None: all rows)
         self._on_index()
         self.param.watch(self._on_index, ["index", "task"])
         self.param.watch(self._on_filters, ["label", "prediction", "correctness", "search"])
@@ -237,7 +238,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         heat = hv.DynamicMap(self.heat_layer)
         self.heat_plot = heat * hv.DynamicMap(self.heat_boxes)
         corpus = hv.DynamicMap(self.map_corpus)
-        if self.index is not None and len(self.index) > MAP_POINTS:
+        if self.index is not None and len(self._map_rows()) > MAP_POINTS:  # as map_element decides
             corpus = _many_points(corpus)
         self.map_plot = (corpus * hv.DynamicMap(self.map_similar) * hv.DynamicMap(self.map_current)).opts(**MAP_OPTIONS)
         #: a tap on the heatmap: toggles that head in the head mask
@@ -405,7 +406,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         idx = self.index
         L, H = (idx.num_layers, idx.num_heads) if idx is not None else (1, 1)
         values = self.heatmap_values() if idx is not None else np.zeros((L, H))
-        in_mask = self._mask_or_none(L, H)
+        in_mask = self._mask_or_empty(L, H)
         layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
         data = pd.DataFrame({"head": head.ravel(), "layer": layer.ravel(),
                              "value": np.round(values.ravel().astype(float), 4), "in_mask": in_mask.ravel()})
@@ -426,11 +427,12 @@ class CorpusBrowser(pn.viewable.Viewer):
 
         idx = self.index
         L, H = (idx.num_layers, idx.num_heads) if idx is not None else (1, 1)
-        in_mask = self._mask_or_none(L, H)
+        in_mask = self._mask_or_empty(L, H)
         return hv.Rectangles([(h - 0.47, lv - 0.47, h + 0.47, lv + 0.47) for lv, h in zip(*np.nonzero(in_mask))]).opts(
             fill_alpha=0.0, line_color=SHARED_COLOR, line_width=2.5)
 
-    def _mask_or_none(self, L: int, H: int) -> np.ndarray:
+    def _mask_or_empty(self, L: int, H: int) -> np.ndarray:
+        """The head mask typed in the box, or no head (also when the box holds a bad mask)."""
         try:
             mask = self._heads_mask()
         except ValueError:
