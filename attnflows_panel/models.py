@@ -74,7 +74,6 @@ __all__ = [
     "ModelPairError",
     "ModelLoadError",
     "attentions_to_numpy",
-    "usage_from_attention_tensors",
 ]
 
 log = logging.getLogger(__name__)
@@ -213,24 +212,6 @@ def _check_batch(pairs: Iterable[tuple[str, str]], batch_size: int) -> tuple[lis
         texts_a.append(_check_text(item[0], f"{prefix}sentence_a"))
         texts_b.append(_check_text(item[1], f"{prefix}sentence_b"))
     return items, texts_a, texts_b
-
-
-def head_change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengths: Sequence[int]) -> np.ndarray:
-    """Per-sample head change of a batch, straight from both models' HF attention tensors (tuples of L
-    ``[B, H, N, N]`` tensors, on their device): uint8 codes ``[B, 2, L, H]`` as
-    :func:`attnflows_panel.heads.encode` writes them (:func:`attnflows_panel.heads.change_from_attention_tensors`)."""
-    from attnflows_panel import heads as HD
-
-    return HD.change_from_attention_tensors(pre, fine, lengths)
-
-
-def usage_from_attention_tensors(attentions: Sequence[Any], tau: float, root: int = 0) -> np.ndarray:
-    """Head usage float32 ``[B, L, H]`` of a whole batch, straight from HF's attention tensors (on the
-    device they were computed on), without copying any attention matrix to numpy
-    (:func:`attnflows_panel.signatures.usage_from_attention_tensors`)."""
-    from attnflows_panel import signatures as S
-
-    return S.usage_from_attention_tensors(attentions, tau, root=root)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -739,8 +720,12 @@ class ModelPair:
         """Both models on one padded batch. Per role: a list of ``{"attentions", "logits"}`` per sample,
         or with ``usage_tau`` ``{"usage": float32 [B, L, H], "logits": [B] arrays or Nones}`` and no
         attention matrix leaving the device (and, with ``head_change``, ``"head_change"``: uint8 codes
-        [B, 2, L, H], :func:`head_change_from_attention_tensors`)."""
+        [B, 2, L, H]): :func:`attnflows_panel.signatures.usage_from_attention_tensors` and
+        :func:`attnflows_panel.heads.change_from_attention_tensors` on the attention tensors."""
         import torch
+
+        from attnflows_panel import heads as HD
+        from attnflows_panel import signatures as S
 
         B = len(batch)
         N = max(len(ids) for ids, _, _ in batch)
@@ -767,12 +752,12 @@ class ModelPair:
                 logits = getattr(res, "logits", None) if self._heads[role] else None
                 logits_np = logits.detach().to("cpu", torch.float32).numpy() if logits is not None else None
                 if usage_tau is not None:
-                    out[role] = {"usage": usage_from_attention_tensors(res.attentions, usage_tau),
+                    out[role] = {"usage": S.usage_from_attention_tensors(res.attentions, usage_tau),
                                  "logits": [None if logits_np is None else logits_np[i].copy() for i in range(B)]}
                     if head_change and role == "pretrained":
                         kept = res.attentions  # until the fine-tuned model's are there
                     elif head_change:
-                        out["head_change"] = head_change_from_attention_tensors(kept, res.attentions, lengths)
+                        out["head_change"] = HD.change_from_attention_tensors(kept, res.attentions, lengths)
                         del kept
                     del res
                     continue
