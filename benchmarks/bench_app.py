@@ -327,7 +327,7 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
     from attnflows_panel.app import serve
 
     apps = []
-    # the garbage collector tuned as `attnflows serve` tunes it (its server runs in a process of its own)
+    # the process tuned as `attnflows serve` tunes its own (garbage collector, no per-document validation)
     thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True,
                            on_create=apps.append, preload_resources=True, tune_gc=tune_gc)
     url = f"http://127.0.0.1:{server.port}/"
