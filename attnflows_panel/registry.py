@@ -38,12 +38,16 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["Registry", "shared_registry", "fingerprint_key"]
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint_key(fingerprint: Any) -> str:
@@ -137,6 +141,8 @@ class Registry:
                 device=device,
             )
             fp = getattr(pair, "fingerprint", None)  # hashes the weight files: outside the lock
+            # a server's log shows every load (README.md, "Serving the app": one per server)
+            log.info("model pair loaded in process %d: %s + %s", os.getpid(), pretrained, finetuned)
             with self._lock:
                 self.loads["pair"] += 1
                 if fp is not None:

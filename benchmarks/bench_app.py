@@ -27,6 +27,9 @@ P5, many users: ``--concurrent N`` (default 20) sessions open the served app at 
 share the server's interpreter; they decode the reply but build no Python document from it); each one's time from its request to the first view (the document with the sample card
 and the radial view) is recorded, and p50/p90 are reported next to one session alone (target: p90 ≤ 3 s
 for 20 on the 2-core machine, one loaded copy of the models: the registry's load count is checked).
+With ``--pair default`` this is ``attnflows serve`` itself in a subprocess, as users run it: with its
+default ``--num-procs auto`` (one worker process per CPU, forked after the models load) and with
+``--num-procs 1`` beside it; the server's log must show one model pair load.
 
     python benchmarks/bench_app.py [--repeat 15] [--sessions 5] [--sharpen 2.8 3.0] [--no-browser] [--concurrent 20]
     python benchmarks/bench_app.py --quick      # a small end-to-end run: one setting, few repeats
@@ -422,6 +425,57 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
     return out
 
 
+def served_processes(config, procs: int | str, concurrent: int) -> dict:
+    """P5 for many users on ``attnflows serve --num-procs PROCS`` (what users run; ``auto`` is its
+    default) in a subprocess: one session alone, then ``concurrent`` at once. One loaded copy of the
+    models: the server logs every model pair it loads with the process that loaded it, and exactly one
+    load (the first process's, before it forks its workers) is allowed."""
+    import re
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = Path(tempfile.mkdtemp(prefix="bench-app-serve-")) / "server.log"
+    cmd = [sys.executable, "-m", "attnflows_panel", "serve", "--pretrained", config.pretrained, "--finetuned",
+           config.finetuned, "--index", config.index, "--port", str(port), "--address", "127.0.0.1",
+           "--num-procs", str(procs)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"the server did not start: {log_path.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        text = log_path.read_text()
+        workers = re.findall(r"worker \d+ of (\d+)", text)
+        out = {"num_procs": procs, "workers": int(workers[0]) if workers else 1}
+        time.sleep(2)  # every worker up (the page above came from one of them)
+        out["concurrent_1"] = concurrent_first_view(url, 1)
+        out[f"concurrent_{concurrent}"] = concurrent_first_view(url, concurrent)
+        out["concurrent_load_avg"] = os.getloadavg()
+        loads = re.findall(r"model pair loaded in process (\d+)", log_path.read_text())
+        out["model_pair_loads"] = len(loads)
+        assert len(loads) == 1, f"the server loaded the model pair {len(loads)} times (one expected): {log_path}"
+        report_concurrent(out, concurrent)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return out
+
+
 def default_setting(args) -> dict:
     """The offline default (``attnflows demo``): the packaged MiniLM, its cached fine-tuned copy and the demo
     index, as prepared in ``defaults.cache_dir()`` (read only here). P5 for many users on what a first
@@ -438,16 +492,22 @@ def default_setting(args) -> dict:
                        index=str(index_dir))
     registry = Registry()
     out = {"pair": "default", "load_avg_start": os.getloadavg()}
-    out["served"] = served(config, registry, args.sessions, max(5, args.repeat // 2), not args.no_browser,
-                           args.concurrent, concurrent_only=args.concurrent_only)
-    print("served:", out["served"], flush=True)
+    if args.concurrent:
+        # what `attnflows serve` does by default (--num-procs auto), and one process for comparison
+        for procs in dict.fromkeys([args.num_procs, "1"]):
+            print(f"attnflows serve --num-procs {procs}:", flush=True)
+            out[f"serve_num_procs_{procs}"] = served_processes(config, procs, args.concurrent)
+    if not args.concurrent_only:
+        out["served"] = served(config, registry, args.sessions, max(5, args.repeat // 2), not args.no_browser, 0)
+        print("served:", out["served"], flush=True)
     out["load_avg_end"] = os.getloadavg()
     return out
 
 
 def report_concurrent(out: dict, concurrent: int) -> None:
     cn = out[f"concurrent_{concurrent}"]
-    print(f"first view, 1 session: p50 {out['concurrent_1']['p50_ms']:.0f} ms; {concurrent} at once: "
+    procs = f"{out['workers']} server process(es): " if "workers" in out else ""
+    print(f"{procs}first view, 1 session: p50 {out['concurrent_1']['p50_ms']:.0f} ms; {concurrent} at once: "
           f"p50 {cn['p50_ms']:.0f} ms, p90 {cn['p90_ms']:.0f} ms, {cn['failed']} failed "
           f"(load average {os.getloadavg()[0]:.1f})", flush=True)
 
@@ -527,6 +587,9 @@ def main(argv=None) -> int:
     ap.add_argument("--index-size", type=int, default=32)
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--concurrent", type=int, default=20, help="sessions opening at once (0: skip that case)")
+    ap.add_argument("--num-procs", default="auto",
+                    help="--pair default: `attnflows serve --num-procs` of the many-users case (default auto, as the "
+                         "command; 1 is measured beside it)")
     ap.add_argument("--concurrent-only", action="store_true",
                     help="only the many-users case (P5, --concurrent sessions at once, and one alone)")
     ap.add_argument("--pair", choices=["bert-base", "default"], default="bert-base",

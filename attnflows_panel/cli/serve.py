@@ -30,6 +30,19 @@ from pathlib import Path
 DEFAULT_PORT = 5006
 
 
+def _num_procs_arg(text: str):
+    """``--num-procs``: 'auto' or a positive number (checked before anything loads)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto', got {text!r}")
+    return n
+
+
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server (as in `panel serve`)")
     g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
@@ -50,6 +63,14 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="thread pool size for session callbacks (panel's --num-threads; model runs use a worker thread regardless)",
+    )
+    g.add_argument(
+        "--num-procs",
+        type=_num_procs_arg,
+        default="auto",
+        metavar="N|auto",
+        help="server processes sharing the loaded models (default auto: one per CPU, at most 4, on Linux with the "
+             "models on the CPU; 1 elsewhere). More processes build more new sessions at once",
     )
 
 
@@ -120,6 +141,7 @@ def _server_kwargs(args) -> dict:
         prefix=args.prefix,
         show=args.show,
         num_threads=args.num_threads,
+        num_procs=args.num_procs,
     )
 
 

@@ -1,0 +1,119 @@
+"""``attnflows serve --num-procs N`` (attnflows_panel/app/server.py): worker processes forked once the
+models are loaded, each with its own socket on the one port (README.md, "Serving the app")."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attnflows_panel.app.server import MAX_AUTO_PROCS, _num_procs, auto_num_procs
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
+
+
+@pytest.fixture(scope="module")
+def tiny_index(sharp_pair, tmp_path_factory):
+    from attnflows_panel.index import build_index
+
+    out = tmp_path_factory.mktemp("procs-index") / "demo"
+    return build_index(sharp_pair, "demo", None, out, limit=6, tau=0.3, progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(condition, seconds: float, what: str) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_bert_dirs, tiny_index, tmp_path):
+    """Two workers: the pair is loaded once (before the fork), both workers build sessions, every
+    session gets its first view with the server's own stylesheets (no CDN), no error is logged, and
+    stopping the command stops the workers and frees the port."""
+    import panel  # noqa: F401  (Panel's Bokeh models, to read the documents)
+    from bokeh.client import pull_session
+
+    port = _free_port()
+    log_path = tmp_path / "server.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "attnflows_panel", "--debug", "serve", "--pretrained", str(sharp_bert_dirs[0]),
+           "--finetuned", str(sharp_bert_dirs[1]), "--index", str(tiny_index), "--port", str(port),
+           "--address", "127.0.0.1", "--num-procs", "2"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        _wait(lambda: proc.poll() is not None or len(re.findall(r"worker \d of 2", log_path.read_text())) == 2,
+              180, f"two workers ({log_path})")
+        assert proc.poll() is None, log_path.read_text()
+        _wait(lambda: _listening(port), 30, "the port")
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(16):  # new connections, spread over the workers by the kernel
+            session = pull_session(url=url)
+            models = list(session.document.models)
+            session.close()
+            card = [m for m in models if "af-sample" in (getattr(m, "css_classes", None) or [])]
+            assert card and "demo-" in card[0].text
+            assert any(getattr(m, "name", None) == "attnflows-nodes" for m in models)
+            sheets = [m.url for m in models if type(m).__name__ == "ImportedStyleSheet"]
+            assert sheets and not [u for u in sheets if u.startswith("http")], sheets
+        text = log_path.read_text()
+        assert "served at " + url in text and "(by 2 processes)" in text
+        loads = re.findall(r"model pair loaded in process (\d+)", text)
+        assert loads == [str(proc.pid)], text  # once, in the first process, before the workers exist
+        builders = set(re.findall(r"building a session in process (\d+)", text))
+        assert len(builders) == 2 and str(proc.pid) not in builders, text
+        assert "Traceback" not in text and "ERROR" not in text, text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    # the workers end with the command that forked them, and the port is free again
+    _wait(lambda: not _listening(port), 15, "the workers to stop")
+    for pid in builders:
+        _wait(lambda pid=pid: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(),
+              15, f"worker {pid} to end")
+
+
+def test_num_procs_rules():
+    """'auto' is one per CPU (at most MAX_AUTO_PROCS) with the models on the CPU, one on a GPU; a
+    number must be positive, and above one needs the CPU."""
+    cpus = len(os.sched_getaffinity(0))
+    assert auto_num_procs() == auto_num_procs("cpu") == max(1, min(cpus, MAX_AUTO_PROCS))
+    assert auto_num_procs("cuda:0") == 1
+    assert _num_procs("auto", "cuda") == 1
+    assert _num_procs(3, "cpu") == 3 and _num_procs(1, "cuda:0") == 1
+    with pytest.raises(ValueError, match="CUDA cannot be used after a fork"):
+        _num_procs(2, "cuda:0")
+    for bad in (0, -1, "two"):
+        with pytest.raises(ValueError, match="positive number or 'auto'"):
+            _num_procs(bad, "cpu")
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_bad_num_procs_is_named_before_anything_loads(value):
+    proc = subprocess.run([sys.executable, "-m", "attnflows_panel", "serve", "--num-procs", value],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--num-procs" in proc.stderr and "positive number or 'auto'" in proc.stderr
+    assert "Traceback" not in proc.stderr
