@@ -119,6 +119,11 @@ def _view_property(name: str) -> property:
     return property(get, set_, doc=f"The view's ``{name}`` (the view owns it; this is an alias).")
 
 
+def _heading(text: str) -> pn.pane.HTML:
+    """A sidebar section heading (plain HTML: nothing to render as Markdown in every new session)."""
+    return pn.pane.HTML(f'<h4 style="margin:0">{esc(text)}</h4>', margin=(12, 10, 4, 10))
+
+
 class AttnFlowsApp(pn.viewable.Viewer):
     """One user's session: the Attention Flows views of one sentence pair plus the corpus browser.
 
@@ -259,20 +264,21 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self._browser_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-browser"])
         #: where a head panel goes, beside the corpus browser (empty until one is placed there)
         self.head_panel_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-head-panel"])
-        self._help = pn.pane.HTML(HELP_HTML, sizing_mode="stretch_width", css_classes=["af-help"])
+        # the help folds open in the page itself (an HTML <details>), without a round trip to the server
+        self._help = pn.pane.HTML(
+            '<details><summary style="cursor:pointer;font-weight:600;padding:6px 0">How to read the views</summary>'
+            f"{HELP_HTML}</details>", sizing_mode="stretch_width", css_classes=["af-help"], margin=(10, 10))
 
     def _sidebar(self) -> list:
-        view_controls = pn.Column("#### View", self._controls, sizing_mode="stretch_width")
-        form = pn.Column("#### Your sentence pair", self._a_w, self._b_w, self._run_w, self._form_note,
+        view_controls = pn.Column(_heading("View"), self._controls, sizing_mode="stretch_width")
+        form = pn.Column(_heading("Your sentence pair"), self._a_w, self._b_w, self._run_w, self._form_note,
                          sizing_mode="stretch_width", css_classes=["af-form"])
         models = [self._pair_info]
         if self.config.allow_model_paths:
             models += [self._model_pre_w, self._model_fine_w, self._model_load_w]
-        pair_box = pn.Column("#### Model pair", *models, sizing_mode="stretch_width")
+        pair_box = pn.Column(_heading("Model pair"), *models, sizing_mode="stretch_width")
         # one root per template area: every extra Bokeh root costs a full model-graph walk per session
-        return [pn.Column(pair_box, view_controls, form,
-                          pn.Card(self._help, title="How to read the views", collapsed=True, sizing_mode="stretch_width"),
-                          sizing_mode="stretch_width")]
+        return [pn.Column(pair_box, view_controls, form, self._help, sizing_mode="stretch_width")]
 
     def _main(self) -> list:
         # the context view, the hover details and the legend come in parts.context; the flow view takes the rest
