@@ -49,9 +49,12 @@ def register(subparsers) -> None:
     src.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
     src.add_argument("--finetuned", default=None,
                      help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM; with --index: its manifest's)")
+    from attnflows_panel.cli.finetune import GLUE_TASK_CHOICES
+
     src.add_argument("--data", default=None, metavar="SOURCE",
-                     help="corpus: glue/mrpc|glue/rte|glue/qnli (hub), a GLUE task folder, a .csv/.jsonl file, or demo")
-    src.add_argument("--task", default=None, choices=("mrpc", "rte", "qnli"), help="the task (labels) of --data")
+                     help="corpus: glue/<task> (hub), a GLUE task folder, a .csv/.jsonl file, or demo")
+    src.add_argument("--task", default=None, type=str.lower, choices=GLUE_TASK_CHOICES,
+                     help="the task (labels) of --data, as for `attnflows index build`")
     src.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
     src.add_argument("--limit", type=_positive_int, default=None, help="use at most this many samples")
     src.add_argument("--max-length", type=_positive_int, default=None,
