@@ -167,3 +167,23 @@ def test_max_length_too_long(sharp_bert_dirs, capsys):
     pre, fine = map(str, sharp_bert_dirs)
     rc = main(["heads", "report", "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--max-length", "500"])
     assert rc == 1 and "exceeds the models' maximum of 64" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given, task", [("RTE", "rte"), ("qqp", "qqp"), ("MNLI", "mnli")])
+def test_task_takes_every_glue_task_like_the_other_commands(given, task):
+    """``--task`` of ``heads report`` accepts what ``index build`` and ``finetune`` accept, in any case."""
+    from attnflows_panel.cli import build_parser
+
+    args = build_parser().parse_args(["heads", "report", "--data", "some/folder", "--task", given])
+    assert args.task == task
+    build = build_parser().parse_args(["index", "build", "--data", "some/folder", "--out", "x", "--task", given])
+    assert build.task == task
+
+
+def test_an_unknown_task_is_named(capsys):
+    from attnflows_panel.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["heads", "report", "--data", "some/folder", "--task", "sst9"])
+    assert exc.value.code == 2
+    assert "--task" in capsys.readouterr().err
