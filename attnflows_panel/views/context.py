@@ -37,38 +37,36 @@ class ContextFigure:
     in the same order (so a highlight's node states apply as they are)."""
 
     def __init__(self, data: FlowData, size: int = 300, level: int | None = None):
-        from bokeh.models import ColumnDataSource, HoverTool, Range1d
+        from bokeh.models import AnnularWedge, Annulus, HoverTool, Range1d, Segment
         from bokeh.plotting import figure
         from bokeh.transform import transform
 
-        from attnflows_panel.views.flow import _alpha_transform, _state_mapper
+        from attnflows_panel.views.flow import _alpha_transform, _Kit, _state_mapper
 
         self.size = size
         radius = size / 2 - 12
         cols, rings, tick, lay = self._columns(data, radius, level)
         self.layout = lay
-        self.wedges = ColumnDataSource(cols, name="attnflows-context-wedges")
-        self.rings = ColumnDataSource(rings, name="attnflows-context-rings")
-        self.tick = ColumnDataSource(tick, name="attnflows-context-tick")
+        kit = _Kit()
+        self.wedges = kit.source(cols, "attnflows-context-wedges")
+        self.rings = kit.source(rings, "attnflows-context-rings")
+        self.tick = kit.source(tick, "attnflows-context-tick")
         ext = lay.extent
         self.figure = fig = figure(
             width=size, height=size, x_range=Range1d(-ext, ext), y_range=Range1d(-ext, ext), tools=[],
             toolbar_location=None, outline_line_color=None, min_border=0, match_aspect=True,
-            name="attnflows-context",
+            name="attnflows-context", title=None,
             x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
         )
-        fig.annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", source=self.rings, fill_color="fill",
-                    line_color="line", line_width=1.0)
+        kit.add(fig, self.rings, Annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", fill_color="fill",
+                                         line_color="line", line_width=1.0))
         self.mapper = _state_mapper(context_palette(data))
-        self.wedge_renderer = fig.annular_wedge(
+        self.wedge_renderer = kit.add(fig, self.wedges, AnnularWedge(
             x=0, y=0, inner_radius="inner", outer_radius="outer", start_angle="start", end_angle="end",
-            source=self.wedges, fill_color=transform("st", self.mapper),
+            fill_color=transform("st", self.mapper),
             fill_alpha=transform("st", _alpha_transform(CONTEXT_ALPHA)), line_color=None,
-        )
-        fig.segment("x0", "y0", "x1", "y1", source=self.tick, line_color="#111111", line_width=2.5)
-        for r in fig.renderers:
-            r.selection_glyph = None
-            r.nonselection_glyph = None
+        ))
+        kit.add(fig, self.tick, Segment(x0="x0", y0="y0", x1="x1", y1="y1", line_color="#111111", line_width=2.5))
         fig.add_tools(HoverTool(renderers=[self.wedge_renderer],
                                 tooltips="<b>@token</b> · token @p1 of the input · level @lv1",
                                 description="Token and its position in the sentence"))
