@@ -77,35 +77,32 @@ class ContextFigure:
                                             start_angle=data.style.start_angle)
         w = lay.wedges
         nodes = data.nodes
-        rows = (nodes["level"].to_numpy() * data.n + nodes["pos"].to_numpy())
-        sub = w.iloc[rows]
+        lv = nodes["level"].to_numpy()
+        pos = nodes["pos"].to_numpy()
+        rows = lv * data.n + pos  # the wedges are level-major: (level, position) -> level * n + position
+        inner, outer = w["inner"].to_numpy(), w["outer"].to_numpy()
         st = compose_states(data, None)["nodes"]
         cols = {
-            "inner": sub["inner"].to_numpy().astype(np.float32),
-            "outer": sub["outer"].to_numpy().astype(np.float32),
-            "start": sub["start"].to_numpy().astype(np.float32),
-            "end": sub["end"].to_numpy().astype(np.float32),
-            "level": nodes["level"].to_numpy().astype(np.int32),
-            "pos": nodes["pos"].to_numpy().astype(np.int32),
-            "lv1": (nodes["level"].to_numpy() + 1).astype(np.int32),  # 1-based, as everywhere in the UI
-            "p1": (nodes["pos"].to_numpy() + 1).astype(np.int32),
+            "inner": inner[rows].astype(np.float32),
+            "outer": outer[rows].astype(np.float32),
+            "start": w["start"].to_numpy()[rows].astype(np.float32),
+            "end": w["end"].to_numpy()[rows].astype(np.float32),
+            "level": lv.astype(np.int32),
+            "pos": pos.astype(np.int32),
+            "lv1": (lv + 1).astype(np.int32),  # 1-based, as everywhere in the UI
+            "p1": (pos + 1).astype(np.int32),
             "token": nodes["token"].tolist(),
             "st": st, "fz": st.copy(),
         }
-        r0, r1, fill, line = [], [], [], []
-        for k in range(data.L):
-            ring = w[(w["level"] == k) & (w["pos"] == 0)].iloc[0]
-            r0.append(float(ring["inner"]))
-            r1.append(float(ring["outer"]))
-            fill.append("#f3f3f3")
-            line.append(LEVEL_BAND_LINE if level is not None and k == level else "#00000000")
-        rings = {"r0": r0, "r1": r1, "fill": fill, "line": line}
+        first = np.arange(data.L) * data.n  # each ring's row of position 0
+        rings = {"r0": inner[first].tolist(), "r1": outer[first].tolist(), "fill": ["#f3f3f3"] * data.L,
+                 "line": [LEVEL_BAND_LINE if level is not None and k == level else "#00000000" for k in range(data.L)]}
         # the meeting tick: between the last sentence-A position and the first sentence-B one
         seg = np.asarray(data.segments)
         n_a = int((seg == 0).sum())
         step = 2 * math.pi / max(1, data.n)
         meet = math.radians(data.style.start_angle) - n_a * step
-        r_in = float(w["inner"][w["level"] == data.L - 1].min()) if data.L >= 1 else 0.0
+        r_in = float(inner[(data.L - 1) * data.n]) if data.L >= 1 else 0.0
         r_out = radius + 4
         tick = {"x0": [r_in * math.cos(meet)], "y0": [r_in * math.sin(meet)],
                 "x1": [r_out * math.cos(meet)], "y1": [r_out * math.sin(meet)]}
