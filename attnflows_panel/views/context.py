@@ -37,8 +37,7 @@ class ContextFigure:
     in the same order (so a highlight's node states apply as they are)."""
 
     def __init__(self, data: FlowData, size: int = 300, level: int | None = None):
-        from bokeh.models import AnnularWedge, Annulus, HoverTool, Range1d, Segment
-        from bokeh.plotting import figure
+        from bokeh.models import AnnularWedge, Annulus, HoverTool, Plot, Range1d, Segment
         from bokeh.transform import transform
 
         from attnflows_panel.views.flow import _alpha_transform, _Kit, _state_mapper
@@ -52,11 +51,10 @@ class ContextFigure:
         self.rings = kit.source(rings, "attnflows-context-rings")
         self.tick = kit.source(tick, "attnflows-context-tick")
         ext = lay.extent
-        self.figure = fig = figure(
-            width=size, height=size, x_range=Range1d(-ext, ext), y_range=Range1d(-ext, ext), tools=[],
+        self.figure = fig = Plot(  # a bare Plot: no axes, grids or title
+            width=size, height=size, x_range=Range1d(-ext, ext), y_range=Range1d(-ext, ext),
             toolbar_location=None, outline_line_color=None, min_border=0, match_aspect=True,
             name="attnflows-context", title=None,
-            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
         )
         kit.add(fig, self.rings, Annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", fill_color="fill",
                                          line_color="line", line_width=1.0))

@@ -220,7 +220,7 @@ class FlowFigure:
             Text,
             WheelZoomTool,
         )
-        from bokeh.plotting import figure
+        from bokeh.models import Plot
         from bokeh.transform import transform
 
         self._size = size
@@ -233,10 +233,10 @@ class FlowFigure:
             sizing_mode="stretch_width", width=self.design_size(data), height=self.design_size(data))
         # the ranges fit an invisible square around the drawing, and match_aspect keeps one data unit as
         # wide as it is high whatever the canvas' shape, so the rings stay circles at every window size
-        self.figure = fig = figure(
+        # a bare Plot (bokeh.models): no axes, grids or title, which bokeh.plotting.figure would make
+        self.figure = fig = Plot(
             x_range=DataRange1d(range_padding=0, name="attnflows-x"),
             y_range=DataRange1d(range_padding=0, name="attnflows-y"),
-            tools=[],
             toolbar_location="right",
             toolbar_inner=True,  # over the frame, so that the frame itself is the square
             match_aspect=True,
@@ -245,8 +245,7 @@ class FlowFigure:
             border_fill_color="white",
             min_border=0,
             name="attnflows-radial",
-            title=None,  # no title model
-            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
+            title=None,
             **sizing,
         )
         kit = self._kit = _Kit()
@@ -258,14 +257,13 @@ class FlowFigure:
         def add(source, glyph, **kw):
             return kit.add(fig, source, glyph, **kw)
 
-        # an invisible square of ±extent around the drawing, which the ranges fit (drawn from the rings'
-        # source, one per ring: a source of its own would cost three models more)
-        self.bounds_renderer = add(S["rings"], Rect(x=0, y=0, width=2 * ext, height=2 * ext, fill_color=None,
-                                                    line_color=None))
-        fig.x_range.renderers = fig.y_range.renderers = [self.bounds_renderer]
         # the chosen level's ring (level picker, its own colour) and faint rings
         self.ring_band = add(S["rings"], Annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", fill_color="fill",
                                                  fill_alpha="fa", line_color="line", line_width=1.2))
+        # the ranges fit the rings, padded (in proportion, which keeps match_aspect's square) out to the square
+        # of ±extent that holds the labels: no renderer of their own (_fit_ranges)
+        fig.x_range.renderers = fig.y_range.renderers = [self.ring_band]
+        self._fit_ranges()
         add(S["ticks"], Segment(x0="x0", y0="y0", x1="x1", y1="y1", line_color="#111111", line_width=3.2,
                                 line_cap="round"))
         self.tick_labels = add(S["ticks"], Text(x="tx", y="ty", text="tl", text_font_size="9px", text_color="#8a8a8a",
@@ -473,7 +471,6 @@ class FlowFigure:
         for k, v in cols.items():
             self.sources[k].data = v
         self.sources["ticks"].data = self._tick_cols(data)
-        self.bounds_renderer.glyph.update(width=2 * data.layout.extent, height=2 * data.layout.extent)
         for src in ("nodes", "glyphs"):
             self.sources[src].selected.indices = []
 
@@ -493,6 +490,16 @@ class FlowFigure:
 
     def set_level(self, level: int | None) -> None:
         self.sources["rings"].data = self._ring_cols(self.data, level)
+        self._fit_ranges()
+
+    def _fit_ranges(self) -> None:
+        """Pad the ranges, which fit the rings' outer edge, out to ±extent (the labels' square)."""
+        r1 = self.sources["rings"].data["r1"]
+        outer = float(np.max(r1)) if len(r1) else 0.0
+        pad = self.data.layout.extent / outer - 1 if outer > 0 else 0.0
+        for rng in (self.figure.x_range, self.figure.y_range):
+            if rng.range_padding != pad:
+                rng.range_padding = pad
 
     def show(self, hl: Highlight | None) -> dict[str, np.ndarray]:
         """Freeze a highlight (or clear it): write the display states and the frozen copies."""

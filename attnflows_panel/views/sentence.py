@@ -78,8 +78,7 @@ class SentenceFigure:
     level)."""
 
     def __init__(self, data: FlowData, level: int, width: int = 900, alpha: float = 0.5):
-        from bokeh.models import HoverTool, Range1d, Rect, Scatter, TapTool, Text
-        from bokeh.plotting import figure
+        from bokeh.models import HoverTool, Plot, Range1d, Rect, Scatter, TapTool, Text, Title
         from bokeh.transform import transform
 
         from attnflows_panel.views.flow import _alpha_transform, _Kit, _state_mapper
@@ -92,15 +91,12 @@ class SentenceFigure:
         self.tokens = kit.source(cols_t, "attnflows-sentence-tokens")
         self.circles = kit.source(cols_c, "attnflows-sentence-circles")
         h = int(max(60, lay.height))
-        self.figure = fig = figure(
-            width=width, height=h + 22, x_range=Range1d(0, width), y_range=Range1d(h, 0), tools=[],
+        self.figure = fig = Plot(  # a bare Plot: no axes or grids
+            width=width, height=h + 22, x_range=Range1d(0, width), y_range=Range1d(h, 0),
             toolbar_location=None, outline_line_color=None, min_border=0, name="attnflows-sentence",
-            title=self.caption(data, level),
-            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
+            title=Title(text=self.caption(data, level), text_font_size="12px", text_font_style="normal",
+                        text_color="#444444"),
         )
-        fig.title.text_font_size = "12px"
-        fig.title.text_font_style = "normal"
-        fig.title.text_color = "#444444"
         self.target_renderer = kit.add(fig, self.tokens, Rect(
             x="x", y="ty", width="w", height="th",
             fill_color=transform("st", _state_mapper(STATE_COLORS)),
