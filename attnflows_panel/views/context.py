@@ -36,7 +36,7 @@ class ContextFigure:
     """Bokeh figure of the Sentence Context view. ``wedges`` has one row per node of the radial view,
     in the same order (so a highlight's node states apply as they are)."""
 
-    def __init__(self, data: FlowData, size: int = 300, level: int | None = None):
+    def __init__(self, data: FlowData, size: int = 300, level: int | None = None, kit=None):
         from bokeh.models import AnnularWedge, Annulus, HoverTool, Plot, Range1d, Segment
         from bokeh.transform import transform
 
@@ -46,7 +46,7 @@ class ContextFigure:
         radius = size / 2 - 12
         cols, rings, tick, lay = self._columns(data, radius, level)
         self.layout = lay
-        kit = _Kit()
+        kit = kit or _Kit()  # the view passes one for all its figures
         self.wedges = kit.source(cols, "attnflows-context-wedges")
         self.rings = kit.source(rings, "attnflows-context-rings")
         self.tick = kit.source(tick, "attnflows-context-tick")

@@ -127,6 +127,12 @@ class _Kit:
                              nonselection_glyph=None, muted_glyph=None, **kw)
 
 
+def _with_alpha(colors, alphas) -> list[str]:
+    """``#rrggbb`` colours with an opacity each, as ``#rrggbbaa``: one colour mapper then draws both (BokehJS
+    keeps a colour's opacity as a byte, as it does for a separate alpha), instead of a mapper and a transform."""
+    return [f"{c[:7]}{min(255, max(0, int(a * 255 + 0.5))):02x}" for c, a in zip(colors, alphas)]
+
+
 def _state_mapper(palette):
     from bokeh.models import LinearColorMapper
 
@@ -199,7 +205,7 @@ class FlowFigure:
     FONT_CAP = 1.5  # the label font grows with the figure up to 1.5 × the layout's font
 
     def __init__(self, data: FlowData, size: int | None = None, linked: dict | None = None,
-                 max_size: int = 1000):
+                 max_size: int = 1000, kit: _Kit | None = None):
         from bokeh.events import DoubleTap
         from bokeh.models import (
             Annulus,
@@ -248,7 +254,7 @@ class FlowFigure:
             title=None,
             **sizing,
         )
-        kit = self._kit = _Kit()
+        kit = self._kit = kit or _Kit()
         S = self.sources = {k: kit.source(v, f"attnflows-{k}") for k, v in cols.items()}
         S["rings"] = kit.source(self._ring_cols(data, None), "attnflows-rings")
         S["ticks"] = kit.source(self._tick_cols(data), "attnflows-ticks")
@@ -278,7 +284,7 @@ class FlowFigure:
         # node halo and hit target: a circle over the token's cell (centres are what box and lasso test)
         self.node_renderer = add(S["nodes"], Circle(
             x="hx", y="hy", radius="hr",
-            fill_color=transform("st", _state_mapper(STATE_COLORS)),  # its alpha: _apply_alphas
+            fill_color=transform("st", _state_mapper(_with_alpha(STATE_COLORS, NODE_HALO_ALPHA))),  # alpha included
             line_color=None,
         ), name="attnflows-node-targets")
         # glyph block frame (the empty slots of heads that attend to nothing; none on level 0)
@@ -375,7 +381,6 @@ class FlowFigure:
 
         S = self.sources
         self.edge_renderer.glyph.line_alpha = transform("st", _edge_alpha_transform(S["edges"], table(EDGE_ALPHA)))
-        self.node_renderer.glyph.fill_alpha = transform("st", _alpha_transform(NODE_HALO_ALPHA))
         blk = _alpha_transform(table(SPARK_ALPHA))  # glyph blocks and sparklines: one table, one model
         self.block_renderer.glyph.fill_alpha = transform("st", blk)
         self.block_renderer.glyph.line_alpha = transform("st", blk)

@@ -77,17 +77,17 @@ class SentenceFigure:
     rows per token) are the sources; ``target_renderer`` is the tap target (select a token at the chosen
     level)."""
 
-    def __init__(self, data: FlowData, level: int, width: int = 900, alpha: float = 0.5):
+    def __init__(self, data: FlowData, level: int, width: int = 900, alpha: float = 0.5, kit=None):
         from bokeh.models import HoverTool, Plot, Range1d, Rect, Scatter, TapTool, Text, Title
         from bokeh.transform import transform
 
-        from attnflows_panel.views.flow import _alpha_transform, _Kit, _state_mapper
+        from attnflows_panel.views.flow import _alpha_transform, _Kit, _state_mapper, _with_alpha
 
         self.width = width
         self.alpha = alpha
         cols_t, cols_c, lay = self._columns(data, level)
         self.layout = lay
-        kit = _Kit()
+        kit = kit or _Kit()  # the view passes one for all its figures
         self.tokens = kit.source(cols_t, "attnflows-sentence-tokens")
         self.circles = kit.source(cols_c, "attnflows-sentence-circles")
         h = int(max(60, lay.height))
@@ -99,8 +99,7 @@ class SentenceFigure:
         )
         self.target_renderer = kit.add(fig, self.tokens, Rect(
             x="x", y="ty", width="w", height="th",
-            fill_color=transform("st", _state_mapper(STATE_COLORS)),
-            fill_alpha=transform("st", _alpha_transform(TOKEN_HALO)),
+            fill_color=transform("st", _state_mapper(_with_alpha(STATE_COLORS, TOKEN_HALO))),  # alpha included
             line_color=None), name="attnflows-sentence-targets")
         kit.add(fig, self.tokens, Text(x="x", y="y", text="token", text_align="center", text_baseline="alphabetic",
                                        text_font_size="13px", text_color=transform("st", _state_mapper(TOKEN_TEXT)),
