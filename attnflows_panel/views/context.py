@@ -40,7 +40,7 @@ class ContextFigure:
         from bokeh.models import AnnularWedge, Annulus, HoverTool, Plot, Range1d, Segment
         from bokeh.transform import transform
 
-        from attnflows_panel.views.flow import _alpha_transform, _Kit, _state_mapper
+        from attnflows_panel.views.flow import _Kit, _state_mapper, _with_alpha
 
         self.size = size
         radius = size / 2 - 12
@@ -58,11 +58,13 @@ class ContextFigure:
         )
         kit.add(fig, self.rings, Annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", fill_color="fill",
                                          line_color="line", line_width=1.0))
-        self.mapper = _state_mapper(context_palette(data))
+        #: the wedges' colour per display state (:func:`context_palette`); the mapper draws it with
+        #: :data:`CONTEXT_ALPHA` folded in (``#rrggbbaa``: one model instead of a mapper and a transform)
+        self.palette = context_palette(data)
+        self.mapper = _state_mapper(_with_alpha(self.palette, CONTEXT_ALPHA))
         self.wedge_renderer = kit.add(fig, self.wedges, AnnularWedge(
             x=0, y=0, inner_radius="inner", outer_radius="outer", start_angle="start", end_angle="end",
-            fill_color=transform("st", self.mapper),
-            fill_alpha=transform("st", _alpha_transform(CONTEXT_ALPHA)), line_color=None,
+            fill_color=transform("st", self.mapper), line_color=None,
         ))
         kit.add(fig, self.tick, Segment(x0="x0", y0="y0", x1="x1", y1="y1", line_color="#111111", line_width=2.5))
         fig.add_tools(HoverTool(renderers=[self.wedge_renderer],
@@ -112,7 +114,10 @@ class ContextFigure:
         self.wedges.data = cols
         self.rings.data = rings
         self.tick.data = tick
-        self.mapper.palette = context_palette(data)
+        from attnflows_panel.views.flow import _with_alpha
+
+        self.palette = context_palette(data)
+        self.mapper.palette = _with_alpha(self.palette, CONTEXT_ALPHA)
 
     def set_level(self, data: FlowData, level: int | None) -> None:
         _, rings, _, _ = self._columns(data, self.size / 2 - 12, level)
