@@ -166,8 +166,10 @@ def build_index_ray(
     workers: model-pair actors (default: the cluster's GPUs with ``device="cuda"``, else 2).
     device: the workers' torch device; ``"cuda"`` gives each actor one GPU (``num_gpus=1``).
     cpus_per_worker: CPUs reserved per actor (default 1; torch uses that many threads in it).
-    stats: a dict to fill with timings (seconds since the call): ``ray_start``, ``first_result``,
-        ``last_result``, ``computed`` (samples run through the workers), ``workers`` (benchmarks).
+    stats: a dict to fill with timings (seconds since the call): ``ray_start`` (Ray joined), ``planned``
+        (corpus read, tokenised and cut into buckets), ``first_result``, ``last_result``, and ``computed``
+        (samples run through the workers), ``first_computed`` (samples in the first result), ``workers``
+        (benchmarks).
     """
     import time
 
@@ -195,6 +197,7 @@ def build_index_ray(
                 workers = max(1, gpus) if cuda else 2
             cpus = float(cpus_per_worker or 1)
             rows = _buckets(plan, pair)
+            stats["planned"] = time.perf_counter() - t0
             stats["workers"] = int(workers)
             status(log, progress, f"Ray Data: {len(rows)} length buckets of {plan.count - plan.done} samples "
                                   f"({len(plan.todo)} shards to do, {plan.done} samples already done) on "
@@ -244,9 +247,10 @@ def build_index_ray(
                             w.write()
                             del writers[int(i)]
                     bar.update(len(shard_col))
-                    stats.setdefault("first_result", time.perf_counter() - t0)
-                    stats["last_result"] = time.perf_counter() - t0
                     stats["computed"] = stats.get("computed", 0) + len(shard_col)
+                    if "first_result" not in stats:
+                        stats["first_result"], stats["first_computed"] = time.perf_counter() - t0, stats["computed"]
+                    stats["last_result"] = time.perf_counter() - t0
             finally:
                 bar.close()
             if writers:
