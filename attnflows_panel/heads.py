@@ -183,7 +183,7 @@ _LN2 = 0.6931471805599453
 
 
 def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengths: Sequence[int],
-                                  encode_codes: bool = True) -> Any:
+                                  encode_codes: bool = True, threads: int | None = None) -> Any:
     """Per-sample head change of a padded batch, straight from both models' HF attention tensors
     (sequences of L torch tensors ``[B, H, N, N]``, on their device; the index build's fast path,
     index/README.md): uint8 codes ``[B, 2, L, H]`` as :func:`encode` writes them, or with
@@ -191,18 +191,26 @@ def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengt
 
     The same quantities as :func:`sample_change` on each sample's real tokens (``lengths[i]`` queries
     and keys), computed in another order: per attention row, in float32, the three dot products
-    ``p·q``, ``p·p``, ``q·q`` and the three sums ``Σ x ln x`` of ``p``, ``q`` and ``s = p + q``; then, in
-    float64 over the real query rows only,
+    ``p·q``, ``p·p``, ``q·q`` and the three sums ``Σ x ln x`` of ``p``, ``q`` and ``s = p + q``, and
+    ``Σ s``; then, in float64 over the real query rows only,
 
         cos = Σ p·q / sqrt(Σ p·p · Σ q·q),
         JSD(row) = ½ Σ p log2 p + ½ Σ q log2 q − Σ m log2 m  with  Σ m log2 m = ½ Σ s log2 s − ½ Σ s
 
     (``m = s / 2``; ``0 · log 0 = 0``). So each layer costs three logarithms and a few multiply-adds per
-    weight, no mask multiplication and no float64 pass over the ``[B, H, N, N]`` weights; the results
-    agree with :func:`sample_change` to about 1e-6 (the tests check it, and that the 8-bit codes differ
-    by at most one step, rarely). Padded keys need no mask: softmax gives them exactly zero weight
-    (their additive mask is the dtype's minimum), so they add nothing to any sum; padded query rows are
-    left out of the float64 sums. Only ``[B, L, H]`` leaves the device."""
+    weight and no float64 pass over the ``[B, H, N, N]`` weights; the results agree with
+    :func:`sample_change` to about 1e-6 (the tests check it, and that the 8-bit codes differ by at most
+    one step, rarely). Padded keys need no mask: softmax gives them exactly zero weight (their additive
+    mask is the dtype's minimum), so they add nothing to any sum; padded query rows are left out of the
+    float64 sums. Only the per-row sums (``[B, L, H, N]`` each) leave the device.
+
+    On the CPU the per-row sums are fused numpy reductions (``einsum`` of two operands: no product
+    tensor is written, unlike torch's ``vecdot``; numpy's vectorised ``log``), over a few samples at a
+    time so that the passes over one chunk stay in the core's cache, and the samples are split over
+    ``threads`` threads (default ``torch.get_num_threads()``; numpy releases the GIL): on the index
+    build's 2-core CPU reference this is 1.5x (1 thread) to 4x (2 threads, a loaded machine) faster than
+    the torch ops it replaces (benchmarks/README.md, P2). Elsewhere (CUDA) the same sums are torch
+    ops on the device."""
     import torch
 
     if len(pre) != len(fine) or not len(pre):
@@ -210,22 +218,106 @@ def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengt
     B, H, N, _ = pre[0].shape
     if len(lengths) != B:
         raise ValueError(f"{len(lengths)} lengths for a batch of {B}")
-    device = pre[0].device
-    n = torch.as_tensor([int(x) for x in lengths], device=device)
-    if bool((n < 1).any()) or bool((n > N).any()):
+    n = np.asarray([int(x) for x in lengths], dtype=np.int64)
+    if (n < 1).any() or (n > N).any():
         raise ValueError(f"lengths must be in [1, {N}], got {list(lengths)}")
-    real = (torch.arange(N, device=device)[None, :] < n[:, None]).to(torch.float64)[:, None, :]  # [B, 1, N]
-    count = n.to(torch.float64)[:, None]  # [B, 1]
+    for p, q in zip(pre, fine):
+        if p.shape != q.shape:
+            raise ValueError(f"attention shapes differ between the models: {tuple(p.shape)} vs {tuple(q.shape)}")
+    if pre[0].device.type == "cpu":
+        stats = _row_stats_numpy(pre, fine, threads)  # float32 [7, B, L, H, N]
+    else:
+        stats = _row_stats_torch(pre, fine)
+    real = (np.arange(N)[None, :] < n[:, None]).astype(np.float64)[:, None, None, :]  # [B, 1, 1, N]
+    dot, pp, qq, ep, eq, es, s_sum = (x.astype(np.float64) for x in stats)
+    # float64 from here on, real query rows only
+    d = (dot * real).sum(axis=-1)  # [B, L, H]
+    norm = np.sqrt((pp * real).sum(axis=-1) * (qq * real).sum(axis=-1))
+    cos = np.divide(d, norm, out=np.zeros_like(d), where=norm > 0)
+    rows = (0.5 / _LN2) * (ep + eq - es) + 0.5 * s_sum
+    js = (rows * real).sum(axis=-1) / n[:, None, None]
+    cos, js = np.clip(cos, 0.0, 1.0), np.clip(js, 0.0, 1.0)
+    return encode(cos, js) if encode_codes else (cos, js)
+
+
+#: per-row sums of :func:`change_from_attention_tensors`, in this order
+_ROW_STATS = ("p.q", "p.p", "q.q", "p ln p", "q ln q", "s ln s", "sum s")
+#: bytes of one chunk's attention weights (a few samples, all heads): the chunk's passes stay in cache
+_CHUNK_BYTES = 1 << 19
+_POOLS: dict[int, Any] = {}
+
+
+def _pool(threads: int):
+    """A process-wide thread pool of ``threads`` workers (created once per size)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS.setdefault(threads, ThreadPoolExecutor(threads, thread_name_prefix="attnflows-heads"))
+    return pool
+
+
+def _row_stats_numpy(pre: Sequence[Any], fine: Sequence[Any], threads: int | None) -> np.ndarray:
+    """float32 ``[7, B, L, H, N]`` (:data:`_ROW_STATS`) of CPU torch tensors, with numpy (see
+    :func:`change_from_attention_tensors`)."""
+    import torch
+
+    L = len(pre)
+    B, H, N, _ = pre[0].shape
+    P = [np.ascontiguousarray(x.detach().to(torch.float32).numpy()) for x in pre]
+    Q = [np.ascontiguousarray(x.detach().to(torch.float32).numpy()) for x in fine]
+    stats = np.empty((len(_ROW_STATS), B, L, H, N), dtype=np.float32)
+    tiny = np.float32(1e-30)
+    chunk = max(1, _CHUNK_BYTES // (H * N * N * 4))
+    dots = "...j,...j->..."
+
+    def work(lo: int, hi: int) -> None:
+        sbuf = np.empty((min(chunk, hi - lo), H, N, N), dtype=np.float32)
+        lbuf = np.empty_like(sbuf)
+        out = np.empty((len(_ROW_STATS), min(chunk, hi - lo), H, N), dtype=np.float32)
+        for k in range(L):
+            for c in range(lo, hi, chunk):
+                c2 = min(hi, c + chunk)
+                b = c2 - c
+                p, q, o = P[k][c:c2], Q[k][c:c2], out[:, :b]
+                np.einsum(dots, p, q, out=o[0])
+                np.einsum(dots, p, p, out=o[1])
+                np.einsum(dots, q, q, out=o[2])
+                s = np.add(p, q, out=sbuf[:b])
+                np.sum(s, axis=-1, out=o[6])
+                lx = lbuf[:b]
+                for x, i in ((p, 3), (q, 4), (s, 5)):
+                    # Σ x ln x, 0 · ln 0 = 0 (x · ln(max(x, tiny)) is exactly 0 at 0)
+                    np.maximum(x, tiny, out=lx)
+                    np.log(lx, out=lx)
+                    np.einsum(dots, x, lx, out=o[i])
+                stats[:, c:c2, k] = o
+
+    if threads is None:
+        threads = torch.get_num_threads()
+    threads = max(1, min(int(threads), B))
+    if threads == 1:
+        work(0, B)
+    else:
+        step = -(-B // threads)
+        futures = [_pool(threads).submit(work, lo, min(B, lo + step)) for lo in range(0, B, step)]
+        for f in futures:
+            f.result()
+    return stats
+
+
+def _row_stats_torch(pre: Sequence[Any], fine: Sequence[Any]) -> np.ndarray:
+    """float32 ``[7, B, L, H, N]`` (:data:`_ROW_STATS`) computed with torch ops on the tensors' device."""
+    import torch
+
     tiny = 1e-30
     buf = scratch = None
-    cos_l, js_l = [], []
+    per_layer = []
 
     def xlnx_rows(x, out):  # Σ_key x ln x per row, 0 · ln 0 = 0 (x · ln(max(x, tiny)) is exactly 0 at 0)
         return torch.clamp(x, min=tiny, out=out).log_().mul_(x).sum(dim=-1)
 
     for p, q in zip(pre, fine):
-        if p.shape != q.shape:
-            raise ValueError(f"attention shapes differ between the models: {tuple(p.shape)} vs {tuple(q.shape)}")
         p = p.to(torch.float32)
         q = q.to(torch.float32)
         if buf is None or buf.shape != p.shape:
@@ -238,18 +330,9 @@ def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengt
         s = torch.add(p, q, out=buf)
         s_sum = s.sum(dim=-1)
         es = xlnx_rows(s, scratch)
-        # float64 from here on, real query rows only
-        d = (dot.to(torch.float64) * real).sum(dim=-1)  # [B, H]
-        norm = torch.sqrt((pp.to(torch.float64) * real).sum(dim=-1) * (qq.to(torch.float64) * real).sum(dim=-1))
-        cos = torch.where(norm > 0, d / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
-        rows = (0.5 / _LN2) * (ep.to(torch.float64) + eq.to(torch.float64) - es.to(torch.float64)) \
-            + 0.5 * s_sum.to(torch.float64)
-        js = (rows * real).sum(dim=-1) / count
-        cos_l.append(cos.clamp(0.0, 1.0))
-        js_l.append(js.clamp(0.0, 1.0))
-    cos = torch.stack(cos_l, dim=1).cpu().numpy()  # [B, L, H]
-    js = torch.stack(js_l, dim=1).cpu().numpy()
-    return encode(cos, js) if encode_codes else (cos, js)
+        per_layer.append(torch.stack([dot, pp, qq, ep, eq, es, s_sum]))  # [7, B, H, N]
+    return torch.stack(per_layer, dim=2).cpu().numpy()  # [7, B, L, H, N]
+
 
 def usage_change(usage: Any) -> np.ndarray:
     """Mean |u_fine − u_pre| over samples: float32 [L, H] from stored usage ``[N, 2, L, H]`` (or one

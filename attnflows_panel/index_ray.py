@@ -83,9 +83,15 @@ class PairWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, positions, out_usage, out_change = [], [], [], []
         fields: dict[str, list] = {k: [] for k in _OUT_FIELDS}
-        for shard, pos, a, b, ids in zip(batch["shard"], batch["positions"], batch["a"], batch["b"], batch["ids"]):
+        for shard, pos, a, b, ids, tokens, types, truncated in zip(
+                batch["shard"], batch["positions"], batch["a"], batch["b"], batch["ids"], batch["input_ids"],
+                batch["token_type_ids"], batch["truncated"]):
             pairs = list(zip((str(x) for x in a), (str(x) for x in b)))
-            out = I.compute_batch(self.pair, pairs, self.tau, self.batch_size, ids=[str(x) for x in ids])
+            # the driver's token ids (it tokenised the shard to cut the buckets): no second tokenising here
+            encoded = [([int(t) for t in x], [int(t) for t in y] if len(y) else None, bool(z))
+                       for x, y, z in zip(tokens, types, truncated)]
+            out = I.compute_batch(self.pair, pairs, self.tau, self.batch_size, ids=[str(x) for x in ids],
+                                  encoded=encoded)
             shards += [int(shard)] * len(pairs)
             positions += [int(p) for p in pos]
             out_usage += [u.tobytes() for u in out["usage"]]
@@ -107,17 +113,23 @@ class PairWorker:
         }
 
 
-def _buckets(plan: I.BuildPlan, tokenizer) -> list[dict[str, Any]]:
+def _buckets(plan: I.BuildPlan, pair: Any) -> list[dict[str, Any]]:
+    """One row per length bucket, cut as the local engine cuts them (:func:`attnflows_panel.index.encode_shard`,
+    :func:`attnflows_panel.index.buckets_by_length`), carrying the bucket's token ids to the worker."""
     rows = []
     for i in plan.todo:
         shard_rows, pairs = plan.shard_rows(i), plan.shard_pairs(i)
-        for members in I.length_buckets(tokenizer, pairs, plan.max_length, plan.batch_size):
+        encoded = I.encode_shard(pair, pairs, shard_rows["id"])
+        for members in I.buckets_by_length([len(e[0]) for e in encoded], plan.batch_size):
             rows.append({
                 "shard": int(i),
                 "positions": [int(j) for j in members],
                 "a": [pairs[j][0] for j in members],
                 "b": [pairs[j][1] for j in members],
                 "ids": [str(shard_rows["id"][j]) for j in members],
+                "input_ids": [encoded[j][0] for j in members],
+                "token_type_ids": [encoded[j][1] or [] for j in members],
+                "truncated": [bool(encoded[j][2]) for j in members],
             })
     return rows
 
@@ -154,15 +166,15 @@ def build_index_ray(
     workers: model-pair actors (default: the cluster's GPUs with ``device="cuda"``, else 2).
     device: the workers' torch device; ``"cuda"`` gives each actor one GPU (``num_gpus=1``).
     cpus_per_worker: CPUs reserved per actor (default 1; torch uses that many threads in it).
-    stats: a dict to fill with timings (seconds since the call): ``ray_start``, ``first_result``,
-        ``last_result``, ``computed`` (samples run through the workers), ``workers`` (benchmarks).
+    stats: a dict to fill with timings (seconds since the call): ``ray_start`` (Ray joined), ``planned``
+        (corpus read, tokenised and cut into buckets), ``first_result``, ``last_result``, and ``computed``
+        (samples run through the workers), ``first_computed`` (samples in the first result), ``workers``
+        (benchmarks).
     """
     import time
 
     t0 = time.perf_counter()
     stats = {} if stats is None else stats
-    import copy
-
     ray = require_ray()
     from tqdm.auto import tqdm
 
@@ -184,7 +196,8 @@ def build_index_ray(
                 gpus = int(ray.cluster_resources().get("GPU", 0)) if cuda else 0
                 workers = max(1, gpus) if cuda else 2
             cpus = float(cpus_per_worker or 1)
-            rows = _buckets(plan, copy.deepcopy(pair.tokenizer))
+            rows = _buckets(plan, pair)
+            stats["planned"] = time.perf_counter() - t0
             stats["workers"] = int(workers)
             status(log, progress, f"Ray Data: {len(rows)} length buckets of {plan.count - plan.done} samples "
                                   f"({len(plan.todo)} shards to do, {plan.done} samples already done) on "
@@ -234,9 +247,10 @@ def build_index_ray(
                             w.write()
                             del writers[int(i)]
                     bar.update(len(shard_col))
-                    stats.setdefault("first_result", time.perf_counter() - t0)
-                    stats["last_result"] = time.perf_counter() - t0
                     stats["computed"] = stats.get("computed", 0) + len(shard_col)
+                    if "first_result" not in stats:
+                        stats["first_result"], stats["first_computed"] = time.perf_counter() - t0, stats["computed"]
+                    stats["last_result"] = time.perf_counter() - t0
             finally:
                 bar.close()
             if writers:

@@ -653,16 +653,26 @@ class ModelPair:
         return results  # type: ignore[return-value]
 
     def usage_batch(self, pairs: Iterable[tuple[str, str]], tau: float, batch_size: int = 32,
-                    head_change: bool = False) -> dict[str, Any]:
+                    head_change: bool = False, encoded: Sequence[tuple] | None = None) -> dict[str, Any]:
         """What an index stores of each pair, without attention matrices (the index build's fast path):
         ``usage`` float32 [m, 2, L, H] (u_pre, u_fine at τ, root [CLS]; equal to
         ``attnflows_panel.index.result_usage(self.run(a, b), tau)``), ``pred_pre``, ``pred_fine`` (label
         names or None), ``prob_fine`` (float32, NaN without a head), ``n_tokens``, ``truncated``; in
         input order. Batches as :meth:`run_batch` does (sorted by length, padded per batch). With
         ``head_change``, also ``head_change``: uint8 [m, 2, L, H], the per-sample cosine and JSD codes of
-        :mod:`attnflows_panel.heads`, from the same forward pass."""
-        items, texts_a, texts_b = _check_batch(pairs, batch_size)
-        m = len(items)
+        :mod:`attnflows_panel.heads`, from the same forward pass.
+
+        encoded: the pairs as :meth:`encode_pairs` returned them (one item per pair, same order), so that
+        a caller that has tokenised them already (the index build, to cut its length buckets) does not
+        tokenise them twice; None = tokenise here."""
+        if encoded is None:
+            items, texts_a, texts_b = _check_batch(pairs, batch_size)
+            m = len(items)
+        else:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            encoded = list(encoded)
+            m = len(encoded)
         out: dict[str, Any] = {
             "usage": np.zeros((m, 2, self.num_layers, self.num_heads), dtype=np.float32),
             "pred_pre": [None] * m, "pred_fine": [None] * m, "prob_fine": np.full(m, np.nan, np.float32),
@@ -670,25 +680,35 @@ class ModelPair:
         }
         if head_change:
             out["head_change"] = np.zeros((m, 2, self.num_layers, self.num_heads), dtype=np.uint8)
-        if not items:
+        if not m:
             return out
-        encoded = self._encode(texts_a, texts_b)
+        if encoded is None:
+            encoded = self._encode(texts_a, texts_b)
         order = sorted(range(m), key=lambda i: len(encoded[i][0]))
         for start in range(0, m, batch_size):
             chunk = order[start:start + batch_size]
             raw = self._forward([encoded[i] for i in chunk], usage_tau=float(tau), head_change=head_change)
             if head_change:
                 out["head_change"][chunk] = raw["head_change"]
+            out["usage"][chunk, 0] = raw["pretrained"]["usage"]
+            out["usage"][chunk, 1] = raw["finetuned"]["usage"]
             for j, i in enumerate(chunk):
                 out["n_tokens"][i] = len(encoded[i][0])
                 out["truncated"][i] = bool(encoded[i][2])
                 for r, role in enumerate(("pretrained", "finetuned")):
-                    out["usage"][i, r] = raw[role]["usage"][j]
                     label, probs = self._prediction(role, raw[role]["logits"][j])
                     out["pred_pre" if r == 0 else "pred_fine"][i] = label
                     if r == 1 and probs is not None and label in probs:
                         out["prob_fine"][i] = probs[label]
         return out
+
+    def encode_pairs(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[list[int], list[int] | None, bool]]:
+        """Tokenise sentence pairs as every run does (validated first, as :meth:`run_batch` does):
+        per pair ``(input_ids, token_type_ids or None, truncated)``, the input ids truncated
+        ``longest_first`` to :attr:`max_length`. ``len(input_ids)`` is the pair's token count, by which
+        the index build cuts its length buckets; pass the list on as :meth:`usage_batch`'s ``encoded``."""
+        _, texts_a, texts_b = _check_batch(pairs, 1)
+        return self._encode(texts_a, texts_b) if texts_a else []
 
     def _prediction(self, role: str, logits: np.ndarray | None) -> tuple[str | None, dict[str, float] | None]:
         out = self._output(role, {"attentions": None, "logits": logits})
@@ -698,21 +718,43 @@ class ModelPair:
 
     def _encode(self, texts_a: list[str], texts_b: list[str]) -> list[tuple[list[int], list[int] | None, bool]]:
         tok = self.tokenizer
-        with self._tokenizer_lock:
-            # lengths without truncation tell whether truncation happened
-            raw_a = tok(texts_a, add_special_tokens=False, verbose=False)["input_ids"]
-            raw_b = tok(texts_b, add_special_tokens=False, verbose=False)["input_ids"]
-            enc = tok(texts_a, texts_b, truncation="longest_first", max_length=self.max_length, verbose=False)
         specials = tok.num_special_tokens_to_add(pair=True)
+        with self._tokenizer_lock:
+            # one call for the usual case: the pairs untruncated, whose length says whether truncation
+            # is needed and whose sequence ids count each sentence's tokens (fast tokenizers); only the
+            # pairs longer than max_length are encoded again, truncated
+            full = tok(texts_a, texts_b, verbose=False)
+            encodings = getattr(full, "encodings", None)
+            if encodings is not None and len(encodings) == len(texts_a):
+                counts = []
+                for e in encodings:
+                    seq = e.sequence_ids
+                    counts.append((seq.count(0), seq.count(1)))
+                long_rows = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
+            else:  # a slow tokenizer: count each sentence on its own
+                raw_a = tok(texts_a, add_special_tokens=False, verbose=False)["input_ids"]
+                raw_b = tok(texts_b, add_special_tokens=False, verbose=False)["input_ids"]
+                counts = [(len(x), len(y)) for x, y in zip(raw_a, raw_b)]
+                long_rows = [i for i, (x, y) in enumerate(counts) if x + y + specials > self.max_length]
+            cut = {}
+            if long_rows:
+                enc = tok([texts_a[i] for i in long_rows], [texts_b[i] for i in long_rows],
+                          truncation="longest_first", max_length=self.max_length, verbose=False)
+                for j, i in enumerate(long_rows):
+                    cut[i] = (enc["input_ids"][j], enc["token_type_ids"][j] if "token_type_ids" in enc else None)
+        has_types = "token_type_ids" in full
         out = []
-        for i, ids in enumerate(enc["input_ids"]):
-            if not raw_a[i] or not raw_b[i]:
-                which = "sentence_a" if not raw_a[i] else "sentence_b"
+        for i, ids in enumerate(full["input_ids"]):
+            n_a, n_b = counts[i]
+            if not n_a or not n_b:
+                which = "sentence_a" if not n_a else "sentence_b"
                 prefix = "" if len(texts_a) == 1 else f"pair {i}: "
-                raise ValueError(f"{prefix}{which} produces no tokens ({(texts_a if not raw_a[i] else texts_b)[i]!r})")
-            truncated = len(raw_a[i]) + len(raw_b[i]) + specials > self.max_length
-            types = enc["token_type_ids"][i] if "token_type_ids" in enc else None
-            out.append((list(ids), types, truncated))
+                raise ValueError(f"{prefix}{which} produces no tokens ({(texts_a if not n_a else texts_b)[i]!r})")
+            if i in cut:
+                ids, types = cut[i]
+            else:
+                types = full["token_type_ids"][i] if has_types else None
+            out.append((list(ids), types, i in cut))
         return out
 
     def _forward(self, batch: list[tuple[list[int], list[int] | None, bool]],

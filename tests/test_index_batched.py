@@ -163,3 +163,22 @@ def test_real_batches_usage_and_change(real_batches):
         total += codes.size
     assert differ <= total // 1000, (differ, total)
     assert (codes > 0).any()
+
+
+def test_cpu_numpy_row_sums_equal_the_torch_ops():
+    """On the CPU the head change's per-row sums are numpy reductions, chunked and split over threads
+    (heads._row_stats_numpy); on other devices torch ops (heads._row_stats_torch). The two agree to
+    float32 rounding, and the split over threads changes nothing at all."""
+    rng = np.random.default_rng(11)
+    lengths = [14, 3, 9, 14, 1, 7, 12]
+    pre = padded_batch(rng, lengths, L=3, H=5)
+    fine = padded_batch(rng, lengths, L=3, H=5, sharp=1.5)
+    one = HD._row_stats_numpy(pre, fine, threads=1)
+    assert one.shape == (len(HD._ROW_STATS), 7, 3, 5, 14) and one.dtype == np.float32
+    for threads in (2, 3, 7):
+        np.testing.assert_array_equal(HD._row_stats_numpy(pre, fine, threads=threads), one)
+    np.testing.assert_allclose(one, HD._row_stats_torch(pre, fine), rtol=1e-5, atol=1e-6)
+    a = HD.change_from_attention_tensors(pre, fine, lengths, threads=1)
+    b = HD.change_from_attention_tensors(pre, fine, lengths, threads=2)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (7, 2, 3, 5) and a.any()

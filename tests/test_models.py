@@ -413,3 +413,29 @@ def test_usage_batch_equals_the_signature_of_each_run(which, sharp_bert_dirs, mi
         probs = [r.finetuned.probs[r.finetuned.label] for r in runs]
         np.testing.assert_allclose(fast["prob_fine"], probs, rtol=1e-6)
         assert np.count_nonzero(expected) > 0  # not a vacuous comparison of empty graphs
+
+
+def test_encode_pairs_tokenises_once_as_the_truncating_call_does(minilm_path):
+    """encode_pairs (what the index build tokenises each shard with) gives the token ids, types and
+    truncation flags of a plain truncating tokenizer call, the long pairs included, and names an
+    empty sentence by its pair."""
+    from attnflows_panel.models import ModelPair
+
+    pair = ModelPair.load(minilm_path, minilm_path, device="cpu")
+    long_a = " ".join(["attention"] * 600)
+    pairs = [("The cat sat.", "A cat was sitting on the mat."), (long_a, "short one"),
+             ("short", " ".join(["flows"] * 700)), (long_a, long_a), ("Hi.", "Ho.")]
+    got = pair.encode_pairs(pairs)
+    tok = pair.tokenizer
+    want = tok([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=pair.max_length)
+    assert [g[0] for g in got] == want["input_ids"]
+    assert [g[1] for g in got] == want["token_type_ids"]
+    assert [g[2] for g in got] == [False, True, True, True, False]
+    assert max(len(g[0]) for g in got) == pair.max_length
+    # the usage of pre-encoded pairs is the usage of the pairs
+    fast = pair.usage_batch(pairs, 0.1, batch_size=2, head_change=True)
+    pre = pair.usage_batch(pairs, 0.1, batch_size=2, head_change=True, encoded=got)
+    for key in ("usage", "head_change", "n_tokens", "truncated"):
+        np.testing.assert_array_equal(fast[key], pre[key])
+    with pytest.raises(ValueError, match="pair 1: sentence_b produces no tokens"):
+        pair.encode_pairs([("a b", "c d"), ("a b", "\u200b")])
