@@ -294,7 +294,8 @@ def serve(
         extra["prefix"] = path
     app = make_app(config, registry, on_create)
     if procs > 1:
-        return _serve_processes(app, procs, port=port, address=address, origins=origins, path=path, show=show,
+        warm = (lambda: _warm_page(AttnFlowsApp(config, registry=registry, sync_url=False))) if preload_resources else None
+        return _serve_processes(app, procs, warm=warm, port=port, address=address, origins=origins, path=path, show=show,
                                 title=config.title, extra=extra)
     common = dict(port=port, address=address, websocket_origin=origins or None, show=show, title=config.title,
                   verbose=False, **extra)
@@ -314,8 +315,8 @@ def serve(
     return server
 
 
-def _serve_processes(app, procs: int, *, port: int, address: str, origins: list[str], path: str, show: bool,
-                     title: str, extra: dict) -> None:
+def _serve_processes(app, procs: int, *, warm: Callable[[], None] | None, port: int, address: str,
+                     origins: list[str], path: str, show: bool, title: str, extra: dict) -> None:
     """Serve ``app`` from ``procs`` forked worker processes, each with its own ``SO_REUSEPORT`` socket on
     ``address:port`` (see :func:`serve`). Returns in this process once every worker has stopped (or on
     Ctrl-C); a worker returns once it stops serving, or exits when this process is gone."""
@@ -340,6 +341,10 @@ def _serve_processes(app, procs: int, *, port: int, address: str, origins: list[
     # ---- a worker process from here on
     _die_with(parent)
     _one_thread_per_worker()
+    if warm is not None:
+        # one page built here first: a new worker's first sessions would also pay for the memory it
+        # starts to write (each page it shares with the first process is copied then)
+        warm()
     own = netutil.bind_sockets(port, address, reuse_port=True)
     pn.config.reuse_sessions = True
     hosts = {"localhost", "127.0.0.1"} | ({address} if address not in ("0.0.0.0", "::", "") else set())
