@@ -323,22 +323,18 @@ def _serve_processes(app, procs: int, *, warm: Callable[[], None] | None, port: 
     from tornado import netutil, process
     from tornado.ioloop import PeriodicCallback
 
-    # bound here first, so that a port in use fails now, in one process, and port 0 becomes one port for
-    # all workers; closed before the fork (a socket of this process, which accepts nothing, would get
-    # its share of the connections)
-    reserved = netutil.bind_sockets(port, address, reuse_port=True)
-    port = reserved[0].getsockname()[1]
+    reserved = _reserve_port(port, address)  # a port in use fails now, once; port 0 becomes one port for all
+    port = reserved.getsockname()[1]
     url = _url(address, port, path)
     parent = os.getpid()
-    for s in reserved:
-        s.close()
-    print(f"Attention Flows is served at {url} (by {procs} processes)", flush=True)
+    print(f"Starting {procs} server processes …", flush=True)
     try:
         worker = process.fork_processes(procs, max_restarts=10)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         print("stopped", flush=True)
         return None
     # ---- a worker process from here on
+    reserved.close()
     _die_with(parent)
     _one_thread_per_worker()
     if warm is not None:
@@ -370,11 +366,32 @@ def _serve_processes(app, procs: int, *, warm: Callable[[], None] | None, port: 
 
         server.io_loop.add_callback(lambda: webbrowser.open(url))
     server.start()
+    if worker == 0:  # the address works once one worker listens (the kernel only hands connections to those)
+        server.io_loop.add_callback(lambda: print(f"Attention Flows is served at {url} (by {procs} processes)",
+                                                  flush=True))
     try:
         server.io_loop.start()
     except KeyboardInterrupt:  # pragma: no cover - interactive
         pass
     return None
+
+
+def _reserve_port(port: int, address: str):
+    """A socket bound to ``address:port`` with ``SO_REUSEPORT`` but not listening: it holds the port while
+    the workers start (each binds its own listening socket to it), and receives no connections."""
+    import socket
+
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(address, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                                                          socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _die_with(parent: int) -> None:
