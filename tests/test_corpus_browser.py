@@ -83,6 +83,21 @@ def test_picking_a_row_selects_the_sample_and_finds_similar(browser, index):
     assert browser.selected_id == want["id"].iloc[0]
 
 
+def test_a_click_picks_a_row_even_when_the_selection_does_not_change(browser, index):
+    """A cell click is a pick on its own (Panel's Tabulator ignores a row click that comes while the
+    table redraws, so no selection event may come with it)."""
+    from bokeh.models.widgets.tables import TableColumn  # noqa: F401  (Panel's table models loaded)
+    from panel.models.tabulator import CellClickEvent
+
+    model = browser.table.get_root()
+    browser.table._process_event(CellClickEvent(model=model, column="id", row=2))
+    assert browser.selected_id == index.metadata["id"].iloc[2] and browser.table.selection == []
+    target = browser.results["id"].iloc[1]
+    model = browser.results_table.get_root()
+    browser.results_table._process_event(CellClickEvent(model=model, column="id", row=1))
+    assert browser.selected_id == target and browser.results_table.selection == []
+
+
 def test_space_heads_and_k(browser, index):
     sid = index.metadata["id"].iloc[7]
     browser.selected_id = sid

@@ -196,6 +196,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             formatters={"correct_fine": {"type": "tickCross", "allowEmpty": True}},
         )
         self.table.param.watch(self._on_table_pick, "selection")
+        self.table.on_click(lambda event: self._pick_table_row(event.row))  # see the results table
 
         self._space_w = pn.widgets.RadioButtonGroup.from_param(self.param.space)
         self._heads_w = pn.widgets.TextInput.from_param(self.param.heads, label="Heads (layer:head, 0-based)",
@@ -225,6 +226,9 @@ class CorpusBrowser(pn.viewable.Viewer):
             },
         )
         self.results_table.param.watch(self._on_result_pick, "selection")
+        # a click is a pick even when the table's selection does not change: Panel's Tabulator drops a
+        # row click that arrives while the table redraws new rows, but it always reports a cell click
+        self.results_table.on_click(lambda event: self._pick_result_row(event.row))
 
     def _build_figures(self) -> None:
         """The head heatmap and the signature map: overlays of HoloViews DynamicMaps, one per layer of
@@ -314,20 +318,24 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     def _on_table_pick(self, event: Any) -> None:
         if event.new:
-            value = self.table.value
-            i = event.new[0]
-            if 0 <= i < len(value):
-                self.selected_id = str(value["id"].iloc[i])
+            self._pick_table_row(event.new[0])
+
+    def _pick_table_row(self, i: int | None) -> None:
+        value = self.table.value
+        if i is not None and 0 <= i < len(value):
+            self.selected_id = str(value["id"].iloc[i])
 
     def _on_result_pick(self, event: Any) -> None:
-        if event.new and self.results is not None:
-            i = event.new[0]
-            if 0 <= i < len(self.results):
-                # the pick replaces this very table's rows: done on the next tick (pn.state.execute),
-                # after Panel has finished the table's selection event; changed from inside it, the
-                # page kept the old rows while the server had the new ones
-                pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.results["id"].iloc[i])),
-                                 schedule=True)
+        if event.new:
+            self._pick_result_row(event.new[0])
+
+    def _pick_result_row(self, i: int | None) -> None:
+        if self.results is not None and i is not None and 0 <= i < len(self.results):
+            # the pick replaces this very table's rows: done on the next tick (pn.state.execute), after
+            # Panel has finished the table's event; changed from inside it, the page kept the old rows
+            # while the server had the new ones
+            pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.results["id"].iloc[i])),
+                             schedule=True)
 
     def _set_message(self, text: str) -> None:
         self.message = text
