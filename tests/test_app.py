@@ -614,7 +614,10 @@ def test_picking_a_similar_sample_moves_views_panel_and_url_together(app):
     root = app.__panel__().get_root(doc)
     results = app.browser.results
     target = str(results["id"].iloc[1])
-    app.browser.results_table.selection = [1]  # what a click on the second similar sample does
+    from panel.models.tabulator import CellClickEvent
+
+    table = app.browser.results_table  # what a click on the second similar sample sends
+    table._process_event(CellClickEvent(model=table.get_root(), column="id", row=1))
     assert app.sample_id == target and app.browser.selected_id == target
     assert app.view.result is app.result and app.result.sentence_a == app.index.sample(target)["sentence_a"]
     # the sentence view opened at the new sample's informative level, which a link restores by itself

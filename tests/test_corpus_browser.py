@@ -78,24 +78,27 @@ def test_picking_a_row_selects_the_sample_and_finds_similar(browser, index):
     shown = browser.results_table.value
     assert list(shown["id"]) == list(want["id"]) and np.allclose(shown["score"], want["score"].round(3), atol=5e-4)  # shown to 3 decimals
     assert {"sentence_a", "sentence_b", "score"} <= set(shown.columns)
-    # picking a similar sample makes it current
-    browser.results_table.selection = [0]
+    # picking a similar sample (a click on its row) makes it current
+    _click(browser.results_table, 0)
     assert browser.selected_id == want["id"].iloc[0]
+
+
+def _click(table, row: int) -> None:
+    """What the browser sends for a click on a cell of ``row`` of a Panel Tabulator."""
+    from panel.models.tabulator import CellClickEvent
+
+    table._process_event(CellClickEvent(model=table.get_root(), column="id", row=row))
 
 
 def test_a_click_picks_a_row_even_when_the_selection_does_not_change(browser, index):
     """A cell click is a pick on its own (Panel's Tabulator ignores a row click that comes while the
-    table redraws, so no selection event may come with it)."""
-    from bokeh.models.widgets.tables import TableColumn  # noqa: F401  (Panel's table models loaded)
-    from panel.models.tabulator import CellClickEvent
-
-    model = browser.table.get_root()
-    browser.table._process_event(CellClickEvent(model=model, column="id", row=2))
+    table redraws, so no selection event may come with it); the similar samples are not selectable."""
+    _click(browser.table, 2)
     assert browser.selected_id == index.metadata["id"].iloc[2] and browser.table.selection == []
     target = browser.results["id"].iloc[1]
-    model = browser.results_table.get_root()
-    browser.results_table._process_event(CellClickEvent(model=model, column="id", row=1))
+    _click(browser.results_table, 1)
     assert browser.selected_id == target and browser.results_table.selection == []
+    assert browser.results_table.selectable is False
 
 
 def test_space_heads_and_k(browser, index):

@@ -213,7 +213,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         self.results_table = pn.widgets.Tabulator(
             pd.DataFrame(columns=list(RESULT_COLUMNS)),
             titles=RESULT_COLUMNS,
-            selectable=1,
+            selectable=False,  # a pick replaces these rows at once: a selection would have nothing to mark
             disabled=True,
             show_index=False,
             layout="fit_data_fill",
@@ -225,9 +225,8 @@ class CorpusBrowser(pn.viewable.Viewer):
                 "correct_fine": {"type": "tickCross", "allowEmpty": True},
             },
         )
-        self.results_table.param.watch(self._on_result_pick, "selection")
-        # a click is a pick even when the table's selection does not change: Panel's Tabulator drops a
-        # row click that arrives while the table redraws new rows, but it always reports a cell click
+        # a click on a row is a pick: Panel's Tabulator reports every cell click (a row *selection* it
+        # drops when the click comes while the table redraws new rows)
         self.results_table.on_click(lambda event: self._pick_result_row(event.row))
 
     def _build_figures(self) -> None:
@@ -325,10 +324,6 @@ class CorpusBrowser(pn.viewable.Viewer):
         if i is not None and 0 <= i < len(value):
             self.selected_id = str(value["id"].iloc[i])
 
-    def _on_result_pick(self, event: Any) -> None:
-        if event.new:
-            self._pick_result_row(event.new[0])
-
     def _pick_result_row(self, i: int | None) -> None:
         if self.results is not None and i is not None and 0 <= i < len(self.results):
             # the pick replaces this very table's rows: done on the next tick (pn.state.execute), after
@@ -378,7 +373,6 @@ class CorpusBrowser(pn.viewable.Viewer):
             df = empty
             self._set_message(str(exc))
         self.results = df
-        self.results_table.selection = []
         shown = df[[c for c in RESULT_COLUMNS if c in df.columns]].copy()
         if "score" in shown:  # the bar's legend: 3 decimals (self.results keeps the full scores)
             shown["score"] = shown["score"].astype(float).round(3)
