@@ -69,7 +69,6 @@ from attnflows_panel.views.flow import (
     FlowData,
     FlowFigure,
     Highlight,
-    _Kit,
     legend_html,
 )
 from attnflows_panel.views.sentence import SentenceFigure
@@ -297,12 +296,11 @@ class AttentionFlowsView(pn.viewable.Viewer):
         if self._sentence is not None:
             self._sentence.alpha = self.alpha
         if self._flow is None:
-            kit = _Kit()  # one filter and one selection policy for the three figures (fewer models, P6)
-            self._context = ContextFigure(data, level=self.level, kit=kit)
-            self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha, kit=kit)
+            self._context = ContextFigure(data, level=self.level)
+            self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha)
             self._flow = FlowFigure(data, size=self.size, linked={"ctx": self._context.wedges,
                                                                    "sent": self._sentence.tokens,
-                                                                   "circ": self._sentence.circles}, kit=kit)
+                                                                   "circ": self._sentence.circles})
             self._flow.set_level(self.level)
             self._attach_callbacks()
             self._flow_pane.object = self._flow.figure
