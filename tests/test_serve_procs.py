@@ -8,14 +8,13 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from attnflows_panel.app.server import MAX_AUTO_PROCS, _num_procs, auto_num_procs
 
-REPO = Path(__file__).resolve().parents[1]
+from browser_support import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
 
@@ -28,23 +27,9 @@ def tiny_index(sharp_pair, tmp_path_factory):
     return build_index(sharp_pair, "demo", None, out, limit=6, tau=0.3, progress=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait(condition, seconds: float, what: str) -> None:
-    deadline = time.time() + seconds
-    while not condition():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_bert_dirs, tiny_index, tmp_path):
@@ -54,7 +39,7 @@ def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_ber
     import panel  # noqa: F401  (Panel's Bokeh models, to read the documents)
     from bokeh.client import pull_session
 
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -64,10 +49,10 @@ def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_ber
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
-        _wait(lambda: proc.poll() is not None or len(re.findall(r"worker \d of 2", log_path.read_text())) == 2,
-              180, f"two workers ({log_path})")
+        wait_for(lambda: proc.poll() is not None or len(re.findall(r"worker \d of 2", log_path.read_text())) == 2,
+                 timeout=180, what=f"two workers ({log_path})")
         assert proc.poll() is None, log_path.read_text()
-        _wait(lambda: _listening(port), 30, "the port")
+        wait_for(lambda: _listening(port), timeout=30, what="the port")
         url = f"http://127.0.0.1:{port}/"
         for _ in range(16):  # new connections, spread over the workers by the kernel
             session = pull_session(url=url)
@@ -89,10 +74,10 @@ def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_ber
         proc.terminate()
         proc.wait(30)
     # the workers end with the command that forked them, and the port is free again
-    _wait(lambda: not _listening(port), 15, "the workers to stop")
+    wait_for(lambda: not _listening(port), timeout=15, what="the workers to stop")
     for pid in builders:
-        _wait(lambda pid=pid: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(),
-              15, f"worker {pid} to end")
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(),
+                 timeout=15, what=f"worker {pid} to end")
 
 
 def test_num_procs_rules():
