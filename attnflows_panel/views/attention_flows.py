@@ -69,6 +69,7 @@ from attnflows_panel.views.flow import (
     FlowData,
     FlowFigure,
     Highlight,
+    _Kit,
     legend_html,
 )
 from attnflows_panel.views.sentence import SentenceFigure
@@ -296,11 +297,12 @@ class AttentionFlowsView(pn.viewable.Viewer):
         if self._sentence is not None:
             self._sentence.alpha = self.alpha
         if self._flow is None:
-            self._context = ContextFigure(data, level=self.level)
-            self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha)
+            kit = _Kit()  # one filter and one selection policy for the three figures (fewer models, P6)
+            self._context = ContextFigure(data, level=self.level, kit=kit)
+            self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha, kit=kit)
             self._flow = FlowFigure(data, size=self.size, linked={"ctx": self._context.wedges,
                                                                    "sent": self._sentence.tokens,
-                                                                   "circ": self._sentence.circles})
+                                                                   "circ": self._sentence.circles}, kit=kit)
             self._flow.set_level(self.level)
             self._attach_callbacks()
             self._flow_pane.object = self._flow.figure

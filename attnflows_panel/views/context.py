@@ -36,39 +36,37 @@ class ContextFigure:
     """Bokeh figure of the Sentence Context view. ``wedges`` has one row per node of the radial view,
     in the same order (so a highlight's node states apply as they are)."""
 
-    def __init__(self, data: FlowData, size: int = 300, level: int | None = None):
-        from bokeh.models import ColumnDataSource, HoverTool, Range1d
-        from bokeh.plotting import figure
+    def __init__(self, data: FlowData, size: int = 300, level: int | None = None, kit=None):
+        from bokeh.models import AnnularWedge, Annulus, HoverTool, Plot, Range1d, Segment
         from bokeh.transform import transform
 
-        from attnflows_panel.views.flow import _alpha_transform, _state_mapper
+        from attnflows_panel.views.flow import _Kit, _state_mapper, _with_alpha
 
         self.size = size
         radius = size / 2 - 12
         cols, rings, tick, lay = self._columns(data, radius, level)
         self.layout = lay
-        self.wedges = ColumnDataSource(cols, name="attnflows-context-wedges")
-        self.rings = ColumnDataSource(rings, name="attnflows-context-rings")
-        self.tick = ColumnDataSource(tick, name="attnflows-context-tick")
+        kit = kit or _Kit()  # the view passes one for all its figures
+        self.wedges = kit.source(cols, "attnflows-context-wedges")
+        self.rings = kit.source(rings, "attnflows-context-rings")
+        self.tick = kit.source(tick, "attnflows-context-tick")
         ext = lay.extent
-        self.figure = fig = figure(
-            width=size, height=size, x_range=Range1d(-ext, ext), y_range=Range1d(-ext, ext), tools=[],
+        self.figure = fig = Plot(  # a bare Plot: no axes, grids or title
+            width=size, height=size, x_range=Range1d(-ext, ext), y_range=Range1d(-ext, ext),
             toolbar_location=None, outline_line_color=None, min_border=0, match_aspect=True,
-            name="attnflows-context",
-            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
+            name="attnflows-context", title=None,
         )
-        fig.annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", source=self.rings, fill_color="fill",
-                    line_color="line", line_width=1.0)
-        self.mapper = _state_mapper(context_palette(data))
-        self.wedge_renderer = fig.annular_wedge(
+        kit.add(fig, self.rings, Annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", fill_color="fill",
+                                         line_color="line", line_width=1.0))
+        #: the wedges' colour per display state (:func:`context_palette`); the mapper draws it with
+        #: :data:`CONTEXT_ALPHA` folded in (``#rrggbbaa``: one model instead of a mapper and a transform)
+        self.palette = context_palette(data)
+        self.mapper = _state_mapper(_with_alpha(self.palette, CONTEXT_ALPHA))
+        self.wedge_renderer = kit.add(fig, self.wedges, AnnularWedge(
             x=0, y=0, inner_radius="inner", outer_radius="outer", start_angle="start", end_angle="end",
-            source=self.wedges, fill_color=transform("st", self.mapper),
-            fill_alpha=transform("st", _alpha_transform(CONTEXT_ALPHA)), line_color=None,
-        )
-        fig.segment("x0", "y0", "x1", "y1", source=self.tick, line_color="#111111", line_width=2.5)
-        for r in fig.renderers:
-            r.selection_glyph = None
-            r.nonselection_glyph = None
+            fill_color=transform("st", self.mapper), line_color=None,
+        ))
+        kit.add(fig, self.tick, Segment(x0="x0", y0="y0", x1="x1", y1="y1", line_color="#111111", line_width=2.5))
         fig.add_tools(HoverTool(renderers=[self.wedge_renderer],
                                 tooltips="<b>@token</b> · token @p1 of the input · level @lv1",
                                 description="Token and its position in the sentence"))
@@ -79,35 +77,32 @@ class ContextFigure:
                                             start_angle=data.style.start_angle)
         w = lay.wedges
         nodes = data.nodes
-        rows = (nodes["level"].to_numpy() * data.n + nodes["pos"].to_numpy())
-        sub = w.iloc[rows]
+        lv = nodes["level"].to_numpy()
+        pos = nodes["pos"].to_numpy()
+        rows = lv * data.n + pos  # the wedges are level-major: (level, position) -> level * n + position
+        inner, outer = w["inner"].to_numpy(), w["outer"].to_numpy()
         st = compose_states(data, None)["nodes"]
         cols = {
-            "inner": sub["inner"].to_numpy().astype(np.float32),
-            "outer": sub["outer"].to_numpy().astype(np.float32),
-            "start": sub["start"].to_numpy().astype(np.float32),
-            "end": sub["end"].to_numpy().astype(np.float32),
-            "level": nodes["level"].to_numpy().astype(np.int32),
-            "pos": nodes["pos"].to_numpy().astype(np.int32),
-            "lv1": (nodes["level"].to_numpy() + 1).astype(np.int32),  # 1-based, as everywhere in the UI
-            "p1": (nodes["pos"].to_numpy() + 1).astype(np.int32),
+            "inner": inner[rows].astype(np.float32),
+            "outer": outer[rows].astype(np.float32),
+            "start": w["start"].to_numpy()[rows].astype(np.float32),
+            "end": w["end"].to_numpy()[rows].astype(np.float32),
+            "level": lv.astype(np.int32),
+            "pos": pos.astype(np.int32),
+            "lv1": (lv + 1).astype(np.int32),  # 1-based, as everywhere in the UI
+            "p1": (pos + 1).astype(np.int32),
             "token": nodes["token"].tolist(),
             "st": st, "fz": st.copy(),
         }
-        r0, r1, fill, line = [], [], [], []
-        for k in range(data.L):
-            ring = w[(w["level"] == k) & (w["pos"] == 0)].iloc[0]
-            r0.append(float(ring["inner"]))
-            r1.append(float(ring["outer"]))
-            fill.append("#f3f3f3")
-            line.append(LEVEL_BAND_LINE if level is not None and k == level else "#00000000")
-        rings = {"r0": r0, "r1": r1, "fill": fill, "line": line}
+        first = np.arange(data.L) * data.n  # each ring's row of position 0
+        rings = {"r0": inner[first].tolist(), "r1": outer[first].tolist(), "fill": ["#f3f3f3"] * data.L,
+                 "line": [LEVEL_BAND_LINE if level is not None and k == level else "#00000000" for k in range(data.L)]}
         # the meeting tick: between the last sentence-A position and the first sentence-B one
         seg = np.asarray(data.segments)
         n_a = int((seg == 0).sum())
         step = 2 * math.pi / max(1, data.n)
         meet = math.radians(data.style.start_angle) - n_a * step
-        r_in = float(w["inner"][w["level"] == data.L - 1].min()) if data.L >= 1 else 0.0
+        r_in = float(inner[(data.L - 1) * data.n]) if data.L >= 1 else 0.0
         r_out = radius + 4
         tick = {"x0": [r_in * math.cos(meet)], "y0": [r_in * math.sin(meet)],
                 "x1": [r_out * math.cos(meet)], "y1": [r_out * math.sin(meet)]}
@@ -119,7 +114,10 @@ class ContextFigure:
         self.wedges.data = cols
         self.rings.data = rings
         self.tick.data = tick
-        self.mapper.palette = context_palette(data)
+        from attnflows_panel.views.flow import _with_alpha
+
+        self.palette = context_palette(data)
+        self.mapper.palette = _with_alpha(self.palette, CONTEXT_ALPHA)
 
     def set_level(self, data: FlowData, level: int | None) -> None:
         _, rings, _, _ = self._columns(data, self.size / 2 - 12, level)

@@ -413,7 +413,7 @@ def _draw_context(cv, ctx, ox: float, oy: float) -> None:
     rd = ctx.rings.data
     for r0, r1, fill, line in zip(rd["r0"], rd["r1"], rd["fill"], rd["line"]):
         cv.annulus(cx, cy, r0 * k, r1 * k, fill, 1.0, stroke=None if line == "#00000000" else line)
-    pal = list(ctx.mapper.palette)
+    pal = list(ctx.palette)  # the colours without their opacity (CONTEXT_ALPHA, below)
     w = ctx.wedges.data
     st = _col(w, "fz")
     for r0, r1, a0, a1, s in zip(w["inner"], w["outer"], w["start"], w["end"], st):

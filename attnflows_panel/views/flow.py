@@ -102,6 +102,37 @@ def _edge_alpha_transform(source, table=None):
     )
 
 
+class _Kit:
+    """What the renderers of one figure share: one ``AllIndices`` filter and one ``UnionRenderers``
+    selection policy (both stateless, so one model serves every source and view of the figure), and
+    :meth:`add`, which adds a renderer with its glyph only (``Plot.add_glyph``): no selection,
+    nonselection or muted copies (the views draw their own selection states), so no glyph models that
+    are never drawn. Fewer models make the view cheaper to build and to send (benchmarks/README.md, P6)."""
+
+    def __init__(self):
+        from bokeh.models import AllIndices, UnionRenderers
+
+        self.filter = AllIndices()
+        self.policy = UnionRenderers()
+
+    def source(self, data, name: str):
+        from bokeh.models import ColumnDataSource
+
+        return ColumnDataSource(data, name=name, selection_policy=self.policy)
+
+    def add(self, fig, source, glyph, **kw):
+        from bokeh.models import CDSView
+
+        return fig.add_glyph(source, glyph, view=CDSView(filter=self.filter), selection_glyph=None,
+                             nonselection_glyph=None, muted_glyph=None, **kw)
+
+
+def _with_alpha(colors, alphas) -> list[str]:
+    """``#rrggbb`` colours with an opacity each, as ``#rrggbbaa``: one colour mapper then draws both (BokehJS
+    keeps a colour's opacity as a byte, as it does for a separate alpha), instead of a mapper and a transform."""
+    return [f"{c[:7]}{min(255, max(0, int(a * 255 + 0.5))):02x}" for c, a in zip(colors, alphas)]
+
+
 def _state_mapper(palette):
     from bokeh.models import LinearColorMapper
 
@@ -174,23 +205,28 @@ class FlowFigure:
     FONT_CAP = 1.5  # the label font grows with the figure up to 1.5 × the layout's font
 
     def __init__(self, data: FlowData, size: int | None = None, linked: dict | None = None,
-                 max_size: int = 1000):
+                 max_size: int = 1000, kit: _Kit | None = None):
         from bokeh.events import DoubleTap
         from bokeh.models import (
+            Annulus,
+            Bezier,
             BoxSelectTool,
-            ColumnDataSource,
+            Circle,
             CustomJS,
             Div,
             HoverTool,
             LassoSelectTool,
             DataRange1d,
             PanTool,
+            Rect,
             ResetTool,
             SaveTool,
+            Segment,
             TapTool,
+            Text,
             WheelZoomTool,
         )
-        from bokeh.plotting import figure
+        from bokeh.models import Plot
         from bokeh.transform import transform
 
         self._size = size
@@ -203,10 +239,10 @@ class FlowFigure:
             sizing_mode="stretch_width", width=self.design_size(data), height=self.design_size(data))
         # the ranges fit an invisible square around the drawing, and match_aspect keeps one data unit as
         # wide as it is high whatever the canvas' shape, so the rings stay circles at every window size
-        self.figure = fig = figure(
+        # a bare Plot (bokeh.models): no axes, grids or title, which bokeh.plotting.figure would make
+        self.figure = fig = Plot(
             x_range=DataRange1d(range_padding=0, name="attnflows-x"),
             y_range=DataRange1d(range_padding=0, name="attnflows-y"),
-            tools=[],
             toolbar_location="right",
             toolbar_inner=True,  # over the frame, so that the frame itself is the square
             match_aspect=True,
@@ -215,80 +251,79 @@ class FlowFigure:
             border_fill_color="white",
             min_border=0,
             name="attnflows-radial",
-            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
+            title=None,
             **sizing,
         )
-        S = self.sources = {k: ColumnDataSource(v, name=f"attnflows-{k}") for k, v in cols.items()}
-        S["rings"] = ColumnDataSource(self._ring_cols(data, None), name="attnflows-rings")
-        S["ticks"] = ColumnDataSource(self._tick_cols(data), name="attnflows-ticks")
+        kit = self._kit = kit or _Kit()
+        S = self.sources = {k: kit.source(v, f"attnflows-{k}") for k, v in cols.items()}
+        S["rings"] = kit.source(self._ring_cols(data, None), "attnflows-rings")
+        S["ticks"] = kit.source(self._tick_cols(data), "attnflows-ticks")
         base = float(data.style.font)
 
-        S["bounds"] = ColumnDataSource({"w": [2 * ext]}, name="attnflows-bounds")
-        self.bounds_renderer = fig.rect(0, 0, width="w", height="w", source=S["bounds"], fill_alpha=0, line_alpha=0)
-        fig.x_range.renderers = fig.y_range.renderers = [self.bounds_renderer]
+        def add(source, glyph, **kw):
+            return kit.add(fig, source, glyph, **kw)
+
         # the chosen level's ring (level picker, its own colour) and faint rings
-        self.ring_band = fig.annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", source=S["rings"],
-                                     fill_color="fill", fill_alpha="fa", line_color="line", line_width=1.2)
-        fig.segment("x0", "y0", "x1", "y1", source=S["ticks"], line_color="#111111", line_width=3.2,
-                    line_cap="round")
-        self.tick_labels = fig.text("tx", "ty", text="tl", source=S["ticks"], text_font_size="9px",
-                                    text_color="#8a8a8a", text_align="center", text_baseline="middle", angle="tang")
+        self.ring_band = add(S["rings"], Annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", fill_color="fill",
+                                                 fill_alpha="fa", line_color="line", line_width=1.2))
+        # the ranges fit the rings, padded (in proportion, which keeps match_aspect's square) out to the square
+        # of ±extent that holds the labels: no renderer of their own (_fit_ranges)
+        fig.x_range.renderers = fig.y_range.renderers = [self.ring_band]
+        self._fit_ranges()
+        add(S["ticks"], Segment(x0="x0", y0="y0", x1="x1", y1="y1", line_color="#111111", line_width=3.2,
+                                line_cap="round"))
+        self.tick_labels = add(S["ticks"], Text(x="tx", y="ty", text="tl", text_font_size="9px", text_color="#8a8a8a",
+                                                text_align="center", text_baseline="middle", angle="tang"))
         # edges: between adjacent rings, the short way round; opacity by layer density and carrying heads
         dq = _dequantize()
-        self.edge_renderer = fig.bezier(
-            *(transform(c, dq) for c in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")), source=S["edges"],
+        self.edge_renderer = add(S["edges"], Bezier(
+            **{c: transform(c, dq) for c in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")},
             line_color=transform("st", _state_mapper(EDGE_COLORS)),
             line_width=transform("st", _alpha_transform(EDGE_WIDTH)),  # its alpha: _apply_alphas
-        )
+        ))
         # node halo and hit target: a circle over the token's cell (centres are what box and lasso test)
-        self.node_renderer = fig.circle(
-            "hx", "hy", radius="hr", source=S["nodes"],
-            fill_color=transform("st", _state_mapper(STATE_COLORS)),  # its alpha: _apply_alphas
+        self.node_renderer = add(S["nodes"], Circle(
+            x="hx", y="hy", radius="hr",
+            fill_color=transform("st", _state_mapper(_with_alpha(STATE_COLORS, NODE_HALO_ALPHA))),  # alpha included
             line_color=None,
-            name="attnflows-node-targets",
-        )
+        ), name="attnflows-node-targets")
         # glyph block frame (the empty slots of heads that attend to nothing; none on level 0)
-        self.block_renderer = fig.rect("bx", "by", width="bw", height="bh", angle="ta", source=S["nodes"],
-                                       fill_color="#f4f4f4", line_color="#dddddd", line_width=0.5)
+        self.block_renderer = add(S["nodes"], Rect(x="bx", y="by", width="bw", height="bh", angle="ta",
+                                                   fill_color="#f4f4f4", line_color="#dddddd", line_width=0.5))
         font = {"value": "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif"}
-        self.label_renderer = fig.text(
-            "lx", "ly", text="label", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
+        text_colors = _state_mapper(NODE_TEXT)
+        self.label_renderer = add(S["nodes"], Text(
+            x="lx", y="ly", text="label", angle="ta", text_font_size=f"{base:g}px",
             text_align="center", text_baseline="middle", text_font=font,
-            text_color=transform("st", text_colors := _state_mapper(NODE_TEXT)),
-            name="attnflows-labels",
-        )
+            text_color=transform("st", text_colors),
+        ), name="attnflows-labels")
         # sparkline baseline and bars (§4.3.2: where the attending tokens of the level above sit)
-        self.spark_base = fig.segment("sx0", "sy0", "sx1", "sy1", source=S["nodes"], line_color="#b0b0b0",
-                                      line_width=0.8)
+        self.spark_base = add(S["nodes"], Segment(x0="sx0", y0="sy0", x1="sx1", y1="sy1", line_color="#b0b0b0",
+                                                  line_width=0.8))
         # model colours in combined mode, grey for one model (as the legend and the export draw them)
         self._spark_by_model = transform("model", _state_mapper([NEUTRAL_EDGE, PRETRAINED_COLOR, FINETUNED_COLOR]))
-        self.spark_renderer = fig.segment(
-            *(transform(c, dq) for c in ("x0", "y0", "x1", "y1")), source=S["sparks"],
+        self.spark_renderer = add(S["sparks"], Segment(
+            **{c: transform(c, dq) for c in ("x0", "y0", "x1", "y1")},
             line_color=self._spark_color(data), line_width=1.4,
-        )
-        self.glyph_renderer = fig.rect(
-            transform("x", dq), transform("y", dq), source=S["glyphs"],
+        ))
+        self.glyph_renderer = add(S["glyphs"], Rect(
+            x=transform("x", dq), y=transform("y", dq),
             width=transform("part", _alpha_transform([data.style.glyph, data.style.glyph / 2, data.style.glyph / 2])),
             height=data.style.glyph, angle=transform("node", _node_angle(S["nodes"])),
             fill_color=transform("gc", _state_mapper(GLYPH_PALETTE)),
             line_color=None,
-            name="attnflows-glyph-targets",
-        )
+        ), name="attnflows-glyph-targets")
         # the full text of traced and selected tokens whose ring label is shortened or hidden, on top
-        self.overlay_renderer = fig.text(
-            "lx", "ly", text="token", angle="ta", source=S["nodes"], text_font_size=f"{base:g}px",
+        overlay_alpha = _label_alpha_transform(S["nodes"], True)
+        self.overlay_renderer = add(S["nodes"], Text(
+            x="lx", y="ly", text="token", angle="ta", text_font_size=f"{base:g}px",
             text_align="center", text_baseline="middle", text_font=font,
             text_color=transform("st", text_colors),
-            text_alpha=transform("st", overlay_alpha := _label_alpha_transform(S["nodes"], True)),
+            text_alpha=transform("st", overlay_alpha),
             background_fill_color="white",
             background_fill_alpha=transform("st", overlay_alpha),
-            name="attnflows-label-overlay",
-        )
+        ), name="attnflows-label-overlay")
         self._apply_alphas()
-        for r in fig.renderers:
-            r.selection_glyph = None
-            r.nonselection_glyph = None
-            r.muted_glyph = None
 
         self.info = Div(text=self.INFO_IDLE, name="attnflows-hover-info", width=250,
                         styles={"font-size": "12px", "line-height": "1.4", "color": "#333"})
@@ -346,12 +381,11 @@ class FlowFigure:
 
         S = self.sources
         self.edge_renderer.glyph.line_alpha = transform("st", _edge_alpha_transform(S["edges"], table(EDGE_ALPHA)))
-        self.node_renderer.glyph.fill_alpha = transform("st", _alpha_transform(NODE_HALO_ALPHA))
-        blk = _alpha_transform(table(SPARK_ALPHA))
+        blk = _alpha_transform(table(SPARK_ALPHA))  # glyph blocks and sparklines: one table, one model
         self.block_renderer.glyph.fill_alpha = transform("st", blk)
         self.block_renderer.glyph.line_alpha = transform("st", blk)
         self.spark_base.glyph.line_alpha = transform("st", blk)
-        self.spark_renderer.glyph.line_alpha = transform("st", _alpha_transform(table(SPARK_ALPHA)))
+        self.spark_renderer.glyph.line_alpha = transform("st", blk)
         self.glyph_renderer.glyph.fill_alpha = transform("st", _alpha_transform(table(GLYPH_ALPHA)))
         self.label_renderer.glyph.text_alpha = transform("st", _label_alpha_transform(S["nodes"], False, table(LABEL_ALPHA)))
 
@@ -442,7 +476,6 @@ class FlowFigure:
         for k, v in cols.items():
             self.sources[k].data = v
         self.sources["ticks"].data = self._tick_cols(data)
-        self.sources["bounds"].data = {"w": [2 * data.layout.extent]}
         for src in ("nodes", "glyphs"):
             self.sources[src].selected.indices = []
 
@@ -462,6 +495,16 @@ class FlowFigure:
 
     def set_level(self, level: int | None) -> None:
         self.sources["rings"].data = self._ring_cols(self.data, level)
+        self._fit_ranges()
+
+    def _fit_ranges(self) -> None:
+        """Pad the ranges, which fit the rings' outer edge, out to ±extent (the labels' square)."""
+        r1 = self.sources["rings"].data["r1"]
+        outer = float(np.max(r1)) if len(r1) else 0.0
+        pad = self.data.layout.extent / outer - 1 if outer > 0 else 0.0
+        for rng in (self.figure.x_range, self.figure.y_range):
+            if rng.range_padding != pad:
+                rng.range_padding = pad
 
     def show(self, hl: Highlight | None) -> dict[str, np.ndarray]:
         """Freeze a highlight (or clear it): write the display states and the frozen copies."""

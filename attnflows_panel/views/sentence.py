@@ -77,45 +77,40 @@ class SentenceFigure:
     rows per token) are the sources; ``target_renderer`` is the tap target (select a token at the chosen
     level)."""
 
-    def __init__(self, data: FlowData, level: int, width: int = 900, alpha: float = 0.5):
-        from bokeh.models import ColumnDataSource, HoverTool, Range1d, TapTool
-        from bokeh.plotting import figure
+    def __init__(self, data: FlowData, level: int, width: int = 900, alpha: float = 0.5, kit=None):
+        from bokeh.models import HoverTool, Plot, Range1d, Rect, Scatter, TapTool, Text, Title
         from bokeh.transform import transform
 
-        from attnflows_panel.views.flow import _alpha_transform, _state_mapper
+        from attnflows_panel.views.flow import _alpha_transform, _Kit, _state_mapper, _with_alpha
 
         self.width = width
         self.alpha = alpha
         cols_t, cols_c, lay = self._columns(data, level)
         self.layout = lay
-        self.tokens = ColumnDataSource(cols_t, name="attnflows-sentence-tokens")
-        self.circles = ColumnDataSource(cols_c, name="attnflows-sentence-circles")
+        kit = kit or _Kit()  # the view passes one for all its figures
+        self.tokens = kit.source(cols_t, "attnflows-sentence-tokens")
+        self.circles = kit.source(cols_c, "attnflows-sentence-circles")
         h = int(max(60, lay.height))
-        self.figure = fig = figure(
-            width=width, height=h + 22, x_range=Range1d(0, width), y_range=Range1d(h, 0), tools=[],
+        self.figure = fig = Plot(  # a bare Plot: no axes or grids
+            width=width, height=h + 22, x_range=Range1d(0, width), y_range=Range1d(h, 0),
             toolbar_location=None, outline_line_color=None, min_border=0, name="attnflows-sentence",
-            title=self.caption(data, level),
-            x_axis_type=None, y_axis_type=None,  # no axis, tick or grid models: none is drawn
+            title=Title(text=self.caption(data, level), text_font_size="12px", text_font_style="normal",
+                        text_color="#444444"),
         )
-        fig.title.text_font_size = "12px"
-        fig.title.text_font_style = "normal"
-        fig.title.text_color = "#444444"
-        self.target_renderer = fig.rect("x", "ty", width="w", height="th", source=self.tokens,
-                                        fill_color=transform("st", _state_mapper(STATE_COLORS)),
-                                        fill_alpha=transform("st", _alpha_transform(TOKEN_HALO)),
-                                        line_color=None, name="attnflows-sentence-targets")
-        fig.text("x", "y", text="token", source=self.tokens, text_align="center", text_baseline="alphabetic",
-                 text_font_size="13px", text_color=transform("st", _state_mapper(TOKEN_TEXT)),
-                 text_font={"value": "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif"})
-        fig.scatter("x", "y", source=self.circles, size=2 * lay.radius + 1.5, marker="circle",
-                    fill_color=transform("code", _state_mapper(CIRCLE_COLORS)),
-                    line_color=transform("lc", _state_mapper(["#bdbdbd", PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR])),
-                    line_width=0.8,
-                    fill_alpha=transform("st", _alpha_transform([1, 1, 1, 1, 0.25, 1, 1, 1, 1, 1, 1, 1])),
-                    line_alpha=transform("st", _alpha_transform([1, 1, 1, 1, 0.25, 1, 1, 1, 1, 1, 1, 1])))
-        for r in fig.renderers:
-            r.selection_glyph = None
-            r.nonselection_glyph = None
+        self.target_renderer = kit.add(fig, self.tokens, Rect(
+            x="x", y="ty", width="w", height="th",
+            fill_color=transform("st", _state_mapper(_with_alpha(STATE_COLORS, TOKEN_HALO))),  # alpha included
+            line_color=None), name="attnflows-sentence-targets")
+        kit.add(fig, self.tokens, Text(x="x", y="y", text="token", text_align="center", text_baseline="alphabetic",
+                                       text_font_size="13px", text_color=transform("st", _state_mapper(TOKEN_TEXT)),
+                                       text_font={"value": "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif"}))
+        # fill and line: one table, one model
+        circle_alpha = transform("st", _alpha_transform([1, 1, 1, 1, 0.25, 1, 1, 1, 1, 1, 1, 1]))
+        kit.add(fig, self.circles, Scatter(
+            x="x", y="y", size=2 * lay.radius + 1.5, marker="circle",
+            fill_color=transform("code", _state_mapper(CIRCLE_COLORS)),
+            line_color=transform("lc", _state_mapper(["#bdbdbd", PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR])),
+            line_width=0.8, fill_alpha=circle_alpha, line_alpha=circle_alpha))
         fig.add_tools(
             HoverTool(renderers=[self.target_renderer], tooltips="@token · position @pos · rating @rating",
                       description="Token"),
