@@ -202,3 +202,37 @@ def test_focus_and_size_changes_replay_cleanly(focus):
     _replay(comm.take_messages(), browser)
     assert browser.select_one({"name": "attnflows-radial"}).width == 500
     _same_as_python(doc, browser)
+
+
+def test_no_model_enters_or_leaves_the_document_after_its_first_render():
+    """Every change the view can make (mode both ways, focus on and off, τ, level, a selection, a head,
+    a size, a new pair) changes properties of the models the first render sent, and adds or drops
+    none. So every message refers only to models the browser has had from the start, whatever
+    order the messages arrive in: before the browser opens the output's comm, Panel's ``push`` retries
+    each message on a timer of its own, and messages made in one cell can overtake each other
+    (BokehJS then raised "reference … isn't known" for a model defined in the overtaken message)."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    doc, comm, first = _notebook(view)
+    models = {m.id for m in doc.models}
+    initial = doc.to_json()
+    messages = []
+    small = _attn({(0, 0, 0): {1: 0.9}, (0, 1, 0): {3: 0.8}}, L=1, H=2, n=5)
+    for change in ({"mode": "finetuned", "selection": [[2, 0]]}, {"mode": "combined"}, {"focus": True},
+                   {"tau": 0.55}, {"mode": "pretrained", "level": 1}, {"focus": False}, {"selection": [[0, 3]]},
+                   {"mode": "combined", "selection": [[1, 1]], "head": [0, 1]}, {"size": 500},
+                   {"result": _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"], segments=[0, 0, 0, 0, 1])},
+                   {"result": _result(), "mode": "finetuned"}):
+        view.param.update(**change)
+        assert {m.id for m in doc.models} == models, f"{change}: models added or dropped"
+        messages += comm.take_messages()
+    assert len(messages) > 10
+    # in order, the browser's copy ends where Python is; each message alone, on the first render's
+    # document, refers to nothing the browser lacks (any order of arrival)
+    _replay(messages, first)
+    _same_as_python(doc, first)
+    browser = {m.id for m in Document.from_json(initial).models}
+    for msg in messages:
+        defined, used = set(), set()
+        _refs(msg.content, defined, used)
+        assert not defined, "a message defines a new model"
+        assert used <= browser, f"refers to models the first render did not send: {used - browser}"

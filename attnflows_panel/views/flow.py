@@ -300,11 +300,12 @@ class FlowFigure:
         # sparkline baseline and bars (§4.3.2: where the attending tokens of the level above sit)
         self.spark_base = add(S["nodes"], Segment(x0="sx0", y0="sy0", x1="sx1", y1="sy1", line_color="#b0b0b0",
                                                   line_width=0.8))
-        # model colours in combined mode, grey for one model (as the legend and the export draw them)
-        self._spark_by_model = transform("model", _state_mapper([NEUTRAL_EDGE, PRETRAINED_COLOR, FINETUNED_COLOR]))
+        # model colours in combined mode, grey for one model (as the legend and the export draw them): one
+        # mapper whose palette follows the mode (a mode switch changes no model of the document)
+        self._spark_mapper = _state_mapper(self._spark_palette(data))
         self.spark_renderer = add(S["sparks"], Segment(
             **{c: transform(c, dq) for c in ("x0", "y0", "x1", "y1")},
-            line_color=self._spark_color(data), line_width=1.4,
+            line_color=transform("model", self._spark_mapper), line_width=1.4,
         ))
         self.glyph_renderer = add(S["glyphs"], Rect(
             x=transform("x", dq), y=transform("y", dq),
@@ -323,6 +324,7 @@ class FlowFigure:
             background_fill_color="white",
             background_fill_alpha=transform("st", overlay_alpha),
         ), name="attnflows-label-overlay")
+        self._make_alphas()
         self._apply_alphas()
 
         self.info = Div(text=self.INFO_IDLE, name="attnflows-hover-info", width=250,
@@ -370,24 +372,37 @@ class FlowFigure:
 
     # ------------------------------------------------------------------ alphas and focus
 
-    def _apply_alphas(self) -> None:
+    def _make_alphas(self) -> None:
+        """The opacity transforms, made once: a focus change rewrites their tables in place
+        (:meth:`_apply_alphas`), so no model enters or leaves the document after its first render."""
         from bokeh.transform import transform
 
-        def table(t):
-            t = list(t)
-            if self.focus:
-                t[4] = FOCUS_DIM
-            return t
-
         S = self.sources
-        self.edge_renderer.glyph.line_alpha = transform("st", _edge_alpha_transform(S["edges"], table(EDGE_ALPHA)))
-        blk = _alpha_transform(table(SPARK_ALPHA))  # glyph blocks and sparklines: one table, one model
-        self.block_renderer.glyph.fill_alpha = transform("st", blk)
-        self.block_renderer.glyph.line_alpha = transform("st", blk)
-        self.spark_base.glyph.line_alpha = transform("st", blk)
-        self.spark_renderer.glyph.line_alpha = transform("st", blk)
-        self.glyph_renderer.glyph.fill_alpha = transform("st", _alpha_transform(table(GLYPH_ALPHA)))
-        self.label_renderer.glyph.text_alpha = transform("st", _label_alpha_transform(S["nodes"], False, table(LABEL_ALPHA)))
+        self._alphas = {
+            "edge": _edge_alpha_transform(S["edges"], EDGE_ALPHA),
+            "block": _alpha_transform(SPARK_ALPHA),  # glyph blocks and sparklines: one table, one model
+            "glyph": _alpha_transform(GLYPH_ALPHA),
+            "label": _label_alpha_transform(S["nodes"], False, LABEL_ALPHA),
+        }
+        self._alpha_tables = {"edge": EDGE_ALPHA, "block": SPARK_ALPHA, "glyph": GLYPH_ALPHA, "label": LABEL_ALPHA}
+        a = self._alphas
+        self.edge_renderer.glyph.line_alpha = transform("st", a["edge"])
+        self.block_renderer.glyph.fill_alpha = transform("st", a["block"])
+        self.block_renderer.glyph.line_alpha = transform("st", a["block"])
+        self.spark_base.glyph.line_alpha = transform("st", a["block"])
+        self.spark_renderer.glyph.line_alpha = transform("st", a["block"])
+        self.glyph_renderer.glyph.fill_alpha = transform("st", a["glyph"])
+        self.label_renderer.glyph.text_alpha = transform("st", a["label"])
+
+    def _apply_alphas(self) -> None:
+        """The opacity tables of the current focus, written into the transforms (BokehJS redraws a glyph
+        whose transform changed)."""
+        for key, model in self._alphas.items():
+            table = [float(v) for v in self._alpha_tables[key]]
+            if self.focus:
+                table[4] = FOCUS_DIM
+            if model.args["table"] != table:
+                model.args = {**model.args, "table": table}
 
     def set_focus(self, focus: bool) -> None:
         """Focus: show only the traced subgraph of the hover or the frozen selection (dimmed items vanish)."""
@@ -460,8 +475,12 @@ class FlowFigure:
 
     # ------------------------------------------------------------------ updates
 
-    def _spark_color(self, data: FlowData):
-        return self._spark_by_model if data.comparison is not None else SINGLE_SPARK_COLOR
+    @staticmethod
+    def _spark_palette(data: FlowData) -> list[str]:
+        """The sparkline colour of each ``model`` code (0 both, 1 pre-trained, 2 fine-tuned)."""
+        if data.comparison is not None:
+            return [NEUTRAL_EDGE, PRETRAINED_COLOR, FINETUNED_COLOR]
+        return [SINGLE_SPARK_COLOR] * 3
 
     def update(self, data: FlowData) -> None:
         """Swap in new data (τ, mode or input changed), keeping the figure and its tools."""
@@ -469,9 +488,9 @@ class FlowFigure:
         # the size first: in a notebook a new layout after sources of new lengths, in one message,
         # would paint a text glyph that BokehJS is still updating (README.md, JupyterLab)
         self.resize(self._size)
-        color = self._spark_color(data)
-        if self.spark_renderer.glyph.line_color != color:  # the mode changed: a figure made in one mode
-            self.spark_renderer.glyph.line_color = color  # draws as one made in the other
+        palette = self._spark_palette(data)
+        if list(self._spark_mapper.palette) != palette:  # the mode changed: a figure made in one mode
+            self._spark_mapper.palette = palette  # draws as one made in the other
         cols = data.sources()
         for k, v in cols.items():
             self.sources[k].data = v
