@@ -228,6 +228,20 @@ GLYPH_POINTS = """([name, cols]) => {
 }"""
 
 
+def settled_points(page, name: str, cols: list[str], what: str, timeout: float = TIMEOUT_S) -> list[dict]:
+    """:data:`GLYPH_POINTS` once two reads 0.25 s apart agree: the figure has stopped moving (a page
+    still laying its outputs out, on a loaded machine, moves a token between the read and the click)."""
+    last: list = [None]
+
+    def same():
+        pts = page.evaluate(GLYPH_POINTS, [name, cols])
+        done = bool(pts) and pts == last[0]
+        last[0] = pts
+        return pts if done else None
+
+    return wait_for(same, timeout=timeout, what=what, interval=0.25)
+
+
 # JavaScript: scroll the figure that holds the renderer named `name` to the middle of the window.
 SCROLL_INTO_VIEW = """(name) => {
   const seen = new Set();

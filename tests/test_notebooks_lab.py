@@ -10,7 +10,10 @@ checks that:
   [CLS] trace of the fine-tuned model) shows in the view's status line;
 - a click round-trips: clicking a token in the browser freezes it, and a cell run afterwards sees that
   selection in the kernel (``view.selection``);
-- no uncaught page error and no console error occurs on the way (hover, click included).
+- the view's own mode buttons redraw it from the kernel (the rings change, as they did when the notebook
+  switched the mode from Python), and a click on another token still round-trips;
+- no uncaught page error and no console error occurs on the way (hover, clicks, both mode switches
+  included).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import CHROMIUM, GLYPH_POINTS, REPO, SCROLL_INTO_VIEW, TIMEOUT_S, free_port, launch_chromium, wait_for
+from browser_support import (CHROMIUM, GLYPH_POINTS, REPO, SCROLL_INTO_VIEW, TIMEOUT_S, free_port, launch_chromium,
+                             settled_points, wait_for)
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -172,7 +176,7 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         assert tokens, pts
         tok = tokens[len(tokens) // 2]
         page.evaluate(SCROLL_INTO_VIEW, NODES)
-        pts = wait_for(lambda: page.evaluate(GLYPH_POINTS, [NODES, ["token", "level", "pos"]]), what="the tokens")
+        pts = settled_points(page, NODES, ["token", "level", "pos"], what="the tokens to stay in place")
         tok = next(p for p in pts if (p["level"], p["pos"]) == (tok["level"], tok["pos"]))
         # hover, then click a token: the browser freezes it and tells the kernel
         page.mouse.move(tok["x"], tok["y"])
@@ -180,6 +184,19 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         expect(view.get_by_text(re.compile(rf"selected .*“{re.escape(tok['token'])}”"))).to_be_visible()
         out = _run_cell(page, "print(view.selection)")
         assert json.loads(out.strip().splitlines()[-1]) == [[tok["level"], tok["pos"]]]
+        # the view's own mode buttons: the kernel redraws and the rings grow back (combined; its model
+        # colour mapper comes back into the document); a click on another token still freezes it
+        drawn = len(pts)
+        view.get_by_role("button", name="Combined", exact=True).click()
+        page.evaluate(SCROLL_INTO_VIEW, NODES)
+        wait_for(lambda: len(page.evaluate(GLYPH_POINTS, [NODES, ["level"]]) or []) not in (0, drawn), what="the combined rings")
+        pts = settled_points(page, NODES, ["token", "level", "pos"], what="the combined rings to stay in place")
+        tok2 = next(p for p in pts if p["level"] == 0 and p["pos"] != tok["pos"] and p["token"] not in ("[CLS]", "[SEP]"))
+        page.mouse.move(tok2["x"], tok2["y"])
+        page.mouse.click(tok2["x"], tok2["y"])
+        expect(view.get_by_text(re.compile(rf"selected .*“{re.escape(tok2['token'])}”"))).to_be_visible()
+        out = _run_cell(page, "print(view.mode, view.selection)")
+        assert out.strip().splitlines()[-1] == f"combined [[0, {tok2['pos']}]]"
         assert problems == [], "\n".join(problems + [f"refused (offline): {u}" for u in refused])
         # no script from the internet (BokehJS, Panel, their extensions). Panel 1.9 still names three
         # theme stylesheets of models sent after the first render by their CDN URL (theme/default.css,
