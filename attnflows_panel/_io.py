@@ -9,7 +9,8 @@
   without touching the one a live process is still writing.
 - :func:`file_checksum`: a fast checksum (xxHash's XXH3-64, about 10 GB/s) of a file, as recorded in an
   index's manifest (index/README.md, "Integrity").
-- :func:`check_port`: whether a server can listen on an address and port, asked before any model loads.
+- :func:`check_port`: whether a server can listen on an address and port, asked before any model loads;
+  :func:`bind_port`: the same bind, kept (``attnflows serve`` holds its port with it).
 - :func:`status`: the one-line status messages of long jobs (fine-tuning, indexing, preparing) go through
   :mod:`logging` (logger ``attnflows_panel.<module>``); with ``progress=True`` and no logging configured
   they appear on stderr as ``[attnflows <module>] message``.
@@ -40,6 +41,7 @@ __all__ = [
     "file_checksum",
     "CHECKSUM_ALGORITHM",
     "PortError",
+    "bind_port",
     "check_port",
     "check_writable",
     "status",
@@ -256,6 +258,14 @@ def check_port(address: str | None, port: int) -> None:
 
     ``port`` 0 means "pick a free one" and is always fine. ``address`` None means all interfaces.
     Cheap (one bind, closed at once), so it runs before any model loads."""
+    bind_port(address, port).close()
+
+
+def bind_port(address: str | None, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to ``address:port`` (not listening), or :class:`PortError` with a clear message
+    (:func:`check_port`'s messages). ``reuse_port`` sets ``SO_REUSEPORT`` (Linux), so that other
+    sockets with it may bind the same port: ``attnflows serve`` holds its port this way while its
+    worker processes start, each of which then listens on a socket of its own."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise PortError(f"--port must be a number from 0 to 65535 (0 picks a free one), got {port!r}")
     host = address or "0.0.0.0"
@@ -264,25 +274,32 @@ def check_port(address: str | None, port: int) -> None:
     except socket.gaierror as exc:
         raise PortError(f"--address {address!r} is not an address of this machine ({exc.strerror})") from None
     family, kind, proto, _, sockaddr = infos[0]
-    with socket.socket(family, kind, proto) as s:
+    s = socket.socket(family, kind, proto)
+    try:
         if os.name != "nt":
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tornado does: TIME_WAIT is no conflict
-        try:
-            s.bind(sockaddr)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortError(
-                    f"port {port} on {host} is already in use; stop the other server or choose another --port "
-                    "(--port 0 picks a free one)"
-                ) from None
-            if exc.errno == errno.EACCES:
-                raise PortError(
-                    f"no permission to listen on port {port} (ports below 1024 need administrator rights); "
-                    "choose a port above 1023"
-                ) from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise PortError(f"--address {address!r} is not an address of this machine") from None
-            raise PortError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        if reuse_port:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(sockaddr)
+    except OSError as exc:
+        s.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortError(
+                f"port {port} on {host} is already in use; stop the other server or choose another --port "
+                "(--port 0 picks a free one)"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise PortError(
+                f"no permission to listen on port {port} (ports below 1024 need administrator rights); "
+                "choose a port above 1023"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise PortError(f"--address {address!r} is not an address of this machine") from None
+        raise PortError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 # --------------------------------------------------------------------------------------------------

@@ -102,3 +102,28 @@ def test_a_bad_num_procs_is_named_before_anything_loads(value):
     assert proc.returncode == 2
     assert "--num-procs" in proc.stderr and "positive number or 'auto'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_port_taken_after_the_check_is_the_same_clear_error():
+    """``attnflows serve`` checks its port before the models load, and binds it again (``SO_REUSEPORT``,
+    for its workers) once they have: a port another program took in between gets the check's message,
+    not a bare ``OSError``; a free port is held, and a worker's listening socket binds it beside the holder."""
+    from attnflows_panel._io import PortError
+    from attnflows_panel.app.server import _reserve_port
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        with pytest.raises(PortError, match=rf"port {taken} on 127.0.0.1 is already in use; stop the other server"):
+            _reserve_port(taken, "127.0.0.1")
+    held = _reserve_port(0, "127.0.0.1")
+    try:
+        port = held.getsockname()[1]
+        with socket.socket() as worker:
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            worker.bind(("127.0.0.1", port))  # a worker's listening socket beside the holder
+            worker.listen()
+            assert _listening(port)
+    finally:
+        held.close()

@@ -378,20 +378,11 @@ def _serve_processes(app, procs: int, *, warm: Callable[[], None] | None, port: 
 
 def _reserve_port(port: int, address: str):
     """A socket bound to ``address:port`` with ``SO_REUSEPORT`` but not listening: it holds the port while
-    the workers start (each binds its own listening socket to it), and receives no connections."""
-    import socket
+    the workers start (each binds its own listening socket to it), and receives no connections. A port
+    taken since the CLI checked it is a :class:`attnflows_panel._io.PortError` with the same message."""
+    from attnflows_panel._io import bind_port
 
-    family, kind, proto, _, sockaddr = socket.getaddrinfo(address, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
-                                                          socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bind_port(address, port, reuse_port=True)
 
 
 def _die_with(parent: int) -> None:
