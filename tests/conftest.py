@@ -110,6 +110,18 @@ def sharp_pair(sharp_bert_dirs):
 
 
 @pytest.fixture(scope="session")
+def demo_index(sharp_bert_dirs, tmp_path_factory):
+    """The bundled demo corpus' first 12 pairs indexed by the sharp tiny pair at τ 0.3, once per run: the
+    index that the app, server and worker-process tests serve (they read it, never change it)."""
+    from attnflows_panel.index import build_index
+    from attnflows_panel.models import ModelPair
+
+    pair = ModelPair.load(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]), device="cpu")
+    out = tmp_path_factory.mktemp("demo-index") / "demo"
+    return build_index(pair, "demo", None, out, limit=12, tau=0.3, progress=False)
+
+
+@pytest.fixture(scope="session")
 def minilm_finetuned_dir(tmp_path_factory, minilm_path, glue_dir) -> Path:
     """The packaged MiniLM after a short real fine-tune on MRPC (a few dozen steps)."""
     from attnflows_panel.finetune import finetune

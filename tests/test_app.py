@@ -34,14 +34,6 @@ SCRIPT = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned 
 # ----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_index(sharp_pair, tmp_path_factory):
-    from attnflows_panel.index import build_index
-
-    out = tmp_path_factory.mktemp("app-index") / "demo"
-    return build_index(sharp_pair, "demo", None, out, limit=12, tau=0.3, progress=False)
-
-
 @pytest.fixture
 def registry(sharp_pair, sharp_bert_dirs):
     reg = Registry()
@@ -50,8 +42,8 @@ def registry(sharp_pair, sharp_bert_dirs):
 
 
 @pytest.fixture
-def config(sharp_bert_dirs, tiny_index):
-    return AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(tiny_index))
+def config(sharp_bert_dirs, demo_index):
+    return AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(demo_index))
 
 
 @pytest.fixture
@@ -127,12 +119,12 @@ def test_registry_result_cache_runs_once_and_is_bounded(sharp_pair):
         reg.run(sharp_pair, "   ", "x")
 
 
-def test_registry_opens_an_index_once(sharp_pair, tiny_index):
+def test_registry_opens_an_index_once(sharp_pair, demo_index):
     reg = Registry()
-    a = reg.index(tiny_index, pair=sharp_pair)
-    b = reg.index(str(tiny_index) + "/", pair=sharp_pair)
+    a = reg.index(demo_index, pair=sharp_pair)
+    b = reg.index(str(demo_index) + "/", pair=sharp_pair)
     assert a is b and reg.loads["index"] == 1 and len(a) == 12
-    assert reg.cached_index(tiny_index, pair=sharp_pair) is a
+    assert reg.cached_index(demo_index, pair=sharp_pair) is a
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -402,15 +394,15 @@ def test_a_session_is_freed_when_dropped(config, registry):
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_config_from_env(tmp_path, tiny_index):
-    cfg = AppConfig.from_env({"ATTNFLOWS_PRETRAINED": "a", "ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": str(tiny_index),
+def test_config_from_env(tmp_path, demo_index):
+    cfg = AppConfig.from_env({"ATTNFLOWS_PRETRAINED": "a", "ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": str(demo_index),
                               "ATTNFLOWS_TAU": "0.25", "ATTNFLOWS_ALLOW_MODEL_PATHS": "yes"})
-    assert (cfg.pretrained, cfg.finetuned, cfg.index, cfg.tau, cfg.allow_model_paths) == ("a", "b", str(tiny_index), 0.25, True)
+    assert (cfg.pretrained, cfg.finetuned, cfg.index, cfg.tau, cfg.allow_model_paths) == ("a", "b", str(demo_index), 0.25, True)
     cfg = AppConfig.from_env({"ATTNFLOWS_INDEX": "none"})
     assert cfg.index is None and cfg.tau == DEFAULT_TAU and cfg.allow_model_paths is False
     assert AppConfig.from_env({"ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": "none"}).tau == PAPER_TAU
-    # no ATTNFLOWS_TAU: the index's τ (tiny_index was built at 0.3; its manifest says so)
-    assert AppConfig.from_env({"ATTNFLOWS_INDEX": str(tiny_index)}).tau == pytest.approx(0.3)
+    # no ATTNFLOWS_TAU: the index's τ (demo_index was built at 0.3; its manifest says so)
+    assert AppConfig.from_env({"ATTNFLOWS_INDEX": str(demo_index)}).tau == pytest.approx(0.3)
     with pytest.raises(ValueError, match="ATTNFLOWS_TAU must be a number"):
         AppConfig.from_env({"ATTNFLOWS_TAU": "high"})
     with pytest.raises(ValueError, match="tau must lie in"):
@@ -464,20 +456,20 @@ def test_serve_opens_at_the_index_tau_unless_tau_is_given(monkeypatch, tmp_path,
     assert [c.tau for c in seen] == [pytest.approx(0.12), pytest.approx(0.25)]
 
 
-def test_an_index_names_its_models(tiny_index, sharp_bert_dirs):
-    refs = AppConfig(index=str(tiny_index)).model_refs()
+def test_an_index_names_its_models(demo_index, sharp_bert_dirs):
+    refs = AppConfig(index=str(demo_index)).model_refs()
     assert [Path(r).resolve() for r in refs] == [Path(d).resolve() for d in sharp_bert_dirs]
     assert AppConfig(index=None).model_refs() == (None, None)
 
 
-def test_an_index_built_from_hub_names_opens_with_them(tiny_index, tmp_path):
+def test_an_index_built_from_hub_names_opens_with_them(demo_index, tmp_path):
     """An index of hub models names them as hub ids: serve --index uses them (the hub cache serves them
     offline), while a folder that has gone away falls back to the offline default."""
     import json
     import shutil
 
     hub = tmp_path / "hub-index"
-    shutil.copytree(tiny_index, hub)
+    shutil.copytree(demo_index, hub)
     manifest = json.loads((hub / "manifest.json").read_text())
     manifest["fingerprint"]["pretrained"]["name"] = "bert-base-uncased"
     manifest["fingerprint"]["finetuned"]["name"] = "textattack/bert-base-uncased-MRPC"
@@ -488,12 +480,12 @@ def test_an_index_built_from_hub_names_opens_with_them(tiny_index, tmp_path):
     assert AppConfig(index=str(hub)).model_refs() == (None, None)
 
 
-def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_bert_dirs, tiny_index, tmp_path, registry):
+def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_bert_dirs, demo_index, tmp_path, registry):
     import json
     import shutil
 
     other = tmp_path / "other-index"
-    shutil.copytree(tiny_index, other)
+    shutil.copytree(demo_index, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["fingerprint"]["finetuned"]["weights_sha256"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(manifest))
@@ -561,7 +553,7 @@ def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, ca
     assert "Preparing the offline default" in capsys.readouterr().err
 
 
-def test_attnflows_serve_prints_the_url_and_serves_the_app(tiny_index, tmp_path):
+def test_attnflows_serve_prints_the_url_and_serves_the_app(demo_index, tmp_path):
     """The console script end to end: `attnflows serve --index DIR` loads the models the index names,
     prints the URL, and serves the page."""
     import os
@@ -574,7 +566,7 @@ def test_attnflows_serve_prints_the_url_and_serves_the_app(tiny_index, tmp_path)
     log = tmp_path / "serve.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "attnflows_panel", "serve", "--index", str(tiny_index), "--port", "0",
+            [sys.executable, "-m", "attnflows_panel", "serve", "--index", str(demo_index), "--port", "0",
              "--address", "127.0.0.1", "--tau", "0.25"],
             stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )

@@ -13,17 +13,9 @@ from attnflows_panel.app import AppConfig, serve
 from attnflows_panel.registry import Registry
 
 
-@pytest.fixture(scope="module")
-def tiny_index(sharp_pair, tmp_path_factory):
-    from attnflows_panel.index import build_index
-
-    out = tmp_path_factory.mktemp("server-index") / "demo"
-    return build_index(sharp_pair, "demo", None, out, limit=6, tau=0.3, progress=False)
-
-
 @pytest.fixture
-def config(sharp_bert_dirs, tiny_index):
-    return AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(tiny_index))
+def config(sharp_bert_dirs, demo_index):
+    return AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(demo_index))
 
 
 @pytest.fixture

@@ -19,20 +19,12 @@ from browser_support import REPO, free_port, wait_for
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
 
 
-@pytest.fixture(scope="module")
-def tiny_index(sharp_pair, tmp_path_factory):
-    from attnflows_panel.index import build_index
-
-    out = tmp_path_factory.mktemp("procs-index") / "demo"
-    return build_index(sharp_pair, "demo", None, out, limit=6, tau=0.3, progress=False)
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_bert_dirs, tiny_index, tmp_path):
+def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_bert_dirs, demo_index, tmp_path):
     """Two workers: the pair is loaded once (before the fork), both workers build sessions, every
     session gets its first view with the server's own stylesheets (no CDN), no error is logged, and
     stopping the command stops the workers and frees the port."""
@@ -44,7 +36,7 @@ def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_ber
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     cmd = [sys.executable, "-m", "attnflows_panel", "--debug", "serve", "--pretrained", str(sharp_bert_dirs[0]),
-           "--finetuned", str(sharp_bert_dirs[1]), "--index", str(tiny_index), "--port", str(port),
+           "--finetuned", str(sharp_bert_dirs[1]), "--index", str(demo_index), "--port", str(port),
            "--address", "127.0.0.1", "--num-procs", "2"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
