@@ -488,9 +488,24 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._update_panes()
 
     def _update_panes(self) -> None:
-        """The status line and the legend (Panel panes: Panel sends their change itself)."""
-        self._status.object = self.status_html()
-        self._legend.object = self._legend_html()
+        """The status line and the legend (Panel panes).
+
+        In a notebook both changes go to the browser in one message. Panel would send each pane's change
+        in a message of its own, and the first of them may define a model that the second refers to (a
+        stylesheet that Panel gives both panes); until the browser has opened the output's comm, Panel
+        retries each message on a timer of its own, so the second could overtake the first ("reference
+        … isn't known" in JupyterLab after Run All). ``block_comm`` holds Panel's pushes (Panel's
+        notebook API); one push then sends the document's held changes together."""
+        if _in_session():
+            self._status.object = self.status_html()
+            self._legend.object = self._legend_html()
+            return
+        from panel.io.notebook import block_comm
+
+        with block_comm():
+            self._status.object = self.status_html()
+            self._legend.object = self._legend_html()
+        pn.io.push_notebook(self._status, self._legend)
 
     def _push(self) -> None:
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
