@@ -184,8 +184,8 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         expect(view.get_by_text(re.compile(rf"selected .*“{re.escape(tok['token'])}”"))).to_be_visible()
         out = _run_cell(page, "print(view.selection)")
         assert json.loads(out.strip().splitlines()[-1]) == [[tok["level"], tok["pos"]]]
-        # the view's own mode buttons: the kernel redraws and the rings grow back (combined; its model
-        # colour mapper comes back into the document); a click on another token still freezes it
+        # the view's own mode buttons: the kernel redraws and the rings grow back (combined: the
+        # sparklines' colour mapper gets its model palette back); a click on another token still freezes it
         drawn = len(pts)
         view.get_by_role("button", name="Combined", exact=True).click()
         page.evaluate(SCROLL_INTO_VIEW, NODES)

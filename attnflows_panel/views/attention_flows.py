@@ -496,16 +496,14 @@ class AttentionFlowsView(pn.viewable.Viewer):
         retries each message on a timer of its own, so the second could overtake the first ("reference
         … isn't known" in JupyterLab after Run All). ``block_comm`` holds Panel's pushes (Panel's
         notebook API); one push then sends the document's held changes together."""
-        if _in_session():
-            self._status.object = self.status_html()
-            self._legend.object = self._legend_html()
-            return
         from panel.io.notebook import block_comm
 
-        with block_comm():
+        notebook = not _in_session()
+        with block_comm() if notebook else contextlib.nullcontext():
             self._status.object = self.status_html()
             self._legend.object = self._legend_html()
-        pn.io.push_notebook(self._status, self._legend)
+        if notebook:
+            pn.io.push_notebook(self._status, self._legend)
 
     def _push(self) -> None:
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's

@@ -378,14 +378,14 @@ class FlowFigure:
         from bokeh.transform import transform
 
         S = self.sources
+        # each transform with the opacity table it draws outside the focus
         self._alphas = {
-            "edge": _edge_alpha_transform(S["edges"], EDGE_ALPHA),
-            "block": _alpha_transform(SPARK_ALPHA),  # glyph blocks and sparklines: one table, one model
-            "glyph": _alpha_transform(GLYPH_ALPHA),
-            "label": _label_alpha_transform(S["nodes"], False, LABEL_ALPHA),
+            "edge": (_edge_alpha_transform(S["edges"], EDGE_ALPHA), EDGE_ALPHA),
+            "block": (_alpha_transform(SPARK_ALPHA), SPARK_ALPHA),  # glyph blocks and sparklines: one table, one model
+            "glyph": (_alpha_transform(GLYPH_ALPHA), GLYPH_ALPHA),
+            "label": (_label_alpha_transform(S["nodes"], False, LABEL_ALPHA), LABEL_ALPHA),
         }
-        self._alpha_tables = {"edge": EDGE_ALPHA, "block": SPARK_ALPHA, "glyph": GLYPH_ALPHA, "label": LABEL_ALPHA}
-        a = self._alphas
+        a = {key: model for key, (model, _) in self._alphas.items()}
         self.edge_renderer.glyph.line_alpha = transform("st", a["edge"])
         self.block_renderer.glyph.fill_alpha = transform("st", a["block"])
         self.block_renderer.glyph.line_alpha = transform("st", a["block"])
@@ -397,8 +397,8 @@ class FlowFigure:
     def _apply_alphas(self) -> None:
         """The opacity tables of the current focus, written into the transforms (BokehJS redraws a glyph
         whose transform changed)."""
-        for key, model in self._alphas.items():
-            table = [float(v) for v in self._alpha_tables[key]]
+        for model, base in self._alphas.values():
+            table = [float(v) for v in base]
             if self.focus:
                 table[4] = FOCUS_DIM
             if model.args["table"] != table:
