@@ -410,7 +410,8 @@ def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_
 def test_every_plot_of_the_app_fits_the_window_width(browser, served, width, height):
     """Nothing is cut off at a laptop's width: the flow and context views, the corpus browser's heatmap
     and signature map all lie inside the window, and the page does not scroll sideways (the browser's
-    plots used to sit beyond the right edge, out of reach, at all three sizes)."""
+    plots used to sit beyond the right edge, out of reach, at all three sizes). The radial view is
+    whole above the fold on opening, and taller on a taller window."""
     context = browser.new_context(viewport={"width": width, "height": height})
     try:
         page = context.new_page()
@@ -428,6 +429,11 @@ def test_every_plot_of_the_app_fits_the_window_width(browser, served, width, hei
             plots += 1
             assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (i, box, width)
         assert plots >= 4  # radial and context views, heatmap, map
+        # the radial view is whole above the fold when the page opens, and grows with the window's height
+        # (APP_FLOW_HEIGHT); in a column Bokeh kept it at its design height, 43 px below the fold at 1280×800
+        flow = page.locator(".af-flow-view canvas").first.bounding_box()
+        assert flow["y"] + flow["height"] <= height + 1, (flow, height)
+        assert flow["height"] >= 0.55 * height, (flow, height)
         scroll = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert scroll[0] <= scroll[1], scroll
     finally:

@@ -409,6 +409,26 @@ def test_parts_are_the_live_views_for_a_custom_layout():
     assert "pre-trained" in parts.legend.object.lower()
 
 
+def test_the_flow_views_box_follows_flow_height_and_size():
+    """``flow_height`` is the CSS height of the radial view's box while it follows its container (the app
+    passes its own, with more above the view); a fixed ``size`` drops it; a bad value is refused and the
+    box keeps the last good one."""
+    from attnflows_panel.views.attention_flows import FLOW_HEIGHT
+
+    view = AttentionFlowsView(_result(), tau=TAU)
+    pane = view.parts().flow
+    assert pane.styles == {"height": FLOW_HEIGHT} and pane.sizing_mode == "stretch_width"
+    view.flow_height = "calc(100vh - 350px)"
+    assert pane.styles == {"height": "calc(100vh - 350px)"}
+    with pytest.raises(ValueError, match="flow_height"):
+        view.flow_height = "1px} body {display: none"
+    assert view.flow_height == "calc(100vh - 350px)" and pane.styles == {"height": "calc(100vh - 350px)"}
+    view.size = 500
+    assert pane.styles == {} and pane.sizing_mode == "fixed" and view.flow.figure.width == 500
+    view.size = None
+    assert pane.styles == {"height": "calc(100vh - 350px)"} and pane.sizing_mode == "stretch_width"
+
+
 def test_selection_survives_tau_change_when_possible():
     view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained", selection=[[0, 3]])
     assert view.highlight().active
@@ -487,6 +507,8 @@ def test_from_sentences_with_a_model_pair(tiny_bert_dirs):
         ({"result": _result(), "selection": [[0, 1]], "head": [2, 0]}, "head"),
         ({"result": _result(), "mode": "both"}, "mode"),
         ({"result": _result(), "tau": 1.5}, "tau"),
+        ({"result": _result(), "flow_height": " "}, "flow_height"),
+        ({"result": _result(), "flow_height": "600px; color: red"}, "flow_height"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, match):

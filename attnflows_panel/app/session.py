@@ -69,6 +69,11 @@ LOCKED_TIMEOUT_S = 120.0
 
 _VIEW_STATE = ("tau", "mode", "level", "selection", "head", "head_model")
 
+#: CSS height of the radial view in the app: the window's height less the header, the sample card and
+#: the sentence view above it (about 350 px for the demo's pairs at 1280×800, a little less on wider
+#: windows, where the card wraps less), so the whole drawing is in view when the page opens
+APP_FLOW_HEIGHT = "max(420px, calc(100vh - 350px))"
+
 
 async def _locked(doc, fn: Callable[[], Any]) -> None:
     """Run ``fn`` on ``doc``'s next tick (``doc.add_next_tick_callback``: under the document's lock)
@@ -189,7 +194,7 @@ class AttnFlowsApp(pn.viewable.Viewer):
         if query is None and self._served and pn.state.location is not None:
             query = pn.state.location.search or ""
         view_state.setdefault("tau", self.config.tau)
-        self.view = AttentionFlowsView(cache=self.registry.shared, **view_state)
+        self.view = AttentionFlowsView(cache=self.registry.shared, flow_height=APP_FLOW_HEIGHT, **view_state)
         self._build_widgets()
         self._layout = None
         self._parts()
@@ -258,7 +263,9 @@ class AttnFlowsApp(pn.viewable.Viewer):
                                     styles={"font-size": "12px", "color": "#444"})
         parts = self.view.parts()
         self._sentence_slot = pn.Column(parts.sentence, sizing_mode="stretch_width", css_classes=["af-sentence-view"])
-        self._flow_slot = pn.Column(parts.flow, sizing_mode="stretch_width", css_classes=["af-flow-view"])
+        # a Row: in a column, Bokeh sizes the figure by its design height (a flex basis) whatever the
+        # view's CSS height says; across a row the figure takes the view's height (APP_FLOW_HEIGHT)
+        self._flow_slot = pn.Row(parts.flow, sizing_mode="stretch_width", css_classes=["af-flow-view"])
         self._context_slot = pn.Column(parts.context, css_classes=["af-context-view"])
         self._controls = parts.controls
         self._browser_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-browser"])

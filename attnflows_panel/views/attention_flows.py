@@ -181,6 +181,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
     head_model = param.Selector(default="both", objects=["both", "pretrained", "finetuned"], doc="Model(s) traversed with a head restriction (combined mode).")
     alpha = param.Number(default=0.5, bounds=(0.0, 1.0), doc="Decay α of eq. 4 (the paper uses 0.5).")
     size = param.Integer(default=None, allow_None=True, bounds=(200, 3000), doc="Radial view size in px (None: square, following the width of its container).")
+    flow_height = param.String(default=FLOW_HEIGHT, regex=r"^[^;{}]*[^;{}\s][^;{}]*$", doc=(
+        "CSS height of the radial view's box when size is None: the window's height less what sits above "
+        "the view (the drawing is the largest square in this height and the width its container leaves). "
+        "A page with more above the view (the app's header and sample card) passes its own."))
     focus = param.Boolean(default=False, doc="Focus: show only the traced subgraph of the hover or the frozen selection.")
     status = param.String(default="", constant=True, doc="What the frozen selection shows (read-only).")
     clear = param.Action(default=lambda self: self.clear_selection(), label="Clear selection",
@@ -210,7 +214,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         # view above it), so the whole view fits at 1280×800 and grows with larger windows
         self._flow_pane = pn.pane.Bokeh(None, margin=0, min_width=320,
                                         sizing_mode="stretch_width" if self.size is None else "fixed",
-                                        styles={"height": FLOW_HEIGHT} if self.size is None else {})
+                                        styles=self._flow_styles())
         self._sentence_pane = pn.pane.Bokeh(None, margin=(0, 0, 6, 0))
         self._context_pane = pn.pane.Bokeh(None, margin=(0, 10))
         self._info_pane = pn.pane.Bokeh(None, margin=(5, 10), min_height=70)  # the hover details
@@ -231,10 +235,19 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self.param.watch(self._on_params, list(_REDRAW))
         # a new result without a level of its own: the sentence view opens at the informative level
         self.param.watch(self._on_new_result_level, ["result", "level"])
+        self.param.watch(self._on_flow_box, ["flow_height", "size"])
         self._layout = None  # the default layout, made when first shown (an app lays out parts() itself)
         self._controls = None
 
     # ------------------------------------------------------------------ construction
+
+    def _flow_styles(self) -> dict:
+        """The radial view's box: ``flow_height`` high when it follows its container (``size`` None)."""
+        return {"height": self.flow_height} if self.size is None else {}
+
+    def _on_flow_box(self, *events) -> None:
+        self._flow_pane.param.update(styles=self._flow_styles(),
+                                     sizing_mode="stretch_width" if self.size is None else "fixed")
 
     @classmethod
     def from_sentences(cls, pair, sentence_a: str, sentence_b: str, **params) -> AttentionFlowsView:
