@@ -248,7 +248,9 @@ class RadialLayout:
         views. Columns: node, level, pos, token, seg, angle, radius, x, y (anchor on the ring), ux, uy,
         vx, vy (reading frame), text_angle, font_size (one size for every ring), label (the full
         token, a shortened form ending in "…", or "" when hidden), lstat (2 full, 1 shortened, 0
-        hidden), lw (the label's width), lx, ly (label centre), hx, hy, hr (the hit target: a circle
+        hidden), lw (the label's width), lx, ly (label centre), otier, olx, oly (where a shortened or
+        hidden token's full text goes when a trace shows it: tier 0 on the label row, 1 a line further
+        out, so that neighbours' full texts do not print over each other), hx, hy, hr (the hit target: a circle
         over the cell), gu, gv (the glyph block's left edge and centre in the cell frame), bx, by (the
         glyph block's centre), sx0, sy0 (sparkline baseline start), sw (sparkline width), cw (width
         of the cell's lower row), r_in, r_out (radial extent of the cell, for edges).
@@ -417,6 +419,50 @@ def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[
     return labels, status
 
 
+def _overlay_tiers(texts: list[str], labels: list[str], status: np.ndarray, radius: float, order: list[int],
+                   ang_l: list[float], style: RadialStyle, line: float) -> np.ndarray:
+    """Where the full text of each shortened or hidden token of one ring goes when a trace or a selection
+    shows it (the overlay): tier 0 on the ring's label row, or tier 1 one line further out of the cell
+    (``line``), into the gap between the rings. In priority order (``order``), each overlay takes the
+    tier where it covers the least arc, an overlay placed there counting twice a ring label (tier 0 when
+    it covers nothing). So adjacent traced tokens whose ring labels are short do not print over each
+    other ("percent" and "effective" used to read "percereffective")."""
+    m = len(texts)
+    tiers = np.zeros(m, dtype=np.uint8)
+    if m < 2 or bool((np.asarray(status) == 2).all()):
+        return tiers
+    cw, pad = style.char_width * style.font, style.label_pad
+    r0 = max(float(radius), 1.0)
+    r1 = max(r0 - line, 1.0)  # tier 1 may lie inside the ring: the smaller radius, the wider angle
+    pi = math.pi
+
+    def overlap(a: float, h: float, taken: list[tuple[float, float]]) -> float:
+        total = 0.0
+        for b, hb in taken:
+            d = abs((b - a + pi) % TWO_PI - pi)
+            if d < h + hb:
+                total += h + hb - d
+        return total
+
+    # tier 0 holds the ring's own labels (full and shortened: an unlit token's short label stays drawn)
+    ring_labels = {i: (ang_l[i], math.atan((len(labels[i]) * cw + pad) / 2.0 / r0)) for i in range(m) if labels[i]}
+    taken: list[list[tuple[float, float]]] = [[], []]
+    for i in order:
+        if status[i] == 2:
+            continue
+        w = len(texts[i]) * cw + pad
+        h0, h1 = math.atan(w / 2.0 / r0), math.atan(w / 2.0 / r1)
+        others = [v for j, v in ring_labels.items() if j != i]  # its own short label gives way to it
+        # covering another overlay (both lit: a traced phrase) weighs twice covering a ring label (which
+        # shows only dimmed under the overlay's white box unless it is lit too)
+        cost0 = 2.0 * overlap(ang_l[i], h0, taken[0]) + overlap(ang_l[i], h0, others)
+        cost1 = 2.0 * overlap(ang_l[i], h1, taken[1]) if cost0 > 0 else math.inf
+        tier = 1 if cost1 < cost0 else 0
+        tiers[i] = tier
+        taken[tier].append((ang_l[i], h0 if tier == 0 else h1))
+    return tiers
+
+
 def radial_layout(
     levels: Sequence[np.ndarray],
     tokens: Sequence[str],
@@ -486,6 +532,8 @@ def radial_layout(
     a_count = np.add.reduceat(is_a.astype(np.int64), first[:-1]) if N else np.zeros(L + 1, np.int64)
     labels: list[str] = []
     lstat = np.empty(N, dtype=np.uint8)
+    otier = np.zeros(N, dtype=np.uint8)
+    line = float(style.font) + 3.0  # an overlay one tier out: a line beyond the label row
     ticks = []
     shown_l = [shown[i] for i in pos.tolist()]
     ang_l_all = ang.tolist()
@@ -505,6 +553,8 @@ def radial_layout(
                                rank.tolist(), ang_l_all[lo:hi], style)
         labels.extend(lab)
         lstat[lo:hi] = stt
+        otier[lo:hi] = _overlay_tiers(shown_l[lo:hi], lab, stt, radii[k], (order_all[lo:hi] - lo).tolist(),
+                                      ang_l_all[lo:hi], style, line)
         meet = float(np.mod(start_rad - int(a_count[k]) * (TWO_PI / m), TWO_PI))  # where A and B meet
         c, s = math.cos(meet), math.sin(meet)
         r0, r1 = radii[k] - ch / 2 - 2, radii[k] + ch / 2 + 2
@@ -528,6 +578,7 @@ def radial_layout(
         "x": x, "y": y, "ux": ux, "uy": uy, "vx": vx, "vy": vy, "text_angle": text_angle,
         "font_size": fs, "label": labels, "lstat": lstat, "lw": lw,
         "lx": x + v_label * vx, "ly": y + v_label * vy,
+        "otier": otier, "olx": x + (v_label + otier * line) * vx, "oly": y + (v_label + otier * line) * vy,
         "hx": x, "hy": y, "hr": np.full(N, min(ch, rw) / 2 + 1.0),
         "gu": np.full(N, gu), "gv": np.full(N, v_row),
         "bx": x + (gu + gw / 2) * ux + v_row * vx, "by": y + (gu + gw / 2) * uy + v_row * vy,

@@ -112,6 +112,58 @@ def test_label_report_on_real_minilm_pairs(minilm_pair):
                 assert best["lstat"] == 2, (k, best["token"])
 
 
+def _text_boxes_overlap(nodes, i, j, xcol, ycol, style) -> bool:
+    """Whether tokens i and j's full texts, drawn at (xcol, ycol) along their reading frame, overlap
+    (rotated rectangles, separating axes)."""
+    cw = style.char_width * style.font
+
+    def corners(k):
+        c = np.array([nodes[xcol][k], nodes[ycol][k]])
+        u, v = np.array([nodes["ux"][k], nodes["uy"][k]]), np.array([nodes["vx"][k], nodes["vy"][k]])
+        hu, hv = len(nodes["token"][k]) * cw / 2, style.font / 2
+        return [c + a * hu * u + b * hv * v for a in (-1, 1) for b in (-1, 1)], (u, v)
+
+    (ca, axa), (cb, axb) = corners(i), corners(j)
+    for axis in (*axa, *axb):
+        pa, pb = [p @ axis for p in ca], [p @ axis for p in cb]
+        if max(pa) <= min(pb) or max(pb) <= min(pa):
+            return False
+    return True
+
+
+def test_traced_full_texts_do_not_print_over_each_other(minilm_pair):
+    """A trace shows the full text of every traced token whose ring label is shortened or hidden (the
+    overlay). Neighbours on a ring used to print over each other there ("percent" and "effective" read
+    "percereffective" on the default sample); the layout now puts each overlay on the label row or a
+    line further out (``otier``, ``olx``/``oly``), so that even with every such token of a ring traced at
+    once, few overlays touch (a corner, at most), far fewer than on the label row alone."""
+    from attnflows_panel.graph import AttentionGraph
+    from attnflows_panel.views.flow_data import FlowData
+
+    with_tiers = on_label_row = 0
+    default = _demo_rows(1)[0]["id"]
+    for row in _demo_rows(8):
+        r = minilm_pair.run(row["sentence_a"], row["sentence_b"])
+        for tau in (0.1, 0.15):
+            data = FlowData(r.tokens, r.segments, AttentionGraph.build(r.pretrained.attentions, tau),
+                            AttentionGraph.build(r.finetuned.attentions, tau), "combined")
+            nodes = {c: data.layout.nodes[c].to_numpy() for c in
+                     ("olx", "oly", "lx", "ly", "ux", "uy", "vx", "vy", "token", "level", "lstat", "otier")}
+            assert set(np.unique(nodes["otier"])) <= {0, 1}
+            assert (nodes["otier"][nodes["lstat"] == 2] == 0).all()  # whole labels need no overlay
+            for k in range(data.L):
+                short = np.flatnonzero((nodes["level"] == k) & (nodes["lstat"] < 2)).tolist()
+                for a, i in enumerate(short):
+                    for j in short[a + 1:]:
+                        tiered = _text_boxes_overlap(nodes, i, j, "olx", "oly", data.style)
+                        with_tiers += tiered
+                        on_label_row += _text_boxes_overlap(nodes, i, j, "lx", "ly", data.style)
+                        if row["id"] == default:  # the default sample: no two overlays of a ring touch
+                            assert not tiered, (tau, k, nodes["token"][i], nodes["token"][j])
+    assert on_label_row >= 15, on_label_row  # the case is real: many would collide on the label row
+    assert with_tiers <= 0.3 * on_label_row, (with_tiers, on_label_row)
+
+
 @pytest.mark.parametrize("width,height", SIZES)
 def test_screenshots_at_three_window_sizes(browser, default_result, output_dir, width, height):
     view_holder = {}

@@ -51,7 +51,9 @@ how many tokens that head attends to in the level below (light = 1 … dark = 6+
 glyph is {swatch(PRETRAINED_COLOR, 8)} or {swatch(FINETUNED_COLOR, 8)} when only one model uses the
 head, and split {swatch(PRETRAINED_COLOR, 6)}{swatch(FINETUNED_COLOR, 6)} when both do. The
 <b>sparkline</b> under a token (§4.3.2) shows where the tokens of the ring inside it (one level up) that
-attend to it lie (left = earlier, centre = itself, right = later; height = number of heads, up to 3).</p>
+attend to it lie (left = earlier, centre = itself, right = later; height = number of heads, up to 3).
+Where a ring has no room for every word, the most important keep their labels; a traced or selected token
+shows its full word in a white box, on its label row or just outside it.</p>
 <p><b>Sentence view (§4.2).</b> Up to five circles above each token: its influence
 I<sub>l</sub> (eq. 4) at the chosen level, rounded up. In the combined mode
 {swatch(SHARED_COLOR, 8)} circles are influence both models share, the rest is

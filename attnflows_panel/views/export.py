@@ -374,11 +374,12 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
     for i, lab in enumerate(n["label"]):
         if lab and not overlay[i]:
             cv.text(lx[i], ly[i], lab, fs, NODE_TEXT[int(nst[i])], LABEL_ALPHA[int(nst[i])], angle_deg=ta[i])
+    olx, oly = X(n["olx"]), Y(n["oly"])  # the overlay's place (the layout's overlay tier), as on screen
     for i in np.flatnonzero(overlay):
         tok = n["token"][i]
         w = len(tok) * flow.data.style.char_width * fs + 2
-        cv.rect(lx[i], ly[i], w, fs * 1.25, ta[i], "#ffffff", 1.0)
-        cv.text(lx[i], ly[i], tok, fs, NODE_TEXT[int(nst[i])], angle_deg=ta[i])
+        cv.rect(olx[i], oly[i], w, fs * 1.25, ta[i], "#ffffff", 1.0)
+        cv.text(olx[i], oly[i], tok, fs, NODE_TEXT[int(nst[i])], angle_deg=ta[i])
 
 
 def _draw_sentence(cv, sent, ox: float, oy: float) -> None:

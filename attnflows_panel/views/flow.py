@@ -314,10 +314,11 @@ class FlowFigure:
             fill_color=transform("gc", _state_mapper(GLYPH_PALETTE)),
             line_color=None,
         ), name="attnflows-glyph-targets")
-        # the full text of traced and selected tokens whose ring label is shortened or hidden, on top
+        # the full text of traced and selected tokens whose ring label is shortened or hidden, on top: on
+        # the label row or a line further out (the layout's overlay tier), clear of its neighbours' texts
         overlay_alpha = _label_alpha_transform(S["nodes"], True)
         self.overlay_renderer = add(S["nodes"], Text(
-            x="lx", y="ly", text="token", angle="ta", text_font_size=f"{base:g}px",
+            x="olx", y="oly", text="token", angle="ta", text_font_size=f"{base:g}px",
             text_align="center", text_baseline="middle", text_font=font,
             text_color=transform("st", text_colors),
             text_alpha=transform("st", overlay_alpha),

@@ -782,6 +782,7 @@ class FlowData:
             "lstat": nodes["lstat"].astype(np.uint8),
             "mem": nodes["member"].astype(np.uint8),
             "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
+            "olx": _f32(nodes["olx"]), "oly": _f32(nodes["oly"]),  # the full-text overlay's place
             "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hr": _f32(nodes["hr"]),
             "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
             "sx0": _f32(nodes["sx0"]), "sy0": _f32(nodes["sy0"]), "sx1": _f32(nodes["sx1"]), "sy1": _f32(nodes["sy1"]),
