@@ -426,40 +426,56 @@ def _overlay_tiers(texts: list[str], labels: list[str], status: np.ndarray, radi
     (``line``), into the gap between the rings. In priority order (``order``), each overlay takes the
     tier where it covers the least arc, an overlay placed there counting twice a ring label (tier 0 when
     it covers nothing). So adjacent traced tokens whose ring labels are short do not print over each
-    other ("percent" and "effective" used to read "percereffective")."""
+    other ("percent" and "effective" used to read "percereffective"). The arcs are numpy arrays per ring;
+    only the greedy pass over the overlays that touch each other is a loop."""
     m = len(texts)
     tiers = np.zeros(m, dtype=np.uint8)
-    if m < 2 or bool((np.asarray(status) == 2).all()):
+    status = np.asarray(status)
+    cand = np.flatnonzero(status < 2)
+    if m < 2 or cand.size == 0:
         return tiers
     cw, pad = style.char_width * style.font, style.label_pad
     r0 = max(float(radius), 1.0)
     r1 = max(r0 - line, 1.0)  # tier 1 may lie inside the ring: the smaller radius, the wider angle
-    pi = math.pi
+    ang = np.asarray(ang_l, dtype=np.float64)
+    full = np.fromiter((len(texts[i]) for i in cand.tolist()), dtype=np.float64, count=cand.size) * cw + pad
+    h0, h1 = np.arctan(full / 2.0 / r0), np.arctan(full / 2.0 / r1)
+    shown = np.fromiter((len(t) for t in labels), dtype=np.float64, count=m)
+    lab = np.flatnonzero(shown > 0)
+    hl = np.arctan((shown[lab] * cw + pad) / 2.0 / r0)
 
-    def overlap(a: float, h: float, taken: list[tuple[float, float]]) -> float:
-        total = 0.0
-        for b, hb in taken:
-            d = abs((b - a + pi) % TWO_PI - pi)
-            if d < h + hb:
-                total += h + hb - d
-        return total
+    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.abs((b[None, :] - a[:, None] + math.pi) % TWO_PI - math.pi)
 
-    # tier 0 holds the ring's own labels (full and shortened: an unlit token's short label stays drawn)
-    ring_labels = {i: (ang_l[i], math.atan((len(labels[i]) * cw + pad) / 2.0 / r0)) for i in range(m) if labels[i]}
-    taken: list[list[tuple[float, float]]] = [[], []]
+    # the arc of the ring's labels (full and shortened: an unlit token's short label stays drawn) that
+    # each overlay covers on the label row; its own short label gives way to it
+    cover = np.maximum(h0[:, None] + hl[None, :] - dist(ang[cand], ang[lab]), 0.0)
+    cover[cand[:, None] == lab[None, :]] = 0.0
+    label_cost = cover.sum(axis=1).tolist()
+    # overlays against each other, per tier (only the pairs that touch enter the loop)
+    dc = dist(ang[cand], ang[cand])
+    o0 = np.maximum(h0[:, None] + h0[None, :] - dc, 0.0)
+    o1 = np.maximum(h1[:, None] + h1[None, :] - dc, 0.0)
+    np.fill_diagonal(o0, 0.0)
+    np.fill_diagonal(o1, 0.0)
+    rows, cols = np.nonzero(o1 > 0)
+    touching: list[list[tuple[int, float, float]]] = [[] for _ in range(cand.size)]
+    for a, j, v0, v1 in zip(rows.tolist(), cols.tolist(), o0[rows, cols].tolist(), o1[rows, cols].tolist()):
+        touching[a].append((j, v0, v1))
+    slot = {int(c): a for a, c in enumerate(cand.tolist())}
+    placed = [-1] * cand.size  # each overlay's tier once placed
     for i in order:
-        if status[i] == 2:
+        a = slot.get(i)
+        if a is None:
             continue
-        w = len(texts[i]) * cw + pad
-        h0, h1 = math.atan(w / 2.0 / r0), math.atan(w / 2.0 / r1)
-        others = [v for j, v in ring_labels.items() if j != i]  # its own short label gives way to it
-        # covering another overlay (both lit: a traced phrase) weighs twice covering a ring label (which
-        # shows only dimmed under the overlay's white box unless it is lit too)
-        cost0 = 2.0 * overlap(ang_l[i], h0, taken[0]) + overlap(ang_l[i], h0, others)
-        cost1 = 2.0 * overlap(ang_l[i], h1, taken[1]) if cost0 > 0 else math.inf
-        tier = 1 if cost1 < cost0 else 0
+        cost0, cost1 = label_cost[a], 0.0
+        for j, v0, v1 in touching[a]:
+            if placed[j] == 0:
+                cost0 += 2.0 * v0
+            elif placed[j] == 1:
+                cost1 += 2.0 * v1
+        placed[a] = tier = 1 if cost0 > 0 and cost1 < cost0 else 0
         tiers[i] = tier
-        taken[tier].append((ang_l[i], h0 if tier == 0 else h1))
     return tiers
 
 
