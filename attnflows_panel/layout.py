@@ -440,9 +440,9 @@ def _overlay_tiers(texts: list[str], labels: list[str], status: np.ndarray, radi
     ang = np.asarray(ang_l, dtype=np.float64)
     full = np.fromiter((len(texts[i]) for i in cand.tolist()), dtype=np.float64, count=cand.size) * cw + pad
     h0, h1 = np.arctan(full / 2.0 / r0), np.arctan(full / 2.0 / r1)
-    shown = np.fromiter((len(t) for t in labels), dtype=np.float64, count=m)
-    lab = np.flatnonzero(shown > 0)
-    hl = np.arctan((shown[lab] * cw + pad) / 2.0 / r0)
+    label_len = np.fromiter((len(t) for t in labels), dtype=np.float64, count=m)  # as the ring draws them
+    lab = np.flatnonzero(label_len > 0)
+    hl = np.arctan((label_len[lab] * cw + pad) / 2.0 / r0)
 
     def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.abs((b[None, :] - a[:, None] + math.pi) % TWO_PI - math.pi)

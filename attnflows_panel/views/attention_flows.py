@@ -212,9 +212,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         super().__init__(result=result, **params)
         # square, as wide as its container allows and never taller than the window (less the sentence
         # view above it), so the whole view fits at 1280×800 and grows with larger windows
-        self._flow_pane = pn.pane.Bokeh(None, margin=0, min_width=320,
-                                        sizing_mode="stretch_width" if self.size is None else "fixed",
-                                        styles=self._flow_styles())
+        self._flow_pane = pn.pane.Bokeh(None, margin=0, min_width=320, **self._flow_box())
         self._sentence_pane = pn.pane.Bokeh(None, margin=(0, 0, 6, 0))
         self._context_pane = pn.pane.Bokeh(None, margin=(0, 10))
         self._info_pane = pn.pane.Bokeh(None, margin=(5, 10), min_height=70)  # the hover details
@@ -241,13 +239,15 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ construction
 
-    def _flow_styles(self) -> dict:
-        """The radial view's box: ``flow_height`` high when it follows its container (``size`` None)."""
-        return {"height": self.flow_height} if self.size is None else {}
+    def _flow_box(self) -> dict:
+        """The radial view's box: as wide as its container and ``flow_height`` high (``size`` None), or
+        fixed (the figure's own ``size``)."""
+        if self.size is None:
+            return {"sizing_mode": "stretch_width", "styles": {"height": self.flow_height}}
+        return {"sizing_mode": "fixed", "styles": {}}
 
     def _on_flow_box(self, *events) -> None:
-        self._flow_pane.param.update(styles=self._flow_styles(),
-                                     sizing_mode="stretch_width" if self.size is None else "fixed")
+        self._flow_pane.param.update(**self._flow_box())
 
     @classmethod
     def from_sentences(cls, pair, sentence_a: str, sentence_b: str, **params) -> AttentionFlowsView:

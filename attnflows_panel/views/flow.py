@@ -218,6 +218,7 @@ class FlowFigure:
             LassoSelectTool,
             DataRange1d,
             PanTool,
+            Plot,
             Rect,
             ResetTool,
             SaveTool,
@@ -226,7 +227,6 @@ class FlowFigure:
             Text,
             WheelZoomTool,
         )
-        from bokeh.models import Plot
         from bokeh.transform import transform
 
         self._size = size
