@@ -1,0 +1,218 @@
+"""Faster Bokeh model construction and serialisation: four memoisations of Bokeh's property machinery.
+
+Most of a view's build time is not the view's data but Bokeh's per-model cost (benchmarks/README.md,
+P6): about 157 models per view, each paying for its class's whole property table, on every model:
+
+1. ``HasProps.__init__`` asks every property whether its default is *unstable* (a callable or a
+   container, copied per instance) to fill those in. The answer depends on the class only; it is
+   computed here once per class.
+2. ``HasProps._overridden_defaults()`` walks the class's MRO and merges a dict on each default lookup;
+   here once per class (the result is read only, by ``Property.themed_default``).
+3. ``PropertyDescriptor.instance_default`` validates (``prepare_value``) a *stable* default on every
+   lookup; an unthemed stable default of a class is the same validated value each time, computed here
+   once per (class, property) and copied out as Bokeh copies it.
+4. ``HasProps.query_properties_with_values(include_defaults=False)`` (what serialising a model calls)
+   evaluates every property's value, defaults included, before it drops the ones that are not to be
+   sent (``has_props.py``: "TODO: this should happen before get_value()"). Here only the properties
+   that are sent are evaluated, plus those without a default (``Required``), so that an unset required
+   property still raises ``UnsetValueError`` exactly as before.
+
+The results are the same objects and the same JSON (``tests/test_bokeh_speedups.py`` compares every
+view's serialised document with and without them); Bokeh's themes are honoured (a themed property
+takes Bokeh's own path). Written for Bokeh 3.4-3.x (the four functions are unchanged over those
+versions); on another major version nothing is patched. Installed on import of
+:mod:`attnflows_panel.views`; ``ATTNFLOWS_BOKEH_SPEEDUPS=0`` leaves Bokeh untouched, and
+:func:`uninstall` restores it. They speed any Bokeh document in the process, not only ours: the
+whole view build (P6) takes about a quarter less.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from copy import copy
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["install", "uninstall", "installed", "disabled"]
+
+_ORIGINALS: dict[str, Any] = {}
+_UNSTABLE: dict[type, tuple[str, ...]] = {}  # class -> names of its properties with unstable defaults
+_OVERRIDES: dict[type, dict[str, Any]] = {}  # class -> its merged overridden defaults
+_REQUIRED: dict[type, frozenset[str]] = {}  # class -> names of its properties without a default
+_DEFAULTS: dict[tuple[type, str], tuple[bool, Any]] = {}  # (class, name) -> (stable, validated default)
+
+
+def _supported() -> bool:
+    try:
+        import bokeh
+        from bokeh.core.has_props import HasProps
+        from bokeh.core.property.bases import Property
+        from bokeh.core.property.descriptors import PropertyDescriptor
+    except ImportError:  # pragma: no cover - bokeh is a dependency
+        return False
+    try:
+        major, minor = (int(x) for x in bokeh.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    if major != 3 or minor < 4:
+        return False
+    needed = [(HasProps, "query_properties_with_values"), (HasProps, "_overridden_defaults"),
+              (HasProps, "themed_values"), (PropertyDescriptor, "instance_default"),
+              (PropertyDescriptor, "has_unstable_default"), (Property, "themed_default")]
+    return all(hasattr(owner, name) for owner, name in needed)
+
+
+def installed() -> bool:
+    """Whether the speed-ups are in place."""
+    return bool(_ORIGINALS)
+
+
+def install() -> bool:
+    """Put the speed-ups in place (idempotent). Returns whether they are installed: False when
+    ``ATTNFLOWS_BOKEH_SPEEDUPS=0`` or when the installed Bokeh is not one they were written for."""
+    if _ORIGINALS:
+        return True
+    if os.environ.get("ATTNFLOWS_BOKEH_SPEEDUPS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if not _supported():
+        log.debug("Bokeh speed-ups not installed: Bokeh version not supported")
+        return False
+    from bokeh.core.has_props import HasProps, Intrinsic, Undefined
+    from bokeh.core.property.descriptors import PropertyDescriptor, UnsetValueError
+    from bokeh.core.property.wrappers import PropertyValueContainer
+
+    orig_init = HasProps.__init__
+    orig_overrides = HasProps.__dict__["_overridden_defaults"].__func__
+    orig_query = HasProps.query_properties_with_values
+    orig_instance_default = PropertyDescriptor.instance_default
+
+    def unstable_names(obj: Any) -> tuple[str, ...]:
+        cls = type(obj)
+        names = _UNSTABLE.get(cls)
+        if names is None:
+            names = _UNSTABLE[cls] = tuple(
+                name for name in obj.properties(_with_props=True) if obj.lookup(name).has_unstable_default(obj))
+        return names
+
+    def __init__(self, **properties: Any) -> None:
+        # HasProps.__init__ with the per-class list of unstable defaults (same order, same effect)
+        super(HasProps, self).__init__()
+        self._property_values = {}
+        self._unstable_default_values = {}
+        self._unstable_themed_values = {}
+        for name, value in properties.items():
+            if value is Undefined or value is Intrinsic:
+                continue
+            setattr(self, name, value)
+        for name in unstable_names(self):
+            if name not in properties:
+                self.lookup(name)._get(self)  # fills in `_unstable_*_values`
+        self._initialized = True
+
+    def _overridden_defaults(cls) -> dict[str, Any]:
+        merged = _OVERRIDES.get(cls)
+        if merged is None:
+            merged = _OVERRIDES[cls] = orig_overrides(cls)
+        return merged
+
+    def instance_default(self, obj: Any) -> Any:
+        themed = obj.themed_values()
+        if themed is not None and self.name in themed:
+            return orig_instance_default(self, obj)
+        key = (obj.__class__, self.name)
+        entry = _DEFAULTS.get(key)
+        if entry is None:
+            if self.has_unstable_default(obj):
+                entry = (False, None)
+            else:
+                entry = (True, self.property.themed_default(obj.__class__, self.name, None))
+            _DEFAULTS[key] = entry
+        if not entry[0]:
+            return orig_instance_default(self, obj)
+        return copy(entry[1])  # as Property._copy_default copies a stable default
+
+    def required_names(obj: Any) -> frozenset[str]:
+        cls = type(obj)
+        names = _REQUIRED.get(cls)
+        if names is None:
+            overrides = cls._overridden_defaults()
+            names = _REQUIRED[cls] = frozenset(
+                name for name in obj.properties(_with_props=True)
+                if (overrides[name] if name in overrides else obj.lookup(name).property._default) is Undefined)
+        return names
+
+    def query_properties_with_values(self, query: Callable[[Any], bool], *, include_defaults: bool = True,
+                                     include_undefined: bool = False) -> dict[str, Any]:
+        if include_defaults:
+            return orig_query(self, query, include_defaults=include_defaults, include_undefined=include_undefined)
+        # HasProps.query_properties_with_values evaluating only what it returns (and what may raise)
+        selected = set(self._property_values.keys()) | set(self._unstable_default_values.keys())
+        themed_keys: set[str] = set()
+        themed = self.themed_values()
+        if themed is not None:
+            themed_keys = set(themed.keys())
+            selected |= themed_keys
+        required = required_names(self)
+        result: dict[str, Any] = {}
+        for key in self.properties(_with_props=True):
+            if key not in selected and key not in required:
+                continue
+            descriptor = self.lookup(key)
+            if not query(descriptor):
+                continue
+            try:
+                value = descriptor.get_value(self)
+            except UnsetValueError:
+                if include_undefined:
+                    value = Undefined
+                else:
+                    raise
+            else:
+                if key not in selected:
+                    continue
+                if key not in themed_keys and isinstance(value, PropertyValueContainer) \
+                        and key in self._unstable_default_values:
+                    continue
+            result[key] = value
+        return result
+
+    _ORIGINALS.update(init=orig_init, overrides=HasProps.__dict__["_overridden_defaults"], query=orig_query,
+                      instance_default=orig_instance_default)
+    HasProps.__init__ = __init__
+    HasProps._overridden_defaults = classmethod(_overridden_defaults)
+    HasProps.query_properties_with_values = query_properties_with_values
+    PropertyDescriptor.instance_default = instance_default
+    return True
+
+
+def uninstall() -> None:
+    """Restore Bokeh's own functions and drop the caches."""
+    if not _ORIGINALS:
+        return
+    from bokeh.core.has_props import HasProps
+    from bokeh.core.property.descriptors import PropertyDescriptor
+
+    HasProps.__init__ = _ORIGINALS["init"]
+    HasProps._overridden_defaults = _ORIGINALS["overrides"]
+    HasProps.query_properties_with_values = _ORIGINALS["query"]
+    PropertyDescriptor.instance_default = _ORIGINALS["instance_default"]
+    _ORIGINALS.clear()
+    for cache in (_UNSTABLE, _OVERRIDES, _REQUIRED, _DEFAULTS):
+        cache.clear()
+
+
+class disabled:
+    """``with disabled(): ...`` runs Bokeh's own functions, then puts the speed-ups back if they were
+    installed (tests and benchmarks compare both)."""
+
+    def __enter__(self):
+        self._was = installed()
+        uninstall()
+        return self
+
+    def __exit__(self, *exc):
+        if self._was:
+            install()
+        return False

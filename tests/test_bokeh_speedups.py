@@ -1,0 +1,129 @@
+"""views/bokeh_speedups.py: the memoised Bokeh property machinery gives the same documents as Bokeh's own.
+
+Every check builds the same thing twice in one process, with the speed-ups and with Bokeh's own
+functions (``bokeh_speedups.disabled()``), and compares the serialised JSON with the model ids (a
+process-wide counter) numbered by first appearance."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from bokeh.core.json_encoder import serialize_json
+from bokeh.core.property.descriptors import UnsetValueError
+from bokeh.document import Document
+from bokeh.themes import built_in_themes
+
+from attnflows_panel.views import bokeh_speedups as BS
+
+_ID = re.compile(r'(?<=[":])(p\d{4,})(?=")')  # model ids, and "__ref:<id>" in Panel's templates
+_UUID = re.compile(r'"[0-9a-f]{32}"')  # uuid4().hex ids (Tabulator's rows, comms)
+_NAME = re.compile(r'"([A-Z][A-Za-z]+)\d{5,}"')  # Panel's names of its objects: a class name and a counter
+
+
+def _normalised(doc: Document) -> str:
+    text = serialize_json(doc.to_json(deferred=False))
+    seen: dict[str, str] = {}
+    text = _ID.sub(lambda m: seen.setdefault(m.group(1), f"id{len(seen)}"), text)
+    text = _UUID.sub('"uuid"', text)
+    return _NAME.sub(lambda m: f'"{m.group(1)}#"', text)
+
+
+def _both(build, theme=None) -> tuple[str, str]:
+    """``build()`` → a Panel object; its document serialised with and without the speed-ups."""
+    out = []
+    for fast in (True, False):
+        ctx = BS.disabled() if not fast else _Noop()
+        with ctx:
+            assert BS.installed() is fast
+            doc = Document()
+            if theme is not None:
+                doc.theme = theme
+            doc.add_root(build().get_root(doc))
+            out.append(_normalised(doc))
+    return out[0], out[1]
+
+
+class _Noop:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_installed_on_import_of_the_views():
+    assert BS.installed()
+
+
+@pytest.fixture
+def app(sharp_bert_dirs, demo_index, sharp_pair):
+    from attnflows_panel.app import AppConfig, AttnFlowsApp
+    from attnflows_panel.registry import Registry
+
+    registry = Registry()
+    registry.pair(str(sharp_bert_dirs[0]), str(sharp_bert_dirs[1]))  # loaded once, outside the builds
+    config = AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(demo_index))
+    return lambda **kw: AttnFlowsApp(config, registry=registry, **kw)
+
+
+@pytest.mark.parametrize("query", ["", "tau=0.2&mode=pre&level=2&sel=1:0", "mode=fine&sel=2:1,2:2"])
+def test_the_whole_app_serialises_the_same(app, query):
+    fast, slow = _both(lambda: app(query=query).__panel__())
+    assert len(fast) > 100_000  # the whole page: views, corpus browser, head panel
+    assert fast == slow
+
+
+def test_a_themed_document_serialises_the_same(app):
+    fast, slow = _both(lambda: app().__panel__(), theme=built_in_themes["dark_minimal"])
+    assert '"#20262B"' in fast or '"#20262b"' in fast.lower()  # the theme reached the document
+    assert fast == slow
+
+
+def test_the_view_alone_on_a_real_pair_serialises_the_same(minilm_pair):
+    from attnflows_panel.views.attention_flows import AttentionFlowsView
+
+    result = minilm_pair.run("The cat sat on the mat.", "A cat was sitting on a mat.")
+    fast, slow = _both(lambda: AttentionFlowsView(result, tau=0.1, selection=[[3, 2]], focus=True).__panel__())
+    assert fast == slow
+
+
+def test_an_unset_required_property_still_raises():
+    from bokeh.models import GlyphRenderer
+
+    for ctx in (_Noop(), BS.disabled()):
+        with ctx:
+            with pytest.raises(UnsetValueError):
+                doc = Document()
+                doc.add_root(GlyphRenderer())
+                doc.to_json()
+
+
+def test_uninstall_restores_bokeh_and_install_is_idempotent():
+    from bokeh.core.has_props import HasProps
+    from bokeh.core.property.descriptors import PropertyDescriptor
+
+    patched = (HasProps.__init__, HasProps.query_properties_with_values, PropertyDescriptor.instance_default)
+    assert BS.install() is True  # already installed: nothing changes
+    assert (HasProps.__init__, HasProps.query_properties_with_values, PropertyDescriptor.instance_default) == patched
+    with BS.disabled():
+        assert not BS.installed()
+        assert HasProps.__init__.__module__ == "bokeh.core.has_props"
+        assert PropertyDescriptor.instance_default.__module__ == "bokeh.core.property.descriptors"
+    assert BS.installed()
+    assert HasProps.__init__ is patched[0] or HasProps.__init__.__module__ == BS.__name__
+
+
+def test_the_environment_variable_turns_them_off():
+    code = "import attnflows_panel.views as v; from attnflows_panel.views import bokeh_speedups as b; print(b.installed())"
+    env = {**os.environ, "ATTNFLOWS_BOKEH_SPEEDUPS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    env["ATTNFLOWS_BOKEH_SPEEDUPS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr
