@@ -127,3 +127,34 @@ def test_the_environment_variable_turns_them_off():
     env["ATTNFLOWS_BOKEH_SPEEDUPS"] = "1"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_a_callback_with_a_wrong_signature_is_refused_every_time():
+    import functools
+
+    from bokeh.models import Slider
+
+    def good(attr, old, new):
+        pass
+
+    def three(attr, old, new, extra):
+        pass
+
+    slider = Slider(start=0, end=1, value=0)
+    for _ in range(2):  # the second time from the remembered signatures
+        slider.on_change("value", functools.partial(three, "x"))  # binds one: (old, new, extra) -> fine
+        with pytest.raises(ValueError, match=r"func\(attr, old, new\)"):
+            slider.on_change("value", lambda attr: None)
+        with pytest.raises(ValueError, match=r"func\(attr, old, new\)"):
+            slider.on_change("value", functools.partial(three, "x", "y"))  # binds two: too few left
+        slider.on_change("value", good)
+        slider.remove_on_change("value", good)
+
+
+def test_property_names_read_the_same():
+    from bokeh.core.properties import Dict, Either, Int, List, Nullable, String
+
+    for prop in (List(String), Dict(String, List(Int)), Nullable(Either(Int, String))):
+        fast = str(prop)
+        with BS.disabled():
+            assert str(type(prop)(*prop.type_params)) == fast

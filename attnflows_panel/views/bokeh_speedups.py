@@ -1,11 +1,12 @@
-"""Faster Bokeh model construction and serialisation: four memoisations of Bokeh's property machinery.
+"""Faster Bokeh model construction and serialisation: memoisations of Bokeh's property machinery.
 
 Most of a view's build time is not the view's data but Bokeh's per-model cost (benchmarks/README.md,
 P6): about 157 models per view, each paying for its class's whole property table, on every model:
 
 1. ``HasProps.__init__`` asks every property whether its default is *unstable* (a callable or a
-   container, copied per instance) to fill those in. The answer depends on the class only; it is
-   computed here once per class.
+   container, copied per instance) to fill those in, and every default lookup asks again
+   (``PropertyDescriptor.has_unstable_default``). The answer depends on the class only; it is
+   computed here once per class and property.
 2. ``HasProps._overridden_defaults()`` walks the class's MRO and merges a dict on each default lookup;
    here once per class (the result is read only, by ``Property.themed_default``).
 3. ``PropertyDescriptor.instance_default`` validates (``prepare_value``) a *stable* default on every
@@ -16,6 +17,13 @@ P6): about 157 models per view, each paying for its class's whole property table
    sent (``has_props.py``: "TODO: this should happen before get_value()"). Here only the properties
    that are sent are evaluated, plus those without a default (``Required``), so that an unset required
    property still raises ``UnsetValueError`` exactly as before.
+
+5. ``bokeh.util.callback_manager._check_callback`` (every ``on_change``: Panel links each widget
+   property so) computes the callback's ``inspect.signature``; a signature that passed is
+   remembered per underlying function (with the number and names of the arguments a ``partial``
+   binds, which is all the check depends on). A callback that fails is checked, and fails, each time.
+6. ``ParameterizedProperty.__str__`` (``List(String)``, ``Dict(String, Any)``...), which container
+   validation formats eagerly for its error message on every value, is computed once per property.
 
 The results are the same objects and the same JSON (``tests/test_bokeh_speedups.py`` compares every
 view's serialised document with and without them); Bokeh's themes are honoured (a themed property
@@ -42,6 +50,25 @@ _UNSTABLE: dict[type, tuple[str, ...]] = {}  # class -> names of its properties 
 _OVERRIDES: dict[type, dict[str, Any]] = {}  # class -> its merged overridden defaults
 _REQUIRED: dict[type, frozenset[str]] = {}  # class -> names of its properties without a default
 _DEFAULTS: dict[tuple[type, str], tuple[bool, Any]] = {}  # (class, name) -> (stable, validated default)
+_UNSTABLE_ONE: dict[tuple[type, str], bool] = {}  # (class, name) -> has_unstable_default
+_CALLBACKS_OK: set[tuple] = set()  # callback signatures that passed _check_callback
+
+
+def _callback_key(callback: Any) -> tuple | None:
+    """What ``inspect.signature(callback)``'s count of required arguments depends on, or None."""
+    import functools
+    import types
+
+    if isinstance(callback, functools.partial):
+        inner = _callback_key(callback.func)
+        return None if inner is None else ("partial", inner, len(callback.args), tuple(sorted(callback.keywords)))
+    if isinstance(callback, types.MethodType):
+        inner = _callback_key(callback.__func__)
+        return None if inner is None else ("method", inner)
+    if isinstance(callback, types.FunctionType) and not hasattr(callback, "__signature__") \
+            and not hasattr(callback, "__wrapped__"):
+        return ("function", callback)
+    return None
 
 
 def _supported() -> bool:
@@ -80,6 +107,8 @@ def install() -> bool:
         log.debug("Bokeh speed-ups not installed: Bokeh version not supported")
         return False
     from bokeh.core.has_props import HasProps, Intrinsic, Undefined
+    from bokeh.core.property.bases import ParameterizedProperty
+    from bokeh.util import callback_manager
     from bokeh.core.property.descriptors import PropertyDescriptor, UnsetValueError
     from bokeh.core.property.wrappers import PropertyValueContainer
 
@@ -87,6 +116,32 @@ def install() -> bool:
     orig_overrides = HasProps.__dict__["_overridden_defaults"].__func__
     orig_query = HasProps.query_properties_with_values
     orig_instance_default = PropertyDescriptor.instance_default
+    orig_has_unstable = PropertyDescriptor.has_unstable_default
+    orig_check_callback = callback_manager._check_callback
+    orig_str = ParameterizedProperty.__dict__["__str__"]
+
+    def _check_callback(callback: Any, fargs: Any, what: str = "Callback functions") -> None:
+        key = _callback_key(callback)
+        if key is not None:
+            key = (key, tuple(fargs))
+            if key in _CALLBACKS_OK:
+                return
+        orig_check_callback(callback, fargs, what)
+        if key is not None:
+            _CALLBACKS_OK.add(key)
+
+    def __str__(self) -> str:
+        text = self.__dict__.get("_attnflows_str")
+        if text is None:
+            text = self.__dict__["_attnflows_str"] = orig_str(self)
+        return text
+
+    def has_unstable_default(self, obj: Any) -> bool:
+        key = (obj if isinstance(obj, type) else obj.__class__, self.name)
+        unstable = _UNSTABLE_ONE.get(key)
+        if unstable is None:
+            unstable = _UNSTABLE_ONE[key] = orig_has_unstable(self, obj)
+        return unstable
 
     def unstable_names(obj: Any) -> tuple[str, ...]:
         cls = type(obj)
@@ -179,11 +234,15 @@ def install() -> bool:
         return result
 
     _ORIGINALS.update(init=orig_init, overrides=HasProps.__dict__["_overridden_defaults"], query=orig_query,
-                      instance_default=orig_instance_default)
+                      instance_default=orig_instance_default, has_unstable=orig_has_unstable,
+                      check_callback=orig_check_callback, str=orig_str)
     HasProps.__init__ = __init__
     HasProps._overridden_defaults = classmethod(_overridden_defaults)
     HasProps.query_properties_with_values = query_properties_with_values
     PropertyDescriptor.instance_default = instance_default
+    PropertyDescriptor.has_unstable_default = has_unstable_default
+    callback_manager._check_callback = _check_callback
+    ParameterizedProperty.__str__ = __str__
     return True
 
 
@@ -198,8 +257,14 @@ def uninstall() -> None:
     HasProps._overridden_defaults = _ORIGINALS["overrides"]
     HasProps.query_properties_with_values = _ORIGINALS["query"]
     PropertyDescriptor.instance_default = _ORIGINALS["instance_default"]
+    PropertyDescriptor.has_unstable_default = _ORIGINALS["has_unstable"]
+    from bokeh.core.property.bases import ParameterizedProperty
+    from bokeh.util import callback_manager
+
+    callback_manager._check_callback = _ORIGINALS["check_callback"]
+    ParameterizedProperty.__str__ = _ORIGINALS["str"]
     _ORIGINALS.clear()
-    for cache in (_UNSTABLE, _OVERRIDES, _REQUIRED, _DEFAULTS):
+    for cache in (_UNSTABLE, _OVERRIDES, _REQUIRED, _DEFAULTS, _UNSTABLE_ONE, _CALLBACKS_OK):
         cache.clear()
 
 
