@@ -11,7 +11,9 @@ P6: what the browser receives for a 128-token pair (target ≤ 2 MB) and how lon
     - ``serialize_s``: Bokeh's serialisation of the document;
     - ``whole_min_s``: P6's whole build (view, Panel root, serialised document), and ``floor_8tok_min_s``
       the same for an 8-token pair of the same shape, interleaved with it: the part of the build that
-      does not grow with the tokens (the view's fixed set of Bokeh and Panel models).
+      does not grow with the tokens (the view's fixed set of Bokeh and Panel models); and
+      ``whole_bokeh_own_min_s`` the whole build again without ``views/bokeh_speedups.py`` (Bokeh's own
+      property machinery), interleaved with both.
 P4: server time of a click (one token), a brush (two tokens, one ring), two rings (paths) and a τ change
     (target ≤ 150 ms each); hover needs no server (it runs in flow.js).
 
@@ -157,10 +159,14 @@ def run_case(name, result, tau, repeat):
     ws_mb, inline_mb, ser_s = _doc_sizes(view)
     tiny, tiny_tau = _tiny()
     whole_build(tiny, tiny_tau)  # warm-up
-    whole, floor = [], []
-    for _ in range(repeat):  # interleaved: the same load on both
+    from attnflows_panel.views import bokeh_speedups
+
+    whole, floor, own = [], [], []
+    for _ in range(repeat):  # interleaved: the same load on all three
         whole.append(whole_build(result, tau)[0])
         floor.append(whole_build(tiny, tiny_tau)[0])
+        with bokeh_speedups.disabled():  # the same build on Bokeh's own property machinery
+            own.append(whole_build(result, tau)[0])
     # P4: server time of a click, a brush, two rings and a τ change
     lv = data.L // 2
     toks = [int(t) for t in data.levels[lv][:2]]
@@ -180,6 +186,8 @@ def run_case(name, result, tau, repeat):
         "whole_min_s": round(min(whole), 4), "whole_med_s": round(statistics.median(whole), 4),
         # the same whole build for an 8-token pair of the same shape: what does not grow with the tokens
         "floor_8tok_min_s": round(min(floor), 4),
+        # the same whole build without views/bokeh_speedups.py (Bokeh's own property machinery)
+        "whole_bokeh_own_min_s": round(min(own), 4), "speedups_installed": bokeh_speedups.installed(),
         # click/brush/paths: set + clear (two updates), τ: two changes -> per update
         "click_s": round(click_s / 2, 4), "brush_s": round(brush_s / 2, 4), "paths_s": round(paths_s / 2, 4),
         "tau_s": round(tau_s / 2, 4),
