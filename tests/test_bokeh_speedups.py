@@ -158,3 +158,18 @@ def test_property_names_read_the_same():
         fast = str(prop)
         with BS.disabled():
             assert str(type(prop)(*prop.type_params)) == fast
+
+
+def test_another_bokeh_version_is_left_alone(monkeypatch):
+    import bokeh
+    from bokeh.core.has_props import HasProps
+
+    version = bokeh.__version__
+    with BS.disabled():
+        own = HasProps.__init__
+        for other in ("4.0.0", "3.3.4", "dev"):
+            monkeypatch.setattr(bokeh, "__version__", other)
+            assert BS.install() is False
+            assert not BS.installed() and HasProps.__init__ is own
+        monkeypatch.setattr(bokeh, "__version__", version)
+    assert BS.installed()
