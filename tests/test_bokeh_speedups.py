@@ -173,3 +173,15 @@ def test_another_bokeh_version_is_left_alone(monkeypatch):
             assert not BS.installed() and HasProps.__init__ is own
         monkeypatch.setattr(bokeh, "__version__", version)
     assert BS.installed()
+
+
+def test_models_are_found_in_the_same_order(app):
+    """collect_models (Panel's panes, add_root and serialising walk the document with it) finds the same
+    models in the same order, data sources with long columns of strings included."""
+    from bokeh.model.util import collect_models
+
+    root = app().__panel__().get_root(Document())
+    fast = [m.id for m in collect_models(root)]
+    with BS.disabled():
+        slow = [m.id for m in collect_models(root)]
+    assert len(fast) > 300 and fast == slow

@@ -23,6 +23,11 @@ P6): about 157 models per view, each paying for its class's whole property table
    binds, which is all the check depends on). A callback that fails is checked, and fails, each time.
 6. ``ParameterizedProperty.__str__`` (``List(String)``, ``Dict(String, Any)``...), which container
    validation formats eagerly for its error message on every value, is computed once per property.
+7. ``bokeh.model.util.visit_value_and_its_immediate_references`` (how Bokeh finds the models a model
+   refers to: Panel's panes, adding a root and serialising each walk the whole document) makes one
+   function call per item of every list, a data source's columns of strings included; here the
+   strings and numbers in a list or dict are passed over in the loop itself (also where a changed
+   property marks the models it now refers to). The models are visited in the same order.
 
 The results are the same objects and the same JSON (``tests/test_bokeh_speedups.py`` compares every
 view's serialised document with and without them); Bokeh's themes are honoured (a themed property
@@ -76,6 +81,7 @@ def _supported() -> bool:
         from bokeh.core.has_props import HasProps
         from bokeh.core.property.bases import ParameterizedProperty, Property
         from bokeh.core.property.descriptors import PropertyDescriptor
+        from bokeh.model import util as model_util
         from bokeh.util import callback_manager
     except ImportError:  # pragma: no cover - bokeh is a dependency
         return False
@@ -88,7 +94,8 @@ def _supported() -> bool:
     needed = [(HasProps, "query_properties_with_values"), (HasProps, "_overridden_defaults"),
               (HasProps, "themed_values"), (PropertyDescriptor, "instance_default"),
               (PropertyDescriptor, "has_unstable_default"), (Property, "themed_default"),
-              (callback_manager, "_check_callback")]
+              (callback_manager, "_check_callback"), (model_util, "visit_value_and_its_immediate_references"),
+              (model_util, "visit_immediate_value_references")]
     return all(hasattr(owner, name) for owner, name in needed) and "__str__" in ParameterizedProperty.__dict__
 
 
@@ -111,6 +118,9 @@ def install() -> bool:
     from bokeh.core.property.bases import ParameterizedProperty
     from bokeh.core.property.descriptors import PropertyDescriptor, UnsetValueError
     from bokeh.core.property.wrappers import PropertyValueContainer
+    from bokeh.model import Model
+    from bokeh.model import model as model_module
+    from bokeh.model import util as model_util
     from bokeh.util import callback_manager
 
     orig_init = HasProps.__init__
@@ -120,6 +130,31 @@ def install() -> bool:
     orig_has_unstable = PropertyDescriptor.has_unstable_default
     orig_check_callback = callback_manager._check_callback
     orig_str = ParameterizedProperty.__dict__["__str__"]
+    orig_visit = model_util.visit_value_and_its_immediate_references
+    scalars = frozenset((int, float, str))
+
+    def visit_value_and_its_immediate_references(obj: Any, visitor: Callable[[Any], None]) -> None:
+        # bokeh.model.util's, with the scalars of a container skipped in the loop (same visits, same order)
+        typ = type(obj)
+        if typ in scalars:
+            return
+        if typ is list or issubclass(typ, (list, tuple)):
+            for item in obj:
+                if type(item) not in scalars:
+                    visit_value_and_its_immediate_references(item, visitor)
+        elif issubclass(typ, dict):
+            for key, value in obj.items():
+                if type(key) not in scalars:
+                    visit_value_and_its_immediate_references(key, visitor)
+                if type(value) not in scalars:
+                    visit_value_and_its_immediate_references(value, visitor)
+        elif issubclass(typ, HasProps):
+            if issubclass(typ, Model):
+                visitor(obj)
+            else:
+                model_util.visit_immediate_value_references(obj, visitor)
+        else:
+            orig_visit(obj, visitor)  # dataclasses and everything else: Bokeh's own
 
     def _check_callback(callback: Any, fargs: Any, what: str = "Callback functions") -> None:
         key = _callback_key(callback)
@@ -236,7 +271,7 @@ def install() -> bool:
 
     _ORIGINALS.update(init=orig_init, overrides=HasProps.__dict__["_overridden_defaults"], query=orig_query,
                       instance_default=orig_instance_default, has_unstable=orig_has_unstable,
-                      check_callback=orig_check_callback, str=orig_str)
+                      check_callback=orig_check_callback, str=orig_str, visit=orig_visit)
     HasProps.__init__ = __init__
     HasProps._overridden_defaults = classmethod(_overridden_defaults)
     HasProps.query_properties_with_values = query_properties_with_values
@@ -244,6 +279,8 @@ def install() -> bool:
     PropertyDescriptor.has_unstable_default = has_unstable_default
     callback_manager._check_callback = _check_callback
     ParameterizedProperty.__str__ = __str__
+    model_util.visit_value_and_its_immediate_references = visit_value_and_its_immediate_references
+    model_module.visit_value_and_its_immediate_references = visit_value_and_its_immediate_references  # its import
     return True
 
 
@@ -264,6 +301,12 @@ def uninstall() -> None:
 
     callback_manager._check_callback = _ORIGINALS["check_callback"]
     ParameterizedProperty.__str__ = _ORIGINALS["str"]
+    from bokeh.model import util as model_util
+
+    from bokeh.model import model as model_module
+
+    model_util.visit_value_and_its_immediate_references = _ORIGINALS["visit"]
+    model_module.visit_value_and_its_immediate_references = _ORIGINALS["visit"]
     _ORIGINALS.clear()
     for cache in (_UNSTABLE, _OVERRIDES, _REQUIRED, _DEFAULTS, _UNSTABLE_ONE, _CALLBACKS_OK):
         cache.clear()
