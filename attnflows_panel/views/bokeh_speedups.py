@@ -284,8 +284,9 @@ def install() -> bool:
     return True
 
 
-def uninstall() -> None:
-    """Restore Bokeh's own functions and drop the caches."""
+def uninstall(clear: bool = True) -> None:
+    """Restore Bokeh's own functions (and, with ``clear``, drop what was remembered: it stays valid, as
+    it depends on the classes only, so :class:`disabled` keeps it for when the speed-ups come back)."""
     if not _ORIGINALS:
         return
     from bokeh.core.has_props import HasProps
@@ -308,8 +309,9 @@ def uninstall() -> None:
     model_util.visit_value_and_its_immediate_references = _ORIGINALS["visit"]
     model_module.visit_value_and_its_immediate_references = _ORIGINALS["visit"]
     _ORIGINALS.clear()
-    for cache in (_UNSTABLE, _OVERRIDES, _REQUIRED, _DEFAULTS, _UNSTABLE_ONE, _CALLBACKS_OK):
-        cache.clear()
+    if clear:
+        for cache in (_UNSTABLE, _OVERRIDES, _REQUIRED, _DEFAULTS, _UNSTABLE_ONE, _CALLBACKS_OK):
+            cache.clear()
 
 
 class disabled:
@@ -318,7 +320,7 @@ class disabled:
 
     def __enter__(self):
         self._was = installed()
-        uninstall()
+        uninstall(clear=False)
         return self
 
     def __exit__(self, *exc):
