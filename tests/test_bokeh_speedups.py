@@ -185,3 +185,38 @@ def test_models_are_found_in_the_same_order(app):
     with BS.disabled():
         slow = [m.id for m in collect_models(root)]
     assert len(fast) > 300 and fast == slow
+
+
+def test_other_bokeh_and_holoviews_plots_serialise_the_same():
+    """The speed-ups act on every Bokeh document of the process (a notebook's other plots too): a
+    bokeh.plotting figure with axes, a legend, tools and a colour bar, and a HoloViews overlay."""
+    import holoviews as hv
+    import numpy as np
+    from bokeh.layouts import column
+    from bokeh.models import ColorBar, HoverTool, LinearColorMapper
+    from bokeh.plotting import figure
+
+    def bokeh_plot():
+        fig = figure(width=400, height=300, title="curves", tools="pan,wheel_zoom,reset")
+        x = np.linspace(0, 1, 50)
+        fig.line(x, x ** 2, legend_label="square", line_color="#1b9e77")
+        fig.scatter(x, np.sqrt(x), legend_label="root", size=6, marker="triangle")
+        fig.add_tools(HoverTool(tooltips=[("x", "@x"), ("y", "@y")]))
+        fig.add_layout(ColorBar(color_mapper=LinearColorMapper(palette="Viridis256", low=0, high=1)), "right")
+        fig.legend.location = "top_left"
+        return column(fig)
+
+    def hv_plot():
+        import holoviews.plotting.bokeh  # noqa: F401 - the backend, without hv.extension's notebook set-up
+
+        overlay = hv.Curve(([0, 1, 2], [3, 1, 2]), label="c") * hv.Scatter(([0, 1, 2], [1, 2, 3]))
+        return hv.render(overlay, backend="bokeh")
+
+    for build in (bokeh_plot, hv_plot):
+        out = []
+        for ctx in (_Noop(), BS.disabled()):
+            with ctx:
+                doc = Document()
+                doc.add_root(build())
+                out.append(_normalised(doc))
+        assert out[0] == out[1]
