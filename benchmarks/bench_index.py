@@ -139,12 +139,11 @@ def _glue_mix(glue: Path) -> str:
 def _load_pairs(data: str | None, limit: int | None):
     from attnflows_panel.corpus import load_corpus
 
+    glue = Path(os.environ.get("ATTNFLOWS_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
     if data == "glue-mix":
-        glue = Path(os.environ.get("ATTNFLOWS_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
         ds = load_corpus(_glue_mix(glue), limit=limit)
         return ds, "glue-mix"  # (no task: the labels are the three tasks' own)
     if data is None:
-        glue = Path(os.environ.get("ATTNFLOWS_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
         data = str(glue / "MRPC") if (glue / "MRPC" / "dev.tsv").exists() else "demo"
     # a GLUE task folder: its dev split; a file (e.g. MRPC/train.tsv): all of it
     ds = load_corpus(data, task="mrpc" if "mrpc" in data.lower() else None,

@@ -6,11 +6,11 @@ process-wide counter) numbered by first appearance."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import pytest
 from bokeh.core.json_encoder import serialize_json
@@ -37,7 +37,7 @@ def _both(build, theme=None) -> tuple[str, str]:
     """``build()`` → a Panel object; its document serialised with and without the speed-ups."""
     out = []
     for fast in (True, False):
-        ctx = BS.disabled() if not fast else _Noop()
+        ctx = BS.disabled() if not fast else nullcontext()
         with ctx:
             assert BS.installed() is fast
             doc = Document()
@@ -46,14 +46,6 @@ def _both(build, theme=None) -> tuple[str, str]:
             doc.add_root(build().get_root(doc))
             out.append(_normalised(doc))
     return out[0], out[1]
-
-
-class _Noop:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_installed_on_import_of_the_views():
@@ -95,7 +87,7 @@ def test_the_view_alone_on_a_real_pair_serialises_the_same(minilm_pair):
 def test_an_unset_required_property_still_raises():
     from bokeh.models import GlyphRenderer
 
-    for ctx in (_Noop(), BS.disabled()):
+    for ctx in (nullcontext(), BS.disabled()):
         with ctx:
             with pytest.raises(UnsetValueError):
                 doc = Document()
@@ -214,7 +206,7 @@ def test_other_bokeh_and_holoviews_plots_serialise_the_same():
 
     for build in (bokeh_plot, hv_plot):
         out = []
-        for ctx in (_Noop(), BS.disabled()):
+        for ctx in (nullcontext(), BS.disabled()):
             with ctx:
                 doc = Document()
                 doc.add_root(build())
