@@ -120,6 +120,14 @@ APPROX_SEARCH = {"efSearch": 96}
 APPROX_BUILD = {"efConstruction": 40}
 DEFAULT_EXACT_LIMIT = 100_000
 DEFAULT_SHARD_SIZE = 1024
+#: The CPU's token budget of one forward batch (:func:`buckets_by_length`): pairs x longest pair at most
+#: this many tokens, so a batch of long pairs is cut smaller. A layer's attention weights grow with
+#: batch x tokens², and once they outgrow the CPU's cache every pass over them (softmax, the weighted
+#: sum, the signatures, the head change) waits on memory: on RTE dev (median 53 tokens, up to 253) the
+#: two MiniLM forward passes alone take 5.1-5.2 s in batches of 32 within 2,048 tokens against 6.2-6.3 s
+#: in plain batches of 32 (2 cores; benchmarks/README.md, P2), and on MRPC dev (up to 86 tokens) they are
+#: the same. GPUs want full batches: there the default is no budget (:func:`resolve_max_tokens`).
+DEFAULT_MAX_TOKENS = 2048
 
 MANIFEST = "manifest.json"
 INDEX_FILE = "signatures.faiss"
@@ -455,15 +463,39 @@ def encode_shard(pair: Any, pairs: Sequence[tuple[str, str]], ids: Sequence[Any]
         raise _naming_samples(exc, which) from exc
 
 
-def buckets_by_length(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+def buckets_by_length(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
     """Positions cut into batches of similar token length: a stable sort by ``lengths`` (token counts,
     truncation included), then ``batch_size`` at a time. Each batch is padded only to its longest pair.
     On MRPC dev at batch 32 this pads 4% of the tokens, against 22% when sorting by characters and 31%
-    unsorted."""
+    unsorted. With ``max_tokens``, a batch also holds at most that many padded tokens (pairs x its
+    longest pair; a single pair longer than that runs alone): long pairs run in smaller batches
+    (:data:`DEFAULT_MAX_TOKENS`)."""
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens!r}")
     if not len(lengths):
         return []
-    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    sizes = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(sizes, kind="stable")
+    if max_tokens is None:
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    out, start = [], 0
+    for end in range(1, len(order) + 1):
+        # order is ascending, so the pair at `end` would be the batch's longest
+        if end == len(order) or end - start >= batch_size or (end - start + 1) * int(sizes[order[end]]) > max_tokens:
+            out.append(order[start:end])
+            start = end
+    return out
+
+
+def resolve_max_tokens(max_tokens: int | None, device: Any) -> int | None:
+    """The token budget a build uses: ``None`` = the default for ``device`` (:data:`DEFAULT_MAX_TOKENS`
+    on the CPU, no budget elsewhere), ``0`` = no budget, else the positive int given."""
+    if max_tokens is None:
+        return DEFAULT_MAX_TOKENS if str(device or "cpu").startswith("cpu") else None
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise ValueError(f"max_tokens must be a positive int, 0 (no budget) or None (the device's default), "
+                         f"got {max_tokens!r}")
+    return max_tokens or None
 
 
 def length_buckets(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int) -> list[np.ndarray]:
@@ -548,6 +580,7 @@ class BuildPlan:
     batch_size: int
     max_length: int
     finished: bool = False
+    max_tokens: int | None = None  # the token budget of a forward batch (:func:`buckets_by_length`)
 
     @property
     def count(self) -> int:
@@ -640,9 +673,12 @@ def build_lock(out: str | os.PathLike):
 def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *, split: str | None = None,
                tau: float = 0.3, batch_size: int = 32, limit: int | None = None,
                shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False, label_map: Any = None,
-               column_map: Mapping[str, str] | None = None, labels: Any = None) -> BuildPlan:
+               column_map: Mapping[str, str] | None = None, labels: Any = None,
+               max_tokens: int | None = None) -> BuildPlan:
     """Check the arguments and ``out``, load the corpus, write the (incomplete) manifest and find the
-    shards still to do. Call it holding :func:`build_lock`. ``finished`` is True when ``out`` already
+    shards still to do. Call it holding :func:`build_lock`. ``max_tokens``: the token budget of a
+    forward batch as :func:`resolve_max_tokens` gave it (None = no budget; batching does not change what
+    is computed, so it is not part of the index's identity). ``finished`` is True when ``out`` already
     holds this very index, intact (then there is nothing to do). The manifest carries the models' and
     the corpus's label reconciliation (:func:`reconcile_corpus_labels`), which :class:`ShardWriter`
     applies to each shard's correctness."""
@@ -694,7 +730,8 @@ def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *
                     )
                 if not diffs and old.get("complete") and not overwrite:
                     if not verify_files(out, old):
-                        return BuildPlan(out, old, columns, [], float(tau), batch_size, max_length, finished=True)
+                        return BuildPlan(out, old, columns, [], float(tau), batch_size, max_length, finished=True,
+                                         max_tokens=max_tokens)
                     overwrite = True  # finished once, damaged since: build it again
             if overwrite:
                 _clear(out)
@@ -712,7 +749,7 @@ def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *
     _save_json(manifest_path, manifest)
     N, num_shards = len(ds), identity["num_shards"]
     todo = [i for i in range(num_shards) if not _shard_complete(shard_dir, i, min(shard_size, N - i * shard_size), L, H)]
-    return BuildPlan(out, manifest, columns, todo, float(tau), batch_size, max_length)
+    return BuildPlan(out, manifest, columns, todo, float(tau), batch_size, max_length, max_tokens=max_tokens)
 
 
 def build_index(
@@ -734,6 +771,7 @@ def build_index(
     label_map: Any = None,
     column_map: Mapping[str, str] | None = None,
     labels: Any = None,
+    max_tokens: int | None = None,
 ) -> Path:
     """Index a corpus: run both models over every sample, write shards, then the FAISS index.
 
@@ -752,15 +790,20 @@ def build_index(
         Correctness (and so accuracy) is computed only for the tasks whose label sets match; the
         manifest's ``label_reconciliation`` records the outcome, and a mismatch is logged.
     column_map, labels: passed to ``load_corpus`` (CSV/JSONL/hub columns, integer label names).
+    batch_size, max_tokens: pairs of similar token length run ``batch_size`` at a time, and with a token
+        budget at most ``max_tokens`` padded tokens at a time (None = the default of the pair's device:
+        :data:`DEFAULT_MAX_TOKENS` on the CPU, no budget on a GPU; 0 = no budget). Neither changes the
+        index.
 
     This is the local engine; :func:`attnflows_panel.index_ray.build_index_ray` runs the same plan on
     Ray Data and writes the same files. Returns the index folder.
     """
     _check_build_args(tau, batch_size, shard_size, limit)
+    max_tokens = resolve_max_tokens(max_tokens, getattr(pair, "device", "cpu"))
     with build_lock(out):
         plan = plan_build(pair, data, task, out, split=split, tau=tau, batch_size=batch_size, limit=limit,
                           shard_size=shard_size, overwrite=overwrite, label_map=label_map, column_map=column_map,
-                          labels=labels)
+                          labels=labels, max_tokens=max_tokens)
         if plan.finished:
             return plan.out
         _run_local(pair, plan, progress)
@@ -786,7 +829,7 @@ def _run_local(pair: Any, plan: BuildPlan, progress: bool) -> None:
                 rows, pairs = plan.shard_rows(i), plan.shard_pairs(i)
                 encoded = encode_shard(pair, pairs, rows["id"])
                 shard = ShardWriter(plan, i)
-                for members in buckets_by_length([len(e[0]) for e in encoded], plan.batch_size):
+                for members in buckets_by_length([len(e[0]) for e in encoded], plan.batch_size, plan.max_tokens):
                     out = compute_batch(pair, [pairs[j] for j in members], plan.tau, plan.batch_size,
                                         ids=[rows["id"][j] for j in members], encoded=[encoded[j] for j in members])
                     shard.put(members, out)

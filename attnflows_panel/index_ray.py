@@ -120,7 +120,7 @@ def _buckets(plan: I.BuildPlan, pair: Any) -> list[dict[str, Any]]:
     for i in plan.todo:
         shard_rows, pairs = plan.shard_rows(i), plan.shard_pairs(i)
         encoded = I.encode_shard(pair, pairs, shard_rows["id"])
-        for members in I.buckets_by_length([len(e[0]) for e in encoded], plan.batch_size):
+        for members in I.buckets_by_length([len(e[0]) for e in encoded], plan.batch_size, plan.max_tokens):
             rows.append({
                 "shard": int(i),
                 "positions": [int(j) for j in members],
@@ -158,8 +158,10 @@ def build_index_ray(
     label_map: Any = None,
     column_map: dict | None = None,
     labels: Any = None,
+    max_tokens: int | None = None,
 ) -> Path:
-    """:func:`attnflows_panel.index.build_index` on Ray Data (same arguments, same files), plus:
+    """:func:`attnflows_panel.index.build_index` on Ray Data (same arguments, same files; the default
+    token budget ``max_tokens`` is the workers' ``device``'s), plus:
 
     address: the Ray cluster to join (``"auto"``, ``"ray://head:10001"``, ``"HEAD_IP:6379"``); None
         joins ``$RAY_ADDRESS`` or an already initialised Ray, else starts a local Ray on this machine.
@@ -179,10 +181,11 @@ def build_index_ray(
     from tqdm.auto import tqdm
 
     I._check_build_args(tau, batch_size, shard_size, limit)
+    max_tokens = I.resolve_max_tokens(max_tokens, device or "cpu")
     with I.build_lock(out):
         plan = I.plan_build(pair, data, task, out, split=split, tau=tau, batch_size=batch_size, limit=limit,
                             shard_size=shard_size, overwrite=overwrite, label_map=label_map,
-                            column_map=column_map, labels=labels)
+                            column_map=column_map, labels=labels, max_tokens=max_tokens)
         if plan.finished:
             return plan.out
         if plan.todo:

@@ -157,12 +157,13 @@ def bench_throughput(args) -> dict:
     from attnflows_panel.graph import AttentionGraph
 
     pair, note = _load_pair(args.finetuned)
+    mt = I.resolve_max_tokens(args.max_tokens, pair.device)  # the same batches on both sides
     ds, source = _load_pairs(args.data, args.limit)
     pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
     N = len(pairs)
     print(f"[throughput] {N} pairs from {source}; {pair!r}" + (f"\n  note: {note}" if note else ""), flush=True)
 
-    raw_forward(pair, pairs[: 2 * args.batch_size], args.batch_size)  # warm-up: first-call costs are nobody's
+    raw_forward(pair, pairs[: 2 * args.batch_size], args.batch_size, mt)  # warm-up: first-call costs are nobody's
     pair.run_batch(pairs[: args.batch_size], batch_size=args.batch_size)
     # the pair's fingerprint (SHA-256 of both weight files, recorded in the manifest) is computed once per
     # loaded pair, like the loading itself, and cached on it: not counted in the builds, reported here
@@ -175,7 +176,7 @@ def bench_throughput(args) -> dict:
         # alternate the order (raw first, then build first, ...) so a drift in the machine's load
         # does not favour either side
         if rep % 2 == 0:
-            w, c = raw_forward(pair, pairs, args.batch_size)
+            w, c = raw_forward(pair, pairs, args.batch_size, mt)
             raw_times.append(w)
             raw_cpu.append(c)
         prof = {"model_forward": 0.0, "usage_batch": 0.0, "write_shards": 0.0, "finalise": 0.0}
@@ -211,7 +212,8 @@ def bench_throughput(args) -> dict:
         out = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.workdir)) / "idx"
         try:
             t0, c0 = time.perf_counter(), time.process_time()
-            I.build_index(pair, ds, "mrpc", out, tau=args.tau, batch_size=args.batch_size, progress=False)
+            I.build_index(pair, ds, "mrpc", out, tau=args.tau, batch_size=args.batch_size, progress=False,
+                          max_tokens=mt or 0)
             build_times.append(time.perf_counter() - t0)
             build_cpu.append(time.process_time() - c0)
         finally:
@@ -223,7 +225,7 @@ def bench_throughput(args) -> dict:
         profiles.append(prof)
         last_out = out
         if rep % 2 == 1:
-            w, c = raw_forward(pair, pairs, args.batch_size)
+            w, c = raw_forward(pair, pairs, args.batch_size, mt)
             raw_times.append(w)
             raw_cpu.append(c)
         print(f"  repeat {rep + 1}: raw forward {raw_times[-1]:.2f} s ({raw_cpu[-1]:.2f} s CPU), "
@@ -253,7 +255,7 @@ def bench_throughput(args) -> dict:
     # the two models' forward passes (the raw work), i.e. build rate / forward rate of the same run
     in_run = [p["model_forward"] / b for p, b in zip(profiles, build_times)]
     res = {
-        "pairs": N, "source": source, "batch_size": args.batch_size, "tau": args.tau, "note": note,
+        "pairs": N, "source": source, "batch_size": args.batch_size, "max_tokens": mt, "tau": args.tau, "note": note,
         "raw_forward_pairs_per_s": raw_rate, "build_pairs_per_s": build_rate, "ratio_wall_best": build_rate / raw_rate,
         "ratio_cpu_best": cpu_ratio, "ratio_wall_adjacent_median": statistics.median(adjacent),
         "ratio_in_run_median": statistics.median(in_run), "ratio_in_run": in_run,
@@ -279,28 +281,35 @@ def bench_ray(args) -> dict:
 
     from attnflows_panel.index_ray import build_index_ray
 
+    import attnflows_panel.index as I
+
     pair, note = _load_pair(args.finetuned)
+    mt = I.resolve_max_tokens(args.max_tokens, "cpu")  # the same batches on both sides
     ds, source = _load_pairs(args.ray_data or args.data, args.ray_limit)
     pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
     N = len(pairs)
     threads = torch.get_num_threads()
-    print(f"[throughput/ray] {N} pairs from {source}, {args.ray_repeats} repeats"
+    workers = max(1, min(int(args.ray_workers), threads))
+    per_worker = max(1, threads // workers)  # the same cores as the raw side: workers x threads = threads
+    print(f"[throughput/ray] {N} pairs from {source}, {args.ray_repeats} repeats, {workers} worker(s) x "
+          f"{per_worker} thread(s)"
           + (f"\n  note: {note}" if note else ""), flush=True)
     t = time.perf_counter()
     if not ray.is_initialized():
         ray.init(num_cpus=max(threads, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     ray_init_s = time.perf_counter() - t
-    raw_forward(pair, pairs[: 2 * args.batch_size], args.batch_size)  # warm-up, as for the local engine
+    raw_forward(pair, pairs[: 2 * args.batch_size], args.batch_size, mt)  # warm-up, as for the local engine
     pair.fingerprint  # once per loaded pair (see bench_throughput)
     raw, build, steady, fixed, first, ready = [], [], [], [], [], []
     for rep in range(args.ray_repeats):
         if rep % 2 == 0:
-            raw.append(raw_forward(pair, pairs, args.batch_size)[0])
+            raw.append(raw_forward(pair, pairs, args.batch_size, mt)[0])
         out = Path(tempfile.mkdtemp(prefix="bench-ray-", dir=args.workdir)) / "idx"
         stats: dict = {}
         t0 = time.perf_counter()
-        build_index_ray(pair, ds, "mrpc" if "mrpc" in source.lower() else None, out, workers=1,
-                        cpus_per_worker=threads, device="cpu", tau=args.tau, batch_size=args.batch_size,
+        build_index_ray(pair, ds, "mrpc" if "mrpc" in source.lower() else None, out, workers=workers,
+                        cpus_per_worker=per_worker, device="cpu", tau=args.tau, batch_size=args.batch_size,
+                        max_tokens=mt or 0,
                         progress=False, stats=stats)
         build.append(time.perf_counter() - t0)
         first.append(stats.get("first_result", float("nan")))
@@ -311,30 +320,33 @@ def bench_ray(args) -> dict:
             steady.append(rate)
             fixed.append(build[-1] - N / rate)  # what the call costs beyond its samples at the steady rate
         if rep % 2 == 1:
-            raw.append(raw_forward(pair, pairs, args.batch_size)[0])
+            raw.append(raw_forward(pair, pairs, args.batch_size, mt)[0])
         print(f"  ray repeat {rep + 1}: raw forward {raw[-1]:.2f} s, build_index_ray {build[-1]:.2f} s "
               f"(plan and buckets done after {stats.get('planned', 0):.2f} s, Ray ready after {ready[-1]:.2f} s, "
               f"first result at {first[-1]:.2f} s; steady {steady[-1] if steady else float('nan'):.1f} pairs/s)",
               flush=True)
     adjacent = [r / b for r, b in zip(raw, build)]
     raw_rate = N / min(raw)
-    res = {"pairs": N, "source": source, "workers": 1, "threads_per_worker": threads, "raw_seconds": raw,
+    steady_rate = statistics.median(steady) if steady else None
+    res = {"pairs": N, "source": source, "max_tokens": mt, "workers": workers, "threads_per_worker": per_worker, "raw_seconds": raw,
            "build_seconds": build, "ray_init_once_s": ray_init_s,
            "ratio_wall_adjacent_median": statistics.median(adjacent), "ratio_wall_best": min(raw) / min(build),
-           "per_worker_pairs_per_s_whole_call": N / min(build),
-           "per_worker_pairs_per_s_steady": statistics.median(steady) if steady else None,
-           "ratio_steady": statistics.median(steady) / raw_rate if steady else None,
+           "pairs_per_s_whole_call": N / min(build), "pairs_per_s_steady": steady_rate,
+           "per_worker_pairs_per_s_whole_call": N / min(build) / workers,
+           "per_worker_pairs_per_s_steady": steady_rate / workers if steady else None,
+           "ratio_steady": steady_rate / raw_rate if steady else None,
            "fixed_start_s": statistics.median(fixed) if fixed else None,
            "first_result_s": first, "ray_ready_s": ready,
            "raw_forward_pairs_per_s": raw_rate}
     res["P2_ray"] = res["ratio_wall_adjacent_median"]
-    steady_text = (f"{res['per_worker_pairs_per_s_steady']:.1f} pairs/s steady ({res['ratio_steady']:.3f} of raw), "
-                   f"fixed start {res['fixed_start_s']:.1f} s") if steady else "n/a"
+    steady_text = (f"{res['per_worker_pairs_per_s_steady']:.1f} pairs/s steady ({res['ratio_steady']:.3f} of raw "
+                   f"for all workers), fixed start {res['fixed_start_s']:.1f} s") if steady else "n/a"
     print(f"[throughput] P2 Ray Data engine (target >= 0.85), {N} pairs: build / raw forward throughput = "
           f"{res['ratio_wall_adjacent_median']:.3f} over the whole call (median of adjacent runs), best-of "
-          f"{res['ratio_wall_best']:.3f}; per worker ({threads} threads): "
+          f"{res['ratio_wall_best']:.3f}; per worker ({workers} x {per_worker} threads): "
           f"{res['per_worker_pairs_per_s_whole_call']:.1f} pairs/s over the whole call, {steady_text}; "
-          f"raw forward {raw_rate:.1f} pairs/s; ray.init once before {ray_init_s:.1f} s (not counted)", flush=True)
+          f"raw forward {raw_rate:.1f} pairs/s ({threads} threads); ray.init once before {ray_init_s:.1f} s "
+          f"(not counted)", flush=True)
     return res
 
 
@@ -583,6 +595,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="corpus for the throughput part (default: GLUE MRPC dev)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=None,
+                    help="token budget of a forward batch, both sides (default: the build's, 2048 on the CPU; 0 = none)")
     ap.add_argument("--tau", type=float, default=0.1, help="τ for the throughput build (MiniLM's graphs are rich at 0.1)")
     ap.add_argument("--repeats", type=int, default=4, help="alternating raw/build runs of the throughput part")
     ap.add_argument("--engines", default="local", help="comma list for the throughput part: local, ray")
@@ -590,6 +604,8 @@ def main(argv=None) -> int:
                     help="corpus of the Ray case (default: --data); e.g. $ATTNFLOWS_GLUE_DIR/MRPC/train.tsv, "
                          "3,668 pairs, over which the one-time start of a worker is amortised as on a real corpus; "
                          "'glue-mix': MRPC train + RTE train + QNLI dev, 11,620 pairs")
+    ap.add_argument("--ray-workers", type=int, default=1,
+                    help="model-pair actors of the Ray build; the process's torch threads are split between them")
     ap.add_argument("--ray-limit", type=int, default=None, help="first N pairs of the Ray corpus")
     ap.add_argument("--ray-repeats", type=int, default=2,
                     help="alternating raw/Ray runs (2 on MRPC train take about 4 minutes on 2 quiet cores)")

@@ -4,7 +4,8 @@ the bare batched forward passes of a model pair's two models over a list of sent
 What the index build and ``attnflows heads report`` need at the least, done the plainest way: one
 tokenizer call (pairs, ``truncation="longest_first"``, the pair's ``max_length``: the same token ids
 the package runs), a stable sort by token length, batches of ``batch_size`` each padded to its longest
-pair (the package cuts its length buckets the same way, :func:`attnflows_panel.index.length_buckets`),
+pair, and with ``max_tokens`` at most that many padded tokens per batch (the very batches the index
+build cuts: :func:`attnflows_panel.index.buckets_by_length`),
 and for every batch both models with ``output_attentions=True``. The models are the pair's own, so the
 attention implementation is the one the package loads: eager, the one that can return the attention
 weights (a faster fused kernel such as SDPA cannot, so it would not be a fair reference for work that
@@ -18,19 +19,21 @@ import time
 from typing import Sequence
 
 
-def raw_forward(pair, pairs: Sequence[tuple[str, str]], batch_size: int) -> tuple[float, float]:
+def raw_forward(pair, pairs: Sequence[tuple[str, str]], batch_size: int,
+                max_tokens: int | None = None) -> tuple[float, float]:
     """(wall, CPU) seconds of the bare batched forward passes of both models of ``pair`` over ``pairs``
-    (tokenising included, length-sorted batches of ``batch_size``, padded per batch)."""
+    (tokenising included, length-sorted batches of ``batch_size`` within ``max_tokens`` padded tokens,
+    padded per batch)."""
     import torch
+
+    from attnflows_panel.index import buckets_by_length
 
     tok = pair.tokenizer
     t0, c0 = time.perf_counter(), time.process_time()
     enc = tok([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=pair.max_length)
-    order = sorted(range(len(pairs)), key=lambda i: len(enc["input_ids"][i]))
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            chunk = order[s:s + batch_size]
+        for chunk in buckets_by_length([len(ids) for ids in enc["input_ids"]], batch_size, max_tokens):
             batch = tok.pad({k: [enc[k][i] for i in chunk] for k in keys}, return_tensors="pt")
             batch = {k: v.to(pair.device) for k, v in batch.items()}
             for model in (pair.pretrained_model, pair.finetuned_model):

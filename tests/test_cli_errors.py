@@ -248,3 +248,11 @@ def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch, tmp_path, ca
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as if not installed
     assert main(["index", "build", "--engine", "ray", "--data", "demo", "--out", str(tmp_path / "idx")]) == 1
     _one_error_line(capsys.readouterr().err, "--engine ray needs Ray Data: pip install 'attnflows-panel[ray]'")
+
+
+def test_bad_batch_sizes_are_said_before_the_models_load(tmp_path, capsys, no_model_loading):
+    for argv, msg in ((["--max-tokens", "-1"], "--max-tokens must be >= 0 (0 = no budget), got -1"),
+                      (["--batch-size", "0"], "--batch-size must be >= 1, got 0")):
+        assert main(["index", "build", "--data", "demo", "--out", str(tmp_path / "idx"), *argv]) == 1
+        _one_error_line(capsys.readouterr().err, msg)
+    assert not (tmp_path / "idx").exists()

@@ -363,6 +363,71 @@ def test_build_input_errors(sharp_pair, mrpc, tmp_path):
         build_index(sharp_pair, mrpc.select([]), "mrpc", tmp_path / "x", progress=False)
 
 
+def test_length_buckets_within_a_token_budget():
+    """buckets_by_length: length-sorted (stable), at most batch_size pairs and, with max_tokens, at most
+    that many padded tokens (pairs x longest) per batch; a pair longer than the budget runs alone."""
+    from attnflows_panel.index import buckets_by_length
+
+    rng = np.random.default_rng(3)
+    lengths = np.concatenate([rng.integers(8, 40, 70), rng.integers(100, 300, 30), [700, 20, 20]])
+    plain = buckets_by_length(lengths, 32)
+    assert [len(b) for b in plain] == [32, 32, 32, 7]
+    for budget in (2048, 512, 100):
+        buckets = buckets_by_length(lengths, 32, budget)
+        order = np.concatenate(buckets)
+        np.testing.assert_array_equal(order, np.argsort(lengths, kind="stable"))  # every pair once, in order
+        for b in buckets:
+            assert 1 <= len(b) <= 32
+            assert len(b) == 1 or len(b) * lengths[b].max() <= budget
+        # greedy: no batch could have taken the next pair
+        for b, nxt in zip(buckets, buckets[1:]):
+            assert len(b) == 32 or (len(b) + 1) * lengths[nxt[0]] > budget
+        if budget < 700:  # longer than the budget: alone
+            assert [len(b) for b in buckets if lengths[b].max() >= 700] == [1]
+    assert len(buckets_by_length(lengths, 32, 2048)) > len(plain)  # the long pairs are cut smaller
+    assert [len(b) for b in buckets_by_length(lengths[:70], 32, 2048)] == [32, 32, 6]  # short pairs: unchanged
+    assert buckets_by_length([], 32, 2048) == []
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(ValueError, match="max_tokens must be a positive int or None"):
+            buckets_by_length(lengths, 32, bad)
+
+
+def test_resolve_max_tokens():
+    from attnflows_panel.index import DEFAULT_MAX_TOKENS, resolve_max_tokens
+
+    assert resolve_max_tokens(None, "cpu") == DEFAULT_MAX_TOKENS == 2048
+    assert resolve_max_tokens(None, None) == DEFAULT_MAX_TOKENS
+    assert resolve_max_tokens(None, "cuda:0") is None  # a GPU wants full batches
+    assert resolve_max_tokens(0, "cpu") is None
+    assert resolve_max_tokens(512, "cuda") == 512
+    for bad in (-1, 2.5, True, "many"):
+        with pytest.raises(ValueError, match=r"max_tokens must be a positive int, 0 \(no budget\)"):
+            resolve_max_tokens(bad, "cpu")
+
+
+def test_a_token_budget_changes_the_batches_not_the_index(sharp_pair, mrpc, tiny_index, tmp_path, monkeypatch):
+    """The same corpus indexed in batches within 64 tokens (many small batches) and with no budget gives
+    the same usage, head change and metadata as the default build (tiny_index, 2048 tokens)."""
+    import attnflows_panel.index as I
+
+    ref = SignatureIndex.open(tiny_index)
+    for budget, expect_more in ((64, True), (0, False)):
+        rec = Recorder(sharp_pair)
+        monkeypatch.setattr(sharp_pair, "usage_batch", rec)
+        out = build_index(sharp_pair, mrpc, "mrpc", tmp_path / f"b{budget}", tau=0.3, limit=40, shard_size=8,
+                          progress=False, max_tokens=budget)
+        monkeypatch.undo()
+        got = SignatureIndex.open(out)
+        np.testing.assert_array_equal(got.usage(), ref.usage())
+        np.testing.assert_array_equal(np.load(out / "head_change.npy"), np.load(tiny_index / "head_change.npy"))
+        cols = ["id", "pred_pre", "pred_fine", "n_tokens", "truncated"]
+        assert got.metadata[cols].equals(ref.metadata[cols])
+        assert (rec.calls > 5) == expect_more  # 40 pairs in shards of 8: 5 batches without a small budget
+    with pytest.raises(ValueError, match="max_tokens must be a positive int, 0"):
+        build_index(sharp_pair, mrpc, "mrpc", tmp_path / "bad", limit=8, progress=False, max_tokens=-3)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_manifest_checks_against_the_loaded_pair(tiny_index, sharp_pair, sharp_bert_dirs, tiny_bert_dirs):
     from attnflows_panel.models import ModelPair
 

@@ -70,6 +70,30 @@ def test_ray_engine_builds_the_same_index_as_the_local_engine(local_ray, sharp_p
     assert not any("Ray Data:" in m for m in caplog.messages)
 
 
+def test_ray_buckets_are_the_local_engines_within_the_token_budget(sharp_pair, mrpc, tmp_path):
+    """The rows the Ray dataset is made of (one per length bucket) are cut as the local engine cuts its
+    batches, token budget included (no Ray needed to plan them)."""
+    import attnflows_panel.index as I
+    from attnflows_panel.index_ray import _buckets
+
+    counts = {}
+    for budget in (None, 64):
+        with I.build_lock(tmp_path / str(budget)):
+            plan = I.plan_build(sharp_pair, mrpc, "mrpc", tmp_path / str(budget), tau=0.3, shard_size=SHARD,
+                                batch_size=BATCH, max_tokens=budget)
+        rows = _buckets(plan, sharp_pair)
+        expected = []
+        for i in plan.todo:
+            encoded = I.encode_shard(sharp_pair, plan.shard_pairs(i))
+            expected += [(i, [int(j) for j in b])
+                         for b in I.buckets_by_length([len(e[0]) for e in encoded], BATCH, budget)]
+        assert [(r["shard"], r["positions"]) for r in rows] == expected
+        assert all(budget is None or len(r["positions"]) == 1 or len(r["positions"]) * max(map(len, r["input_ids"])) <= budget
+                   for r in rows)
+        counts[budget] = len(rows)
+    assert counts == {None: 15, 64: counts[64]} and counts[64] > 15
+
+
 def test_ray_engine_resumes_and_skips_finished_shards(local_ray, sharp_pair, mrpc, local_index, tmp_path, monkeypatch, caplog):
     """The local engine stops after two shards (a crash); the Ray engine finishes the build and leaves
     the finished shards alone (same files, same inodes, same modification times)."""

@@ -57,6 +57,10 @@ def register(subparsers) -> None:
                         "pair, 0.3 as in the paper for any other pair)")
     b.add_argument("--out", required=True, metavar="DIR", help="index folder to write, e.g. index/mrpc-dev")
     b.add_argument("--batch-size", type=int, default=32, help="pairs per forward batch (default 32)")
+    b.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="at most N padded tokens per forward batch, so long pairs run in smaller batches whose "
+                        "attention weights stay in the CPU's cache (default: 2048 on the CPU, no budget on a GPU; "
+                        "0 = no budget)")
     b.add_argument("--shard-size", type=int, default=None, help="samples per shard, the unit of resumption (default 1024)")
     b.add_argument("--exact-limit", type=int, default=None,
                    help="exhaustive search up to this many samples, approximate (HNSW) above (default 100000)")
@@ -143,6 +147,10 @@ def run_build(args: argparse.Namespace) -> int:
         raise ValueError("--ray-address and --workers go with --engine ray")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_tokens is not None and args.max_tokens < 0:
+        raise ValueError(f"--max-tokens must be >= 0 (0 = no budget), got {args.max_tokens}")
     if args.engine == "ray":
         from attnflows_panel.index_ray import require_ray
 
@@ -153,7 +161,7 @@ def run_build(args: argparse.Namespace) -> int:
     _check_readable(args.data)
     pair = _load_pair(args.pretrained, args.finetuned, args.device)
     kwargs = dict(
-        split=args.split, tau=args.tau, batch_size=args.batch_size,
+        split=args.split, tau=args.tau, batch_size=args.batch_size, max_tokens=args.max_tokens,
         limit=args.limit, progress=not args.no_progress,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
         exact_limit=DEFAULT_EXACT_LIMIT if args.exact_limit is None else args.exact_limit,
