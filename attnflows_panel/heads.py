@@ -204,8 +204,8 @@ def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengt
     mask is the dtype's minimum), so they add nothing to any sum; padded query rows are left out of the
     float64 sums. Only the per-row sums (``[B, L, H, N]`` each) leave the device.
 
-    On the CPU the per-row sums are fused numpy reductions (``einsum`` of two operands: no product
-    tensor is written, unlike torch's ``vecdot``; numpy's vectorised ``log``), over a few samples at a
+    On the CPU the per-row sums are fused numpy reductions (``vecdot``, or ``einsum`` before numpy 2:
+    no product tensor is written, unlike torch's ``vecdot``; numpy's vectorised ``log``), over a few samples at a
     time so that the passes over one chunk stay in the core's cache, and the samples are split over
     ``threads`` threads (default ``torch.get_num_threads()``; numpy releases the GIL): on the index
     build's 2-core CPU reference this is 1.5x (1 thread) to 4x (2 threads, a loaded machine) faster than
@@ -257,6 +257,15 @@ def _pool(threads: int):
     return pool
 
 
+def _vecdot_einsum(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return np.einsum("...j,...j->...", a, b, out=out)
+
+
+#: Σ_j a_j b_j along the last axis without a product array: numpy 2's ``vecdot`` (about 20 % faster
+#: than ``einsum`` on attention rows), else ``einsum``
+_vecdot = getattr(np, "vecdot", None) or _vecdot_einsum
+
+
 def _row_stats_numpy(pre: Sequence[Any], fine: Sequence[Any], threads: int | None) -> np.ndarray:
     """float32 ``[7, B, L, H, N]`` (:data:`_ROW_STATS`) of CPU torch tensors, with numpy (see
     :func:`change_from_attention_tensors`)."""
@@ -269,7 +278,6 @@ def _row_stats_numpy(pre: Sequence[Any], fine: Sequence[Any], threads: int | Non
     stats = np.empty((len(_ROW_STATS), B, L, H, N), dtype=np.float32)
     tiny = np.float32(1e-30)
     chunk = max(1, _CHUNK_BYTES // (H * N * N * 4))
-    dots = "...j,...j->..."
 
     def work(lo: int, hi: int) -> None:
         sbuf = np.empty((min(chunk, hi - lo), H, N, N), dtype=np.float32)
@@ -280,17 +288,20 @@ def _row_stats_numpy(pre: Sequence[Any], fine: Sequence[Any], threads: int | Non
                 c2 = min(hi, c + chunk)
                 b = c2 - c
                 p, q, o = P[k][c:c2], Q[k][c:c2], out[:, :b]
-                np.einsum(dots, p, q, out=o[0])
-                np.einsum(dots, p, p, out=o[1])
-                np.einsum(dots, q, q, out=o[2])
+                _vecdot(p, q, out=o[0])
+                _vecdot(p, p, out=o[1])
+                _vecdot(q, q, out=o[2])
                 s = np.add(p, q, out=sbuf[:b])
-                np.sum(s, axis=-1, out=o[6])
+                np.einsum("...j->...", s, out=o[6])  # (np.sum along the last axis is 4x slower)
                 lx = lbuf[:b]
                 for x, i in ((p, 3), (q, 4), (s, 5)):
-                    # Σ x ln x, 0 · ln 0 = 0 (x · ln(max(x, tiny)) is exactly 0 at 0)
-                    np.maximum(x, tiny, out=lx)
+                    # Σ x ln x with 0 · ln 0 = 0: x · ln(x + tiny) is exactly 0 at 0 and exactly x ln x
+                    # for every x above 1.7e-23 (tiny is below half an ulp of it); below, x ln x < 1e-21,
+                    # far under float32's resolution of the row's sum. (np.maximum(x, tiny) gives the
+                    # same, 6x slower.)
+                    np.add(x, tiny, out=lx)
                     np.log(lx, out=lx)
-                    np.einsum(dots, x, lx, out=o[i])
+                    _vecdot(x, lx, out=o[i])
                 stats[:, c:c2, k] = o
 
     if threads is None:

@@ -12,7 +12,8 @@
    models, graphs, signatures, predictions, shards, FAISS) divided by pairs/s of the raw batched forward
    passes of the same two models over the same pairs (length-sorted batches of ``--batch-size``, padded
    per batch, eager attention with ``output_attentions=True``: what the index needs at the least), with
-   the same torch threads. Raw runs and builds alternate, ``--repeats`` times, in one process, and the
+   the same torch threads and the same batches (``--max-tokens``, default the build's CPU budget of
+   2,048 padded tokens per batch; ``raw_forward`` cuts them with the build's own function). Raw runs and builds alternate, ``--repeats`` times, in one process, and the
    headline is the median ratio of adjacent runs (a slow drift of the machine's load cancels); the
    best-of ratio is reported beside it. First-call costs are warmed up on both sides; the pair's
    fingerprint (a hash of both weight files, computed once per loaded pair and cached on it) is
@@ -21,7 +22,9 @@
    local one; MRPC train, 3,667 pairs, is what P2 uses: a worker's one-time start amortises over a
    real corpus, not over 408 pairs), alternating with raw forward passes over the same pairs
    ``--ray-repeats`` times, on a local Ray started once before the runs (``ray.init`` not counted):
-   one model-pair worker with all the process's threads, so the same cores do the same work. Its
+   ``--ray-workers`` model-pair workers (default 2, the engine's default on a CPU) sharing the
+   process's torch threads (2 x 1 here; 1 = one worker with all of them), so the same cores do the
+   same work as the raw side. Its
    ratio counts the whole ``build_index_ray`` call (planning, the actor's start and model loading,
    results, shard files, final index); its steady per-worker rate (first to last result), the ratio
    of that rate to raw, and the fixed start (the whole call minus N / steady rate) are reported
@@ -604,7 +607,7 @@ def main(argv=None) -> int:
                     help="corpus of the Ray case (default: --data); e.g. $ATTNFLOWS_GLUE_DIR/MRPC/train.tsv, "
                          "3,668 pairs, over which the one-time start of a worker is amortised as on a real corpus; "
                          "'glue-mix': MRPC train + RTE train + QNLI dev, 11,620 pairs")
-    ap.add_argument("--ray-workers", type=int, default=1,
+    ap.add_argument("--ray-workers", type=int, default=2,
                     help="model-pair actors of the Ray build; the process's torch threads are split between them")
     ap.add_argument("--ray-limit", type=int, default=None, help="first N pairs of the Ray corpus")
     ap.add_argument("--ray-repeats", type=int, default=2,

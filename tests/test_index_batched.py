@@ -165,7 +165,7 @@ def test_real_batches_usage_and_change(real_batches):
     assert (codes > 0).any()
 
 
-def test_cpu_numpy_row_sums_equal_the_torch_ops():
+def test_cpu_numpy_row_sums_equal_the_torch_ops(monkeypatch):
     """On the CPU the head change's per-row sums are numpy reductions, chunked and split over threads
     (heads._row_stats_numpy); on other devices torch ops (heads._row_stats_torch). The two agree to
     float32 rounding, and the split over threads changes nothing at all."""
@@ -178,6 +178,10 @@ def test_cpu_numpy_row_sums_equal_the_torch_ops():
     for threads in (2, 3, 7):
         np.testing.assert_array_equal(HD._row_stats_numpy(pre, fine, threads=threads), one)
     np.testing.assert_allclose(one, HD._row_stats_torch(pre, fine), rtol=1e-5, atol=1e-6)
+    # numpy < 2 has no vecdot: the einsum it falls back to gives the same sums
+    monkeypatch.setattr(HD, "_vecdot", HD._vecdot_einsum)
+    np.testing.assert_allclose(HD._row_stats_numpy(pre, fine, threads=1), one, rtol=1e-6, atol=1e-7)
+    monkeypatch.undo()
     a = HD.change_from_attention_tensors(pre, fine, lengths, threads=1)
     b = HD.change_from_attention_tensors(pre, fine, lengths, threads=2)
     np.testing.assert_array_equal(a, b)
