@@ -37,7 +37,7 @@ Layout of an index folder (no pickle anywhere; FAISS's own format, parquet, JSON
 
 Build. Samples are cut into shards of ``shard_size`` consecutive corpus rows. Within a shard, pairs are
 tokenised once (:func:`encode_shard`), cut into length buckets (:func:`buckets_by_length`: each batch
-padded only to its longest pair) and run through :meth:`ModelPair.usage_batch` (:func:`compute_batch`), which counts the signatures on the
+padded only to its longest pair, and on the CPU within :data:`DEFAULT_MAX_TOKENS` tokens) and run through :meth:`ModelPair.usage_batch` (:func:`compute_batch`), which counts the signatures on the
 attention tensors where the models computed them. The plan (:func:`plan_build`), the per-bucket step
 and the shard writer (:class:`ShardWriter`) are shared by the local engine (:func:`build_index`) and
 the Ray Data engine (:func:`attnflows_panel.index_ray.build_index_ray`), so both write the same files. A shard's two files are written to temporaries and renamed, the parquet last, so a shard

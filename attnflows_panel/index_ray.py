@@ -88,7 +88,7 @@ class PairWorker:
                 batch["token_type_ids"], batch["truncated"]):
             pairs = list(zip((str(x) for x in a), (str(x) for x in b)))
             # the driver's token ids (it tokenised the shard to cut the buckets): no second tokenising here
-            encoded = [([int(t) for t in x], [int(t) for t in y] if len(y) else None, bool(z))
+            encoded = [(np.asarray(x).tolist(), np.asarray(y).tolist() if len(y) else None, bool(z))
                        for x, y, z in zip(tokens, types, truncated)]
             out = I.compute_batch(self.pair, pairs, self.tau, self.batch_size, ids=[str(x) for x in ids],
                                   encoded=encoded)
@@ -115,12 +115,16 @@ class PairWorker:
 
 def _buckets(plan: I.BuildPlan, pair: Any) -> list[dict[str, Any]]:
     """One row per length bucket, cut as the local engine cuts them (:func:`attnflows_panel.index.encode_shard`,
-    :func:`attnflows_panel.index.buckets_by_length`), carrying the bucket's token ids to the worker."""
+    :func:`attnflows_panel.index.buckets_by_length`), carrying the bucket's token ids to the worker.
+    Shard after shard (so shards finish, and a stopped build keeps them, in order); within a shard the
+    longest buckets first, so that the pipeline ends on short ones and no worker waits long for the
+    last."""
     rows = []
     for i in plan.todo:
         shard_rows, pairs = plan.shard_rows(i), plan.shard_pairs(i)
         encoded = I.encode_shard(pair, pairs, shard_rows["id"])
-        for members in I.buckets_by_length([len(e[0]) for e in encoded], plan.batch_size, plan.max_tokens):
+        buckets = I.buckets_by_length([len(e[0]) for e in encoded], plan.batch_size, plan.max_tokens)
+        for members in reversed(buckets):
             rows.append({
                 "shard": int(i),
                 "positions": [int(j) for j in members],
@@ -132,6 +136,16 @@ def _buckets(plan: I.BuildPlan, pair: Any) -> list[dict[str, Any]]:
                 "truncated": [bool(encoded[j][2]) for j in members],
             })
     return rows
+
+
+#: at most this many length buckets per Ray Data block
+MAX_BUCKETS_PER_BLOCK = 4
+
+
+def _buckets_per_block(n_rows: int, workers: int) -> int:
+    """Length buckets per Ray Data block: up to :data:`MAX_BUCKETS_PER_BLOCK`, while every worker still
+    gets 8 blocks or more."""
+    return max(1, min(MAX_BUCKETS_PER_BLOCK, n_rows // (8 * max(1, workers))))
 
 
 def build_index_ray(
@@ -208,8 +222,11 @@ def build_index_ray(
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # ours (below) counts samples and shards; Ray's count blocks
             ctx.print_on_execution_start = False
-            # one block per length bucket: each bucket's results stream back as soon as it is done
-            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+            # a few length buckets per block (each block is one call of a worker, which runs its buckets
+            # one forward batch each): every block costs Ray Data ~7 ms of scheduling and transfer
+            # here, and 8 blocks per worker at least keep the workers evenly busy to the end
+            per_block = _buckets_per_block(len(rows), int(workers))
+            ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_block))
             results = ds.map_batches(
                 PairWorker,
                 fn_constructor_kwargs=dict(
@@ -217,7 +234,7 @@ def build_index_ray(
                     device=device if cuda else "cpu", tau=plan.tau, batch_size=plan.batch_size,
                     fingerprint=pair.fingerprint, threads=max(1, int(cpus)),
                 ),
-                batch_size=1,  # one length bucket per call: the worker runs it as one forward batch
+                batch_size=per_block,  # one block per call
                 compute=ray.data.ActorPoolStrategy(size=int(workers)),
                 num_gpus=1 if cuda else 0,
                 num_cpus=cpus,

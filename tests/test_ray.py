@@ -85,8 +85,9 @@ def test_ray_buckets_are_the_local_engines_within_the_token_budget(sharp_pair, m
         expected = []
         for i in plan.todo:
             encoded = I.encode_shard(sharp_pair, plan.shard_pairs(i))
+            # shard after shard, the longest buckets of each first
             expected += [(i, [int(j) for j in b])
-                         for b in I.buckets_by_length([len(e[0]) for e in encoded], BATCH, budget)]
+                         for b in reversed(I.buckets_by_length([len(e[0]) for e in encoded], BATCH, budget))]
         assert [(r["shard"], r["positions"]) for r in rows] == expected
         assert all(budget is None or len(r["positions"]) == 1 or len(r["positions"]) * max(map(len, r["input_ids"])) <= budget
                    for r in rows)
@@ -125,8 +126,24 @@ def test_ray_engine_resumes_and_skips_finished_shards(local_ray, sharp_pair, mrp
     _same_index(local_index, out)
 
 
-def test_cli_engine_ray(local_ray, sharp_bert_dirs, glue_dir, local_index, tmp_path, capsys):
+def test_buckets_per_block():
+    from attnflows_panel.index_ray import MAX_BUCKETS_PER_BLOCK, _buckets_per_block
+
+    assert _buckets_per_block(15, 2) == 1  # few buckets: one per block, every worker busy
+    assert _buckets_per_block(48, 2) == 3
+    assert _buckets_per_block(420, 2) == MAX_BUCKETS_PER_BLOCK == 4  # glue-mix: 105 blocks, not 420
+    assert _buckets_per_block(420, 64) == 1
+    assert _buckets_per_block(0, 2) == 1
+
+
+def test_cli_engine_ray(local_ray, sharp_bert_dirs, glue_dir, local_index, tmp_path, capsys, monkeypatch):
+    """The CLI on Ray, with three length buckets per Ray Data block (a worker runs a block's buckets
+    one forward batch each): the same index as the local engine."""
+    import attnflows_panel.index_ray as IR
     from attnflows_panel.cli import main
+
+    asked = []
+    monkeypatch.setattr(IR, "_buckets_per_block", lambda n_rows, workers: asked.append(n_rows) or 3)
 
     out = tmp_path / "cli"
     argv = ["index", "build", "--engine", "ray", "--workers", "2", "--pretrained", str(sharp_bert_dirs[0]),
@@ -135,6 +152,7 @@ def test_cli_engine_ray(local_ray, sharp_bert_dirs, glue_dir, local_index, tmp_p
             str(BATCH), "--device", "cpu", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     assert f"indexed {N} samples into {out}" in capsys.readouterr().out
+    assert asked == [15]  # 15 buckets, in 5 blocks of 3
     ia, ib = SignatureIndex.open(local_index), SignatureIndex.open(out)
     np.testing.assert_array_equal(ia.usage(), ib.usage())
     assert main(["index", "build", "--ray-address", "auto", "--data", "demo", "--out", str(tmp_path / "x")]) == 1
