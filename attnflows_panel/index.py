@@ -498,14 +498,16 @@ def resolve_max_tokens(max_tokens: int | None, device: Any) -> int | None:
     return max_tokens or None
 
 
-def length_buckets(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int) -> list[np.ndarray]:
+def length_buckets(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int, batch_size: int,
+                   max_tokens: int | None = None) -> list[np.ndarray]:
     """The positions of ``pairs`` cut into batches of similar token length (:func:`buckets_by_length` on
-    the pairs' token counts after ``longest_first`` truncation to ``max_length``). The builds tokenise
-    once instead (:func:`encode_shard`) and cut the same buckets from those lengths."""
+    the pairs' token counts after ``longest_first`` truncation to ``max_length``, within ``max_tokens``
+    padded tokens per batch when given). The builds tokenise once instead (:func:`encode_shard`) and cut
+    the same buckets from those lengths."""
     if not len(pairs):
         return []
     enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=max_length)
-    return buckets_by_length([len(x) for x in enc["input_ids"]], batch_size)
+    return buckets_by_length([len(x) for x in enc["input_ids"]], batch_size, max_tokens)
 
 
 def _shard_complete(shard_dir: Path, i: int, expected: int, L: int, H: int) -> bool:

@@ -5,7 +5,8 @@ models in one process. Here the same plan (:func:`attnflows_panel.index.plan_bui
 unfinished shards) runs on Ray Data:
 
 - the corpus becomes a Ray dataset of **length buckets** (one row per batch of similar token length,
-  cut exactly as the local engine cuts them, shard by shard; :func:`attnflows_panel.index.length_buckets`);
+  cut exactly as the local engine cuts them, shard by shard: :func:`attnflows_panel.index.buckets_by_length`,
+  token budget included; a few rows per Ray Data block, :func:`_buckets_per_block`);
 - an **actor pool** of model-pair workers (:class:`PairWorker`; ``num_gpus=1`` each with
   ``device="cuda"``, CPU otherwise) loads the pair once per actor and computes each bucket's
   signatures in the worker (:func:`attnflows_panel.index.compute_batch`), so only the small head-usage

@@ -302,9 +302,8 @@ def uninstall(clear: bool = True) -> None:
 
     callback_manager._check_callback = _ORIGINALS["check_callback"]
     ParameterizedProperty.__str__ = _ORIGINALS["str"]
-    from bokeh.model import util as model_util
-
     from bokeh.model import model as model_module
+    from bokeh.model import util as model_util
 
     model_util.visit_value_and_its_immediate_references = _ORIGINALS["visit"]
     model_module.visit_value_and_its_immediate_references = _ORIGINALS["visit"]
