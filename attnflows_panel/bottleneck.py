@@ -1,0 +1,226 @@
+"""Every τ at once: the widest path from the root to each node of the Attention Graph (§4.1).
+
+Pure numpy: like :mod:`attnflows_panel.graph`, this module is the paper in code and imports nothing heavier.
+
+The Attention Graph at threshold τ (§4.1, :class:`attnflows_panel.graph.AttentionGraph`) keeps a node
+``(k, t)`` of level ``k`` when some node ``(k + 1, p)`` of the level above attends to ``t`` through an
+allowed head ``h`` of layer ``k`` with weight ``w[k, h, p, t] > τ`` (the paper's strict "above τ"); level
+``L`` holds only the root, [CLS]. A node is therefore in the graph at τ exactly when a path from the root
+reaches it whose every edge weighs more than τ, i.e. when the *widest* (bottleneck) path from the root to
+it is wider than τ. Its width, computed level by level from the root down,
+
+    b(root) = ∞,
+    b(k, t) = max over p of min(b(k + 1, p), max over allowed h of w[k, h, p, t]),
+
+is the largest τ at which the node is still in the graph: the node is in the graph at τ iff ``b > τ``.
+An edge ``(k + 1, p) -> (k, t)`` is in the graph at τ iff ``min(b(k + 1, p), max_h w[k, h, p, t]) > τ``
+(and carried by head ``h`` iff ``min(b(k + 1, p), w[k, h, p, t]) > τ``). One pass over the weights thus
+gives the graph for every τ (for one set of allowed heads): a change of τ is a comparison, not a rebuild.
+
+Conventions are the package's (HF order, 0-based): ``w[k, h, a, b]`` is the weight that query ``a`` puts on
+key ``b`` in layer ``k``'s head ``h``; levels ``0 .. L``, level ``L`` is the root. Any edge weights of that
+shape will do (raw attention, the norm-based or attribution weights of :mod:`attnflows_panel.weights`),
+as long as they are non-negative. ``b`` keeps the weights' dtype, so ``b > τ`` compares exactly as the
+graph compares the weights with τ (a Python float, cast as numpy casts it).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+__all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile"]
+
+
+def _check(weights, heads, root) -> tuple[np.ndarray, np.ndarray | None, int]:
+    w = np.asarray(weights)
+    if w.ndim != 4 or w.shape[2] != w.shape[3] or 0 in w.shape:
+        raise ValueError(
+            f"weights must be a non-empty array [L, H, n, n] (layer, head, query, key); got shape {w.shape}"
+        )
+    if not np.issubdtype(w.dtype, np.floating):
+        raise ValueError(f"weights must hold floating-point numbers; got dtype {w.dtype}")
+    lo = w.min()
+    if np.isnan(lo) or np.isnan(w.max()):
+        raise ValueError("weights contain NaN; edge weights must be finite non-negative numbers")
+    if lo < 0:
+        raise ValueError(f"edge weights must be non-negative; got a minimum of {float(lo):.4g}")
+    L, H, n, _ = w.shape
+    mask = None
+    if heads is not None:
+        mask = np.asarray(heads)
+        if mask.dtype != bool or mask.shape != (L, H):
+            raise ValueError(f"heads must be a boolean mask of shape [L, H] = {(L, H)}; got {mask.dtype} {mask.shape}")
+    if isinstance(root, (bool, np.bool_)):
+        raise ValueError(f"root must be a token position; got {root!r}")
+    try:
+        root = operator.index(root)
+    except TypeError:
+        raise ValueError(f"root must be an integer token position; got {root!r}") from None
+    if not 0 <= root < n:
+        raise ValueError(f"root {root} is out of range for n = {n} tokens")
+    return w, mask, root
+
+
+def _strongest(w: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``[L, n, n]``: per edge, the largest weight over the allowed heads (0 where no head is allowed)."""
+    if mask is None or mask.all():
+        return w.max(axis=1)
+    return np.where(mask[:, :, None, None], w, w.dtype.type(0)).max(axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class Bottleneck:
+    """The widest-path widths of every node and edge of the Attention Graph, for one set of allowed heads.
+
+    Attributes
+    ----------
+    node:
+        ``[L + 1, n]``, the weights' dtype: ``node[k, t]`` is the largest τ at which token ``t`` is in level
+        ``k`` (``∞`` for the root, ``0`` for a node that is in the graph at no τ ≥ 0). Read-only.
+    strongest:
+        ``[L, n, n]``: ``strongest[k, a, b]`` = max over allowed heads of ``w[k, h, a, b]``. Read-only.
+    weights, heads, root:
+        What it was computed from (``heads`` is None when every head is allowed).
+    """
+
+    node: np.ndarray
+    strongest: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
+    heads: np.ndarray | None = field(repr=False)
+    root: int
+
+    @property
+    def L(self) -> int:
+        return self.node.shape[0] - 1
+
+    @property
+    def n(self) -> int:
+        return self.node.shape[1]
+
+    @cached_property
+    def edge(self) -> np.ndarray:
+        """``[L, n, n]``: ``edge[k, a, b] = min(node[k + 1, a], strongest[k, a, b])``, the largest τ at which the
+        edge ``(k + 1, a) -> (k, b)`` is in the graph (0 when at none). Read-only."""
+        out = np.minimum(self.node[1:, :, None], self.strongest)
+        out.flags.writeable = False
+        return out
+
+    @cached_property
+    def head_edge(self) -> np.ndarray:
+        """``[L, H, n, n]``: the largest τ at which head ``h`` carries the edge ``(k + 1, a) -> (k, b)``:
+        ``min(node[k + 1, a], w[k, h, a, b])`` for an allowed head, 0 for another. Read-only."""
+        out = np.minimum(self.node[1:, None, :, None], self.weights)
+        if self.heads is not None:
+            out[~self.heads] = 0
+        out.flags.writeable = False
+        return out
+
+    def member(self, tau: float) -> np.ndarray:
+        """bool ``[L + 1, n]``: the levels of the Attention Graph at ``tau`` (``node > τ``): equal to
+        ``AttentionGraph(weights, tau, heads, root).member``."""
+        return membership(self.node, tau)
+
+    def levels(self, tau: float) -> list[np.ndarray]:
+        """The graph's levels at ``tau``: ``L + 1`` ascending token arrays, as ``AttentionGraph.levels``."""
+        m = self.member(tau)
+        return [np.flatnonzero(row) for row in m]
+
+    def adjacency(self, tau: float) -> np.ndarray:
+        """bool ``[L, n, n]``: the edges at ``tau`` through any allowed head (``AttentionGraph.adjacency``)."""
+        return self.edge > _tau(tau)
+
+    def active(self, tau: float) -> np.ndarray:
+        """bool ``[L, H, n, n]``: per-head edges at ``tau`` (``AttentionGraph.active``)."""
+        return self.head_edge > _tau(tau)
+
+    def breakpoints(self, edges: bool = False) -> np.ndarray:
+        """Ascending float64 values of τ at which the graph changes (see :func:`breakpoints`)."""
+        return breakpoints(self.edge if edges else self.node)
+
+    def profile(self, taus) -> np.ndarray:
+        """int ``[len(taus), L + 1]``: tokens per level at each τ of ``taus`` (see :func:`tau_profile`)."""
+        return tau_profile(self.node, taus)
+
+
+def bottleneck(weights, heads=None, root: int = 0) -> Bottleneck:
+    """One pass from the root down: the width of the widest path to every node (the module docstring).
+
+    Parameters
+    ----------
+    weights:
+        Non-negative edge weights ``[L, H, n, n]``, ``weights[k, h, a, b]`` from query ``a`` to key ``b``
+        through layer ``k``'s head ``h`` (attention, or any weights of :mod:`attnflows_panel.weights`).
+    heads:
+        Optional bool ``[L, H]`` mask of the allowed heads (§4.1, option 2); None allows every head.
+    root:
+        Position of [CLS], the only node of level ``L``.
+
+    Raises ValueError for a wrong shape or dtype, NaN or negative weights, a bad mask or root.
+    """
+    w, mask, root = _check(weights, heads, root)
+    L, _, n, _ = w.shape
+    strong = _strongest(w, mask)
+    node = np.zeros((L + 1, n), dtype=w.dtype)
+    node[L, root] = np.inf
+    for k in range(L - 1, -1, -1):
+        above = node[k + 1]
+        rows = np.flatnonzero(above)  # a parent of width 0 passes on nothing (widths are >= 0)
+        if rows.size:
+            node[k] = np.minimum(above[rows, None], strong[k, rows]).max(axis=0)
+    strong.flags.writeable = False
+    node.flags.writeable = False
+    w_view = w.view()
+    w_view.flags.writeable = False
+    return Bottleneck(node=node, strongest=strong, weights=w_view, heads=mask, root=root)
+
+
+def _tau(tau) -> float:
+    try:
+        t = float(tau)
+    except (TypeError, ValueError):
+        raise ValueError(f"tau must be a number; got {tau!r}") from None
+    if np.isnan(t):
+        raise ValueError("tau must be a number; got NaN")
+    return t
+
+
+def membership(node, tau: float) -> np.ndarray:
+    """bool ``[L + 1, n]``: the nodes in the Attention Graph at threshold ``tau``, i.e. ``node > τ`` (strict,
+    as the paper's "above τ"), from the widths ``node`` of :func:`bottleneck`. No graph is rebuilt."""
+    return np.asarray(node) > _tau(tau)
+
+
+def breakpoints(widths) -> np.ndarray:
+    """The values of τ at which the graph changes: the distinct finite positive widths, ascending (float64).
+
+    With node widths (``Bottleneck.node``), the levels change there: for τ just below a value ``v`` the
+    nodes of width ``v`` are in the graph, from τ = ``v`` on they are not. With edge widths
+    (``Bottleneck.edge``), the edges change there (a superset: an edge may leave while its nodes stay).
+    """
+    v = np.asarray(widths, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    return np.unique(v)
+
+
+def tau_profile(node, taus) -> np.ndarray:
+    """The τ profile: int64 ``[len(taus), L + 1]``, the number of tokens in each level at each τ.
+
+    ``tau_profile(node, taus)[i, k] == membership(node, taus[i])[k].sum()``, computed from each level's
+    sorted widths (a binary search per τ), so a fine grid of τ costs little.
+    """
+    node = np.asarray(node)
+    t = np.asarray(taus, dtype=np.float64).ravel()
+    if np.isnan(t).any():
+        raise ValueError("taus must be numbers; got NaN")
+    srt = np.sort(node, axis=1)
+    n = node.shape[1]
+    # the count of widths > τ: n minus those <= τ. Widths are compared in their own dtype, as membership does.
+    tt = t.astype(node.dtype) if np.issubdtype(node.dtype, np.floating) else t
+    out = np.empty((t.size, node.shape[0]), dtype=np.int64)
+    for k in range(node.shape[0]):
+        out[:, k] = n - np.searchsorted(srt[k], tt, side="right")
+    return out
