@@ -1,6 +1,3 @@
-"""The Panel/Bokeh views. Importing this package installs :mod:`.bokeh_speedups` (Bokeh's per-model
-property machinery, memoised; ``ATTNFLOWS_BOKEH_SPEEDUPS=0`` turns it off)."""
-
-from attnflows_panel.views import bokeh_speedups as _bokeh_speedups
-
-_bokeh_speedups.install()
+"""The Panel views: the radial Attention Flow view (one ``JSComponent``, :mod:`.radial`), the Bokeh
+sentence and context views, the corpus browser and the head panel. Importing this package changes no
+other library (nothing is patched)."""

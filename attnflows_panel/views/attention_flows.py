@@ -67,11 +67,12 @@ from attnflows_panel.views.flow import (
     MODES,
     RAMP_STEPS,
     FlowData,
-    FlowFigure,
     Highlight,
     _Kit,
     legend_html,
+    legend_items,
 )
+from attnflows_panel.views.radial import RadialFlow, pack_flow, pack_highlight
 from attnflows_panel.views.sentence import SentenceFigure
 
 __all__ = ["AttentionFlowsView", "ViewParts", "check_result", "MODES", "MODE_LABELS", "TAU_BOUNDS"]
@@ -152,12 +153,12 @@ class ViewParts(NamedTuple):
     """:meth:`AttentionFlowsView.parts`: the views and controls of one AttentionFlowsView."""
 
     sentence: pn.pane.Bokeh  #: Sentence view (influence circles, §4.3.2)
-    flow: pn.pane.Bokeh  #: radial Attention Flow view (§4.3.1)
+    flow: RadialFlow  #: radial Attention Flow view (§4.3.1): one JSComponent (views/radial.py)
     context: pn.Column  #: what goes beside the flow view: the Sentence Context view, the hover details and the legend
     controls: pn.Column  #: mode, τ, level, focus, clear, SVG/PNG export
     legend: pn.pane.HTML  #: the colours and glyphs, in the views' colours (already inside ``context``)
     status: pn.pane.HTML  #: what the frozen selection shows
-    info: pn.pane.Bokeh = None  #: the hover details (Bokeh Div ``attnflows-hover-info``; already inside ``context``)
+    info: None = None  #: unused: the hover details are drawn inside the radial component (top left)
 
 
 class AttentionFlowsView(pn.viewable.Viewer):
@@ -170,7 +171,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
     ``attnflows-export-svg``, ``attnflows-export-png``.
     """
 
-    result = _PairResultParameter(default=None, doc="A PairResult (ModelPair.run(a, b)): tokens, segments, both models' attentions.")
+    result = _PairResultParameter(default=None, allow_refs=True, doc="A PairResult (ModelPair.run(a, b)): tokens, segments, both models' attentions.")
     tau = param.Number(default=DEFAULT_TAU, bounds=TAU_BOUNDS, step=0.01, label="τ (attention threshold)",
                        doc="τ: an attention weight above τ is an edge of the Attention Graph (§4.1).")
     mode = param.Selector(default="combined", objects=list(MODES), doc="Which graph(s) to draw: both models (combined) or one.")
@@ -192,7 +193,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     def __init__(self, result=None, **params):
         self._data: FlowData | None = None
-        self._flow: FlowFigure | None = None
+        self._flow: RadialFlow | None = None
         self._sentence: SentenceFigure | None = None
         self._context: ContextFigure | None = None
         self._graphs_cache: dict = {}
@@ -212,13 +213,13 @@ class AttentionFlowsView(pn.viewable.Viewer):
         super().__init__(result=result, **params)
         # square, as wide as its container allows and never taller than the window (less the sentence
         # view above it), so the whole view fits at 1280×800 and grows with larger windows
-        self._flow_pane = pn.pane.Bokeh(None, margin=0, min_width=320, **self._flow_box())
+        self._flow_pane = RadialFlow(margin=0, min_width=320, min_height=320, **self._flow_box())
+        self._flow_pane.param.watch(self._on_pick, ["pick"])
         self._sentence_pane = pn.pane.Bokeh(None, margin=(0, 0, 6, 0))
         self._context_pane = pn.pane.Bokeh(None, margin=(0, 10))
-        self._info_pane = pn.pane.Bokeh(None, margin=(5, 10), min_height=70)  # the hover details
         self._build_widgets()
         #: what goes beside the flow view: the Sentence Context view, the hover details and the legend
-        self._side = pn.Column(self._context_pane, self._info_pane, self._legend, width=340)
+        self._side = pn.Column(self._context_pane, self._legend, width=340)
         if self.result is not None:
             self._new_result()
             if auto_level:  # see informative_level
@@ -243,8 +244,9 @@ class AttentionFlowsView(pn.viewable.Viewer):
         """The radial view's box: as wide as its container and ``flow_height`` high (``size`` None), or
         fixed (the figure's own ``size``)."""
         if self.size is None:
-            return {"sizing_mode": "stretch_width", "styles": {"height": self.flow_height}}
-        return {"sizing_mode": "fixed", "styles": {}}
+            return {"sizing_mode": "stretch_width", "width": None, "height": None,
+                    "styles": {"height": self.flow_height}}
+        return {"sizing_mode": "fixed", "width": int(self.size), "height": int(self.size), "styles": {}}
 
     def _on_flow_box(self, *events) -> None:
         self._flow_pane.param.update(**self._flow_box())
@@ -310,32 +312,26 @@ class AttentionFlowsView(pn.viewable.Viewer):
         if self._sentence is not None:
             self._sentence.alpha = self.alpha
         if self._flow is None:
-            kit = _Kit()  # one filter and one selection policy for the three figures (fewer models, P6)
+            kit = _Kit()  # one filter and one selection policy for the two Bokeh figures (fewer models, P6)
             self._context = ContextFigure(data, level=self.level, kit=kit)
             self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha, kit=kit)
-            self._flow = FlowFigure(data, size=self.size, linked={"ctx": self._context.wedges,
-                                                                   "sent": self._sentence.tokens,
-                                                                   "circ": self._sentence.circles}, kit=kit)
-            self._flow.set_level(self.level)
+            self._flow = self._flow_pane
             self._attach_callbacks()
-            self._flow_pane.object = self._flow.figure
             self._sentence_pane.object = self._sentence.figure
             self._context_pane.object = self._context.figure
-            self._info_pane.object = self._flow.info
-            self._flow.set_focus(self.focus)
         else:
             with self._writing_selections():  # the figures' own selections are reset by the update: not a click
-                self._flow.update(data)
-                self._flow.set_level(self.level)
                 self._sentence.update(data, self.level)
                 self._context.update(data, self.level)
+        self._flow.param.update(data=pack_flow(data), level=self.level, focus=self.focus,
+                                legend=[list(r) for r in legend_items(data, self.level)], title=self._title())
         self._show_selection()
 
+    def _title(self) -> str:
+        return f"Attention Flows · {self.mode} · τ = {self.tau:.2f} · level {self.level + 1}"
+
     def _attach_callbacks(self) -> None:
-        for name in ("nodes", "glyphs"):
-            self._flow.sources[name].selected.on_change("indices", self._on_radial_select)
         self._sentence.tokens.selected.on_change("indices", self._on_sentence_select)
-        self._flow.on_double_tap(self._on_double_tap)
 
     @contextlib.contextmanager
     def _writing_selections(self):
@@ -360,6 +356,13 @@ class AttentionFlowsView(pn.viewable.Viewer):
         L = check_result(self.result)[0]
         self.param.level.bounds = (0, max(1, L - 1))
         self.level = self.informative_level()
+
+    def draw_now(self) -> None:
+        """Draw a pending redraw at once instead of on the next tick: for a caller that holds the
+        document's lock, e.g. while a session's first document is built (so the first view is part of
+        the document a browser pulls, not patches after it)."""
+        if self._scheduled:
+            self._draw_pending()
 
     def informative_level(self) -> int:
         """The level whose influence (eq. 4) the two models' graphs disagree on most (the sum over tokens
@@ -480,16 +483,15 @@ class AttentionFlowsView(pn.viewable.Viewer):
         if "graph" in pending or self._flow is None:
             self._rebuild()  # level and selection included
         else:
-            if "size" in pending:
-                self._flow.resize(self.size)
             if "alpha" in pending:
                 self._sentence.alpha = self.alpha
             if "level" in pending or "alpha" in pending:
-                self._flow.set_level(self.level)
+                self._flow.param.update(level=self.level, title=self._title(),
+                                        legend=[list(r) for r in legend_items(self._data, self.level)])
                 self._context.set_level(self._data, self.level)
                 self._sentence.update(self._data, self.level)
             if "focus" in pending:
-                self._flow.set_focus(self.focus)
+                self._flow.focus = self.focus
             if pending & {"level", "alpha", "selection"}:
                 self._show_selection()
         # In a notebook the figures' changes go to the browser now, in a message of their own, and the
@@ -522,7 +524,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
         Bokeh pane docs); a served session sends them itself."""
         if not _in_session():
-            pn.io.push_notebook(self._flow_pane, self._sentence_pane, self._context_pane, self._info_pane)
+            pn.io.push_notebook(self._sentence_pane, self._context_pane)
 
     # ------------------------------------------------------------------ selection
 
@@ -533,71 +535,32 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return data.highlight(self.selection, head, self.head_model if head else None)
 
     def _show_selection(self) -> None:
-        """Draw the frozen selection in the figures and mirror it into their Bokeh selections; set
-        ``status`` (the status pane follows in :meth:`_update_panes`)."""
+        """Draw the frozen selection in the figures; set ``status`` (the status pane follows in
+        :meth:`_update_panes`)."""
         data = self._data
         hl = self.highlight()
-        self._flow.show(hl)
+        self._flow.frozen = pack_highlight(data, hl, self.selection)
         self._context.show(data, hl)
         self._sentence.show(data, hl)
-        # mirror the selection into the Bokeh selections (no visual effect; a later shift-click in the
-        # browser then adds to what is shown, and a click on the same token again is a change)
-        ids = [data.node_id(lv, t) for lv, t in self.selection if data.node_id(lv, t) >= 0]
-        gids: list[int] = []
-        if self.head and len(ids) == 1:
-            gl = data.glyphs
-            m = (gl["node"].to_numpy() == ids[0]) & (gl["head"].to_numpy() == self.head[1])
-            gids = np.flatnonzero(m).tolist()
-            ids = []
-        with self._writing_selections():
-            if list(self._flow.sources["nodes"].selected.indices) != ids:
-                self._flow.sources["nodes"].selected.indices = ids
-            if list(self._flow.sources["glyphs"].selected.indices) != gids:
-                self._flow.sources["glyphs"].selected.indices = gids
         with param.edit_constant(self):
             self.status = self._status_text(hl)
 
     @reported
-    def _on_radial_select(self, attr, old, new) -> None:
-        if self._echo:
+    def _on_pick(self, event) -> None:
+        """What the radial component picked in the browser (a click, a shift-click, a head glyph, a brush,
+        clear): ``{"selection": [[level, token], ...], "head": [] or [layer, h], "head_model"}``."""
+        pick = event.new or {}
+        if self.result is None or self._data is None:
             return
-        data = self._data
-        gsel = list(self._flow.sources["glyphs"].selected.indices)
-        nsel = list(self._flow.sources["nodes"].selected.indices)
-        nodes = data.nodes
-        if gsel:
-            gl = data.glyphs
-            first = int(gsel[0])
-            node, head = int(gl["node"].iloc[first]), int(gl["head"].iloc[first])
-            models = {int(gl["model"].iloc[i]) for i in gsel
-                      if int(gl["node"].iloc[i]) == node and int(gl["head"].iloc[i]) == head}
-            level, pos = int(nodes["level"].iloc[node]), int(nodes["pos"].iloc[node])
-            hm = "both" if models == {1, 2} or data.comparison is None else ("pretrained" if models == {1} else "finetuned")
-            if level == 0:
-                return
-            self.param.update(selection=[[level, pos]], head=[level - 1, head], head_model=hm)
-        elif nsel:
-            sel = [[int(nodes["level"].iloc[i]), int(nodes["pos"].iloc[i])] for i in sorted(nsel) if i < len(nodes)]
-            self.param.update(selection=sel, head=[], head_model="both")
-        else:
-            self.param.update(selection=[], head=[], head_model="both")
-
-    @reported
-    def _on_double_tap(self, kind: str | None, idx: int, shift: bool) -> None:
-        """A double tap is two clicks: treat it as a click on what it hit (shift adds a token)."""
-        data = self._data
-        if kind == "glyph":
-            self._flow.sources["glyphs"].selected.indices = [idx]
-        elif kind == "node":
-            cur = list(self._flow.sources["nodes"].selected.indices) if shift else []
-            self._flow.sources["glyphs"].selected.indices = []
-            self._flow.sources["nodes"].selected.indices = sorted(set(cur) | {idx})
-        else:
-            self.param.update(selection=[], head=[], head_model="both")
-            return
-        if self._echo:
-            return
-        self._on_radial_select("indices", [], [])
+        try:
+            sel = [[int(a), int(b)] for a, b in pick.get("selection", [])]
+            head = [int(v) for v in pick.get("head", [])]
+        except (TypeError, ValueError):
+            return  # not a pick the component sends
+        hm = pick.get("head_model", "both")
+        if hm not in ("both", "pretrained", "finetuned"):
+            hm = "both"
+        self.param.update(selection=sel, head=head if sel else [], head_model=hm if head else "both")
 
     @reported
     def _on_sentence_select(self, attr, old, new) -> None:
@@ -667,7 +630,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
             controls=self._controls,
             legend=self._legend,
             status=self._status,
-            info=self._info_pane,
+            info=None,
         )
 
     # ------------------------------------------------------------------ introspection (tests, apps)
@@ -678,7 +641,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return self._data
 
     @property
-    def flow(self) -> FlowFigure:
+    def flow(self) -> RadialFlow:
         return self._flow
 
     @property

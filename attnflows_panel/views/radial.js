@@ -1,0 +1,1028 @@
+// Attention Flows: the radial Attention Flow view (§4.3-4.4, Figs. 1(c), 4-8) as one Canvas 2D drawing.
+//
+// The ES module of attnflows_panel.views.radial.RadialFlow (a panel.custom.JSComponent). No imports, so
+// it works offline in `panel serve`, in a notebook and in JupyterLab. Python sends what is drawn as typed
+// arrays (model.data, one array per column, see radial.py) and the frozen highlight (model.frozen); the
+// browser draws, hovers (traces from the ancestor bit streams, no round trip), zooms, pans, places the
+// labels, brushes and exports. What Python must know goes back through model.pick.
+//
+// Coordinates: the data's are pixels at the layout's design size, y up (layout.py). The screen's are CSS
+// px of the canvas: sx = cx + panX + x * S, sy = cy + panY - y * S, S = fit * zoom.
+
+const PRE = 1, FINE = 2;
+const FONT_PX = 11;       // the label font (CSS px); never below 10 (issue #24)
+const FONT_FAMILY = "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif";
+const LABEL_PAD = 3;      // free px kept around a label box
+const EDGE_BUDGET = 48;   // traced edges drawn per layer at most (the strongest): no hairball
+const MODEL_NAME = {1: "pre-trained only", 2: "fine-tuned only", 3: "both models"};
+const MODEL_COLOR = {1: "#2bb3a4", 2: "#7b3fa0", 3: "#e07b00"};
+
+// ------------------------------------------------------------------------------------------- labels
+
+// Greedy label placement (exported for the property test): `items` in priority order, each
+// {w, h, cands: [[cx, cy], ...]} (box centres to try, in order). A label takes the first candidate whose
+// box (padded by `pad`) overlaps no placed box and lies inside `bounds` [x0, y0, x1, y1] (if given).
+// Returns, per item, the placed box [x, y, w, h] or null. A uniform grid keeps it linear in practice.
+export function placeLabels(items, opts = {}) {
+  const pad = opts.pad == null ? LABEL_PAD : opts.pad;
+  const bounds = opts.bounds || null;
+  const cell = opts.cell || 48;
+  const grid = new Map();
+  const boxes = [];
+  const out = new Array(items.length).fill(null);
+  const key = (i, j) => i * 100003 + j;
+  function collides(x0, y0, x1, y1) {
+    const i0 = Math.floor(x0 / cell), i1 = Math.floor(x1 / cell);
+    const j0 = Math.floor(y0 / cell), j1 = Math.floor(y1 / cell);
+    for (let i = i0; i <= i1; i++) {
+      for (let j = j0; j <= j1; j++) {
+        const list = grid.get(key(i, j));
+        if (!list) continue;
+        for (const b of list) {
+          const q = boxes[b];
+          if (x0 < q[2] && q[0] < x1 && y0 < q[3] && q[1] < y1) return true;
+        }
+      }
+    }
+    return false;
+  }
+  for (let t = 0; t < items.length; t++) {
+    const it = items[t];
+    if (!it || !(it.w > 0)) continue;
+    for (const c of it.cands) {
+      const x0 = c[0] - it.w / 2, y0 = c[1] - it.h / 2, x1 = x0 + it.w, y1 = y0 + it.h;
+      if (bounds && (x0 < bounds[0] || y0 < bounds[1] || x1 > bounds[2] || y1 > bounds[3])) continue;
+      // padded on every side by pad/2: two placed boxes are at least `pad` apart
+      const p0 = x0 - pad / 2, q0 = y0 - pad / 2, p1 = x1 + pad / 2, q1 = y1 + pad / 2;
+      if (collides(p0, q0, p1, q1)) continue;
+      const b = boxes.length;
+      boxes.push([p0, q0, p1, q1]);
+      for (let i = Math.floor(p0 / cell); i <= Math.floor(p1 / cell); i++) {
+        for (let j = Math.floor(q0 / cell); j <= Math.floor(q1 / cell); j++) {
+          const k = key(i, j);
+          let list = grid.get(k);
+          if (!list) { list = []; grid.set(k, list); }
+          list.push(b);
+        }
+      }
+      out[t] = [x0, y0, it.w, it.h];
+      break;
+    }
+  }
+  return out;
+}
+
+// True when two of the boxes [x, y, w, h] overlap (for tests).
+export function anyOverlap(boxes) {
+  for (let a = 0; a < boxes.length; a++) {
+    const p = boxes[a];
+    for (let b = a + 1; b < boxes.length; b++) {
+      const q = boxes[b];
+      if (p[0] < q[0] + q[2] && q[0] < p[0] + p[2] && p[1] < q[1] + q[3] && q[1] < p[1] + p[3]) return true;
+    }
+  }
+  return false;
+}
+
+// ------------------------------------------------------------------------------------ SVG recorder
+
+// A recorder with the part of the Canvas 2D API that the drawing uses; it writes SVG elements, so the
+// export is exactly what is drawn (zoom included).
+class SvgRecorder {
+  constructor(w, h) {
+    this.w = w; this.h = h; this.out = []; this.d = "";
+    this.fillStyle = "#000"; this.strokeStyle = "#000"; this.globalAlpha = 1; this.lineWidth = 1;
+    this.font = `${FONT_PX}px sans-serif`; this.textAlign = "start"; this.textBaseline = "alphabetic";
+    this.lineCap = "butt"; this.circles = [];
+  }
+  _n(v) { return Math.round(v * 100) / 100; }
+  beginPath() { this.d = ""; this.circles = []; }
+  moveTo(x, y) { this.d += `M${this._n(x)} ${this._n(y)}`; }
+  lineTo(x, y) { this.d += `L${this._n(x)} ${this._n(y)}`; }
+  bezierCurveTo(a, b, c, d, e, f) { this.d += `C${this._n(a)} ${this._n(b)} ${this._n(c)} ${this._n(d)} ${this._n(e)} ${this._n(f)}`; }
+  closePath() { this.d += "Z"; }
+  rect(x, y, w, h) { this.d += `M${this._n(x)} ${this._n(y)}h${this._n(w)}v${this._n(h)}h${this._n(-w)}Z`; }
+  arc(x, y, r, a0, a1) {
+    if (Math.abs(a1 - a0) >= 2 * Math.PI - 1e-6) { this.circles.push([x, y, r]); return; }
+    const x0 = x + r * Math.cos(a0), y0 = y + r * Math.sin(a0), x1 = x + r * Math.cos(a1), y1 = y + r * Math.sin(a1);
+    const large = Math.abs(a1 - a0) > Math.PI ? 1 : 0;
+    this.d += `${this.d ? "L" : "M"}${this._n(x0)} ${this._n(y0)}A${this._n(r)} ${this._n(r)} 0 ${large} 1 ${this._n(x1)} ${this._n(y1)}`;
+  }
+  _alpha(key) { return this.globalAlpha < 1 ? ` ${key}-opacity="${this._n(this.globalAlpha)}"` : ""; }
+  fill() {
+    for (const [x, y, r] of this.circles) this.out.push(`<circle cx="${this._n(x)}" cy="${this._n(y)}" r="${this._n(r)}" fill="${this.fillStyle}"${this._alpha("fill")}/>`);
+    if (this.d) this.out.push(`<path d="${this.d}" fill="${this.fillStyle}"${this._alpha("fill")}/>`);
+  }
+  stroke() {
+    const s = `stroke="${this.strokeStyle}" stroke-width="${this._n(this.lineWidth)}"${this._alpha("stroke")}` +
+      (this.lineCap !== "butt" ? ` stroke-linecap="${this.lineCap}"` : "");
+    for (const [x, y, r] of this.circles) this.out.push(`<circle cx="${this._n(x)}" cy="${this._n(y)}" r="${this._n(r)}" fill="none" ${s}/>`);
+    if (this.d) this.out.push(`<path d="${this.d}" fill="none" ${s}/>`);
+  }
+  fillRect(x, y, w, h) { this.beginPath(); this.rect(x, y, w, h); this.fill(); }
+  clearRect() {}
+  fillText(t, x, y) {
+    const anchor = {center: "middle", left: "start", start: "start", right: "end", end: "end"}[this.textAlign] || "start";
+    const base = {middle: "central", top: "hanging", alphabetic: "alphabetic", bottom: "text-after-edge"}[this.textBaseline] || "alphabetic";
+    const m = /([\d.]+)px/.exec(this.font), bold = /bold/.test(this.font);
+    this.out.push(`<text x="${this._n(x)}" y="${this._n(y)}" font-size="${m ? m[1] : FONT_PX}" font-family="${FONT_FAMILY.replace(/"/g, "'")}"` +
+      ` text-anchor="${anchor}" dominant-baseline="${base}" fill="${this.fillStyle}"${this._alpha("fill")}${bold ? ' font-weight="bold"' : ""}>${esc(t)}</text>`);
+  }
+  measureText(t) { const m = /([\d.]+)px/.exec(this.font); return {width: String(t).length * 0.6 * (m ? +m[1] : FONT_PX)}; }
+  save() {} restore() {} setTransform() {}
+}
+
+function esc(t) {
+  return String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+// ------------------------------------------------------------------------------------------ traces
+
+function prep(D) {
+  // everything derived once per data: level bounds, bit offsets, glyph map, out-edge lists
+  const N = D.N, E = D.E, G = D.G, L = D.L, H = D.H, W = D.W;
+  const lvl = D.n_level;
+  const lo = new Int32Array(L + 2);
+  for (let i = 0; i < N; i++) lo[lvl[i] + 1] += 1;
+  for (let k = 0; k <= L; k++) lo[k + 1] += lo[k];
+  const off = new Float64Array(N + 1);
+  for (let u = 0; u < N; u++) off[u + 1] = off[u] + lo[lvl[u]];
+  const gmap = {}, masks = {}, bits = {};
+  for (const c of [PRE, FINE]) {
+    if (!(D.models & c)) continue;
+    const m = new Int32Array(N * H).fill(-1);
+    for (let r = 0; r < G; r++) if (D.g_model[r] === c) m[D.g_node[r] * H + D.g_head[r]] = r;
+    gmap[c] = m;
+    masks[c] = [];
+    for (let w = 0; w < W; w++) masks[c].push(D[`e_h${c}_${w}`]);
+    bits[c] = D[`b${c}`];
+  }
+  const ostart = new Int32Array(N + 1);
+  for (let e = 0; e < E; e++) ostart[D.e_u[e] + 1] += 1;
+  for (let u = 0; u < N; u++) ostart[u + 1] += ostart[u];
+  const fill = ostart.slice(0, N), olist = new Int32Array(E);
+  for (let e = 0; e < E; e++) olist[fill[D.e_u[e]]++] = e;
+  // glyph rows of each node (glyph rows are ordered by node)
+  const gstart = new Int32Array(N + 1);
+  for (let r = 0; r < G; r++) gstart[D.g_node[r] + 1] += 1;
+  for (let u = 0; u < N; u++) gstart[u + 1] += gstart[u];
+  const sstart = new Int32Array(N + 1);  // spark bars of each node (sorted per node below)
+  const S = D.s_node.length, sorder = new Int32Array(S);
+  for (let i = 0; i < S; i++) sstart[D.s_node[i] + 1] += 1;
+  for (let u = 0; u < N; u++) sstart[u + 1] += sstart[u];
+  const sf = sstart.slice(0, N);
+  for (let i = 0; i < S; i++) sorder[sf[D.s_node[i]]++] = i;
+  const strength = new Float32Array(E);  // the edge's weight (R2's `w`) or its number of heads
+  for (let e = 0; e < E; e++) strength[e] = D.e_w ? D.e_w[e] : D.e_nh[e];
+  const layer = new Uint8Array(E);
+  for (let e = 0; e < E; e++) layer[e] = lvl[D.e_v[e]];
+  return {N, E, G, L, H, W, models: D.models, lvl, lo, off, gmap, masks, bits, ostart, olist, gstart,
+          sstart, sorder, strength, layer, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
+}
+
+function anc(X, c, u, v) {  // is v an ancestor of u in model c?
+  const i = X.off[u] + v;
+  return (X.bits[c][i >> 3] >> (i & 7)) & 1;
+}
+
+function hasHead(X, c, e, h) {
+  return (X.masks[c][h >> 5][e] >>> (h & 31)) & 1;
+}
+
+function traceNode(X, c, u, codes) {
+  if (!(X.mem[u] & c)) return;
+  codes[u] |= c;
+  const k = X.lvl[u];
+  for (let v = 0; v < X.lo[k]; v++) if (anc(X, c, u, v)) codes[v] |= c;
+  for (let v = X.lo[k + 1]; v < X.N; v++) if (anc(X, c, v, u)) codes[v] |= c;
+}
+
+function traceHead(X, c, u, h, codes) {
+  if (!(X.mem[u] & c)) return;
+  codes[u] |= c;
+  const k = X.lvl[u];
+  for (let v = X.lo[k + 1]; v < X.N; v++) if (anc(X, c, v, u)) codes[v] |= c;
+  if (k === 0) return;
+  for (let j = X.ostart[u]; j < X.ostart[u + 1]; j++) {
+    const e = X.olist[j];
+    if (!(X.emem[e] & c) || !hasHead(X, c, e, h)) continue;
+    const child = X.ev[e];
+    codes[child] |= c;
+    for (let v = 0; v < X.lo[k - 1]; v++) if (anc(X, c, child, v)) codes[v] |= c;
+  }
+}
+
+function markEdges(X, codes, restrict) {
+  // an edge of model c is in the trace when both its ends are; restrict: {c: [u, h]} for head glyphs
+  const ecodes = new Uint8Array(X.E), gon = new Uint8Array(X.G);
+  for (const c of [PRE, FINE]) {
+    if (!(X.models & c)) continue;
+    const gm = X.gmap[c], ms = X.masks[c], r = restrict ? restrict[c] : null;
+    for (let e = 0; e < X.E; e++) {
+      if (!(X.emem[e] & c)) continue;
+      const u = X.eu[e], v = X.ev[e];
+      if (!(codes[u] & c) || !(codes[v] & c)) continue;
+      if (r && u === r[0]) {
+        if (!hasHead(X, c, e, r[1])) continue;
+        ecodes[e] |= c;
+        const j = gm[u * X.H + r[1]];
+        if (j >= 0) gon[j] = 1;
+        continue;
+      }
+      ecodes[e] |= c;
+      for (let w = 0; w < X.W; w++) {
+        let x = ms[w][e] | 0;
+        while (x !== 0) {
+          const t = x & -x;
+          const j = gm[u * X.H + w * 32 + (31 - Math.clz32(t))];
+          if (j >= 0) gon[j] = 1;
+          x ^= t;
+        }
+      }
+    }
+  }
+  return {ecodes, gon};
+}
+
+// ------------------------------------------------------------------------------------- the view
+
+export function render({model, el}) {
+  const root = document.createElement("div");
+  root.className = "attnflows-radial";
+  root.style.cssText = "position:relative;width:100%;height:100%;min-height:200px;overflow:hidden;" +
+    "font-family:" + FONT_FAMILY + ";user-select:none;background:#fff";
+  const canvas = document.createElement("canvas");
+  canvas.style.cssText = "position:absolute;left:0;top:0;touch-action:none";
+  root.appendChild(canvas);
+  const info = document.createElement("div");
+  info.className = "attnflows-radial-info";
+  info.style.cssText = "position:absolute;left:6px;top:4px;max-width:46%;font-size:12px;line-height:16px;" +
+    "color:#333;background:rgba(255,255,255,0.86);padding:2px 5px;border-radius:3px;pointer-events:none";
+  root.appendChild(info);
+  const bar = document.createElement("div");
+  bar.className = "attnflows-radial-toolbar";
+  bar.style.cssText = "position:absolute;right:4px;top:4px;display:flex;gap:2px;font-size:11px";
+  root.appendChild(bar);
+  const tools = {};
+  function button(name, text, title, onclick) {
+    const b = document.createElement("button");
+    b.textContent = text; b.title = title; b.className = `af-tool af-tool-${name}`;
+    b.style.cssText = "font-size:11px;padding:1px 5px;border:1px solid #bbb;border-radius:3px;background:#fafafa;cursor:pointer";
+    b.addEventListener("click", (ev) => { ev.stopPropagation(); onclick(); });
+    bar.appendChild(b);
+    tools[name] = b;
+    return b;
+  }
+  el.style.width = "100%";
+  el.style.height = "100%";
+  el.appendChild(root);
+  const ctx = canvas.getContext("2d");
+
+  const V = {
+    D: null, X: null, w: 0, h: 0, dpr: window.devicePixelRatio || 1, zoom: 1, panX: 0, panY: 0,
+    tool: "pan", hover: null, shift: false, drag: null, widths: null, widthsFont: "", base: null,
+    baseKey: "", frozenTrace: null, hoverTrace: null, lastDraw: 0, pending: false,
+  };
+
+  function setTool(t) {
+    V.tool = t;
+    for (const k of ["pan", "box", "lasso"]) tools[k].style.background = k === t ? "#dde6f5" : "#fafafa";
+    root.setAttribute("data-tool", t);
+  }
+  button("pan", "Pan", "Drag to pan, wheel to zoom", () => setTool("pan"));
+  button("box", "Box", "Box brush: tokens within a ring (their intersection), or on two rings (the paths)", () => setTool("box"));
+  button("lasso", "Lasso", "Lasso brush", () => setTool("lasso"));
+  button("reset", "Reset", "Reset zoom and pan", () => { V.zoom = 1; V.panX = V.panY = 0; schedule(); });
+  button("clear", "Clear", "Clear the selection", () => send([], [], "both"));
+  button("svg", "SVG", "Export what is drawn as SVG (vector, with the legend and both sentences)", () => exportSvg());
+  button("png", "PNG", "Export what is drawn as PNG (3x)", () => exportPng());
+  setTool("pan");
+
+  // --------------------------------------------------------------------------------- data
+
+  function get(obj, k) { return obj instanceof Map ? obj.get(k) : obj[k]; }
+
+  function loadData() {
+    const raw = model.data;
+    if (!raw || get(raw, "N") == null) { V.D = null; V.X = null; return; }
+    const D = {};
+    const keys = raw instanceof Map ? Array.from(raw.keys()) : Object.keys(raw);
+    for (const k of keys) D[k] = get(raw, k);
+    D.labels = String(D.label_text || "").split("\n");
+    D.tokens = D.tokens || [];
+    V.D = D;
+    V.X = prep(D);
+    V.widths = null;
+    V.hover = null;
+    V.hoverTrace = null;
+    loadFrozen();
+  }
+
+  function loadFrozen() {
+    const f = model.frozen, D = V.D;
+    V.frozenTrace = null;
+    if (!D || !f) return;
+    const nodes = get(f, "nodes");
+    if (!nodes || nodes.length !== D.N || get(f, "edges").length !== D.E) return;
+    let any = false;
+    for (let i = 0; i < nodes.length; i++) if (nodes[i]) { any = true; break; }
+    if (!any) return;
+    V.frozenTrace = {codes: nodes, origin: get(f, "origin"), ecodes: get(f, "edges"), gon: get(f, "glyphs")};
+  }
+
+  // ----------------------------------------------------------------------------- geometry
+
+  function fit() {
+    const D = V.D;
+    return D ? Math.min(V.w, V.h) / (2 * D.extent) : 1;
+  }
+  function scale() { return fit() * V.zoom; }
+  function toScreen(x, y) {
+    const S = scale();
+    return [V.w / 2 + V.panX + x * S, V.h / 2 + V.panY - y * S];
+  }
+  function toData(sx, sy) {
+    const S = scale();
+    return [(sx - V.w / 2 - V.panX) / S, -(sy - V.h / 2 - V.panY) / S];
+  }
+
+  function resize() {
+    const r = root.getBoundingClientRect();
+    const w = Math.max(50, Math.round(r.width)), h = Math.max(50, Math.round(r.height));
+    if (w === V.w && h === V.h && V.dpr === (window.devicePixelRatio || 1)) return;
+    V.w = w; V.h = h; V.dpr = window.devicePixelRatio || 1;
+    canvas.width = Math.round(w * V.dpr); canvas.height = Math.round(h * V.dpr);
+    canvas.style.width = `${w}px`; canvas.style.height = `${h}px`;
+    V.base = null;
+    schedule();
+  }
+
+  // ------------------------------------------------------------------------------ drawing
+
+  function state(trace, u) {  // display state of node u (flow_data.py's table)
+    const D = V.D;
+    if (!trace) return 5 + D.n_base[u];
+    if (trace.origin[u]) return 8 + Math.max(trace.codes[u], 1);
+    return trace.codes[u] ? trace.codes[u] : 4;
+  }
+
+  function drawRings(g, S) {
+    const D = V.D, [cx, cy] = toScreen(0, 0);
+    const band = D.ch * S;
+    for (let k = 0; k < D.L; k++) {
+      const chosen = model.level != null && k === model.level;
+      g.beginPath(); g.arc(cx, cy, D.radii[k] * S, 0, 2 * Math.PI);
+      g.globalAlpha = chosen ? 1 : 0.55;
+      g.strokeStyle = chosen ? D.band_fill : "#f3f3f3";
+      g.lineWidth = band + (chosen ? 6 * S : 0.6 * S);
+      g.stroke();
+      if (chosen) {
+        g.globalAlpha = 1; g.strokeStyle = D.band_line; g.lineWidth = 1.2;
+        for (const r of [D.radii[k] - D.ch / 2 - 3, D.radii[k] + D.ch / 2 + 3]) {
+          g.beginPath(); g.arc(cx, cy, r * S, 0, 2 * Math.PI); g.stroke();
+        }
+      }
+    }
+    g.globalAlpha = 1;
+    // the meeting ticks of sentences A and B, and the ring numbers (1-based levels)
+    g.strokeStyle = "#111"; g.lineWidth = Math.max(1.5, 3.2 * Math.min(1, S)); g.lineCap = "round";
+    g.beginPath();
+    for (let i = 0; i < D.t_x0.length; i++) {
+      const a = toScreen(D.t_x0[i], D.t_y0[i]), b = toScreen(D.t_x1[i], D.t_y1[i]);
+      g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]);
+    }
+    g.stroke(); g.lineCap = "butt";
+    // folded runs (R2's `runs`): an arc with a count, for tokens the graph does not reach at a level
+    if (D.r_level && D.r_level.length) {
+      g.strokeStyle = "#c9c9c9"; g.lineWidth = Math.max(2, 4 * S);
+      for (let i = 0; i < D.r_level.length; i++) {
+        const r = D.radii[D.r_level[i]] * S;
+        g.beginPath(); g.arc(cx, cy, r, -D.r_a1[i], -D.r_a0[i]); g.stroke();
+      }
+    }
+  }
+
+  function edgePath(g, e, S) {
+    const D = V.D, q = D.quant;
+    const [x0, y0] = toScreen(D.e_x0[e] / q, D.e_y0[e] / q), [x1, y1] = toScreen(D.e_x1[e] / q, D.e_y1[e] / q);
+    const [a, b] = toScreen(D.e_cx0[e] / q, D.e_cy0[e] / q), [c, d] = toScreen(D.e_cx1[e] / q, D.e_cy1[e] / q);
+    g.moveTo(x0, y0); g.bezierCurveTo(a, b, c, d, x1, y1);
+  }
+
+  function drawRestEdges(g, S) {
+    // at rest: only what can be followed (the `rest` edges: strongest per ring), grey by default,
+    // model-coloured in the combined mode
+    const D = V.D, X = V.X;
+    const groups = {};
+    for (let e = 0; e < X.E; e++) {
+      if (!D.e_rest[e]) continue;
+      const col = D.comparison && D.e_mem[e] !== 3 ? MODEL_COLOR[D.e_mem[e]] : "#7f7f7f";
+      (groups[col] = groups[col] || []).push(e);
+    }
+    g.lineWidth = 0.9; g.globalAlpha = 0.45;
+    for (const col in groups) {
+      g.strokeStyle = col; g.beginPath();
+      for (const e of groups[col]) edgePath(g, e, S);
+      g.stroke();
+    }
+    g.globalAlpha = 1;
+  }
+
+  function drawTraceEdges(g, S, tr, hovered) {
+    // the trace's edges, per layer the strongest EDGE_BUDGET (and every edge of the hovered/selected
+    // token), opacity by how many are drawn in the layer
+    const D = V.D, X = V.X;
+    const per = [];
+    for (let k = 0; k < X.L; k++) per.push([]);
+    for (let e = 0; e < X.E; e++) if (tr.ecodes[e]) per[X.layer[e]].push(e);
+    const groups = {};
+    for (let k = 0; k < X.L; k++) {
+      let list = per[k];
+      if (list.length > EDGE_BUDGET) {
+        const must = list.filter((e) => tr.origin[X.eu[e]] || tr.origin[X.ev[e]] || X.eu[e] === hovered || X.ev[e] === hovered);
+        const rest = list.filter((e) => !(tr.origin[X.eu[e]] || tr.origin[X.ev[e]] || X.eu[e] === hovered || X.ev[e] === hovered));
+        rest.sort((a, b) => X.strength[b] - X.strength[a]);
+        list = must.concat(rest.slice(0, Math.max(0, EDGE_BUDGET - must.length)));
+      }
+      const alpha = Math.max(0.18, Math.min(0.85, 14 / Math.max(1, list.length)));
+      for (const e of list) {
+        const key = `${tr.ecodes[e]}|${alpha.toFixed(2)}`;
+        (groups[key] = groups[key] || []).push(e);
+      }
+    }
+    g.lineWidth = 1.3;
+    for (const key in groups) {
+      const [code, a] = key.split("|");
+      g.strokeStyle = D.comparison ? MODEL_COLOR[+code] : MODEL_COLOR[D.models];
+      g.globalAlpha = +a;
+      g.beginPath();
+      for (const e of groups[key]) edgePath(g, e, S);
+      g.stroke();
+    }
+    g.globalAlpha = 1;
+  }
+
+  function drawCells(g, S, only) {
+    // glyph blocks, head glyphs and sparklines of every node (or of the nodes with only[u] set)
+    const D = V.D, X = V.X, q = D.quant;
+    const gl = D.glyph * S;
+    // glyph blocks
+    g.fillStyle = "#f4f4f4"; g.beginPath();
+    for (let u = 0; u < X.N; u++) {
+      if ((only && !only[u]) || !(D.n_bw[u] > 0)) continue;
+      quad(g, D.n_bx[u], D.n_by[u], D.n_bw[u], D.n_bh[u], D.n_ta[u], S);
+    }
+    g.fill();
+    // head glyphs by palette colour
+    const byColor = {};
+    for (let r = 0; r < X.G; r++) {
+      const u = D.g_node[r];
+      if (only && !only[u]) continue;
+      (byColor[D.g_gc[r]] = byColor[D.g_gc[r]] || []).push(r);
+    }
+    for (const gc in byColor) {
+      g.fillStyle = D.palette[+gc]; g.beginPath();
+      for (const r of byColor[gc]) {
+        const w = D.g_part[r] ? D.glyph / 2 : D.glyph;
+        if (gl < 1.5) {
+          const [sx, sy] = toScreen(D.g_x[r] / q, D.g_y[r] / q);
+          const ws = Math.max(0.6, w * S), hs = Math.max(0.6, gl);
+          g.rect(sx - ws / 2, sy - hs / 2, ws, hs);
+        } else {
+          quad(g, D.g_x[r] / q, D.g_y[r] / q, w, D.glyph, D.n_ta[u_of(r)], S);
+        }
+      }
+      g.fill();
+    }
+    // sparkline baselines and bars
+    g.strokeStyle = "#b0b0b0"; g.lineWidth = 0.8; g.beginPath();
+    for (let u = 0; u < X.N; u++) {
+      if ((only && !only[u]) || D.n_level[u] === X.L) continue;
+      const a = toScreen(D.n_sx0[u], D.n_sy0[u]), b = toScreen(D.n_sx1[u], D.n_sy1[u]);
+      g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]);
+    }
+    g.stroke();
+    const sparkCol = D.comparison ? {1: MODEL_COLOR[1], 2: MODEL_COLOR[2]} : {1: "#555555", 2: "#555555"};
+    for (const c of [1, 2]) {
+      g.strokeStyle = sparkCol[c]; g.lineWidth = Math.max(0.8, Math.min(1.4, 1.4 * S * 2)); g.beginPath();
+      for (let i = 0; i < D.s_node.length; i++) {
+        if (D.s_model[i] !== c || (only && !only[D.s_node[i]])) continue;
+        const a = toScreen(D.s_x0[i] / q, D.s_y0[i] / q), b = toScreen(D.s_x1[i] / q, D.s_y1[i] / q);
+        g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]);
+      }
+      g.stroke();
+    }
+  }
+  function u_of(r) { return V.D.g_node[r]; }
+
+  function quad(g, x, y, w, h, ang, S) {  // a w×h rectangle centred on (x, y), rotated by ang (data)
+    const c = Math.cos(ang), s = Math.sin(ang);
+    const ux = c * w / 2, uy = s * w / 2, vx = -s * h / 2, vy = c * h / 2;
+    const p = [toScreen(x - ux - vx, y - uy - vy), toScreen(x + ux - vx, y + uy - vy),
+               toScreen(x + ux + vx, y + uy + vy), toScreen(x - ux + vx, y - uy + vy)];
+    g.moveTo(p[0][0], p[0][1]); g.lineTo(p[1][0], p[1][1]); g.lineTo(p[2][0], p[2][1]); g.lineTo(p[3][0], p[3][1]);
+    g.closePath();
+  }
+
+  function drawHalos(g, S, tr) {
+    const D = V.D, X = V.X;
+    for (let u = 0; u < X.N; u++) {
+      const st = state(tr, u);
+      const a = D.halo_alpha[st];
+      if (!(a > 0)) continue;
+      const [sx, sy] = toScreen(D.n_hx[u], D.n_hy[u]);
+      g.globalAlpha = a; g.fillStyle = D.state_colors[st];
+      g.beginPath(); g.arc(sx, sy, Math.max(3, D.n_hr[u] * S), 0, 2 * Math.PI); g.fill();
+    }
+    g.globalAlpha = 1;
+  }
+
+  function labelWidths(g) {
+    const D = V.D, font = `${FONT_PX}px ${FONT_FAMILY}`;
+    if (V.widths && V.widthsFont === font) return V.widths;
+    g.font = font;
+    const w = new Float32Array(D.N);
+    const cache = new Map();
+    for (let u = 0; u < D.N; u++) {
+      const t = D.labels[u] || "";
+      if (!t) continue;
+      let m = cache.get(t);
+      if (m == null) { m = g.measureText(t).width; cache.set(t, m); }
+      w[u] = m;
+    }
+    V.widths = w; V.widthsFont = font;
+    return w;
+  }
+
+  function placeAll(g, S, tr) {
+    // which labels show at this zoom: traced tokens first, then by priority; candidates: the label row
+    // of the cell, then one line further out (into the gap between rings)
+    const D = V.D, X = V.X;
+    const widths = labelWidths(g);
+    const order = [];
+    for (let u = 0; u < X.N; u++) {
+      if (!widths[u]) continue;
+      const [sx, sy] = toScreen(D.n_lx[u], D.n_ly[u]);
+      if (sx < -60 || sy < -20 || sx > V.w + 60 || sy > V.h + 20) continue;
+      order.push(u);
+    }
+    const key = new Float64Array(X.N);
+    for (const u of order) {
+      let k = D.n_prio[u];
+      if (tr) k += tr.origin[u] ? 2e6 : tr.codes[u] ? 1e6 : 0;
+      if (X.lvl[u] === X.L) k += 4e6;
+      key[u] = k;
+    }
+    order.sort((a, b) => key[b] - key[a] || a - b);
+    const h = FONT_PX + 2;
+    const items = order.map((u) => {
+      const [sx, sy] = toScreen(D.n_lx[u], D.n_ly[u]);
+      const [ox, oy] = toScreen(D.n_lx[u] * 1.0 + Math.cos(D.n_angle[u]) * (h + 2) / S,
+                                D.n_ly[u] + Math.sin(D.n_angle[u]) * (h + 2) / S);
+      return {w: widths[u] + 2, h, cands: [[sx, sy], [ox, oy]]};
+    });
+    const boxes = placeLabels(items, {bounds: [0, 0, V.w, V.h]});
+    const placed = [];
+    for (let i = 0; i < order.length; i++) if (boxes[i]) placed.push([order[i], boxes[i]]);
+    return placed;
+  }
+
+  function drawLabels(g, S, tr, placed) {
+    const D = V.D;
+    g.font = `${FONT_PX}px ${FONT_FAMILY}`; g.textAlign = "center"; g.textBaseline = "middle";
+    const focus = !!model.focus;
+    for (const [u, b] of placed) {
+      const st = state(tr, u);
+      if (focus && st === 4) continue;
+      g.fillStyle = D.text_colors[st];
+      g.globalAlpha = st === 4 ? 0.45 : 1;
+      g.fillText(D.labels[u], b[0] + b[2] / 2, b[1] + b[3] / 2 + 0.5);
+    }
+    g.globalAlpha = 1;
+  }
+
+  function paint(g, forExport) {
+    // the whole drawing onto a Canvas 2D context (or the SVG recorder); returns the placed labels
+    const D = V.D, S = scale();
+    const tr = V.hoverTrace || V.frozenTrace;
+    g.fillStyle = "#ffffff"; g.fillRect(0, 0, V.w, V.h);
+    if (!D) return [];
+    drawRings(g, S);
+    drawRestEdges(g, S);
+    drawCells(g, S, null);
+    if (tr) {
+      // dim what is not traced (focus: hide it), then draw the trace at full strength over it
+      g.globalAlpha = model.focus ? 1 : 0.78; g.fillStyle = "#ffffff"; g.fillRect(0, 0, V.w, V.h);
+      g.globalAlpha = 1;
+      drawTraceEdges(g, S, tr, V.hover ? V.hover.node : -1);
+      const only = new Uint8Array(V.X.N);
+      for (let u = 0; u < V.X.N; u++) only[u] = tr.codes[u] || tr.origin[u] ? 1 : 0;
+      drawCells(g, S, only);
+      drawGlyphHighlights(g, S, tr);
+    }
+    drawHalos(g, S, tr);
+    const placed = placeAll(g, S, tr);
+    drawLabels(g, S, tr, placed);
+    return placed;
+  }
+
+  function drawGlyphHighlights(g, S, tr) {
+    // a traced head glyph gets a dark outline (its head carries the trace's attention)
+    const D = V.D, q = D.quant;
+    if (D.glyph * S < 2) return;
+    g.strokeStyle = "#222"; g.lineWidth = 0.8; g.beginPath();
+    for (let r = 0; r < V.X.G; r++) {
+      if (!tr.gon[r]) continue;
+      const w = D.g_part[r] ? D.glyph / 2 : D.glyph;
+      quad(g, D.g_x[r] / q, D.g_y[r] / q, w, D.glyph, D.n_ta[D.g_node[r]], S);
+    }
+    g.stroke();
+  }
+
+  function draw() {
+    V.pending = false;
+    resize();
+    const t0 = performance.now();
+    ctx.setTransform(V.dpr, 0, 0, V.dpr, 0, 0);
+    const placed = paint(ctx, false);
+    const ms = performance.now() - t0;
+    publish(placed, ms);
+  }
+
+  function schedule() {
+    if (V.pending) return;
+    V.pending = true;
+    requestAnimationFrame(draw);
+  }
+
+  function publish(placed, ms) {
+    // the test hook (radial.py's docstring): label boxes in CSS px of the root, trace coverage, timing
+    const D = V.D;
+    const boxes = placed.map(([u, b]) => [Math.round(b[0] * 10) / 10, Math.round(b[1] * 10) / 10,
+      Math.round(b[2] * 10) / 10, Math.round(b[3] * 10) / 10, D.n_pos[u], D.n_level[u]]);
+    root.setAttribute("data-label-boxes", JSON.stringify(boxes));
+    const tr = V.hoverTrace || V.frozenTrace;
+    let total = 0, lab = 0;
+    if (tr) {
+      const on = new Uint8Array(D.N);
+      for (const [u] of placed) on[u] = 1;
+      for (let u = 0; u < D.N; u++) {
+        if (!(tr.codes[u] || tr.origin[u]) || !D.labels[u]) continue;
+        total += 1;
+        if (on[u]) lab += 1;
+      }
+    }
+    root.setAttribute("data-trace-total", String(total));
+    root.setAttribute("data-trace-labelled", String(lab));
+    root.setAttribute("data-draw-ms", ms.toFixed(2));
+    root.setAttribute("data-zoom", V.zoom.toFixed(3));
+    root.setAttribute("data-trace", tr ? (V.hoverTrace ? "hover" : "frozen") : "");
+    root.setAttribute("data-nodes", String(D ? D.N : 0));
+    root.setAttribute("data-ready", D ? "1" : "0");
+  }
+
+  // ------------------------------------------------------------------------------- hovering
+
+  function hit(sx, sy) {
+    // what lies under the pointer: a head glyph {kind: "glyph", row}, a token {kind: "node", id} or null
+    const D = V.D, X = V.X;
+    if (!D) return null;
+    const [x, y] = toData(sx, sy), q = D.quant, S = scale();
+    const slack = Math.max(0.3, 2 / S);
+    if (D.glyph * S >= 2) {
+      const half = D.glyph / 2 + slack;
+      let best = -1, bd = 1e9;
+      for (let r = 0; r < X.G; r++) {
+        const dx = Math.abs(D.g_x[r] / q - x), dy = Math.abs(D.g_y[r] / q - y);
+        if (dx <= half && dy <= half) { const d = dx + dy; if (d < bd) { bd = d; best = r; } }
+      }
+      if (best >= 0) return {kind: "glyph", row: best};
+    }
+    let best = -1, bd = 1e9;
+    for (let u = 0; u < X.N; u++) {
+      const d = Math.hypot(D.n_hx[u] - x, D.n_hy[u] - y);
+      if (d <= Math.max(D.n_hr[u], 4 / S) && d < bd) { bd = d; best = u; }
+    }
+    return best >= 0 ? {kind: "node", id: best} : null;
+  }
+
+  function traceOf(h, shift) {
+    const D = V.D, X = V.X;
+    const codes = new Uint8Array(X.N), origin = new Uint8Array(X.N);
+    let restrict = null, node;
+    if (h.kind === "glyph") {
+      const u = D.g_node[h.row], hd = D.g_head[h.row], own = D.g_model[h.row];
+      const which = (shift && X.models === 3) ? [PRE, FINE] : [own];
+      restrict = {};
+      for (const c of which) { traceHead(X, c, u, hd, codes); restrict[c] = [u, hd]; }
+      origin[u] = 1; node = u;
+    } else {
+      node = h.id;
+      for (const c of [PRE, FINE]) if (X.models & c) traceNode(X, c, node, codes);
+      origin[node] = 1;
+    }
+    const {ecodes, gon} = markEdges(X, codes, restrict);
+    return {codes, origin, ecodes, gon, node};
+  }
+
+  function rating(v) {
+    const r = Math.max(0, Math.min(5, Math.ceil(v - 1e-9)));
+    return "\u25cf".repeat(r) + "\u25cb".repeat(5 - r);
+  }
+
+  function describe(h) {
+    const D = V.D;
+    if (!D) { info.innerHTML = ""; return; }
+    if (!h) {
+      info.innerHTML = "<span style='color:#777'>Hover a token or a head glyph; click to freeze, shift-click " +
+        "tokens on two rings for the paths between them; wheel to zoom.</span>";
+      return;
+    }
+    const u = h.kind === "glyph" ? D.g_node[h.row] : h.id;
+    const lv = D.n_level[u], mem = D.n_mem[u];
+    const lines = [`<b style="font-size:13px">${esc(D.tokens[D.n_pos[u]])}</b> ` +
+      `level ${lv + 1} of ${D.L + 1} \u00b7 token ${D.n_pos[u] + 1} of ${D.n}`];
+    if (D.models === 3) lines.push(`<span style="color:${MODEL_COLOR[mem]}">\u25a0</span> ${MODEL_NAME[mem]}`);
+    if (h.kind === "glyph") {
+      const r = h.row;
+      lines.push(`<b>head ${D.g_head[r] + 1} of layer ${lv}</b> (attends to level ${lv})`);
+      const parts = [];
+      if (D.models & 1) parts.push(`<span style="color:${MODEL_COLOR[1]}">pre-trained</span>: ${D.g_cp[r]} token(s)`);
+      if (D.models & 2) parts.push(`<span style="color:${MODEL_COLOR[2]}">fine-tuned</span>: ${D.g_cf[r]} token(s)`);
+      lines.push(parts.join(" \u00b7 "));
+    } else if (lv < D.L) {
+      for (const c of [1, 2]) {
+        const col = D[`n_i${c}`];
+        if (!(D.models & c) || !col) continue;
+        const name = c === 1 ? "pre-trained" : "fine-tuned";
+        lines.push(`<span style="color:${MODEL_COLOR[c]}">${name}</span>: influence I = ${col[u].toFixed(2)} ` +
+          `<span style="color:${MODEL_COLOR[c]}">${rating(col[u])}</span>`);
+      }
+    } else {
+      lines.push("the root: the classification output");
+    }
+    info.innerHTML = lines.join("<br>");
+  }
+
+  function setHover(h) {
+    const key = h ? `${h.kind}:${h.kind === "glyph" ? h.row : h.id}:${h.kind === "glyph" && V.shift ? 1 : 0}` : "";
+    const old = V.hover ? V.hover.key : "";
+    if (key === old) return;
+    if (h) {
+      h.key = key;
+      const t0 = performance.now();
+      V.hoverTrace = traceOf(h, V.shift);
+      V.hover = h; V.hover.node = V.hoverTrace.node;
+      root.setAttribute("data-trace-ms", (performance.now() - t0).toFixed(2));
+    } else {
+      V.hover = null; V.hoverTrace = null;
+    }
+    describe(h);
+    root.setAttribute("data-hover", h ? key : "");
+    draw();  // at once: the hover redraw is measured (data-draw-ms)
+  }
+
+  // -------------------------------------------------------------------------------- picking
+
+  function send(selection, head, headModel) {
+    const seq = ((model.pick && get(model.pick, "seq")) || 0) + 1;
+    model.pick = {selection, head, head_model: headModel, seq};
+  }
+
+  function currentSelection() {
+    const s = model.frozen ? get(model.frozen, "selection") : null;
+    return s ? Array.from(s, (p) => [p[0], p[1]]) : [];
+  }
+
+  function clickAt(sx, sy, shift) {
+    const D = V.D, h = hit(sx, sy);
+    if (!h) { send([], [], "both"); return; }
+    if (h.kind === "glyph") {
+      const u = D.g_node[h.row], lv = D.n_level[u];
+      if (lv === 0) return;
+      const hm = D.models !== 3 ? "both" : (shift ? "both" : (D.g_model[h.row] === 1 ? "pretrained" : "finetuned"));
+      send([[lv, D.n_pos[u]]], [lv - 1, D.g_head[h.row]], hm);
+      return;
+    }
+    const item = [D.n_level[h.id], D.n_pos[h.id]];
+    let sel = shift ? currentSelection() : [];
+    const at = sel.findIndex((p) => p[0] === item[0] && p[1] === item[1]);
+    if (at >= 0 && shift) sel.splice(at, 1); else sel.push(item);
+    send(sel, [], "both");
+  }
+
+  function brush(poly) {
+    // the tokens whose hit centre lies inside the polygon (screen px)
+    const D = V.D, sel = [];
+    for (let u = 0; u < D.N; u++) {
+      const [sx, sy] = toScreen(D.n_hx[u], D.n_hy[u]);
+      if (inside(poly, sx, sy)) sel.push([D.n_level[u], D.n_pos[u]]);
+    }
+    root.setAttribute("data-brushed", String(sel.length));
+    if (sel.length) send(sel, [], "both");
+  }
+
+  function inside(poly, x, y) {
+    let c = false;
+    for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+      const [xi, yi] = poly[i], [xj, yj] = poly[j];
+      if ((yi > y) !== (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi) c = !c;
+    }
+    return c;
+  }
+
+  // --------------------------------------------------------------------------------- events
+
+  function local(ev) {
+    const r = root.getBoundingClientRect();
+    return [ev.clientX - r.left, ev.clientY - r.top];
+  }
+
+  canvas.addEventListener("pointerdown", (ev) => {
+    const [x, y] = local(ev);
+    V.drag = {x0: x, y0: y, x, y, panX: V.panX, panY: V.panY, moved: false, pts: [[x, y]], shift: ev.shiftKey};
+    canvas.setPointerCapture(ev.pointerId);
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    const [x, y] = local(ev);
+    V.shift = ev.shiftKey;
+    const d = V.drag;
+    if (d) {
+      d.x = x; d.y = y;
+      if (Math.hypot(x - d.x0, y - d.y0) > 3) d.moved = true;
+      if (!d.moved) return;
+      if (V.tool === "pan") { V.panX = d.panX + x - d.x0; V.panY = d.panY + y - d.y0; schedule(); }
+      else { d.pts.push([x, y]); drawBrush(d); }
+      return;
+    }
+    setHover(hit(x, y));
+  });
+  canvas.addEventListener("pointerup", (ev) => {
+    const d = V.drag;
+    V.drag = null;
+    if (!d) return;
+    if (!d.moved) { clickAt(d.x0, d.y0, ev.shiftKey || d.shift); return; }
+    if (V.tool === "box") brush([[d.x0, d.y0], [d.x, d.y0], [d.x, d.y], [d.x0, d.y]]);
+    else if (V.tool === "lasso" && d.pts.length > 2) brush(d.pts);
+    draw();
+  });
+  canvas.addEventListener("pointerleave", () => { if (!V.drag) setHover(null); });
+  canvas.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const [x, y] = local(ev);
+    const f = Math.exp(-ev.deltaY * 0.0015);
+    const z = Math.max(1, Math.min(40, V.zoom * f));
+    const k = z / V.zoom;
+    // keep the point under the pointer where it is
+    V.panX = (x - V.w / 2) - k * (x - V.w / 2 - V.panX);
+    V.panY = (y - V.h / 2) - k * (y - V.h / 2 - V.panY);
+    V.zoom = z;
+    if (z === 1) { V.panX = V.panY = 0; }
+    schedule();
+  }, {passive: false});
+  const onkey = (ev) => {
+    if (!!ev.shiftKey !== V.shift) {
+      V.shift = !!ev.shiftKey;
+      if (V.hover && V.hover.kind === "glyph") { const h = {kind: "glyph", row: V.hover.row}; V.hover = null; setHover(h); }
+    }
+  };
+  window.addEventListener("keydown", onkey, true);
+  window.addEventListener("keyup", onkey, true);
+
+  function drawBrush(d) {
+    draw();
+    ctx.save();
+    ctx.setTransform(V.dpr, 0, 0, V.dpr, 0, 0);
+    ctx.strokeStyle = "#5b6f95"; ctx.fillStyle = "rgba(91,111,149,0.12)"; ctx.lineWidth = 1;
+    ctx.beginPath();
+    if (V.tool === "box") ctx.rect(Math.min(d.x0, d.x), Math.min(d.y0, d.y), Math.abs(d.x - d.x0), Math.abs(d.y - d.y0));
+    else { ctx.moveTo(d.pts[0][0], d.pts[0][1]); for (const p of d.pts) ctx.lineTo(p[0], p[1]); ctx.closePath(); }
+    ctx.fill(); ctx.stroke();
+    ctx.restore();
+  }
+
+  // --------------------------------------------------------------------------------- export
+
+  function svgString() {
+    // what is drawn (zoom included), the legend beside it and both sentences in full, wrapped below
+    const D = V.D;
+    const rec = new SvgRecorder(V.w, V.h);
+    paint(rec, true);
+    const side = 300, pad = 10;
+    const legend = (model.legend || []);
+    const lines = wrapSentences(V.w + side, 7.2);
+    const W = V.w + side + 2 * pad, H = Math.max(V.h, 20 * legend.length + 40) + 30 + 18 * lines.length + 2 * pad;
+    const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">`,
+      `<rect width="${W}" height="${H}" fill="#ffffff"/>`,
+      `<g transform="translate(${pad},${pad})"><clipPath id="af-clip"><rect width="${V.w}" height="${V.h}"/></clipPath>`,
+      `<g clip-path="url(#af-clip)">`, ...rec.out, "</g></g>"];
+    let y = pad + 14;
+    const lx = pad + V.w + 12;
+    parts.push(`<text x="${lx}" y="${y}" font-size="13" font-weight="bold" font-family="sans-serif">${esc(model.title || "Attention Flows")}</text>`);
+    y += 10;
+    for (const row of legend) {
+      const kind = row[0], colors = row[1], text = row[2];
+      y += 18;
+      let x = lx;
+      if (kind === "swatch" || kind === "band") { parts.push(`<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${colors[0]}"${colors[1] ? ` stroke="${colors[1]}"` : ""}/>`); x += 16; }
+      else if (kind === "split") { parts.push(`<rect x="${x}" y="${y - 10}" width="6" height="12" fill="${colors[0]}"/><rect x="${x + 6}" y="${y - 10}" width="6" height="12" fill="${colors[1]}"/>`); x += 16; }
+      else if (kind === "ramp") { colors.forEach((c, i) => parts.push(`<rect x="${x + i * 9}" y="${y - 10}" width="9" height="12" fill="${c}"/>`)); x += colors.length * 9 + 4; }
+      else if (kind === "spark" || kind === "edge") { parts.push(`<path d="M${x} ${y}L${x + 14} ${y}M${x + 7} ${y}L${x + 7} ${y - 10}" stroke="${colors[0]}" fill="none"/>`); x += 18; }
+      const words = wrapText(text, Math.floor((side - (x - lx)) / 6.2));
+      words.forEach((t, i) => parts.push(`<text x="${x}" y="${y + i * 13}" font-size="10.5" font-family="sans-serif" fill="#333">${esc(t)}</text>`));
+      y += 13 * (words.length - 1);
+    }
+    let sy = pad + Math.max(V.h, y) + 24;
+    for (const [seg, t] of lines) {
+      parts.push(`<text x="${pad}" y="${sy}" font-size="12" font-family="${FONT_FAMILY.replace(/"/g, "'")}" fill="${seg ? MODEL_COLOR[2] : "#222"}">${esc(t)}</text>`);
+      sy += 18;
+    }
+    parts.push("</svg>");
+    return parts.join("\n").replace(`height="${H}" viewBox="0 0 ${W} ${H}"`, `height="${sy}" viewBox="0 0 ${W} ${sy}"`)
+      .replace(`<rect width="${W}" height="${H}"`, `<rect width="${W}" height="${sy}"`);
+  }
+
+  function wrapText(text, n) {
+    const out = [];
+    let line = "";
+    for (const w of String(text).split(/\s+/)) {
+      if (line && (line + " " + w).length > n) { out.push(line); line = w; } else line = line ? line + " " + w : w;
+    }
+    if (line) out.push(line);
+    return out.length ? out : [""];
+  }
+
+  function wrapSentences(width, cw) {
+    // sentence A then B, each in full, wrapped at `width` px (cw px per character)
+    const D = V.D, n = Math.max(20, Math.floor(width / cw));
+    const out = [];
+    for (const seg of [0, 1]) {
+      const toks = [];
+      for (let p = 0; p < D.n; p++) if (D.segs[p] === seg) toks.push(D.tokens[p]);
+      if (!toks.length) continue;
+      const text = (seg ? "B: " : "A: ") + toks.join(" ").replace(/ -(?=\S)/g, "");
+      for (const l of wrapText(text, n)) out.push([seg, l]);
+    }
+    return out;
+  }
+
+  function download(blob, name) {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob); a.download = name;
+    root.appendChild(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 2000);
+  }
+
+  function exportSvg() {
+    if (!V.D) return;
+    const s = svgString();
+    root.setAttribute("data-export-svg-bytes", String(s.length));
+    download(new Blob([s], {type: "image/svg+xml"}), "attention-flows.svg");
+  }
+
+  function exportPng() {
+    if (!V.D) return;
+    const s = svgString();
+    const m = /width="(\d+(?:\.\d+)?)" height="(\d+(?:\.\d+)?)"/.exec(s);
+    const w = +m[1], h = +m[2];
+    const img = new Image();
+    img.onload = () => {
+      const c = document.createElement("canvas");
+      c.width = Math.round(w * 3); c.height = Math.round(h * 3);
+      const g = c.getContext("2d");
+      g.setTransform(3, 0, 0, 3, 0, 0);
+      g.drawImage(img, 0, 0, w, h);
+      c.toBlob((b) => { root.setAttribute("data-export-png-bytes", String(b.size)); download(b, "attention-flows.png"); }, "image/png");
+    };
+    img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(s);
+  }
+
+  // expose the export for tests and the app (the SVG text of what is drawn)
+  root.attnflowsSvg = svgString;
+
+  // ------------------------------------------------------------------------------ wiring
+
+  model.on("data", () => { loadData(); V.base = null; describe(null); draw(); });
+  model.on("frozen", () => { loadFrozen(); draw(); });
+  model.on("level", () => draw());
+  model.on("focus", () => draw());
+  model.on("legend", () => {});
+  model.on("title", () => {});
+  model.on("pick", () => {});
+  model.on("export", () => {
+    const what = model.export || "";
+    if (what.startsWith("svg")) exportSvg(); else if (what.startsWith("png")) exportPng();
+  });
+  const ro = new ResizeObserver(() => resize());
+  ro.observe(root);
+  model.on("remove", () => {
+    ro.disconnect();
+    window.removeEventListener("keydown", onkey, true);
+    window.removeEventListener("keyup", onkey, true);
+  });
+  loadData();
+  describe(null);
+  requestAnimationFrame(() => { resize(); draw(); });
+}
+
+export default {render};
