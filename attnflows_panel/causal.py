@@ -556,7 +556,7 @@ class CausalPair:
         p, i = torch.topk(logp.exp(), top)
         ids = i.tolist()
         toks = self.tokenizer.convert_ids_to_tokens(ids)
-        return Prediction(tuple((str(t), int(j), float(q)) for t, j, q in zip(toks, ids, p.tolist())))
+        return Prediction(tuple((str(t), int(j), float(q)) for t, j, q in zip(toks, ids, p.tolist(), strict=True)))
 
     def check_root(self, encoded: Encoded, root: int | None) -> int:
         """The root's position: ``root`` (negative counts from the end), or the prompt's last token."""
@@ -577,7 +577,7 @@ class CausalPair:
             raise CausalInputError(f"tau must lie in [0, 1); got {tau_min!r}")
         runs = self.run(encoded) if runs is None else runs
         logp = [torch.log_softmax(self.next_token_logits(m, r, root), -1)
-                for m, r in zip((self.pretrained, self.finetuned), runs)]
+                for m, r in zip((self.pretrained, self.finetuned), runs, strict=True)]
         top = min(top, int(logp[0].numel()))
         edges = {"pretrained": runs[0].trace(root, tau_min), "finetuned": runs[1].trace(root, tau_min)}
         return RootAnalysis(root, self._prediction(logp[0], top), self._prediction(logp[1], top),

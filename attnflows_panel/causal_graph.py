@@ -216,7 +216,7 @@ class CausalAttentionGraph:
             return []
         starts = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
         heads = np.split(h.astype(int), starts[1:])
-        return [Edge(k, int(a[i]), int(b[i]), tuple(hs.tolist())) for i, hs in zip(starts, heads)]
+        return [Edge(k, int(a[i]), int(b[i]), tuple(hs.tolist())) for i, hs in zip(starts, heads, strict=True)]
 
     def edge_count(self) -> int:
         """Number of distinct ``(layer, a, b)`` edges."""

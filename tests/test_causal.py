@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from causal_models import CHATS, FAMILIES, instruct_from, write_family
 
 from attnflows_panel.causal import CausalInputError, CausalPair, recording
 from attnflows_panel.causal_graph import CausalAttentionGraph, trace_rows
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.models import ModelLoadError, ModelPairError
-from causal_models import CHATS, FAMILIES, instruct_from, write_family
 
 TEXT = "The cat sat on the mat and the fox jumps over the lazy dog. What is the capital of France?"
 
@@ -69,8 +69,8 @@ def test_rows_equal_eager_attention(family, family_dirs):
             got = runs[0].layers[k].rows(rows).numpy()
             np.testing.assert_allclose(got, attn[k][:, rows], atol=1e-5, rtol=0)
             h, i, b = np.nonzero(attn[k][:, rows] > 0.05)
-            want = sorted(zip(rows[i].tolist(), b.tolist(), h.tolist()))
-            assert sorted(zip(edges.a[k].tolist(), edges.b[k].tolist(), edges.h[k].tolist())) == want
+            want = sorted(zip(rows[i].tolist(), b.tolist(), h.tolist(), strict=True))
+            assert sorted(zip(edges.a[k].tolist(), edges.b[k].tolist(), edges.h[k].tolist(), strict=True)) == want
             np.testing.assert_allclose(edges.w[k], attn[k][edges.h[k], edges.a[k], edges.b[k]], atol=1e-5)
         np.testing.assert_allclose(pair.next_token_logits(pair.pretrained, runs[0], root).numpy(),
                                    logits[root].numpy(), atol=1e-4)
@@ -180,10 +180,11 @@ def test_chat_segments_follow_the_roles(instruct_pair):
     enc = pair.encode(chat=chat[:2])
     assert [s[0] for s in enc.segments] == ["system", "user"]
     assert enc.segments[0][1] == 0 and enc.segments[-1][2] == enc.n
-    assert all(a[2] == b[1] for a, b in zip(enc.segments, enc.segments[1:]))
+    assert all(a[2] == b[1] for a, b in zip(enc.segments, enc.segments[1:], strict=False))
     text = pair.tokenizer.decode(list(enc.ids))
     assert text.endswith("<|im_start|>assistant\n")  # the generation prompt: the root predicts the answer
-    for (role, s, e), msg in zip(enc.segments, chat):
+    for (role, s, e), msg in zip(enc.segments, chat, strict=False):
+        assert role == msg["role"]
         assert msg["content"] in pair.tokenizer.decode(list(enc.ids[s:e]))
     full = pair.encode(chat=chat)
     assert [s[0] for s in full.segments] == ["system", "user", "assistant"]
