@@ -459,6 +459,7 @@ class _Rows:
         self.malformed: list[MalformedRow] = []
         self.labels = labels  # the user's label names (open tasks)
         self.spaces: dict[str, _LabelSpace] = {}
+        self.uncovered: dict[str, int] = {}  # labels of the data that the user's label names lack: rows
 
     def __len__(self) -> int:
         return len(self.cols["id"])
@@ -510,6 +511,10 @@ class _Rows:
                 self.bad(file, line, f"label {label!r} and label_name {label_name!r} disagree", raw)
                 return False
         except ValueError as exc:
+            if self.labels is not None and task not in TASKS:  # labels=[...] misses a label: one error at the end
+                key = str(label if has_label else label_name).strip()
+                self.uncovered[key] = self.uncovered.get(key, 0) + 1
+                return False
             self.bad(file, line, str(exc), raw)
             return False
         if id in self.ids:
@@ -1331,6 +1336,10 @@ def load_corpus(source: str | os.PathLike, task: str | None = None, split: str |
             "a GLUE task folder (holding train.tsv/dev.tsv), a datasets folder, or a .csv/.jsonl file"
         )
 
+    if rows.uncovered:
+        missing = ", ".join(f"{k!r} ({n} rows)" for k, n in sorted(rows.uncovered.items()))
+        raise ValueError(f"labels={labels} do not cover the labels of {label}: missing {missing}; give every label "
+                         "name in id order (CLI: --labels NAME0,NAME1,…)")
     if len(rows) == 0:
         what = []
         if task:

@@ -200,8 +200,11 @@ def test_three_label_jsonl_with_integer_labels_needs_names(tmp_path):
     cols = parse_columns("s1,s2,y")
     with pytest.raises(ValueError, match=r"numbers \[0, 1, 2, 5\] with no names.*--labels NAME0,NAME1"):
         load_corpus(path, column_map=cols)
-    with pytest.warns(MalformedRowsWarning, match=re.escape("nli.jsonl:7: unknown label 5 for nli")):
-        ds = load_corpus(path, column_map=cols, labels=NLI)
+    # labels= must cover every label of the data: the out-of-range 5 is named, not dropped as malformed
+    with pytest.raises(ValueError, match=r"do not cover the labels of .*nli\.jsonl: missing '5' \(1 rows\)"):
+        load_corpus(path, column_map=cols, labels=NLI)
+    path.write_text("\n".join(json.dumps(r) for r in recs[:-1]) + "\n", encoding="utf-8")
+    ds = load_corpus(path, column_map=cols, labels=NLI)
     assert len(ds) == 6 and label_names(ds) == NLI
     assert ds["label_name"] == [p[2] for p in PAIRS]
     # labels with names and ids side by side fix the order without labels=
