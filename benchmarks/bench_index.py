@@ -20,7 +20,7 @@
    best-of ratio is reported beside it. First-call costs are warmed up on both sides; the pair's
    fingerprint (a hash of both weight files, computed once per loaded pair and cached on it) is
    computed in the warm-up and printed apart. ``--engines ray`` (or ``local,ray``) measures the Ray
-   Data engine (:mod:`attnflows_panel.index_ray`) on its own corpus, ``--ray-data`` (default: the
+   Data engine (:mod:`attnflows_panel.index.build_ray`) on its own corpus, ``--ray-data`` (default: the
    local one; P2 uses ``glue-mix``, 11,620 pairs, and MRPC train, 3,667 pairs: the workers' one-time
    start amortises over a real corpus, not over 408 pairs), alternating with raw forward passes over the same pairs
    ``--ray-repeats`` times, on a local Ray started once before the runs (``ray.init`` not counted):
@@ -158,6 +158,8 @@ def _load_pairs(data: str | None, limit: int | None):
 
 def bench_throughput(args) -> dict:
     import attnflows_panel.index as I
+    from attnflows_panel.index import build as index_build
+    from attnflows_panel.index import plan as index_plan
     from attnflows_panel import signatures as S
     from attnflows_panel.graph import AttentionGraph
 
@@ -185,9 +187,11 @@ def bench_throughput(args) -> dict:
             raw_times.append(w)
             raw_cpu.append(c)
         prof = {"model_forward": 0.0, "usage_batch": 0.0, "write_shards": 0.0, "finalise": 0.0}
+        # the shards' file writes (ShardWriter, index.plan) and the consolidation (index.build) are timed
+        # where those modules look them up
         originals = {
-            "usage_batch": pair.usage_batch, "result_usage": I.result_usage, "_save_npy": I._save_npy,
-            "_save_parquet": I._save_parquet, "_finalise": I._finalise,
+            "usage_batch": pair.usage_batch, "save_npy": index_plan.save_npy,
+            "save_parquet": index_plan.save_parquet, "consolidate_shards": index_build.consolidate_shards,
         }
 
         def timed(name, fn):
@@ -203,17 +207,9 @@ def bench_throughput(args) -> dict:
         # the two models' own forward passes, timed where they run inside the build
         for model in (pair.pretrained_model, pair.finetuned_model):
             model.forward = timed("model_forward", type(model).forward.__get__(model))
-        I._save_npy = timed("write_shards", originals["_save_npy"])
-        I._save_parquet = timed("write_shards", originals["_save_parquet"])
-        def finalise(*a, **k):  # its own file writes count as finalise, not as shard files
-            before, t = prof["write_shards"], time.perf_counter()
-            try:
-                return originals["_finalise"](*a, **k)
-            finally:
-                prof["finalise"] += time.perf_counter() - t
-                prof["write_shards"] = before
-
-        I._finalise = finalise
+        index_plan.save_npy = timed("write_shards", originals["save_npy"])
+        index_plan.save_parquet = timed("write_shards", originals["save_parquet"])
+        index_build.consolidate_shards = timed("finalise", originals["consolidate_shards"])
         out = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.workdir)) / "idx"
         try:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -225,8 +221,8 @@ def bench_throughput(args) -> dict:
             del pair.usage_batch
             for model in (pair.pretrained_model, pair.finetuned_model):
                 del model.forward
-            I._save_npy, I._save_parquet, I._finalise = (
-                originals["_save_npy"], originals["_save_parquet"], originals["_finalise"])
+            index_plan.save_npy, index_plan.save_parquet = originals["save_npy"], originals["save_parquet"]
+            index_build.consolidate_shards = originals["consolidate_shards"]
         profiles.append(prof)
         last_out = out
         if rep % 2 == 1:
@@ -284,7 +280,7 @@ def bench_ray(args) -> dict:
     import ray
     import torch
 
-    from attnflows_panel.index_ray import build_index_ray
+    from attnflows_panel.index import build_index_ray
 
     import attnflows_panel.index as I
 
@@ -494,7 +490,7 @@ def bench_search(args) -> dict:
 
     def run(queries, label):
         exact_D, exact_I = faiss.knn(queries, X, 10, metric=faiss.METRIC_INNER_PRODUCT)
-        exact_cols = len(idx._usage_columns(queries[0])) <= I.EXACT_COLUMNS and idx.manifest["index"]["kind"] != "exact"
+        exact_cols = len(idx.usage_columns(queries[0])) <= I.EXACT_COLUMNS and idx.manifest["index"]["kind"] != "exact"
         effort = "exact from usage columns" if exact_cols else (idx.search_effort(queries[0]) or "exhaustive")
         lat, hits = [], []
         for qi in range(len(queries)):

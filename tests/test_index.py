@@ -265,7 +265,7 @@ def test_approximate_index_above_exact_limit(sharp_pair, mrpc, tiny_index, tmp_p
     assert exact.search_effort(S.query_vector(x, "diff", one_head, L=2, H=4)) == {}
     # ... and a narrow head mask (few usage columns) is ranked exactly from the head-major usage
     q = S.query_vector(x, "diff", one_head, L=2, H=4)
-    assert approx._usage_columns(q) == [(0, 6), (1, 6)]  # u_pre and u_fine of head 1:2
+    assert approx.usage_columns(q) == [(0, 6), (1, 6)]  # u_pre and u_fine of head 1:2
     Xf = approx.embed_usage(approx.usage())  # every sample's float32 vector
     for allowed in (None, (approx.metadata["label"] == 1).to_numpy()):
         scores, rows = approx.search_vector(q, 6, allowed)

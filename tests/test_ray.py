@@ -1,4 +1,4 @@
-"""The Ray Data engine (attnflows_panel.index_ray, `attnflows index build --engine ray`) on a local Ray
+"""The Ray Data engine (attnflows_panel.index.build_ray, `attnflows index build --engine ray`) on a local Ray
 cluster started by the test (2 CPUs): the same corpus gives the same index as the local engine, and an
 interrupted build resumes without redoing finished shards.
 
@@ -17,7 +17,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra (part of the test extras)")
 
 from attnflows_panel.index import SignatureIndex, build_index  # noqa: E402
-from attnflows_panel.index_ray import build_index_ray  # noqa: E402
+from attnflows_panel.index import build_index_ray  # noqa: E402
 
 N = 40
 SHARD = 8
@@ -73,22 +73,22 @@ def test_ray_engine_builds_the_same_index_as_the_local_engine(local_ray, sharp_p
 def test_ray_buckets_are_the_local_engines_within_the_token_budget(sharp_pair, mrpc, tmp_path):
     """The rows the Ray dataset is made of (one per length bucket) are cut as the local engine cuts its
     batches, token budget included (no Ray needed to plan them)."""
-    import attnflows_panel.index as I
-    from attnflows_panel.index_ray import _buckets
+    from attnflows_panel.index import buckets_by_length, build_lock, encode_shard, length_buckets, plan_build
+    from attnflows_panel.index.build_ray import bucket_rows
 
     counts = {}
     for budget in (None, 64):
-        with I.build_lock(tmp_path / str(budget)):
-            plan = I.plan_build(sharp_pair, mrpc, "mrpc", tmp_path / str(budget), tau=0.3, shard_size=SHARD,
-                                batch_size=BATCH, max_tokens=budget)
-        rows = _buckets(plan, sharp_pair)
+        with build_lock(tmp_path / str(budget)):
+            plan = plan_build(sharp_pair, mrpc, "mrpc", tmp_path / str(budget), tau=0.3, shard_size=SHARD,
+                              batch_size=BATCH, max_tokens=budget)
+        rows = bucket_rows(plan, sharp_pair)
         expected = []
         for i in plan.todo:
-            encoded = I.encode_shard(sharp_pair, plan.shard_pairs(i))
-            buckets = I.buckets_by_length([len(e[0]) for e in encoded], BATCH, budget)
+            encoded = encode_shard(sharp_pair, plan.shard_pairs(i))
+            buckets = buckets_by_length([len(e[0]) for e in encoded], BATCH, budget)
             # length_buckets (tokenising on its own) cuts the same ones
-            assert [list(b) for b in I.length_buckets(sharp_pair.tokenizer, plan.shard_pairs(i), plan.max_length,
-                                                      BATCH, budget)] == [list(b) for b in buckets]
+            assert [list(b) for b in length_buckets(sharp_pair.tokenizer, plan.shard_pairs(i), plan.max_length,
+                                                    BATCH, budget)] == [list(b) for b in buckets]
             # shard after shard, the longest buckets of each first
             expected += [(i, [int(j) for j in b]) for b in reversed(buckets)]
         assert [(r["shard"], r["positions"]) for r in rows] == expected
@@ -130,23 +130,23 @@ def test_ray_engine_resumes_and_skips_finished_shards(local_ray, sharp_pair, mrp
 
 
 def test_buckets_per_block():
-    from attnflows_panel.index_ray import MAX_BUCKETS_PER_BLOCK, _buckets_per_block
+    from attnflows_panel.index.build_ray import MAX_BUCKETS_PER_BLOCK, buckets_per_block
 
-    assert _buckets_per_block(15, 2) == 1  # few buckets: one per block, every worker busy
-    assert _buckets_per_block(48, 2) == 3
-    assert _buckets_per_block(420, 2) == MAX_BUCKETS_PER_BLOCK == 4  # glue-mix: 105 blocks, not 420
-    assert _buckets_per_block(420, 64) == 1
-    assert _buckets_per_block(0, 2) == 1
+    assert buckets_per_block(15, 2) == 1  # few buckets: one per block, every worker busy
+    assert buckets_per_block(48, 2) == 3
+    assert buckets_per_block(420, 2) == MAX_BUCKETS_PER_BLOCK == 4  # glue-mix: 105 blocks, not 420
+    assert buckets_per_block(420, 64) == 1
+    assert buckets_per_block(0, 2) == 1
 
 
 def test_cli_engine_ray(local_ray, sharp_bert_dirs, glue_dir, local_index, tmp_path, capsys, monkeypatch):
     """The CLI on Ray, with three length buckets per Ray Data block (a worker runs a block's buckets
     one forward batch each): the same index as the local engine."""
-    import attnflows_panel.index_ray as IR
     from attnflows_panel.cli import main
+    from attnflows_panel.index import build_ray
 
     asked = []
-    monkeypatch.setattr(IR, "_buckets_per_block", lambda n_rows, workers: asked.append(n_rows) or 3)
+    monkeypatch.setattr(build_ray, "buckets_per_block", lambda n_rows, workers: asked.append(n_rows) or 3)
 
     out = tmp_path / "cli"
     argv = ["index", "build", "--engine", "ray", "--workers", "2", "--pretrained", str(sharp_bert_dirs[0]),

@@ -152,7 +152,7 @@ def run_build(args: argparse.Namespace) -> int:
     if args.max_tokens is not None and args.max_tokens < 0:
         raise ValueError(f"--max-tokens must be >= 0 (0 = no budget), got {args.max_tokens}")
     if args.engine == "ray":
-        from attnflows_panel.index_ray import require_ray
+        from attnflows_panel.index import require_ray
 
         require_ray()  # before the models load: a missing extra is said at once
     from attnflows_panel._io import check_writable
@@ -169,7 +169,7 @@ def run_build(args: argparse.Namespace) -> int:
         label_map=args.label_map, column_map=_columns(args.columns), labels=args.labels,
     )
     if args.engine == "ray":
-        from attnflows_panel.index_ray import build_index_ray
+        from attnflows_panel.index import build_index_ray
 
         path = build_index_ray(pair, args.data, args.task, args.out, address=args.ray_address,
                                workers=args.workers, device=args.device, **kwargs)
