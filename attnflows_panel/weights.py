@@ -271,10 +271,11 @@ def _replace_attention(parts: LayerParts, probs_of: Callable[[], Any]):
 
     def replace(module, args, out):
         v = caught.pop("v")
-        B, N, _ = v.shape
-        v = v.reshape(B, N, parts.num_heads, parts.head_size).transpose(1, 2)  # [B, H, N, d]
+        b, N, _ = v.shape
+        v = v.reshape(b, N, parts.num_heads, parts.head_size).transpose(1, 2)  # [b, H, N, d]
         p = probs_of()
-        ctx = (p @ v).transpose(1, 2).reshape(B, N, parts.num_heads * parts.head_size)
+        # a batch of one below this layer broadcasts to P's batch here, and the layers above run on that batch
+        ctx = (p @ v).transpose(1, 2).reshape(p.shape[0], N, parts.num_heads * parts.head_size)
         return (ctx, p) if isinstance(out, tuple) else ctx
 
     return [(parts.value, keep_value), (parts.attention, replace)]
@@ -288,7 +289,9 @@ def attention_attribution(model, inputs: dict[str, Any], steps: int = 20, batch_
     ``attr[l] = A_l ⊙ (1/m) Σ_{k=1..m} ∂F(k/m · A_l)/∂A_l`` with ``m = steps``, F the softmax probability of
     class ``target`` (default: the class the model predicts for the input), ``A_l`` the attention of layer
     ``l`` on the input; layer ``l``'s attention is replaced by ``k/m · A_l`` (all heads together) while the
-    other layers run as usual. The m scaled copies run as one batch (``batch_size`` at a time).
+    other layers run as usual. The m scaled copies run as one batch (``batch_size`` at a time) from layer
+    ``l`` up; the layers below, which the scaling does not reach, run once on the input, so the cost is about
+    ``Σ_l (l + (L - l)·m) / L`` forward passes (and the backward passes to ``A_l`` of the layers above it).
     """
     import torch
 
@@ -312,9 +315,9 @@ def attention_attribution(model, inputs: dict[str, Any], steps: int = 20, batch_
         for start in range(1, steps + 1, chunk):
             ks = torch.arange(start, min(start + chunk, steps + 1), dtype=a.dtype, device=a.device)
             scaled = (ks[:, None, None, None] / steps * a).requires_grad_(True)  # [b, H, N, N], a leaf
-            batch = {k: v.expand(len(ks), *v.shape[1:]) for k, v in inputs.items()}
+            # the input runs as a batch of one up to this layer; from its attention on, as the batch of copies
             with torch.enable_grad(), _hooks(_replace_attention(parts_l, lambda s=scaled: s)):
-                logits = model(**batch, return_dict=True).logits
+                logits = model(**inputs, return_dict=True).logits
                 prob = torch.softmax(logits.float(), dim=-1)[:, target].sum()
                 (g,) = torch.autograd.grad(prob, scaled)
             grad_sum += g.sum(dim=0)
