@@ -178,14 +178,16 @@ def test_chat_segments_follow_the_roles(instruct_pair):
     pair = instruct_pair
     chat = CHATS[0]
     enc = pair.encode(chat=chat[:2])
-    assert [s[0] for s in enc.segments] == ["system", "user"]
+    # system, user, and the generation prompt that opens the assistant's turn (the root predicts its first word)
+    assert [s[0] for s in enc.segments] == ["system", "user", "assistant"]
     assert enc.segments[0][1] == 0 and enc.segments[-1][2] == enc.n
     assert all(a[2] == b[1] for a, b in zip(enc.segments, enc.segments[1:], strict=False))
-    text = pair.tokenizer.decode(list(enc.ids))
-    assert text.endswith("<|im_start|>assistant\n")  # the generation prompt: the root predicts the answer
-    for (role, s, e), msg in zip(enc.segments, chat, strict=False):
+    _, s, e = enc.segments[-1]
+    assert pair.tokenizer.decode(list(enc.ids[s:e])) == "<|im_start|>assistant\n"
+    for (role, s, e), msg in zip(enc.segments, chat[:2], strict=False):
         assert role == msg["role"]
-        assert msg["content"] in pair.tokenizer.decode(list(enc.ids[s:e]))
+        text = pair.tokenizer.decode(list(enc.ids[s:e]))
+        assert text == f"<|im_start|>{role}\n{msg['content']}<|im_end|>\n"
     full = pair.encode(chat=chat)
     assert [s[0] for s in full.segments] == ["system", "user", "assistant"]
     assert pair.tokenizer.decode(list(full.ids)).endswith("<|im_end|>\n")

@@ -21,7 +21,7 @@ import os
 import sys
 
 # module name -> registers these sub-commands
-_COMMAND_MODULES = ("finetune", "index", "serve", "heads", "inspect")
+_COMMAND_MODULES = ("finetune", "index", "serve", "heads", "inspect", "causal")
 
 log = logging.getLogger("attnflows_panel.cli")
 

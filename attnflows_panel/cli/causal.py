@@ -1,0 +1,83 @@
+"""``attnflows causal inspect``: a decoder pair (base vs instruct) at one root token.
+
+::
+
+    attnflows causal inspect --pretrained HuggingFaceTB/SmolLM2-135M --finetuned HuggingFaceTB/SmolLM2-135M-Instruct \\
+        --chat '[{"role": "user", "content": "What is the capital of France?"}]' --out france.json
+    attnflows causal inspect --pretrained gpt2 --finetuned ./my-gpt2 --text "The cat sat on the" --generate 5 --root -1
+
+Prints each model's next-token top 5 at the root (by default the prompt's last token, whose state predicts
+the next token) and the KL divergence between the two there, then the sizes of the two Attention Graphs;
+``--out`` writes the graphs as JSON (:func:`attnflows_panel.causal.analysis_dict`). The models run with
+SDPA; only the attention rows the graphs need are computed (:mod:`attnflows_panel.causal`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from attnflows_panel.cli.finetune import _positive_int, finite_float
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "causal", help="decoder language models: a base and a fine-tuned (instruct) model at a root token",
+        description="Compare a causal LM pair (base vs instruct) at one token: predictions and Attention Graphs.")
+    sub = p.add_subparsers(dest="causal_command", metavar="ACTION")
+    sub.required = True
+    r = sub.add_parser(
+        "inspect", help="print both models' next-token predictions at the root and write the Attention Graphs",
+        description="Run both models over a text or a chat; print the next-token top 5 of each at the root and the "
+                    "KL divergence between them; with --out write both Attention Graphs as JSON.")
+    r.add_argument("--pretrained", required=True, help="the base model: hub name or folder")
+    r.add_argument("--finetuned", required=True, help="the fine-tuned (instruct) model: hub name or folder")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="one text (the prompt)")
+    src.add_argument("--chat", metavar="JSON", help='a chat: a JSON list of {"role", "content"} messages, or a file '
+                                                   "holding one (through the tokenizer's chat template)")
+    r.add_argument("--continuation", default=None, help="text appended after the prompt (segment 'continuation')")
+    r.add_argument("--generate", type=_positive_int, default=None, metavar="N",
+                   help="let the fine-tuned model continue the prompt greedily by N tokens, analysed together")
+    r.add_argument("--root", type=int, default=None,
+                   help="the root token's index (negative: from the end); default: the prompt's last token")
+    r.add_argument("--tau", type=finite_float, default=0.1, help="the threshold τ of the graph (default 0.1)")
+    r.add_argument("--top", type=_positive_int, default=5, help="how many next tokens to print (default 5)")
+    r.add_argument("--out", default=None, metavar="FILE.json", help="write both graphs as JSON here")
+    r.set_defaults(func=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from attnflows_panel._io import atomic_write_json, check_writable
+    from attnflows_panel.causal import CausalInputError, CausalPair, analysis_dict
+
+    if not 0.0 <= args.tau < 1.0:
+        raise CausalInputError(f"--tau must lie in [0, 1); got {args.tau}")
+    if args.out is not None:
+        check_writable(Path(args.out).expanduser().absolute().parent, "--out")
+    pair = CausalPair.load(args.pretrained, args.finetuned)
+    enc = pair.encode(text=args.text, chat=args.chat, continuation=args.continuation)
+    if args.generate:
+        enc = pair.generate(enc, args.generate)
+    ana = pair.analyse(enc, root=args.root, tau_min=args.tau, top=args.top)
+    out = sys.stdout
+    print(f"{enc.n} tokens; segments: " + ", ".join(f"{s} {a}-{b - 1}" for s, a, b in enc.segments), file=out)
+    root_text = pair.tokenizer.decode([enc.ids[ana.root]])
+    print(f"root: token {ana.root} {root_text!r} (its state predicts the next token)", file=out)
+    for which, name, pred in (("pretrained", pair.names[0], ana.pretrained),
+                              ("finetuned", pair.names[1], ana.finetuned)):
+        shown = "  ".join(f"{pair.tokenizer.decode([i])!r} {p:.3f}" for _, i, p in pred.top)
+        print(f"{which} ({name}): {shown}", file=out)
+    print(f"KL(finetuned || pretrained) = {ana.kl:.4f} nats; KL(pretrained || finetuned) = {ana.kl_reverse:.4f}",
+          file=out)
+    for which in ("pretrained", "finetuned"):
+        g = ana.graph(which, args.tau)
+        print(f"{which} graph at tau={args.tau}: level sizes {[len(lv) for lv in g.levels]}, "
+              f"{g.edge_count()} edges", file=out)
+    if args.out is not None:
+        atomic_write_json(args.out, analysis_dict(enc, ana, args.tau, names=pair.names))
+        print(f"wrote {args.out}", file=out)
+    return 0
+
