@@ -74,6 +74,31 @@ def _source(root, name):
     return src.data
 
 
+def _flow(view) -> dict[str, dict]:
+    """What the radial component was sent (``RadialFlow.data`` and ``.frozen``) as the old per-kind
+    columns: nodes, glyphs, edges, sparks, ticks (``n_``, ``g_``, ``e_``, ``s_``, ``t_`` keys), bits
+    ({"L": [L], "b1": [stream], ...}); ``st`` the display states radial.js draws from the frozen highlight."""
+    d, fz = view.flow.data, view.flow.frozen
+
+    def pre(p):
+        return {k[len(p):]: v for k, v in d.items() if k.startswith(p)}
+
+    nodes, glyphs, edges = pre("n_"), pre("g_"), pre("e_")
+    N, E, G = d["N"], d["E"], d["G"]
+    if fz.get("nodes") is not None:
+        code, origin = np.asarray(fz["nodes"]), np.asarray(fz["origin"]).astype(bool)
+        nodes["st"] = np.where(origin, 8 + np.maximum(code, 1), np.where(code > 0, code, 4))
+        edges["st"] = np.where(np.asarray(fz["edges"]) > 0, fz["edges"], 4)
+        glyphs["st"] = np.where(np.asarray(fz["glyphs"]) > 0, glyphs["model"], 4)
+    else:
+        nodes["st"] = 5 + np.asarray(nodes["base"], dtype=np.int64)
+        edges["st"] = np.full(E, 5)
+        glyphs["st"] = np.full(G, 5)
+    assert len(nodes["level"]) == N and len(edges["u"]) == E and len(glyphs["node"]) == G
+    bits = {"L": [d["L"]], "b1": [d["b1"]], "b2": [d["b2"]]}
+    return {"nodes": nodes, "glyphs": glyphs, "edges": edges, "sparks": pre("s_"), "ticks": pre("t_"), "bits": bits}
+
+
 def _node_key(nodes) -> list[tuple[int, int]]:
     return list(zip(np.asarray(nodes["level"]).tolist(), np.asarray(nodes["pos"]).tolist()))
 
@@ -101,51 +126,48 @@ def _decode_trace(nodes, bits, u: int, code: int) -> set[tuple[int, int]]:
     return out
 
 
-def _mapper_colors(renderer_glyph_prop, values):
-    spec = renderer_glyph_prop
-    palette = spec.transform.palette
-    return [palette[int(v)] for v in values]
-
-
 # ---------------------------------------------------------------------------------------------- models
 
 
 def _glyph_colors(view):
-    """(node keys, the glyph columns, each glyph's drawn colour) of a view's radial figure."""
-    root = _root(view)
-    glyphs = _source(root, "attnflows-glyphs")
-    renderer = root.select_one({"name": "attnflows-glyph-targets"})
-    return _node_key(_source(root, "attnflows-nodes")), glyphs, _mapper_colors(renderer.glyph.fill_color, glyphs["gc"])
+    """(node keys, the glyph columns, each glyph's drawn colour) of a view's radial component."""
+    f = _flow(view)
+    palette = view.flow.data["palette"]
+    return _node_key(f["nodes"]), f["glyphs"], [palette[int(v)] for v in f["glyphs"]["gc"]]
 
 
 def test_radial_positions_follow_the_paper_layout(graphs):
     """[CLS] in the centre; level 1 = union {the, cat, sat}: A tokens clockwise from 9 o'clock in 120°
     slots (the at 120°, cat at 0°), B counter-clockwise (sat at 240°); the tick where they meet (300°)."""
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
-    root = _root(view)
-    nodes = _source(root, "attnflows-nodes")
+    flow = _flow(view)
+    nodes = flow["nodes"]
     keys = _node_key(nodes)
     assert keys == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 1), (1, 2), (1, 4), (2, 0)]
     data = view.data
     nd = data.nodes
     r1 = data.layout.radii[1]
-    for pos, deg in ((1, 120.0), (2, 0.0), (4, 240.0)):
+    # sentence A clockwise from 9 o'clock ("the" before "cat"), B counter-clockwise ("sat" below)
+    deg = {}
+    for pos in (1, 2, 4):
         row = nd[(nd["level"] == 1) & (nd["pos"] == pos)].iloc[0]
-        assert math.degrees(row["angle"]) % 360 == pytest.approx(deg, abs=1e-6)
-        assert (row["x"], row["y"]) == pytest.approx((r1 * math.cos(math.radians(deg)), r1 * math.sin(math.radians(deg))))
+        deg[pos] = math.degrees(row["angle"]) % 360
+        assert (row["x"], row["y"]) == pytest.approx((r1 * math.cos(math.radians(deg[pos])), r1 * math.sin(math.radians(deg[pos]))))
+    assert 180 > deg[1] > deg[2] >= 0 and 180 < deg[4] < 360
+    assert np.allclose(nodes["angle"], nd["angle"].to_numpy(), atol=1e-5)  # the component draws the layout's
     root_row = nd[nd["level"] == 2].iloc[0]
     assert (root_row["x"], root_row["y"]) == (0.0, 0.0)
     # rings go outward with decreasing level: level 0 outermost
     assert data.layout.radii[0] > data.layout.radii[1] > data.layout.radii[2] == 0
-    ticks = _source(root, "attnflows-ticks")
+    ticks = flow["ticks"]
     t1 = math.degrees(math.atan2(ticks["y1"][1], ticks["x1"][1])) % 360  # ring of level 1
-    assert t1 == pytest.approx(300.0, abs=0.01)
+    assert deg[2] > 360 - t1 - 360 and deg[4] < t1 < 360  # between the last A token and the first B token
     # the label centres sit in each token's cell, labels upright (text angle within ±90°)
     ta = np.asarray(nodes["ta"], dtype=np.float64)
     assert np.all(np.cos(ta) >= -1e-6)
     # what the browser gets is rounded float32, never attention weights
     assert np.asarray(nodes["lx"]).dtype == np.float32
-    assert not any(k.startswith("attn") for k in nodes)
+    assert not any(k.startswith("attn") for k in view.flow.data)
 
 
 def test_glyph_colours_single_model_count_ramp(graphs):
@@ -223,7 +245,7 @@ def test_sparklines_are_the_graphs_sparklines(graphs):
 def test_membership_and_label_colours_combined(graphs):
     g, f = graphs
     view = AttentionFlowsView(_result(), tau=TAU)
-    nodes = _source(_root(view), "attnflows-nodes")
+    nodes = _flow(view)["nodes"]
     keys = _node_key(nodes)
     mem = dict(zip(keys, np.asarray(nodes["mem"]).tolist()))
     for (lv, t), code in mem.items():
@@ -236,10 +258,8 @@ def test_shipped_hover_sets_equal_graph_traces(graphs):
     head glyph traces composed as flow.js does equal trace(level, token, head=(level-1, h))."""
     g, f = graphs
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
-    root = _root(view)
-    nodes = _source(root, "attnflows-nodes")
-    bits = _source(root, "attnflows-bits")
-    edges = _source(root, "attnflows-edges")
+    flow = _flow(view)
+    nodes, bits, edges = flow["nodes"], flow["bits"], flow["edges"]
     keys = _node_key(nodes)
     for code, graph in ((PRE, g), (FINE, f)):
         for u, (lv, t) in enumerate(keys):
@@ -263,26 +283,25 @@ def test_frozen_selection_states(graphs):
     a head glyph restricts its layer to that head; the heads involved light up."""
     g, f = graphs
     view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
-    root = _root(view)
-    nodes = _source(root, "attnflows-nodes")
+    nodes = _flow(view)["nodes"]
     keys = _node_key(nodes)
 
     def lit():
-        st = np.asarray(_source(root, "attnflows-nodes")["st"])
+        st = np.asarray(_flow(view)["nodes"]["st"])
         return {keys[i] for i in range(len(keys)) if 1 <= st[i] <= 3 or st[i] >= 9}
 
     view.selection = [[0, 3]]
     assert lit() == g.trace(0, 3).nodes == {(0, 3), (1, 1), (1, 4), (2, 0)}
-    st = np.asarray(_source(root, "attnflows-nodes")["st"])
+    st = np.asarray(_flow(view)["nodes"]["st"])
     assert st[keys.index((0, 3))] == 9  # the selected token itself
     assert st[keys.index((0, 2))] == 4  # dimmed
     # glyphs: the heads that carry the trace's edges light up, others dim
-    gl = _source(root, "attnflows-glyphs")
+    gl = _flow(view)["glyphs"]
     on = {(keys[n], int(h)) for n, h, s in zip(gl["node"], gl["head"], gl["st"]) if 1 <= s <= 3}
     expected = {((e.layer + 1, e.a), h) for e in g.trace(0, 3).edges for h in e.heads}
     assert on == expected == {((1, 1), 1), ((1, 4), 1), ((2, 0), 0), ((2, 0), 1)}
     # edges of the trace highlighted
-    ed = _source(root, "attnflows-edges")
+    ed = _flow(view)["edges"]
     lit_edges = {(keys[u], keys[v]) for u, v, s in zip(ed["u"], ed["v"], ed["st"]) if 1 <= s <= 3}
     assert lit_edges == {((e.layer + 1, e.a), (e.layer, e.b)) for e in g.trace(0, 3).edges}
     # brushed intersection of "the" and "sat" at level 1
@@ -296,7 +315,7 @@ def test_frozen_selection_states(graphs):
     view.param.update(selection=[[1, 1]], head=[0, 1])
     assert lit() == g.trace(1, 1, head=(0, 1)).nodes == {(1, 1), (0, 1), (0, 3), (2, 0)}
     view.param.update(selection=[], head=[])
-    st = np.asarray(_source(root, "attnflows-nodes")["st"])
+    st = np.asarray(_flow(view)["nodes"]["st"])
     assert set(st.tolist()) <= {5, 6, 7, 8}  # all normal again
     assert view.status == ""
 
@@ -306,7 +325,7 @@ def test_combined_frozen_trace_coloured_by_model(graphs):
     c = GraphComparison(g, f)
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", selection=[[1, 1]])
     root = _root(view)
-    nodes = _source(root, "attnflows-nodes")
+    nodes = _flow(view)["nodes"]
     keys = _node_key(nodes)
     st = np.asarray(nodes["st"])
     got = {keys[i]: (int(st[i]) - 8 if st[i] >= 9 else int(st[i])) for i in range(len(keys)) if st[i] != 4}
@@ -325,7 +344,7 @@ def test_combined_frozen_trace_coloured_by_model(graphs):
             assert s == reached.get(p, 4)
     # a head of one model (split glyph half): only that model traversed
     view.param.update(selection=[[2, 0]], head=[1, 1], head_model="finetuned")
-    st = np.asarray(_source(root, "attnflows-nodes")["st"])
+    st = np.asarray(_flow(view)["nodes"]["st"])
     got = {keys[i]: (int(st[i]) - 8 if st[i] >= 9 else int(st[i])) for i in range(len(keys)) if st[i] != 4}
     assert got == dict(c.trace(2, [0], head=(1, 1), model="fine"))
     assert got[(1, 2)] == FINE and (1, 4) not in got
@@ -335,7 +354,7 @@ def test_tau_mode_and_level_update_every_view(graphs):
     g, f = graphs
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
     root = _root(view)
-    keys = _node_key(_source(root, "attnflows-nodes"))
+    keys = _node_key(_flow(view)["nodes"])
     assert len(keys) == 9
     # sentence view circles: shared orange, then the larger model's surplus (compare.ratings)
     c = GraphComparison(g, f)
@@ -349,40 +368,38 @@ def test_tau_mode_and_level_update_every_view(graphs):
     codes = np.asarray(_source(root, "attnflows-sentence-circles")["code"]).reshape(-1, 5)
     pre1, fine1, shared1 = c.ratings(1)
     assert (codes == BOTH).sum(axis=1).tolist() == shared1.tolist()
-    rings = _source(root, "attnflows-rings")
-    assert rings["fill"][1] != rings["fill"][0]  # the chosen level's ring is marked
+    assert view.flow.level == 1  # the chosen level's ring is marked
     # τ up: fewer tokens in the rings; the context view follows
     view.tau = 0.55
-    keys2 = _node_key(_source(root, "attnflows-nodes"))
+    keys2 = _node_key(_flow(view)["nodes"])
     g2, f2 = AttentionGraph.build(PRE_ATTN, 0.55), AttentionGraph.build(FINE_ATTN, 0.55)
     c2 = GraphComparison(g2, f2)
     assert keys2 == [(k, int(t)) for k in range(3) for t in c2.levels[k]]
     assert len(keys2) < len(keys)
     assert len(_source(root, "attnflows-context-wedges")["st"]) == len(keys2)
     view.size = 640
-    assert root.select_one({"name": "attnflows-radial"}).width == 640
+    assert view.flow.width == view.flow.height == 640
     # mode: fine-tuned only draws the fine-tuned graph
     view.mode = "finetuned"
-    keys3 = _node_key(_source(root, "attnflows-nodes"))
+    keys3 = _node_key(_flow(view)["nodes"])
     assert keys3 == [(k, int(t)) for k in range(3) for t in f2.levels[k]]
-    assert set(np.asarray(_source(root, "attnflows-glyphs")["model"]).tolist()) <= {FINE}
+    assert set(np.asarray(_flow(view)["glyphs"]["model"]).tolist()) <= {FINE}
 
 
 def test_a_new_result_replaces_everything():
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=1, selection=[[1, 1]])
     root = _root(view)
-    fig = view.parts().flow.object
-    sizing = fig.sizing_mode  # what the view's pane gave it (a CSS height goes with it)
+    fig = view.parts().flow
+    sizing = fig.sizing_mode  # the flow pane's box (a CSS height goes with it)
     n = 5
     small = _attn({(0, 0, 0): {1: 0.9}, (0, 1, 0): {3: 0.8}}, L=1, H=2, n=n)
     view.result = _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"], segments=[0, 0, 0, 0, 1])
     assert view.selection == [] and view.level == 0  # level 1 does not exist with one layer
-    keys = _node_key(_source(root, "attnflows-nodes"))
+    keys = _node_key(_flow(view)["nodes"])
     assert keys == [(0, 1), (0, 3), (1, 0)]
     assert len(_source(root, "attnflows-sentence-tokens")["token"]) == n
-    # the same figure, still sized by its pane ("stretch_both" in a container without a height of its
-    # own drew the new sample at zero height in the app)
-    assert view.parts().flow.object is fig and fig.sizing_mode == sizing == "stretch_width"
+    # the same component, still sized by its box
+    assert view.parts().flow is fig and fig.sizing_mode == sizing == "stretch_width"
     with pytest.raises(ValueError, match="PairResult"):
         view.result = object()
     assert view.result.n == n  # the bad value was refused, the view kept its pair
@@ -392,16 +409,16 @@ def test_parts_are_the_live_views_for_a_custom_layout():
     """parts(): the app composes its own layout from them; they must follow every later change."""
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
     parts = view.parts()
-    assert parts.flow.object is view.flow.figure and parts.sentence.object is view.sentence_figure.figure
-    # beside the flow view: the context view, the hover details and the legend
+    assert parts.flow is view.flow and parts.sentence.object is view.sentence_figure.figure
+    # beside the flow view: the context view and the legend (the hover details are inside the component)
     assert parts.context.objects[0].object is view.context_figure.figure
-    assert parts.info.object is view.flow.info and parts.info in parts.context.objects
+    assert parts.info is None
     assert parts.legend in parts.context.objects
     layout = pn.Row(parts.sentence, parts.flow, parts.context, parts.controls, parts.status)
     root = layout.get_root(Document(), comm=Comm())
-    before = _node_key(_source(root, "attnflows-nodes"))
+    before = _node_key(_flow(view)["nodes"])
     view.tau = 0.55  # the custom layout shows the new graph, with no new parts to place
-    after = _node_key(_source(root, "attnflows-nodes"))
+    after = _node_key(_flow(view)["nodes"])
     g2, f2 = AttentionGraph.build(PRE_ATTN, 0.55), AttentionGraph.build(FINE_ATTN, 0.55)
     assert after == [(k, int(t)) for k in range(3) for t in GraphComparison(g2, f2).levels[k]] and after != before
     view.selection = [[0, 3]]
@@ -424,7 +441,7 @@ def test_the_flow_views_box_follows_flow_height_and_size():
         view.flow_height = "1px} body {display: none"
     assert view.flow_height == "calc(100vh - 350px)" and pane.styles == {"height": "calc(100vh - 350px)"}
     view.size = 500
-    assert pane.styles == {} and pane.sizing_mode == "fixed" and view.flow.figure.width == 500
+    assert pane.styles == {} and pane.sizing_mode == "fixed" and view.flow.width == 500
     view.size = None
     assert pane.styles == {"height": "calc(100vh - 350px)"} and pane.sizing_mode == "stretch_width"
 
@@ -488,8 +505,7 @@ def test_from_sentences_with_a_model_pair(tiny_bert_dirs):
 
     pair = ModelPair.load(str(tiny_bert_dirs[0]), str(tiny_bert_dirs[1]))
     view = AttentionFlowsView.from_sentences(pair, "The cat sat.", "A cat was sitting.", tau=0.1)
-    root = _root(view)
-    nodes = _source(root, "attnflows-nodes")
+    nodes = _flow(view)["nodes"]
     assert view.data.n == len(view.result.tokens)
     assert (view.data.L, view.data.H) == (2, 4)
     assert _node_key(nodes)[-1] == (2, 0)  # the root [CLS]
@@ -557,43 +573,44 @@ def test_the_sentence_view_opens_at_the_informative_level(minilm_pair):
     assert AttentionFlowsView(result=r, tau=tau, level=other).level == other
 
 
-def test_a_double_tap_is_a_click_and_shift_adds(graphs):
-    """Two clicks within 300 ms reach the server as one bokeh DoubleTap; it must act as the second click,
-    shift included (bokeh's KeyModifiers is a dict): a fast click-then-shift-click on two rings gives paths."""
-    from bokeh.events import DoubleTap
-
-    view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
-    flow = view._flow
-    fig = flow.figure
-    nodes = flow.data.nodes
-    keys = list(zip(nodes["level"].astype(int), nodes["pos"].astype(int)))
-
-    def tap(key, shift):
-        i = keys.index(key)
-        ev = DoubleTap(fig, x=float(nodes["hx"].iloc[i]), y=float(nodes["hy"].iloc[i]),
-                       modifiers={"shift": shift, "ctrl": False, "alt": False})
-        flow._on_double_tap(ev)
-
-    tap((2, 0), False)
+def test_the_components_picks_set_the_views_state(graphs):
+    """What the browser picks comes back as the component's ``pick``: a click, a shift-click on a second
+    ring (paths), a head glyph (head restriction of that model), clear; a malformed pick is ignored."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
+    flow = view.flow
+    flow.pick = {"selection": [[2, 0]], "head": [], "head_model": "both", "seq": 1}
+    assert view.selection == [[2, 0]] and view.head == []
+    flow.pick = {"selection": [[2, 0], [0, 3]], "head": [], "head_model": "both", "seq": 2}
+    assert sorted(view.selection) == [[0, 3], [2, 0]] and "path" in view.status
+    assert flow.frozen["selection"] == [[2, 0], [0, 3]] and flow.frozen["nodes"].any()
+    flow.pick = {"selection": [[2, 0]], "head": [1, 1], "head_model": "finetuned", "seq": 3}
+    assert view.head == [1, 1] and view.head_model == "finetuned"
+    flow.pick = {"selection": "garbage", "seq": 4}
     assert view.selection == [[2, 0]]
-    tap((0, 3), True)
-    assert sorted(view.selection) == [[0, 3], [2, 0]]
-    assert "path" in view.status
-    tap((1, 1), False)
-    assert view.selection == [[1, 1]]
+    flow.pick = {"selection": [], "head": [], "head_model": "both", "seq": 5}
+    assert view.selection == [] and view.head == [] and "nodes" not in flow.frozen
+
+
+def test_an_empty_brushed_intersection_says_so():
+    """Issue #25 (10): a brush whose intersection is empty says so in the status."""
+    attn = _attn({(0, 0, 1): {3: 0.9}, (0, 0, 2): {4: 0.9}, (1, 0, 0): {1: 0.5, 2: 0.45}}, L=2, H=2, n=6)
+    view = AttentionFlowsView(_result(attn, attn), tau=0.4, mode="pretrained")
+    g = AttentionGraph.build(attn, 0.4)
+    lv1 = [int(t) for t in g.levels[1]]
+    assert lv1 == [1, 2] and not {n for n in g.trace(1, lv1).nodes if n[0] == 0}  # no common ancestor
+    view.selection = [[1, t] for t in lv1]
+    assert "empty" in view.status and "level 2" in view.status
+    view.selection = [[1, 1]]
+    assert "empty" not in view.status
 
 
 @pytest.mark.parametrize("start, end", [("combined", "finetuned"), ("pretrained", "combined")])
 def test_a_mode_switch_draws_as_a_view_made_in_that_mode(start, end):
     """A shared link opens in its mode; the page it was copied from got there by switching. Both must
     draw the same (a switched view kept the sparklines' colours of its first mode)."""
-    from bokeh.core.property.vectorization import Field
-
     def drawn(view):
-        r = view._flow.spark_renderer.glyph.line_color
-        spark = ("field", r.field, tuple(r.transform.palette)) if isinstance(r, Field) else ("value", r)
-        src = {k: {c: np.asarray(v).tolist() for c, v in s.data.items()} for k, s in view._flow.sources.items()}
-        return spark, src, view._legend.object
+        d = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in view.flow.data.items()}
+        return d, view.flow.legend, view._legend.object, view.status_html()
 
     switched = AttentionFlowsView(_result(), tau=TAU, mode=start)
     _root(switched)
@@ -604,24 +621,12 @@ def test_a_mode_switch_draws_as_a_view_made_in_that_mode(start, end):
 
 
 def test_focus_hides_what_is_dimmed_and_switching_back_restores_it():
-    """The focus switch: dimmed items (display state 4, outside the traced subgraph) vanish; off again,
-    they are drawn faint as before. The view's figures are kept, only their opacity tables change."""
-    from attnflows_panel.views.flow import FOCUS_DIM
-    from attnflows_panel.views.flow_data import EDGE_ALPHA, GLYPH_ALPHA
-
+    """The focus switch reaches the component (radial.js then hides what is not traced); the component
+    is kept."""
     view = AttentionFlowsView(_result(), tau=0.3)
-    flow = view._flow
-    figure = flow.figure
-
-    def tables():
-        return (flow.edge_renderer.glyph.line_alpha.transform.args["table"],
-                flow.glyph_renderer.glyph.fill_alpha.transform.args["table"])
-
-    edges, glyphs = tables()
-    assert edges[4] == EDGE_ALPHA[4] > 0 and glyphs[4] == GLYPH_ALPHA[4] > 0
+    flow = view.flow
+    data = flow.data
     view.focus = True
-    edges, glyphs = tables()
-    assert edges[4] == glyphs[4] == FOCUS_DIM == 0 and edges[1] == EDGE_ALPHA[1]
-    assert view._flow.figure is figure
+    assert view.flow is flow and flow.focus is True and flow.data is data
     view.focus = False
-    assert tables() == (list(map(float, EDGE_ALPHA)), list(map(float, GLYPH_ALPHA)))
+    assert flow.focus is False

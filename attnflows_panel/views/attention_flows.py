@@ -582,7 +582,19 @@ class AttentionFlowsView(pn.viewable.Viewer):
             return ""
         toks = ", ".join(f"“{self._data.tokens[t]}” (level {lv + 1})" for lv, t in self.selection[:6])
         extra = f" (head {self.head[1] + 1} of layer {self.head[0] + 1}, {self.head_model})" if self.head else ""
-        return f"selected {toks}{extra}" + (f": {hl.message}" if hl.message else "")
+        message = hl.message
+        levels = {int(lv) for lv, _ in self.selection}
+        if len(self.selection) > 1 and len(levels) == 1:
+            # issue #25 (10): a brush whose intersection is empty says so (no common ancestor below the
+            # brushed level; at level 1, the input, no common descendant)
+            lv = next(iter(levels))
+            nodes_lv = self._data.columns("nodes")["level"]
+            other = hl.nodes.astype(bool) & ~hl.origin & ((nodes_lv < lv) if lv > 0 else True)
+            if not other.any():
+                below = "ancestor on the levels below" if lv > 0 else "token on another level"
+                message = (f"the intersection of the {len(self.selection)} brushed tokens at level {lv + 1} is empty: "
+                           f"they share no {below}")
+        return f"selected {toks}{extra}" + (f": {message}" if message else "")
 
     def status_html(self, hl: Highlight | None = None) -> str:
         """The predictions, the ring sizes and what the frozen selection shows, as HTML (user text escaped)."""

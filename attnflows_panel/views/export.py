@@ -283,8 +283,39 @@ def _q(data: dict, key: str) -> np.ndarray:
     return np.asarray(data[key], dtype=np.float64) / QUANT
 
 
-def _draw_radial(cv, flow, ox: float, oy: float) -> None:
-    """The radial view's sources, drawn with the display states of the frozen selection (``fz``)."""
+def _radial_columns(data, hl, level: int | None) -> dict[str, dict]:
+    """The radial view's columns (:meth:`FlowData.sources`) with the display states of highlight ``hl``
+    as the frozen states ``fz``, and its rings (the level band) and ticks."""
+    from attnflows_panel.views.flow import LEVEL_BAND_FILL, LEVEL_BAND_LINE, compose_states
+
+    S = data.sources()
+    states = compose_states(data, hl)
+    for key in ("nodes", "glyphs", "edges"):
+        S[key]["fz"] = states[key]
+    S["edges"]["ha"] = states["edge_alpha"]
+    radii = data.layout.radii
+    ch = data.style.cell_height(data.H)
+    rings: dict[str, list] = {"r0": [], "r1": [], "fill": [], "fa": [], "line": []}
+    for k in range(data.L):
+        chosen = level is not None and k == level
+        rings["r0"].append(radii[k] - ch / 2 - (3 if chosen else 0.3))
+        rings["r1"].append(radii[k] + ch / 2 + (3 if chosen else 0.3))
+        rings["fill"].append(LEVEL_BAND_FILL if chosen else "#f7f7f7")
+        rings["fa"].append(1.0 if chosen else 0.55)
+        rings["line"].append(LEVEL_BAND_LINE if chosen else None)
+    S["rings"] = rings
+    t = data.layout.ticks
+    ang = np.arctan2(t["y1"] - t["y0"], t["x1"] - t["x0"]).to_numpy() if len(t) else np.zeros(0)
+    r = (np.hypot(t["x1"], t["y1"]).to_numpy() + 8) if len(t) else np.zeros(0)
+    S["ticks"] = {"x0": t["x0"].to_numpy() if len(t) else ang, "y0": t["y0"].to_numpy() if len(t) else ang,
+                  "x1": t["x1"].to_numpy() if len(t) else ang, "y1": t["y1"].to_numpy() if len(t) else ang,
+                  "tx": r * np.cos(ang), "ty": r * np.sin(ang), "tl": [str(int(k) + 1) for k in t["level"]] if len(t) else [],
+                  "tang": np.where(np.cos(ang) < 0, ang + np.pi, ang)}
+    return S
+
+
+def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float) -> None:
+    """The radial view of ``data`` with highlight ``hl`` (the frozen selection), ``W`` px square."""
     from attnflows_panel.views.flow import (
         EDGE_ALPHA,
         EDGE_COLORS,
@@ -299,12 +330,10 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
         STATE_COLORS,
     )
 
-    S = {k: v.data for k, v in flow.sources.items()}
-    fig = flow.figure
-    ext = flow.data.layout.extent  # the browser fits its ranges to ±extent (the "bounds" square)
+    S = _radial_columns(data, hl, level)
+    ext = data.layout.extent  # the drawing fits ±extent
     x0, x1 = -ext, ext
     y0, y1 = -ext, ext
-    W = fig.width
     k = W / (x1 - x0)
 
     def X(x):
@@ -355,18 +384,18 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
     for i in range(len(nst)):
         cv.line(sx0[i], sy0[i], sx1[i], sy1[i], "#b0b0b0", SPARK_ALPHA[int(nst[i])], 0.8)
     sp = S["sparks"]
-    combined = flow.data.comparison is not None
+    combined = data.comparison is not None
     spc = {0: "#7f7f7f", 1: PRETRAINED_COLOR, 2: FINETUNED_COLOR}
     for a, b, c, d, m, nid in zip(X(_q(sp, "x0")), Y(_q(sp, "y0")), X(_q(sp, "x1")), Y(_q(sp, "y1")), sp["model"], sp["node"]):
         cv.line(a, b, c, d, spc[int(m)] if combined else SINGLE_SPARK_COLOR, SPARK_ALPHA[int(nst[int(nid)])], 1.4)
     g = S["glyphs"]
     gst = _col(g, "fz")
-    gs = flow.data.style.glyph * k
+    gs = data.style.glyph * k
     gw_all = np.where(_col(g, "part") == 0, gs, gs / 2)
     gta_all = A(_col(n, "ta")[_col(g, "node").astype(np.int64)])
     for gx, gy, gw, gta, gc, s in zip(X(_q(g, "x")), Y(_q(g, "y")), gw_all, gta_all, g["gc"], gst):
         cv.rect(gx, gy, gw, gs, gta, GLYPH_PALETTE[int(gc)], GLYPH_ALPHA[int(s)])
-    fs = flow.data.style.font * k  # one font for every ring, as on screen at this size
+    fs = data.style.font * k  # one font for every ring, as on screen at this size
     lx, ly = X(n["lx"]), Y(n["ly"])
     lstat = _col(n, "lstat")
     lit = np.array([(1 <= int(s) <= 3) or int(s) >= 9 for s in nst], dtype=bool)
@@ -377,7 +406,7 @@ def _draw_radial(cv, flow, ox: float, oy: float) -> None:
     olx, oly = X(n["olx"]), Y(n["oly"])  # the overlay's place (the layout's overlay tier), as on screen
     for i in np.flatnonzero(overlay):
         tok = n["token"][i]
-        w = len(tok) * flow.data.style.char_width * fs + 2
+        w = len(tok) * data.style.char_width * fs + 2
         cv.rect(olx[i], oly[i], w, fs * 1.25, ta[i], "#ffffff", 1.0)
         cv.text(olx[i], oly[i], tok, fs, NODE_TEXT[int(nst[i])], angle_deg=ta[i])
 
@@ -476,10 +505,10 @@ def export_views(view, fmt: str = "svg") -> bytes:
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}; got {fmt!r}")
-    flow, sent, ctx, data = view._flow, view._sentence, view._context, view._data
+    sent, ctx, data = view._sentence, view._context, view._data
     pad = 12
     title_h = 40
-    rw = flow.figure.width
+    rw = int(view.size or 900)
     side = max(ctx.figure.width, 260)
     width = max(sent.figure.width, rw + side + 3 * pad) + 2 * pad
     height = title_h + sent.figure.height + pad + max(rw, ctx.figure.height + 430) + 2 * pad
@@ -491,7 +520,7 @@ def export_views(view, fmt: str = "svg") -> bytes:
     cv.text(pad, pad + 26, sub[:160] + ("…" if len(sub) > 160 else ""), 11, "#555555", anchor="start")
     _draw_sentence(cv, sent, pad, title_h)
     top = title_h + sent.figure.height + pad
-    _draw_radial(cv, flow, pad, top)
+    _draw_radial(cv, data, view.highlight(), view.level, rw, pad, top)
     _draw_context(cv, ctx, pad * 2 + rw, top)
     y = _draw_legend(cv, data, pad * 2 + rw, top + ctx.figure.height + pad, view.level, side)
     if view.status:
