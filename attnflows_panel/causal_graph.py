@@ -117,7 +117,7 @@ def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: fl
     out_a, out_b, out_h, out_w, out_rows = ([None] * L for _ in range(5))
     level = np.array([root], dtype=np.int64)
     for k in range(L - 1, -1, -1):
-        parts = []
+        parts = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))]
         for start in range(0, level.size, chunk):
             pos = level[start:start + chunk]
             block = _check_block(rows(k, pos), k, H, pos.size, n)

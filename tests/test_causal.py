@@ -131,6 +131,18 @@ def test_trace_rows_asks_only_for_the_levels_rows():
     np.testing.assert_array_equal(g.counts, AttentionGraph(attn, tau=0.25, root=n - 1).counts)
 
 
+def test_an_empty_level_ends_the_graph_as_in_attention_graph():
+    """Uniform attention over 10 keys stays below τ = 0.2: level L-1 is empty, and so is every level under it."""
+    attn = np.tril(np.ones((10, 10), dtype=np.float32))
+    attn = np.broadcast_to(attn / attn.sum(-1, keepdims=True), (3, 2, 10, 10)).copy()
+    edges = trace_rows(lambda k, pos: attn[k][:, pos], 3, 2, 10, root=9, tau_min=0.2)
+    assert edges.num_rows == 1 and edges.num_weights == 0
+    got, want = CausalAttentionGraph(edges, tau=0.2), AttentionGraph(attn, tau=0.2, root=9)
+    assert [lv.tolist() for lv in got.levels] == [lv.tolist() for lv in want.levels] == [[], [], [], [9]]
+    assert got.edges(2) == [] and got.edge_count() == 0
+    np.testing.assert_array_equal(got.influence(), want.influence())
+
+
 def test_trace_rows_and_graph_reject_bad_input():
     attn = np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32)
 
