@@ -1,9 +1,10 @@
 """Radial geometry of the Attention Flows views (§4.3), in pure numpy/pandas.
 
-Everything here is plain geometry in *pixel units* (one data unit = one screen pixel at the default
-zoom), so that the views can decide from it which labels fit. Nothing here knows about Bokeh or about
+Everything here is plain geometry in *layout units* (pixels at the design size, where the drawing spans
+``2 · extent``; the component fits it to its canvas and zooms). Nothing here knows about Bokeh or about
 reachability: the views hand in the levels of an Attention Graph (or the union of two graphs, §4.3.3)
-and get back tables of coordinates.
+and get back tables of coordinates. What a label says, how important it is and which labels fit at a
+given size live in :mod:`attnflows_panel.ring_labels` (re-exported here).
 
 Conventions
 -----------
@@ -18,37 +19,47 @@ Conventions
   reads left to right across the top half and sentence B left to right across the bottom half, with
   labels set along the ring and flipped in the bottom half, so every label is upright (the paper's "as
   many tokens right side up as possible"). Any start angle works (``RadialStyle.start_angle``).
+- Tokens a level does not hold are folded into *runs* on its ring, between the reached tokens in
+  sentence order: a small arc with a count (:func:`ring_slots`), which the component opens on demand.
 
 A token's *cell* on its ring (§4.3.2, Fig. 4) is laid out in its reading frame ``(u, v)``: ``u`` is the
 reading direction of its label (the clockwise tangent in the top half, the counter-clockwise tangent in
 the bottom half) and ``v`` is "up" for the label. The cell has two rows, centred on the token's angle:
 the label on top, and below it the head glyphs (one per head, wrapped into 3 rows) beside the
-sparkline.
+sparkline. A crowded ring scales its cells down (``cs``) so that they never overlap.
 
-Legibility: every ring is large enough for each of its tokens to get a glyph block and a sparkline of
-arc, and rings are at least a band apart (:func:`ring_radii`), so cells never overlap. Labels use one
-font size for every ring (``RadialStyle.font``) and are placed by importance (:func:`place_labels`): the
-most important tokens of a ring get their full text, using the arc of neighbours whose labels are hidden,
-the rest get a shortened form where a gap allows one, else none (the views show every traced token's
-full text on hover and selection). :meth:`RadialLayout.label_report` counts the outcome per ring.
+Ring radii follow content (:func:`ring_radii`): a ring whose labels want more arc gets more radius,
+within a disc of ``RadialStyle.radius`` that grows only when the rings need it.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from attnflows_panel.ring_labels import (
+    LabelChoice,
+    _overlay_tiers,
+    _place_ring,
+    display_token,
+    place_labels,
+    select_labels,
+    word_labels,
+)
+
 __all__ = [
     "RadialStyle",
     "RadialLayout",
+    "RingSlots",
     "ContextLayout",
     "SentenceLayout",
+    "LabelChoice",
     "ring_angles",
+    "ring_slots",
     "ring_radii",
     "reading_frame",
     "fit_label",
@@ -61,6 +72,9 @@ __all__ = [
     "context_layout",
     "sentence_layout",
     "display_token",
+    "place_labels",
+    "select_labels",
+    "word_labels",
 ]
 
 TWO_PI = 2.0 * math.pi
@@ -68,18 +82,25 @@ TWO_PI = 2.0 * math.pi
 
 @dataclass(frozen=True)
 class RadialStyle:
-    """Sizes (pixels at the figure's design size) of the radial Attention Flow view.
+    """Sizes (layout units: pixels at the design size, where the drawing spans ``2 · extent``) of the
+    radial Attention Flow view.
 
     glyph: side of one head glyph square; glyph_gap: the gap between glyphs; glyph_rows: rows of the
     head-glyph block (the paper wraps 12 heads into 3 rows).
-    font: the one label font size of every ring (px at the design size; the figure scales it with the
-    window, so the labels placed here never collide at any size). char_width: estimated width of one
-    character in em (conservative for sans-serif fonts, so estimated labels are never narrower than
-    drawn ones); label_pad: free space kept between two labels of a ring.
+    font: the label font of the cells' label row at the design size (the Bokeh figure's labels; the
+    component draws labels at a fixed screen font, :func:`~attnflows_panel.ring_labels.select_labels`).
+    char_width: estimated width of one character in em (conservative for sans-serif fonts);
+    label_pad: free space kept between two labels of a ring.
     spark_width / spark_height: the sparkline box beside the glyph block (a peak of 3 heads fills it).
     band: the minimum radial distance between two rings; slot_pad: free arc between two cells.
     start_angle: degrees, mathematical convention (180 = 9 o'clock, 90 = 12 o'clock).
     margin: free space around the outermost ring.
+    radius: the outermost ring's radius when the rings need less (the drawing's design size: rings
+    spread over it by content, :func:`ring_radii`).
+    run_slot: the arc of a run of folded tokens, in token slots (:func:`ring_slots`).
+    cell_min: the smallest cell scale: a crowded ring shrinks its cells (glyph block, sparkline, label
+    row) down to this fraction before the drawing grows.
+    spread: where each ring sits between its innermost and outermost possible radius (0..1).
     font_max / font_min: kept for callers of :func:`fit_label`; the layout uses ``font`` only.
     """
 
@@ -94,10 +115,14 @@ class RadialStyle:
     spark_width: float = 12.0
     spark_height: float = 11.2
     spark_min: float = 12.0
-    band: float = 32.0
+    band: float = 28.0
     slot_pad: float = 3.0
     start_angle: float = 180.0
     margin: float = 16.0
+    radius: float = 460.0
+    run_slot: float = 0.5
+    cell_min: float = 0.4
+    spread: float = 0.5
 
     def glyph_cols(self, n_heads: int) -> int:
         return max(1, math.ceil(n_heads / max(1, min(self.glyph_rows, n_heads))))
@@ -131,15 +156,6 @@ class RadialStyle:
 # --------------------------------------------------------------------------------------------------
 
 
-def display_token(token: str) -> str:
-    """How a WordPiece token is shown: a continuation ``##ing`` reads ``-ing`` (a suffix: recognisable
-    as the rest of the word before it, and two characters shorter); other tokens are unchanged."""
-    token = str(token)
-    if token.startswith("##") and len(token) > 2:
-        return "-" + token[2:]
-    return token
-
-
 def text_width(text: str, font_size: float, char_width: float = 0.6) -> float:
     """Estimated rendered width (px) of ``text`` at ``font_size`` px: ``len * char_width * font_size``."""
     return len(text) * char_width * font_size
@@ -162,13 +178,14 @@ def fit_label(text: str, room: float, font_size: float, char_width: float = 0.6,
 
 
 def ring_angles(segments: Sequence[int], start_angle: float = 180.0) -> tuple[np.ndarray, float]:
-    """Angles of the tokens of one ring, in the order given (sorted by position).
+    """Angles of the tokens of one ring, in the order given (sorted by position), in equal slots.
 
     segments: the segment (0 = sentence A side, 1 = sentence B side) of each token of the ring.
     Sentence A tokens go clockwise from ``start_angle`` (degrees), sentence B tokens counter-clockwise,
     each token in an equal slot of ``2π/m`` (m tokens in the ring), the first slot's centre half a slot
     from the start. Returns (angles in radians, the meeting angle where the two sentences' slots meet).
-    A ring of one sentence only meets itself at the start angle.
+    A ring of one sentence only meets itself at the start angle. (The sentence context view uses it for
+    every position; the flow view's rings also fold unreached tokens, :func:`ring_slots`.)
     """
     seg = np.asarray(segments, dtype=np.int64)
     m = len(seg)
@@ -185,37 +202,162 @@ def ring_angles(segments: Sequence[int], start_angle: float = 180.0) -> tuple[np
     return np.mod(ang, TWO_PI), float(np.mod(meet, TWO_PI))
 
 
-def ring_radii(ring_sizes: Sequence[int], n_heads: int, style: RadialStyle, root_radius: float) -> np.ndarray:
-    """Radius of every level's ring. ``ring_sizes[k]`` = number of tokens at level k (k = 0..L).
+@dataclass
+class RingSlots:
+    """Angles of every ring's tokens with the unreached tokens folded into runs (:func:`ring_slots`).
 
-    Level L (the root) sits at radius 0. Each ring k < L needs ``r_k >= m_k * slot_min / 2π`` so that its
-    ``m_k`` tokens get at least a glyph block and a sparkline of arc each, and rings are at least ``band``
-    apart; a first pass outward gives the smallest radii meeting both, which fixes the outermost ring.
-    The rings inside are then packed from the outside in, one gap apart (the gap grows up to 1.5
-    ``band`` when there is room), never below their own minimum: crowded outer rings stay tight, a sparse
-    ring near the root moves out to its neighbour (more arc for its labels, and short edges that run in
-    the gap instead of looping through a wide empty annulus), and the root keeps the free disc in the
-    middle, joined to its ring by straight spokes.
+    angle, half: per reached (level, position), in the order of ``member``'s nonzero entries (level, then
+    position): the token's angle and the half-width of its slot (radians). meet: [L+1] the meeting angle
+    of each ring. runs: dict of arrays, one entry per run: level, angle (centre), angle0, angle1 (its arc,
+    ``angle0 < angle1`` without wrapping: the run covers ``angle0 .. angle1`` counter-clockwise), count,
+    first_token, last_token. units: [L+1] slots of each ring (tokens + ``run_slot`` · runs)."""
+
+    angle: np.ndarray
+    half: np.ndarray
+    meet: np.ndarray
+    runs: dict
+    units: np.ndarray
+
+
+def ring_slots(member: np.ndarray, segments: Sequence[int], start_angle: float = 180.0,
+               run_slot: float = 0.5) -> RingSlots:
+    """Angles of the Token Rings with the tokens the graph does not reach folded into runs (§4.3.1).
+
+    member: bool [L+1, n], the tokens of each level (level L: the root alone, at 90°, no runs).
+    Sentence A (segment 0) runs clockwise from ``start_angle`` and sentence B counter-clockwise, in
+    sentence order, until they meet (as :func:`ring_angles`). Between two reached tokens of one sentence,
+    the unreached positions between them are one *run*, an arc of ``run_slot`` token slots with their
+    count; so are the unreached positions before a sentence's first reached token and after its last
+    (runs never span the two sentences: those positions are not next to each other on the ring). A ring
+    of m tokens and r runs cuts the circle into ``m + run_slot · r`` slot units. A level that holds no
+    token has no ring and no runs.
     """
-    sizes = np.asarray(ring_sizes, dtype=np.int64)
-    L = len(sizes) - 1
+    member = np.asarray(member, dtype=bool)
+    Lp1, n = member.shape
+    L = Lp1 - 1
+    seg = np.asarray(segments, dtype=np.int64)
+    start = math.radians(start_angle)
+    rings = member[:L]
+    has = rings.any(axis=1)
+    sides = [np.flatnonzero(seg == 0), np.flatnonzero(seg != 0)]
+    weight_side, centre_side, runs_side = [], [], []
+    for cols in sides:
+        sub = rings[:, cols]  # [L, ns]
+        unreached = ~sub & has[:, None]
+        run_start = unreached.copy()
+        run_start[:, 1:] &= sub[:, :-1]  # an unreached position after a reached one starts a run
+        w = sub.astype(np.float64) + run_slot * run_start
+        cum = np.cumsum(w, axis=1)
+        centre = cum - w / 2  # a token's centre, a run's centre (at its first position)
+        weight_side.append(cum[:, -1] if cols.size else np.zeros(L))
+        centre_side.append(centre)
+        runs_side.append((cols, unreached, run_start))
+    units = weight_side[0] + weight_side[1]
+    step = np.where(units > 0, TWO_PI / np.maximum(units, 1e-12), 0.0)
+    meet = np.full(L + 1, start)
+    meet[:L] = np.mod(start - weight_side[0] * step, TWO_PI)
+    ang_full = np.zeros((L, n))
+    for side, (cols, _, _) in enumerate(runs_side):
+        sign = -1.0 if side == 0 else 1.0
+        ang_full[:, cols] = start + sign * centre_side[side] * step[:, None]
+    lv, ps = np.nonzero(member)
+    ang = np.empty(lv.size)
+    below = lv < L
+    ang[below] = np.mod(ang_full[lv[below], ps[below]], TWO_PI)
+    ang[~below] = math.pi / 2
+    half = np.where(below, step[np.minimum(lv, L - 1)] / 2, math.pi)
+    # runs: each start, its count (to the next reached position of the side)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("level", "angle", "count", "first_token",
+                                                             "last_token", "angle0", "angle1")}
+    for side, (cols, unreached, run_start) in enumerate(runs_side):
+        if cols.size == 0:
+            continue
+        sign = -1.0 if side == 0 else 1.0
+        rid = np.cumsum(run_start, axis=1)  # run number within the level's side
+        k_s, j_s = np.nonzero(run_start)
+        if k_s.size == 0:
+            continue
+        count = np.zeros(k_s.size, dtype=np.int64)
+        k_u, j_u = np.nonzero(unreached)
+        key_u = k_u * (cols.size + 1) + rid[k_u, j_u]
+        key_s = k_s * (cols.size + 1) + rid[k_s, j_s]
+        cnt = np.bincount(np.searchsorted(key_s, key_u), minlength=k_s.size)
+        count[:] = cnt[: k_s.size]
+        c = np.mod(start + sign * centre_side[side][k_s, j_s] * step[k_s], TWO_PI)
+        hw = run_slot * step[k_s] / 2
+        parts["level"].append(k_s)
+        parts["angle"].append(c)
+        parts["angle0"].append(c - hw)
+        parts["angle1"].append(c + hw)
+        parts["count"].append(count)
+        parts["first_token"].append(cols[j_s])
+        parts["last_token"].append(cols[j_s + count - 1])
+    if parts["level"]:
+        runs = {k: np.concatenate(v) for k, v in parts.items()}
+        order = np.lexsort((runs["first_token"], runs["level"]))
+        runs = {k: v[order] for k, v in runs.items()}
+    else:
+        runs = {k: np.zeros(0, dtype=np.float64 if k.startswith("angle") else np.int64) for k in parts}
+    units_all = np.zeros(L + 1)
+    units_all[:L] = units
+    units_all[L] = 1.0
+    return RingSlots(angle=ang, half=half, meet=meet, runs=runs, units=units_all)
+
+
+def ring_radii(ring_sizes: Sequence[float], n_heads: int, style: RadialStyle, root_radius: float,
+               demand: Sequence[float] | None = None) -> np.ndarray:
+    """Radius of every level's ring, by content. ``ring_sizes[k]``: the slot units of level k's ring
+    (its tokens, plus ``run_slot`` per folded run; k = 0..L); ``demand[k]``: the arc (layout units) its
+    labels want in one row (default: a slot each).
+
+    Level L (the root) sits at radius 0, its ring at least ``root_radius`` + half a cell out. Rings are at
+    least ``band`` apart and each ring is large enough for its cells at the smallest cell scale
+    (``units · slot_min · cell_min / 2π``); the outermost ring goes out to ``style.radius`` (further only
+    when the rings need it). Within that disc the rings are placed by content: the largest ``q`` is
+    found such that every ring can get ``q`` times its labels' demand, packed from the inside out (so a
+    ring with many tokens, or long words, gets more circumference, and sparse rings near the root keep
+    only what they need); then each ring sits ``spread`` of the way between that innermost radius and
+    the outermost it could take (packed from the outside in), so the free room is shared and no ring is
+    squeezed while others stand empty.
+    """
+    units = np.asarray(ring_sizes, dtype=np.float64)
+    L = len(units) - 1
     radii = np.zeros(L + 1)
     if L < 1:
         return radii
-    half_cell = style.cell_height(n_heads) / 2.0
-    centre = root_radius + half_cell + style.band * 0.6
-    rmin = np.zeros(L + 1)
-    prev = None
-    for k in range(L - 1, -1, -1):
-        need = sizes[k] * style.slot_min(n_heads) / TWO_PI
-        base = centre if prev is None else prev + style.band
-        rmin[k] = max(base, need)
-        prev = rmin[k]
-    gap = (rmin[0] - centre) / (L - 1) if L > 1 else style.band
-    gap = min(max(gap, style.band), 1.5 * style.band)
-    radii[0] = rmin[0]
+    slot = style.slot_min(n_heads)
+    dem = units * slot if demand is None else np.maximum(np.asarray(demand, dtype=np.float64), 0.0)
+    floor = units * slot * style.cell_min / TWO_PI
+    centre = root_radius + style.cell_height(n_heads) / 2.0 + style.band * 0.6
+    band = style.band
+
+    def chain(need: np.ndarray) -> np.ndarray:
+        r = np.zeros(L + 1)
+        prev = None
+        for k in range(L - 1, -1, -1):
+            base = centre if prev is None else prev + band
+            r[k] = max(base, need[k])
+            prev = r[k]
+        return r
+
+    lo = chain(floor)
+    R = max(style.radius, lo[0])
+    a, b = 0.0, 1.0
+    while chain(np.maximum(floor, b * dem / TWO_PI))[0] <= R and b < 1e6:
+        a, b = b, 2 * b
+    for _ in range(30):  # bisection on q: chain(q) grows with q
+        mid = (a + b) / 2
+        if chain(np.maximum(floor, mid * dem / TWO_PI))[0] <= R:
+            a = mid
+        else:
+            b = mid
+    lo = chain(np.maximum(floor, a * dem / TWO_PI))
+    hi = np.zeros(L + 1)
+    hi[0] = R
     for k in range(1, L):
-        radii[k] = max(radii[k - 1] - gap, rmin[k])
+        hi[k] = hi[k - 1] - band
+    hi = np.maximum(hi, lo)
+    radii[:L] = lo[:L] + style.spread * (hi[:L] - lo[:L])
     return radii
 
 
@@ -238,6 +380,9 @@ def reading_frame(angle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 # the radial layout
 # --------------------------------------------------------------------------------------------------
 
+#: node columns of the per-ring placement at the design size, computed on first use (the Bokeh figure)
+_RING_LABEL_COLUMNS = ("ring_label", "lstat", "otier", "olx", "oly")
+
 
 @dataclass
 class RadialLayout:
@@ -245,55 +390,79 @@ class RadialLayout:
 
     nodes: one row per node (level, token position), ordered by level ascending (level 0 first, the
         root last) and by position within a level; the row index is the node id used everywhere in the
-        views. Columns: node, level, pos, token, seg, angle, radius, x, y (anchor on the ring), ux, uy,
-        vx, vy (reading frame), text_angle, font_size (one size for every ring), label (the full
-        token, a shortened form ending in "…", or "" when hidden), lstat (2 full, 1 shortened, 0
-        hidden), lw (the label's width), lx, ly (label centre), otier, olx, oly (where a shortened or
-        hidden token's full text goes when a trace shows it: tier 0 on the label row, 1 a line further
-        out, so that neighbours' full texts do not print over each other), hx, hy, hr (the hit target: a circle
-        over the cell), gu, gv (the glyph block's left edge and centre in the cell frame), bx, by (the
-        glyph block's centre), sx0, sy0 (sparkline baseline start), sw (sparkline width), cw (width
-        of the cell's lower row), r_in, r_out (radial extent of the cell, for edges).
-    ticks: one row per ring with x0, y0, x1, y1: the thick tick where the two sentences meet.
+        views. Columns: node, level, pos, token (the token as shown alone), seg, angle, half (half the
+        angle of its slot on the ring: the token owns ``angle ± half``), radius, x, y (anchor on the
+        ring), ux, uy, vx, vy (reading frame), text_angle, font_size, label (display text: word pieces
+        joined to their word on the first piece, "" on the pieces it covers, :func:`word_labels`),
+        nchar (its length), lw (its width at ``style.font``), prio (label priority, higher first), cs
+        (the cell scale of its ring, ``cell_min .. 1``), lx, ly (the label row's centre), hx, hy, hr
+        (the hit target: a circle over the cell), gu, gv (the glyph block's left edge and centre in the
+        cell frame), bx, by (the glyph block's centre), sx0, sy0 (sparkline baseline start), sw
+        (sparkline width), cw (width of the cell's lower row), r_in, r_out (radial extent of the cell,
+        for edges). Computed on first use, for the Bokeh figure: ring_label (the per-ring placement at
+        the design size: the full token, a shortened form ending in "…", or ""), lstat (2 full, 1
+        shortened, 0 hidden), otier, olx, oly (where a shortened or hidden token's full text goes when a
+        trace shows it).
+    ticks: one row per ring with level, x0, y0, x1, y1: the thick tick where the two sentences meet.
+    runs: one row per run of folded tokens (:func:`ring_slots`): level, angle, angle0, angle1, count,
+        first_token, last_token, radius.
     radii: [L+1] ring radius per level (level L = 0).
     extent: half-width of the square that holds the drawing.
+
+    The columns live as numpy arrays (:meth:`column`); the DataFrames are built on first access.
     """
 
-    nodes: pd.DataFrame
-    ticks: pd.DataFrame
+    cols: dict
+    tick_cols: dict
+    run_cols: dict
     radii: np.ndarray
     extent: float
     n_heads: int
     style: RadialStyle = field(default_factory=RadialStyle)
-    #: numpy arrays of ``nodes``' columns, valid while ``nodes`` is the frame ``_columns_of`` (see column())
-    _columns: dict = field(default_factory=dict, repr=False, compare=False)
-    _columns_of: object = field(default=None, repr=False, compare=False)
+    _frames: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def L(self) -> int:
         return len(self.radii) - 1
 
-    def column(self, name: str) -> np.ndarray:
-        """Column ``name`` of :attr:`nodes` as a read-only numpy array, read once per frame.
+    @property
+    def nodes(self) -> pd.DataFrame:
+        df = self._frames.get("nodes")
+        if df is None:
+            for name in _RING_LABEL_COLUMNS:
+                self.column(name)
+            df = self._frames["nodes"] = pd.DataFrame(self.cols)
+        return df
 
-        The views read the node columns many times per build and pandas' column access costs about
-        10 µs a time (benchmarks/README.md, P1). The arrays are those the frame was built from; a new
-        ``nodes`` frame starts a new cache (treat the frame as read-only: write through
-        :meth:`add_columns`)."""
-        if self._columns_of is not self.nodes:
-            self._columns, self._columns_of = {}, self.nodes
-        arr = self._columns.get(name)
+    @property
+    def ticks(self) -> pd.DataFrame:
+        df = self._frames.get("ticks")
+        if df is None:
+            df = self._frames["ticks"] = pd.DataFrame(self.tick_cols, columns=["level", "x0", "y0", "x1", "y1"])
+        return df
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        df = self._frames.get("runs")
+        if df is None:
+            df = self._frames["runs"] = pd.DataFrame(self.run_cols)
+        return df
+
+    def column(self, name: str) -> np.ndarray:
+        """Node column ``name`` as a read-only numpy array (no pandas: the views read them many times)."""
+        arr = self.cols.get(name)
         if arr is None:
-            arr = self.nodes[name].to_numpy()
-            self._columns[name] = arr
+            if name in _RING_LABEL_COLUMNS:
+                self._ring_labels()
+                return self.cols[name]
+            raise KeyError(name)
         return arr
 
     def add_columns(self, columns: dict[str, np.ndarray]) -> None:
-        """Append node columns (arrays of ``len(nodes)``) with one concat, keeping their arrays."""
-        kept = self._columns if self._columns_of is self.nodes else {}
-        self.nodes = pd.concat([self.nodes, pd.DataFrame(columns, index=self.nodes.index)], axis=1)
-        self._columns = {**kept, **{k: _frozen(v) for k, v in columns.items()}}
-        self._columns_of = self.nodes
+        """Add node columns (arrays of ``len(nodes)``)."""
+        for k, v in columns.items():
+            self.cols[k] = _frozen(np.asarray(v))
+        self._frames.pop("nodes", None)
 
     def node_index(self, n_tokens: int) -> np.ndarray:
         """int [L+1, n]: node id of (level, position), -1 where the token is not in the level."""
@@ -307,8 +476,8 @@ class RadialLayout:
         return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     def label_report(self) -> list[dict[str, int]]:
-        """Per ring, outermost (level 0) first: ``{"level", "tokens", "full", "truncated", "hidden"}``
-        (0-based levels, as in code; the UI shows level + 1)."""
+        """Per ring, outermost (level 0) first: ``{"level", "tokens", "full", "truncated", "hidden"}`` of
+        the per-ring placement at the design size (0-based levels, as in code; the UI shows level + 1)."""
         lv = self.column("level")
         stat = self.column("lstat")
         out = []
@@ -318,165 +487,48 @@ class RadialLayout:
                         "truncated": int((s == 1).sum()), "hidden": int((s == 0).sum())})
         return out
 
-
-def place_labels(
-    angles: np.ndarray,
-    radius: float,
-    texts: Sequence[str],
-    priority: np.ndarray | None,
-    style: RadialStyle,
-    min_chars: int = 3,
-) -> tuple[list[str], np.ndarray]:
-    """Place the labels of one ring, most important first; the one font ``style.font`` for all rings.
-
-    Each label is centred on its token's angle, tangent to the ring, on the label row of the cell (above
-    the glyph block and sparkline), so labels compete only with the labels of their own ring. Two passes
-    in ``priority`` order (highest first; ties by position): first every label that fits *in full*
-    without touching a label already placed (a label may use the arc of neighbours whose labels are
-    hidden); then the remaining tokens get a shortened form (at least ``min_chars`` characters and "…")
-    where a gap allows one, else nothing. Token length never decides the order.
-
-    Returns the label texts and their status (uint8: 2 full, 1 shortened, 0 hidden).
-    """
-    m = len(texts)
-    if m == 0:
-        return [], np.zeros(0, dtype=np.uint8)
-    ang = np.mod(np.asarray(angles, dtype=np.float64), TWO_PI)
-    pr = np.zeros(m) if priority is None else np.asarray(priority, dtype=np.float64)
-    order = np.lexsort((np.arange(m), -pr))
-    # ring order (by angle) and each token's rank in it
-    circ = np.argsort(ang, kind="stable")
-    rank = np.empty(m, dtype=np.int64)
-    rank[circ] = np.arange(m)
-    return _place_ring(list(texts), radius, order.tolist(), circ.tolist(), rank.tolist(), ang.tolist(), style,
-                       min_chars)
-
-
-def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[int], rank_l: list[int],
-                ang_l: list[float], style: RadialStyle, min_chars: int = 3) -> tuple[list[str], np.ndarray]:
-    """:func:`place_labels` on one ring, given its priority order, its tokens in angle order (``circ_l``)
-    and each token's rank in that order; angles in [0, 2π). Plain Python lists: the loops are sequential."""
-    m = len(texts)
-    status = np.zeros(m, dtype=np.uint8)
-    labels = [""] * m
-    if m == 1:
-        labels[0], status[0] = texts[0], 2
-        return labels, status
-    cw = style.char_width * style.font
-    pad = style.label_pad
-    r = max(float(radius), 1.0)
-    half = [0.0] * m  # angular half-width of each placed label (0 = none)
-    placed = [False] * m
-    placed_ranks: list[int] = []  # ring ranks of the placed labels, ascending
-
-    def half_angle(width: float) -> float:
-        return math.atan((width + pad) / 2.0 / r)
-
-    lengths = [len(t) for t in texts]
-    pi, bisect_right, insort, atan = math.pi, bisect.bisect_right, bisect.insort, math.atan
-    n_placed = 0
-    for i in order:  # pass 1, the hot loop: gap() below and the placement inlined, same arithmetic
-        h = atan((lengths[i] * cw + pad) / 2.0 / r)
-        g = pi
-        if n_placed:
-            ri, ai = rank_l[i], ang_l[i]
-            j = bisect_right(placed_ranks, ri)
-            t = circ_l[placed_ranks[j if j < n_placed else 0]]  # next placed label, wrapping round
-            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
-            if d < g:
-                g = d
-            t = circ_l[placed_ranks[j - 1]]
-            d = abs((ang_l[t] - ai + pi) % TWO_PI - pi) - half[t]
-            if d < g:
-                g = d
-        if h <= g:
-            labels[i], half[i], placed[i] = texts[i], h, True
-            insort(placed_ranks, rank_l[i])
-            n_placed += 1
-    status[np.asarray(placed, dtype=bool)] = 2
-    def gap(i: int) -> float:
-        """The free arc beside token ``i``: up to the nearer placed label on either side (π if none)."""
-        g = pi
-        if placed_ranks:
-            j = bisect_right(placed_ranks, rank_l[i])
-            for t in (circ_l[placed_ranks[j % len(placed_ranks)]], circ_l[placed_ranks[j - 1]]):
-                g = min(g, abs((ang_l[t] - ang_l[i] + pi) % TWO_PI - pi) - half[t])
-        return g
-
-    for i in order:  # pass 2: shortened labels where a gap allows (only the tokens pass 1 left)
-        if placed[i]:
-            continue
-        g = gap(i)
-        if g <= 0:
-            continue
-        room = 2.0 * r * math.tan(min(g, 1.4)) - pad
-        keep = int(room // cw) - 1  # one character's width for the ellipsis
-        if min_chars <= keep < lengths[i]:
-            text = texts[i][:keep] + "…"
-            labels[i], status[i], half[i] = text, 1, half_angle(len(text) * cw)
-            placed[i] = True
-            insort(placed_ranks, rank_l[i])
-    return labels, status
-
-
-def _overlay_tiers(texts: list[str], labels: list[str], status: np.ndarray, radius: float, order: list[int],
-                   ang_l: list[float], style: RadialStyle, line: float) -> np.ndarray:
-    """Where the full text of each shortened or hidden token of one ring goes when a trace or a selection
-    shows it (the overlay): tier 0 on the ring's label row, or tier 1 one line further out of the cell
-    (``line``), into the gap between the rings. In priority order (``order``), each overlay takes the
-    tier where it covers the least arc, an overlay placed there counting twice a ring label (tier 0 when
-    it covers nothing). So adjacent traced tokens whose ring labels are short do not print over each
-    other ("percent" and "effective" used to read "percereffective"). The arcs are numpy arrays per ring;
-    only the greedy pass over the overlays that touch each other is a loop."""
-    m = len(texts)
-    tiers = np.zeros(m, dtype=np.uint8)
-    status = np.asarray(status)
-    cand = np.flatnonzero(status < 2)
-    if m < 2 or cand.size == 0:
-        return tiers
-    cw, pad = style.char_width * style.font, style.label_pad
-    r0 = max(float(radius), 1.0)
-    r1 = max(r0 - line, 1.0)  # tier 1 may lie inside the ring: the smaller radius, the wider angle
-    ang = np.asarray(ang_l, dtype=np.float64)
-    full = np.fromiter((len(texts[i]) for i in cand.tolist()), dtype=np.float64, count=cand.size) * cw + pad
-    h0, h1 = np.arctan(full / 2.0 / r0), np.arctan(full / 2.0 / r1)
-    label_len = np.fromiter((len(t) for t in labels), dtype=np.float64, count=m)  # as the ring draws them
-    lab = np.flatnonzero(label_len > 0)
-    hl = np.arctan((label_len[lab] * cw + pad) / 2.0 / r0)
-
-    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.abs((b[None, :] - a[:, None] + math.pi) % TWO_PI - math.pi)
-
-    # the arc of the ring's labels (full and shortened: an unlit token's short label stays drawn) that
-    # each overlay covers on the label row; its own short label gives way to it
-    cover = np.maximum(h0[:, None] + hl[None, :] - dist(ang[cand], ang[lab]), 0.0)
-    cover[cand[:, None] == lab[None, :]] = 0.0
-    label_cost = cover.sum(axis=1).tolist()
-    # overlays against each other, per tier (only the pairs that touch enter the loop)
-    dc = dist(ang[cand], ang[cand])
-    o0 = np.maximum(h0[:, None] + h0[None, :] - dc, 0.0)
-    o1 = np.maximum(h1[:, None] + h1[None, :] - dc, 0.0)
-    np.fill_diagonal(o0, 0.0)
-    np.fill_diagonal(o1, 0.0)
-    rows, cols = np.nonzero(o1 > 0)
-    touching: list[list[tuple[int, float, float]]] = [[] for _ in range(cand.size)]
-    for a, j, v0, v1 in zip(rows.tolist(), cols.tolist(), o0[rows, cols].tolist(), o1[rows, cols].tolist()):
-        touching[a].append((j, v0, v1))
-    slot = {int(c): a for a, c in enumerate(cand.tolist())}
-    placed = [-1] * cand.size  # each overlay's tier once placed
-    for i in order:
-        a = slot.get(i)
-        if a is None:
-            continue
-        cost0, cost1 = label_cost[a], 0.0
-        for j, v0, v1 in touching[a]:
-            if placed[j] == 0:
-                cost0 += 2.0 * v0
-            elif placed[j] == 1:
-                cost1 += 2.0 * v1
-        placed[a] = tier = 1 if cost0 > 0 and cost1 < cost0 else 0
-        tiers[i] = tier
-    return tiers
+    def _ring_labels(self) -> None:
+        """The per-ring placement at the design size (:func:`place_labels`, in priority order) and the
+        overlay tiers of the hidden/shortened labels, as the columns of ``_RING_LABEL_COLUMNS``."""
+        col, style, L = self.column, self.style, self.L
+        level, pos, ang = col("level"), col("pos"), col("angle")
+        shown = list(col("token"))
+        N = level.size
+        local = np.arange(N) - self.level_bounds()[level]
+        order_all = np.lexsort((local, -col("prio"), level))
+        circ_all = np.lexsort((local, ang, level))
+        first = self.level_bounds()
+        labels: list[str] = []
+        lstat = np.empty(N, dtype=np.uint8)
+        otier = np.zeros(N, dtype=np.uint8)
+        line = float(style.font) + 3.0
+        ang_l = ang.tolist()
+        for k in range(L + 1):
+            lo, hi = int(first[k]), int(first[k + 1])
+            m = hi - lo
+            if m == 0:
+                continue
+            if k == L:
+                labels.extend(shown[lo:hi])
+                lstat[lo:hi] = 2
+                continue
+            circ = circ_all[lo:hi] - lo
+            rank = np.empty(m, dtype=np.int64)
+            rank[circ] = np.arange(m)
+            order = (order_all[lo:hi] - lo).tolist()
+            lab, stt = _place_ring(shown[lo:hi], self.radii[k], order, circ.tolist(), rank.tolist(),
+                                   ang_l[lo:hi], style)
+            labels.extend(lab)
+            lstat[lo:hi] = stt
+            otier[lo:hi] = _overlay_tiers(shown[lo:hi], lab, stt, self.radii[k], order, ang_l[lo:hi], style, line)
+        del pos
+        lx, ly, vx, vy = col("lx"), col("ly"), col("vx"), col("vy")
+        self.cols["ring_label"] = _frozen(np.asarray(labels, dtype=object))
+        self.cols["lstat"] = _frozen(lstat)
+        self.cols["otier"] = _frozen(otier)
+        self.cols["olx"] = _frozen(lx + otier * line * vx)
+        self.cols["oly"] = _frozen(ly + otier * line * vy)
+        self._frames.pop("nodes", None)
 
 
 def radial_layout(
@@ -487,23 +539,26 @@ def radial_layout(
     style: RadialStyle | None = None,
     priority: np.ndarray | None = None,
 ) -> RadialLayout:
-    """Lay out the Token Rings (§4.3.1) of an Attention Graph, and place their labels.
+    """Lay out the Token Rings (§4.3.1) of an Attention Graph.
 
     levels: L+1 sorted int arrays of token positions; ``levels[L]`` is the root (``[CLS]``).
     tokens, segments: the input's tokens and their segment ids (length n).
     n_heads: H, the number of head glyphs per token.
     priority: optional float ``[L+1, n]``: the label priority of token p at level k (the views pass its
-        importance in the graph: influence, degree, selection); higher labels first (:func:`place_labels`).
+        importance: token class and influence); higher labels first. Stored as the ``prio`` column.
+
+    Every ring folds the tokens it does not hold into runs (:func:`ring_slots`), and the rings are
+    spread by content (:func:`ring_radii`: the arc a ring's labels want); a ring too crowded for full-size
+    cells shrinks them (``cs``, down to ``style.cell_min``).
     """
     style = style or RadialStyle()
     L = len(levels) - 1
     if L < 1:
         raise ValueError("an Attention Graph needs at least one layer (L+1 >= 2 levels)")
-    shown = [display_token(t) for t in tokens]
     seg = np.asarray(segments, dtype=np.int64)
-    if len(seg) != len(shown):
-        raise ValueError(f"{len(shown)} tokens but {len(seg)} segment ids")
-    n = len(shown)
+    if len(seg) != len(tokens):
+        raise ValueError(f"{len(tokens)} tokens but {len(seg)} segment ids")
+    n = len(tokens)
     levels = [np.asarray(lev, dtype=np.int64) for lev in levels]
     for k, lev in enumerate(levels):
         if lev.size and (lev.min() < 0 or lev.max() >= n):
@@ -514,105 +569,82 @@ def radial_layout(
         priority = np.asarray(priority, dtype=np.float64)
         if priority.shape != (L + 1, n):
             raise ValueError(f"priority must have shape [L+1, n] = {(L + 1, n)}; got {priority.shape}")
+    member = np.zeros((L + 1, n), dtype=bool)
+    for k, lev in enumerate(levels):
+        member[k, lev] = True
+    level_col, pos = np.nonzero(member)  # level, then position: the node order
+    N = pos.size
+    slots = ring_slots(member, seg, style.start_angle, style.run_slot)
+    ang = slots.angle
 
+    tok_str = [str(t) for t in tokens]
+    shown_tok = [display_token(t) for t in tok_str]
+    labels = word_labels(tok_str, pos, level_col)
+    nchar = np.fromiter((len(t) for t in labels), dtype=np.int64, count=N)
+    lw = nchar * (style.char_width * style.font)
+    # each ring's label demand: a slot per token, or its label and the gap between labels
+    slot = style.slot_min(n_heads)
+    want = np.where(nchar > 0, np.maximum(lw + style.label_pad, slot), slot)
+    demand = np.bincount(level_col, weights=want, minlength=L + 1)
+    runs_per = np.bincount(slots.runs["level"], minlength=L + 1)[: L + 1] if slots.runs["level"].size \
+        else np.zeros(L + 1, dtype=np.int64)
+    demand = demand + style.run_slot * slot * runs_per
     gw, gh = style.glyph_block(n_heads)
     rh = style.row_height(n_heads)
     ch = style.cell_height(n_heads)
     rw = style.row_width(n_heads)
-    root_text = shown[int(levels[L][0])]
+    root_text = shown_tok[int(levels[L][0])]
     root_radius = max(rw, text_width(root_text, style.font, style.char_width)) / 2.0
-    sizes = [len(lev) for lev in levels]
-    radii = ring_radii(sizes, n_heads, style, root_radius)
-
-    level_col = np.concatenate([np.full(len(lev), k, dtype=np.int64) for k, lev in enumerate(levels)])
-    pos = np.concatenate(levels)
-    N = pos.size
+    radii = ring_radii(slots.units, n_heads, style, root_radius, demand=demand)
+    cs_ring = np.ones(L + 1)
+    cs_ring[:L] = np.clip(TWO_PI * radii[:L] / np.maximum(slots.units[:L] * slot, 1e-9), style.cell_min, 1.0)
+    cs = cs_ring[level_col]
     rad = radii[level_col]
-    first = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)  # level k: nodes first[k]:first[k+1]
-    # every ring's angles at once (ring_angles of each ring: sentence A clockwise, B counter-clockwise)
-    size_of = np.asarray(sizes, dtype=np.int64)[level_col]
-    local = np.arange(N) - first[level_col]  # position of the node within its ring
-    start_rad = math.radians(style.start_angle)
-    step = TWO_PI / np.maximum(size_of, 1)
-    is_a = seg[pos] == 0
-    ca, cb = np.cumsum(is_a), np.cumsum(~is_a)
-    ring_start = first[level_col]
-    ia = ca - np.concatenate([[0], ca])[ring_start] - 1  # rank among the ring's A tokens
-    ib = cb - np.concatenate([[0], cb])[ring_start] - 1  # rank among the ring's B tokens
-    ang = np.mod(np.where(is_a, start_rad - (ia + 0.5) * step, start_rad + (ib + 0.5) * step), TWO_PI)
-    ang[first[L] :] = math.pi / 2  # the root
-    # each ring's label order (priority, ties by position) and angle order, sorted once for all rings
-    pr = np.zeros(N) if priority is None else priority[level_col, pos]
-    order_all = np.lexsort((local, -pr, level_col))
-    circ_all = np.lexsort((local, ang, level_col))
-    a_count = np.add.reduceat(is_a.astype(np.int64), first[:-1]) if N else np.zeros(L + 1, np.int64)
-    labels: list[str] = []
-    lstat = np.empty(N, dtype=np.uint8)
-    otier = np.zeros(N, dtype=np.uint8)
-    line = float(style.font) + 3.0  # an overlay one tier out: a line beyond the label row
-    ticks = []
-    shown_l = [shown[i] for i in pos.tolist()]
-    ang_l_all = ang.tolist()
-    for k in range(L + 1):
-        lo, hi = int(first[k]), int(first[k + 1])
-        m = hi - lo
-        if k == L:
-            labels.append(root_text)
-            lstat[lo:hi] = 2
-            continue
-        if m == 0:
-            continue
-        circ = circ_all[lo:hi] - lo
-        rank = np.empty(m, dtype=np.int64)
-        rank[circ] = np.arange(m)
-        lab, stt = _place_ring(shown_l[lo:hi], radii[k], (order_all[lo:hi] - lo).tolist(), circ.tolist(),
-                               rank.tolist(), ang_l_all[lo:hi], style)
-        labels.extend(lab)
-        lstat[lo:hi] = stt
-        otier[lo:hi] = _overlay_tiers(shown_l[lo:hi], lab, stt, radii[k], (order_all[lo:hi] - lo).tolist(),
-                                      ang_l_all[lo:hi], style, line)
-        meet = float(np.mod(start_rad - int(a_count[k]) * (TWO_PI / m), TWO_PI))  # where A and B meet
-        c, s = math.cos(meet), math.sin(meet)
-        r0, r1 = radii[k] - ch / 2 - 2, radii[k] + ch / 2 + 2
-        ticks.append((k, r0 * c, r0 * s, r1 * c, r1 * s))
 
     u, v, text_angle = reading_frame(ang)
     x, y = rad * np.cos(ang), rad * np.sin(ang)
-    fs = np.full(N, float(style.font))
-    lw = np.array([len(t) for t in labels], dtype=np.float64) * style.char_width * style.font
     # the cell in its reading frame (u along the label, v up): the label row on top, the glyph block and
-    # the sparkline side by side below it, all centred on the token's anchor
-    v_label = ch / 2 - style.font / 2 - 0.5
-    v_row = -ch / 2 + rh / 2
-    gu = -rw / 2
-    su0 = gu + gw + 2.0
-    v_base = -ch / 2
+    # the sparkline side by side below it, all centred on the token's anchor; scaled by the ring's cs
+    v_label = (ch / 2 - style.font / 2 - 0.5) * cs
+    v_row = (-ch / 2 + rh / 2) * cs
+    gu = -rw / 2 * cs
+    su0 = gu + (gw + 2.0) * cs
+    v_base = -ch / 2 * cs
     ux, uy, vx, vy = u[:, 0], u[:, 1], v[:, 0], v[:, 1]
+    prio = np.zeros(N) if priority is None else priority[level_col, pos]
     cols = {
         "node": np.arange(N, dtype=np.int64), "level": level_col, "pos": pos,
-        "token": shown_l, "seg": seg[pos], "angle": ang, "radius": rad,
+        "token": np.asarray(shown_tok, dtype=object)[pos] if N else np.zeros(0, dtype=object),
+        "seg": seg[pos], "angle": ang, "half": slots.half, "radius": rad,
         "x": x, "y": y, "ux": ux, "uy": uy, "vx": vx, "vy": vy, "text_angle": text_angle,
-        "font_size": fs, "label": labels, "lstat": lstat, "lw": lw,
+        "font_size": np.full(N, float(style.font)), "label": np.asarray(labels, dtype=object),
+        "nchar": nchar, "lw": lw, "prio": prio, "cs": cs,
         "lx": x + v_label * vx, "ly": y + v_label * vy,
-        "otier": otier, "olx": x + (v_label + otier * line) * vx, "oly": y + (v_label + otier * line) * vy,
-        "hx": x, "hy": y, "hr": np.full(N, min(ch, rw) / 2 + 1.0),
-        "gu": np.full(N, gu), "gv": np.full(N, v_row),
-        "bx": x + (gu + gw / 2) * ux + v_row * vx, "by": y + (gu + gw / 2) * uy + v_row * vy,
+        "hx": x, "hy": y, "hr": min(ch, rw) / 2 * cs + 1.0,
+        "gu": gu, "gv": v_row,
+        "bx": x + (gu + gw / 2 * cs) * ux + v_row * vx, "by": y + (gu + gw / 2 * cs) * uy + v_row * vy,
         "sx0": x + su0 * ux + v_base * vx, "sy0": y + su0 * uy + v_base * vy,
-        "sw": np.full(N, style.spark_width), "cw": np.full(N, rw),
-        "r_in": rad - ch / 2, "r_out": rad + ch / 2,
+        "sw": style.spark_width * cs, "cw": rw * cs,
+        "r_in": rad - ch / 2 * cs, "r_out": rad + ch / 2 * cs,
     }
     root = level_col == L
     cols["r_in"][root] = 0.0
     cols["r_out"][root] = math.hypot(root_radius, ch / 2)
-    df = pd.DataFrame(cols)
-    tick_df = pd.DataFrame(ticks, columns=["level", "x0", "y0", "x1", "y1"])
-    # the farthest corner of any cell (its label or its lower row) from the centre
-    reach = np.hypot(rad + ch / 2, np.maximum(lw, rw) / 2)
-    extent = float(max(reach.max(initial=0.0), radii.max() + ch / 2) + style.margin)
-    numeric = {k: _frozen(v) for k, v in cols.items() if isinstance(v, np.ndarray)}  # not the text columns
-    return RadialLayout(nodes=df, ticks=tick_df, radii=radii, extent=extent, n_heads=n_heads, style=style,
-                        _columns=numeric, _columns_of=df)
+    # ticks where the two sentences meet, one per ring that holds tokens
+    rings = [k for k in range(L) if len(levels[k])]
+    meet = slots.meet[rings]
+    r0 = radii[rings] - ch / 2 * cs_ring[rings] - 2
+    r1 = radii[rings] + ch / 2 * cs_ring[rings] + 2
+    tick_cols = {"level": np.asarray(rings, dtype=np.int64), "x0": r0 * np.cos(meet), "y0": r0 * np.sin(meet),
+                 "x1": r1 * np.cos(meet), "y1": r1 * np.sin(meet)}
+    run_cols = dict(slots.runs)
+    run_cols["radius"] = radii[run_cols["level"]]
+    # the farthest corner of any cell from the centre, and a line for the outer ring's labels
+    reach = np.hypot(rad + ch / 2 * cs, rw * cs / 2)
+    extent = float(max(reach.max(initial=0.0), radii.max() + ch / 2) + style.margin + 1.5 * style.font)
+    cols = {k: _frozen(np.asarray(a)) for k, a in cols.items()}
+    return RadialLayout(cols=cols, tick_cols=tick_cols, run_cols=run_cols, radii=radii, extent=extent,
+                        n_heads=n_heads, style=style)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -626,8 +658,9 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
     """Centres of the head glyphs (§4.3.2): one per (node, head), H glyphs wrapped into 3 rows.
 
     Head h sits in row ``h // cols`` (top row first) and column ``h % cols`` of the node's glyph block,
-    in the node's reading frame (the block is centred on ``gv``). Returns columns node, head, x, y, angle (text angle of the node), ux,
-    uy (reading direction, for split glyph halves). Rows are ordered by node then head.
+    in the node's reading frame (the block is centred on ``gv``), scaled by the ring's cell scale ``cs``.
+    Returns columns node, head, x, y, angle (text angle of the node), ux, uy (reading direction, for split
+    glyph halves). Rows are ordered by node then head.
     """
     return pd.DataFrame(glyph_grid_arrays(layout, n_heads, node_ids))
 
@@ -649,8 +682,9 @@ def glyph_grid_arrays(layout: RadialLayout, n_heads: int, node_ids: np.ndarray |
     dv = gh / 2 - (h // cols) * pitch - st.glyph / 2
     node = col("node")
     m = len(node)
-    gu = col("gu")[:, None] + du[None, :]
-    dvv = col("gv")[:, None] + dv[None, :]
+    cs = col("cs")[:, None]  # the ring's cell scale
+    gu = col("gu")[:, None] + du[None, :] * cs
+    dvv = col("gv")[:, None] + dv[None, :] * cs
     ux, uy = col("ux"), col("uy")
     vx, vy = col("vx")[:, None], col("vy")[:, None]
     x = col("x")[:, None] + gu * ux[:, None] + dvv * vx
@@ -712,7 +746,8 @@ def sparkline_segments(
     """Sparkline peaks (§4.3.2) as segments: for node ``node_ids[i]``, one vertical bar per attended
     position at relative position ``rel[i]`` in [-1, 1] (0 = itself, in the middle of the sparkline),
     of ``heights[i]`` heads (clamped at 3) in the node's reading frame, rising from the sparkline's
-    baseline beside the glyph block: 1, 2 and 3 heads fill 1/2, 3/4 and all of ``spark_height``, so a
+    baseline beside the glyph block: 1, 2 and 3 heads fill 1/2, 3/4 and all of ``spark_height`` (times the
+    ring's cell scale ``cs``), so a
     single head's peak stays visible. With ``per_bar=True`` each ``node_ids[i]`` is itself an array giving the
     node of every bar of ``rel[i]`` (many nodes in one go). Returns node, x0, y0, x1, y1 (one row per bar)."""
     st = layout.style
@@ -739,7 +774,7 @@ def sparkline_segments(
     du = (np.clip(rel_all, -1, 1) + 1.0) / 2.0 * sw
     x0 = sx0 + du * ux
     y0 = sy0 + du * uy
-    hv = (h_all + 1.0) / 4.0 * st.spark_height
+    hv = (h_all + 1.0) / 4.0 * st.spark_height * col("cs")[nid]
     return {"node": nid, "x0": x0, "y0": y0, "x1": x0 + hv * vx, "y1": y0 + hv * vy}
 
 

@@ -116,6 +116,7 @@ def ref_glyphs(d: FlowData) -> pd.DataFrame:
         if ids.size == 0:
             continue
         sub = grid.iloc[ids]
+        cs = nodes["cs"].to_numpy()[sub["node"].to_numpy()]  # the ring's cell scale
         if d.comparison is not None:
             gc = np.full(ids.size, 12 if code == PRE else 13)
         else:
@@ -123,9 +124,9 @@ def ref_glyphs(d: FlowData) -> pd.DataFrame:
             gc = (0 if code == PRE else RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
         rows.append(pd.DataFrame({
             "node": sub["node"].to_numpy(), "head": sub["head"].to_numpy(), "model": np.full(ids.size, code),
-            "x": sub["x"].to_numpy() + off * sub["ux"].to_numpy(),
-            "y": sub["y"].to_numpy() + off * sub["uy"].to_numpy(),
-            "w": np.full(ids.size, w), "part": np.full(ids.size, 0 if w == g else {PRE: 1, FINE: 2}[code]),
+            "x": sub["x"].to_numpy() + off * cs * sub["ux"].to_numpy(),
+            "y": sub["y"].to_numpy() + off * cs * sub["uy"].to_numpy(),
+            "w": np.full(ids.size, w) * cs, "part": np.full(ids.size, 0 if w == g else {PRE: 1, FINE: 2}[code]),
             "angle": sub["angle"].to_numpy(), "gc": gc, "cp": cp[ids], "cf": cf[ids],
         }))
     df = pd.concat(rows, ignore_index=True)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from attnflows_panel.layout import RadialStyle, TWO_PI, place_labels, ring_angles
+from attnflows_panel.layout import TWO_PI, RadialStyle, place_labels, ring_angles
 
 
 def reference_place_labels(angles, radius, texts, priority, style, min_chars=3):
@@ -194,18 +194,55 @@ def test_radial_layout_rings_equal_ring_angles_and_place_labels(seed):
     lay = radial_layout(levels, tokens, seg, 12, priority=priority)
     style = lay.style
     ticks = lay.ticks.set_index("level")
+    runs = lay.runs
     for k in range(L):
         p = levels[k]
         rows = lay.nodes[lay.nodes["level"] == k]
         np.testing.assert_array_equal(rows["pos"].to_numpy(), p)
         if not p.size:
-            assert k not in ticks.index
+            assert k not in ticks.index and not (runs["level"] == k).any()
             continue
-        a, meet = ring_angles(np.asarray(seg)[p], style.start_angle)
-        np.testing.assert_array_equal(rows["angle"].to_numpy(), a)
+        a, meet, ref_runs = reference_ring(p, seg, style.start_angle, style.run_slot)
+        np.testing.assert_allclose(rows["angle"].to_numpy(), a, atol=1e-9)
+        mine = runs[runs["level"] == k]
+        assert [tuple(r) for r in mine[["first_token", "last_token", "count"]].to_numpy().tolist()] == \
+            [r[:3] for r in ref_runs]
+        np.testing.assert_allclose(mine["angle"].to_numpy(), [r[3] for r in ref_runs], atol=1e-9)
         texts = [tokens[i] for i in p.tolist()]
         labels, status = place_labels(a, lay.radii[k], texts, None if priority is None else priority[k, p], style)
-        assert rows["label"].tolist() == labels
+        assert rows["ring_label"].tolist() == labels
         np.testing.assert_array_equal(rows["lstat"].to_numpy(), status)
-        r1 = lay.radii[k] + style.cell_height(12) / 2 + 2
-        assert ticks.loc[k, "x1"] == r1 * math.cos(meet) and ticks.loc[k, "y1"] == r1 * math.sin(meet)
+        r1 = lay.radii[k] + style.cell_height(12) * rows["cs"].iloc[0] / 2 + 2
+        assert ticks.loc[k, "x1"] == pytest.approx(r1 * math.cos(meet)) and \
+            ticks.loc[k, "y1"] == pytest.approx(r1 * math.sin(meet))
+
+
+def reference_ring(positions, seg, start_angle, run_slot):
+    """A ring's token angles, meeting angle and runs, walking each sentence position by position: a
+    reached token takes a slot, each stretch of unreached positions between reached ones half a slot
+    (``run_slot``); A clockwise from the start, B counter-clockwise."""
+    reached = set(int(p) for p in positions)
+    items = {0: [], 1: []}  # per side: (kind, first, last, weight)
+    for side in (0, 1):
+        for p in [i for i, s in enumerate(seg) if (s != 0) == bool(side)]:
+            if p in reached:
+                items[side].append(["tok", p, p, 1.0])
+            elif items[side] and items[side][-1][0] == "run":
+                items[side][-1][2] = p
+            else:
+                items[side].append(["run", p, p, run_slot])
+    total = sum(it[3] for side in (0, 1) for it in items[side])
+    step = TWO_PI / total
+    start = math.radians(start_angle)
+    ang, runs = {}, []
+    for side, sign in ((0, -1.0), (1, 1.0)):
+        c = 0.0
+        for kind, first, last, w in items[side]:
+            centre = (start + sign * (c + w / 2) * step) % TWO_PI
+            if kind == "tok":
+                ang[first] = centre
+            else:
+                runs.append((first, last, last - first + 1, centre))
+            c += w
+    meet = (start - sum(it[3] for it in items[0]) * step) % TWO_PI
+    return np.array([ang[int(p)] for p in positions]), meet, sorted(runs)

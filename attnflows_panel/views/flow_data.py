@@ -39,6 +39,7 @@ import pandas as pd
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.compare import BOTH, FINE, PRE, GraphComparison
 from attnflows_panel.graph import AttentionGraph
+from attnflows_panel.ring_labels import CONTENT, token_classes
 from attnflows_panel.layout import (
     RadialLayout,
     RadialStyle,
@@ -103,6 +104,31 @@ EDGE_WIDTH = [0.7, 1.3, 1.3, 1.3, 0.6, 0.7, 0.7, 0.7, 0.7, 1.3, 1.3, 1.3]
 # all edges of their layer; highlighted edges count the highlighted ones (computed again on hover).
 EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX = 3.0, 10 / 255, 0.4
 HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX = 5.0, 0.025, 0.9
+
+
+#: edges drawn at rest per layer at most (module docstring, ``rest``)
+REST_PER_LAYER = 48
+
+
+def rest_edges(layer: np.ndarray, lower: np.ndarray, weight: np.ndarray, per_layer: int = REST_PER_LAYER) -> np.ndarray:
+    """uint8 per edge: 1 for the edges drawn at rest. Every lower node keeps its strongest incoming edge
+    (the largest attention weight, ties to the first edge), so each token shows where its strongest
+    reader sits one level up; of those, each layer keeps its ``per_layer`` strongest. Everything else is
+    drawn only on hover or freeze."""
+    E = layer.size
+    out = np.zeros(E, dtype=np.uint8)
+    if E == 0:
+        return out
+    order = np.lexsort((np.arange(E), -np.asarray(weight, dtype=np.float64), lower))
+    first = np.concatenate(([True], lower[order][1:] != lower[order][:-1]))
+    best = order[first]  # the strongest edge into each lower node
+    by_layer = best[np.lexsort((np.arange(best.size), -np.asarray(weight)[best], layer[best]))]
+    lay = layer[by_layer]
+    starts = np.concatenate(([True], lay[1:] != lay[:-1]))
+    idx = np.arange(by_layer.size)
+    rank = idx - np.maximum.accumulate(np.where(starts, idx, 0))
+    out[by_layer[rank < per_layer]] = 1
+    return out
 
 
 def density_alpha(count: np.ndarray, sweep: np.ndarray, ink: float, lo: float, hi: float) -> np.ndarray:
@@ -182,38 +208,29 @@ def _pack_heads(heads_bool: np.ndarray) -> np.ndarray:
 
 
 class _Columns:
-    """Read-only numpy columns of one of :class:`FlowData`'s frames, each read from pandas once.
+    """Read-only numpy columns of one of :class:`FlowData`'s frames (``cols["x"]`` equals
+    ``frame["x"].to_numpy()``). The view is built from these arrays; the pandas frames are made from them
+    only when someone asks for one (a DataFrame costs more than the rest of a small view, P1)."""
 
-    pandas' column access costs about 10 µs a time and a view build reads its frames' columns about a
-    hundred times (benchmarks/README.md, P1), so the frames' arrays are kept beside them: those they were
-    built from, then any other read on first use. ``cols["x"]`` is ``frame["x"].to_numpy()``."""
+    __slots__ = ("_get", "_n")
 
-    __slots__ = ("frame", "_get")
-
-    def __init__(self, frame: pd.DataFrame, get):
-        self.frame, self._get = frame, get
+    def __init__(self, get, n: int):
+        self._get, self._n = get, n
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._get(name)
 
     def __len__(self) -> int:
-        return len(self.frame)
+        return self._n
 
 
-def _array_cache(frame: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None):
-    cache = {}
-    for k, v in (arrays or {}).items():
+def _frozen_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in arrays.items():
         v = np.asarray(v)
         v.flags.writeable = False
-        cache[k] = v
-
-    def get(name: str) -> np.ndarray:
-        arr = cache.get(name)
-        if arr is None:
-            arr = cache[name] = frame[name].to_numpy()
-        return arr
-
-    return get
+        out[k] = v
+    return out
 
 
 @dataclass
@@ -244,8 +261,8 @@ def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray
 
     The browser's hover code (``flow.js``, ``compose``) does exactly the same from its own codes.
     """
-    N, E, G = len(data.nodes), len(data.edges), len(data.glyphs)
     nodes, edges = data.columns("nodes"), data.columns("edges")
+    G = len(data.columns("glyphs"))
     node_base = nodes["base"].astype(np.uint8)
     edge_base = edges["base"].astype(np.uint8)
     if hl is None or not hl.active:
@@ -258,7 +275,8 @@ def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray
         edge_st = np.where(hl.edges > 0, hl.edges, 4).astype(np.uint8)
         gm = data.columns("glyphs")["model"].astype(np.uint8)
         glyph_st = np.where(hl.glyphs, gm, 4).astype(np.uint8)
-    spark_st = node_st[data.columns("sparks")["node"]] if len(data.sparks) else np.zeros(0, np.uint8)
+    sparks = data.columns("sparks")
+    spark_st = node_st[sparks["node"]] if len(sparks) else np.zeros(0, np.uint8)
     layer = edges["layer"].astype(np.int64)
     lit = edge_st < 4
     count = np.bincount(layer[lit], minlength=data.L)
@@ -334,18 +352,20 @@ class FlowData:
         self.layout: RadialLayout = radial_layout(self.levels, self.tokens, self.segments, self.H, style,
                                                   priority=self.priority)
         self.style = self.layout.style
-        nodes = self.layout.nodes
+        self._arrays: dict[str, dict[str, np.ndarray]] = {}
+        self._frames: dict[str, pd.DataFrame] = {}
         self.node_index = self.layout.node_index(self.n)
+        self.n_nodes = len(self.layout.cols["node"])
         self.bounds = self.layout.level_bounds()
         lv, ps = self.layout.column("level"), self.layout.column("pos")
         member = membership[lv, ps].astype(np.uint8)
         extra = {"member": member,
-                 "base": member if self.comparison is not None else np.zeros(len(nodes), np.uint8)}
+                 "base": member if self.comparison is not None else np.zeros(member.size, np.uint8)}
         extra.update(self._glyph_block_geometry())
         self.layout.add_columns(extra)  # one concat (a pandas setitem per column cost more)
-        self.glyphs = self._build_glyphs()
-        self.edges = self._build_edges()
-        self.sparks = self._build_sparks()
+        self._arrays["glyphs"] = self._build_glyphs()
+        self._arrays["edges"] = self._build_edges()
+        self._arrays["sparks"] = self._build_sparks()
         self.bits = {c: self._ancestor_bits(g) for c, g in self.graphs.items()}
 
     # ------------------------------------------------------------------ construction
@@ -354,29 +374,48 @@ class FlowData:
     def nodes(self) -> pd.DataFrame:
         return self.layout.nodes
 
-    def columns(self, frame: str) -> _Columns:
-        """Numpy columns of ``nodes``, ``glyphs``, ``edges`` or ``sparks``: ``columns("edges")["u"]`` is
-        ``edges["u"].to_numpy()`` (read-only), without pandas' per-access cost. The frames are the view's
-        read-only data; a frame replaced by a new one gets fresh columns."""
-        df = self.layout.nodes if frame == "nodes" else getattr(self, frame)
-        cache = self.__dict__.setdefault("_col_cache", {})
-        cols = cache.get(frame)
-        if cols is None or cols.frame is not df:
-            get = self.layout.column if frame == "nodes" else _array_cache(df)
-            cols = cache[frame] = _Columns(df, get)
-        return cols
+    @property
+    def glyphs(self) -> pd.DataFrame:
+        return self._frame("glyphs")
 
-    def _frame(self, name: str, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
-        """A frame built from numpy ``arrays``, whose columns stay at hand (:meth:`columns`)."""
-        df = pd.DataFrame(arrays)
-        self.__dict__.setdefault("_col_cache", {})[name] = _Columns(df, _array_cache(df, arrays))
+    @property
+    def edges(self) -> pd.DataFrame:
+        return self._frame("edges")
+
+    @property
+    def sparks(self) -> pd.DataFrame:
+        return self._frame("sparks")
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """Runs of folded tokens (module docstring): level, angle, angle0, angle1, count, first_token,
+        last_token, radius."""
+        return self.layout.runs
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        df = self._frames.get(name)
+        if df is None:
+            df = self._frames[name] = pd.DataFrame(self._arrays[name])
         return df
 
+    def columns(self, frame: str) -> _Columns:
+        """Numpy columns of ``nodes``, ``glyphs``, ``edges``, ``sparks`` or ``runs``:
+        ``columns("edges")["u"]`` is ``edges["u"].to_numpy()`` (read-only), without building the frame."""
+        if frame == "nodes":
+            return _Columns(self.layout.column, len(self.layout.cols["node"]))
+        if frame == "runs":
+            rc = self.layout.run_cols
+            return _Columns(rc.__getitem__, len(rc["level"]))
+        arrays = self._arrays[frame]
+        return _Columns(arrays.__getitem__, len(next(iter(arrays.values()))))
+
     def _label_priority(self) -> np.ndarray:
-        """float [L+1, n]: which labels a ring shows first (:func:`~attnflows_panel.layout.place_labels`):
-        the token's influence I_k (eq. 4, the larger of the drawn models'), then its degree in the drawn
-        graph(s) (edges to the level above and below) as a tie-breaker; never its length. The root comes
-        first."""
+        """float [L+1, n], the ``prio`` column: which labels show first (higher first). The token's class
+        decides (:func:`~attnflows_panel.ring_labels.token_classes`: content words, then stop words, then
+        lone word pieces, then punctuation and special tokens), then its influence I_k (eq. 4, the larger
+        of the drawn models', clamped at 5 as the ratings are), then its degree in the drawn graph(s)
+        (edges to the level above and below) as a tie-breaker; never its length. The root comes first.
+        ``prio = 10 · class + min(I_k, 5) + degree / (max degree + 1)``."""
         L, n = self.L, self.n
         infl = np.zeros((L + 1, n))
         deg = np.zeros((L + 1, n))
@@ -386,8 +425,10 @@ class FlowData:
             acc = np.uint16 if n < 65536 else np.int64
             deg[:L] = np.maximum(deg[:L], adj.sum(axis=1, dtype=acc))  # from the level above
             deg[1:] = np.maximum(deg[1:], adj.sum(axis=2, dtype=acc))  # to the level below
-        infl[L] = infl.max() + 1.0
-        return infl + deg / (deg.max() + 1.0)
+        cls = token_classes(self.tokens).astype(np.float64)
+        prio = 10.0 * cls[None, :] + np.minimum(infl, 5.0) + deg / (deg.max() + 1.0)
+        prio[L] = 10.0 * (CONTENT + 1)
+        return prio
 
     def _glyph_block_geometry(self) -> dict[str, np.ndarray]:
         """The nodes' glyph-block size (bw, bh) and sparkline baseline end (sx1, sy1), as new columns."""
@@ -428,23 +469,24 @@ class FlowData:
         g = self.style.glyph
         cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
         if lit.size == 0:
-            return pd.DataFrame({c: np.zeros(0) for c in cols})
+            return _frozen_arrays({c: np.zeros(0) for c in cols})
         # a split glyph (both models, §4.3.3) is two half-width rows, pre-trained (left) then fine-tuned
         split_cell = st[lit] == BOTH
         idx = np.repeat(lit, np.where(split_cell, 2, 1))
         split = np.repeat(split_cell, np.where(split_cell, 2, 1))
         first = np.concatenate(([True], idx[1:] != idx[:-1]))
         model = np.where(split, np.where(first, PRE, FINE), st[idx]).astype(np.int64)
-        off = np.where(split, np.where(first, -g / 4, g / 4), 0.0)
+        cs = self.layout.column("cs")[lit // H][np.repeat(np.arange(lit.size), np.where(split_cell, 2, 1))]
+        off = np.where(split, np.where(first, -g / 4, g / 4), 0.0) * cs
         if self.comparison is not None:
             gc = np.where(model == PRE, 12, 13).astype(np.int64)
         else:
             cnt = np.where(model == PRE, cp[idx], cf[idx])
             gc = np.where(model == PRE, 0, RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
-        return self._frame("glyphs", {
+        return _frozen_arrays({
             "node": grid["node"][idx], "head": grid["head"][idx], "model": model,
             "x": grid["x"][idx] + off * grid["ux"][idx], "y": grid["y"][idx] + off * grid["uy"][idx],
-            "w": np.where(split, g / 2, g), "part": np.where(split, model, 0).astype(np.int64),
+            "w": np.where(split, g / 2, g) * cs, "part": np.where(split, model, 0).astype(np.int64),
             "angle": grid["angle"][idx], "gc": gc, "cp": cp[idx], "cf": cf[idx],
         })
 
@@ -461,29 +503,35 @@ class FlowData:
             key = np.flatnonzero(g.adjacency)  # (k * n + a) * n + b, ascending (np.nonzero is slow in 3-d)
             k, rem = np.divmod(key, n * n)
             a, b = np.divmod(rem, n)
-            per[c] = (key.astype(np.int64), g.active[k, :, a, b], g.head_counts[k, a, b])  # heads: bool [m, H]
+            heads = g.active[k, :, a, b]  # bool [m, H]
+            weight = np.where(heads, g.attn[k, :, a, b], 0).max(axis=1) if key.size else np.zeros(0)
+            per[c] = (key.astype(np.int64), heads, g.head_counts[k, a, b], weight)
         keys = np.sort(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
         keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys  # np.unique, faster
         if keys.size == 0:
             edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
+            edges["w"] = np.zeros(0, dtype=np.float32)
         else:
             edges = {"layer": keys // (n * n), "a": keys // n % n, "b": keys % n}
             member = np.zeros(keys.size, dtype=np.int64)
             nh = np.zeros(keys.size, dtype=np.int64)
+            weight = np.zeros(keys.size, dtype=np.float32)
             words = {}
             for c in (PRE, FINE):
                 words[c] = np.zeros((keys.size, W), dtype=np.uint32)
                 if c in per:
-                    key_c, heads, count_c = per[c]
+                    key_c, heads, count_c, weight_c = per[c]
                     pos = np.searchsorted(keys, key_c)
                     words[c][pos] = _pack_heads(heads)
                     member[pos] |= c
                     nh[pos] = np.maximum(nh[pos], count_c)  # heads carrying the edge
+                    weight[pos] = np.maximum(weight[pos], weight_c)  # the strongest carrying head
             edges["nh"] = nh
             for c in (PRE, FINE):
                 for w in range(W):
                     edges[f"h{c}_{w}"] = words[c][:, w]
             edges["member"] = member
+            edges["w"] = weight
         layer = edges["layer"]
         u = self.node_index[layer + 1, edges["a"]]
         v = self.node_index[layer, edges["b"]]
@@ -502,8 +550,9 @@ class FlowData:
         heads_w = 0.45 + 0.55 * (np.minimum(edges["nh"], 4) - 1).clip(0) / 3.0
         edges["ea"] = np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)
         edges.update(edge_curves(self.layout, u, v))
+        edges["rest"] = rest_edges(layer, v, edges["w"], REST_PER_LAYER)
         self.words = W
-        return self._frame("edges", edges)
+        return _frozen_arrays(edges)
 
     def _build_sparks(self) -> pd.DataFrame:
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
@@ -536,7 +585,7 @@ class FlowData:
             for key, arr in (("node", seg["node"]), ("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1),
                              ("model", np.full(seg["node"].size, c, dtype=np.int64))):
                 cols[key].append(arr)
-        return self._frame("sparks", {k: np.concatenate(v) for k, v in cols.items()})
+        return _frozen_arrays({k: np.concatenate(v) for k, v in cols.items()})
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
         """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
@@ -544,7 +593,7 @@ class FlowData:
         nodes of the levels below its own, rows in node order."""
         bounds = self.bounds  # this view's nodes of level l are ids bounds[l]:bounds[l+1]
         ids = self.node_index.ravel()[g.levels_flat]  # this view's node id of each of g's nodes
-        sets = g.ancestor_sets(ids, len(self.layout.nodes))  # numbered by this view's ids: no scatter
+        sets = g.ancestor_sets(ids, self.n_nodes)  # numbered by this view's ids: no scatter
         off = np.concatenate([[0], np.cumsum([len(x) for x in g.levels])])
         rows = []
         for l in range(self.L + 1):
@@ -578,7 +627,7 @@ class FlowData:
 
     def _glyph_lookup(self) -> dict[int, np.ndarray]:
         if not hasattr(self, "_gid"):
-            N = len(self.nodes)
+            N = self.n_nodes
             out = {}
             gl = self.columns("glyphs")
             for c in (PRE, FINE):
@@ -591,10 +640,10 @@ class FlowData:
 
     def _empty(self, message: str = "") -> Highlight:
         return Highlight(
-            nodes=np.zeros(len(self.nodes), np.uint8),
-            edges=np.zeros(len(self.edges), np.uint8),
-            glyphs=np.zeros(len(self.glyphs), bool),
-            origin=np.zeros(len(self.nodes), bool),
+            nodes=np.zeros(self.n_nodes, np.uint8),
+            edges=np.zeros(len(self.columns("edges")), np.uint8),
+            glyphs=np.zeros(len(self.columns("glyphs")), bool),
+            origin=np.zeros(self.n_nodes, bool),
             message=message,
         )
 
@@ -660,7 +709,7 @@ class FlowData:
             earr = {c: e[c] for c in cols}
             earr["u"] = earr["u"].astype(np.int64)
             earr["v"] = earr["v"].astype(np.int64)
-            earr["N"] = len(self.nodes)
+            earr["N"] = self.n_nodes
             for c in (PRE, FINE):
                 earr[f"in{c}"] = (earr["member"] & c).astype(bool)
                 earr[f"w{c}"] = [earr[f"h{c}_{w}"].astype(np.uint64) for w in range(self.words)]
@@ -694,9 +743,15 @@ class FlowData:
     ) -> Highlight:
         """The frozen highlight of a selection of ``(level, token)`` nodes, asked of graph/compare.
 
-        - tokens at one level: ``trace(level, tokens, head)`` (several tokens: the brushed intersection,
-          §4.4.1); ``head = (layer, h)`` restricts that layer to one head (Fig. 6(b)); in combined mode
-          ``head_model`` ("pretrained"/"finetuned"; None = both) picks the model(s) traversed;
+        - a head (``head = (layer, h)``, a click on a head glyph): what that head attends to above τ at
+          its layer, in every drawn model: its edges through ``layer`` and their end tokens, each coded by
+          the model(s) whose head h carries it (pre-trained only, fine-tuned only, both: how fine-tuning
+          changed the head), head h's glyphs on level ``layer + 1`` lit and every other glyph dimmed; the
+          selected tokens are the origin. Not a trace: nothing beyond the head's own layer lights up
+          (:meth:`head_highlight`). ``head_model`` is accepted for the callers that pass it; both models
+          are shown either way, since the comparison is the point;
+        - tokens at one level: ``trace(level, tokens)`` (several tokens: the brushed intersection,
+          §4.4.1);
         - tokens at two levels: ``paths`` between them (§4.4.2, Figs. 7-8);
         - more levels: the paths between the lowest and the highest, with a message saying so.
         Messages name levels 1-based, as the UI does. Selected tokens not in the drawn graph(s) are ignored (e.g. after τ changed); an empty result
@@ -707,6 +762,8 @@ class FlowData:
             lv, tok = int(item[0]), int(item[1])
             if self.node_id(lv, tok) >= 0:
                 sel.append((lv, tok))
+        if head is not None:
+            return self.head_highlight(int(head[0]), int(head[1]), sel)
         if not sel:
             return self._empty()
         by_level: dict[int, list[int]] = {}
@@ -767,10 +824,54 @@ class FlowData:
         hl.message = message
         return hl
 
+    def head_highlight(self, layer: int, h: int, selection: Sequence[Sequence[int]] = ()) -> Highlight:
+        """What head ``h`` of layer ``layer`` attends to above τ, in both drawn models (a head click).
+
+        Edge codes: ``PRE`` where only the pre-trained model's head h carries the edge, ``FINE`` only the
+        fine-tuned one's, ``BOTH`` both; nodes: the end tokens of those edges (levels ``layer + 1`` and
+        ``layer``), coded by the union of their edges' codes; glyphs: head h's glyphs of level
+        ``layer + 1`` (everything else is dimmed); origin: the selected ``(level, token)`` nodes. The
+        message counts the edges per code (layers and heads named 1-based, as the UI does)."""
+        if not 0 <= layer < self.L or not 0 <= h < self.H:
+            raise ValueError(f"head ({layer}, {h}) is out of range: layers 0 .. {self.L - 1}, heads 0 .. {self.H - 1}")
+        hl = self._empty()
+        e = self._edge_arrays()
+        at = e["layer"] == layer
+        word, bit = h // 32, np.uint64(1 << (h % 32))
+        for c in self.graphs:
+            carried = at & ((e[f"w{c}"][word] & bit) != 0)
+            hl.edges[carried] |= np.uint8(c)
+        lit = np.flatnonzero(hl.edges)
+        np.bitwise_or.at(hl.nodes, e["u"][lit], hl.edges[lit])
+        np.bitwise_or.at(hl.nodes, e["v"][lit], hl.edges[lit])
+        gl = self._glyph_arrays()
+        glevel = self.layout.column("level")[gl["node"]] if gl["node"].size else gl["node"]
+        hl.glyphs[:] = (gl["head"] == h) & (glevel == layer + 1)
+        for lv, tok in selection:
+            hl.origin[self.node_index[lv, tok]] = True
+        miss = hl.origin & (hl.nodes == 0)
+        hl.nodes[miss] = self.layout.column("member")[miss]
+        codes = hl.edges[lit]
+        name = f"head {h + 1} of layer {layer + 1}"
+        if lit.size == 0:
+            hl.message = f"{name} attends to nothing above τ = {self.tau:g} here"
+        elif self.comparison is not None:
+            hl.message = (f"{name}: {int((codes == BOTH).sum())} edges in both models, "
+                          f"{int((codes == PRE).sum())} only pre-trained, {int((codes == FINE).sum())} only fine-tuned")
+        else:
+            hl.message = f"{name}: {lit.size} edges above τ = {self.tau:g}"
+        return hl
+
     # ------------------------------------------------------------------ what the browser receives
 
-    def sources(self) -> dict[str, dict[str, Any]]:
-        """Column dicts for the Bokeh ColumnDataSources (compact dtypes, rounded float32 coordinates)."""
+    def sources(self, ring_labels: bool = True) -> dict[str, dict[str, Any]]:
+        """Column dicts for the browser (compact dtypes, rounded float32 coordinates): ``nodes``,
+        ``glyphs``, ``edges``, ``sparks``, ``runs`` and ``bits`` (module docstring).
+
+        ring_labels: include the per-ring placement at the design size (``label`` = the placed text,
+        ``lstat``, ``olx``, ``oly``) that the Bokeh figure draws; a client that places labels itself
+        (from ``text``, ``prio``, ``nchar``, ``angle``, ``half``, ``radius``) passes False and skips that
+        work."""
         nodes, glyphs, edges, sparks = (self.columns(f) for f in ("nodes", "glyphs", "edges", "sparks"))
         N = len(nodes)
         states = compose_states(self, None)
@@ -778,16 +879,21 @@ class FlowData:
             "level": _uint(nodes["level"], 255),
             "pos": _uint(nodes["pos"], self.n),
             "token": nodes["token"].tolist(),
-            "label": nodes["label"].tolist(),
-            "lstat": nodes["lstat"].astype(np.uint8),
+            "text": nodes["label"].tolist(),
+            "nchar": _uint(nodes["nchar"], 65535),
+            "prio": _f32(nodes["prio"]),
+            "angle": nodes["angle"].astype(np.float32), "half": nodes["half"].astype(np.float32),
+            "radius": _f32(nodes["radius"]), "cs": _f32(nodes["cs"]),
             "mem": nodes["member"].astype(np.uint8),
             "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
-            "olx": _f32(nodes["olx"]), "oly": _f32(nodes["oly"]),  # the full-text overlay's place
             "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hr": _f32(nodes["hr"]),
             "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
             "sx0": _f32(nodes["sx0"]), "sy0": _f32(nodes["sy0"]), "sx1": _f32(nodes["sx1"]), "sy1": _f32(nodes["sy1"]),
             "st": states["nodes"], "fz": states["nodes"].copy(),
         }
+        if ring_labels:
+            node_cols.update({"label": nodes["ring_label"].tolist(), "lstat": nodes["lstat"].astype(np.uint8),
+                              "olx": _f32(nodes["olx"]), "oly": _f32(nodes["oly"])})  # the overlay's place
         # influence I_k (eq. 4) of every node in each drawn model, for the hover details (none at the root)
         lv = nodes["level"]
         ps = nodes["pos"]
@@ -811,6 +917,8 @@ class FlowData:
             "u": _uint(edges["u"], N), "v": _uint(edges["v"], N),
             "mem": edges["member"].astype(np.uint8),
             "ea": edges["ea"].astype(np.uint8),
+            "w": np.round(edges["w"].astype(np.float64), 3).astype(np.float32),
+            "rest": edges["rest"].astype(np.uint8),
             "ha": states["edge_alpha"],
             "st": states["edges"], "fz": states["edges"].copy(),
         })
@@ -827,4 +935,10 @@ class FlowData:
                 "hl_ink": [[HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX]]}
         for c in (PRE, FINE):
             bits[f"b{c}"] = [self.bits.get(c, np.zeros(0, np.uint8))]
-        return {"nodes": node_cols, "glyphs": glyph_cols, "edges": edge_cols, "sparks": spark_cols, "bits": bits}
+        runs = self.columns("runs")
+        run_cols = {"level": _uint(runs["level"], 255), "angle0": runs["angle0"].astype(np.float32),
+                    "angle1": runs["angle1"].astype(np.float32), "radius": _f32(runs["radius"]),
+                    "count": _uint(runs["count"], self.n), "first_token": _uint(runs["first_token"], self.n),
+                    "last_token": _uint(runs["last_token"], self.n)}
+        return {"nodes": node_cols, "glyphs": glyph_cols, "edges": edge_cols, "sparks": spark_cols,
+                "runs": run_cols, "bits": bits}
