@@ -100,19 +100,20 @@ def word_labels(tokens: Sequence[str], positions: np.ndarray, level_of: np.ndarr
     """Display text of the nodes ``(level_of[i], positions[i])`` (nodes sorted by level, then position).
 
     Word pieces of one word that are on the same ring at consecutive positions are joined on the first of
-    them (``203`` + ``##0`` → ``2030``; ``""`` on the pieces it covers); a piece whose predecessor is not
+    them (never onto a special token such as ``[SEP]``) (``203`` + ``##0`` → ``2030``; ``""`` on the pieces it covers); a piece whose predecessor is not
     on the ring keeps its own text (``-0``). Other tokens read as :func:`display_token`."""
     pos = np.asarray(positions, dtype=np.int64)
     lv = np.asarray(level_of, dtype=np.int64)
     m = pos.size
     toks = [str(t) for t in tokens]
     piece = np.fromiter((_is_piece(t) for t in toks), dtype=bool, count=len(toks))
+    special = np.fromiter((bool(_SPECIAL.match(t)) for t in toks), dtype=bool, count=len(toks))
     labels = [display_token(toks[p]) for p in pos.tolist()]
     if m == 0 or not piece.any():
         return labels
     # node i continues node i-1's word when it is a piece, on the same level, at the next position
     cont = np.zeros(m, dtype=bool)
-    cont[1:] = piece[pos[1:]] & (lv[1:] == lv[:-1]) & (pos[1:] == pos[:-1] + 1)
+    cont[1:] = piece[pos[1:]] & (lv[1:] == lv[:-1]) & (pos[1:] == pos[:-1] + 1) & ~special[pos[:-1]]
     if not cont.any():
         return labels
     i = 0

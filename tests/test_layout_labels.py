@@ -246,3 +246,78 @@ def reference_ring(positions, seg, start_angle, run_slot):
             c += w
     meet = (start - sum(it[3] for it in items[0]) * step) % TWO_PI
     return np.array([ang[int(p)] for p in positions]), meet, sorted(runs)
+
+
+# --------------------------------------------------------------------------------------------------
+# the component's label selection at a given size (ring_labels.select_labels)
+# --------------------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from attnflows_panel.ring_labels import label_boxes_overlap, select_labels  # noqa: E402
+
+#: the radial canvas (px, square) at the window sizes the issue names: 1280×800 and 1600×1000
+CANVAS = {"1280x800": 680, "1600x1000": 880}
+
+
+@st.composite
+def random_layouts(draw):
+    from attnflows_panel.layout import radial_layout
+
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    L = draw(st.integers(1, 12))
+    n = draw(st.integers(3, 160))
+    n_a = draw(st.integers(1, n - 1))
+    seg = [0] * n_a + [1] * (n - n_a)
+    lengths = rng.integers(1, 14, n)
+    tokens = ["[CLS]"] + [("##" if rng.random() < 0.15 else "") + "w" * int(k) for k in lengths[1:]]
+    density = draw(st.floats(0.05, 1.0))
+    levels = [np.flatnonzero(rng.random(n) < density) for _ in range(L)] + [np.array([0])]
+    priority = rng.random((L + 1, n)) * 20
+    H = draw(st.sampled_from([4, 12]))
+    return radial_layout(levels, tokens, seg, H, priority=priority)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lay=random_layouts(), size=st.sampled_from(sorted(CANVAS)), zoom=st.sampled_from([1.0, 1.0, 2.5]),
+       boost=st.integers(0, 5))
+def test_chosen_labels_never_overlap(lay, size, zoom, boost):
+    """Over random layouts: the chosen labels' rotated boxes never overlap, at the default font of the
+    two window sizes (never below 10 px), zoomed or not, with traced tokens boosted."""
+    canvas = CANVAS[size]
+    boosted = np.arange(min(boost, len(lay.cols["node"])))
+    choice = select_labels(lay, canvas, zoom=zoom, boost=boosted)
+    assert choice.font >= 10
+    assert label_boxes_overlap(choice.corners()) == []
+    texts = lay.column("label")
+    assert all(texts[i] == t and t for i, t in zip(choice.node.tolist(), choice.text, strict=True))
+    # the boosted tokens are placed first (those that fit)
+    is_boosted = np.isin(choice.node, boosted).astype(int)
+    assert np.all(np.diff(is_boosted) <= 0)
+
+
+def test_label_overlap_check_sees_rotated_boxes():
+    """The property test's own check: two crossing rotated boxes overlap, two side by side do not."""
+    from attnflows_panel.ring_labels import LabelChoice
+
+    def choice(cx, cy, rot):
+        m = len(cx)
+        return LabelChoice(node=np.arange(m), text=["x"] * m, cx=np.asarray(cx, float), cy=np.asarray(cy, float),
+                           w=np.full(m, 40.0), h=np.full(m, 10.0), rot=np.asarray(rot, float),
+                           tier=np.zeros(m, int), font=10.0, scale=1.0)
+
+    assert label_boxes_overlap(choice([0, 0], [0, 0], [0, math.pi / 2]).corners()) == [(0, 1)]
+    assert label_boxes_overlap(choice([0, 41], [0, 0], [0, 0]).corners()) == []
+    # axis-aligned boxes overlap, yet these rotated ones do not
+    assert label_boxes_overlap(choice([0, -8], [0, 8], [math.pi / 4, math.pi / 4]).corners()) == []
+    assert label_boxes_overlap(choice([0, 30], [0, 22], [math.pi / 4, math.pi / 4]).corners()) == [(0, 1)]
+
+
+def test_small_font_is_refused():
+    from attnflows_panel.layout import radial_layout
+
+    lay = radial_layout([np.array([1, 2]), np.array([0])], ["[CLS]", "a", "b"], [0, 0, 1], 4)
+    with pytest.raises(ValueError, match="at least 10 px"):
+        select_labels(lay, 680, font=9)
