@@ -247,15 +247,16 @@ def test_hub_rows_are_converted_like_the_files():
     """The conversion of a downloaded nyu-mll/glue split (its real features), without the network."""
     import datasets
 
-    from attnflows_panel.corpus import _Rows, _rows_from_hub_dataset
+    from attnflows_panel.corpus.hub import rows_from_hub_dataset
+    from attnflows_panel.corpus.schema import Rows
 
     features = datasets.Features({"question": datasets.Value("string"), "sentence": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=["entailment", "not_entailment"]),
                                   "idx": datasets.Value("int32")})
     d = datasets.Dataset.from_dict({"question": ["Who?", "What?"], "sentence": ["Ann did.", "Nothing here."],
                                     "label": [0, 1], "idx": [7, 8]}, features=features)
-    rows = _Rows(None)
-    _rows_from_hub_dataset(d, "qnli", "dev", rows, "nyu-mll/glue/qnli/validation")
+    rows = Rows(None)
+    rows_from_hub_dataset(d, "qnli", "dev", rows, "nyu-mll/glue/qnli/validation")
     assert rows.cols["id"] == ["qnli-dev-7", "qnli-dev-8"]
     assert rows.cols["label_name"] == ["entailment", "not_entailment"]
     assert rows.cols["sentence_a"] == ["Who?", "What?"]

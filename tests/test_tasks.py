@@ -319,7 +319,7 @@ def test_hub_path_conversion_with_classlabel_names_and_open_task(monkeypatch):
     """The real hub code path with ``datasets.load_dataset`` answered locally (no network)."""
     import datasets
 
-    from attnflows_panel import corpus
+    from attnflows_panel.corpus import hub
 
     calls = []
     dd = _snli_like()
@@ -332,7 +332,7 @@ def test_hub_path_conversion_with_classlabel_names_and_open_task(monkeypatch):
         return dd[base]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr(corpus, "_hub_unreachable", lambda: None)
+    monkeypatch.setattr(hub, "hub_unreachable", lambda: None)
     with pytest.warns(MalformedRowsWarning, match="no gold label"):
         ds = load_corpus("stanfordnlp/snli", split="dev")
     assert calls[0] == ("stanfordnlp/snli", None, "validation")
@@ -591,7 +591,7 @@ def test_hub_legacy_name_config_and_missing_train_split(monkeypatch):
     ``labeled_final``; a dataset without a train split loads its dev split alone."""
     import datasets
 
-    from attnflows_panel import corpus
+    from attnflows_panel.corpus import hub
 
     dd = _snli_like()
     calls = []
@@ -606,7 +606,7 @@ def test_hub_legacy_name_config_and_missing_train_split(monkeypatch):
         return dd["validation"]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr(corpus, "_hub_unreachable", lambda: None)
+    monkeypatch.setattr(hub, "hub_unreachable", lambda: None)
     with pytest.warns(MalformedRowsWarning):
         ds = load_corpus("paws/labeled_final")
     assert set(ds["task"]) == {"paws-labeled_final"} and set(ds["split"]) == {"dev"} and label_names(ds) == NLI
