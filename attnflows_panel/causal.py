@@ -70,8 +70,9 @@ _SHAPE_ATTRS = (
     ("vocab_size", "vocabulary size"),
 )
 
-#: Bytes of scores one chunk of attention rows may take ([H, chunk, n] float32).
+#: Bytes of scores one chunk of attention rows may take ([H, chunk, n] float32), and rows per chunk at most.
 _ROW_BLOCK_BYTES = 32 * 2**20
+_ROW_CHUNK = 128
 
 _RECORDER: contextvars.ContextVar[_Recorder | None] = contextvars.ContextVar("attnflows_causal_recorder",
                                                                               default=None)
@@ -110,33 +111,34 @@ class LayerQK:
     def heads(self) -> int:
         return int(self.q.shape[0])
 
-    def rows(self, positions: Sequence[int] | np.ndarray) -> torch.Tensor:
+    def rows(self, positions: Sequence[int] | np.ndarray, pad: bool = True) -> torch.Tensor:
         """float32 ``[Hq, m, n]``: the attention weights of the query tokens ``positions`` on every key.
 
         Equal to the model's eager attention on those rows: scores ``scaling · q k`` (soft-capped where the
         model caps them), the model's mask, softmax in float32. Keys after the last query are masked by
-        causality and are not computed.
+        causality and are not computed; with ``pad=False`` they are left out too (``[Hq, m, max + 1]``).
         """
         pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
-        n, hq, hkv, d = self.n, self.heads, int(self.k.shape[0]), int(self.q.shape[2])
+        m, n, hq, hkv, d = pos.numel(), self.n, self.heads, int(self.k.shape[0]), int(self.q.shape[2])
         width = int(pos.max()) + 1  # a causal model attends to no later key
-        q = self.q.index_select(1, pos).reshape(hkv, hq // hkv, pos.numel(), d)
+        q = self.q.index_select(1, pos).reshape(hkv, hq // hkv, m, d)
         k = self.k[:, :width]
-        scores = torch.matmul(q, k.transpose(-1, -2).unsqueeze(1)).reshape(hq, pos.numel(), width)
-        scores = scores.float() * self.scaling
+        scores = torch.matmul(q, k.transpose(-1, -2).unsqueeze(1)).reshape(hq, m, width).float()
+        scores.mul_(self.scaling)
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
         if self.mask is None:
-            allowed = torch.arange(width)[None, :] <= pos[:, None]
-            scores.masked_fill_(~allowed[None], float("-inf"))
+            if int(pos.min()) < width - 1:  # some row must not see the last keys
+                blocked = torch.arange(width)[None, :] > pos[:, None]
+                scores.masked_fill_(blocked[None], float("-inf"))
         elif self.mask.dtype == torch.bool:
             scores.masked_fill_(~self.mask.index_select(0, pos)[None, :, :width], float("-inf"))
         else:
             scores += self.mask.index_select(0, pos)[None, :, :width].float()
         weights = torch.softmax(scores, dim=-1)
-        if width == n:
+        if width == n or not pad:
             return weights
-        out = weights.new_zeros((hq, pos.numel(), n))
+        out = weights.new_zeros((hq, m, n))
         out[:, :, :width] = weights
         return out
 
@@ -306,13 +308,18 @@ class ModelRun:
         return self.layers[0].heads
 
     def rows(self, k: int, positions: np.ndarray) -> np.ndarray:
-        """float32 ``[H, m, n]`` numpy: layer ``k``'s attention rows for ``positions``."""
-        return self.layers[k].rows(positions).numpy()
+        """float32 ``[H, m, w]`` numpy: layer ``k``'s attention rows for ``positions`` on the keys
+        ``0 .. w-1``, ``w = max(positions) + 1`` (later keys are masked: causal attention)."""
+        return self.layers[k].rows(positions, pad=False).numpy()
 
-    def trace(self, root: int, tau_min: float) -> RowEdges:
-        """The rows of the Attention Graph from ``root`` at ``tau_min`` (:func:`causal_graph.trace_rows`)."""
+    def trace(self, root: int, tau_min: float, chunk: int | None = None) -> RowEdges:
+        """The rows of the Attention Graph from ``root`` at ``tau_min`` (:func:`causal_graph.trace_rows`).
+
+        Rows go ``chunk`` query tokens at a time (default: 128, fewer when ``[H, chunk, n]`` float32 scores
+        would pass 32 MiB); small chunks of ascending positions also skip most of the masked upper triangle."""
         n = self.layers[0].n
-        chunk = max(1, _ROW_BLOCK_BYTES // (4 * self.H * n))
+        if chunk is None:
+            chunk = max(1, min(_ROW_CHUNK, _ROW_BLOCK_BYTES // (4 * self.H * n)))
         return trace_rows(self.rows, self.L, self.H, n, root, tau_min, chunk=chunk)
 
 

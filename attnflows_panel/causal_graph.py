@@ -32,8 +32,10 @@ from attnflows_panel.graph import Edge
 __all__ = ["RowEdges", "CausalAttentionGraph", "trace_rows", "RowProvider"]
 
 RowProvider = Callable[[int, np.ndarray], np.ndarray]
-"""``rows(k, positions) -> float [H, m, n]``: the attention rows of layer ``k`` for the query tokens
-``positions`` (ascending, ``m`` of them), every head; ``rows[h, i, b] = attn[k, h, positions[i], b]``."""
+"""``rows(k, positions) -> float [H, m, w]``: the attention rows of layer ``k`` for the query tokens
+``positions`` (ascending, ``m`` of them), every head, on the keys ``0 .. w-1`` (``w <= n``: a causal
+model may leave out the keys after the last query, whose weights are 0);
+``rows[h, i, b] = attn[k, h, positions[i], b]``."""
 
 
 def _as_index(x, what: str) -> int:
@@ -89,8 +91,9 @@ class RowEdges:
 
 def _check_block(block: np.ndarray, k: int, H: int, m: int, n: int) -> np.ndarray:
     block = np.asarray(block)
-    if block.shape != (H, m, n):
-        raise ValueError(f"the row provider returned shape {block.shape} for layer {k}; expected {(H, m, n)}")
+    if block.ndim != 3 or block.shape[:2] != (H, m) or not 0 < block.shape[2] <= n:
+        raise ValueError(f"the row provider returned shape {block.shape} for layer {k}; expected {(H, m, n)} "
+                         f"(or fewer keys)")
     if not np.issubdtype(block.dtype, np.floating):
         raise ValueError(f"the row provider returned dtype {block.dtype}; expected floating-point weights")
     return block
@@ -121,8 +124,11 @@ def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: fl
         for start in range(0, level.size, chunk):
             pos = level[start:start + chunk]
             block = _check_block(rows(k, pos), k, H, pos.size, n)
-            hh, ii, bb = np.nonzero(block > tau_min)
-            parts.append((pos[ii], bb, hh, block[hh, ii, bb].astype(np.float32, copy=False)))
+            flat = np.flatnonzero(block > tau_min)  # one flat pass: much faster than a 3-d nonzero
+            w = block.reshape(-1)[flat].astype(np.float32, copy=False)
+            hh, rest = np.divmod(flat, pos.size * block.shape[2])
+            ii, bb = np.divmod(rest, block.shape[2])
+            parts.append((pos[ii], bb, hh, w))
         a = np.concatenate([p[0] for p in parts]).astype(np.int32)
         b = np.concatenate([p[1] for p in parts]).astype(np.int32)
         h = np.concatenate([p[2] for p in parts]).astype(np.int16)
