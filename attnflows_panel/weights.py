@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -202,17 +203,43 @@ class ForwardWeights:
     logits: np.ndarray | None
 
 
+# self-attention module -> (its output weight's id and version, G [H, d, d]); modules hash by identity
+_GRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _gram(parts: LayerParts):
+    """``G_h = W_O^h W_O^hᵀ`` for every head, ``[H, d, d]``; kept per layer while the model exists and its output
+    weight is the same tensor, unchanged in place (torch's version counter), so it is computed once per model."""
+    import torch
+
+    w = parts.out_weight
+    key = (id(w), getattr(w, "_version", None))
+    hit = _GRAMS.get(parts.attention)
+    if hit is not None and key[1] is not None and hit[0] == key:
+        return hit[1]
+    with torch.no_grad():
+        w_o = w.detach().reshape(-1, parts.num_heads, parts.head_size).permute(1, 2, 0)  # [H, d, hidden]: W_O^h
+        gram = torch.bmm(w_o, w_o.transpose(1, 2))
+    _GRAMS[parts.attention] = (key, gram)
+    return gram
+
+
 def _norm_layer(attn, value_out, parts: LayerParts):
-    """``α_ij ‖f_h(x_j)‖`` for one layer, before the rows are normalised: ``[B, H, N, N]`` (torch)."""
+    """``α_ij ‖f_h(x_j)‖`` for one layer, before the rows are normalised: ``[B, H, N, N]`` (torch).
+
+    ``f_h(x_j) = v_j^h W_O^h`` with ``v_j^h = x_j W_V^h + b_V^h`` (the value projection's output) and no output
+    bias (Kobayashi et al. eq. 7); its norm is ``sqrt(v_j^h G_h v_j^hᵀ)`` with ``G_h = W_O^h W_O^hᵀ`` (``d × d``),
+    which costs ``H·d²`` per token instead of ``H·d·hidden`` for ``f`` itself.
+    """
     import torch
 
     B, N, _ = value_out.shape
     H, d = parts.num_heads, parts.head_size
-    v = value_out.reshape(B, N, H, d)  # x W_V^h + b_V^h
-    w_o = parts.out_weight.reshape(-1, H, d)  # [hidden, H, d]: W_O^h is w_o[:, h, :].T
-    f = torch.einsum("bnhd,ehd->bnhe", v, w_o)  # f_h(x_n), without the output bias (Kobayashi eq. 7)
-    fnorm = torch.linalg.vector_norm(f, dim=-1)  # [B, N, H]
-    return attn * fnorm.permute(0, 2, 1)[:, :, None, :]
+    v = value_out.reshape(B, N, H, d).permute(2, 0, 1, 3).reshape(H, B * N, d)  # [H, B·N, d]
+    gram = _gram(parts)
+    sq = (torch.bmm(v, gram) * v).sum(-1).clamp_min_(0)  # ‖f_h(x)‖² per head and token: [H, B·N]
+    fnorm = sq.sqrt_().reshape(H, B, N).transpose(0, 1)  # [B, H, N]
+    return attn * fnorm[:, :, None, :]
 
 
 def _keep(store: dict, key, module, args, out) -> None:
