@@ -161,6 +161,22 @@ def test_norm_matches_a_hand_written_bert_layer_tiny(tiny_pair, role):
     assert np.abs(fw.norm - fw.raw).max() > 1e-3  # norm is not the attention
 
 
+def test_norm_follows_a_changed_output_projection(tiny_pair):
+    """The per-layer W_O^h W_O^hᵀ kept between inputs is recomputed when the weight changes in place."""
+    import copy
+
+    model = copy.deepcopy(tiny_pair.pretrained_model)
+    inputs, ids, types = _inputs(tiny_pair, A, B)
+    before = W.forward_weights(model, inputs).norm
+    with torch.no_grad():
+        dense = model.encoder.layer[0].attention.output.dense.weight
+        # half the outputs of head 0's slice of W_O (a whole slice scaled would cancel in the row sums)
+        dense[: dense.shape[0] // 2, : dense.shape[1] // 4] *= 5.0
+    after = W.forward_weights(model, inputs).norm
+    np.testing.assert_allclose(after, HandBert(model).norm_weights(ids, types), atol=2e-5)
+    assert np.abs(after[0] - before[0]).max() > 1e-3
+
+
 @pytest.mark.real_model
 def test_norm_matches_a_hand_written_bert_layer_minilm(minilm_self_pair, glue_dir):
     (a, b), = _mrpc_pairs(glue_dir, 1)
