@@ -42,7 +42,7 @@ class CodedNodes(dict):
 
     def __init__(self, mask: np.ndarray, edges):
         lv, tok = np.nonzero(mask)
-        super().__init__(zip(zip(lv.tolist(), tok.tolist()), mask[lv, tok].tolist()))
+        super().__init__(zip(zip(lv.tolist(), tok.tolist(), strict=True), mask[lv, tok].tolist(), strict=True))
         mask.flags.writeable = False
         self.mask = mask
         self._edges = edges  # a dict, or a function that builds it (edge lists cost more than the masks)

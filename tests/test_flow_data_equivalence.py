@@ -19,7 +19,7 @@ import pytest
 from attnflows_panel.compare import BOTH, FINE, PRE
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import glyph_grid, sparkline_segments
-from attnflows_panel.views.flow_data import RAMP_STEPS, FlowData, _pack_heads
+from attnflows_panel.views.flow_data import RAMP_STEPS, FlowData, pack_heads
 
 
 def ref_edges(d: FlowData) -> dict[str, np.ndarray]:
@@ -43,7 +43,7 @@ def ref_edges(d: FlowData) -> dict[str, np.ndarray]:
             if c in per:
                 key_c, heads = per[c]
                 pos = np.searchsorted(keys, key_c)
-                words[pos] = _pack_heads(heads)
+                words[pos] = pack_heads(heads)
                 member[pos] |= c
                 nh[pos] = np.maximum(nh[pos], heads.sum(axis=1))
             for w in range(W):
@@ -209,9 +209,9 @@ def test_pack_heads_sets_bit_h_of_word_h_div_32(H):
     rng = np.random.default_rng(H)
     heads = rng.random((25, H)) > 0.5
     heads[0] = True
-    words = _pack_heads(heads)
+    words = pack_heads(heads)
     assert words.dtype == np.uint32 and words.shape == (25, math.ceil(H / 32))
     for i in range(25):
         for h in range(H):
             assert bool(words[i, h // 32] >> np.uint32(h % 32) & np.uint32(1)) == heads[i, h]
-    assert _pack_heads(np.zeros((0, H), bool)).shape == (0, math.ceil(H / 32))
+    assert pack_heads(np.zeros((0, H), bool)).shape == (0, math.ceil(H / 32))

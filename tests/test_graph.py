@@ -96,7 +96,7 @@ def test_edges_with_carrying_heads(g):
     assert g.edges(0) == [Edge(0, 1, 0, (0,)), Edge(0, 2, 4, (0,)), Edge(0, 3, 3, (1,)), Edge(0, 3, 4, (0,))]
     assert g.edge_count() == 10
     a, b, heads, w = g.edge_array(1)
-    assert list(zip(a.tolist(), b.tolist())) == [(0, 2), (1, 1), (1, 2), (1, 3)]
+    assert list(zip(a.tolist(), b.tolist(), strict=True)) == [(0, 2), (1, 1), (1, 2), (1, 3)]
     assert heads.tolist() == [[True, True], [True, False], [False, True], [True, False]]
     np.testing.assert_allclose(w[2], [0.0, 0.35])  # 1->2: head 0 weight 0, head 1 weight .35
 
@@ -365,7 +365,7 @@ def test_all_traces_equal_single_traces(g):
         assert t.edges == g.trace(level, w).edges
     heads = g.all_head_traces()
     # one key per lit head glyph (see test_glyphs): level 3 has 2, level 2 has 4, level 1 has 4
-    lit = {(k, w, h) for k in range(1, 4) for w, h in zip(*np.nonzero(g.glyphs(k)))}
+    lit = {(k, w, h) for k in range(1, 4) for w, h in zip(*np.nonzero(g.glyphs(k)), strict=True)}
     assert set(heads) == lit and len(heads) == 10
     for (level, w, h), t in heads.items():
         assert t == g.trace(level, w, head=(level - 1, h))

@@ -92,7 +92,7 @@ def test_or_and_matches_brute_force(seed):
 
 def _brute(sel, sets):
     out = np.zeros((sel.shape[0], sets.shape[1]), dtype=np.uint64)
-    for i, j in zip(*np.nonzero(sel)):
+    for i, j in zip(*np.nonzero(sel), strict=True):
         out[i] |= sets[j]
     return out
 
@@ -106,9 +106,9 @@ def test_ancestor_blocks_are_the_ancestor_matrix(tau):
     np.testing.assert_array_equal(flat, flat2)
     assert off[-1] == flat.size == g.num_nodes
     assert A.any()
-    for l, blk in enumerate(blocks):
-        np.testing.assert_array_equal(blk, A[off[l] : off[l + 1], : off[l]])
-        assert not A[off[l] : off[l + 1], off[l] :].any()  # ancestors lie on lower levels only
+    for lev, blk in enumerate(blocks):
+        np.testing.assert_array_equal(blk, A[off[lev] : off[lev + 1], : off[lev]])
+        assert not A[off[lev] : off[lev + 1], off[lev] :].any()  # ancestors lie on lower levels only
     # and each row is the trace's ancestor mask
     traces = g.all_traces()
     for i, f in enumerate(flat.tolist()):

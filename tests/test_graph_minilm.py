@@ -90,7 +90,7 @@ def test_counts_glyphs_and_ratings(graph):
         np.testing.assert_array_equal(glyphs.sum(axis=1), out_heads)
         assert not glyphs[~g.member[k]].any()
         for w, (x, y) in g.sparklines(k, direction="attended").items():  # the rows: one point per target
-            assert ((-1 <= x) & (x <= 1)).all() and ((1 <= y) & (y <= 3)).all()
+            assert ((x >= -1) & (x <= 1)).all() and ((y >= 1) & (y <= 3)).all()
             assert len(x) == np.count_nonzero(g.active[k - 1, :, w].any(axis=0))  # one point per target
     infl = g.influence()
     assert (infl >= 0).all()
@@ -107,7 +107,7 @@ def test_traces_consistent_with_edges(graph):
     assert len(at) == g.num_nodes
     everything_below_root = {node for node in g.nodes() if node[0] < g.L}
     assert at[(g.L, g.root)].ancestors == everything_below_root  # the root depends on every node
-    for (level, w), t in at.items():
+    for (level, _w), t in at.items():
         below = {(e.layer, e.b) for e in t.edges if e.layer < level}
         above = {(e.layer + 1, e.a) for e in t.edges if e.layer >= level}
         assert t.ancestors == below and t.descendants == above

@@ -34,7 +34,8 @@ def _dense_levels(L: int, n: int, rng) -> list[np.ndarray]:
 
 
 def _tokens(n: int) -> tuple[list[str], list[int]]:
-    words = "the percentage of wireless power transmission demonstrates light jacksonvillians or jaxons".split()
+    words = ["the", "percentage", "of", "wireless", "power", "transmission", "demonstrates", "light",
+             "jacksonvillians", "or", "jaxons"]
     half = n // 2
     toks = ["[CLS]"] + [words[i % len(words)] for i in range(1, half)] + ["[SEP]"]
     toks += [words[(3 * i) % len(words)] for i in range(half + 1, n - 1)] + ["[SEP]"]
@@ -139,7 +140,7 @@ def test_dense_bert_base_layout_is_legible():
             assert (ring["cw"] + st.slot_pad * cs <= slot + 1e-6).all(), k
         assert np.allclose(2 * ring["half"] * lay.radii[k], slot)
         assert _overlaps(*_label_intervals(lay, k)) == 0, k
-        for lab, tok, stat in zip(ring["ring_label"], ring["token"], ring["lstat"]):
+        for lab, tok, stat in zip(ring["ring_label"], ring["token"], ring["lstat"], strict=True):
             assert (stat == 2) == (lab == tok) and (stat == 0) == (lab == "")
             if stat == 1:
                 assert lab.endswith("…") and tok.startswith(lab[:-1]) and len(lab) >= 4

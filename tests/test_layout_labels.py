@@ -142,7 +142,7 @@ def reference_sentence_layout(tokens, segments, width=900.0, font_size=13.0, cha
     circles_w = 5 * (2 * circle + 1.0)
     rows, crow = [], []
     x, row, prev_seg = pad, 0, None
-    for p, (tok, s) in enumerate(zip(tokens, seg)):
+    for p, (tok, s) in enumerate(zip(tokens, seg, strict=True)):
         tok = display_token(tok)
         w = max(text_width(tok, font_size, char_width), circles_w) + pad
         if prev_seg is not None and (s != prev_seg or x + w > width - pad):

@@ -2,21 +2,66 @@
 
 :class:`FlowData` holds everything the view draws for one input, τ and mode, assembled from what
 :mod:`attnflows_panel.graph` / :mod:`attnflows_panel.compare` answer and laid out by
-:mod:`attnflows_panel.layout`: nodes (the Token Rings, with their placed labels), head glyphs,
-sparklines, edges, and the per-node hover highlight sets. It also turns a frozen selection (click,
-brush, two rings, a head glyph) into highlight codes by asking the graph (``trace``/``paths``).
-:mod:`attnflows_panel.views.flow` builds the Bokeh figure from it; this module imports no Bokeh.
+:mod:`attnflows_panel.layout`: nodes (the Token Rings), runs of folded tokens, head glyphs, sparklines,
+edges, and the per-node hover highlight sets. It also turns a frozen selection (click, brush, two rings,
+a head glyph) into highlight codes by asking the graph (``trace``/``paths``). It imports no Bokeh.
+
+Contract with the radial component (what it reads; frames are pandas, ``columns(frame)[name]`` gives
+the same columns as read-only numpy arrays without building a frame; ``sources()`` packs them compactly)
+---------------------------------------------------------------------------------------------------------
+Layout units: pixels at the design size; the drawing spans ``[-extent, extent]²`` (``layout.extent``),
+y up, angles mathematical (radians, counter-clockwise from +x). Levels 0-based (level L = the root).
+
+- ``nodes`` (row = node id, sorted by level then position): level, pos, token (the token shown alone,
+  ``##ing`` → ``-ing``), seg, member / base (model codes), angle, half (the token owns the arc
+  ``angle ± half`` of its ring), radius, x, y, ux, uy, vx, vy, text_angle (upright, tangent), the cell
+  (cs = the ring's cell scale, gu, gv, bx, by, bw, bh, sx0, sy0, sx1, sy1, sw, cw, r_in, r_out, hx, hy,
+  hr, lx, ly = the cell's label row), and for labels:
+    * ``label``: the display text. Word pieces are joined to their word on the word's first piece when
+      the pieces sit next to each other on the ring (``2030``, not ``203 -0``); ``""`` on a continuation
+      piece whose word label covers it (never place a label for it); a piece alone reads ``-0``.
+    * ``nchar`` (its length) and ``lw`` (its width at ``style.font`` with ``style.char_width``: measure
+      the real text in the browser).
+    * ``prio``: higher = more important. ``10 · class + min(I_l, 5) + degree/(max degree + 1)`` with
+      class 3 content word, 2 stop word, 1 lone word piece, 0 punctuation / special token (so content
+      words come before punctuation, special tokens and word pieces), I_l the token's influence (eq. 4,
+      the larger of the drawn models'); the root is highest. The component adds its own boost for the
+      traced path.
+  Placement at a given canvas size and zoom (greedy by ``prio``, fixed screen font, tiers outward,
+  collision test on annular sectors) is :func:`attnflows_panel.ring_labels.select_labels`; the component
+  runs the same algorithm in the browser, server-side export and tests use the Python one.
+  Computed only when read, for the Bokeh figure: ring_label, lstat, otier, olx, oly (the per-ring
+  placement at the design size).
+- ``runs`` (``layout.runs``): tokens a level does not hold, folded between the reached tokens of its
+  ring in sentence order (never across the two sentences): level, angle, angle0, angle1 (the run's arc,
+  ``angle0 < angle1``, half a token slot: ``RadialStyle.run_slot``), count, first_token, last_token
+  (positions; the run holds every position between them), radius. The component draws a small arc with
+  the count and opens it on zoom or hover.
+- ``edges`` (sorted by layer, a, b): layer, a (upper token), b (lower token), u, v (node ids), member,
+  base, nh, h1_*/h2_* (carrying heads per model as uint32 words), ea (rest opacity), the Bézier
+  (x0, y0, x1, y1, cx0, cy0, cx1, cy1), ``w`` (the attention weight of the edge: the largest
+  ``attn[layer, h, a, b]`` over the heads that carry it, in either drawn model) and ``rest`` (uint8,
+  1 = drawn at rest: each lower node's strongest incoming edge, at most ``REST_PER_LAYER`` per layer,
+  strongest first; every other edge only on hover or freeze, so a 512-token pair draws no hairball).
+- ``glyphs`` (node, head, model, x, y, w, part, angle, gc, cp, cf) and ``sparks`` (node, model, x0, y0,
+  x1, y1), scaled with their ring's cells.
+- ``bits``: per model, every node's ancestors as one bit stream (below).
 
 What the browser receives (P6): coordinates as float32 (tokens) or int16 tenths of a pixel (edges,
-glyphs, sparkline bars), small integer columns, the edges with the heads that carry them as bit masks, and per model one bit stream of every node's ancestors (the graph's
-``all_traces()``), never attention matrices. Hover runs in the browser (P4): the trace of node ``u`` is
-its ancestors' bits, plus the nodes ``v`` above whose ancestor bits hold ``u`` (its descendants). A head
-glyph ``(u, h)`` at level ``k`` restricts layer ``k-1`` to head ``h`` (Fig. 6(b)); its trace is ``u``'s
-descendants plus, for every child ``b`` that head ``h`` connects ``u`` to, ``b`` and ``b``'s ancestors -
-exactly :meth:`AttentionGraph.trace` with ``head=(k-1, h)`` (the tests check both against the graph).
+glyphs, sparkline bars), small integer columns, the edges with the heads that carry them as bit masks,
+and per model one bit stream of every node's ancestors (the graph's ``all_traces()``), never attention
+matrices. Hover runs in the browser (P4): the trace of node ``u`` is its ancestors' bits, plus the nodes
+``v`` above whose ancestor bits hold ``u`` (its descendants). Hovering a head glyph ``(u, h)`` at level
+``k`` restricts layer ``k-1`` to head ``h`` (Fig. 6(b)); its trace is ``u``'s descendants plus, for
+every child ``b`` that head ``h`` connects ``u`` to, ``b`` and ``b``'s ancestors - exactly
+:meth:`AttentionGraph.trace` with ``head=(k-1, h)`` (the tests check both against the graph). A head
+*click* (a frozen head, :meth:`FlowData.highlight` with ``head``) shows instead what that head does:
+its edges through its layer in both models, coded by model (issue #25, 4).
 
 Display states (one ``st`` byte per drawn item, written by Python for a frozen selection and by the
-browser while hovering; colours and alphas are looked up from it):
+browser while hovering; colours and alphas are looked up from it). :class:`Highlight` carries, per node
+and per edge, the model code of the highlight (0 = not part of it: drawn dimmed, state 4), per glyph
+whether it is lit, and the origin (the selected nodes); :func:`compose_states` turns it into states:
 
 ====  =====================================================
 0     unused
@@ -30,16 +75,14 @@ browser while hovering; colours and alphas are looked up from it):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.compare import BOTH, FINE, PRE, GraphComparison
 from attnflows_panel.graph import AttentionGraph
-from attnflows_panel.ring_labels import CONTENT, token_classes
 from attnflows_panel.layout import (
     RadialLayout,
     RadialStyle,
@@ -48,163 +91,89 @@ from attnflows_panel.layout import (
     radial_layout,
     sparkline_segments,
 )
+from attnflows_panel.ring_labels import CONTENT, token_classes
+from attnflows_panel.views.flow_select import Highlight, Selections, compose_states
+from attnflows_panel.views.flow_style import (
+    DIM_COLOR,
+    EDGE_ALPHA,
+    EDGE_ALPHA_MAX,
+    EDGE_ALPHA_MIN,
+    EDGE_COLORS,
+    EDGE_INK,
+    EDGE_WIDTH,
+    GLYPH_ALPHA,
+    GLYPH_PALETTE,
+    HL_ALPHA_MAX,
+    HL_ALPHA_MIN,
+    HL_INK,
+    LEVEL_BAND_FILL,
+    LEVEL_BAND_LINE,
+    MODE_CODE,
+    MODEL_COLOR,
+    MODEL_NAME,
+    MODES,
+    NEUTRAL_EDGE,
+    NODE_HALO_ALPHA,
+    NODE_TEXT,
+    QUANT,
+    RAMP_STEPS,
+    REST_PER_LAYER,
+    SINGLE_SPARK_COLOR,
+    SPARK_ALPHA,
+    STATE_COLORS,
+    TEXT_COLOR,
+    as_uint,
+    count_palette,
+    density_alpha,
+    f32,
+    pack_heads,
+    q16,
+    rest_edges,
+)
 
-__all__ = [
+__all__ = [  # the view style is re-exported from views.flow_style for the modules that import it from here
     "FlowData",
     "Highlight",
-    "MODES",
     "compose_states",
-    "count_palette",
-    "NODE_TEXT",
-    "NODE_HALO_ALPHA",
+    "MODES",
+    "MODE_CODE",
+    "MODEL_NAME",
+    "MODEL_COLOR",
+    "f32",
+    "q16",
+    "as_uint",
+    "DIM_COLOR",
     "EDGE_ALPHA",
+    "EDGE_ALPHA_MAX",
+    "EDGE_ALPHA_MIN",
+    "EDGE_COLORS",
+    "EDGE_INK",
+    "EDGE_WIDTH",
     "GLYPH_ALPHA",
+    "GLYPH_PALETTE",
+    "HL_ALPHA_MAX",
+    "HL_ALPHA_MIN",
+    "HL_INK",
+    "LEVEL_BAND_FILL",
+    "LEVEL_BAND_LINE",
+    "NEUTRAL_EDGE",
+    "NODE_HALO_ALPHA",
+    "NODE_TEXT",
+    "QUANT",
+    "RAMP_STEPS",
+    "REST_PER_LAYER",
+    "SINGLE_SPARK_COLOR",
+    "SPARK_ALPHA",
     "STATE_COLORS",
+    "TEXT_COLOR",
+    "count_palette",
+    "density_alpha",
+    "rest_edges",
+    "pack_heads",
 ]
 
-MODES = ("combined", "pretrained", "finetuned")
-MODE_CODE = {"pretrained": PRE, "finetuned": FINE, "combined": BOTH}
-MODEL_NAME = {PRE: "pre-trained", FINE: "fine-tuned", BOTH: "both"}
-
-TEXT_COLOR = "#222222"
-DIM_COLOR = "#c8c8c8"
-NEUTRAL_EDGE = "#7f7f7f"
-#: sparkline bars of a single-model view (combined views colour them by model)
-SINGLE_SPARK_COLOR = "#555555"
-_MODEL_COLOR = {PRE: PRETRAINED_COLOR, FINE: FINETUNED_COLOR, BOTH: SHARED_COLOR}
-
-# colour per display state (see the module docstring), for highlights and model-coded items
-STATE_COLORS = [
-    TEXT_COLOR,  # 0 unused
-    PRETRAINED_COLOR,
-    FINETUNED_COLOR,
-    SHARED_COLOR,
-    DIM_COLOR,  # 4 dimmed
-    TEXT_COLOR,  # 5 normal, no model code
-    PRETRAINED_COLOR,
-    FINETUNED_COLOR,
-    SHARED_COLOR,
-    PRETRAINED_COLOR,  # 9-11 origin
-    FINETUNED_COLOR,
-    SHARED_COLOR,
-]
-# token label text: normal tokens of both models (8) stay dark, single-model tokens take their colour
-NODE_TEXT = list(STATE_COLORS)
-NODE_TEXT[8] = TEXT_COLOR
-EDGE_COLORS = list(STATE_COLORS)
-EDGE_COLORS[5] = NEUTRAL_EDGE
-EDGE_COLORS[8] = NEUTRAL_EDGE  # edges of both models: neutral until highlighted
-# alphas per display state
-NODE_HALO_ALPHA = [0, 0.13, 0.13, 0.13, 0, 0, 0, 0, 0, 0.32, 0.32, 0.32]
-EDGE_ALPHA = [0, 0.85, 0.85, 0.85, 0.03, 0.2, 0.3, 0.3, 0.2, 0.85, 0.85, 0.85]
-EDGE_WIDTH = [0.7, 1.3, 1.3, 1.3, 0.6, 0.7, 0.7, 0.7, 0.7, 1.3, 1.3, 1.3]
-# Edge opacity follows density, so that a crowded gap reads as a texture and not as a solid band: an
-# edge's opacity is INK / (how many drawn edges overlap a point of its gap), where the overlap of a layer
-# is (number of edges) × (mean angle an edge sweeps) / 2π, clamped to [MIN, MAX]. Normal edges count
-# all edges of their layer; highlighted edges count the highlighted ones (computed again on hover).
-EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX = 3.0, 10 / 255, 0.4
-HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX = 5.0, 0.025, 0.9
-
-
-#: edges drawn at rest per layer at most (module docstring, ``rest``)
-REST_PER_LAYER = 48
-
-
-def rest_edges(layer: np.ndarray, lower: np.ndarray, weight: np.ndarray, per_layer: int = REST_PER_LAYER) -> np.ndarray:
-    """uint8 per edge: 1 for the edges drawn at rest. Every lower node keeps its strongest incoming edge
-    (the largest attention weight, ties to the first edge), so each token shows where its strongest
-    reader sits one level up; of those, each layer keeps its ``per_layer`` strongest. Everything else is
-    drawn only on hover or freeze."""
-    E = layer.size
-    out = np.zeros(E, dtype=np.uint8)
-    if E == 0:
-        return out
-    order = np.lexsort((np.arange(E), -np.asarray(weight, dtype=np.float64), lower))
-    first = np.concatenate(([True], lower[order][1:] != lower[order][:-1]))
-    best = order[first]  # the strongest edge into each lower node
-    by_layer = best[np.lexsort((np.arange(best.size), -np.asarray(weight)[best], layer[best]))]
-    lay = layer[by_layer]
-    starts = np.concatenate(([True], lay[1:] != lay[:-1]))
-    idx = np.arange(by_layer.size)
-    rank = idx - np.maximum.accumulate(np.where(starts, idx, 0))
-    out[by_layer[rank < per_layer]] = 1
-    return out
-
-
-def density_alpha(count: np.ndarray, sweep: np.ndarray, ink: float, lo: float, hi: float) -> np.ndarray:
-    """Opacity per layer for ``count`` edges of mean sweep ``sweep`` (fraction of a turn), as uint8·255."""
-    overlap = np.asarray(count, dtype=np.float64) * np.asarray(sweep, dtype=np.float64)
-    alpha = np.clip(ink / np.maximum(overlap, 1e-9), lo, hi)
-    return np.floor(alpha * 255 + 0.5).astype(np.uint8)
-
-GLYPH_ALPHA = [1, 1, 1, 1, 0.14, 1, 1, 1, 1, 1, 1, 1]
-# the chosen level's band (the sentence view's level): its own colour, apart from the three model colours
-LEVEL_BAND_FILL = "#e6ebf5"
-LEVEL_BAND_LINE = "#5b6f95"
-SPARK_ALPHA = [1, 1, 1, 1, 0.15, 0.9, 0.9, 0.9, 0.9, 1, 1, 1]
-
-
-# glyph colours: index into GLYPH_PALETTE. Single-model mode: a sequential ramp of the model's colour by
-# the number of tokens the head attends to (1..6+); combined mode: the model colour (§4.3.3).
-RAMP_STEPS = 6
-
-
-def _mix(color: str, other: str, t: float) -> str:
-    a = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
-    b = np.array([int(other[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
-    c = np.clip(np.round(a * (1 - t) + b * t), 0, 255).astype(int)
-    return "#%02x%02x%02x" % tuple(c)
-
-
-def count_palette(color: str, steps: int = RAMP_STEPS) -> list[str]:
-    """A light-to-dark ramp of ``color`` with ``steps`` entries (1, 2, …, steps+ tokens attended)."""
-    ts = np.linspace(0.0, 1.0, steps)
-    out = []
-    for t in ts:
-        if t < 0.5:
-            out.append(_mix("#ffffff", color, 0.25 + 1.5 * t))  # tint → the colour itself
-        else:
-            out.append(_mix(color, "#000000", (t - 0.5) * 0.9))  # the colour → a dark shade
-    return out
-
-
-GLYPH_PALETTE = count_palette(PRETRAINED_COLOR) + count_palette(FINETUNED_COLOR) + [PRETRAINED_COLOR, FINETUNED_COLOR]
-
-
-def _f32(a) -> np.ndarray:
-    return np.round(np.asarray(a, dtype=np.float64), 2).astype(np.float32)
-
-
-# Coordinates of the many small items (edges, glyphs, sparkline bars) travel as int16 tenths of a pixel
-# (half the bytes of float32; the browser divides by QUANT in a transform). Extents stay far below the
-# ±3276 px that int16 allows.
-QUANT = 10
-
-
-def _q16(a) -> np.ndarray:
-    q = np.round(np.asarray(a, dtype=np.float64) * QUANT)
-    if q.size and np.abs(q).max() > np.iinfo(np.int16).max:
-        raise ValueError("the drawing is too large for int16 coordinates (more than 3276 px from the centre)")
-    return q.astype(np.int16)
-
-
-def _uint(a, n_max: int) -> np.ndarray:
-    a = np.asarray(a)
-    if n_max < 256:
-        return a.astype(np.uint8)
-    if n_max < 65536:
-        return a.astype(np.uint16)
-    return a.astype(np.uint32)
-
-
-def _pack_heads(heads_bool: np.ndarray) -> np.ndarray:
-    """bool [m, H] → uint32 [m, W]: bit ``h % 32`` of word ``h // 32`` is set when head h carries the edge."""
-    m, H = heads_bool.shape
-    W = max(1, math.ceil(H / 32))
-    padded = np.zeros((m, W * 32), dtype=bool)
-    padded[:, :H] = heads_bool
-    # 8 heads per byte, little-endian bits, 4 bytes per uint32 word (this machine order: little-endian)
-    return np.packbits(padded, axis=1, bitorder="little").view("<u4").astype(np.uint32)
+# the earlier private names of the encoders, for views.flow until it imports the public ones
+_MODEL_COLOR, _f32, _q16, _uint = MODEL_COLOR, f32, q16, as_uint
 
 
 class _Columns:
@@ -233,59 +202,7 @@ def _frozen_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-@dataclass
-class Highlight:
-    """Highlight codes of one selection: per node / edge the model code (0 = not highlighted), per glyph
-    row whether its head carries the selection's attention, and the selected nodes themselves."""
-
-    nodes: np.ndarray
-    edges: np.ndarray
-    glyphs: np.ndarray
-    origin: np.ndarray
-    message: str = ""
-
-    @property
-    def active(self) -> bool:
-        return bool(self.nodes.any())
-
-    def node_set(self, data: FlowData) -> dict[tuple[int, int], int]:
-        """``{(level, token): code}`` of the highlighted nodes."""
-        ids = np.flatnonzero(self.nodes)
-        lv = data.columns("nodes")["level"][ids]
-        ps = data.columns("nodes")["pos"][ids]
-        return {(int(a), int(b)): int(c) for a, b, c in zip(lv, ps, self.nodes[ids])}
-
-
-def compose_states(data: FlowData, hl: Highlight | None) -> dict[str, np.ndarray]:
-    """Display states (module docstring) of every drawn item for a highlight, or for none.
-
-    The browser's hover code (``flow.js``, ``compose``) does exactly the same from its own codes.
-    """
-    nodes, edges = data.columns("nodes"), data.columns("edges")
-    G = len(data.columns("glyphs"))
-    node_base = nodes["base"].astype(np.uint8)
-    edge_base = edges["base"].astype(np.uint8)
-    if hl is None or not hl.active:
-        node_st = 5 + node_base
-        edge_st = 5 + edge_base
-        glyph_st = np.full(G, 5, dtype=np.uint8)
-    else:
-        node_st = np.where(hl.nodes > 0, hl.nodes, 4).astype(np.uint8)
-        node_st = np.where(hl.origin, 8 + np.maximum(hl.nodes, 1), node_st).astype(np.uint8)
-        edge_st = np.where(hl.edges > 0, hl.edges, 4).astype(np.uint8)
-        gm = data.columns("glyphs")["model"].astype(np.uint8)
-        glyph_st = np.where(hl.glyphs, gm, 4).astype(np.uint8)
-    sparks = data.columns("sparks")
-    spark_st = node_st[sparks["node"]] if len(sparks) else np.zeros(0, np.uint8)
-    layer = edges["layer"].astype(np.int64)
-    lit = edge_st < 4
-    count = np.bincount(layer[lit], minlength=data.L)
-    ha = density_alpha(count, data.sweep, HL_INK, HL_ALPHA_MIN, HL_ALPHA_MAX)[layer]
-    return {"nodes": node_st.astype(np.uint8), "edges": edge_st.astype(np.uint8), "edge_alpha": ha,
-            "glyphs": glyph_st.astype(np.uint8), "sparks": np.asarray(spark_st, dtype=np.uint8)}
-
-
-class FlowData:
+class FlowData(Selections):
     """What the radial view draws for one input at one τ in one mode (no Bokeh here).
 
     Parameters
@@ -443,13 +360,12 @@ class FlowData:
             "sy1": col("sy0") + sw * col("uy"),
         }
 
-    def _build_glyphs(self) -> pd.DataFrame:
+    def _build_glyphs(self) -> dict[str, np.ndarray]:
         """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
         (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
         H = self.H
         grid = glyph_grid_arrays(self.layout, H)
-        nodes = self.layout.nodes
-        N = len(nodes)
+        N = self.n_nodes
         pos = self.layout.column("pos")
         counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
         above0 = int(self.bounds[1])  # nodes of levels >= 1 (level 0 has no glyphs): g.glyphs(k)[pos]
@@ -490,7 +406,7 @@ class FlowData:
             "angle": grid["angle"][idx], "gc": gc, "cp": cp[idx], "cf": cf[idx],
         })
 
-    def _build_edges(self) -> pd.DataFrame:
+    def _build_edges(self) -> dict[str, np.ndarray]:
         """The edges of the drawn graph(s), one row per (layer, a, b), with each model's carrying heads.
 
         Built in numpy (one DataFrame at the end: a DataFrame per layer cost more than the rest of the
@@ -522,7 +438,7 @@ class FlowData:
                 if c in per:
                     key_c, heads, count_c, weight_c = per[c]
                     pos = np.searchsorted(keys, key_c)
-                    words[c][pos] = _pack_heads(heads)
+                    words[c][pos] = pack_heads(heads)
                     member[pos] |= c
                     nh[pos] = np.maximum(nh[pos], count_c)  # heads carrying the edge
                     weight[pos] = np.maximum(weight[pos], weight_c)  # the strongest carrying head
@@ -554,7 +470,7 @@ class FlowData:
         self.words = W
         return _frozen_arrays(edges)
 
-    def _build_sparks(self) -> pd.DataFrame:
+    def _build_sparks(self) -> dict[str, np.ndarray]:
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
         the relative position ``(a - w)/(n-1)`` of each token a of level k+1 that attends to w through
         layer k, as high as the number of heads doing so, clamped at 3 - i.e. ``g.sparkline(k, w,
@@ -589,278 +505,26 @@ class FlowData:
 
     def _ancestor_bits(self, g: AttentionGraph) -> np.ndarray:
         """Each node's ancestors in graph ``g`` (``g.all_traces()``, read in bulk through
-        :meth:`AttentionGraph.ancestor_sets`, numbered by this view's node ids) as one packed bit stream: node ``u``'s row holds the
-        nodes of the levels below its own, rows in node order."""
-        bounds = self.bounds  # this view's nodes of level l are ids bounds[l]:bounds[l+1]
+        :meth:`AttentionGraph.ancestor_sets`, numbered by this view's node ids) as one packed bit stream:
+        node ``u``'s row holds the nodes of the levels below its own, rows in node order."""
+        bounds = self.bounds  # this view's nodes of level lev are ids bounds[lev]:bounds[lev+1]
         ids = self.node_index.ravel()[g.levels_flat]  # this view's node id of each of g's nodes
         sets = g.ancestor_sets(ids, self.n_nodes)  # numbered by this view's ids: no scatter
         off = np.concatenate([[0], np.cumsum([len(x) for x in g.levels])])
         rows = []
-        for l in range(self.L + 1):
-            m, lo = int(bounds[l + 1] - bounds[l]), int(bounds[l])
+        for lev in range(self.L + 1):
+            m, lo = int(bounds[lev + 1] - bounds[lev]), int(bounds[lev])
             if m == 0:
                 continue
-            mine = np.unpackbits(sets[l].view(np.uint8), axis=1, count=lo, bitorder="little").view(bool)
+            mine = np.unpackbits(sets[lev].view(np.uint8), axis=1, count=lo, bitorder="little").view(bool)
             if mine.shape[0] == m:  # g holds every node of this level
                 rows.append(mine.ravel())
                 continue
-            block = np.zeros((m, lo), dtype=bool)  # node u of level l: the nodes below its level
-            block[ids[off[l] : off[l + 1]] - lo] = mine
+            block = np.zeros((m, lo), dtype=bool)  # node u of level lev: the nodes below its level
+            block[ids[off[lev] : off[lev + 1]] - lo] = mine
             rows.append(block.ravel())
         stream = np.concatenate(rows) if rows else np.zeros(0, dtype=bool)
         return np.packbits(stream, bitorder="little")
-
-    # ------------------------------------------------------------------ selections (server side)
-
-    def node_id(self, level: int, token: int) -> int:
-        if not 0 <= level <= self.L or not 0 <= token < self.n:
-            return -1
-        return int(self.node_index[level, token])
-
-    def _edge_lookup(self) -> np.ndarray:
-        if not hasattr(self, "_eid"):
-            eid = np.full((self.L, self.n, self.n), -1, dtype=np.int64)
-            e = self.columns("edges")
-            eid[e["layer"], e["a"], e["b"]] = np.arange(len(e))
-            self._eid = eid
-        return self._eid
-
-    def _glyph_lookup(self) -> dict[int, np.ndarray]:
-        if not hasattr(self, "_gid"):
-            N = self.n_nodes
-            out = {}
-            gl = self.columns("glyphs")
-            for c in (PRE, FINE):
-                m = np.full(N * self.H, -1, dtype=np.int64)
-                sel = gl["model"] == c
-                m[gl["node"][sel] * self.H + gl["head"][sel]] = np.flatnonzero(sel)
-                out[c] = m
-            self._gid = out
-        return self._gid
-
-    def _empty(self, message: str = "") -> Highlight:
-        return Highlight(
-            nodes=np.zeros(self.n_nodes, np.uint8),
-            edges=np.zeros(len(self.columns("edges")), np.uint8),
-            glyphs=np.zeros(len(self.columns("glyphs")), bool),
-            origin=np.zeros(self.n_nodes, bool),
-            message=message,
-        )
-
-    def _apply_edges(self, hl: Highlight, code: int, edges) -> None:
-        eid = self._edge_lookup()
-        gid = self._glyph_lookup()[code]
-        H = self.H
-        for e in edges:
-            i = eid[e.layer, e.a, e.b]
-            if i < 0:
-                continue
-            hl.edges[i] |= code
-            u = self.node_index[e.layer + 1, e.a]
-            for h in e.heads:
-                j = gid[u * H + h]
-                if j >= 0:
-                    hl.glyphs[j] = True
-
-    def _mark(self, hl: Highlight, code: int, mask: np.ndarray, head: tuple[int, int] | None) -> None:
-        """Mark, in bulk, the edges and head glyphs of model ``code``'s traversal whose nodes are ``mask``
-        (bool [L+1, n]): an edge of that model is a step of the traversal exactly when both its ends are
-        in the mask (as in ``Trace.edges`` / ``PathResult.edges``, and as flow.js marks a hover); with
-        ``head = (layer, h)`` that layer's steps are only those carried by head h. A glyph (u, h) lights
-        when a marked edge of u carries head h in that model."""
-        e = self._edge_arrays()
-        if e["u"].size == 0:
-            return
-        N = e["N"]
-        node_in = np.zeros(N + 1, dtype=bool)  # last slot: nodes absent from the view
-        ids = self.node_index.ravel()[np.flatnonzero(mask)]
-        node_in[ids[ids >= 0]] = True
-        lit = e[f"in{code}"] & node_in[e["u"]] & node_in[e["v"]]
-        words = list(e[f"w{code}"])  # uint64 [E] per 32-head word
-        if head is not None:
-            at = e["layer"] == head[0]
-            carried = ((words[head[1] // 32] >> np.uint64(head[1] % 32)) & np.uint64(1)).astype(bool)
-            lit &= ~at | carried
-            for w in range(self.words):
-                words[w] = np.where(at, np.uint64(1 << (head[1] % 32)) if w == head[1] // 32 else np.uint64(0), words[w])
-        hl.edges[lit] |= np.uint8(code)
-        gl = self._glyph_arrays()
-        rows = gl[f"rows{code}"]
-        lit_ids = np.flatnonzero(lit)
-        if rows.size == 0 or lit_ids.size == 0:
-            return
-        # edges are ordered by (layer, a), so the marked edges of one upper node u are consecutive: OR
-        # their head words per u with one reduceat
-        u = e["u"][lit_ids]
-        starts = np.flatnonzero(np.concatenate(([True], u[1:] != u[:-1])))
-        gnode, gword, gshift = gl[f"node{code}"], gl[f"word{code}"], gl[f"shift{code}"]
-        for w in range(self.words):
-            acc = np.zeros(N, dtype=np.uint64)
-            acc[u[starts]] = np.bitwise_or.reduceat(words[w][lit_ids], starts)
-            on = ((acc[gnode] >> gshift) & np.uint64(1)).astype(bool)
-            if self.words > 1:
-                on &= gword == w
-            hl.glyphs[rows[on]] = True
-
-    def _edge_arrays(self) -> dict[str, np.ndarray]:
-        if not hasattr(self, "_earr"):
-            e = self.columns("edges")
-            cols = ["u", "v", "layer", "member"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(self.words)]
-            earr = {c: e[c] for c in cols}
-            earr["u"] = earr["u"].astype(np.int64)
-            earr["v"] = earr["v"].astype(np.int64)
-            earr["N"] = self.n_nodes
-            for c in (PRE, FINE):
-                earr[f"in{c}"] = (earr["member"] & c).astype(bool)
-                earr[f"w{c}"] = [earr[f"h{c}_{w}"].astype(np.uint64) for w in range(self.words)]
-            self._earr = earr
-        return self._earr
-
-    def _glyph_arrays(self) -> dict[str, np.ndarray]:
-        if not hasattr(self, "_garr"):
-            g = self.columns("glyphs")
-            garr = {c: g[c].astype(np.int64) for c in ("node", "head", "model")}
-            for c in (PRE, FINE):  # per model: its glyph rows, their nodes, head words and bit shifts
-                rows = np.flatnonzero(garr["model"] == c)
-                h = garr["head"][rows]
-                garr[f"rows{c}"], garr[f"node{c}"] = rows, garr["node"][rows]
-                garr[f"word{c}"], garr[f"shift{c}"] = h // 32, (h % 32).astype(np.uint64)
-            self._garr = garr
-        return self._garr
-
-    def _apply_mask(self, hl: Highlight, mask: np.ndarray, code: int | None = None) -> None:
-        flat = np.flatnonzero(mask)
-        ids = self.node_index.ravel()[flat]
-        ok = ids >= 0
-        vals = mask.ravel()[flat] if code is None else np.full(flat.size, code)
-        hl.nodes[ids[ok]] |= np.asarray(vals, dtype=np.uint8)[ok]
-
-    def highlight(
-        self,
-        selection: Sequence[Sequence[int]],
-        head: Sequence[int] | None = None,
-        head_model: str | None = None,
-    ) -> Highlight:
-        """The frozen highlight of a selection of ``(level, token)`` nodes, asked of graph/compare.
-
-        - a head (``head = (layer, h)``, a click on a head glyph): what that head attends to above τ at
-          its layer, in every drawn model: its edges through ``layer`` and their end tokens, each coded by
-          the model(s) whose head h carries it (pre-trained only, fine-tuned only, both: how fine-tuning
-          changed the head), head h's glyphs on level ``layer + 1`` lit and every other glyph dimmed; the
-          selected tokens are the origin. Not a trace: nothing beyond the head's own layer lights up
-          (:meth:`head_highlight`). ``head_model`` is accepted for the callers that pass it; both models
-          are shown either way, since the comparison is the point;
-        - tokens at one level: ``trace(level, tokens)`` (several tokens: the brushed intersection,
-          §4.4.1);
-        - tokens at two levels: ``paths`` between them (§4.4.2, Figs. 7-8);
-        - more levels: the paths between the lowest and the highest, with a message saying so.
-        Messages name levels 1-based, as the UI does. Selected tokens not in the drawn graph(s) are ignored (e.g. after τ changed); an empty result
-        means no highlight.
-        """
-        sel = []
-        for item in selection or []:
-            lv, tok = int(item[0]), int(item[1])
-            if self.node_id(lv, tok) >= 0:
-                sel.append((lv, tok))
-        if head is not None:
-            return self.head_highlight(int(head[0]), int(head[1]), sel)
-        if not sel:
-            return self._empty()
-        by_level: dict[int, list[int]] = {}
-        for lv, tok in sel:
-            by_level.setdefault(lv, []).append(tok)
-        hl = self._empty()
-        for lv, toks in by_level.items():
-            for t in toks:
-                hl.origin[self.node_index[lv, t]] = True
-        levels = sorted(by_level)
-        message = ""
-        if len(levels) > 2:
-            message = (f"tokens selected at {len(levels)} levels: showing the paths between levels "
-                       f"{levels[0] + 1} and {levels[-1] + 1}")
-            for lv in levels[1:-1]:
-                for t in by_level[lv]:
-                    hl.origin[self.node_index[lv, t]] = False
-            levels = [levels[0], levels[-1]]
-        head_t = None if head is None else (int(head[0]), int(head[1]))
-        model_code = {None: None, "pretrained": PRE, "finetuned": FINE, "both": None}.get(head_model, None)
-        if len(levels) == 1:
-            lv = levels[0]
-            toks = sorted(by_level[lv])
-            if self.comparison is not None:
-                res = self.comparison.trace_mask(lv, toks, head=head_t, model=model_code if head_t else None)
-                self._apply_mask(hl, res)
-                for c in (PRE, FINE):
-                    self._mark(hl, c, (res & c).astype(bool), head_t)
-            else:
-                (c, g), = self.graphs.items()
-                tr = g.trace(lv, toks, head=head_t)
-                self._apply_mask(hl, tr.mask, c)
-                self._mark(hl, c, tr.mask, head_t)
-            if len(toks) > 1:
-                message = message or f"brushed intersection of {len(toks)} tokens at level {lv + 1}"
-        else:
-            la, lb = levels
-            ta, tb = sorted(by_level[la]), sorted(by_level[lb])
-            if self.comparison is not None:
-                res = self.comparison.paths_mask(la, ta, lb, tb)
-                self._apply_mask(hl, res)
-                for c in (PRE, FINE):
-                    self._mark(hl, c, (res & c).astype(bool), None)
-            else:
-                (c, g), = self.graphs.items()
-                pm = g.paths_mask(la, ta, lb, tb)
-                self._apply_mask(hl, pm, c)
-                self._mark(hl, c, pm, None)
-            if not hl.nodes.any():
-                message = message or f"no path joins the tokens selected at levels {la + 1} and {lb + 1}"
-                # keep the selected tokens visible
-                hl.nodes[hl.origin] = np.maximum(hl.nodes[hl.origin], 1)
-            else:
-                message = message or f"paths between levels {la + 1} and {lb + 1}"
-        # selected tokens stay highlighted even if a model lacks them
-        miss = hl.origin & (hl.nodes == 0)
-        hl.nodes[miss] = self.layout.column("member")[miss]
-        hl.message = message
-        return hl
-
-    def head_highlight(self, layer: int, h: int, selection: Sequence[Sequence[int]] = ()) -> Highlight:
-        """What head ``h`` of layer ``layer`` attends to above τ, in both drawn models (a head click).
-
-        Edge codes: ``PRE`` where only the pre-trained model's head h carries the edge, ``FINE`` only the
-        fine-tuned one's, ``BOTH`` both; nodes: the end tokens of those edges (levels ``layer + 1`` and
-        ``layer``), coded by the union of their edges' codes; glyphs: head h's glyphs of level
-        ``layer + 1`` (everything else is dimmed); origin: the selected ``(level, token)`` nodes. The
-        message counts the edges per code (layers and heads named 1-based, as the UI does)."""
-        if not 0 <= layer < self.L or not 0 <= h < self.H:
-            raise ValueError(f"head ({layer}, {h}) is out of range: layers 0 .. {self.L - 1}, heads 0 .. {self.H - 1}")
-        hl = self._empty()
-        e = self._edge_arrays()
-        at = e["layer"] == layer
-        word, bit = h // 32, np.uint64(1 << (h % 32))
-        for c in self.graphs:
-            carried = at & ((e[f"w{c}"][word] & bit) != 0)
-            hl.edges[carried] |= np.uint8(c)
-        lit = np.flatnonzero(hl.edges)
-        np.bitwise_or.at(hl.nodes, e["u"][lit], hl.edges[lit])
-        np.bitwise_or.at(hl.nodes, e["v"][lit], hl.edges[lit])
-        gl = self._glyph_arrays()
-        glevel = self.layout.column("level")[gl["node"]] if gl["node"].size else gl["node"]
-        hl.glyphs[:] = (gl["head"] == h) & (glevel == layer + 1)
-        for lv, tok in selection:
-            hl.origin[self.node_index[lv, tok]] = True
-        miss = hl.origin & (hl.nodes == 0)
-        hl.nodes[miss] = self.layout.column("member")[miss]
-        codes = hl.edges[lit]
-        name = f"head {h + 1} of layer {layer + 1}"
-        if lit.size == 0:
-            hl.message = f"{name} attends to nothing above τ = {self.tau:g} here"
-        elif self.comparison is not None:
-            hl.message = (f"{name}: {int((codes == BOTH).sum())} edges in both models, "
-                          f"{int((codes == PRE).sum())} only pre-trained, {int((codes == FINE).sum())} only fine-tuned")
-        else:
-            hl.message = f"{name}: {lit.size} edges above τ = {self.tau:g}"
-        return hl
 
     # ------------------------------------------------------------------ what the browser receives
 
@@ -876,24 +540,24 @@ class FlowData:
         N = len(nodes)
         states = compose_states(self, None)
         node_cols = {
-            "level": _uint(nodes["level"], 255),
-            "pos": _uint(nodes["pos"], self.n),
+            "level": as_uint(nodes["level"], 255),
+            "pos": as_uint(nodes["pos"], self.n),
             "token": nodes["token"].tolist(),
             "text": nodes["label"].tolist(),
-            "nchar": _uint(nodes["nchar"], 65535),
-            "prio": _f32(nodes["prio"]),
+            "nchar": as_uint(nodes["nchar"], 65535),
+            "prio": f32(nodes["prio"]),
             "angle": nodes["angle"].astype(np.float32), "half": nodes["half"].astype(np.float32),
-            "radius": _f32(nodes["radius"]), "cs": _f32(nodes["cs"]),
+            "radius": f32(nodes["radius"]), "cs": f32(nodes["cs"]),
             "mem": nodes["member"].astype(np.uint8),
-            "lx": _f32(nodes["lx"]), "ly": _f32(nodes["ly"]), "ta": _f32(nodes["text_angle"]),
-            "hx": _f32(nodes["hx"]), "hy": _f32(nodes["hy"]), "hr": _f32(nodes["hr"]),
-            "bx": _f32(nodes["bx"]), "by": _f32(nodes["by"]), "bw": _f32(nodes["bw"]), "bh": _f32(nodes["bh"]),
-            "sx0": _f32(nodes["sx0"]), "sy0": _f32(nodes["sy0"]), "sx1": _f32(nodes["sx1"]), "sy1": _f32(nodes["sy1"]),
+            "lx": f32(nodes["lx"]), "ly": f32(nodes["ly"]), "ta": f32(nodes["text_angle"]),
+            "hx": f32(nodes["hx"]), "hy": f32(nodes["hy"]), "hr": f32(nodes["hr"]),
+            "bx": f32(nodes["bx"]), "by": f32(nodes["by"]), "bw": f32(nodes["bw"]), "bh": f32(nodes["bh"]),
+            "sx0": f32(nodes["sx0"]), "sy0": f32(nodes["sy0"]), "sx1": f32(nodes["sx1"]), "sy1": f32(nodes["sy1"]),
             "st": states["nodes"], "fz": states["nodes"].copy(),
         }
         if ring_labels:
             node_cols.update({"label": nodes["ring_label"].tolist(), "lstat": nodes["lstat"].astype(np.uint8),
-                              "olx": _f32(nodes["olx"]), "oly": _f32(nodes["oly"])})  # the overlay's place
+                              "olx": f32(nodes["olx"]), "oly": f32(nodes["oly"])})  # the overlay's place
         # influence I_k (eq. 4) of every node in each drawn model, for the hover details (none at the root)
         lv = nodes["level"]
         ps = nodes["pos"]
@@ -904,17 +568,17 @@ class FlowData:
                 infl[below_root] = self.influence[c][lv[below_root], ps[below_root]]
                 node_cols[f"i{c}"] = np.round(infl, 2).astype(np.float32)
         glyph_cols = {
-            "node": _uint(glyphs["node"], N), "head": _uint(glyphs["head"], 255),
+            "node": as_uint(glyphs["node"], N), "head": as_uint(glyphs["head"], 255),
             "model": glyphs["model"].astype(np.uint8),
             "part": glyphs["part"].astype(np.uint8),  # 0 whole glyph, 1/2 left/right half
-            "x": _q16(glyphs["x"]), "y": _q16(glyphs["y"]),
+            "x": q16(glyphs["x"]), "y": q16(glyphs["y"]),
             "gc": glyphs["gc"].astype(np.uint8),
-            "cp": _uint(glyphs["cp"], self.n), "cf": _uint(glyphs["cf"], self.n),
+            "cp": as_uint(glyphs["cp"], self.n), "cf": as_uint(glyphs["cf"], self.n),
             "st": states["glyphs"], "fz": states["glyphs"].copy(),
         }
-        edge_cols = {k: _q16(edges[k]) for k in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")}
+        edge_cols = {k: q16(edges[k]) for k in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")}
         edge_cols.update({
-            "u": _uint(edges["u"], N), "v": _uint(edges["v"], N),
+            "u": as_uint(edges["u"], N), "v": as_uint(edges["v"], N),
             "mem": edges["member"].astype(np.uint8),
             "ea": edges["ea"].astype(np.uint8),
             "w": np.round(edges["w"].astype(np.float64), 3).astype(np.float32),
@@ -926,8 +590,8 @@ class FlowData:
         for c in self.graphs:
             for w in range(self.words):
                 edge_cols[f"h{c}_{w}"] = edges[f"h{c}_{w}"].astype(mask_dtype)
-        spark_cols = {k: _q16(sparks[k]) for k in ("x0", "y0", "x1", "y1")}
-        spark_cols.update({"node": _uint(sparks["node"], N), "model": sparks["model"].astype(np.uint8),
+        spark_cols = {k: q16(sparks[k]) for k in ("x0", "y0", "x1", "y1")}
+        spark_cols.update({"node": as_uint(sparks["node"], N), "model": sparks["model"].astype(np.uint8),
                            "st": states["sparks"]})
         bits = {"H": [self.H], "W": [self.words], "models": [self.models], "L": [self.L], "n": [self.n],
                 "sizes": [[len(nodes), len(edges), len(glyphs)]],  # lets the browser skip half-updated data
@@ -936,9 +600,9 @@ class FlowData:
         for c in (PRE, FINE):
             bits[f"b{c}"] = [self.bits.get(c, np.zeros(0, np.uint8))]
         runs = self.columns("runs")
-        run_cols = {"level": _uint(runs["level"], 255), "angle0": runs["angle0"].astype(np.float32),
-                    "angle1": runs["angle1"].astype(np.float32), "radius": _f32(runs["radius"]),
-                    "count": _uint(runs["count"], self.n), "first_token": _uint(runs["first_token"], self.n),
-                    "last_token": _uint(runs["last_token"], self.n)}
+        run_cols = {"level": as_uint(runs["level"], 255), "angle0": runs["angle0"].astype(np.float32),
+                    "angle1": runs["angle1"].astype(np.float32), "radius": f32(runs["radius"]),
+                    "count": as_uint(runs["count"], self.n), "first_token": as_uint(runs["first_token"], self.n),
+                    "last_token": as_uint(runs["last_token"], self.n)}
         return {"nodes": node_cols, "glyphs": glyph_cols, "edges": edge_cols, "sparks": spark_cols,
                 "runs": run_cols, "bits": bits}
