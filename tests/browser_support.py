@@ -258,3 +258,78 @@ SCROLL_INTO_VIEW = """(name) => {
       }
   return false;
 }"""
+
+
+# --------------------------------------------------------------------------------------------------
+# the radial component (views/radial.js) in a page of its own, without a server
+# --------------------------------------------------------------------------------------------------
+
+RADIAL_JS = REPO / "attnflows_panel" / "views" / "radial.js"
+
+# JavaScript: import radial.js from its text (a blob URL: no server, no network) as window.radial
+IMPORT_RADIAL = """async (src) => {
+  const url = URL.createObjectURL(new Blob([src], {type: "text/javascript"}));
+  window.radial = await import(url);
+  return Object.keys(window.radial);
+}"""
+
+# JavaScript: render the component into a w×h box with `data` (arrays as {__nd__: base64, dtype}) through
+# a stand-in for Panel's model (its properties and `on`), as Panel's JSComponent calls render
+MOUNT_RADIAL = """([data, w, h]) => {
+  const types = {uint8: Uint8Array, int8: Int8Array, uint16: Uint16Array, int16: Int16Array,
+                 uint32: Uint32Array, int32: Int32Array, float32: Float32Array, float64: Float64Array};
+  function decode(v) {
+    if (v && typeof v === "object" && v.__nd__ !== undefined) {
+      const bin = atob(v.__nd__), buf = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
+      return new types[v.dtype](buf.buffer);
+    }
+    return v;
+  }
+  const props = {data: {}, frozen: {}, level: null, focus: false, legend: [], title: "", pick: {}, export: ""};
+  for (const k in data) props.data[k] = decode(data[k]);
+  const handlers = {};
+  const model = new Proxy(props, {
+    get(t, k) {
+      if (k === "on") return (name, cb) => { (handlers[name] = handlers[name] || []).push(cb); };
+      return t[k];
+    },
+    set(t, k, v) { t[k] = v; for (const cb of handlers[k] || []) cb(); return true; },
+  });
+  document.body.style.margin = "0";
+  const el = document.createElement("div");
+  el.style.cssText = `width:${w}px;height:${h}px;position:relative`;
+  document.body.appendChild(el);
+  window.radial.render({model, el});
+  window.radialModel = model;
+  return true;
+}"""
+
+
+def encode_radial_data(data: dict) -> dict:
+    """``pack_flow`` output as JSON for :data:`MOUNT_RADIAL` (numpy arrays as base64 + dtype)."""
+    import base64
+
+    import numpy as np
+
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, np.ndarray):
+            a = np.ascontiguousarray(v)
+            out[k] = {"__nd__": base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode(), "dtype": str(a.dtype)}
+        elif isinstance(v, (np.integer, np.floating, np.bool_)):
+            out[k] = v.item()
+        else:
+            out[k] = v
+    return out
+
+
+def radial_page(page, data: dict, width: int = 800, height: int = 800):
+    """Mount the radial component with ``data`` (``pack_flow`` output) in ``page``; return its root locator
+    once it has drawn."""
+    page.set_content("<!doctype html><html><body></body></html>")
+    page.evaluate(IMPORT_RADIAL, RADIAL_JS.read_text(encoding="utf-8"))
+    page.evaluate(MOUNT_RADIAL, [encode_radial_data(data), width, height])
+    root = page.locator(".attnflows-radial")
+    wait_for(lambda: root.get_attribute("data-ready") == "1", what="the radial component's first drawing")
+    return root

@@ -129,7 +129,7 @@ class SvgRecorder {
       ` text-anchor="${anchor}" dominant-baseline="${base}" fill="${this.fillStyle}"${this._alpha("fill")}${bold ? ' font-weight="bold"' : ""}>${esc(t)}</text>`);
   }
   measureText(t) { const m = /([\d.]+)px/.exec(this.font); return {width: String(t).length * 0.6 * (m ? +m[1] : FONT_PX)}; }
-  save() {} restore() {} setTransform() {}
+  save() {} restore() {} setTransform() {} clip() {} drawImage() {}
 }
 
 function esc(t) {
@@ -176,8 +176,29 @@ function prep(D) {
   for (let e = 0; e < E; e++) strength[e] = D.e_w ? D.e_w[e] : D.e_nh[e];
   const layer = new Uint8Array(E);
   for (let e = 0; e < E; e++) layer[e] = lvl[D.e_v[e]];
+  // glyph rows by palette colour, and each node's commonest glyph colour (drawn when glyphs are tiny)
+  const gcLists = new Map(), blockLists = new Map();
+  for (let r = 0; r < G; r++) {
+    const gc = D.g_gc[r];
+    if (!gcLists.has(gc)) gcLists.set(gc, []);
+    gcLists.get(gc).push(r);
+  }
+  for (let u = 0; u < N; u++) {
+    const count = new Map();
+    let best = -1, bc = 0;
+    for (let r = gstart[u]; r < gstart[u + 1]; r++) {
+      const c = (count.get(D.g_gc[r]) || 0) + 1;
+      count.set(D.g_gc[r], c);
+      if (c > bc) { bc = c; best = D.g_gc[r]; }
+    }
+    if (best < 0) continue;
+    if (!blockLists.has(best)) blockLists.set(best, []);
+    blockLists.get(best).push(u);
+  }
+  const gcRows = Array.from(gcLists, ([k, v]) => [k, Int32Array.from(v)]);
+  const blockRows = Array.from(blockLists, ([k, v]) => [k, Int32Array.from(v)]);
   return {N, E, G, L, H, W, models: D.models, lvl, lo, off, gmap, masks, bits, ostart, olist, gstart,
-          sstart, sorder, strength, layer, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
+          sstart, sorder, strength, layer, gcRows, blockRows, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
 }
 
 function anc(X, c, u, v) {  // is v an ancestor of u in model c?
@@ -312,6 +333,7 @@ export function render({model, el}) {
     D.tokens = D.tokens || [];
     V.D = D;
     V.X = prep(D);
+    V.version = (V.version || 0) + 1;
     V.widths = null;
     V.hover = null;
     V.hoverTrace = null;
@@ -429,110 +451,152 @@ export function render({model, el}) {
   }
 
   function drawTraceEdges(g, S, tr, hovered) {
-    // the trace's edges, per layer the strongest EDGE_BUDGET (and every edge of the hovered/selected
-    // token), opacity by how many are drawn in the layer
+    // the trace's edges, per layer the strongest EDGE_BUDGET (those of the hovered/selected token
+    // first), opacity by how many are drawn in the layer: never a hairball
     const D = V.D, X = V.X;
-    const per = [];
-    for (let k = 0; k < X.L; k++) per.push([]);
-    for (let e = 0; e < X.E; e++) if (tr.ecodes[e]) per[X.layer[e]].push(e);
-    const groups = {};
+    const count = new Int32Array(X.L);
+    for (let e = 0; e < X.E; e++) if (tr.ecodes[e]) count[X.layer[e]] += 1;
+    const start = new Int32Array(X.L + 1);
+    for (let k = 0; k < X.L; k++) start[k + 1] = start[k] + count[k];
+    const keys = new Float64Array(start[X.L]), fillp = start.slice(0, X.L);
+    for (let e = 0; e < X.E; e++) {
+      if (!tr.ecodes[e]) continue;
+      const u = X.eu[e], v = X.ev[e];
+      const must = tr.origin[u] || tr.origin[v] || u === hovered || v === hovered ? 1e6 : 0;
+      // larger = drawn first; the edge id rides in the fraction-free low part of the key
+      keys[fillp[X.layer[e]]++] = -((must + X.strength[e]) * 4194304 + (4194303 - e));
+    }
+    const groups = new Map();
     for (let k = 0; k < X.L; k++) {
-      let list = per[k];
-      if (list.length > EDGE_BUDGET) {
-        const must = list.filter((e) => tr.origin[X.eu[e]] || tr.origin[X.ev[e]] || X.eu[e] === hovered || X.ev[e] === hovered);
-        const rest = list.filter((e) => !(tr.origin[X.eu[e]] || tr.origin[X.ev[e]] || X.eu[e] === hovered || X.ev[e] === hovered));
-        rest.sort((a, b) => X.strength[b] - X.strength[a]);
-        list = must.concat(rest.slice(0, Math.max(0, EDGE_BUDGET - must.length)));
-      }
-      const alpha = Math.max(0.18, Math.min(0.85, 14 / Math.max(1, list.length)));
-      for (const e of list) {
+      let part = keys.subarray(start[k], start[k + 1]);
+      if (part.length > EDGE_BUDGET) { smallestFirst(part, EDGE_BUDGET); part = part.subarray(0, EDGE_BUDGET); }
+      const alpha = Math.max(0.18, Math.min(0.85, 14 / Math.max(1, part.length)));
+      for (let i = 0; i < part.length; i++) {
+        const e = 4194303 - ((-part[i]) % 4194304);
         const key = `${tr.ecodes[e]}|${alpha.toFixed(2)}`;
-        (groups[key] = groups[key] || []).push(e);
+        if (!groups.has(key)) groups.set(key, []);
+        groups.get(key).push(e);
       }
     }
     g.lineWidth = 1.3;
-    for (const key in groups) {
+    for (const [key, list] of groups) {
       const [code, a] = key.split("|");
       g.strokeStyle = D.comparison ? MODEL_COLOR[+code] : MODEL_COLOR[D.models];
       g.globalAlpha = +a;
       g.beginPath();
-      for (const e of groups[key]) edgePath(g, e, S);
+      for (const e of list) edgePath(g, e, S);
       g.stroke();
     }
     g.globalAlpha = 1;
   }
 
-  function drawCells(g, S, only) {
-    // glyph blocks, head glyphs and sparklines of every node (or of the nodes with only[u] set)
-    const D = V.D, X = V.X, q = D.quant;
-    const gl = D.glyph * S;
-    // glyph blocks
-    g.fillStyle = "#f4f4f4"; g.beginPath();
-    for (let u = 0; u < X.N; u++) {
-      if ((only && !only[u]) || !(D.n_bw[u] > 0)) continue;
-      quad(g, D.n_bx[u], D.n_by[u], D.n_bw[u], D.n_bh[u], D.n_ta[u], S);
-    }
-    g.fill();
-    // head glyphs by palette colour
-    const byColor = {};
-    for (let r = 0; r < X.G; r++) {
-      const u = D.g_node[r];
-      if (only && !only[u]) continue;
-      (byColor[D.g_gc[r]] = byColor[D.g_gc[r]] || []).push(r);
-    }
-    for (const gc in byColor) {
-      g.fillStyle = D.palette[+gc]; g.beginPath();
-      for (const r of byColor[gc]) {
-        const w = D.g_part[r] ? D.glyph / 2 : D.glyph;
-        if (gl < 1.5) {
-          const [sx, sy] = toScreen(D.g_x[r] / q, D.g_y[r] / q);
-          const ws = Math.max(0.6, w * S), hs = Math.max(0.6, gl);
-          g.rect(sx - ws / 2, sy - hs / 2, ws, hs);
-        } else {
-          quad(g, D.g_x[r] / q, D.g_y[r] / q, w, D.glyph, D.n_ta[u_of(r)], S);
-        }
+  function smallestFirst(a, k) {  // quickselect: a[0..k) become the k smallest values of a (in any order)
+    let lo = 0, hi = a.length - 1;
+    while (lo < hi) {
+      const pivot = a[(lo + hi) >> 1];
+      let i = lo, j = hi;
+      while (i <= j) {
+        while (a[i] < pivot) i++;
+        while (a[j] > pivot) j--;
+        if (i <= j) { const t = a[i]; a[i] = a[j]; a[j] = t; i++; j--; }
       }
-      g.fill();
+      if (k - 1 <= j) hi = j; else if (k - 1 >= i) lo = i; else break;
     }
-    // sparkline baselines and bars
+  }
+
+  function tf() {  // the current transform: screen = (ox + x * S, oy - y * S)
+    const S = scale();
+    return {S, ox: V.w / 2 + V.panX, oy: V.h / 2 + V.panY};
+  }
+
+  function visible(T, x, y, m) {  // is data point (x, y) within m px of the canvas?
+    const sx = T.ox + x * T.S, sy = T.oy - y * T.S;
+    return sx > -m && sy > -m && sx < V.w + m && sy < V.h + m;
+  }
+
+  function quadT(g, T, x, y, w, h, ang) {  // a w×h rectangle centred on data (x, y), rotated by ang
+    const c = Math.cos(ang), s = Math.sin(ang);
+    const ux = c * w / 2, uy = s * w / 2, vx = -s * h / 2, vy = c * h / 2, S = T.S, ox = T.ox, oy = T.oy;
+    g.moveTo(ox + (x - ux - vx) * S, oy - (y - uy - vy) * S);
+    g.lineTo(ox + (x + ux - vx) * S, oy - (y + uy - vy) * S);
+    g.lineTo(ox + (x + ux + vx) * S, oy - (y + uy + vy) * S);
+    g.lineTo(ox + (x - ux + vx) * S, oy - (y - uy + vy) * S);
+    g.closePath();
+  }
+
+  function cellPath(g, T, u) {  // the token's cell below its label: glyph block and sparkline row
+    const D = V.D;
+    quadT(g, T, D.n_hx[u], D.n_hy[u], D.cw + 2, D.ch + 2, D.n_ta[u]);
+  }
+
+  function drawCells(g, S, only) {
+    // glyph blocks, head glyphs and sparklines of every visible node (or of the nodes with only[u] set);
+    // below 1.2 px a glyph is not told apart: each block is drawn in its commonest glyph colour
+    const D = V.D, X = V.X, q = D.quant, T = tf();
+    const margin = (D.cw + D.ch) * S;
+    const show = new Uint8Array(X.N);
+    for (let u = 0; u < X.N; u++) show[u] = (!only || only[u]) && visible(T, D.n_hx[u], D.n_hy[u], margin) ? 1 : 0;
+    const detail = D.glyph * S >= 1.2;
+    g.fillStyle = "#f4f4f4"; g.beginPath();
+    for (let u = 0; u < X.N; u++) if (show[u] && D.n_bw[u] > 0) quadT(g, T, D.n_bx[u], D.n_by[u], D.n_bw[u], D.n_bh[u], D.n_ta[u]);
+    g.fill();
+    if (detail) {
+      for (const [gc, rows] of X.gcRows) {
+        g.fillStyle = D.palette[gc]; g.beginPath();
+        for (let i = 0; i < rows.length; i++) {
+          const r = rows[i], u = D.g_node[r];
+          if (!show[u]) continue;
+          quadT(g, T, D.g_x[r] / q, D.g_y[r] / q, D.g_part[r] ? D.glyph / 2 : D.glyph, D.glyph, D.n_ta[u]);
+        }
+        g.fill();
+      }
+    } else {
+      for (const [gc, nodes] of X.blockRows) {
+        g.fillStyle = D.palette[gc]; g.beginPath();
+        for (let i = 0; i < nodes.length; i++) {
+          const u = nodes[i];
+          if (show[u]) quadT(g, T, D.n_bx[u], D.n_by[u], D.n_bw[u], D.n_bh[u], D.n_ta[u]);
+        }
+        g.fill();
+      }
+    }
     g.strokeStyle = "#b0b0b0"; g.lineWidth = 0.8; g.beginPath();
     for (let u = 0; u < X.N; u++) {
-      if ((only && !only[u]) || D.n_level[u] === X.L) continue;
-      const a = toScreen(D.n_sx0[u], D.n_sy0[u]), b = toScreen(D.n_sx1[u], D.n_sy1[u]);
-      g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]);
+      if (!show[u] || X.lvl[u] === X.L) continue;
+      g.moveTo(T.ox + D.n_sx0[u] * S, T.oy - D.n_sy0[u] * S); g.lineTo(T.ox + D.n_sx1[u] * S, T.oy - D.n_sy1[u] * S);
     }
     g.stroke();
+    if (D.spark_h * S < 5) return;  // the bars would be too small to tell apart
     const sparkCol = D.comparison ? {1: MODEL_COLOR[1], 2: MODEL_COLOR[2]} : {1: "#555555", 2: "#555555"};
     for (const c of [1, 2]) {
-      g.strokeStyle = sparkCol[c]; g.lineWidth = Math.max(0.8, Math.min(1.4, 1.4 * S * 2)); g.beginPath();
+      g.strokeStyle = sparkCol[c]; g.lineWidth = Math.max(0.8, Math.min(1.4, 2.8 * S)); g.beginPath();
       for (let i = 0; i < D.s_node.length; i++) {
-        if (D.s_model[i] !== c || (only && !only[D.s_node[i]])) continue;
-        const a = toScreen(D.s_x0[i] / q, D.s_y0[i] / q), b = toScreen(D.s_x1[i] / q, D.s_y1[i] / q);
-        g.moveTo(a[0], a[1]); g.lineTo(b[0], b[1]);
+        if (D.s_model[i] !== c || !show[D.s_node[i]]) continue;
+        g.moveTo(T.ox + D.s_x0[i] / q * S, T.oy - D.s_y0[i] / q * S); g.lineTo(T.ox + D.s_x1[i] / q * S, T.oy - D.s_y1[i] / q * S);
       }
       g.stroke();
     }
   }
-  function u_of(r) { return V.D.g_node[r]; }
 
-  function quad(g, x, y, w, h, ang, S) {  // a w×h rectangle centred on (x, y), rotated by ang (data)
-    const c = Math.cos(ang), s = Math.sin(ang);
-    const ux = c * w / 2, uy = s * w / 2, vx = -s * h / 2, vy = c * h / 2;
-    const p = [toScreen(x - ux - vx, y - uy - vy), toScreen(x + ux - vx, y + uy - vy),
-               toScreen(x + ux + vx, y + uy + vy), toScreen(x - ux + vx, y - uy + vy)];
-    g.moveTo(p[0][0], p[0][1]); g.lineTo(p[1][0], p[1][1]); g.lineTo(p[2][0], p[2][1]); g.lineTo(p[3][0], p[3][1]);
-    g.closePath();
-  }
+  function quad(g, x, y, w, h, ang, S) { quadT(g, tf(), x, y, w, h, ang); }
 
   function drawHalos(g, S, tr) {
-    const D = V.D, X = V.X;
+    const D = V.D, X = V.X, T = tf();
+    const groups = new Map();
     for (let u = 0; u < X.N; u++) {
       const st = state(tr, u);
-      const a = D.halo_alpha[st];
-      if (!(a > 0)) continue;
-      const [sx, sy] = toScreen(D.n_hx[u], D.n_hy[u]);
-      g.globalAlpha = a; g.fillStyle = D.state_colors[st];
-      g.beginPath(); g.arc(sx, sy, Math.max(3, D.n_hr[u] * S), 0, 2 * Math.PI); g.fill();
+      if (!(D.halo_alpha[st] > 0) || !visible(T, D.n_hx[u], D.n_hy[u], 20)) continue;
+      if (!groups.has(st)) groups.set(st, []);
+      groups.get(st).push(u);
+    }
+    for (const [st, nodes] of groups) {
+      g.globalAlpha = D.halo_alpha[st]; g.fillStyle = D.state_colors[st]; g.beginPath();
+      for (const u of nodes) {
+        const sx = T.ox + D.n_hx[u] * T.S, sy = T.oy - D.n_hy[u] * T.S, r = Math.max(3, D.n_hr[u] * T.S);
+        if (r < 4 && st < 9) { g.rect(sx - r, sy - r, 2 * r, 2 * r); continue; }  // tiny: a square is as good
+        g.moveTo(sx + r, sy); g.arc(sx, sy, r, 0, 2 * Math.PI);
+      }
+      g.fill();
     }
     g.globalAlpha = 1;
   }
@@ -574,6 +638,9 @@ export function render({model, el}) {
       key[u] = k;
     }
     order.sort((a, b) => key[b] - key[a] || a - b);
+    // no more candidates than could fit in the canvas at one label per 26×13 px (traced ones come first)
+    const cap = Math.max(200, Math.ceil(V.w * V.h / (26 * (FONT_PX + 2))));
+    if (order.length > cap) order.length = cap;
     const h = FONT_PX + 2;
     const items = order.map((u) => {
       const [sx, sy] = toScreen(D.n_lx[u], D.n_ly[u]);
@@ -601,40 +668,108 @@ export function render({model, el}) {
     g.globalAlpha = 1;
   }
 
+  function scratch() {  // a cleared off-screen canvas of the view's size
+    if (!V.scratch || V.scratch.c.width !== Math.round(V.w * V.dpr) || V.scratch.c.height !== Math.round(V.h * V.dpr)) {
+      const c = document.createElement("canvas");
+      c.width = Math.round(V.w * V.dpr); c.height = Math.round(V.h * V.dpr);
+      V.scratch = {c, g: c.getContext("2d")};
+    }
+    const {c, g} = V.scratch;
+    g.setTransform(1, 0, 0, 1, 0, 0); g.clearRect(0, 0, c.width, c.height);
+    g.setTransform(V.dpr, 0, 0, V.dpr, 0, 0);
+    return V.scratch;
+  }
+
+  function ensureBase() {
+    // the drawing at rest (rings, edges at rest, cells) and the cells alone, cached as bitmaps for the
+    // current size, zoom, pan and level: a hover draws the cached base, dims it and lays the traced cells
+    // over it from the cells bitmap (clipped to their cells), so its cost does not grow with the glyphs
+    const key = `${V.w}x${V.h}@${V.dpr}|${V.zoom}|${V.panX}|${V.panY}|${model.level}|${V.version}`;
+    if (V.baseKey === key && V.base) return;
+    const make = () => {
+      const c = document.createElement("canvas");
+      c.width = Math.round(V.w * V.dpr); c.height = Math.round(V.h * V.dpr);
+      const g = c.getContext("2d");
+      g.setTransform(V.dpr, 0, 0, V.dpr, 0, 0);
+      return [c, g];
+    };
+    const S = scale(), t0 = performance.now();
+    const [cells, gc] = make();
+    drawCells(gc, S, null);
+    const [base, gb] = make();
+    gb.fillStyle = "#ffffff"; gb.fillRect(0, 0, V.w, V.h);
+    drawRings(gb, S);
+    drawRestEdges(gb, S);
+    gb.setTransform(1, 0, 0, 1, 0, 0);
+    gb.drawImage(cells, 0, 0);
+    V.base = base; V.cells = cells; V.baseKey = key;
+    root.setAttribute("data-base-ms", (performance.now() - t0).toFixed(1));
+  }
+
   function paint(g, forExport) {
     // the whole drawing onto a Canvas 2D context (or the SVG recorder); returns the placed labels
     const D = V.D, S = scale();
     const tr = V.hoverTrace || V.frozenTrace;
     g.fillStyle = "#ffffff"; g.fillRect(0, 0, V.w, V.h);
     if (!D) return [];
-    drawRings(g, S);
-    drawRestEdges(g, S);
-    drawCells(g, S, null);
+    const T = tf();
+    if (forExport) {
+      drawRings(g, S);
+      drawRestEdges(g, S);
+      if (!(tr && model.focus)) drawCells(g, S, null);
+    } else {
+      ensureBase();
+      g.drawImage(V.base, 0, 0, V.w, V.h);
+    }
+    const ph = [performance.now()];
     if (tr) {
-      // dim what is not traced (focus: hide it), then draw the trace at full strength over it
+      // dim what is not traced (focus: hide it), then the trace at full strength over it
       g.globalAlpha = model.focus ? 1 : 0.78; g.fillStyle = "#ffffff"; g.fillRect(0, 0, V.w, V.h);
       g.globalAlpha = 1;
       drawTraceEdges(g, S, tr, V.hover ? V.hover.node : -1);
+      ph.push(performance.now());
       const only = new Uint8Array(V.X.N);
       for (let u = 0; u < V.X.N; u++) only[u] = tr.codes[u] || tr.origin[u] ? 1 : 0;
-      drawCells(g, S, only);
+      if (forExport) {
+        drawCells(g, S, only);
+      } else {
+        // the traced cells at full strength: each cell's box copied from the cached cells bitmap (copies
+        // are far cheaper than filling thousands of small paths again)
+        const d = V.dpr, hw = (D.cw + 2) / 2, hh = (D.ch + 2) / 2;
+        for (let u = 0; u < V.X.N; u++) {
+          if (!only[u]) continue;
+          const c = Math.abs(Math.cos(D.n_ta[u])), sn = Math.abs(Math.sin(D.n_ta[u]));
+          const bw = (hw * c + hh * sn) * S, bh = (hw * sn + hh * c) * S;
+          const x0 = Math.max(0, Math.floor(T.ox + D.n_hx[u] * S - bw)), y0 = Math.max(0, Math.floor(T.oy - D.n_hy[u] * S - bh));
+          const x1 = Math.min(V.w, Math.ceil(T.ox + D.n_hx[u] * S + bw)), y1 = Math.min(V.h, Math.ceil(T.oy - D.n_hy[u] * S + bh));
+          if (x1 <= x0 || y1 <= y0) continue;
+          g.drawImage(V.cells, x0 * d, y0 * d, (x1 - x0) * d, (y1 - y0) * d, x0, y0, x1 - x0, y1 - y0);
+        }
+      }
+      ph.push(performance.now());
       drawGlyphHighlights(g, S, tr);
+      ph.push(performance.now());
     }
     drawHalos(g, S, tr);
+    ph.push(performance.now());
     const placed = placeAll(g, S, tr);
+    ph.push(performance.now());
     drawLabels(g, S, tr, placed);
+    ph.push(performance.now());
+    if (!forExport) root.setAttribute("data-phase-ms", ph.slice(1).map((t, i) => (t - ph[i]).toFixed(1)).join(","));
     return placed;
   }
 
   function drawGlyphHighlights(g, S, tr) {
-    // a traced head glyph gets a dark outline (its head carries the trace's attention)
-    const D = V.D, q = D.quant;
-    if (D.glyph * S < 2) return;
+    // a head glyph that carries the trace's attention gets a dark outline (when glyphs are told apart)
+    const D = V.D, q = D.quant, T = tf();
+    if (D.glyph * S < 2 || !tr.gon) return;
     g.strokeStyle = "#222"; g.lineWidth = 0.8; g.beginPath();
-    for (let r = 0; r < V.X.G; r++) {
-      if (!tr.gon[r]) continue;
-      const w = D.g_part[r] ? D.glyph / 2 : D.glyph;
-      quad(g, D.g_x[r] / q, D.g_y[r] / q, w, D.glyph, D.n_ta[D.g_node[r]], S);
+    let k = 0;
+    for (let r = 0; r < V.X.G && k < 4000; r++) {
+      if (!tr.gon[r] || !visible(T, D.g_x[r] / q, D.g_y[r] / q, 4)) continue;
+      k += 1;
+      quadT(g, T, D.g_x[r] / q, D.g_y[r] / q, D.g_part[r] ? D.glyph / 2 : D.glyph, D.glyph, D.n_ta[D.g_node[r]]);
     }
     g.stroke();
   }
@@ -647,6 +782,7 @@ export function render({model, el}) {
     const placed = paint(ctx, false);
     const ms = performance.now() - t0;
     publish(placed, ms);
+    return ms;
   }
 
   function schedule() {
@@ -768,18 +904,20 @@ export function render({model, el}) {
     const key = h ? `${h.kind}:${h.kind === "glyph" ? h.row : h.id}:${h.kind === "glyph" && V.shift ? 1 : 0}` : "";
     const old = V.hover ? V.hover.key : "";
     if (key === old) return;
+    const t0 = performance.now();
     if (h) {
       h.key = key;
-      const t0 = performance.now();
       V.hoverTrace = traceOf(h, V.shift);
       V.hover = h; V.hover.node = V.hoverTrace.node;
-      root.setAttribute("data-trace-ms", (performance.now() - t0).toFixed(2));
     } else {
       V.hover = null; V.hoverTrace = null;
     }
+    const t1 = performance.now();
     describe(h);
     root.setAttribute("data-hover", h ? key : "");
     draw();  // at once: the hover redraw is measured (data-draw-ms)
+    root.setAttribute("data-trace-ms", (t1 - t0).toFixed(2));
+    root.setAttribute("data-hover-ms", (performance.now() - t0).toFixed(2));  // traversal + redraw
   }
 
   // -------------------------------------------------------------------------------- picking
@@ -997,8 +1135,30 @@ export function render({model, el}) {
     img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(s);
   }
 
-  // expose the export for tests and the app (the SVG text of what is drawn)
+  // expose the export for tests and the app (the SVG text of what is drawn), and where the tokens and
+  // head glyphs are on the page (client px), for tests that point at them
   root.attnflowsSvg = svgString;
+  root.attnflowsPoints = (kind) => {
+    const D = V.D, out = [];
+    if (!D) return out;
+    const r = root.getBoundingClientRect(), T = tf(), q = D.quant;
+    if (kind === "glyphs") {
+      for (let i = 0; i < D.G; i++) {
+        const x = T.ox + D.g_x[i] / q * T.S, y = T.oy - D.g_y[i] / q * T.S;
+        if (x < 0 || y < 0 || x > V.w || y > V.h) continue;
+        const u = D.g_node[i];
+        out.push({row: i, node: u, level: D.n_level[u], pos: D.n_pos[u], head: D.g_head[i], model: D.g_model[i],
+                  x: r.left + x, y: r.top + y, size: D.glyph * T.S});
+      }
+      return out;
+    }
+    for (let u = 0; u < D.N; u++) {
+      const x = T.ox + D.n_hx[u] * T.S, y = T.oy - D.n_hy[u] * T.S;
+      if (x < 0 || y < 0 || x > V.w || y > V.h) continue;
+      out.push({id: u, level: D.n_level[u], pos: D.n_pos[u], x: r.left + x, y: r.top + y, r: D.n_hr[u] * T.S});
+    }
+    return out;
+  };
 
   // ------------------------------------------------------------------------------ wiring
 

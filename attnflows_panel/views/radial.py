@@ -103,6 +103,7 @@ def pack_flow(data: FlowData) -> dict:
         "models": int(data.models), "comparison": data.comparison is not None, "quant": QUANT,
         "extent": float(data.layout.extent), "glyph": float(data.style.glyph),
         "ch": float(data.style.cell_height(data.H)), "radii": _f(data.layout.radii),
+        "cw": float(data.style.row_width(data.H)), "spark_h": float(data.style.spark_height),
         "tokens": _display_tokens(data),
         "segs": _u(data.segments, 2), "label_text": "\n".join(t.replace("\n", " ") for t in texts),
         "palette": list(GLYPH_PALETTE), "state_colors": list(STATE_COLORS), "text_colors": list(NODE_TEXT),
