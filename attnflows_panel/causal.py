@@ -455,10 +455,11 @@ class CausalPair:
             tok = AutoTokenizer.from_pretrained(names[1], trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load the tokenizer of {names[1]!r}: {_first_line(exc)}") from exc
-        with contextlib.suppress(OSError, ValueError):
+        tok_pre = None
+        with contextlib.suppress(OSError, ValueError):  # a base model without tokenizer files uses the other's
             tok_pre = AutoTokenizer.from_pretrained(names[0], trust_remote_code=False)
-            if tok_pre.get_vocab() != tok.get_vocab():
-                raise ModelPairError(f"the two models' tokenizers differ in vocabulary ({names[0]} vs {names[1]})")
+        if tok_pre is not None and tok_pre.get_vocab() != tok.get_vocab():
+            raise ModelPairError(f"the two models' tokenizers differ in vocabulary ({names[0]} vs {names[1]})")
         return cls(pre, fine, tok, names)
 
     # ------------------------------------------------------------------ input

@@ -7,6 +7,8 @@ folders; no internet.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -250,6 +252,13 @@ def test_mismatched_pairs_are_refused_in_one_line(family_dirs, tmp_path, tiny_be
     wider = write_family("llama", tmp_path / "kv", kv=4)
     with pytest.raises(ModelPairError, match="number of key-value heads"):
         CausalPair.load(llama, wider)
+    swapped = write_family("llama", tmp_path / "swapped")  # same shape, two token ids swapped in the tokenizer
+    spec = json.loads((swapped / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (swapped / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelPairError, match="tokenizers differ in vocabulary"):
+        CausalPair.load(llama, swapped)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         CausalPair.load(llama, tmp_path / "missing")
     (tmp_path / "empty").mkdir()
