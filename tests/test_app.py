@@ -136,12 +136,12 @@ def test_url_state_parses_every_field():
     st, errors = UrlState.parse("?sample=0123&tau=0.25&mode=finetuned&level=2&sel=3:5,3:7&head=2:4&hm=pretrained")
     assert errors == []
     assert st.sample == "0123"  # ids stay strings (pn.state.location.sync would make this the int 123)
-    # levels and tokens count from 1 in the link, as the views show them; the state holds the views' 0-based
-    # values; layers and heads count from 0 as the head mask does
+    # levels, tokens, layers and heads count from 1 in the link, as everything the user reads does; the
+    # state holds the code's 0-based values
     assert (st.tau, st.mode, st.level) == (0.25, "finetuned", 1)
-    assert st.selection == [[2, 4], [2, 6]] and st.head == [2, 4] and st.head_model == "pretrained"
+    assert st.selection == [[2, 4], [2, 6]] and st.head == [1, 3] and st.head_model == "pretrained"
     again, _ = UrlState.parse(st.query(default_tau=0.15))
-    assert again == st and "level=2&sel=3%3A5%2C3%3A7" in st.query(default_tau=0.15)
+    assert again == st and "level=2&sel=3%3A5%2C3%3A7&head=2%3A4" in st.query(default_tau=0.15)
     st, errors = UrlState.parse("a=%3Cb%3Ehi&b=there")
     assert (st.a, st.b, st.sample) == ("<b>hi", "there", None)
 
@@ -159,6 +159,7 @@ def test_url_state_parses_every_field():
         ("sel=2:0", "counts levels and tokens from 1"),
         ("sel=1:2:3", "'level:token' pairs"),
         ("head=1:2,3:4&sel=1:1", "head in the link must be one"),
+        ("head=0:3&sel=1:1", "counts layers and heads from 1"),  # an old 0-based link's first layer
         ("hm=both-ish&sel=1:1", "hm in the link"),
     ],
 )
@@ -235,7 +236,7 @@ def test_help_text_uses_the_view_colours():
 
 def test_picking_a_sample_in_the_browser_shows_it(app):
     target = sample_ids(app)[4]
-    app.browser.selected_id = target  # what a click in the corpus table does
+    app.browser.pick(target)  # what a click in the corpus table does
     assert app.sample_id == target
     row = app.index.sample(target)
     assert app.result.sentence_a == row["sentence_a"]
@@ -624,10 +625,14 @@ def test_picking_a_similar_sample_moves_views_panel_and_url_together(app):
 
 def test_a_head_mask_typed_in_the_similar_samples_box_gives_results(app):
     first = sample_ids(app)[0]
-    app.browser._heads_w.value = "1:*"  # typed in the box (layer 1 = the last of the tiny model)
-    want = app.index.query(sample_id=first, heads="1:*", k=app.browser.k, exclude_self=True)
-    assert app.browser.heads == "1:*" and app.browser.message == ""
+    app.browser._heads_w.value = "2:*"  # typed in the box, counted from 1: layer 2 = the last of the tiny model
+    want = app.index.query(sample_id=first, heads="1:*", k=app.browser.k, exclude_self=True)  # the index: 0-based
+    assert app.browser.heads == "2:*" and app.browser.message == ""
     assert list(app.browser.results["id"]) == list(want["id"]) and len(want) > 0
+    # the mask stays from one sample to the next, and says so beside the current sample
+    app.show_sample(sample_ids(app)[3])
+    assert app.browser.heads == "2:*" and "searching on 4 of 8 heads: 2:*" in app.browser._current.object
+    app.show_sample(first)
     app.browser._heads_w.value = "5:*"  # out of range for 2 layers: a message, no exception
     assert app.browser.results.empty and "out of range" in app.browser.message
     assert app.browser._status.visible and app.sample_id == first
@@ -646,10 +651,14 @@ def test_a_callback_error_is_logged_and_shown_to_the_user(app, caplog):
 
 def test_the_browser_current_label_escapes_ids(app):
     nasty = "x` ![img](https://e.com/i.png) <b>"
-    app.browser.selected_id = nasty  # e.g. set from elsewhere; unknown here, but the label must stay text
-    label = app.browser._current.object
+    from attnflows_panel.views.corpus_browser import CorpusBrowser
+
+    browser = CorpusBrowser(app.index, selected_id=nasty)  # e.g. set from elsewhere: unknown, the label stays text
+    label = browser._current.object
     assert "<b>" not in label.replace("<b>current:</b>", "") and html.escape(nasty) in label
-    assert "unknown sample id" in app.browser.message and "<b>" not in app.browser._status.object
+    assert "unknown sample id" in browser.message and "<b>" not in browser._status.object
+    app.browser.pick(nasty)  # in the app: a message, and the browser keeps the sample shown
+    assert "Unknown sample id" in app.message and app.browser.selected_id == app.sample_id
 
 
 def test_the_sidebar_names_models_by_hub_or_folder_name(app, sharp_bert_dirs):

@@ -104,13 +104,15 @@ def test_a_click_picks_a_row_even_when_the_selection_does_not_change(browser, in
 def test_space_heads_and_k(browser, index):
     sid = index.metadata["id"].iloc[7]
     browser.selected_id = sid
-    browser.param.update(space="diff", heads="1:*", k=5)
-    want = index.query(sample_id=sid, space="diff", heads="1:*", k=5, exclude_self=True)
+    browser.param.update(space="diff", heads="2:*", k=5)  # counted from 1, as the user reads layers
+    want = index.query(sample_id=sid, space="diff", heads="1:*", k=5, exclude_self=True)  # the index: 0-based
     assert list(browser.results["id"]) == list(want["id"])
     np.testing.assert_allclose(browser.results["score"], want["score"])
     # a bad head spec: a message, no results, no exception
-    browser.heads = "7:0"
-    assert browser.results.empty and "layer 7 out of range" in browser.message and browser._status.visible
+    browser.heads = "7:1"
+    assert browser.results.empty and "layer 7 is out of range" in browser.message and browser._status.visible
+    browser.heads = "1:0"  # a 0-based head: refused, naming the numbering
+    assert browser.results.empty and "heads count from 1 to 4" in browser.message
     browser.heads = ""
     assert len(browser.results) == 5 and browser.message == ""
     # only among the filtered samples
@@ -154,13 +156,13 @@ def test_heatmap_values_scope_and_tap(browser, index):
     got[df["layer"].to_numpy(int), df["head"].to_numpy(int)] = df["value"].to_numpy()
     np.testing.assert_allclose(got, index.head_usage(np.arange(len(index)), block="diff"), atol=1e-4)
     # tapping a cell toggles that head in the mask, outlined in the shared colour
-    browser.heat_tap.event(x=2.1, y=0.9)  # the cell of layer 1, head 2
-    assert browser.heads == "1:2"
+    browser.heat_tap.event(x=2.1, y=0.9)  # the cell of layer 1, head 2 (0-based): layer 2, head 3 as labelled
+    assert browser.heads == "2:3"
     heat, boxes, _ = _heat(browser)
     assert len(boxes.data) == 1 and boxes.opts.get().kwargs["line_color"] == SHARED_COLOR
     (x0, y0, x1, y1) = boxes.array()[0]
     assert x0 < 2 < x1 and y0 < 1 < y1
-    assert int(heat.dframe()["in_mask"].sum()) == 1
+    assert list(heat.dframe()["masked"]).count("yes") == 1
     want = index.query(sample_id=browser.selected_id, heads="1:2", k=10, exclude_self=True)
     assert list(browser.results["id"]) == list(want["id"])
     browser.heat_tap.event(x=2, y=1)  # the same cell again: out of the mask

@@ -50,7 +50,7 @@ def test_metric_and_scope(index):
     panel.subset_ids = ids
     panel.scope = "subset"
     np.testing.assert_allclose(panel.values(), index.head_change_summary(index.rows_of(ids)).jsd, atol=1e-7)
-    assert "mean over 3 samples (subset)" in panel.title()
+    assert "mean over 3 samples (similar samples)" in panel.title()
     panel.metric = "usage_change"
     np.testing.assert_allclose(panel.values(), index.head_change_summary(index.rows_of(ids)).usage_change, atol=1e-7)
     # the figure follows: re-render and read the drawn values
@@ -89,7 +89,7 @@ def test_tap_selects_a_head_and_runs_query_and_ablation(index, sharp_pair):
     again = ablate_sample(sharp_pair, first["sentence_a"], first["sentence_b"], [(1, 2)])
     assert abl.probs_after == pytest.approx(again.probs_after)
     texts = " ".join(str(getattr(o, "object", "")) for o in panel._details.objects)
-    assert "head 1:2" in texts and "disabled (mask)" in texts
+    assert "head 3 of layer 2" in texts and "disabled (mask)" in texts  # counted from 1, as the axes are
 
     # with a current sample id: the head-masked diff query of the index
     panel.sample_id = str(first["id"])

@@ -6,31 +6,40 @@ It composes
   :class:`~attnflows_panel.views.attention_flows.AttentionFlowsView`, which owns the view state (τ,
   mode, level, frozen selection, head restriction): the sidebar's controls are that view's own
   (``view.parts().controls``, made from its parameters), so the app keeps no copy of them;
-- the **corpus browser** (:class:`~attnflows_panel.views.corpus_browser.CorpusBrowser`), which owns
-  its query state (current sample, space, head mask, filters) the same way;
-- a sidebar with the model pair in use, those controls, a form for a typed sentence pair, and help.
+- the **corpus browser** (:class:`~attnflows_panel.views.corpus_browser.CorpusBrowser`) and the
+  **head panel** (:class:`~attnflows_panel.views.head_panel.HeadPanel`), which own their query state
+  (space, head mask, filters, measure) the same way;
+- a sidebar with the model pair in use, those controls, a form for a typed sentence pair, and help
+  (the page itself: :mod:`attnflows_panel.app.page`).
 
-What the app itself owns is *which pair is shown*: ``sample_id`` (a corpus sample) or
-``sentence_a``/``sentence_b`` (a typed pair), and the ``result`` of running the models on it.
+**One owner for the current sample.** The app owns *which pair is shown*: ``sample_id`` (a corpus
+sample) or ``sentence_a``/``sentence_b`` (a typed pair), and ``result``, the models' output on it.
+Nothing else holds a copy: the flow view's ``result``, the browser's current sample and the head
+panel's current sample are Panel references to these parameters (``self.param.result``,
+``pn.bind``), so they follow by themselves. A pick in the browser or the head panel is a request
+(``on_pick`` / ``on_open`` → :meth:`AttnFlowsApp.show_sample`), not a second owner. A sample id is
+looked up in the index once (:meth:`_lookup`).
 
 **Shared and per-session state.** Models, indexes and recent model outputs live in a
 :class:`~attnflows_panel.registry.Registry` (one per process): loaded once, read-only afterwards,
 shared by every session. Everything a user changes lives in the session's own objects.
 
-**Document changes.** Model runs (a corpus sample, a typed pair, another model pair) go to a worker
-thread (``asyncio.to_thread``); their result comes back to the page through
-``doc.add_next_tick_callback``, which runs it under the document's lock. Widget changes reach the
-views through Panel, and the flow view redraws its figures on the document's next tick (under the
-lock); the corpus browser's plots are HoloViews'. No Bokeh model is changed from a thread or outside
-the lock.
+**Scheduling.** A model run (a corpus sample, a typed pair, another model pair, the first view when
+the models are still loading) is an async callback (``pn.state.execute``) that awaits the run in an
+executor (``run_in_executor``): it never holds the document's lock nor the event loop. Its result is
+shown by a callback that Panel schedules on the document's next tick, under the lock
+(``pn.state.execute(..., schedule=True)``); a later run supersedes an earlier one that finishes after
+it. The views schedule their own redraws.
 
 **Errors are shown.** An exception in any callback of the session (Panel's, through the session's
 ``pn.config.exception_handler``, and the views' Bokeh callbacks) is logged and shown to that user in
 the message bar; the session keeps working. Bad input (empty or over-long sentences, markup in a
 sentence, a bad URL value, an unknown sample id, a failing model folder) gives a visible message.
 
-**Shareable state.** The page's URL holds the state (:mod:`attnflows_panel.app.url_state`); the app
-reads it at the start and writes it back on every change.
+**Shareable state and history.** The page's URL holds the state (:mod:`attnflows_panel.app.url_state`),
+written by :class:`~attnflows_panel.app.history.BrowserHistory`: a discrete change (a sample, a typed
+pair, a freeze, a head, a mode) adds a history entry, a continuous one (τ, the level) replaces the
+current entry. Back and Forward restore the state their address names (:meth:`AttnFlowsApp.restore`).
 
 Stable hooks for browser tests (CSS classes of the panes and inputs): ``af-message`` (notices),
 ``af-sample`` / ``af-sample-id`` / ``af-text-a`` / ``af-text-b`` (the sample card), ``af-pair`` (the
@@ -43,61 +52,32 @@ controls carry the ``name=`` values listed in ``AttentionFlowsView``'s docstring
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import logging
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 import panel as pn
 import param
 
-from attnflows_panel import FINETUNED_COLOR
-from attnflows_panel.app.cards import HELP_HTML, NOTICE_COLORS, esc, notice_html, pair_html, sample_html
+from attnflows_panel.app.cards import esc, pair_html, sample_html
 from attnflows_panel.app.config import EXAMPLE_PAIR, AppConfig, model_task
+from attnflows_panel.app.history import BrowserHistory
+from attnflows_panel.app.page import APP_FLOW_HEIGHT, SessionPage
 from attnflows_panel.app.url_state import UrlState
 from attnflows_panel.registry import Registry, shared_registry
-from attnflows_panel.views.attention_flows import AttentionFlowsView
+from attnflows_panel.views.attention_flows import AttentionFlowsView, check_result
 
-__all__ = ["AttnFlowsApp", "LOCKED_TIMEOUT_S"]
+__all__ = ["AttnFlowsApp", "APP_FLOW_HEIGHT"]
 
 log = logging.getLogger(__name__)
 
-#: how long a finished model run waits for its session's next tick; a session closed meanwhile never
-#: gives one, and its coroutine then ends instead of holding the session's objects forever
-LOCKED_TIMEOUT_S = 120.0
-
 _VIEW_STATE = ("tau", "mode", "level", "selection", "head", "head_model")
-
-#: CSS height of the radial view in the app: the window's height less the header, the sample card and
-#: the sentence view above it (about 350 px for the demo's pairs at 1280×800, a little less on wider
-#: windows, where the card wraps less), so the whole drawing is in view when the page opens
-APP_FLOW_HEIGHT = "max(420px, calc(100vh - 350px))"
-
-
-async def _locked(doc, fn: Callable[[], Any]) -> None:
-    """Run ``fn`` on ``doc``'s next tick (``doc.add_next_tick_callback``: under the document's lock)
-    and wait for it. Work done in a worker thread comes back to the page this way."""
-    future = asyncio.get_running_loop().create_future()
-
-    def call():
-        if future.done():
-            return
-        try:
-            fn()
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            future.set_exception(exc)
-        else:
-            future.set_result(None)
-
-    try:
-        doc.add_next_tick_callback(call)
-    except Exception:  # noqa: BLE001 - the session is gone
-        return
-    try:
-        await asyncio.wait_for(future, LOCKED_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        log.debug("session closed before a finished run could be shown")
+#: view changes that replace the current history entry (a slider's drag); every other one adds an entry
+_CONTINUOUS = frozenset({"tau", "level"})
 
 
 def _weak_handler(app: AttnFlowsApp) -> Callable[[BaseException], None]:
@@ -124,12 +104,37 @@ def _view_property(name: str) -> property:
     return property(get, set_, doc=f"The view's ``{name}`` (the view owns it; this is an alias).")
 
 
-def _heading(text: str) -> pn.pane.HTML:
-    """A sidebar section heading (plain HTML: nothing to render as Markdown in every new session)."""
-    return pn.pane.HTML(f'<h4 style="margin:0">{esc(text)}</h4>', margin=(12, 10, 4, 10))
+# what the browser and the head panel read of the current sample (Panel references, see pn.bind)
+def _id_or_none(sample_id: str) -> str | None:
+    return sample_id or None
 
 
-class AttnFlowsApp(pn.viewable.Viewer):
+def _typed_result(result: Any, sample_id: str) -> Any:
+    return None if sample_id else result
+
+
+def _sentences(result: Any) -> tuple[str, str] | None:
+    return None if result is None else (result.sentence_a, result.sentence_b)
+
+
+def _result_ids(results: Any) -> list[str]:
+    return [] if results is None or "id" not in results else [str(x) for x in results["id"]]
+
+
+@dataclasses.dataclass
+class Shown:
+    """What the app shows: a model run's ``result`` on a corpus sample (``sample_id``, its metadata
+    ``row`` and ``task``) or on a typed pair (``a``, ``b``)."""
+
+    result: Any
+    sample_id: str = ""
+    row: dict | None = None
+    task: str | None = None
+    a: str = ""
+    b: str = ""
+
+
+class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
     """One user's session: the Attention Flows views of one sentence pair plus the corpus browser.
 
     Parameters
@@ -145,7 +150,7 @@ class AttnFlowsApp(pn.viewable.Viewer):
     query:
         A URL query string to restore (default: the session's URL when served).
     sync_url:
-        Write the state back into the browser's URL (default: when served).
+        Write the state back into the browser's URL and follow Back / Forward (default: when served).
 
     The view state (``tau``, ``mode``, ``level``, ``selection``, ``head``, ``head_model``) is the
     parameters of :attr:`view`; the app's attributes of those names are aliases of them.
@@ -188,19 +193,25 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self.task: str | None = None  # the fine-tuned model's task, when known
         self._sample_row: dict | None = None
         self._run_seq = 0  # the latest model run: an older one that finishes later is dropped
+        self._quiet = 0  # > 0 while the app changes several things at once (one history entry for all)
         doc = pn.state.curdoc
         self._served = bool(doc is not None and doc.session_context)
-        self._sync_url = self._served if sync_url is None else bool(sync_url)
+        sync = self._served if sync_url is None else bool(sync_url)
         if query is None and self._served and pn.state.location is not None:
             query = pn.state.location.search or ""
+        #: writes the address bar and reports Back / Forward (None: the URL is not kept in step)
+        self.history = BrowserHistory() if sync else None
+        if self.history is not None:
+            self.history.on_pop(self.restore)
         view_state.setdefault("tau", self.config.tau)
         self.view = AttentionFlowsView(cache=self.registry.shared, flow_height=APP_FLOW_HEIGHT, **view_state)
+        # the view reads the app's result (a reference, the view's result allows one): no copy to keep in step
+        self.view.result = self.param.result
         self._build_widgets()
         self._layout = None
         self._parts()
-        self.view.param.watch(self._write_url, list(_VIEW_STATE))
+        self.view.param.watch(self._on_view_state, list(_VIEW_STATE))
         self.view.param.watch(self._on_view_status, ["status", "result"])
-        self.param.watch(self._write_url, ["sample_id", "sentence_a", "sentence_b"])
         self.param.watch(self._on_busy, ["busy"])
         if self._served:
             # this session's handler (pn.config is per session when set inside one). It holds the app
@@ -210,19 +221,14 @@ class AttnFlowsApp(pn.viewable.Viewer):
         self._notices: list[str] = []
         url_state, errors = UrlState.parse(query or "")
         self._notices.extend(errors)
-        self._pending_url = url_state
-        if self._resources_ready():
+        if self._resources_ready() or not self._served:  # not served: a notebook or a test loads right here
             self._start(url_state)
             # the first view is drawn now, while the session's document is being built, so that it is
             # part of the first document a browser pulls (not a redraw on the next tick, sent as patches)
-            if self.view._scheduled:
-                self.view._draw_pending()
+            self.view.draw_now()
         else:
             self._set_busy(True, "Loading the model pair and the index …")
-            if self._served:
-                pn.state.onload(self._start_async)
-            else:  # a notebook or a test without a server: load right here
-                self._start(url_state)
+            pn.state.onload(functools.partial(self._start_async, url_state))
 
     # ------------------------------------------------------------------ construction
 
@@ -231,125 +237,7 @@ class AttnFlowsApp(pn.viewable.Viewer):
         """An app configured by ``ATTNFLOWS_*`` environment variables (see ``AppConfig.from_env``)."""
         return cls(AppConfig.from_env(), **kwargs)
 
-    def _build_widgets(self) -> None:
-        cfg = self.config
-        W = pn.widgets
-        self._spinner = pn.indicators.LoadingSpinner(value=False, size=22, name="", margin=(8, 5), color="light",
-                                                     bgcolor="dark")
-        self._busy_text = pn.pane.HTML("", margin=(10, 5), styles={"color": "white", "font-size": "13px"},
-                                       css_classes=["af-busy"])
-        self._alert = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["af-message"],
-                                   margin=(5, 10))
-        self._pair_info = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-pair"], margin=(0, 5))
-        self._a_w = W.TextAreaInput(name="Sentence A", placeholder="first sentence / premise / question",
-                                    max_length=cfg.max_chars, rows=3, sizing_mode="stretch_width", css_classes=["af-input-a"])
-        self._b_w = W.TextAreaInput(name="Sentence B", placeholder="second sentence / hypothesis / answer",
-                                    max_length=cfg.max_chars, rows=3, sizing_mode="stretch_width", css_classes=["af-input-b"])
-        self._run_w = W.Button(name="Run pair and find similar samples", button_type="primary",
-                               sizing_mode="stretch_width", css_classes=["af-run"])
-        self._run_w.on_click(self._on_run_click)
-        self._form_note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-form-note"], margin=(0, 10),
-                                       styles={"font-size": "12px"})
-        self._model_pre_w = self._model_fine_w = self._model_load_w = None
-        if cfg.allow_model_paths:
-            self._model_pre_w = W.TextInput(name="Pre-trained (hub name or server folder)",
-                                            sizing_mode="stretch_width", css_classes=["af-model-pre"])
-            self._model_fine_w = W.TextInput(name="Fine-tuned (hub name or server folder)",
-                                             sizing_mode="stretch_width", css_classes=["af-model-fine"])
-            self._model_load_w = W.Button(name="Load model pair", sizing_mode="stretch_width", css_classes=["af-model-load"])
-            self._model_load_w.on_click(self._on_load_models)
-        self._sample_card = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-sample"], margin=(0, 10))
-        self._status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-status"], margin=(0, 10),
-                                    styles={"font-size": "12px", "color": "#444"})
-        parts = self.view.parts()
-        self._sentence_slot = pn.Column(parts.sentence, sizing_mode="stretch_width", css_classes=["af-sentence-view"])
-        # a Row: in a column, Bokeh sizes the figure by its design height (a flex basis) whatever the
-        # view's CSS height says; across a row the figure takes the view's height (APP_FLOW_HEIGHT)
-        self._flow_slot = pn.Row(parts.flow, sizing_mode="stretch_width", css_classes=["af-flow-view"])
-        self._context_slot = pn.Column(parts.context, css_classes=["af-context-view"])
-        self._controls = parts.controls
-        self._browser_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-browser"])
-        #: where a head panel goes, beside the corpus browser (empty until one is placed there)
-        self.head_panel_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-head-panel"])
-        # the help folds open in the page itself (an HTML <details>), without a round trip to the server
-        self._help = pn.pane.HTML(
-            '<details><summary style="cursor:pointer;font-weight:600;padding:6px 0">How to read the views</summary>'
-            f"{HELP_HTML}</details>", sizing_mode="stretch_width", css_classes=["af-help"], margin=(10, 10))
-
-    def _sidebar(self) -> list:
-        view_controls = pn.Column(_heading("View"), self._controls, sizing_mode="stretch_width")
-        form = pn.Column(_heading("Your sentence pair"), self._a_w, self._b_w, self._run_w, self._form_note,
-                         sizing_mode="stretch_width", css_classes=["af-form"])
-        models = [self._pair_info]
-        if self.config.allow_model_paths:
-            models += [self._model_pre_w, self._model_fine_w, self._model_load_w]
-        pair_box = pn.Column(_heading("Model pair"), *models, sizing_mode="stretch_width")
-        # one root per template area: every extra Bokeh root costs a full model-graph walk per session
-        return [pn.Column(pair_box, view_controls, form, self._help, sizing_mode="stretch_width")]
-
-    def _main(self) -> list:
-        # the context view, the hover details and the legend come in parts.context; the flow view takes the rest
-        flows = pn.Row(self._flow_slot, pn.Column(self._context_slot, self._status, width=350),
-                       sizing_mode="stretch_width")
-        top = self._main_top = pn.Column(self._alert, self._sample_card, self._sentence_slot, flows,
-                                         sizing_mode="stretch_width", css_classes=["af-main"])
-        return [pn.Column(top, self._browser_slot, self.head_panel_slot, sizing_mode="stretch_width")]
-
-    def _parts(self):
-        if self._layout is None:
-            self._main_parts = self._main()
-            self._side_parts = self._sidebar()
-            self._layout = pn.Row(pn.Column(*self._side_parts, width=330),
-                                  pn.Column(*self._main_parts, sizing_mode="stretch_width"), sizing_mode="stretch_width")
-        return self._layout
-
-    def template(self) -> pn.template.BaseTemplate:
-        """The full page (BootstrapTemplate) for serving: sidebar, main area, busy indicator in the header.
-
-        Every asset comes from the Panel server itself, no web font or CDN, so the page works offline.
-        """
-        self._parts()
-        return pn.template.BootstrapTemplate(
-            title=self.config.title,
-            sidebar=self._side_parts,
-            main=self._main_parts,
-            header=[pn.Row(self._spinner, self._busy_text)],
-            header_background=FINETUNED_COLOR,
-            sidebar_width=350,
-        )
-
-    def __panel__(self):
-        return self._parts()
-
-    # ------------------------------------------------------------------ busy / messages / errors
-
-    def _set_busy(self, on: bool, text: str = "") -> None:
-        self.busy = on
-        self._busy_text.object = esc(text) if on else ""
-
-    def _on_busy(self, event) -> None:
-        self._spinner.value = bool(event.new)
-        self._main_top.loading = bool(event.new)
-
-    def notify(self, text: str, kind: str = "warning") -> None:
-        """Show ``text`` in the message bar as plain text (escaped, never markup or a link); '' hides it."""
-        self.message = text
-        bg, fg = NOTICE_COLORS.get(kind, NOTICE_COLORS["warning"])
-        self._alert.param.update(
-            object=notice_html(text), visible=bool(text),
-            styles={"background": bg, "color": fg, "padding": "8px 12px", "border-radius": "4px", "font-size": "13px"},
-        )
-
-    def report_error(self, exc: BaseException) -> None:
-        """An exception in a callback of this session: logged with its traceback, shown to the user."""
-        log.error("a callback of this session failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
-        self.notify(f"Something went wrong: {type(exc).__name__}: {exc}", "danger")
-
-    def _flush_notices(self) -> None:
-        self.notify("\n".join(self._notices))
-        self._notices = []
-
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading and the first view
 
     def _resources_ready(self) -> bool:
         """Whether the pair (and index) are loaded already, so that the first view can be built now."""
@@ -375,80 +263,78 @@ class AttnFlowsApp(pn.viewable.Viewer):
             except (OSError, ValueError) as exc:
                 self._notices.append(f"The corpus browser is off: {exc}")
                 self._want_index = False
-
-    async def _start_async(self) -> None:
-        locked = functools.partial(_locked, pn.state.curdoc)
-        try:
-            await asyncio.to_thread(self._load_resources)
-        except Exception as exc:  # noqa: BLE001 - shown to the user, the session stays usable
-            log.exception("loading the model pair failed")
-            await locked(lambda: (self._set_busy(False), self.notify(f"Loading the model pair failed: {exc}", "danger")))
-            return
-        await locked(lambda: self._start(self._pending_url or UrlState(), loaded=True))
-
-    def _start(self, url: UrlState, loaded: bool = False) -> None:
-        """Build the first view: from the URL's state when it has one, else the first sample."""
-        if not loaded:
-            try:
-                self._load_resources()
-            except Exception as exc:  # noqa: BLE001
-                log.exception("loading the model pair failed")
-                self._set_busy(False)
-                self.notify(f"Loading the model pair failed: {exc}", "danger")
-                return
         self.task = model_task(self.pair, self.config.index if self.index is not None else None)
-        self._pair_info.object = pair_html(self.pair, self.index, self.task)
-        self._setup_browser()
-        a = b = None
-        sample_id = ""
+
+    def _prepare(self, url: UrlState) -> Shown | None:
+        """Load what is missing and run the models on the first pair (blocking: a worker thread when
+        served). None when the models could not be run on it (a notice says why)."""
+        self._load_resources()
+        try:
+            return self._first_shown(url)
+        except Exception as exc:  # noqa: BLE001 - the page stays usable: the form, the browser
+            log.exception("building the first view failed")
+            self._notices.append(f"Could not show the first sample: {exc}")
+            return None
+
+    def _first_shown(self, url: UrlState) -> Shown:
+        """The link's typed pair or sample, else the first sample of the model's task, run."""
         if url.a is not None or url.b is not None:
             a, b, notes = self._clean_pair(url.a or "", url.b or "")
             self._notices.extend(f"Link: {n}" for n in notes)
-            if a is None:
-                a = b = None
+            if a is not None:
+                return Shown(self.registry.run(self.pair, a, b), a=a, b=b)
         elif url.sample is not None:
             if self.index is None:
                 self._notices.append(f"The link names sample {url.sample!r}, but no corpus index is loaded.")
-            elif self._sample_known(url.sample):
-                sample_id = url.sample
-        if a is None and not sample_id:
-            sample_id = self._first_sample_id() or ""
-            if not sample_id:
-                a, b = EXAMPLE_PAIR
-        state = {k: v for k, v in (("tau", url.tau), ("mode", url.mode)) if v is not None}
-        try:
-            if sample_id:
-                row = self.index.sample(sample_id)
-                result = self.registry.run(self.pair, row["sentence_a"], row["sentence_b"])
-                self._apply_result(result, sample_id=sample_id, row=row, **state)
             else:
-                result = self.registry.run(self.pair, a, b)
-                self._apply_result(result, a=a, b=b, **state)
-                if (a, b) != EXAMPLE_PAIR:
-                    self._a_w.value, self._b_w.value = a, b  # the link's pair, ready to edit
-            self._apply_url_view_state(url)
+                shown = self._lookup(url.sample, where=" in the link", then=" Showing another sample instead.")
+                if shown is not None:
+                    return self._run_sample(shown)
+        first = self._first_sample_id()
+        if first:
+            return self._run_sample(self._lookup(first))
+        return Shown(self.registry.run(self.pair, *EXAMPLE_PAIR), a=EXAMPLE_PAIR[0], b=EXAMPLE_PAIR[1])
+
+    def _run_sample(self, shown: Shown) -> Shown:
+        shown.result = self.registry.run(self.pair, shown.row["sentence_a"], shown.row["sentence_b"])
+        return shown
+
+    async def _start_async(self, url: UrlState) -> None:
+        """Load the models and run the first pair in an executor, then show it on the next tick."""
+        try:
+            shown = await asyncio.get_running_loop().run_in_executor(None, self._prepare, url)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the session stays usable
+            log.exception("loading the model pair failed")
+            self._later(functools.partial(self._load_failed, exc))
+            return
+        self._later(functools.partial(self._finish_start, url, shown))
+
+    def _start(self, url: UrlState) -> None:
+        try:
+            shown = self._prepare(url)
         except Exception as exc:  # noqa: BLE001
-            log.exception("building the first view failed")
-            self._notices.append(f"Could not show the first sample: {exc}")
+            log.exception("loading the model pair failed")
+            self._load_failed(exc)
+            return
+        self._finish_start(url, shown)
+
+    def _load_failed(self, exc: BaseException) -> None:
+        self._set_busy(False)
+        self.notify(f"Loading the model pair failed: {exc}", "danger")
+
+    def _finish_start(self, url: UrlState, shown: Shown | None) -> None:
+        """Show the first view (under the document's lock when served) with the link's view state."""
+        self._pair_info.object = pair_html(self.pair, self.index, self.task)
+        self._setup_browser()
+        if shown is not None:
+            with self._quietly():
+                self._show(shown, tau=url.tau, mode=url.mode)
+                if shown.a and (shown.a, shown.b) != EXAMPLE_PAIR:
+                    self._a_w.value, self._b_w.value = shown.a, shown.b  # the link's pair, ready to edit
+                self._apply_level_and_selection(url, full=False)
         self._set_busy(False)
         self._flush_notices()
-        self._write_url()
-
-    def _apply_url_view_state(self, url: UrlState) -> None:
-        """Level and frozen selection from the link, checked against the sample shown."""
-        if url.level is not None:
-            top = self.pair.num_layers - 1
-            if 0 <= url.level <= top:
-                self.view.level = url.level
-            else:
-                self._notices.append(f"level {url.level + 1} in the link is out of range 1 … {top + 1}; "
-                                     f"kept {self.view.level + 1}")
-        if url.selection:
-            try:
-                self.view.param.update(selection=url.selection, head=url.head or [], head_model=url.head_model or "both")
-            except ValueError as exc:
-                self._notices.append(f"The selection in the link does not fit this sample: {exc}")
-                self.view.clear_selection()
+        self._write_url(push=False)
 
     def _setup_browser(self) -> None:
         """The corpus browser, or a note when there is no index.
@@ -465,82 +351,68 @@ class AttnFlowsApp(pn.viewable.Viewer):
             self._build_browser()
             return
         self._browser_slot.objects = [pn.Row(
-            pn.indicators.LoadingSpinner(value=True, size=24, name=""),
+            pn.indicators.LoadingSpinner(value=True, size=24),
             pn.pane.HTML("Loading the corpus browser …", margin=(12, 5)),
             css_classes=["af-browser-loading"],
         )]
         pn.state.onload(self._build_browser)
 
     def _build_browser(self) -> None:
+        """The corpus browser: its current sample is a reference to the app's (never set by hand)."""
+        from attnflows_panel.app.training import training_mask
         from attnflows_panel.views.corpus_browser import CorpusBrowser
 
         if self.index is None or self.browser is not None:
             return
         try:
-            browser = CorpusBrowser(self.index, task=self.task, **self._browser_query())
+            browser = CorpusBrowser(
+                self.index, task=self.task, training=training_mask(self.index, self.pair),
+                selected_id=pn.bind(_id_or_none, self.param.sample_id),
+                result=pn.bind(_typed_result, self.param.result, self.param.sample_id),
+                on_pick=self.show_sample,
+            )
         except Exception as exc:  # noqa: BLE001 - the flow views keep working without it
             log.exception("building the corpus browser failed")
             self._browser_slot.objects = []
             self.notify(f"The corpus browser failed to start: {exc}", "danger")
             return
         self.browser = browser
-        browser.param.watch(self._on_browser_pick, "selected_id")
         self._browser_slot.objects = [browser]
         self._build_head_panel()
 
     def _build_head_panel(self) -> None:
         """The head panel under the corpus browser (README.md, "Which heads changed"): the layers × heads
-        heatmap of how much fine-tuning changed each head, over the corpus or the current similar samples.
-        A click on a head restricts the flow view to it, lists the samples where it changed most, and
-        shows what disabling it does to the current sample's prediction. Only for an index that stores
-        the per-sample head change."""
+        heatmap of how much fine-tuning changed each head, over the browser's task or the current similar
+        samples. A click on a head restricts the flow view to it, lists the samples where it changed most
+        (a click on one opens it), and shows what disabling it does to the current sample's prediction.
+        Only for an index that stores the per-sample head change."""
         from attnflows_panel.views.head_panel import HeadPanel
 
         if self.index is None or self.head_panel is not None or not getattr(self.index, "has_head_change", False):
             return
+        subset = [] if self.browser is None else pn.bind(_result_ids, self.browser.param.results)
         try:
-            panel = HeadPanel(self.index, pair=self.pair, **self._head_panel_state())
+            panel = HeadPanel(self.index, pair=self.pair, task=self.task,
+                              sample_id=pn.bind(_id_or_none, self.param.sample_id),
+                              sample=pn.bind(_sentences, self.param.result), subset_ids=subset,
+                              on_open=self.show_sample)
         except Exception as exc:  # noqa: BLE001 - the flow views and the browser keep working without it
             log.exception("building the head panel failed")
             self.notify(f"The head panel failed to start: {exc}", "danger")
             return
         self.head_panel = panel
         panel.param.watch(self._on_head_pick, "selected_head")
-        if self.browser is not None:
-            self.browser.param.watch(self._on_browser_results, "results")
-            self._on_browser_results()
         self.head_panel_slot.objects = [panel]
-
-    def _head_panel_state(self) -> dict:
-        """The current sample, for the head panel's head query and its ablation."""
-        r = self.result
-        return {"sample_id": self.sample_id or None,
-                "sample": (r.sentence_a, r.sentence_b) if r is not None else None}
-
-    def _on_browser_results(self, *_: Any) -> None:
-        """The head panel's subset follows the similar samples of the current sample."""
-        if self.head_panel is None or self.browser is None:
-            return
-        df = self.browser.results
-        ids = [] if df is None or "id" not in df else [str(x) for x in df["id"]]
-        self.head_panel.subset_ids = ids
 
     def _on_head_pick(self, event) -> None:
         """A head clicked in the head panel restricts the flow view's trace to it (Fig. 6(b)): from the
         frozen selection, or from [CLS] when nothing is frozen."""
-        if not event.new or self.view.result is None:
+        if not event.new or self.result is None:
             return
         layer, head = (int(x) for x in event.new)
-        selection = self.view.selection or [[self.view._L, int(getattr(self.view.result, "cls_position", 0))]]
+        top = check_result(self.result)[0]  # the root's level: L
+        selection = self.view.selection or [[top, int(getattr(self.result, "cls_position", 0))]]
         self.view.param.update(selection=selection, head=[layer, head], head_model="both")
-
-    def _browser_query(self) -> dict:
-        """What the browser's similar-samples search starts from: the corpus sample or the typed pair shown."""
-        if self.result is None:
-            return {}
-        if self.sample_id:
-            return {"selected_id": self.sample_id, "result": None}
-        return {"selected_id": None, "result": self.result}
 
     def _first_sample_id(self) -> str | None:
         if self.index is None or not len(self.index.metadata):
@@ -552,57 +424,80 @@ class AttnFlowsApp(pn.viewable.Viewer):
             return str(self.index.metadata["id"].iloc[int(rows[0])])
         return str(self.index.metadata["id"].iloc[0])
 
-    def _sample_known(self, sample_id: str, where: str = " in the link", then: str = " Showing another sample instead.") -> bool:
+    def _lookup(self, sample_id: str, where: str = "", then: str = "") -> Shown | None:
+        """The sample's metadata row and task, from one lookup of its id; None (and a notice) when the
+        index has no such id."""
         from attnflows_panel.index import UnknownSampleError
-
-        try:
-            self.index.row_of(sample_id)
-            return True
-        except UnknownSampleError:
-            ids = ", ".join(repr(str(x)) for x in self.index.metadata["id"].iloc[:3])
-            self._notices.append(
-                f"Unknown sample id {sample_id!r}{where}: this corpus has {len(self.index)} samples "
-                f"(ids like {ids}).{then}"
-            )
-            return False
-
-    def _sample_task(self, sample_id: str) -> str | None:
-        """The task of a corpus sample, when the corpus says (see ``corpus_browser.row_tasks``)."""
         from attnflows_panel.views.corpus_browser import row_tasks
 
-        tasks = row_tasks(self.index)
-        if tasks is None:
+        try:
+            i = int(self.index.row_of(sample_id))
+        except UnknownSampleError:
+            ids = ", ".join(repr(str(x)) for x in self.index.metadata["id"].iloc[:3])
+            self._notices.append(f"Unknown sample id {sample_id!r}{where}: this corpus has {len(self.index)} "
+                                 f"samples (ids like {ids}).{then}")
             return None
-        return tasks[int(self.index.row_of(sample_id))]
+        tasks = row_tasks(self.index)
+        return Shown(None, sample_id=sample_id, row=self.index.metadata.iloc[i].to_dict(),
+                     task=None if tasks is None else tasks[i])
 
     # ------------------------------------------------------------------ showing a result
 
-    def _apply_result(self, result, *, sample_id: str = "", row: dict | None = None, a: str = "", b: str = "",
-                      **view_state: Any) -> None:
-        """Show ``result`` (on the server's event loop, under the document's lock): views, card, browser."""
-        self._sample_row = row
-        # the view first (it resets the selection for a new pair), then what is shown: one URL write
-        self.view.param.update(result=result, **view_state)
-        self.param.update(result=result, sample_id=sample_id, sentence_a=a, sentence_b=b)
-        other_task = None
-        if sample_id and self.task:
-            task = self._sample_task(sample_id)
-            other_task = task if task and task != self.task else None
-        self._sample_card.object = sample_html(result, sample_id, row, other_task=other_task, model_task=self.task)
-        if self.browser is not None:
-            self.browser.param.update(**self._browser_query())
-        if self.head_panel is not None:
-            self.head_panel.param.update(**self._head_panel_state())
+    @contextlib.contextmanager
+    def _quietly(self):
+        """Several changes that make one history entry: the URL is written once, by the caller, after."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+    def _show(self, shown: Shown, **view_state: Any) -> None:
+        """Make ``shown`` the current pair (under the document's lock when served). The flow view, the
+        browser and the head panel follow the app's parameters; ``view_state`` (τ, mode; None values
+        left out) reaches the view in the same batch as the new result: one redraw."""
+        view_state = {k: v for k, v in view_state.items() if v is not None}
+        self._sample_row = shown.row
+        with self._quietly(), param.parameterized.batch_call_watchers(self.view):
+            if view_state:
+                self.view.param.update(**view_state)
+            self.param.update(result=shown.result, sample_id=shown.sample_id, sentence_a=shown.a, sentence_b=shown.b)
+        other_task = shown.task if shown.task and self.task and shown.task != self.task else None
+        self._sample_card.object = sample_html(shown.result, shown.sample_id, shown.row, other_task=other_task,
+                                               model_task=self.task)
+
+    def _apply_level_and_selection(self, url: UrlState, full: bool) -> None:
+        """Level and frozen selection from a link, checked against the sample shown. ``full``: what the
+        link leaves out goes back to its default (the informative level, no selection), as on Back."""
+        if url.level is not None:
+            top = check_result(self.result)[0] - 1
+            if 0 <= url.level <= top:
+                self.view.level = url.level
+            else:
+                self._notices.append(f"level {url.level + 1} in the link is out of range 1 … {top + 1}; "
+                                     f"kept {self.view.level + 1}")
+        elif full:
+            self.view.level = self.view.informative_level()
+        if url.selection:
+            try:
+                self.view.param.update(selection=url.selection, head=url.head or [],
+                                       head_model=url.head_model or "both")
+            except ValueError as exc:
+                self._notices.append(f"The selection in the link does not fit this sample: {exc}")
+                self.view.clear_selection()
+        elif full:
+            self.view.clear_selection()
 
     # ------------------------------------------------------------------ reactions
 
     def _on_view_status(self, *events) -> None:
         self._status.object = self.view.status_html()
 
-    def _on_browser_pick(self, event) -> None:
-        """A pick in the browser (a corpus row, a similar sample, a map point): show that sample."""
-        if event.new and event.new != self.sample_id:
-            self.show_sample(str(event.new))
+    def _on_view_state(self, *events) -> None:
+        """A change of the view state: a continuous one (τ, level) replaces the history entry, a
+        discrete one (a freeze, a head, a mode) adds one."""
+        if not self._quiet:
+            self._write_url(push=not all(e.name in _CONTINUOUS for e in events))
 
     def _on_run_click(self, event) -> None:
         self.run_pair(self._a_w.value_input if self._a_w.value_input is not None else self._a_w.value,
@@ -629,70 +524,132 @@ class AttnFlowsApp(pn.viewable.Viewer):
         return a, b, notes
 
     def run_pair(self, sentence_a: str, sentence_b: str) -> None:
-        """Run a typed pair through both models (in a worker thread when served), show it and search
-        the corpus for samples like it. Empty or over-long input gives a visible note."""
+        """Run a typed pair through both models (in an executor when served), show it and search the
+        corpus for samples like it. Empty or over-long input gives a visible note."""
         a, b, notes = self._clean_pair(sentence_a, sentence_b)
         if a is None:
             self._form_note.object = f'<span style="color:#b00020">{esc(notes[0])}</span>'
             self.notify(notes[0])
             return
         self._form_note.object = ""
-        self._run_then(lambda: self.registry.run(self.pair, a, b),
-                       lambda r: self._after_typed(r, a, b, notes),
-                       "Running both models on your sentence pair …")
+        self._run(lambda: self.registry.run(self.pair, a, b),
+                  functools.partial(self._after_typed, a=a, b=b, notes=notes),
+                  "Running both models on your sentence pair …")
 
     def _after_typed(self, result, a: str, b: str, notes: list[str]) -> None:
-        self._apply_result(result, a=a, b=b)
+        self._show(Shown(result, a=a, b=b))
         self._a_w.value, self._b_w.value = a, b
         if result.truncated:
             notes.append(f"The pair is longer than the models' maximum of {self.pair.max_length} tokens: "
                          "it was truncated (tokens were dropped from the end of the longer sentence).")
         self._form_note.object = "<br>".join(esc(n) for n in notes)
         self.notify("\n".join(notes), "info" if notes else "warning")
+        self._write_url(push=True)
 
-    def show_sample(self, sample_id: str) -> None:
-        """Show a corpus sample by id (a visible message for an unknown id)."""
+    def show_sample(self, sample_id: str, url: UrlState | None = None) -> None:
+        """Show a corpus sample by id (a visible message for an unknown id); ``url``: the view state to
+        restore with it (Back / Forward), else the view opens as for a new sample."""
+        sample_id = str(sample_id)
         if self.index is None:
             self.notify(f"No corpus index is loaded, so there is no sample {sample_id!r}.")
             return
-        if not self._sample_known(sample_id, where="", then=""):
+        if url is None and sample_id == self.sample_id:
+            return  # a pick of the sample shown: nothing changes
+        shown = self._lookup(sample_id)
+        if shown is None:
             self._flush_notices()
             return
-        row = self.index.sample(sample_id)
-        self._run_then(lambda: self.registry.run(self.pair, row["sentence_a"], row["sentence_b"]),
-                       lambda r: (self._apply_result(r, sample_id=sample_id, row=row), self.notify("")),
-                       f"Running both models on sample {sample_id} …")
+        row = shown.row
 
-    def _run_then(self, work: Callable[[], Any], then: Callable[[Any], Any], busy_text: str) -> None:
-        """``then(work())``: ``work`` in a worker thread and ``then`` on the page's next tick (under the
-        document's lock) with a busy indicator when served; inline otherwise. A failure of either is
-        logged and shown to the user."""
+        def show(result) -> None:
+            shown.result = result
+            self._show_with(shown, url)
+
+        self._run(lambda: self.registry.run(self.pair, row["sentence_a"], row["sentence_b"]), show,
+                  f"Running both models on sample {sample_id} …")
+
+    def _show_with(self, shown: Shown, url: UrlState | None) -> None:
+        """Show a new pair: with ``url``'s view state (Back / Forward: the entry stays), else as a new
+        history entry."""
+        if url is None:
+            self._show(shown)
+            self.notify("")
+            self._write_url(push=True)
+            return
+        with self._quietly():
+            self._show(shown, tau=url.tau if url.tau is not None else self.config.tau, mode=url.mode or "combined")
+            self._apply_level_and_selection(url, full=True)
+        self._flush_notices()
+        self._write_url(push=False)
+
+    def restore(self, query: str) -> None:
+        """Back / Forward: show the state that ``query`` (the address's query) names: the sample or
+        typed pair (the models run when it is another one), τ, mode, level, selection and head."""
+        url, errors = UrlState.parse(query)
+        self._notices.extend(errors)
+        if url.a is not None or url.b is not None:
+            a, b, _ = self._clean_pair(url.a or "", url.b or "")
+            if a is not None and (self.sample_id or (a, b) != (self.sentence_a, self.sentence_b)):
+                self._run(lambda: self.registry.run(self.pair, a, b),
+                          lambda r: self._show_with(Shown(r, a=a, b=b), url), "Running both models on the pair …")
+                return
+        elif url.sample and url.sample != self.sample_id and self.index is not None:
+            self.show_sample(url.sample, url=url)
+            return
+        with self._quietly():
+            tau = url.tau if url.tau is not None else self.config.tau
+            self.view.param.update(tau=tau, mode=url.mode or "combined")
+            self._apply_level_and_selection(url, full=True)
+        self._flush_notices()
+        self._write_url(push=False)
+
+    def _run(self, work: Callable[[], Any], then: Callable[[Any], Any], busy_text: str) -> None:
+        """``then(work())``: when served, ``work`` runs in an executor from an async callback (never
+        under the document's lock) and ``then`` on the document's next tick (under it), with a busy
+        indicator; inline otherwise. A failure of either is logged and shown to the user. A later run
+        supersedes this one if it finishes first."""
         self._run_seq += 1
         seq = self._run_seq
         if not self._served:
             try:
                 then(work())
             except Exception as exc:  # noqa: BLE001
-                log.exception("a model run failed")
-                self.notify(f"{type(exc).__name__}: {exc}", "danger")
+                self._run_failed(seq, exc)
             return
+        self._set_busy(True, busy_text)
 
-        locked = functools.partial(_locked, pn.state.curdoc)
-
-        async def task():
-            await locked(lambda: self._set_busy(True, busy_text))
+        async def task() -> None:
             try:
-                result = await asyncio.to_thread(work)  # the models run off the event loop
-                if seq == self._run_seq:  # a later pick or run supersedes this one
-                    await locked(lambda: then(result))
+                result = await asyncio.get_running_loop().run_in_executor(None, work)
             except Exception as exc:  # noqa: BLE001 - a failing run is a message, not a broken session
-                log.exception("a model run failed")
-                await locked(lambda: self.notify(f"{type(exc).__name__}: {exc}", "danger"))
-            finally:
-                if seq == self._run_seq:
-                    await locked(lambda: self._set_busy(False))
+                self._later(functools.partial(self._run_failed, seq, exc))
+                return
+            self._later(functools.partial(self._run_done, seq, then, result))
 
         pn.state.execute(task)
+
+    def _later(self, fn: Callable[[], Any]) -> None:
+        """``fn`` on the document's next tick, under its lock (a closed session never runs it)."""
+        try:
+            pn.state.execute(fn, schedule=True)
+        except Exception:  # noqa: BLE001 - the session is gone
+            log.debug("session closed before a finished run could be shown")
+
+    def _run_done(self, seq: int, then: Callable[[Any], Any], result: Any) -> None:
+        if seq != self._run_seq:  # a later pick or run supersedes this one
+            return
+        try:
+            then(result)
+        except Exception as exc:  # noqa: BLE001
+            self._run_failed(seq, exc)
+            return
+        self._set_busy(False)
+
+    def _run_failed(self, seq: int, exc: BaseException) -> None:
+        log.error("a model run failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        self.notify(f"{type(exc).__name__}: {exc}", "danger")
+        if seq == self._run_seq:
+            self._set_busy(False)
 
     def _on_load_models(self, event) -> None:
         if not self.config.allow_model_paths:  # pragma: no cover - the widgets do not exist then
@@ -703,29 +660,31 @@ class AttnFlowsApp(pn.viewable.Viewer):
         if fine is None:
             self.notify("Type at least the fine-tuned model (hub name or a folder on the server).")
             return
+        a = self.sentence_a or (self._sample_row or {}).get("sentence_a") or EXAMPLE_PAIR[0]
+        b = self.sentence_b or (self._sample_row or {}).get("sentence_b") or EXAMPLE_PAIR[1]
 
-        def load():
-            return self.registry.pair(pre, fine, device=self.config.device)
+        def load():  # both models load and run off the event loop
+            pair = self.registry.pair(pre, fine, device=self.config.device)
+            return pair, self.registry.run(pair, a, b)
 
-        def then(pair):
-            self.pair = pair
-            self.task = model_task(pair)
-            if self.index is not None:
-                try:
-                    self.index.check_pair(pair)
-                except ValueError as exc:
-                    self.index, self.browser, self.head_panel = None, None, None
-                    self.head_panel_slot.objects = []
-                    self._setup_browser()
-                    self.notify(f"Loaded {fine}. The corpus browser is off: {exc}")
-            if self.head_panel is not None:
-                self.head_panel.pair = pair
-            self._pair_info.object = pair_html(pair, self.index, self.task)
-            a = self.sentence_a or (self._sample_row or {}).get("sentence_a") or EXAMPLE_PAIR[0]
-            b = self.sentence_b or (self._sample_row or {}).get("sentence_b") or EXAMPLE_PAIR[1]
-            self._apply_result(self.registry.run(pair, a, b), a=a, b=b)
+        self._run(load, lambda got: self._use_pair(*got, a=a, b=b, name=fine), "Loading the model pair …")
 
-        self._run_then(load, then, "Loading the model pair …")
+    def _use_pair(self, pair, result, a: str, b: str, name: str) -> None:
+        self.pair = pair
+        self.task = model_task(pair)
+        if self.index is not None:
+            try:
+                self.index.check_pair(pair)
+            except ValueError as exc:
+                self.index, self.browser, self.head_panel = None, None, None
+                self.head_panel_slot.objects = []
+                self._setup_browser()
+                self.notify(f"Loaded {name}. The corpus browser is off: {exc}")
+        if self.head_panel is not None:
+            self.head_panel.pair = pair
+        self._pair_info.object = pair_html(pair, self.index, self.task)
+        self._show(Shown(result, a=a, b=b))
+        self._write_url(push=True)
 
     # ------------------------------------------------------------------ URL
 
@@ -743,13 +702,8 @@ class AttnFlowsApp(pn.viewable.Viewer):
         """The query string that restores this view (defaults and empty values left out)."""
         return self.url_state().query(self.config.tau)
 
-    def _write_url(self, *events) -> None:
-        if not self._sync_url or self.result is None:
+    def _write_url(self, push: bool = False) -> None:
+        """The address bar shows the state: a new history entry when ``push``, else in place."""
+        if self.history is None or self.result is None:
             return
-        loc = pn.state.location
-        if loc is None:
-            return
-        query = self.url_query()
-        search = f"?{query}" if query else ""
-        if loc.search != search:
-            loc.search = search
+        self.history.write(self.url_query(), push)

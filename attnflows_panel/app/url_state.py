@@ -2,9 +2,13 @@
 
 The query holds ``sample`` (or ``a``/``b`` for a typed pair), ``tau``, ``mode``, ``level``, ``sel`` (the
 frozen selection, ``level:token`` pairs) and ``head`` (``layer:head``) plus ``hm`` (the model(s) of a head
-restriction). Levels and token positions count from 1 as the views show them (level 1 = the input,
-level L + 1 = [CLS]; token 1 = [CLS]); layers and heads count from 0 as the head mask and the head panel
-do. :class:`UrlState` itself holds the views' 0-based values. :meth:`UrlState.parse`
+restriction). Everything in the URL counts from 1, as everything the user reads does (the views, the
+head mask, the heatmaps, the head panel, the help): level 1 = the input, level L + 1 = [CLS]; token 1 =
+[CLS]; layer 1 and head 1 are the first. :class:`UrlState` itself holds the code's 0-based values.
+
+Links written before heads were numbered from 1 (``head=`` counted layers and heads from 0) are not
+told apart from new ones: such a link's head is read as 1-based, and a 0 in it is refused with a
+message (the selection, τ, mode and level of those links read as before). :meth:`UrlState.parse`
 checks every value and names each bad one; :meth:`UrlState.query` writes a state back, leaving out
 defaults and empty values. This is done here rather than with ``pn.state.location.sync``, which turns
 ``"0123"`` into the int 123, keeps stale keys, and rejects a whole query when one value is bad.
@@ -97,7 +101,10 @@ class UrlState:
                 pairs = _parse_pairs(get["head"], "head in the link (layer:head)")
                 if len(pairs) != 1:
                     raise ValueError(f"head in the link must be one 'layer:head'; got {get['head']!r}")
-                state.head = pairs[0]
+                if min(pairs[0]) < 1:
+                    raise ValueError(f"head in the link counts layers and heads from 1 (1:1 is the first head of "
+                                     f"the first layer); got {get['head']!r}")
+                state.head = [pairs[0][0] - 1, pairs[0][1] - 1]
             except ValueError as exc:
                 errors.append(str(exc))
         if get.get("hm"):
@@ -123,7 +130,7 @@ class UrlState:
         if self.selection:
             q["sel"] = _format_pairs([int(lv) + 1, int(pos) + 1] for lv, pos in self.selection)
             if self.head:
-                q["head"] = f"{int(self.head[0])}:{int(self.head[1])}"
+                q["head"] = f"{int(self.head[0]) + 1}:{int(self.head[1]) + 1}"
                 if self.head_model and self.head_model != "both":
                     q["hm"] = self.head_model
         return urllib.parse.urlencode(q)

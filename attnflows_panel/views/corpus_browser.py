@@ -46,12 +46,15 @@ import panel as pn
 import param
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
-from attnflows_panel import signatures as S
+from attnflows_panel import signatures
 from attnflows_panel.views.attention_flows import reported
 
-__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows"]
+__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows", "parse_heads",
+           "format_heads"]
 
 ANY = "any"
+HELD_OUT = "held-out"
+TRAINING = "training"
 #: corpus-table columns (the metadata's), with their titles
 TABLE_COLUMNS = {
     "id": "id",
@@ -60,15 +63,25 @@ TABLE_COLUMNS = {
     "label_name": "label",
     "pred_fine": "fine-tuned",
     "correct_fine": "correct",
+    "split": "split",
     "n_tokens": "tokens",
 }
 RESULT_COLUMNS = {"rank": "#", "score": "score", **TABLE_COLUMNS}
+#: fixed widths of the short columns; the sentences share what is left of the table's width (Tabulator's
+#: fit_columns), so no table scrolls sideways, and a cut sentence shows whole in its tooltip
+COLUMN_WIDTHS = {"rank": 40, "score": 90, "id": 120, "label_name": 115, "pred_fine": 115, "correct_fine": 70,
+                 "split": 75, "n_tokens": 60}
+TABLE_CONFIG = {"columnDefaults": {"tooltip": True, "headerTooltip": True}}
+ROW_PX, HEADER_PX = 31, 36  # a table row's and the header's height: a short result list gets a short table
 #: the results' score bar: the fine-tuned purple, lightened (#7b3fa0 at 35 % over white)
 SCORE_BAR_COLOR = "#d1bcde"
 MAP_POINTS = 5000  # past this many samples the map's corpus layer is rasterized (or decimated)
 #: the signature map's options that belong to the overlay (the rest sits on its corpus layer)
-MAP_OPTIONS = dict(legend_position="top_left", active_tools=["wheel_zoom"])
+MAP_OPTIONS = dict(legend_position="right", active_tools=["wheel_zoom"])  # outside the frame: it covers no point
 BACKGROUND_COLOR = "#b8b8b8"
+#: the map's point columns, and what a point's tooltip says (no PCA coordinates: they mean nothing to a reader)
+MAP_COLUMNS = ("x", "y", "id", "label", "pred", "text")
+MAP_TOOLTIPS = [("sample", "@id"), ("gold label", "@label"), ("fine-tuned predicts", "@pred"), ("sentence A", "@text")]
 
 
 @functools.lru_cache(maxsize=8)
@@ -142,11 +155,22 @@ class CorpusBrowser(pn.viewable.Viewer):
     index = param.Parameter(default=None, doc="the SignatureIndex to browse")
     task = param.String(default=None, allow_None=True,
                         doc="keep to the samples of this task (the fine-tuned model's), None = all samples")
-    selected_id = param.String(default=None, allow_None=True, doc="id of the current sample (set by picking a row)")
-    result = param.Parameter(default=None, doc="PairResult of a current pair that is not in the index (used when selected_id is None)")
+    selected_id = param.String(default=None, allow_None=True, allow_refs=True, doc=(
+        "id of the current sample: a reference to its owner's (an app's), or set by a pick when the "
+        "browser stands alone"))
+    result = param.Parameter(default=None, allow_refs=True, doc=(
+        "PairResult of a current pair that is not in the index (used when selected_id is None)"))
+    on_pick = param.Callable(default=None, doc=(
+        "called with the id of a sample the user picks (a row, a similar sample, a map point); None: the "
+        "pick becomes selected_id here"))
+    training = param.Parameter(default=None, doc=(
+        "bool per index row: the pairs the fine-tuned model was trained on (None: unknown); marked in the "
+        "table, a filter, and kept apart in the accuracy (attnflows_panel.app.training)"))
 
-    space = param.Selector(default="all", objects=list(S.SPACES), doc="search space: pre, fine, diff or all")
-    heads = param.String(default="", doc='head mask, 0-based "layer:head,..." ("" = all heads)')
+    space = param.Selector(default="all", objects=list(signatures.SPACES), doc="search space: pre, fine, diff or all")
+    heads = param.String(default="", doc=(
+        'head mask as the user reads it, 1-based "layer:head,..." with * and ranges, e.g. "6:*,5:3" '
+        '("" = all heads); see parse_heads'))
     k = param.Integer(default=10, bounds=(1, 200), doc="number of similar samples")
     exclude_self = param.Boolean(default=True, doc="leave the current sample out of its similar samples")
     within_filter = param.Boolean(default=False, doc="search only among the samples the table's filters keep")
@@ -154,6 +178,8 @@ class CorpusBrowser(pn.viewable.Viewer):
     label = param.Selector(default=ANY, objects=[ANY], doc="gold-label filter (label name or 'any')")
     prediction = param.Selector(default=ANY, objects=[ANY], doc="fine-tuned prediction filter (label name or 'any')")
     correctness = param.Selector(default=ANY, objects=[ANY, "correct", "incorrect"], doc="fine-tuned correctness filter")
+    split = param.Selector(default=ANY, objects=[ANY, HELD_OUT, TRAINING], doc=(
+        "held-out pairs, or the pairs the fine-tuned model was trained on (needs training)"))
     search = param.String(default="", doc="text that a sentence must contain")
 
     heatmap_scope = param.Selector(default="results", objects=["results", "filtered corpus"],
@@ -170,8 +196,8 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._scope: np.ndarray | None = task_rows(self.index, self.task) if self.index is not None else None
         self._build_figures()
         self._on_index()
-        self.param.watch(self._on_index, ["index", "task"])
-        self.param.watch(self._on_filters, ["label", "prediction", "correctness", "search"])
+        self.param.watch(self._on_index, ["index", "task", "training"])
+        self.param.watch(self._on_filters, ["label", "prediction", "correctness", "search", "split"])
         self.param.watch(self._on_query, ["selected_id", "result", "space", "heads", "k", "exclude_self", "within_filter"])
 
     # ------------------------------------------------------------------ widgets
@@ -180,6 +206,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._label_w = pn.widgets.Select.from_param(self.param.label, label="Label", width=150)
         self._pred_w = pn.widgets.Select.from_param(self.param.prediction, label="Fine-tuned prediction", width=150)
         self._correct_w = pn.widgets.Select.from_param(self.param.correctness, label="Correct", width=110)
+        self._split_w = pn.widgets.Select.from_param(self.param.split, label="Split", width=110)
         self._search_w = pn.widgets.TextInput.from_param(self.param.search, label="Search text", placeholder="words in either sentence",
                                                          width=220)
         self._count = pn.pane.HTML("", margin=(0, 10), css_classes=["af-corpus-count"])
@@ -191,18 +218,19 @@ class CorpusBrowser(pn.viewable.Viewer):
             selectable=1,
             disabled=True,
             show_index=False,
-            layout="fit_data_fill",
+            layout="fit_columns",
             sizing_mode="stretch_width",
             height=420,
-            widths={"sentence_a": 260, "sentence_b": 260},
+            widths={c: w for c, w in COLUMN_WIDTHS.items() if c in TABLE_COLUMNS},
             formatters={"correct_fine": {"type": "tickCross", "allowEmpty": True}},
+            configuration=TABLE_CONFIG,
         )
         self.table.param.watch(self._on_table_pick, "selection")
         self.table.on_click(lambda event: self._pick_table_row(event.row))  # see the results table
 
         self._space_w = pn.widgets.RadioButtonGroup.from_param(self.param.space)
-        self._heads_w = pn.widgets.TextInput.from_param(self.param.heads, label="Heads (layer:head, 0-based)",
-                                                        placeholder="all heads, e.g. 4:*,5:3", width=220)
+        self._heads_w = pn.widgets.TextInput.from_param(self.param.heads, label="Heads (layer:head, from 1)",
+                                                        placeholder="all heads, e.g. 6:*,5:3", width=220)
         self._clear_heads = pn.widgets.Button(label="all heads", width=90, margin=(24, 5, 5, 5))
         self._clear_heads.on_click(lambda _event: setattr(self, "heads", ""))
         self._k_w = pn.widgets.IntInput.from_param(self.param.k, label="k", width=80)
@@ -218,10 +246,11 @@ class CorpusBrowser(pn.viewable.Viewer):
             selectable=False,  # a pick replaces these rows at once: a selection would have nothing to mark
             disabled=True,
             show_index=False,
-            layout="fit_data_fill",
+            layout="fit_columns",
             sizing_mode="stretch_width",
-            height=300,
-            widths={"sentence_a": 220, "sentence_b": 220},
+            height=HEADER_PX + ROW_PX,
+            widths=dict(COLUMN_WIDTHS),
+            configuration=TABLE_CONFIG,
             formatters={
                 # a light bar under dark figures: the score stays legible over the bar
                 "score": {"type": "progress", "min": 0, "max": 1, "legend": True, "color": SCORE_BAR_COLOR,
@@ -284,6 +313,11 @@ class CorpusBrowser(pn.viewable.Viewer):
                                        + ": the correct filter is off")
         if not scored and self.correctness != ANY:
             self.correctness = ANY
+        known = self.training is not None
+        self._split_w.disabled = not known
+        self._split_w.description = None if known else "which pairs the fine-tuned model was trained on is unknown"
+        if not known and self.split != ANY:
+            self.split = ANY
         self._on_filters()
         self._on_query()
 
@@ -295,8 +329,12 @@ class CorpusBrowser(pn.viewable.Viewer):
             "correct": {ANY: None, "correct": True, "incorrect": False}[self.correctness],
             "text": self.search.strip() or None,
         }
-        if self._scope is not None:
-            out["rows"] = self._scope
+        rows = self._scope
+        if self.split != ANY and self.training is not None:
+            train = np.flatnonzero(np.asarray(self.training, dtype=bool) == (self.split == TRAINING))
+            rows = train if rows is None else np.intersect1d(rows, train)
+        if rows is not None:
+            out["rows"] = rows
         return out
 
     def filtered_rows(self) -> np.ndarray:
@@ -310,14 +348,48 @@ class CorpusBrowser(pn.viewable.Viewer):
         mask = idx.select(self.filters())
         rows = np.arange(len(idx)) if mask is None else np.flatnonzero(mask)
         self._filtered_rows = rows
-        df = idx.metadata.iloc[rows][list(TABLE_COLUMNS)].reset_index(drop=True)
         self.table.selection = []
-        self.table.value = df
+        self.table.value = self.table_frame(rows)
         total = len(idx) if self._scope is None else len(self._scope)
         scope = f" of task {html.escape(self.task.upper())}" if self._scope is not None else ""
-        self._count.object = f"<b>{len(rows)}</b> of {total} samples{scope}"
+        self._count.object = f"<b>{len(rows)}</b> of {total} samples{scope}" + self._accuracy_html()
         if self.within_filter:
             self._on_query()
+
+    def table_frame(self, rows: np.ndarray) -> pd.DataFrame:
+        """The table's columns (:data:`TABLE_COLUMNS`) for index ``rows``: the metadata's, and ``split``
+        (training / held-out; empty when unknown)."""
+        md = self.index.metadata.iloc[rows]
+        df = md[[c for c in TABLE_COLUMNS if c in md.columns]].reset_index(drop=True)
+        df.insert(list(TABLE_COLUMNS).index("split"), "split", self._split_names(rows))
+        return df
+
+    def _split_names(self, rows: np.ndarray) -> list[str]:
+        if self.training is None:
+            return [""] * len(rows)
+        train = np.asarray(self.training, dtype=bool)[np.asarray(rows, dtype=np.int64)]
+        return [TRAINING if t else HELD_OUT for t in train]
+
+    def accuracy(self):
+        """The fine-tuned model's accuracy on the task in scope: held-out pairs and training pairs apart
+        (:class:`attnflows_panel.app.training.AccuracySplit`)."""
+        from attnflows_panel.app.training import accuracy_split
+
+        return accuracy_split(self.index.metadata["correct_fine"], self.training, self._scope)
+
+    def _accuracy_html(self) -> str:
+        from attnflows_panel.app.training import accuracy_text
+
+        text = accuracy_text(self.accuracy())
+        return f' · <span class="af-accuracy">{html.escape(text)}</span>' if text else ""
+
+    def pick(self, sample_id: str) -> None:
+        """A user's pick: the owner of the current sample is asked to show it (``on_pick``); a browser
+        that stands alone makes it current itself."""
+        if self.on_pick is not None:
+            self.on_pick(str(sample_id))
+        else:
+            self.selected_id = str(sample_id)
 
     def _on_table_pick(self, event: Any) -> None:
         if event.new:
@@ -326,15 +398,14 @@ class CorpusBrowser(pn.viewable.Viewer):
     def _pick_table_row(self, i: int | None) -> None:
         value = self.table.value
         if i is not None and 0 <= i < len(value):
-            self.selected_id = str(value["id"].iloc[i])
+            self.pick(str(value["id"].iloc[i]))
 
     def _pick_result_row(self, i: int | None) -> None:
         if self.results is not None and i is not None and 0 <= i < len(self.results):
             # the pick replaces this very table's rows: done on the next tick (pn.state.execute), after
             # Panel has finished the table's event; changed from inside it, the page kept the old rows
             # while the server had the new ones
-            pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.results["id"].iloc[i])),
-                             schedule=True)
+            pn.state.execute(functools.partial(self.pick, str(self.results["id"].iloc[i])), schedule=True)
 
     def _set_message(self, text: str) -> None:
         self.message = text
@@ -342,7 +413,10 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._status.visible = bool(text)
 
     def _heads_mask(self) -> np.ndarray | None:
-        return self.index.heads_mask(self.heads) if self.index is not None else None
+        """The head mask [L, H] (0-based, as the index takes it) of the 1-based text in the box."""
+        if self.index is None:
+            return None
+        return parse_heads(self.heads, self.index.num_layers, self.index.num_heads)
 
     def _on_query(self, *_: Any) -> None:
         idx = self.index
@@ -352,12 +426,13 @@ class CorpusBrowser(pn.viewable.Viewer):
         query = {}
         if self.selected_id is not None:
             query = {"sample_id": self.selected_id}
-            self._current.object = f"<b>current:</b> <code>{html.escape(str(self.selected_id))}</code>"
+            current = f"<b>current:</b> <code>{html.escape(str(self.selected_id))}</code>"
         elif self.result is not None:
             query = {"result": self.result}
-            self._current.object = "<b>current:</b> a pair that is not in the index"
+            current = "<b>current:</b> a pair that is not in the index"
         else:
-            self._current.object = "pick a sample in the table"
+            current = "pick a sample in the table"
+        self._current.object = current + self._mask_note()
         try:
             if not query:
                 raise _NoQuery("pick a sample in the table to see similar samples")
@@ -367,7 +442,7 @@ class CorpusBrowser(pn.viewable.Viewer):
                 filters = {"rows": self._scope}  # similar samples of the model's task only
             else:
                 filters = None
-            df = idx.query(**query, space=self.space, heads=self.heads or None, k=self.k, filters=filters,
+            df = idx.query(**query, space=self.space, heads=self._heads_mask(), k=self.k, filters=filters,
                            exclude_self=self.exclude_self)
             self._set_message("" if len(df) else "no sample matches the filters")
         except _NoQuery as exc:
@@ -380,7 +455,22 @@ class CorpusBrowser(pn.viewable.Viewer):
         shown = df[[c for c in RESULT_COLUMNS if c in df.columns]].copy()
         if "score" in shown:  # the bar's legend: 3 decimals (self.results keeps the full scores)
             shown["score"] = shown["score"].astype(float).round(3)
-        self.results_table.value = shown
+        if "row" in df:
+            shown["split"] = self._split_names(df["row"].to_numpy(dtype=np.int64))
+            shown = shown[[c for c in RESULT_COLUMNS if c in shown.columns]]
+        # as tall as its rows (a one-row result leaves no blank), at most 10 rows before it scrolls
+        self.results_table.param.update(value=shown, height=HEADER_PX + ROW_PX * min(max(len(shown), 1), 10))
+
+    def _mask_note(self) -> str:
+        """Says that the search is restricted to some heads (the mask stays from one sample to the next)."""
+        try:
+            mask = self._heads_mask()
+        except ValueError:
+            return ""
+        if mask is None:
+            return ""
+        return (f' · <span class="af-mask-note" style="color:{SHARED_COLOR}">searching on {int(mask.sum())} of '
+                f"{mask.size} heads: {html.escape(format_heads(mask))}</span>")
 
     # ------------------------------------------------------------------ heatmap
 
@@ -414,16 +504,22 @@ class CorpusBrowser(pn.viewable.Viewer):
         values = self.heatmap_values() if idx is not None else np.zeros((L, H))
         in_mask = self._mask_or_empty(L, H)
         layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
+        # the cells sit at 0-based positions (a tap rounds to them); every label the user reads counts from 1
         data = pd.DataFrame({"head": head.ravel(), "layer": layer.ravel(),
-                             "value": np.round(values.ravel().astype(float), 4), "in_mask": in_mask.ravel()})
+                             "value": np.round(values.ravel().astype(float), 4),
+                             "layer_no": layer.ravel() + 1, "head_no": head.ravel() + 1,
+                             # object dtype: HoloViews reshapes a HeatMap's value columns (an Arrow string cannot)
+                             "masked": pd.Series(np.where(in_mask.ravel(), "yes", "no"), dtype=object)})
         bound = float(max(np.abs(values).max(), 1e-3))
         n = len(self.heatmap_rows()) if idx is not None else 0
-        return hv.HeatMap(data, kdims=["head", "layer"], vdims=["value", "in_mask"]).opts(
+        return hv.HeatMap(data, kdims=["head", "layer"], vdims=["value", "layer_no", "head_no", "masked"]).opts(
             cmap=diverging_palette(), clim=(-bound, bound), colorbar=True, clabel="u_fine − u_pre",
-            tools=["hover", "tap"], nonselection_alpha=1.0, selection_alpha=1.0,
+            tools=["tap"], nonselection_alpha=1.0, selection_alpha=1.0,
+            hover_tooltips=[("layer", "@layer_no"), ("head", "@head_no"),
+                            ("fine − pre usage", "@value{0.000}"), ("in the head mask", "@masked")],
             title=f"mean fine − pre head usage over {n} {self.heatmap_scope}", width=420, height=330,
             xlabel="head", ylabel="layer", toolbar=None, show_grid=False,
-            xticks=list(range(H)), yticks=list(range(L)),
+            xticks=[(h, str(h + 1)) for h in range(H)], yticks=[(k, str(k + 1)) for k in range(L)],
         )
 
     @param.depends("index", "heads")
@@ -456,7 +552,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             mask = None
         mask = np.zeros((idx.num_layers, idx.num_heads), dtype=bool) if mask is None else mask.copy()
         mask[int(layer), int(head)] = not mask[int(layer), int(head)]
-        self.heads = S.format_heads(mask) if mask.any() else ""
+        self.heads = format_heads(mask) if mask.any() else ""
 
     def _on_heat_tap(self, x=None, y=None) -> None:
         idx = self.index
@@ -478,21 +574,30 @@ class CorpusBrowser(pn.viewable.Viewer):
         ``current`` (the current sample, or a typed pair projected into the map), each with x, y, id."""
         return {"corpus": self._map_corpus_df(), "similar": self._map_similar_df(), "current": self._map_current_df()}
 
-    def _map_corpus_df(self) -> pd.DataFrame:
+    def _map_frame(self, rows: np.ndarray) -> pd.DataFrame:
+        """x, y (the PCA) and what a point's tooltip says: id, gold label, the fine-tuned prediction,
+        the start of sentence A."""
         coords, _ = self.index.pca()
-        rows = self._map_rows()
-        ids = self.index.metadata["id"].to_numpy()
+        md = self.index.metadata
+        rows = np.asarray(rows, dtype=np.int64)
+
+        def text(col: str) -> list[str]:
+            return ["" if pd.isna(v) else str(v) for v in md[col].to_numpy()[rows]] if col in md else [""] * len(rows)
+
         return pd.DataFrame({"x": coords[rows, 0].astype(float), "y": coords[rows, 1].astype(float),
-                             "id": [str(x) for x in ids[rows]]})
+                             "id": text("id"), "label": text("label_name"), "pred": text("pred_fine"),
+                             "text": [t if len(t) <= 60 else t[:59] + "…" for t in text("sentence_a")]})
+
+    def _map_corpus_df(self) -> pd.DataFrame:
+        return self._map_frame(self._map_rows())
 
     def _map_similar_df(self) -> pd.DataFrame:
         df = self.results
         if df is None or not len(df):
-            return pd.DataFrame({"x": [], "y": [], "id": [], "score": []})
-        coords, _ = self.index.pca()
-        r = df["row"].to_numpy(dtype=np.int64)
-        return pd.DataFrame({"x": coords[r, 0].astype(float), "y": coords[r, 1].astype(float),
-                             "id": [str(x) for x in df["id"]], "score": df["score"].astype(float).to_numpy()})
+            return pd.DataFrame({c: [] for c in (*MAP_COLUMNS, "score")})
+        out = self._map_frame(df["row"].to_numpy(dtype=np.int64))
+        out["score"] = df["score"].astype(float).round(3).to_numpy()
+        return out
 
     def _map_current_df(self) -> pd.DataFrame:
         idx = self.index
@@ -537,18 +642,21 @@ class CorpusBrowser(pn.viewable.Viewer):
         if self.index is None:
             return hv.Points([], kdims=["x", "y"], vdims=["id"], label="corpus")
         _, ratio = self.index.pca()
-        return hv.Points(self._map_corpus_df(), kdims=["x", "y"], vdims=["id"], label="corpus").opts(
-            size=4, color=BACKGROUND_COLOR, alpha=0.5, tools=["hover", "tap"], title="signature map (PCA)",
-            width=420, height=330, xlabel=f"PC 1 ({ratio[0]:.0%})", ylabel=f"PC 2 ({ratio[1]:.0%})")
+        return hv.Points(self._map_corpus_df(), kdims=["x", "y"], vdims=list(MAP_COLUMNS[2:]), label="corpus").opts(
+            size=4, color=BACKGROUND_COLOR, alpha=0.5, tools=["tap"], hover_tooltips=MAP_TOOLTIPS,
+            title="signature map (PCA)", width=500, height=330, xlabel=f"PC 1 ({ratio[0]:.0%})",
+            ylabel=f"PC 2 ({ratio[1]:.0%})")
 
     @param.depends("index", "task", "results")
     def map_similar(self):
         """The map's similar samples (purple points)."""
         import holoviews as hv
 
-        df = self._map_similar_df() if self.index is not None else pd.DataFrame({"x": [], "y": [], "id": [], "score": []})
-        return hv.Points(df, kdims=["x", "y"], vdims=["id", "score"], label="similar").opts(
-            size=8, color=FINETUNED_COLOR, alpha=0.9, tools=["hover", "tap"])
+        df = (self._map_similar_df() if self.index is not None
+              else pd.DataFrame({c: [] for c in (*MAP_COLUMNS, "score")}))
+        return hv.Points(df, kdims=["x", "y"], vdims=[*MAP_COLUMNS[2:], "score"], label="similar").opts(
+            size=8, color=FINETUNED_COLOR, alpha=0.9, tools=["tap"],
+            hover_tooltips=[*MAP_TOOLTIPS, ("similarity", "@score{0.000}")])
 
     @param.depends("index", "task", "results", "selected_id", "result")
     def map_current(self):
@@ -557,7 +665,7 @@ class CorpusBrowser(pn.viewable.Viewer):
 
         df = self._map_current_df() if self.index is not None else pd.DataFrame({"x": [], "y": [], "id": []})
         return hv.Points(df, kdims=["x", "y"], vdims=["id"], label="current").opts(
-            size=14, marker="star", color=SHARED_COLOR, line_color="black", tools=["hover"])
+            size=14, marker="star", color=SHARED_COLOR, line_color="black", hover_tooltips=[("current sample", "@id")])
 
     def _on_map_tap(self, x=None, y=None) -> None:
         """The sample nearest to the tap becomes current (within 3% of the map's extent)."""
@@ -572,14 +680,15 @@ class CorpusBrowser(pn.viewable.Viewer):
         i = int(np.argmin(d))
         extent = float(max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1e-9))
         if d[i] <= 0.03 * extent:  # on the next tick, after HoloViews has finished the tap event
-            pn.state.execute(functools.partial(setattr, self, "selected_id", str(self.index.metadata["id"].iloc[int(rows[i])])),
+            pn.state.execute(functools.partial(self.pick, str(self.index.metadata["id"].iloc[int(rows[i])])),
                              schedule=True)
 
     # ------------------------------------------------------------------ layout
 
     def __panel__(self) -> pn.viewable.Viewable:
         # FlexBoxes wrap their widgets when the column is narrower than the row (no overlap)
-        filters = pn.FlexBox(self._label_w, self._pred_w, self._correct_w, self._search_w, sizing_mode="stretch_width")
+        filters = pn.FlexBox(self._label_w, self._pred_w, self._correct_w, self._split_w, self._search_w,
+                             sizing_mode="stretch_width")
         # flex bases: side by side when both fit (the similar samples need the heatmap and the map side by
         # side, 860 px), else each takes the whole width
         corpus = pn.Column("### Corpus", filters, self._count, self.table, sizing_mode="stretch_width", min_width=520,
@@ -607,6 +716,65 @@ class CorpusBrowser(pn.viewable.Viewer):
 
 class _NoQuery(Exception):
     pass
+
+
+def _heads_part(text: str, n: int, what: str, spec: str) -> range:
+    """One side of a ``layer:head`` item, 1-based: ``*``, ``k`` or ``a-b`` → 0-based range."""
+    text = text.strip()
+    if text == "*":
+        return range(n)
+    lo, dash, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi) if dash else int(lo)
+    except ValueError:
+        raise ValueError(f"bad {what} {text!r} in the head mask {spec!r}: write layer:head counting from 1, "
+                         "e.g. 3:5, 6:* or 2-3:1-6") from None
+    if not 1 <= a <= b <= n:
+        raise ValueError(f"{what} {text} is out of range in the head mask {spec!r}: {what}s count from 1 to {n}")
+    return range(a - 1, b)
+
+
+def parse_heads(spec: str | None, num_layers: int, num_heads: int) -> np.ndarray | None:
+    """The head mask bool [L, H] (0-based) of a 1-based ``"layer:head,..."`` text as the user reads the
+    heads (``*`` and ranges allowed: ``"6:*,5:3"``, ``"2-3:1-6"``); None for "" (all heads)."""
+    if not spec or not spec.strip():
+        return None
+    mask = np.zeros((num_layers, num_heads), dtype=bool)
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        layer, sep, head = item.partition(":")
+        if not sep:
+            raise ValueError(f"bad head {item!r} in the head mask {spec!r}: write layer:head, e.g. 3:5")
+        for k in _heads_part(layer, num_layers, "layer", spec):
+            mask[k, list(_heads_part(head, num_heads, "head", spec))] = True
+    return mask
+
+
+def _ranges(values: np.ndarray) -> list[str]:
+    """1-based runs of 0-based indices: [0, 1, 2, 5] → ["1-3", "6"]."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(f"{start + 1}" if start == v else f"{start + 1}-{v + 1}")
+            start = None
+    return out
+
+
+def format_heads(mask: np.ndarray | None) -> str:
+    """A head mask as short 1-based text (inverse of :func:`parse_heads`): a whole layer is ``k:*``,
+    runs of heads ``k:a-b``; "" for all heads."""
+    if mask is None or np.asarray(mask).all():
+        return ""
+    mask = np.asarray(mask, dtype=bool)
+    items = []
+    for k in range(mask.shape[0]):
+        heads = np.flatnonzero(mask[k])
+        if len(heads) == mask.shape[1]:
+            items.append(f"{k + 1}:*")
+        elif len(heads):
+            items.extend(f"{k + 1}:{r}" for r in _ranges(heads))
+    return ",".join(items)
 
 
 if pn.state.served:  # pragma: no cover - `panel serve attnflows_panel/views/corpus_browser.py`

@@ -25,7 +25,6 @@ Both results are shown in the panel after a click. The panel holds no analysis o
 from __future__ import annotations
 
 import functools
-
 import html
 import logging
 from typing import Any, Callable
@@ -36,7 +35,7 @@ import panel as pn
 import param
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
-from attnflows_panel import heads as HD
+from attnflows_panel import heads as head_measures
 
 __all__ = ["HeadPanel", "EXTRA_METRICS", "METRIC_TITLES"]
 
@@ -77,13 +76,18 @@ class HeadPanel(pn.viewable.Viewer):
     change = param.Parameter(default=None, doc="an attnflows_panel.ablation.CorpusChange (instead of an index)")
     extra = param.Dict(default={}, doc="corpus-level [L, H] measures by name: ablation_accuracy_delta, importance")
 
-    metric = param.Selector(default="cosine", objects=list(HD.METRICS), doc="the measure the heatmap shows")
+    metric = param.Selector(default="cosine", objects=list(head_measures.METRICS), doc="the measure the heatmap shows")
     scope = param.Selector(default="corpus", objects=list(SCOPES), doc="whole corpus, or the samples in subset_ids")
-    subset_ids = param.List(default=[], doc="sample ids of the subset (e.g. the current search results)")
+    subset_ids = param.List(default=[], allow_refs=True, doc="sample ids of the subset (e.g. the current search results)")
+    task = param.String(default=None, allow_None=True, doc=(
+        "keep the corpus scope to this task's samples, as the corpus browser does (None: every sample)"))
     selected_head = param.Tuple(default=None, length=2, allow_None=True, doc="(layer, head), 0-based; set by a click")
 
-    sample_id = param.String(default=None, allow_None=True, doc="the current sample's id (for the head query)")
-    sample = param.Tuple(default=None, length=2, allow_None=True, doc="the current pair (sentence A, sentence B)")
+    sample_id = param.String(default=None, allow_None=True, allow_refs=True,
+                             doc="the current sample's id (for the head query)")
+    sample = param.Tuple(default=None, length=2, allow_None=True, allow_refs=True,
+                         doc="the current pair (sentence A, sentence B)")
+    on_open = param.Callable(default=None, doc="called with a sample id when a listed sample is clicked (opens it)")
     pair = param.Parameter(default=None, doc="the ModelPair, for the current sample's ablation")
     ablation_mode = param.Selector(default="mask", objects=["mask", "uniform"], doc="how a head is disabled")
     k = param.Integer(default=10, bounds=(1, 200), doc="samples listed for the selected head")
@@ -103,8 +107,8 @@ class HeadPanel(pn.viewable.Viewer):
         bad = sorted(set(self.extra) - set(EXTRA_METRICS))
         if bad:
             raise ValueError(f"unknown extra measure(s) {bad}; allowed: {', '.join(EXTRA_METRICS)}")
-        self.param.metric.objects = list(HD.METRICS) + [m for m in EXTRA_METRICS if m in self.extra]
-        self._cache: dict[tuple, HD.HeadChange] = {}
+        self.param.metric.objects = list(head_measures.METRICS) + [m for m in EXTRA_METRICS if m in self.extra]
+        self._cache: dict[tuple, head_measures.HeadChange] = {}
         self._query_result: pd.DataFrame | None = None
         self._ablation_result: Any = None
         self._message = ""
@@ -127,16 +131,25 @@ class HeadPanel(pn.viewable.Viewer):
             raise ValueError(f"unknown sample id {missing[0]!r}")
         return np.asarray([lookup[x] for x in ids], dtype=np.int64)
 
-    def summary(self) -> HD.HeadChange:
+    def scope_rows(self) -> np.ndarray | None:
+        """The corpus in scope: the rows of ``task`` (as the corpus browser keeps them), None = all."""
+        if self.index is None or not self.task:
+            return None
+        from attnflows_panel.views.corpus_browser import task_rows
+
+        return task_rows(self.index, self.task)
+
+    def summary(self) -> head_measures.HeadChange:
         """The HeadChange of the current scope (cached per subset)."""
         ids = tuple(str(x) for x in self.subset_ids) if self.scope == "subset" else None
         if ids is not None and not ids:
             raise ValueError("the subset is empty: run a search or choose the whole corpus")
-        if ids not in self._cache:
-            rows = None if ids is None else self._rows(list(ids))
-            self._cache[ids] = (self.index.head_change_summary(rows) if self.index is not None
+        key = (ids, self.task)
+        if key not in self._cache:
+            rows = self.scope_rows() if ids is None else self._rows(list(ids))
+            self._cache[key] = (self.index.head_change_summary(rows) if self.index is not None
                                 else self.change.summary(rows))
-        return self._cache[ids]
+        return self._cache[key]
 
     def values(self) -> np.ndarray:
         """The [L, H] values the heatmap shows now."""
@@ -158,7 +171,10 @@ class HeadPanel(pn.viewable.Viewer):
             n = self.summary().n_samples
         except ValueError as exc:
             return str(exc)
-        where = "corpus" if self.scope == "corpus" else "subset"
+        if self.scope == "subset":
+            where = "similar samples"
+        else:
+            where = f"{self.task.upper()} corpus" if self.scope_rows() is not None else "corpus"
         return f"{METRIC_TITLES[self.metric]}, mean over {n} samples ({where})"
 
     # ------------------------------------------------------------------ the selected head
@@ -168,9 +184,10 @@ class HeadPanel(pn.viewable.Viewer):
         around ``sample_id`` when there is one, else the samples with the lowest cosine of that head."""
         if self.query_fn is not None:
             return self.query_fn(layer, head)
+        scope = self.scope_rows()
         if self.index is not None and self.sample_id is not None:
             df = self.index.query(sample_id=self.sample_id, space="diff", heads=[(layer, head)], k=self.k,
-                                  exclude_self=True)
+                                  exclude_self=True, filters=None if scope is None else {"rows": scope})
             cols = [c for c in ("rank", "id", "score", "label_name", "pred_fine", "sentence_a", "sentence_b") if c in df]
             return df[cols]
         if self.index is not None:
@@ -182,11 +199,13 @@ class HeadPanel(pn.viewable.Viewer):
             col = self.change.cosine[:, layer, head]
             ids = np.asarray(self.change.ids, dtype=object)
             md = None
-        order = np.argsort(col, kind="stable")[: self.k]
+        rows = np.arange(len(col)) if scope is None else np.asarray(scope, dtype=np.int64)
+        order = rows[np.argsort(col[rows], kind="stable")[: self.k]]
         out = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "id": ids[order], "cosine": col[order]})
         if md is not None:
-            out["sentence_a"] = md["sentence_a"].to_numpy()[order]
-            out["sentence_b"] = md["sentence_b"].to_numpy()[order]
+            for c in ("label_name", "pred_fine", "sentence_a", "sentence_b"):
+                if c in md:
+                    out[c] = md[c].to_numpy()[order]
         return out
 
     def head_ablation(self, layer: int, head: int) -> Any:
@@ -209,7 +228,8 @@ class HeadPanel(pn.viewable.Viewer):
         layer, head = (int(x) for x in self.selected_head)
         L, H = self.shape
         if not (0 <= layer < L and 0 <= head < H):
-            self._message = f"head ({layer}, {head}) is out of range for {L} layers × {H} heads"
+            self._message = (f"head {head + 1} of layer {layer + 1} is out of range for {L} layers × {H} heads "
+                             "(counted from 1)")
             self._refresh_details()
             return
         try:
@@ -226,7 +246,7 @@ class HeadPanel(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ figure
 
-    def _heatmap(self, metric: str, scope: str, subset_ids: list):
+    def _heatmap(self, metric: str, scope: str, subset_ids: list, task: str | None = None):
         import holoviews as hv
 
         try:
@@ -243,13 +263,18 @@ class HeadPanel(pn.viewable.Viewer):
             clim = (float(np.nanmin(df["value"])) if df["value"].notna().any() else 0.0, 1.0)
         else:
             clim = (0.0, max(vmax, 1e-6))
-        hm = hv.HeatMap(df, kdims=["head", "layer"], vdims=[hv.Dimension("value", label=metric_label)])
+        # cells at 0-based positions (a tap rounds to them); every label the user reads counts from 1
+        df = df.assign(layer_no=df["layer"] + 1, head_no=df["head"] + 1)
+        hm = hv.HeatMap(df, kdims=["head", "layer"], vdims=[hv.Dimension("value", label=metric_label), "layer_no",
+                                                             "head_no"])
         L, H = self.shape
         return hm.opts(
-            cmap=_cmap(metric), clim=clim, colorbar=True, tools=["hover", "tap"], xlabel="head (0-based)",
-            ylabel="layer (0-based)", title=self.title(), responsive=False, width=560, height=340,
+            cmap=_cmap(metric), clim=clim, colorbar=True, tools=["tap"], xlabel="head", ylabel="layer",
+            hover_tooltips=[("layer", "@layer_no"), ("head", "@head_no"), (metric_label, "@value{0.000}")],
+            title=self.title(), responsive=False, width=560, height=340,
             line_color="white", toolbar="above", default_tools=[], fontsize={"title": "10pt"},
-            xlim=(-0.5, H - 0.5), ylim=(-0.5, L - 0.5), xticks=list(range(H)), yticks=list(range(L)),
+            xlim=(-0.5, H - 0.5), ylim=(-0.5, L - 0.5), xticks=[(h, str(h + 1)) for h in range(H)],
+            yticks=[(k, str(k + 1)) for k in range(L)],
         )
 
     def _marker(self, selected_head: Any):
@@ -269,7 +294,7 @@ class HeadPanel(pn.viewable.Viewer):
         # the heatmap and the marker of the selected head are two DynamicMaps, overlaid: a Tap stream whose
         # source returns an Overlay is never linked to the plot (holoviews issue #3533), and no click arrives
         heat = hv.DynamicMap(pn.bind(self._heatmap, metric=self.param.metric, scope=self.param.scope,
-                                     subset_ids=self.param.subset_ids))
+                                     subset_ids=self.param.subset_ids, task=self.param.task))
         self._dmap = heat * hv.DynamicMap(pn.bind(self._marker, selected_head=self.param.selected_head))
         self.tap = hv.streams.Tap(source=heat, x=None, y=None)
         self.tap.add_subscriber(self._on_tap)
@@ -294,10 +319,10 @@ class HeadPanel(pn.viewable.Viewer):
                                           "disabling it does to the current sample."))
         else:
             layer, head = self.selected_head
-            parts.append(pn.pane.Markdown(f"**head {layer}:{head}** (layer {layer}, head {head}; 0-based)"))
+            parts.append(pn.pane.HTML(f"<b>head {head + 1} of layer {layer + 1}</b> · the samples where it "
+                                      "changed most (click one to open it)", css_classes=["af-head-title"]))
             if self._query_result is not None:
-                parts.append(pn.pane.DataFrame(self._query_result, index=False, max_rows=self.k,
-                                               sizing_mode="stretch_width"))
+                parts.append(self._rows_table(self._query_result))
             abl = self._ablation_result
             if abl is not None:
                 text = abl.summary() if hasattr(abl, "summary") else str(abl)
@@ -308,11 +333,36 @@ class HeadPanel(pn.viewable.Viewer):
             parts.append(pn.pane.Alert(html.escape(self._message.strip()), alert_type="warning"))
         self._details.objects = parts
 
+    def _rows_table(self, df: pd.DataFrame) -> pn.widgets.Tabulator:
+        """The listed samples, with the corpus browser's column names; a click on a row opens it."""
+        from attnflows_panel.views.corpus_browser import COLUMN_WIDTHS, RESULT_COLUMNS, TABLE_CONFIG
+
+        shown = df.copy()
+        for c in ("score", "cosine"):
+            if c in shown:
+                shown[c] = shown[c].astype(float).round(3)
+        titles = {**RESULT_COLUMNS, "score": "similarity (this head)", "cosine": "cosine (this head)"}
+        table = pn.widgets.Tabulator(
+            shown, titles={c: titles.get(c, c) for c in shown.columns}, show_index=False, disabled=True,
+            selectable=False, layout="fit_columns", sizing_mode="stretch_width", configuration=TABLE_CONFIG,
+            widths={c: w for c, w in COLUMN_WIDTHS.items() if c in shown.columns},
+            height=36 + 31 * min(max(len(shown), 1), 10), css_classes=["af-head-rows"],
+        )
+        if "id" in shown:
+            table.on_click(lambda event: self.open_row(shown, event.row))
+        return table
+
+    def open_row(self, rows: pd.DataFrame, i: int | None) -> None:
+        """Open the sample of listed row ``i`` (``on_open``), on the next tick: after the table's event."""
+        if self.on_open is None or i is None or not 0 <= i < len(rows):
+            return
+        pn.state.execute(functools.partial(self.on_open, str(rows["id"].iloc[i])), schedule=True)
+
     def __panel__(self) -> pn.viewable.Viewable:
         controls = pn.Row(
-            pn.widgets.Select.from_param(self.param.metric, name="measure", width=200),
+            pn.widgets.Select.from_param(self.param.metric, label="measure", width=200),
             pn.widgets.RadioButtonGroup.from_param(self.param.scope, width=160),
-            pn.widgets.Select.from_param(self.param.ablation_mode, name="disable by", width=110),
+            pn.widgets.Select.from_param(self.param.ablation_mode, label="disable by", width=110),
         )
         return pn.Column(controls, pn.pane.HoloViews(self._dmap, linked_axes=False), self._details)
 
