@@ -53,6 +53,7 @@ __all__ = [
     "PairWeights",
     "check_kind",
     "encode",
+    "capture",
     "forward_weights",
     "attention_attribution",
     "attattr_weights",
@@ -247,11 +248,46 @@ def _keep(store: dict, key, module, args, out) -> None:
     store[key] = out
 
 
+@contextmanager
+def capture(model, kind: str = "raw"):
+    """Make ``model``'s forward passes in this block (this thread only) yield edge weights of ``kind``.
+
+    Yields ``convert``: called on the attentions a pass returned (HF's tuple of L tensors ``[B, H, N, N]``,
+    ``output_attentions=True``), it returns that tuple for ``raw`` and, for ``norm``, a tuple of the norm
+    weights of the same shapes, rows divided by their sums, from the value vectors caught during that same
+    pass (call it after each pass, before the next). Padding keys keep weight 0. ``attattr`` needs a
+    gradient per input and is refused here (:func:`attattr_weights`, :func:`pair_weights`).
+    """
+    kind = check_kind(kind)
+    if kind == "attattr":
+        raise ValueError("attattr weights need gradients for each input and cannot come from a plain forward pass "
+                         "(a batch or an index build); compute them per pair (attnflows_panel.weights.pair_weights)")
+    if kind == "raw":
+        yield lambda attentions: tuple(attentions)
+        return
+    parts = _layers(model, kind)
+    values: dict[int, Any] = {}
+
+    def convert(attentions):
+        if len(attentions) != len(parts) or len(values) != len(parts):
+            raise RuntimeError(f"expected {len(parts)} layers of attentions and value vectors from one pass; "
+                               f"got {len(attentions)} and {len(values)}")
+        out = []
+        for k, a in enumerate(attentions):
+            w = _norm_layer(a, values.pop(k), parts[k])
+            s = w.sum(-1, keepdim=True)
+            out.append(w / s.masked_fill_(s == 0, 1))
+        return tuple(out)
+
+    with _hooks([(p.value, functools.partial(_keep, values, k)) for k, p in enumerate(parts)]):
+        yield convert
+
+
 def forward_weights(model, inputs: dict[str, Any], norm: bool = True) -> ForwardWeights:
     """Run ``model`` once on a batch of one; the raw attention and (``norm``) Kobayashi's norm weights.
 
     The model must return attentions (``attn_implementation="eager"``). The norm weights are computed from
-    the value projection's output, caught by a forward hook during this same pass.
+    the value projection's output, caught by a forward hook during this same pass (:func:`capture`).
     """
     import torch
 
@@ -259,19 +295,14 @@ def forward_weights(model, inputs: dict[str, Any], norm: bool = True) -> Forward
 
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError(f"forward_weights takes a batch of one input; got {inputs['input_ids'].shape[0]}")
-    parts = _layers(model, "norm") if norm else []
-    values: dict[int, Any] = {}
-    hooks = [(p.value, functools.partial(_keep, values, k)) for k, p in enumerate(parts)]
-    with torch.inference_mode(), _hooks(hooks):
+    with torch.inference_mode(), capture(model, "norm" if norm else "raw") as convert:
         res = model(**inputs, output_attentions=True, return_dict=True)
-        normed = None
-        if norm:
-            normed = torch.stack([_norm_layer(a, values[k], parts[k])[0] for k, a in enumerate(res.attentions)])
+        normed = attentions_to_numpy(convert(res.attentions))[0] if norm else None
     (raw,) = attentions_to_numpy(res.attentions)
     logits = getattr(res, "logits", None) if _has_classifier(model) else None
     return ForwardWeights(
         raw=raw,
-        norm=None if normed is None else normalise_rows(normed.to("cpu", torch.float32).numpy()),
+        norm=normed,
         logits=None if logits is None else logits[0].detach().to("cpu", torch.float32).numpy(),
     )
 

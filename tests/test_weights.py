@@ -200,6 +200,29 @@ def test_norm_takes_weight_off_cls_and_sep_minilm(minilm_self_pair, glue_dir):
         assert norm_share < 0.5 * raw_share, (raw_share, norm_share)
 
 
+def test_capture_in_a_padded_batch_equals_each_pair_alone(tiny_pair):
+    """capture("norm") on a padded batch: each sample's weights, sliced to its length, as if run alone."""
+    from attnflows_panel.models import attentions_to_numpy
+
+    pairs = [(A, B), ("Short one.", "Another short sentence here, with a few more words in it.")]
+    singles = [_inputs(tiny_pair, a, b)[0] for a, b in pairs]
+    lengths = [x["input_ids"].shape[1] for x in singles]
+    N = max(lengths)
+    batch = {k: torch.zeros((2, N), dtype=torch.long) for k in singles[0]}
+    for i, x in enumerate(singles):
+        for k, v in x.items():
+            batch[k][i, : lengths[i]] = v[0]
+    model = tiny_pair.finetuned_model
+    with torch.inference_mode(), W.capture(model, "norm") as convert:
+        res = model(**batch, output_attentions=True, return_dict=True)
+        normed = attentions_to_numpy(convert(res.attentions), lengths)
+    assert lengths[0] != lengths[1]
+    for i, x in enumerate(singles):
+        np.testing.assert_allclose(normed[i], W.forward_weights(model, x).norm, atol=2e-6)
+    with pytest.raises(ValueError, match="attattr weights need gradients"), W.capture(model, "attattr"):
+        pass
+
+
 def test_raw_is_the_pairs_attention(tiny_pair):
     pw = W.pair_weights(tiny_pair, A, B, "raw")
     r = tiny_pair.run(A, B)
