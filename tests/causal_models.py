@@ -33,7 +33,7 @@ CHATS = [
     [{"role": "user", "content": "Which animal jumps over the dog?"}, {"role": "assistant", "content": "The fox."}],
 ]
 
-FAMILIES = ("gpt2", "llama", "qwen2", "mistral", "gemma", "gemma2")
+FAMILIES = ("gpt2", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3_text", "qwen3")
 
 
 def build_tokenizer():
@@ -75,6 +75,11 @@ def family_config(family: str, vocab: int, layers: int = 2, hidden: int = 32, he
     if family == "gemma2":
         return tf.Gemma2Config(**common, head_dim=hidden // heads, query_pre_attn_scalar=16,
                                attn_logit_softcapping=5.0, final_logit_softcapping=10.0, sliding_window=8)
+    if family == "gemma3_text":  # q/k norms before the rotary embeddings, sliding and full layers
+        return tf.Gemma3TextConfig(**common, head_dim=hidden // heads, query_pre_attn_scalar=16, sliding_window=8,
+                                   layer_types=["sliding_attention", "full_attention"])
+    if family == "qwen3":  # q/k norms
+        return tf.Qwen3Config(**common, head_dim=hidden // heads)
     raise ValueError(family)
 
 
