@@ -364,8 +364,15 @@ def attention_attribution(model, inputs: dict[str, Any], steps: int = 20, batch_
     with torch.inference_mode():
         res = model(**inputs, output_attentions=True, return_dict=True)
     attn = [a.detach().clone() for a in res.attentions]  # each [1, H, N, N]
+    classes = int(res.logits.shape[-1])
+    if classes < 2:
+        raise WeightsUnavailableError(
+            "attattr is unavailable for this model: its head has a single output (regression), so there is no "
+            "predicted-class probability F to attribute; use raw or norm")
     if target is None:
         target = int(res.logits[0].argmax())
+    elif not 0 <= int(target) < classes:
+        raise ValueError(f"target class {target} is out of range for {classes} classes")
     attr = []
     for layer, parts_l in enumerate(parts):
         a = attn[layer]

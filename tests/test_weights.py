@@ -333,6 +333,18 @@ def test_attattr_unavailable_for_a_bare_encoder(tiny_pair):
     np.testing.assert_array_equal(pw.pretrained.weights, W.forward_weights(tiny_pair.pretrained_model, inputs).norm)
 
 
+def test_attattr_unavailable_for_a_regression_head(tiny_bert_dirs):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig.from_pretrained(tiny_bert_dirs[1])
+    cfg.num_labels = 1  # a regression head
+    model = BertForSequenceClassification(cfg).eval()
+    model.set_attn_implementation("eager")
+    inputs = {"input_ids": torch.tensor([[101, 2009, 102]]), "attention_mask": torch.ones((1, 3), dtype=torch.long)}
+    with pytest.raises(W.WeightsUnavailableError, match="single output"):
+        W.attention_attribution(model, inputs, steps=2)
+
+
 def test_attattr_bad_steps(tiny_pair):
     inputs, _, _ = _inputs(tiny_pair, A, B)
     for bad in (0, -1, 2.5, True):
