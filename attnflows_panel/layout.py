@@ -62,6 +62,7 @@ __all__ = [
     "RadialStyle",
     "RadialLayout",
     "RingSlots",
+    "RING_LABEL_COLUMNS",
     "ContextLayout",
     "SentenceLayout",
     "LabelChoice",
@@ -363,7 +364,7 @@ def reading_frame(angle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 # --------------------------------------------------------------------------------------------------
 
 #: node columns of the per-ring placement at the design size, computed on first use (the Bokeh figure)
-_RING_LABEL_COLUMNS = ("ring_label", "lstat", "otier", "olx", "oly")
+RING_LABEL_COLUMNS = ("ring_label", "lstat", "otier", "olx", "oly")
 
 
 @dataclass
@@ -411,7 +412,7 @@ class RadialLayout:
     def nodes(self) -> pd.DataFrame:
         df = self._frames.get("nodes")
         if df is None:
-            for name in _RING_LABEL_COLUMNS:
+            for name in RING_LABEL_COLUMNS:
                 self.column(name)
             df = self._frames["nodes"] = pd.DataFrame(self.cols)
         return df
@@ -434,7 +435,7 @@ class RadialLayout:
         """Node column ``name`` as a read-only numpy array (no pandas: the views read them many times)."""
         arr = self.cols.get(name)
         if arr is None:
-            if name in _RING_LABEL_COLUMNS:
+            if name in RING_LABEL_COLUMNS:
                 self._ring_labels()
                 return self.cols[name]
             raise KeyError(name)
@@ -471,7 +472,7 @@ class RadialLayout:
 
     def _ring_labels(self) -> None:
         """The per-ring placement at the design size (:func:`place_labels`, in priority order) and the
-        overlay tiers of the hidden/shortened labels, as the columns of ``_RING_LABEL_COLUMNS``."""
+        overlay tiers of the hidden/shortened labels, as the columns of ``RING_LABEL_COLUMNS``."""
         col, style, L = self.column, self.style, self.L
         level, pos, ang = col("level"), col("pos"), col("angle")
         shown = list(col("token"))

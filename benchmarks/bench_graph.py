@@ -155,7 +155,7 @@ def whole_sample(pre_attn, fine_attn, tokens, segments, tau: float) -> dict:
         if below is not None:
             data.highlight([[mid, t0], [below, int(lv[below][0])]])  # paths (adjacent or not)
         data.highlight([[pre.L, pre.root], [0, int(lv[0][0])]] if len(lv[0]) else [[pre.L, pre.root]])
-    return {"levels": [len(x) for x in lv][::-1], "nodes": len(data.nodes), "edges": len(data.edges)}
+    return {"levels": [len(x) for x in lv][::-1], "nodes": data.n_nodes, "edges": len(data.columns("edges"))}
 
 
 def main(argv=None) -> None:

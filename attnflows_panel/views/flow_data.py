@@ -84,6 +84,7 @@ import pandas as pd
 from attnflows_panel.compare import BOTH, FINE, PRE, GraphComparison
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import (
+    RING_LABEL_COLUMNS,
     RadialLayout,
     RadialStyle,
     edge_curves,
@@ -181,16 +182,23 @@ class _Columns:
     ``frame["x"].to_numpy()``). The view is built from these arrays; the pandas frames are made from them
     only when someone asks for one (a DataFrame costs more than the rest of a small view, P1)."""
 
-    __slots__ = ("_get", "_n")
+    __slots__ = ("_get", "_n", "_names")
 
-    def __init__(self, get, n: int):
-        self._get, self._n = get, n
+    def __init__(self, get, n: int, names):
+        self._get, self._n, self._names = get, n, names
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._get(name)
 
     def __len__(self) -> int:
         return self._n
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names()
+
+    def names(self) -> list[str]:
+        """The frame's column names (without building it)."""
+        return list(self._names())
 
 
 def _frozen_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -317,14 +325,17 @@ class FlowData(Selections):
 
     def columns(self, frame: str) -> _Columns:
         """Numpy columns of ``nodes``, ``glyphs``, ``edges``, ``sparks`` or ``runs``:
-        ``columns("edges")["u"]`` is ``edges["u"].to_numpy()`` (read-only), without building the frame."""
+        ``columns("edges")["u"]`` is ``edges["u"].to_numpy()`` (read-only), without building the frame;
+        ``"w" in columns("edges")`` and ``columns("edges").names()`` ask for columns without building it
+        either (reading ``data.nodes.columns`` builds the nodes frame and the per-ring placement)."""
         if frame == "nodes":
-            return _Columns(self.layout.column, len(self.layout.cols["node"]))
+            cols = self.layout.cols
+            return _Columns(self.layout.column, len(cols["node"]), lambda: [*cols, *RING_LABEL_COLUMNS])
         if frame == "runs":
             rc = self.layout.run_cols
-            return _Columns(rc.__getitem__, len(rc["level"]))
+            return _Columns(rc.__getitem__, len(rc["level"]), rc.keys)
         arrays = self._arrays[frame]
-        return _Columns(arrays.__getitem__, len(next(iter(arrays.values()))))
+        return _Columns(arrays.__getitem__, len(next(iter(arrays.values()))), arrays.keys)
 
     def _label_priority(self) -> np.ndarray:
         """float [L+1, n], the ``prio`` column: which labels show first (higher first). The token's class
@@ -414,34 +425,30 @@ class FlowData(Selections):
         n, H = self.n, self.H
         W = max(1, math.ceil(H / 32))
         cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
-        per = {}
-        for c, g in self.graphs.items():  # every layer at once: keys (k, a, b) ascending
-            key = np.flatnonzero(g.adjacency)  # (k * n + a) * n + b, ascending (np.nonzero is slow in 3-d)
-            k, rem = np.divmod(key, n * n)
-            a, b = np.divmod(rem, n)
-            heads = g.active[k, :, a, b]  # bool [m, H]
-            weight = np.where(heads, g.attn[k, :, a, b], 0).max(axis=1) if key.size else np.zeros(0)
-            per[c] = (key.astype(np.int64), heads, g.head_counts[k, a, b], weight)
-        keys = np.sort(np.concatenate([p[0] for p in per.values()])) if per else np.zeros(0, np.int64)
-        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if keys.size else keys  # np.unique, faster
+        graphs = list(self.graphs.items())
+        union = graphs[0][1].adjacency if len(graphs) == 1 else graphs[0][1].adjacency | graphs[1][1].adjacency
+        keys = np.flatnonzero(union)  # (k * n + a) * n + b of every drawn edge, ascending, unique
         if keys.size == 0:
             edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
             edges["w"] = np.zeros(0, dtype=np.float32)
         else:
-            edges = {"layer": keys // (n * n), "a": keys // n % n, "b": keys % n}
+            k, rem = np.divmod(keys, n * n)
+            a, b = np.divmod(rem, n)
+            edges = {"layer": k, "a": a, "b": b}
             member = np.zeros(keys.size, dtype=np.int64)
             nh = np.zeros(keys.size, dtype=np.int64)
             weight = np.zeros(keys.size, dtype=np.float32)
-            words = {}
-            for c in (PRE, FINE):
-                words[c] = np.zeros((keys.size, W), dtype=np.uint32)
-                if c in per:
-                    key_c, heads, count_c, weight_c = per[c]
-                    pos = np.searchsorted(keys, key_c)
-                    words[c][pos] = pack_heads(heads)
-                    member[pos] |= c
-                    nh[pos] = np.maximum(nh[pos], count_c)  # heads carrying the edge
-                    weight[pos] = np.maximum(weight[pos], weight_c)  # the strongest carrying head
+            words = {c: np.zeros((keys.size, W), dtype=np.uint32) for c in (PRE, FINE)}
+            for c, g in graphs:
+                pos = np.flatnonzero(g.adjacency.reshape(-1)[keys]) if len(graphs) > 1 else np.arange(keys.size)
+                kc, rc = k[pos], rem[pos]
+                heads = g.active.reshape(self.L, H, n * n)[kc, :, rc]  # bool [m, H]: the carrying heads
+                words[c][pos] = pack_heads(heads)
+                member[pos] |= c
+                nh[pos] = np.maximum(nh[pos], g.head_counts.reshape(self.L, n * n)[kc, rc])
+                # the edge's weight: the strongest carrying head (the larger of the two models')
+                w_c = np.where(heads, g.attn.reshape(self.L, H, n * n)[kc, :, rc], 0).max(axis=1)
+                weight[pos] = np.maximum(weight[pos], w_c)
             edges["nh"] = nh
             for c in (PRE, FINE):
                 for w in range(W):

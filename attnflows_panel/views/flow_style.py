@@ -71,12 +71,20 @@ def rest_edges(layer: np.ndarray, lower: np.ndarray, weight: np.ndarray, per_lay
     out = np.zeros(E, dtype=np.uint8)
     if E == 0:
         return out
-    order = np.lexsort((np.arange(E), -np.asarray(weight, dtype=np.float64), lower))
-    first = np.concatenate(([True], lower[order][1:] != lower[order][:-1]))
+    w = np.clip(np.asarray(weight, dtype=np.float64), 0.0, 1.0)
+    lower = np.asarray(lower, dtype=np.int64)
+    # by lower node, strongest first (ties: the first edge): one stable sort of one float key
+    order = np.argsort(lower + (1.0 - w) * 0.5, kind="stable")
+    lo_sorted = lower[order]
+    first = np.empty(E, dtype=bool)
+    first[0] = True
+    first[1:] = lo_sorted[1:] != lo_sorted[:-1]
     best = order[first]  # the strongest edge into each lower node
-    by_layer = best[np.lexsort((np.arange(best.size), -np.asarray(weight)[best], layer[best]))]
-    lay = layer[by_layer]
-    starts = np.concatenate(([True], lay[1:] != lay[:-1]))
+    by_layer = best[np.argsort(np.asarray(layer)[best] + (1.0 - w[best]) * 0.5, kind="stable")]
+    lay = np.asarray(layer)[by_layer]
+    starts = np.empty(by_layer.size, dtype=bool)
+    starts[0] = True
+    starts[1:] = lay[1:] != lay[:-1]
     idx = np.arange(by_layer.size)
     rank = idx - np.maximum.accumulate(np.where(starts, idx, 0))
     out[by_layer[rank < per_layer]] = 1
