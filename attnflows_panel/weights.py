@@ -359,7 +359,9 @@ def attention_attribution(model, inputs: dict[str, Any], steps: int = 20, batch_
         raise ValueError(f"steps (m) must be a positive int; got {steps!r}")
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError(f"attention_attribution takes a batch of one input; got {inputs['input_ids'].shape[0]}")
-    chunk = steps if batch_size is None else int(batch_size)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
+    chunk = steps if batch_size is None else batch_size
     parts = _layers(model, "attattr")
     with torch.inference_mode():
         res = model(**inputs, output_attentions=True, return_dict=True)

@@ -350,6 +350,8 @@ def test_attattr_bad_steps(tiny_pair):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="steps"):
             W.attention_attribution(tiny_pair.finetuned_model, inputs, steps=bad)
+        with pytest.raises(ValueError, match="batch_size"):
+            W.attention_attribution(tiny_pair.finetuned_model, inputs, steps=2, batch_size=bad)
 
 
 # --------------------------------------------------------------------------------------------------
