@@ -259,7 +259,8 @@ def select_labels(layout, canvas: float, *, font: float | None = None, zoom: flo
             ring_ch[k] = ch[sel].max()
     outer_limit = np.full(L + 1, np.inf)
     for k in range(1, L + 1):
-        outer_limit[k] = s * (radii[k - 1] - ring_ch[k - 1] / 2) if (level == k - 1).any() else np.inf
+        if (level == k - 1).any():
+            outer_limit[k] = s * (radii[k - 1] - ring_ch[k - 1] / 2)
     v_label = layout.style.font / 2 + 0.5  # the label row's centre below the cell's outer edge (layout units)
     order = np.lexsort((np.arange(len(texts)), -prio))
     placed_r0: dict[int, list] = {}  # radial bucket -> sorted centre angles, and records

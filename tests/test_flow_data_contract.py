@@ -100,8 +100,13 @@ def test_runs_fold_every_unreached_token_once(pair):
     assert "label" not in d.sources(ring_labels=False)["nodes"] and "label" in d.sources()["nodes"]
 
 
-def test_edge_weight_and_rest(pair):
+@pytest.mark.parametrize("masked", [False, True])
+def test_edge_weight_and_rest(pair, masked):
     tokens, segments, pre, fine = pair
+    if masked:  # a head mask: the weight is that of an allowed head, never of a masked one
+        heads = np.ones((pre.L, pre.H), dtype=bool)
+        heads[:, ::2] = False
+        fine = AttentionGraph.build(np.asarray(fine.attn), tau=fine.tau, heads=heads)
     d = FlowData(tokens, segments, pre, fine, "combined")
     e = d.columns("edges")
     for i in range(0, len(e), 7):

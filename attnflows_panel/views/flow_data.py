@@ -447,7 +447,9 @@ class FlowData(Selections):
                 member[pos] |= c
                 nh[pos] = np.maximum(nh[pos], g.head_counts.reshape(self.L, n * n)[kc, rc])
                 # the edge's weight: the strongest carrying head (the larger of the two models')
-                w_c = np.where(heads, g.attn.reshape(self.L, H, n * n)[kc, :, rc], 0).max(axis=1)
+                # (with every head allowed, the largest weight of the edge is above τ, so it is a carrying head's)
+                gathered = g.attn.reshape(self.L, H, n * n)[kc, :, rc]
+                w_c = gathered.max(axis=1) if g.heads.all() else np.where(heads, gathered, 0).max(axis=1)
                 weight[pos] = np.maximum(weight[pos], w_c)
             edges["nh"] = nh
             for c in (PRE, FINE):
