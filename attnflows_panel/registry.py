@@ -42,8 +42,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Registry", "shared_registry", "fingerprint_key"]
 
@@ -121,7 +122,8 @@ class Registry:
             return value
 
     # -- model pairs -----------------------------------------------------------------------------
-    def pair(self, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *, device: str | None = None):
+    def pair(self, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *,
+             device: str | None = None):
         """The :class:`ModelPair` for ``(pretrained, finetuned)``, loaded at most once per process.
 
         ``None`` for both means the offline default (packaged MiniLM + its cached fine-tuned
@@ -152,7 +154,8 @@ class Registry:
 
         return self._load_once(self._pairs, key, load)
 
-    def cached_pair(self, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *, device: str | None = None):
+    def cached_pair(self, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *,
+                    device: str | None = None):
         """The pair if it is loaded already, else None (never loads)."""
         key = ("pair", _spec_key(pretrained), _spec_key(finetuned), device)
         with self._lock:
@@ -165,7 +168,8 @@ class Registry:
         with self._lock:
             return self._indexes.get(key)
 
-    def add_pair(self, pair, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *, device: str | None = None):
+    def add_pair(self, pair, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *,
+                 device: str | None = None):
         """Register an already loaded pair under a request key (used by tests and embedding code)."""
         key = ("pair", _spec_key(pretrained), _spec_key(finetuned), device)
         fp = getattr(pair, "fingerprint", None)
@@ -278,7 +282,8 @@ class Registry:
 
     def __repr__(self) -> str:
         with self._lock:
-            return f"Registry(pairs={len(self._by_fingerprint) or len(self._pairs)}, indexes={len(self._indexes)}, loads={dict(self.loads)})"
+            pairs = len(self._by_fingerprint) or len(self._pairs)
+            return f"Registry(pairs={pairs}, indexes={len(self._indexes)}, loads={dict(self.loads)})"
 
 
 _shared: list[Registry] = []

@@ -57,7 +57,8 @@ head mask.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -328,7 +329,8 @@ def _parse_part(text: str, size: int, what: str, spec: str) -> Iterable[int]:
         try:
             values = [int(text)]
         except ValueError:
-            raise ValueError(f"bad {what} {text!r} in head spec {spec!r} (use numbers, ranges like 2-4, or *)") from None
+            raise ValueError(
+                f"bad {what} {text!r} in head spec {spec!r} (use numbers, ranges like 2-4, or *)") from None
     for v in values:
         if not 0 <= v < size:
             raise ValueError(f"{what} {v} out of range 0..{size - 1} in head spec {spec!r} (0-based)")
@@ -372,4 +374,4 @@ def format_heads(heads: np.ndarray | None) -> str:
     heads = np.asarray(heads, dtype=bool)
     if heads.all():
         return ""
-    return ",".join(f"{k}:{h}" for k, h in zip(*np.nonzero(heads)))
+    return ",".join(f"{k}:{h}" for k, h in zip(*np.nonzero(heads), strict=True))

@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
 
     print()
-    print(f"{'task':<6}{'seed':>6}{'n_train':>9}{'n_eval':>8}{'accuracy':>10}{'F1':>8}  {'F1 of':<14}{'bar':>6}  {'met':<5}{'minutes':>8}")
-    for task, seed, m, bar, met, wall, path in rows:
+    print(f"{'task':<6}{'seed':>6}{'n_train':>9}{'n_eval':>8}{'accuracy':>10}{'F1':>8}  {'F1 of':<14}{'bar':>6}  "
+          f"{'met':<5}{'minutes':>8}")
+    for task, seed, m, bar, met, wall, _path in rows:
         print(
             f"{task:<6}{seed:>6}{m['n_train']:>9}{m['n_eval']:>8}{m['accuracy']:>10.4f}{m['f1']:>8.4f}  "
             f"{m['f1_label']:<14}{bar if bar is not None else '-':>6}  {str(met):<5}{wall / 60:>8.1f}"

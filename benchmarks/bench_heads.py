@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))  # the shared reference side, benchmarks/raw_forward.py
 from raw_forward import raw_forward  # noqa: E402
+
 TARGET = 1.3
 
 
@@ -59,11 +60,9 @@ class ForwardClock:
 
 def run_report(pair, args, data: str) -> tuple[float, float, float, dict]:
     """(wall, CPU, forward wall) seconds of one report, and the report."""
-    import argparse as ap
-
     from attnflows_panel.cli import heads as cli_heads
 
-    ns = ap.Namespace(index=None, pretrained=None, finetuned=None, data=data, task="mrpc", split="dev",
+    ns = argparse.Namespace(index=None, pretrained=None, finetuned=None, data=data, task="mrpc", split="dev",
                       limit=args.n, max_length=None, tau=args.tau, ids=None, json=None, ablate=False,
                       ablation_mode="mask", batch_size=args.batch_size, top=5, device="cpu", no_progress=True)
     clock = ForwardClock(pair)
@@ -84,7 +83,8 @@ def run_report(pair, args, data: str) -> tuple[float, float, float, dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pretrained", default=None, help="default: the packaged all-MiniLM-L6-v2")
-    p.add_argument("--finetuned", default=None, help="default: the offline default fine-tune (attnflows demo --prepare-only)")
+    p.add_argument("--finetuned", default=None,
+                   help="default: the offline default fine-tune (attnflows demo --prepare-only)")
     p.add_argument("--n", type=int, default=400, help="MRPC dev pairs (default 400)")
     p.add_argument("--repeats", type=int, default=3, help="rounds of (raw, report) (default 3)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         return 2
     pair = ModelPair.load(args.pretrained, args.finetuned, device="cpu")
     ds = load_corpus(data, task="mrpc", split="dev", limit=args.n)
-    pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"], strict=True))
 
     raw_forward(pair, pairs[:8], args.batch_size)  # warm-up
     rows = []
@@ -123,7 +123,8 @@ def main(argv=None) -> int:
     med = lambda k: statistics.median(x[k] for x in rows)  # noqa: E731
     result = {
         "n_pairs": len(pairs), "repeats": args.repeats, "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(), "models": {"pretrained": pair.pretrained_name, "finetuned": pair.finetuned_name},
+        "threads": torch.get_num_threads(),
+        "models": {"pretrained": pair.pretrained_name, "finetuned": pair.finetuned_name},
         "ratio_median_wall": med("report_wall") / med("raw_wall"),
         "ratio_best_wall": min(x["report_wall"] for x in rows) / min(x["raw_wall"] for x in rows),
         "ratio_cpu": med("report_cpu") / med("raw_cpu"),

@@ -11,28 +11,28 @@
     python benchmarks/bench_index.py --part search --n 200000
 
 1. **throughput** (P2, targets >= 0.9 local, >= 0.85 Ray Data): pairs/s of a whole index build (both
-   models, graphs, signatures, predictions, shards, FAISS) divided by pairs/s of the raw batched forward
-   passes of the same two models over the same pairs (length-sorted batches of ``--batch-size``, padded
-   per batch, eager attention with ``output_attentions=True``: what the index needs at the least), with
-   the same torch threads and the same batches (``--max-tokens``, default the build's CPU budget of
-   2,048 padded tokens per batch; ``raw_forward`` cuts them with the build's own function). Raw runs and builds alternate, ``--repeats`` times, in one process, and the
-   headline is the median ratio of adjacent runs (a slow drift of the machine's load cancels); the
-   best-of ratio is reported beside it. First-call costs are warmed up on both sides; the pair's
-   fingerprint (a hash of both weight files, computed once per loaded pair and cached on it) is
-   computed in the warm-up and printed apart. ``--engines ray`` (or ``local,ray``) measures the Ray
-   Data engine (:mod:`attnflows_panel.index.build_ray`) on its own corpus, ``--ray-data`` (default: the
-   local one; P2 uses ``glue-mix``, 11,620 pairs, and MRPC train, 3,667 pairs: the workers' one-time
-   start amortises over a real corpus, not over 408 pairs), alternating with raw forward passes over the same pairs
-   ``--ray-repeats`` times, on a local Ray started once before the runs (``ray.init`` not counted):
-   ``--ray-workers`` model-pair workers (default 2, the engine's default on a CPU) sharing the
-   process's torch threads (2 x 1 here; 1 = one worker with all of them), so the same cores do the
-   same work as the raw side. Its
-   ratio counts the whole ``build_index_ray`` call (planning, the actor's start and model loading,
-   results, shard files, final index); its steady per-worker rate (first to last result), the ratio
-   of that rate to raw, and the fixed start (the whole call minus N / steady rate) are reported
-   too. A profile splits the local build's time into its parts (forward passes, the rest of
-   ``usage_batch``: tokenising and counting the signatures on the attention tensors, shard files, final
-   index).
+   models, graphs, signatures, predictions, shards, FAISS) divided by pairs/s of the raw batched
+   forward passes of the same two models over the same pairs (length-sorted batches of
+   ``--batch-size``, padded per batch, eager attention with ``output_attentions=True``: what the index
+   needs at the least), with the same torch threads and the same batches (``--max-tokens``, default the
+   build's CPU budget of 2,048 padded tokens per batch; ``raw_forward`` cuts them with the build's own
+   function). Raw runs and builds alternate, ``--repeats`` times, in one process, and the headline is
+   the median ratio of adjacent runs (a slow drift of the machine's load cancels); the best-of ratio is
+   reported beside it. First-call costs are warmed up on both sides; the pair's fingerprint (a hash of
+   both weight files, computed once per loaded pair and cached on it) is computed in the warm-up and
+   printed apart. ``--engines ray`` (or ``local,ray``) measures the Ray Data engine
+   (:mod:`attnflows_panel.index.build_ray`) on its own corpus, ``--ray-data`` (default: the local one;
+   P2 uses ``glue-mix``, 11,620 pairs, and MRPC train, 3,667 pairs: the workers' one-time start
+   amortises over a real corpus, not over 408 pairs), alternating with raw forward passes over the same
+   pairs ``--ray-repeats`` times, on a local Ray started once before the runs (``ray.init`` not
+   counted): ``--ray-workers`` model-pair workers (default 2, the engine's default on a CPU) sharing
+   the process's torch threads (2 x 1 here; 1 = one worker with all of them), so the same cores do the
+   same work as the raw side. Its ratio counts the whole ``build_index_ray`` call (planning, the
+   actor's start and model loading, results, shard files, final index); its steady per-worker rate
+   (first to last result), the ratio of that rate to raw, and the fixed start (the whole call minus N /
+   steady rate) are reported too. A profile splits the local build's time into its parts (forward
+   passes, the rest of ``usage_batch``: tokenising and counting the signatures on the attention
+   tensors, shard files, final index).
 2. **search** (P3, target p50 <= 5 ms and recall@10 >= 0.95): ``--n`` synthetic signatures of
    BERT-base shape (12 x 12 per block, 3 blocks = 432 dims) written through the real index writer
    (:func:`attnflows_panel.index.write_index`, so the approximate index kind and its parameters are the
@@ -119,7 +119,8 @@ def _load_pair(finetuned: str | None):
         if (cand / "config.json").exists():
             finetuned = str(cand)
         else:
-            finetuned, note = pre, "no fine-tuned MiniLM found: the packaged MiniLM stands in for both models (same cost)"
+            finetuned = pre
+            note = "no fine-tuned MiniLM found: the packaged MiniLM stands in for both models (same cost)"
     return ModelPair.load(pre, finetuned), note
 
 
@@ -157,16 +158,16 @@ def _load_pairs(data: str | None, limit: int | None):
 
 
 def bench_throughput(args) -> dict:
-    import attnflows_panel.index as I
-    from attnflows_panel.index import build as index_build
-    from attnflows_panel.index import plan as index_plan
-    from attnflows_panel import signatures as S
+    from attnflows_panel import signatures
     from attnflows_panel.graph import AttentionGraph
+    from attnflows_panel.index import build as index_build
+    from attnflows_panel.index import build_index, resolve_max_tokens, result_usage
+    from attnflows_panel.index import plan as index_plan
 
     pair, note = _load_pair(args.finetuned)
-    mt = I.resolve_max_tokens(args.max_tokens, pair.device)  # the same batches on both sides
+    mt = resolve_max_tokens(args.max_tokens, pair.device)  # the same batches on both sides
     ds, source = _load_pairs(args.data, args.limit)
-    pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"], strict=True))
     N = len(pairs)
     print(f"[throughput] {N} pairs from {source}; {pair!r}" + (f"\n  note: {note}" if note else ""), flush=True)
 
@@ -175,7 +176,7 @@ def bench_throughput(args) -> dict:
     # the pair's fingerprint (SHA-256 of both weight files, recorded in the manifest) is computed once per
     # loaded pair, like the loading itself, and cached on it: not counted in the builds, reported here
     t = time.perf_counter()
-    pair.fingerprint
+    _ = pair.fingerprint  # a cached property: computed here, once
     fingerprint_s = time.perf_counter() - t
     raw_times, build_times, raw_cpu, build_cpu, profiles = [], [], [], [], []
     last_out = None
@@ -194,7 +195,7 @@ def bench_throughput(args) -> dict:
             "save_parquet": index_plan.save_parquet, "consolidate_shards": index_build.consolidate_shards,
         }
 
-        def timed(name, fn):
+        def timed(name, fn, prof=prof):
             def wrapper(*a, **k):
                 t = time.perf_counter()
                 try:
@@ -213,7 +214,7 @@ def bench_throughput(args) -> dict:
         out = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.workdir)) / "idx"
         try:
             t0, c0 = time.perf_counter(), time.process_time()
-            I.build_index(pair, ds, "mrpc", out, tau=args.tau, batch_size=args.batch_size, progress=False,
+            build_index(pair, ds, "mrpc", out, tau=args.tau, batch_size=args.batch_size, progress=False,
                           max_tokens=mt or 0)
             build_times.append(time.perf_counter() - t0)
             build_cpu.append(time.process_time() - c0)
@@ -238,11 +239,11 @@ def bench_throughput(args) -> dict:
     rs = pair.run_batch(pairs[:64], batch_size=args.batch_size)
     t = time.perf_counter()
     for r in rs:
-        I.result_usage(r, args.tau)
+        result_usage(r, args.tau)
     fast = (time.perf_counter() - t) / len(rs)
     t = time.perf_counter()
     for r in rs:
-        S.pair_usage(AttentionGraph.build(r.pretrained.attentions, tau=args.tau),
+        signatures.pair_usage(AttentionGraph.build(r.pretrained.attentions, tau=args.tau),
                      AttentionGraph.build(r.finetuned.attentions, tau=args.tau))
     via_graph = (time.perf_counter() - t) / len(rs)
 
@@ -251,16 +252,17 @@ def bench_throughput(args) -> dict:
     # the machine is shared: CPU seconds of this process are far steadier than wall time, and the
     # ratios of runs adjacent in time cancel slow drifts of the load
     cpu_ratio = min(raw_cpu) / min(build_cpu)
-    adjacent = [r / b for r, b in zip(raw_times, build_times)]
+    adjacent = [r / b for r, b in zip(raw_times, build_times, strict=True)]
     # the steadiest figure on a shared machine: within each build, the share of its wall time spent in
     # the two models' forward passes (the raw work), i.e. build rate / forward rate of the same run
-    in_run = [p["model_forward"] / b for p, b in zip(profiles, build_times)]
+    in_run = [p["model_forward"] / b for p, b in zip(profiles, build_times, strict=True)]
     res = {
         "pairs": N, "source": source, "batch_size": args.batch_size, "max_tokens": mt, "tau": args.tau, "note": note,
         "raw_forward_pairs_per_s": raw_rate, "build_pairs_per_s": build_rate, "ratio_wall_best": build_rate / raw_rate,
         "ratio_cpu_best": cpu_ratio, "ratio_wall_adjacent_median": statistics.median(adjacent),
         "ratio_in_run_median": statistics.median(in_run), "ratio_in_run": in_run,
-        "raw_seconds": raw_times, "build_seconds": build_times, "raw_cpu_seconds": raw_cpu, "build_cpu_seconds": build_cpu,
+        "raw_seconds": raw_times, "build_seconds": build_times,
+        "raw_cpu_seconds": raw_cpu, "build_cpu_seconds": build_cpu,
         "profile_of_best_build_s": best,
         "signature_ms_per_sample": fast * 1e3, "signature_via_graphs_ms_per_sample": via_graph * 1e3,
         "index_path": str(last_out), "fingerprint_once_s": fingerprint_s,
@@ -280,14 +282,12 @@ def bench_ray(args) -> dict:
     import ray
     import torch
 
-    from attnflows_panel.index import build_index_ray
-
-    import attnflows_panel.index as I
+    from attnflows_panel.index import build_index_ray, resolve_max_tokens
 
     pair, note = _load_pair(args.finetuned)
-    mt = I.resolve_max_tokens(args.max_tokens, "cpu")  # the same batches on both sides
+    mt = resolve_max_tokens(args.max_tokens, "cpu")  # the same batches on both sides
     ds, source = _load_pairs(args.ray_data or args.data, args.ray_limit)
-    pairs = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"], strict=True))
     N = len(pairs)
     threads = torch.get_num_threads()
     workers = max(1, min(int(args.ray_workers), threads))
@@ -300,7 +300,7 @@ def bench_ray(args) -> dict:
         ray.init(num_cpus=max(threads, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     ray_init_s = time.perf_counter() - t
     raw_forward(pair, pairs[: 2 * args.batch_size], args.batch_size, mt)  # warm-up, as for the local engine
-    pair.fingerprint  # once per loaded pair (see bench_throughput)
+    _ = pair.fingerprint  # once per loaded pair (see bench_throughput)
     raw, build, steady, fixed, first, ready = [], [], [], [], [], []
     for rep in range(args.ray_repeats):
         if rep % 2 == 0:
@@ -326,11 +326,11 @@ def bench_ray(args) -> dict:
               f"(plan and buckets done after {stats.get('planned', 0):.2f} s, Ray ready after {ready[-1]:.2f} s, "
               f"first result at {first[-1]:.2f} s; steady {steady[-1] if steady else float('nan'):.1f} pairs/s)",
               flush=True)
-    adjacent = [r / b for r, b in zip(raw, build)]
+    adjacent = [r / b for r, b in zip(raw, build, strict=True)]
     raw_rate = N / min(raw)
     steady_rate = statistics.median(steady) if steady else None
-    res = {"pairs": N, "source": source, "max_tokens": mt, "workers": workers, "threads_per_worker": per_worker, "raw_seconds": raw,
-           "build_seconds": build, "ray_init_once_s": ray_init_s,
+    res = {"pairs": N, "source": source, "max_tokens": mt, "workers": workers, "threads_per_worker": per_worker,
+           "raw_seconds": raw, "build_seconds": build, "ray_init_once_s": ray_init_s,
            "ratio_wall_adjacent_median": statistics.median(adjacent), "ratio_wall_best": min(raw) / min(build),
            "pairs_per_s_whole_call": N / min(build), "pairs_per_s_steady": steady_rate,
            "per_worker_pairs_per_s_whole_call": N / min(build) / workers,
@@ -361,8 +361,8 @@ def _synthetic_index(n: int, out: Path, held_out: int = 0, exact_limit: int | No
     same distribution, generation seconds, writing seconds)."""
     import pandas as pd
 
-    import attnflows_panel.index as I
-    from attnflows_panel import signatures as S
+    from attnflows_panel import signatures
+    from attnflows_panel.index import FORMAT, FORMAT_VERSION, write_index
 
     L = H = 12
     t = time.perf_counter()
@@ -388,43 +388,44 @@ def _synthetic_index(n: int, out: Path, held_out: int = 0, exact_limit: int | No
     })
     gen_s = time.perf_counter() - t
     manifest = {
-        "format": I.FORMAT, "format_version": I.FORMAT_VERSION, "signature_version": S.SIGNATURE_VERSION,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "signature_version": signatures.SIGNATURE_VERSION,
         "tau": 0.3, "fingerprint": {"pretrained": {"name": "synthetic-pre", "weights_sha256": None},
                                     "finetuned": {"name": "synthetic-fine", "weights_sha256": None}},
-        "num_layers": L, "num_heads": H, "dims": {"blocks": list(S.BLOCKS), "per_block": L * H, "total": 3 * L * H},
+        "num_layers": L, "num_heads": H,
+        "dims": {"blocks": list(signatures.BLOCKS), "per_block": L * H, "total": 3 * L * H},
         "data": "synthetic", "task": "mrpc", "count": n, "num_shards": 0, "shard_size": 0,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    I.write_index(out, manifest, usage, meta, **({} if exact_limit is None else {"exact_limit": exact_limit}))
+    write_index(out, manifest, usage, meta, **({} if exact_limit is None else {"exact_limit": exact_limit}))
     return everything, gen_s, time.perf_counter() - t
 
 
 def checksum_costs(path: Path) -> dict:
     """What integrity costs on an index folder: the checksums at build time (record_files), opening with
     and without verification, and the full ``attnflows index verify`` (each timed once, page cache warm)."""
-    import attnflows_panel.index as I
     from attnflows_panel._io import file_checksum
+    from attnflows_panel.index import SignatureIndex, verify_files, verify_index
 
     manifest = json.loads((path / "manifest.json").read_text())
     names = list(manifest["files"])
     total = sum((path / n).stat().st_size for n in names)
     for n in names:  # warm the page cache, as a just-written or recently opened index is
         file_checksum(path / n)
-    I.SignatureIndex.open(path, verify=False)  # warm-up: imports and first-use costs are nobody's
+    SignatureIndex.open(path, verify=False)  # warm-up: imports and first-use costs are nobody's
     t = time.perf_counter()
-    problems = I.verify_files(path, manifest)
+    problems = verify_files(path, manifest)
     checksum_s = time.perf_counter() - t
     assert not problems, problems
     t = time.perf_counter()
-    I.SignatureIndex.open(path, verify=False)
+    SignatureIndex.open(path, verify=False)
     open_plain = time.perf_counter() - t
     t = time.perf_counter()
-    I.SignatureIndex.open(path, verify=True)
+    SignatureIndex.open(path, verify=True)
     open_verified = time.perf_counter() - t
     t = time.perf_counter()
-    report = I.verify_index(path)
+    report = verify_index(path)
     verify_s = time.perf_counter() - t
     assert not report["problems"], report["problems"]
     res = {"count": manifest["count"], "bytes": total, "files": {n: (path / n).stat().st_size for n in names},
@@ -458,10 +459,8 @@ def bench_checksum(args) -> dict:
 def bench_search(args) -> dict:
     import faiss
 
-    from attnflows_panel import signatures as S
-    from attnflows_panel.index import SignatureIndex
-
-    import attnflows_panel.index as I
+    from attnflows_panel import signatures
+    from attnflows_panel.index import EXACT_COLUMNS, SignatureIndex
 
     n, nq = args.n, args.queries
     out = Path(args.workdir) / f"search-{n}" / "syn"
@@ -484,13 +483,13 @@ def bench_search(args) -> dict:
 
     X = np.empty((n, 3 * L * H), dtype=np.float32)  # the exact vectors (before float16 storage)
     for s in range(0, n, 65536):
-        X[s:s + 65536] = S.embed(usage[s:s + 65536], idx.center)
+        X[s:s + 65536] = signatures.embed(usage[s:s + 65536], idx.center)
     Q = idx.embed_usage(held)
     spectrum = _spectrum(X[np.random.default_rng(0).choice(n, min(n, 20000), replace=False)])
 
     def run(queries, label):
         exact_D, exact_I = faiss.knn(queries, X, 10, metric=faiss.METRIC_INNER_PRODUCT)
-        exact_cols = len(idx.usage_columns(queries[0])) <= I.EXACT_COLUMNS and idx.manifest["index"]["kind"] != "exact"
+        exact_cols = len(idx.usage_columns(queries[0])) <= EXACT_COLUMNS and idx.manifest["index"]["kind"] != "exact"
         effort = "exact from usage columns" if exact_cols else (idx.search_effort(queries[0]) or "exhaustive")
         lat, hits = [], []
         for qi in range(len(queries)):
@@ -504,9 +503,9 @@ def bench_search(args) -> dict:
               f"({effort})", flush=True)
         return r
 
-    full = np.stack([S.query_vector(q, "all", None, L=L, H=H) for q in Q])
-    res = {"n": n, "dims": int(X.shape[1]), "index": idx.manifest["index"], "generate_s": gen_s, "write_index_s": write_s,
-           "synthetic_spectrum": spectrum}
+    full = np.stack([signatures.query_vector(q, "all", None, L=L, H=H) for q in Q])
+    res = {"n": n, "dims": int(X.shape[1]), "index": idx.manifest["index"], "generate_s": gen_s,
+           "write_index_s": write_s, "synthetic_spectrum": spectrum}
     res["all"] = run(full, "space all, all heads")
     rng = np.random.default_rng(7)
     masks = []
@@ -514,17 +513,17 @@ def bench_search(args) -> dict:
         m = np.zeros(L * H, bool)
         m[rng.choice(L * H, 24, replace=False)] = True
         masks.append(m.reshape(L, H))
-    masked = np.stack([S.query_vector(q, "diff", m, L=L, H=H) for q, m in zip(Q, masks)])
+    masked = np.stack([signatures.query_vector(q, "diff", m, L=L, H=H) for q, m in zip(Q, masks, strict=True)])
     res["diff_24_heads"] = run(masked, "space diff, 24 random heads")
-    pre = np.stack([S.query_vector(q, "pre", None, L=L, H=H) for q in Q])
+    pre = np.stack([signatures.query_vector(q, "pre", None, L=L, H=H) for q in Q])
     res["pre"] = run(pre, "space pre, all heads")
-    diff = np.stack([S.query_vector(q, "diff", None, L=L, H=H) for q in Q])
+    diff = np.stack([signatures.query_vector(q, "diff", None, L=L, H=H) for q in Q])
     res["diff"] = run(diff, "space diff, all heads")
     one = []
     for q in Q:
         m = np.zeros((L, H), bool)
         m[rng.integers(L), rng.integers(H)] = True
-        one.append(S.query_vector(q, "diff", m, L=L, H=H))
+        one.append(signatures.query_vector(q, "diff", m, L=L, H=H))
     res["diff_1_head"] = run(np.stack(one), "space diff, 1 random head")
 
     # the whole API call (query vector + search + metadata rows as a DataFrame), by sample id
@@ -550,14 +549,15 @@ def bench_search(args) -> dict:
         ex = SignatureIndex.open(ex_out)
         lat = []
         for x in ex.embed_usage(ex_all[args.exact_n:]):
-            q = S.query_vector(x, "all", None, L=L, H=H)
+            q = signatures.query_vector(x, "all", None, L=L, H=H)
             t = time.perf_counter()
             ex.search_vector(q, 10)
             lat.append(time.perf_counter() - t)
         files = {p.name: p.stat().st_size for p in ex_out.iterdir() if p.is_file()}
         res["exact_reference"] = {"n": args.exact_n, "kind": ex.manifest["index"], "p50_ms": _pct(lat, 50) * 1e3,
                                   "bytes_per_sample": sum(files.values()) / args.exact_n}
-        print(f"  exact {ex.manifest['index']['factory']} at {args.exact_n}: p50 {res['exact_reference']['p50_ms']:.2f} ms, "
+        print(f"  exact {ex.manifest['index']['factory']} at {args.exact_n}: p50 "
+              f"{res['exact_reference']['p50_ms']:.2f} ms, "
               f"{res['exact_reference']['bytes_per_sample']:.0f} B/sample", flush=True)
     res["integrity"] = integrity
     return res
@@ -597,8 +597,10 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=None,
-                    help="token budget of a forward batch, both sides (default: the build's, 2048 on the CPU; 0 = none)")
-    ap.add_argument("--tau", type=float, default=0.1, help="τ for the throughput build (MiniLM's graphs are rich at 0.1)")
+                    help="token budget of a forward batch, both sides (default: the build's, 2048 on the CPU; "
+                         "0 = none)")
+    ap.add_argument("--tau", type=float, default=0.1,
+                    help="τ for the throughput build (MiniLM's graphs are rich at 0.1)")
     ap.add_argument("--repeats", type=int, default=4, help="alternating raw/build runs of the throughput part")
     ap.add_argument("--engines", default="local", help="comma list for the throughput part: local, ray")
     ap.add_argument("--ray-data", default=None,  # "glue-mix": see _glue_mix
@@ -611,7 +613,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ray-repeats", type=int, default=2,
                     help="alternating raw/Ray runs (2 on MRPC train take about 4 minutes on 2 quiet cores)")
     ap.add_argument("--json", default=str(HERE / "results" / "bench_index.json"))
-    ap.add_argument("--workdir", default=None, help="keep the built indexes in this folder (default: a temp dir, removed)")
+    ap.add_argument("--workdir", default=None,
+                    help="keep the built indexes in this folder (default: a temp dir, removed)")
     ap.add_argument("--reuse", action="store_true", help="reuse the synthetic index of an earlier run in --workdir")
     args = ap.parse_args(argv)
     args.engines = {e.strip() for e in args.engines.split(",") if e.strip()}

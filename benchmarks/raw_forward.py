@@ -16,7 +16,7 @@ are one and the same (benchmarks/README.md).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def raw_forward(pair, pairs: Sequence[tuple[str, str]], batch_size: int,

@@ -89,7 +89,8 @@ def sharp_bert_dirs(tiny_bert_dirs, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sharp-bert")
     out = []
-    for src, cls, name in ((tiny_bert_dirs[0], AutoModel, "pre"), (tiny_bert_dirs[1], AutoModelForSequenceClassification, "fine")):
+    models = ((tiny_bert_dirs[0], AutoModel, "pre"), (tiny_bert_dirs[1], AutoModelForSequenceClassification, "fine"))
+    for src, cls, name in models:
         model = cls.from_pretrained(src)
         with torch.no_grad():
             for pname, p in model.named_parameters():

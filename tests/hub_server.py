@@ -93,7 +93,7 @@ class LoopbackHub:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "LoopbackHub":
+    def start(self) -> LoopbackHub:
         hub = self
 
         class Handler(_Handler):
@@ -112,7 +112,7 @@ class LoopbackHub:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "LoopbackHub":
+    def __enter__(self) -> LoopbackHub:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -205,7 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, kind: str, rest: str, query: dict, head: bool, body: bytes) -> None:
         # rest: {repo}[/revision/{rev}] | {repo}/tree/{rev}[/{path}] | {repo}/paths-info/{rev}
-        m = re.match(r"^(?P<repo>[^/]+(?:/[^/]+)?)(?:/(?P<op>revision|tree|paths-info|refs|parquet)(?:/(?P<rev>[^/]+)(?:/(?P<path>.*))?)?)?$", rest)
+        m = re.match(r"^(?P<repo>[^/]+(?:/[^/]+)?)"
+                     r"(?:/(?P<op>revision|tree|paths-info|refs|parquet)(?:/(?P<rev>[^/]+)(?:/(?P<path>.*))?)?)?$",
+                     rest)
         if not m:
             return self._error(404, "EntryNotFound", f"no route for /api/{kind}/{rest}", head=head)
         repo = self._repo(kind, m.group("repo"))
@@ -235,7 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
             entries = []
             for d in sorted(repo.dirs()):
                 if d.startswith(prefix) and (recursive or "/" not in d[len(prefix):]):
-                    entries.append({"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d})
+                    oid = hashlib.sha1(d.encode()).hexdigest()
+                    entries.append({"type": "directory", "oid": oid, "size": 0, "path": d})
             for f in sorted(repo.files):
                 if f.startswith(prefix) and (recursive or "/" not in f[len(prefix):]):
                     entries.append(repo.entry(f))

@@ -284,7 +284,7 @@ def test_demo_set_size_balance_and_schema():
         assert 0.15 <= splits["dev"] / len(sub) <= 0.25 and splits["train"] + splits["dev"] == len(sub)
         dev_labels = Counter(sub.filter(lambda r: r["split"] == "dev")["label_name"])
         assert len(dev_labels) == 2  # both labels in dev, so accuracy on it means something
-    texts = list(zip(ds["sentence_a"], ds["sentence_b"]))
+    texts = list(zip(ds["sentence_a"], ds["sentence_b"], strict=True))
     assert len(set(texts)) == len(texts)
 
 
@@ -296,11 +296,12 @@ def test_demo_texts_look_like_their_tasks():
     assert set(mrpc["task"]) == {"mrpc"}
     assert all(10 <= words(s) <= 35 for s in list(mrpc["sentence_a"]) + list(mrpc["sentence_b"]))
     rte = load_corpus("demo", task="rte")
-    assert all(words(h) < words(p) for p, h in zip(rte["sentence_a"], rte["sentence_b"]))
+    assert all(words(h) < words(p) for p, h in zip(rte["sentence_a"], rte["sentence_b"], strict=True))
     assert all(1 <= p.count(". ") + 1 <= 3 for p in rte["sentence_a"])
     qnli = load_corpus("demo", task="qnli", split="validation")
     assert set(qnli["split"]) == {"dev"}
-    assert all(q.endswith("?") and not s.endswith("?") for q, s in zip(qnli["sentence_a"], qnli["sentence_b"]))
+    pairs = zip(qnli["sentence_a"], qnli["sentence_b"], strict=True)
+    assert all(q.endswith("?") and not s.endswith("?") for q, s in pairs)
     assert all(words(s) >= 10 for s in qnli["sentence_b"])
 
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from attnflows_panel import signatures as S
+from attnflows_panel import signatures
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.index import (
     IndexFileError,
@@ -83,7 +83,7 @@ def test_real_build_manifest_and_metadata(real_index, minilm_pair, mrpc):
     m = idx.manifest
     assert m["complete"] and m["count"] == MRPC_N == len(idx) == len(idx.metadata)
     assert m["fingerprint"] == minilm_pair.fingerprint
-    assert m["tau"] == REAL_TAU and m["signature_version"] == S.SIGNATURE_VERSION
+    assert m["tau"] == REAL_TAU and m["signature_version"] == signatures.SIGNATURE_VERSION
     L, H = minilm_pair.num_layers, minilm_pair.num_heads
     assert (m["num_layers"], m["num_heads"]) == (L, H) == (6, 12)
     assert m["dims"] == {**m["dims"], "per_block": L * H, "total": 3 * L * H}
@@ -93,18 +93,20 @@ def test_real_build_manifest_and_metadata(real_index, minilm_pair, mrpc):
     md = idx.metadata
     assert list(md["id"]) == list(mrpc["id"])
     assert list(md["sentence_a"]) == list(mrpc["sentence_a"]) and list(md["label"]) == list(mrpc["label"])
-    for col in ("label_name", "pred_pre", "pred_fine", "prob_fine", "correct_pre", "correct_fine", "n_tokens", "truncated"):
+    for col in ("label_name", "pred_pre", "pred_fine", "prob_fine", "correct_pre", "correct_fine", "n_tokens",
+                "truncated"):
         assert col in md.columns
     assert md["pred_pre"].isna().all() and md["correct_pre"].isna().all()  # a bare encoder has no prediction
     assert set(md["pred_fine"]) <= {"equivalent", "not_equivalent"}
-    np.testing.assert_array_equal(md["correct_fine"].to_numpy(bool), (md["pred_fine"] == md["label_name"]).to_numpy(bool))
+    np.testing.assert_array_equal(md["correct_fine"].to_numpy(bool),
+                                  (md["pred_fine"] == md["label_name"]).to_numpy(bool))
 
     # a sample's stored row agrees with a fresh run through the pair and the graph module's definition
     i = 5
     r = minilm_pair.run(mrpc[i]["sentence_a"], mrpc[i]["sentence_b"])
     assert md["n_tokens"].iloc[i] == r.n and md["pred_fine"].iloc[i] == r.finetuned.label
-    expected = np.stack([S.head_usage(AttentionGraph.build(r.pretrained.attentions, tau=REAL_TAU)),
-                         S.head_usage(AttentionGraph.build(r.finetuned.attentions, tau=REAL_TAU))])
+    expected = np.stack([signatures.head_usage(AttentionGraph.build(r.pretrained.attentions, tau=REAL_TAU)),
+                         signatures.head_usage(AttentionGraph.build(r.finetuned.attentions, tau=REAL_TAU))])
     np.testing.assert_allclose(idx.usage([i])[0], expected, atol=2e-3)  # stored as float16
     assert idx.usage().any(axis=(1, 2, 3)).all()  # at τ = 0.1 every sample has a graph
 
@@ -114,15 +116,15 @@ def test_real_build_manifest_and_metadata(real_index, minilm_pair, mrpc):
 def test_real_head_change_is_the_per_sample_metric_of_each_pair(real_index, minilm_pair, mrpc):
     """head_change.npy, computed in the build's batched forward pass on padded tensors, holds the codes
     of attnflows_panel.heads.sample_change on each pair's own (unpadded) attentions."""
-    from attnflows_panel import heads as HD
+    from attnflows_panel import heads as head_stats
 
     assert real_index.has_head_change
     rows = [0, 5, 17, 30, 47]
     cos, js = real_index.head_change(rows)
-    codes = HD.encode(cos, js)
+    codes = head_stats.encode(cos, js)
     for k, row in enumerate(rows):
         r = minilm_pair.run(mrpc[row]["sentence_a"], mrpc[row]["sentence_b"])
-        want = HD.encode(*HD.sample_change(r.pretrained.attentions, r.finetuned.attentions))
+        want = head_stats.encode(*head_stats.sample_change(r.pretrained.attentions, r.finetuned.attentions))
         assert np.abs(codes[k].astype(int) - want.astype(int)).max() <= 1  # one 8-bit step at most
     assert (codes > 0).any()  # the two models differ: not a trivial all-unchanged code
 
@@ -150,7 +152,7 @@ def _brute_force(X, xq, space, mask, L, H, k, allowed=None):
     Z = X.reshape(len(X), 3, d)
     q = xq.reshape(3, d)
     m = np.ones(d, bool) if mask is None else mask.reshape(-1)
-    blocks = [0, 1, 2] if space == "all" else [S.BLOCKS.index(space)]
+    blocks = [0, 1, 2] if space == "all" else [signatures.BLOCKS.index(space)]
     scores = np.zeros(len(X))
     for b in blocks:
         qb = np.where(m, q[b], 0.0)
@@ -170,7 +172,7 @@ def test_real_head_mask_queries_match_brute_force(real_index):
     X = idx.vectors()  # what FAISS stores
     rng = np.random.default_rng(0)
     masks = [None, idx.heads_mask("5:*"), idx.heads_mask("0:1,3:5,4:7"), rng.random((L, H)) < 0.25]
-    for space in S.SPACES:
+    for space in signatures.SPACES:
         for mask in masks:
             for sid in ("mrpc-dev-0", "mrpc-dev-17", "mrpc-dev-40"):
                 row = idx.row_of(sid)
@@ -186,7 +188,8 @@ def test_real_head_mask_queries_match_brute_force(real_index):
     # a filter restricts the brute force the same way
     allowed = (idx.metadata["label"] == 0).to_numpy()
     df = idx.query(sample_id="mrpc-dev-3", space="diff", heads="4:*", k=5, filters={"label": 0})
-    want_s, want_rows = _brute_force(X, idx.embed_usage(idx.usage([3]))[0], "diff", idx.heads_mask("4:*"), L, H, 5, allowed)
+    query = idx.embed_usage(idx.usage([3]))[0]
+    want_s, want_rows = _brute_force(X, query, "diff", idx.heads_mask("4:*"), L, H, 5, allowed)
     want_s = np.clip(want_s, -1.0, 1.0)
     np.testing.assert_allclose(df["score"].to_numpy(), want_s, atol=1e-5)
     assert (df["label"] == 0).all()
@@ -221,7 +224,8 @@ def test_real_filters_and_exclude_self(real_index):
         ({"correct": False}, lambda d: (~d["correct_fine"].astype(bool)).all()),
         ({"correct": True}, lambda d: d["correct_fine"].astype(bool).all()),
         ({"prediction": "equivalent"}, lambda d: (d["pred_fine"] == "equivalent").all()),
-        ({"text": "the"}, lambda d: all("the" in a.lower() or "the" in b.lower() for a, b in zip(d["sentence_a"], d["sentence_b"]))),
+        ({"text": "the"}, lambda d: all("the" in a.lower() or "the" in b.lower()
+                                        for a, b in zip(d["sentence_a"], d["sentence_b"], strict=True))),
     ):
         mask = idx.select(filters)
         df = idx.query(sample_id="mrpc-dev-2", k=50, filters=filters)
@@ -253,18 +257,21 @@ def test_approximate_index_above_exact_limit(sharp_pair, mrpc, tiny_index, tmp_p
             a = approx.query(sample_id=sid, space=space, heads=heads, k=5)
             e = exact.query(sample_id=sid, space=space, heads=heads, k=5)
             # "diff 1:*" needs 8 usage columns: ranked from them in float32, not from the float16 vectors
-            np.testing.assert_allclose(a["score"].to_numpy(), e["score"].to_numpy(), atol=1e-5 if heads is None else 2e-3)
+            np.testing.assert_allclose(a["score"].to_numpy(), e["score"].to_numpy(),
+                                       atol=1e-5 if heads is None else 2e-3)
     # masked queries search harder: efSearch grows as max((1/f)^0.9, (1/(3 f))^1.5), f = the share of
     # dims the query keeps
     x = approx.embed_usage(approx.usage([1]))[0]
     base = approx.manifest["index"]["search"]["efSearch"]
-    assert approx.search_effort(S.query_vector(x, "all", None, L=2, H=4)) == {"efSearch": base}
-    assert approx.search_effort(S.query_vector(x, "diff", None, L=2, H=4)) == {"efSearch": round(base * 3 ** 0.9)}
+    assert approx.search_effort(signatures.query_vector(x, "all", None, L=2, H=4)) == {"efSearch": base}
+    diff = signatures.query_vector(x, "diff", None, L=2, H=4)
+    assert approx.search_effort(diff) == {"efSearch": round(base * 3 ** 0.9)}
     one_head = approx.heads_mask("1:2")
-    assert approx.search_effort(S.query_vector(x, "diff", one_head, L=2, H=4)) == {"efSearch": round(base * 8 ** 1.5)}
-    assert exact.search_effort(S.query_vector(x, "diff", one_head, L=2, H=4)) == {}
+    diff_one_head = signatures.query_vector(x, "diff", one_head, L=2, H=4)
+    assert approx.search_effort(diff_one_head) == {"efSearch": round(base * 8 ** 1.5)}
+    assert exact.search_effort(signatures.query_vector(x, "diff", one_head, L=2, H=4)) == {}
     # ... and a narrow head mask (few usage columns) is ranked exactly from the head-major usage
-    q = S.query_vector(x, "diff", one_head, L=2, H=4)
+    q = signatures.query_vector(x, "diff", one_head, L=2, H=4)
     assert approx.usage_columns(q) == [(0, 6), (1, 6)]  # u_pre and u_fine of head 1:2
     Xf = approx.embed_usage(approx.usage())  # every sample's float32 vector
     for allowed in (None, (approx.metadata["label"] == 1).to_numpy()):
@@ -311,8 +318,9 @@ def test_resume_after_interruption(sharp_pair, mrpc, tiny_index, tmp_path, monke
     build_index(sharp_pair, mrpc, "mrpc", out, tau=0.3, limit=40, shard_size=8, progress=False)
     ran = [tuple(p) for p in rec2.seen]
     rest = mrpc[16:40]
-    expected = list(zip(rest["sentence_a"], rest["sentence_b"]))
-    assert sorted(ran) == sorted(expected) and len(ran) == 24, "finished shards were run again, or unfinished ones skipped"
+    expected = list(zip(rest["sentence_a"], rest["sentence_b"], strict=True))
+    assert sorted(ran) == sorted(expected) and len(ran) == 24, \
+        "finished shards were run again, or unfinished ones skipped"
     resumed, fresh = SignatureIndex.open(out), SignatureIndex.open(tiny_index)
     np.testing.assert_array_equal(resumed.usage(), fresh.usage())
     np.testing.assert_array_equal(resumed.vectors(), fresh.vectors())
@@ -380,7 +388,7 @@ def test_length_buckets_within_a_token_budget():
             assert 1 <= len(b) <= 32
             assert len(b) == 1 or len(b) * lengths[b].max() <= budget
         # greedy: no batch could have taken the next pair
-        for b, nxt in zip(buckets, buckets[1:]):
+        for b, nxt in zip(buckets, buckets[1:], strict=False):
             assert len(b) == 32 or (len(b) + 1) * lengths[nxt[0]] > budget
         if budget < 700:  # longer than the budget: alone
             assert [len(b) for b in buckets if lengths[b].max() >= 700] == [1]
@@ -408,7 +416,6 @@ def test_resolve_max_tokens():
 def test_a_token_budget_changes_the_batches_not_the_index(sharp_pair, mrpc, tiny_index, tmp_path, monkeypatch):
     """The same corpus indexed in batches within 64 tokens (many small batches) and with no budget gives
     the same usage, head change and metadata as the default build (tiny_index, 2048 tokens)."""
-    import attnflows_panel.index as I
 
     ref = SignatureIndex.open(tiny_index)
     for budget, expect_more in ((64, True), (0, False)):
@@ -622,7 +629,8 @@ def test_a_score_outside_minus_one_one_is_an_error(tiny_index, tmp_path):
     faiss.write_index(make_faiss_index(vectors, "SQfp16"), str(p / "signatures.faiss"))
     _edit_manifest(p, files={}, checksums={})
     idx = SignatureIndex.open(p)
-    with pytest.raises(IndexFileError, match=r"similarity score of .* scores are cosines in \[-1, 1\].*attnflows index verify"):
+    with pytest.raises(IndexFileError, match=r"similarity score of .* scores are cosines in \[-1, 1\].*attnflows index "
+                                             r"verify"):
         idx.query(sample_id="mrpc-dev-3")
     # an intact index: every score lies in [-1, 1]
     good = SignatureIndex.open(tiny_index)
@@ -700,7 +708,8 @@ def test_cli_build_query_info(sharp_bert_dirs, glue_dir, tmp_path, capsys):
     assert len(recs) <= 2 and all(r["correct_fine"] is False for r in recs)
 
     # a new pair: the models come from the manifest
-    assert main(["index", "query", "--index", str(out), "--a", "The cat sat.", "--b", "A cat was sitting.", "--k", "2"]) == 0
+    argv = ["index", "query", "--index", str(out), "--a", "The cat sat.", "--b", "A cat was sitting.", "--k", "2"]
+    assert main(argv) == 0
     assert "2 results for new pair" in capsys.readouterr().out
 
     assert main(["index", "info", "--index", str(out)]) == 0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from attnflows_panel import heads as HD
-from attnflows_panel import signatures as S
+from attnflows_panel import heads as head_stats
+from attnflows_panel import signatures
 
 
 def _softmax(x):
@@ -44,11 +44,12 @@ def reference_change(pre, fine, lengths):
     mask = real[:, None, :, None] * real[:, None, None, :]
     tiny = 1e-30
     cos_l, js_l = [], []
-    for p, q in zip(pre, fine):
+    for p, q in zip(pre, fine, strict=True):
         p = p.to(torch.float32) * mask
         q = q.to(torch.float32) * mask
         dot = (p * q).sum(dim=(-1, -2), dtype=torch.float64)
-        norm = torch.sqrt((p * p).sum(dim=(-1, -2), dtype=torch.float64) * (q * q).sum(dim=(-1, -2), dtype=torch.float64))
+        norm = torch.sqrt((p * p).sum(dim=(-1, -2), dtype=torch.float64)
+                          * (q * q).sum(dim=(-1, -2), dtype=torch.float64))
         cos = torch.where(norm > 0, dot / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
         lm = torch.log2(torch.clamp(0.5 * (p + q), min=tiny))
         t = p * (torch.log2(torch.clamp(p, min=tiny)) - lm) + q * (torch.log2(torch.clamp(q, min=tiny)) - lm)
@@ -65,19 +66,19 @@ def test_batched_usage_equals_each_samples_usage(tau, root):
     rng = np.random.default_rng(int(tau * 100) + root)
     lengths = [9, 4, 12, 12, 3, 7]
     layers = padded_batch(rng, lengths, L=4, H=3)
-    got = S.usage_from_attention_tensors(layers, tau, root=root)
+    got = signatures.usage_from_attention_tensors(layers, tau, root=root)
     assert got.shape == (6, 4, 3) and got.dtype == np.float32
     for i, n in enumerate(lengths):
-        want = S.usage_from_attentions(sample_arrays(layers, i, n), tau, root=root)
+        want = signatures.usage_from_attentions(sample_arrays(layers, i, n), tau, root=root)
         np.testing.assert_array_equal(got[i], want)
     assert got.any()  # not a vacuous comparison of empty graphs
 
 
 def test_batched_usage_errors():
     with pytest.raises(ValueError, match="no attentions"):
-        S.usage_from_attention_tensors((), 0.3)
+        signatures.usage_from_attention_tensors((), 0.3)
     with pytest.raises(ValueError, match="root 5 out of range"):
-        S.usage_from_attention_tensors(padded_batch(np.random.default_rng(0), [3, 2]), 0.3, root=5)
+        signatures.usage_from_attention_tensors(padded_batch(np.random.default_rng(0), [3, 2]), 0.3, root=5)
 
 
 def test_batched_change_equals_each_samples_change():
@@ -85,30 +86,30 @@ def test_batched_change_equals_each_samples_change():
     lengths = [11, 5, 16, 2, 9]
     pre = padded_batch(rng, lengths)
     fine = padded_batch(rng, lengths, sharp=2.0)
-    cos, js = HD.change_from_attention_tensors(pre, fine, lengths, encode_codes=False)
+    cos, js = head_stats.change_from_attention_tensors(pre, fine, lengths, encode_codes=False)
     assert cos.shape == js.shape == (5, 3, 4)
     for i, n in enumerate(lengths):
-        c, j = HD.sample_change(sample_arrays(pre, i, n), sample_arrays(fine, i, n))
+        c, j = head_stats.sample_change(sample_arrays(pre, i, n), sample_arrays(fine, i, n))
         np.testing.assert_allclose(cos[i], c, atol=2e-6)
         np.testing.assert_allclose(js[i], j, atol=2e-6)
-    codes = HD.change_from_attention_tensors(pre, fine, lengths)
-    np.testing.assert_array_equal(codes, HD.encode(cos, js))
+    codes = head_stats.change_from_attention_tensors(pre, fine, lengths)
+    np.testing.assert_array_equal(codes, head_stats.encode(cos, js))
     # a model against itself: cosine 1 and JSD 0, exactly as coded
-    same = HD.change_from_attention_tensors(pre, pre, lengths, encode_codes=False)
+    same = head_stats.change_from_attention_tensors(pre, pre, lengths, encode_codes=False)
     np.testing.assert_allclose(same[0], 1.0, atol=1e-6)
     np.testing.assert_allclose(same[1], 0.0, atol=1e-6)
-    assert not HD.change_from_attention_tensors(pre, pre, lengths).any()
+    assert not head_stats.change_from_attention_tensors(pre, pre, lengths).any()
 
 
 def test_batched_change_errors():
     rng = np.random.default_rng(0)
     pre = padded_batch(rng, [3, 2])
     with pytest.raises(ValueError, match="3 lengths for a batch of 2"):
-        HD.change_from_attention_tensors(pre, pre, [3, 2, 1])
+        head_stats.change_from_attention_tensors(pre, pre, [3, 2, 1])
     with pytest.raises(ValueError, match="lengths must be in"):
-        HD.change_from_attention_tensors(pre, pre, [4, 2])
+        head_stats.change_from_attention_tensors(pre, pre, [4, 2])
     with pytest.raises(ValueError, match="same number of layers"):
-        HD.change_from_attention_tensors(pre, pre[:2], [3, 2])
+        head_stats.change_from_attention_tensors(pre, pre[:2], [3, 2])
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def real_batches(minilm_pair, glue_dir):
             pre = minilm_pair.pretrained_model(**batch, output_attentions=True).attentions
             fine = minilm_pair.finetuned_model(**batch, output_attentions=True).attentions
             out.append((pre, fine, lengths))
-    assert any(min(l) < max(l) for _, _, l in out)  # padding is really there
+    assert any(min(lengths) < max(lengths) for _, _, lengths in out)  # padding is really there
     return out
 
 
@@ -145,19 +146,20 @@ def test_real_batches_usage_and_change(real_batches):
     for pre, fine, lengths in real_batches:
         for tau in (0.1, 0.3):
             for layers in (pre, fine):
-                got = S.usage_from_attention_tensors(layers, tau)
+                got = signatures.usage_from_attention_tensors(layers, tau)
                 for i, n in enumerate(lengths):
-                    np.testing.assert_array_equal(got[i], S.usage_from_attentions(sample_arrays(layers, i, n), tau))
-        cos, js = HD.change_from_attention_tensors(pre, fine, lengths, encode_codes=False)
+                    want = signatures.usage_from_attentions(sample_arrays(layers, i, n), tau)
+                    np.testing.assert_array_equal(got[i], want)
+        cos, js = head_stats.change_from_attention_tensors(pre, fine, lengths, encode_codes=False)
         ref_cos, ref_js = reference_change(pre, fine, lengths)
         np.testing.assert_allclose(cos, ref_cos, atol=2e-6)
         np.testing.assert_allclose(js, ref_js, atol=2e-6)
         for i, n in enumerate(lengths[:4]):
-            c, j = HD.sample_change(sample_arrays(pre, i, n), sample_arrays(fine, i, n))
+            c, j = head_stats.sample_change(sample_arrays(pre, i, n), sample_arrays(fine, i, n))
             np.testing.assert_allclose(cos[i], c, atol=2e-6)
             np.testing.assert_allclose(js[i], j, atol=2e-6)
-        codes = HD.change_from_attention_tensors(pre, fine, lengths).astype(int)
-        ref = HD.encode(ref_cos, ref_js).astype(int)
+        codes = head_stats.change_from_attention_tensors(pre, fine, lengths).astype(int)
+        ref = head_stats.encode(ref_cos, ref_js).astype(int)
         assert np.abs(codes - ref).max() <= 1
         differ += int((codes != ref).sum())
         total += codes.size
@@ -173,16 +175,16 @@ def test_cpu_numpy_row_sums_equal_the_torch_ops(monkeypatch):
     lengths = [14, 3, 9, 14, 1, 7, 12]
     pre = padded_batch(rng, lengths, L=3, H=5)
     fine = padded_batch(rng, lengths, L=3, H=5, sharp=1.5)
-    one = HD._row_stats_numpy(pre, fine, threads=1)
-    assert one.shape == (len(HD._ROW_STATS), 7, 3, 5, 14) and one.dtype == np.float32
+    one = head_stats._row_stats_numpy(pre, fine, threads=1)
+    assert one.shape == (len(head_stats._ROW_STATS), 7, 3, 5, 14) and one.dtype == np.float32
     for threads in (2, 3, 7):
-        np.testing.assert_array_equal(HD._row_stats_numpy(pre, fine, threads=threads), one)
-    np.testing.assert_allclose(one, HD._row_stats_torch(pre, fine), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(head_stats._row_stats_numpy(pre, fine, threads=threads), one)
+    np.testing.assert_allclose(one, head_stats._row_stats_torch(pre, fine), rtol=1e-5, atol=1e-6)
     # numpy < 2 has no vecdot: the einsum it falls back to gives the same sums
-    monkeypatch.setattr(HD, "_vecdot", HD._vecdot_einsum)
-    np.testing.assert_allclose(HD._row_stats_numpy(pre, fine, threads=1), one, rtol=1e-6, atol=1e-7)
+    monkeypatch.setattr(head_stats, "_vecdot", head_stats._vecdot_einsum)
+    np.testing.assert_allclose(head_stats._row_stats_numpy(pre, fine, threads=1), one, rtol=1e-6, atol=1e-7)
     monkeypatch.undo()
-    a = HD.change_from_attention_tensors(pre, fine, lengths, threads=1)
-    b = HD.change_from_attention_tensors(pre, fine, lengths, threads=2)
+    a = head_stats.change_from_attention_tensors(pre, fine, lengths, threads=1)
+    b = head_stats.change_from_attention_tensors(pre, fine, lengths, threads=2)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (7, 2, 3, 5) and a.any()

@@ -16,8 +16,11 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra (part of the test extras)")
 
-from attnflows_panel.index import SignatureIndex, build_index  # noqa: E402
-from attnflows_panel.index import build_index_ray  # noqa: E402
+from attnflows_panel.index import (  # noqa: E402
+    SignatureIndex,
+    build_index,
+    build_index_ray,  # noqa: E402
+)
 
 N = 40
 SHARD = 8
@@ -49,14 +52,16 @@ def _same_index(a, b) -> None:
     ia, ib = SignatureIndex.open(a), SignatureIndex.open(b)
     np.testing.assert_array_equal(ia.usage(), ib.usage())
     np.testing.assert_array_equal(np.load(a / "usage.npy"), np.load(b / "usage.npy"))
-    assert ia.metadata.equals(ib.metadata), (ia.metadata.compare(ib.metadata) if ia.metadata.shape == ib.metadata.shape else "")
+    same_shape = ia.metadata.shape == ib.metadata.shape
+    assert ia.metadata.equals(ib.metadata), (ia.metadata.compare(ib.metadata) if same_shape else "")
     np.testing.assert_array_equal(ia.vectors(), ib.vectors())
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
     for key in ("count", "tau", "fingerprint", "corpus_sha256", "num_shards", "labels", "index", "checksums"):
         assert ma[key] == mb[key], key
 
 
-def test_ray_engine_builds_the_same_index_as_the_local_engine(local_ray, sharp_pair, mrpc, local_index, tmp_path, caplog):
+def test_ray_engine_builds_the_same_index_as_the_local_engine(local_ray, sharp_pair, mrpc, local_index, tmp_path,
+                                                               caplog):
     caplog.set_level(logging.INFO, logger="attnflows_panel")
     out = build_index_ray(sharp_pair, mrpc, "mrpc", tmp_path / "ray", workers=2, tau=0.3, shard_size=SHARD,
                           batch_size=BATCH, progress=True)
@@ -66,7 +71,8 @@ def test_ray_engine_builds_the_same_index_as_the_local_engine(local_ray, sharp_p
                in m for m in caplog.messages), caplog.messages
     # a finished index with the same settings is returned as it is: nothing goes to Ray
     caplog.clear()
-    build_index_ray(sharp_pair, mrpc, "mrpc", out, workers=2, tau=0.3, shard_size=SHARD, batch_size=BATCH, progress=True)
+    build_index_ray(sharp_pair, mrpc, "mrpc", out, workers=2, tau=0.3, shard_size=SHARD, batch_size=BATCH,
+                    progress=True)
     assert not any("Ray Data:" in m for m in caplog.messages)
 
 
@@ -92,13 +98,14 @@ def test_ray_buckets_are_the_local_engines_within_the_token_budget(sharp_pair, m
             # shard after shard, the longest buckets of each first
             expected += [(i, [int(j) for j in b]) for b in reversed(buckets)]
         assert [(r["shard"], r["positions"]) for r in rows] == expected
-        assert all(budget is None or len(r["positions"]) == 1 or len(r["positions"]) * max(map(len, r["input_ids"])) <= budget
-                   for r in rows)
+        assert all(budget is None or len(r["positions"]) == 1
+                   or len(r["positions"]) * max(map(len, r["input_ids"])) <= budget for r in rows)
         counts[budget] = len(rows)
     assert counts == {None: 15, 64: counts[64]} and counts[64] > 15
 
 
-def test_ray_engine_resumes_and_skips_finished_shards(local_ray, sharp_pair, mrpc, local_index, tmp_path, monkeypatch, caplog):
+def test_ray_engine_resumes_and_skips_finished_shards(local_ray, sharp_pair, mrpc, local_index, tmp_path, monkeypatch,
+                                                       caplog):
     """The local engine stops after two shards (a crash); the Ray engine finishes the build and leaves
     the finished shards alone (same files, same inodes, same modification times)."""
     out = tmp_path / "resume"

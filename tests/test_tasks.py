@@ -160,8 +160,9 @@ def test_mnli_qqp_folders_and_stsb_refused(tmp_path):
 
     sts = tmp_path / "STS-B"
     sts.mkdir()
-    (sts / "dev.tsv").write_text("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-                                 "0\tmain\tx\t2012\t1\tnone\tnone\tA man plays.\tA man is playing.\t4.8\n", encoding="utf-8")
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    row = "0\tmain\tx\t2012\t1\tnone\tnone\tA man plays.\tA man is playing.\t4.8\n"
+    (sts / "dev.tsv").write_text(header + row, encoding="utf-8")
     with pytest.raises(ValueError, match="STS-B is a regression task.*bin the scores"):
         load_corpus(sts)
     with pytest.raises(ValueError, match="regression"):
@@ -179,7 +180,7 @@ def test_three_label_csv_takes_its_label_names_from_the_data(tmp_path):
     assert set(ds["task"]) == {"my_nli"}  # named after the file
     names = sorted(NLI)  # names from the data, sorted: the same ids whatever split or limit is read
     assert label_names(ds) == names and ds.features["label"].names == names
-    assert all(names[i] == n for i, n in zip(ds["label"], ds["label_name"]))
+    assert all(names[i] == n for i, n in zip(ds["label"], ds["label_name"], strict=True))
     dev = load_corpus(path, split="dev", limit=2)
     assert label_names(dev) == names  # label space from the whole file, not the rows kept
     # a GLUE task name sets GLUE's order instead
@@ -223,7 +224,8 @@ def test_float_written_integer_labels_are_ids(tmp_path):
 
 def test_regression_labels_in_a_file_are_refused(tmp_path):
     path = tmp_path / "sts.csv"
-    path.write_text("sentence1,sentence2,label\nA man plays.,A man is playing.,4.8\nA cat.,A dog.,0.5\n", encoding="utf-8")
+    path.write_text("sentence1,sentence2,label\nA man plays.,A man is playing.,4.8\nA cat.,A dog.,0.5\n",
+                    encoding="utf-8")
     with pytest.raises(ValueError, match="real-valued scores.*regression.*bin the scores"):
         load_corpus(path)
 
@@ -255,8 +257,9 @@ def _snli_like():
     cols = {"premise": [p[0] for p in PAIRS], "hypothesis": [p[1] for p in PAIRS],
             "label": [NLI.index(p[2]) for p in PAIRS]}
     train = datasets.Dataset.from_dict(cols, features=features)
-    dev = datasets.Dataset.from_dict({"premise": ["A dog sleeps.", "Unlabelled pair."], "hypothesis": ["An animal rests.", "No gold."],
-                                      "label": [0, -1]}, features=features)
+    dev = datasets.Dataset.from_dict({"premise": ["A dog sleeps.", "Unlabelled pair."],
+                                      "hypothesis": ["An animal rests.", "No gold."], "label": [0, -1]},
+                                     features=features)
     return datasets.DatasetDict({"train": train, "validation": dev})
 
 
@@ -534,7 +537,7 @@ def test_generic_label_model_needs_label_map(tiny_bert_dirs, tmp_path, capsys):
                                               progress=False, label_map="index"))
     assert byindex.labels_match and byindex.metadata["correct_fine"].notna().all()
     md = byindex.metadata
-    expected = [NLI[int(p.split("_")[1])] == g for p, g in zip(md["pred_fine"], md["label_name"])]
+    expected = [NLI[int(p.split("_")[1])] == g for p, g in zip(md["pred_fine"], md["label_name"], strict=True)]
     assert list(md["correct_fine"]) == expected
     assert byindex.manifest["label_map"] == "index"
     # RTE's two labels against three generic ones: counts differ, nothing scored

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="attnflows",
-        description="Attention Flows: compare pre-trained and fine-tuned attention, search corpora by attention pattern.",
+        description="Attention Flows: compare pre-trained and fine-tuned attention, "
+                    "search corpora by attention pattern.",
     )
     parser.add_argument("--version", action="version", version=f"attnflows {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -76,7 +77,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"no such file or folder: {exc.filename}"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"no space left on the device{f' writing {exc.filename}' if exc.filename else ''}; free some space or choose another --out"
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"no space left on the device{where}; free some space or choose another --out"
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return f"read-only file system{f': {exc.filename}' if exc.filename else ''}; choose another --out"
     if type(exc).__name__ == "SafetensorError":

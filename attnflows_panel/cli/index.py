@@ -36,8 +36,10 @@ def register(subparsers) -> None:
 
     b = sub.add_parser("build", help="index a corpus (resumes an interrupted build)",
                        description="Run both models over a corpus and index every sample's head-usage signature.")
-    b.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
-    b.add_argument("--finetuned", default=None, help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM)")
+    b.add_argument("--pretrained", default=None,
+                   help="pre-trained model: hub name or folder (default: packaged MiniLM)")
+    b.add_argument("--finetuned", default=None,
+                   help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM)")
     b.add_argument("--data", required=True, metavar="SOURCE",
                    help="corpus: a hub dataset (glue/mnli, snli, owner/name), a GLUE task folder, a datasets folder, "
                         "a .csv/.jsonl file, or demo")
@@ -49,7 +51,8 @@ def register(subparsers) -> None:
                    help="label names in id order, for integer labels in a CSV/JSONL file")
     b.add_argument("--label-map", metavar="index|MODEL=CORPUS,...", default=None,
                    help="match the fine-tuned model's labels to the corpus's: 'index' for generic LABEL_0, LABEL_1, … "
-                        "by position (counts must agree), or explicit pairs such as LABEL_0=entailment; default: by name")
+                        "by position (counts must agree), or explicit pairs such as LABEL_0=entailment; "
+                        "default: by name")
     b.add_argument("--split", default=None, help="split of --data (default: the source's dev split)")
     b.add_argument("--limit", type=int, default=None, help="index at most this many samples")
     b.add_argument("--tau", type=float, default=None,
@@ -61,7 +64,8 @@ def register(subparsers) -> None:
                    help="at most N padded tokens per forward batch, so long pairs run in smaller batches whose "
                         "attention weights stay in the CPU's cache (default: 2048 on the CPU, no budget on a GPU; "
                         "0 = no budget)")
-    b.add_argument("--shard-size", type=int, default=None, help="samples per shard, the unit of resumption (default 1024)")
+    b.add_argument("--shard-size", type=int, default=None,
+                   help="samples per shard, the unit of resumption (default 1024)")
     b.add_argument("--exact-limit", type=int, default=None,
                    help="exhaustive search up to this many samples, approximate (HNSW) above (default 100000)")
     b.add_argument("--factory", default=None, help="any faiss.index_factory string instead (inner product)")
@@ -80,7 +84,8 @@ def register(subparsers) -> None:
     b.set_defaults(func=run_build)
 
     q = sub.add_parser("query", help="find samples with similar attention head usage",
-                       description="Find samples whose head-usage signatures are most similar to a sample's or a new pair's.")
+                       description="Find samples whose head-usage signatures are most similar to a sample's "
+                                   "or a new pair's.")
     q.add_argument("--index", required=True, metavar="DIR", help="index folder")
     who = q.add_mutually_exclusive_group(required=True)
     who.add_argument("--id", default=None, help="query by a sample id in the index")
@@ -92,10 +97,12 @@ def register(subparsers) -> None:
     q.add_argument("--k", type=int, default=10, help="number of results (default 10)")
     q.add_argument("--label", default=None, help="only samples with this gold label (name or number)")
     q.add_argument("--prediction", default=None, help="only samples the fine-tuned model predicts as this label")
-    q.add_argument("--correct", default=None, choices=("yes", "no"), help="only samples the fine-tuned model gets right (yes) or wrong (no)")
+    q.add_argument("--correct", default=None, choices=("yes", "no"),
+                   help="only samples the fine-tuned model gets right (yes) or wrong (no)")
     q.add_argument("--text", default=None, help="only samples whose sentences contain this text")
     q.add_argument("--exclude-self", action="store_true", help="leave the query sample out of the results")
-    q.add_argument("--pretrained", default=None, help="for --a/--b: pre-trained model (default: the one in the manifest)")
+    q.add_argument("--pretrained", default=None,
+                   help="for --a/--b: pre-trained model (default: the one in the manifest)")
     q.add_argument("--finetuned", default=None, help="for --a/--b: fine-tuned model (default: the one in the manifest)")
     q.add_argument("--device", default=None, help="torch device for --a/--b")
     q.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -256,7 +263,8 @@ def run_query(args: argparse.Namespace) -> int:
         ok = rec.get("correct_fine")
         ok_text = "-" if ok is None else ("yes" if ok else "no")
         print(
-            f"{rec['rank']:>4}  {rec['score']:>6.3f}  {_short(rec['id'], 16):<16} {_short(rec['label_name'] or '-', 16):<16} "
+            f"{rec['rank']:>4}  {rec['score']:>6.3f}  {_short(rec['id'], 16):<16} "
+            f"{_short(rec['label_name'] or '-', 16):<16} "
             f"{_short(rec['pred_fine'] or '-', 16):<16} "
             f"{ok_text:<3} {_short(rec['sentence_a'], w)} | {_short(rec['sentence_b'], w)}"
         )

@@ -96,7 +96,8 @@ def rows_from_hub_dataset(d, task: str, split: str, rows: Rows, source: str,
     _hf_label_space(d, task, label_col, rows, source)
     id_col = mapping.get("id")
     idxs = d[id_col] if id_col else range(len(d))
-    for i, (idx, a, b, lab) in enumerate(zip(idxs, d[mapping["sentence_a"]], d[mapping["sentence_b"]], d[label_col])):
+    columns = zip(idxs, d[mapping["sentence_a"]], d[mapping["sentence_b"]], d[label_col], strict=True)
+    for i, (idx, a, b, lab) in enumerate(columns):
         if rows.full:
             return
         if isinstance(lab, int) and lab < 0:
@@ -163,7 +164,8 @@ def _hub_target(src: str, task: str | None) -> tuple[list[tuple[str, str | None,
         cands = [(name, None, parts[1]), (parts[0], parts[1], f"{parts[0]}-{parts[1]}")]
     else:
         cands = [(name, config or None, f"{parts[-1]}-{config}" if config else parts[-1])]
-    if any(normalise(c[2].split("-")[0]) in ("stsb", "sts_b") or normalise(parts[-1]) in ("stsb", "sts_b") for c in cands):
+    stsb = ("stsb", "sts_b")
+    if normalise(parts[-1]) in stsb or any(normalise(c[2].split("-")[0]) in stsb for c in cands):
         resolve_task("stsb")  # a clear refusal, before any download
     return [(n, c, _task_from_name(t)) for n, c, t in cands], task, None
 
@@ -252,10 +254,7 @@ def load_hf_folder(folder: Path, task: str | None, split: str | None, rows: Rows
     import datasets
 
     try:
-        if is_hf_disk_folder(folder):
-            obj = datasets.load_from_disk(str(folder))
-        else:
-            obj = datasets.load_dataset(str(folder))
+        obj = datasets.load_from_disk(str(folder)) if is_hf_disk_folder(folder) else datasets.load_dataset(str(folder))
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds for a folder it cannot read
         raise ValueError(
             f"{folder} is neither a GLUE task folder (train.tsv / dev.tsv) nor a folder the datasets library "

@@ -89,7 +89,7 @@ def _real_valued(value: Any) -> bool:
 def discover_labels(task: str, label_values: list, name_values: list, where: str) -> LabelSpace:
     """An open task's label space from its rows: names (sorted), or ids paired with names."""
     ints, names, pairs = set(), {}, {}
-    for lab, nm in zip(label_values, name_values):
+    for lab, nm in zip(label_values, name_values, strict=True):
         if isinstance(lab, bool):  # true/false is no label: such rows are reported as malformed
             continue
         i = _int_like(lab) if lab not in (None, "") else None
@@ -113,7 +113,8 @@ def discover_labels(task: str, label_values: list, name_values: list, where: str
             raise ValueError(f"{where}: label {i} of task {task!r} has several names {sorted(v)}")
         k = max(pairs) + 1
         if set(pairs) != set(range(k)) or len({next(iter(v)) for v in pairs.values()}) != k:
-            raise ValueError(f"{where}: the label ids of task {task!r} ({sorted(pairs)}) are not 0..{k - 1} with one name "
+            raise ValueError(f"{where}: the label ids of task {task!r} ({sorted(pairs)}) are not 0..{k - 1} "
+                             "with one name "
                              f"each; name them with labels=[...] (CLI: --labels NAME0,NAME1,…)")
         return LabelSpace(task, [names[next(iter(pairs[i]))] for i in range(k)], ints=True)
     if names:
@@ -131,7 +132,9 @@ def discover_labels(task: str, label_values: list, name_values: list, where: str
 
 def check_labels_for_task(task: str, labels: list[str] | None) -> None:
     spec = TASKS.get(task)
-    if spec is not None and labels is not None and [normalise(x) for x in labels] != [normalise(x) for x in spec.labels]:
+    if spec is None or labels is None:
+        return
+    if [normalise(x) for x in labels] != [normalise(x) for x in spec.labels]:
         raise ValueError(f"task {task!r} has the labels {spec.labels} (in this order); labels={labels} differs "
                          "(leave labels out for a GLUE task, or give the task another name)")
 
@@ -170,7 +173,8 @@ def label_spaces(ds) -> dict[str, list[str] | None]:
             continue
         if rows is None:
             n = len(ds)
-            rows = list(zip(*(ds[c] if c in ds.column_names else [None] * n for c in ("task", "label", "label_name"))))
+            columns = (ds[c] if c in ds.column_names else [None] * n for c in ("task", "label", "label_name"))
+            rows = list(zip(*columns, strict=True))
         pairs: dict[int, set[str]] = {}
         for rt, lab, name in rows:
             if rt == t and lab is not None and lab >= 0 and name is not None:

@@ -94,7 +94,7 @@ def parse_columns(value: Any) -> dict[str, str] | None:
     parts = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
     if len(parts) not in (2, 3) or any(not p for p in parts):
         raise ValueError(f"columns must be 'SENTENCE_A,SENTENCE_B' or 'SENTENCE_A,SENTENCE_B,LABEL', got {value!r}")
-    return dict(zip(("sentence_a", "sentence_b", "label"), parts))
+    return dict(zip(("sentence_a", "sentence_b", "label"), parts, strict=False))  # 2 or 3 parts
 
 
 def _clip(text: str, n: int = 120) -> str:
@@ -174,7 +174,7 @@ class Rows:
             self.bad(file, line, f"duplicate id {id!r}", raw)
             return False
         self.ids.add(id)
-        for col, value in zip(COLUMNS, (id, a.strip(), b.strip(), lid, lname, task, split)):
+        for col, value in zip(COLUMNS, (id, a.strip(), b.strip(), lid, lname, task, split), strict=True):
             self.cols[col].append(value)
         return True
 
@@ -269,7 +269,8 @@ def check_column_map(column_map: Any) -> dict[str, str] | None:
     if column_map is None:
         return None
     if not isinstance(column_map, Mapping):
-        raise TypeError(f"column_map must be a dict such as {{'sentence_a': 'premise'}}, got {type(column_map).__name__}")
+        raise TypeError("column_map must be a dict such as {'sentence_a': 'premise'}, got "
+                        f"{type(column_map).__name__}")
     unknown = [k for k in column_map if k not in COLUMNS]
     if unknown:
         raise ValueError(f"column_map has unknown keys {unknown}; allowed keys: {', '.join(COLUMNS)}")
@@ -281,4 +282,4 @@ def check_column_map(column_map: Any) -> dict[str, str] | None:
 
 def iter_pairs(ds) -> Iterator[tuple[str, str]]:
     """``(sentence_a, sentence_b)`` of every row, in order (what :meth:`ModelPair.run_batch` takes)."""
-    return zip(ds["sentence_a"], ds["sentence_b"])
+    return zip(ds["sentence_a"], ds["sentence_b"], strict=True)

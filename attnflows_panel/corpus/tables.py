@@ -175,7 +175,7 @@ def _read_csv(path: Path, delimiter: str, column_map, task, split, rows: Rows) -
             span = f" (the row runs from line {start} to {end}: an unbalanced quote?)" if end > start else ""
             handle.bad(start, f"expected {len(header)} columns, found {len(cols)}{span}", raw)
             continue
-        handle.collect(dict(zip(header, cols)), start, raw)
+        handle.collect(dict(zip(header, cols, strict=True)), start, raw)
     handle.replay()
     return handle
 
@@ -230,7 +230,8 @@ def load_file(path: Path, task, split, column_map, rows: Rows) -> tuple[str | No
         candidates = tsv_candidates(header) if header else []
         if candidates:  # a single original GLUE file, e.g. MRPC/dev.tsv
             if task is not None and known_task(task) is None:
-                raise ValueError(f"{path} is a GLUE TSV file; task {task!r} is not a GLUE task (one of {', '.join(TASKS)})")
+                raise ValueError(f"{path} is a GLUE TSV file; task {task!r} is not a GLUE task "
+                                 f"(one of {', '.join(TASKS)})")
             task = pick_task(candidates, known_task(task) if task else None, path.parent.name, path.name, path)
             file_split = SPLIT_ALIASES.get(path.stem.lower(), path.stem.lower())
             if wanted_split is not None and wanted_split != file_split:

@@ -170,10 +170,11 @@ def resolve_task(task: Any) -> str:
         return known
     key = task.strip().lower()
     if key in NOT_PAIR_TASKS:
-        hint = REGRESSION_HINT if "regression" in NOT_PAIR_TASKS[key] else "Attention Flows compares attention over sentence pairs"
+        hint = (REGRESSION_HINT if "regression" in NOT_PAIR_TASKS[key]
+                else "Attention Flows compares attention over sentence pairs")
         raise ValueError(f"unknown task {task!r}: {NOT_PAIR_TASKS[key]}. {hint}; the GLUE sentence-pair tasks are "
                          f"{', '.join(TASKS)}, and any other name is an open task with labels from its data")
     if not TASK_NAME.match(key):
-        raise ValueError(f"task name {task!r} is not usable (letters, digits, '_', '-', '.'; known GLUE tasks: "
-                         f"{', '.join(TASKS)})")
+        raise ValueError(f"task name {task!r} is not usable (letters, digits, '_', '-', '.'; "
+                         f"known GLUE tasks: {', '.join(TASKS)})")
     return key

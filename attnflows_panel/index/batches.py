@@ -33,7 +33,7 @@ __all__ = [
 #: batch x tokens², and once they outgrow the CPU's cache every pass over them (softmax, the weighted
 #: sum, the signatures, the head change) waits on memory: on RTE dev (median 53 tokens, up to 253) the
 #: two MiniLM forward passes alone take 5.1-5.2 s in batches of 32 within 2,048 tokens against 6.2-6.3 s
-#: in plain batches of 32 (2 cores; benchmarks/README.md, P2), and on MRPC dev (up to 86 tokens) they are
+#: in plain batches of 32 (2 cores; benchmarks/HISTORY.md, P2), and on MRPC dev (up to 86 tokens) they are
 #: the same. GPUs want full batches: there the default is no budget (:func:`resolve_max_tokens`).
 DEFAULT_MAX_TOKENS = 2048
 

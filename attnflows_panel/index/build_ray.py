@@ -41,7 +41,14 @@ from attnflows_panel._io import status
 from attnflows_panel.index.batches import buckets_by_length, compute_batch, encode_shard, resolve_max_tokens
 from attnflows_panel.index.build import finish_build
 from attnflows_panel.index.format import manifest_differences
-from attnflows_panel.index.plan import DEFAULT_SHARD_SIZE, BuildPlan, ShardWriter, build_lock, check_build_args, plan_build
+from attnflows_panel.index.plan import (
+    DEFAULT_SHARD_SIZE,
+    BuildPlan,
+    ShardWriter,
+    build_lock,
+    check_build_args,
+    plan_build,
+)
 from attnflows_panel.index.write import DEFAULT_EXACT_LIMIT
 
 __all__ = ["build_index_ray", "PairWorker", "require_ray", "bucket_rows", "buckets_per_block", "MAX_BUCKETS_PER_BLOCK"]
@@ -68,7 +75,8 @@ class PairWorker:
 
     Each input row is one bucket (``shard``, ``positions``, ``a``, ``b``, ``ids``); the output has one row
     per sample: ``shard``, ``position`` (in the shard), ``usage`` (float32 [2, L, H] as bytes) and the
-    per-sample fields of :func:`attnflows_panel.index.batches.compute_batch` (``head_change``, uint8 [2, L, H], as bytes too)."""
+    per-sample fields of :func:`attnflows_panel.index.batches.compute_batch` (``head_change``, uint8
+    [2, L, H], as bytes too)."""
 
     def __init__(self, pretrained: str, finetuned: str, device: str | None, tau: float, batch_size: int,
                  fingerprint: dict | None = None, threads: int | None = None):
@@ -80,8 +88,8 @@ class PairWorker:
 
         self.pair = ModelPair.load(pretrained, finetuned, device=device)
         if fingerprint is not None:
-            diffs = manifest_differences({"signature_version": signatures.SIGNATURE_VERSION, "fingerprint": fingerprint},
-                                           self.pair.fingerprint)
+            driver = {"signature_version": signatures.SIGNATURE_VERSION, "fingerprint": fingerprint}
+            diffs = manifest_differences(driver, self.pair.fingerprint)
             if diffs:
                 raise RuntimeError("a Ray worker loaded other models than the driver: " + "; ".join(diffs)
                                    + " (use hub names, or folders at the same path on every node)")
@@ -92,11 +100,11 @@ class PairWorker:
         fields: dict[str, list] = {k: [] for k in _OUT_FIELDS}
         for shard, pos, a, b, ids, tokens, types, truncated in zip(
                 batch["shard"], batch["positions"], batch["a"], batch["b"], batch["ids"], batch["input_ids"],
-                batch["token_type_ids"], batch["truncated"]):
-            pairs = list(zip((str(x) for x in a), (str(x) for x in b)))
+                batch["token_type_ids"], batch["truncated"], strict=True):
+            pairs = list(zip((str(x) for x in a), (str(x) for x in b), strict=True))
             # the driver's token ids (it tokenised the shard to cut the buckets): no second tokenising here
             encoded = [(np.asarray(x).tolist(), np.asarray(y).tolist() if len(y) else None, bool(z))
-                       for x, y, z in zip(tokens, types, truncated)]
+                       for x, y, z in zip(tokens, types, truncated, strict=True)]
             out = compute_batch(self.pair, pairs, self.tau, self.batch_size, ids=[str(x) for x in ids],
                                   encoded=encoded)
             shards += [int(shard)] * len(pairs)

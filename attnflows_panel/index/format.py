@@ -237,7 +237,8 @@ def verify_files(path: str | os.PathLike, manifest: Mapping[str, Any] | None = N
     recorded = manifest.get("checksums") or {}
     sums = recorded.get("files") or {}
     if checksums and sums and recorded.get("algorithm") != CHECKSUM_ALGORITHM:
-        return [f"{path / MANIFEST} records checksums of an unknown kind ({recorded.get('algorithm')!r}); rebuild the index"]
+        return [f"{path / MANIFEST} records checksums of an unknown kind ({recorded.get('algorithm')!r}); rebuild the "
+                "index"]
     problems = []
     for name in listed_files(manifest):
         f = path / name
@@ -260,7 +261,8 @@ def verify_files(path: str | os.PathLike, manifest: Mapping[str, Any] | None = N
 def clear_index_files(out: Path) -> None:
     """Remove what an index build writes (only those names: never a user's other files)."""
     ours = {MANIFEST, SHARD_DIR, HEAD_CHANGE_FILE, *DATA_FILES}
-    others = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith(".")) if out.exists() else []
+    present = list(out.iterdir()) if out.exists() else []
+    others = sorted(p.name for p in present if p.name not in ours and not p.name.startswith("."))
     if others:
         raise IndexFileError(f"{out} holds other files ({others[:5]}); choose another --out")
     for stale in out.glob(".*.tmp*"):

@@ -71,7 +71,7 @@ def _with_columns(data: Any, task, split, limit, column_map, labels) -> Any:
 def _corpus_digest(ids: Sequence[str], a: Sequence[str], b: Sequence[str]) -> str:
     """SHA-256 of the corpus's ids and sentences, in order (a resumed build must index the same corpus)."""
     h = hashlib.sha256()
-    for i, x, y in zip(ids, a, b):
+    for i, x, y in zip(ids, a, b, strict=True):
         h.update(str(i).encode())
         h.update(b"\x1f")
         h.update(str(x).encode())
@@ -109,6 +109,8 @@ def shard_metadata(rows: Mapping[str, Sequence[Any]], out: Mapping[str, Any]):
     label_name = [None if x is None else str(x) for x in rows.get("label_name", [None] * n)]
     pred_pre = [None if p is None else str(p) for p in out["pred_pre"]]
     pred_fine = [None if p is None else str(p) for p in out["pred_fine"]]
+    correct_pre = [is_correct(p, gold, name) for p, gold, name in zip(pred_pre, label, label_name, strict=True)]
+    correct_fine = [is_correct(p, gold, name) for p, gold, name in zip(pred_fine, label, label_name, strict=True)]
     return pd.DataFrame(
         {
             "id": pd.array([str(x) for x in rows["id"]], dtype="string"),
@@ -119,8 +121,8 @@ def shard_metadata(rows: Mapping[str, Sequence[Any]], out: Mapping[str, Any]):
             "pred_pre": pd.array(pred_pre, dtype="string"),
             "pred_fine": pd.array(pred_fine, dtype="string"),
             "prob_fine": np.asarray(out["prob_fine"], dtype=np.float32),
-            "correct_pre": pd.array([is_correct(p, l, ln) for p, l, ln in zip(pred_pre, label, label_name)], dtype="boolean"),
-            "correct_fine": pd.array([is_correct(p, l, ln) for p, l, ln in zip(pred_fine, label, label_name)], dtype="boolean"),
+            "correct_pre": pd.array(correct_pre, dtype="boolean"),
+            "correct_fine": pd.array(correct_fine, dtype="boolean"),
             "n_tokens": np.asarray(out["n_tokens"], dtype=np.int32),
             "truncated": np.asarray(out["truncated"], dtype=bool),
         }
@@ -143,6 +145,13 @@ def _shard_complete(shard_dir: Path, i: int, expected: int, L: int, H: int) -> b
     return arr.shape == (expected, 2, L, H) and arr.dtype == np.float32 and rows == expected
 
 
+def _source_name(data: Any) -> str:
+    """How the manifest names the corpus source."""
+    if isinstance(data, str):
+        return data
+    return "<datasets.Dataset>" if hasattr(data, "column_names") else os.fspath(data)
+
+
 def _build_identity(pair: Any, ds, task, data, split, limit, tau: float, shard_size: int, digest: str) -> dict:
     """What makes an index the index it is: the manifest's fields that a resumed build must share."""
     return {
@@ -162,7 +171,7 @@ def _build_identity(pair: Any, ds, task, data, split, limit, tau: float, shard_s
             "total": int(len(signatures.BLOCKS) * pair.num_layers * pair.num_heads),
             "order": "block-major, then layer k (0-based, HF order), then head h: dim = b*L*H + k*H + h",
         },
-        "data": data if isinstance(data, str) else ("<datasets.Dataset>" if hasattr(data, "column_names") else os.fspath(data)),
+        "data": _source_name(data),
         "task": task,
         "split": split,
         "limit": limit,
@@ -225,12 +234,16 @@ class BuildPlan:
 
     def shard_pairs(self, i: int) -> list[tuple[str, str]]:
         rows = self.shard_rows(i)
-        return list(zip(rows["sentence_a"], rows["sentence_b"]))
+        return list(zip(rows["sentence_a"], rows["sentence_b"], strict=True))
 
     @property
     def done(self) -> int:
         """Samples in finished shards."""
         return self.count - sum(hi - lo for lo, hi in map(self.shard_range, self.todo))
+
+
+#: what the models say per sample, besides its usage and head change (:func:`compute_batch`)
+_SAMPLE_FIELDS = ("pred_pre", "pred_fine", "prob_fine", "n_tokens", "truncated")
 
 
 class ShardWriter:
@@ -244,7 +257,7 @@ class ShardWriter:
         L, H = plan.shape
         self.usage = np.empty((n, 2, L, H), dtype=np.float32)
         self.change = np.empty((n, 2, L, H), dtype=np.uint8)  # head change codes (attnflows_panel.heads)
-        self.fields: dict[str, list] = {k: [None] * n for k in ("pred_pre", "pred_fine", "prob_fine", "n_tokens", "truncated")}
+        self.fields: dict[str, list] = {k: [None] * n for k in _SAMPLE_FIELDS}
         self.filled = np.zeros(n, dtype=bool)
 
     def put(self, positions: Sequence[int], out: Mapping[str, Any]) -> None:
@@ -252,7 +265,7 @@ class ShardWriter:
         self.usage[positions] = out["usage"]
         self.change[positions] = out["head_change"]
         for key, values in self.fields.items():
-            for p, v in zip(positions, out[key]):
+            for p, v in zip(positions, out[key], strict=True):
                 values[p] = v
         self.filled[positions] = True
 

@@ -94,5 +94,6 @@ def apply_label_reconciliation(meta, rows: Mapping[str, Sequence[Any]], reconcil
     for col, pred_col, role in (("correct_fine", "pred_fine", "finetuned"), ("correct_pre", "pred_pre", "pretrained")):
         matches = label_matches(reconciliation, role)
         preds = list(meta[pred_col].astype(object).where(meta[pred_col].notna(), None))
-        meta[col] = pd.array([_row_correct(matches, t, p, g) for t, p, g in zip(tasks, preds, names)], dtype="boolean")
+        correct = [_row_correct(matches, t, p, g) for t, p, g in zip(tasks, preds, names, strict=True)]
+        meta[col] = pd.array(correct, dtype="boolean")
     return meta

@@ -205,9 +205,11 @@ class SignatureIndex:
 
     def check_pair(self, pair: Any) -> None:
         """Raise IndexMismatchError (naming what differs) unless ``pair`` is the pair the index was built from."""
-        diffs = manifest_differences(self.manifest, pair.fingerprint, num_layers=pair.num_layers, num_heads=pair.num_heads)
+        diffs = manifest_differences(self.manifest, pair.fingerprint, num_layers=pair.num_layers,
+                                     num_heads=pair.num_heads)
         if diffs:
-            raise IndexMismatchError(f"the index at {self.path} does not match the loaded model pair: " + "; ".join(diffs))
+            raise IndexMismatchError(
+                f"the index at {self.path} does not match the loaded model pair: " + "; ".join(diffs))
 
     # ------------------------------------------------------------------ basic facts
 
@@ -287,7 +289,8 @@ class SignatureIndex:
             ids = df["id"].to_numpy(dtype=object)
             rows = df["row"].to_numpy(dtype=np.int64)
             if len(ids) != len(self) or (len(ids) > 1 and not np.all(ids[1:] >= ids[:-1])):
-                raise IndexFileError(f"{self.path / IDMAP_FILE} is corrupt (unsorted or wrong length); rebuild the index")
+                raise IndexFileError(f"{self.path / IDMAP_FILE} is corrupt (unsorted or wrong length); "
+                                     "rebuild the index")
             self._sorted_rows, self._sorted_ids = rows, ids  # ids last: the flag other threads read
         return self._sorted_ids, self._sorted_rows  # type: ignore[return-value]
 
@@ -363,7 +366,8 @@ class SignatureIndex:
             )
         size = (self.manifest.get("files") or {}).get(HEAD_CHANGE_FILE)
         if size is not None and f.stat().st_size != size:
-            raise IndexFileError(f"{f} is corrupt: {f.stat().st_size} bytes, the manifest recorded {size}; rebuild the index")
+            raise IndexFileError(f"{f} is corrupt: {f.stat().st_size} bytes, the manifest recorded {size}; "
+                                 "rebuild the index")
         codes = load_npy(f, "head change", mmap=True)
         if codes.shape != (len(self), 2, self.num_layers, self.num_heads) or codes.dtype != np.uint8:
             raise IndexFileError(f"{f} holds {codes.dtype} {codes.shape}, expected uint8 "
@@ -419,7 +423,8 @@ class SignatureIndex:
                 )
             result = self.pair.run(result[0], result[1])
         if not hasattr(result, "pretrained") or not hasattr(result, "finetuned"):
-            raise TypeError(f"result must be a PairResult or a (sentence_a, sentence_b) tuple, got {type(result).__name__}")
+            raise TypeError("result must be a PairResult or a (sentence_a, sentence_b) tuple, got "
+                            f"{type(result).__name__}")
         attn = np.asarray(result.pretrained.attentions)
         if attn.shape[:2] != (self.num_layers, self.num_heads):
             raise IndexMismatchError(
@@ -446,7 +451,8 @@ class SignatureIndex:
             if value is None:
                 continue
             col = _FILTER_ALIASES.get(key, key)
-            values = list(value) if isinstance(value, (list, tuple, set, np.ndarray)) and col not in ("rows",) else [value]
+            many = isinstance(value, (list, tuple, set, np.ndarray)) and col != "rows"
+            values = list(value) if many else [value]
             if col == "label":
                 ints = [int(v) for v in values if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
                 names = [str(v).lower() for v in values if isinstance(v, str)]
@@ -573,7 +579,8 @@ class SignatureIndex:
             return faiss.SearchParametersIVF(sel=selector, nprobe=search["nprobe"])
         return faiss.SearchParameters(sel=selector) if selector is not None else None
 
-    def search_vector(self, q: np.ndarray, k: int = 10, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_vector(self, q: np.ndarray, k: int = 10,
+                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the top ``k`` stored vectors for query ``q`` by inner product, best first
         (ties in row order), among ``allowed`` rows (bool mask, None = all).
 
@@ -601,12 +608,13 @@ class SignatureIndex:
                 return self._checked(scores[top].astype(np.float32), candidates[top])
             selector = faiss.IDSelectorBatch(candidates.astype(np.int64))
             with _one_thread(faiss):
-                D, I = self.index.search(q, int(min(k, len(candidates))), params=self._search_params(q, selector))
+                params = self._search_params(q, selector)
+                dist, found = self.index.search(q, int(min(k, len(candidates))), params=params)
         else:
             with _one_thread(faiss):
-                D, I = self.index.search(q, int(min(k, self.index.ntotal)), params=self._search_params(q))
-        keep = I[0] >= 0
-        scores, rows = D[0][keep], I[0][keep].astype(np.int64)
+                dist, found = self.index.search(q, int(min(k, self.index.ntotal)), params=self._search_params(q))
+        keep = found[0] >= 0
+        scores, rows = dist[0][keep], found[0][keep].astype(np.int64)
         order = np.lexsort((rows, -scores))  # best first; ties in row order, whatever the index kind
         return self._checked(scores[order], rows[order])
 
@@ -674,7 +682,7 @@ class SignatureIndex:
         if self._pca is None:
             N = len(self)
             rng = np.random.default_rng(seed)
-            fit_rows = np.arange(N) if N <= max_fit else np.sort(rng.choice(N, max_fit, replace=False))
+            fit_rows = np.arange(N) if max_fit >= N else np.sort(rng.choice(N, max_fit, replace=False))
             X = self.embed_usage(self.usage(fit_rows))
             mean = X.mean(axis=0)
             _, s, vt = np.linalg.svd(X - mean, full_matrices=False)

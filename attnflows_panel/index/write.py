@@ -81,7 +81,10 @@ def make_faiss_index(vectors: np.ndarray, factory: str, *, train_size: int = 200
         hnsw.efConstruction = int((build_params or APPROX_BUILD).get("efConstruction", APPROX_BUILD["efConstruction"]))
     if not index.is_trained:
         rng = np.random.default_rng(seed)
-        sample = vectors if len(vectors) <= train_size else vectors[np.sort(rng.choice(len(vectors), train_size, replace=False))]
+        if len(vectors) <= train_size:
+            sample = vectors
+        else:
+            sample = vectors[np.sort(rng.choice(len(vectors), train_size, replace=False))]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
     for start in range(0, len(vectors), 65536):
         index.add(np.ascontiguousarray(vectors[start:start + 65536], dtype=np.float32))
@@ -142,13 +145,14 @@ def write_index(out: Path, manifest: dict, usage16: np.ndarray, meta, *, exact_l
             "shape": "[N, 2, L, H]: cosine, jsd",
             "encoding": "uint8 codes: cos = 1 - (c/255)^2, jsd = (c/255)^2 (attnflows_panel.heads)",
         }
-    labels = sorted({(int(l), str(n)) for l, n in zip(meta["label"], meta["label_name"].fillna(""))})
+    pairs = zip(meta["label"], meta["label_name"].fillna(""), strict=True)
+    labels = sorted({(int(label), str(name)) for label, name in pairs})
     manifest.update(
         complete=True,
         completed=utc_now(),
         index={"kind": kind, "factory": fac, "metric": "inner_product", "search": search,
                "exact_limit": int(exact_limit)},
-        labels={str(l): n for l, n in labels},
+        labels={str(label): name for label, name in labels},
         library={"attnflows_panel": _version(), "faiss": getattr(faiss, "__version__", "?")},
     )
     record_files(out, manifest, [*files, *[n for n in extra_files if n not in files]])
