@@ -4,9 +4,11 @@
   rename it into place, so a reader sees the old file or the new one, never half of one.
 - :func:`file_lock`: an inter-process lock on a file (the ``filelock`` package), e.g. to serialise two
   first starts that prepare the same cache folder.
-- :func:`staging_name` / :func:`remove_stale_staging`: staging folders named after the process that
-  writes them (``.NAME.partial-<pid>-<random>``), so the next run can remove those of killed runs
-  without touching the one a live process is still writing.
+- :func:`staging_name` / :func:`remove_stale_staging` / :func:`remove_leftovers`: staging folders named
+  after the process that writes them (``.NAME.partial-<pid>-<random>``), so the next run can remove
+  those of killed runs without touching the one a live process is still writing;
+  :func:`replace_folder` swaps a finished staging folder onto its target without a moment where the
+  only good copy sits where a later run would delete it.
 - :func:`file_checksum`: a fast checksum (xxHash's XXH3-64, about 10 GB/s) of a file, as recorded in an
   index's manifest (index/README.md, "Integrity").
 - :func:`check_port`: whether a server can listen on an address and port, asked before any model loads;
@@ -23,13 +25,15 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 __all__ = [
     "atomic_path",
@@ -38,6 +42,9 @@ __all__ = [
     "file_lock",
     "staging_name",
     "remove_stale_staging",
+    "remove_stale_tmp",
+    "remove_leftovers",
+    "replace_folder",
     "file_checksum",
     "CHECKSUM_ALGORITHM",
     "PortError",
@@ -173,22 +180,116 @@ def _writer_dead(tail: str) -> bool:
 
 def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
     """Remove the staging folders (``.NAME.partial-*``, ``.NAME.old-*``) that killed runs left beside
-    ``target``; the ones of live processes on this machine stay. Returns what was removed."""
+    ``target``; the ones of live processes on this machine stay. Returns what was removed.
+
+    A ``.NAME.old-*`` folder is the previous ``target``, moved aside by :func:`replace_folder` where no
+    atomic exchange exists: when ``target`` itself is missing, the run died between its two renames and
+    that folder is the only good copy, so it is put back as ``target`` instead of being removed."""
     target = Path(target)
-    removed = []
+    removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
-    for kind in ("partial", "old"):
-        for p in target.parent.glob(f".{target.name}.{kind}-*"):
-            if _writer_dead(p.name[len(f".{target.name}.{kind}-"):]):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+    for kind in ("old", "partial"):
+        for p in sorted(target.parent.glob(f".{target.name}.{kind}-*")):
+            if not _writer_dead(p.name[len(f".{target.name}.{kind}-"):]):
+                continue
+            if kind == "old" and not os.path.lexists(target):
+                with contextlib.suppress(OSError):
+                    os.replace(p, target)
+                    log.warning("restored %s from %s, left by a run that was stopped while replacing it", target, p)
+                    continue
+            _remove_path(p)
+            removed.append(p)
+            log.info("removed %s, left by a run that was stopped", p)
+    return removed
+
+
+def _remove_path(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old|tmp)-(?P<tail>\d+-[0-9a-f]+)$")
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Remove every staging folder and temporary file of :func:`staging_name` / :func:`atomic_path` that a
+    dead process left in ``folder`` (not in its sub-folders): ``.NAME.partial-<pid>-*``,
+    ``.NAME.tmp-<pid>-*``, and ``.NAME.old-<pid>-*`` (put back as NAME where NAME is missing, see
+    :func:`remove_stale_staging`). Every run that writes into a cache or an index folder calls it, under
+    the folder's lock, so that leftovers of a killed run do not wait for the same command to run again."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    targets = set()
+    for p in folder.iterdir():
+        m = _LEFTOVER.match(p.name)
+        if m is None:
+            continue
+        if m.group("kind") == "tmp":
+            if _writer_dead(m.group("tail")):
+                _remove_path(p)
                 removed.append(p)
                 log.info("removed %s, left by a run that was stopped", p)
+        else:
+            targets.add(folder / m.group("name"))
+    for target in sorted(targets):
+        removed += remove_stale_staging(target)
     return removed
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap the two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # an old kernel or a file system without it: the two-rename fallback
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the finished folder ``new`` (a staging folder beside ``target``) at ``target``.
+
+    An existing ``target`` is exchanged with ``new`` in one atomic step where the system can (Linux),
+    so that ``target`` always holds a whole folder, the old or the new; the old one, now at ``new``'s
+    name, is then removed. Elsewhere the old folder is renamed to ``.NAME.old-<pid>-*`` first: a run that
+    dies between the two renames leaves it there, and the next run puts it back
+    (:func:`remove_stale_staging`) rather than deleting the only good copy."""
+    new, target = Path(new), Path(target)
+    if not os.path.lexists(target):
+        os.replace(new, target)
+        return
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+        os.replace(new, target)
+        return
+    if _renameat2_exchange(new, target):
+        _remove_path(new)  # the old folder, now under the staging name (of this live process)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    _remove_path(old)
 
 
 def current_umask() -> int:

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,9 @@ __all__ = [
     "corpus_ablation",
     "head_importance",
     "gold_indices",
+    "ScoredLabels",
+    "label_correct_gold",
+    "index_gold",
     "predict_probs",
 ]
 
@@ -143,7 +147,8 @@ class HeadHooks:
         self.num_layers = len(self.modules)
         self.num_heads = int(self.modules[0].num_attention_heads)
         self.head_size = int(self.modules[0].attention_head_size)
-        self.disabled = np.zeros((self.num_layers, self.num_heads), bool) if disabled is None else np.asarray(disabled, bool)
+        shape = (self.num_layers, self.num_heads)
+        self.disabled = np.zeros(shape, bool) if disabled is None else np.asarray(disabled, bool)
         if self.disabled.shape != (self.num_layers, self.num_heads):
             raise AblationError(f"head mask {self.disabled.shape}, the model has [{self.num_layers}, {self.num_heads}]")
         self.mode = mode
@@ -152,7 +157,7 @@ class HeadHooks:
         self._handles: list[Any] = []
 
     # -- install / remove
-    def install(self) -> "HeadHooks":
+    def install(self) -> HeadHooks:
         if self._handles:
             return self
         # the encoder (base model) is what every head of the model runs under, whether the classifier
@@ -169,7 +174,7 @@ class HeadHooks:
         self._handles = []
         self._token_mask = None
 
-    def __enter__(self) -> "HeadHooks":
+    def __enter__(self) -> HeadHooks:
         return self.install()
 
     def __exit__(self, *exc) -> None:
@@ -276,12 +281,14 @@ def _parts(model_or_pair: Any, tokenizer: Any = None, labels: Sequence[str] | No
                                            getattr(model.config, "max_position_embeddings", 512)))
     if not type(model).__name__.endswith("ForSequenceClassification") or getattr(model, "classifier", None) is None:
         raise AblationError(
-            f"ablation needs the fine-tuned classifier (a ...ForSequenceClassification model); got {type(model).__name__}"
+            "ablation needs the fine-tuned classifier (a ...ForSequenceClassification model); got "
+            f"{type(model).__name__}"
         )
     return model, tok, names, max_length
 
 
-def _batches(tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int, max_length: int) -> list[tuple[np.ndarray, dict]]:
+def _batches(tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int,
+             max_length: int) -> list[tuple[np.ndarray, dict]]:
     """Length-sorted, per-batch padded inputs: [(rows, tensors)], tokenised once."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -295,7 +302,7 @@ def _batches(tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int, max_le
     out = []
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        feats = [{k: enc[k][i] for k in enc.keys()} for i in rows]
+        feats = [{k: enc[k][i] for k in enc} for i in rows]
         out.append((rows, tok.pad(feats, return_tensors="pt")))
     return out
 
@@ -380,20 +387,23 @@ def ablate_sample(model_or_pair: Any, sentence_a: str, sentence_b: str, heads: A
     after = predict_probs(model, [], mask, mode, tokenizer=tok, _batched=batched)[0]
     names = names if len(names) == len(before) else [f"LABEL_{i}" for i in range(len(before))]
     return SampleAblation(
-        heads=[(int(k), int(h)) for k, h in zip(*np.nonzero(mask))],
+        heads=[(int(k), int(h)) for k, h in zip(*np.nonzero(mask), strict=True)],
         mode=mode,
         labels=names,
-        probs_before={n: float(p) for n, p in zip(names, before)},
-        probs_after={n: float(p) for n, p in zip(names, after)},
+        probs_before={n: float(p) for n, p in zip(names, before, strict=True)},
+        probs_after={n: float(p) for n, p in zip(names, after, strict=True)},
     )
 
 
-def gold_indices(model_labels: Sequence[str], labels: Sequence[Any], label_names: Sequence[Any] | None = None) -> np.ndarray:
+def gold_indices(model_labels: Sequence[str], labels: Sequence[Any],
+                 label_names: Sequence[Any] | None = None) -> np.ndarray:
     """Gold labels as the classifier's output indices (int64 [N]; -1 = unlabelled).
 
     A corpus label name that matches one of the model's label names (case-insensitive) maps to that
     index; otherwise the corpus' integer label is used (GLUE order, which ``attnflows finetune`` keeps).
     """
+    if not model_labels:
+        raise AblationError(_no_head_message("the fine-tuned model"))
     lookup = {str(n).lower(): i for i, n in enumerate(model_labels)}
     out = np.full(len(labels), -1, dtype=np.int64)
     for i, lab in enumerate(labels):
@@ -402,9 +412,126 @@ def gold_indices(model_labels: Sequence[str], labels: Sequence[Any], label_names
             out[i] = lookup[str(name).lower()]
         elif lab is not None and int(lab) >= 0:
             if int(lab) >= len(model_labels):
-                raise AblationError(f"label {lab} of sample {i} is out of range for the model's {len(model_labels)} labels")
+                raise AblationError(f"label {lab} of sample {i} is out of range for the model's "
+                                    f"{len(model_labels)} labels")
             out[i] = int(lab)
     return out
+
+
+@dataclass
+class ScoredLabels:
+    """Which samples of a corpus a classifier can be scored on, task by task, and their gold indices.
+
+    gold: int64 [N], the model's output index of each sample's gold label, -1 where the sample is not
+        scored (unlabelled, or its task's labels are not the model's); n_total / n_scored: samples;
+    scored_tasks: the tasks whose label sets match the model's; skipped: task → why it is left out
+        (:func:`attnflows_panel.labels.reconcile`'s message); message: one sentence saying all of it.
+    """
+
+    gold: np.ndarray
+    n_total: int
+    n_scored: int
+    scored_tasks: list[str]
+    skipped: dict[str, str]
+    message: str
+
+
+def _fmt_labels(names: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(x) for x in names) + "]"
+
+
+def _left_out(skipped: dict[str, str], model_labels: Sequence[str]) -> str:
+    if not skipped:
+        return ""
+    tasks = ", ".join(f"{t} {labels}" for t, labels in skipped.items())
+    return f"; left out, as their labels are not the model's {_fmt_labels(model_labels)}: {tasks}"
+
+
+def _no_head_message(who: str) -> str:
+    return (f"--ablate measures how disabling a head changes the fine-tuned model's accuracy, but {who} has no "
+            "classification head (it is a bare encoder, not a ...ForSequenceClassification model): there are no "
+            "predictions to score; pass a fine-tuned classifier (--finetuned) or leave out --ablate")
+
+
+def label_correct_gold(model_labels: Sequence[str], label_names: Sequence[Any], tasks: Sequence[Any] | None = None,
+                       corpus_labels: dict[str, Sequence[str]] | None = None, *,
+                       who: str = "the fine-tuned model") -> ScoredLabels:
+    """Gold labels as the classifier's output indices, reconciled as the index reconciles them
+    (:func:`attnflows_panel.labels.reconcile`, once per task): a sample is scored only when its task's
+    label set matches the model's labels (by name); the others get -1 and are named in the message.
+
+    label_names: each sample's gold label name; tasks: each sample's task (None: one task);
+    corpus_labels: task → the corpus's label names (default: the names the samples of that task carry).
+    Raises :class:`AblationError` when the model has no classifier, or when no sample can be scored."""
+    from attnflows_panel.labels import normalise, reconcile
+
+    model_labels = [str(x) for x in (model_labels or ())]
+    if not model_labels:
+        raise AblationError(_no_head_message(who))
+    n = len(label_names)
+    tasks = [None] * n if tasks is None else list(tasks)
+    names = [None if x is None or (isinstance(x, float) and np.isnan(x)) else str(x) for x in label_names]
+    keys = ["" if t is None else str(t) for t in tasks]
+    spaces: dict[str, list[str]] = {}
+    for key, name in zip(keys, names, strict=True):
+        if name is not None:
+            spaces.setdefault(key, [])
+            if name not in spaces[key]:
+                spaces[key].append(name)
+    for key, given in (corpus_labels or {}).items():
+        if key in spaces and given:
+            spaces[key] = [str(x) for x in given]
+    gold = np.full(n, -1, dtype=np.int64)
+    scored, skipped = [], {}
+    for key, corpus in spaces.items():
+        match = reconcile(model_labels, corpus, task=key or None, who=who)
+        if not match.matched:
+            skipped[key or "the corpus"] = _fmt_labels(match.corpus_labels)
+            continue
+        scored.append(key or "the corpus")
+        index_of = {normalise(c): model_labels.index(m) for m, c in match.mapping.items()}
+        for i in np.flatnonzero([k == key for k in keys]):
+            if names[i] is not None and normalise(names[i]) in index_of:
+                gold[i] = index_of[normalise(names[i])]
+    n_scored = int((gold >= 0).sum())
+    message = f"scored {n_scored} of {n} samples" + _left_out(skipped, model_labels)
+    if n_scored == 0:
+        raise AblationError(f"no sample's labels are the model's labels, so no accuracy can be measured: {message}")
+    return ScoredLabels(gold, n, n_scored, scored, skipped, message)
+
+
+def index_gold(model_labels: Sequence[str], label_names: Sequence[Any], scorable: Sequence[Any],
+               reconciliation: dict[str, Any] | None, *, who: str = "the fine-tuned model") -> ScoredLabels:
+    """:func:`label_correct_gold` for the samples of a built index: exactly those the index scored
+    (``scorable``: its ``correct_fine`` column is set, i.e. the sample's task matched the model's labels
+    when the index reconciled them), with the index's label mapping (``reconciliation``: its manifest's
+    ``label_reconciliation``; None for an index built before it: labels matched by name)."""
+    from attnflows_panel.labels import normalise
+
+    model_labels = [str(x) for x in (model_labels or ())]
+    if not model_labels:
+        raise AblationError(_no_head_message(who))
+    index_of = {normalise(m): i for i, m in enumerate(model_labels)}
+    skipped: dict[str, str] = {}
+    scored_tasks: list[str] = []
+    for task, match in ((reconciliation or {}).get("finetuned") or {}).items():
+        if match.get("matched"):
+            scored_tasks.append(task or "the corpus")
+            index_of.update({normalise(c): model_labels.index(m) for m, c in (match.get("mapping") or {}).items()
+                             if m in model_labels})
+        else:
+            skipped[task or "the corpus"] = _fmt_labels(match.get("corpus_labels") or ())
+    n = len(label_names)
+    gold = np.full(n, -1, dtype=np.int64)
+    for i, (name, ok) in enumerate(zip(label_names, scorable, strict=True)):
+        if name is None or (isinstance(name, float) and np.isnan(name)) or ok is None:
+            continue
+        gold[i] = index_of.get(normalise(name), -1)
+    n_scored = int((gold >= 0).sum())
+    message = f"scored {n_scored} of {n} samples (as the index scores them)" + _left_out(skipped, model_labels)
+    if n_scored == 0:
+        raise AblationError(f"no sample's labels are the model's labels, so no accuracy can be measured: {message}")
+    return ScoredLabels(gold, n, n_scored, scored_tasks, skipped, message)
 
 
 def _labelled(pairs, gold) -> tuple[list, np.ndarray]:
@@ -466,7 +593,7 @@ def corpus_ablation(model_or_pair: Any, pairs: Sequence[tuple[str, str]], gold: 
 
     def accuracy() -> float:
         correct = 0
-        for (rows, inputs), g in zip(batched, gold_t):
+        for (_, inputs), g in zip(batched, gold_t, strict=True):
             correct += int((_logits(model, inputs).argmax(-1).cpu() == g).sum())
         return correct / len(gold)
 
@@ -548,6 +675,7 @@ class CorpusChange:
     labels: list[int]
     label_names: list[Any]
     predictions: list[Any]
+    tasks: list[Any] | None = None
 
     def __repr__(self) -> str:
         return f"CorpusChange(n_samples={len(self.ids)}, shape={list(self.cosine.shape[1:])}, ids={self.ids[:3]}…)"
@@ -592,7 +720,7 @@ def corpus_change(pair: Any, data: Any, task: str | None = None, *, split: str |
         raise ValueError("the corpus is empty")
     cols = ds[:]
     ids = [str(x) for x in cols["id"]]
-    pairs = list(zip(cols["sentence_a"], cols["sentence_b"]))
+    pairs = list(zip(cols["sentence_a"], cols["sentence_b"], strict=True))
     N, L, H = len(pairs), pair.num_layers, pair.num_heads
     cos = np.empty((N, L, H), np.float32)
     js = np.empty((N, L, H), np.float32)
@@ -607,7 +735,7 @@ def corpus_change(pair: Any, data: Any, task: str | None = None, *, split: str |
         for start in range(0, N, batch_size):
             members = order[start:start + batch_size]
             results = pair.run_batch([pairs[j] for j in members], batch_size=batch_size)
-            for j, r in zip(members, results):
+            for j, r in zip(members, results, strict=True):
                 pre, fine = r.pretrained.attentions, r.finetuned.attentions
                 cos[j], js[j] = HD.sample_change(pre, fine)
                 usage[j, 0] = S.usage_from_attentions(pre, tau, root=r.cls_position)
@@ -621,4 +749,5 @@ def corpus_change(pair: Any, data: Any, task: str | None = None, *, split: str |
         labels=[-1 if x is None else int(x) for x in cols["label"]],
         label_names=list(cols.get("label_name", [None] * N)),
         predictions=preds,
+        tasks=list(cols.get("task", [None] * N)),
     )

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -44,20 +45,29 @@ import platform
 import random
 import shutil
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attnflows_panel._io import check_writable, make_readable_like_new_files, remove_stale_staging, staging_name, status
+from attnflows_panel._io import (
+    atomic_write,
+    atomic_write_json,
+    check_writable,
+    make_readable_like_new_files,
+    remove_stale_staging,
+    replace_folder,
+    staging_name,
+    status,
+)
 
 __all__ = [
     "TASK_DEFAULTS",
     "POSITIVE_LABEL",
     "TrainingDefaults",
     "OutputExistsError",
+    "TrainingDivergedError",
     "finetune",
     "load_splits",
     "select_subset",
@@ -151,19 +161,38 @@ def resolve_settings(task: str | None, **overrides: Any) -> dict[str, Any]:
             raise TypeError(f"unknown training setting {name!r}")
         if value is not None:
             settings[name] = value
-    if not settings["epochs"] > 0:
-        raise ValueError(f"epochs must be > 0, got {settings['epochs']}")
-    if not settings["learning_rate"] > 0:
-        raise ValueError(f"learning_rate must be > 0, got {settings['learning_rate']}")
-    if int(settings["batch_size"]) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {settings['batch_size']}")
-    if not 0 <= settings["warmup_ratio"] < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {settings['warmup_ratio']}")
-    if int(settings["max_length"]) < 8:
-        raise ValueError(f"max_length must be >= 8, got {settings['max_length']}")
+    _check_settings(settings)
     settings["batch_size"] = int(settings["batch_size"])
     settings["max_length"] = int(settings["max_length"])
     return settings
+
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+#: the most epochs a run may ask for (far beyond any fine-tune; a larger number is a typo)
+MAX_EPOCHS = 1000
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Every setting finite and in range, before any work (CLI names in brackets)."""
+    if not 0 < _finite("epochs (--epochs)", settings["epochs"]) <= MAX_EPOCHS:
+        raise ValueError(f"epochs (--epochs) must be > 0 and at most {MAX_EPOCHS}, got {settings['epochs']}")
+    if not 0 < _finite("learning_rate (--lr)", settings["learning_rate"]) < 1:
+        raise ValueError(f"learning_rate (--lr) must be > 0 and < 1, got {settings['learning_rate']}")
+    if not 0 <= _finite("weight_decay (--weight-decay)", settings["weight_decay"]) < 1:
+        raise ValueError(f"weight_decay (--weight-decay) must be >= 0 and < 1, got {settings['weight_decay']}")
+    if not 0 <= _finite("warmup_ratio (--warmup-ratio)", settings["warmup_ratio"]) < 1:
+        raise ValueError(f"warmup_ratio (--warmup-ratio) must be in [0, 1), got {settings['warmup_ratio']}")
+    for name, least in (("batch_size", 1), ("max_length", 8)):
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < least:
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a whole number >= {least}, got {value!r}")
 
 
 def _seed_everything(seed: int) -> None:
@@ -210,6 +239,7 @@ def _check_base(base: str | os.PathLike) -> str:
 def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out).expanduser()
     check_writable(out.parent, "output folder")  # before training, not after
+    remove_stale_staging(out)  # a killed run's leftovers; its moved-aside old model is put back first
     if out.exists():
         if not out.is_dir():
             raise OutputExistsError(f"output {str(out)!r} exists and is a file")
@@ -340,7 +370,8 @@ def load_splits(data, task: str | None = None, *, seed: int = 42, column_map: di
             f"no labelled {(key or 'pair').upper()} examples in {data!r}" + (f" ({reasons})" if reasons else "")
         )
     if len(pool) < 4:
-        raise ValueError(f"only {len(pool)} labelled {(key or 'pair').upper()} example(s) in {data!r}; need at least 4 to train and evaluate")
+        raise ValueError(f"only {len(pool)} labelled {(key or 'pair').upper()} example(s) in {data!r}; need at least 4 "
+                         "to train and evaluate")
     train_rows, eval_rows = _stratified_split(np.asarray(pool["label"]), DEV_TRAIN_FRACTION, seed)
     pct = int(round(DEV_TRAIN_FRACTION * 100))
     info = {
@@ -444,7 +475,7 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, label_names: S
         "f1": f1s[list(label_names).index(positive)] if positive is not None else float(np.mean(f1s)),
         "f1_label": positive if positive is not None else "macro",
         "macro_f1": float(np.mean(f1s)),
-        "f1_per_label": dict(zip(label_names, f1s)),
+        "f1_per_label": dict(zip(label_names, f1s, strict=True)),
         "majority_accuracy": float(counts.max() / counts.sum()) if counts.sum() else float("nan"),
         "confusion": {"labels": list(label_names), "rows_true_cols_pred": confusion.tolist()},
     }
@@ -502,26 +533,20 @@ def _staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.with_name(f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            os.replace(out, old)
-        else:
-            out.rmdir()
     try:
-        os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
-        if old is not None:
-            os.replace(old, out)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _model_card(metrics: dict) -> str:
-    s = metrics["settings"]
+    s, split = metrics["settings"], metrics["split"]
+    data = (f"`{metrics['data']}` (train: {split['train']}, {metrics['n_train']} pairs; eval: {split['eval']}, "
+            f"{metrics['n_eval']} pairs)")
+    settings = (f"{s['epochs']} epochs, lr {s['learning_rate']}, batch {s['batch_size']}, warm-up {s['warmup_ratio']}, "
+                f"weight decay {s['weight_decay']}, max length {s['max_length']}, seed {s['seed']}, "
+                f"{metrics['steps']} steps")
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -534,10 +559,10 @@ Written by `attnflows finetune` (attnflows_panel {metrics['attnflows_version']})
 
 | | |
 |---|---|
-| data | `{metrics['data']}` (train: {metrics['split']['train']}, {metrics['n_train']} pairs; eval: {metrics['split']['eval']}, {metrics['n_eval']} pairs) |
+| data | {data} |
 | eval accuracy | {metrics['accuracy']:.4f} (majority class: {metrics['majority_accuracy']:.4f}) |
 | eval F1 ({metrics['f1_label']}) | {metrics['f1']:.4f} |
-| settings | {s['epochs']} epochs, lr {s['learning_rate']}, batch {s['batch_size']}, warm-up {s['warmup_ratio']}, weight decay {s['weight_decay']}, max length {s['max_length']}, seed {s['seed']}, {metrics['steps']} steps |
+| settings | {settings} |
 
 Labels: {metrics['labels']}. Full settings and timings are in `metrics.json`.
 """
@@ -625,53 +650,95 @@ def finetune(
     "equivalent" for MRPC, "entailment" for RTE/QNLI), ``macro_f1``, ``majority_accuracy``, the
     confusion matrix, ``n_train``, ``n_eval``, ``split``, ``settings`` and the run's timings and versions.
     """
-    import torch
-    import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-
-    import attnflows_panel
+    from attnflows_panel.models import hub_load_kwargs
 
     t_start = time.perf_counter()
     if out is None:
         raise ValueError("finetune needs out= (the folder to write)")
     key, _ = _task_spec(task)
-    settings = resolve_settings(
-        key,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        max_length=max_length,
-        warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay,
-    )
-    if max_steps is not None and int(max_steps) < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    for name, value in (("train_limit", train_limit), ("eval_limit", eval_limit)):
-        if value is not None and int(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "max_length": max_length,
+                 "warmup_ratio": warmup_ratio, "weight_decay": weight_decay}
+    settings = resolve_settings(key, **overrides)
+    _check_counts(max_steps=max_steps, train_limit=train_limit, eval_limit=eval_limit)
     base_id = _check_base(base)
+    hub_kwargs = hub_load_kwargs(base_id, "base")  # an unreachable hub fails now, in seconds, not after the data
     out_path = _check_out(out, overwrite)
     dev = _pick_device(device)
 
-    # ---- data
+    data_run = _load_data(data, key, seed, column_map, labels, train_limit, eval_limit, progress)
+    if key is None:  # the data named the task: its defaults for every setting left None
+        key = data_run.task
+        settings = resolve_settings(key, **overrides)
+    model, tokenizer, new_params = _load_base(base_id, data_run.label_names, seed, progress, hub_kwargs)
+    model.to(dev)
+    model_max = getattr(model.config, "max_position_embeddings", None) or settings["max_length"]
+    settings["max_length"] = min(settings["max_length"], int(model_max))
+
+    run = _train(model, tokenizer, data_run, settings, max_steps=max_steps, seed=seed, eval_each_epoch=eval_each_epoch,
+                 progress=progress)
+    scores, eval_seconds = _evaluate(model, tokenizer, data_run, run, settings, eval_each_epoch, progress)
+    metrics = _metrics(scores, data_run, run, settings, new_params, base=base, data=data, seed=seed,
+                       limits={"max_steps": max_steps, "train_limit": train_limit, "eval_limit": eval_limit},
+                       eval_seconds=eval_seconds, device=dev, eval_each_epoch=eval_each_epoch)
+    if metadata:
+        metrics["metadata"] = json.loads(json.dumps(metadata))  # a JSON-clean copy
+    _save(model, tokenizer, metrics, out_path, overwrite, t_start, progress)
+    return metrics
+
+
+def _check_counts(**counts: int | None) -> None:
+    """max_steps, train_limit, eval_limit: None or a whole number >= 1."""
+    for name, value in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+@dataclasses.dataclass
+class _Data:
+    """The run's data: task, label names, the two parts (datasets) and where they came from."""
+
+    task: str
+    label_names: list[str]
+    train: Any
+    eval: Any
+    split_info: dict[str, str]
+    train_feats: list = dataclasses.field(default_factory=list)
+    train_labels: Any = None
+    eval_feats: list = dataclasses.field(default_factory=list)
+    eval_labels: Any = None
+    lengths: Any = None
+    n_truncated: int = 0
+
+
+def _load_data(data, key, seed, column_map, labels, train_limit, eval_limit, progress) -> _Data:
     _log(progress, f"loading {(key or 'sentence').upper()} pairs from {str(data)!r}")
     train_ds, eval_ds, split_info = load_splits(data, key, seed=seed, column_map=column_map, labels=labels)
     label_names = _one_label_space((train_ds, eval_ds), data)
-    if key is None:  # the data named the task: its defaults for every setting left None
-        key = train_ds[0]["task"]
-        settings = resolve_settings(key, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                                    max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay)
-    _log(progress, f"task {key}: labels {', '.join(label_names)}")
+    task = key if key is not None else train_ds[0]["task"]
+    _log(progress, f"task {task}: labels {', '.join(label_names)}")
     train_ds = select_subset(train_ds, train_limit, seed)
     eval_ds = select_subset(eval_ds, eval_limit, seed + 1)
-    _log(progress, f"train: {len(train_ds)} pairs ({split_info['train']}); eval: {len(eval_ds)} pairs ({split_info['eval']})")
+    _log(progress, f"train: {len(train_ds)} pairs ({split_info['train']}); eval: {len(eval_ds)} pairs "
+                   f"({split_info['eval']})")
+    return _Data(task, label_names, train_ds, eval_ds, split_info)
 
-    # ---- model (seeded first, so the new classifier head is initialised the same way every run)
+
+def _load_base(base_id: str, label_names: list[str], seed: int, progress: bool, hub_kwargs: dict[str, Any]):
+    """(model with a fresh classifier head for ``label_names``, tokenizer, names of the new parameters).
+
+    Seeded first, so that the new head is initialised the same way every run. The base's own weights
+    must be finite (a NaN or an infinity is named and refused)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from attnflows_panel.models import ModelLoadError, check_finite_weights, is_weights_error
+
     _seed_everything(seed)
     _log(progress, f"loading base model {base_id!r}")
     try:
         with _quiet_transformers(bars=progress):
-            tokenizer = AutoTokenizer.from_pretrained(base_id)
+            tokenizer = AutoTokenizer.from_pretrained(base_id, **hub_kwargs)
             model, loading = AutoModelForSequenceClassification.from_pretrained(
                 base_id,
                 num_labels=len(label_names),
@@ -680,12 +747,11 @@ def finetune(
                 attn_implementation="eager",
                 ignore_mismatched_sizes=True,
                 output_loading_info=True,
+                **hub_kwargs,
             )
     except OSError as exc:
         raise FileNotFoundError(f"could not load base model {base_id!r}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
-        from attnflows_panel.models import ModelLoadError, is_weights_error
-
         if not is_weights_error(exc):
             raise
         raise ModelLoadError(
@@ -694,26 +760,19 @@ def finetune(
         ) from exc
     mismatched = {k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", ())}
     new_params = sorted(set(loading.get("missing_keys", ())) | mismatched)
+    check_finite_weights(model, f"the base model {base_id!r}", skip=new_params)
     if new_params:
         _log(progress, f"newly initialised (seed {seed}): {', '.join(new_params)}")
-    model.to(dev)
-    model_max = getattr(model.config, "max_position_embeddings", None) or settings["max_length"]
-    settings["max_length"] = min(settings["max_length"], int(model_max))
+    return model, tokenizer, new_params
 
-    train_feats, train_labels = _encode(tokenizer, train_ds, settings["max_length"])
-    eval_feats, eval_labels = _encode(tokenizer, eval_ds, settings["max_length"])
-    lengths = np.array([len(f["input_ids"]) for f in train_feats])
-    n_truncated = _count_truncated(tokenizer, train_ds, lengths, settings["max_length"])
-    if n_truncated:
-        _log(progress, f"{n_truncated} of {len(lengths)} training pairs are longer than {settings['max_length']} tokens and were truncated")
 
-    # ---- schedule
-    bs = settings["batch_size"]
-    steps_per_epoch = math.ceil(len(train_feats) / bs)
-    total_steps = max(1, math.ceil(settings["epochs"] * steps_per_epoch))
-    if max_steps is not None:
-        total_steps = int(max_steps)
-    warmup_steps = int(round(settings["warmup_ratio"] * total_steps))
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN or infinite: nothing is written."""
+
+
+def _optimizer(model, settings: dict[str, Any], total_steps: int):
+    import torch
+    from transformers import get_linear_schedule_with_warmup
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -722,23 +781,46 @@ def finetune(
         {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=settings["learning_rate"])
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    warmup_steps = int(round(settings["warmup_ratio"] * total_steps))
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps), warmup_steps
 
-    # ---- train
-    _log(progress, f"training {total_steps} steps ({steps_per_epoch} per epoch, batch {bs}, lr {settings['learning_rate']}, warm-up {warmup_steps})")
+
+def _train(model, tokenizer, d: _Data, settings: dict[str, Any], *, max_steps, seed, eval_each_epoch,
+           progress) -> dict[str, Any]:
+    """The training loop. Returns {"step", "losses", "history", "steps_per_epoch", "train_seconds"}.
+
+    Raises :class:`TrainingDivergedError` as soon as the loss or the gradient is not finite, and after the
+    last step when any weight is not (the model is then never saved)."""
+    import torch
+
+    d.train_feats, d.train_labels = _encode(tokenizer, d.train, settings["max_length"])
+    d.eval_feats, d.eval_labels = _encode(tokenizer, d.eval, settings["max_length"])
+    d.lengths = np.array([len(f["input_ids"]) for f in d.train_feats])
+    d.n_truncated = _count_truncated(tokenizer, d.train, d.lengths, settings["max_length"])
+    if d.n_truncated:
+        _log(progress, f"{d.n_truncated} of {len(d.lengths)} training pairs are longer than {settings['max_length']} "
+                       "tokens and were truncated")
+    bs = settings["batch_size"]
+    steps_per_epoch = math.ceil(len(d.train_feats) / bs)
+    total_steps = int(max_steps) if max_steps is not None else max(1, math.ceil(settings["epochs"] * steps_per_epoch))
+    optimizer, scheduler, warmup_steps = _optimizer(model, settings, total_steps)
+    _log(progress, f"training {total_steps} steps ({steps_per_epoch} per epoch, batch {bs}, lr "
+                   f"{settings['learning_rate']}, warm-up {warmup_steps})")
     rng = np.random.default_rng(seed)
     model.train()
-    step, losses, t_train = 0, [], time.perf_counter()
-    bar = _bar(total=total_steps, desc=f"fine-tune {key}", unit="step", progress=progress)
-    epoch, history = 0, []
+    step, losses, history, epoch, t_train = 0, [], [], 0, time.perf_counter()
+    bar = _bar(total=total_steps, desc=f"fine-tune {d.task}", unit="step", progress=progress)
+    hint = "; nothing was written: try a lower learning rate (--lr) or weight decay"
     while step < total_steps:
-        for rows in _length_grouped_batches(lengths, bs, rng):
-            batch = _collate(tokenizer, [train_feats[r] for r in rows], train_labels[rows], device=dev)
+        for rows in _length_grouped_batches(d.lengths, bs, rng):
+            batch = _collate(tokenizer, [d.train_feats[r] for r in rows], d.train_labels[rows], device=model.device)
             loss = model(**batch).loss
             if not torch.isfinite(loss):
-                raise RuntimeError(f"training diverged at step {step + 1} (loss {loss.item()}); try a lower learning rate")
+                raise TrainingDivergedError(f"training diverged at step {step + 1} (loss {loss.item()}){hint}")
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if not torch.isfinite(norm):
+                raise TrainingDivergedError(f"training diverged at step {step + 1} (gradient norm {norm.item()}){hint}")
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -746,81 +828,117 @@ def finetune(
             step += 1
             bar.update(1)
             if step % 10 == 0 or step == total_steps:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-50:]):.4f}",
+                                lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if step >= total_steps:
                 break
         epoch += 1
         if eval_each_epoch and step < total_steps:
-            preds = _predict(model, tokenizer, eval_feats, max(bs, 32), False)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "train_loss": float(np.mean(losses[-steps_per_epoch:])),
-                    "accuracy": float((preds == eval_labels).mean()),
-                }
-            )
+            preds = _predict(model, tokenizer, d.eval_feats, max(bs, 32), False)
+            history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses[-steps_per_epoch:])),
+                            "accuracy": float((preds == d.eval_labels).mean())})
             _log(progress, f"epoch {epoch}: eval accuracy {history[-1]['accuracy']:.4f}")
             model.train()
     bar.close()
-    train_seconds = time.perf_counter() - t_train
+    _check_trained_weights(model, step, hint)
+    return {"step": step, "losses": losses, "history": history, "steps_per_epoch": steps_per_epoch,
+            "train_seconds": time.perf_counter() - t_train}
 
-    # ---- evaluate
+
+def _check_trained_weights(model, step: int, hint: str) -> None:
+    from attnflows_panel.models import NonFiniteWeightsError, check_finite_weights
+
+    try:
+        check_finite_weights(model, f"the model after {step} training steps")
+    except NonFiniteWeightsError as exc:
+        raise TrainingDivergedError(f"training diverged: {str(exc).split(';')[0]}{hint}") from None
+
+
+def _evaluate(model, tokenizer, d: _Data, run: dict[str, Any], settings, eval_each_epoch, progress):
     t_eval = time.perf_counter()
-    preds = _predict(model, tokenizer, eval_feats, max(bs, 32), progress)
+    preds = _predict(model, tokenizer, d.eval_feats, max(settings["batch_size"], 32), progress)
     eval_seconds = time.perf_counter() - t_eval
-    scores = classification_metrics(eval_labels, preds, label_names, _positive_label(key, label_names))
+    scores = classification_metrics(d.eval_labels, preds, d.label_names, _positive_label(d.task, d.label_names))
+    step, spe = run["step"], run["steps_per_epoch"]
     if eval_each_epoch:
-        history.append({"epoch": round(step / steps_per_epoch, 3), "step": step,
-                        "train_loss": float(np.mean(losses[-steps_per_epoch:])), "accuracy": scores["accuracy"]})
-    _log(progress, f"eval accuracy {scores['accuracy']:.4f}, F1({scores['f1_label']}) {scores['f1']:.4f} on {len(eval_feats)} pairs")
+        run["history"].append({"epoch": round(step / spe, 3), "step": step,
+                               "train_loss": float(np.mean(run["losses"][-spe:])), "accuracy": scores["accuracy"]})
+    _log(progress, f"eval accuracy {scores['accuracy']:.4f}, F1({scores['f1_label']}) {scores['f1']:.4f} on "
+                   f"{len(d.eval_feats)} pairs")
+    return scores, eval_seconds
 
-    metrics: dict[str, Any] = {
-        "task": key,
-        "labels": label_names,
+
+def _metrics(scores, d: _Data, run, settings, new_params, *, base, data, seed, limits, eval_seconds, device,
+             eval_each_epoch) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    import attnflows_panel
+
+    losses = run["losses"]
+    return {
+        "task": d.task,
+        "labels": d.label_names,
         **scores,
-        "n_train": len(train_feats),
-        "n_eval": len(eval_feats),
-        "n_train_truncated": n_truncated,
+        "n_train": len(d.train_feats),
+        "n_eval": len(d.eval_feats),
+        "n_train_truncated": d.n_truncated,
         "new_parameters": new_params,
-        "eval_split": split_info["eval"],
-        "split": split_info,
+        "eval_split": d.split_info["eval"],
+        "split": d.split_info,
         "base": str(base),
         "data": str(data),
-        "settings": {
-            **settings,
-            "seed": seed,
-            "max_steps": max_steps,
-            "train_limit": train_limit,
-            "eval_limit": eval_limit,
-            "optimizer": "AdamW",
-            "schedule": "linear warm-up, linear decay",
-            "grad_clip": 1.0,
-        },
-        "steps": step,
-        "epochs_run": round(step / steps_per_epoch, 3),
+        "settings": {**settings, "seed": seed, **limits, "optimizer": "AdamW",
+                     "schedule": "linear warm-up, linear decay", "grad_clip": 1.0},
+        "steps": run["step"],
+        "epochs_run": round(run["step"] / run["steps_per_epoch"], 3),
         "final_train_loss": float(np.mean(losses[-50:])) if losses else None,
-        "history": history if eval_each_epoch else None,
-        "train_seconds": round(train_seconds, 2),
+        "history": run["history"] if eval_each_epoch else None,
+        "train_seconds": round(run["train_seconds"], 2),
         "eval_seconds": round(eval_seconds, 2),
-        "duration_seconds": None,  # filled below
+        "duration_seconds": None,  # filled when saved
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "attnflows_version": attnflows_panel.__version__,
         "python_version": platform.python_version(),
-        "device": str(dev),
+        "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if metadata:
-        metrics["metadata"] = json.loads(json.dumps(metadata))  # a JSON-clean copy
 
-    # ---- save (atomically)
+
+def _save(model, tokenizer, metrics: dict[str, Any], out_path: Path, overwrite: bool, t_start: float,
+          progress: bool) -> None:
+    """Model, tokenizer, metrics.json and README.md into a staging folder, swapped onto ``out_path``
+    (:func:`_staging_dir`). A write that fails (a full disk) says so, naming the folder: it is no
+    damaged input."""
+    from attnflows_panel.models import is_weights_error
+
     with _staging_dir(out_path, overwrite) as tmp, _quiet_transformers(bars=progress):
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
+            if not (isinstance(exc, OSError) or is_weights_error(exc)):
+                raise
+            raise _write_error(exc, out_path) from exc
         metrics["duration_seconds"] = round(time.perf_counter() - t_start, 2)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "README.md").write_text(_model_card(metrics))
+        atomic_write_json(tmp / "metrics.json", metrics)
+        atomic_write(tmp / "README.md", _model_card(metrics))
     _log(progress, f"wrote {out_path} in {metrics['duration_seconds']:.0f} s")
-    return metrics
+
+
+def _write_error(exc: BaseException, out_path: Path) -> OSError:
+    """An OSError for a model write that failed, with the operating system's reason in one line."""
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    if code is None:
+        for number, marker in ((errno.ENOSPC, "No space left"), (errno.ENOSPC, "StorageFull"),
+                               (errno.EFBIG, "File too large"), (errno.EDQUOT, "quota")):
+            if marker in text:
+                code = number
+                break
+    reason = os.strerror(code) if code else text.splitlines()[0][:300]
+    hint = "; free some space or choose another --out" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+    return OSError(code or errno.EIO, f"could not write the model to {str(out_path)!r}: {reason}{hint} "
+                                      "(nothing was written)", str(out_path))

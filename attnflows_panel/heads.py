@@ -53,8 +53,9 @@ summary = acc.summary()          # HeadChange(cosine, jsd, usage_change, n_sampl
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -211,7 +212,6 @@ def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengt
     build's 2-core CPU reference this is 1.5x (1 thread) to 4x (2 threads, a loaded machine) faster than
     the torch ops it replaces (benchmarks/README.md, P2). Elsewhere (CUDA) the same sums are torch
     ops on the device."""
-    import torch
 
     if len(pre) != len(fine) or not len(pre):
         raise ValueError(f"expected the same number of layers from both models, got {len(pre)} and {len(fine)}")
@@ -221,13 +221,11 @@ def change_from_attention_tensors(pre: Sequence[Any], fine: Sequence[Any], lengt
     n = np.asarray([int(x) for x in lengths], dtype=np.int64)
     if (n < 1).any() or (n > N).any():
         raise ValueError(f"lengths must be in [1, {N}], got {list(lengths)}")
-    for p, q in zip(pre, fine):
+    for p, q in zip(pre, fine, strict=True):
         if p.shape != q.shape:
             raise ValueError(f"attention shapes differ between the models: {tuple(p.shape)} vs {tuple(q.shape)}")
-    if pre[0].device.type == "cpu":
-        stats = _row_stats_numpy(pre, fine, threads)  # float32 [7, B, L, H, N]
-    else:
-        stats = _row_stats_torch(pre, fine)
+    # float32 [7, B, L, H, N]
+    stats = _row_stats_numpy(pre, fine, threads) if pre[0].device.type == "cpu" else _row_stats_torch(pre, fine)
     real = (np.arange(N)[None, :] < n[:, None]).astype(np.float64)[:, None, None, :]  # [B, 1, 1, N]
     dot, pp, qq, ep, eq, es, s_sum = (x.astype(np.float64) for x in stats)
     # float64 from here on, real query rows only
@@ -328,7 +326,7 @@ def _row_stats_torch(pre: Sequence[Any], fine: Sequence[Any]) -> np.ndarray:
     def xlnx_rows(x, out):  # Σ_key x ln x per row, 0 · ln 0 = 0 (x · ln(max(x, tiny)) is exactly 0 at 0)
         return torch.clamp(x, min=tiny, out=out).log_().mul_(x).sum(dim=-1)
 
-    for p, q in zip(pre, fine):
+    for p, q in zip(pre, fine, strict=True):
         p = p.to(torch.float32)
         q = q.to(torch.float32)
         if buf is None or buf.shape != p.shape:
@@ -473,7 +471,8 @@ class HeadChangeAccumulator:
         """Add one sample: its two attention arrays [L, H, n, n] and, optionally, its usage [2, L, H]."""
         c, j = sample_change(pre, fine, n=n)
         if c.shape != (self.num_layers, self.num_heads):
-            raise ValueError(f"a sample with [layers, heads] {list(c.shape)}; expected [{self.num_layers}, {self.num_heads}]")
+            raise ValueError(f"a sample with [layers, heads] {list(c.shape)}; expected "
+                             f"[{self.num_layers}, {self.num_heads}]")
         if usage is None and self._usage:
             raise ValueError("give usage for every sample or for none")
         if usage is not None:

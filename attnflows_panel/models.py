@@ -73,7 +73,10 @@ __all__ = [
     "ModelOutput",
     "ModelPairError",
     "ModelLoadError",
+    "NonFiniteWeightsError",
     "attentions_to_numpy",
+    "check_finite_weights",
+    "hub_load_kwargs",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,14 @@ class ModelPairError(ValueError):
 
 class ModelLoadError(OSError, RuntimeError):
     """A model or its config could not be loaded (a hub name offline or unknown, broken weight files)."""
+
+
+class NonFiniteWeightsError(ModelLoadError):
+    """A model holds NaN or infinite weights: every number computed from it would be meaningless."""
+
+
+#: seconds to wait for one TCP connection to the Hugging Face Hub before calling it unreachable
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,7 +244,68 @@ def _looks_like_path(ref: str) -> bool:
     )
 
 
-def _load_config(ref: str, role: str):
+def _hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub (``HF_ENDPOINT``) cannot be reached, or None when it answers or may answer.
+
+    One TCP connect, DNS included, bounded by ``timeout`` (in a helper thread: name resolution takes no
+    timeout of its own), instead of ``transformers``' retries, which take half a minute without network.
+    Offline mode and a configured proxy (which the probe cannot see through) skip it."""
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    result: list[str | None] = []
+
+    def probe() -> None:
+        import socket
+
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(None)
+        except OSError as exc:
+            result.append(f"{host}:{port}: {exc.strerror or exc}")
+
+    worker = threading.Thread(target=probe, name="attnflows-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+    return result[0] if result else f"{host}:{port}: no answer within {timeout:.0f} s"
+
+
+def hub_load_kwargs(ref: str, role: str) -> dict[str, Any]:
+    """Extra ``from_pretrained`` arguments for ``ref``: ``{}`` for a local folder, offline mode or a hub
+    that answers; ``{"local_files_only": True}`` when the hub cannot be reached but ``ref`` is in the
+    local cache. A hub name that is neither reachable nor cached raises :class:`ModelLoadError` at once
+    (within a few seconds, not after half a minute of retries), with the hint to set HF_HUB_OFFLINE=1."""
+    if _is_local(ref) or _looks_like_path(ref):
+        return {}
+    why = _hub_unreachable()
+    if why is None:
+        return {}
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(ref, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed repo id: not in the cache
+        cached = False
+    if cached:
+        log.info("the Hugging Face Hub cannot be reached (%s): %s model %r from the local cache", why, role, ref)
+        return {"local_files_only": True}
+    raise ModelLoadError(
+        f"cannot reach the Hugging Face Hub ({why}) to fetch the {role} model {ref!r}, and it is not in the "
+        "local cache: connect to the internet, pass a local model folder, or set HF_HUB_OFFLINE=1 to use "
+        "cached models only, without trying the network"
+    )
+
+
+def _load_config(ref: str, role: str, **hub_kwargs: Any):
     from transformers import AutoConfig
 
     if _is_local(ref):
@@ -248,7 +320,7 @@ def _load_config(ref: str, role: str):
     elif _looks_like_path(ref):
         raise FileNotFoundError(f"{role} model folder {ref!r} does not exist")
     try:
-        return AutoConfig.from_pretrained(ref, trust_remote_code=False)
+        return AutoConfig.from_pretrained(ref, trust_remote_code=False, **hub_kwargs)
     except (OSError, ValueError) as exc:
         where = "local folder" if _is_local(ref) else "Hugging Face Hub model (offline, or no such repository?)"
         raise ModelLoadError(f"could not load the {role} model config from {ref!r} as a {where}: {exc}") from exc
@@ -284,7 +356,30 @@ def _label_names(config) -> list[str]:
     return names
 
 
-def _load_model(ref: str, config, device, role: str):
+def check_finite_weights(model: Any, what: str, skip: Iterable[str] = ()) -> None:
+    """Raise :class:`NonFiniteWeightsError` naming the first tensor (and how many) of ``model`` that holds
+    a NaN or an infinity; ``skip``: names not checked (e.g. a classifier head about to be initialised).
+    One pass over the weights (about 0.1 s for BERT-base on a CPU)."""
+    import torch
+
+    skip = set(skip)
+    bad, total = [], 0
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name in skip or not torch.is_floating_point(tensor):
+                continue
+            total += 1
+            if not bool(torch.isfinite(tensor).all()):
+                bad.append(name)
+    if bad:
+        more = f" and {len(bad) - 1} more of its {total} weight tensors" if len(bad) > 1 else ""
+        raise NonFiniteWeightsError(
+            f"{what} holds NaN or infinite weights: tensor {bad[0]!r}{more}; it cannot be used (was it trained "
+            "with a learning rate or weight decay that is not a finite number?)"
+        )
+
+
+def _load_model(ref: str, config, device, role: str, **hub_kwargs: Any):
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
@@ -296,6 +391,7 @@ def _load_model(ref: str, config, device, role: str):
             attn_implementation="eager",
             trust_remote_code=False,
             **{_DTYPE_KWARG: torch.float32},
+            **hub_kwargs,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load the {role} model weights from {ref!r}: {exc}") from exc
@@ -306,6 +402,7 @@ def _load_model(ref: str, config, device, role: str):
             f"the {role} model's weights in {ref!r} are damaged ({exc}); the file is truncated or corrupt: "
             "copy or download the model again (for a hub model, delete it from the Hugging Face cache first)"
         ) from exc
+    check_finite_weights(model, f"the {role} model {ref!r}")
     model.eval()
     model.to(device)
     return model
@@ -316,11 +413,11 @@ def is_weights_error(exc: BaseException) -> bool:
     return type(exc).__name__ == "SafetensorError" or type(exc).__module__.startswith("safetensors")
 
 
-def _try_tokenizer(ref: str):
+def _try_tokenizer(ref: str, **hub_kwargs: Any):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(ref, trust_remote_code=False, **hub_kwargs)
     except (OSError, ValueError, TypeError) as exc:
         log.debug("no tokenizer at %r: %s", ref, exc)
         return None
@@ -353,6 +450,12 @@ def _vocab_difference(va: dict[str, int], vb: dict[str, int]) -> str:
 def _check_compatible(pre_cfg, fine_cfg, pre_tok, fine_tok, pre_name: str, fine_name: str) -> None:
     """Refuse two models whose attentions cannot be compared token by token, head by head."""
     who = f"pre-trained {pre_name!r} vs. fine-tuned {fine_name!r}"
+    type_a, type_b = getattr(pre_cfg, "model_type", None), getattr(fine_cfg, "model_type", None)
+    if type_a != type_b:
+        raise ModelPairError(
+            f"the two models are of different families (model_type {type_a!r} vs {type_b!r}; {who}): the "
+            "fine-tuned model must be a fine-tune of the pre-trained one, with the same architecture"
+        )
     for attr, what in (
         ("num_hidden_layers", "number of layers"),
         ("num_attention_heads", "number of heads per layer"),
@@ -503,7 +606,8 @@ class ModelPair:
         self.num_heads = int(pre_cfg.num_attention_heads)
         self.max_length = int(max_length or _max_length(tokenizer, (pre_cfg, fine_cfg)))
         if tokenizer.sep_token_id is None:
-            raise ModelPairError(f"the tokenizer of {finetuned_name!r} has no separator token; a sentence pair needs one")
+            raise ModelPairError(f"the tokenizer of {finetuned_name!r} has no separator token; a sentence pair "
+                                 "needs one")
         if len(tokenizer) > int(fine_cfg.vocab_size):
             raise ModelPairError(
                 f"the tokenizer has {len(tokenizer)} tokens but the models' embeddings only "
@@ -522,7 +626,7 @@ class ModelPair:
 
     @classmethod
     def load(cls, pretrained: str | os.PathLike | None = None, finetuned: str | os.PathLike | None = None,
-             *, device: Any = None) -> "ModelPair":
+             *, device: Any = None) -> ModelPair:
         """Load the two models of a pair from hub names or local folders.
 
         pretrained, finetuned: a Hugging Face Hub name or a folder written by ``save_pretrained``.
@@ -563,13 +667,15 @@ class ModelPair:
 
         pre_name = str(Path(pre_ref).expanduser().resolve()) if _is_local(pre_ref) else pre_ref
         fine_name = str(Path(fine_ref).expanduser().resolve()) if _is_local(fine_ref) else fine_ref
-        pre_cfg = _load_config(pre_ref, "pre-trained")
-        fine_cfg = _load_config(fine_ref, "fine-tuned")
+        pre_kw = hub_load_kwargs(pre_ref, "pre-trained")
+        fine_kw = pre_kw if fine_ref == pre_ref else hub_load_kwargs(fine_ref, "fine-tuned")
+        pre_cfg = _load_config(pre_ref, "pre-trained", **pre_kw)
+        fine_cfg = _load_config(fine_ref, "fine-tuned", **fine_kw)
         # cheap shape checks before loading any weights
         _check_compatible(pre_cfg, fine_cfg, None, None, pre_name, fine_name)
 
-        fine_tok = _try_tokenizer(fine_ref)
-        pre_tok = _try_tokenizer(pre_ref)
+        fine_tok = _try_tokenizer(fine_ref, **fine_kw)
+        pre_tok = _try_tokenizer(pre_ref, **pre_kw)
         tokenizer = fine_tok if fine_tok is not None else pre_tok
         if tokenizer is None:
             raise ModelLoadError(
@@ -577,8 +683,8 @@ class ModelPair:
             )
         _check_compatible(pre_cfg, fine_cfg, pre_tok, fine_tok, pre_name, fine_name)
 
-        pre_model = _load_model(pre_ref, pre_cfg, device, "pre-trained")
-        fine_model = _load_model(fine_ref, fine_cfg, device, "fine-tuned")
+        pre_model = _load_model(pre_ref, pre_cfg, device, "pre-trained", **pre_kw)
+        fine_model = _load_model(fine_ref, fine_cfg, device, "fine-tuned", **fine_kw)
         return cls(pre_model, fine_model, tokenizer, pretrained_name=pre_name, finetuned_name=fine_name,
                    device=device)
 
@@ -734,7 +840,7 @@ class ModelPair:
             else:  # a slow tokenizer: count each sentence on its own
                 raw_a = tok(texts_a, add_special_tokens=False, verbose=False)["input_ids"]
                 raw_b = tok(texts_b, add_special_tokens=False, verbose=False)["input_ids"]
-                counts = [(len(x), len(y)) for x, y in zip(raw_a, raw_b)]
+                counts = [(len(x), len(y)) for x, y in zip(raw_a, raw_b, strict=True)]
                 long_rows = [i for i, (x, y) in enumerate(counts) if x + y + specials > self.max_length]
             cut = {}
             if long_rows:

@@ -36,11 +36,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from attnflows_panel import defaults as config
-from attnflows_panel._io import atomic_write_json, file_lock, status
+from attnflows_panel._io import atomic_write_json, file_lock, remove_leftovers, status
 from attnflows_panel.defaults import DEFAULT_TASK, DEMO_SETTINGS, HUB_HOST, HUB_TIMEOUT_S, MANIFEST_VERSION
 
 __all__ = [
     "hub_reachable",
+    "remove_cache_leftovers",
     "choose_data_source",
     "is_prepared",
     "prepare",
@@ -172,6 +173,34 @@ def _lock():
     return file_lock(config.cache_dir() / ".prepare.lock")
 
 
+def _relative(path: Path) -> str:
+    """A path as ``prepared.json`` records it: relative to the cache folder (which may be copied or moved
+    as a whole, to another ``ATTNFLOWS_CACHE_DIR``); a path outside it stays absolute."""
+    try:
+        return Path(path).relative_to(config.cache_dir()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _absolute(recorded: Any) -> Path | None:
+    """A path read from ``prepared.json`` (relative to the cache folder, or absolute as older caches wrote)."""
+    if not recorded:
+        return None
+    path = Path(str(recorded))
+    return path if path.is_absolute() else config.cache_dir() / path
+
+
+def remove_cache_leftovers(task: str = DEFAULT_TASK) -> list[Path]:
+    """Remove the staging folders and temporary files of killed runs from the cache folder (the cache
+    itself, its models and index folders, the demo index), so that a killed ``demo --rebuild`` does not
+    leave hundreds of megabytes behind for every later plain ``demo``. Call it under :func:`_lock`."""
+    root = config.cache_dir()
+    removed: list[Path] = []
+    for folder in (root, root / "models", root / "index", config.index_path("demo"), config.finetuned_path(task)):
+        removed += remove_leftovers(folder)
+    return removed
+
+
 _MODEL_FILES = ("config.json", "metrics.json")
 _WEIGHT_FILES = ("model.safetensors",)
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
@@ -182,7 +211,7 @@ def _model_complete(entry: dict[str, Any] | None, task: str) -> tuple[bool, str]
     if not entry:
         return False, "not built yet"
     path = config.finetuned_path(task)
-    if entry.get("path") != str(path) or entry.get("task") != task:
+    if _absolute(entry.get("path")) != path or entry.get("task") != task:
         return False, "the manifest describes another model"
     missing = [f for f in _MODEL_FILES + _WEIGHT_FILES if not (path / f).exists()]
     if missing or not any((path / f).exists() for f in _TOKENIZER_FILES):
@@ -233,8 +262,9 @@ def prepare_model(
     entry = manifest.get(key)
     ok, why = _model_complete(entry, task)
     if ok and not force and (data is None or str(data) == entry.get("data_source", {}).get("source")):
-        _say(progress, f"fine-tuned model: reusing {entry['path']} (built from {entry['data_source']['source']!r})")
-        return {**entry, "status": "reused"}
+        _say(progress, f"fine-tuned model: reusing {_absolute(entry['path'])} (built from "
+                       f"{entry['data_source']['source']!r})")
+        return {**entry, "path": str(_absolute(entry["path"])), "status": "reused"}
     if ok and not force:
         why = f"--data {str(data)!r} differs from the source it was built from ({entry['data_source']['source']!r})"
     elif force:
@@ -284,7 +314,7 @@ def prepare_model(
 
     entry = {
         "task": task,
-        "path": str(out),
+        "path": _relative(out),
         "base": config.pretrained_path(),
         "data_source": choice,
         "weights_sha256": _sha256(out / "model.safetensors"),
@@ -305,7 +335,7 @@ def prepare_model(
         f"fine-tuned model: wrote {out} (eval accuracy {metrics['accuracy']:.3f} on {metrics['n_eval']} pairs, "
         f"{entry['seconds']:.0f} s)",
     )
-    return {**entry, "status": "built"}
+    return {**entry, "path": str(out), "status": "built"}
 
 
 def _index_complete(
@@ -316,7 +346,7 @@ def _index_complete(
     if entry.get("limit") != limit:
         return False, f"it holds {entry.get('limit') or 'all'} demo pairs, {limit or 'all'} asked for"
     path = config.index_path("demo")
-    if entry.get("path") != str(path) or not path.is_dir() or not any(path.iterdir()):
+    if _absolute(entry.get("path")) != path or not path.is_dir() or not any(path.iterdir()):
         return False, f"{path} is missing"
     if not model_entry or entry.get("finetuned_sha256") != model_entry.get("weights_sha256"):
         return False, "it was built from another fine-tuned model"
@@ -360,7 +390,7 @@ def prepare_index(
     ok, why = _index_complete(manifest.get("index_demo"), model_entry, limit)
     if ok and not force:
         _say(progress, f"demo index: reusing {target}")
-        return {**manifest["index_demo"], "status": "reused"}
+        return {**manifest["index_demo"], "path": str(target), "status": "reused"}
 
     from attnflows_panel.models import ModelPair
 
@@ -376,7 +406,7 @@ def prepare_index(
         _say(progress, f"demo index: replacing the old one ({exc})")
         build_index(pair, "demo", None, out=target, tau=tau, limit=limit, progress=progress, overwrite=True)
     entry = {
-        "path": str(target),
+        "path": _relative(target),
         "data": "demo",
         "tau": tau,
         "limit": limit,
@@ -388,7 +418,7 @@ def prepare_index(
     manifest["index_demo"] = entry
     _write_manifest(manifest)
     _say(progress, f"demo index: wrote {target} ({entry['seconds']:.0f} s)")
-    return {**entry, "status": "built"}
+    return {**entry, "path": str(target), "status": "built"}
 
 
 def prepare(
@@ -417,6 +447,7 @@ def prepare(
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_DEFAULTS)}")
     _say(progress, f"cache folder: {config.cache_dir()}")
     with _lock():
+        remove_cache_leftovers(task)
         model = prepare_model(
             data,
             task=task,
@@ -430,7 +461,8 @@ def prepare(
             idx = prepare_index(task=task, progress=progress, force=force, limit=index_limit)
         else:
             idx = {"status": "not requested"}
-    _say(progress, "ready: the offline default model pair" + (" and demo index" if idx.get("status") in ("built", "reused") else ""))
+    with_index = idx.get("status") in ("built", "reused")
+    _say(progress, "ready: the offline default model pair" + (" and demo index" if with_index else ""))
     return {
         "cache_dir": str(config.cache_dir()),
         "task": task,

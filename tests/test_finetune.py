@@ -314,11 +314,11 @@ def test_missing_or_unknown_data_source(tiny_bert_dirs, tmp_path):
 
 
 def test_bad_settings(tiny_bert_dirs, tmp_path):
-    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+    with pytest.raises(ValueError, match=r"learning_rate \(--lr\) must be > 0"):
         finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", tmp_path / "o", **_quick(learning_rate=0))
-    with pytest.raises(ValueError, match="max_steps must be >= 1"):
+    with pytest.raises(ValueError, match="max_steps must be a whole number >= 1"):
         finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", tmp_path / "o", **_quick(max_steps=0))
-    with pytest.raises(ValueError, match="train_limit must be >= 1"):
+    with pytest.raises(ValueError, match="train_limit must be a whole number >= 1"):
         finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", tmp_path / "o", **_quick(train_limit=-4))
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
         finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", tmp_path / "o", device="gpu0", **_quick())

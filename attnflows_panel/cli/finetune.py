@@ -14,6 +14,7 @@ and offline, from the packaged MiniLM and a local GLUE folder::
 from __future__ import annotations
 
 import argparse
+import math
 
 DESCRIPTION = """\
 Fine-tune BASE on the sentence pairs of SOURCE and write a Hugging Face model folder (model, tokenizer,
@@ -58,13 +59,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def finite_float(text: str) -> float:
+    """An option's number: finite (``nan``, ``inf`` are refused before any work)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 up to (not including) 1, got {value}")
     return value
 
 
@@ -93,8 +109,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=_positive_float, help="peak learning rate")
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--max-length", type=_positive_int, help="tokens per pair; longer pairs are truncated")
-    p.add_argument("--warmup-ratio", type=float, help="share of the steps spent warming up linearly")
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-ratio", type=_unit_float, help="share of the steps spent warming up linearly, in [0, 1)")
+    p.add_argument("--weight-decay", type=_unit_float, help="AdamW's decoupled weight decay, in [0, 1)")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many optimizer steps")
     p.add_argument("--train-limit", type=_positive_int, help="train on a seeded random subset of this size")
     p.add_argument("--eval-limit", type=_positive_int, help="evaluate on a seeded random subset of this size")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from attnflows_panel.cli.finetune import _positive_int
+from attnflows_panel.cli.finetune import _positive_int, finite_float
 
 
 def register(subparsers) -> None:
@@ -45,10 +45,13 @@ def register(subparsers) -> None:
                     "accuracy change when each head is disabled and Michel's gradient importance.",
     )
     src = r.add_argument_group("source (a model pair and a corpus, or --index)")
-    src.add_argument("--index", default=None, metavar="DIR", help="a built index (attnflows index build): no model runs")
-    src.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
+    src.add_argument("--index", default=None, metavar="DIR",
+                     help="a built index (attnflows index build): no model runs")
+    src.add_argument("--pretrained", default=None,
+                     help="pre-trained model: hub name or folder (default: packaged MiniLM)")
     src.add_argument("--finetuned", default=None,
-                     help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM; with --index: its manifest's)")
+                     help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM; with --index: "
+                          "its manifest's)")
     from attnflows_panel.cli.finetune import GLUE_TASK_CHOICES
 
     src.add_argument("--data", default=None, metavar="SOURCE",
@@ -60,7 +63,7 @@ def register(subparsers) -> None:
     src.add_argument("--max-length", type=_positive_int, default=None,
                      help="tokens per pair, specials included; longer pairs are truncated as the tokenizer does with "
                           "truncation=True (default: the models' maximum)")
-    src.add_argument("--tau", type=float, default=None,
+    src.add_argument("--tau", type=finite_float, default=None,
                      help="τ of the head usage (default: 0.15 for the offline default MiniLM pair, 0.3 otherwise)")
     src.add_argument("--ids", default=None,
                      help="with --index: only these sample ids (comma-separated, or @FILE with one id a line)")
@@ -123,6 +126,21 @@ def _load_pair(args, manifest: dict | None = None):
     return pair
 
 
+def _check_classifier(pair) -> None:
+    """--ablate scores the fine-tuned model's predictions: a bare encoder is refused before any work."""
+    from attnflows_panel.ablation import AblationError, _no_head_message
+
+    if not pair.labels:
+        raise AblationError(_no_head_message(f"the fine-tuned model {pair.finetuned_name!r}"))
+
+
+def _corpus_labels(tasks) -> dict[str, list[str]]:
+    """Each GLUE task's label names (the others: the names its samples carry)."""
+    from attnflows_panel.corpus import TASKS
+
+    return {str(t): list(TASKS[str(t)].labels) for t in dict.fromkeys(tasks or []) if str(t) in TASKS}
+
+
 def build_report(args: argparse.Namespace) -> dict[str, Any]:
     """The report as a dict (what --json writes); also used by the notebook and the tests."""
     from attnflows_panel import ablation as AB
@@ -136,22 +154,28 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
         rows = None if args.ids is None else idx.rows_of(_read_ids(args.ids))
         summary = idx.head_change_summary(rows)
         md = idx.metadata if rows is None else idx.metadata.iloc[np.asarray(rows)]
-        pairs = list(zip(md["sentence_a"].astype(str), md["sentence_b"].astype(str)))
-        labels, label_names = md["label"].astype(int).tolist(), md["label_name"].tolist()
+        pairs = list(zip(md["sentence_a"].astype(str), md["sentence_b"].astype(str), strict=True))
+        label_names = md["label_name"].tolist()
+        scorable = md["correct_fine"].astype(object).where(md["correct_fine"].notna(), None).tolist()
+        reconciliation = idx.manifest.get("label_reconciliation")
         source = {"index": str(idx.path), "tau": idx.tau, "data": idx.manifest.get("data"),
                   "task": idx.manifest.get("task"), "split": idx.manifest.get("split")}
         pair = _load_pair(args, idx.manifest) if args.ablate else None
         if pair is not None:
+            _check_classifier(pair)
             idx.check_pair(pair)
     else:
         from attnflows_panel.defaults import initial_tau
 
         pair = _load_pair(args)
+        if args.ablate:
+            _check_classifier(pair)
         tau = args.tau if args.tau is not None else initial_tau(args.pretrained, args.finetuned)
         change = AB.corpus_change(pair, args.data, args.task, split=args.split, limit=args.limit, tau=tau,
                                   batch_size=args.batch_size, progress=progress)
         summary = change.summary()
-        pairs, labels, label_names = change.pairs, change.labels, change.label_names
+        pairs, label_names = change.pairs, change.label_names
+        tasks = change.tasks
         source = {"data": args.data, "task": args.task, "split": args.split, "limit": args.limit, "tau": tau,
                   "max_length": pair.max_length}
     report = summary.to_dict()
@@ -159,12 +183,19 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     if pair is not None:
         report["models"] = {"pretrained": pair.pretrained_name, "finetuned": pair.finetuned_name}
     if args.ablate:
-        gold = AB.gold_indices(pair.labels, labels, label_names)
+        if args.index is not None:
+            scored = AB.index_gold(pair.labels, label_names, scorable, reconciliation)
+        else:
+            scored = AB.label_correct_gold(pair.labels, label_names, tasks, _corpus_labels(tasks))
+        gold = scored.gold
         abl = AB.corpus_ablation(pair, pairs, gold, args.ablation_mode, batch_size=args.batch_size, progress=progress)
         imp = AB.head_importance(pair, pairs, gold, batch_size=args.batch_size, progress=progress)
         report["ablation_mode"] = args.ablation_mode
         report["base_accuracy"] = float(abl.base_accuracy)
         report["n_labelled"] = int(abl.n_samples)
+        report["ablation_scored"] = {"n_scored": scored.n_scored, "n_samples": scored.n_total,
+                                     "tasks": scored.scored_tasks, "left_out": scored.skipped,
+                                     "message": scored.message}
         report["ablation_accuracy_delta"] = [[float(x) for x in row] for row in abl.delta]
         report["importance"] = [[float(x) for x in row] for row in imp]
     return report
@@ -207,6 +238,9 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
         items = items or "none (no single head changes any prediction's correctness)"
         lines.append(f"base accuracy {report['base_accuracy']:.4f} on {report['n_labelled']} labelled samples; "
                      f"disabling ({report['ablation_mode']}) changes it most for: {items}")
+        scope = report.get("ablation_scored")
+        if scope:
+            lines.append(f"ablation and importance {scope['message']}")
     return "\n".join(lines)
 
 
@@ -218,10 +252,12 @@ def run_report(args: argparse.Namespace) -> int:
         return 0
     print(format_report(report, args.top))
     if args.json:
+        from attnflows_panel._io import atomic_write
+
         out = Path(args.json)
         if out.parent and not out.parent.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1))
+        atomic_write(out, json.dumps(report, indent=1))  # a full disk leaves the old report, never half of one
         print(f"wrote {out}")
     return 0
 
