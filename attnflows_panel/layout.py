@@ -129,7 +129,7 @@ class RadialStyle:
     margin: float = 16.0
     radius: float = 460.0
     run_slot: float = 0.5
-    cell_min: float = 0.4
+    cell_min: float = 0.2
     spread: float = 0.5
 
     def glyph_cols(self, n_heads: int) -> int:
