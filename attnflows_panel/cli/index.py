@@ -33,7 +33,21 @@ def register(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="index_command", metavar="ACTION")
     sub.required = True
+    _register_build(sub)
+    _register_query(sub)
+    i = sub.add_parser("info", help="describe an index (manifest)")
+    i.add_argument("--index", required=True, metavar="DIR", help="index folder")
+    i.set_defaults(func=run_info)
+    v = sub.add_parser("verify", help="check an index fully: checksums of every file, and the files against each other",
+                       description="Check every file of an index against the size and checksum its manifest records, "
+                                   "then the contents against each other (vectors, norms, centre, id map). Exit status "
+                                   "0 when intact, 1 when anything is wrong (each finding names its file).")
+    v.add_argument("--index", required=True, metavar="DIR", help="index folder")
+    v.set_defaults(func=run_verify)
 
+
+def _register_build(sub) -> None:
+    """``attnflows index build``: its options."""
     b = sub.add_parser("build", help="index a corpus (resumes an interrupted build)",
                        description="Run both models over a corpus and index every sample's head-usage signature.")
     b.add_argument("--pretrained", default=None,
@@ -83,6 +97,9 @@ def register(subparsers) -> None:
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=run_build)
 
+
+def _register_query(sub) -> None:
+    """``attnflows index query``: its options."""
     q = sub.add_parser("query", help="find samples with similar attention head usage",
                        description="Find samples whose head-usage signatures are most similar to a sample's "
                                    "or a new pair's.")
@@ -108,17 +125,6 @@ def register(subparsers) -> None:
     q.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     q.add_argument("--width", type=int, default=60, help="characters of each sentence shown in the table")
     q.set_defaults(func=run_query)
-
-    i = sub.add_parser("info", help="describe an index (manifest)")
-    i.add_argument("--index", required=True, metavar="DIR", help="index folder")
-    i.set_defaults(func=run_info)
-
-    v = sub.add_parser("verify", help="check an index fully: checksums of every file, and the files against each other",
-                       description="Check every file of an index against the size and checksum its manifest records, "
-                                   "then the contents against each other (vectors, norms, centre, id map). Exit status "
-                                   "0 when intact, 1 when anything is wrong (each finding names its file).")
-    v.add_argument("--index", required=True, metavar="DIR", help="index folder")
-    v.set_defaults(func=run_verify)
 
 
 def _load_pair(pretrained, finetuned, device):
