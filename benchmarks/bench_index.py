@@ -157,12 +157,69 @@ def _load_pairs(data: str | None, limit: int | None):
     return ds, data
 
 
-def bench_throughput(args) -> dict:
+def _profiled_build(pair, ds, out: Path, args, max_tokens) -> tuple[float, float, dict]:
+    """One whole ``build_index`` call: (wall s, CPU s, profile). The profile times the two models' forward
+    passes, ``usage_batch``, the shards' file writes (ShardWriter, index.plan) and the consolidation
+    (index.build), each where the build looks it up; all of it is restored afterwards."""
+    from attnflows_panel.index import build as index_build
+    from attnflows_panel.index import build_index
+    from attnflows_panel.index import plan as index_plan
+
+    prof = {"model_forward": 0.0, "usage_batch": 0.0, "write_shards": 0.0, "finalise": 0.0}
+    originals = {
+        "usage_batch": pair.usage_batch, "save_npy": index_plan.save_npy,
+        "save_parquet": index_plan.save_parquet, "consolidate_shards": index_build.consolidate_shards,
+    }
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                prof[name] += time.perf_counter() - t
+        return wrapper
+
+    pair.usage_batch = timed("usage_batch", originals["usage_batch"])
+    # the two models' own forward passes, timed where they run inside the build
+    for model in (pair.pretrained_model, pair.finetuned_model):
+        model.forward = timed("model_forward", type(model).forward.__get__(model))
+    index_plan.save_npy = timed("write_shards", originals["save_npy"])
+    index_plan.save_parquet = timed("write_shards", originals["save_parquet"])
+    index_build.consolidate_shards = timed("finalise", originals["consolidate_shards"])
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        build_index(pair, ds, "mrpc", out, tau=args.tau, batch_size=args.batch_size, progress=False,
+                    max_tokens=max_tokens or 0)
+        return time.perf_counter() - t0, time.process_time() - c0, prof
+    finally:
+        del pair.usage_batch
+        for model in (pair.pretrained_model, pair.finetuned_model):
+            del model.forward
+        index_plan.save_npy, index_plan.save_parquet = originals["save_npy"], originals["save_parquet"]
+        index_build.consolidate_shards = originals["consolidate_shards"]
+
+
+def _signature_cost(pair, pairs, args) -> tuple[float, float]:
+    """Seconds per sample of the stored signature: the fast path, and via both AttentionGraphs."""
     from attnflows_panel import signatures
     from attnflows_panel.graph import AttentionGraph
-    from attnflows_panel.index import build as index_build
-    from attnflows_panel.index import build_index, resolve_max_tokens, result_usage
-    from attnflows_panel.index import plan as index_plan
+    from attnflows_panel.index import result_usage
+
+    rs = pair.run_batch(pairs[:64], batch_size=args.batch_size)
+    t = time.perf_counter()
+    for r in rs:
+        result_usage(r, args.tau)
+    fast = (time.perf_counter() - t) / len(rs)
+    t = time.perf_counter()
+    for r in rs:
+        signatures.pair_usage(AttentionGraph.build(r.pretrained.attentions, tau=args.tau),
+                              AttentionGraph.build(r.finetuned.attentions, tau=args.tau))
+    return fast, (time.perf_counter() - t) / len(rs)
+
+
+def bench_throughput(args) -> dict:
+    from attnflows_panel.index import resolve_max_tokens
 
     pair, note = _load_pair(args.finetuned)
     mt = resolve_max_tokens(args.max_tokens, pair.device)  # the same batches on both sides
@@ -187,43 +244,10 @@ def bench_throughput(args) -> dict:
             w, c = raw_forward(pair, pairs, args.batch_size, mt)
             raw_times.append(w)
             raw_cpu.append(c)
-        prof = {"model_forward": 0.0, "usage_batch": 0.0, "write_shards": 0.0, "finalise": 0.0}
-        # the shards' file writes (ShardWriter, index.plan) and the consolidation (index.build) are timed
-        # where those modules look them up
-        originals = {
-            "usage_batch": pair.usage_batch, "save_npy": index_plan.save_npy,
-            "save_parquet": index_plan.save_parquet, "consolidate_shards": index_build.consolidate_shards,
-        }
-
-        def timed(name, fn, prof=prof):
-            def wrapper(*a, **k):
-                t = time.perf_counter()
-                try:
-                    return fn(*a, **k)
-                finally:
-                    prof[name] += time.perf_counter() - t
-            return wrapper
-
-        pair.usage_batch = timed("usage_batch", originals["usage_batch"])
-        # the two models' own forward passes, timed where they run inside the build
-        for model in (pair.pretrained_model, pair.finetuned_model):
-            model.forward = timed("model_forward", type(model).forward.__get__(model))
-        index_plan.save_npy = timed("write_shards", originals["save_npy"])
-        index_plan.save_parquet = timed("write_shards", originals["save_parquet"])
-        index_build.consolidate_shards = timed("finalise", originals["consolidate_shards"])
         out = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.workdir)) / "idx"
-        try:
-            t0, c0 = time.perf_counter(), time.process_time()
-            build_index(pair, ds, "mrpc", out, tau=args.tau, batch_size=args.batch_size, progress=False,
-                          max_tokens=mt or 0)
-            build_times.append(time.perf_counter() - t0)
-            build_cpu.append(time.process_time() - c0)
-        finally:
-            del pair.usage_batch
-            for model in (pair.pretrained_model, pair.finetuned_model):
-                del model.forward
-            index_plan.save_npy, index_plan.save_parquet = originals["save_npy"], originals["save_parquet"]
-            index_build.consolidate_shards = originals["consolidate_shards"]
+        wall, cpu, prof = _profiled_build(pair, ds, out, args, mt)
+        build_times.append(wall)
+        build_cpu.append(cpu)
         profiles.append(prof)
         last_out = out
         if rep % 2 == 1:
@@ -235,17 +259,7 @@ def bench_throughput(args) -> dict:
               f"(model forward passes {prof['model_forward']:.2f}, usage_batch {prof['usage_batch']:.2f}, "
               f"shard files {prof['write_shards']:.3f}, finalise {prof['finalise']:.3f})", flush=True)
 
-    # per-sample cost of the signature: the fast path vs. building both AttentionGraphs
-    rs = pair.run_batch(pairs[:64], batch_size=args.batch_size)
-    t = time.perf_counter()
-    for r in rs:
-        result_usage(r, args.tau)
-    fast = (time.perf_counter() - t) / len(rs)
-    t = time.perf_counter()
-    for r in rs:
-        signatures.pair_usage(AttentionGraph.build(r.pretrained.attentions, tau=args.tau),
-                     AttentionGraph.build(r.finetuned.attentions, tau=args.tau))
-    via_graph = (time.perf_counter() - t) / len(rs)
+    fast, via_graph = _signature_cost(pair, pairs, args)
 
     raw_rate, build_rate = N / min(raw_times), N / min(build_times)
     best = profiles[int(np.argmin(build_times))]
@@ -456,11 +470,53 @@ def bench_checksum(args) -> dict:
     return res
 
 
-def bench_search(args) -> dict:
+def _search_run(idx, X: np.ndarray, queries: np.ndarray, label: str) -> dict:
+    """Latency percentiles and recall@10 of single queries against exact search over the float32 vectors ``X``."""
     import faiss
 
+    from attnflows_panel.index import EXACT_COLUMNS
+
+    exact_D, exact_I = faiss.knn(queries, X, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    exact_cols = len(idx.usage_columns(queries[0])) <= EXACT_COLUMNS and idx.manifest["index"]["kind"] != "exact"
+    effort = "exact from usage columns" if exact_cols else (idx.search_effort(queries[0]) or "exhaustive")
+    lat, hits = [], []
+    for qi in range(len(queries)):
+        t = time.perf_counter()
+        _, rows = idx.search_vector(queries[qi], 10)
+        lat.append(time.perf_counter() - t)
+        hits.append(len(set(rows.tolist()) & set(exact_I[qi].tolist())) / 10)
+    r = {"p50_ms": _pct(lat, 50) * 1e3, "p90_ms": _pct(lat, 90) * 1e3, "p99_ms": _pct(lat, 99) * 1e3,
+         "recall_at_10": float(np.mean(hits)), "queries": len(queries), "search": effort}
+    print(f"  {label}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, recall@10 {r['recall_at_10']:.4f} "
+          f"({effort})", flush=True)
+    return r
+
+
+def _exact_reference(args, L: int, H: int) -> dict:
+    """The exhaustive kind at its upper limit (``--exact-n`` samples): p50 and bytes per sample."""
     from attnflows_panel import signatures
-    from attnflows_panel.index import EXACT_COLUMNS, SignatureIndex
+    from attnflows_panel.index import SignatureIndex
+
+    ex_out = Path(tempfile.mkdtemp(prefix="bench-exact-", dir=args.workdir)) / "syn"
+    ex_all, _, _ = _synthetic_index(args.exact_n, ex_out, held_out=100)
+    ex = SignatureIndex.open(ex_out)
+    lat = []
+    for x in ex.embed_usage(ex_all[args.exact_n:]):
+        q = signatures.query_vector(x, "all", None, L=L, H=H)
+        t = time.perf_counter()
+        ex.search_vector(q, 10)
+        lat.append(time.perf_counter() - t)
+    files = {p.name: p.stat().st_size for p in ex_out.iterdir() if p.is_file()}
+    ref = {"n": args.exact_n, "kind": ex.manifest["index"], "p50_ms": _pct(lat, 50) * 1e3,
+           "bytes_per_sample": sum(files.values()) / args.exact_n}
+    print(f"  exact {ex.manifest['index']['factory']} at {args.exact_n}: p50 {ref['p50_ms']:.2f} ms, "
+          f"{ref['bytes_per_sample']:.0f} B/sample", flush=True)
+    return ref
+
+
+def bench_search(args) -> dict:
+    from attnflows_panel import signatures
+    from attnflows_panel.index import SignatureIndex
 
     n, nq = args.n, args.queries
     out = Path(args.workdir) / f"search-{n}" / "syn"
@@ -488,20 +544,7 @@ def bench_search(args) -> dict:
     spectrum = _spectrum(X[np.random.default_rng(0).choice(n, min(n, 20000), replace=False)])
 
     def run(queries, label):
-        exact_D, exact_I = faiss.knn(queries, X, 10, metric=faiss.METRIC_INNER_PRODUCT)
-        exact_cols = len(idx.usage_columns(queries[0])) <= EXACT_COLUMNS and idx.manifest["index"]["kind"] != "exact"
-        effort = "exact from usage columns" if exact_cols else (idx.search_effort(queries[0]) or "exhaustive")
-        lat, hits = [], []
-        for qi in range(len(queries)):
-            t = time.perf_counter()
-            _, rows = idx.search_vector(queries[qi], 10)
-            lat.append(time.perf_counter() - t)
-            hits.append(len(set(rows.tolist()) & set(exact_I[qi].tolist())) / 10)
-        r = {"p50_ms": _pct(lat, 50) * 1e3, "p90_ms": _pct(lat, 90) * 1e3, "p99_ms": _pct(lat, 99) * 1e3,
-             "recall_at_10": float(np.mean(hits)), "queries": len(queries), "search": effort}
-        print(f"  {label}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, recall@10 {r['recall_at_10']:.4f} "
-              f"({effort})", flush=True)
-        return r
+        return _search_run(idx, X, queries, label)
 
     full = np.stack([signatures.query_vector(q, "all", None, L=L, H=H) for q in Q])
     res = {"n": n, "dims": int(X.shape[1]), "index": idx.manifest["index"], "generate_s": gen_s,
@@ -542,23 +585,8 @@ def bench_search(args) -> dict:
     print(f"[bytes] synthetic {n}: {res['bytes']['per_sample']:.0f} B/sample "
           + ", ".join(f"{k} {v / n:.0f}" for k, v in files.items()), flush=True)
 
-    # the exhaustive kind at its upper limit, for reference
-    if args.exact_n:
-        ex_out = Path(tempfile.mkdtemp(prefix="bench-exact-", dir=args.workdir)) / "syn"
-        ex_all, _, _ = _synthetic_index(args.exact_n, ex_out, held_out=100)
-        ex = SignatureIndex.open(ex_out)
-        lat = []
-        for x in ex.embed_usage(ex_all[args.exact_n:]):
-            q = signatures.query_vector(x, "all", None, L=L, H=H)
-            t = time.perf_counter()
-            ex.search_vector(q, 10)
-            lat.append(time.perf_counter() - t)
-        files = {p.name: p.stat().st_size for p in ex_out.iterdir() if p.is_file()}
-        res["exact_reference"] = {"n": args.exact_n, "kind": ex.manifest["index"], "p50_ms": _pct(lat, 50) * 1e3,
-                                  "bytes_per_sample": sum(files.values()) / args.exact_n}
-        print(f"  exact {ex.manifest['index']['factory']} at {args.exact_n}: p50 "
-              f"{res['exact_reference']['p50_ms']:.2f} ms, "
-              f"{res['exact_reference']['bytes_per_sample']:.0f} B/sample", flush=True)
+    if args.exact_n:  # the exhaustive kind at its upper limit, for reference
+        res["exact_reference"] = _exact_reference(args, L, H)
     res["integrity"] = integrity
     return res
 
