@@ -314,32 +314,26 @@ def ring_radii(ring_sizes: Sequence[float], n_heads: int, style: RadialStyle, ro
     centre = root_radius + style.cell_height(n_heads) / 2.0 + style.band * 0.6
     band = style.band
 
+    j = np.arange(L, dtype=np.float64)
+
     def chain(need: np.ndarray) -> np.ndarray:
+        """Radii packed from the inside out: ``r[L-1] = max(centre, need[L-1])``, ``r[k] = max(need[k],
+        r[k+1] + band)``, i.e. ``r[k] = max_{j >= k} (need'[j] + (j - k) · band)`` (a reversed running max)."""
+        x = np.asarray(need[:L], dtype=np.float64).copy()
+        x[L - 1] = max(x[L - 1], centre)
         r = np.zeros(L + 1)
-        prev = None
-        for k in range(L - 1, -1, -1):
-            base = centre if prev is None else prev + band
-            r[k] = max(base, need[k])
-            prev = r[k]
+        r[:L] = np.maximum.accumulate((x + j * band)[::-1])[::-1] - j * band
         return r
 
     lo = chain(floor)
     R = max(style.radius, lo[0])
-    a, b = 0.0, 1.0
-    while chain(np.maximum(floor, b * dem / TWO_PI))[0] <= R and b < 1e6:
-        a, b = b, 2 * b
-    for _ in range(30):  # bisection on q: chain(q) grows with q
-        mid = (a + b) / 2
-        if chain(np.maximum(floor, mid * dem / TWO_PI))[0] <= R:
-            a = mid
-        else:
-            b = mid
-    lo = chain(np.maximum(floor, a * dem / TWO_PI))
+    # the largest q with chain(max(floor, q · demand / 2π))[0] <= R: each ring j bounds q by
+    # (R - j · band) · 2π / demand[j] (the floors and the centre fit already, since chain(floor)[0] <= R)
+    has = dem[:L] > 0
+    q = float(np.min((R - j[has] * band) * TWO_PI / dem[:L][has])) if has.any() else 0.0
+    lo = chain(np.maximum(floor, max(q, 0.0) * dem / TWO_PI))
     hi = np.zeros(L + 1)
-    hi[0] = R
-    for k in range(1, L):
-        hi[k] = hi[k - 1] - band
-    hi = np.maximum(hi, lo)
+    hi[:L] = np.maximum(R - j * band, lo[:L])  # packed from the outside in
     radii[:L] = lo[:L] + style.spread * (hi[:L] - lo[:L])
     return radii
 
