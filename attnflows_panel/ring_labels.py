@@ -112,7 +112,8 @@ def word_labels(tokens: Sequence[str], positions: np.ndarray, level_of: np.ndarr
     toks = [str(t) for t in tokens]
     piece = np.fromiter((_is_piece(t) for t in toks), dtype=bool, count=len(toks))
     special = np.fromiter((bool(_SPECIAL.match(t)) for t in toks), dtype=bool, count=len(toks))
-    labels = [display_token(toks[p]) for p in pos.tolist()]
+    shown = [display_token(t) for t in toks]  # once per token, then per node
+    labels = [shown[p] for p in pos.tolist()]
     if m == 0 or not piece.any():
         return labels
     # node i continues node i-1's word when it is a piece, on the same level, at the next position

@@ -84,27 +84,6 @@ class Selections:
             return -1
         return int(self.node_index[level, token])
 
-    def _edge_lookup(self) -> np.ndarray:
-        if not hasattr(self, "_eid"):
-            eid = np.full((self.L, self.n, self.n), -1, dtype=np.int64)
-            e = self.columns("edges")
-            eid[e["layer"], e["a"], e["b"]] = np.arange(len(e))
-            self._eid = eid
-        return self._eid
-
-    def _glyph_lookup(self) -> dict[int, np.ndarray]:
-        if not hasattr(self, "_gid"):
-            N = self.n_nodes
-            out = {}
-            gl = self.columns("glyphs")
-            for c in (PRE, FINE):
-                m = np.full(N * self.H, -1, dtype=np.int64)
-                sel = gl["model"] == c
-                m[gl["node"][sel] * self.H + gl["head"][sel]] = np.flatnonzero(sel)
-                out[c] = m
-            self._gid = out
-        return self._gid
-
     def _empty(self, message: str = "") -> Highlight:
         return Highlight(
             nodes=np.zeros(self.n_nodes, np.uint8),
@@ -113,21 +92,6 @@ class Selections:
             origin=np.zeros(self.n_nodes, bool),
             message=message,
         )
-
-    def _apply_edges(self, hl: Highlight, code: int, edges) -> None:
-        eid = self._edge_lookup()
-        gid = self._glyph_lookup()[code]
-        H = self.H
-        for e in edges:
-            i = eid[e.layer, e.a, e.b]
-            if i < 0:
-                continue
-            hl.edges[i] |= code
-            u = self.node_index[e.layer + 1, e.a]
-            for h in e.heads:
-                j = gid[u * H + h]
-                if j >= 0:
-                    hl.glyphs[j] = True
 
     def _mark(self, hl: Highlight, code: int, mask: np.ndarray, head: tuple[int, int] | None) -> None:
         """Mark, in bulk, the edges and head glyphs of model ``code``'s traversal whose nodes are ``mask``
