@@ -13,7 +13,15 @@ from bokeh.document import Document
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.index import SignatureIndex, build_index
-from attnflows_panel.views.corpus_browser import CorpusBrowser, diverging_palette
+from attnflows_panel.views.corpus_browser import (
+    HEADER_PX,
+    PAGE_ROWS,
+    ROW_PX,
+    CorpusBrowser,
+    diverging_palette,
+    format_heads,
+    parse_heads,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,7 @@ def test_renders_corpus_table(browser, index):
     tabs = _bokeh_tabulators(browser._root)
     assert len(tabs) == 2  # the corpus and the similar samples
     corpus = next(t for t in tabs if "sentence_a" in t.source.data and "rank" not in t.source.data)
-    assert len(corpus.source.data["id"]) == 12  # one page, paged on the server
+    assert len(corpus.source.data["id"]) == PAGE_ROWS  # one page, paged on the server
     assert list(browser.table.value["id"]) == list(index.metadata["id"])
     assert "<b>60</b> of 60 samples" in browser._count.object
     assert browser.results.empty and "pick a sample" in browser.message
@@ -240,3 +248,67 @@ def test_the_drawn_heatmap_and_map_listen_for_clicks(index):
     plots = {(m.title.text or "").split(" over ")[0]: m for m in doc.models if isinstance(m, Plot) and m.title is not None}
     assert "tap" in plots["mean fine − pre head usage"].subscribed_events
     assert "tap" in plots["signature map (PCA)"].subscribed_events
+
+
+def _plot(root, title: str):
+    from bokeh.models import Plot
+
+    return next(p for p in root.select({"type": Plot}) if p.title is not None and title in (p.title.text or ""))
+
+
+def _tooltips(plot) -> list[list[str]]:
+    from bokeh.models import HoverTool
+
+    return [[name for name, _ in tool.tooltips] for tool in plot.select({"type": HoverTool})]
+
+
+def test_the_map_legend_covers_no_point_and_tooltips_read_as_words(browser, index):
+    """Issue 25, defects 6 and 9: the map's legend sat on the points (a click there toggled the legend);
+    tooltips showed field names (value, in_mask; the map only x, y, id)."""
+    from bokeh.models import Legend
+
+    browser.selected_id = str(index.metadata["id"].iloc[3])
+    root = browser._root
+    smap = _plot(root, "signature map")
+    assert not [r for r in smap.center if isinstance(r, Legend)]  # not inside the frame, over the points
+    assert [r for r in smap.below if isinstance(r, Legend)]  # under it
+    map_tips = _tooltips(smap)
+    assert map_tips and all("x" not in t and "y" not in t for t in map_tips)
+    assert ["sample", "gold label", "fine-tuned predicts", "sentence A"] in map_tips
+    assert ["sample", "gold label", "fine-tuned predicts", "sentence A", "similarity"] in map_tips
+    heat = _plot(root, "head usage")
+    assert _tooltips(heat) == [["layer", "head", "fine − pre usage", "in the head mask"]]
+    # the heatmap's axes count layers and heads from 1, as the head mask box and the URL do
+    assert heat.xaxis[0].major_label_overrides == {h: str(h + 1) for h in range(index.num_heads)}
+    assert heat.yaxis[0].major_label_overrides == {k: str(k + 1) for k in range(index.num_layers)}
+
+
+def test_head_masks_read_from_1_and_a_tapped_layer_stays_short(browser, index):
+    """Issue 25, defect 8: a tapped "5:*" expanded into a truncated list of 0-based heads, and the mask
+    stayed active across samples without saying so."""
+    L, H = index.num_layers, index.num_heads
+    mask = parse_heads("2:*,1:2-3", L, H)
+    assert mask[1].all() and list(np.flatnonzero(mask[0])) == [1, 2]
+    assert format_heads(mask) == "1:2-3,2:*" and format_heads(None) == "" and format_heads(np.ones((L, H))) == ""
+    browser.selected_id = str(index.metadata["id"].iloc[4])
+    browser.heads = "2:*"
+    browser.toggle_head(1, 0)  # a tap on head 1 of layer 2: the rest of the layer stays, as a range
+    assert browser.heads == "2:2-4"
+    browser.selected_id = str(index.metadata["id"].iloc[5])  # another sample: the mask is kept, and said
+    assert "searching on 3 of 8 heads: 2:2-4" in browser._current.object
+    want = index.query(sample_id=browser.selected_id, heads=[(1, 1), (1, 2), (1, 3)], k=browser.k, exclude_self=True)
+    assert list(browser.results["id"]) == list(want["id"])
+
+
+def test_a_short_result_list_gets_a_short_table(browser, index):
+    """Issue 25, defect 7: a one-row result left 250 px of blank table; tables fit their width (no
+    sideways scroll) and a cut sentence shows whole in its tooltip."""
+    browser.selected_id = str(index.metadata["id"].iloc[2])
+    browser.k = 1
+    assert len(browser.results) == 1 and browser.results_table.height == HEADER_PX + ROW_PX
+    browser.k = 10
+    assert browser.results_table.height == HEADER_PX + 10 * ROW_PX
+    tables = _bokeh_tabulators(browser._root)
+    assert len(tables) == 2
+    for table in tables:
+        assert table.layout == "fit_columns" and table.configuration["columnDefaults"]["tooltip"] is True

@@ -32,10 +32,16 @@ log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "127.0.0.1"
 
 
+#: what a page says when it loses its server (a restart, a crash, a network cut): its views no longer answer
+DISCONNECTED = ("Disconnected from the server: the views no longer answer. Reload the page once the server is "
+                "back (your view is kept in the page's URL).")
+
+
 def extensions() -> None:
     """Load the JavaScript of components that arrive after the first render (the corpus browser's
-    Tabulator tables): Panel only ships what the first document holds, unless told."""
-    pn.extension("tabulator")
+    Tabulator tables): Panel only ships what the first document holds, unless told. A page that loses
+    its server says so (Panel's disconnect notification, :data:`DISCONNECTED`)."""
+    pn.extension("tabulator", notifications=True, disconnect_notification=DISCONNECTED)
 
 
 def make_app(config: AppConfig | None = None, registry: Registry | None = None,

@@ -293,7 +293,10 @@ def run_info(args: argparse.Namespace) -> int:
     m = idx.manifest
     fp = m.get("fingerprint", {})
     md = idx.metadata
-    acc = md["correct_fine"].dropna()
+    from attnflows_panel.app.training import accuracy_split, accuracy_text, training_mask
+
+    # held-out pairs apart from the pairs the fine-tuned model was trained on (attnflows_panel.app.training)
+    acc = accuracy_text(accuracy_split(md["correct_fine"], training_mask(idx)))
     lines = [
         f"index      {idx.path}",
         f"samples    {len(idx)} ({m.get('data')}, task {m.get('task')}, split {m.get('split')})",
@@ -302,7 +305,7 @@ def run_info(args: argparse.Namespace) -> int:
         f"shape      {idx.num_layers} layers x {idx.num_heads} heads, {m['dims']['total']} dims, τ={idx.tau}",
         f"signature  version {m.get('signature_version')}: {m.get('signature')}",
         f"faiss      {m['index']['kind']} {m['index']['factory']!r} {m['index'].get('search') or ''}",
-        f"accuracy   {acc.astype(bool).mean():.3f} (fine-tuned, {len(acc)} samples)" if len(acc) else "accuracy   -",
+        f"accuracy   {acc or '-'}",
         f"labels     {idx.label_mismatch or 'the fine-tuned model matches the corpus'}",
         f"created    {m.get('created')}",
     ]

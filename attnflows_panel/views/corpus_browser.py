@@ -66,18 +66,23 @@ TABLE_COLUMNS = {
     "split": "split",
     "n_tokens": "tokens",
 }
-RESULT_COLUMNS = {"rank": "#", "score": "score", **TABLE_COLUMNS}
+#: the similar samples' columns: their rank and score, and the corpus table's less the token count
+RESULT_COLUMNS = {"rank": "#", "score": "score", **{c: t for c, t in TABLE_COLUMNS.items() if c != "n_tokens"}}
 #: fixed widths of the short columns; the sentences share what is left of the table's width (Tabulator's
 #: fit_columns), so no table scrolls sideways, and a cut sentence shows whole in its tooltip
-COLUMN_WIDTHS = {"rank": 40, "score": 90, "id": 120, "label_name": 115, "pred_fine": 115, "correct_fine": 70,
-                 "split": 75, "n_tokens": 60}
+COLUMN_WIDTHS = {"rank": 36, "score": 75, "id": 120, "label_name": 112, "pred_fine": 112, "correct_fine": 88,
+                 "split": 80, "n_tokens": 85}
 TABLE_CONFIG = {"columnDefaults": {"tooltip": True, "headerTooltip": True}}
-ROW_PX, HEADER_PX = 31, 36  # a table row's and the header's height: a short result list gets a short table
+#: the tables' text at the page's size (Tabulator's own default is larger), rows one line high
+TABLE_STYLE = ":host .tabulator {font-size: 13px} :host .tabulator-row .tabulator-cell {padding: 5px 6px}"
+ROW_PX, HEADER_PX = 40, 48  # a table row's and the header's height: a short result list gets a short table
+PAGE_ROWS = 10  # the corpus table's page: all of it in view, no scrolling inside the table
 #: the results' score bar: the fine-tuned purple, lightened (#7b3fa0 at 35 % over white)
 SCORE_BAR_COLOR = "#d1bcde"
 MAP_POINTS = 5000  # past this many samples the map's corpus layer is rasterized (or decimated)
 #: the signature map's options that belong to the overlay (the rest sits on its corpus layer)
-MAP_OPTIONS = dict(legend_position="right", active_tools=["wheel_zoom"])  # outside the frame: it covers no point
+#: the legend sits under the frame, on one row: it covers no point (inside, it hid some, and a click there toggled it)
+MAP_OPTIONS = dict(legend_position="bottom", legend_cols=3, active_tools=["wheel_zoom"])
 BACKGROUND_COLOR = "#b8b8b8"
 #: the map's point columns, and what a point's tooltip says (no PCA coordinates: they mean nothing to a reader)
 MAP_COLUMNS = ("x", "y", "id", "label", "pred", "text")
@@ -214,16 +219,17 @@ class CorpusBrowser(pn.viewable.Viewer):
             pd.DataFrame(columns=list(TABLE_COLUMNS)),
             titles=TABLE_COLUMNS,
             pagination="remote",
-            page_size=12,
+            page_size=PAGE_ROWS,
             selectable=1,
             disabled=True,
             show_index=False,
             layout="fit_columns",
             sizing_mode="stretch_width",
-            height=420,
+            height=HEADER_PX + ROW_PX * PAGE_ROWS + 56,  # + the pagination bar
             widths={c: w for c, w in COLUMN_WIDTHS.items() if c in TABLE_COLUMNS},
             formatters={"correct_fine": {"type": "tickCross", "allowEmpty": True}},
             configuration=TABLE_CONFIG,
+            stylesheets=[TABLE_STYLE],
         )
         self.table.param.watch(self._on_table_pick, "selection")
         self.table.on_click(lambda event: self._pick_table_row(event.row))  # see the results table
@@ -251,6 +257,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             height=HEADER_PX + ROW_PX,
             widths=dict(COLUMN_WIDTHS),
             configuration=TABLE_CONFIG,
+            stylesheets=[TABLE_STYLE],
             formatters={
                 # a light bar under dark figures: the score stays legible over the bar
                 "score": {"type": "progress", "min": 0, "max": 1, "legend": True, "color": SCORE_BAR_COLOR,
@@ -644,7 +651,7 @@ class CorpusBrowser(pn.viewable.Viewer):
         _, ratio = self.index.pca()
         return hv.Points(self._map_corpus_df(), kdims=["x", "y"], vdims=list(MAP_COLUMNS[2:]), label="corpus").opts(
             size=4, color=BACKGROUND_COLOR, alpha=0.5, tools=["tap"], hover_tooltips=MAP_TOOLTIPS,
-            title="signature map (PCA)", width=500, height=330, xlabel=f"PC 1 ({ratio[0]:.0%})",
+            title="signature map (PCA)", width=420, height=370, xlabel=f"PC 1 ({ratio[0]:.0%})",
             ylabel=f"PC 2 ({ratio[1]:.0%})")
 
     @param.depends("index", "task", "results")

@@ -270,6 +270,7 @@ class HeadPanel(pn.viewable.Viewer):
         L, H = self.shape
         return hm.opts(
             cmap=_cmap(metric), clim=clim, colorbar=True, tools=["tap"], xlabel="head", ylabel="layer",
+            nonselection_alpha=1.0, selection_alpha=1.0,  # a click marks its head (orange), dims no other
             hover_tooltips=[("layer", "@layer_no"), ("head", "@head_no"), (metric_label, "@value{0.000}")],
             title=self.title(), responsive=False, width=560, height=340,
             line_color="white", toolbar="above", default_tools=[], fontsize={"title": "10pt"},
@@ -335,18 +336,18 @@ class HeadPanel(pn.viewable.Viewer):
 
     def _rows_table(self, df: pd.DataFrame) -> pn.widgets.Tabulator:
         """The listed samples, with the corpus browser's column names; a click on a row opens it."""
-        from attnflows_panel.views.corpus_browser import COLUMN_WIDTHS, RESULT_COLUMNS, TABLE_CONFIG
+        from attnflows_panel.views.corpus_browser import COLUMN_WIDTHS, RESULT_COLUMNS, TABLE_CONFIG, TABLE_STYLE
 
         shown = df.copy()
         for c in ("score", "cosine"):
             if c in shown:
                 shown[c] = shown[c].astype(float).round(3)
-        titles = {**RESULT_COLUMNS, "score": "similarity (this head)", "cosine": "cosine (this head)"}
+        titles = {**RESULT_COLUMNS, "score": "similarity", "cosine": "cosine"}
         table = pn.widgets.Tabulator(
             shown, titles={c: titles.get(c, c) for c in shown.columns}, show_index=False, disabled=True,
             selectable=False, layout="fit_columns", sizing_mode="stretch_width", configuration=TABLE_CONFIG,
-            widths={c: w for c, w in COLUMN_WIDTHS.items() if c in shown.columns},
-            height=36 + 31 * min(max(len(shown), 1), 10), css_classes=["af-head-rows"],
+            widths={c: w for c, w in {**COLUMN_WIDTHS, "score": 100, "cosine": 90}.items() if c in shown.columns},
+            height=40 + 29 * min(max(len(shown), 1), 10), css_classes=["af-head-rows"], stylesheets=[TABLE_STYLE],
         )
         if "id" in shown:
             table.on_click(lambda event: self.open_row(shown, event.row))
