@@ -224,15 +224,18 @@ class FlowData(Selections):
     style:
         Geometry (:class:`~attnflows_panel.layout.RadialStyle`).
 
-    Attributes (pandas DataFrames, row index = id used by the browser)
-    -------------------------------------------------------------------
-    nodes: the layout's nodes plus ``member`` (model code of the graphs holding the node), ``base``
-        (colour code in the normal state) and the glyph-block and sparkline baseline geometry.
+    Attributes (pandas DataFrames built on first access, row index = id used by the browser; the same
+    columns as numpy arrays through :meth:`columns`; the module docstring is the contract)
+    ------------------------------------------------------------------------------------------------------
+    nodes: the layout's nodes (with ``label``, ``prio``, ``nchar``, ``half``, ``cs``) plus ``member`` (model
+        code of the graphs holding the node), ``base`` (colour code in the normal state) and the
+        glyph-block and sparkline baseline geometry.
+    runs: the runs of folded tokens (level, angle0, angle1, count, first_token, last_token, ...).
     glyphs: one row per lit head glyph (a split glyph is two rows, §4.3.3): node, head, model, x, y, w,
         angle, gc (palette index), cp / cf (tokens attended in each model).
     edges: one row per edge (layer, a, b) of the drawn graph(s): u, v (node ids), layer, member code,
-        the heads carrying it per model as uint32 words (``h1_w`` for pre-trained, ``h2_w`` fine-tuned)
-        and its Bézier geometry.
+        the heads carrying it per model as uint32 words (``h1_w`` for pre-trained, ``h2_w`` fine-tuned),
+        its Bézier geometry, ``w`` (its attention weight) and ``rest`` (1 = drawn at rest).
     sparks: sparkline bars (node, model, x0, y0, x1, y1).
     bits: ``{model code: uint8 array}``: each node's ancestors in that model as one little-endian bit
         stream; node ``u``'s row holds ``lo[level(u)]`` bits (the nodes on lower levels), rows in node order.
