@@ -16,11 +16,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra (part of the test extras)")
 
-from attnflows_panel.index import (  # noqa: E402
-    SignatureIndex,
-    build_index,
-    build_index_ray,  # noqa: E402
-)
+# after the importorskip above: without Ray the module is skipped before it imports the engine
+from attnflows_panel.index import SignatureIndex, build_index, build_index_ray  # noqa: E402
 
 N = 40
 SHARD = 8
