@@ -14,10 +14,9 @@ import logging
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra (part of the test extras)")
+from attnflows_panel.index import SignatureIndex, build_index, build_index_ray  # imports no Ray
 
-# after the importorskip above: without Ray the module is skipped before it imports the engine
-from attnflows_panel.index import SignatureIndex, build_index, build_index_ray  # noqa: E402
+ray = pytest.importorskip("ray", reason="the Ray engine needs the 'ray' extra (part of the test extras)")
 
 N = 40
 SHARD = 8
