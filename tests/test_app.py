@@ -6,6 +6,8 @@ over the bundled demo corpus keep it fast; the browser tests (test_app_browser.p
 from __future__ import annotations
 
 import html
+import json
+import shutil
 import threading
 import time
 import weakref
@@ -734,7 +736,7 @@ def test_the_head_panel_follows_the_sample_and_a_head_click_restricts_the_flow_v
     similar samples as its subset, and a clicked head restricts the flow view's trace to that head."""
     from bokeh.document import Document
 
-    from attnflows_panel import heads as HD
+    from attnflows_panel import heads as head_measures
 
     app.__panel__().get_root(Document())
     panel = app.head_panel
@@ -744,12 +746,100 @@ def test_the_head_panel_follows_the_sample_and_a_head_click_restricts_the_flow_v
     assert panel.subset_ids == [str(x) for x in app.browser.results["id"]] and panel.subset_ids
     panel.scope = "subset"
     rows = app.index.rows_of(panel.subset_ids)
-    np.testing.assert_allclose(panel.values(), HD.aggregate(*app.index.head_change(rows)).cosine, atol=1e-7)
+    np.testing.assert_allclose(panel.values(), head_measures.aggregate(*app.index.head_change(rows)).cosine, atol=1e-7)
     # a click on head 3 of layer 1: the view traces from [CLS] through that head only
     panel.selected_head = (1, 3)
-    assert app.view.head == [1, 3] and app.view.selection == [[app.view._L, 0]]
+    assert app.view.head == [1, 3] and app.view.selection == [[app.pair.num_layers, 0]]
     assert "head 3 of layer 1" in app.view.status or "head 4" in app.view.status
     # another sample: the panel follows
     other = sample_ids(app)[2]
     app.show_sample(other)
     assert panel.sample_id == other and panel.sample[0] == app.index.sample(other)["sentence_a"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# issue 25: the head panel covers the browser's scope; training pairs are marked
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_the_head_panel_covers_the_browsers_scope_names_labels_and_opens_samples(demo_index_all_tasks,
+                                                                                   sharp_bert_dirs, registry):
+    """Defect 3: the head panel averaged over all 306 demo samples while the browser showed the 102 MRPC
+    ones, listed raw column names (label_name, pred_fine), and its rows could not be opened."""
+    from bokeh.document import Document
+    from panel.models.tabulator import CellClickEvent
+
+    from attnflows_panel.views.corpus_browser import row_tasks
+
+    cfg = AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]),
+                    index=str(demo_index_all_tasks))
+    app = AttnFlowsApp(cfg, registry=registry)
+    app.__panel__().get_root(Document())
+    panel = app.head_panel
+    mrpc = np.flatnonzero(row_tasks(app.index) == "mrpc")
+    assert 0 < len(mrpc) < len(app.index) and list(app.browser.filtered_rows()) == list(mrpc)
+    np.testing.assert_allclose(panel.values(), app.index.head_change_summary(mrpc).cosine, atol=1e-7)
+    assert f"mean over {len(mrpc)} samples (MRPC corpus)" in panel.title()
+    panel.selected_head = (1, 2)  # around the current sample: the browser's task only
+    listed = panel._query_result
+    assert len(listed) and set(listed["id"]) <= set(app.browser.table.value["id"])
+    table = next(o for o in panel._details.objects if hasattr(o, "on_click"))
+    titles = table.titles
+    assert titles["label_name"] == "label" and titles["pred_fine"] == "fine-tuned"  # the browser's names
+    assert "head 3 of layer 2" in panel._details.objects[0].object
+    target = str(listed["id"].iloc[1])
+    table._process_event(CellClickEvent(model=table.get_root(Document()), column="id", row=1))  # a click opens it
+    assert app.sample_id == target and app.result.sentence_a == app.index.sample(target)["sentence_a"]
+    assert panel.sample_id == target and panel.sample == (app.result.sentence_a, app.result.sentence_b)
+    # without a current sample: the lowest cosines of that head, of the task's samples only
+    from attnflows_panel.views.head_panel import HeadPanel
+
+    alone = HeadPanel(app.index, task="mrpc", k=8).head_query(1, 2)
+    assert set(alone["id"]) <= set(app.browser.table.value["id"]) and "label_name" in alone
+
+
+@pytest.fixture(scope="module")
+def demo_model_index(sharp_bert_dirs, tmp_path_factory):
+    """A fine-tuned model folder with the metrics.json that `attnflows demo` writes (fine-tuned on the
+    bundled demo set's MRPC training split) and an index of the demo's MRPC pairs made with it."""
+    from attnflows_panel.index import build_index
+    from attnflows_panel.models import ModelPair
+
+    fine = tmp_path_factory.mktemp("demo-model") / "fine"
+    shutil.copytree(sharp_bert_dirs[1], fine)
+    (fine / "metrics.json").write_text(json.dumps({"task": "mrpc", "data": "demo", "split": {"train": "train", "eval": "dev"},
+                                                   "settings": {"seed": 42, "train_limit": None}}))
+    pair = ModelPair.load(str(sharp_bert_dirs[0]), str(fine), device="cpu")
+    out = tmp_path_factory.mktemp("demo-model-index") / "demo"
+    return build_index(pair, "demo", "mrpc", out, tau=0.3, progress=False)
+
+
+def test_the_demo_models_training_pairs_are_marked_and_kept_out_of_its_accuracy(demo_model_index, capsys):
+    """Defect 5: the demo's "correct" filter and `index info` accuracy counted mostly the pairs the default
+    model was fine-tuned on (82 of 102); nothing marked them."""
+    from attnflows_panel.app.training import training_mask
+    from attnflows_panel.cli import main
+    from attnflows_panel.corpus import load_corpus
+    from attnflows_panel.index import SignatureIndex
+    from attnflows_panel.views.corpus_browser import CorpusBrowser
+
+    idx = SignatureIndex.open(demo_model_index)
+    corpus = load_corpus("demo")
+    train = {(a, b) for a, b, t, sp in zip(corpus["sentence_a"], corpus["sentence_b"], corpus["task"], corpus["split"],
+                                           strict=True) if t == "mrpc" and sp == "train"}
+    mask = training_mask(idx)  # from the fine-tuned model the index names
+    md = idx.metadata
+    assert len(md) == 102 and int(mask.sum()) == len(train) == 82
+    assert all(m == ((a, b) in train) for m, a, b in zip(mask, md["sentence_a"], md["sentence_b"], strict=True))
+    browser = CorpusBrowser(idx, task="mrpc", training=mask)
+    shown = browser.table.value
+    assert (shown["split"] == "training").sum() == 82 and (shown["split"] == "held-out").sum() == 20
+    browser.split = "held-out"  # the filter
+    assert len(browser.table.value) == 20 and set(browser.table.value["split"]) == {"held-out"}
+    held = md["correct_fine"][~mask].astype(bool).mean()
+    trained = md["correct_fine"][mask].astype(bool).mean()
+    text = (f"fine-tuned accuracy {held:.3f} on 20 held-out pairs ({trained:.3f} on the 82 training pairs it "
+            "was fine-tuned on)")
+    assert text in browser._count.object
+    assert main(["index", "info", "--index", str(demo_model_index)]) == 0
+    assert f"accuracy   {text}" in capsys.readouterr().out
