@@ -32,7 +32,7 @@ from functools import cached_property
 
 import numpy as np
 
-__all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile"]
+__all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile", "describe_width"]
 
 
 def _check(weights, heads, root) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -224,3 +224,23 @@ def tau_profile(node, taus) -> np.ndarray:
     for k in range(node.shape[0]):
         out[:, k] = n - np.searchsorted(srt[k], tt, side="right")
     return out
+
+
+def describe_width(width: float, digits: int = 2) -> str:
+    """The hover text for a node or edge of width ``width``: the τ for which it is in the graph.
+
+    ``∞`` (the root) → "in the graph at every τ"; ``0`` → "in the graph at no τ"; otherwise
+    "in the graph for τ < 0.23": ``width`` cut (not rounded up) to ``digits`` significant digits, so that the
+    bound shown is not above the true one (up to float rounding): at every τ below it the node is in the graph.
+    """
+    w = float(width)
+    if np.isnan(w) or w < 0:
+        raise ValueError(f"a width is a number >= 0; got {width!r}")
+    if np.isinf(w):
+        return "in the graph at every τ"
+    if w == 0:
+        return "in the graph at no τ"
+    e = int(np.floor(np.log10(w)))
+    q = 10.0 ** (e - int(digits) + 1)
+    shown = np.floor(w / q + 1e-9) * q
+    return f"in the graph for τ < {shown:.{max(0, int(digits) - 1 - e)}f}"

@@ -12,7 +12,14 @@ import csv
 import numpy as np
 import pytest
 
-from attnflows_panel.bottleneck import Bottleneck, bottleneck, breakpoints, membership, tau_profile
+from attnflows_panel.bottleneck import (
+    Bottleneck,
+    bottleneck,
+    breakpoints,
+    describe_width,
+    membership,
+    tau_profile,
+)
 from attnflows_panel.graph import AttentionGraph
 
 
@@ -202,3 +209,16 @@ def test_bad_tau():
             b.member(bad)
     with pytest.raises(ValueError, match="NaN"):
         tau_profile(b.node, [0.1, float("nan")])
+
+
+def test_describe_width():
+    assert describe_width(np.inf) == "in the graph at every τ"
+    assert describe_width(0.0) == "in the graph at no τ"
+    assert describe_width(np.float32(0.234)) == "in the graph for τ < 0.23"
+    assert describe_width(np.float32(0.23)) == "in the graph for τ < 0.23"
+    assert describe_width(0.239) == "in the graph for τ < 0.23"  # cut, never rounded up
+    assert describe_width(0.00487) == "in the graph for τ < 0.0048"
+    assert describe_width(1.0) == "in the graph for τ < 1.0"
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="width"):
+            describe_width(bad)
