@@ -259,7 +259,7 @@ class GraphComparison:
                 mine = g.levels[level]
                 if not len(mine):
                     continue
-                anc, desc = g._level_masks(level)
+                anc, desc = g.level_masks(level)
                 masks = anc | desc
                 masks[np.arange(len(mine)), level, mine] = True  # the node itself
                 codes[np.searchsorted(toks, mine)] |= code * masks.view(np.int8)

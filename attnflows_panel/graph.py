@@ -26,167 +26,19 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property, partial
 from itertools import repeat
-from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node"]
+from attnflows_panel.reach import Reachability, or_and
+from attnflows_panel.traces import Edge, Node, PathResult, Trace, mask_to_nodes, new_edge, readonly
 
-Node = tuple[int, int]
-"""A node of the Attention Graph: ``(level, token_position)``."""
+__all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node", "or_and"]
 
 # Attention weights are probabilities. A small tolerance above 1 lets half-precision softmax outputs in.
 _MAX_WEIGHT = 1.0 + 1e-3
 # ceil() of eq. 4 tolerates this much floating-point noise (so 2.0000000000000004 rates 2, not 3).
 _CEIL_EPS = 1e-9
-
-
-class Edge(NamedTuple):
-    """An edge of the Attention Graph through layer ``layer``.
-
-    It joins node ``(layer + 1, a)`` (the query token ``a``) to node ``(layer, b)`` (the key token ``b``
-    it attends to with weight > τ). ``heads`` are the allowed heads that carry it, ascending.
-    """
-
-    layer: int
-    a: int
-    b: int
-    heads: tuple[int, ...]
-
-
-class PathResult(NamedTuple):
-    """Paths between tokens selected at two levels (§4.4.2).
-
-    ``nodes`` are the ``(level, token)`` nodes on the paths: the intermediate nodes plus the selected
-    tokens that the paths join. ``edges`` are the steps of those paths, each with the heads that carry it.
-    Both are empty when no path joins the selections.
-    """
-
-    nodes: set[Node]
-    edges: list[Edge]
-
-    @property
-    def heads(self) -> dict[int, tuple[int, ...]]:
-        """Layer -> the heads through which attention flows along the paths at that layer (§4.4.2)."""
-        out: dict[int, set[int]] = {}
-        for e in self.edges:
-            out.setdefault(e.layer, set()).update(e.heads)
-        return {k: tuple(sorted(v)) for k, v in sorted(out.items())}
-
-    @property
-    def intermediate(self) -> set[Node]:
-        """The nodes strictly between the two selected levels."""
-        if not self.edges:
-            return set()
-        lo = min(e.layer for e in self.edges)
-        hi = max(e.layer for e in self.edges) + 1
-        return {(lv, t) for lv, t in self.nodes if lo < lv < hi}
-
-
-# Builds an Edge from a (layer, a, b, heads) tuple without the Python-level NamedTuple.__new__, so that
-# edge lists are made at C speed inside map().
-_new_edge = partial(tuple.__new__, Edge)
-
-
-def _mask_to_nodes(mask: np.ndarray) -> set[Node]:
-    lv, tok = np.nonzero(mask)
-    return set(zip(lv.tolist(), tok.tolist(), strict=True))
-
-
-@dataclass(frozen=True, eq=False)
-class Trace:
-    """The dependency subgraph of a selection of tokens at one level (§4.4.1).
-
-    Stored as boolean masks ``[L + 1, n]`` (row = level, column = token), so that building many traces
-    is cheap; the sets and the edge list are derived on first access.
-
-    Attributes
-    ----------
-    level, tokens:
-        The selection: ``tokens`` (ascending) at ``level``. Several tokens are a *brush*.
-    head:
-        ``None``, or ``(layer, h)``: only head ``h`` connects layer ``layer`` (Fig. 6(b)).
-    ancestor_mask:
-        Nodes on levels below ``level`` that the selection depends on.
-    descendant_mask:
-        Nodes on levels above ``level`` that depend on the selection.
-    """
-
-    level: int
-    tokens: tuple[int, ...]
-    head: tuple[int, int] | None
-    ancestor_mask: np.ndarray = field(repr=False)
-    descendant_mask: np.ndarray = field(repr=False)
-    graph: AttentionGraph = field(repr=False)
-
-    @cached_property
-    def selected_mask(self) -> np.ndarray:
-        m = np.zeros_like(self.ancestor_mask)
-        m[self.level, list(self.tokens)] = True
-        return m
-
-    @cached_property
-    def mask(self) -> np.ndarray:
-        """bool ``[L + 1, n]``: every node of the trace (selection, ancestors and descendants)."""
-        return self.ancestor_mask | self.descendant_mask | self.selected_mask
-
-    @cached_property
-    def ancestors(self) -> set[Node]:
-        """``(level, token)`` nodes below the selection that it depends on."""
-        return _mask_to_nodes(self.ancestor_mask)
-
-    @cached_property
-    def descendants(self) -> set[Node]:
-        """``(level, token)`` nodes above the selection that depend on it."""
-        return _mask_to_nodes(self.descendant_mask)
-
-    @cached_property
-    def selected(self) -> set[Node]:
-        return {(self.level, t) for t in self.tokens}
-
-    @cached_property
-    def nodes(self) -> set[Node]:
-        """``ancestors | descendants | selected``."""
-        return self.ancestors | self.descendants | self.selected
-
-    @property
-    def flat_indices(self) -> np.ndarray:
-        """The trace's nodes as ascending flat indices ``level * n + token`` (compact to ship to a browser)."""
-        return np.flatnonzero(self.mask)
-
-    @cached_property
-    def edges(self) -> list[Edge]:
-        """The edges the traversal used, ordered by layer then ``(a, b)``.
-
-        Each edge lists only the heads that carry it in this traversal (with ``head=(layer, h)``, only
-        ``h`` at that layer).
-        """
-        g, sel = self.graph, self.selected_mask
-        out: list[Edge] = []
-        for k in range(g.L):
-            if k < self.level:  # below the selection: from the selection/ancestors down to ancestors
-                src, dst = self.ancestor_mask[k + 1] | sel[k + 1], self.ancestor_mask[k]
-            else:  # above: from descendants down to descendants or the selection
-                src, dst = self.descendant_mask[k + 1], self.descendant_mask[k] | sel[k]
-            if src.any() and dst.any():
-                out.extend(g._edges_between(k, src, dst, self.head))
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Trace):
-            return NotImplemented
-        return (
-            self.level == other.level
-            and self.tokens == other.tokens
-            and self.head == other.head
-            and np.array_equal(self.ancestor_mask, other.ancestor_mask)
-            and np.array_equal(self.descendant_mask, other.descendant_mask)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _check_weights(attn: np.ndarray) -> None:
@@ -236,12 +88,7 @@ def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
     return mask.view(np.uint8).sum(axis=axis, dtype=acc).astype(np.int32)
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
-class AttentionGraph:
+class AttentionGraph(Reachability):
     """The Attention Graph of one input (§4.1, Fig. 3).
 
     Build it with :meth:`build`. The graph is immutable; every array attribute is read-only.
@@ -329,18 +176,18 @@ class AttentionGraph:
             member[k] = nh.any(axis=0)
             rows = np.flatnonzero(member[k])
 
-        self.attn = _readonly(attn.view())  # the caller's array, seen read-only (not copied)
+        self.attn = readonly(attn.view())  # the caller's array, seen read-only (not copied)
         self.L, self.H, self.n = L, H, n
         self.tau = tau
         self.root = root
-        self.heads = _readonly(heads_mask)
-        self.member = _readonly(member)
-        self.levels = [_readonly(np.flatnonzero(member[k])) for k in range(L + 1)]
-        self.active = _readonly(active)
-        self.counts = _readonly(counts)
-        self._nheads = _readonly(nheads)
-        self._adj = _readonly(nheads > 0)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
-        self._out_deg = _readonly(out_deg)
+        self.heads = readonly(heads_mask)
+        self.member = readonly(member)
+        self.levels = [readonly(np.flatnonzero(member[k])) for k in range(L + 1)]
+        self.active = readonly(active)
+        self.counts = readonly(counts)
+        self._nheads = readonly(nheads)
+        self._adj = readonly(nheads > 0)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
+        self._out_deg = readonly(out_deg)
 
     @property
     def out_degree(self) -> np.ndarray:
@@ -514,7 +361,7 @@ class AttentionGraph:
             ks = np.arange(L)
             weighted = (alpha ** (L - 1 - ks))[:, None] * self.counts
             suffix = np.cumsum(weighted[::-1], axis=0)[::-1]  # Σ_{k'=k}^{L-1}
-            cache[alpha] = _readonly(suffix / (L - ks)[:, None])
+            cache[alpha] = readonly(suffix / (L - ks)[:, None])
         return cache[alpha]
 
     def ratings(self, k: int, alpha: float = 0.5) -> np.ndarray:
@@ -529,7 +376,7 @@ class AttentionGraph:
         """The edges through layer ``k``, from ``levels[k+1]`` to ``levels[k]``, ordered by ``(a, b)``."""
         k = self._check_layer(k)
         full = np.ones(self.n, dtype=bool)
-        return self._edges_between(k, full, full, None)
+        return self.edges_between(k, full, full, None)
 
     def edge_array(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Array form of :meth:`edges` for fast consumers.
@@ -541,12 +388,12 @@ class AttentionGraph:
         a, b = np.nonzero(self._adj[k])
         return a, b, self.active[k][:, a, b].T, self.attn[k][:, a, b].T
 
-    def _edges_between(self, k: int, src: np.ndarray, dst: np.ndarray, head) -> list[Edge]:
+    def edges_between(self, k: int, src: np.ndarray, dst: np.ndarray, head) -> list[Edge]:
         """Edges through layer k from tokens ``src`` (level k+1) to ``dst`` (level k), optionally one head."""
         if head is not None and head[0] == k:
             h = head[1]
             a, b = np.nonzero(self.active[k, h] & src[:, None] & dst[None, :])
-            return list(map(_new_edge, zip(repeat(k), a.tolist(), b.tolist(), repeat((h,)))))
+            return list(map(new_edge, zip(repeat(k), a.tolist(), b.tolist(), repeat((h,)))))
         a, b = np.nonzero(self._adj[k] & src[:, None] & dst[None, :])
         if a.size == 0:
             return []
@@ -558,7 +405,7 @@ class AttentionGraph:
             codes[carrying[h]] += 1 << h
         codes = codes.tolist()
         table = {c: tuple(h for h in range(self.H) if c >> h & 1) for c in set(codes)}
-        return list(map(_new_edge, zip(repeat(k), a.tolist(), b.tolist(), map(table.__getitem__, codes))))
+        return list(map(new_edge, zip(repeat(k), a.tolist(), b.tolist(), map(table.__getitem__, codes))))
 
     # ------------------------------------------------------------------ glyphs and sparklines (§4.3.2)
 
@@ -707,8 +554,8 @@ class AttentionGraph:
             level,
             tuple(sel.tolist()),
             head,
-            _readonly(self._down(level, sel, head)),
-            _readonly(self._up(level, sel, head)),
+            readonly(self._down(level, sel, head)),
+            readonly(self._up(level, sel, head)),
             self,
         )
 
@@ -743,8 +590,8 @@ class AttentionGraph:
         mask, lo, hi = self._paths_mask(la, sa, lb, sb)
         edges: list[Edge] = []
         for k in range(lo, hi):
-            edges.extend(self._edges_between(k, mask[k + 1], mask[k], None))
-        return PathResult(_mask_to_nodes(mask), edges)
+            edges.extend(self.edges_between(k, mask[k + 1], mask[k], None))
+        return PathResult(mask_to_nodes(mask), edges)
 
     def paths_mask(self, level_a: int, tokens_a, level_b: int, tokens_b) -> np.ndarray:
         """bool ``[L + 1, n]``: the nodes of :meth:`paths` (same checks), without building its edge list.
@@ -775,173 +622,6 @@ class AttentionGraph:
         mask[hi], mask[lo] = top, bottom
         return mask, lo, hi
 
-    # ------------------------------------------------------------------ all traces at once
-
-    @cached_property
-    def _reach_base(self):
-        """``(off, flat, sub)``: level offsets of the compact node order, each node's flat index
-        ``level * n + token``, and the adjacency between consecutive levels' nodes ``sub[k]``
-        [m_{k+1}, m_k]."""
-        L, lv = self.L, self.levels
-        off = np.concatenate([[0], np.cumsum([len(x) for x in lv])]).astype(np.intp)
-        flat = np.concatenate([j * self.n + lv[j] for j in range(L + 1)])  # compact bit -> flat index
-        sub = [self._adj[k][lv[k + 1]][:, lv[k]] for k in range(L)]  # rows, then columns
-        return off, flat, sub
-
-    @cached_property
-    def _reach_down(self):
-        """Ancestors of every node, propagated level by level as packed bitsets.
-
-        Nodes are numbered compactly: bit ``off[j] + i`` stands for node ``(j, levels[j][i])``. Each node's
-        set is a row of ``W`` uint64 words. ``down[l]`` (``[m_l, W]``) holds the ancestors of level l's
-        nodes: the OR, over each node's children on level l-1, of the child's own bit and ancestors (a
-        boolean matrix product in the OR-AND semiring, 64 nodes per machine word). Ancestors of level l
-        lie on levels below l, so only the first ``ceil(off[l] / 64)`` words of ``down[l]`` can be set and
-        only those are computed. No BLAS and no per-node search is involved.
-        """
-        off, flat, sub = self._reach_base
-        down, own = self._down_sets(np.arange(off[-1]), int(off[-1]), off, sub)
-        return off, flat, down, own, sub
-
-    def _down_sets(self, bit: np.ndarray, width: int, off: np.ndarray, sub: list[np.ndarray]):
-        """Packed ancestor sets ``down[l]`` [m_l, W] with node j (compact order) as bit ``bit[j]`` of
-        ``width`` bits, and each node's own bit ``own[l]``; see :attr:`_reach_down`. ``bit`` ascends
-        with the levels, so level l's ancestors lie below bit ``bit[off[l]]``."""
-        L = self.L
-        sizes = np.diff(off)
-        words = max(1, -(-width // 64))
-        own = []
-        for lev in range(L + 1):
-            o = np.zeros((sizes[lev], words), dtype=np.uint64)
-            b = bit[off[lev] : off[lev + 1]]
-            o[np.arange(sizes[lev]), b // 64] = np.left_shift(np.uint64(1), (b % 64).astype(np.uint64))
-            own.append(o)
-        down = [np.zeros((sizes[0], words), dtype=np.uint64)]
-        for lev in range(1, L + 1):
-            top = int(bit[off[lev] - 1]) + 1 if off[lev] else 0  # bits of the levels below lev
-            w = -(-top // 64)  # words that can hold level lev's ancestors
-            d = np.zeros((sizes[lev], words), dtype=np.uint64)
-            d[:, :w] = _or_and(sub[lev - 1], (down[lev - 1] | own[lev - 1])[:, :w])
-            down.append(d)
-        return down, own
-
-    def ancestor_sets(self, bit: np.ndarray, width: int) -> list[np.ndarray]:
-        """Every node's ancestors as packed bit rows, numbered by the caller: ``sets[l]`` uint64
-        ``[m_l, ceil(width / 64)]``, bit ``bit[j]`` (little-endian within the row) set when node j is an
-        ancestor, nodes j in the order of :meth:`nodes`. ``bit`` must ascend (a view numbering the union
-        of two graphs' nodes level by level, say); unpacked, the rows are :meth:`ancestor_matrix`'s with
-        its columns moved to ``bit``. What a view ships as hover highlight bits (P4/P6), without moving
-        columns afterwards."""
-        off, _, sub = self._reach_base
-        bit = np.asarray(bit, dtype=np.int64)
-        if bit.shape != (int(off[-1]),) or (bit.size and (bit.min() < 0 or bit.max() >= width)):
-            raise ValueError(f"bit must give each of the {int(off[-1])} nodes a position in 0 .. {width - 1}")
-        if bit.size > 1 and not (np.diff(bit) > 0).all():
-            raise ValueError("bit must ascend with the nodes' order (levels, then positions)")
-        return self._down_sets(bit, width, off, sub)[0]
-
-    @cached_property
-    def _reach_up(self):
-        """Descendants of every node, as :attr:`_reach_down` (``up[l]`` [m_l, W], from the root down)."""
-        off, _, _, own, sub = self._reach_down
-        L = self.L
-        words = own[0].shape[1]
-        up = [np.zeros((0, words), dtype=np.uint64)] * L + [np.zeros((len(self.levels[L]), words), dtype=np.uint64)]
-        for lev in range(L - 1, -1, -1):
-            w0 = int(off[lev + 1]) // 64  # descendants of level lev lie on levels above lev: words from here
-            u = np.zeros((len(self.levels[lev]), words), dtype=np.uint64)
-            u[:, w0:] = _or_and(sub[lev].T, (up[lev + 1] | own[lev + 1])[:, w0:])
-            up[lev] = u
-        return up
-
-    @property
-    def _reach(self):
-        """``(off, flat, down, up, own)``: the packed reachability of :attr:`_reach_down` and :attr:`_reach_up`."""
-        off, flat, down, own, _ = self._reach_down
-        return off, flat, down, self._reach_up, own
-
-    def _expand(self, packed: np.ndarray, flat: np.ndarray) -> np.ndarray:
-        """Packed compact rows [m, W] -> read-only full masks [m, L+1, n]."""
-        m = packed.shape[0]
-        compact = np.unpackbits(packed.view(np.uint8), axis=1, count=flat.size, bitorder="little")
-        full = np.zeros((m, (self.L + 1) * self.n), dtype=bool)
-        full[:, flat] = compact.view(bool)
-        return _readonly(full.reshape(m, self.L + 1, self.n))
-
-    def _level_masks(self, lev: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ancestor and descendant masks of every node of level ``l``: bool ``[m_l, L+1, n]`` each."""
-        _, flat, down, up, _ = self._reach
-        return self._expand(down[lev], flat), self._expand(up[lev], flat)
-
-    def all_traces(self) -> dict[Node, Trace]:
-        """The plain :meth:`trace` of every node, ``{(level, token): Trace}``, computed in bulk.
-
-        Reachability is propagated level by level over packed bitsets (see ``_reach``), with no
-        per-node search, so this is cheap enough to precompute every hover highlight set (P4).
-        """
-        out: dict[Node, Trace] = {}
-        for lev in range(self.L + 1):
-            if not len(self.levels[lev]):
-                continue
-            anc, desc = self._level_masks(lev)
-            for i, w in enumerate(self.levels[lev].tolist()):
-                out[(lev, w)] = Trace(lev, (w,), None, anc[i], desc[i], self)
-        return out
-
-    def ancestor_matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every node's ancestors at once, in compact form: ``(flat, A)``.
-
-        ``flat`` int ``[N]``: node ``i`` is ``(flat[i] // n, flat[i] % n)``, nodes ordered by level then
-        token (as :meth:`nodes`). ``A`` bool ``[N, N]``: ``A[i, j]`` iff node ``j`` is an ancestor of node
-        ``i``, i.e. the ``ancestor_mask`` of :meth:`all_traces` without a Trace per node (what a view
-        ships for hover highlights, P4/P6).
-        """
-        _, flat, down, _, _ = self._reach_down
-        N = flat.size
-        if N == 0:
-            return flat, np.zeros((0, 0), dtype=bool)
-        rows = [np.unpackbits(d.view(np.uint8), axis=1, count=N, bitorder="little") for d in down if d.shape[0]]
-        return flat, np.concatenate(rows).view(bool)
-
-    def ancestor_blocks(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """:meth:`ancestor_matrix` cut into its non-zero blocks: ``(flat, off, blocks)``.
-
-        Ancestors lie on lower levels, so the rows of level ``l``'s nodes are zero from column ``off[l]``
-        on. ``off`` int ``[L + 2]``: level ``l``'s nodes are ``off[l]:off[l+1]`` in the order of ``flat``;
-        ``blocks[l]`` bool ``[m_l, off[l]]`` equals ``A[off[l]:off[l+1], :off[l]]``. Cheaper than the
-        square matrix when a view ships each node's ancestors on lower levels only (P4/P6).
-        """
-        off, flat, down, _, _ = self._reach_down
-        blocks = [
-            np.unpackbits(d.view(np.uint8), axis=1, count=int(off[lev]), bitorder="little").view(bool)
-            for lev, d in enumerate(down)
-        ]
-        return flat, off, blocks
-
-    def all_head_traces(self) -> dict[tuple[int, int, int], Trace]:
-        """``{(level, token, h): trace(level, token, head=(level-1, h))}`` for every head glyph that is lit.
-
-        These are the highlights of hovering a head glyph (Fig. 6(b)): only head ``h`` connects the token
-        to the level below, all other layers use every allowed head. Keys exist for ``level >= 1`` and
-        ``glyphs(level)[token, h] > 0``. Computed in bulk like :meth:`all_traces`.
-        """
-        off, flat, down, up, own = self._reach
-        out: dict[tuple[int, int, int], Trace] = {}
-        lv = self.levels
-        for lev in range(1, self.L + 1):
-            if len(lv[lev]) == 0 or len(lv[lev - 1]) == 0:
-                continue
-            first = self.active[lev - 1][:, lv[lev]][:, :, lv[lev - 1]]  # [H, m_l, m_{lev-1}]: the step via head h
-            hh, ii = np.nonzero(first.any(axis=2))
-            if hh.size == 0:
-                continue
-            anc = self._expand(_or_and(first[hh, ii], down[lev - 1] | own[lev - 1]), flat)
-            desc = self._expand(up[lev], flat)
-            for r, (h, i) in enumerate(zip(hh.tolist(), ii.tolist(), strict=True)):
-                w = int(lv[lev][i])
-                out[(lev, w, h)] = Trace(lev, (w,), (lev - 1, h), anc[r], desc[i], self)
-        return out
-
     # ------------------------------------------------------------------ misc
 
     def nodes(self) -> Iterator[Node]:
@@ -957,22 +637,3 @@ class AttentionGraph:
     def edge_count(self) -> int:
         """Number of edges (token pairs, over all layers)."""
         return int(self._adj.sum())
-
-
-def _or_and(sel: np.ndarray, sets: np.ndarray) -> np.ndarray:
-    """Boolean matrix product over packed bitsets: row i = OR of ``sets[j]`` for every j with ``sel[i, j]``.
-
-    ``sel`` bool [r, m], ``sets`` uint64 [m, W] -> uint64 [r, W]. One ``bitwise_or.reduceat`` over the
-    selected rows of ``sets``, so the work follows the number of edges, not ``r * m``.
-    """
-    r, m = sel.shape
-    out = np.zeros((r, sets.shape[1]), dtype=np.uint64)
-    if r == 0 or m == 0 or sets.shape[1] == 0:
-        return out
-    flat = np.flatnonzero(sel)  # row-major: rows ascending (np.nonzero is slower in 2-d)
-    if flat.size == 0:
-        return out
-    ii, jj = np.divmod(flat, m)
-    starts = np.flatnonzero(np.concatenate(([True], ii[1:] != ii[:-1])))
-    out[ii[starts]] = np.bitwise_or.reduceat(sets[jj], starts, axis=0)
-    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnflows_panel.graph import AttentionGraph, _count_true, _or_and
+from attnflows_panel.graph import AttentionGraph, _count_true, or_and
 
 
 def _softmax(rng, shape, sharp=6):
@@ -84,10 +84,10 @@ def test_or_and_matches_brute_force(seed):
         for j in range(m):
             if sel[i, j]:
                 expect[i] |= sets[j]
-    np.testing.assert_array_equal(_or_and(sel, sets), expect)
+    np.testing.assert_array_equal(or_and(sel, sets), expect)
     sets_r = np.resize(sets, (r, W))  # a transposed (non-contiguous) selection, as the upward pass uses
-    np.testing.assert_array_equal(_or_and(sel.T, sets_r), _brute(sel.T, sets_r))
-    assert _or_and(np.zeros((0, m), bool), sets).shape == (0, W)
+    np.testing.assert_array_equal(or_and(sel.T, sets_r), _brute(sel.T, sets_r))
+    assert or_and(np.zeros((0, m), bool), sets).shape == (0, W)
 
 
 def _brute(sel, sets):
