@@ -60,6 +60,7 @@ __all__ = [
     "normalise_rows",
     "rollout",
     "pair_weights",
+    "with_attattr",
 ]
 
 WEIGHT_KINDS = ("raw", "norm", "attattr")
@@ -495,3 +496,18 @@ def pair_weights(pair, sentence_a: str, sentence_b: str, kind: str = "raw", *, s
         roles[role] = _model_weights(model, inputs, kind, steps, fallback)
     return PairWeights(kind=kind, tokens=pair.tokenizer.convert_ids_to_tokens(ids), input_ids=ids,
                        truncated=truncated, **roles)
+
+
+def with_attattr(pair, result, steps: int = 20):
+    """``result`` (a :class:`~attnflows_panel.models.PairResult` of ``pair``) with the ``attattr`` weights of
+    each model that has a classification head in place of its ``attentions`` (``weights="attattr"``); a model
+    without one keeps what it has (``ModelPair.run(..., weights="attattr")`` runs with ``norm`` first)."""
+    inputs, ids, _ = encode(pair, result.sentence_a, result.sentence_b)
+    if ids != list(result.input_ids):
+        raise ValueError("the result's tokens are not those of its sentences for this pair (another tokenizer?)")
+    changes = {}
+    for role, model in (("pretrained", pair.pretrained_model), ("finetuned", pair.finetuned_model)):
+        if _has_classifier(model):
+            w = attattr_weights(model, inputs, steps=steps)
+            changes[role] = dataclasses.replace(getattr(result, role), attentions=w, weights="attattr")
+    return dataclasses.replace(result, **changes)
