@@ -557,7 +557,7 @@ def radial_layout(
     tok_str = [str(t) for t in tokens]
     shown_tok = [display_token(t) for t in tok_str]
     labels = word_labels(tok_str, pos, level_col)
-    nchar = np.fromiter((len(t) for t in labels), dtype=np.int64, count=N)
+    nchar = np.fromiter(map(len, labels), dtype=np.int64, count=N)
     lw = nchar * (style.char_width * style.font)
     # each ring's label demand: a slot per token, or its label and the gap between labels
     slot = style.slot_min(n_heads)

@@ -77,25 +77,20 @@ def display_token(token: str) -> str:
     return token
 
 
-def _is_piece(token: str) -> bool:
-    return token.startswith("##") and len(token) > 2
-
-
 def token_classes(tokens: Sequence[str]) -> np.ndarray:
     """int8 [n]: the label class of every token: :data:`CONTENT` (a word with a letter or digit, not a stop
     word), :data:`STOPWORD`, :data:`PIECE` (a ``##`` continuation) or :data:`MINOR` (punctuation, special
     tokens such as ``[CLS]``/``[SEP]``)."""
-    out = np.empty(len(tokens), dtype=np.int8)
-    for i, t in enumerate(tokens):
-        t = str(t)
-        if _is_piece(t):
-            out[i] = PIECE
-        elif _SPECIAL.match(t) or not any(ch.isalnum() for ch in t):
-            out[i] = MINOR
-        elif t.lower() in _STOPWORDS:
-            out[i] = STOPWORD
+    special, stop = _SPECIAL.match, _STOPWORDS
+    out = []
+    for t in map(str, tokens):
+        if t.startswith("##") and len(t) > 2:
+            out.append(PIECE)
+        elif not any(map(str.isalnum, t)) or special(t):
+            out.append(MINOR)
         else:
-            out[i] = CONTENT
+            out.append(STOPWORD if t.lower() in stop else CONTENT)
+    out = np.array(out, dtype=np.int8)
     return out
 
 
@@ -104,18 +99,19 @@ def word_labels(tokens: Sequence[str], positions: np.ndarray, level_of: np.ndarr
 
     Word pieces of one word that are on the same ring at consecutive positions are joined on the first of
     them, never onto a special token such as ``[SEP]`` (``203`` + ``##0`` → ``2030``; ``""`` on the pieces
-    it covers); a piece whose predecessor is not
-    on the ring keeps its own text (``-0``). Other tokens read as :func:`display_token`."""
+    it covers); a piece whose predecessor is not on the ring keeps its own text (``-0``). Other tokens
+    read as :func:`display_token`."""
     pos = np.asarray(positions, dtype=np.int64)
     lv = np.asarray(level_of, dtype=np.int64)
     m = pos.size
     toks = [str(t) for t in tokens]
-    piece = np.fromiter((_is_piece(t) for t in toks), dtype=bool, count=len(toks))
-    special = np.fromiter((bool(_SPECIAL.match(t)) for t in toks), dtype=bool, count=len(toks))
-    shown = [display_token(t) for t in toks]  # once per token, then per node
+    is_piece = [t.startswith("##") and len(t) > 2 for t in toks]
+    shown = ["-" + t[2:] if p else t for t, p in zip(toks, is_piece, strict=True)]  # display_token, per token
     labels = [shown[p] for p in pos.tolist()]
-    if m == 0 or not piece.any():
+    if m == 0 or not any(is_piece):
         return labels
+    piece = np.array(is_piece, dtype=bool)
+    special = np.fromiter((bool(_SPECIAL.match(t)) for t in toks), dtype=bool, count=len(toks))
     # node i continues node i-1's word when it is a piece, on the same level, at the next position
     cont = np.zeros(m, dtype=bool)
     cont[1:] = piece[pos[1:]] & (lv[1:] == lv[:-1]) & (pos[1:] == pos[:-1] + 1) & ~special[pos[:-1]]

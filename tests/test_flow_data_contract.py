@@ -169,3 +169,19 @@ def test_a_head_click_shows_that_heads_layer_in_both_models(pair, mode):
         assert codes <= {PRE, FINE, BOTH}
         assert "only pre-trained" in hl.message and "only fine-tuned" in hl.message
     assert f"head {h + 1} of layer {layer + 1}" in hl.message
+
+
+def test_edges_are_the_same_for_a_non_contiguous_attention_array(pair):
+    """FlowData reads the edges' heads and weights from the flat array when it can; a strided view of the
+    same attention gives the same edges."""
+    tokens, segments, pre, fine = pair
+    attn = np.asarray(pre.attn)
+    L, H, n, _ = attn.shape
+    big = np.zeros((L, H, n + 3, n + 3), dtype=attn.dtype)
+    big[:, :, :n, :n] = attn
+    strided = big[:, :, :n, :n]
+    assert not strided.flags.c_contiguous
+    d1 = FlowData(tokens, segments, pre, fine, "combined")
+    d2 = FlowData(tokens, segments, AttentionGraph.build(strided, tau=pre.tau), fine, "combined")
+    for col in ("layer", "a", "b", "w", "rest", "h1_0", "h2_0", "nh", "member"):
+        np.testing.assert_array_equal(d1.columns("edges")[col], d2.columns("edges")[col], err_msg=col)

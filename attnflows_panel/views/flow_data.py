@@ -210,6 +210,18 @@ def _frozen_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def _edge_heads(g: AttentionGraph, k: np.ndarray, rem: np.ndarray, head_off: np.ndarray):
+    """For edges ``(k, a, b)`` of graph ``g`` (``rem = a * n + b``): which heads carry each (bool [H, m])
+    and every head's weight (float [H, m]), read head by head (rows of the result are contiguous, so the
+    reductions over heads run along whole rows)."""
+    H, n = g.H, g.n
+    if g.attn.flags.c_contiguous:
+        idx = (k * (H * n * n) + rem)[None, :] + head_off
+        return g.active.reshape(-1)[idx], g.attn.reshape(-1)[idx]
+    a, b = np.divmod(rem, n)
+    return g.active[k, :, a, b].T, g.attn[k, :, a, b].T
+
+
 class FlowData(Selections):
     """What the radial view draws for one input at one τ in one mode (no Bokeh here).
 
@@ -442,17 +454,17 @@ class FlowData(Selections):
             nh = np.zeros(keys.size, dtype=np.int64)
             weight = np.zeros(keys.size, dtype=np.float32)
             words = {c: np.zeros((keys.size, W), dtype=np.uint32) for c in (PRE, FINE)}
+            head_off = (np.arange(H, dtype=np.int64) * (n * n))[:, None]
             for c, g in graphs:
                 pos = np.flatnonzero(g.adjacency.reshape(-1)[keys]) if len(graphs) > 1 else np.arange(keys.size)
-                kc, rc = k[pos], rem[pos]
-                heads = g.active.reshape(self.L, H, n * n)[kc, :, rc]  # bool [m, H]: the carrying heads
-                words[c][pos] = pack_heads(heads)
+                heads, gathered = _edge_heads(g, k[pos], rem[pos], head_off)  # [H, m] each
+                for h in range(H):  # the carrying heads as bits (word h // 32, bit h % 32)
+                    words[c][pos, h // 32] |= heads[h].astype(np.uint32) << np.uint32(h % 32)
                 member[pos] |= c
-                nh[pos] = np.maximum(nh[pos], g.head_counts.reshape(self.L, n * n)[kc, rc])
-                # the edge's weight: the strongest carrying head (the larger of the two models')
-                # (with every head allowed, the largest weight of the edge is above τ, so it is a carrying head's)
-                gathered = g.attn.reshape(self.L, H, n * n)[kc, :, rc]
-                w_c = gathered.max(axis=1) if g.heads.all() else np.where(heads, gathered, 0).max(axis=1)
+                nh[pos] = np.maximum(nh[pos], g.head_counts.reshape(self.L, n * n)[k[pos], rem[pos]])
+                # the edge's weight: the strongest carrying head (the larger of the two models'); with every
+                # head allowed, the largest weight of an edge is above τ, so it is a carrying head's
+                w_c = gathered.max(axis=0) if g.heads.all() else np.where(heads, gathered, 0).max(axis=0)
                 weight[pos] = np.maximum(weight[pos], w_c)
             edges["nh"] = nh
             for c in (PRE, FINE):

@@ -107,13 +107,13 @@ class Selections:
         ids = self.node_index.ravel()[np.flatnonzero(mask)]
         node_in[ids[ids >= 0]] = True
         lit = e[f"in{code}"] & node_in[e["u"]] & node_in[e["v"]]
-        words = list(e[f"w{code}"])  # uint64 [E] per 32-head word
+        words = list(e[f"w{code}"])  # uint32 [E] per 32-head word
         if head is not None:
             at = e["layer"] == head[0]
-            carried = ((words[head[1] // 32] >> np.uint64(head[1] % 32)) & np.uint64(1)).astype(bool)
+            carried = ((words[head[1] // 32] >> np.uint32(head[1] % 32)) & np.uint32(1)).astype(bool)
             lit &= ~at | carried
             for w in range(self.words):
-                mine = np.uint64(1 << (head[1] % 32)) if w == head[1] // 32 else np.uint64(0)
+                mine = np.uint32(1 << (head[1] % 32)) if w == head[1] // 32 else np.uint32(0)
                 words[w] = np.where(at, mine, words[w])
         hl.edges[lit] |= np.uint8(code)
         gl = self._glyph_arrays()
@@ -127,9 +127,9 @@ class Selections:
         starts = np.flatnonzero(np.concatenate(([True], u[1:] != u[:-1])))
         gnode, gword, gshift = gl[f"node{code}"], gl[f"word{code}"], gl[f"shift{code}"]
         for w in range(self.words):
-            acc = np.zeros(N, dtype=np.uint64)
+            acc = np.zeros(N, dtype=np.uint32)
             acc[u[starts]] = np.bitwise_or.reduceat(words[w][lit_ids], starts)
-            on = ((acc[gnode] >> gshift) & np.uint64(1)).astype(bool)
+            on = ((acc[gnode] >> gshift) & np.uint32(1)).astype(bool)
             if self.words > 1:
                 on &= gword == w
             hl.glyphs[rows[on]] = True
@@ -139,24 +139,24 @@ class Selections:
             e = self.columns("edges")
             cols = ["u", "v", "layer", "member"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(self.words)]
             earr = {c: e[c] for c in cols}
-            earr["u"] = earr["u"].astype(np.int64)
-            earr["v"] = earr["v"].astype(np.int64)
+            earr["u"] = np.asarray(earr["u"], dtype=np.int64)  # no copy: the columns are int64 and uint32
+            earr["v"] = np.asarray(earr["v"], dtype=np.int64)
             earr["N"] = self.n_nodes
             for c in (PRE, FINE):
-                earr[f"in{c}"] = (earr["member"] & c).astype(bool)
-                earr[f"w{c}"] = [earr[f"h{c}_{w}"].astype(np.uint64) for w in range(self.words)]
+                earr[f"in{c}"] = (earr["member"] & c) != 0
+                earr[f"w{c}"] = [np.asarray(earr[f"h{c}_{w}"], dtype=np.uint32) for w in range(self.words)]
             self._earr = earr
         return self._earr
 
     def _glyph_arrays(self) -> dict[str, np.ndarray]:
         if not hasattr(self, "_garr"):
             g = self.columns("glyphs")
-            garr = {c: g[c].astype(np.int64) for c in ("node", "head", "model")}
+            garr = {c: np.asarray(g[c], dtype=np.int64) for c in ("node", "head", "model")}
             for c in (PRE, FINE):  # per model: its glyph rows, their nodes, head words and bit shifts
                 rows = np.flatnonzero(garr["model"] == c)
                 h = garr["head"][rows]
                 garr[f"rows{c}"], garr[f"node{c}"] = rows, garr["node"][rows]
-                garr[f"word{c}"], garr[f"shift{c}"] = h // 32, (h % 32).astype(np.uint64)
+                garr[f"word{c}"], garr[f"shift{c}"] = h // 32, (h % 32).astype(np.uint32)
             self._garr = garr
         return self._garr
 
@@ -269,7 +269,7 @@ class Selections:
         hl = self._empty()
         e = self._edge_arrays()
         at = e["layer"] == layer
-        word, bit = h // 32, np.uint64(1 << (h % 32))
+        word, bit = h // 32, np.uint32(1 << (h % 32))
         for c in self.graphs:
             carried = at & ((e[f"w{c}"][word] & bit) != 0)
             hl.edges[carried] |= np.uint8(c)
