@@ -249,7 +249,17 @@ def ring_slots(member: np.ndarray, segments: Sequence[int], start_angle: float =
     ang[below] = np.mod(ang_full[lv[below], ps[below]], TWO_PI)
     ang[~below] = math.pi / 2
     half = np.where(below, step[np.minimum(lv, L - 1)] / 2, math.pi)
-    # runs: each start, its count (to the next reached position of the side)
+    runs = _runs(runs_side, centre_side, step, start, run_slot)
+    units_all = np.zeros(L + 1)
+    units_all[:L] = units
+    units_all[L] = 1.0
+    return RingSlots(angle=ang, half=half, meet=meet, runs=runs, units=units_all)
+
+
+def _runs(runs_side, centre_side, step: np.ndarray, start: float, run_slot: float) -> dict[str, np.ndarray]:
+    """The runs of :func:`ring_slots` from each sentence side's unreached positions and run starts: per run
+    its level, centre angle, arc (angle0, angle1), count and first / last position; sorted by level, then
+    position."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("level", "angle", "count", "first_token",
                                                              "last_token", "angle0", "angle1")}
     for side, (cols, unreached, run_start) in enumerate(runs_side):
@@ -281,10 +291,7 @@ def ring_slots(member: np.ndarray, segments: Sequence[int], start_angle: float =
         runs = {k: v[order] for k, v in runs.items()}
     else:
         runs = {k: np.zeros(0, dtype=np.float64 if k.startswith("angle") else np.int64) for k in parts}
-    units_all = np.zeros(L + 1)
-    units_all[:L] = units
-    units_all[L] = 1.0
-    return RingSlots(angle=ang, half=half, meet=meet, runs=runs, units=units_all)
+    return runs
 
 
 def ring_radii(ring_sizes: Sequence[float], n_heads: int, style: RadialStyle, root_radius: float,
@@ -508,6 +515,55 @@ class RadialLayout:
         self._frames.pop("nodes", None)
 
 
+def _checked(levels, tokens, segments, priority):
+    """:func:`radial_layout`'s inputs checked (a clear ValueError otherwise): levels as int arrays, the
+    segments, the priority as float [L+1, n] or None."""
+    L = len(levels) - 1
+    if L < 1:
+        raise ValueError("an Attention Graph needs at least one layer (L+1 >= 2 levels)")
+    seg = np.asarray(segments, dtype=np.int64)
+    if len(seg) != len(tokens):
+        raise ValueError(f"{len(tokens)} tokens but {len(seg)} segment ids")
+    n = len(tokens)
+    levels = [np.asarray(lev, dtype=np.int64) for lev in levels]
+    for k, lev in enumerate(levels):
+        if lev.size and (lev.min() < 0 or lev.max() >= n):
+            raise ValueError(f"level {k} holds positions outside 0..{n - 1}")
+    if len(levels[L]) != 1:
+        raise ValueError(f"level L={L} must hold exactly the root token, got {list(levels[L])}")
+    if priority is not None:
+        priority = np.asarray(priority, dtype=np.float64)
+        if priority.shape != (L + 1, n):
+            raise ValueError(f"priority must have shape [L+1, n] = {(L + 1, n)}; got {priority.shape}")
+    return levels, seg, priority
+
+
+def _cell_columns(ang: np.ndarray, rad: np.ndarray, cs: np.ndarray, n_heads: int, style: RadialStyle) -> dict:
+    """Each node's anchor, reading frame and cell (§4.3.2, Fig. 4) in its reading frame (u along the label,
+    v up): the label row on top, the glyph block and the sparkline side by side below it, all centred on
+    the token's anchor and scaled by its ring's cell scale ``cs``."""
+    gw, _ = style.glyph_block(n_heads)
+    rh, ch, rw = style.row_height(n_heads), style.cell_height(n_heads), style.row_width(n_heads)
+    u, v, text_angle = reading_frame(ang)
+    x, y = rad * np.cos(ang), rad * np.sin(ang)
+    v_label = (ch / 2 - style.font / 2 - 0.5) * cs
+    v_row = (-ch / 2 + rh / 2) * cs
+    gu = -rw / 2 * cs
+    su0 = gu + (gw + 2.0) * cs
+    v_base = -ch / 2 * cs
+    ux, uy, vx, vy = u[:, 0], u[:, 1], v[:, 0], v[:, 1]
+    return {
+        "x": x, "y": y, "ux": ux, "uy": uy, "vx": vx, "vy": vy, "text_angle": text_angle,
+        "lx": x + v_label * vx, "ly": y + v_label * vy,
+        "hx": x, "hy": y, "hr": min(ch, rw) / 2 * cs + 1.0,
+        "gu": gu, "gv": v_row,
+        "bx": x + (gu + gw / 2 * cs) * ux + v_row * vx, "by": y + (gu + gw / 2 * cs) * uy + v_row * vy,
+        "sx0": x + su0 * ux + v_base * vx, "sy0": y + su0 * uy + v_base * vy,
+        "sw": style.spark_width * cs, "cw": rw * cs,
+        "r_in": rad - ch / 2 * cs, "r_out": rad + ch / 2 * cs,
+    }
+
+
 def radial_layout(
     levels: Sequence[np.ndarray],
     tokens: Sequence[str],
@@ -529,23 +585,8 @@ def radial_layout(
     cells shrinks them (``cs``, down to ``style.cell_min``).
     """
     style = style or RadialStyle()
-    L = len(levels) - 1
-    if L < 1:
-        raise ValueError("an Attention Graph needs at least one layer (L+1 >= 2 levels)")
-    seg = np.asarray(segments, dtype=np.int64)
-    if len(seg) != len(tokens):
-        raise ValueError(f"{len(tokens)} tokens but {len(seg)} segment ids")
-    n = len(tokens)
-    levels = [np.asarray(lev, dtype=np.int64) for lev in levels]
-    for k, lev in enumerate(levels):
-        if lev.size and (lev.min() < 0 or lev.max() >= n):
-            raise ValueError(f"level {k} holds positions outside 0..{n - 1}")
-    if len(levels[L]) != 1:
-        raise ValueError(f"level L={L} must hold exactly the root token, got {list(levels[L])}")
-    if priority is not None:
-        priority = np.asarray(priority, dtype=np.float64)
-        if priority.shape != (L + 1, n):
-            raise ValueError(f"priority must have shape [L+1, n] = {(L + 1, n)}; got {priority.shape}")
+    levels, seg, priority = _checked(levels, tokens, segments, priority)
+    L, n = len(levels) - 1, len(tokens)
     member = np.zeros((L + 1, n), dtype=bool)
     for k, lev in enumerate(levels):
         member[k, lev] = True
@@ -566,8 +607,6 @@ def radial_layout(
     runs_per = np.bincount(slots.runs["level"], minlength=L + 1)[: L + 1] if slots.runs["level"].size \
         else np.zeros(L + 1, dtype=np.int64)
     demand = demand + style.run_slot * slot * runs_per
-    gw, gh = style.glyph_block(n_heads)
-    rh = style.row_height(n_heads)
     ch = style.cell_height(n_heads)
     rw = style.row_width(n_heads)
     root_text = shown_tok[int(levels[L][0])]
@@ -578,31 +617,14 @@ def radial_layout(
     cs = cs_ring[level_col]
     rad = radii[level_col]
 
-    u, v, text_angle = reading_frame(ang)
-    x, y = rad * np.cos(ang), rad * np.sin(ang)
-    # the cell in its reading frame (u along the label, v up): the label row on top, the glyph block and
-    # the sparkline side by side below it, all centred on the token's anchor; scaled by the ring's cs
-    v_label = (ch / 2 - style.font / 2 - 0.5) * cs
-    v_row = (-ch / 2 + rh / 2) * cs
-    gu = -rw / 2 * cs
-    su0 = gu + (gw + 2.0) * cs
-    v_base = -ch / 2 * cs
-    ux, uy, vx, vy = u[:, 0], u[:, 1], v[:, 0], v[:, 1]
     prio = np.zeros(N) if priority is None else priority[level_col, pos]
     cols = {
         "node": np.arange(N, dtype=np.int64), "level": level_col, "pos": pos,
         "token": np.asarray(shown_tok, dtype=object)[pos] if N else np.zeros(0, dtype=object),
         "seg": seg[pos], "angle": ang, "half": slots.half, "radius": rad,
-        "x": x, "y": y, "ux": ux, "uy": uy, "vx": vx, "vy": vy, "text_angle": text_angle,
         "font_size": np.full(N, float(style.font)), "label": np.asarray(labels, dtype=object),
         "nchar": nchar, "lw": lw, "prio": prio, "cs": cs,
-        "lx": x + v_label * vx, "ly": y + v_label * vy,
-        "hx": x, "hy": y, "hr": min(ch, rw) / 2 * cs + 1.0,
-        "gu": gu, "gv": v_row,
-        "bx": x + (gu + gw / 2 * cs) * ux + v_row * vx, "by": y + (gu + gw / 2 * cs) * uy + v_row * vy,
-        "sx0": x + su0 * ux + v_base * vx, "sy0": y + su0 * uy + v_base * vy,
-        "sw": style.spark_width * cs, "cw": rw * cs,
-        "r_in": rad - ch / 2 * cs, "r_out": rad + ch / 2 * cs,
+        **_cell_columns(ang, rad, cs, n_heads, style),
     }
     root = level_col == L
     cols["r_in"][root] = 0.0

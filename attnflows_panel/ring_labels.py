@@ -213,6 +213,63 @@ def label_boxes_overlap(corners: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def _outer_limits(level: np.ndarray, radii: np.ndarray, ch: np.ndarray, L: int, s: float) -> np.ndarray:
+    """Per level k: the screen radius of the bottom of level k-1's cells (labels of level k stay inside);
+    infinite where there is no ring outside."""
+    ring_ch = np.zeros(L + 1)
+    has = np.zeros(L + 1, dtype=bool)
+    for k in range(L + 1):
+        sel = level == k
+        if sel.any():
+            ring_ch[k], has[k] = ch[sel].max(), True
+    limit = np.full(L + 1, np.inf)
+    for k in range(1, L + 1):
+        if has[k - 1]:
+            limit[k] = s * (radii[k - 1] - ring_ch[k - 1] / 2)
+    return limit
+
+
+class SectorIndex:
+    """Placed labels as annular sectors ``(r0, r1, centre angle, half-angle)``, bucketed by radius (buckets
+    of ``bucket`` px) and sorted by angle within a bucket, so that a candidate is tested only against the
+    sectors that can touch it."""
+
+    def __init__(self, bucket: float):
+        self.bucket = bucket
+        self.buckets: dict[int, tuple[list[float], list[tuple]]] = {}
+        self.max_alpha: dict[int, float] = {}
+
+    def free(self, r0: float, r1: float, th: float, al: float) -> bool:
+        """True when the sector ``[r0, r1] × [th ± al]`` meets no placed sector."""
+        for b in range(int(r0 // self.bucket), int(r1 // self.bucket) + 1):
+            entry = self.buckets.get(b)
+            if entry is None:
+                continue
+            angs, recs = entry
+            win = al + self.max_alpha[b]
+            if win >= math.pi:
+                cands = recs
+            else:
+                cands = []
+                for shift in (-TWO_PI, 0.0, TWO_PI):
+                    lo_i = bisect.bisect_left(angs, th + shift - win)
+                    hi_i = bisect.bisect_right(angs, th + shift + win)
+                    cands.extend(recs[lo_i:hi_i])
+            for q0, q1, qt, qa in cands:
+                if q0 < r1 and r0 < q1 and abs((qt - th + math.pi) % TWO_PI - math.pi) < al + qa:
+                    return False
+        return True
+
+    def add(self, r0: float, r1: float, th: float, al: float) -> None:
+        rec = (r0, r1, th, al)
+        for b in range(int(r0 // self.bucket), int(r1 // self.bucket) + 1):
+            angs, recs = self.buckets.setdefault(b, ([], []))
+            i = bisect.bisect_right(angs, th)
+            angs.insert(i, th)
+            recs.insert(i, rec)
+            self.max_alpha[b] = max(self.max_alpha.get(b, 0.0), al)
+
+
 def select_labels(layout, canvas: float, *, font: float | None = None, zoom: float = 1.0,
                   boost: Sequence[int] | None = None, char_width: float = 0.6, max_tiers: int = 2,
                   line_gap: float = 2.0) -> LabelChoice:
@@ -248,52 +305,12 @@ def select_labels(layout, canvas: float, *, font: float | None = None, zoom: flo
     half_canvas = canvas / 2.0
     h = 1.25 * font
     line = h + line_gap
-    # the bottom of the next outer ring's cells (level k-1), per level: labels of level k stay inside
-    ring_ch = np.zeros(L + 1)
-    for k in range(L + 1):
-        sel = level == k
-        if sel.any():
-            ring_ch[k] = ch[sel].max()
-    outer_limit = np.full(L + 1, np.inf)
-    for k in range(1, L + 1):
-        if (level == k - 1).any():
-            outer_limit[k] = s * (radii[k - 1] - ring_ch[k - 1] / 2)
+    outer_limit = _outer_limits(level, radii, ch, L, s)
     v_label = layout.style.font / 2 + 0.5  # the label row's centre below the cell's outer edge (layout units)
     order = np.lexsort((np.arange(len(texts)), -prio))
-    placed_r0: dict[int, list] = {}  # radial bucket -> sorted centre angles, and records
-    bucket = max(h, 1.0)
+    placed = SectorIndex(max(h, 1.0))
+    free, add = placed.free, placed.add
     out_node, out_text, out_cx, out_cy, out_w, out_rot, out_tier = [], [], [], [], [], [], []
-    max_alpha: dict[int, float] = {}
-
-    def free(r0: float, r1: float, th: float, al: float) -> bool:
-        for b in range(int(r0 // bucket), int(r1 // bucket) + 1):
-            entry = placed_r0.get(b)
-            if entry is None:
-                continue
-            angs, recs = entry
-            win = al + max_alpha[b]
-            if win >= math.pi:
-                cands = recs
-            else:
-                cands = []
-                for shift in (-TWO_PI, 0.0, TWO_PI):
-                    lo_i = bisect.bisect_left(angs, th + shift - win)
-                    hi_i = bisect.bisect_right(angs, th + shift + win)
-                    cands.extend(recs[lo_i:hi_i])
-            for q0, q1, qt, qa in cands:
-                if q0 < r1 and r0 < q1 and abs((qt - th + math.pi) % TWO_PI - math.pi) < al + qa:
-                    return False
-        return True
-
-    def add(r0: float, r1: float, th: float, al: float) -> None:
-        rec = (r0, r1, th, al)
-        for b in range(int(r0 // bucket), int(r1 // bucket) + 1):
-            entry = placed_r0.setdefault(b, ([], []))
-            i = bisect.bisect_right(entry[0], th)
-            entry[0].insert(i, th)
-            entry[1].insert(i, rec)
-            max_alpha[b] = max(max_alpha.get(b, 0.0), al)
-
     lv_l, ang_l, rad_l, ch_l = level.tolist(), angle.tolist(), radius.tolist(), ch.tolist()
     for i in order.tolist():
         text = texts[i]

@@ -232,29 +232,35 @@ class Selections:
             if len(toks) > 1:
                 message = message or f"brushed intersection of {len(toks)} tokens at level {lv + 1}"
         else:
-            la, lb = levels
-            ta, tb = sorted(by_level[la]), sorted(by_level[lb])
-            if self.comparison is not None:
-                res = self.comparison.paths_mask(la, ta, lb, tb)
-                self._apply_mask(hl, res)
-                for c in (PRE, FINE):
-                    self._mark(hl, c, (res & c).astype(bool), None)
-            else:
-                (c, g), = self.graphs.items()
-                pm = g.paths_mask(la, ta, lb, tb)
-                self._apply_mask(hl, pm, c)
-                self._mark(hl, c, pm, None)
-            if not hl.nodes.any():
-                message = message or f"no path joins the tokens selected at levels {la + 1} and {lb + 1}"
-                # keep the selected tokens visible
-                hl.nodes[hl.origin] = np.maximum(hl.nodes[hl.origin], 1)
-            else:
-                message = message or f"paths between levels {la + 1} and {lb + 1}"
+            message = self._paths_highlight(hl, levels, by_level, message)
         # selected tokens stay highlighted even if a model lacks them
         miss = hl.origin & (hl.nodes == 0)
         hl.nodes[miss] = self.layout.column("member")[miss]
         hl.message = message
         return hl
+
+    def _paths_highlight(self, hl: Highlight, levels: list[int], by_level: dict[int, list[int]],
+                         message: str) -> str:
+        """Mark the paths between the tokens selected at two levels (§4.4.2); returns the status message."""
+        la, lb = levels
+        ta, tb = sorted(by_level[la]), sorted(by_level[lb])
+        if self.comparison is not None:
+            res = self.comparison.paths_mask(la, ta, lb, tb)
+            self._apply_mask(hl, res)
+            for c in (PRE, FINE):
+                self._mark(hl, c, (res & c).astype(bool), None)
+        else:
+            (c, g), = self.graphs.items()
+            pm = g.paths_mask(la, ta, lb, tb)
+            self._apply_mask(hl, pm, c)
+            self._mark(hl, c, pm, None)
+        if not hl.nodes.any():
+            message = message or f"no path joins the tokens selected at levels {la + 1} and {lb + 1}"
+            # keep the selected tokens visible
+            hl.nodes[hl.origin] = np.maximum(hl.nodes[hl.origin], 1)
+        else:
+            message = message or f"paths between levels {la + 1} and {lb + 1}"
+        return message
 
     def head_highlight(self, layer: int, h: int, selection: Sequence[Sequence[int]] = ()) -> Highlight:
         """What head ``h`` of layer ``layer`` attends to above τ, in both drawn models (a head click).
