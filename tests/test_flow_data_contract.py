@@ -185,3 +185,32 @@ def test_edges_are_the_same_for_a_non_contiguous_attention_array(pair):
     d2 = FlowData(tokens, segments, AttentionGraph.build(strided, tau=pre.tau), fine, "combined")
     for col in ("layer", "a", "b", "w", "rest", "h1_0", "h2_0", "nh", "member"):
         np.testing.assert_array_equal(d1.columns("edges")[col], d2.columns("edges")[col], err_msg=col)
+
+
+@pytest.mark.parametrize("mode", ["combined", "pretrained"])
+def test_a_trace_and_paths_light_what_the_graph_answers(pair, mode):
+    """A frozen token and two frozen rings light exactly the nodes of ``trace`` / ``paths`` (per model in
+    combined mode, coded by model)."""
+    from attnflows_panel.compare import GraphComparison
+
+    tokens, segments, pre, fine = pair
+    d = FlowData(tokens, segments, pre, fine if mode == "combined" else None, mode)
+    nd = d.columns("nodes")
+    comp = GraphComparison(pre, fine)
+    top = d.L - 1
+    t_top = int(d.levels[top][0])
+    low = next(k for k in range(top - 2, -1, -1) if len(d.levels[k]))
+    t_low = int(d.levels[low][-1])
+    for sel in ([[top, t_top]], [[top, t_top], [low, t_low]]):
+        hl = d.highlight(sel)
+        got = {(int(nd["level"][i]), int(nd["pos"][i])): int(hl.nodes[i]) for i in np.flatnonzero(hl.nodes)}
+        if len(sel) == 1:
+            want = dict(comp.trace(top, [t_top])) if mode == "combined" else \
+                {node: PRE for node in pre.trace(top, t_top).nodes}
+        else:
+            want = dict(comp.paths(top, [t_top], low, [t_low])) if mode == "combined" else \
+                {node: PRE for node in pre.paths(top, [t_top], low, [t_low]).nodes}
+            if not want:  # no path: the selected tokens stay visible, and the status says so
+                assert "no path" in hl.message
+                continue
+        assert got == want, sel
