@@ -79,6 +79,9 @@ def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
     """``mask.sum(axis)`` for a bool array, as int32: summed as bytes in the narrowest accumulator that
     cannot overflow (several times faster than a bool -> int32 sum)."""
     size = mask.shape[axis]
+    if size < 256 and axis in (-1, mask.ndim - 1) and mask.flags.c_contiguous:
+        # along the last axis, einsum's byte sums run about twice as fast as np.sum's (rows are short)
+        return np.einsum("...i->...", mask.view(np.uint8)).astype(np.int32)
     if size < 256:
         acc = np.uint8
     elif size < 65536:
