@@ -277,7 +277,7 @@ def capture(model, kind: str = "raw"):
         for k, a in enumerate(attentions):
             w = _norm_layer(a, values.pop(k), parts[k])
             s = w.sum(-1, keepdim=True)
-            out.append(w / s.masked_fill_(s == 0, 1))
+            out.append(w.div_(s.masked_fill_(s == 0, 1)))  # in place: w is a new tensor
         return tuple(out)
 
     with _hooks([(p.value, functools.partial(_keep, values, k)) for k, p in enumerate(parts)]):
