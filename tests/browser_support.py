@@ -286,7 +286,7 @@ MOUNT_RADIAL = """([data, w, h]) => {
     }
     return v;
   }
-  const props = {data: {}, frozen: {}, level: null, focus: false, legend: [], title: "", pick: {}, export: ""};
+  const props = {data: {}, frozen: {}, level: null, focus: false, legend: [], title: "", sentences: [], pick: {}, export: ""};
   for (const k in data) props.data[k] = decode(data[k]);
   const handlers = {};
   const model = new Proxy(props, {

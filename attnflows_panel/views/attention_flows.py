@@ -324,7 +324,9 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self._sentence.update(data, self.level)
                 self._context.update(data, self.level)
         self._flow.param.update(data=pack_flow(data), level=self.level, focus=self.focus,
-                                legend=[list(r) for r in legend_items(data, self.level)], title=self._title())
+                                legend=[list(r) for r in legend_items(data, self.level)], title=self._title(),
+                                sentences=[str(getattr(self.result, "sentence_a", "") or ""),
+                                           str(getattr(self.result, "sentence_b", "") or "")])
         self._show_selection()
 
     def _title(self) -> str:

@@ -1094,12 +1094,16 @@ export function render({model, el}) {
     // sentence A then B, each in full, wrapped at `width` px (cw px per character)
     const D = V.D, n = Math.max(20, Math.floor(width / cw));
     const out = [];
+    const given = model.sentences || [];
     for (const seg of [0, 1]) {
-      const toks = [];
-      for (let p = 0; p < D.n; p++) if (D.segs[p] === seg) toks.push(D.tokens[p]);
-      if (!toks.length) continue;
-      const text = (seg ? "B: " : "A: ") + toks.join(" ").replace(/ -(?=\S)/g, "");
-      for (const l of wrapText(text, n)) out.push([seg, l]);
+      let text = given[seg];
+      if (!text) {  // no sentence text given: the tokens
+        const toks = [];
+        for (let p = 0; p < D.n; p++) if (D.segs[p] === seg) toks.push(D.tokens[p]);
+        text = toks.join(" ").replace(/ -(?=\S)/g, "");
+      }
+      if (!text) continue;
+      for (const l of wrapText((seg ? "B: " : "A: ") + text, n)) out.push([seg, l]);
     }
     return out;
   }
@@ -1138,6 +1142,15 @@ export function render({model, el}) {
   // expose the export for tests and the app (the SVG text of what is drawn), and where the tokens and
   // head glyphs are on the page (client px), for tests that point at them
   root.attnflowsSvg = svgString;
+  // zoom to `zoom` with data point (x, y) in the middle and draw at once (what wheel and drag do);
+  // returns the labels drawn, as data-label-boxes
+  root.attnflowsView = (zoom, x, y) => {
+    V.zoom = Math.max(1, Math.min(40, zoom));
+    const S = scale();
+    V.panX = -x * S; V.panY = y * S;
+    draw();
+    return JSON.parse(root.getAttribute("data-label-boxes"));
+  };
   root.attnflowsPoints = (kind) => {
     const D = V.D, out = [];
     if (!D) return out;
@@ -1168,6 +1181,7 @@ export function render({model, el}) {
   model.on("focus", () => draw());
   model.on("legend", () => {});
   model.on("title", () => {});
+  model.on("sentences", () => {});
   model.on("pick", () => {});
   model.on("export", () => {
     const what = model.export || "";

@@ -193,6 +193,7 @@ class RadialFlow(JSComponent):
     focus = param.Boolean(default=False, doc="Show only the traced subgraph.")
     legend = param.List(default=[], doc="legend_items(...) rows, drawn into the SVG/PNG export.")
     title = param.String(default="Attention Flows", doc="The export's title line.")
+    sentences = param.List(default=[], doc="Sentence A and B as typed, written in full (wrapped) under the export.")
     pick = param.Dict(default={}, doc="What the browser picked: {selection, head, head_model, seq}.")
     export = param.String(default="", doc="Set to 'svg:<n>' or 'png:<n>' to download what is drawn.")
 
