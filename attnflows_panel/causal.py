@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
+import ctypes.util
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,6 +425,19 @@ def _check_same_shape(a, b, names: tuple[str, str]) -> None:
                                  f"({names[0]} vs {names[1]})")
 
 
+def _release_freed_memory() -> None:
+    """Hand the memory freed by one model's q/k and rows back to the system before the next model runs (glibc's
+    ``malloc_trim``; elsewhere nothing): otherwise the allocator keeps it, and the second forward pass peaks on
+    top of it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        pass
+
+
 def _kl(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
     """KL(p ‖ q) in nats for log-probabilities."""
     return float(torch.sum(p_log.exp() * (p_log - q_log)).clamp_min(0.0))
@@ -585,11 +601,17 @@ class CausalPair:
         root = self.check_root(encoded, root)
         if not (isinstance(tau_min, (int, float)) and 0.0 <= tau_min < 1.0) or math.isnan(tau_min):
             raise CausalInputError(f"tau must lie in [0, 1); got {tau_min!r}")
-        runs = self.run(encoded) if runs is None else runs
-        logp = [torch.log_softmax(self.next_token_logits(m, r, root), -1)
-                for m, r in zip((self.pretrained, self.finetuned), runs, strict=True)]
+        logp, edges = [], {}
+        for i, (which, model) in enumerate((("pretrained", self.pretrained), ("finetuned", self.finetuned))):
+            # Without runs given, each model's q/k go as soon as its graph is traced: the two models' q/k are
+            # never held together (peak memory; pass runs from :meth:`run` to re-root without running again).
+            run = self._run_one(model, encoded) if runs is None else runs[i]
+            logp.append(torch.log_softmax(self.next_token_logits(model, run, root), -1))
+            edges[which] = run.trace(root, tau_min)
+            if runs is None:
+                del run
+                _release_freed_memory()
         top = min(top, int(logp[0].numel()))
-        edges = {"pretrained": runs[0].trace(root, tau_min), "finetuned": runs[1].trace(root, tau_min)}
         return RootAnalysis(root, self._prediction(logp[0], top), self._prediction(logp[1], top),
                             _kl(logp[1], logp[0]), _kl(logp[0], logp[1]), edges)
 

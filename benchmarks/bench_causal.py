@@ -10,9 +10,9 @@ over a prompt of random token ids, and the script measures, interleaved in one p
 
 Targets (DESIGN.md P9, issue #28): graph ≤ 1.5 × forward, and peak memory ≤ 2 × the forward's. Memory is
 measured in fresh processes (one only loads the models and runs the plain forwards, one runs the whole
-analysis: recorded forwards, traces, graphs) as the peak resident set (``VmHWM``, reset through
-``/proc/self/clear_refs`` once the models are loaded, since loading peaks higher than a forward pass),
-reported whole and above the resident set after loading.
+analysis, :meth:`CausalPair.analyse`: recorded forwards, traces, predictions, then both graphs) as the
+peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` once the models are loaded, since
+loading peaks higher than a forward pass), reported whole and above the resident set after loading.
 
 Shapes: ``tiny12``: a Llama of 12 layers, 4 heads (2 key-value heads), hidden 128; ``minilm``: the
 packaged MiniLM's shape as a random Llama (6 layers × 12 heads, hidden 384, intermediate 1536, vocabulary
@@ -169,9 +169,9 @@ def memory_one(folder: Path, n: int, tau_min: float, mode: str) -> dict:
     _reset_peak()
     if mode == "forward":
         _plain_forward(pair, enc)
-    else:
-        runs = pair.run(enc)
-        _graph(pair, runs, n - 1, tau_min)
+    else:  # the whole analysis as CausalPair.analyse does it (one model's q/k at a time), then both graphs
+        ana = pair.analyse(enc, root=n - 1, tau_min=tau_min)
+        [ana.graph(w, max(0.1, tau_min)) for w in ("pretrained", "finetuned")]
     return {"loaded_mb": loaded, "load_peak_mb": load_peak, "peak_mb": _status_mb("VmHWM")}
 
 
