@@ -630,3 +630,22 @@ def test_focus_hides_what_is_dimmed_and_switching_back_restores_it():
     assert view.flow is flow and flow.focus is True and flow.data is data
     view.focus = False
     assert flow.focus is False
+
+
+def test_the_status_line_says_the_current_samples_figures():
+    """Issue #25 (2): status_html names the current sample's n and ring sizes, also between a parameter
+    change and the redraw, and a τ or mode change fires ``status`` for an app's status line."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
+    seen = []
+    view.param.watch(lambda e: seen.append(view.status_html()), ["status"])
+    n = 5
+    small = _attn({(0, 0, 0): {1: 0.9}, (0, 1, 0): {3: 0.8}}, L=1, H=2, n=n)
+    view._data_key = ()  # as between a change and its redraw on a served page
+    assert f"n = {len(TOKENS)} tokens" in view.status_html()
+    view.result = _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"], segments=[0, 0, 0, 0, 1])
+    assert f"n = {n} tokens" in view.status_html() and seen and f"n = {n} tokens" in seen[-1]
+    sizes = [s.split("ring sizes")[1] for s in (view.status_html(),)]
+    view.mode = "pretrained"
+    g = AttentionGraph.build(small, TAU)
+    want = " · ".join(str(len(lv)) for lv in g.levels[::-1])
+    assert f"(root → level 0): {want}" in seen[-1] and sizes

@@ -193,6 +193,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     def __init__(self, result=None, **params):
         self._data: FlowData | None = None
+        self._data_key: tuple = ()
         self._flow: RadialFlow | None = None
         self._sentence: SentenceFigure | None = None
         self._context: ContextFigure | None = None
@@ -306,9 +307,14 @@ class AttentionFlowsView(pn.viewable.Viewer):
             )
         return self._graphs_cache[key]
 
+    def _flow_data_if_current(self) -> FlowData | None:
+        """``self._data`` when it was built for the current result, τ and mode, else None."""
+        return self._data if self._data_key == (id(self.result), float(self.tau), self.mode) else None
+
     def _rebuild(self) -> None:
         self._shown = self.result
         self._data = data = self._flow_data()
+        self._data_key = (id(self.result), float(self.tau), self.mode)
         if self._sentence is not None:
             self._sentence.alpha = self.alpha
         if self._flow is None:
@@ -503,6 +509,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
         # outside the bounds of the DataView" in JupyterLab). A served page shows the panes elsewhere.
         self._push()
         self._update_panes()
+        if "graph" in pending:
+            # what the status line says (n, ring sizes) changed with the data: an app that shows
+            # status_html() (watching ``status``) follows a new sample, τ or mode (issue #25, 2)
+            self.param.trigger("status")
 
     def _update_panes(self) -> None:
         """The status line and the legend (Panel panes).
@@ -604,6 +614,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         d = self._data
         if r is None or d is None:
             return ""
+        if d is not self._flow_data_if_current():
+            d = self._flow_data()  # the figures are a tick behind the parameters: say what they will show
         parts = []
         for name, out, color in (("pre-trained", r.pretrained, PRETRAINED_COLOR), ("fine-tuned", r.finetuned, FINETUNED_COLOR)):
             label = getattr(out, "label", None)
