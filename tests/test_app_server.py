@@ -1,5 +1,7 @@
 """The served app (attnflows_panel/app/server.py): what a new session's first document holds (the first
-view, built with Bokeh's model index frozen; benchmarks/README.md, P5)."""
+view, built with Bokeh's model index frozen; benchmarks/README.md, P5), and, in a headless Chromium on the
+tiny model pair, the journey defects of issue 25 that live in the page itself: Back and Forward, the
+tables at a laptop's width, the notice of a lost server."""
 
 from __future__ import annotations
 
@@ -110,3 +112,143 @@ def test_a_server_process_skips_bokehs_document_check_unless_the_environment_kee
         assert settings.perform_document_validation()  # the user's setting wins
     finally:
         settings.perform_document_validation.unset_value()
+
+
+# ----------------------------------------------------------------------------------------------------
+# in Chromium (the tiny pair, a server thread of this process): issue 25's page defects
+# ----------------------------------------------------------------------------------------------------
+
+# JavaScript: [scrollWidth, clientWidth] of every Tabulator table body of the page (through shadow roots)
+TABLE_WIDTHS = """() => { const out = []; const walk = (root) => root.querySelectorAll('*').forEach(e => {
+  if (e.classList && e.classList.contains('tabulator-tableholder')) out.push([e.scrollWidth, e.clientWidth]);
+  if (e.shadowRoot) walk(e.shadowRoot); }); walk(document); return out; }"""
+
+
+@contextlib.contextmanager
+def _page(config, registry, width: int = 1500, height: int = 1000):
+    """A served app and a Chromium page on it: yields (page, apps, url, thread); no page error allowed."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from browser_support import TIMEOUT_S, PageProblems, launch_chromium
+
+    expect.set_options(timeout=TIMEOUT_S * 1000)  # a loaded 2-core machine; every wait ends on its condition
+
+    apps = []
+    thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True,
+                           on_create=apps.append)
+    url = f"http://127.0.0.1:{server.port}/"
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(90_000)
+            problems = PageProblems(page, url)
+            yield page, apps, url, thread
+            assert problems.take() == []
+            browser.close()
+    finally:
+        thread.stop()
+
+
+def _history_length(page) -> int:
+    return page.evaluate("() => window.history.length")
+
+
+@pytest.mark.browser
+def test_back_and_forward_restore_the_state_the_address_shows(config, registry, demo_index):
+    """Defect 1: Back and Forward changed the address bar and not the view, and every τ step added a
+    history entry. A discrete change (a sample, a mode) adds an entry, a continuous one (τ) replaces it."""
+    from playwright.sync_api import expect
+
+    from browser_support import wait_for
+
+    ids = [str(x) for x in registry.index(demo_index).metadata["id"]]
+    first, target = ids[0], ids[4]
+    with _page(config, registry) as (page, apps, url, _):
+        page.goto(url)
+        expect(page.locator(".af-sample-id")).to_have_text(first)
+        expect(page).to_have_url(f"{url}?sample={first}")  # the first state replaces the bare address
+        app = wait_for(lambda: apps[-1] if apps else None, what="the session")
+        start = _history_length(page)
+        page.locator(".af-browser .tabulator-row").filter(has_text=target).first.click()
+        expect(page).to_have_url(f"{url}?sample={target}")
+        assert _history_length(page) == start + 1
+        handle = page.locator(".noUi-handle").first  # τ, by keyboard: three steps, one entry
+        for _ in range(3):
+            handle.focus()
+            handle.press("ArrowLeft")
+        tau = wait_for(lambda: app.tau if app.tau < config.tau - 0.025 else None, what="τ to move three steps")
+        expect(page).to_have_url(f"{url}?sample={target}&tau={tau:g}")
+        assert _history_length(page) == start + 1
+        page.locator(".bk-btn-group button", has_text="Fine-tuned").first.click()
+        expect(page).to_have_url(f"{url}?sample={target}&tau={tau:g}&mode=finetuned")
+        assert _history_length(page) == start + 2
+
+        page.go_back()  # the mode goes, τ stays
+        expect(page).to_have_url(f"{url}?sample={target}&tau={tau:g}")
+        wait_for(lambda: app.mode == "combined" and app.sample_id == target and app.tau == tau, what="the mode back")
+        page.go_back()  # the first sample, at the link's τ
+        expect(page).to_have_url(f"{url}?sample={first}")
+        expect(page.locator(".af-sample-id")).to_have_text(first)
+        wait_for(lambda: app.sample_id == first and app.tau == config.tau and app.view.result is app.result,
+                 what="the first sample back")
+        assert app.browser.selected_id == first and app.head_panel.sample_id == first  # everything follows
+        page.go_forward()
+        expect(page.locator(".af-sample-id")).to_have_text(target)
+        wait_for(lambda: app.sample_id == target and app.tau == tau and app.mode == "combined", what="forward")
+        page.go_forward()
+        wait_for(lambda: app.mode == "finetuned", what="the mode forward")
+        expect(page).to_have_url(f"{url}?sample={target}&tau={tau:g}&mode=finetuned")
+        assert _history_length(page) == start + 2  # going back and forth added nothing
+
+
+@pytest.mark.browser
+def test_the_tables_fit_a_laptop_window_and_cut_sentences_have_a_tooltip(config, registry, demo_index):
+    """Defect 7: the corpus and similar-samples tables scrolled sideways at 1280 px, cut sentences had
+    no tooltip, and a one-row result left 250 px of blank table."""
+    from playwright.sync_api import expect
+
+    from browser_support import wait_for
+
+    with _page(config, registry, width=1280, height=800) as (page, apps, url, _):
+        page.goto(url)
+        rows = page.locator(".af-browser .tabulator-row")
+        expect(rows.first).to_be_visible()
+        app = wait_for(lambda: apps[-1] if apps else None, what="the session")
+        widths = page.evaluate(TABLE_WIDTHS)
+        assert len(widths) >= 2 and all(scroll <= client + 1 for scroll, client in widths), widths
+        cell = rows.first.locator(".tabulator-cell[tabulator-field=sentence_a]")
+        cell.scroll_into_view_if_needed()
+        cell.hover()
+        full = str(app.index.metadata["sentence_a"].iloc[0])
+        expect(page.locator(".tabulator-tooltip")).to_have_text(full)
+        app.browser.k = 1  # one similar sample: a table of one row
+        similar = page.locator(".af-browser .tabulator").nth(1)
+        expect(similar.locator(".tabulator-row")).to_have_count(1)
+        wait_for(lambda: similar.bounding_box()["height"] < 120, what="a short table for one row")
+
+
+@pytest.mark.browser
+def test_a_page_that_loses_its_server_says_so(sharp_bert_dirs, demo_index, tmp_path):
+    """Defect 10: a page left open across a server restart showed no "disconnected" notice. The server
+    runs as a user runs it (`attnflows serve`, a process) and is stopped under the open page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from attnflows_panel.app.server import DISCONNECTED
+    from browser_support import TIMEOUT_S, PageProblems, ServedApp, launch_chromium
+
+    server = ServedApp(["--pretrained", str(sharp_bert_dirs[0]), "--finetuned", str(sharp_bert_dirs[1]),
+                        "--index", str(demo_index)], tmp_path / "server")
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            problems = PageProblems(page, server.url)
+            page.goto(server.url)
+            expect(page.locator(".af-browser .tabulator-row").first).to_be_visible(timeout=TIMEOUT_S * 1000)
+            assert server.new_errors() == "" and problems.take() == []
+            server.stop()  # the server goes away under the open page
+            expect(page.get_by_text(DISCONNECTED)).to_be_visible(timeout=TIMEOUT_S * 1000)
+            browser.close()
+    finally:
+        server.stop()
