@@ -458,8 +458,11 @@ class FlowData(Selections):
             for c, g in graphs:
                 pos = np.flatnonzero(g.adjacency.reshape(-1)[keys]) if len(graphs) > 1 else np.arange(keys.size)
                 heads, gathered = _edge_heads(g, k[pos], rem[pos], head_off)  # [H, m] each
-                for h in range(H):  # the carrying heads as bits (word h // 32, bit h % 32)
-                    words[c][pos, h // 32] |= heads[h].astype(np.uint32) << np.uint32(h % 32)
+                for w in range(W):  # the carrying heads as bits (word h // 32, bit h % 32)
+                    bits = np.zeros(pos.size, dtype=np.uint32)
+                    for h in range(32 * w, min(H, 32 * w + 32)):
+                        bits |= heads[h].view(np.uint8).astype(np.uint32) << np.uint32(h % 32)
+                    words[c][pos, w] = bits
                 member[pos] |= c
                 nh[pos] = np.maximum(nh[pos], g.head_counts.reshape(self.L, n * n)[k[pos], rem[pos]])
                 # the edge's weight: the strongest carrying head (the larger of the two models'); with every
