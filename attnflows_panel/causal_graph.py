@@ -256,6 +256,50 @@ class CausalAttentionGraph:
         suffix = np.cumsum(weighted[::-1], axis=0)[::-1]
         return suffix / (L - ks)[:, None]
 
+    def _pairs(self, k: int, head) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct edges ``(a, b)`` through layer ``k``; with ``head = (k, h)`` only those head ``h`` carries."""
+        a, b, h, _ = self.edge_arrays(k)
+        if head is not None and head[0] == k:
+            keep = h == head[1]
+            a, b = a[keep], b[keep]
+        if a.size:
+            first = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])]  # sorted by (a, b): drop repeats
+            a, b = a[first], b[first]
+        return a, b
+
+    def trace_masks(self, level: int, tokens, head=None) -> tuple[np.ndarray, np.ndarray]:
+        """The dependencies of ``tokens`` selected at ``level`` (§4.4.1), as ``AttentionGraph.trace`` gives
+        them: bool ``[L + 1, n]`` masks of the ancestors (the nodes below that the selection depends on) and
+        of the descendants (the nodes above that depend on it). Several tokens are a brush: their
+        dependencies are intersected at the adjacent level, then the traversal goes on from there. ``head =
+        (layer, h)`` lets only head ``h`` connect that layer."""
+        level = _as_index(level, "level")
+        if not 0 <= level <= self.L:
+            raise ValueError(f"level {level} is out of range: levels are 0 .. {self.L}")
+        sel = np.unique(np.atleast_1d(np.asarray(tokens, dtype=np.int64)))
+        if sel.size == 0 or not self.member[level, sel].all():
+            raise ValueError(f"select tokens of level {level} of the Attention Graph "
+                             f"(it holds {self.levels[level].tolist()}); got {np.asarray(tokens).tolist()}")
+        if head is not None:
+            head = (self._check_layer(head[0]), _as_index(head[1], "head"))
+        down = np.zeros((self.L + 1, self.n), dtype=bool)
+        up = np.zeros((self.L + 1, self.n), dtype=bool)
+        if level > 0:  # ancestors: keys every selected token attends to, then anything reached from them
+            a, b = self._pairs(level - 1, head)
+            on = np.isin(a, sel)
+            down[level - 1] = np.bincount(b[on], minlength=self.n) == sel.size
+            for k in range(level - 2, -1, -1):
+                a, b = self._pairs(k, head)
+                down[k, b[down[k + 1][a]]] = True
+        if level < self.L:  # descendants: queries attending to every selected token, then upwards
+            a, b = self._pairs(level, head)
+            on = np.isin(b, sel)
+            up[level + 1] = np.bincount(a[on], minlength=self.n) == sel.size
+            for k in range(level + 1, self.L):
+                a, b = self._pairs(k, head)
+                up[k + 1, a[up[k][b]]] = True
+        return down, up
+
     @property
     def num_nodes(self) -> int:
         return int(self.member.sum())

@@ -12,12 +12,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from causal_models import CHATS, FAMILIES, instruct_from, write_family
 
 from attnflows_panel.causal import CausalInputError, CausalPair, recording
 from attnflows_panel.causal_graph import CausalAttentionGraph, trace_rows
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.models import ModelLoadError, ModelPairError
+from causal_models import CHATS, FAMILIES, instruct_from, write_family
 
 TEXT = "The cat sat on the mat and the fox jumps over the lazy dog. What is the capital of France?"
 
@@ -109,6 +109,30 @@ def test_graph_from_rows_equals_attention_graph(family, family_dirs):
             assert got.edge_count() == want.edge_count()
             assert np.array_equal(got.glyphs(want.L), want.glyphs(want.L))
     assert checked_edges > 50
+
+
+def test_traces_equal_attention_graph_traces():
+    """Ancestors and descendants of single tokens and brushes, with and without a head, equal
+    AttentionGraph.trace's on the same attentions (causal, peaked)."""
+    rng = np.random.default_rng(5)
+    L, H, n = 4, 3, 24
+    attn = rng.dirichlet(np.full(n, 0.15), size=(L, H, n)) * np.tril(np.ones((n, n)))
+    attn = (attn / attn.sum(-1, keepdims=True)).astype(np.float32)
+    graph = AttentionGraph(attn, tau=0.12, root=n - 1)
+    got = CausalAttentionGraph(trace_rows(lambda k, pos: attn[k][:, pos], L, H, n, n - 1, 0.05), tau=0.12)
+    checked = 0
+    for level in range(L + 1):
+        toks = graph.levels[level]
+        for sel in [[t] for t in toks[:4]] + ([toks[:2].tolist()] if toks.size > 1 else []):
+            for head in (None, (max(level - 1, 0), 1), (min(level, L - 1), 0)):
+                want = graph.trace(level, sel, head)
+                down, up = got.trace_masks(level, sel, head)
+                np.testing.assert_array_equal(down, want.ancestor_mask)
+                np.testing.assert_array_equal(up, want.descendant_mask)
+                checked += int(want.ancestor_mask.any() or want.descendant_mask.any())
+    assert checked > 20
+    with pytest.raises(ValueError, match="select tokens of level"):
+        got.trace_masks(L, [0])
 
 
 def test_trace_rows_asks_only_for_the_levels_rows():

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from causal_models import instruct_from, write_family
-from hub_server import LoopbackHub
 
 from attnflows_panel.causal import CausalPair, analysis_dict
 from attnflows_panel.cli import main
+from causal_models import instruct_from, write_family
+from hub_server import LoopbackHub
 
 REPO = Path(__file__).resolve().parents[1]
 PRE, FINE = "org/tiny-qwen2", "org/tiny-qwen2-instruct"
