@@ -510,8 +510,11 @@ class HeadChangeAccumulator:
 def encode(cos: Any, js: Any) -> np.ndarray:
     """Per-sample cosine and JSD (float [..., L, H]) → uint8 codes [..., 2, L, H] (square-root code,
     see the module docstring)."""
-    cos = np.clip(np.asarray(cos, dtype=np.float64), 0.0, 1.0)
-    js = np.clip(np.asarray(js, dtype=np.float64), 0.0, 1.0)
+    cos, js = np.asarray(cos, dtype=np.float64), np.asarray(js, dtype=np.float64)
+    if not (np.isfinite(cos).all() and np.isfinite(js).all()):
+        raise ValueError("the head change (cosine, JSD) holds NaN or infinite values: the models produce non-finite "
+                         "attention (check their weights); nothing is stored")
+    cos, js = np.clip(cos, 0.0, 1.0), np.clip(js, 0.0, 1.0)
     if cos.shape != js.shape:
         raise ValueError(f"cosine {cos.shape} and JSD {js.shape} differ in shape")
     codes = np.stack([np.sqrt(1.0 - cos), np.sqrt(js)], axis=-3)

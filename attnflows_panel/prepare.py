@@ -190,6 +190,18 @@ def _absolute(recorded: Any) -> Path | None:
     return path if path.is_absolute() else config.cache_dir() / path
 
 
+def _same_place(recorded: Any, expected: Path) -> bool:
+    """Whether a recorded path names ``expected``: relative to the cache folder, or (an older cache,
+    perhaps copied from elsewhere) an absolute path that ends as ``expected`` does inside the cache."""
+    path = _absolute(recorded)
+    if path is None:
+        return False
+    if path == expected:
+        return True
+    tail = expected.relative_to(config.cache_dir()).parts
+    return Path(str(recorded)).is_absolute() and path.parts[-len(tail):] == tail
+
+
 def remove_cache_leftovers(task: str = DEFAULT_TASK) -> list[Path]:
     """Remove the staging folders and temporary files of killed runs from the cache folder (the cache
     itself, its models and index folders, the demo index), so that a killed ``demo --rebuild`` does not
@@ -211,7 +223,7 @@ def _model_complete(entry: dict[str, Any] | None, task: str) -> tuple[bool, str]
     if not entry:
         return False, "not built yet"
     path = config.finetuned_path(task)
-    if _absolute(entry.get("path")) != path or entry.get("task") != task:
+    if not _same_place(entry.get("path"), path) or entry.get("task") != task:
         return False, "the manifest describes another model"
     missing = [f for f in _MODEL_FILES + _WEIGHT_FILES if not (path / f).exists()]
     if missing or not any((path / f).exists() for f in _TOKENIZER_FILES):
@@ -262,9 +274,9 @@ def prepare_model(
     entry = manifest.get(key)
     ok, why = _model_complete(entry, task)
     if ok and not force and (data is None or str(data) == entry.get("data_source", {}).get("source")):
-        _say(progress, f"fine-tuned model: reusing {_absolute(entry['path'])} (built from "
+        _say(progress, f"fine-tuned model: reusing {config.finetuned_path(task)} (built from "
                        f"{entry['data_source']['source']!r})")
-        return {**entry, "path": str(_absolute(entry["path"])), "status": "reused"}
+        return {**entry, "path": str(config.finetuned_path(task)), "status": "reused"}
     if ok and not force:
         why = f"--data {str(data)!r} differs from the source it was built from ({entry['data_source']['source']!r})"
     elif force:
@@ -346,11 +358,31 @@ def _index_complete(
     if entry.get("limit") != limit:
         return False, f"it holds {entry.get('limit') or 'all'} demo pairs, {limit or 'all'} asked for"
     path = config.index_path("demo")
-    if _absolute(entry.get("path")) != path or not path.is_dir() or not any(path.iterdir()):
+    if not _same_place(entry.get("path"), path) or not path.is_dir() or not any(path.iterdir()):
         return False, f"{path} is missing"
     if not model_entry or entry.get("finetuned_sha256") != model_entry.get("weights_sha256"):
         return False, "it was built from another fine-tuned model"
     return True, "complete"
+
+
+def _index_trusted(target: Path, progress: bool) -> tuple[bool, str]:
+    """Whether the cache's own demo index has a manifest that guards itself. One written before
+    manifests carried checksums is upgraded (its files checked against each other first, as
+    ``attnflows index upgrade`` does); one that cannot be trusted is built again."""
+    from attnflows_panel.index.format import MANIFEST, IndexFileError, read_manifest
+    from attnflows_panel.index.verify import upgrade_index
+
+    try:
+        read_manifest(target / MANIFEST)
+        return True, "complete"
+    except IndexFileError as exc:
+        if "records no checksum" not in str(exc):
+            return False, str(exc)
+    _say(progress, "demo index: written before manifests had checksums; checking its files and recording them")
+    report = upgrade_index(target)
+    if report["problems"]:
+        return False, "; ".join(report["problems"])
+    return True, "upgraded"
 
 
 def prepare_index(
@@ -388,6 +420,8 @@ def prepare_index(
     if not model_ok:
         raise RuntimeError(f"the fine-tuned default model is not ready ({model_why}); run prepare() first")
     ok, why = _index_complete(manifest.get("index_demo"), model_entry, limit)
+    if ok and not force:
+        ok, why = _index_trusted(target, progress)
     if ok and not force:
         _say(progress, f"demo index: reusing {target}")
         return {**manifest["index_demo"], "path": str(target), "status": "reused"}

@@ -52,7 +52,7 @@ def reference_forward(model, inputs, disabled=(), mode="mask"):
         sa = layer.attention.self
         H, d = sa.num_attention_heads, sa.attention_head_size
 
-        def split(t):
+        def split(t, H=H, d=d):
             return t.view(B, N, H, d).transpose(1, 2)
 
         q, kk, v = split(sa.query(x)), split(sa.key(x)), split(sa.value(x))
@@ -216,7 +216,8 @@ def test_corpus_ablation_matches_per_head_predictions(tiny):
 
 
 def test_gold_indices():
-    assert AB.gold_indices(["not_equivalent", "equivalent"], [0, 1, -1], ["not_equivalent", "Equivalent", None]).tolist() == [0, 1, -1]
+    gold = AB.gold_indices(["not_equivalent", "equivalent"], [0, 1, -1], ["not_equivalent", "Equivalent", None])
+    assert gold.tolist() == [0, 1, -1]
     # names first: a model with the labels in another order
     assert AB.gold_indices(["b", "a"], [0, 1], ["a", "b"]).tolist() == [1, 0]
     with pytest.raises(AB.AblationError, match="out of range"):
@@ -243,6 +244,5 @@ def test_bad_input(tiny, tiny_bert_dirs):
         AB.attention_modules(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="no labelled"):
         AB.corpus_ablation(model, PAIRS, [-1] * 4, tokenizer=tok, progress=False)
-    with pytest.raises(AB.AblationError, match="gates must be"):
-        with AB.head_gates(model, torch.ones(3, 4)):
-            pass
+    with pytest.raises(AB.AblationError, match="gates must be"), AB.head_gates(model, torch.ones(3, 4)):
+        pass

@@ -491,7 +491,9 @@ def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_ber
     shutil.copytree(demo_index, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["fingerprint"]["finetuned"]["weights_sha256"] = "0" * 64
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    from attnflows_panel.index.format import write_manifest
+
+    write_manifest(other / "manifest.json", manifest)  # an index a build wrote for other models
     app = AttnFlowsApp(AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(other)),
                        registry=registry)
     assert app.browser is None and "corpus browser is off" in app.message

@@ -240,7 +240,8 @@ def test_debug_shows_the_traceback(tmp_path):
     for argv in (["--debug", "index", "query"], ["index", "query", "--debug"]):
         debug = _cli(*argv, "--index", str(tmp_path / "nope"), "--id", "x")
         assert debug.returncode == 1
-        assert "Traceback (most recent call last)" in debug.stderr and "FileNotFoundError: no index folder" in debug.stderr
+        assert "Traceback (most recent call last)" in debug.stderr
+        assert "FileNotFoundError: no index folder" in debug.stderr
 
 
 def test_engine_ray_without_ray_says_how_to_install_it(monkeypatch, tmp_path, capsys, no_model_loading):

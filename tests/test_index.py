@@ -24,6 +24,7 @@ from attnflows_panel.index import (
     UnknownSampleError,
     build_index,
 )
+from attnflows_panel.index.format import write_manifest
 
 MRPC_N = 48
 REAL_TAU = 0.1  # MiniLM's [CLS] attention is diffuse: at τ = 0.3 most of its graphs are empty
@@ -472,7 +473,7 @@ def _edit_manifest(path: Path, **changes) -> None:
             m.pop(key, None)
         else:
             m[key] = value
-    (path / "manifest.json").write_text(json.dumps(m))
+    write_manifest(path / "manifest.json", m)  # as a build writes it (its own checksum matches)
 
 
 def test_corrupt_and_missing_files(tiny_index, tmp_path):
@@ -497,9 +498,9 @@ def test_corrupt_and_missing_files(tiny_index, tmp_path):
     (p / "signatures.faiss").write_bytes(b"\x00" * len(data))  # right size, garbage: the checksum says so
     with pytest.raises(IndexFileError, match="signatures.faiss is corrupt: its checksum is .* the manifest recorded"):
         SignatureIndex.open(p)
-    _edit_manifest(p, checksums={})  # an index without checksums: the reader itself refuses the garbage
+    _edit_manifest(p, checksums={})  # an index without checksums, opened unverified: the reader refuses the garbage
     with pytest.raises(IndexFileError, match="signatures.faiss is corrupt or not a FAISS index"):
-        SignatureIndex.open(p)
+        SignatureIndex.open(p, verify=False)
 
     p = _copy(tiny_index, tmp_path / "d")
     size = (p / "metadata.parquet").stat().st_size
@@ -508,7 +509,7 @@ def test_corrupt_and_missing_files(tiny_index, tmp_path):
         SignatureIndex.open(p)
     _edit_manifest(p, checksums={})
     with pytest.raises(IndexFileError, match="metadata file .* is corrupt or not parquet"):
-        SignatureIndex.open(p)
+        SignatureIndex.open(p, verify=False)
 
     p = _copy(tiny_index, tmp_path / "e")
     (p / "usage.npy").unlink()
@@ -520,14 +521,14 @@ def test_corrupt_and_missing_files(tiny_index, tmp_path):
     np.save(p / "usage.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     _edit_manifest(p, files={}, checksums={})
     with pytest.raises(IndexFileError, match="usage file .* is corrupt or not a .npy array"):
-        SignatureIndex.open(p)
+        SignatureIndex.open(p, verify=False)
 
     # files that parse but disagree with each other
     p = _copy(tiny_index, tmp_path / "g")
     np.save(p / "usage.npy", np.zeros((3, 2, 2, 4), np.float16))  # should be [2, L, H, N] = [2, 2, 4, 40]
     _edit_manifest(p, files={}, checksums={})
     with pytest.raises(IndexFileError, match=r"inconsistent: usage shape \(3, 2, 2, 4\)"):
-        SignatureIndex.open(p)
+        SignatureIndex.open(p, verify=False)
 
     p = _copy(tiny_index, tmp_path / "h")
     _edit_manifest(p, signature_version=0)
@@ -582,7 +583,7 @@ def test_verify_checks_contents_and_the_cli_reports_it(tiny_index, tmp_path, cap
     np.save(p / "norms.npy", norms)
     m = json.loads((p / "manifest.json").read_text())
     record_files(p, m)
-    (p / "manifest.json").write_text(json.dumps(m))
+    write_manifest(p / "manifest.json", m)
     SignatureIndex.open(p)  # the checksums match what is there now
     problems = verify_index(p)["problems"]
     assert len(problems) == 1 and "norms.npy differs from the norms of" in problems[0]
@@ -606,7 +607,7 @@ def test_checksums_cover_every_file_the_manifest_lists(tiny_index, tmp_path):
     m["files"]["head_change.npy"] = 0  # listed by its writer
     record_files(p, m)
     assert "head_change.npy" in m["checksums"]["files"]
-    (p / "manifest.json").write_text(json.dumps(m))
+    write_manifest(p / "manifest.json", m)
     SignatureIndex.open(p)
     _flip_bit(p / "head_change.npy", offset=(p / "head_change.npy").stat().st_size - 3)
     with pytest.raises(IndexFileError, match="head_change.npy is corrupt: its checksum"):
@@ -628,7 +629,7 @@ def test_a_score_outside_minus_one_one_is_an_error(tiny_index, tmp_path):
     vectors = idx.vectors() * 800.0
     faiss.write_index(make_faiss_index(vectors, "SQfp16"), str(p / "signatures.faiss"))
     _edit_manifest(p, files={}, checksums={})
-    idx = SignatureIndex.open(p)
+    idx = SignatureIndex.open(p, verify=False)
     with pytest.raises(IndexFileError, match=r"similarity score of .* scores are cosines in \[-1, 1\].*attnflows index "
                                              r"verify"):
         idx.query(sample_id="mrpc-dev-3")

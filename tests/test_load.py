@@ -221,7 +221,8 @@ def wait_sessions_freed(served, timeout: float = 60.0):
         if alive == 0:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{alive} of {len(served['created'])} session apps are still alive after their sessions closed")
+            raise AssertionError(f"{alive} of {len(served['created'])} session apps are still alive after their "
+                                 "sessions closed")
         time.sleep(0.2)
 
 
@@ -241,7 +242,8 @@ def test_twenty_concurrent_sessions_share_one_model_and_memory_stays_flat(served
         assert len(records) == n and failures == [], failures
         for rec, sample_id, browser_id, n_results in states:
             # each session shows the sample its own client picked, with its own similar samples
-            assert sample_id == rec["target"] and browser_id == rec["target"] and n_results > 0, (rec, sample_id, browser_id)
+            assert sample_id == rec["target"] and browser_id == rec["target"] and n_results > 0, \
+                (rec, sample_id, browser_id)
         wait_sessions_freed(served)
         results[wave] = {
             "rss_mb": rss_mb(),
@@ -251,8 +253,10 @@ def test_twenty_concurrent_sessions_share_one_model_and_memory_stays_flat(served
     # one model pair and one index for all the sessions
     assert registry.loads["pair"] == 1 and registry.loads["index"] == 1
     growth = results["second"]["rss_mb"] - results["first"]["rss_mb"]
-    print(f"\nRSS after wave 1: {results['first']['rss_mb']:.0f} MB, after wave 2: {results['second']['rss_mb']:.0f} MB; "
+    print(f"\nRSS after wave 1: {results['first']['rss_mb']:.0f} MB, "
+          f"after wave 2: {results['second']['rss_mb']:.0f} MB; "
           f"{SESSIONS} concurrent sessions: open p50 {results['first']['open_s'][SESSIONS // 2]:.2f} s, "
           f"search p50 {results['first']['search_s'][SESSIONS // 2]:.2f} s")
-    assert growth < FLAT_BOUND_MB, f"server memory grew by {growth:.0f} MB from the first wave of sessions to the second"
+    assert growth < FLAT_BOUND_MB, \
+        f"server memory grew by {growth:.0f} MB from the first wave of sessions to the second"
     assert server_errors == [], "errors on the server:\n" + "\n".join(server_errors)

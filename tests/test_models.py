@@ -195,7 +195,7 @@ def test_batch_equals_single_runs_in_input_order(tiny_pair):
     ]
     batch = tiny_pair.run_batch(pairs, batch_size=2)  # several padded batches of mixed lengths
     assert len(batch) == len(pairs)
-    for (a, b), rb in zip(pairs, batch):
+    for (a, b), rb in zip(pairs, batch, strict=False):
         rs = tiny_pair.run(a, b)
         assert (rb.sentence_a, rb.sentence_b) == (a, b)
         assert rb.tokens == rs.tokens and rb.segments == rs.segments and rb.truncated == rs.truncated
@@ -398,7 +398,8 @@ def test_usage_batch_equals_the_signature_of_each_run(which, sharp_bert_dirs, mi
     else:  # real weights, diffuse attention
         pair, tau = ModelPair.load(str(minilm_path), str(minilm_path), device="cpu"), 0.1
     ds = load_corpus(str(glue_dir / "MRPC"), task="mrpc", split="dev", limit=20)
-    pairs = list(zip(ds["sentence_a"], ds["sentence_b"])) + [("Short.", "Also short."), ("word " * 80, "more " * 40)]
+    pairs = list(zip(ds["sentence_a"], ds["sentence_b"], strict=False))
+    pairs += [("Short.", "Also short."), ("word " * 80, "more " * 40)]
     fast = pair.usage_batch(pairs, tau, batch_size=7)
     runs = pair.run_batch(pairs, batch_size=7)
     expected = np.stack([result_usage(r, tau) for r in runs])

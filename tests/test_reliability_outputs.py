@@ -44,8 +44,9 @@ def _limited_file_size(limit: int):
 
 def _cli(*args: str, limit: int | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    limited = None if limit is None else _limited_file_size(limit)
     return subprocess.run([sys.executable, "-m", "attnflows_panel", *args], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=cwd, preexec_fn=None if limit is None else _limited_file_size(limit))
+                          timeout=300, env=env, cwd=cwd, preexec_fn=limited)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -44,6 +44,11 @@ def register(subparsers) -> None:
                                    "0 when intact, 1 when anything is wrong (each finding names its file).")
     v.add_argument("--index", required=True, metavar="DIR", help="index folder")
     v.set_defaults(func=run_verify)
+    u = sub.add_parser("upgrade", help="record the checksums of an index written before manifests had them",
+                       description="An index written before manifests carried checksums is refused until this "
+                                   "explicit command checks its files against each other and records their checksums.")
+    u.add_argument("--index", required=True, metavar="DIR", help="index folder")
+    u.set_defaults(func=run_upgrade)
 
 
 def _register_build(sub) -> None:
@@ -325,6 +330,22 @@ def run_verify(args: argparse.Namespace) -> int:
         return 1
     print(f"ok: {report['path']} ({report['count']} samples): {len(report['files'])} files match their checksums "
           f"({', '.join(report['files'])}); checked {', '.join(report['checked'])}")
+    return 0
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    from attnflows_panel.index.verify import upgrade_index
+
+    report = upgrade_index(args.index)
+    if report["problems"]:
+        for problem in report["problems"]:
+            print(f"attnflows index upgrade: {problem}", file=sys.stderr)
+        print(f"attnflows index upgrade: error: {args.index} was not upgraded: its files disagree "
+              f"({len(report['problems'])} finding(s)); rebuild it with `attnflows index build --overwrite`",
+              file=sys.stderr)
+        return 1
+    what = "upgraded: checksums recorded" if report["upgraded"] else "already has checksums; nothing to do"
+    print(f"ok: {report['path']} ({report['count']} samples) {what}; checked {', '.join(report['checked'])}")
     return 0
 
 

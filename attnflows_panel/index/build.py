@@ -10,18 +10,27 @@ and removes the shards (``keep_shards=True`` keeps them). The Ray Data engine
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from attnflows_panel._io import (
+    make_readable_like_new_files,
+    remove_leftovers,
+    remove_stale_staging,
+    replace_folder,
+    staging_name,
+)
 from attnflows_panel.index.batches import buckets_by_length, compute_batch, encode_shard, resolve_max_tokens
 from attnflows_panel.index.format import SHARD_DIR, IndexFileError, load_npy, load_parquet, shard_name
 from attnflows_panel.index.plan import (
+    BUILD_LOCK_NAME,
     DEFAULT_SHARD_SIZE,
     BuildPlan,
     ShardWriter,
@@ -82,15 +91,46 @@ def build_index(
     """
     check_build_args(tau, batch_size, shard_size, limit)
     max_tokens = resolve_max_tokens(max_tokens, getattr(pair, "device", "cpu"))
-    with build_lock(out):
-        plan = plan_build(pair, data, task, out, split=split, tau=tau, batch_size=batch_size, limit=limit,
-                          shard_size=shard_size, overwrite=overwrite, label_map=label_map, column_map=column_map,
-                          labels=labels, max_tokens=max_tokens)
-        if plan.finished:
-            return plan.out
-        _run_local(pair, plan, progress)
-        finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
-    return plan.out
+    out = Path(out)
+    with build_lock(out), beside_when_overwriting(out, overwrite) as where:
+        plan = plan_build(pair, data, task, where, split=split, tau=tau, batch_size=batch_size, limit=limit,
+                          shard_size=shard_size, overwrite=overwrite and where == out, label_map=label_map,
+                          column_map=column_map, labels=labels, max_tokens=max_tokens)
+        if not plan.finished:
+            _run_local(pair, plan, progress)
+            finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
+    return out
+
+
+def _holds_files(out: Path) -> bool:
+    return out.is_dir() and any(p.name != BUILD_LOCK_NAME for p in out.iterdir())
+
+
+@contextlib.contextmanager
+def beside_when_overwriting(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Where a build of ``out`` writes (call it holding :func:`build_lock`). Leftovers of killed runs
+    (temporaries, staging folders beside ``out``) are removed first. With ``overwrite`` and an index (or
+    anything) in ``out``, the new index is built beside it, in ``.NAME.partial-<pid>-*``, and swapped in
+    at the end (:func:`~attnflows_panel._io.replace_folder`): the old one answers queries until then, and
+    a build killed midway leaves it whole. Otherwise ``out`` itself (a new build, or a resumed one)."""
+    remove_stale_staging(out)
+    remove_leftovers(out)
+    if not (overwrite and _holds_files(out)):
+        yield out
+        return
+    staging = staging_name(out)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        make_readable_like_new_files(staging)
+        replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _run_local(pair: Any, plan: BuildPlan, progress: bool) -> None:
@@ -148,6 +188,12 @@ def consolidate_shards(out: Path, manifest: dict, *, exact_limit: int, factory: 
     meta = pd.concat(metas, ignore_index=True)
     if len(meta) != N:
         raise IndexFileError(f"the shards hold {len(meta)} samples, the manifest expects {N}")
+    bad = np.flatnonzero(~np.isfinite(usage16.reshape(N, -1)).all(axis=1))
+    if len(bad):
+        raise IndexFileError(
+            f"{len(bad)} of {N} samples have NaN or infinite signatures (e.g. ids "
+            f"{meta['id'].iloc[bad[:3]].tolist()}): the models produce non-finite attention for them; no index was "
+            "written (check the models' weights)")
     write_index(out, manifest, usage16, meta, exact_limit=exact_limit, factory=factory, head_change=change)
     if not keep_shards:
         shutil.rmtree(shard_dir, ignore_errors=True)

@@ -39,7 +39,7 @@ import numpy as np
 from attnflows_panel import signatures
 from attnflows_panel._io import status
 from attnflows_panel.index.batches import buckets_by_length, compute_batch, encode_shard, resolve_max_tokens
-from attnflows_panel.index.build import finish_build
+from attnflows_panel.index.build import beside_when_overwriting, finish_build
 from attnflows_panel.index.format import manifest_differences
 from attnflows_panel.index.plan import (
     DEFAULT_SHARD_SIZE,
@@ -207,19 +207,19 @@ def build_index_ray(
     ray = require_ray()
     check_build_args(tau, batch_size, shard_size, limit)
     max_tokens = resolve_max_tokens(max_tokens, device or "cpu")
-    with build_lock(out):
-        plan = plan_build(pair, data, task, out, split=split, tau=tau, batch_size=batch_size, limit=limit,
-                          shard_size=shard_size, overwrite=overwrite, label_map=label_map,
+    out = Path(out)
+    with build_lock(out), beside_when_overwriting(out, overwrite) as where:
+        plan = plan_build(pair, data, task, where, split=split, tau=tau, batch_size=batch_size, limit=limit,
+                          shard_size=shard_size, overwrite=overwrite and where == out, label_map=label_map,
                           column_map=column_map, labels=labels, max_tokens=max_tokens)
-        if plan.finished:
-            return plan.out
-        if plan.todo:
-            _start_ray(ray, address)
-            stats["ray_start"] = time.perf_counter() - t0
-            results = _pipeline(ray, pair, plan, workers, device, cpus_per_worker, progress, stats, t0)
-            _write_results(results, plan, progress, stats, t0)
-        finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
-    return plan.out
+        if not plan.finished:
+            if plan.todo:
+                _start_ray(ray, address)
+                stats["ray_start"] = time.perf_counter() - t0
+                results = _pipeline(ray, pair, plan, workers, device, cpus_per_worker, progress, stats, t0)
+                _write_results(results, plan, progress, stats, t0)
+            finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
+    return out
 
 
 def _start_ray(ray: Any, address: str | None) -> None:

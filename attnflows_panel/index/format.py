@@ -50,6 +50,10 @@ __all__ = [
     "load_parquet",
     "shard_name",
     "read_manifest",
+    "write_manifest",
+    "manifest_checksum",
+    "ManifestError",
+    "UPGRADE_HINT",
     "manifest_differences",
     "listed_files",
     "record_files",
@@ -83,6 +87,16 @@ METADATA_COLUMNS = (
 
 class IndexFileError(ValueError):
     """A missing piece, a corrupt file, or an incomplete build in an index folder."""
+
+
+class ManifestError(IndexFileError):
+    """A manifest that cannot be trusted: edited or damaged since it was written (its own checksum
+    differs), without the checksums of its files, or naming a file outside the index."""
+
+
+#: what to run for an index written before manifests carried checksums (see :func:`read_manifest`)
+UPGRADE_HINT = ("`attnflows index upgrade --index {path}` checks its files against each other and records their "
+                "checksums (or rebuild it with `attnflows index build ... --overwrite`)")
 
 
 class IndexMismatchError(ValueError):
@@ -155,16 +169,61 @@ def shard_name(i: int) -> str:
     return f"shard-{i:05d}"
 
 
-def read_manifest(path: Path) -> dict:
+def manifest_checksum(manifest: Mapping[str, Any]) -> str:
+    """The checksum (:data:`~attnflows_panel._io.CHECKSUM_ALGORITHM`) of a manifest's own content: its
+    canonical JSON (keys sorted, no spaces) without the ``manifest_checksum`` entry that records it."""
+    import xxhash
+
+    body = {k: v for k, v in manifest.items() if k != "manifest_checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return xxhash.xxh3_64(text.encode()).hexdigest()
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Write ``manifest`` to ``path`` atomically, with the checksum of its own content
+    (``manifest_checksum``), so that an edit after the build (τ changed by hand, the checksums of the
+    files removed) is found by :func:`read_manifest`."""
+    manifest.pop("manifest_checksum", None)
+    manifest["manifest_checksum"] = {"algorithm": CHECKSUM_ALGORITHM, "value": manifest_checksum(manifest)}
+    save_json(path, manifest)
+
+
+def read_manifest(path: Path, *, trusted: bool = True) -> dict:
     """The manifest at ``path`` (a ``manifest.json``) as a dict; IndexFileError when it is not JSON, not
-    an object, or cannot be read."""
+    an object, or cannot be read.
+
+    ``trusted`` (the default, for an index that is opened, queried or verified) also requires of a
+    complete index's manifest: its own checksum, equal to the checksum of its content (else it was
+    edited or damaged after the build); the checksums of its files; and file names that are plain names
+    inside the index. An index written before manifests had checksums raises :class:`ManifestError`
+    with the upgrade command (:data:`UPGRADE_HINT`); it is never trusted silently."""
     try:
         manifest = json.loads(path.read_text())
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         raise IndexFileError(f"{path} is corrupt: {exc}") from exc
+    if trusted and manifest.get("complete"):
+        check_manifest(path, manifest)
     return manifest
+
+
+def check_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Raise :class:`ManifestError` unless the complete manifest at ``path`` guards itself and its files
+    (see :func:`read_manifest`)."""
+    folder = path.parent
+    recorded = manifest.get("manifest_checksum")
+    if not isinstance(recorded, Mapping) or not recorded.get("value"):
+        raise ManifestError(f"{path} records no checksum of its own (written before manifests had one), so an edit "
+                            f"of it cannot be found: {UPGRADE_HINT.format(path=folder)}")
+    if recorded.get("algorithm") != CHECKSUM_ALGORITHM or recorded.get("value") != manifest_checksum(manifest):
+        raise ManifestError(f"{path} was changed after the build (its content no longer matches its own checksum): "
+                            "an edit or damage; rebuild the index with `attnflows index build ... --overwrite`")
+    sums = manifest.get("checksums")
+    if not isinstance(sums, Mapping) or not sums.get("files"):
+        raise ManifestError(f"{path} records no checksums of the index's files, so damaged files cannot be found: "
+                            f"{UPGRADE_HINT.format(path=folder)}")
+    listed_files(manifest)  # plain names only
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -206,12 +265,24 @@ def manifest_differences(manifest: Mapping[str, Any], fingerprint: Mapping[str, 
     return diffs
 
 
+def _plain_name(name: Any) -> str:
+    """``name`` when it is a plain file name inside the index folder; ManifestError otherwise (a path,
+    ``..``, a hidden or absolute name: a manifest must never make us read a file outside the index)."""
+    text = str(name)
+    if (not isinstance(name, str) or not text or text in (".", "..") or text.startswith(".") or "/" in text
+            or "\\" in text or "\0" in text or os.path.isabs(text) or Path(text).name != text):
+        raise ManifestError(f"the manifest names the file {text!r}, which is not a plain file name inside the index; "
+                            "the manifest was edited or damaged: rebuild the index")
+    return text
+
+
 def listed_files(manifest: Mapping[str, Any]) -> list[str]:
-    """Every data file an index's manifest lists (sizes and checksums), plus the ones every index has."""
+    """Every data file an index's manifest lists (sizes and checksums), plus the ones every index has.
+    Raises :class:`ManifestError` for a name that is not a plain file name inside the index."""
     names = list(DATA_FILES)
     for key in ("files",):
-        names += [n for n in (manifest.get(key) or {}) if n not in names]
-    names += [n for n in ((manifest.get("checksums") or {}).get("files") or {}) if n not in names]
+        names += [_plain_name(n) for n in (manifest.get(key) or {}) if n not in names]
+    names += [_plain_name(n) for n in ((manifest.get("checksums") or {}).get("files") or {}) if n not in names]
     return names
 
 
@@ -233,6 +304,10 @@ def verify_files(path: str | os.PathLike, manifest: Mapping[str, Any] | None = N
     path = Path(path)
     if manifest is None:
         manifest = json.loads((path / MANIFEST).read_text())
+    try:
+        names = listed_files(manifest)
+    except ManifestError as exc:
+        return [str(exc)]
     sizes = manifest.get("files") or {}
     recorded = manifest.get("checksums") or {}
     sums = recorded.get("files") or {}
@@ -240,7 +315,7 @@ def verify_files(path: str | os.PathLike, manifest: Mapping[str, Any] | None = N
         return [f"{path / MANIFEST} records checksums of an unknown kind ({recorded.get('algorithm')!r}); rebuild the "
                 "index"]
     problems = []
-    for name in listed_files(manifest):
+    for name in names:
         f = path / name
         if not f.exists():
             problems.append(f"the index at {path} is missing {name}; rebuild it with `attnflows index build`")

@@ -298,6 +298,8 @@ def check_build_args(tau, batch_size, shard_size, limit) -> None:
 
 
 _LOCK_NAME = ".build.lock"
+#: the lock file a build keeps in its index folder (public: the build engines leave it out of "holds files")
+BUILD_LOCK_NAME = _LOCK_NAME
 
 
 def build_lock(out: str | os.PathLike):

@@ -83,7 +83,7 @@ def _one_thread(faiss):
         faiss.omp_set_num_threads(before)
 
 
-def _open_manifest(path: Path, pair: Any) -> dict:
+def _open_manifest(path: Path, pair: Any, verify: bool = True) -> dict:
     """The manifest of the index at ``path``, checked: an attnflows index of this format version,
     complete, built with this signature version (and from ``pair``'s models, when given)."""
     if not path.is_dir():
@@ -91,7 +91,7 @@ def _open_manifest(path: Path, pair: Any) -> dict:
     mpath = path / MANIFEST
     if not mpath.exists():
         raise FileNotFoundError(f"{path} is not an attnflows index: {MANIFEST} is missing")
-    manifest = read_manifest(mpath)
+    manifest = read_manifest(mpath, trusted=verify)  # verify=False: the caller trusts the manifest as it is
     if manifest.get("format") != FORMAT:
         raise IndexFileError(
             f"{mpath} is not an attnflows signature index manifest (format {manifest.get('format')!r})")
@@ -193,7 +193,7 @@ class SignatureIndex:
         missing or corrupt file), IndexMismatchError (other models or signature version).
         """
         path = Path(path)
-        manifest = _open_manifest(path, pair)
+        manifest = _open_manifest(path, pair, verify)
         problems = verify_files(path, manifest, checksums=verify)
         if problems:
             raise IndexFileError("; ".join(problems))

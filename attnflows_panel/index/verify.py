@@ -31,7 +31,7 @@ from attnflows_panel.index.format import (
 )
 from attnflows_panel.index.search import SignatureIndex
 
-__all__ = ["verify_index"]
+__all__ = ["verify_index", "upgrade_index"]
 
 #: how far a stored vector may lie from the embedding of the stored usage: float16 storage of unit
 #: vectors (SQfp16) rounds each value by 5e-4 relative
@@ -60,8 +60,6 @@ def verify_index(path: str | os.PathLike, *, chunk: int = 65536) -> dict[str, An
     report["count"] = manifest.get("count")
     report["files"] = listed_files(manifest)
     problems += verify_files(path, manifest)
-    if not (manifest.get("checksums") or {}).get("files"):
-        problems.append(f"{path / MANIFEST} records no checksums (built before they were added): rebuild the index")
     report["checked"].append("sizes and checksums")
     if problems:
         return report
@@ -83,6 +81,15 @@ def _check_arrays(idx: SignatureIndex, chunk: int) -> list[str]:
     """The centre, the FAISS vectors and the block norms against the stored usage."""
     path, problems = idx.path, []
     n = len(idx)
+    bad = _non_finite_rows(idx, chunk)
+    if len(bad):
+        ids = idx.metadata["id"].astype(str).to_numpy()[bad[:3]].tolist()
+        problems.append(f"{path / USAGE_FILE} holds NaN or infinite signatures for {len(bad)} samples (e.g. ids "
+                        f"{ids}): the models that built it produce non-finite attention; rebuild with intact models")
+        return problems
+    if not (np.isfinite(idx.center).all() and np.isfinite(np.asarray(idx.norms)).all()):
+        problems.append(f"{path / CENTER_FILE} or {path / NORMS_FILE} holds NaN or infinite values; rebuild the index")
+        return problems
     center = signatures.fit_center(np.moveaxis(idx.usage_head_major, -1, 0)) if n else idx.center
     if not np.allclose(center, idx.center, atol=1e-5):
         problems.append(f"{path / CENTER_FILE} does not hold the corpus mean of {path / USAGE_FILE}")
@@ -102,6 +109,55 @@ def _check_arrays(idx: SignatureIndex, chunk: int) -> list[str]:
     if worst_norm > 1e-3:
         problems.append(f"{path / NORMS_FILE} differs from the norms of {path / USAGE_FILE} by up to {worst_norm:.3g}")
     return problems
+
+
+def _non_finite_rows(idx: SignatureIndex, chunk: int) -> np.ndarray:
+    """Rows whose stored usage holds a NaN or an infinity."""
+    bad = []
+    for start in range(0, len(idx), chunk):
+        rows = np.arange(start, min(len(idx), start + chunk))
+        usage = np.asarray(idx.usage(rows))
+        bad.append(rows[~np.isfinite(usage.reshape(len(rows), -1)).all(axis=1)])
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
+
+
+def upgrade_index(path: str | os.PathLike) -> dict[str, Any]:
+    """Give an index written before manifests carried checksums the checksums of its files and of its
+    manifest (``attnflows index upgrade``), explicitly, after checking its files against each other as
+    :func:`verify_index` does; the manifest is left as it was when a check fails. Returns the report of
+    :func:`verify_index` (``"upgraded"``: True when the manifest was rewritten)."""
+    from attnflows_panel.index.format import check_manifest, record_files, write_manifest
+
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        raise FileNotFoundError(f"no attnflows index at {path}: {MANIFEST} is missing")
+    manifest = read_manifest(mpath, trusted=False)
+    if not manifest.get("complete"):
+        raise IndexFileError(f"the index at {path} is incomplete; finish its build first (`attnflows index build`)")
+    try:
+        check_manifest(mpath, manifest)
+        report = verify_index(path)
+        report["upgraded"] = False
+        return report  # nothing to upgrade
+    except IndexFileError as exc:
+        if "records no checksum" not in str(exc):
+            raise
+    problems = list(verify_files(path, manifest, checksums=False))
+    original = mpath.read_bytes()
+    record_files(path, manifest, listed_files(manifest))
+    write_manifest(mpath, manifest)
+    report = verify_index(path)
+    problems += report["problems"]
+    if problems:
+        from attnflows_panel._io import atomic_write
+
+        atomic_write(mpath, original)  # never trust an index whose files disagree
+        report["problems"] = problems
+        report["upgraded"] = False
+        return report
+    report["upgraded"] = True
+    return report
 
 
 def _check_ids(idx: SignatureIndex) -> list[str]:

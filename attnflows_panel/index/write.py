@@ -30,10 +30,10 @@ from attnflows_panel.index.format import (
     USAGE_FILE,
     import_faiss,
     record_files,
-    save_json,
     save_npy,
     save_parquet,
     utc_now,
+    write_manifest,
 )
 
 __all__ = [
@@ -156,7 +156,7 @@ def write_index(out: Path, manifest: dict, usage16: np.ndarray, meta, *, exact_l
         library={"attnflows_panel": _version(), "faiss": getattr(faiss, "__version__", "?")},
     )
     record_files(out, manifest, [*files, *[n for n in extra_files if n not in files]])
-    save_json(out / MANIFEST, manifest)  # written last: a complete manifest means a complete index
+    write_manifest(out / MANIFEST, manifest)  # written last: a complete manifest means a complete index
 
 
 def _version() -> str:
