@@ -56,6 +56,18 @@ def test_norm_npz(dirs, tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name != "pair.npz"]  # no temporary file left
 
 
+def test_heads_subset(dirs, tmp_path):
+    out = tmp_path / "pair.npz"
+    assert _run(dirs, "--weights", "norm", "--heads", "1:0-1,0:*", "--tau", "0.2", "--out", str(out)) == 0
+    z = np.load(out)
+    heads = z["heads"]
+    assert heads.tolist() == [[True] * 4, [True, True, False, False]]
+    w = z["finetuned/weights"]
+    np.testing.assert_array_equal(z["finetuned/bottleneck"], bottleneck(w, heads).node)
+    np.testing.assert_array_equal(z["finetuned/member"], AttentionGraph(w, 0.2, heads).member)
+    assert not np.array_equal(z["finetuned/bottleneck"], bottleneck(w).node)
+
+
 def test_attattr_npz(dirs, tmp_path, capsys):
     out = tmp_path / "pair.npz"
     assert _run(dirs, "--weights", "attattr", "--steps", "3", "--out", str(out)) == 0
@@ -94,6 +106,8 @@ def test_raw_is_the_default(dirs, tmp_path):
         ({"--out": "{tmp}/folder.npz"}, ["is a folder"]),
         ({"--pretrained": "{tmp}/no-such-model"}, ["does not exist"]),
         ({"--b": "\u200b"}, ["sentence_b produces no tokens"]),
+        ({"--heads": "3"}, ["write layer:head"]),
+        ({"--heads": "7:0"}, ["layer 7", "out of range"]),
     ],
 )
 def test_bad_input_one_line_nothing_written(dirs, tmp_path, capsys, override, fragments):

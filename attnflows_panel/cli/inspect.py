@@ -18,7 +18,8 @@ The file holds, for each model (keys ``pretrained/...`` and ``finetuned/...``; 0
 - ``tokens``; ``logits`` (a model with a classification head); with ``--tau``, ``member``: bool [L + 1, n],
   the graph's levels at τ;
 
-plus ``tokens``, ``weights_kind`` (the kind asked for), ``steps`` and, with ``--tau``, ``tau``.
+plus ``tokens``, ``weights_kind`` (the kind asked for), ``steps``, ``heads`` (bool [L, H], the heads allowed to
+carry edges: ``--heads``, default all) and, with ``--tau``, ``tau``.
 Read it with ``np.load(path)`` (no pickle needed).
 """
 
@@ -55,6 +56,9 @@ def register(subparsers) -> None:
                         "(default norm)")
     p.add_argument("--steps", type=_positive_int, default=20, help="attattr: Riemann steps m (default 20)")
     p.add_argument("--tau", type=float, default=None, help="also write the graph's levels at this τ in [0, 1)")
+    p.add_argument("--heads", default=None, metavar="SPEC",
+                   help='only these heads carry edges (0-based "layer:head,...", e.g. "0:1,3:5" or "5:*"; '
+                        "default all): bottleneck, breakpoints and member are computed with them")
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the .npz file to write")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.set_defaults(func=run_inspect)
@@ -69,6 +73,10 @@ def _check_args(args: argparse.Namespace) -> Path:
             raise ValueError(f"--{name} is empty; both sentences of a pair need text")
     if args.tau is not None and not (math.isfinite(args.tau) and 0.0 <= args.tau < 1.0):
         raise ValueError(f"--tau must lie in [0, 1); got {args.tau}")
+    if args.heads is not None:
+        from attnflows_panel.signatures import parse_heads
+
+        parse_heads(args.heads, 1024, 1024)  # the syntax, before any model loads (the range after)
     out = Path(args.out).expanduser()
     if out.suffix.lower() != ".npz":
         raise ValueError(f"--out must name an .npz file; got {str(out)!r}")
@@ -80,11 +88,11 @@ def _check_args(args: argparse.Namespace) -> Path:
     return out
 
 
-def _model_arrays(role: str, mw, tau: float | None) -> dict[str, np.ndarray]:
+def _model_arrays(role: str, mw, tau: float | None, heads: np.ndarray | None) -> dict[str, np.ndarray]:
     from attnflows_panel.bottleneck import bottleneck, breakpoints
     from attnflows_panel.weights import rollout
 
-    b = bottleneck(mw.weights)
+    b = bottleneck(mw.weights, heads)
     arrays = {
         f"{role}/weights": np.ascontiguousarray(mw.weights, dtype=np.float32),
         f"{role}/kind": np.array(mw.kind),
@@ -116,9 +124,15 @@ def run_inspect(args: argparse.Namespace) -> int:
                                      "steps": np.array(args.steps)}
     if args.tau is not None:
         arrays["tau"] = np.array(args.tau)
+    heads = None
+    if args.heads is not None:
+        from attnflows_panel.signatures import parse_heads
+
+        heads = parse_heads(args.heads, pair.num_layers, pair.num_heads)
+    arrays["heads"] = np.ones((pair.num_layers, pair.num_heads), bool) if heads is None else heads
     for role in ("pretrained", "finetuned"):
         mw = getattr(pw, role)
-        arrays.update(_model_arrays(role, mw, args.tau))
+        arrays.update(_model_arrays(role, mw, args.tau, heads))
         arrays[f"{role}/tokens"] = tokens
         if mw.note:
             print(f"attnflows inspect: {role}: {mw.note}", file=sys.stderr)
