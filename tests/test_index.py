@@ -7,6 +7,7 @@ whose query/key weights are scaled up so that its attention is peaked and its gr
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -320,8 +321,8 @@ def test_resume_after_interruption(sharp_pair, mrpc, tiny_index, tmp_path, monke
     ran = [tuple(p) for p in rec2.seen]
     rest = mrpc[16:40]
     expected = list(zip(rest["sentence_a"], rest["sentence_b"], strict=True))
-    assert sorted(ran) == sorted(expected) and len(ran) == 24, \
-        "finished shards were run again, or unfinished ones skipped"
+    assert sorted(ran) == sorted(expected) and len(ran) == 24, (
+        "finished shards were run again, or unfinished ones skipped")
     resumed, fresh = SignatureIndex.open(out), SignatureIndex.open(tiny_index)
     np.testing.assert_array_equal(resumed.usage(), fresh.usage())
     np.testing.assert_array_equal(resumed.vectors(), fresh.vectors())
@@ -389,7 +390,7 @@ def test_length_buckets_within_a_token_budget():
             assert 1 <= len(b) <= 32
             assert len(b) == 1 or len(b) * lengths[b].max() <= budget
         # greedy: no batch could have taken the next pair
-        for b, nxt in zip(buckets, buckets[1:], strict=False):
+        for b, nxt in itertools.pairwise(buckets):
             assert len(b) == 32 or (len(b) + 1) * lengths[nxt[0]] > budget
         if budget < 700:  # longer than the budget: alone
             assert [len(b) for b in buckets if lengths[b].max() >= 700] == [1]
@@ -630,8 +631,8 @@ def test_a_score_outside_minus_one_one_is_an_error(tiny_index, tmp_path):
     faiss.write_index(make_faiss_index(vectors, "SQfp16"), str(p / "signatures.faiss"))
     _edit_manifest(p, files={}, checksums={})
     idx = SignatureIndex.open(p, verify=False)
-    with pytest.raises(IndexFileError, match=r"similarity score of .* scores are cosines in \[-1, 1\].*attnflows index "
-                                             r"verify"):
+    damaged = r"similarity score of .* scores are cosines in \[-1, 1\].*attnflows index verify"
+    with pytest.raises(IndexFileError, match=damaged):
         idx.query(sample_id="mrpc-dev-3")
     # an intact index: every score lies in [-1, 1]
     good = SignatureIndex.open(tiny_index)
