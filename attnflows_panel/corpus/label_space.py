@@ -114,8 +114,7 @@ def discover_labels(task: str, label_values: list, name_values: list, where: str
         k = max(pairs) + 1
         if set(pairs) != set(range(k)) or len({next(iter(v)) for v in pairs.values()}) != k:
             raise ValueError(f"{where}: the label ids of task {task!r} ({sorted(pairs)}) are not 0..{k - 1} "
-                             "with one name "
-                             f"each; name them with labels=[...] (CLI: --labels NAME0,NAME1,…)")
+                             "with one name each; name them with labels=[...] (CLI: --labels NAME0,NAME1,…)")
         return LabelSpace(task, [names[next(iter(pairs[i]))] for i in range(k)], ints=True)
     if names:
         ordered = [names[k] for k in sorted(names)]
