@@ -1,28 +1,27 @@
 """P6 and P4 of DESIGN.md for the Attention Flows views (views/attention_flows.py).
 
 P6: what the browser receives for a 128-token pair (target ≤ 2 MB) and how long it takes to build
-    (target ≤ 0.1 s). Measured on the Bokeh document of the whole AttentionFlowsView (sentence view,
-    radial view, context view, widgets):
+    (target ≤ 0.08 s for 128 tokens 12×12, issue #24; ≤ 2 MB at 512 tokens). Measured on the Bokeh
+    document of the whole AttentionFlowsView (sentence view, the radial view as one JSComponent fed
+    typed arrays, context view, widgets), nothing patched:
     - ``ws_MB``: what `panel serve` sends over the websocket (document JSON + binary buffers);
     - ``inline_MB``: the same document with buffers inlined as base64 (notebook / static HTML);
     - ``data_s``: FlowData (layout, glyphs, edges, sparklines, hover bit streams) from the two graphs;
-    - ``cols_s``: turning it into the compact columns the browser gets;
+    - ``cols_s``: turning it into the typed columns the radial component gets (``pack_flow``);
     - ``view_s``: a whole AttentionFlowsView for a new pair (graphs included), warm process;
     - ``serialize_s``: Bokeh's serialisation of the document;
     - ``whole_min_s``: P6's whole build (view, Panel root, serialised document), and ``floor_8tok_min_s``
       the same for an 8-token pair of the same shape, interleaved with it: the part of the build that
-      does not grow with the tokens (the view's fixed set of Bokeh and Panel models); and
-      ``whole_bokeh_own_min_s`` the whole build again without ``views/bokeh_speedups.py`` (Bokeh's own
-      property machinery), interleaved with both.
+      does not grow with the tokens (the view's fixed set of Bokeh and Panel models).
 P4: server time of a click (one token), a brush (two tokens, one ring), two rings (paths) and a τ change
-    (target ≤ 150 ms each); hover needs no server (it runs in flow.js).
+    (target ≤ 150 ms each); hover needs no server (it runs in radial.js: bench_radial_hover.py measures it).
 
 Inputs: attention arrays of BERT-base shape (12 layers × 12 heads, n = 128) drawn at two densities
 (rings growing like BERT-base's: "bert-like"; every ring full: "dense", the worst case), and the packaged
 MiniLM (6 × 12) on a real 128-token MRPC pair, at τ = 0.1 (MiniLM's [CLS] is nearly self-attending above
 that). Reference (DESIGN.md, not re-measured): bertviz's head_view sends 107 MB built in 1.8 s.
 
-    python benchmarks/bench_views.py [--repeat 5]
+    python benchmarks/bench_views.py [--repeat 5] [--n 128 512]
 
 Prints a table and writes benchmarks/results/views.json.
 """
@@ -63,9 +62,9 @@ def _result(pre, fine, tokens, segments, a="", b=""):
                       truncated=False, pretrained=ModelOutput(pre), finetuned=ModelOutput(fine))
 
 
-def _synthetic(kind: str, seed: int = 0):
+def _synthetic(kind: str, seed: int = 0, n: int = 128):
     rng = np.random.default_rng(seed)
-    n, L, H = 128, 12, 12
+    L, H = 12, 12
     words = "the quick brown fox jumps over lazy dog while wireless power transmission demonstrates light".split()
     half = n // 2
     tokens = ["[CLS]"] + [words[i % len(words)] for i in range(1, half)] + ["[SEP]"]
@@ -149,24 +148,21 @@ def run_case(name, result, tau, repeat):
     from attnflows_panel.graph import AttentionGraph
     from attnflows_panel.views.attention_flows import AttentionFlowsView
     from attnflows_panel.views.flow import FlowData
+    from attnflows_panel.views.radial import pack_flow
 
     pre = AttentionGraph.build(result.pretrained.attentions, tau)
     fine = AttentionGraph.build(result.finetuned.attentions, tau)
     data_s, data = _median(lambda: FlowData(result.tokens, result.segments, pre, fine, "combined"), repeat)
-    cols_s, _ = _median(data.sources, repeat)
+    cols_s, _ = _median(lambda: pack_flow(data), repeat)
     AttentionFlowsView(result, tau=tau)  # warm-up (Bokeh model classes, first-use costs)
     view_s, view = _median(lambda: AttentionFlowsView(result, tau=tau), repeat)
     ws_mb, inline_mb, ser_s = _doc_sizes(view)
     tiny, tiny_tau = _tiny()
     whole_build(tiny, tiny_tau)  # warm-up
-    from attnflows_panel.views import bokeh_speedups
-
-    whole, floor, own = [], [], []
-    for _ in range(repeat):  # interleaved: the same load on all three
+    whole, floor = [], []
+    for _ in range(repeat):  # interleaved: the same load on both
         whole.append(whole_build(result, tau)[0])
         floor.append(whole_build(tiny, tiny_tau)[0])
-        with bokeh_speedups.disabled():  # the same build on Bokeh's own property machinery
-            own.append(whole_build(result, tau)[0])
     # P4: server time of a click, a brush, two rings and a τ change
     lv = data.L // 2
     toks = [int(t) for t in data.levels[lv][:2]]
@@ -186,14 +182,12 @@ def run_case(name, result, tau, repeat):
         "whole_min_s": round(min(whole), 4), "whole_med_s": round(statistics.median(whole), 4),
         # the same whole build for an 8-token pair of the same shape: what does not grow with the tokens
         "floor_8tok_min_s": round(min(floor), 4),
-        # the same whole build without views/bokeh_speedups.py (Bokeh's own property machinery)
-        "whole_bokeh_own_min_s": round(min(own), 4), "speedups_installed": bokeh_speedups.installed(),
         # click/brush/paths: set + clear (two updates), τ: two changes -> per update
         "click_s": round(click_s / 2, 4), "brush_s": round(brush_s / 2, 4), "paths_s": round(paths_s / 2, 4),
         "tau_s": round(tau_s / 2, 4),
     }
     row["P6_size_ratio"] = round(ws_mb / 2.0, 3)
-    row["P6_build_ratio"] = round(min(whole) / 0.1, 3)  # the whole build: view + Bokeh models + serialisation
+    row["P6_build_ratio"] = round(min(whole) / 0.08, 3)  # the whole build: view + models + serialisation
     row["tau_ratio"] = round(row["tau_s"] / 0.05, 3)  # τ → patched document ≤ 50 ms
     row["P4_ratio_worst"] = round(max(row["click_s"], row["brush_s"], row["paths_s"]) / 0.02, 3)  # ≤ 20 ms
     return row
@@ -203,14 +197,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-minilm", action="store_true")
+    ap.add_argument("--n", type=int, nargs="+", default=[128], help="token counts of the synthetic pairs")
     ap.add_argument("--quick", action="store_true", help="one synthetic case, 2 repeats (checks the script runs)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeat, args.skip_minilm = 2, True
     rows = []
-    for kind in (("bert-like",) if args.quick else ("bert-like", "dense")):
-        r, tau = _synthetic(kind)
-        rows.append(run_case(f"12x12 {kind}", r, tau, args.repeat))
+    for n in args.n:
+        for kind in (("bert-like",) if args.quick else ("bert-like", "dense")):
+            r, tau = _synthetic(kind, n=n)
+            rows.append(run_case(f"12x12 {kind} n={n}", r, tau, args.repeat))
     if not args.skip_minilm:
         r, tau = _minilm(None)
         rows.append(run_case("MiniLM 6x12 real", r, tau, args.repeat))
@@ -221,7 +217,7 @@ def main(argv=None):
     for row in rows:
         print(" | ".join(str(row[c]) for c in cols))
         print("   rings (root → level 0):", row["rings"])
-    print("P6 targets: ws_MB ≤ 2 (ratio ≤ 1), whole view build (view, Bokeh models, serialisation) ≤ 0.1 s "
+    print("P6 targets: ws_MB ≤ 2 (ratio ≤ 1), whole view build (view, models, serialisation) ≤ 0.08 s "
           "(ratio ≤ 1); bertviz head_view: 107 MB / 1.8 s.")
     print("P4 targets: τ → patched document ≤ 0.05 s (tau_ratio), click/brush/paths ≤ 0.02 s server time; hover "
           "runs in the browser.")

@@ -247,7 +247,7 @@ def test_hover_click_shift_click_glyph_brushes_and_clear(server, browser):
     root.evaluate("(el, p) => el.attnflowsView(14, p[0], p[1])",
                   [float(view.data.nodes["hx"].iloc[node["id"]]), float(view.data.nodes["hy"].iloc[node["id"]])])
     glyphs = [g for g in root.evaluate("(el) => el.attnflowsPoints('glyphs')") if g["node"] == node["id"]]
-    assert glyphs and glyphs[0]["size"] >= 2
+    assert glyphs and glyphs[0]["size"] >= 3
     g0 = glyphs[0]
     page.mouse.move(g0["x"], g0["y"])
     wait_for(lambda: (root.get_attribute("data-hover") or "").startswith("glyph:"), what="the glyph hover")

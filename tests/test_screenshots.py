@@ -7,9 +7,8 @@ between two rings into the git-ignored ``test-output/<test>/`` folder and prints
 
 - the label report (``RadialLayout.label_report``): every ring accounted for, the input ring and
   level 2 show most of their words in full;
-- the label font is one size for every ring, at least 9 px on screen;
-- the flow figure is square (the rings are circles), fits the window's height, and the page does not
-  scroll sideways;
+- the radial component's labels (``data-label-boxes``) are at least 10 px and never overlap;
+- the drawing fits the window's height, and the page does not scroll sideways;
 - no console or page error.
 
 Every wait is on a condition, never a fixed sleep.
@@ -32,35 +31,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 SIZES = [(1280, 800), (1600, 1000), (1920, 1080)]
 TAU = 0.15
 
-READY = """() => {
-  if (!window.Bokeh || Bokeh.documents.length === 0) return false;
-  const doc = Bokeh.documents[0];
-  const fig = doc.get_model_by_name('attnflows-radial');
-  const lab = doc.get_model_by_name('attnflows-labels');
-  if (fig == null || lab == null) return false;
-  try { return fig.inner_width > 0 && lab.glyph.text_font_size.value != null; } catch (e) { return false; }
-}"""
-# the drawn geometry: the figure's frame on the page, its data-to-pixel scales, the labels' font size
-GEOMETRY = """() => {
-  const doc = Bokeh.documents[0];
-  const fig = doc.get_model_by_name('attnflows-radial');
-  const lab = doc.get_model_by_name('attnflows-labels');
-  const pv = Bokeh.index.find_one(fig);  // test-only: where the frame is on the page
-  const r = pv.canvas_view.el.getBoundingClientRect();
-  return {
-    iw: fig.inner_width, ih: fig.inner_height,
-    sx: fig.inner_width / (fig.x_range.end - fig.x_range.start),
-    sy: fig.inner_height / (fig.y_range.end - fig.y_range.start),
-    x0: fig.x_range.start, y1: fig.y_range.end,
-    font: parseFloat(lab.glyph.text_font_size.value),
-    left: r.left + pv.frame.bbox.left, top: r.top + pv.frame.bbox.top,
-    scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth,
-  };
-}"""
-NODE = """([i]) => {
-  const d = Bokeh.documents[0].get_model_by_name('attnflows-nodes').data;
-  return [d.lx[i], d.ly[i], d.st[i]];  // the label: inside the token's hit circle, clear of its glyphs
-}"""
+RADIAL = ".attnflows-radial"
+
+
+def _overlapping(boxes) -> list:
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+            if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]]
 
 
 def _wait(cond, timeout=20.0, what="condition"):
@@ -178,57 +154,49 @@ def test_screenshots_at_three_window_sizes(browser, default_result, output_dir, 
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_function(READY, timeout=60000)
-        geo = page.evaluate(GEOMETRY)
+        root = page.locator(RADIAL)
+        _wait(lambda: root.count() and root.get_attribute("data-ready") == "1", 60, "the radial view")
         paths = []
         shot = output_dir / f"{width}x{height}-plain.png"
         page.screenshot(path=str(shot))
         paths.append(shot)
         view = view_holder["view"]
-        report = view.data.layout.label_report()
-        print(f"\n{width}x{height}: label report (level, tokens, full, truncated, hidden):",
-              json.dumps([[r["level"] + 1, r["tokens"], r["full"], r["truncated"], r["hidden"]] for r in report]))
-        # the figure: square data units (circles), one font ≥ 9 px, within the window, no sideways scroll
-        assert geo["sx"] == pytest.approx(geo["sy"], rel=0.01)
-        assert geo["font"] >= 9
-        assert geo["scrollWidth"] <= geo["clientWidth"], geo
-        drawn = 2 * view.data.layout.extent * geo["sx"]
-        assert drawn <= height and drawn >= 0.45 * min(width, height), (drawn, geo)
-        # hover a token of level 2: its trace lights up in the page
+        box = root.bounding_box()
+        boxes = json.loads(root.get_attribute("data-label-boxes"))
+        print(f"\n{width}x{height}: {len(boxes)} labels drawn of {len(view.data.nodes)} tokens; view {box}")
+        # the drawing is the largest square in the view's box, which fits the window's height; no
+        # sideways scroll; labels of at least 10 px, none over another
+        assert box["y"] + box["height"] <= height + 1 and min(box["width"], box["height"]) >= 0.45 * min(width, height)
+        assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        assert boxes and all(b[3] >= 12 for b in boxes) and _overlapping(boxes) == []
+        # hover a token of level 2: its trace lights up in the page, its details beside it
         nodes = view.data.nodes
         i = int(nodes.index[nodes["level"] == 1][0])
-
-        def to_screen(x, y):
-            g = page.evaluate(GEOMETRY)
-            return g["left"] + (x - g["x0"]) * g["sx"], g["top"] + (g["y1"] - y) * g["sy"]
-
-        hx, hy, _ = page.evaluate(NODE, [i])
-        page.mouse.move(*to_screen(hx, hy))
-        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.st[{i}] >= 9",
-                               timeout=20000)
+        pts = {p["id"]: p for p in root.evaluate("(el) => el.attnflowsPoints('nodes')")}
+        page.mouse.move(pts[i]["x"], pts[i]["y"])
+        _wait(lambda: root.get_attribute("data-hover") == f"node:{i}:0", what="the hover")
         shot = output_dir / f"{width}x{height}-hover.png"
         page.screenshot(path=str(shot))
         paths.append(shot)
-        info = page.evaluate("() => Bokeh.documents[0].get_model_by_name('attnflows-hover-info').text")
+        info = root.locator(".attnflows-radial-info").inner_text()
         assert "level 2" in info and "influence" in info
         # click to freeze the selection, then shift-click a token two rings further in: the paths
         lv, pos = int(nodes.loc[i, "level"]), int(nodes.loc[i, "pos"])
-        page.mouse.click(*to_screen(hx, hy))
+        page.mouse.click(pts[i]["x"], pts[i]["y"])
         _wait(lambda: view.selection == [[lv, pos]], what="the click to freeze a selection")
-        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.fz[{i}] >= 9",
-                               timeout=20000)
+        page.mouse.move(1, 1)
+        _wait(lambda: root.get_attribute("data-trace") == "frozen", what="the frozen trace")
         shot = output_dir / f"{width}x{height}-frozen.png"
         page.screenshot(path=str(shot))
         paths.append(shot)
         upper = view.data.levels[lv + 2]
         j = view.data.node_id(lv + 2, int(upper[0]))
-        jx, jy, _ = page.evaluate(NODE, [j])
         page.keyboard.down("Shift")
-        page.mouse.click(*to_screen(jx, jy))
+        page.mouse.click(pts[j]["x"], pts[j]["y"])
         page.keyboard.up("Shift")
         _wait(lambda: len(view.selection) == 2, what="the shift-click to select across rings")
-        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.fz[{j}] >= 9",
-                               timeout=20000)
+        page.mouse.move(1, 1)
+        _wait(lambda: "path" in view.status, what="the paths")
         shot = output_dir / f"{width}x{height}-paths.png"
         page.screenshot(path=str(shot))
         paths.append(shot)

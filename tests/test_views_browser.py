@@ -19,7 +19,6 @@ import pytest
 from attnflows_panel.compare import GraphComparison
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.views.attention_flows import AttentionFlowsView
-from attnflows_panel.views.flow import QUANT
 from browser_support import launch_chromium, served_panel, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
@@ -28,30 +27,17 @@ SENTENCE_A = "The company said it expects the deal to close in the third quarter
 SENTENCE_B = "The deal is expected to close in the third quarter, the company said."
 TAU = 0.1  # MiniLM's [CLS] attends mostly to itself above 0.2; 0.1 gives rings of 6, 11, 26, 32 tokens
 
-READY = """() => {
-  if (!window.Bokeh || Bokeh.documents.length === 0) return false;
-  const fig = Bokeh.documents[0].get_model_by_name('attnflows-radial');
-  return fig != null && Bokeh.index.find_one(fig) != null;
-}"""
-# screen position of row i of a radial-view source (columns xcol, ycol, in data units / q), via the
-# plot's own scales (glyph coordinates travel as int16 tenths of a pixel: q = 10)
-SCREEN = """([name, i, xcol, ycol, q]) => {
-  const doc = Bokeh.documents[0];
-  const src = doc.get_model_by_name(name);
-  const pv = Bokeh.index.find_one(doc.get_model_by_name('attnflows-radial'));
-  const r = pv.canvas_view.el.getBoundingClientRect();
-  const x = src.data[xcol][i] / (q || 1), y = src.data[ycol][i] / (q || 1);
-  return [r.left + pv.frame.x_scale.compute(x), r.top + pv.frame.y_scale.compute(y)];
-}"""
-NODE_STATES = """() => {
-  const d = Bokeh.documents[0].get_model_by_name('attnflows-nodes').data;
-  return {level: Array.from(d.level), pos: Array.from(d.pos), st: Array.from(d.st), fz: Array.from(d.fz)};
-}"""
-FRAME = """() => {
-  const pv = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('attnflows-radial'));
-  const r = pv.canvas_view.el.getBoundingClientRect();
-  return [r.left + pv.frame.bbox.left, r.top + pv.frame.bbox.top, pv.frame.bbox.width, pv.frame.bbox.height];
-}"""
+RADIAL = ".attnflows-radial"
+
+
+def _points(page, kind="nodes"):
+    """Where the radial component draws its tokens / head glyphs on the page (its test hook)."""
+    return page.locator(RADIAL).evaluate("(el, kind) => el.attnflowsPoints(kind)", kind)
+
+
+def _node_xy(page, i):
+    p = next(q for q in _points(page) if q["id"] == i)
+    return p["x"], p["y"]
 
 
 def _wait(cond, timeout=15.0, what="condition"):
@@ -74,12 +60,13 @@ def _open(browser, port, width=1500, height=1250):
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"http://127.0.0.1:{port}/")
-    page.wait_for_function(READY, timeout=30000)
+    wait_for(lambda: page.locator(RADIAL).count() and page.locator(RADIAL).get_attribute("data-ready") == "1",
+             30, "the radial view")
     return page, errors
 
 
 def _states(page) -> dict:
-    s = page.evaluate(NODE_STATES)
+    s = page.locator(RADIAL).evaluate("(el) => el.attnflowsStates()")
     s["keys"] = list(zip(s["level"], s["pos"]))
     return s
 
@@ -90,15 +77,15 @@ def _lit(keys, st) -> dict:
 
 
 def _hover_node(page, i):
-    x, y = page.evaluate(SCREEN, ["attnflows-nodes", i, "hx", "hy", 1])
+    x, y = _node_xy(page, i)
     page.mouse.move(x, y)
-    page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.st[{i}] >= 9")
+    _wait(lambda: page.locator(RADIAL).get_attribute("data-hover") == f"node:{i}:0", 10, "the hover")
     return x, y
 
 
 def _empty_spot(page):
-    left, top, w, h = page.evaluate(FRAME)
-    return left + 4, top + 4
+    box = page.locator(RADIAL).bounding_box()
+    return box["x"] + 4, box["y"] + box["height"] - 4
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +128,14 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
         row = int(split.index[0]) if len(split) else int(gl.index[len(gl) // 2])
         node, head, model = int(gl["node"][row]), int(gl["head"][row]), int(gl["model"][row])
         lv, pos = keys[node]
-        gx, gy = page.evaluate(SCREEN, ["attnflows-glyphs", row, "x", "y", QUANT])
+        nd = data.nodes  # zoom in on the token (wheel and drag do the same) until its glyphs are a few px
+        page.locator(RADIAL).evaluate("(el, p) => el.attnflowsView(6, p[0], p[1])",
+                                      [float(nd["hx"].iloc[node]), float(nd["hy"].iloc[node])])
+        g = next(q for q in _points(page, "glyphs") if q["row"] == row)
+        assert g["size"] >= 3
+        gx, gy = g["x"], g["y"]
         page.mouse.move(gx, gy)
-        page.wait_for_function(f"() => Bokeh.documents[0].get_model_by_name('attnflows-nodes').data.st[{node}] >= 9")
+        _wait(lambda: page.locator(RADIAL).get_attribute("data-hover") == f"glyph:{row}:0", 10, "the glyph hover")
         expected = dict(comp.trace(lv, [pos], head=(lv - 1, head), model=model))
         _wait(lambda: _lit(keys, _states(page)["st"]) == expected, 5, "the head-glyph highlight")
         if len(split):
@@ -152,6 +144,8 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
             both = dict(comp.trace(lv, [pos], head=(lv - 1, head)))
             _wait(lambda: _lit(keys, _states(page)["st"]) == both, 5, "the shift comparison highlight")
             page.keyboard.up("Shift")
+        page.locator(RADIAL).locator(".af-tool-reset").click()
+        _wait(lambda: page.locator(RADIAL).get_attribute("data-zoom") == "1.000", 5, "the zoom reset")
 
         # --- click a token: freezes; the frozen highlight stays when the mouse leaves
         i = picks[1]
@@ -168,7 +162,7 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
         # --- shift-click a second token of the same ring: brushed intersection
         lv_i = keys[i][0]
         j = next(k for k, key in enumerate(keys) if key[0] == lv_i and k != i)
-        x2, y2 = page.evaluate(SCREEN, ["attnflows-nodes", j, "hx", "hy", 1])
+        x2, y2 = _node_xy(page, j)
         page.mouse.move(x2, y2)
         page.keyboard.down("Shift")
         page.mouse.click(x2, y2)
@@ -188,10 +182,10 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
         a = keys.index((comp.L - 1, int(comp.levels[comp.L - 1][0])))
         below = sorted(n for n in comp.trace(*keys[a]) if n[0] == 1)  # a token that a path reaches
         b = keys.index(below[len(below) // 2])
-        xa, ya = page.evaluate(SCREEN, ["attnflows-nodes", a, "hx", "hy", 1])
+        xa, ya = _node_xy(page, a)
         page.mouse.click(xa, ya)
         _wait(lambda: view.selection == [list(keys[a])], what="the first ring's click")
-        xb, yb = page.evaluate(SCREEN, ["attnflows-nodes", b, "hx", "hy", 1])
+        xb, yb = _node_xy(page, b)
         page.mouse.move(xb, yb)
         page.keyboard.down("Shift")
         page.mouse.click(xb, yb)

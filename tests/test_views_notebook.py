@@ -137,7 +137,23 @@ def _figure_messages(replayed) -> list:
     return [evs for evs in replayed if any(kind.startswith("Column") for kind, _, _ in evs)]
 
 
+def _radial(doc: Document):
+    """The radial component's data model (its ``data``, ``frozen``, ... properties) in ``doc``."""
+    found = [m for m in doc.models if hasattr(m, "frozen") and hasattr(m, "pick")]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def _same_as_python(doc: Document, browser: Document) -> None:
+    mine, theirs = _radial(doc), browser.get_model_by_id(_radial(doc).id)
+    for prop in ("data", "frozen"):
+        want, got = getattr(mine, prop), getattr(theirs, prop)
+        assert set(want) == set(got), prop
+        for k, v in want.items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_array_equal(np.asarray(got[k]), v, err_msg=f"{prop}.{k}")
+            else:
+                assert got[k] == v, f"{prop}.{k}"
     for src in doc.models:
         if isinstance(src, ColumnDataSource) and src.name and src.name.startswith("attnflows-"):
             copy = browser.get_model_by_id(src.id)
@@ -154,9 +170,9 @@ def test_a_mode_switch_from_python_is_one_message_with_no_layout_change_after_th
     """Notebook 01's cell: ``view.param.update(mode="finetuned", selection=[[L, 0]])``."""
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
     doc, comm, browser = _notebook(view)
-    rows = len(view.flow.sources["nodes"].data["st"])
+    rows = view.flow.data["N"]
     view.param.update(mode="finetuned", selection=[[2, 0]])
-    assert len(view.flow.sources["nodes"].data["st"]) < rows  # the rings shrink: the sources change length
+    assert view.flow.data["N"] < rows  # the rings shrink: the sources change length
     replayed = _replay(comm.take_messages(), browser)
     figure = _figure_messages(replayed)
     assert len(figure) == 1, [[(k, type(m).__name__, a) for k, m, a in evs] for evs in figure]
@@ -171,7 +187,7 @@ def test_a_mode_switch_from_python_is_one_message_with_no_layout_change_after_th
     assert len(pane_texts(panes[0])) == 2  # the status line and the legend
     assert any(a == "text" and "selected" in m.text for _, m, a in panes[0])
     _same_as_python(doc, browser)
-    st = np.asarray(browser.select_one({"name": "attnflows-nodes"}).data["st"])
+    st = np.asarray(_radial(browser).frozen["nodes"])
     assert (st != 0).any() and len(st) == len(view.data.nodes)  # the frozen [CLS] trace is drawn
 
 
@@ -198,7 +214,7 @@ def test_a_new_result_of_another_depth_sends_no_layout_change_after_the_new_rows
     replayed = _replay(comm.take_messages(), browser)
     assert _figure_messages(replayed)
     _same_as_python(doc, browser)
-    assert len(browser.select_one({"name": "attnflows-nodes"}).data["st"]) == 3
+    assert _radial(browser).data["N"] == 3
 
 
 @pytest.mark.parametrize("focus", [True, False])
@@ -207,7 +223,7 @@ def test_focus_and_size_changes_replay_cleanly(focus):
     doc, comm, browser = _notebook(view)
     view.param.update(focus=focus, size=500)
     _replay(comm.take_messages(), browser)
-    assert browser.select_one({"name": "attnflows-radial"}).width == 500
+    assert [m.width for m in browser.models if getattr(m, "data", None) is _radial(browser)] == [500]
     _same_as_python(doc, browser)
 
 

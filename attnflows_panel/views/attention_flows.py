@@ -488,6 +488,24 @@ class AttentionFlowsView(pn.viewable.Viewer):
         pending, self._pending = self._pending, set()
         if self.result is None or not pending:
             return
+        from panel.io.notebook import block_comm
+
+        # in a notebook, the radial component's and the Bokeh figures' changes go in one message (_push)
+        with block_comm() if not _in_session() else contextlib.nullcontext():
+            self._draw_figures(pending)
+        # In a notebook the figures' changes go to the browser now, in a message of their own, and the
+        # panes' text after them. BokehJS redraws a text glyph whose source changed length in steps
+        # that wait on each other (``await``); a pane's new text in the same message would lay the
+        # whole output out again at once and paint that glyph half-updated ("Size mismatch", "Offset is
+        # outside the bounds of the DataView" in JupyterLab). A served page shows the panes elsewhere.
+        self._push()
+        self._update_panes()
+        if "graph" in pending:
+            # what the status line says (n, ring sizes) changed with the data: an app that shows
+            # status_html() (watching ``status``) follows a new sample, τ or mode (issue #25, 2)
+            self.param.trigger("status")
+
+    def _draw_figures(self, pending: set[str]) -> None:
         if "graph" in pending or self._flow is None:
             self._rebuild()  # level and selection included
         else:
@@ -502,17 +520,6 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self._flow.focus = self.focus
             if pending & {"level", "alpha", "selection"}:
                 self._show_selection()
-        # In a notebook the figures' changes go to the browser now, in a message of their own, and the
-        # panes' text after them. BokehJS redraws a text glyph whose source changed length in steps
-        # that wait on each other (``await``); a pane's new text in the same message would lay the
-        # whole output out again at once and paint that glyph half-updated ("Size mismatch", "Offset is
-        # outside the bounds of the DataView" in JupyterLab). A served page shows the panes elsewhere.
-        self._push()
-        self._update_panes()
-        if "graph" in pending:
-            # what the status line says (n, ring sizes) changed with the data: an app that shows
-            # status_html() (watching ``status``) follows a new sample, τ or mode (issue #25, 2)
-            self.param.trigger("status")
 
     def _update_panes(self) -> None:
         """The status line and the legend (Panel panes).
@@ -536,7 +543,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
         Bokeh pane docs); a served session sends them itself."""
         if not _in_session():
-            pn.io.push_notebook(self._sentence_pane, self._context_pane)
+            pn.io.push_notebook(self._flow_pane, self._sentence_pane, self._context_pane)
 
     # ------------------------------------------------------------------ selection
 

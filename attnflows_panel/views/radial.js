@@ -824,8 +824,8 @@ export function render({model, el}) {
     const D = V.D, X = V.X;
     if (!D) return null;
     const [x, y] = toData(sx, sy), q = D.quant, S = scale();
-    const slack = Math.max(0.3, 2 / S);
-    if (D.glyph * S >= 2) {
+    const slack = Math.max(0.3, 1 / S);
+    if (D.glyph * S >= 3) {  // glyphs are targets of their own once they are 3 px (zoom in to reach them)
       const half = D.glyph / 2 + slack;
       let best = -1, bd = 1e9;
       for (let r = 0; r < X.G; r++) {
@@ -1150,6 +1150,15 @@ export function render({model, el}) {
     V.panX = -x * S; V.panY = y * S;
     draw();
     return JSON.parse(root.getAttribute("data-label-boxes"));
+  };
+  // the display states of every token (radial.py's table): st what is drawn now (hover, else frozen),
+  // fz the frozen selection's
+  root.attnflowsStates = () => {
+    const D = V.D;
+    if (!D) return null;
+    const cur = V.hoverTrace || V.frozenTrace, st = [], fz = [];
+    for (let u = 0; u < D.N; u++) { st.push(state(cur, u)); fz.push(state(V.frozenTrace, u)); }
+    return {level: Array.from(D.n_level), pos: Array.from(D.n_pos), st, fz};
   };
   root.attnflowsPoints = (kind) => {
     const D = V.D, out = [];
