@@ -31,12 +31,12 @@ import pytest
 
 from browser_support import (
     CHROMIUM,
-    REPO,
     GLYPH_POINTS,
+    REPO,
     SCROLL_INTO_VIEW,
+    TIMEOUT_S,
     PageProblems,
     ServedApp,
-    TIMEOUT_S,
     launch_chromium,
     wait_for,
 )
@@ -403,11 +403,12 @@ def test_14_head_mask(journey):
     page = journey.page
     expect(result_rows(page).first).to_be_visible()
     before = _scores(page)
-    box = page.get_by_role("textbox", name="Heads (layer:head, 0-based)")
-    box.fill("5:*")
+    box = page.get_by_role("textbox", name="Heads (layer:head, from 1)")
+    box.fill("6:*")  # the last layer, counted from 1 as everything the user reads
     box.press("Enter")
-    wait_for(lambda: (s := _scores(page)) and s != before, what="the similar samples to be ranked on layer 5's heads")
-    expect(box).to_have_value("5:*")
+    wait_for(lambda: (s := _scores(page)) and s != before, what="the similar samples to be ranked on layer 6's heads")
+    expect(box).to_have_value("6:*")
+    expect(page.get_by_text("searching on 12 of 72 heads: 6:*")).to_be_visible()  # the mask is said, not silent
 
 
 def test_15_filters(journey):
@@ -444,10 +445,10 @@ def test_15b_click_a_head_in_the_head_panel(journey):
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     page.mouse.click(box["x"] + 0.45 * box["width"], box["y"] + 0.45 * box["height"])  # inside the cells
-    picked = panel.get_by_text(re.compile(r"^head \d+:\d+ \(layer \d+, head \d+; 0-based\)$"))
+    picked = panel.get_by_text(re.compile(r"^head \d+ of layer \d+$"))
     expect(picked).to_be_visible()
-    layer, head = re.match(r"^head (\d+):(\d+)", picked.inner_text()).groups()
-    expect_query(page, head=f"{layer}:{head}")  # the flow view traces that head only
+    head, layer = re.match(r"^head (\d+) of layer (\d+)$", picked.inner_text()).groups()
+    expect_query(page, head=f"{layer}:{head}")  # the flow view traces that head only; the URL counts from 1 too
     expect(panel.get_by_text(re.compile(r"^Current sample: "))).to_be_visible()  # what disabling it does
     page.get_by_role("button", name="Clear selection").click()
     expect_query(page, head=None)

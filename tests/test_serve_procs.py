@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from attnflows_panel.app.server import MAX_AUTO_PROCS, _num_procs, auto_num_procs
-
 from browser_support import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")

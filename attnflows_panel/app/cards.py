@@ -63,10 +63,19 @@ model.</p>
 <p><b>Interactions (§4.4).</b> Hover a token: what it depends on (lower levels) and what depends on it
 (higher levels). Hover a head glyph: the same through that head only. Click to freeze, shift-click to add
 tokens, brush tokens in one ring (box or lasso) for their common dependencies; shift-click a token in a
-second ring for the paths and heads between the two. The frozen selection, τ, mode and level are kept in the page's URL: copy it to share the view.</p>
+second ring for the paths and heads between the two. The frozen selection, head, τ, mode and level are kept
+in the page's URL: copy it to share the view. Back and Forward step through the samples, freezes, heads and
+modes you chose (moving τ or the level changes the current step, it adds none).</p>
+<p class="af-numbering"><b>Numbering.</b> Everything you read counts from 1, as the paper does: levels (1 = the
+input … L+1 = [CLS]), layers and heads (layer 1 … L, head 1 … H), tokens (token 1 = [CLS]); in the views,
+the URL, the heatmaps' axes, the head mask box (<code>6:*</code> = every head of layer 6, <code>5:2-4</code>
+= heads 2 to 4 of layer 5) and the head panel.</p>
 <p><b>Corpus browser.</b> Every sample's per-head usage in both models is indexed. Similar samples are
 searched in the pre-trained, fine-tuned or difference space, or all three, optionally on chosen heads
-only. A typed pair is searched like a corpus sample.</p>
+only (the head mask stays from one sample to the next; the line above the results names it). A typed
+pair is searched like a corpus sample. The <i>split</i> column marks the pairs the fine-tuned model was
+trained on (<i>training</i>) and the others (<i>held-out</i>); its accuracy is given on the held-out pairs,
+with the training pairs' figure beside it.</p>
 </div>
 """
 

@@ -7,8 +7,13 @@ A :class:`CorpusBrowser` (``pn.viewable.Viewer``) over a :class:`~attnflows_pane
   app watches that parameter and loads the sample into the flow view.
 - **Similar samples** for the current sample (``selected_id``, or ``result``: a PairResult of a pair
   that is not in the index), in the space chosen in the UI (pre-trained, fine-tuned, their difference,
-  or all three) and restricted to the heads of the head mask (0-based ``layer:head`` spec, or tap cells
-  of the heatmap). Each result shows its score and its sentences; picking one makes it current.
+  or all three) and restricted to the heads of the head mask (``layer:head`` text counted from 1, as
+  every number the user reads is: :func:`parse_heads`; or tap cells of the heatmap). The line above the
+  results names the mask, which stays from one sample to the next. Each result shows its score and its
+  sentences; picking one asks the owner of the current sample to show it (``on_pick``).
+- **Training pairs** (``training``): the pairs the fine-tuned model was trained on are marked in a
+  ``split`` column and a filter, and the accuracy is given on the held-out pairs with the training
+  pairs' figure beside it (:mod:`attnflows_panel.app.training`).
 - **Heatmap** (a HoloViews ``HeatMap`` with a ``Tap`` stream) [layers × heads] of the mean
   fine-minus-pre head usage u_fine - u_pre
   (:mod:`attnflows_panel.signatures`) over the results, or over the filtered corpus: purple where the
@@ -45,8 +50,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
-from attnflows_panel import signatures
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR, signatures
 from attnflows_panel.views.attention_flows import reported
 
 __all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows", "parse_heads",
@@ -787,9 +791,8 @@ def format_heads(mask: np.ndarray | None) -> str:
 if pn.state.served:  # pragma: no cover - `panel serve attnflows_panel/views/corpus_browser.py`
     import os
 
-    from attnflows_panel.index import SignatureIndex
-
     from attnflows_panel import defaults
+    from attnflows_panel.index import SignatureIndex
 
     CorpusBrowser(SignatureIndex.open(os.environ.get("ATTNFLOWS_INDEX") or defaults.index_path())).servable(
         title="attnflows corpus browser"

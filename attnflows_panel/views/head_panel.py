@@ -1,12 +1,13 @@
 """Head panel: which heads did fine-tuning change, over the corpus or the current search results.
 
-A :class:`HeadPanel` (``pn.viewable.Viewer``) draws a layers × heads heatmap (HoloViews ``HeatMap``,
-layers 0-based as everywhere in the package) of one of the per-head measures of
-:mod:`attnflows_panel.heads` — Kovaleva's cosine (1 = unchanged), the Jensen–Shannon divergence, the
-head-usage change — and, when given, the corpus-level ablation accuracy change and Michel's importance
-(:mod:`attnflows_panel.ablation`). It averages over the whole corpus or over a subset of sample ids
-(``subset_ids``: e.g. the corpus browser's current results), from the per-sample values an index stores,
-so no model runs.
+A :class:`HeadPanel` (``pn.viewable.Viewer``) draws a layers × heads heatmap (HoloViews ``HeatMap``;
+``selected_head`` is 0-based as the code is, every label the user reads counts from 1) of one of the
+per-head measures of :mod:`attnflows_panel.heads` — Kovaleva's cosine (1 = unchanged), the Jensen–Shannon
+divergence, the head-usage change — and, when given, the corpus-level ablation accuracy change and
+Michel's importance (:mod:`attnflows_panel.ablation`). It averages over the corpus in scope (the samples
+of ``task``, as the corpus browser keeps them) or over a subset of sample ids (``subset_ids``: e.g. the
+corpus browser's current results), from the per-sample values an index stores, so no model runs. The
+samples it lists for a head carry the browser's column names, and a click on one opens it (``on_open``).
 
 Clicking a cell (a HoloViews ``Tap`` stream) sets ``selected_head = (layer, head)``. The app:
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
