@@ -368,7 +368,11 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
         doc = s.document
         slider = next(m for m in doc.models if type(m).__name__ == "Slider" and "τ" in (m.title or ""))
         nodes = next(m for m in doc.models if getattr(m, "name", None) == "attnflows-nodes")
-        location = next(m for m in doc.models if type(m).__name__ == "Location")
+        # the address the server writes last (attnflows_panel.app.history.BrowserHistory's entry)
+        history = next(m for m in doc.models if "entry" in getattr(getattr(m, "data", None), "properties", set)())
+
+        def search() -> str:
+            return (history.data.entry or {}).get("search", "")
 
         def round_trip(change, done) -> float:
             t0 = time.perf_counter()
@@ -384,14 +388,14 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
                 slider.value = tau
                 slider.set_from_json("value_throttled", tau)  # readonly in Python; what a slider release sends
 
-            rt_tau.append(round_trip(set_tau, lambda tau=tau: ("tau=0.28" in location.search) == (tau == 0.28)))
+            rt_tau.append(round_trip(set_tau, lambda tau=tau: ("tau=0.28" in search()) == (tau == 0.28)))
         levels = list(app.view.flow.sources["nodes"].data["level"])  # the server's copy of the columns
         L = app.pair.num_layers
         target = next((i for i, lv in enumerate(levels) if lv == L // 2), 0)
         for i in range(repeat):
             rt_click.append(round_trip(lambda: setattr(nodes.selected, "indices", [target]),
-                                       lambda: "sel=" in location.search))
-            round_trip(lambda: setattr(nodes.selected, "indices", []), lambda: "sel=" not in location.search)
+                                       lambda: "sel=" in search()))
+            round_trip(lambda: setattr(nodes.selected, "indices", []), lambda: "sel=" not in search())
         s.close()
         out["tau_round_trip"] = stats(rt_tau)
         out["click_round_trip"] = stats(rt_click)

@@ -107,7 +107,8 @@ def test_registry_result_cache_runs_once_and_is_bounded(sharp_pair):
     r1 = reg.run(sharp_pair, "A dog runs.", "A dog is running.")
     r2 = reg.run(sharp_pair, "A dog runs.", "A dog is running.")
     assert r1 is r2 and reg.loads["run"] == 1
-    np.testing.assert_array_equal(r1.finetuned.attentions, sharp_pair.run("A dog runs.", "A dog is running.").finetuned.attentions)
+    again = sharp_pair.run("A dog runs.", "A dog is running.")
+    np.testing.assert_array_equal(r1.finetuned.attentions, again.finetuned.attentions)
     # a budget of two results of this size: the least recently used one goes
     small = Registry(result_cache_bytes=2 * Registry._nbytes(r1) + 10)
     small.run(sharp_pair, "A dog runs.", "A dog is running.")
@@ -274,7 +275,8 @@ def test_a_typed_pair_round_trips_through_the_url(app, config, registry):
     app.run_pair("Stocks fell sharply.", "Shares dropped a lot.")
     query = app.url_query()
     other = AttnFlowsApp(config, registry=registry, query=query)
-    assert other.sample_id == "" and (other.sentence_a, other.sentence_b) == ("Stocks fell sharply.", "Shares dropped a lot.")
+    assert other.sample_id == ""
+    assert (other.sentence_a, other.sentence_b) == ("Stocks fell sharply.", "Shares dropped a lot.")
     assert other.result.tokens == app.result.tokens
 
 
@@ -347,7 +349,7 @@ def test_over_long_text_is_cut_and_truncated_with_visible_notes(app):
 
 def test_model_paths_cannot_be_set_without_the_flag(app, config, registry, sharp_bert_dirs):
     assert app._model_pre_w is None and app._model_fine_w is None
-    texts = [w for w in app._layout.select(lambda o: getattr(o, "css_classes", None) and "af-model-pre" in o.css_classes)]
+    texts = list(app._layout.select(lambda o: getattr(o, "css_classes", None) and "af-model-pre" in o.css_classes))
     assert texts == []
     allowed = AttnFlowsApp(AppConfig(**{**config.__dict__, "allow_model_paths": True}), registry=registry)
     assert allowed._model_pre_w is not None
@@ -398,9 +400,11 @@ def test_a_session_is_freed_when_dropped(config, registry):
 
 
 def test_config_from_env(tmp_path, demo_index):
-    cfg = AppConfig.from_env({"ATTNFLOWS_PRETRAINED": "a", "ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": str(demo_index),
+    cfg = AppConfig.from_env({"ATTNFLOWS_PRETRAINED": "a", "ATTNFLOWS_FINETUNED": "b",
+                              "ATTNFLOWS_INDEX": str(demo_index),
                               "ATTNFLOWS_TAU": "0.25", "ATTNFLOWS_ALLOW_MODEL_PATHS": "yes"})
-    assert (cfg.pretrained, cfg.finetuned, cfg.index, cfg.tau, cfg.allow_model_paths) == ("a", "b", str(demo_index), 0.25, True)
+    got = (cfg.pretrained, cfg.finetuned, cfg.index, cfg.tau, cfg.allow_model_paths)
+    assert got == ("a", "b", str(demo_index), 0.25, True)
     cfg = AppConfig.from_env({"ATTNFLOWS_INDEX": "none"})
     assert cfg.index is None and cfg.tau == DEFAULT_TAU and cfg.allow_model_paths is False
     assert AppConfig.from_env({"ATTNFLOWS_FINETUNED": "b", "ATTNFLOWS_INDEX": "none"}).tau == PAPER_TAU
@@ -494,7 +498,8 @@ def test_an_index_of_other_models_turns_the_browser_off_with_a_message(sharp_ber
     from attnflows_panel.index.format import write_manifest
 
     write_manifest(other / "manifest.json", manifest)  # an index a build wrote for other models
-    app = AttnFlowsApp(AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(other)),
+    app = AttnFlowsApp(AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]),
+                                 index=str(other)),
                        registry=registry)
     assert app.browser is None and "corpus browser is off" in app.message
     assert app.view is not None  # the example pair is shown; typed pairs work
@@ -543,8 +548,10 @@ def test_demo_prepares_then_serves_the_offline_default(monkeypatch, tmp_path, ca
     index.mkdir(parents=True)
     (index / "manifest.json").write_text('{"tau": 0.15}')
     calls = {}
-    monkeypatch.setattr(prepare_mod, "prepare", lambda data=None, progress=True, force=False: calls.setdefault("prepare", (data, progress, force)) and {
-        "pretrained": "/pkg/minilm", "finetuned": str(tmp_path / "models" / "fine"), "data_source": {"source": "demo"}})
+    prepared = {"pretrained": "/pkg/minilm", "finetuned": str(tmp_path / "models" / "fine"),
+                "data_source": {"source": "demo"}}
+    monkeypatch.setattr(prepare_mod, "prepare", lambda data=None, progress=True, force=False:
+                        calls.setdefault("prepare", (data, progress, force)) and prepared)
     monkeypatch.setattr(app_mod, "serve", lambda config, **kw: calls.setdefault("serve", (config, kw)))
     assert main(["demo", "--prepare-only", "--data", "some/folder"]) == 0
     assert calls.pop("prepare") == ("some/folder", True, False) and "serve" not in calls
@@ -694,19 +701,20 @@ def test_the_demo_corpus_is_scoped_to_the_model_task(sharp_pair, demo_index_all_
     from attnflows_panel.app import model_task
     from attnflows_panel.views.corpus_browser import row_tasks
 
-    cfg = AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]), index=str(demo_index_all_tasks))
+    cfg = AppConfig(pretrained=str(sharp_bert_dirs[0]), finetuned=str(sharp_bert_dirs[1]),
+                    index=str(demo_index_all_tasks))
     app = AttnFlowsApp(cfg, registry=registry)
     assert model_task(sharp_pair) == "mrpc" == app.task  # an MRPC classifier (its label names)
     tasks = row_tasks(app.index)
     assert set(tasks) == {"mrpc", "rte", "qnli"}  # the corpus holds all three
     b = app.browser
     shown = set(b.table.value["id"])
-    assert shown == {str(i) for i, t in zip(app.index.metadata["id"], tasks) if t == "mrpc"}
+    assert shown == {str(i) for i, t in zip(app.index.metadata["id"], tasks, strict=False) if t == "mrpc"}
     assert set(b.param.label.objects) == {"any", "equivalent", "not_equivalent"}  # no RTE/QNLI labels
     assert set(b.results["id"]) <= shown and len(b.results) > 0  # similar samples of the task only
     assert "task MRPC" in b._count.object
     # a sample of another task (from a link): shown, but without the classifier's prediction
-    rte = next(str(i) for i, t in zip(app.index.metadata["id"], tasks) if t == "rte")
+    rte = next(str(i) for i, t in zip(app.index.metadata["id"], tasks, strict=False) if t == "rte")
     app.show_sample(rte)
     assert app.sample_id == rte and "No prediction" in app._sample_card.object
     assert "predicts" not in app._sample_card.object
@@ -809,8 +817,9 @@ def demo_model_index(sharp_bert_dirs, tmp_path_factory):
 
     fine = tmp_path_factory.mktemp("demo-model") / "fine"
     shutil.copytree(sharp_bert_dirs[1], fine)
-    (fine / "metrics.json").write_text(json.dumps({"task": "mrpc", "data": "demo", "split": {"train": "train", "eval": "dev"},
-                                                   "settings": {"seed": 42, "train_limit": None}}))
+    metrics = {"task": "mrpc", "data": "demo", "split": {"train": "train", "eval": "dev"},
+               "settings": {"seed": 42, "train_limit": None}}
+    (fine / "metrics.json").write_text(json.dumps(metrics))
     pair = ModelPair.load(str(sharp_bert_dirs[0]), str(fine), device="cpu")
     out = tmp_path_factory.mktemp("demo-model-index") / "demo"
     return build_index(pair, "demo", "mrpc", out, tau=0.3, progress=False)

@@ -248,7 +248,7 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     tau = app.tau
     L = app.pair.num_layers
     nodes = app.view.flow.sources["nodes"].data  # click the halo (the tap target) of [CLS], the root
-    i = next(j for j, (lv, pos) in enumerate(zip(nodes["level"], nodes["pos"])) if (lv, pos) == (L, 0))
+    i = next(j for j, (lv, pos) in enumerate(zip(nodes["level"], nodes["pos"], strict=False)) if (lv, pos) == (L, 0))
     page.locator(".af-flow-view canvas").first.scroll_into_view_if_needed()
     point = page.evaluate(FIGURE_POINT, [app.view.flow.figure.id, float(nodes["hx"][i]), float(nodes["hy"][i])])
     assert point is not None

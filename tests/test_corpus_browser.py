@@ -68,7 +68,9 @@ def test_filters(browser, index):
     browser.prediction = "any"
     browser.search = "Stanford"
     assert len(browser.table.value) >= 1
-    assert all("stanford" in (a + " " + b).lower() for a, b in zip(browser.table.value["sentence_a"], browser.table.value["sentence_b"]))
+    shown = browser.table.value
+    pairs = zip(shown["sentence_a"], shown["sentence_b"], strict=True)
+    assert all("stanford" in (a + " " + b).lower() for a, b in pairs)
     assert f"<b>{len(browser.table.value)}</b> of 60" in browser._count.object
     # the widgets are wired to the parameters
     browser._label_w.value = "not_equivalent"
@@ -84,7 +86,8 @@ def test_picking_a_row_selects_the_sample_and_finds_similar(browser, index):
     pd.testing.assert_frame_equal(browser.results.reset_index(drop=True), want)
     assert browser.selected_id not in set(browser.results["id"])
     shown = browser.results_table.value
-    assert list(shown["id"]) == list(want["id"]) and np.allclose(shown["score"], want["score"].round(3), atol=5e-4)  # shown to 3 decimals
+    assert list(shown["id"]) == list(want["id"])
+    assert np.allclose(shown["score"], want["score"].round(3), atol=5e-4)  # shown to 3 decimals
     assert {"sentence_a", "sentence_b", "score"} <= set(shown.columns)
     # picking a similar sample (a click on its row) makes it current
     _click(browser.results_table, 0)
@@ -245,7 +248,8 @@ def test_the_drawn_heatmap_and_map_listen_for_clicks(index):
     b = CorpusBrowser(index)
     doc = Document()
     doc.add_root(b.__panel__().get_root(doc))
-    plots = {(m.title.text or "").split(" over ")[0]: m for m in doc.models if isinstance(m, Plot) and m.title is not None}
+    plots = {(m.title.text or "").split(" over ")[0]: m for m in doc.models
+             if isinstance(m, Plot) and m.title is not None}
     assert "tap" in plots["mean fine − pre head usage"].subscribed_events
     assert "tap" in plots["signature map (PCA)"].subscribed_events
 

@@ -36,7 +36,7 @@ def test_renders_the_index_numbers(index):
     data = sources[0].data
     assert len(data["zvalues"]) == index.num_layers * index.num_heads
     expected = index.head_change_summary().cosine
-    for h, layer, v in zip(data["head"], data["layer"], data["zvalues"]):
+    for h, layer, v in zip(data["head"], data["layer"], data["zvalues"], strict=False):
         assert v == pytest.approx(float(expected[int(layer), int(h)]), abs=1e-6)
     assert "mean over 12 samples (corpus)" in panel.title()
 
@@ -58,7 +58,7 @@ def test_metric_and_scope(index):
     drawn = heat_sources(root)[0].data
     want = panel.values()
     got = np.zeros_like(want)
-    for h, layer, v in zip(drawn["head"], drawn["layer"], drawn["zvalues"]):
+    for h, layer, v in zip(drawn["head"], drawn["layer"], drawn["zvalues"], strict=False):
         got[int(layer), int(h)] = v
     np.testing.assert_allclose(got, want, atol=1e-7)
     panel.subset_ids = []

@@ -29,7 +29,8 @@ def notebook_env(monkeypatch, minilm_path, minilm_finetuned_dir):
 
 def test_heads_notebook(notebook_env, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError naming the cell on any error
     nbformat.write(nb, tmp_path / NOTEBOOK.name)
     texts, mimes = [], set()

@@ -15,7 +15,8 @@ import pytest
 from attnflows_panel.app.server import MAX_AUTO_PROCS, _num_procs, auto_num_procs
 from browser_support import REPO, free_port, wait_for
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="worker processes are forked on Linux only")
 
 
 def _listening(port: int) -> bool:
@@ -67,7 +68,8 @@ def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_ber
     # the workers end with the command that forked them, and the port is free again
     wait_for(lambda: not _listening(port), timeout=15, what="the workers to stop")
     for pid in builders:
-        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(),
+        wait_for(lambda pid=pid: (not Path(f"/proc/{pid}").exists()
+                                  or "zombie" in Path(f"/proc/{pid}/status").read_text()),
                  timeout=15, what=f"worker {pid} to end")
 
 

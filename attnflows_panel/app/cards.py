@@ -141,7 +141,8 @@ def sample_html(result, sample_id: str, row: dict | None, *, other_task: str | N
         preds = (
             f"<div style='display:flex;column-gap:28px;flex-wrap:wrap;margin-top:2px'>"
             f"<div><b style='color:{FINETUNED_COLOR}'>fine-tuned</b> predicts "
-            f"<b class='af-pred-fine'>{esc(result.finetuned.label)}</b>{probs_html(result.finetuned, FINETUNED_COLOR)}</div>"
+            f"<b class='af-pred-fine'>{esc(result.finetuned.label)}</b>"
+            f"{probs_html(result.finetuned, FINETUNED_COLOR)}</div>"
             f"<div><b style='color:{PRETRAINED_COLOR}'>pre-trained</b>"
             f"{' predicts <b>' + esc(result.pretrained.label) + '</b>' if result.pretrained.label else ':'} "
             f"{probs_html(result.pretrained, PRETRAINED_COLOR)}</div></div>"

@@ -10,6 +10,7 @@ with TLS and authentication for anything beyond a trusted network.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -24,7 +25,8 @@ from attnflows_panel.app.config import AppConfig
 from attnflows_panel.app.session import AttnFlowsApp
 from attnflows_panel.registry import Registry, shared_registry
 
-__all__ = ["make_app", "preload", "serve", "ServerThread", "DEFAULT_ADDRESS", "auto_num_procs", "skip_document_validation",
+__all__ = ["make_app", "preload", "serve", "ServerThread", "DEFAULT_ADDRESS", "auto_num_procs",
+           "skip_document_validation", "DISCONNECTED",
            "tune_gc_for_serving"]
 
 log = logging.getLogger(__name__)
@@ -301,8 +303,10 @@ def serve(
         extra["prefix"] = path
     app = make_app(config, registry, on_create)
     if procs > 1:
-        warm = (lambda: _warm_page(AttnFlowsApp(config, registry=registry, sync_url=False))) if preload_resources else None
-        return _serve_processes(app, procs, warm=warm, port=port, address=address, origins=origins, path=path, show=show,
+        warm = ((lambda: _warm_page(AttnFlowsApp(config, registry=registry, sync_url=False)))
+                if preload_resources else None)
+        return _serve_processes(app, procs, warm=warm, port=port, address=address, origins=origins, path=path,
+                                show=show,
                                 title=config.title, extra=extra)
     common = dict(port=port, address=address, websocket_origin=origins or None, show=show, title=config.title,
                   verbose=False, **extra)
@@ -376,10 +380,8 @@ def _serve_processes(app, procs: int, *, warm: Callable[[], None] | None, port: 
     if worker == 0:  # the address works once one worker listens (the kernel only hands connections to those)
         server.io_loop.add_callback(lambda: print(f"Attention Flows is served at {url} (by {procs} processes)",
                                                   flush=True))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # pragma: no cover - interactive
         server.io_loop.start()
-    except KeyboardInterrupt:  # pragma: no cover - interactive
-        pass
     return None
 
 

@@ -41,6 +41,7 @@ Ids, sentences and messages are shown as escaped text in HTML panes, never as Ma
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 from typing import Any
@@ -98,7 +99,7 @@ def _demo_tasks() -> dict[str, str]:
     from attnflows_panel.corpus import load_corpus
 
     ds = load_corpus("demo")
-    return {str(i): str(t) for i, t in zip(ds["id"], ds["task"])}
+    return {str(i): str(t) for i, t in zip(ds["id"], ds["task"], strict=False)}
 
 
 def row_tasks(index: Any) -> np.ndarray | None:
@@ -148,13 +149,14 @@ def _hex_to_rgb(color: str) -> np.ndarray:
     return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
 
 
-def diverging_palette(n: int = 255, low: str = PRETRAINED_COLOR, high: str = FINETUNED_COLOR, mid: str = "#ffffff") -> list[str]:
+def diverging_palette(n: int = 255, low: str = PRETRAINED_COLOR, high: str = FINETUNED_COLOR,
+                      mid: str = "#ffffff") -> list[str]:
     """``n`` colours from ``low`` (turquoise, pre-trained) through white to ``high`` (purple, fine-tuned)."""
     lo, hi, md = _hex_to_rgb(low), _hex_to_rgb(high), _hex_to_rgb(mid)
     out = []
     for t in np.linspace(-1.0, 1.0, n):
         rgb = md + (hi - md) * t if t >= 0 else md + (lo - md) * (-t)
-        out.append("#%02x%02x%02x" % tuple(int(round(v)) for v in rgb))
+        out.append("#{:02x}{:02x}{:02x}".format(*tuple(int(round(v)) for v in rgb)))
     return out
 
 
@@ -186,7 +188,8 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     label = param.Selector(default=ANY, objects=[ANY], doc="gold-label filter (label name or 'any')")
     prediction = param.Selector(default=ANY, objects=[ANY], doc="fine-tuned prediction filter (label name or 'any')")
-    correctness = param.Selector(default=ANY, objects=[ANY, "correct", "incorrect"], doc="fine-tuned correctness filter")
+    correctness = param.Selector(default=ANY, objects=[ANY, "correct", "incorrect"],
+                                 doc="fine-tuned correctness filter")
     split = param.Selector(default=ANY, objects=[ANY, HELD_OUT, TRAINING], doc=(
         "held-out pairs, or the pairs the fine-tuned model was trained on (needs training)"))
     search = param.String(default="", doc="text that a sentence must contain")
@@ -207,7 +210,8 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._on_index()
         self.param.watch(self._on_index, ["index", "task", "training"])
         self.param.watch(self._on_filters, ["label", "prediction", "correctness", "search", "split"])
-        self.param.watch(self._on_query, ["selected_id", "result", "space", "heads", "k", "exclude_self", "within_filter"])
+        self.param.watch(self._on_query, ["selected_id", "result", "space", "heads", "k", "exclude_self",
+                                          "within_filter"])
 
     # ------------------------------------------------------------------ widgets
 
@@ -216,7 +220,8 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._pred_w = pn.widgets.Select.from_param(self.param.prediction, label="Fine-tuned prediction", width=150)
         self._correct_w = pn.widgets.Select.from_param(self.param.correctness, label="Correct", width=110)
         self._split_w = pn.widgets.Select.from_param(self.param.split, label="Split", width=110)
-        self._search_w = pn.widgets.TextInput.from_param(self.param.search, label="Search text", placeholder="words in either sentence",
+        self._search_w = pn.widgets.TextInput.from_param(self.param.search, label="Search text",
+                                                         placeholder="words in either sentence",
                                                          width=220)
         self._count = pn.pane.HTML("", margin=(0, 10), css_classes=["af-corpus-count"])
         self.table = pn.widgets.Tabulator(
@@ -541,8 +546,8 @@ class CorpusBrowser(pn.viewable.Viewer):
         idx = self.index
         L, H = (idx.num_layers, idx.num_heads) if idx is not None else (1, 1)
         in_mask = self._mask_or_empty(L, H)
-        return hv.Rectangles([(h - 0.47, lv - 0.47, h + 0.47, lv + 0.47) for lv, h in zip(*np.nonzero(in_mask))]).opts(
-            fill_alpha=0.0, line_color=SHARED_COLOR, line_width=2.5)
+        boxes = [(h - 0.47, lv - 0.47, h + 0.47, lv + 0.47) for lv, h in zip(*np.nonzero(in_mask), strict=True)]
+        return hv.Rectangles(boxes).opts(fill_alpha=0.0, line_color=SHARED_COLOR, line_width=2.5)
 
     def _mask_or_empty(self, L: int, H: int) -> np.ndarray:
         """The head mask typed in the box, or no head (also when the box holds a bad mask)."""
@@ -615,10 +620,8 @@ class CorpusBrowser(pn.viewable.Viewer):
         coords, _ = idx.pca()
         xy, cid = None, None
         if self.selected_id is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 xy, cid = coords[idx.row_of(self.selected_id)], self.selected_id
-            except ValueError:
-                pass
         elif self.result is not None:
             try:
                 from attnflows_panel.index import result_usage

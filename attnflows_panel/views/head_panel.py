@@ -57,7 +57,7 @@ SCOPES = ("corpus", "subset")
 def _ramp(low: str, high: str, n: int = 64) -> list[str]:
     lo = np.array([int(low.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)], float)
     hi = np.array([int(high.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)], float)
-    return ["#%02x%02x%02x" % tuple(int(round(v)) for v in lo + (hi - lo) * t) for t in np.linspace(0, 1, n)]
+    return ["#{:02x}{:02x}{:02x}".format(*(int(round(v)) for v in lo + (hi - lo) * t)) for t in np.linspace(0, 1, n)]
 
 
 def _cmap(metric: str) -> list[str]:
@@ -79,7 +79,8 @@ class HeadPanel(pn.viewable.Viewer):
 
     metric = param.Selector(default="cosine", objects=list(head_measures.METRICS), doc="the measure the heatmap shows")
     scope = param.Selector(default="corpus", objects=list(SCOPES), doc="whole corpus, or the samples in subset_ids")
-    subset_ids = param.List(default=[], allow_refs=True, doc="sample ids of the subset (e.g. the current search results)")
+    subset_ids = param.List(default=[], allow_refs=True,
+                            doc="sample ids of the subset (e.g. the current search results)")
     task = param.String(default=None, allow_None=True, doc=(
         "keep the corpus scope to this task's samples, as the corpus browser does (None: every sample)"))
     selected_head = param.Tuple(default=None, length=2, allow_None=True, doc="(layer, head), 0-based; set by a click")
@@ -189,7 +190,8 @@ class HeadPanel(pn.viewable.Viewer):
         if self.index is not None and self.sample_id is not None:
             df = self.index.query(sample_id=self.sample_id, space="diff", heads=[(layer, head)], k=self.k,
                                   exclude_self=True, filters=None if scope is None else {"rows": scope})
-            cols = [c for c in ("rank", "id", "score", "label_name", "pred_fine", "sentence_a", "sentence_b") if c in df]
+            cols = [c for c in ("rank", "id", "score", "label_name", "pred_fine", "sentence_a", "sentence_b")
+                    if c in df]
             return df[cols]
         if self.index is not None:
             cos, _ = self.index.head_change()
