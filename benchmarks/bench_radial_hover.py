@@ -39,7 +39,8 @@ def flow_data(n: int, tau: float, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     half = n // 2
-    tokens = ["[CLS]"] + [f"w{i}" for i in range(1, half)] + ["[SEP]"] + [f"v{i}" for i in range(half + 1, n - 1)] + ["[SEP]"]
+    tokens = (["[CLS]"] + [f"w{i}" for i in range(1, half)] + ["[SEP]"]
+              + [f"v{i}" for i in range(half + 1, n - 1)] + ["[SEP]"])
     segments = [0] * (half + 1) + [1] * (n - half - 1)
     pre, fine = _attn(rng, 12, 12, n, 4.2, local=30), _attn(rng, 12, 12, n, 4.2, local=30)
     return FlowData(tokens, segments, AttentionGraph.build(pre, tau), AttentionGraph.build(fine, tau), "combined")
@@ -53,10 +54,10 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=700)
     args = ap.parse_args(argv)
 
-    from browser_support import encode_radial_data, launch_chromium, radial_page
     from playwright.sync_api import sync_playwright
 
-    from attnflows_panel.views.radial import pack_flow
+    from attnflows_panel.views.radial import pack_flow  # noqa: I001 (tests/ helpers first)
+    from browser_support import encode_radial_data, launch_chromium, radial_page
 
     data = flow_data(args.n, args.tau)
     packed = pack_flow(data)
@@ -109,8 +110,10 @@ def main(argv=None):
         "n": args.n, "tau": args.tau, "nodes": len(data.nodes), "edges": len(data.edges), "glyphs": len(data.glyphs),
         "size_px": size, "hovers": len(draw), "traced_median": float(np.median(traced)) if traced else 0,
         "first_draw_ms": first_ms, "base_ms": base_ms, "mount_s": round(mount_s, 3),
-        "draw_p50_ms": round(float(np.percentile(draw, 50)), 2), "draw_p90_ms": round(float(np.percentile(draw, 90)), 2),
-        "hover_p50_ms": round(float(np.percentile(hover, 50)), 2), "hover_p90_ms": round(float(np.percentile(hover, 90)), 2),
+        "draw_p50_ms": round(float(np.percentile(draw, 50)), 2),
+        "draw_p90_ms": round(float(np.percentile(draw, 90)), 2),
+        "hover_p50_ms": round(float(np.percentile(hover, 50)), 2),
+        "hover_p90_ms": round(float(np.percentile(hover, 90)), 2),
         "tau_redraw_ms": round(float(tau_ms), 2), "errors": errors, "load": os.getloadavg(),
     }
     row["P8_ratio"] = round(row["hover_p90_ms"] / 16.0, 3)

@@ -14,10 +14,13 @@ headless Chromium, and a watcher of a page's console errors, page errors and fai
   requests that leave the server (the app must work offline); :meth:`PageProblems.take` returns and
   clears them.
 - JavaScript helpers that find where a glyph of a Bokeh figure lies on the screen, given the model
-  ``name`` of its renderer (the views give stable names to the renderers that a user points at:
-  ``attnflows-node-targets`` for the tokens of the radial view, ``attnflows-glyph-targets`` for its head
-  glyphs). They read the renderer's view (its screen coordinates ``sx``/``sy``), which is the only way a
-  test can find a point on a canvas; the app itself never uses these.
+  ``name`` of its renderer (they read the renderer's view, its screen coordinates ``sx``/``sy``: the
+  only way a test can find a point on a Bokeh canvas; the app itself never uses these). The radial view
+  is one component (views/radial.js) whose tokens and head glyphs keep the names
+  ``attnflows-node-targets`` / ``attnflows-glyph-targets``: for those names the helpers read the
+  component's own test hook (``attnflowsPoints`` on its root element, documented in views/radial.py).
+- :func:`radial_page` mounts the component alone in a page (no server): the property test and the
+  hover benchmark use it.
 
 Tests wait on conditions, never on fixed sleeps: :func:`wait_for` polls a condition until a deadline.
 """
@@ -201,6 +204,33 @@ class PageProblems:
 # JavaScript: the screen points of every glyph of the renderer named `name` (a model name), with the
 # columns `cols` of its data source. Returns null until the renderer's view has drawn.
 GLYPH_POINTS = """([name, cols]) => {
+  // the radial view is one component (views/radial.js): its tokens and head glyphs keep the names of the
+  // Bokeh renderers they replace, read from the component's own test hook (attnflowsPoints); head glyphs
+  // are targets of their own from 3 px, so the view is zoomed in on the first glyph until they are
+  if (name === "attnflows-node-targets" || name === "attnflows-glyph-targets") {
+    const find = (node) => {
+      const hit = node.querySelector(".attnflows-radial");
+      if (hit) return hit;
+      for (const e of node.querySelectorAll("*")) if (e.shadowRoot) { const f = find(e.shadowRoot); if (f) return f; }
+      return null;
+    };
+    const el = find(document);
+    if (!el || el.getAttribute("data-ready") !== "1") return null;
+    const glyphs = name === "attnflows-glyph-targets";
+    let pts = el.attnflowsPoints(glyphs ? "glyphs" : "nodes");
+    if (glyphs && pts.length && pts[0].size < 4) {
+      const z = parseFloat(el.getAttribute("data-zoom")) * 4.5 / Math.max(pts[0].size, 0.05);
+      const c = el.attnflowsPoints("nodes").find((p) => p.id === pts[0].node);
+      const [x, y] = el.attnflowsData(c.id);
+      el.attnflowsView(z, x, y);
+      pts = el.attnflowsPoints("glyphs");
+    }
+    return pts.map((p) => {
+      const row = {i: glyphs ? p.row : p.id, x: p.x, y: p.y};
+      for (const c of cols) if (p[c] !== undefined) row[c] = p[c];
+      return row;
+    });
+  }
   if (window.Bokeh === undefined) return null;
   const seen = new Set();
   function* walk(v) {
@@ -244,6 +274,17 @@ def settled_points(page, name: str, cols: list[str], what: str, timeout: float =
 
 # JavaScript: scroll the figure that holds the renderer named `name` to the middle of the window.
 SCROLL_INTO_VIEW = """(name) => {
+  if (name === "attnflows-node-targets" || name === "attnflows-glyph-targets") {
+    const find = (node) => {
+      const hit = node.querySelector(".attnflows-radial");
+      if (hit) return hit;
+      for (const e of node.querySelectorAll("*")) if (e.shadowRoot) { const f = find(e.shadowRoot); if (f) return f; }
+      return null;
+    };
+    const el = find(document);
+    if (el) el.scrollIntoView({block: "center", inline: "center"});
+    return !!el;
+  }
   const seen = new Set();
   function* walk(v) {
     if (!v || seen.has(v)) return;

@@ -166,7 +166,7 @@ def test_labels_never_overlap_and_stay_readable(server, browser, results, n, w, 
     assert _overlaps(boxes) == []
     assert all(b[3] >= 12 for b in boxes)  # 11 px text in a box of 13 px: never below 10 px
     bb = root.bounding_box()
-    assert all(0 <= b[0] and b[0] + b[2] <= bb["width"] + 0.5 and 0 <= b[1] and b[1] + b[3] <= bb["height"] + 0.5
+    assert all(b[0] >= 0 and b[0] + b[2] <= bb["width"] + 0.5 and b[1] >= 0 and b[1] + b[3] <= bb["height"] + 0.5
                for b in boxes)
     # zoomed in: more labels, still none over another
     nd = views[n].data.nodes
@@ -192,7 +192,7 @@ def test_every_token_of_the_trace_from_cls_can_be_read_at_256_tokens(server, bro
     total = int(root.get_attribute("data-trace-total"))
     d = view.flow.data
     texts = d["label_text"].split("\n")
-    traced = {(int(lv), int(p)) for (lv, p), t in zip(zip(d["n_level"], d["n_pos"]), texts)
+    traced = {(int(lv), int(p)) for (lv, p), t in zip(zip(d["n_level"], d["n_pos"], strict=True), texts, strict=True)
               if t and (int(lv), int(p)) in view.highlight().node_set(view.data)}
     assert total == len(traced) > 100
     extent = d["extent"]

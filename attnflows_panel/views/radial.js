@@ -1160,6 +1160,7 @@ export function render({model, el}) {
     for (let u = 0; u < D.N; u++) { st.push(state(cur, u)); fz.push(state(V.frozenTrace, u)); }
     return {level: Array.from(D.n_level), pos: Array.from(D.n_pos), st, fz};
   };
+  root.attnflowsData = (u) => [V.D.n_hx[u], V.D.n_hy[u]];  // a token's hit centre in data units
   root.attnflowsPoints = (kind) => {
     const D = V.D, out = [];
     if (!D) return out;
@@ -1177,7 +1178,8 @@ export function render({model, el}) {
     for (let u = 0; u < D.N; u++) {
       const x = T.ox + D.n_hx[u] * T.S, y = T.oy - D.n_hy[u] * T.S;
       if (x < 0 || y < 0 || x > V.w || y > V.h) continue;
-      out.push({id: u, level: D.n_level[u], pos: D.n_pos[u], x: r.left + x, y: r.top + y, r: D.n_hr[u] * T.S});
+      out.push({id: u, level: D.n_level[u], pos: D.n_pos[u], token: D.tokens[D.n_pos[u]], x: r.left + x, y: r.top + y,
+                r: D.n_hr[u] * T.S});
     }
     return out;
   };
