@@ -19,14 +19,16 @@ is [CLS] alone), so the query/key weights are scaled (``--sharpen``); the switch
 graphs is steep: ×2.8 gives rings of 1, 4, 4, 12, 23, 30, 49, 71, 83, 90, 99, 103, 89 tokens from [CLS]
 outwards, ×3.0 of 1, 6, 14, 34, 58, 71, 93, 107, … up to 119 of the 125 tokens (the expensive end: every
 view draws more). Real BERT-base at τ = 0.3 has smaller rings (the paper: they grow by 5-10 tokens per
-level), so both settings are on the heavy side. The sample is a 125-token pair. The reference is the forward pass of both models on it, measured in the
-same run (one BERT-base forward with attentions ≈ 150 ms on the 2-core machines).
+level), so both settings are on the heavy side. The sample is a 125-token pair. The reference is the
+forward pass of both models on it, measured in the same run (one BERT-base forward with attentions
+≈ 150 ms on the 2-core machines).
 
 P5, many users: ``--concurrent N`` (default 20) sessions open the served app at the same moment
 (websocket clients speaking Bokeh's protocol in a subprocess, released together, so that they do not
-share the server's interpreter; they decode the reply but build no Python document from it); each one's time from its request to the first view (the document with the sample card
-and the radial view) is recorded, and p50/p90 are reported next to one session alone (target: p90 ≤ 3 s
-for 20 on the 2-core machine, one loaded copy of the models: the registry's load count is checked).
+share the server's interpreter; they decode the reply but build no Python document from it); each one's
+time from its request to the first view (the document with the sample card and the radial view) is
+recorded, and p50/p90 are reported next to one session alone (target: p90 ≤ 3 s for 20 on the 2-core
+machine, one loaded copy of the models: the registry's load count is checked).
 With ``--pair default`` this is ``attnflows serve`` itself in a subprocess, as users run it: with its
 default ``--num-procs auto`` (one worker process per CPU, forked after the models load) and with
 ``--num-procs 1`` beside it; the server's log must show one model pair load.
@@ -345,7 +347,7 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
             pull.append(time.perf_counter() - t0)
             # what a browser sends once the page is drawn; the app then adds the corpus browser
             s.document.callbacks.send_event(DocumentReady())
-            assert client_wait(s, lambda: any(type(m).__name__ == "DataTabulator" for m in s.document.models), 60)
+            assert client_wait(s, lambda s=s: any(type(m).__name__ == "DataTabulator" for m in s.document.models), 60)
             full.append(time.perf_counter() - t0)
             s.close()
         if not concurrent_only:
@@ -392,7 +394,7 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
         levels = list(app.view.flow.sources["nodes"].data["level"])  # the server's copy of the columns
         L = app.pair.num_layers
         target = next((i for i, lv in enumerate(levels) if lv == L // 2), 0)
-        for i in range(repeat):
+        for _ in range(repeat):
             rt_click.append(round_trip(lambda: setattr(nodes.selected, "indices", [target]),
                                        lambda: "sel=" in search()))
             round_trip(lambda: setattr(nodes.selected, "indices", []), lambda: "sel=" not in search())
@@ -404,12 +406,12 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
             try:
                 from playwright.sync_api import sync_playwright
             except ImportError:
-                playwright = None
+                pass  # no browser figures without Playwright
             else:
                 with sync_playwright() as p:
                     b = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                        "--disable-sync", "--no-first-run", "--disable-quic"])
+                        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
                     times, full = [], []
                     for _ in range(sessions + 1):
                         page = b.new_page(viewport={"width": 1500, "height": 1300})
@@ -568,7 +570,8 @@ def run_setting(root: Path, sharpen: float, args) -> dict:
         rows.append(("P5 first view, 1 session alone (p50)", c1["p50_ms"] / 1e3, P5_TARGET_S))
         rows.append((f"P5 first view, {args.concurrent} at once, p50", cn["p50_ms"] / 1e3, None))
         rows.append((f"P5 first view, {args.concurrent} at once, p90", cn["p90_ms"] / 1e3, P5_CONCURRENT_P90_S))
-    out["table"] = [{"what": w, "p50_s": round(v, 4), "target_s": t, "ratio_to_target": None if t is None else round(v / t, 3),
+    out["table"] = [{"what": w, "p50_s": round(v, 4), "target_s": t,
+                     "ratio_to_target": None if t is None else round(v / t, 3),
                      "ratio_to_forward": round(v / ref, 3)} for w, v, t in rows]
     print(f"\n{pair.num_layers}x{pair.num_heads} pair (q/k x{sharpen:g}), n = {ip['n_tokens']} tokens, rings drawn "
           f"(level 0 → L) {ip['ring_sizes_drawn']}; one BERT-base forward = {1e3 * ref:.0f} ms; load average "
@@ -600,7 +603,8 @@ def main(argv=None) -> int:
                     help="bert-base: random-init BERT-base-shaped pairs (--sharpen); default: the offline default "
                          "MiniLM pair and demo index of `attnflows demo` (prepared in the cache folder), served")
     ap.add_argument("--quick", action="store_true",
-                    help="a small end-to-end run: one setting (q/k x2.8), 3 repeats, 1 session, no browser, 5 concurrent")
+                    help="a small end-to-end run: one setting (q/k x2.8), 3 repeats, 1 session, no browser, "
+                         "5 concurrent")
     ap.add_argument("--json", default=str(HERE / "results" / "app.json"))
     args = ap.parse_args(argv)
     if args.quick:

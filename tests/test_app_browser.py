@@ -121,8 +121,8 @@ def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index, server_er
     apps = []
     thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True, on_create=apps.append)
     url = f"http://127.0.0.1:{server.port}/"
-    yield SimpleNamespace(url=url, apps=apps, registry=registry, config=config, index=registry.cached_index(demo_index, minilm_pair),
-                          errors=server_errors)
+    yield SimpleNamespace(url=url, apps=apps, registry=registry, config=config,
+                          index=registry.cached_index(demo_index, minilm_pair), errors=server_errors)
     thread.stop()
 
 
@@ -147,7 +147,8 @@ class PageProblems:
         page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} ({r.failure})"))
-        page.on("request", lambda r: None if r.url.startswith((origin, "data:", "blob:")) else self.external.append(r.url))
+        page.on("request", lambda r: None if r.url.startswith((origin, "data:", "blob:"))
+                else self.external.append(r.url))
 
     def check(self):
         assert self.errors == [], "\n".join(self.errors)
@@ -266,14 +267,16 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     restored = wait_for(lambda: served.apps[-1] if served.apps[-1] is not app else None, what="a new session")
     expect(page.locator(".af-sample-id")).to_have_text(target)
     wait_for(lambda: restored.result is not None and restored.view is not None, what="the restored view")
-    assert (restored.sample_id, restored.tau, restored.mode, restored.selection) == (target, tau, "finetuned", selection)
+    got = (restored.sample_id, restored.tau, restored.mode, restored.selection)
+    assert got == (target, tau, "finetuned", selection)
     assert restored.view.selection == selection and restored.view.mode == "finetuned"
     np.testing.assert_array_equal(restored.view.highlight().nodes, app.view.highlight().nodes)
     assert restored.message == ""
     assert page.url == shared
     query = parse_qs(urlparse(shared).query)
     assert query == {"sample": [target], "tau": [f"{tau:g}"], "mode": ["finetuned"],
-                     "sel": [f"{selection[0][0] + 1}:{selection[0][1] + 1}"], **({"level": [level[7:]]} if level else {})}
+                     "sel": [f"{selection[0][0] + 1}:{selection[0][1] + 1}"],
+                     **({"level": [level[7:]]} if level else {})}
     assert restored.view.level == app.view.level
 
 
@@ -368,7 +371,7 @@ def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_
     port = free_port()
     env = dict(os.environ, ATTNFLOWS_PRETRAINED=str(minilm_path), ATTNFLOWS_FINETUNED=str(minilm_finetuned_dir),
                ATTNFLOWS_INDEX=str(demo_index), ATTNFLOWS_TAU=str(TAU))
-    log = open(tmp_path / "panel-serve.log", "w")
+    log = open(tmp_path / "panel-serve.log", "w")  # noqa: SIM115 - the server's output, closed in the finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "panel", "serve", str(REPO / "attnflows_panel" / "app" / "app.py"), "--port", str(port),
          "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],

@@ -216,7 +216,8 @@ def where(tok: dict) -> str:
 def expect_selected(page, *tokens: dict) -> None:
     """The URL shares exactly these tokens, and the status under the view names them."""
     want = {(t["level"], t["pos"]) for t in tokens}
-    wait_for(lambda: set(selection(page)) == want, timeout=STEP_S, what=f"the selection {sorted(want)} in the URL (it is {url(page)})")
+    wait_for(lambda: set(selection(page)) == want, timeout=STEP_S,
+             what=f"the selection {sorted(want)} in the URL (it is {url(page)})")
     for t in tokens[:3]:
         expect(page.get_by_text(re.compile(rf"selected .*{named(t)}")).first).to_be_visible()
 
@@ -266,7 +267,8 @@ def test_03_hover_a_token(journey):
 
 def test_04_click_to_freeze(journey):
     page = journey.page
-    tok = next(p for p in points(page, NODES) if (p["level"], p["pos"]) == (journey.token["level"], journey.token["pos"]))
+    want = (journey.token["level"], journey.token["pos"])
+    tok = next(p for p in points(page, NODES) if (p["level"], p["pos"]) == want)
     click_token(page, tok)
     expect_selected(page, tok)
     expect_query(page, sample=journey.ids[5])
@@ -343,7 +345,8 @@ def test_08_head_glyph(journey):
     assert len(selection(page)) == 1
     layer, head = (int(v) for v in query(page)["head"].split(":"))
     assert head == glyph["head"]
-    expect(page.get_by_text(re.compile(rf"head ({head} of layer {layer}|{head + 1} of layer {layer + 1})\b")).first).to_be_visible()
+    named = re.compile(rf"head ({head} of layer {layer}|{head + 1} of layer {layer + 1})\b")
+    expect(page.get_by_text(named).first).to_be_visible()
     assert nodes  # the node the glyph belongs to is one of the drawn tokens
 
 
@@ -512,7 +515,8 @@ def test_19_reload_in_a_new_context(journey, browser):
         expect(page.get_by_text(re.compile(r"selected .*“"))).to_be_visible()
         expect(page.get_by_text(f"τ (attention threshold): {TAU - 0.01:.2f}")).to_be_visible()
         expect(page.get_by_role("button", name="Fine-tuned", exact=True)).to_have_class(re.compile(r"\bbk-active\b"))
-        wait_for(lambda: url(page) == journey.shared, what=f"the reloaded URL to stay {journey.shared} (it is {url(page)})")
+        wait_for(lambda: url(page) == journey.shared,
+                 what=f"the reloaded URL to stay {journey.shared} (it is {url(page)})")
         away(page)
         page.evaluate(SCROLL_INTO_VIEW, NODES)  # as on the shared page: the same place in the window
         pts = points(page, NODES)
