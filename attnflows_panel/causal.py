@@ -313,7 +313,8 @@ class ModelRun:
     def rows(self, k: int, positions: np.ndarray) -> np.ndarray:
         """float32 ``[H, m, w]`` numpy: layer ``k``'s attention rows for ``positions`` on the keys
         ``0 .. w-1``, ``w = max(positions) + 1`` (later keys are masked: causal attention)."""
-        return self.layers[k].rows(positions, pad=False).numpy()
+        with torch.inference_mode():
+            return self.layers[k].rows(positions, pad=False).numpy()
 
     def trace(self, root: int, tau_min: float, chunk: int | None = None) -> RowEdges:
         """The rows of the Attention Graph from ``root`` at ``tau_min`` (:func:`causal_graph.trace_rows`).

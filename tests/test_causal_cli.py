@@ -48,7 +48,7 @@ def _inspect(env: dict, out: Path) -> str:
     return proc.stdout
 
 
-def test_inspect_a_pair_from_the_hub_then_offline(qwen_dirs, tmp_path):
+def test_inspect_a_pair_from_the_hub(qwen_dirs, tmp_path):
     hub = LoopbackHub()
     hub.add_model(PRE, qwen_dirs[0])
     hub.add_model(FINE, qwen_dirs[1])
