@@ -43,10 +43,10 @@ import pandas as pd
 
 from attnflows_panel.ring_labels import (
     LabelChoice,
-    _overlay_tiers,
-    _place_ring,
     display_token,
+    overlay_tiers,
     place_labels,
+    place_ring,
     select_labels,
     word_labels,
 )
@@ -500,11 +500,11 @@ class RadialLayout:
             rank = np.empty(m, dtype=np.int64)
             rank[circ] = np.arange(m)
             order = (order_all[lo:hi] - lo).tolist()
-            lab, stt = _place_ring(shown[lo:hi], self.radii[k], order, circ.tolist(), rank.tolist(),
+            lab, stt = place_ring(shown[lo:hi], self.radii[k], order, circ.tolist(), rank.tolist(),
                                    ang_l[lo:hi], style)
             labels.extend(lab)
             lstat[lo:hi] = stt
-            otier[lo:hi] = _overlay_tiers(shown[lo:hi], lab, stt, self.radii[k], order, ang_l[lo:hi], style, line)
+            otier[lo:hi] = overlay_tiers(shown[lo:hi], lab, stt, self.radii[k], order, ang_l[lo:hi], style, line)
         del pos
         lx, ly, vx, vy = col("lx"), col("ly"), col("vx"), col("vy")
         self.cols["ring_label"] = _frozen(np.asarray(labels, dtype=object))

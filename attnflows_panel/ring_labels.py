@@ -48,6 +48,8 @@ __all__ = [
     "label_boxes_overlap",
     "default_font",
     "place_labels",
+    "place_ring",
+    "overlay_tiers",
 ]
 
 TWO_PI = 2.0 * math.pi
@@ -388,11 +390,11 @@ def place_labels(
     circ = np.argsort(ang, kind="stable")
     rank = np.empty(m, dtype=np.int64)
     rank[circ] = np.arange(m)
-    return _place_ring(list(texts), radius, order.tolist(), circ.tolist(), rank.tolist(), ang.tolist(), style,
+    return place_ring(list(texts), radius, order.tolist(), circ.tolist(), rank.tolist(), ang.tolist(), style,
                        min_chars)
 
 
-def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[int], rank_l: list[int],
+def place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[int], rank_l: list[int],
                 ang_l: list[float], style: RadialStyle, min_chars: int = 3) -> tuple[list[str], np.ndarray]:
     """:func:`place_labels` on one ring, given its priority order, its tokens in angle order (``circ_l``)
     and each token's rank in that order; angles in [0, 2π). Plain Python lists: the loops are sequential."""
@@ -459,7 +461,7 @@ def _place_ring(texts: list[str], radius: float, order: list[int], circ_l: list[
     return labels, status
 
 
-def _overlay_tiers(texts: list[str], labels: list[str], status: np.ndarray, radius: float, order: list[int],
+def overlay_tiers(texts: list[str], labels: list[str], status: np.ndarray, radius: float, order: list[int],
                    ang_l: list[float], style: RadialStyle, line: float) -> np.ndarray:
     """Where the full text of each shortened or hidden token of one ring goes when a trace or a selection
     shows it (the overlay): tier 0 on the ring's label row, or tier 1 one line further out of the cell
