@@ -28,6 +28,9 @@ import sys
 from pathlib import Path
 
 DEFAULT_PORT = 5006
+#: the address served when --address is not given: this machine only (``attnflows_panel.app.server.DEFAULT_ADDRESS``,
+#: repeated here so that parsing the command line imports no Panel); the port check binds the same address
+DEFAULT_ADDRESS = "127.0.0.1"
 
 
 def _num_procs_arg(text: str):
@@ -45,8 +48,9 @@ def _num_procs_arg(text: str):
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server (as in `panel serve`)")
-    g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
-    g.add_argument("--address", default=None,
+    g.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    g.add_argument("--address", default=DEFAULT_ADDRESS,
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface, "
                         "with --allow-websocket-origin for the name others use, see README.md)")
     g.add_argument(
@@ -62,7 +66,8 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         "--num-threads",
         type=int,
         default=None,
-        help="thread pool size for session callbacks (panel's --num-threads; model runs use a worker thread regardless)",
+        help="thread pool size for session callbacks (panel's --num-threads; model runs use a worker thread "
+             "regardless)",
     )
     g.add_argument(
         "--num-procs",
@@ -87,11 +92,14 @@ def register(subparsers) -> None:
         help="serve the app on a model pair and a corpus or index",
         description="Serve the Attention Flows app. Without --pretrained/--finetuned it uses the offline default pair.",
     )
-    serve.add_argument("--pretrained", default=None, help="pre-trained model: hub name or folder (default: packaged MiniLM)")
-    serve.add_argument("--finetuned", default=None, help="fine-tuned model: hub name or folder (default: cached fine-tuned MiniLM)")
+    serve.add_argument("--pretrained", default=None,
+                       help="pre-trained model: hub name or folder (default: packaged MiniLM)")
+    serve.add_argument("--finetuned", default=None,
+                       help="fine-tuned model: hub name or folder (default: cached fine-tuned MiniLM)")
     src = serve.add_mutually_exclusive_group()
     src.add_argument("--index", default=None, metavar="DIR", help="a signature index folder (attnflows index build)")
-    src.add_argument("--data", default=None, metavar="SOURCE", help="a corpus to index and browse: glue/mrpc, a GLUE folder, .csv/.jsonl, or demo")
+    src.add_argument("--data", default=None, metavar="SOURCE",
+                     help="a corpus to index and browse: glue/mrpc, a GLUE folder, .csv/.jsonl, or demo")
     from attnflows_panel.cli.finetune import GLUE_TASK_CHOICES
 
     serve.add_argument("--task", default=None, type=str.lower, choices=GLUE_TASK_CHOICES,
@@ -101,7 +109,8 @@ def register(subparsers) -> None:
     serve.add_argument(
         "--allow-model-paths",
         action="store_true",
-        help="let browser users load other model pairs by hub name or server path (off by default: never expose on a shared server)",
+        help="let browser users load other model pairs by hub name or server path (off by default: never expose on "
+             "a shared server)",
     )
     _add_view_options(serve)
     _add_server_options(serve)

@@ -28,9 +28,13 @@ Run it on a cluster (index/README.md, "On a Ray cluster")::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +210,9 @@ def build_index_ray(
     stats = {} if stats is None else stats
     ray = require_ray()
     check_build_args(tau, batch_size, shard_size, limit)
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target and not ray.is_initialized():
+        check_ray_address(target)  # a dead address fails now, in seconds, before the corpus is read
     max_tokens = resolve_max_tokens(max_tokens, device or "cpu")
     out = Path(out)
     with build_lock(out), beside_when_overwriting(out, overwrite) as where:
@@ -214,21 +221,106 @@ def build_index_ray(
                           column_map=column_map, labels=labels, max_tokens=max_tokens)
         if not plan.finished:
             if plan.todo:
-                _start_ray(ray, address)
-                stats["ray_start"] = time.perf_counter() - t0
-                results = _pipeline(ray, pair, plan, workers, device, cpus_per_worker, progress, stats, t0)
-                _write_results(results, plan, progress, stats, t0)
+                _run_ray(ray, address, pair, plan, (workers, device, cpus_per_worker), progress, stats, t0)
             finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
     return out
 
 
-def _start_ray(ray: Any, address: str | None) -> None:
-    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local Ray, unless Ray runs."""
-    if ray.is_initialized():
+def _run_ray(ray: Any, address, pair, plan: BuildPlan, worker_args: tuple, progress: bool, stats: dict,
+             t0: float) -> None:
+    """Start or join Ray and run the plan's shards; SIGINT or SIGTERM stop it cleanly: the workers are
+    shut down with the Ray this build started, and the shards written so far stay for a resume."""
+    started = False
+    try:
+        with _terminate_as_interrupt():
+            started = _start_ray(ray, address)
+            stats["ray_start"] = time.perf_counter() - t0
+            results = _pipeline(ray, pair, plan, *worker_args, progress, stats, t0)
+            _write_results(results, plan, progress, stats, t0)
+    except KeyboardInterrupt:
+        log.warning("index build stopped: the finished shards are kept; rerun the same command to resume")
+        if started:
+            ray.shutdown()
+        raise
+
+
+#: seconds to wait for one TCP connection to a Ray cluster's address before calling it dead
+RAY_PROBE_TIMEOUT_S = 5.0
+
+
+def check_ray_address(target: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """Raise ConnectionError (one line) unless something listens at the Ray cluster address ``target``
+    (``HOST:PORT`` or ``ray://HOST:PORT``; ``"auto"`` and ``"local"`` are Ray's own to resolve), within
+    ``timeout`` seconds: ``ray.init`` retries a dead address for minutes. A ``ray://`` address needs
+    Ray's client, which the ``[ray]`` extra installs (``ray[client]``)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    if target in ("auto", "local"):
         return
+    if target.startswith("ray://"):
+        try:
+            import grpc  # noqa: F401
+            import ray.util.client  # noqa: F401
+        except ImportError:
+            raise RuntimeError(f"--ray-address {target}: a ray:// address needs Ray's client: pip install "
+                               "'attnflows-panel[ray]' (or pip install 'ray[client]')") from None
+    parsed = urlparse(target if "://" in target else f"ray://{target}")
+    host, port = parsed.hostname, parsed.port or (10001 if target.startswith("ray://") else 6379)
+    if not host:
+        raise ValueError(f"--ray-address {target!r} is not HOST:PORT or ray://HOST:PORT")
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(None)
+        except OSError as exc:
+            result.append(exc.strerror or str(exc))
+
+    worker = threading.Thread(target=probe, name="attnflows-ray-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+    why = result[0] if result else f"no answer within {timeout:.0f} s"
+    if why is not None:
+        raise ConnectionError(f"no Ray cluster answers at --ray-address {target} ({host}:{port}: {why}); start it "
+                              "(`ray start --head`) or leave --ray-address out to use a local Ray")
+
+
+def _start_ray(ray: Any, address: str | None) -> bool:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or start a local Ray, unless Ray runs.
+    A local Ray listens on the loopback interface only (its node IP is 127.0.0.1; no dashboard), so the
+    cluster of one build is not reachable from other machines. Returns whether this call started or
+    joined Ray (and so should shut it down at the end)."""
+    if ray.is_initialized():
+        return False
     target = address or os.environ.get("RAY_ADDRESS") or None
-    extra = {} if target else {"include_dashboard": False}  # a local Ray: no dashboard to start
-    ray.init(address=target, logging_level=logging.WARNING, log_to_driver=True, **extra)
+    if target:
+        check_ray_address(target)
+        ray.init(address=target, logging_level=logging.WARNING, log_to_driver=True)
+    else:
+        ray.init(logging_level=logging.WARNING, log_to_driver=True, include_dashboard=False,
+                 _node_ip_address="127.0.0.1")
+    return True
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the block as Ctrl-C does (KeyboardInterrupt), so that a stopped Ray build shuts its
+    workers down and keeps its finished shards for a resume, instead of dying with them running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _pipeline(ray: Any, pair: Any, plan: BuildPlan, workers: int | None, device: str | None,
