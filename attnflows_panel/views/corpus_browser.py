@@ -75,11 +75,13 @@ TABLE_COLUMNS = {
 RESULT_COLUMNS = {"rank": "#", "score": "score", **{c: t for c, t in TABLE_COLUMNS.items() if c != "n_tokens"}}
 #: fixed widths of the short columns; the sentences share what is left of the table's width (Tabulator's
 #: fit_columns), so no table scrolls sideways, and a cut sentence shows whole in its tooltip
-COLUMN_WIDTHS = {"rank": 36, "score": 75, "id": 120, "label_name": 112, "pred_fine": 112, "correct_fine": 88,
-                 "split": 80, "n_tokens": 85}
+COLUMN_WIDTHS = {"rank": 44, "score": 82, "id": 120, "label_name": 112, "pred_fine": 112, "correct_fine": 88,
+                 "split": 80, "n_tokens": 82}
 TABLE_CONFIG = {"columnDefaults": {"tooltip": True, "headerTooltip": True}}
 #: the tables' text at the page's size (Tabulator's own default is larger), rows one line high
-TABLE_STYLE = ":host .tabulator {font-size: 13px} :host .tabulator-row .tabulator-cell {padding: 5px 6px}"
+TABLE_STYLE = (":host .tabulator {font-size: 13px} :host .tabulator-row .tabulator-cell {padding: 5px 6px} "
+               ":host .tabulator .tabulator-header .tabulator-col {font-size: 12px} "
+               ":host .tabulator .tabulator-header .tabulator-col .tabulator-col-content {padding: 6px 4px}")
 ROW_PX, HEADER_PX = 40, 48  # a table row's and the header's height: a short result list gets a short table
 PAGE_ROWS = 10  # the corpus table's page: all of it in view, no scrolling inside the table
 #: the results' score bar: the fine-tuned purple, lightened (#7b3fa0 at 35 % over white)
