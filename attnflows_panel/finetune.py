@@ -61,6 +61,12 @@ from attnflows_panel._io import (
     staging_name,
     status,
 )
+from attnflows_panel.finetune_data import (
+    load_splits,
+    one_label_space,
+    select_subset,
+    task_spec,
+)
 
 __all__ = [
     "TASK_DEFAULTS",
@@ -77,8 +83,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: share of a dev-only source used for training when no "train" split exists
-DEV_TRAIN_FRACTION = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,16 +133,6 @@ class OutputExistsError(FileExistsError, ValueError):
 # --------------------------------------------------------------------------------------------------
 
 
-def _task_spec(task: str | None):
-    """(task name, its TaskSpec or None for an open task); None stays (None, None): the data decides."""
-    from attnflows_panel.corpus import TASKS, resolve_task
-
-    if task is None:
-        return None, None
-    key = resolve_task(task)
-    return key, TASKS.get(key)
-
-
 def _positive_label(task: str, label_names: Sequence[str]) -> str | None:
     """The class whose F1 is reported as "f1" (see POSITIVE_LABEL); None = macro F1."""
     if POSITIVE_LABEL.get(task) in label_names:
@@ -154,7 +148,7 @@ def resolve_settings(task: str | None, **overrides: Any) -> dict[str, Any]:
     """
     key = str(task).lower() if task is not None else None
     if key is not None and key not in TASK_DEFAULTS:
-        key, _ = _task_spec(key)  # refuses STS-B & co; any other task takes OPEN_TASK_DEFAULTS
+        key, _ = task_spec(key)  # refuses STS-B & co; any other task takes OPEN_TASK_DEFAULTS
     settings = dataclasses.asdict(TASK_DEFAULTS.get(key, OPEN_TASK_DEFAULTS))
     for name, value in overrides.items():
         if name not in settings:
@@ -249,137 +243,6 @@ def _check_out(out: str | os.PathLike, overwrite: bool) -> Path:
                 "overwrite=True (--overwrite)"
             )
     return out
-
-
-def _labelled(ds, n_labels: int | None = None):
-    """Drop unlabelled rows (hub test splits carry label -1)."""
-    if n_labels is None:
-        from attnflows_panel.corpus import label_names
-
-        n_labels = len(label_names(ds) or ()) or 1 << 30
-    if len(ds) and "label" in ds.column_names:
-        labels = np.asarray(ds["label"])
-        keep = np.flatnonzero((labels >= 0) & (labels < n_labels))
-        if len(keep) < len(ds):
-            ds = ds.select(keep.tolist())
-    return ds
-
-
-def _try_split(data, task, split, column_map, labels=None):
-    """``load_corpus(data, task, split)``, or None when the source has no such split."""
-    from attnflows_panel.corpus import load_corpus
-
-    try:
-        ds = load_corpus(data, task=task, split=split, column_map=column_map, labels=labels)
-    except (FileNotFoundError, ValueError) as exc:
-        # load_corpus names the split when that split is what is missing ("has no dev split",
-        # "no valid rows for ... split 'dev'"); anything else (no such file, a bad header, an unknown
-        # source) is a real problem with the data and goes to the caller as it is
-        if split is not None and "split" in str(exc).lower():
-            return None, exc
-        raise
-    return _labelled(ds), None
-
-
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of row indices into (train, eval), keeping each label's share in both."""
-    rng = np.random.default_rng(seed)
-    train, evaluation = [], []
-    for value in np.unique(labels):
-        rows = np.flatnonzero(labels == value)
-        rng.shuffle(rows)
-        cut = int(round(len(rows) * fraction))
-        if len(rows) >= 2:
-            cut = min(max(cut, 1), len(rows) - 1)
-        train.append(rows[:cut])
-        evaluation.append(rows[cut:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(evaluation))
-
-
-def select_subset(ds, limit: int | None, seed: int):
-    """A seeded random subset of ``limit`` rows (all rows when limit is None or >= len)."""
-    if limit is None or limit >= len(ds):
-        return ds
-    if limit < 1:
-        raise ValueError(f"limits must be >= 1, got {limit}")
-    rows = np.random.default_rng(seed).permutation(len(ds))[:limit]
-    return ds.select(np.sort(rows).tolist())
-
-
-def _one_label_space(parts, data) -> list[str]:
-    """The label names shared by the loaded parts of ``data`` (one task, the same names in each)."""
-    from attnflows_panel.corpus import label_names
-
-    names = None
-    for ds in parts:
-        if ds is None or not len(ds):
-            continue
-        tasks = sorted(set(ds["task"]))
-        if len(tasks) > 1:
-            raise ValueError(f"{data!r} mixes the tasks {tasks}; pass the task to train on (CLI: --task)")
-        got = label_names(ds)
-        if got is None:
-            raise ValueError(f"the label names of {data!r} are unknown; name them with labels=[...] (CLI: --labels)")
-        if names is not None and got != names:
-            raise ValueError(f"the splits of {data!r} have different label names ({names} vs {got}); give them "
-                             "in id order with labels=[...] (CLI: --labels)")
-        names = got
-    return names or []
-
-
-def load_splits(data, task: str | None = None, *, seed: int = 42, column_map: dict | None = None,
-                labels: Sequence[str] | str | None = None):
-    """(train, eval, split_info) for ``data``: its "train" and "dev" splits, or a split of what it has.
-
-    ``task`` None: the data says which task it is (a GLUE folder's name or header, a hub name, a file's
-    name) and what its labels are (:func:`attnflows_panel.corpus.load_corpus`; ``labels`` names integer
-    labels). Both parts have the same label names (``corpus.label_names``), which the classifier's
-    ``id2label`` takes.
-
-    ``split_info`` says where each part came from, e.g. ``{"train": "train", "eval": "dev"}`` or, for a
-    dev-only folder, ``{"train": "dev (seeded 80% stratified, seed 42)", "eval": "dev (other 20%)"}``.
-    """
-    key, _ = _task_spec(task)
-    data = str(data)
-    train, train_err = _try_split(data, key, "train", column_map, labels)
-    dev, dev_err = _try_split(data, key, "dev", column_map, labels)
-    _one_label_space((train, dev), data)
-    if key is None:
-        for part in (train, dev):
-            if part is not None and len(part):
-                key = part[0]["task"]
-                break
-    if train is not None and len(train) and dev is not None and len(dev):
-        return train, dev, {"train": "train", "eval": "dev"}
-
-    # one split only (or a source without splits): split it deterministically
-    pool, pool_name = None, None
-    for candidate, name in ((dev, "dev"), (train, "train")):
-        if candidate is not None and len(candidate):
-            pool, pool_name = candidate, name
-            break
-    if pool is None:
-        whole, whole_err = _try_split(data, key, None, column_map, labels)
-        _one_label_space((whole,), data)
-        if whole is not None and len(whole):
-            pool, pool_name = whole, "all rows"
-            key = key or whole[0]["task"]
-    if pool is None or len(pool) == 0:
-        reasons = "; ".join(str(e) for e in (train_err, dev_err) if e)
-        raise ValueError(
-            f"no labelled {(key or 'pair').upper()} examples in {data!r}" + (f" ({reasons})" if reasons else "")
-        )
-    if len(pool) < 4:
-        raise ValueError(f"only {len(pool)} labelled {(key or 'pair').upper()} example(s) in {data!r}; need at least 4 "
-                         "to train and evaluate")
-    train_rows, eval_rows = _stratified_split(np.asarray(pool["label"]), DEV_TRAIN_FRACTION, seed)
-    pct = int(round(DEV_TRAIN_FRACTION * 100))
-    info = {
-        "train": f"{pool_name} (seeded {pct}% label-stratified, seed {seed})",
-        "eval": f"{pool_name} (the other {100 - pct}%)",
-        "note": f"{data!r} has no separate train/dev splits for {key}; split {pool_name} deterministically",
-    }
-    return pool.select(train_rows.tolist()), pool.select(eval_rows.tolist()), info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -655,7 +518,7 @@ def finetune(
     t_start = time.perf_counter()
     if out is None:
         raise ValueError("finetune needs out= (the folder to write)")
-    key, _ = _task_spec(task)
+    key, _ = task_spec(task)
     overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "max_length": max_length,
                  "warmup_ratio": warmup_ratio, "weight_decay": weight_decay}
     settings = resolve_settings(key, **overrides)
@@ -715,7 +578,7 @@ class _Data:
 def _load_data(data, key, seed, column_map, labels, train_limit, eval_limit, progress) -> _Data:
     _log(progress, f"loading {(key or 'sentence').upper()} pairs from {str(data)!r}")
     train_ds, eval_ds, split_info = load_splits(data, key, seed=seed, column_map=column_map, labels=labels)
-    label_names = _one_label_space((train_ds, eval_ds), data)
+    label_names = one_label_space((train_ds, eval_ds), data)
     task = key if key is not None else train_ds[0]["task"]
     _log(progress, f"task {task}: labels {', '.join(label_names)}")
     train_ds = select_subset(train_ds, train_limit, seed)
