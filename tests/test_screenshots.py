@@ -5,8 +5,8 @@ served in a thread and opened in headless Chromium at 1280×800, 1600×1000 and 
 the test saves screenshots of the plain view, a hovered token, a frozen selection and the paths
 between two rings into the git-ignored ``test-output/<test>/`` folder and prints their paths, and asserts:
 
-- the label report (``RadialLayout.label_report``): every ring accounted for, the input ring and
-  level 2 show most of their words in full;
+(Which labels show, and that they never overlap, is decided in the browser by the radial component:
+tests/test_radial_browser.py checks it on 44- to 512-token pairs.)
 - the radial component's labels (``data-label-boxes``) are at least 10 px and never overlap;
 - the drawing fits the window's height, and the page does not scroll sideways;
 - no console or page error.
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import panel as pn
 import pytest
 
 from attnflows_panel.corpus import demo_path
@@ -63,81 +61,6 @@ def browser():
         b = launch_chromium(p)
         yield b
         b.close()
-
-
-def test_label_report_on_real_minilm_pairs(minilm_pair):
-    """Labels by importance on real pairs: every ring accounted for, outer rings mostly in full, no ring
-    where every label is cut short, one font for all rings."""
-    for row in _demo_rows(4):
-        view = AttentionFlowsView(minilm_pair.run(row["sentence_a"], row["sentence_b"]), tau=TAU)
-        data = view.data
-        report = data.layout.label_report()
-        assert [r["tokens"] for r in report] == [len(lv) for lv in data.levels]
-        for r in report:
-            assert r["full"] + r["truncated"] + r["hidden"] == r["tokens"]
-            if r["tokens"]:
-                assert r["full"] >= 1  # the most important token of a ring is always whole
-        assert report[0]["full"] >= 0.6 * report[0]["tokens"], report
-        assert data.nodes["font_size"].nunique() == 1 and data.nodes["font_size"].iloc[0] >= 9
-        # the root and the most influential token of each ring keep their full text
-        nodes = data.nodes
-        for k in range(data.L):
-            ring = nodes[nodes["level"] == k]
-            if len(ring):
-                best = ring.iloc[int(np.argmax(data.priority[k, ring["pos"].to_numpy()]))]
-                assert best["lstat"] == 2, (k, best["token"])
-
-
-def _text_boxes_overlap(nodes, i, j, xcol, ycol, style) -> bool:
-    """Whether tokens i and j's full texts, drawn at (xcol, ycol) along their reading frame, overlap
-    (rotated rectangles, separating axes)."""
-    cw = style.char_width * style.font
-
-    def corners(k):
-        c = np.array([nodes[xcol][k], nodes[ycol][k]])
-        u, v = np.array([nodes["ux"][k], nodes["uy"][k]]), np.array([nodes["vx"][k], nodes["vy"][k]])
-        hu, hv = len(nodes["token"][k]) * cw / 2, style.font / 2
-        return [c + a * hu * u + b * hv * v for a in (-1, 1) for b in (-1, 1)], (u, v)
-
-    (ca, axa), (cb, axb) = corners(i), corners(j)
-    for axis in (*axa, *axb):
-        pa, pb = [p @ axis for p in ca], [p @ axis for p in cb]
-        if max(pa) <= min(pb) or max(pb) <= min(pa):
-            return False
-    return True
-
-
-def test_traced_full_texts_do_not_print_over_each_other(minilm_pair):
-    """A trace shows the full text of every traced token whose ring label is shortened or hidden (the
-    overlay). Neighbours on a ring used to print over each other there ("percent" and "effective" read
-    "percereffective" on the default sample); the layout now puts each overlay on the label row or a
-    line further out (``otier``, ``olx``/``oly``), so that even with every such token of a ring traced at
-    once, few overlays touch (a corner, at most), far fewer than on the label row alone."""
-    from attnflows_panel.graph import AttentionGraph
-    from attnflows_panel.views.flow_data import FlowData
-
-    with_tiers = on_label_row = 0
-    default = _demo_rows(1)[0]["id"]
-    for row in _demo_rows(8):
-        r = minilm_pair.run(row["sentence_a"], row["sentence_b"])
-        for tau in (0.1, 0.15):
-            data = FlowData(r.tokens, r.segments, AttentionGraph.build(r.pretrained.attentions, tau),
-                            AttentionGraph.build(r.finetuned.attentions, tau), "combined")
-            nodes = {c: data.layout.nodes[c].to_numpy() for c in
-                     ("olx", "oly", "lx", "ly", "ux", "uy", "vx", "vy", "token", "level", "lstat", "otier")}
-            assert set(np.unique(nodes["otier"])) <= {0, 1}
-            assert (nodes["otier"][nodes["lstat"] == 2] == 0).all()  # whole labels need no overlay
-            for k in range(data.L):
-                short = np.flatnonzero((nodes["level"] == k) & (nodes["lstat"] < 2)).tolist()
-                for a, i in enumerate(short):
-                    for j in short[a + 1:]:
-                        tiered = _text_boxes_overlap(nodes, i, j, "olx", "oly", data.style)
-                        with_tiers += tiered
-                        on_label_row += _text_boxes_overlap(nodes, i, j, "lx", "ly", data.style)
-                        if row["id"] == default:  # the default sample: no two overlays of a ring touch
-                            assert not tiered, (tau, k, nodes["token"][i], nodes["token"][j])
-    assert on_label_row >= 15, on_label_row  # the case is real: many would collide on the label row
-    assert with_tiers <= 0.3 * on_label_row, (with_tiers, on_label_row)
 
 
 @pytest.mark.parametrize("width,height", SIZES)

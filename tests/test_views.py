@@ -104,7 +104,7 @@ def _node_key(nodes) -> list[tuple[int, int]]:
 
 
 def _decode_trace(nodes, bits, u: int, code: int) -> set[tuple[int, int]]:
-    """Read node u's trace in model ``code`` from the shipped columns, as flow.js does."""
+    """Read node u's trace in model ``code`` from the shipped columns, as radial.js does."""
     lvl = np.asarray(nodes["level"], dtype=np.int64)
     N = len(lvl)
     L = int(bits["L"][0])
@@ -255,7 +255,7 @@ def test_membership_and_label_colours_combined(graphs):
 
 def test_shipped_hover_sets_equal_graph_traces(graphs):
     """The bit streams sent to the browser decode to exactly the graph's trace of every node, per model;
-    head glyph traces composed as flow.js does equal trace(level, token, head=(level-1, h))."""
+    head glyph traces composed as radial.js does equal trace(level, token, head=(level-1, h))."""
     g, f = graphs
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
     flow = _flow(view)

@@ -58,7 +58,7 @@ def rating_codes(data: FlowData, level: int, alpha: float = 0.5) -> np.ndarray:
 def sentence_states(data: FlowData, hl: Highlight | None) -> np.ndarray:
     """uint8 [n]: display state of every token (same scheme as the radial view): the model codes that
     reach the token at any level of the highlight, 4 if none, 8+code for the selected tokens, 5 without
-    a highlight. ``flow.js`` computes the same while hovering."""
+    a highlight. ``radial.js`` draws the same from its own codes while hovering."""
     n = data.n
     if hl is None or not hl.active:
         return np.full(n, 5, dtype=np.uint8)
