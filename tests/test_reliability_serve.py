@@ -59,3 +59,50 @@ def test_a_dead_ray_address_fails_fast_in_one_line(sharp_pair, sharp_bert_dirs, 
 def test_the_ray_extra_installs_the_client_for_ray_addresses():
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.replace(" ", "").startswith("ray[client]") for req in extras["ray"]), extras["ray"]
+
+
+def test_a_closed_session_logs_one_line_not_a_traceback(capsys):
+    """What Tornado and asyncio log when a browser goes away mid-message: one line, no traceback."""
+    import asyncio
+    import logging
+
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    from attnflows_panel.cli.serve import install_closed_connection_filter
+
+    install_closed_connection_filter()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("tornado.application", "asyncio")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        for logger, exc in zip(loggers, (WebSocketClosedError(), StreamClosedError()), strict=True):
+            try:
+                raise exc
+            except Exception:  # noqa: BLE001 - logged as the libraries log it
+                logger.error("Uncaught exception in a callback", exc_info=True)
+        # a real coroutine whose websocket write fails, reported by asyncio's handler
+        loop = asyncio.new_event_loop()
+
+        async def write_to_closed():
+            raise WebSocketClosedError()
+
+        task = loop.create_task(write_to_closed())
+        loop.run_until_complete(asyncio.wait([task]))
+        loop.call_exception_handler({"message": "Task exception was never retrieved", "exception": task.exception(),
+                                     "future": task})
+        loop.close()
+        try:
+            raise ValueError("a real bug")
+        except ValueError:
+            logging.getLogger("tornado.application").error("Uncaught exception", exc_info=True)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    closed = [x for x in lines if "the browser closed the connection" in x]
+    assert len(closed) == 3, err
+    assert err.count("Traceback") == 1 and "ValueError: a real bug" in err  # real errors keep their traceback

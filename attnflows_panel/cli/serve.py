@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -138,6 +139,44 @@ def register(subparsers) -> None:
     demo.set_defaults(func=run_demo)
 
 
+#: the loggers that report a browser's closed connection with a traceback (Tornado, asyncio, Bokeh's server)
+CLOSED_CONNECTION_LOGGERS = ("tornado.application", "tornado.general", "tornado.websocket", "asyncio",
+                             "bokeh.server.views.ws", "bokeh.server.protocol_handler", "bokeh.server.server",
+                             "bokeh.server.tornado")
+
+
+class ClosedConnectionFilter:
+    """A :mod:`logging` filter: a record about a connection the browser closed (Tornado's
+    ``WebSocketClosedError`` or ``StreamClosedError``, a reset or broken pipe) becomes one line, without
+    the traceback. A session closed abruptly (a tab or a browser killed) is no error of the server."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _is_closed_connection(exc):
+            record.msg = f"{record.getMessage()} (the browser closed the connection: {type(exc).__name__})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _is_closed_connection(exc: BaseException) -> bool:
+    names = {"WebSocketClosedError", "StreamClosedError"}
+    return (type(exc).__name__ in names or isinstance(exc, (ConnectionResetError, BrokenPipeError))
+            or (exc.__cause__ is not None and type(exc.__cause__).__name__ in names))
+
+
+def install_closed_connection_filter() -> ClosedConnectionFilter:
+    """Add :class:`ClosedConnectionFilter` to the loggers that report closed connections (once)."""
+    for name in CLOSED_CONNECTION_LOGGERS:
+        logger = logging.getLogger(name)
+        existing = next((f for f in logger.filters if isinstance(f, ClosedConnectionFilter)), None)
+        if existing is None:
+            logger.addFilter(ClosedConnectionFilter())
+    return next(f for f in logging.getLogger(CLOSED_CONNECTION_LOGGERS[0]).filters
+                if isinstance(f, ClosedConnectionFilter))
+
+
 def _err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -207,6 +246,7 @@ def run_serve(args) -> int:
         allow_model_paths=args.allow_model_paths,
         device=args.device,
     )
+    install_closed_connection_filter()
     serve(config, registry=registry, **_server_kwargs(args))
     return 0
 
@@ -244,5 +284,6 @@ def run_demo(args) -> int:
         _err(f"Indexing the demo corpus into {index} …")
         pair = registry.pair(config.pretrained, config.finetuned, device=args.device)
         build_index(pair, "demo", None, index, progress=True)
+    install_closed_connection_filter()
     serve(config, registry=registry, **_server_kwargs(args))
     return 0
