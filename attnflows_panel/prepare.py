@@ -324,6 +324,13 @@ def prepare_model(
         }
         metrics = run(choice)
 
+    return _record_model(task, key, out, choice, metrics, t0, progress)
+
+
+def _record_model(task: str, key: str, out: Path, choice: dict[str, Any], metrics: dict[str, Any], t0: float,
+                  progress: bool) -> dict[str, Any]:
+    """Record a finished fine-tune in ``prepared.json`` (paths relative to the cache; the demo index of
+    the old weights dropped) and return its entry with the absolute path and ``"status": "built"``."""
     entry = {
         "task": task,
         "path": _relative(out),
