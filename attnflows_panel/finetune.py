@@ -492,9 +492,12 @@ def finetune(
         (``corpus.label_names``), any number of them, so that the index and the app match them by name.
     labels: label names in id order for a CSV/JSONL file with integer labels (``"no,yes"``).
     out: the folder to write (required) (created; must be absent or empty unless ``overwrite``). Written to a
-        temp folder beside it and renamed at the end, so a failed run leaves nothing half-written.
+        staging folder beside it and swapped in atomically at the end (:func:`attnflows_panel._io.replace_folder`),
+        so a failed or killed run leaves the old model whole and nothing half-written.
     epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay: ``None`` takes the
-        task's :data:`TASK_DEFAULTS`. Fractional epochs are allowed.
+        task's :data:`TASK_DEFAULTS`. Fractional epochs are allowed. Every number must be finite and in
+        range (ValueError before any work); a run whose loss, gradient or weights turn NaN or infinite
+        raises :class:`TrainingDivergedError` and writes nothing.
     max_steps: stop after this many optimizer steps (the schedule is sized for it).
     train_limit, eval_limit: seeded random subsets of the train / eval splits.
     seed: seeds ``random``, ``numpy`` and ``torch``, the subsets, the dev-only split and the batches.
