@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections import Counter
 
 import pytest
@@ -62,9 +63,13 @@ def test_a_new_session_gets_its_first_view_in_its_first_document(config, registr
     models, app = _pulled(config, registry)
     card = next(m for m in models if "af-sample" in (getattr(m, "css_classes", None) or []))
     assert app.sample_id and app.sample_id in card.text
-    nodes = next(m for m in models if getattr(m, "name", None) == "attnflows-nodes")
-    assert len(nodes.data["level"]) == len(app.view.flow.sources["nodes"].data["level"]) > 0
-    assert any(type(m).__name__ == "Location" for m in models)  # the page URL is synchronised
+    # the radial view's drawing (its component's packed data) is there too
+    radial = next(m for m in models if "pick" in getattr(getattr(m, "data", None), "properties", set)())
+    assert radial.data.data and set(radial.data.data) == set(app.view.flow.data)
+    assert any(type(m).__name__ == "Location" for m in models)  # the page's URL is read at the start
+    # the address the first view writes (replacing the bare address: no history entry) is in it too
+    history = next(m for m in models if "entry" in getattr(getattr(m, "data", None), "properties", set)())
+    assert history.data.entry["search"] == f"?sample={app.sample_id}" and history.data.entry["push"] is False
 
 
 def test_the_frozen_build_makes_the_same_document(config, registry, monkeypatch):
@@ -206,6 +211,7 @@ def test_back_and_forward_restore_the_state_the_address_shows(config, registry, 
 def test_the_tables_fit_a_laptop_window_and_cut_sentences_have_a_tooltip(config, registry, demo_index):
     """Defect 7: the corpus and similar-samples tables scrolled sideways at 1280 px, cut sentences had
     no tooltip, and a one-row result left 250 px of blank table."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect
 
     from browser_support import wait_for
@@ -218,8 +224,15 @@ def test_the_tables_fit_a_laptop_window_and_cut_sentences_have_a_tooltip(config,
         widths = page.evaluate(TABLE_WIDTHS)
         assert len(widths) >= 2 and all(scroll <= client + 1 for scroll, client in widths), widths
         cell = rows.first.locator(".tabulator-cell[tabulator-field=sentence_a]")
-        cell.scroll_into_view_if_needed()
-        cell.hover()
+
+        def hovered() -> bool:  # the table may redraw its rows meanwhile (the similar samples arriving)
+            try:
+                cell.hover(timeout=5_000)
+            except PlaywrightError:
+                return False
+            return True
+
+        wait_for(hovered, what="a hover on the first sentence of the corpus table")
         full = str(app.index.metadata["sentence_a"].iloc[0])
         expect(page.locator(".tabulator-tooltip")).to_have_text(full)
         app.browser.k = 1  # one similar sample: a table of one row
@@ -248,7 +261,42 @@ def test_a_page_that_loses_its_server_says_so(sharp_bert_dirs, demo_index, tmp_p
             expect(page.locator(".af-browser .tabulator-row").first).to_be_visible(timeout=TIMEOUT_S * 1000)
             assert server.new_errors() == "" and problems.take() == []
             server.stop()  # the server goes away under the open page
-            expect(page.get_by_text(DISCONNECTED)).to_be_visible(timeout=TIMEOUT_S * 1000)
+            expect(page.locator(".notyf__message")).to_have_text(DISCONNECTED, timeout=TIMEOUT_S * 1000)
             browser.close()
     finally:
         server.stop()
+
+
+class _RecordingRegistry(Registry):
+    """A registry that notes the thread of every model run (a result not in its cache)."""
+
+    def __init__(self):
+        super().__init__()
+        self.run_threads: list[str] = []
+
+    def run(self, pair, sentence_a: str, sentence_b: str):
+        if self.cached_result(pair, sentence_a, sentence_b) is None:
+            self.run_threads.append(threading.current_thread().name)
+        return super().run(pair, sentence_a, sentence_b)
+
+
+@pytest.mark.browser
+def test_no_model_runs_on_the_event_loop(config, sharp_pair, sharp_bert_dirs, demo_index):
+    """Issue 25: "Load model pair" and the first view ran the models inside a locked callback, holding the
+    event loop. A link to a sample never run, a pick in the table and Back each run the models in an
+    executor thread (asyncio's), and the page shows the result."""
+    from playwright.sync_api import expect
+
+    registry = _RecordingRegistry()
+    registry.add_pair(sharp_pair, sharp_bert_dirs[0], sharp_bert_dirs[1])
+    ids = [str(x) for x in registry.index(demo_index).metadata["id"]]
+    with _page(config, registry) as (page, _apps, url, _):
+        before = len(registry.run_threads)  # the server's warm-up ran the first sample in this thread
+        page.goto(f"{url}?sample={ids[7]}")
+        expect(page.locator(".af-sample-id")).to_have_text(ids[7])
+        page.locator(".af-browser .tabulator-row").filter(has_text=ids[3]).first.click()
+        expect(page.locator(".af-sample-id")).to_have_text(ids[3])
+        page.go_back()
+        expect(page.locator(".af-sample-id")).to_have_text(ids[7])
+        runs = registry.run_threads[before:]
+        assert len(runs) == 2 and all(name.startswith("asyncio") for name in runs), runs

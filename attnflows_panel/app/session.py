@@ -133,6 +133,10 @@ class Shown:
     a: str = ""
     b: str = ""
 
+    def sentences(self) -> tuple[str, str]:
+        """The pair the models run on."""
+        return (self.row["sentence_a"], self.row["sentence_b"]) if self.row is not None else (self.a, self.b)
+
 
 class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
     """One user's session: the Attention Flows views of one sentence pair plus the corpus browser.
@@ -221,14 +225,18 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self._notices: list[str] = []
         url_state, errors = UrlState.parse(query or "")
         self._notices.extend(errors)
-        if self._resources_ready() or not self._served:  # not served: a notebook or a test loads right here
-            self._start(url_state)
+        # the first view is built right here when nothing has to load or run (the models and their output
+        # on the first pair are in the registry), or without a server (a notebook, a test); else the page
+        # comes at once with a busy note, and the models load and run in an executor
+        first = self._first_target(url_state) if self._resources_ready() else None
+        if not self._served or (first is not None and self.registry.cached_result(self.pair, *first.sentences())):
+            self._start(url_state, first)
             # the first view is drawn now, while the session's document is being built, so that it is
             # part of the first document a browser pulls (not a redraw on the next tick, sent as patches)
             self.view.draw_now()
         else:
             self._set_busy(True, "Loading the model pair and the index …")
-            pn.state.onload(functools.partial(self._start_async, url_state))
+            pn.state.onload(functools.partial(self._start_async, url_state, first))
 
     # ------------------------------------------------------------------ construction
 
@@ -250,10 +258,12 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             self.index = self.registry.cached_index(self.config.index, pair=self.pair)
             if self.index is None:
                 return False
+        self.task = model_task(self.pair, self.config.index if self.index is not None else None)
         return True
 
     def _load_resources(self) -> None:
-        """Load the pair and open the index through the registry (blocking; run in a thread when served)."""
+        """Load the pair and open the index through the registry (blocking; run in a thread when served).
+        Does nothing when they are loaded."""
         if self.pair is None:
             pre, fine = self.config.model_refs()
             self.pair = self.registry.pair(pre, fine, device=self.config.device)
@@ -265,53 +275,52 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
                 self._want_index = False
         self.task = model_task(self.pair, self.config.index if self.index is not None else None)
 
-    def _prepare(self, url: UrlState) -> Shown | None:
-        """Load what is missing and run the models on the first pair (blocking: a worker thread when
-        served). None when the models could not be run on it (a notice says why)."""
+    def _prepare(self, url: UrlState, first: Shown | None = None) -> Shown | None:
+        """Load what is missing and run the models on the first pair (``first``, else the link's; blocking:
+        an executor when served). None when the models could not be run on it (a notice says why)."""
         self._load_resources()
         try:
-            return self._first_shown(url)
+            first = first or self._first_target(url)
+            first.result = self.registry.run(self.pair, *first.sentences())
+            return first
         except Exception as exc:  # noqa: BLE001 - the page stays usable: the form, the browser
             log.exception("building the first view failed")
             self._notices.append(f"Could not show the first sample: {exc}")
             return None
 
-    def _first_shown(self, url: UrlState) -> Shown:
-        """The link's typed pair or sample, else the first sample of the model's task, run."""
+    def _first_target(self, url: UrlState) -> Shown:
+        """What the first view shows (no model run yet): the link's typed pair or sample, else the first
+        sample of the model's task. A bad value of the link is a notice."""
         if url.a is not None or url.b is not None:
             a, b, notes = self._clean_pair(url.a or "", url.b or "")
             self._notices.extend(f"Link: {n}" for n in notes)
             if a is not None:
-                return Shown(self.registry.run(self.pair, a, b), a=a, b=b)
+                return Shown(None, a=a, b=b)
         elif url.sample is not None:
             if self.index is None:
                 self._notices.append(f"The link names sample {url.sample!r}, but no corpus index is loaded.")
             else:
                 shown = self._lookup(url.sample, where=" in the link", then=" Showing another sample instead.")
                 if shown is not None:
-                    return self._run_sample(shown)
+                    return shown
         first = self._first_sample_id()
         if first:
-            return self._run_sample(self._lookup(first))
-        return Shown(self.registry.run(self.pair, *EXAMPLE_PAIR), a=EXAMPLE_PAIR[0], b=EXAMPLE_PAIR[1])
+            return self._lookup(first)
+        return Shown(None, a=EXAMPLE_PAIR[0], b=EXAMPLE_PAIR[1])
 
-    def _run_sample(self, shown: Shown) -> Shown:
-        shown.result = self.registry.run(self.pair, shown.row["sentence_a"], shown.row["sentence_b"])
-        return shown
-
-    async def _start_async(self, url: UrlState) -> None:
+    async def _start_async(self, url: UrlState, first: Shown | None = None) -> None:
         """Load the models and run the first pair in an executor, then show it on the next tick."""
         try:
-            shown = await asyncio.get_running_loop().run_in_executor(None, self._prepare, url)
+            shown = await asyncio.get_running_loop().run_in_executor(None, self._prepare, url, first)
         except Exception as exc:  # noqa: BLE001 - shown to the user, the session stays usable
             log.exception("loading the model pair failed")
             self._later(functools.partial(self._load_failed, exc))
             return
         self._later(functools.partial(self._finish_start, url, shown))
 
-    def _start(self, url: UrlState) -> None:
+    def _start(self, url: UrlState, first: Shown | None = None) -> None:
         try:
-            shown = self._prepare(url)
+            shown = self._prepare(url, first)
         except Exception as exc:  # noqa: BLE001
             log.exception("loading the model pair failed")
             self._load_failed(exc)
