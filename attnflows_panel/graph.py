@@ -244,7 +244,7 @@ class AttentionGraph(Reachability):
     def levels_flat(self) -> np.ndarray:
         """Every node as a flat index ``level * n + token``, level by level then by token (the order of
         :meth:`nodes`, :meth:`ancestor_matrix` and :meth:`ancestor_sets`)."""
-        return self._reach_base[1]
+        return self._node_order[1]
 
     @property
     def head_counts(self) -> np.ndarray:

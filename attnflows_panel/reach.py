@@ -22,15 +22,42 @@ class Reachability:
     answers for all nodes at once)."""
 
     @cached_property
+    def _node_order(self):
+        """``(off, flat)``: level offsets of the compact node order (level by level, then by token) and
+        each node's flat index ``level * n + token``, ascending."""
+        off = np.zeros(self.L + 2, dtype=np.intp)
+        np.cumsum([len(x) for x in self.levels], out=off[1:])
+        return off, np.flatnonzero(self.member)  # member is [L+1, n]: flat order is the compact order
+
+    @cached_property
     def _reach_base(self):
-        """``(off, flat, sub)``: level offsets of the compact node order, each node's flat index
-        ``level * n + token``, and the adjacency between consecutive levels' nodes ``sub[k]``
-        [m_{k+1}, m_k]."""
-        L, lv = self.L, self.levels
-        off = np.concatenate([[0], np.cumsum([len(x) for x in lv])]).astype(np.intp)
-        flat = np.concatenate([j * self.n + lv[j] for j in range(L + 1)])  # compact bit -> flat index
-        sub = [self._adj[k][lv[k + 1]][:, lv[k]] for k in range(L)]  # rows, then columns
+        """``(off, flat, sub)``: :attr:`_node_order` and the adjacency between consecutive levels' nodes
+        ``sub[k]`` [m_{k+1}, m_k]."""
+        off, flat = self._node_order
+        lv = self.levels
+        sub = [self._adj[k].take(lv[k + 1], axis=0).take(lv[k], axis=1) for k in range(self.L)]  # rows, then columns
         return off, flat, sub
+
+    @cached_property
+    def _edge_csr(self):
+        """Every edge in compact node numbers, grouped by layer and upper node: ``(upper, lower, first,
+        seg, seg_first)``. Edge i (ordered by layer, then ``a``, then ``b``) joins compact node
+        ``upper[i]`` (level k + 1) to ``lower[i]`` (level k); the edges through layer k are
+        ``first[k]:first[k + 1]``; ``seg`` holds the first edge of each upper node's run of edges, and
+        the runs of layer k are ``seg[seg_first[k]:seg_first[k + 1]]``. One search over the whole
+        adjacency instead of one per level."""
+        n = self.n
+        keys = np.flatnonzero(self._adj)  # (k * n + a) * n + b, ascending
+        ka, b = np.divmod(keys, n)  # ka = k * n + a
+        k = ka // n
+        rank = np.cumsum(self.member.ravel()) - 1  # compact number of a node from its flat index
+        upper = rank[ka + n]  # node (k + 1, a)
+        lower = rank[ka - (ka % n) + b]  # node (k, b)
+        first = np.searchsorted(k, np.arange(self.L + 1))
+        new_run = np.ones(keys.size, dtype=bool)
+        new_run[1:] = ka[1:] != ka[:-1]
+        seg = np.flatnonzero(new_run)
+        return upper, lower, first, seg, np.searchsorted(seg, first)
 
     @cached_property
     def _reach_down(self):
@@ -44,28 +71,31 @@ class Reachability:
         only those are computed. No BLAS and no per-node search is involved.
         """
         off, flat, sub = self._reach_base
-        down, own = self._down_sets(np.arange(off[-1]), int(off[-1]), off, sub)
+        down, own = self._down_sets(np.arange(off[-1]), int(off[-1]), off)
         return off, flat, down, own, sub
 
-    def _down_sets(self, bit: np.ndarray, width: int, off: np.ndarray, sub: list[np.ndarray]):
+    def _down_sets(self, bit: np.ndarray, width: int, off: np.ndarray):
         """Packed ancestor sets ``down[l]`` [m_l, W] with node j (compact order) as bit ``bit[j]`` of
         ``width`` bits, and each node's own bit ``own[l]``; see :attr:`_reach_down`. ``bit`` ascends
-        with the levels, so level l's ancestors lie below bit ``bit[off[l]]``."""
+        with the levels, so level l's ancestors lie below bit ``bit[off[l]]``. Each level is one gather
+        and one ``bitwise_or.reduceat`` over the edges into it (:attr:`_edge_csr`), as :func:`or_and`."""
         L = self.L
         sizes = np.diff(off)
         words = max(1, -(-width // 64))
-        own = []
-        for lev in range(L + 1):
-            o = np.zeros((sizes[lev], words), dtype=np.uint64)
-            b = bit[off[lev] : off[lev + 1]]
-            o[np.arange(sizes[lev]), b // 64] = np.left_shift(np.uint64(1), (b % 64).astype(np.uint64))
-            own.append(o)
+        own_all = np.zeros((int(off[-1]), words), dtype=np.uint64)
+        own_all[np.arange(own_all.shape[0]), bit // 64] = np.left_shift(np.uint64(1), (bit % 64).astype(np.uint64))
+        own = [own_all[off[lev] : off[lev + 1]] for lev in range(L + 1)]
+        upper, lower, first, seg, seg_first = self._edge_csr
         down = [np.zeros((sizes[0], words), dtype=np.uint64)]
         for lev in range(1, L + 1):
             top = int(bit[off[lev] - 1]) + 1 if off[lev] else 0  # bits of the levels below lev
             w = -(-top // 64)  # words that can hold level lev's ancestors
             d = np.zeros((sizes[lev], words), dtype=np.uint64)
-            d[:, :w] = or_and(sub[lev - 1], (down[lev - 1] | own[lev - 1])[:, :w])
+            e0, e1 = int(first[lev - 1]), int(first[lev])
+            if e1 > e0 and w:
+                src = down[lev - 1][:, :w] | own[lev - 1][:, :w]  # each child's ancestors and itself
+                runs = seg[seg_first[lev - 1] : seg_first[lev]]
+                d[upper[runs] - off[lev], :w] = np.bitwise_or.reduceat(src[lower[e0:e1] - off[lev - 1]], runs - e0)
             down.append(d)
         return down, own
 
@@ -76,13 +106,13 @@ class Reachability:
         of two graphs' nodes level by level, say); unpacked, the rows are :meth:`ancestor_matrix`'s with
         its columns moved to ``bit``. What a view ships as hover highlight bits (P4/P6), without moving
         columns afterwards."""
-        off, _, sub = self._reach_base
+        off, _ = self._node_order
         bit = np.asarray(bit, dtype=np.int64)
         if bit.shape != (int(off[-1]),) or (bit.size and (bit.min() < 0 or bit.max() >= width)):
             raise ValueError(f"bit must give each of the {int(off[-1])} nodes a position in 0 .. {width - 1}")
         if bit.size > 1 and not (np.diff(bit) > 0).all():
             raise ValueError("bit must ascend with the nodes' order (levels, then positions)")
-        return self._down_sets(bit, width, off, sub)[0]
+        return self._down_sets(bit, width, off)[0]
 
     @cached_property
     def _reach_up(self):
