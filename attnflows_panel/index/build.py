@@ -28,7 +28,15 @@ from attnflows_panel._io import (
     staging_name,
 )
 from attnflows_panel.index.batches import buckets_by_length, compute_batch, encode_shard, resolve_max_tokens
-from attnflows_panel.index.format import SHARD_DIR, IndexFileError, load_npy, load_parquet, shard_name
+from attnflows_panel.index.format import (
+    MANIFEST,
+    SHARD_DIR,
+    IndexFileError,
+    load_npy,
+    load_parquet,
+    refuse_other_files,
+    shard_name,
+)
 from attnflows_panel.index.plan import (
     BUILD_LOCK_NAME,
     DEFAULT_SHARD_SIZE,
@@ -118,6 +126,10 @@ def beside_when_overwriting(out: Path, overwrite: bool) -> Iterator[Path]:
     if not (overwrite and _holds_files(out)):
         yield out
         return
+    if not (out / MANIFEST).exists():
+        yield out  # not an index: plan_build refuses a folder of other files, or clears a build's leftovers
+        return
+    refuse_other_files(out)  # an overwrite replaces an index, never a user's files beside it
     staging = staging_name(out)
     staging.mkdir(parents=True)
     try:

@@ -59,6 +59,7 @@ __all__ = [
     "record_files",
     "verify_files",
     "clear_index_files",
+    "refuse_other_files",
 ]
 
 FORMAT = "attnflows-signature-index"
@@ -333,13 +334,19 @@ def verify_files(path: str | os.PathLike, manifest: Mapping[str, Any] | None = N
     return problems
 
 
-def clear_index_files(out: Path) -> None:
-    """Remove what an index build writes (only those names: never a user's other files)."""
+def refuse_other_files(out: Path) -> None:
+    """IndexFileError when ``out`` holds files an index build does not write (a user's own): an
+    overwrite must never remove them."""
     ours = {MANIFEST, SHARD_DIR, HEAD_CHANGE_FILE, *DATA_FILES}
     present = list(out.iterdir()) if out.exists() else []
     others = sorted(p.name for p in present if p.name not in ours and not p.name.startswith("."))
     if others:
         raise IndexFileError(f"{out} holds other files ({others[:5]}); choose another --out")
+
+
+def clear_index_files(out: Path) -> None:
+    """Remove what an index build writes (only those names: never a user's other files)."""
+    refuse_other_files(out)
     for stale in out.glob(".*.tmp*"):
         stale.unlink()
     for name in (MANIFEST, HEAD_CHANGE_FILE, *DATA_FILES):
