@@ -400,16 +400,25 @@ def gold_indices(model_labels: Sequence[str], labels: Sequence[Any],
     """Gold labels as the classifier's output indices (int64 [N]; -1 = unlabelled).
 
     A corpus label name that matches one of the model's label names (case-insensitive) maps to that
-    index; otherwise the corpus' integer label is used (GLUE order, which ``attnflows finetune`` keeps).
+    index. A name the model does not predict (another task's label) is left out (-1), never scored by
+    its number, unless the model kept generic names (``LABEL_0``, …): then, as for a sample without a
+    name, the corpus' integer label is used (GLUE order, which ``attnflows finetune`` keeps). For a
+    corpus of several tasks, :func:`label_correct_gold` reconciles task by task and says what it left out.
     """
+    from attnflows_panel.labels import is_generic
+
     if not model_labels:
         raise AblationError(_no_head_message("the fine-tuned model"))
     lookup = {str(n).lower(): i for i, n in enumerate(model_labels)}
+    generic = is_generic([str(n) for n in model_labels])
     out = np.full(len(labels), -1, dtype=np.int64)
     for i, lab in enumerate(labels):
         name = None if label_names is None else label_names[i]
-        if name is not None and not (isinstance(name, float) and np.isnan(name)) and str(name).lower() in lookup:
+        named = name is not None and not (isinstance(name, float) and np.isnan(name))
+        if named and str(name).lower() in lookup:
             out[i] = lookup[str(name).lower()]
+        elif named and not generic:
+            continue  # a label the model does not predict: not scored
         elif lab is not None and int(lab) >= 0:
             if int(lab) >= len(model_labels):
                 raise AblationError(f"label {lab} of sample {i} is out of range for the model's "

@@ -101,3 +101,7 @@ def test_label_correct_gold_maps_names_and_leaves_other_tasks_out():
         AB.label_correct_gold([], ["equivalent"], ["mrpc"])
     with pytest.raises(AB.AblationError, match="no classification head"):
         AB.gold_indices([], np.array([1]), ["equivalent"])
+    # another task's label name is never scored by its number (entailment = 0 is no not_equivalent)
+    assert AB.gold_indices(["not_equivalent", "equivalent"], [0, 1, 0],
+                           ["not_equivalent", "equivalent", "entailment"]).tolist() == [0, 1, -1]
+    assert AB.gold_indices(["LABEL_0", "LABEL_1"], [1, 0], ["yes", "no"]).tolist() == [1, 0]  # generic: by number
