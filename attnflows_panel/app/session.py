@@ -235,7 +235,8 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             # part of the first document a browser pulls (not a redraw on the next tick, sent as patches)
             self.view.draw_now()
         else:
-            self._set_busy(True, "Loading the model pair and the index …")
+            self._set_busy(True, "Loading the model pair and the index …" if first is None
+                           else "Running both models on the linked pair …")
             pn.state.onload(functools.partial(self._start_async, url_state, first))
 
     # ------------------------------------------------------------------ construction
