@@ -607,6 +607,8 @@ class CausalPair:
             # Without runs given, each model's q/k go as soon as its graph is traced: the two models' q/k are
             # never held together (peak memory; pass runs from :meth:`run` to re-root without running again).
             run = self._run_one(model, encoded) if runs is None else runs[i]
+            if runs is None:
+                _release_freed_memory()  # the forward pass's activations, before the rows are computed
             logp.append(torch.log_softmax(self.next_token_logits(model, run, root), -1))
             edges[which] = run.trace(root, tau_min)
             if runs is None:

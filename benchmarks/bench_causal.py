@@ -3,7 +3,8 @@
 For each shape, two random-initialised models of one shape (a "base" and an "instruct" with another seed) run
 over a prompt of random token ids, and the script measures, interleaved in one process with pinned threads:
 
-- ``forward``: both models' plain SDPA forward passes (``model.base_model``, no recording): the reference;
+- ``forward``: both models' own SDPA forward passes with the next-token logits at the last position
+  (``logits_to_keep=1``), nothing recorded: the reference;
 - ``run``: the same passes with q/k recorded (:meth:`CausalPair.run`);
 - ``graph``: the rows the two Attention Graphs need, from the root (the last token) at ``tau_min``
   (:meth:`ModelRun.trace`, both models), then both graphs built at τ = 0.1.
@@ -111,10 +112,12 @@ def _encoded(pair, n: int, seed: int = 0):
 
 
 def _plain_forward(pair, enc) -> None:
+    """Both models' own forward passes, as one runs a causal LM for its next token: SDPA, logits at the last
+    position only (``logits_to_keep=1``), nothing recorded."""
     ids = torch.tensor([enc.ids])
     with torch.inference_mode():
         for model in (pair.pretrained, pair.finetuned):
-            model.base_model(input_ids=ids, use_cache=False)
+            model(input_ids=ids, use_cache=False, logits_to_keep=1)
 
 
 def _graph(pair, runs, root: int, tau_min: float):
