@@ -170,15 +170,14 @@ def in_process(config, registry, index, repeat: int) -> dict:
 
     app.tau = 0.3
     rec.flush()
-    nodes = app.view.flow.sources["nodes"]
-    levels = np.asarray(nodes.data["level"])
     L = app.pair.num_layers
-    mid = [i for i in range(len(levels)) if levels[i] == L // 2] or [0]
-    picks = [mid[0], mid[-1]] if len(mid) > 1 else [mid[0], int(np.flatnonzero(levels == L)[0])]
+    mid = [int(p) for p in app.view.data.levels[L // 2]] or [0]
+    picks = ([[L // 2, mid[0]]], [[L // 2, mid[-1]]]) if len(mid) > 1 else ([[L // 2, mid[0]]], [[L, 0]])
     t_click, b_click = [], []
     for i in range(repeat):
-        # what a click on a token sends: the tap tool's selection on the node source
-        dt, size = timed_action(rec, lambda i=i: setattr(nodes.selected, "indices", [picks[i % 2]]))
+        # what a click on a token sends: the radial component's pick (attnflows_panel.views.radial.RadialFlow)
+        pick = {"selection": picks[i % 2], "head": [], "head_model": "both", "seq": i + 1}
+        dt, size = timed_action(rec, lambda pick=pick: setattr(app.view.flow, "pick", pick))
         t_click.append(dt)
         b_click.append(size)
     assert app.selection, "the click did not select a token"
@@ -282,7 +281,7 @@ async def one(start):
                 break
         s = time.perf_counter() - t0
         text = msg.content_json  # the JSON as received (not encoded again here: the clients' CPU is the server's)
-        ok = '"af-sample"' in text and '"attnflows-nodes"' in text
+        ok = '"af-sample"' in text and '"frozen"' in text  # the sample card and the radial component's data
         sock.close()
         return {"s": s, "ok": ok}
     except Exception as exc:  # reported
@@ -369,7 +368,11 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
         app = apps[-1]
         doc = s.document
         slider = next(m for m in doc.models if type(m).__name__ == "Slider" and "τ" in (m.title or ""))
-        nodes = next(m for m in doc.models if getattr(m, "name", None) == "attnflows-nodes")
+        # the radial component (attnflows_panel.views.radial.RadialFlow): a click is its "pick"
+        radial = next(m for m in doc.models if "pick" in getattr(getattr(m, "data", None), "properties", set)())
+
+        def pick(selection, seq: int) -> None:
+            radial.data.pick = {"selection": selection, "head": [], "head_model": "both", "seq": seq}
         # the address the server writes last (attnflows_panel.app.history.BrowserHistory's entry)
         history = next(m for m in doc.models if "entry" in getattr(getattr(m, "data", None), "properties", set)())
 
@@ -391,13 +394,10 @@ def served(config, registry, sessions: int, repeat: int, browser: bool, concurre
                 slider.set_from_json("value_throttled", tau)  # readonly in Python; what a slider release sends
 
             rt_tau.append(round_trip(set_tau, lambda tau=tau: ("tau=0.28" in search()) == (tau == 0.28)))
-        levels = list(app.view.flow.sources["nodes"].data["level"])  # the server's copy of the columns
-        L = app.pair.num_layers
-        target = next((i for i, lv in enumerate(levels) if lv == L // 2), 0)
-        for _ in range(repeat):
-            rt_click.append(round_trip(lambda: setattr(nodes.selected, "indices", [target]),
-                                       lambda: "sel=" in search()))
-            round_trip(lambda: setattr(nodes.selected, "indices", []), lambda: "sel=" not in search())
+        root = [[app.pair.num_layers, int(getattr(app.result, "cls_position", 0))]]  # a click on [CLS]
+        for k in range(repeat):
+            rt_click.append(round_trip(lambda k=k: pick(root, 2 * k + 1), lambda: "sel=" in search()))
+            round_trip(lambda k=k: pick([], 2 * k + 2), lambda: "sel=" not in search())
         s.close()
         out["tau_round_trip"] = stats(rt_tau)
         out["click_round_trip"] = stats(rt_click)

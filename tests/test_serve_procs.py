@@ -52,7 +52,9 @@ def test_worker_processes_share_one_model_load_and_serve_every_session(sharp_ber
             session.close()
             card = [m for m in models if "af-sample" in (getattr(m, "css_classes", None) or [])]
             assert card and "demo-" in card[0].text
-            assert any(getattr(m, "name", None) == "attnflows-nodes" for m in models)
+            # the radial component's drawing is in the first document (its packed data)
+            assert any("pick" in getattr(getattr(m, "data", None), "properties", set)() and m.data.data
+                       for m in models)
             sheets = [m.url for m in models if type(m).__name__ == "ImportedStyleSheet"]
             assert sheets and not [u for u in sheets if u.startswith("http")], sheets
         text = log_path.read_text()
