@@ -293,3 +293,39 @@ def test_hover_click_shift_click_glyph_brushes_and_clear(server, browser):
     assert view.result.sentence_a.split()[0] in svg
     assert problems.take() == []
     page.close()
+
+
+def test_the_browser_derives_the_layouts_edge_curves_and_sparklines(browser, results, minilm_pair):
+    """radial.js computes each edge's curve and the sparkline bars from the nodes and the edges' head
+    masks (they are not sent, to keep the payload small): the same numbers as layout.edge_curves and
+    FlowData's sparklines, in both modes."""
+    import numpy as np
+
+    from attnflows_panel.graph import AttentionGraph
+    from attnflows_panel.views.flow_data import FlowData
+    from attnflows_panel.views.radial import pack_flow
+    from browser_support import radial_page
+
+    r = results[44]
+    page = browser.new_page()
+    problems = PageProblems(page)
+    for mode in ("combined", "finetuned"):
+        data = FlowData(r.tokens, r.segments, AttentionGraph.build(r.pretrained.attentions, 0.1),
+                        AttentionGraph.build(r.finetuned.attentions, 0.1), mode)
+        root = radial_page(page, pack_flow(data), 600, 600)
+        geo = root.evaluate("(el) => el.attnflowsGeometry()")
+        e = data.edges
+        want = np.stack([e[c].to_numpy() for c in ("x0", "y0", "cx0", "cy0", "cx1", "cy1", "x1", "y1")], axis=1)
+        # an edge between tokens half a turn apart may go round either way: both are right
+        ang = data.nodes["angle"].to_numpy()
+        d = np.mod(ang[e["v"].to_numpy()] - ang[e["u"].to_numpy()] + np.pi, 2 * np.pi) - np.pi
+        ok = np.abs(np.abs(d) - np.pi) > 1e-6
+        assert ok.mean() > 0.98
+        np.testing.assert_allclose(np.asarray(geo["curve"]).reshape(-1, 8)[ok], want[ok], atol=0.05)
+        got = np.asarray(geo["spark"]).reshape(-1, 6)
+        sp = data.sparks
+        want = np.stack([sp["node"], sp["model"], sp["x0"], sp["y0"], sp["x1"], sp["y1"]], axis=1).astype(float)
+        key = lambda a: a[np.lexsort((a[:, 3], a[:, 2], a[:, 1], a[:, 0]))]  # noqa: E731
+        np.testing.assert_allclose(key(got), key(want), atol=0.05)
+    assert problems.take() == []
+    page.close()

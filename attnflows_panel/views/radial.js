@@ -166,12 +166,42 @@ function prep(D) {
   const gstart = new Int32Array(N + 1);
   for (let r = 0; r < G; r++) gstart[D.g_node[r] + 1] += 1;
   for (let u = 0; u < N; u++) gstart[u + 1] += gstart[u];
-  const sstart = new Int32Array(N + 1);  // spark bars of each node (sorted per node below)
-  const S = D.s_node.length, sorder = new Int32Array(S);
-  for (let i = 0; i < S; i++) sstart[D.s_node[i] + 1] += 1;
-  for (let u = 0; u < N; u++) sstart[u + 1] += sstart[u];
-  const sf = sstart.slice(0, N);
-  for (let i = 0; i < S; i++) sorder[sf[D.s_node[i]]++] = i;
+  // edge curves (layout.edge_curves): a cubic Bézier from the upper cell's outer side to the lower
+  // cell's inner side along the ring direction, the short way round; the root leaves radially
+  const curve = new Float32Array(E * 8);
+  for (let e = 0; e < E; e++) {
+    const u = D.e_u[e], v = D.e_v[e];
+    const t1 = D.n_angle[v], t0 = lvl[u] === L ? t1 : D.n_angle[u];
+    const r0 = D.n_rout[u], r1 = D.n_rin[v];
+    const d = ((((t1 - t0 + Math.PI) % (2 * Math.PI)) + 2 * Math.PI) % (2 * Math.PI)) - Math.PI;
+    const kappa = 4 / 3 * Math.tan(d / 4), dr = r1 - r0;
+    const c0 = Math.cos(t0), s0 = Math.sin(t0), c1 = Math.cos(t1), s1 = Math.sin(t1);
+    const o = e * 8;
+    curve[o] = r0 * c0; curve[o + 1] = r0 * s0;
+    curve[o + 2] = r0 * c0 - kappa * r0 * s0 + dr / 3 * c0; curve[o + 3] = r0 * s0 + kappa * r0 * c0 + dr / 3 * s0;
+    curve[o + 4] = r1 * c1 + kappa * r1 * s1 - dr / 3 * c1; curve[o + 5] = r1 * s1 - kappa * r1 * c1 - dr / 3 * s1;
+    curve[o + 6] = r1 * c1; curve[o + 7] = r1 * s1;
+  }
+  // sparkline bars (§4.3.2; FlowData._build_sparks): under token v of level k, for each edge (u -> v) of
+  // model c, a bar at the relative position (pos u - pos v)/(n-1), as high as c's heads on it (<= 3)
+  const two = (D.models & 1) && (D.models & 2);
+  const sparkList = [];
+  for (const c of [PRE, FINE]) {
+    if (!(D.models & c)) continue;
+    const shift = two ? 0.45 * (c === FINE ? 1 : -1) : 0;
+    for (let e = 0; e < E; e++) {
+      if (!(D.e_mem[e] & c)) continue;
+      const u = D.e_u[e], v = D.e_v[e];
+      let h = 0;
+      for (let w = 0; w < W; w++) { let x = masks[c][w][e] >>> 0; while (x) { x &= x - 1; h += 1; } }
+      const rel = Math.max(-1, Math.min(1, (D.n_pos[u] - D.n_pos[v]) / Math.max(D.n - 1, 1)));
+      const ta = D.n_ta[v], ux = Math.cos(ta), uy = Math.sin(ta);
+      const du = (rel + 1) / 2 * D.spark_w + shift, hv = (Math.min(h, 3) + 1) / 4 * D.spark_h;
+      const x0 = D.n_sx0[v] + du * ux, y0 = D.n_sy0[v] + du * uy;
+      sparkList.push(v, c, x0, y0, x0 - hv * uy, y0 + hv * ux);
+    }
+  }
+  const nSpark = sparkList.length / 6, spark = Float32Array.from(sparkList);
   const strength = new Float32Array(E);  // the edge's weight (R2's `w`) or its number of heads
   for (let e = 0; e < E; e++) strength[e] = D.e_w ? D.e_w[e] : D.e_nh[e];
   const layer = new Uint8Array(E);
@@ -198,7 +228,7 @@ function prep(D) {
   const gcRows = Array.from(gcLists, ([k, v]) => [k, Int32Array.from(v)]);
   const blockRows = Array.from(blockLists, ([k, v]) => [k, Int32Array.from(v)]);
   return {N, E, G, L, H, W, models: D.models, lvl, lo, off, gmap, masks, bits, ostart, olist, gstart,
-          sstart, sorder, strength, layer, gcRows, blockRows, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
+          curve, spark, nSpark, strength, layer, gcRows, blockRows, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
 }
 
 function anc(X, c, u, v) {  // is v an ancestor of u in model c?
@@ -425,10 +455,9 @@ export function render({model, el}) {
   }
 
   function edgePath(g, e, S) {
-    const D = V.D, q = D.quant;
-    const [x0, y0] = toScreen(D.e_x0[e] / q, D.e_y0[e] / q), [x1, y1] = toScreen(D.e_x1[e] / q, D.e_y1[e] / q);
-    const [a, b] = toScreen(D.e_cx0[e] / q, D.e_cy0[e] / q), [c, d] = toScreen(D.e_cx1[e] / q, D.e_cy1[e] / q);
-    g.moveTo(x0, y0); g.bezierCurveTo(a, b, c, d, x1, y1);
+    const C = V.X.curve, o = e * 8, T = tf();
+    const X = (i) => T.ox + C[o + i] * T.S, Y = (i) => T.oy - C[o + i + 1] * T.S;
+    g.moveTo(X(0), Y(0)); g.bezierCurveTo(X(2), Y(2), X(4), Y(4), X(6), Y(6));
   }
 
   function drawRestEdges(g, S) {
@@ -570,9 +599,11 @@ export function render({model, el}) {
     const sparkCol = D.comparison ? {1: MODEL_COLOR[1], 2: MODEL_COLOR[2]} : {1: "#555555", 2: "#555555"};
     for (const c of [1, 2]) {
       g.strokeStyle = sparkCol[c]; g.lineWidth = Math.max(0.8, Math.min(1.4, 2.8 * S)); g.beginPath();
-      for (let i = 0; i < D.s_node.length; i++) {
-        if (D.s_model[i] !== c || !show[D.s_node[i]]) continue;
-        g.moveTo(T.ox + D.s_x0[i] / q * S, T.oy - D.s_y0[i] / q * S); g.lineTo(T.ox + D.s_x1[i] / q * S, T.oy - D.s_y1[i] / q * S);
+      const sp = X.spark;
+      for (let i = 0; i < X.nSpark; i++) {
+        const o = i * 6;
+        if (sp[o + 1] !== c || !show[sp[o]]) continue;
+        g.moveTo(T.ox + sp[o + 2] * S, T.oy - sp[o + 3] * S); g.lineTo(T.ox + sp[o + 4] * S, T.oy - sp[o + 5] * S);
       }
       g.stroke();
     }
@@ -1160,6 +1191,9 @@ export function render({model, el}) {
     for (let u = 0; u < D.N; u++) { st.push(state(cur, u)); fz.push(state(V.frozenTrace, u)); }
     return {level: Array.from(D.n_level), pos: Array.from(D.n_pos), st, fz};
   };
+  // what the browser derives from the edges: their curves (8 numbers each) and the sparkline bars
+  // (node, model, x0, y0, x1, y1), in data units, to be checked against layout.py / flow_data.py
+  root.attnflowsGeometry = () => ({curve: Array.from(V.X.curve), spark: Array.from(V.X.spark)});
   root.attnflowsData = (u) => [V.D.n_hx[u], V.D.n_hy[u]];  // a token's hit centre in data units
   root.attnflowsPoints = (kind) => {
     const D = V.D, out = [];

@@ -86,9 +86,9 @@ def _rest_flags(data: FlowData, strength: np.ndarray, layer: np.ndarray) -> np.n
 
 def pack_flow(data: FlowData) -> dict:
     """What the browser draws for ``data``: one flat dict of typed columns (``n_*`` nodes, ``g_*`` head
-    glyphs, ``e_*`` edges, ``s_*`` sparkline bars, ``t_*`` ticks, ``r_*`` folded runs, ``b1``/``b2`` the
+    glyphs, ``e_*`` edges (their curves and the sparkline bars are derived in the browser), ``t_*`` ticks, ``r_*`` folded runs, ``b1``/``b2`` the
     ancestor bit streams) and the few scalars and palettes the drawing needs."""
-    nodes, glyphs, edges, sparks = (data.columns(f) for f in ("nodes", "glyphs", "edges", "sparks"))
+    nodes, glyphs, edges = (data.columns(f) for f in ("nodes", "glyphs", "edges"))
     N, n, L = len(nodes), data.n, data.L
     frame_cols = set(data.nodes.columns)
     lv, ps = nodes["level"], nodes["pos"]
@@ -104,6 +104,7 @@ def pack_flow(data: FlowData) -> dict:
         "extent": float(data.layout.extent), "glyph": float(data.style.glyph),
         "ch": float(data.style.cell_height(data.H)), "radii": _f(data.layout.radii),
         "cw": float(data.style.row_width(data.H)), "spark_h": float(data.style.spark_height),
+        "spark_w": float(data.style.spark_width),
         "tokens": _display_tokens(data),
         "segs": _u(data.segments, 2), "label_text": "\n".join(t.replace("\n", " ") for t in texts),
         "palette": list(GLYPH_PALETTE), "state_colors": list(STATE_COLORS), "text_colors": list(NODE_TEXT),
@@ -111,11 +112,12 @@ def pack_flow(data: FlowData) -> dict:
     }
     out.update({
         "n_level": _u(lv, 255), "n_pos": _u(ps, n), "n_mem": nodes["member"].astype(np.uint8),
-        "n_base": nodes["base"].astype(np.uint8), "n_prio": prio, "n_angle": _f(nodes["angle"]),
+        "n_base": nodes["base"].astype(np.uint8), "n_prio": prio,
+        "n_angle": np.asarray(nodes["angle"], dtype=np.float64),  # float64: edges at half a turn curve as in Python
         "n_ta": _f(nodes["text_angle"]),
     })
-    for k in ("lx", "ly", "hx", "hy", "hr", "bx", "by", "bw", "bh", "sx0", "sy0", "sx1", "sy1"):
-        out[f"n_{k}"] = _f(nodes[k])
+    for k in ("lx", "ly", "hx", "hy", "hr", "bx", "by", "bw", "bh", "sx0", "sy0", "sx1", "sy1", "r_in", "r_out"):
+        out[f"n_{k.replace('_', '')}"] = _f(nodes[k])
     below_root = lv < L
     for c in (PRE, FINE):
         if c in data.influence:
@@ -127,9 +129,7 @@ def pack_flow(data: FlowData) -> dict:
         "g_part": glyphs["part"].astype(np.uint8), "g_gc": glyphs["gc"].astype(np.uint8),
         "g_x": _q(glyphs["x"]), "g_y": _q(glyphs["y"]), "g_cp": _u(glyphs["cp"], n), "g_cf": _u(glyphs["cf"], n),
     })
-    ecols = set(data.edges.columns)
-    for k in ("x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1"):
-        out[f"e_{k}"] = _q(edges[k])
+    ecols = set(data.edges.columns)  # the edges' curves and the sparkline bars are derived in the browser
     nh = np.asarray(edges["nh"]) if "nh" in ecols else np.ones(len(edges))
     strength = np.asarray(edges["w"], dtype=np.float64) if "w" in ecols else nh.astype(np.float64)
     layer = np.asarray(edges["layer"], dtype=np.int64)
@@ -142,9 +142,6 @@ def pack_flow(data: FlowData) -> dict:
     for c in data.graphs:
         for w in range(data.words):
             out[f"e_h{c}_{w}"] = edges[f"h{c}_{w}"].astype(mask_dtype)
-    out.update({"s_node": _u(sparks["node"], N), "s_model": sparks["model"].astype(np.uint8)})
-    for k in ("x0", "y0", "x1", "y1"):
-        out[f"s_{k}"] = _q(sparks[k])
     t = data.layout.ticks
     for k in ("x0", "y0", "x1", "y1"):
         out[f"t_{k}"] = _f(t[k].to_numpy()) if len(t) else np.zeros(0, np.float32)
