@@ -19,9 +19,8 @@ from attnflows_panel.views.corpus_browser import (
     ROW_PX,
     CorpusBrowser,
     diverging_palette,
-    format_heads,
-    parse_heads,
 )
+from attnflows_panel.views.head_mask import format_heads, parse_heads
 
 
 @pytest.fixture(scope="module")
