@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from itertools import repeat
 
 import numpy as np
@@ -180,8 +181,8 @@ class AttentionGraph(Reachability):
 
         member = np.zeros((L + 1, n), dtype=bool)
         member[L, root] = True
-        active = np.zeros((L, H, n, n), dtype=bool)  # calloc: untouched rows cost nothing
-        nheads = np.zeros((L, n, n), dtype=np.int32)  # allowed heads carrying edge (k+1, a) -> (k, b)
+        adj = np.zeros((L, n, n), dtype=bool)  # edge (k+1, a) -> (k, b) through some allowed head
+        buf = None  # one layer's per-head edges [H, n, n], reused (``active`` is built on first use)
         out_deg = np.zeros((L, n, H), dtype=np.int32)  # glyph data: out_deg[k, a, h]
         counts = np.zeros((L, n), dtype=np.int64)
         rows = np.array([root])
@@ -198,22 +199,21 @@ class AttentionGraph(Reachability):
                 _check_weights(attn)  # raises, naming the whole array's range
             # Only the rows of the tokens in level k + 1 can start an edge through layer k.
             if 4 * rows.size >= n:  # a large level: compare in place, then clear the other rows
-                sub = np.greater(layer, tau, out=active[k])  # [H, n, n]
+                buf = sub = np.greater(layer, tau, out=buf)  # [H, n, n]
                 off = ~member[k + 1]
                 if off.any():
                     sub[:, off, :] = False
                 if not all_heads:
                     sub &= heads_mask[k][:, None, None]
                 nh = _head_sum(sub)  # [n, n], zero outside the level's rows
-                nheads[k] = nh
+                np.greater(nh, 0, out=adj[k])
                 out_deg[k] = _row_counts(sub).T
             else:  # a small level: gather its rows
                 sub = layer[:, rows, :] > tau  # [H, m, n]
                 if not all_heads:
                     sub &= heads_mask[k][:, None, None]
-                active[k][:, rows, :] = sub
                 nh = _head_sum(sub)  # [m, n]
-                nheads[k, rows] = nh
+                adj[k, rows] = nh > 0
                 out_deg[k, rows] = _row_counts(sub).T
             c = np.add.reduce(nh, axis=0, dtype=acc)  # eq. 3
             counts[k] = c
@@ -227,11 +227,26 @@ class AttentionGraph(Reachability):
         self.heads = readonly(heads_mask)
         self.member = readonly(member)
         self.levels = [readonly(lv) for lv in levels]  # levels[L] is [root]
-        self.active = readonly(active)
         self.counts = readonly(counts)
-        self._nheads = readonly(nheads)
-        self._adj = readonly(nheads > 0)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
+        self._adj = readonly(adj)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
         self._out_deg = readonly(out_deg)
+
+    @cached_property
+    def active(self) -> np.ndarray:
+        """bool ``[L, H, n, n]`` (see the class docstring), computed on first use from ``attn``, τ, the
+        head mask and the levels, the way the build computed it layer by layer (the build keeps only one
+        layer of it at a time: most views never read the per-head edges of every layer). Read-only."""
+        L, H, n = self.L, self.H, self.n
+        active = np.zeros((L, H, n, n), dtype=bool)
+        for k in range(L):
+            rows = self.levels[k + 1]
+            if rows.size == 0:
+                continue
+            sub = self.attn[k][:, rows, :] > self.tau
+            if not self.heads[k].all():
+                sub &= self.heads[k][:, None, None]
+            active[k][:, rows, :] = sub
+        return readonly(active)
 
     @property
     def out_degree(self) -> np.ndarray:
@@ -246,11 +261,12 @@ class AttentionGraph(Reachability):
         :meth:`nodes`, :meth:`ancestor_matrix` and :meth:`ancestor_sets`)."""
         return self._node_order[1]
 
-    @property
+    @cached_property
     def head_counts(self) -> np.ndarray:
         """int32 ``[L, n, n]``: ``head_counts[k, a, b]`` = number of allowed heads carrying the edge
-        ``(k + 1, a) -> (k, b)``, i.e. ``active[k, :, a, b].sum()`` (0 where there is no edge). Read-only."""
-        return self._nheads
+        ``(k + 1, a) -> (k, b)``, i.e. ``active[k, :, a, b].sum()`` (0 where there is no edge). Read-only;
+        computed on first use."""
+        return readonly(_count_true(self.active, 1))
 
     @property
     def adjacency(self) -> np.ndarray:
@@ -478,11 +494,11 @@ class AttentionGraph(Reachability):
         if direction == "attended":  # rows: w (level k) -> the tokens b of level k-1 it attends to
             if k == 0:
                 return np.zeros((self.n, self.n), dtype=np.int32)
-            return self._nheads[k - 1]
+            return self.head_counts[k - 1]
         if direction == "attending":  # columns: the tokens a of level k+1 that attend to w (level k)
             if k == self.L:
                 return np.zeros((self.n, self.n), dtype=np.int32)
-            return self._nheads[k].T
+            return self.head_counts[k].T
         raise ValueError(f"direction must be 'attended' or 'attending'; got {direction!r}")
 
     def sparkline(self, k: int, w: int, direction: str = "attending") -> tuple[np.ndarray, np.ndarray]:

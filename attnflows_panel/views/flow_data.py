@@ -211,15 +211,21 @@ def _frozen_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _edge_heads(g: AttentionGraph, k: np.ndarray, rem: np.ndarray, head_off: np.ndarray):
-    """For edges ``(k, a, b)`` of graph ``g`` (``rem = a * n + b``): which heads carry each (bool [H, m])
-    and every head's weight (float [H, m]), read head by head (rows of the result are contiguous, so the
-    reductions over heads run along whole rows)."""
+    """For edges ``(k, a, b)`` of graph ``g`` (``rem = a * n + b``): which heads carry each (bool [H, m]:
+    ``g.active[k, :, a, b]``, i.e. weight > τ through an allowed head, since ``a`` is in level k + 1) and
+    every head's weight (float [H, m]), read head by head from the attention (rows of the result are
+    contiguous, so the reductions over heads run along whole rows; the per-head edge array of the whole
+    graph is never needed)."""
     H, n = g.H, g.n
     if g.attn.flags.c_contiguous:
-        idx = (k * (H * n * n) + rem)[None, :] + head_off
-        return g.active.reshape(-1)[idx], g.attn.reshape(-1)[idx]
-    a, b = np.divmod(rem, n)
-    return g.active[k, :, a, b].T, g.attn[k, :, a, b].T
+        gathered = g.attn.reshape(-1)[(k * (H * n * n) + rem)[None, :] + head_off]
+    else:
+        a, b = np.divmod(rem, n)
+        gathered = g.attn[k, :, a, b].T
+    heads = gathered > g.tau  # as the build compares (the same dtype rules)
+    if not g.heads.all():
+        heads &= g.heads.T[:, k]
+    return heads, gathered
 
 
 class FlowData(Selections):
@@ -441,6 +447,8 @@ class FlowData(Selections):
         W = max(1, math.ceil(H / 32))
         cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
         graphs = list(self.graphs.items())
+        # per model: its edges (layer, a * n + b) and their head counts, for the sparklines
+        self._spark_src = {c: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)) for c, _ in graphs}
         union = graphs[0][1].adjacency if len(graphs) == 1 else graphs[0][1].adjacency | graphs[1][1].adjacency
         keys = np.flatnonzero(union)  # (k * n + a) * n + b of every drawn edge, ascending, unique
         if keys.size == 0:
@@ -464,7 +472,9 @@ class FlowData(Selections):
                         bits |= heads[h].view(np.uint8).astype(np.uint32) << np.uint32(h % 32)
                     words[c][pos, w] = bits
                 member[pos] |= c
-                nh[pos] = np.maximum(nh[pos], g.head_counts.reshape(self.L, n * n)[k[pos], rem[pos]])
+                nh_c = np.add.reduce(heads.view(np.uint8), axis=0, dtype=np.int64)  # = g.head_counts there
+                self._spark_src[c] = (k[pos], rem[pos], nh_c)
+                nh[pos] = np.maximum(nh[pos], nh_c)
                 # the edge's weight: the strongest carrying head (the larger of the two models'); with every
                 # head allowed, the largest weight of an edge is above τ, so it is a carrying head's
                 w_c = gathered.max(axis=0) if g.heads.all() else np.where(heads, gathered, 0).max(axis=0)
@@ -501,22 +511,20 @@ class FlowData(Selections):
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at
         the relative position ``(a - w)/(n-1)`` of each token a of level k+1 that attends to w through
         layer k, as high as the number of heads doing so, clamped at 3 - i.e. ``g.sparkline(k, w,
-        "attending")``. Read for every level at once from the graph's ``head_counts`` (the number of
-        heads carrying each edge: the same numbers; the tests check them against ``g.sparkline`` token by
-        token)."""
+        "attending")``. Read for every level at once from each model's edges and the number of heads
+        carrying each (its ``head_counts``, counted by :meth:`_build_edges`: the same numbers; the tests
+        check them against ``g.sparkline`` token by token)."""
         models = list(self.graphs.items())
         shift = 0.9 if len(models) == 2 else 0.0
         denom = max(self.n - 1, 1)
         ux_all, uy_all = self.layout.column("ux"), self.layout.column("uy")
         cols: dict[str, list[np.ndarray]] = {c: [] for c in ("node", "x0", "y0", "x1", "y1", "model")}
-        for i, (c, g) in enumerate(models):
-            heads = g.head_counts  # [k, a, w]: heads carrying edge (k+1, a) -> (k, w)
-            flat = np.flatnonzero(g.adjacency)  # ordered by layer, then a, then w (np.nonzero is slow in 3-d)
-            k_idx, rem = np.divmod(flat, self.n * self.n)
+        for i, (c, _) in enumerate(models):
+            k_idx, rem, nh = self._spark_src[c]  # g's edges (k + 1, a) -> (k, w) by layer, a, w; their heads
             a_idx, w_idx = np.divmod(rem, self.n)
             if k_idx.size:
                 seg = sparkline_segments(self.layout, [self.node_index[k_idx, w_idx]], [(a_idx - w_idx) / denom],
-                                         [np.minimum(heads[k_idx, a_idx, w_idx], 3)], per_bar=True)
+                                         [np.minimum(nh, 3)], per_bar=True)
             else:
                 seg = sparkline_segments(self.layout, [], [], [])
             x0, y0, x1, y1 = seg["x0"], seg["y0"], seg["x1"], seg["y1"]
