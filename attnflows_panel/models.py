@@ -131,12 +131,15 @@ class ModelOutput:
     label: the predicted label name (argmax), or None for a model without a classification head.
     probs: softmax probability per label name (in ``id2label`` order), or None without a head.
     logits: the raw logits ``[num_labels]`` (float32), or None without a head.
+    weights: the kind of edge weights ``attentions`` holds (:mod:`attnflows_panel.weights`): ``raw`` (the
+        attention), ``norm`` or ``attattr``; rows sum to 1 (attattr: or 0) for every kind.
     """
 
     attentions: np.ndarray
     label: str | None = None
     probs: dict[str, float] | None = None
     logits: np.ndarray | None = None
+    weights: str = "raw"
 
     @property
     def has_head(self) -> bool:
@@ -728,15 +731,24 @@ class ModelPair:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, sentence_a: str, sentence_b: str) -> PairResult:
+    def run(self, sentence_a: str, sentence_b: str, weights: str = "raw") -> PairResult:
         """Run ``[CLS] sentence_a [SEP] sentence_b [SEP]`` through both models.
+
+        weights: the edge weights handed back as each output's ``attentions`` (:mod:`attnflows_panel.weights`):
+        ``raw`` attention, ``norm`` (from the same forward pass) or ``attattr`` (a model without a
+        classification head gets ``norm``); each output's ``weights`` names the kind it holds.
 
         Raises TypeError for a non-string and ValueError for an empty or whitespace-only sentence.
         """
-        return self.run_batch([(sentence_a, sentence_b)], batch_size=1)[0]
+        if weights == "attattr":
+            from attnflows_panel.weights import with_attattr
 
-    def run_batch(self, pairs: Iterable[tuple[str, str]], batch_size: int = 32) -> list[PairResult]:
-        """Run many sentence pairs; results in input order.
+            return with_attattr(self, self.run_batch([(sentence_a, sentence_b)], batch_size=1, weights="norm")[0])
+        return self.run_batch([(sentence_a, sentence_b)], batch_size=1, weights=weights)[0]
+
+    def run_batch(self, pairs: Iterable[tuple[str, str]], batch_size: int = 32,
+                  weights: str = "raw") -> list[PairResult]:
+        """Run many sentence pairs; results in input order (``weights``: ``raw`` or ``norm``, as :meth:`run`).
 
         Pairs are sorted by token length and run ``batch_size`` at a time, each batch padded only to
         its own longest pair, so little compute goes to padding. Every pair is validated before any
@@ -751,7 +763,7 @@ class ModelPair:
         results: list[PairResult | None] = [None] * len(items)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            outputs = self._forward([encoded[i] for i in chunk])
+            outputs = self._forward([encoded[i] for i in chunk], weights=weights)
             for j, i in enumerate(chunk):
                 ids, types, truncated = encoded[i]
                 results[i] = self._result(texts_a[i], texts_b[i], ids, truncated, outputs["pretrained"][j],
@@ -759,8 +771,10 @@ class ModelPair:
         return results  # type: ignore[return-value]
 
     def usage_batch(self, pairs: Iterable[tuple[str, str]], tau: float, batch_size: int = 32,
-                    head_change: bool = False, encoded: Sequence[tuple] | None = None) -> dict[str, Any]:
-        """What an index stores of each pair, without attention matrices (the index build's fast path):
+                    head_change: bool = False, encoded: Sequence[tuple] | None = None,
+                    weights: str = "raw") -> dict[str, Any]:
+        """What an index stores of each pair, without attention matrices (the index build's fast path;
+        ``weights``: the edge weights counted, ``raw`` or ``norm``, as :meth:`run`):
         ``usage`` float32 [m, 2, L, H] (u_pre, u_fine at τ, root [CLS]; equal to
         ``attnflows_panel.index.result_usage(self.run(a, b), tau)``), ``pred_pre``, ``pred_fine`` (label
         names or None), ``prob_fine`` (float32, NaN without a head), ``n_tokens``, ``truncated``; in
@@ -793,7 +807,8 @@ class ModelPair:
         order = sorted(range(m), key=lambda i: len(encoded[i][0]))
         for start in range(0, m, batch_size):
             chunk = order[start:start + batch_size]
-            raw = self._forward([encoded[i] for i in chunk], usage_tau=float(tau), head_change=head_change)
+            raw = self._forward([encoded[i] for i in chunk], usage_tau=float(tau), head_change=head_change,
+                                weights=weights)
             if head_change:
                 out["head_change"][chunk] = raw["head_change"]
             out["usage"][chunk, 0] = raw["pretrained"]["usage"]
@@ -864,7 +879,7 @@ class ModelPair:
         return out
 
     def _forward(self, batch: list[tuple[list[int], list[int] | None, bool]],
-                 usage_tau: float | None = None, head_change: bool = False) -> dict[str, Any]:
+                 usage_tau: float | None = None, head_change: bool = False, weights: str = "raw") -> dict[str, Any]:
         """Both models on one padded batch. Per role: a list of ``{"attentions", "logits"}`` per sample,
         or with ``usage_tau`` ``{"usage": float32 [B, L, H], "logits": [B] arrays or Nones}`` and no
         attention matrix leaving the device (and, with ``head_change``, ``"head_change"``: uint8 codes
@@ -874,6 +889,7 @@ class ModelPair:
 
         from attnflows_panel import heads as HD
         from attnflows_panel import signatures as S
+        from attnflows_panel.weights import capture
 
         B = len(batch)
         N = max(len(ids) for ids, _, _ in batch)
@@ -896,7 +912,9 @@ class ModelPair:
         out: dict[str, Any] = {}
         with torch.inference_mode():
             for role, model in (("pretrained", self.pretrained_model), ("finetuned", self.finetuned_model)):
-                res = model(**inputs, output_attentions=True, return_dict=True)
+                with capture(model, weights) as edge_weights:  # raw: as returned; norm: from this same pass
+                    res = model(**inputs, output_attentions=True, return_dict=True)
+                    res.attentions = edge_weights(res.attentions)
                 logits = getattr(res, "logits", None) if self._heads[role] else None
                 logits_np = logits.detach().to("cpu", torch.float32).numpy() if logits is not None else None
                 if usage_tau is not None:
@@ -911,7 +929,8 @@ class ModelPair:
                     continue
                 attn = attentions_to_numpy(res.attentions, lengths)
                 out[role] = [
-                    {"attentions": attn[i], "logits": None if logits_np is None else logits_np[i].copy()}
+                    {"attentions": attn[i], "logits": None if logits_np is None else logits_np[i].copy(),
+                     "weights": weights}
                     for i in range(B)
                 ]
         return out
@@ -920,12 +939,13 @@ class ModelPair:
         logits = raw["logits"]
         names = self._label_names[role]
         if logits is None or not names or logits.shape[-1] != len(names) or len(names) < 2:
-            return ModelOutput(attentions=raw["attentions"], logits=logits)
+            return ModelOutput(attentions=raw["attentions"], logits=logits, weights=raw.get("weights", "raw"))
         z = logits.astype(np.float64)
         p = np.exp(z - z.max())
         p /= p.sum()
         probs = {name: float(p[i]) for i, name in enumerate(names)}
-        return ModelOutput(attentions=raw["attentions"], label=names[int(np.argmax(p))], probs=probs, logits=logits)
+        return ModelOutput(attentions=raw["attentions"], label=names[int(np.argmax(p))], probs=probs, logits=logits,
+                           weights=raw.get("weights", "raw"))
 
     def _result(self, a: str, b: str, ids: list[int], truncated: bool, pre: dict, fine: dict) -> PairResult:
         sep = self.tokenizer.sep_token_id

@@ -400,3 +400,41 @@ def test_rollout_bad_input():
         W.rollout(np.zeros((2, 3, 3)))
     with pytest.raises(ValueError, match="root 5"):
         W.rollout(np.zeros((1, 1, 3, 3)), root=5)
+
+
+# --------------------------------------------------------------------------------------------------
+# ModelPair.run(..., weights=...)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_pair_run_with_weights(tiny_pair):
+    raw = tiny_pair.run(A, B)
+    assert raw.pretrained.weights == raw.finetuned.weights == "raw"
+    norm = tiny_pair.run(A, B, weights="norm")
+    pw = W.pair_weights(tiny_pair, A, B, "norm")
+    for role in ("pretrained", "finetuned"):
+        out = getattr(norm, role)
+        assert out.weights == "norm"
+        np.testing.assert_allclose(out.attentions, getattr(pw, role).weights, atol=1e-6)
+    assert norm.finetuned.label == raw.finetuned.label and norm.tokens == raw.tokens
+    att = tiny_pair.run(A, B, weights="attattr")
+    assert att.pretrained.weights == "norm" and att.finetuned.weights == "attattr"
+    np.testing.assert_array_equal(att.pretrained.attentions, norm.pretrained.attentions)
+    inputs, _, _ = _inputs(tiny_pair, A, B)
+    expected = W.attattr_weights(tiny_pair.finetuned_model, inputs)
+    np.testing.assert_allclose(att.finetuned.attentions, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="raw, norm, attattr"):
+        tiny_pair.run(A, B, weights="grad")
+    with pytest.raises(ValueError, match="attattr weights need gradients"):
+        tiny_pair.run_batch([(A, B)], weights="attattr")
+
+
+def test_usage_batch_counts_the_weights_asked_for(tiny_pair):
+    from attnflows_panel.index import result_usage
+
+    tau = 0.1
+    got = tiny_pair.usage_batch([(A, B), ("Short.", "Another one.")], tau, weights="norm")
+    for i, (a, b) in enumerate([(A, B), ("Short.", "Another one.")]):
+        np.testing.assert_allclose(got["usage"][i], result_usage(tiny_pair.run(a, b, weights="norm"), tau), atol=1e-6)
+    raw = tiny_pair.usage_batch([(A, B)], tau)
+    assert not np.array_equal(raw["usage"][0], got["usage"][0])
