@@ -59,6 +59,9 @@ def _register_build(sub) -> None:
                    help="pre-trained model: hub name or folder (default: packaged MiniLM)")
     b.add_argument("--finetuned", default=None,
                    help="fine-tuned model: hub name or folder (default: the cached fine-tuned MiniLM)")
+    b.add_argument("--weights", default="raw", choices=("raw", "norm"),
+                   help="edge weights whose head usage is indexed: raw attention or norm (Kobayashi et al. 2020) "
+                        "(default raw; recorded in the manifest)")
     b.add_argument("--data", required=True, metavar="SOURCE",
                    help="corpus: a hub dataset (glue/mnli, snli, owner/name), a GLUE task folder, a datasets folder, "
                         "a .csv/.jsonl file, or demo")
@@ -117,6 +120,8 @@ def _register_query(sub) -> None:
                    help="pre-trained block, fine-tuned block, their difference, or all three (default)")
     q.add_argument("--heads", default=None, help='restrict to heads, 0-based "layer:head,...", e.g. "0:1,3:5" or "5:*"')
     q.add_argument("--k", type=int, default=10, help="number of results (default 10)")
+    q.add_argument("--weights", default=None, choices=("raw", "norm"),
+                   help="the edge weights the query expects (default: the index's; another kind is refused)")
     q.add_argument("--label", default=None, help="only samples with this gold label (name or number)")
     q.add_argument("--prediction", default=None, help="only samples the fine-tuned model predicts as this label")
     q.add_argument("--correct", default=None, choices=("yes", "no"),
@@ -169,6 +174,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_tokens is not None and args.max_tokens < 0:
         raise ValueError(f"--max-tokens must be >= 0 (0 = no budget), got {args.max_tokens}")
+    if args.engine == "ray" and args.weights != "raw":
+        raise ValueError("--weights norm is built by the local engine for now (leave out --engine ray)")
     if args.engine == "ray":
         from attnflows_panel.index import require_ray
 
@@ -192,7 +199,7 @@ def run_build(args: argparse.Namespace) -> int:
         path = build_index_ray(pair, args.data, args.task, args.out, address=args.ray_address,
                                workers=args.workers, device=args.device, **kwargs)
     else:
-        path = build_index(pair, args.data, args.task, args.out, **kwargs)
+        path = build_index(pair, args.data, args.task, args.out, weights=args.weights, **kwargs)
     idx = SignatureIndex.open(path)
     acc = idx.accuracy()
     n_scored = int(idx.metadata["correct_fine"].notna().sum())
@@ -200,7 +207,7 @@ def run_build(args: argparse.Namespace) -> int:
     if acc is not None:
         acc_text = f", fine-tuned accuracy {acc:.3f}" + ("" if n_scored == len(idx) else f" on {n_scored} samples")
     print(f"indexed {len(idx)} samples into {path} ({idx.manifest['index']['kind']} index "
-          f"{idx.manifest['index']['factory']!r}, τ={idx.tau}{acc_text})")
+          f"{idx.manifest['index']['factory']!r}, τ={idx.tau}, {idx.weights} weights{acc_text})")
     if idx.label_mismatch:
         print(f"labels: {idx.label_mismatch}")
     return 0
@@ -239,6 +246,9 @@ def run_query(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     idx = SignatureIndex.open(args.index)
+    if args.weights is not None and args.weights != idx.weights:
+        raise ValueError(f"the index at {args.index} counts {idx.weights} edge weights, not {args.weights}: "
+                         f"query it with --weights {idx.weights}, or build an index with --weights {args.weights}")
     if args.a is not None:
         fp = idx.manifest.get("fingerprint", {})
         pair = _load_pair(
@@ -248,7 +258,7 @@ def run_query(args: argparse.Namespace) -> int:
         )
         idx.check_pair(pair)
         idx.pair = pair
-        result = pair.run(args.a, args.b)
+        result = pair.run(args.a, args.b, weights=idx.weights)
         df = idx.query(result=result, space=args.space, heads=args.heads, k=args.k, filters=_filters(args))
         query_text = f"new pair (fine-tuned: {result.finetuned.label})"
     else:
@@ -307,7 +317,8 @@ def run_info(args: argparse.Namespace) -> int:
         f"samples    {len(idx)} ({m.get('data')}, task {m.get('task')}, split {m.get('split')})",
         f"models     pre-trained {fp.get('pretrained', {}).get('name')}",
         f"           fine-tuned  {fp.get('finetuned', {}).get('name')}",
-        f"shape      {idx.num_layers} layers x {idx.num_heads} heads, {m['dims']['total']} dims, τ={idx.tau}",
+        f"shape      {idx.num_layers} layers x {idx.num_heads} heads, {m['dims']['total']} dims, τ={idx.tau}, "
+        f"{idx.weights} edge weights",
         f"signature  version {m.get('signature_version')}: {m.get('signature')}",
         f"faiss      {m['index']['kind']} {m['index']['factory']!r} {m['index'].get('search') or ''}",
         f"accuracy   {acc or '-'}",

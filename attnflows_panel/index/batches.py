@@ -50,16 +50,19 @@ def result_usage(result: Any, tau: float) -> np.ndarray:
 
 
 def compute_batch(pair: Any, pairs: Sequence[tuple[str, str]], tau: float, batch_size: int,
-                  ids: Sequence[str] | None = None, encoded: Sequence[tuple] | None = None) -> dict[str, Any]:
+                  ids: Sequence[str] | None = None, encoded: Sequence[tuple] | None = None,
+                  weights: str = "raw") -> dict[str, Any]:
     """Run one length bucket through both models and keep what the index stores: ``usage`` float32
     [m, 2, L, H], and per sample ``pred_pre``, ``pred_fine``, ``prob_fine``, ``n_tokens``, ``truncated``
     (:meth:`attnflows_panel.models.ModelPair.usage_batch`: the usage is counted on the attention tensors
     where the models computed them, so no attention matrix is copied out, which matters most on a GPU).
     ``encoded``: the bucket's pairs as :func:`encode_shard` tokenised them (None = tokenise here).
+    ``weights``: the edge weights counted (``raw`` attention or ``norm``, :mod:`attnflows_panel.weights`).
     The one step both engines run (locally, or in a Ray worker: :mod:`attnflows_panel.index.build_ray`)."""
     try:
         kwargs = {} if encoded is None else {"encoded": encoded}
-        return pair.usage_batch(list(pairs), tau, batch_size=batch_size, head_change=True, **kwargs)
+        return pair.usage_batch(list(pairs), tau, batch_size=batch_size, head_change=True, weights=weights,
+                                **kwargs)
     except (ValueError, TypeError) as exc:  # e.g. an empty sentence: say which samples
         raise _naming_samples(exc, ids if ids is not None else range(len(pairs))) from exc
 

@@ -71,8 +71,12 @@ def build_index(
     column_map: Mapping[str, str] | None = None,
     labels: Any = None,
     max_tokens: int | None = None,
+    weights: str = "raw",
 ) -> Path:
     """Index a corpus: run both models over every sample, write shards, then the FAISS index.
+
+    weights: the edge weights whose head usage the signatures count, ``raw`` attention or ``norm``
+        (:mod:`attnflows_panel.weights`), recorded in the manifest as ``weights``.
 
     pair: a :class:`~attnflows_panel.models.ModelPair`.
     data, task, split, limit: a corpus source as for :func:`attnflows_panel.corpus.load_corpus` ("glue/mrpc",
@@ -103,7 +107,7 @@ def build_index(
     with build_lock(out), beside_when_overwriting(out, overwrite) as where:
         plan = plan_build(pair, data, task, where, split=split, tau=tau, batch_size=batch_size, limit=limit,
                           shard_size=shard_size, overwrite=overwrite and where == out, label_map=label_map,
-                          column_map=column_map, labels=labels, max_tokens=max_tokens)
+                          column_map=column_map, labels=labels, max_tokens=max_tokens, weights=weights)
         if not plan.finished:
             _run_local(pair, plan, progress)
             finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
@@ -163,7 +167,8 @@ def _run_local(pair: Any, plan: BuildPlan, progress: bool) -> None:
                 shard = ShardWriter(plan, i)
                 for members in buckets_by_length([len(e[0]) for e in encoded], plan.batch_size, plan.max_tokens):
                     out = compute_batch(pair, [pairs[j] for j in members], plan.tau, plan.batch_size,
-                                        ids=[rows["id"][j] for j in members], encoded=[encoded[j] for j in members])
+                                        ids=[rows["id"][j] for j in members], encoded=[encoded[j] for j in members],
+                                        weights=plan.manifest.get("weights", "raw"))
                     shard.put(members, out)
                     bar.update(len(members))
                 if pending is not None:

@@ -183,7 +183,7 @@ def _build_identity(pair: Any, ds, task, data, split, limit, tau: float, shard_s
 
 
 _IDENTITY_KEYS = ("format", "format_version", "signature_version", "tau", "num_layers", "num_heads", "max_length",
-                  "count", "corpus_sha256", "shard_size", "label_map")
+                  "count", "corpus_sha256", "shard_size", "label_map", "weights")
 
 
 def _identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -192,9 +192,10 @@ def _identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> lis
     for key in _IDENTITY_KEYS:
         if key == "signature_version":
             continue  # reported by manifest_differences
-        if old.get(key) != new.get(key):
+        default = "raw" if key == "weights" else None  # an index built before the key existed holds raw weights
+        if old.get(key, default) != new.get(key, default):
             what = "corpus (ids or sentences)" if key == "corpus_sha256" else key
-            diffs.append(f"{what}: existing {old.get(key)!r}, requested {new.get(key)!r}")
+            diffs.append(f"{what}: existing {old.get(key, default)!r}, requested {new.get(key, default)!r}")
     return diffs
 
 
@@ -385,7 +386,7 @@ def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *
                tau: float = 0.3, batch_size: int = 32, limit: int | None = None,
                shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False, label_map: Any = None,
                column_map: Mapping[str, str] | None = None, labels: Any = None,
-               max_tokens: int | None = None) -> BuildPlan:
+               max_tokens: int | None = None, weights: str = "raw") -> BuildPlan:
     """Check the arguments and ``out``, load the corpus, write the (incomplete) manifest and find the
     shards still to do. Call it holding :func:`build_lock`. ``max_tokens``: the token budget of a
     forward batch as :func:`~attnflows_panel.index.batches.resolve_max_tokens` gave it (None = no
@@ -404,6 +405,9 @@ def plan_build(pair: Any, data: Any, task: str | None, out: str | os.PathLike, *
     digest = _corpus_digest([str(x) for x in columns["id"]], columns["sentence_a"], columns["sentence_b"])
     identity = _build_identity(pair, ds, task, data, split, limit, float(tau), shard_size, digest)
     identity["label_map"] = reconciliation["label_map"]
+    if weights not in ("raw", "norm"):
+        raise ValueError(f"an index holds raw or norm edge weights (attattr needs gradients per pair); got {weights!r}")
+    identity["weights"] = weights  # the edge weights whose head usage the signatures count (attnflows_panel.weights)
     max_length = int(getattr(pair, "max_length", 512) or 512)
     finished = _existing_index(out, identity, overwrite)
     if finished is not None:

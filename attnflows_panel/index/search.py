@@ -229,6 +229,11 @@ class SignatureIndex:
         return float(self.manifest["tau"])
 
     @property
+    def weights(self) -> str:
+        """The edge weights the signatures count (``raw`` for an index built before the key existed)."""
+        return str(self.manifest.get("weights", "raw"))
+
+    @property
     def num_layers(self) -> int:
         return int(self.manifest["num_layers"])
 
@@ -421,10 +426,16 @@ class SignatureIndex:
                     "a sentence pair needs the models: open the index with SignatureIndex.open(path, pair=pair) "
                     "or pass a PairResult from pair.run(a, b)"
                 )
-            result = self.pair.run(result[0], result[1])
+            result = self.pair.run(result[0], result[1], weights=self.weights)
         if not hasattr(result, "pretrained") or not hasattr(result, "finetuned"):
             raise TypeError("result must be a PairResult or a (sentence_a, sentence_b) tuple, got "
                             f"{type(result).__name__}")
+        kinds = {getattr(out, "weights", "raw") for out in (result.pretrained, result.finetuned)}
+        if kinds != {self.weights}:
+            raise IndexMismatchError(
+                f"the query pair was run with {'/'.join(sorted(kinds))} edge weights, but the index at {self.path} "
+                f"counts {self.weights} weights: run it with pair.run(a, b, weights={self.weights!r})"
+            )
         attn = np.asarray(result.pretrained.attentions)
         if attn.shape[:2] != (self.num_layers, self.num_heads):
             raise IndexMismatchError(
