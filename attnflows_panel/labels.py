@@ -131,7 +131,7 @@ class LabelMatch:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LabelMatch":
+    def from_dict(cls, d: Mapping[str, Any]) -> LabelMatch:
         return cls(
             matched=bool(d.get("matched")),
             how=str(d.get("how", "")),
@@ -184,7 +184,7 @@ def reconcile(model_labels: Sequence[str] | None, corpus_labels: Sequence[str] |
                 message=(f"label counts differ: {where} has {len(corpus)} labels {_fmt(corpus)}, {who} has "
                          f"{len(model)} {_fmt(model)}; correctness and accuracy are left out"),
             )
-        mapping = dict(zip(model, corpus))
+        mapping = dict(zip(model, corpus, strict=True))
         return LabelMatch(True, "index", **base, mapping=mapping,
                           message=f"{who}'s generic labels matched to {where} by position (label map 'index'): "
                                   + ", ".join(f"{m}={c}" for m, c in mapping.items()))
@@ -201,7 +201,7 @@ def reconcile(model_labels: Sequence[str] | None, corpus_labels: Sequence[str] |
     by_norm: dict[str, str] = {}
     for c in corpus:
         by_norm.setdefault(normalise(c), c)
-    mapping = {m: by_norm[normalise(n)] for m, n in zip(model, names) if normalise(n) in by_norm}
+    mapping = {m: by_norm[normalise(n)] for m, n in zip(model, names, strict=True) if normalise(n) in by_norm}
     covered = {normalise(c) for c in mapping.values()}
     only_corpus = tuple(c for c in corpus if normalise(c) not in covered)
     only_model = tuple(n for n in names if normalise(n) not in by_norm)

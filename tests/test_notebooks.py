@@ -29,7 +29,9 @@ def notebook_env(monkeypatch, minilm_path, minilm_finetuned_dir):
 
 def execute(name: str, tmp_path: Path):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError naming the cell on any error
     nbformat.write(nb, tmp_path / name)  # the executed notebook, for a look when something is off
     return nb
