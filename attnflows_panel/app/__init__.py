@@ -6,7 +6,13 @@ A package whose modules name their jobs:
 - :mod:`~attnflows_panel.app.url_state`: :class:`UrlState`, the shareable state in the page's URL;
 - :mod:`~attnflows_panel.app.cards`: the HTML pieces (help, model pair, sample card, notices), with
   every user, URL or corpus text escaped;
-- :mod:`~attnflows_panel.app.session`: :class:`AttnFlowsApp`, one user's session (a ``Viewer``);
+- :mod:`~attnflows_panel.app.history`: :class:`~attnflows_panel.app.history.BrowserHistory`, the address
+  bar (a history entry per discrete change, in place for τ and the level) and Back / Forward;
+- :mod:`~attnflows_panel.app.training`: the pairs the fine-tuned model was trained on, and its accuracy
+  on the held-out pairs;
+- :mod:`~attnflows_panel.app.page`: the page of a session (widgets, sidebar, template, notices);
+- :mod:`~attnflows_panel.app.session`: :class:`AttnFlowsApp`, one user's session (a ``Viewer``), the one
+  owner of the sample shown;
 - :mod:`~attnflows_panel.app.server`: :func:`serve`, :func:`make_app`, :func:`preload`;
 - ``app.py``: the script for ``panel serve attnflows_panel/app/app.py`` (configured by ``ATTNFLOWS_*``
   variables).
