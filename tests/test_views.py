@@ -76,8 +76,8 @@ def _source(root, name):
 
 def _flow(view) -> dict[str, dict]:
     """What the radial component was sent (``RadialFlow.data`` and ``.frozen``) as the old per-kind
-    columns: nodes, glyphs, edges, sparks, ticks (``n_``, ``g_``, ``e_``, ``s_``, ``t_`` keys), bits
-    ({"L": [L], "b1": [stream], ...}); ``st`` the display states radial.js draws from the frozen highlight."""
+    columns: nodes, glyphs, edges, ticks (``n_``, ``g_``, ``e_``, ``t_`` keys); ``st`` the display states
+    radial.js draws from the frozen highlight."""
     d, fz = view.flow.data, view.flow.frozen
 
     def pre(p):
@@ -95,34 +95,30 @@ def _flow(view) -> dict[str, dict]:
         edges["st"] = np.full(E, 5)
         glyphs["st"] = np.full(G, 5)
     assert len(nodes["level"]) == N and len(edges["u"]) == E and len(glyphs["node"]) == G
-    bits = {"L": [d["L"]], "b1": [d["b1"]], "b2": [d["b2"]]}
-    return {"nodes": nodes, "glyphs": glyphs, "edges": edges, "sparks": pre("s_"), "ticks": pre("t_"), "bits": bits}
+    return {"nodes": nodes, "glyphs": glyphs, "edges": edges, "ticks": pre("t_")}
 
 
 def _node_key(nodes) -> list[tuple[int, int]]:
     return list(zip(np.asarray(nodes["level"]).tolist(), np.asarray(nodes["pos"]).tolist()))
 
 
-def _decode_trace(nodes, bits, u: int, code: int) -> set[tuple[int, int]]:
-    """Read node u's trace in model ``code`` from the shipped columns, as radial.js does."""
-    lvl = np.asarray(nodes["level"], dtype=np.int64)
-    N = len(lvl)
-    L = int(bits["L"][0])
-    lo = np.concatenate([[0], np.cumsum(np.bincount(lvl, minlength=L + 1))])
-    off = np.concatenate([[0], np.cumsum(lo[lvl])])
-    stream = np.unpackbits(np.asarray(bits[f"b{code}"][0], dtype=np.uint8), bitorder="little")
-    mem = np.asarray(nodes["mem"])
+def _decode_trace(nodes, edges, u: int, code: int) -> set[tuple[int, int]]:
+    """Node u's trace in model ``code`` from the shipped columns, as radial.js walks it: the nodes reached
+    from u along model ``code``'s edges downwards (ancestors) and upwards (descendants)."""
+    eu, ev, mem = (np.asarray(edges[k], dtype=np.int64) for k in ("u", "v", "mem"))
     keys = _node_key(nodes)
-    if not mem[u] & code:
+    if not np.asarray(nodes["mem"])[u] & code:
         return set()
     out = {keys[u]}
-    k = lvl[u]
-    for v in range(lo[k]):
-        if stream[off[u] + v]:
-            out.add(keys[v])
-    for v in range(lo[k + 1], N):
-        if stream[off[v] + u]:
-            out.add(keys[v])
+    for frm, to in ((eu, ev), (ev, eu)):
+        stack, seen = [u], {u}
+        while stack:
+            x = stack.pop()
+            for y in to[(frm == x) & ((mem & code) > 0)].tolist():
+                if y not in seen:
+                    seen.add(y)
+                    out.add(keys[y])
+                    stack.append(y)
     return out
 
 
@@ -259,22 +255,22 @@ def test_shipped_hover_sets_equal_graph_traces(graphs):
     g, f = graphs
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined")
     flow = _flow(view)
-    nodes, bits, edges = flow["nodes"], flow["bits"], flow["edges"]
+    nodes, edges = flow["nodes"], flow["edges"]
     keys = _node_key(nodes)
     for code, graph in ((PRE, g), (FINE, f)):
         for u, (lv, t) in enumerate(keys):
-            got = _decode_trace(nodes, bits, u, code)
+            got = _decode_trace(nodes, edges, u, code)
             expected = graph.trace(lv, t).nodes if graph.member[lv, t] else set()
             assert got == expected, (code, lv, t)
         # head-restricted traces: descendants of u, plus each child through head h and its ancestors
         for (lv, t, h), tr in graph.all_head_traces().items():
             u = keys.index((lv, t))
-            desc = {n for n in _decode_trace(nodes, bits, u, code) if n[0] > lv}
+            desc = {n for n in _decode_trace(nodes, edges, u, code) if n[0] > lv}
             got = {(lv, t)} | desc
             for e in range(len(edges["u"])):
                 if edges["u"][e] == u and edges["mem"][e] & code and (int(edges[f"h{code}_0"][e]) >> h) & 1:
                     child = int(edges["v"][e])
-                    got |= {n for n in _decode_trace(nodes, bits, child, code) if n[0] <= lv - 1}
+                    got |= {n for n in _decode_trace(nodes, edges, child, code) if n[0] <= lv - 1}
             assert got == tr.nodes, (code, lv, t, h)
 
 

@@ -155,13 +155,18 @@ function prep(D) {
     gmap[c] = m;
     masks[c] = [];
     for (let w = 0; w < W; w++) masks[c].push(D[`e_h${c}_${w}`]);
-    bits[c] = D[`b${c}`];
+
   }
   const ostart = new Int32Array(N + 1);
   for (let e = 0; e < E; e++) ostart[D.e_u[e] + 1] += 1;
   for (let u = 0; u < N; u++) ostart[u + 1] += ostart[u];
   const fill = ostart.slice(0, N), olist = new Int32Array(E);
   for (let e = 0; e < E; e++) olist[fill[D.e_u[e]]++] = e;
+  const istart = new Int32Array(N + 1);  // in-edges of every lower node
+  for (let e = 0; e < E; e++) istart[D.e_v[e] + 1] += 1;
+  for (let u = 0; u < N; u++) istart[u + 1] += istart[u];
+  const ifill = istart.slice(0, N), ilist = new Int32Array(E);
+  for (let e = 0; e < E; e++) ilist[ifill[D.e_v[e]]++] = e;
   // glyph rows of each node (glyph rows are ordered by node)
   const gstart = new Int32Array(N + 1);
   for (let r = 0; r < G; r++) gstart[D.g_node[r] + 1] += 1;
@@ -228,12 +233,31 @@ function prep(D) {
   const gcRows = Array.from(gcLists, ([k, v]) => [k, Int32Array.from(v)]);
   const blockRows = Array.from(blockLists, ([k, v]) => [k, Int32Array.from(v)]);
   return {N, E, G, L, H, W, models: D.models, lvl, lo, off, gmap, masks, bits, ostart, olist, gstart,
-          curve, spark, nSpark, strength, layer, gcRows, blockRows, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
+          curve, spark, nSpark, strength, istart, ilist, seen: new Uint32Array(N), stamp: 0,
+          stack: new Int32Array(N + 1), layer, gcRows, blockRows, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
 }
 
-function anc(X, c, u, v) {  // is v an ancestor of u in model c?
-  const i = X.off[u] + v;
-  return (X.bits[c][i >> 3] >> (i & 7)) & 1;
+function walk(X, c, u, down, codes) {
+  // every node reachable from u in model c's graph, following edges down (towards the input: u's
+  // ancestors, §4.1) or up (towards [CLS]: its descendants); marks them in codes with c. One pass over
+  // the edges at most: a hover costs O(E), and no ancestor table has to be sent
+  const start = down ? X.ostart : X.istart, list = down ? X.olist : X.ilist, other = down ? X.ev : X.eu;
+  const seen = X.seen, stamp = ++X.stamp, stack = X.stack;
+  let top = 0;
+  stack[top++] = u;
+  seen[u] = stamp;
+  while (top > 0) {
+    const x = stack[--top];
+    for (let j = start[x]; j < start[x + 1]; j++) {
+      const e = list[j];
+      if (!(X.emem[e] & c)) continue;
+      const y = other[e];
+      if (seen[y] === stamp) continue;
+      seen[y] = stamp;
+      codes[y] |= c;
+      stack[top++] = y;
+    }
+  }
 }
 
 function hasHead(X, c, e, h) {
@@ -243,23 +267,20 @@ function hasHead(X, c, e, h) {
 function traceNode(X, c, u, codes) {
   if (!(X.mem[u] & c)) return;
   codes[u] |= c;
-  const k = X.lvl[u];
-  for (let v = 0; v < X.lo[k]; v++) if (anc(X, c, u, v)) codes[v] |= c;
-  for (let v = X.lo[k + 1]; v < X.N; v++) if (anc(X, c, v, u)) codes[v] |= c;
+  walk(X, c, u, true, codes);
+  walk(X, c, u, false, codes);
 }
 
 function traceHead(X, c, u, h, codes) {
   if (!(X.mem[u] & c)) return;
   codes[u] |= c;
-  const k = X.lvl[u];
-  for (let v = X.lo[k + 1]; v < X.N; v++) if (anc(X, c, v, u)) codes[v] |= c;
-  if (k === 0) return;
+  walk(X, c, u, false, codes);
   for (let j = X.ostart[u]; j < X.ostart[u + 1]; j++) {
     const e = X.olist[j];
     if (!(X.emem[e] & c) || !hasHead(X, c, e, h)) continue;
     const child = X.ev[e];
     codes[child] |= c;
-    for (let v = 0; v < X.lo[k - 1]; v++) if (anc(X, c, child, v)) codes[v] |= c;
+    walk(X, c, child, true, codes);
   }
 }
 

@@ -6,7 +6,7 @@ it works offline in ``panel serve``, in a notebook and in JupyterLab. Python kee
 geometry; the component gets typed arrays (one numpy array per column, which Bokeh sends as binary
 buffers) and does the drawing and every interaction in the browser:
 
-- hover a token or a head glyph: its trace (§4.4.1, Fig. 6) from the ancestor bit streams, no round trip;
+- hover a token or a head glyph: its trace (§4.4.1, Fig. 6), walked over the edges in the browser, no round trip;
 - click: freeze a token (``pick``), a head glyph (its head restriction, Fig. 6(b)); shift-click: add a
   token (two rings: the paths between them, Fig. 8); click empty space: clear;
 - box and lasso brushing (toolbar "Box"/"Lasso"): the brushed tokens' intersection (one ring) or paths;
@@ -86,8 +86,8 @@ def _rest_flags(data: FlowData, strength: np.ndarray, layer: np.ndarray) -> np.n
 
 def pack_flow(data: FlowData) -> dict:
     """What the browser draws for ``data``: one flat dict of typed columns (``n_*`` nodes, ``g_*`` head
-    glyphs, ``e_*`` edges (their curves and the sparkline bars are derived in the browser), ``t_*`` ticks, ``r_*`` folded runs, ``b1``/``b2`` the
-    ancestor bit streams) and the few scalars and palettes the drawing needs."""
+    glyphs, ``e_*`` edges (their curves and the sparkline bars are derived in the browser), ``t_*`` ticks, ``r_*`` folded runs; the traces are walked in
+    the browser over the edges, so no ancestor table is sent) and the few scalars and palettes the drawing needs."""
     nodes, glyphs, edges = (data.columns(f) for f in ("nodes", "glyphs", "edges"))
     N, n, L = len(nodes), data.n, data.L
     frame_cols = set(data.nodes.columns)
@@ -150,8 +150,6 @@ def pack_flow(data: FlowData) -> dict:
         out["r_level"] = _u(np.asarray(runs["level"]), 255)
         out["r_a0"], out["r_a1"] = _f(np.asarray(runs["angle0"])), _f(np.asarray(runs["angle1"]))
         out["r_count"] = _u(np.asarray(runs["count"]), 65536)
-    for c in (PRE, FINE):
-        out[f"b{c}"] = np.asarray(data.bits.get(c, np.zeros(0, np.uint8)), dtype=np.uint8)
     return out
 
 
