@@ -724,15 +724,13 @@ def edge_curves(layout: RadialLayout, upper: np.ndarray, lower: np.ndarray) -> d
     dr = r1 - r0
     cos_n, sin_n = np.cos(angle), np.sin(angle)  # once per node, picked per edge end
     cos0, sin0, cos1, sin1 = cos_n[start], sin_n[start], cos_n[lower], sin_n[lower]
-    e0 = np.stack([cos0, sin0])
-    e1 = np.stack([cos1, sin1])
-    tan0 = np.stack([-sin0, cos0])
-    tan1 = np.stack([-sin1, cos1])
-    p0 = r0 * e0
-    p1 = r1 * e1
-    c0 = p0 + kappa * r0 * tan0 + dr / 3.0 * e0
-    c1 = p1 - kappa * r1 * tan1 - dr / 3.0 * e1
-    return {"x0": p0[0], "y0": p0[1], "x1": p1[0], "y1": p1[1], "cx0": c0[0], "cy0": c0[1], "cx1": c1[0], "cy1": c1[1]}
+    # p0 = r0 e0, p1 = r1 e1 (e the radial unit vector, t = (-sin, cos) the tangent);
+    # c0 = p0 + κ r0 t0 + dr/3 e0, c1 = p1 - κ r1 t1 - dr/3 e1, coordinate by coordinate
+    x0, y0, x1, y1 = r0 * cos0, r0 * sin0, r1 * cos1, r1 * sin1
+    kr0, kr1, dr3 = kappa * r0, kappa * r1, dr / 3.0
+    return {"x0": x0, "y0": y0, "x1": x1, "y1": y1,
+            "cx0": x0 - kr0 * sin0 + dr3 * cos0, "cy0": y0 + kr0 * cos0 + dr3 * sin0,
+            "cx1": x1 + kr1 * sin1 - dr3 * cos1, "cy1": y1 - kr1 * cos1 - dr3 * sin1}
 
 
 def sparkline_segments(

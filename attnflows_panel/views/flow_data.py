@@ -228,6 +228,9 @@ def _edge_heads(g: AttentionGraph, k: np.ndarray, rem: np.ndarray, head_off: np.
     return heads, gathered
 
 
+_BIT = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))  # 2^i as uint32, i = 0..31
+
+
 class FlowData(Selections):
     """What the radial view draws for one input at one τ in one mode (no Bokeh here).
 
@@ -466,13 +469,13 @@ class FlowData(Selections):
             for c, g in graphs:
                 pos = np.flatnonzero(g.adjacency.reshape(-1)[keys]) if len(graphs) > 1 else np.arange(keys.size)
                 heads, gathered = _edge_heads(g, k[pos], rem[pos], head_off)  # [H, m] each
-                for w in range(W):  # the carrying heads as bits (word h // 32, bit h % 32)
-                    bits = np.zeros(pos.size, dtype=np.uint32)
-                    for h in range(32 * w, min(H, 32 * w + 32)):
-                        bits |= heads[h].view(np.uint8).astype(np.uint32) << np.uint32(h % 32)
+                nh_c = np.zeros(pos.size, dtype=np.int64)  # carrying heads per edge (g.head_counts there)
+                for w in range(W):  # the carrying heads as bits (word h // 32, bit h % 32): Σ 2^(h % 32)
+                    hs = slice(32 * w, min(H, 32 * w + 32))
+                    bits = _BIT[: hs.stop - hs.start] @ heads[hs]  # uint32 [m]
                     words[c][pos, w] = bits
+                    nh_c += np.bitwise_count(bits)
                 member[pos] |= c
-                nh_c = np.add.reduce(heads.view(np.uint8), axis=0, dtype=np.int64)  # = g.head_counts there
                 self._spark_src[c] = (k[pos], rem[pos], nh_c)
                 nh[pos] = np.maximum(nh[pos], nh_c)
                 # the edge's weight: the strongest carrying head (the larger of the two models'); with every
