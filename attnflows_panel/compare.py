@@ -188,11 +188,11 @@ class GraphComparison:
     def trace_mask(self, level: int, tokens, head=None, model=None) -> np.ndarray:
         """int8 ``[L + 1, n]``: the codes of :meth:`trace` as an array only (``trace(...).mask``), for
         views that mark nodes in bulk; same arguments and checks."""
-        mask, _ = self._trace(level, tokens, head, model)
+        mask, _ = self._trace(level, tokens, head, model, masks_only=True)
         mask.flags.writeable = False
         return mask
 
-    def _trace(self, level, tokens, head, model):
+    def _trace(self, level, tokens, head, model, masks_only: bool = False):
         level, toks = self._selection(level, tokens)
         mask = np.zeros((self.L + 1, self.n), dtype=np.int8)
         traces = {}
@@ -201,6 +201,9 @@ class GraphComparison:
         for code, g in graphs:
             mine = toks[g.member[level, toks]]
             if mine.size == 0:
+                continue
+            if masks_only:  # the same nodes without a Trace object
+                np.bitwise_or(mask, np.int8(code), out=mask, where=g.trace_mask(level, mine, head))
                 continue
             tr = g.trace(level, mine, head)
             np.bitwise_or(mask, np.int8(code), out=mask, where=tr.mask)

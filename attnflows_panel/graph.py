@@ -619,6 +619,17 @@ class AttentionGraph(Reachability):
             self,
         )
 
+    def trace_mask(self, level: int, tokens, head=None) -> np.ndarray:
+        """bool ``[L + 1, n]``: the nodes of :meth:`trace` (``trace(...).mask``: the selection, its ancestors
+        and its descendants), same arguments and checks, without building the :class:`Trace`."""
+        level = self._check_level(level)
+        sel = self._check_tokens(level, tokens)
+        head = self._check_head(head)
+        mask = self._down(level, sel, head)
+        mask |= self._up(level, sel, head)
+        mask[level, sel] = True
+        return mask
+
     def ancestors(self, level: int, tokens, head=None) -> set[Node]:
         """The ``(level, token)`` nodes below that the selection depends on (see :meth:`trace`)."""
         return self.trace(level, tokens, head).ancestors

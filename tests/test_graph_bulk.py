@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnflows_panel.graph import AttentionGraph, _count_true, or_and
+from attnflows_panel.graph import AttentionGraph, _count_true, _row_counts, or_and
 
 
 def _softmax(rng, shape, sharp=6):
@@ -59,6 +59,52 @@ def test_build_when_every_token_is_in_a_level():
     member, active = reference_build(attn, 0.01)
     assert member[:-1].all()
     np.testing.assert_array_equal(g.active, active)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_build_matches_plain_construction_when_n_is_a_multiple_of_8(seed):
+    """n % 8 == 0: the out-degrees are counted eight bools per machine word (``_row_counts``), the large
+    levels compared in one reused buffer; the per-head edges and head counts come on first use."""
+    rng = np.random.default_rng(10 + seed)
+    L, H, n = 5, 4 + seed, 16 * (seed + 1)
+    attn = _softmax(rng, (L, H, n, n), sharp=2 + seed)
+    heads = rng.random((L, H)) > 0.3 if seed % 2 else None
+    g = AttentionGraph.build(attn, tau=0.05, heads=heads)
+    member, active = reference_build(attn, 0.05, heads)
+    assert g.num_nodes > 2 * L
+    np.testing.assert_array_equal(g.member, member)
+    np.testing.assert_array_equal(g.out_degree, active.sum(axis=3).transpose(0, 2, 1))
+    np.testing.assert_array_equal(g.counts, active.sum(axis=(1, 2)))
+    np.testing.assert_array_equal(g.adjacency, active.any(axis=1))
+    np.testing.assert_array_equal(g.active, active)
+    np.testing.assert_array_equal(g.head_counts, active.sum(axis=1))
+    assert not g.active.flags.writeable and g.active is g.active  # computed once
+
+
+@pytest.mark.parametrize("n", [8, 64, 128, 1024, 2040, 2048])
+def test_row_counts_match_sum(n):
+    rng = np.random.default_rng(n)
+    m = rng.random((3, 5, n)) > 0.3
+    m[0, 0] = True  # a full row: the count reaches n (every byte lane at its largest)
+    m[0, 1] = False
+    np.testing.assert_array_equal(_row_counts(m), m.sum(axis=-1))
+    np.testing.assert_array_equal(_row_counts(m[:, 1:]), m[:, 1:].sum(axis=-1))  # not contiguous: the plain path
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_trace_mask_is_the_trace_mask(seed):
+    rng = np.random.default_rng(20 + seed)
+    g = AttentionGraph.build(_softmax(rng, (4, 4, 16, 16), sharp=3), tau=0.08)
+    for level in range(g.L + 1):
+        lv = g.levels[level].tolist()
+        for sel in ([lv[0]], lv[:2], lv[-1:]) if lv else ():
+            for head in (None, (max(level - 1, 0), int(rng.integers(4))), (min(level, g.L - 1), 0)):
+                got = g.trace_mask(level, sel, head)
+                np.testing.assert_array_equal(got, g.trace(level, sel, head).mask)
+    with pytest.raises(ValueError, match="not in level"):
+        g.trace_mask(g.L, [g.root + 1])  # the root's level holds the root alone
+    with pytest.raises(ValueError, match="out of range"):
+        g.trace_mask(0, [g.n])
 
 
 @pytest.mark.parametrize("size", [3, 255, 256, 300])
