@@ -665,6 +665,8 @@ def test_stale_staging_folders_of_killed_runs_are_removed(tiny_bert_dirs, tmp_pa
     import sys
 
     out = tmp_path / "model"
+    out.mkdir()  # a model is in place: a dead run's moved-aside copy of an older one can go (if `out` were
+    (out / "model.safetensors").write_bytes(b"previous")  # missing, that copy would be put back instead)
     dead = tmp_path / f".model.partial-{_dead_pid()}-0badf00d"
     old_style = tmp_path / ".model.partial-k3j4h5g6"  # tempfile.mkdtemp's names, before pids were recorded
     old_copy = tmp_path / f".model.old-{_dead_pid()}-12345678"
@@ -675,7 +677,7 @@ def test_stale_staging_folders_of_killed_runs_are_removed(tiny_bert_dirs, tmp_pa
     try:
         live = tmp_path / f".model.partial-{live_proc.pid}-abcdef12"  # a run still writing: left alone
         live.mkdir()
-        finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", out, **_quick())
+        finetune(_tiny(tiny_bert_dirs), "demo", "mrpc", out, overwrite=True, **_quick())
         assert not dead.exists() and not old_style.exists() and not old_copy.exists()
         assert live.exists()
         assert (out / "model.safetensors").exists()
