@@ -26,12 +26,23 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory, tiny_bert_dirs) -> Path:
+    """A cache prepared once (a one-step fine-tune of the tiny BERT); tests work on copies of it."""
+    root = tmp_path_factory.mktemp("built-cache") / "cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTNFLOWS_CACHE_DIR", str(root))
+        mp.setattr(defaults, "pretrained_path", lambda: str(tiny_bert_dirs[0]))
+        assert prep.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
+    return root
+
+
 @pytest.fixture
-def prepared_cache(tmp_path, tiny_bert_dirs, monkeypatch) -> Path:
+def prepared_cache(built_cache, tmp_path, tiny_bert_dirs, monkeypatch) -> Path:
     root = tmp_path / "cache"
+    shutil.copytree(built_cache, root)
     monkeypatch.setenv("ATTNFLOWS_CACHE_DIR", str(root))
     monkeypatch.setattr(defaults, "pretrained_path", lambda: str(tiny_bert_dirs[0]))
-    assert prep.prepare(data="demo", max_steps=1, index=False, progress=False)["model"]["status"] == "built"
     return root
 
 
