@@ -666,12 +666,25 @@ def glyph_grid(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None =
 
 def glyph_grid_arrays(layout: RadialLayout, n_heads: int, node_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """:func:`glyph_grid` as a dict of numpy columns (no DataFrame: for views that pick rows in bulk)."""
-    st = layout.style
-    pick = slice(None) if node_ids is None else np.asarray(node_ids)
+    node = layout.column("node")
+    if node_ids is not None:
+        node = node[np.asarray(node_ids)]
+    cell_node = np.repeat(node, n_heads)
+    x, y = glyph_cells(layout, n_heads, cell_node, np.tile(np.arange(n_heads), len(node)))
+    return {
+        "node": cell_node,
+        "head": np.tile(np.arange(n_heads), len(node)),
+        "x": x,
+        "y": y,
+        "angle": np.repeat(layout.column("text_angle")[node], n_heads),
+        "ux": np.repeat(layout.column("ux")[node], n_heads),
+        "uy": np.repeat(layout.column("uy")[node], n_heads),
+    }
 
-    def col(name: str) -> np.ndarray:
-        return layout.column(name)[pick]
 
+def _glyph_offsets(st: RadialStyle, n_heads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Head h's glyph centre in its block (unscaled): ``du[h]`` from the block's left edge along the
+    label, ``dv[h]`` from the block's centre line up (H glyphs wrapped into ``glyph_rows`` rows)."""
     rows_n = max(1, min(st.glyph_rows, n_heads))
     cols = st.glyph_cols(n_heads)
     pitch = st.glyph + st.glyph_gap
@@ -679,24 +692,21 @@ def glyph_grid_arrays(layout: RadialLayout, n_heads: int, node_ids: np.ndarray |
     h = np.arange(n_heads)
     du = (h % cols) * pitch + st.glyph / 2  # from the block's left edge
     dv = gh / 2 - (h // cols) * pitch - st.glyph / 2
-    node = col("node")
-    m = len(node)
-    cs = col("cs")[:, None]  # the ring's cell scale
-    gu = col("gu")[:, None] + du[None, :] * cs
-    dvv = col("gv")[:, None] + dv[None, :] * cs
-    ux, uy = col("ux"), col("uy")
-    vx, vy = col("vx")[:, None], col("vy")[:, None]
-    x = col("x")[:, None] + gu * ux[:, None] + dvv * vx
-    y = col("y")[:, None] + gu * uy[:, None] + dvv * vy
-    return {
-        "node": np.repeat(node, n_heads),
-        "head": np.tile(h, m),
-        "x": x.ravel(),
-        "y": y.ravel(),
-        "angle": np.repeat(col("text_angle"), n_heads),
-        "ux": np.repeat(ux, n_heads),
-        "uy": np.repeat(uy, n_heads),
-    }
+    return du, dv
+
+
+def glyph_cells(layout: RadialLayout, n_heads: int, node: np.ndarray,
+                head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres ``(x, y)`` of the head glyphs ``(node[i], head[i])`` only: the ``x``, ``y`` of
+    :func:`glyph_grid_arrays` for those cells (the same arithmetic), for views that draw a few of them."""
+    du, dv = _glyph_offsets(layout.style, n_heads)
+    col = layout.column
+    cs = col("cs")[node]
+    gu = col("gu")[node] + du[head] * cs
+    dvv = col("gv")[node] + dv[head] * cs
+    x = col("x")[node] + gu * col("ux")[node] + dvv * col("vx")[node]
+    y = col("y")[node] + gu * col("uy")[node] + dvv * col("vy")[node]
+    return x, y
 
 
 def edge_curves(layout: RadialLayout, upper: np.ndarray, lower: np.ndarray) -> dict[str, np.ndarray]:

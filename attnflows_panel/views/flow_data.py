@@ -88,7 +88,7 @@ from attnflows_panel.layout import (
     RadialLayout,
     RadialStyle,
     edge_curves,
-    glyph_grid_arrays,
+    glyph_cells,
     radial_layout,
     sparkline_segments,
 )
@@ -399,7 +399,6 @@ class FlowData(Selections):
         """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
         (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
         H = self.H
-        grid = glyph_grid_arrays(self.layout, H)
         N = self.n_nodes
         pos = self.layout.column("pos")
         counts = {c: np.zeros((N, H), dtype=np.int64) for c in (PRE, FINE)}
@@ -423,22 +422,26 @@ class FlowData(Selections):
             return _frozen_arrays({c: np.zeros(0) for c in cols})
         # a split glyph (both models, §4.3.3) is two half-width rows, pre-trained (left) then fine-tuned
         split_cell = st[lit] == BOTH
-        idx = np.repeat(lit, np.where(split_cell, 2, 1))
-        split = np.repeat(split_cell, np.where(split_cell, 2, 1))
+        j = np.repeat(np.arange(lit.size), np.where(split_cell, 2, 1))  # each row's lit cell
+        idx = lit[j]
+        split = split_cell[j]
         first = np.concatenate(([True], idx[1:] != idx[:-1]))
         model = np.where(split, np.where(first, PRE, FINE), st[idx]).astype(np.int64)
-        cs = self.layout.column("cs")[lit // H][np.repeat(np.arange(lit.size), np.where(split_cell, 2, 1))]
+        node, head = np.divmod(lit, H)
+        col = self.layout.column
+        cs = col("cs")[node][j]
         off = np.where(split, np.where(first, -g / 4, g / 4), 0.0) * cs
+        gx, gy = glyph_cells(self.layout, H, node, head)  # the lit cells' centres only
         if self.comparison is not None:
             gc = np.where(model == PRE, 12, 13).astype(np.int64)
         else:
             cnt = np.where(model == PRE, cp[idx], cf[idx])
             gc = np.where(model == PRE, 0, RAMP_STEPS) + np.minimum(cnt, RAMP_STEPS) - 1
         return _frozen_arrays({
-            "node": grid["node"][idx], "head": grid["head"][idx], "model": model,
-            "x": grid["x"][idx] + off * grid["ux"][idx], "y": grid["y"][idx] + off * grid["uy"][idx],
+            "node": node[j], "head": head[j], "model": model,
+            "x": gx[j] + off * col("ux")[node][j], "y": gy[j] + off * col("uy")[node][j],
             "w": np.where(split, g / 2, g) * cs, "part": np.where(split, model, 0).astype(np.int64),
-            "angle": grid["angle"][idx], "gc": gc, "cp": cp[idx], "cf": cf[idx],
+            "angle": col("text_angle")[node][j], "gc": gc, "cp": cp[idx], "cf": cf[idx],
         })
 
     def _build_edges(self) -> dict[str, np.ndarray]:
