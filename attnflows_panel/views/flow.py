@@ -10,8 +10,6 @@ Bokeh pieces that the sentence and context figures share. The names of ``flow_da
 
 from __future__ import annotations
 
-import numpy as np
-
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.compare import FINE, PRE
 from attnflows_panel.views.flow_data import *  # noqa: F401,F403 - the view's data, re-exported

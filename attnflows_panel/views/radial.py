@@ -86,8 +86,9 @@ def _rest_flags(data: FlowData, strength: np.ndarray, layer: np.ndarray) -> np.n
 
 def pack_flow(data: FlowData) -> dict:
     """What the browser draws for ``data``: one flat dict of typed columns (``n_*`` nodes, ``g_*`` head
-    glyphs, ``e_*`` edges (their curves and the sparkline bars are derived in the browser), ``t_*`` ticks, ``r_*`` folded runs; the traces are walked in
-    the browser over the edges, so no ancestor table is sent) and the few scalars and palettes the drawing needs."""
+    glyphs, ``e_*`` edges, ``t_*`` ticks, ``r_*`` folded runs) and the few scalars and palettes the drawing
+    needs. The edges' curves and the sparkline bars are derived in the browser, and the traces are walked
+    there over the edges, so neither geometry nor an ancestor table is sent."""
     nodes, glyphs, edges = (data.columns(f) for f in ("nodes", "glyphs", "edges"))
     N, n, L = len(nodes), data.n, data.L
     frame_cols = set(data.nodes.columns)
