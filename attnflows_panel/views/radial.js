@@ -190,7 +190,10 @@ function prep(D) {
   // sparkline bars (§4.3.2; FlowData._build_sparks): under token v of level k, for each edge (u -> v) of
   // model c, a bar at the relative position (pos u - pos v)/(n-1), as high as c's heads on it (<= 3)
   const two = (D.models & 1) && (D.models & 2);
-  const sparkList = [];
+  let nSpark = 0;
+  for (let e = 0; e < E; e++) nSpark += ((D.e_mem[e] & D.models & 1) ? 1 : 0) + ((D.e_mem[e] & D.models & 2) ? 1 : 0);
+  const spark = new Float32Array(nSpark * 6);
+  let si = 0;
   for (const c of [PRE, FINE]) {
     if (!(D.models & c)) continue;
     const shift = two ? 0.45 * (c === FINE ? 1 : -1) : 0;
@@ -203,10 +206,11 @@ function prep(D) {
       const ta = D.n_ta[v], ux = Math.cos(ta), uy = Math.sin(ta);
       const du = (rel + 1) / 2 * D.spark_w + shift, hv = (Math.min(h, 3) + 1) / 4 * D.spark_h;
       const x0 = D.n_sx0[v] + du * ux, y0 = D.n_sy0[v] + du * uy;
-      sparkList.push(v, c, x0, y0, x0 - hv * uy, y0 + hv * ux);
+      spark[si] = v; spark[si + 1] = c; spark[si + 2] = x0; spark[si + 3] = y0;
+      spark[si + 4] = x0 - hv * uy; spark[si + 5] = y0 + hv * ux;
+      si += 6;
     }
   }
-  const nSpark = sparkList.length / 6, spark = Float32Array.from(sparkList);
   const strength = new Float32Array(E);  // the edge's weight (R2's `w`) or its number of heads
   for (let e = 0; e < E; e++) strength[e] = D.e_w ? D.e_w[e] : D.e_nh[e];
   const layer = new Uint8Array(E);
@@ -218,14 +222,14 @@ function prep(D) {
     if (!gcLists.has(gc)) gcLists.set(gc, []);
     gcLists.get(gc).push(r);
   }
+  const count = new Int32Array(256);
   for (let u = 0; u < N; u++) {
-    const count = new Map();
     let best = -1, bc = 0;
     for (let r = gstart[u]; r < gstart[u + 1]; r++) {
-      const c = (count.get(D.g_gc[r]) || 0) + 1;
-      count.set(D.g_gc[r], c);
+      const c = ++count[D.g_gc[r]];
       if (c > bc) { bc = c; best = D.g_gc[r]; }
     }
+    for (let r = gstart[u]; r < gstart[u + 1]; r++) count[D.g_gc[r]] = 0;
     if (best < 0) continue;
     if (!blockLists.has(best)) blockLists.set(best, []);
     blockLists.get(best).push(u);
