@@ -143,7 +143,7 @@ QUANT = 10
 
 def q16(a) -> np.ndarray:
     q = np.round(np.asarray(a, dtype=np.float64) * QUANT)
-    if q.size and np.abs(q).max() > np.iinfo(np.int16).max:
+    if q.size and max(q.max(), -q.min()) > np.iinfo(np.int16).max:  # |q| without an |q| array (NaN: as before)
         raise ValueError("the drawing is too large for int16 coordinates (more than 3276 px from the centre)")
     return q.astype(np.int16)
 
