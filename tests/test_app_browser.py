@@ -35,23 +35,6 @@ N_SAMPLES = 16
 TAU = 0.2
 SCRIPT = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">A cat sat.'
 
-# JavaScript: the screen position of data point (x, y) of a Bokeh figure, found by its model id
-FIGURE_POINT = """([id, x, y]) => {
-  const seen = new Set();
-  function* walk(v) {
-    if (!v || seen.has(v)) return;
-    seen.add(v); yield v;
-    if (typeof v.children === "function") for (const c of v.children()) yield* walk(c);
-  }
-  for (const root of Bokeh.index.roots)
-    for (const v of walk(root))
-      if (v.model.id === id && v.frame) {
-        const r = v.canvas_view.el.getBoundingClientRect();
-        return {x: r.left + v.frame.x_scale.compute(x), y: r.top + v.frame.y_scale.compute(y)};
-      }
-  return null;
-}"""
-
 
 def wait_for(condition, timeout: float = TIMEOUT_MS / 1000, what: str = "condition"):
     """Poll ``condition`` (server-side state) until it holds; fail naming ``what`` otherwise."""
@@ -248,11 +231,10 @@ def test_a_shared_url_restores_the_same_state(page, browser, served):
     wait_for(lambda: app.tau < TAU, what="τ to change")
     tau = app.tau
     L = app.pair.num_layers
-    nodes = app.view.flow.sources["nodes"].data  # click the halo (the tap target) of [CLS], the root
-    i = next(j for j, (lv, pos) in enumerate(zip(nodes["level"], nodes["pos"], strict=False)) if (lv, pos) == (L, 0))
-    page.locator(".af-flow-view canvas").first.scroll_into_view_if_needed()
-    point = page.evaluate(FIGURE_POINT, [app.view.flow.figure.id, float(nodes["hx"][i]), float(nodes["hy"][i])])
-    assert point is not None
+    # click [CLS], the root, where the radial component draws it (its test hook, views/radial.py)
+    radial = page.locator(".attnflows-radial")
+    radial.scroll_into_view_if_needed()
+    point = next(p for p in radial.evaluate("(el) => el.attnflowsPoints('nodes')") if (p["level"], p["pos"]) == (L, 0))
     page.mouse.click(point["x"], point["y"])
     # the tap freezes a token there ([CLS], or a token of the innermost ring whose halo lies on top)
     selection = wait_for(lambda: app.selection, what="the click to freeze a selection")
