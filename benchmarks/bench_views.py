@@ -31,15 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
-THREADS = os.environ.setdefault("OMP_NUM_THREADS", "1")  # pinned before numpy loads (as bench_graph.py)
-for _v in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_v, THREADS)
 import statistics
 import time
 from pathlib import Path
 
-import numpy as np
+THREADS = os.environ.setdefault("OMP_NUM_THREADS", "1")  # pinned before numpy loads (as bench_graph.py)
+for _v in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_v, THREADS)
+
+import numpy as np  # noqa: E402 - after the thread counts are pinned above
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,7 +65,8 @@ def _result(pre, fine, tokens, segments, a="", b=""):
 def _synthetic(kind: str, seed: int = 0, n: int = 128):
     rng = np.random.default_rng(seed)
     L, H = 12, 12
-    words = "the quick brown fox jumps over lazy dog while wireless power transmission demonstrates light".split()
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "wireless", "power",
+             "transmission", "demonstrates", "light"]
     half = n // 2
     tokens = ["[CLS]"] + [words[i % len(words)] for i in range(1, half)] + ["[SEP]"]
     tokens += [words[(7 * i) % len(words)] for i in range(half + 1, n - 1)] + ["[SEP]"]
@@ -83,7 +84,8 @@ def _tiny(n: int = 8, seed: int = 1):
     rng = np.random.default_rng(seed)
     L = H = 12
     half = n // 2
-    tokens = ["[CLS]"] + [f"a{i}" for i in range(1, half)] + ["[SEP]"] + [f"b{i}" for i in range(half + 1, n - 1)] + ["[SEP]"]
+    tokens = ["[CLS]"] + [f"a{i}" for i in range(1, half)] + ["[SEP]"]
+    tokens += [f"b{i}" for i in range(half + 1, n - 1)] + ["[SEP]"]
     segments = [0] * (half + 1) + [1] * (n - half - 1)
     return _result(_attn(rng, L, H, n, 4.2, local=30), _attn(rng, L, H, n, 4.2, local=30), tokens, segments), 0.3
 
@@ -167,8 +169,10 @@ def run_case(name, result, tau, repeat):
     lv = data.L // 2
     toks = [int(t) for t in data.levels[lv][:2]]
     hi = [int(t) for t in data.levels[data.L - 1][:1]]
-    click_s, _ = _median(lambda: (view.param.update(selection=[[lv, toks[0]]]), view.param.update(selection=[])), repeat)
-    brush_s, _ = _median(lambda: (view.param.update(selection=[[lv, t] for t in toks]), view.param.update(selection=[])), repeat)
+    click_s, _ = _median(lambda: (view.param.update(selection=[[lv, toks[0]]]),
+                                  view.param.update(selection=[])), repeat)
+    brush_s, _ = _median(lambda: (view.param.update(selection=[[lv, t] for t in toks]),
+                                  view.param.update(selection=[])), repeat)
     paths_s, _ = _median(lambda: (view.param.update(selection=[[data.L - 1, hi[0]], [lv, toks[0]]]),
                                   view.param.update(selection=[])), repeat)
     taus = [tau + 0.02, tau]

@@ -110,7 +110,7 @@ class ServedApp:
         environ.setdefault("HF_HUB_OFFLINE", "1")
         environ.setdefault("HF_DATASETS_OFFLINE", "1")
         environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self._log = open(self.log_file, "w")
+        self._log = open(self.log_file, "w")  # noqa: SIM115 - the server's log while it runs, closed by stop()
         cmd = [sys.executable, "-c", _LAUNCHER, str(self.error_file), "serve", *args,
                "--port", str(self.port), "--address", "127.0.0.1"]
         self.proc = subprocess.Popen(cmd, env=environ, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
@@ -184,7 +184,8 @@ class PageProblems:
         self.errors: list[str] = []
         self.external: list[str] = []
         allowed = tuple(o.rstrip("/") for o in origins) + ("data:", "blob:", "about:")
-        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console error: {m.text} ({m.location})"))
+        page.on("console",
+                lambda m: m.type == "error" and self.errors.append(f"console error: {m.text} ({m.location})"))
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: self._failed(r))
         page.on("request", lambda r: None if r.url.startswith(allowed) else self.external.append(r.url))
@@ -327,7 +328,8 @@ MOUNT_RADIAL = """([data, w, h]) => {
     }
     return v;
   }
-  const props = {data: {}, frozen: {}, level: null, focus: false, legend: [], title: "", sentences: [], pick: {}, export: ""};
+  const props = {data: {}, frozen: {}, level: null, focus: false, legend: [], title: "", sentences: [], pick: {},
+                 export: ""};
   for (const k in data) props.data[k] = decode(data[k]);
   const handlers = {};
   const model = new Proxy(props, {
@@ -357,7 +359,8 @@ def encode_radial_data(data: dict) -> dict:
     for k, v in data.items():
         if isinstance(v, np.ndarray):
             a = np.ascontiguousarray(v)
-            out[k] = {"__nd__": base64.b64encode(a.astype(a.dtype.newbyteorder("<")).tobytes()).decode(), "dtype": str(a.dtype)}
+            raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
+            out[k] = {"__nd__": base64.b64encode(raw).decode(), "dtype": str(a.dtype)}
         elif isinstance(v, (np.integer, np.floating, np.bool_)):
             out[k] = v.item()
         else:

@@ -26,13 +26,22 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from urllib.parse import urlparse
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
-from browser_support import (CHROMIUM, GLYPH_POINTS, REPO, SCROLL_INTO_VIEW, TIMEOUT_S, free_port, launch_chromium,
-                             settled_points, wait_for)
+from browser_support import (
+    CHROMIUM,
+    GLYPH_POINTS,
+    REPO,
+    SCROLL_INTO_VIEW,
+    TIMEOUT_S,
+    free_port,
+    launch_chromium,
+    settled_points,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -41,7 +50,8 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402  (test ext
 NOTEBOOK = "01_one_sample.ipynb"
 NODES = "attnflows-node-targets"
 RUN_TIMEOUT_S = 600.0
-expect.set_options(timeout=TIMEOUT_S * 1000)  # the whole notebook on a loaded 2-core machine: model loading, two runs, an export
+# the whole notebook on a loaded 2-core machine: model loading, two runs, an export
+expect.set_options(timeout=TIMEOUT_S * 1000)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +76,7 @@ def lab(tmp_path_factory, minilm_path, minilm_finetuned_dir):
         IPYTHONDIR=str(root / "ipython"),
     )
     env.pop("ATTNFLOWS_TAU", None)
-    log = open(root / "lab.log", "w")
+    log = open(root / "lab.log", "w")  # noqa: SIM115 - the server's log for the whole fixture, closed in its finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
@@ -159,8 +169,8 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
         code_prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
         n_code = code_prompts.count()
-        wait_for(lambda: sum(bool(re.fullmatch(r"\[\d+\]:", t.strip())) for t in code_prompts.all_inner_texts()) == n_code,
-                 timeout=RUN_TIMEOUT_S, what="every cell to run", interval=0.5)
+        wait_for(lambda: sum(bool(re.fullmatch(r"\[\d+\]:", t.strip())) for t in code_prompts.all_inner_texts())
+                 == n_code, timeout=RUN_TIMEOUT_S, what="every cell to run", interval=0.5)
         page.screenshot(path=str(tmp_path / "lab-ran.png"), full_page=True)
 
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
@@ -189,9 +199,11 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         drawn = len(pts)
         view.get_by_role("button", name="Combined", exact=True).click()
         page.evaluate(SCROLL_INTO_VIEW, NODES)
-        wait_for(lambda: len(page.evaluate(GLYPH_POINTS, [NODES, ["level"]]) or []) not in (0, drawn), what="the combined rings")
+        wait_for(lambda: len(page.evaluate(GLYPH_POINTS, [NODES, ["level"]]) or []) not in (0, drawn),
+                 what="the combined rings")
         pts = settled_points(page, NODES, ["token", "level", "pos"], what="the combined rings to stay in place")
-        tok2 = next(p for p in pts if p["level"] == 0 and p["pos"] != tok["pos"] and p["token"] not in ("[CLS]", "[SEP]"))
+        tok2 = next(p for p in pts
+                    if p["level"] == 0 and p["pos"] != tok["pos"] and p["token"] not in ("[CLS]", "[SEP]"))
         page.mouse.move(tok2["x"], tok2["y"])
         page.mouse.click(tok2["x"], tok2["y"])
         expect(view.get_by_text(re.compile(rf"selected .*“{re.escape(tok2['token'])}”"))).to_be_visible()

@@ -99,7 +99,7 @@ def _flow(view) -> dict[str, dict]:
 
 
 def _node_key(nodes) -> list[tuple[int, int]]:
-    return list(zip(np.asarray(nodes["level"]).tolist(), np.asarray(nodes["pos"]).tolist()))
+    return list(zip(np.asarray(nodes["level"]).tolist(), np.asarray(nodes["pos"]).tolist(), strict=True))
 
 
 def _decode_trace(nodes, edges, u: int, code: int) -> set[tuple[int, int]]:
@@ -148,7 +148,8 @@ def test_radial_positions_follow_the_paper_layout(graphs):
     for pos in (1, 2, 4):
         row = nd[(nd["level"] == 1) & (nd["pos"] == pos)].iloc[0]
         deg[pos] = math.degrees(row["angle"]) % 360
-        assert (row["x"], row["y"]) == pytest.approx((r1 * math.cos(math.radians(deg[pos])), r1 * math.sin(math.radians(deg[pos]))))
+        rad = math.radians(deg[pos])
+        assert (row["x"], row["y"]) == pytest.approx((r1 * math.cos(rad), r1 * math.sin(rad)))
     assert 180 > deg[1] > deg[2] >= 0 and 180 < deg[4] < 360
     assert np.allclose(nodes["angle"], nd["angle"].to_numpy(), atol=1e-5)  # the component draws the layout's
     root_row = nd[nd["level"] == 2].iloc[0]
@@ -172,7 +173,7 @@ def test_glyph_colours_single_model_count_ramp(graphs):
     view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
     keys, glyphs, colors = _glyph_colors(view)
     ramp = count_palette(PRETRAINED_COLOR)
-    got = {(keys[n], int(h)): c for n, h, c in zip(glyphs["node"], glyphs["head"], colors)}
+    got = {(keys[n], int(h)): c for n, h, c in zip(glyphs["node"], glyphs["head"], colors, strict=True)}
     expected = {}
     for k in (1, 2):
         counts = g.glyphs(k)
@@ -193,7 +194,7 @@ def test_glyph_states_combined_split_and_model_colours(graphs):
     keys, glyphs, colors = _glyph_colors(view)
     rows: dict = {}
     widths = np.where(np.asarray(glyphs["part"]) == 0, view.data.style.glyph, view.data.style.glyph / 2)
-    for n, h, m, col, w in zip(glyphs["node"], glyphs["head"], glyphs["model"], colors, widths):
+    for n, h, m, col, w in zip(glyphs["node"], glyphs["head"], glyphs["model"], colors, widths, strict=True):
         rows.setdefault((keys[n], int(h)), []).append((int(m), col, float(w)))
     gsize = view.data.style.glyph
     for k in (1, 2):
@@ -208,14 +209,16 @@ def test_glyph_states_combined_split_and_model_colours(graphs):
                     assert got == [(PRE, PRETRAINED_COLOR, pytest.approx(gsize / 2, abs=0.01)),
                                    (FINE, FINETUNED_COLOR, pytest.approx(gsize / 2, abs=0.01))]
                 else:
-                    assert got == [(s, PRETRAINED_COLOR if s == PRE else FINETUNED_COLOR, pytest.approx(gsize, abs=0.01))]
+                    color = PRETRAINED_COLOR if s == PRE else FINETUNED_COLOR
+                    assert got == [(s, color, pytest.approx(gsize, abs=0.01))]
     # the root's head 1 attends to "sat" (pre) and "cat" (fine): a split glyph
     assert len(rows[((2, 0), 1)]) == 2
     # the two halves sit side by side along the reading direction, half a glyph apart
     data = view.data
     gl = data.glyphs
     half = gl[(gl["node"] == data.node_id(2, 0)) & (gl["head"] == 1)]
-    assert math.hypot(half["x"].iloc[0] - half["x"].iloc[1], half["y"].iloc[0] - half["y"].iloc[1]) == pytest.approx(gsize / 2, abs=1e-6)
+    gap = math.hypot(half["x"].iloc[0] - half["x"].iloc[1], half["y"].iloc[0] - half["y"].iloc[1])
+    assert gap == pytest.approx(gsize / 2, abs=1e-6)
 
 
 def test_sparklines_are_the_graphs_sparklines(graphs):
@@ -243,7 +246,7 @@ def test_membership_and_label_colours_combined(graphs):
     view = AttentionFlowsView(_result(), tau=TAU)
     nodes = _flow(view)["nodes"]
     keys = _node_key(nodes)
-    mem = dict(zip(keys, np.asarray(nodes["mem"]).tolist()))
+    mem = dict(zip(keys, np.asarray(nodes["mem"]).tolist(), strict=True))
     for (lv, t), code in mem.items():
         assert code == PRE * g.member[lv, t] + FINE * f.member[lv, t]
     assert mem[(1, 4)] == PRE and mem[(1, 2)] == FINE and mem[(1, 1)] == BOTH
@@ -293,12 +296,12 @@ def test_frozen_selection_states(graphs):
     assert st[keys.index((0, 2))] == 4  # dimmed
     # glyphs: the heads that carry the trace's edges light up, others dim
     gl = _flow(view)["glyphs"]
-    on = {(keys[n], int(h)) for n, h, s in zip(gl["node"], gl["head"], gl["st"]) if 1 <= s <= 3}
+    on = {(keys[n], int(h)) for n, h, s in zip(gl["node"], gl["head"], gl["st"], strict=True) if 1 <= s <= 3}
     expected = {((e.layer + 1, e.a), h) for e in g.trace(0, 3).edges for h in e.heads}
     assert on == expected == {((1, 1), 1), ((1, 4), 1), ((2, 0), 0), ((2, 0), 1)}
     # edges of the trace highlighted
     ed = _flow(view)["edges"]
-    lit_edges = {(keys[u], keys[v]) for u, v, s in zip(ed["u"], ed["v"], ed["st"]) if 1 <= s <= 3}
+    lit_edges = {(keys[u], keys[v]) for u, v, s in zip(ed["u"], ed["v"], ed["st"], strict=True) if 1 <= s <= 3}
     assert lit_edges == {((e.layer + 1, e.a), (e.layer, e.b)) for e in g.trace(0, 3).edges}
     # brushed intersection of "the" and "sat" at level 1
     view.selection = [[1, 1], [1, 4]]
@@ -331,7 +334,7 @@ def test_combined_frozen_trace_coloured_by_model(graphs):
     assert np.array_equal(np.asarray(ctx["st"]), st)
     sent = _source(root, "attnflows-sentence-tokens")
     reached = {}
-    for (lv, t), code in c.trace(1, [1]).items():
+    for (_lv, t), code in c.trace(1, [1]).items():
         reached[t] = reached.get(t, 0) | code
     for p, s in enumerate(np.asarray(sent["st"]).tolist()):
         if p == 1:
@@ -411,7 +414,7 @@ def test_parts_are_the_live_views_for_a_custom_layout():
     assert parts.info is None
     assert parts.legend in parts.context.objects
     layout = pn.Row(parts.sentence, parts.flow, parts.context, parts.controls, parts.status)
-    root = layout.get_root(Document(), comm=Comm())
+    layout.get_root(Document(), comm=Comm())  # the parts rendered in a custom layout
     before = _node_key(_flow(view)["nodes"])
     view.tau = 0.55  # the custom layout shows the new graph, with no new parts to place
     after = _node_key(_flow(view)["nodes"])

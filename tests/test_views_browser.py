@@ -13,7 +13,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import panel as pn
 import pytest
 
 from attnflows_panel.compare import GraphComparison
@@ -67,13 +66,13 @@ def _open(browser, port, width=1500, height=1250):
 
 def _states(page) -> dict:
     s = page.locator(RADIAL).evaluate("(el) => el.attnflowsStates()")
-    s["keys"] = list(zip(s["level"], s["pos"]))
+    s["keys"] = list(zip(s["level"], s["pos"], strict=True))
     return s
 
 
 def _lit(keys, st) -> dict:
     """{(level, pos): code} of what the page highlights (state 1-3, or 9-11 for the selected token)."""
-    return {k: (s - 8 if s >= 9 else s) for k, s in zip(keys, st) if 1 <= s <= 3 or s >= 9}
+    return {k: (s - 8 if s >= 9 else s) for k, s in zip(keys, st, strict=True) if 1 <= s <= 3 or s >= 9}
 
 
 def _hover_node(page, i):

@@ -24,9 +24,9 @@ import json
 
 import numpy as np
 import pytest
+from bokeh.core.serialization import Serialized
 from bokeh.document import Document
 from bokeh.models import ColumnDataSource, LayoutDOM
-from bokeh.core.serialization import Serialized
 from bokeh.protocol import Protocol
 from pyviz_comms import Comm
 
@@ -105,8 +105,9 @@ def _replay(messages, browser: Document) -> list[list[tuple[str, object, str]]]:
     A ColumnDataChanged event that names its columns replaces those columns and keeps the others
     (BokehJS's ``Document._apply_json_patch``; Python's own ``apply_json_patch`` would drop them).
     Checks that every model an event refers to is one the browser has (a model that left the document
-    is one BokehJS has dropped: "reference … isn't known"), that every source's columns have one length after every event, and that no layout model
-    changes later in a message in which a source changed its number of rows."""
+    is one BokehJS has dropped: "reference … isn't known"), that every source's columns have one length
+    after every event, and that no layout model changes later in a message in which a source changed its
+    number of rows."""
     out = []
     for msg in messages:
         events, resized = [], None
@@ -116,7 +117,8 @@ def _replay(messages, browser: Document) -> list[list[tuple[str, object, str]]]:
             defined, used = set(), set()
             _refs(ev, defined, used)
             unknown = [i for i in used - defined if browser.get_model_by_id(i) is None]
-            assert not unknown, f"{ev['kind']} {type(model).__name__}.{ev.get('attr')} refers to models the browser dropped: {unknown}"
+            assert not unknown, (f"{ev['kind']} {type(model).__name__}.{ev.get('attr')} refers to models "
+                                 f"the browser dropped: {unknown}")
             old = dict(model.data) if ev["kind"] == "ColumnDataChanged" else None
             browser.apply_json_patch(Serialized({"events": [ev]}, msg.buffers))
             browser.models.recompute()  # BokehJS drops a model that left the document
@@ -163,7 +165,8 @@ def _same_as_python(doc: Document, browser: Document) -> None:
                 if isinstance(want, np.ndarray) and want.dtype != object:
                     np.testing.assert_array_equal(np.asarray(got), want, err_msg=f"{src.name}.{col}")
                 else:
-                    assert [np.asarray(v).tolist() for v in got] == [np.asarray(v).tolist() for v in want], f"{src.name}.{col}"
+                    got_l, want_l = [np.asarray(v).tolist() for v in got], [np.asarray(v).tolist() for v in want]
+                    assert got_l == want_l, f"{src.name}.{col}"
 
 
 def test_a_mode_switch_from_python_is_one_message_with_no_layout_change_after_the_new_rows():
@@ -243,7 +246,8 @@ def test_no_model_enters_or_leaves_the_document_after_its_first_render():
     for change in ({"mode": "finetuned", "selection": [[2, 0]]}, {"mode": "combined"}, {"focus": True},
                    {"tau": 0.55}, {"mode": "pretrained", "level": 1}, {"focus": False}, {"selection": [[0, 3]]},
                    {"mode": "combined", "selection": [[1, 1]], "head": [0, 1]}, {"size": 500},
-                   {"result": _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"], segments=[0, 0, 0, 0, 1])},
+                   {"result": _result(small, small, tokens=["[CLS]", "a", "b", "[SEP]", "[SEP]"],
+                                      segments=[0, 0, 0, 0, 1])},
                    {"result": _result(), "mode": "finetuned"}):
         view.param.update(**change)
         assert {m.id for m in doc.models} == models, f"{change}: models added or dropped"

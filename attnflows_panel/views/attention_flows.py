@@ -28,8 +28,8 @@ controls before the models have run.
 **Document changes.** The parameters change at once; the Bokeh figures follow on the document's next
 tick (``doc.add_next_tick_callback``, which runs under the document's lock) on a served page, so that
 no figure is changed outside the lock, whoever changed a parameter (a widget change, which Panel runs
-outside the lock, a click, the app); without a server they follow at once. Callbacks of the figures' own Bokeh models (taps,
-brushes) report an exception to ``pn.config.exception_handler`` when one is set (the app shows it to
+outside the lock, a click, the app); without a server they follow at once. Callbacks of the figures' own
+Bokeh models (taps, brushes) report an exception to ``pn.config.exception_handler`` when one is set (the app shows it to
 the user), instead of losing it in the server log.
 
 Interactions (§4.4):
@@ -57,15 +57,13 @@ import numpy as np
 import panel as pn
 import param
 
-from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PRETRAINED_COLOR
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import RadialStyle
 from attnflows_panel.views.context import ContextFigure
 from attnflows_panel.views.export import export_views
 from attnflows_panel.views.flow import (
-    GLYPH_PALETTE,
     MODES,
-    RAMP_STEPS,
     FlowData,
     Highlight,
     _Kit,
@@ -171,22 +169,29 @@ class AttentionFlowsView(pn.viewable.Viewer):
     ``attnflows-export-svg``, ``attnflows-export-png``.
     """
 
-    result = _PairResultParameter(default=None, allow_refs=True, doc="A PairResult (ModelPair.run(a, b)): tokens, segments, both models' attentions.")
+    result = _PairResultParameter(
+        default=None, allow_refs=True,
+        doc="A PairResult (ModelPair.run(a, b)): tokens, segments, both models' attentions.")
     tau = param.Number(default=DEFAULT_TAU, bounds=TAU_BOUNDS, step=0.01, label="τ (attention threshold)",
                        doc="τ: an attention weight above τ is an edge of the Attention Graph (§4.1).")
-    mode = param.Selector(default="combined", objects=list(MODES), doc="Which graph(s) to draw: both models (combined) or one.")
+    mode = param.Selector(default="combined", objects=list(MODES),
+                          doc="Which graph(s) to draw: both models (combined) or one.")
     level = param.Integer(default=0, bounds=(0, 1), label="Level (sentence view; 1 = input)",
                           doc="Level k (0-based) whose influence I_k (eq. 4) the sentence view shows.")
     selection = param.List(default=[], item_type=list, doc="Frozen selection: [[level, token_position], ...].")
-    head = param.List(default=[], doc="[] or [layer, h]: only head h connects that layer in the frozen traversal (Fig. 6(b)).")
-    head_model = param.Selector(default="both", objects=["both", "pretrained", "finetuned"], doc="Model(s) traversed with a head restriction (combined mode).")
+    head = param.List(default=[],
+                      doc="[] or [layer, h]: only head h connects that layer in the frozen traversal (Fig. 6(b)).")
+    head_model = param.Selector(default="both", objects=["both", "pretrained", "finetuned"],
+                                doc="Model(s) traversed with a head restriction (combined mode).")
     alpha = param.Number(default=0.5, bounds=(0.0, 1.0), doc="Decay α of eq. 4 (the paper uses 0.5).")
-    size = param.Integer(default=None, allow_None=True, bounds=(200, 3000), doc="Radial view size in px (None: square, following the width of its container).")
+    size = param.Integer(default=None, allow_None=True, bounds=(200, 3000),
+                         doc="Radial view size in px (None: square, following the width of its container).")
     flow_height = param.String(default=FLOW_HEIGHT, regex=r"^[^;{}]*[^;{}\s][^;{}]*$", doc=(
         "CSS height of the radial view's box when size is None: the window's height less what sits above "
         "the view (the drawing is the largest square in this height and the width its container leaves). "
         "A page with more above the view (the app's header and sample card) passes its own."))
-    focus = param.Boolean(default=False, doc="Focus: show only the traced subgraph of the hover or the frozen selection.")
+    focus = param.Boolean(default=False,
+                          doc="Focus: show only the traced subgraph of the hover or the frozen selection.")
     status = param.String(default="", constant=True, doc="What the frozen selection shows (read-only).")
     clear = param.Action(default=lambda self: self.clear_selection(), label="Clear selection",
                          doc="Clear the frozen selection (the button of the controls).")
@@ -272,11 +277,14 @@ class AttentionFlowsView(pn.viewable.Viewer):
                                                     format=CustomJSTickFormatter(code="return (tick + 1).toString()"))
         self._focus = W.Checkbox.from_param(self.param.focus, name="Focus: only the traced subgraph",
                                             sizing_mode="stretch_width", css_classes=["attnflows-focus"])
-        self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width", css_classes=["attnflows-clear"])
+        self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width",
+                                          css_classes=["attnflows-clear"])
         self._svg = W.FileDownload(callback=lambda: io.BytesIO(self.export("svg")), filename="attention-flows.svg",
-                                   label="Export SVG", embed=False, sizing_mode="stretch_width", css_classes=["attnflows-export-svg"])
+                                   label="Export SVG", embed=False, sizing_mode="stretch_width",
+                                   css_classes=["attnflows-export-svg"])
         self._png = W.FileDownload(callback=lambda: io.BytesIO(self.export("png")), filename="attention-flows.png",
-                                   label="Export PNG", embed=False, sizing_mode="stretch_width", css_classes=["attnflows-export-png"])
+                                   label="Export PNG", embed=False, sizing_mode="stretch_width",
+                                   css_classes=["attnflows-export-png"])
         self._legend = pn.pane.HTML("", width=280, margin=(5, 10))
         self._status = pn.pane.HTML("", width=280, margin=(5, 10), styles={"font-size": "12px", "color": "#444"})
 
@@ -409,7 +417,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     def _check_level(self) -> None:
         if self.result is not None and not 0 <= self.level <= self._L - 1:
-            raise ValueError(f"level must be in 0 .. {self._L - 1} (the layers whose influence I_k is defined); got {self.level}")
+            raise ValueError(
+                f"level must be in 0 .. {self._L - 1} (the layers whose influence I_k is defined); got {self.level}")
 
     def _check_selection(self) -> None:
         if self.result is None:
@@ -421,9 +430,11 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 raise ValueError(f"selection items must be [level, token] integer pairs; got {item!r}")
             lv, tok = item
             if not 0 <= lv <= self._L or not 0 <= tok < self._n:
-                raise ValueError(f"selection item {item!r} is out of range: levels 0..{self._L}, tokens 0..{self._n - 1}")
+                raise ValueError(
+                    f"selection item {item!r} is out of range: levels 0..{self._L}, tokens 0..{self._n - 1}")
         if self.head:
-            if len(self.head) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.head):
+            integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.head)
+            if len(self.head) != 2 or not integers:
                 raise ValueError(f"head must be [] or [layer, h] integers; got {self.head!r}")
             layer, h = self.head
             if not 0 <= layer < self._L or not 0 <= h < self._H:
@@ -589,8 +600,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         with self._writing_selections():
             self._sentence.tokens.selected.indices = []
         if self._data.node_id(self.level, pos) < 0:
-            self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level {self.level + 1} at τ = "
-                                   f"{self.tau:.2f}; pick another level.</i>")
+            self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level "
+                                   f"{self.level + 1} at τ = {self.tau:.2f}; pick another level.</i>")
             return
         self.param.update(selection=[[self.level, pos]], head=[], head_model="both")
 
@@ -624,7 +635,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         if d is not self._flow_data_if_current():
             d = self._flow_data()  # the figures are a tick behind the parameters: say what they will show
         parts = []
-        for name, out, color in (("pre-trained", r.pretrained, PRETRAINED_COLOR), ("fine-tuned", r.finetuned, FINETUNED_COLOR)):
+        models = (("pre-trained", r.pretrained, PRETRAINED_COLOR), ("fine-tuned", r.finetuned, FINETUNED_COLOR))
+        for name, out, color in models:
             label = getattr(out, "label", None)
             probs = getattr(out, "probs", None)
             if label is not None:
@@ -653,7 +665,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         ``result``, τ, mode, level or selection updates the figures in place, so place each part once.
         """
         if self._controls is None:
-            self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._focus, self._clear,
+            self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._focus,
+                                       self._clear,
                                        pn.Row(self._svg, self._png, sizing_mode="stretch_width"),
                                        sizing_mode="stretch_width", css_classes=["af-view-controls"])
         return ViewParts(

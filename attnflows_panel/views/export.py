@@ -62,7 +62,9 @@ class SvgCanvas(_Canvas):
 
     def __init__(self, width: float, height: float, background: str = "#ffffff"):
         self.width, self.height = float(width), float(height)
-        self.parts: list[str] = [f'<rect x="0" y="0" width="{self.width:.0f}" height="{self.height:.0f}" fill="{background}"/>']
+        self.parts: list[str] = [
+            f'<rect x="0" y="0" width="{self.width:.0f}" height="{self.height:.0f}" fill="{background}"/>'
+        ]
 
     def _paint(self, color: str | None, alpha: float, kind: str) -> str:
         if color is None or alpha <= 0:
@@ -97,7 +99,9 @@ class SvgCanvas(_Canvas):
     def circle(self, cx, cy, r, fill=None, alpha=1.0, stroke=None, stroke_alpha=1.0, stroke_width=1.0):
         self.parts.append(
             f'<circle cx="{cx:.2f}" cy="{cy:.2f}" r="{r:.2f}" {self._paint(fill, alpha, "fill")} '
-            f'{self._paint(stroke, stroke_alpha, "stroke")}' + (f' stroke-width="{stroke_width:.2g}"' if stroke else "") + "/>"
+            f'{self._paint(stroke, stroke_alpha, "stroke")}'
+            + (f' stroke-width="{stroke_width:.2g}"' if stroke else "")
+            + "/>"
         )
 
     def annulus(self, cx, cy, r0, r1, fill, alpha=1.0, stroke=None):
@@ -114,7 +118,9 @@ class SvgCanvas(_Canvas):
         d = " ".join(f"{x:.2f},{y:.2f}" for x, y in pts)
         self.parts.append(f'<polygon points="{d}" {self._paint(fill, alpha, "fill")}/>')
 
-    def text(self, x, y, s, size, color="#222222", alpha=1.0, angle_deg=0.0, anchor="middle", baseline="middle", bold=False):
+    def text(
+        self, x, y, s, size, color="#222222", alpha=1.0, angle_deg=0.0, anchor="middle", baseline="middle", bold=False
+    ):
         if not s:
             return
         tr = f' transform="rotate({angle_deg:.2f} {x:.2f} {y:.2f})"' if angle_deg else ""
@@ -127,7 +133,8 @@ class SvgCanvas(_Canvas):
 
     def to_bytes(self) -> bytes:
         head = (
-            f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{self.width:.0f}" height="{self.height:.0f}" '
+            f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" '
+            f'width="{self.width:.0f}" height="{self.height:.0f}" '
             f'viewBox="0 0 {self.width:.0f} {self.height:.0f}" font-family="{_FONT}">'
         )
         return (head + "\n".join(self.parts) + "</svg>\n").encode("utf-8")
@@ -207,14 +214,20 @@ class PngCanvas(_Canvas):
         if not c:
             return
         t = np.linspace(0, 1, 10)[:, None]
-        p = ((1 - t) ** 3) * [x0, y0] + 3 * ((1 - t) ** 2) * t * [cx0, cy0] + 3 * (1 - t) * t * t * [cx1, cy1] + t ** 3 * [x1, y1]
+        p = (
+            ((1 - t) ** 3) * [x0, y0]
+            + 3 * ((1 - t) ** 2) * t * [cx0, cy0]
+            + 3 * (1 - t) * t * t * [cx1, cy1]
+            + t ** 3 * [x1, y1]
+        )
         self.draw.line(self._pts(p.tolist()), fill=c, width=max(1, int(round(width * self.s))))
 
     def circle(self, cx, cy, r, fill=None, alpha=1.0, stroke=None, stroke_alpha=1.0, stroke_width=1.0):
         s = self.s
         box = [(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s]
         sc = self._c(stroke, stroke_alpha) if stroke else None
-        self.draw.ellipse(box, fill=self._c(fill, alpha), outline=sc, width=max(1, int(round(stroke_width * s))) if sc else 0)
+        width = max(1, int(round(stroke_width * s))) if sc else 0
+        self.draw.ellipse(box, fill=self._c(fill, alpha), outline=sc, width=width)
 
     def annulus(self, cx, cy, r0, r1, fill, alpha=1.0, stroke=None):
         s = self.s
@@ -227,7 +240,9 @@ class PngCanvas(_Canvas):
             for r in (r0, r1):
                 self.circle(cx, cy, r, stroke=stroke)
 
-    def text(self, x, y, s, size, color="#222222", alpha=1.0, angle_deg=0.0, anchor="middle", baseline="middle", bold=False):
+    def text(
+        self, x, y, s, size, color="#222222", alpha=1.0, angle_deg=0.0, anchor="middle", baseline="middle", bold=False
+    ):
         from PIL import Image, ImageDraw
 
         if not s:
@@ -309,7 +324,8 @@ def _radial_columns(data, hl, level: int | None) -> dict[str, dict]:
     r = (np.hypot(t["x1"], t["y1"]).to_numpy() + 8) if len(t) else np.zeros(0)
     S["ticks"] = {"x0": t["x0"].to_numpy() if len(t) else ang, "y0": t["y0"].to_numpy() if len(t) else ang,
                   "x1": t["x1"].to_numpy() if len(t) else ang, "y1": t["y1"].to_numpy() if len(t) else ang,
-                  "tx": r * np.cos(ang), "ty": r * np.sin(ang), "tl": [str(int(k) + 1) for k in t["level"]] if len(t) else [],
+                  "tx": r * np.cos(ang), "ty": r * np.sin(ang),
+                  "tl": [str(int(k) + 1) for k in t["level"]] if len(t) else [],
                   "tang": np.where(np.cos(ang) < 0, ang + np.pi, ang)}
     return S
 
@@ -333,7 +349,7 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
     S = _radial_columns(data, hl, level)
     ext = data.layout.extent  # the drawing fits ±extent
     x0, x1 = -ext, ext
-    y0, y1 = -ext, ext
+    y1 = ext
     k = W / (x1 - x0)
 
     def X(x):
@@ -347,12 +363,12 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
 
     cx, cy = float(X(0.0)), float(Y(0.0))
     rings = S["rings"]
-    for r0, r1, fill, fa, line in zip(rings["r0"], rings["r1"], rings["fill"], rings["fa"], rings["line"]):
+    for r0, r1, fill, fa, line in zip(rings["r0"], rings["r1"], rings["fill"], rings["fa"], rings["line"], strict=True):
         cv.annulus(cx, cy, r0 * k, r1 * k, fill, fa, stroke=line)
     t = S["ticks"]
-    for a, b, c, d in zip(X(t["x0"]), Y(t["y0"]), X(t["x1"]), Y(t["y1"])):
+    for a, b, c, d in zip(X(t["x0"]), Y(t["y0"]), X(t["x1"]), Y(t["y1"]), strict=True):
         cv.line(a, b, c, d, "#111111", 1.0, 3.2, cap="round")
-    for tx, ty, tl, ta in zip(X(t["tx"]), Y(t["ty"]), t["tl"], A(t["tang"])):
+    for tx, ty, tl, ta in zip(X(t["tx"]), Y(t["ty"]), t["tl"], A(t["tang"]), strict=True):
         cv.text(tx, ty, tl, 9, "#8a8a8a", angle_deg=ta)
     e = S["edges"]
     st = _col(e, "fz")
@@ -366,7 +382,9 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
         alpha = ea[i] / 255 if 5 <= s <= 8 else (ha[i] / 255 if 1 <= s <= 3 else EDGE_ALPHA[s])
         if alpha <= 0.004:
             continue
-        cv.bezier(ex0[i], ey0[i], ecx0[i], ecy0[i], ecx1[i], ecy1[i], ex1[i], ey1[i], EDGE_COLORS[s], alpha, EDGE_WIDTH[s] * k)
+        cv.bezier(
+            ex0[i], ey0[i], ecx0[i], ecy0[i], ecx1[i], ecy1[i], ex1[i], ey1[i], EDGE_COLORS[s], alpha, EDGE_WIDTH[s] * k
+        )
     n = S["nodes"]
     nst = _col(n, "fz")
     cv.group("tokens")
@@ -386,14 +404,15 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
     sp = S["sparks"]
     combined = data.comparison is not None
     spc = {0: "#7f7f7f", 1: PRETRAINED_COLOR, 2: FINETUNED_COLOR}
-    for a, b, c, d, m, nid in zip(X(_q(sp, "x0")), Y(_q(sp, "y0")), X(_q(sp, "x1")), Y(_q(sp, "y1")), sp["model"], sp["node"]):
+    spark_cols = (X(_q(sp, "x0")), Y(_q(sp, "y0")), X(_q(sp, "x1")), Y(_q(sp, "y1")), sp["model"], sp["node"])
+    for a, b, c, d, m, nid in zip(*spark_cols, strict=True):
         cv.line(a, b, c, d, spc[int(m)] if combined else SINGLE_SPARK_COLOR, SPARK_ALPHA[int(nst[int(nid)])], 1.4)
     g = S["glyphs"]
     gst = _col(g, "fz")
     gs = data.style.glyph * k
     gw_all = np.where(_col(g, "part") == 0, gs, gs / 2)
     gta_all = A(_col(n, "ta")[_col(g, "node").astype(np.int64)])
-    for gx, gy, gw, gta, gc, s in zip(X(_q(g, "x")), Y(_q(g, "y")), gw_all, gta_all, g["gc"], gst):
+    for gx, gy, gw, gta, gc, s in zip(X(_q(g, "x")), Y(_q(g, "y")), gw_all, gta_all, g["gc"], gst, strict=True):
         cv.rect(gx, gy, gw, gs, gta, GLYPH_PALETTE[int(gc)], GLYPH_ALPHA[int(s)])
     fs = data.style.font * k  # one font for every ring, as on screen at this size
     lx, ly = X(n["lx"]), Y(n["ly"])
@@ -420,15 +439,15 @@ def _draw_sentence(cv, sent, ox: float, oy: float) -> None:
     halo = TOKEN_HALO
     from attnflows_panel.views.flow import STATE_COLORS
 
-    for x, ty, w, th, s in zip(t["x"], t["ty"], t["w"], t["th"], st):
+    for x, ty, w, th, s in zip(t["x"], t["ty"], t["w"], t["th"], st, strict=True):
         if halo[int(s)]:
             cv.rect(ox + x, oy + ty, w, th, 0, STATE_COLORS[int(s)], halo[int(s)])
-    for x, y, tok, s in zip(t["x"], t["y"], t["token"], st):
+    for x, y, tok, s in zip(t["x"], t["y"], t["token"], st, strict=True):
         cv.text(ox + x, oy + y, tok, 13, TOKEN_TEXT[int(s)], baseline="alphabetic")
     r = sent.layout.radius + 0.75
     line_col = ["#bdbdbd", PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR]
     cst = _col(c, "fz")
-    for x, y, code, s in zip(c["x"], c["y"], c["code"], cst):
+    for x, y, code, s in zip(c["x"], c["y"], c["code"], cst, strict=True):
         a = 0.25 if int(s) == 4 else 1.0
         cv.circle(ox + x, oy + y, r, CIRCLE_COLORS[int(code)] if code else "#ffffff", a, line_col[int(code)], a, 0.8)
 
@@ -441,12 +460,12 @@ def _draw_context(cv, ctx, ox: float, oy: float) -> None:
     k = fig.width / (x1 - x0)
     cx, cy = ox + fig.width / 2, oy + fig.height / 2
     rd = ctx.rings.data
-    for r0, r1, fill, line in zip(rd["r0"], rd["r1"], rd["fill"], rd["line"]):
+    for r0, r1, fill, line in zip(rd["r0"], rd["r1"], rd["fill"], rd["line"], strict=True):
         cv.annulus(cx, cy, r0 * k, r1 * k, fill, 1.0, stroke=None if line == "#00000000" else line)
     pal = list(ctx.palette)  # the colours without their opacity (CONTEXT_ALPHA, below)
     w = ctx.wedges.data
     st = _col(w, "fz")
-    for r0, r1, a0, a1, s in zip(w["inner"], w["outer"], w["start"], w["end"], st):
+    for r0, r1, a0, a1, s in zip(w["inner"], w["outer"], w["start"], w["end"], st, strict=True):
         # data angles are counter-clockwise with y up; on screen (y down) they flip sign
         cv.wedge(cx, cy, r0 * k, r1 * k, -a1, -a0, pal[int(s)], CONTEXT_ALPHA[int(s)])
     t = ctx.tick.data

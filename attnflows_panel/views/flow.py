@@ -12,12 +12,8 @@ from __future__ import annotations
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.compare import FINE, PRE
-from attnflows_panel.views.flow_data import *  # noqa: F401,F403 - the view's data, re-exported
-from attnflows_panel.views.flow_data import (  # noqa: F401 - also used by sentence, context, export
+from attnflows_panel.views.flow_data import (  # noqa: F401 - the view's data, re-exported (sentence, context, export)
     _MODEL_COLOR,
-    _f32,
-    _q16,
-    _uint,
     DIM_COLOR,
     EDGE_ALPHA,
     EDGE_COLORS,
@@ -27,6 +23,7 @@ from attnflows_panel.views.flow_data import (  # noqa: F401 - also used by sente
     LEVEL_BAND_FILL,
     LEVEL_BAND_LINE,
     MODEL_NAME,
+    MODES,
     NEUTRAL_EDGE,
     NODE_HALO_ALPHA,
     NODE_TEXT,
@@ -38,7 +35,11 @@ from attnflows_panel.views.flow_data import (  # noqa: F401 - also used by sente
     TEXT_COLOR,
     FlowData,
     Highlight,
+    _f32,
+    _q16,
+    _uint,
     compose_states,
+    count_palette,
 )
 
 __all__ = ["FlowData", "Highlight", "MODES", "compose_states", "count_palette", "legend_html",
@@ -54,7 +55,10 @@ def _alpha_transform(table):
 
     return CustomJSTransform(
         args={"table": [float(v) for v in table]},
-        v_func="const out = new Float64Array(xs.length); for (let i = 0; i < xs.length; i++) out[i] = table[xs[i]]; return out;",
+        v_func=(
+            "const out = new Float64Array(xs.length); "
+            "for (let i = 0; i < xs.length; i++) out[i] = table[xs[i]]; return out;"
+        ),
     )
 
 
@@ -86,7 +90,7 @@ class _Kit:
 def _with_alpha(colors, alphas) -> list[str]:
     """``#rrggbb`` colours with an opacity each, as ``#rrggbbaa``: one colour mapper then draws both (BokehJS
     keeps a colour's opacity as a byte, as it does for a separate alpha), instead of a mapper and a transform."""
-    return [f"{c[:7]}{min(255, max(0, int(a * 255 + 0.5))):02x}" for c, a in zip(colors, alphas)]
+    return [f"{c[:7]}{min(255, max(0, int(a * 255 + 0.5))):02x}" for c, a in zip(colors, alphas, strict=True)]
 
 
 def _state_mapper(palette):
@@ -115,7 +119,8 @@ def legend_items(data: FlowData, level: int | None = None) -> list[tuple[str, li
         rows.append(("swatch", [PRETRAINED_COLOR], "pre-trained model only"))
         rows.append(("swatch", [FINETUNED_COLOR], "fine-tuned model only"))
         rows.append(("swatch", [SHARED_COLOR], "both models (shared)"))
-        rows.append(("split", [PRETRAINED_COLOR, FINETUNED_COLOR], "split head glyph: the head attends above τ in both models"))
+        rows.append(("split", [PRETRAINED_COLOR, FINETUNED_COLOR],
+                     "split head glyph: the head attends above τ in both models"))
         rows.append(("text", [], "head glyph colour = the model; single-model modes colour it by count:"))
         for code in (PRE, FINE):
             base = 0 if code == PRE else RAMP_STEPS

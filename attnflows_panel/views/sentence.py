@@ -126,7 +126,7 @@ class SentenceFigure:
         rating = (codes > 0).sum(axis=1)
         if data.comparison is not None:
             pre, fine, _ = data.comparison.ratings(level, self.alpha)
-            rating_txt = [f"pre {p} / fine {f}" for p, f in zip(pre, fine)]
+            rating_txt = [f"pre {p} / fine {f}" for p, f in zip(pre, fine, strict=True)]
         else:
             rating_txt = [str(int(r)) for r in rating]
         cols_t = {
