@@ -68,6 +68,16 @@ def _root(view):
     return view.__panel__().get_root(Document(), comm=Comm())
 
 
+def _head_edges(attn, graph, layer: int, h: int) -> set:
+    """What head ``h`` of ``layer`` attends to above τ among ``graph``'s nodes, from the attentions:
+    {((layer + 1, a), (layer, b))} for a token a of level layer + 1 and b of level layer with
+    ``attn[layer, h, a, b] > TAU``."""
+    upper = [int(a) for a in graph.levels[layer + 1]]
+    lower = {int(b) for b in graph.levels[layer]}
+    return {((layer + 1, a), (layer, b)) for a in upper for b in range(attn.shape[-1])
+            if b in lower and attn[layer, h, a, b] > TAU}
+
+
 def _source(root, name):
     src = root.select_one({"name": name})
     assert src is not None, name
@@ -279,7 +289,7 @@ def test_shipped_hover_sets_equal_graph_traces(graphs):
 
 def test_frozen_selection_states(graphs):
     """A click (selection param) highlights graph.trace; brush = intersection; two rings = paths;
-    a head glyph restricts its layer to that head; the heads involved light up."""
+    a head glyph shows what that head attends to at its layer (issue #25); the heads involved light up."""
     g, f = graphs
     view = AttentionFlowsView(_result(), tau=TAU, mode="pretrained")
     nodes = _flow(view)["nodes"]
@@ -310,9 +320,18 @@ def test_frozen_selection_states(graphs):
     # two rings: paths between [CLS] and [SEP]@0
     view.selection = [[2, 0], [0, 3]]
     assert lit() == g.paths(2, [0], 0, [3]).nodes
-    # head restriction: "the"@1 through head 1 of layer 0 only
+    # head click (head 1 of layer 0, from "the"@1): what that head attends to above τ at its layer, its
+    # edges and their end tokens, and nothing beyond its layer (no trace up to [CLS]); other heads dimmed
     view.param.update(selection=[[1, 1]], head=[0, 1])
-    assert lit() == g.trace(1, 1, head=(0, 1)).nodes == {(1, 1), (0, 1), (0, 3), (2, 0)}
+    head_edges = _head_edges(PRE_ATTN, g, 0, 1)
+    assert lit() == {node for e in head_edges for node in e} | {(1, 1)} == {(1, 1), (1, 4), (0, 1), (0, 3)}
+    ed = _flow(view)["edges"]
+    assert {(keys[u], keys[v]) for u, v, s in zip(ed["u"], ed["v"], ed["st"], strict=True) if 1 <= s <= 3} == head_edges
+    gl = _flow(view)["glyphs"]
+    glyph_st = {(keys[n], int(h)): int(s) for n, h, s in zip(gl["node"], gl["head"], gl["st"], strict=True)}
+    on = {k for k, s in glyph_st.items() if 1 <= s <= 3}
+    assert on == {((1, int(a)), 1) for a in g.levels[1] if (PRE_ATTN[0, 1, int(a)] > TAU).any()}
+    assert {s for k, s in glyph_st.items() if k not in on} == {4}
     view.param.update(selection=[], head=[])
     st = np.asarray(_flow(view)["nodes"]["st"])
     assert set(st.tolist()) <= {5, 6, 7, 8}  # all normal again
@@ -341,12 +360,26 @@ def test_combined_frozen_trace_coloured_by_model(graphs):
             assert s == 8 + reached[1]
         else:
             assert s == reached.get(p, 4)
-    # a head of one model (split glyph half): only that model traversed
+    # a head click, here on the fine-tuned half of a split glyph: what head 1 of layer 1 attends to above τ
+    # in both models (issue #25), each edge and end token coded by the model(s) whose head carries it
     view.param.update(selection=[[2, 0]], head=[1, 1], head_model="finetuned")
-    st = np.asarray(_flow(view)["nodes"]["st"])
+    fl = _flow(view)
+    st = np.asarray(fl["nodes"]["st"])
     got = {keys[i]: (int(st[i]) - 8 if st[i] >= 9 else int(st[i])) for i in range(len(keys)) if st[i] != 4}
-    assert got == dict(c.trace(2, [0], head=(1, 1), model="fine"))
-    assert got[(1, 2)] == FINE and (1, 4) not in got
+    want_edges: dict = {}
+    want: dict = {}
+    for code, attn, graph in ((PRE, PRE_ATTN, g), (FINE, FINE_ATTN, f)):
+        for e in _head_edges(attn, graph, 1, 1):
+            want_edges[e] = want_edges.get(e, 0) | code
+            for node in e:
+                want[node] = want.get(node, 0) | code
+    assert got == want
+    assert got[(1, 2)] == FINE and got[(1, 4)] == PRE and got[(2, 0)] == BOTH
+    assert st[keys.index((2, 0))] == 8 + BOTH  # the selected token
+    ed = fl["edges"]
+    lit_edges = {(keys[u], keys[v]): int(s) for u, v, s in zip(ed["u"], ed["v"], ed["st"], strict=True)
+                 if 1 <= s <= 3}
+    assert lit_edges == want_edges
 
 
 def test_tau_mode_and_level_update_every_view(graphs):
