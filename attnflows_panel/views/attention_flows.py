@@ -180,9 +180,11 @@ class AttentionFlowsView(pn.viewable.Viewer):
                           doc="Level k (0-based) whose influence I_k (eq. 4) the sentence view shows.")
     selection = param.List(default=[], item_type=list, doc="Frozen selection: [[level, token_position], ...].")
     head = param.List(default=[],
-                      doc="[] or [layer, h]: only head h connects that layer in the frozen traversal (Fig. 6(b)).")
+                      doc="[] or [layer, h]: a head click shows what head h attends to above τ at its layer, "
+                          "in both models (FlowData.head_highlight).")
     head_model = param.Selector(default="both", objects=["both", "pretrained", "finetuned"],
-                                doc="Model(s) traversed with a head restriction (combined mode).")
+                                doc="The model of the clicked glyph half (combined mode); a head click shows "
+                                    "both models either way.")
     alpha = param.Number(default=0.5, bounds=(0.0, 1.0), doc="Decay α of eq. 4 (the paper uses 0.5).")
     size = param.Integer(default=None, allow_None=True, bounds=(200, 3000),
                          doc="Radial view size in px (None: square, following the width of its container).")
