@@ -359,7 +359,9 @@ def test_importing_models_imports_no_preparation():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     loaded = eval(out)  # a list literal printed by the child  # noqa: S307
-    assert loaded == ["attnflows_panel", "attnflows_panel.defaults", "attnflows_panel.models"], loaded
+    assert loaded == [
+        "attnflows_panel", "attnflows_panel.defaults", "attnflows_panel.model_loading", "attnflows_panel.models"
+    ], loaded
     assert "attnflows_panel.prepare" not in loaded and "attnflows_panel.finetune" not in loaded
 
 
