@@ -43,6 +43,10 @@ CLIENT = textwrap.dedent(
 
     import panel  # noqa: F401  (registers Panel's Bokeh models for deserialisation)
     import panel.models.tabulator  # noqa: F401
+    # the app's own JSComponents: their Bokeh data models (RadialFlow1, BrowserHistory1) exist only once
+    # the classes are defined, so a protocol client must import them as it imports panel
+    import attnflows_panel.app.history  # noqa: F401
+    import attnflows_panel.views.radial  # noqa: F401
     from bokeh.client import pull_session
     from bokeh.events import DocumentReady
 
