@@ -291,6 +291,7 @@ def _brush_targets(pts: list[dict], level: int, n: int = 3) -> list[dict]:
 
 def test_05_box_brush(journey):
     page = journey.page
+    page.locator(".af-tool-box").click()  # the view's own toolbar: a drag pans until a brush is picked
     away(page)
     group = _brush_targets(points(page, NODES), level=0)
     x0, x1 = min(p["x"] for p in group) - 3, max(p["x"] for p in group) + 3
@@ -306,8 +307,8 @@ def test_05_box_brush(journey):
 def test_06_lasso_brush(journey):
     page = journey.page
     pts = points(page, NODES)
-    page.mouse.move(pts[0]["x"], pts[0]["y"])  # over the figure: its toolbar shows
-    page.get_by_title("Lasso tokens").click()
+    page.mouse.move(pts[0]["x"], pts[0]["y"])
+    page.locator(".af-tool-lasso").click()  # the view's own toolbar
     away(page)
     group = _brush_targets(points(page, NODES), level=1)
     x0, x1 = min(p["x"] for p in group) - 4, max(p["x"] for p in group) + 4
@@ -318,6 +319,7 @@ def test_06_lasso_brush(journey):
         page.mouse.move(x, y, steps=5)
     page.mouse.up()
     expect_selected(page, *group)
+    page.locator(".af-tool-pan").click()  # back to the default tool
 
 
 def test_07_shift_click_a_second_ring_shows_paths(journey):
@@ -343,11 +345,14 @@ def test_08_head_glyph(journey):
     page.mouse.click(glyph["x"], glyph["y"])
     wait_for(lambda: "head" in query(page), what=f"a head in the URL (it is {url(page)})")
     assert len(selection(page)) == 1
-    layer, head = (int(v) for v in query(page)["head"].split(":"))
+    layer, head = (int(v) - 1 for v in query(page)["head"].split(":"))  # the URL counts from 1
     assert head == glyph["head"]
     named = re.compile(rf"head ({head} of layer {layer}|{head + 1} of layer {layer + 1})\b")
     expect(page.get_by_text(named).first).to_be_visible()
     assert nodes  # the node the glyph belongs to is one of the drawn tokens
+    # the glyphs were reached zoomed in: back to the whole view (the zoom is not part of a shared link)
+    page.locator(".af-tool-reset").click()
+    wait_for(lambda: page.locator(".attnflows-radial").get_attribute("data-zoom") == "1.000", what="the reset zoom")
 
 
 def test_09_each_mode(journey):

@@ -357,7 +357,7 @@ export function render({model, el}) {
   const V = {
     D: null, X: null, w: 0, h: 0, dpr: window.devicePixelRatio || 1, zoom: 1, panX: 0, panY: 0,
     tool: "pan", hover: null, shift: false, drag: null, widths: null, widthsFont: "", base: null,
-    baseKey: "", frozenTrace: null, hoverTrace: null, lastDraw: 0, pending: false,
+    baseKey: "", frozenTrace: null, hoverTrace: null, lastDraw: 0, pending: false, sent: null,
   };
 
   function setTool(t) {
@@ -981,9 +981,13 @@ export function render({model, el}) {
   function send(selection, head, headModel) {
     const seq = ((model.pick && get(model.pick, "seq")) || 0) + 1;
     model.pick = {selection, head, head_model: headModel, seq};
+    V.sent = selection.map((p) => [p[0], p[1]]);  // until the server's frozen answer arrives
   }
 
   function currentSelection() {
+    // the last pick sent, while its frozen answer is on its way (a quick shift-click adds to it), else
+    // the frozen selection the server drew
+    if (V.sent) return V.sent.map((p) => [p[0], p[1]]);
     const s = model.frozen ? get(model.frozen, "selection") : null;
     return s ? Array.from(s, (p) => [p[0], p[1]]) : [];
   }
@@ -1245,8 +1249,8 @@ export function render({model, el}) {
 
   // ------------------------------------------------------------------------------ wiring
 
-  model.on("data", () => { loadData(); V.base = null; describe(null); draw(); });
-  model.on("frozen", () => { loadFrozen(); draw(); });
+  model.on("data", () => { V.sent = null; loadData(); V.base = null; describe(null); draw(); });
+  model.on("frozen", () => { V.sent = null; loadFrozen(); draw(); });
   model.on("level", () => draw());
   model.on("focus", () => draw());
   model.on("legend", () => {});
