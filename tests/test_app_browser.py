@@ -102,7 +102,12 @@ def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index, server_er
     registry.add_pair(minilm_pair, minilm_path, minilm_finetuned_dir)
     config = AppConfig(pretrained=str(minilm_path), finetuned=str(minilm_finetuned_dir), index=str(demo_index), tau=TAU)
     apps = []
-    thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True, on_create=apps.append)
+    # keep_alive_milliseconds=0: Bokeh's keep-alive ping, when it meets a socket the browser is closing,
+    # detaches the session, and the close that follows then fails in Bokeh's WSHandler.on_close
+    # ("assert self._session is not None", bokeh/server/connection.py): a race in Bokeh, not in the app,
+    # that a page closed at a test's end can hit. Local pages need no pings; every other error still counts.
+    thread, server = serve(config, registry=registry, port=0, address="127.0.0.1", threaded=True, on_create=apps.append,
+                           keep_alive_milliseconds=0)
     url = f"http://127.0.0.1:{server.port}/"
     yield SimpleNamespace(url=url, apps=apps, registry=registry, config=config,
                           index=registry.cached_index(demo_index, minilm_pair), errors=server_errors)

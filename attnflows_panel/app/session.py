@@ -197,6 +197,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self.task: str | None = None  # the fine-tuned model's task, when known
         self._sample_row: dict | None = None
         self._run_seq = 0  # the latest model run: an older one that finishes later is dropped
+        self._running: str | None = None  # the sample id the latest run is for, while it runs
         self._quiet = 0  # > 0 while the app changes several things at once (one history entry for all)
         doc = pn.state.curdoc
         self._served = bool(doc is not None and doc.session_context)
@@ -563,8 +564,8 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         if self.index is None:
             self.notify(f"No corpus index is loaded, so there is no sample {sample_id!r}.")
             return
-        if url is None and sample_id == self.sample_id:
-            return  # a pick of the sample shown: nothing changes
+        if url is None and sample_id in (self.sample_id, self._running):
+            return  # a pick of the sample shown or being run (a row click also reports a selection): nothing new
         shown = self._lookup(sample_id)
         if shown is None:
             self._flush_notices()
@@ -576,7 +577,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             self._show_with(shown, url)
 
         self._run(lambda: self.registry.run(self.pair, row["sentence_a"], row["sentence_b"]), show,
-                  f"Running both models on sample {sample_id} …")
+                  f"Running both models on sample {sample_id} …", sample_id=sample_id)
 
     def _show_with(self, shown: Shown, url: UrlState | None) -> None:
         """Show a new pair: with ``url``'s view state (Back / Forward: the entry stays), else as a new
@@ -613,18 +614,21 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self._flush_notices()
         self._write_url(push=False)
 
-    def _run(self, work: Callable[[], Any], then: Callable[[Any], Any], busy_text: str) -> None:
+    def _run(self, work: Callable[[], Any], then: Callable[[Any], Any], busy_text: str,
+             sample_id: str | None = None) -> None:
         """``then(work())``: when served, ``work`` runs in an executor from an async callback (never
         under the document's lock) and ``then`` on the document's next tick (under it), with a busy
         indicator; inline otherwise. A failure of either is logged and shown to the user. A later run
         supersedes this one if it finishes first."""
         self._run_seq += 1
         seq = self._run_seq
+        self._running = sample_id
         if not self._served:
             try:
                 then(work())
             except Exception as exc:  # noqa: BLE001
                 self._run_failed(seq, exc)
+            self._running = None
             return
         self._set_busy(True, busy_text)
 
@@ -648,6 +652,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
     def _run_done(self, seq: int, then: Callable[[Any], Any], result: Any) -> None:
         if seq != self._run_seq:  # a later pick or run supersedes this one
             return
+        self._running = None
         try:
             then(result)
         except Exception as exc:  # noqa: BLE001
@@ -659,6 +664,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         log.error("a model run failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
         self.notify(f"{type(exc).__name__}: {exc}", "danger")
         if seq == self._run_seq:
+            self._running = None
             self._set_busy(False)
 
     def _on_load_models(self, event) -> None:
