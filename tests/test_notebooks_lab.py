@@ -149,8 +149,8 @@ def _run_cell(page, code: str) -> str:
 
 # A known defect, named: after "Run All" in JupyterLab the view's status line sometimes never shows the
 # selection that a later cell sets from Python (the status pane's push can be lost before the browser has
-# opened the output's comm). It failed in 2 of 3 full-suite runs on 2026-12-07 and passed alone; until it
-# is traced, it is reported as an expected failure (an unexpected pass is not an error).
+# opened the output's comm). On 2026-12-07 it failed in both full-suite runs and in one of two runs alone;
+# until it is traced, it is reported as an expected failure (an unexpected pass is not an error).
 @pytest.mark.xfail(strict=False, reason="JupyterLab Run All: the view's status line can miss a selection set from "
                                         "Python right after the view's cell (a notebook push lost before the comm "
                                         "opens); flaky, not yet traced")
