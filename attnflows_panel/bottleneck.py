@@ -26,11 +26,12 @@ graph compares the weights with τ (a Python float, cast as numpy casts it).
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+
+from attnflows_panel.graph import check_root
 
 __all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile", "describe_width"]
 
@@ -54,15 +55,7 @@ def _check(weights, heads, root) -> tuple[np.ndarray, np.ndarray | None, int]:
         mask = np.asarray(heads)
         if mask.dtype != bool or mask.shape != (L, H):
             raise ValueError(f"heads must be a boolean mask of shape [L, H] = {(L, H)}; got {mask.dtype} {mask.shape}")
-    if isinstance(root, (bool, np.bool_)):
-        raise ValueError(f"root must be a token position; got {root!r}")
-    try:
-        root = operator.index(root)
-    except TypeError:
-        raise ValueError(f"root must be an integer token position; got {root!r}") from None
-    if not 0 <= root < n:
-        raise ValueError(f"root {root} is out of range for n = {n} tokens")
-    return w, mask, root
+    return w, mask, check_root(root, n)
 
 
 def _strongest(w: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

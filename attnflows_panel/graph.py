@@ -34,7 +34,21 @@ import numpy as np
 from attnflows_panel.reach import Reachability, or_and
 from attnflows_panel.traces import Edge, Node, PathResult, Trace, mask_to_nodes, new_edge, readonly
 
-__all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node", "or_and"]
+__all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node", "check_root", "or_and"]
+
+
+def check_root(root, n: int) -> int:
+    """The root token position as an int in ``[0, n)``; a clear ValueError otherwise (a bool is no position)."""
+    if isinstance(root, (bool, np.bool_)):
+        raise ValueError(f"root must be a token position; got {root!r}")
+    try:
+        root = operator.index(root)
+    except TypeError:
+        raise ValueError(f"root must be an integer token position; got {root!r}") from None
+    if not 0 <= root < n:
+        raise ValueError(f"root {root} is out of range for n = {n} tokens")
+    return root
+
 
 # Attention weights are probabilities. A small tolerance above 1 lets half-precision softmax outputs in.
 _MAX_WEIGHT = 1.0 + 1e-3
@@ -293,15 +307,7 @@ class AttentionGraph(Reachability):
                     f"heads mask must have shape [L, H] = {(L, H)} to match attn; got {heads_mask.shape}"
                 )
             heads_mask = heads_mask.copy()
-        if isinstance(root, (bool, np.bool_)):
-            raise ValueError(f"root must be a token position; got {root!r}")
-        try:
-            root = operator.index(root)
-        except TypeError:
-            raise ValueError(f"root must be an integer token position; got {root!r}") from None
-        if not 0 <= root < n:
-            raise ValueError(f"root {root} is out of range for n = {n} tokens")
-        return tau, heads_mask, root
+        return tau, heads_mask, check_root(root, n)
 
     @classmethod
     def build(cls, attn, tau: float = 0.3, heads=None, root: int = 0) -> AttentionGraph:
