@@ -20,6 +20,7 @@ from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.models import ModelOutput, PairResult
 from attnflows_panel.views.attention_flows import AttentionFlowsView
 from attnflows_panel.views.flow import RAMP_STEPS, FlowData, count_palette
+from attnflows_panel.views.radial import unpack_flow
 
 TOKENS = ["[CLS]", "the", "cat", "[SEP]", "sat", "[SEP]"]
 SEGMENTS = [0, 0, 0, 0, 1, 1]
@@ -78,17 +79,11 @@ def _head_edges(attn, graph, layer: int, h: int) -> set:
             if b in lower and attn[layer, h, a, b] > TAU}
 
 
-def _source(root, name):
-    src = root.select_one({"name": name})
-    assert src is not None, name
-    return src.data
-
-
 def _flow(view) -> dict[str, dict]:
     """What the radial component was sent (``RadialFlow.data`` and ``.frozen``) as the old per-kind
     columns: nodes, glyphs, edges, ticks (``n_``, ``g_``, ``e_``, ``t_`` keys); ``st`` the display states
     radial.js draws from the frozen highlight."""
-    d, fz = view.flow.data, view.flow.frozen
+    d, fz = unpack_flow(view.flow.data), view.flow.frozen  # the columns radial.js derives, filled in
 
     def pre(p):
         return {k[len(p):]: v for k, v in d.items() if k.startswith(p)}
@@ -349,9 +344,12 @@ def test_combined_frozen_trace_coloured_by_model(graphs):
     got = {keys[i]: (int(st[i]) - 8 if st[i] >= 9 else int(st[i])) for i in range(len(keys)) if st[i] != 4}
     assert got == dict(c.trace(1, [1]))
     # the context view shares the node states; the sentence view colours tokens by the models reaching them
-    ctx = _source(root, "attnflows-context-wedges")
-    assert np.array_equal(np.asarray(ctx["st"]), st)
-    sent = _source(root, "attnflows-sentence-tokens")
+    assert root is not None
+    ctx = view.context_view
+    assert np.array_equal(np.asarray(ctx.states["st"]), st)
+    assert np.array_equal(np.asarray(ctx.data["n_level"]), np.asarray(nodes["level"]))
+    assert np.array_equal(np.asarray(ctx.data["n_pos"]), np.asarray(nodes["pos"]))
+    sent = view.sentence_view.states
     reached = {}
     for (_lv, t), code in c.trace(1, [1]).items():
         reached[t] = reached.get(t, 0) | code
@@ -391,16 +389,20 @@ def test_tau_mode_and_level_update_every_view(graphs):
     # sentence view circles: shared orange, then the larger model's surplus (compare.ratings)
     c = GraphComparison(g, f)
     pre, fine, shared = c.ratings(0)
-    circ = _source(root, "attnflows-sentence-circles")
-    codes = np.asarray(circ["code"]).reshape(-1, 5)
+    assert root is not None
+    codes = view.sentence_view.codes()
+    assert codes.shape == (len(TOKENS), 5)
     for p in range(len(TOKENS)):
         exp = [BOTH] * shared[p] + [PRE] * (pre[p] - shared[p]) + [FINE] * (fine[p] - shared[p])
         assert codes[p].tolist() == exp + [0] * (5 - len(exp))
     view.level = 1
-    codes = np.asarray(_source(root, "attnflows-sentence-circles")["code"]).reshape(-1, 5)
+    codes = view.sentence_view.codes()
     pre1, fine1, shared1 = c.ratings(1)
     assert (codes == BOTH).sum(axis=1).tolist() == shared1.tolist()
-    assert view.flow.level == 1  # the chosen level's ring is marked
+    assert view.sentence_view.data["r_pre"].tolist() == pre1.tolist()  # the tooltip's ratings
+    assert view.sentence_view.data["r_fine"].tolist() == fine1.tolist()
+    assert "level 2 of 3" in view.sentence_view.data["caption"]
+    assert view.flow.level == 1 and view.context_view.level == 1  # the chosen level's ring is marked
     # τ up: fewer tokens in the rings; the context view follows
     view.tau = 0.55
     keys2 = _node_key(_flow(view)["nodes"])
@@ -408,7 +410,7 @@ def test_tau_mode_and_level_update_every_view(graphs):
     c2 = GraphComparison(g2, f2)
     assert keys2 == [(k, int(t)) for k in range(3) for t in c2.levels[k]]
     assert len(keys2) < len(keys)
-    assert len(_source(root, "attnflows-context-wedges")["st"]) == len(keys2)
+    assert len(view.context_view.states["st"]) == view.context_view.data["N"] == len(keys2)
     view.size = 640
     assert view.flow.width == view.flow.height == 640
     # mode: fine-tuned only draws the fine-tuned graph
@@ -429,7 +431,8 @@ def test_a_new_result_replaces_everything():
     assert view.selection == [] and view.level == 0  # level 1 does not exist with one layer
     keys = _node_key(_flow(view)["nodes"])
     assert keys == [(0, 1), (0, 3), (1, 0)]
-    assert len(_source(root, "attnflows-sentence-tokens")["token"]) == n
+    assert root is not None
+    assert view.sentence_view.data["n"] == n and view.sentence_view.data["tokens"].split("\n")[1] == "a"
     # the same component, still sized by its box
     assert view.parts().flow is fig and fig.sizing_mode == sizing == "stretch_width"
     with pytest.raises(ValueError, match="PairResult"):
@@ -441,9 +444,9 @@ def test_parts_are_the_live_views_for_a_custom_layout():
     """parts(): the app composes its own layout from them; they must follow every later change."""
     view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
     parts = view.parts()
-    assert parts.flow is view.flow and parts.sentence.object is view.sentence_figure.figure
+    assert parts.flow is view.flow and parts.sentence is view.sentence_view
     # beside the flow view: the context view and the legend (the hover details are inside the component)
-    assert parts.context.objects[0].object is view.context_figure.figure
+    assert parts.context.objects[0] is view.context_view is parts.context_view
     assert parts.info is None
     assert parts.legend in parts.context.objects
     layout = pn.Row(parts.sentence, parts.flow, parts.context, parts.controls, parts.status)
@@ -490,20 +493,55 @@ def test_selection_survives_tau_change_when_possible():
 
 
 def test_context_view_angles_encode_sentence_position(graphs):
+    """Every node's wedge sits at the angle of its position in the input, the same on every ring
+    (context_layout); sentence A clockwise from 9 o'clock, B counter-clockwise; the rings run from level 0
+    outside to the root in the centre."""
+    from attnflows_panel.layout import context_layout
+
     view = AttentionFlowsView(_result(), tau=TAU)
-    w = _source(_root(view), "attnflows-context-wedges")
-    mid = (np.asarray(w["start"], dtype=np.float64) + np.asarray(w["end"], dtype=np.float64)) / 2
-    pos = np.asarray(w["pos"])
-    # every ring puts a position at the same angle
-    for p in set(pos.tolist()):
-        ang = mid[(pos == p) & (np.asarray(w["level"]) < 2)]
-        if ang.size:
-            assert np.allclose(ang, ang[0], atol=1e-5)
-    # sentence A (positions 0-3) clockwise from 9 o'clock, B counter-clockwise: 0 < 1 < 2 by decreasing angle
-    clockwise = {p: (math.pi - mid[pos == p][0]) % (2 * math.pi) for p in (1, 2, 3, 4, 5)}
+    d = view.context_view.data
+    ang = np.asarray(d["angles"], dtype=np.float64)
+    lay = context_layout(view.data.L + 1, SEGMENTS, radius=138.0, start_angle=view.data.style.start_angle)
+    w = lay.wedge_cols
+    mid = (w["start"] + w["end"]) / 2
+    for lv in range(view.data.L):  # every ring puts a position at the angle sent
+        assert np.allclose(mid[w["level"] == lv], ang, atol=1e-5)
+    clockwise = {p: (math.pi - ang[p]) % (2 * math.pi) for p in (1, 2, 3)}
     assert 0 < clockwise[1] < clockwise[2] < clockwise[3] < math.pi * 2
-    counter = {p: (mid[pos == p][0] - math.pi) % (2 * math.pi) for p in (4, 5)}
+    counter = {p: (ang[p] - math.pi) % (2 * math.pi) for p in (4, 5)}
     assert 0 < counter[4] < counter[5] < math.pi
+    inner, outer = np.asarray(d["inner"]), np.asarray(d["outer"])
+    assert (np.diff(inner) < 0).all() and (outer > inner).all() and inner[-1] == 0  # level 0 outside, root centre
+    # the nodes are the radial view's, and their states are the radial view's node states
+    from attnflows_panel.views.flow_select import compose_states
+
+    assert np.array_equal(view.context_view.states["st"], compose_states(view.data, None)["nodes"])
+    view.selection = [[1, 1]]
+    hl = view.highlight()
+    assert np.array_equal(view.context_view.states["st"], compose_states(view.data, hl)["nodes"])
+
+
+def test_the_sentence_view_sends_the_layouts_slots_and_a_click_selects(graphs):
+    """The sentence view gets sentence_layout's slot widths and segments (the browser wraps them at its
+    width); a click (its ``pick``) selects the token at the chosen level, or says it is no node there; a
+    malformed pick is ignored."""
+    from attnflows_panel.layout import sentence_layout
+
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    d = view.sentence_view.data
+    lay = sentence_layout(TOKENS, SEGMENTS, font_size=13.0)
+    assert np.allclose(d["w"], lay.token_cols["w"]) and d["segs"].tolist() == SEGMENTS
+    assert d["tokens"].split("\n") == list(lay.token_cols["token"]) and d["font"] >= 10
+    lv0 = [int(t) for t in view.data.levels[0]]
+    view.sentence_view.pick = {"pos": lv0[0], "seq": 1}
+    assert view.selection == [[0, lv0[0]]]
+    assert view.sentence_view.states["st"][lv0[0]] >= 9  # the selected token
+    missing = next(p for p in range(len(TOKENS)) if p not in lv0)
+    view.sentence_view.pick = {"pos": missing, "seq": 2}
+    assert view.selection == [[0, lv0[0]]] and "is not a node of level 1" in view._status.object
+    view.sentence_view.pick = {"pos": "x", "seq": 3}
+    view.sentence_view.pick = {"pos": 99, "seq": 4}
+    assert view.selection == [[0, lv0[0]]]
 
 
 def test_export_svg_and_png_include_the_selection(tmp_path):

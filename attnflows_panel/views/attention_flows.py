@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
-import io
 import logging
 from typing import Any, NamedTuple
 
@@ -60,18 +59,17 @@ import param
 from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PRETRAINED_COLOR
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import RadialStyle
-from attnflows_panel.views.context import ContextFigure
+from attnflows_panel.views.context import ContextView, pack_context
 from attnflows_panel.views.export import export_views
 from attnflows_panel.views.flow import (
     MODES,
     FlowData,
     Highlight,
-    _Kit,
     legend_html,
     legend_items,
 )
 from attnflows_panel.views.radial import RadialFlow, pack_flow, pack_highlight
-from attnflows_panel.views.sentence import SentenceFigure
+from attnflows_panel.views.sentence import SentenceView, pack_sentence
 
 __all__ = ["AttentionFlowsView", "ViewParts", "check_result", "MODES", "MODE_LABELS", "TAU_BOUNDS"]
 
@@ -109,9 +107,13 @@ def _in_session() -> bool:
 _REDRAW = {"result": "graph", "tau": "graph", "mode": "graph", "level": "level", "selection": "selection",
            "head": "selection", "head_model": "selection", "size": "size", "focus": "focus", "alpha": "alpha"}
 
-#: CSS height of the flow view: the window's height less the header and the sentence view above it, at
-#: least 420 px. Its width is what the row leaves; the drawing is the largest square in that box.
-FLOW_HEIGHT = "max(420px, calc(100vh - 190px))"
+#: CSS height of the flow view: the window's height less a margin, at least 420 px. Its width is what the
+#: row leaves beside it; the drawing is the largest square in that box.
+FLOW_HEIGHT = "max(420px, calc(100vh - 40px))"
+#: the Sentence Context view's box (px, square)
+CONTEXT_SIZE = 300
+#: CSS max-height of the Sentence view in the default layout: beyond it the view scrolls inside itself
+SENTENCE_HEIGHT = "max(160px, calc(100vh - 560px))"
 
 
 def check_result(result: Any) -> tuple[int, int, int]:
@@ -150,13 +152,16 @@ class _PairResultParameter(param.Parameter):
 class ViewParts(NamedTuple):
     """:meth:`AttentionFlowsView.parts`: the views and controls of one AttentionFlowsView."""
 
-    sentence: pn.pane.Bokeh  #: Sentence view (influence circles, §4.3.2)
-    flow: RadialFlow  #: radial Attention Flow view (§4.3.1): one JSComponent (views/radial.py)
-    context: pn.Column  #: what goes beside the flow view: the Sentence Context view, the hover details and the legend
-    controls: pn.Column  #: mode, τ, level, focus, clear, SVG/PNG export
+    sentence: SentenceView  #: Sentence view (influence circles, §4.2): one JSComponent (views/sentence.py)
+    flow: RadialFlow  #: radial Attention Flow view (§4.3): one JSComponent (views/radial.py)
+    context: pn.Column  #: what goes beside the flow view: the Sentence Context view and the legend
+    controls: pn.Column  #: mode, τ, level, focus, clear (SVG/PNG export: the radial view's own toolbar)
     legend: pn.pane.HTML  #: the colours and glyphs, in the views' colours (already inside ``context``)
     status: pn.pane.HTML  #: what the frozen selection shows
     info: None = None  #: unused: the hover details are drawn inside the radial component (top left)
+    #: the Sentence Context view alone (§4.3.1, views/context.py), for a layout that places the legend
+    #: elsewhere instead of ``context`` (place either, not both)
+    context_view: ContextView | None = None
 
 
 class AttentionFlowsView(pn.viewable.Viewer):
@@ -165,8 +170,9 @@ class AttentionFlowsView(pn.viewable.Viewer):
     It owns the view state (``tau``, ``mode``, ``level``, ``selection``, ``head``, ``head_model``); its
     controls are made from these parameters (see :meth:`parts`). Stable CSS classes of the controls,
     for tests that drive them in a browser (Panel 1.9's widget ``name`` is its visible label):
-    ``attnflows-mode``, ``attnflows-tau``, ``attnflows-level``, ``attnflows-clear``,
-    ``attnflows-export-svg``, ``attnflows-export-png``.
+    ``attnflows-mode``, ``attnflows-tau``, ``attnflows-level``, ``attnflows-focus``, ``attnflows-clear``.
+    SVG/PNG export in the browser: the radial view's toolbar buttons (``.af-tool-svg``, ``.af-tool-png``);
+    without a browser: :meth:`export`.
     """
 
     result = _PairResultParameter(
@@ -202,11 +208,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._data: FlowData | None = None
         self._data_key: tuple = ()
         self._flow: RadialFlow | None = None
-        self._sentence: SentenceFigure | None = None
-        self._context: ContextFigure | None = None
         self._graphs_cache: dict = {}
         self._shown = None
-        self._echo = 0  # > 0 while the view writes the figures' selection models (_writing_selections)
         self._pending: set[str] = set()  # what changed since the figures were last drawn (_redraw)
         self._scheduled = False
         self._L = self._H = self._n = 0
@@ -223,8 +226,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
         # view above it), so the whole view fits at 1280×800 and grows with larger windows
         self._flow_pane = RadialFlow(margin=0, min_width=320, min_height=320, **self._flow_box())
         self._flow_pane.param.watch(self._on_pick, ["pick"])
-        self._sentence_pane = pn.pane.Bokeh(None, margin=(0, 0, 6, 0))
-        self._context_pane = pn.pane.Bokeh(None, margin=(0, 10))
+        self._sentence_pane = SentenceView(margin=(0, 0, 6, 0), sizing_mode="stretch_width", min_width=200,
+                                           scroll_height=SENTENCE_HEIGHT)
+        self._sentence_pane.param.watch(self._on_sentence_select, ["pick"])
+        self._context_pane = ContextView(margin=(0, 10), width=CONTEXT_SIZE, height=CONTEXT_SIZE)
         self._build_widgets()
         #: what goes beside the flow view: the Sentence Context view, the hover details and the legend
         self._side = pn.Column(self._context_pane, self._legend, width=340)
@@ -281,12 +286,6 @@ class AttentionFlowsView(pn.viewable.Viewer):
                                             sizing_mode="stretch_width", css_classes=["attnflows-focus"])
         self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width",
                                           css_classes=["attnflows-clear"])
-        self._svg = W.FileDownload(callback=lambda: io.BytesIO(self.export("svg")), filename="attention-flows.svg",
-                                   label="Export SVG", embed=False, sizing_mode="stretch_width",
-                                   css_classes=["attnflows-export-svg"])
-        self._png = W.FileDownload(callback=lambda: io.BytesIO(self.export("png")), filename="attention-flows.png",
-                                   label="Export PNG", embed=False, sizing_mode="stretch_width",
-                                   css_classes=["attnflows-export-png"])
         self._legend = pn.pane.HTML("", width=280, margin=(5, 10))
         self._status = pn.pane.HTML("", width=280, margin=(5, 10), styles={"font-size": "12px", "color": "#444"})
 
@@ -325,20 +324,9 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._shown = self.result
         self._data = data = self._flow_data()
         self._data_key = (id(self.result), float(self.tau), self.mode)
-        if self._sentence is not None:
-            self._sentence.alpha = self.alpha
-        if self._flow is None:
-            kit = _Kit()  # one filter and one selection policy for the two Bokeh figures (fewer models, P6)
-            self._context = ContextFigure(data, level=self.level, kit=kit)
-            self._sentence = SentenceFigure(data, self.level, width=900, alpha=self.alpha, kit=kit)
-            self._flow = self._flow_pane
-            self._attach_callbacks()
-            self._sentence_pane.object = self._sentence.figure
-            self._context_pane.object = self._context.figure
-        else:
-            with self._writing_selections():  # the figures' own selections are reset by the update: not a click
-                self._sentence.update(data, self.level)
-                self._context.update(data, self.level)
+        self._flow = self._flow_pane
+        self._sentence_pane.data = pack_sentence(data, self.level, self.alpha)
+        self._context_pane.param.update(data=pack_context(data), level=self.level)
         self._flow.param.update(data=pack_flow(data), level=self.level, focus=self.focus,
                                 legend=[list(r) for r in legend_items(data, self.level)], title=self._title(),
                                 sentences=[str(getattr(self.result, "sentence_a", "") or ""),
@@ -347,21 +335,6 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     def _title(self) -> str:
         return f"Attention Flows · {self.mode} · τ = {self.tau:.2f} · level {self.level + 1}"
-
-    def _attach_callbacks(self) -> None:
-        self._sentence.tokens.selected.on_change("indices", self._on_sentence_select)
-
-    @contextlib.contextmanager
-    def _writing_selections(self):
-        """The view writes the figures' Bokeh selection models itself (mirroring ``selection``, or
-        resetting them with new data): their ``on_change`` callbacks, which turn what the browser
-        sends into parameters, let these writes pass. This is echo suppression for the Bokeh
-        callbacks only; the view's state lives in its parameters alone."""
-        self._echo += 1
-        try:
-            yield
-        finally:
-            self._echo -= 1
 
     def _on_new_result_level(self, *events) -> None:
         """A result set without a level in the same update (``param.update(result=r)``) opens the
@@ -401,14 +374,15 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
     def _make_layout(self):
         parts = self.parts()
-        controls = pn.Column(
+        # the radial view on the left at the window's height (flow_height), everything else in one column
+        # beside it: the controls, the status, the context view, the sentence view (scrolling inside
+        # itself beyond SENTENCE_HEIGHT) and the legend
+        side = pn.Column(
             pn.pane.HTML("<b>Attention Flows</b>", margin=(5, 10, 0, 10)),
-            *parts.controls, parts.status,
-            width=300,
+            parts.controls, parts.status, parts.context_view, parts.sentence, parts.legend,
+            width=340,
         )
-        # the flow view takes the width left by the side column (legend and hover details beside it)
-        return pn.Column(parts.sentence, pn.Row(parts.flow, parts.context, controls, sizing_mode="stretch_width"),
-                         sizing_mode="stretch_width")
+        return pn.Row(parts.flow, side, sizing_mode="stretch_width")
 
     def __panel__(self):
         if self._layout is None:
@@ -522,13 +496,11 @@ class AttentionFlowsView(pn.viewable.Viewer):
         if "graph" in pending or self._flow is None:
             self._rebuild()  # level and selection included
         else:
-            if "alpha" in pending:
-                self._sentence.alpha = self.alpha
             if "level" in pending or "alpha" in pending:
                 self._flow.param.update(level=self.level, title=self._title(),
                                         legend=[list(r) for r in legend_items(self._data, self.level)])
-                self._context.set_level(self._data, self.level)
-                self._sentence.update(self._data, self.level)
+                self._context_pane.level = self.level
+                self._sentence_pane.data = pack_sentence(self._data, self.level, self.alpha)
             if "focus" in pending:
                 self._flow.focus = self.focus
             if pending & {"level", "alpha", "selection"}:
@@ -572,8 +544,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         data = self._data
         hl = self.highlight()
         self._flow.frozen = pack_highlight(data, hl, self.selection)
-        self._context.show(data, hl)
-        self._sentence.show(data, hl)
+        self._context_pane.show_states(data, hl)
+        self._sentence_pane.show_states(data, hl)
         with param.edit_constant(self):
             self.status = self._status_text(hl)
 
@@ -595,12 +567,18 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self.param.update(selection=sel, head=head if sel else [], head_model=hm if head else "both")
 
     @reported
-    def _on_sentence_select(self, attr, old, new) -> None:
-        if self._echo or not new:
+    def _on_sentence_select(self, event) -> None:
+        """A token clicked in the sentence view (its ``pick``: ``{"pos", "seq"}``): select it at the chosen
+        level, or say that it is not a node of that level."""
+        pick = event.new or {}
+        if self.result is None or self._data is None or "pos" not in pick:
             return
-        pos = int(self._sentence.tokens.data["pos"][new[-1]])
-        with self._writing_selections():
-            self._sentence.tokens.selected.indices = []
+        try:
+            pos = int(pick["pos"])
+        except (TypeError, ValueError):
+            return  # not a pick the component sends
+        if not 0 <= pos < self._data.n:
+            return
         if self._data.node_id(self.level, pos) < 0:
             self._status.object = (f"<i>“{html.escape(self._data.tokens[pos])}” is not a node of level "
                                    f"{self.level + 1} at τ = {self.tau:.2f}; pick another level.</i>")
@@ -668,9 +646,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         """
         if self._controls is None:
             self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._focus,
-                                       self._clear,
-                                       pn.Row(self._svg, self._png, sizing_mode="stretch_width"),
-                                       sizing_mode="stretch_width", css_classes=["af-view-controls"])
+                                       self._clear, sizing_mode="stretch_width", css_classes=["af-view-controls"])
         return ViewParts(
             sentence=self._sentence_pane,
             flow=self._flow_pane,
@@ -679,6 +655,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
             legend=self._legend,
             status=self._status,
             info=None,
+            context_view=self._context_pane,
         )
 
     # ------------------------------------------------------------------ introspection (tests, apps)
@@ -693,12 +670,14 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return self._flow
 
     @property
-    def sentence_figure(self) -> SentenceFigure:
-        return self._sentence
+    def sentence_view(self) -> SentenceView:
+        """The Sentence view's component (what it was sent: ``.data``, ``.states``)."""
+        return self._sentence_pane
 
     @property
-    def context_figure(self) -> ContextFigure:
-        return self._context
+    def context_view(self) -> ContextView:
+        """The Sentence Context view's component (what it was sent: ``.data``, ``.states``, ``.level``)."""
+        return self._context_pane
 
 
 if pn.state.served and __name__.startswith("bokeh_app"):  # pragma: no cover - `panel serve <this file>`

@@ -1,27 +1,47 @@
 """The Sentence Context view (§4.3.1, Fig. 1(b)): an auxiliary radial view in which every ring is a
-level and every token keeps the angle of its position in the original sentence.
+level and every token keeps the angle of its position in the original sentence, as one Panel
+``JSComponent`` (``context.js`` beside this file, Canvas 2D, no imports).
 
 Where the Attention Flow view packs each ring's tokens evenly, this view shows *which part of the
 sentence* each level holds: ring ``L - k`` (level ``k``, the root in the centre) has a wedge at each
 position of the input that is a node of level ``k``, coloured by the model(s) whose graph holds it
 (turquoise pre-trained, purple fine-tuned, orange both, §4.3.3). Sentence A runs clockwise and B
 counter-clockwise from the same start angle as in the flow view, with the same meeting tick. The
-wedges share the radial view's node ids, so hover and selection highlights show here too.
+wedges are the radial view's nodes, in the same order, so a frozen highlight's node states apply as
+they are; the chosen level's ring is outlined (the level band); hovering a wedge names its token,
+position and level.
+
+Python decides the geometry (:func:`~attnflows_panel.layout.context_layout`: each position's angle, each
+level's inner and outer radius) and the colours (:func:`context_palette`, :func:`context_states`); the
+browser draws them at its size.
+
+Test hook: the root element ``div.attnflows-context`` carries ``data-ready``, ``data-wedges`` (wedges
+drawn), ``data-level`` (the outlined level, 0-based, or ""), ``data-hover`` (``"level:pos"`` of the
+hovered wedge, or "") and ``attnflowsWedges()``: per wedge ``{level, pos, x, y, state, color}`` with
+``x, y`` its middle in page coordinates.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import param
+from panel.custom import JSComponent
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.layout import ContextLayout, context_layout
-from attnflows_panel.views.flow_data import DIM_COLOR, LEVEL_BAND_LINE, FlowData, Highlight, compose_states
+from attnflows_panel.views.flow_data import DIM_COLOR, LEVEL_BAND_LINE, FlowData, Highlight
 
-__all__ = ["ContextFigure", "context_palette", "CONTEXT_ALPHA"]
+__all__ = ["ContextView", "context_palette", "context_states", "pack_context", "CONTEXT_ALPHA", "RING_FILL",
+           "context_geometry"]
 
 CONTEXT_ALPHA = [0, 1, 1, 1, 0.35, 0.9, 0.9, 0.9, 0.9, 1, 1, 1]
+#: the background of every level's ring
+RING_FILL = "#f3f3f3"
+#: the design radius of the drawing (the browser scales it to its box)
+RADIUS = 138.0
 
 
 def context_palette(data: FlowData) -> list[str]:
@@ -32,98 +52,73 @@ def context_palette(data: FlowData) -> list[str]:
             PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR, PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR]
 
 
-class ContextFigure:
-    """Bokeh figure of the Sentence Context view. ``wedges`` has one row per node of the radial view,
-    in the same order (so a highlight's node states apply as they are)."""
+def context_states(data: FlowData, hl: Highlight | None) -> np.ndarray:
+    """uint8 [N]: the display state of every node (the radial view's node states,
+    :func:`~attnflows_panel.views.flow_select.compose_states`): 5 + its membership code without a
+    highlight; with one, the code of the model(s) whose trace reaches it, 4 if none, 8 + code if selected."""
+    base = data.columns("nodes")["base"].astype(np.uint8)
+    if hl is None or not hl.active:
+        return (5 + base).astype(np.uint8)
+    st = np.where(hl.nodes > 0, hl.nodes, 4).astype(np.uint8)
+    return np.where(hl.origin, 8 + np.maximum(hl.nodes, 1), st).astype(np.uint8)
 
-    def __init__(self, data: FlowData, size: int = 300, level: int | None = None, kit=None):
-        from bokeh.models import AnnularWedge, Annulus, HoverTool, Plot, Range1d, Segment
-        from bokeh.transform import transform
 
-        from attnflows_panel.views.flow import _Kit, _state_mapper, _with_alpha
+def context_geometry(data: FlowData, radius: float = RADIUS):
+    """(``ContextLayout``, the meeting tick ``[x0, y0, x1, y1]``) of ``data`` at design radius ``radius``."""
+    lay: ContextLayout = context_layout(data.L + 1, data.segments, radius=radius, start_angle=data.style.start_angle)
+    seg = np.asarray(data.segments)
+    n_a = int((seg == 0).sum())
+    step = 2 * math.pi / max(1, data.n)
+    meet = math.radians(data.style.start_angle) - n_a * step  # between the last A and the first B position
+    inner = lay.wedge_cols["inner"]
+    r_in = float(inner[(data.L - 1) * data.n]) if data.L >= 1 and data.n else 0.0
+    r_out = radius + 4
+    tick = [r_in * math.cos(meet), r_in * math.sin(meet), r_out * math.cos(meet), r_out * math.sin(meet)]
+    return lay, tick
 
-        self.size = size
-        radius = size / 2 - 12
-        cols, rings, tick, lay = self._columns(data, radius, level)
-        self.layout = lay
-        kit = kit or _Kit()  # the view passes one for all its figures
-        self.wedges = kit.source(cols, "attnflows-context-wedges")
-        self.rings = kit.source(rings, "attnflows-context-rings")
-        self.tick = kit.source(tick, "attnflows-context-tick")
-        ext = lay.extent
-        self.figure = fig = Plot(  # a bare Plot: no axes, grids or title
-            width=size, height=size, x_range=Range1d(-ext, ext), y_range=Range1d(-ext, ext),
-            toolbar_location=None, outline_line_color=None, min_border=0, match_aspect=True,
-            name="attnflows-context", title=None,
-        )
-        kit.add(fig, self.rings, Annulus(x=0, y=0, inner_radius="r0", outer_radius="r1", fill_color="fill",
-                                         line_color="line", line_width=1.0))
-        #: the wedges' colour per display state (:func:`context_palette`); the mapper draws it with
-        #: :data:`CONTEXT_ALPHA` folded in (``#rrggbbaa``: one model instead of a mapper and a transform)
-        self.palette = context_palette(data)
-        self.mapper = _state_mapper(_with_alpha(self.palette, CONTEXT_ALPHA))
-        self.wedge_renderer = kit.add(fig, self.wedges, AnnularWedge(
-            x=0, y=0, inner_radius="inner", outer_radius="outer", start_angle="start", end_angle="end",
-            fill_color=transform("st", self.mapper), line_color=None,
-        ))
-        kit.add(fig, self.tick, Segment(x0="x0", y0="y0", x1="x1", y1="y1", line_color="#111111", line_width=2.5))
-        fig.add_tools(HoverTool(renderers=[self.wedge_renderer],
-                                tooltips="<b>@token</b> · token @p1 of the input · level @lv1",
-                                description="Token and its position in the sentence"))
 
-    @staticmethod
-    def _columns(data: FlowData, radius: float, level: int | None):
-        lay: ContextLayout = context_layout(data.L + 1, data.segments, radius=radius,
-                                            start_angle=data.style.start_angle)
-        w = lay.wedges
-        nodes = data.nodes
-        lv = nodes["level"].to_numpy()
-        pos = nodes["pos"].to_numpy()
-        rows = lv * data.n + pos  # the wedges are level-major: (level, position) -> level * n + position
-        inner, outer = w["inner"].to_numpy(), w["outer"].to_numpy()
-        st = compose_states(data, None)["nodes"]
-        cols = {
-            "inner": inner[rows].astype(np.float32),
-            "outer": outer[rows].astype(np.float32),
-            "start": w["start"].to_numpy()[rows].astype(np.float32),
-            "end": w["end"].to_numpy()[rows].astype(np.float32),
-            "level": lv.astype(np.int32),
-            "pos": pos.astype(np.int32),
-            "lv1": (lv + 1).astype(np.int32),  # 1-based, as everywhere in the UI
-            "p1": (pos + 1).astype(np.int32),
-            "token": nodes["token"].tolist(),
-            "st": st, "fz": st.copy(),
-        }
-        first = np.arange(data.L) * data.n  # each ring's row of position 0
-        rings = {"r0": inner[first].tolist(), "r1": outer[first].tolist(), "fill": ["#f3f3f3"] * data.L,
-                 "line": [LEVEL_BAND_LINE if level is not None and k == level else "#00000000" for k in range(data.L)]}
-        # the meeting tick: between the last sentence-A position and the first sentence-B one
-        seg = np.asarray(data.segments)
-        n_a = int((seg == 0).sum())
-        step = 2 * math.pi / max(1, data.n)
-        meet = math.radians(data.style.start_angle) - n_a * step
-        r_in = float(inner[(data.L - 1) * data.n]) if data.L >= 1 else 0.0
-        r_out = radius + 4
-        tick = {"x0": [r_in * math.cos(meet)], "y0": [r_in * math.sin(meet)],
-                "x1": [r_out * math.cos(meet)], "y1": [r_out * math.sin(meet)]}
-        return cols, rings, tick, lay
+def pack_context(data: FlowData, radius: float = RADIUS) -> dict:
+    """What ``context.js`` draws for ``data``: per node (the radial view's order) its level and position;
+    per position its angle (radians, counter-clockwise, y up); per level the ring's inner and outer radius;
+    the wedges' half-width, the meeting tick, the tokens (for the tooltip) and the palette."""
+    lay, tick = context_geometry(data, radius)
+    w = lay.wedge_cols
+    n, L = data.n, data.L
+    nodes = data.columns("nodes")
+    first = np.arange(L + 1) * n  # each level's row of position 0
+    from attnflows_panel.layout import display_token
 
-    def update(self, data: FlowData, level: int | None = None) -> None:
-        cols, rings, tick, lay = self._columns(data, self.size / 2 - 12, level)
-        self.layout = lay
-        self.wedges.data = cols
-        self.rings.data = rings
-        self.tick.data = tick
-        from attnflows_panel.views.flow import _with_alpha
+    return {
+        "N": int(len(nodes["level"])), "n": int(n), "L": int(L),
+        "n_level": np.asarray(nodes["level"], dtype=np.uint8),
+        "n_pos": np.asarray(nodes["pos"], dtype=np.uint16 if n < 65536 else np.uint32),
+        "angles": np.asarray(lay.angles, dtype=np.float32),
+        "inner": np.asarray(w["inner"][first], dtype=np.float32),
+        "outer": np.asarray(w["outer"][first], dtype=np.float32),
+        "half": float((2 * math.pi / max(1, n)) / 2 * 0.92), "extent": float(lay.extent),
+        "tick": [float(v) for v in tick],
+        "tokens": "\n".join(display_token(t).replace("\n", " ") for t in data.tokens),
+        "palette": context_palette(data), "alpha": CONTEXT_ALPHA, "ring_fill": RING_FILL, "band_line": LEVEL_BAND_LINE,
+    }
 
-        self.palette = context_palette(data)
-        self.mapper.palette = _with_alpha(self.palette, CONTEXT_ALPHA)
 
-    def set_level(self, data: FlowData, level: int | None) -> None:
-        _, rings, _, _ = self._columns(data, self.size / 2 - 12, level)
-        self.rings.data = rings
+class ContextView(JSComponent):
+    """The Sentence Context view: one Canvas 2D component (see the module docstring, which also documents
+    the test hook on its root element ``div.attnflows-context``). The drawing is the largest square in its
+    box."""
 
-    def show(self, data: FlowData, hl: Highlight | None) -> np.ndarray:
-        st = compose_states(data, hl)["nodes"]
-        self.wedges.data.update(st=st, fz=st.copy())
+    data = param.Dict(default={}, doc="What is drawn: pack_context(FlowData).")
+    states = param.Dict(default={}, doc="The wedges' display states: {'st': context_states(...)}.")
+    level = param.Integer(default=None, allow_None=True, doc="The level band (0-based): the sentence view's level.")
+
+    _esm = Path(__file__).with_name("context.js")
+
+    def show(self, data: FlowData, hl: Highlight | None, level: int | None) -> None:
+        """Draw ``data`` with highlight ``hl`` and the band at ``level`` in one update."""
+        self.param.update(data=pack_context(data), states={"st": context_states(data, hl)}, level=level)
+
+    def show_states(self, data: FlowData, hl: Highlight | None) -> np.ndarray:
+        """Draw the highlight ``hl``; return the wedges' display states."""
+        st = context_states(data, hl)
+        self.states = {"st": st}
         return st

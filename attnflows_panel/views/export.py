@@ -12,7 +12,8 @@ selection), onto one of two canvases with the same small drawing API:
 Everything on screen is in the export: every ring label, the full text of the selected and traced
 tokens (the screen's overlay), the level band, the frozen selection's highlight and the legend.
 
-Both work offline. :func:`export_views` is what the view's download buttons call.
+Both work offline. :func:`export_views` is what ``AttentionFlowsView.export()`` (the CLI, notebooks, tests)
+calls; in the browser the radial view's own SVG/PNG buttons export what it draws.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR
 
 __all__ = ["SvgCanvas", "PngCanvas", "export_views", "FORMATS"]
 
@@ -430,46 +431,67 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
         cv.text(olx[i], oly[i], tok, fs, NODE_TEXT[int(nst[i])], angle_deg=ta[i])
 
 
-def _draw_sentence(cv, sent, ox: float, oy: float) -> None:
-    from attnflows_panel.views.sentence import CIRCLE_COLORS, TOKEN_HALO, TOKEN_TEXT
-
-    t = sent.tokens.data
-    c = sent.circles.data
-    st = _col(t, "fz")
-    halo = TOKEN_HALO
+def _draw_sentence(cv, data, hl, level: int, alpha: float, ox: float, oy: float, width: float) -> float:
+    """The Sentence view as ``sentence.js`` draws it at ``width`` (the same codes, states and slots);
+    returns its height."""
+    from attnflows_panel.layout import sentence_layout
     from attnflows_panel.views.flow import STATE_COLORS
+    from attnflows_panel.views.sentence import (
+        CIRCLE_ALPHA,
+        CIRCLE_COLORS,
+        CIRCLE_LINE,
+        FONT_PX,
+        TOKEN_HALO,
+        TOKEN_TEXT,
+        rating_codes,
+        sentence_states,
+    )
 
-    for x, ty, w, th, s in zip(t["x"], t["ty"], t["w"], t["th"], st, strict=True):
-        if halo[int(s)]:
-            cv.rect(ox + x, oy + ty, w, th, 0, STATE_COLORS[int(s)], halo[int(s)])
+    lay = sentence_layout(data.tokens, data.segments, width=width, font_size=FONT_PX)
+    t, c = lay.token_cols, lay.circle_cols
+    st = sentence_states(data, hl)
+    codes = rating_codes(data, level, alpha)
+    lh = lay.line_height
+    for x, y, w, s in zip(t["x"], t["y"], t["w"], st, strict=True):
+        if TOKEN_HALO[int(s)]:
+            cv.rect(ox + x, oy + y - lh / 2 + 4, w - 2, lh - 2, 0, STATE_COLORS[int(s)], TOKEN_HALO[int(s)])
     for x, y, tok, s in zip(t["x"], t["y"], t["token"], st, strict=True):
-        cv.text(ox + x, oy + y, tok, 13, TOKEN_TEXT[int(s)], baseline="alphabetic")
-    r = sent.layout.radius + 0.75
-    line_col = ["#bdbdbd", PRETRAINED_COLOR, FINETUNED_COLOR, SHARED_COLOR]
-    cst = _col(c, "fz")
-    for x, y, code, s in zip(c["x"], c["y"], c["code"], cst, strict=True):
-        a = 0.25 if int(s) == 4 else 1.0
-        cv.circle(ox + x, oy + y, r, CIRCLE_COLORS[int(code)] if code else "#ffffff", a, line_col[int(code)], a, 0.8)
+        cv.text(ox + x, oy + y, tok, FONT_PX, TOKEN_TEXT[int(s)], baseline="alphabetic")
+    r = lay.radius + 0.75
+    for x, y, p, slot in zip(c["x"], c["y"], c["pos"], c["slot"], strict=True):
+        code, a = int(codes[p, slot]), CIRCLE_ALPHA[int(st[p])]
+        cv.circle(ox + x, oy + y, r, CIRCLE_COLORS[code], a, CIRCLE_LINE[code], a, 0.8)
+    return float(lay.height)
 
 
-def _draw_context(cv, ctx, ox: float, oy: float) -> None:
-    from attnflows_panel.views.context import CONTEXT_ALPHA
+def _draw_context(cv, data, hl, level: int | None, ox: float, oy: float, size: float) -> None:
+    """The Sentence Context view as ``context.js`` draws it in a ``size`` px square."""
+    from attnflows_panel.views.context import (
+        CONTEXT_ALPHA,
+        RING_FILL,
+        context_geometry,
+        context_palette,
+        context_states,
+    )
+    from attnflows_panel.views.flow import LEVEL_BAND_LINE
 
-    fig = ctx.figure
-    x0, x1 = fig.x_range.start, fig.x_range.end
-    k = fig.width / (x1 - x0)
-    cx, cy = ox + fig.width / 2, oy + fig.height / 2
-    rd = ctx.rings.data
-    for r0, r1, fill, line in zip(rd["r0"], rd["r1"], rd["fill"], rd["line"], strict=True):
-        cv.annulus(cx, cy, r0 * k, r1 * k, fill, 1.0, stroke=None if line == "#00000000" else line)
-    pal = list(ctx.palette)  # the colours without their opacity (CONTEXT_ALPHA, below)
-    w = ctx.wedges.data
-    st = _col(w, "fz")
-    for r0, r1, a0, a1, s in zip(w["inner"], w["outer"], w["start"], w["end"], st, strict=True):
+    lay, tick = context_geometry(data)
+    k = size / (2 * lay.extent)
+    cx, cy = ox + size / 2, oy + size / 2
+    w = lay.wedge_cols
+    n, L = data.n, data.L
+    for lv in range(L):
+        r0, r1 = w["inner"][lv * n] * k, w["outer"][lv * n] * k
+        cv.annulus(cx, cy, r0, r1, RING_FILL, 1.0, stroke=LEVEL_BAND_LINE if level == lv else None)
+    pal = context_palette(data)
+    st = context_states(data, hl)
+    nodes = data.columns("nodes")
+    rows = nodes["level"].astype(np.int64) * n + nodes["pos"].astype(np.int64)
+    for r0, r1, a0, a1, s in zip(w["inner"][rows], w["outer"][rows], w["start"][rows], w["end"][rows], st,
+                                 strict=True):
         # data angles are counter-clockwise with y up; on screen (y down) they flip sign
         cv.wedge(cx, cy, r0 * k, r1 * k, -a1, -a0, pal[int(s)], CONTEXT_ALPHA[int(s)])
-    t = ctx.tick.data
-    cv.line(cx + t["x0"][0] * k, cy - t["y0"][0] * k, cx + t["x1"][0] * k, cy - t["y1"][0] * k, "#111111", 1.0, 2.5)
+    cv.line(cx + tick[0] * k, cy - tick[1] * k, cx + tick[2] * k, cy - tick[3] * k, "#111111", 1.0, 2.5)
 
 
 def _draw_legend(cv, data, ox: float, oy: float, level: int | None = None, width: float = 300) -> float:
@@ -524,24 +546,30 @@ def export_views(view, fmt: str = "svg") -> bytes:
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ValueError(f"export format must be one of {FORMATS}; got {fmt!r}")
-    sent, ctx, data = view._sentence, view._context, view._data
+    data = view._data
+    hl = view.highlight()
     pad = 12
     title_h = 40
     rw = int(view.size or 900)
-    side = max(ctx.figure.width, 260)
-    width = max(sent.figure.width, rw + side + 3 * pad) + 2 * pad
-    height = title_h + sent.figure.height + pad + max(rw, ctx.figure.height + 430) + 2 * pad
+    side = 300  # the context view's square and the legend's width
+    width = rw + side + 3 * pad + 2 * pad
+    # the sentence view across the page, as high as its lines at that width
+    from attnflows_panel.layout import sentence_layout
+    from attnflows_panel.views.sentence import FONT_PX
+
+    sent_h = sentence_layout(data.tokens, data.segments, width=width - 2 * pad, font_size=FONT_PX).height
+    height = title_h + int(sent_h) + pad + max(rw, side + 430) + 2 * pad
     cv = SvgCanvas(width, height) if fmt == "svg" else PngCanvas(width, height)
     r = view.result
     cv.text(pad, pad + 8, f"Attention Flows · {view.mode} · τ = {view.tau:.2f} · level {view.level + 1}", 14,
             anchor="start", bold=True)
     sub = f"A: {r.sentence_a}   B: {r.sentence_b}"
     cv.text(pad, pad + 26, sub[:160] + ("…" if len(sub) > 160 else ""), 11, "#555555", anchor="start")
-    _draw_sentence(cv, sent, pad, title_h)
-    top = title_h + sent.figure.height + pad
-    _draw_radial(cv, data, view.highlight(), view.level, rw, pad, top)
-    _draw_context(cv, ctx, pad * 2 + rw, top)
-    y = _draw_legend(cv, data, pad * 2 + rw, top + ctx.figure.height + pad, view.level, side)
+    _draw_sentence(cv, data, hl, view.level, view.alpha, pad, title_h, width - 2 * pad)
+    top = title_h + int(sent_h) + pad
+    _draw_radial(cv, data, hl, view.level, rw, pad, top)
+    _draw_context(cv, data, hl, view.level, pad * 2 + rw, top, side)
+    y = _draw_legend(cv, data, pad * 2 + rw, top + side + pad, view.level, side)
     if view.status:
         cv.text(pad * 2 + rw, y + 10, view.status[:60], 10, "#555555", anchor="start")
     return cv.to_bytes()
