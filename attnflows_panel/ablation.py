@@ -698,9 +698,11 @@ class CorpusChange:
 
 def corpus_change(pair: Any, data: Any, task: str | None = None, *, split: str | None = None,
                   limit: int | None = None, tau: float | None = None, batch_size: int = 32,
-                  progress: bool = True) -> CorpusChange:
+                  progress: bool = True, weights: str = "raw", steps: int = 20) -> CorpusChange:
     """Run a corpus through both models of ``pair`` once and compute every sample's cosine, JSD
-    (:mod:`attnflows_panel.heads`) and head usage at ``tau`` (None: the pair's default τ).
+    (:mod:`attnflows_panel.heads`) and head usage at ``tau`` (None: the pair's default τ), all on the edge
+    weights ``weights`` (:mod:`attnflows_panel.weights`: ``raw``, ``norm``, or ``attattr`` with ``steps``
+    Riemann steps, each model that has a classification head; the caller checks both have one).
 
     data: a corpus source as for :func:`attnflows_panel.corpus.load_corpus` or a ``datasets.Dataset``
     in its schema. Pairs are sorted by token length and run ``batch_size`` at a time (as the index
@@ -743,7 +745,12 @@ def corpus_change(pair: Any, data: Any, task: str | None = None, *, split: str |
     try:
         for start in range(0, N, batch_size):
             members = order[start:start + batch_size]
-            results = pair.run_batch([pairs[j] for j in members], batch_size=batch_size)
+            results = pair.run_batch([pairs[j] for j in members], batch_size=batch_size,
+                                     weights="raw" if weights == "attattr" else weights)
+            if weights == "attattr":
+                from attnflows_panel.weights import with_attattr
+
+                results = [with_attattr(pair, r, steps=steps) for r in results]
             for j, r in zip(members, results, strict=True):
                 pre, fine = r.pretrained.attentions, r.finetuned.attentions
                 cos[j], js[j] = HD.sample_change(pre, fine)

@@ -32,14 +32,15 @@ def _report(tmp_path, *args):
     return json.loads(out.read_text())
 
 
-def _recompute(pair, ids_pairs, max_length=None):
-    """cosine / jsd per sample from single runs (no batching), the metric written out with numpy."""
+def _recompute(pair, ids_pairs, max_length=None, run=None):
+    """cosine / jsd per sample from single runs (no batching), the metric written out with numpy;
+    ``run(a, b)``: the PairResult whose edge weights are compared (default ``pair.run``, raw attention)."""
     if max_length is not None:
         pair.max_length, old = max_length, pair.max_length
     try:
         cos, js = [], []
         for a, b in ids_pairs:
-            r = pair.run(a, b)
+            r = (run or pair.run)(a, b)
             p = r.pretrained.attentions.astype(np.float64)
             q = r.finetuned.attentions.astype(np.float64)
             L, H, n, _ = p.shape
@@ -157,6 +158,9 @@ def test_old_index_without_head_change(tmp_path, demo_index, capsys):
         (["--data", "demo", "--ids", "a"], "--ids works with --index"),
         (["--data", "demo", "--tau", "1.5"], "--tau must be in"),
         (["--index", "/nonexistent/idx"], "no index folder"),
+        (["--index", "x", "--weights", "attattr"], "an index holds raw or norm edge weights"),
+        (["--data", "demo", "--steps", "4"], "--steps sets the Riemann steps of --weights attattr"),
+        (["--data", "demo", "--weights", "norm", "--steps", "4"], "no meaning for norm weights"),
     ],
 )
 def test_bad_arguments(args, match, capsys):
@@ -189,3 +193,107 @@ def test_an_unknown_task_is_named(capsys):
         build_parser().parse_args(["heads", "report", "--data", "some/folder", "--task", "sst9"])
     assert exc.value.code == 2
     assert "--task" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# --weights: the same report on norm (Kobayashi et al. 2020) and attattr (Hao et al. 2021) edge weights
+# ----------------------------------------------------------------------------------------------------
+
+
+def _demo_pairs(limit):
+    from attnflows_panel.corpus import load_corpus
+
+    ds = load_corpus("demo", task="mrpc", limit=limit)
+    return list(zip(ds["sentence_a"], ds["sentence_b"], strict=True))
+
+
+def test_report_on_norm_weights(tmp_path, sharp_bert_dirs, sharp_pair, capsys):
+    from attnflows_panel.index import result_usage
+
+    pre, fine = map(str, sharp_bert_dirs)
+    args = ["--pretrained", pre, "--finetuned", fine, "--data", "demo", "--task", "mrpc", "--limit", "5",
+            "--tau", "0.2", "--batch-size", "2"]
+    raw = _report(tmp_path, *args)
+    norm = _report(tmp_path, *args, "--weights", "norm")
+    assert raw["weights"] == "raw" and norm["weights"] == "norm"
+    assert "on norm edge weights (Kobayashi et al. 2020)" in capsys.readouterr().out
+    pairs = _demo_pairs(5)
+    runs = [sharp_pair.run(a, b, weights="norm") for a, b in pairs]
+    assert {r.pretrained.weights for r in runs} == {"norm"}
+    cos, js = _recompute(sharp_pair, pairs, run=lambda a, b: sharp_pair.run(a, b, weights="norm"))
+    np.testing.assert_allclose(norm["cosine"], cos, atol=2e-5)
+    np.testing.assert_allclose(norm["jsd"], js, atol=2e-5)
+    usage = np.stack([result_usage(r, 0.2) for r in runs])
+    np.testing.assert_allclose(norm["usage_change"], HD.usage_change(usage), atol=1e-6)
+    np.testing.assert_allclose(norm["usage"]["pretrained"], usage[:, 0].mean(0), atol=1e-6)
+    np.testing.assert_allclose(norm["usage"]["finetuned"], usage[:, 1].mean(0), atol=1e-6)
+    # the weights really are others: every measure moves
+    for key in ("cosine", "jsd", "usage_change"):
+        assert np.abs(np.subtract(norm[key], raw[key])).max() > 1e-3, key
+
+
+@pytest.fixture(scope="module")
+def two_classifier_dirs(sharp_bert_dirs, tmp_path_factory):
+    """The sharp tiny pair with a (random) classification head on the pre-trained side too, so that
+    attattr exists for both models."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    out = tmp_path_factory.mktemp("two-heads") / "pre-cls"
+    torch.manual_seed(3)
+    model = BertForSequenceClassification.from_pretrained(
+        sharp_bert_dirs[0], id2label={0: "not_equivalent", 1: "equivalent"},
+        label2id={"not_equivalent": 0, "equivalent": 1})
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(sharp_bert_dirs[0]).save_pretrained(out)
+    return out, sharp_bert_dirs[1]
+
+
+def test_report_on_attattr_weights(tmp_path, two_classifier_dirs, capsys):
+    from attnflows_panel.models import ModelPair
+    from attnflows_panel.weights import with_attattr
+
+    pre, fine = map(str, two_classifier_dirs)
+    rep = _report(tmp_path, "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--task", "mrpc",
+                  "--limit", "3", "--tau", "0.2", "--weights", "attattr", "--steps", "3")
+    assert rep["weights"] == "attattr" and rep["source"]["steps"] == 3
+    assert "on attattr edge weights (Hao et al. 2021)" in capsys.readouterr().out
+    pair = ModelPair.load(pre, fine, device="cpu")
+    pairs = _demo_pairs(3)
+    runs = [with_attattr(pair, pair.run(a, b), steps=3) for a, b in pairs]
+    assert {(r.pretrained.weights, r.finetuned.weights) for r in runs} == {("attattr", "attattr")}
+    cos, js = _recompute(pair, pairs, run=lambda a, b: with_attattr(pair, pair.run(a, b), steps=3))
+    np.testing.assert_allclose(rep["cosine"], cos, atol=2e-5)
+    np.testing.assert_allclose(rep["jsd"], js, atol=2e-5)
+    raw_cos, _ = _recompute(pair, pairs)
+    assert np.abs(np.asarray(rep["cosine"]) - raw_cos).max() > 1e-2  # attribution is not attention
+
+
+def test_attattr_of_a_bare_encoder_is_refused(sharp_bert_dirs, capsys):
+    pre, fine = map(str, sharp_bert_dirs)
+    rc = main(["heads", "report", "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--limit", "2",
+               "--weights", "attattr", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line.lower()]  # (the loading bars aside)
+    assert len(lines) == 1, err
+    err = lines[0]
+    assert "needs a classification head on both models" in err and "pre-trained model" in err
+    assert "is a bare encoder" in err and "--weights norm or raw" in err
+
+
+def test_report_over_a_norm_index(tmp_path, sharp_pair, capsys):
+    from attnflows_panel.index import build_index
+
+    out = build_index(sharp_pair, "demo", "mrpc", tmp_path / "norm", tau=0.2, limit=5, batch_size=2,
+                      progress=False, weights="norm")
+    rep = _report(tmp_path, "--index", str(out))
+    assert rep["weights"] == "norm"
+    assert _report(tmp_path, "--index", str(out), "--weights", "norm")["cosine"] == rep["cosine"]
+    cos, js = _recompute(sharp_pair, _demo_pairs(5), run=lambda a, b: sharp_pair.run(a, b, weights="norm"))
+    np.testing.assert_allclose(rep["cosine"], cos, atol=4e-3)  # the index's 8-bit codes
+    np.testing.assert_allclose(rep["jsd"], js, atol=4e-3)
+    capsys.readouterr()
+    rc = main(["heads", "report", "--index", str(out), "--weights", "raw"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "counts norm edge weights, not raw" in err and "Traceback" not in err

@@ -9,11 +9,22 @@
     # over a built index (no model runs, unless --ablate)
     attnflows heads report --index index/mrpc-dev --json mrpc-heads.json
     attnflows heads report --index index/mrpc-dev --ids 1355540,2029631 --json subset.json
+    # on other edge weights (attnflows_panel.weights): norm (Kobayashi et al. 2020), attattr (Hao et al. 2021)
+    attnflows heads report --data ../shared/data/glue/MRPC --task mrpc --limit 200 --weights norm
+    attnflows heads report --index index/mrpc-dev-norm          # an index built with --weights norm
 
 The JSON report holds ``layers``, ``heads``, ``n_samples``, ``cosine``, ``jsd``, ``usage_change`` and,
 with ``--ablate``, ``ablation_accuracy_delta`` and ``importance`` (each an [L][H] list of floats,
-0-based HF layer order), plus ``sample_ids``; the definitions are in :mod:`attnflows_panel.heads`
-and :mod:`attnflows_panel.ablation` (README.md, "Which heads changed").
+0-based HF layer order), plus ``sample_ids``, ``weights`` (the edge weights that cosine, JSD and the
+head usage were computed on: ``raw``, ``norm`` or ``attattr``) and ``usage`` (the mean head usage of
+each model, ``{"pretrained": [L][H], "finetuned": [L][H]}``); the definitions are in
+:mod:`attnflows_panel.heads` and :mod:`attnflows_panel.ablation` (README.md, "Which heads changed").
+
+``--weights attattr`` needs a classification head on *both* models: Hao et al.'s attribution is taken
+of the predicted class's probability, which a bare pre-trained encoder does not have. Comparing one
+model's attribution with the other's ``norm`` weights would measure the change of kind, not what
+fine-tuning changed, so such a pair is refused (the app's view may show that mix, and says so). With
+``--index`` the weights are the index's (``--weights`` may only repeat them).
 """
 
 from __future__ import annotations
@@ -27,6 +38,11 @@ from typing import Any
 import numpy as np
 
 from attnflows_panel.cli.finetune import _positive_int, finite_float
+
+#: the edge weights a report compares (attnflows_panel.weights.WEIGHT_KINDS, without importing torch here)
+WEIGHT_CHOICES = ("raw", "norm", "attattr")
+#: Hao et al.'s default number of Riemann steps
+DEFAULT_STEPS = 20
 
 
 def register(subparsers) -> None:
@@ -67,6 +83,12 @@ def register(subparsers) -> None:
                      help="τ of the head usage (default: 0.15 for the offline default MiniLM pair, 0.3 otherwise)")
     src.add_argument("--ids", default=None,
                      help="with --index: only these sample ids (comma-separated, or @FILE with one id a line)")
+    src.add_argument("--weights", default=None, choices=WEIGHT_CHOICES,
+                     help="edge weights compared: raw attention, norm (Kobayashi et al. 2020) or attattr (Hao et "
+                          "al. 2021; both models need a classification head) (default raw; with --index: the "
+                          "index's)")
+    src.add_argument("--steps", type=_positive_int, default=None,
+                     help="with --weights attattr: Riemann steps m of the integrated gradients (default 20)")
     r.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON to OUT ('-' = stdout)")
     r.add_argument("--ablate", action="store_true",
                    help="also disable each head in turn (accuracy change) and compute Michel's gradient importance")
@@ -106,6 +128,36 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError("--ids works with --index; with --data use --limit")
     if args.tau is not None and not 0.0 < args.tau < 1.0:
         raise ValueError(f"--tau must be in (0, 1), got {args.tau}")
+    weights = getattr(args, "weights", None)
+    if getattr(args, "steps", None) is not None and weights != "attattr":
+        raise ValueError("--steps sets the Riemann steps of --weights attattr; it has no meaning for "
+                         f"{weights or 'raw'} weights")
+    if args.index is not None and weights == "attattr":
+        raise ValueError("an index holds raw or norm edge weights (attattr needs gradients per pair): for attattr "
+                         "give the corpus and the models (--data SOURCE) instead of --index")
+
+
+def _check_index_weights(args: argparse.Namespace, idx) -> str:
+    """The index's edge weights; a different ``--weights`` is refused with the reason."""
+    weights = getattr(args, "weights", None)
+    if weights is not None and weights != idx.weights:
+        raise ValueError(f"the index at {args.index} counts {idx.weights} edge weights, not {weights}: leave out "
+                         f"--weights (or give --weights {idx.weights}), or build an index with --weights {weights}")
+    return idx.weights
+
+
+def _check_attattr(pair) -> None:
+    """``--weights attattr``: both models need a classification head (Hao et al.'s F), else one line says which."""
+    from attnflows_panel.model_loading import is_classifier
+
+    bare = [f"the {role} model {name!r}" for role, name, model in (
+        ("pre-trained", pair.pretrained_name, pair.pretrained_model),
+        ("fine-tuned", pair.finetuned_name, pair.finetuned_model)) if not is_classifier(model)]
+    if bare:
+        verb = "is a bare encoder" if len(bare) == 1 else "are bare encoders"
+        raise ValueError(
+            f"--weights attattr needs a classification head on both models (Hao et al. 2021 attribute the predicted "
+            f"class's probability), but {' and '.join(bare)} {verb}: use --weights norm or raw for this pair")
 
 
 def _load_pair(args, manifest: dict | None = None):
@@ -151,8 +203,10 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
         from attnflows_panel.index import SignatureIndex
 
         idx = SignatureIndex.open(args.index)
+        weights = _check_index_weights(args, idx)
         rows = None if args.ids is None else idx.rows_of(_read_ids(args.ids))
         summary = idx.head_change_summary(rows)
+        usage = idx.usage(rows)
         md = idx.metadata if rows is None else idx.metadata.iloc[np.asarray(rows)]
         pairs = list(zip(md["sentence_a"].astype(str), md["sentence_b"].astype(str), strict=True))
         label_names = md["label_name"].tolist()
@@ -167,18 +221,29 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     else:
         from attnflows_panel.defaults import initial_tau
 
+        weights = getattr(args, "weights", None) or "raw"
+        steps = getattr(args, "steps", None) or DEFAULT_STEPS
         pair = _load_pair(args)
+        if weights == "attattr":
+            _check_attattr(pair)
         if args.ablate:
             _check_classifier(pair)
         tau = args.tau if args.tau is not None else initial_tau(args.pretrained, args.finetuned)
         change = AB.corpus_change(pair, args.data, args.task, split=args.split, limit=args.limit, tau=tau,
-                                  batch_size=args.batch_size, progress=progress)
+                                  batch_size=args.batch_size, progress=progress, weights=weights, steps=steps)
         summary = change.summary()
+        usage = change.usage
         pairs, label_names = change.pairs, change.label_names
         tasks = change.tasks
         source = {"data": args.data, "task": args.task, "split": args.split, "limit": args.limit, "tau": tau,
                   "max_length": pair.max_length}
+        if weights == "attattr":
+            source["steps"] = steps
     report = summary.to_dict()
+    report["weights"] = weights
+    mean_usage = np.asarray(usage, dtype=np.float64).mean(axis=0)  # [2, L, H]
+    report["usage"] = {role: [[float(x) for x in row] for row in mean_usage[r]]
+                       for r, role in enumerate(("pretrained", "finetuned"))}
     report["source"] = source
     if pair is not None:
         report["models"] = {"pretrained": pair.pretrained_name, "finetuned": pair.finetuned_name}
@@ -212,7 +277,11 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     imp = report.get("importance")
     src = report.get("source", {})
     where = src.get("index") or src.get("data")
-    lines = [f"head change over {report['n_samples']} samples ({where}), {L} layers x {H} heads, layers 0-based"]
+    kind = report.get("weights", "raw")
+    on = {"raw": "raw attention", "norm": "norm edge weights (Kobayashi et al. 2020)",
+          "attattr": "attattr edge weights (Hao et al. 2021)"}.get(kind, f"{kind} edge weights")
+    lines = [f"head change over {report['n_samples']} samples ({where}), {L} layers x {H} heads, layers 0-based, "
+             f"on {on}"]
     header = f"{'layer':>5}  {'cosine':>7} {'min':>7} {'head':>5}  {'JSD':>7} {'max':>7} {'head':>5}  {'usage Δ':>8}"
     if abl is not None:
         header += f"  {'acc Δ off':>9} {'head':>6}  {'import.':>7} {'head':>6}"
