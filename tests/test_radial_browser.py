@@ -296,9 +296,10 @@ def test_hover_click_shift_click_glyph_brushes_and_clear(server, browser):
 
 
 def test_the_browser_derives_the_layouts_edge_curves_and_sparklines(browser, results, minilm_pair):
-    """radial.js computes each edge's curve and the sparkline bars from the nodes and the edges' head
-    masks (they are not sent, to keep the payload small): the same numbers as layout.edge_curves and
-    FlowData's sparklines, in both modes."""
+    """radial.js computes each edge's curve, the sparkline bars, the head glyphs (rows, colours, centres,
+    counts) and the edges' upper nodes, models, head counts and rest flags from what pack_flow sends (they
+    are not sent, to keep the payload small): the same numbers as layout.edge_curves and FlowData, in both
+    modes."""
     import numpy as np
 
     from attnflows_panel.graph import AttentionGraph
@@ -327,5 +328,13 @@ def test_the_browser_derives_the_layouts_edge_curves_and_sparklines(browser, res
         want = np.stack([sp["node"], sp["model"], sp["x0"], sp["y0"], sp["x1"], sp["y1"]], axis=1).astype(float)
         key = lambda a: a[np.lexsort((a[:, 3], a[:, 2], a[:, 1], a[:, 0]))]  # noqa: E731
         np.testing.assert_allclose(key(got), key(want), atol=0.05)
+        # the head glyphs and edge columns that are not sent: derived in the browser as FlowData built them
+        g = data.glyphs
+        for k in ("node", "head", "model", "part", "gc", "cp", "cf"):
+            np.testing.assert_array_equal(geo[f"g_{k}"], g[k].to_numpy(), err_msg=k)
+        np.testing.assert_allclose(geo["g_x"], g["x"], atol=1e-3)
+        np.testing.assert_allclose(geo["g_y"], g["y"], atol=1e-3)
+        for k, c in (("u", "u"), ("mem", "member"), ("nh", "nh"), ("rest", "rest")):
+            np.testing.assert_array_equal(geo[f"e_{k}"], e[c].to_numpy(), err_msg=k)
     assert problems.take() == []
     page.close()

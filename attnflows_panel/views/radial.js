@@ -138,6 +138,80 @@ function esc(t) {
 
 // ------------------------------------------------------------------------------------------ traces
 
+// What radial.py's pack_flow leaves out because it follows from what it sends (unpack_flow in Python does
+// the same): the edges' upper nodes from the nodes' out-degrees, each edge's models and head count from its
+// head masks, the edges drawn at rest from their index list, the weight from uint8; the head glyphs (one
+// row per lit glyph, a split glyph two rows, by node, head, model) from the heads carrying each node's
+// edges, and their centres from the node's glyph block.
+export function expand(D) {
+  const N = D.N, E = D.E, H = D.H, W = D.W, models = D.models;
+  if (!D.e_u) {
+    const eu = new (N < 65536 ? Uint16Array : Uint32Array)(E);
+    for (let u = 0, e = 0; u < N; u++) for (let j = 0; j < D.n_out[u]; j++) eu[e++] = u;
+    D.e_u = eu;
+  }
+  const mem = new Uint8Array(E), nh = new Uint8Array(E), counts = {};
+  for (const c of [PRE, FINE]) {
+    if (!(models & c)) continue;
+    const cnt = new Int32Array(N * H);
+    for (let w = 0; w < W; w++) {
+      const m = D[`e_h${c}_${w}`];
+      for (let e = 0; e < E; e++) {
+        let x = m[e] >>> 0, k = 0;
+        const base = D.e_u[e] * H + 32 * w;
+        while (x !== 0) {
+          const t = x & -x;
+          cnt[base + 31 - Math.clz32(t)] += 1;
+          x ^= t; k += 1;
+        }
+        if (k) { mem[e] |= c; if (k > nh[e]) nh[e] = k; }
+      }
+    }
+    counts[c] = cnt;
+  }
+  D.e_mem = mem; D.e_nh = nh;
+  D.e_rest = new Uint8Array(E);
+  for (const e of D.e_rest_idx) D.e_rest[e] = 1;
+  if (D.e_w && D.e_w instanceof Uint8Array) {
+    const w = new Float32Array(E);
+    for (let e = 0; e < E; e++) w[e] = D.e_w[e] / 255;
+    D.e_w = w;
+  }
+  const zero = new Int32Array(N * H), cp = counts[PRE] || zero, cf = counts[FINE] || zero;
+  let G = 0;
+  for (let u = 0; u < N; u++) {
+    if (D.n_level[u] < 1) continue;
+    for (let h = 0; h < H; h++) G += (cp[u * H + h] > 0 ? 1 : 0) + (cf[u * H + h] > 0 ? 1 : 0);
+  }
+  const gnode = new (N < 65536 ? Uint16Array : Uint32Array)(G), ghead = new Uint8Array(G), gmodel = new Uint8Array(G);
+  const gpart = new Uint8Array(G), ggc = new Uint8Array(G), gx = new Float32Array(G), gy = new Float32Array(G);
+  const gcp = new Int32Array(G), gcf = new Int32Array(G);
+  let r = 0;
+  for (let u = 0; u < N; u++) {
+    if (D.n_level[u] < 1) continue;
+    const ta = D.n_ta[u], ux = Math.cos(ta), uy = Math.sin(ta), cs = D.cs[D.n_level[u]];
+    for (let h = 0; h < H; h++) {
+      const i = u * H + h, st = (cp[i] > 0 ? PRE : 0) | (cf[i] > 0 ? FINE : 0);
+      if (!st) continue;
+      const parts = st === 3 ? [PRE, FINE] : [st];
+      for (const c of parts) {
+        const split = st === 3;
+        const gu = (D.g_du[h] + (split ? (c === PRE ? -0.25 : 0.25) * D.glyph : 0)) * cs, gv = D.g_dv[h] * cs;
+        gnode[r] = u; ghead[r] = h; gmodel[r] = c; gpart[r] = split ? c : 0;
+        ggc[r] = D.comparison ? (c === PRE ? 12 : 13) :
+          (c === PRE ? 0 : D.ramp) + Math.min(c === PRE ? cp[i] : cf[i], D.ramp) - 1;
+        gx[r] = D.n_bx[u] + gu * ux - gv * uy; gy[r] = D.n_by[u] + gu * uy + gv * ux;
+        gcp[r] = cp[i]; gcf[r] = cf[i];
+        r += 1;
+      }
+    }
+  }
+  Object.assign(D, {G, g_node: gnode, g_head: ghead, g_model: gmodel, g_part: gpart, g_gc: ggc, g_x: gx, g_y: gy,
+                    g_cp: gcp, g_cf: gcf});
+  return D;
+}
+
+
 function prep(D) {
   // everything derived once per data: level bounds, bit offsets, glyph map, out-edge lists
   const N = D.N, E = D.E, G = D.G, L = D.L, H = D.H, W = D.W;
@@ -386,6 +460,7 @@ export function render({model, el}) {
     for (const k of keys) D[k] = get(raw, k);
     D.labels = String(D.label_text || "").split("\n");
     D.tokens = D.tokens || [];
+    expand(D);
     V.D = D;
     V.X = prep(D);
     V.version = (V.version || 0) + 1;
@@ -586,7 +661,7 @@ export function render({model, el}) {
   function drawCells(g, S, only) {
     // glyph blocks, head glyphs and sparklines of every visible node (or of the nodes with only[u] set);
     // below 1.2 px a glyph is not told apart: each block is drawn in its commonest glyph colour
-    const D = V.D, X = V.X, q = D.quant, T = tf();
+    const D = V.D, X = V.X, T = tf();
     const margin = (D.cw + D.ch) * S;
     const show = new Uint8Array(X.N);
     for (let u = 0; u < X.N; u++) show[u] = (!only || only[u]) && visible(T, D.n_hx[u], D.n_hy[u], margin) ? 1 : 0;
@@ -600,7 +675,7 @@ export function render({model, el}) {
         for (let i = 0; i < rows.length; i++) {
           const r = rows[i], u = D.g_node[r];
           if (!show[u]) continue;
-          quadT(g, T, D.g_x[r] / q, D.g_y[r] / q, D.g_part[r] ? D.glyph / 2 : D.glyph, D.glyph, D.n_ta[u]);
+          quadT(g, T, D.g_x[r], D.g_y[r], D.g_part[r] ? D.glyph / 2 : D.glyph, D.glyph, D.n_ta[u]);
         }
         g.fill();
       }
@@ -818,14 +893,14 @@ export function render({model, el}) {
 
   function drawGlyphHighlights(g, S, tr) {
     // a head glyph that carries the trace's attention gets a dark outline (when glyphs are told apart)
-    const D = V.D, q = D.quant, T = tf();
+    const D = V.D, T = tf();
     if (D.glyph * S < 2 || !tr.gon) return;
     g.strokeStyle = "#222"; g.lineWidth = 0.8; g.beginPath();
     let k = 0;
     for (let r = 0; r < V.X.G && k < 4000; r++) {
-      if (!tr.gon[r] || !visible(T, D.g_x[r] / q, D.g_y[r] / q, 4)) continue;
+      if (!tr.gon[r] || !visible(T, D.g_x[r], D.g_y[r], 4)) continue;
       k += 1;
-      quadT(g, T, D.g_x[r] / q, D.g_y[r] / q, D.g_part[r] ? D.glyph / 2 : D.glyph, D.glyph, D.n_ta[D.g_node[r]]);
+      quadT(g, T, D.g_x[r], D.g_y[r], D.g_part[r] ? D.glyph / 2 : D.glyph, D.glyph, D.n_ta[D.g_node[r]]);
     }
     g.stroke();
   }
@@ -879,13 +954,13 @@ export function render({model, el}) {
     // what lies under the pointer: a head glyph {kind: "glyph", row}, a token {kind: "node", id} or null
     const D = V.D, X = V.X;
     if (!D) return null;
-    const [x, y] = toData(sx, sy), q = D.quant, S = scale();
+    const [x, y] = toData(sx, sy), S = scale();
     const slack = Math.max(0.3, 1 / S);
     if (D.glyph * S >= 3) {  // glyphs are targets of their own once they are 3 px (zoom in to reach them)
       const half = D.glyph / 2 + slack;
       let best = -1, bd = 1e9;
       for (let r = 0; r < X.G; r++) {
-        const dx = Math.abs(D.g_x[r] / q - x), dy = Math.abs(D.g_y[r] / q - y);
+        const dx = Math.abs(D.g_x[r] - x), dy = Math.abs(D.g_y[r] - y);
         if (dx <= half && dy <= half) { const d = dx + dy; if (d < bd) { bd = d; best = r; } }
       }
       if (best >= 0) return {kind: "glyph", row: best};
@@ -1222,15 +1297,21 @@ export function render({model, el}) {
   };
   // what the browser derives from the edges: their curves (8 numbers each) and the sparkline bars
   // (node, model, x0, y0, x1, y1), in data units, to be checked against layout.py / flow_data.py
-  root.attnflowsGeometry = () => ({curve: Array.from(V.X.curve), spark: Array.from(V.X.spark)});
+  // and the columns the browser derives on loading (expand): head glyphs and edge columns
+  root.attnflowsGeometry = () => {
+    const D = V.D, out = {curve: Array.from(V.X.curve), spark: Array.from(V.X.spark)};
+    for (const k of ["node", "head", "model", "part", "gc", "x", "y", "cp", "cf"]) out[`g_${k}`] = Array.from(D[`g_${k}`]);
+    for (const k of ["u", "mem", "nh", "rest"]) out[`e_${k}`] = Array.from(D[`e_${k}`]);
+    return out;
+  };
   root.attnflowsData = (u) => [V.D.n_hx[u], V.D.n_hy[u]];  // a token's hit centre in data units
   root.attnflowsPoints = (kind) => {
     const D = V.D, out = [];
     if (!D) return out;
-    const r = root.getBoundingClientRect(), T = tf(), q = D.quant;
+    const r = root.getBoundingClientRect(), T = tf();
     if (kind === "glyphs") {
       for (let i = 0; i < D.G; i++) {
-        const x = T.ox + D.g_x[i] / q * T.S, y = T.oy - D.g_y[i] / q * T.S;
+        const x = T.ox + D.g_x[i] * T.S, y = T.oy - D.g_y[i] * T.S;
         if (x < 0 || y < 0 || x > V.w || y > V.h) continue;
         const u = D.g_node[i];
         out.push({row: i, node: u, level: D.n_level[u], pos: D.n_pos[u], head: D.g_head[i], model: D.g_model[i],

@@ -49,13 +49,13 @@ from attnflows_panel.views.flow_data import (
     LEVEL_BAND_LINE,
     NODE_HALO_ALPHA,
     NODE_TEXT,
-    QUANT,
+    RAMP_STEPS,
     STATE_COLORS,
     FlowData,
     Highlight,
 )
 
-__all__ = ["RadialFlow", "pack_flow", "pack_highlight", "REST_EDGES"]
+__all__ = ["RadialFlow", "pack_flow", "pack_highlight", "unpack_flow", "REST_EDGES"]
 
 #: edges drawn at rest per layer (the strongest; R2's ``rest`` column, when the data has one, decides)
 REST_EDGES = 40
@@ -85,11 +85,25 @@ def _rest_flags(data: FlowData, strength: np.ndarray, layer: np.ndarray) -> np.n
 
 
 def pack_flow(data: FlowData) -> dict:
-    """What the browser draws for ``data``: one flat dict of typed columns (``n_*`` nodes, ``g_*`` head
-    glyphs, ``e_*`` edges, ``t_*`` ticks, ``r_*`` folded runs) and the few scalars and palettes the drawing
-    needs. The edges' curves and the sparkline bars are derived in the browser, and the traces are walked
+    """What the browser draws for ``data``: one flat dict of typed columns (``n_*`` nodes, ``e_*`` edges,
+    ``t_*`` ticks, ``r_*`` folded runs) and the few scalars and palettes the drawing needs.
+
+    Only what the browser cannot derive is sent (P6: ≤ 2 MB at 512 tokens); :func:`unpack_flow` derives
+    the rest in Python exactly as ``radial.js`` does in the browser:
+
+    - edges come sorted by their upper node ``u`` (then ``v``): ``n_out`` (each node's out-degree) replaces
+      ``e_u``; the model membership and head count of an edge are its head masks' (``e_h{c}_{w}``);
+      the weight is quantised to ``e_w`` uint8 (``w * 255``, it only orders the edges); the edges drawn at
+      rest are an index list ``e_rest_idx``;
+    - the head glyphs (one row per lit head glyph, a split glyph two rows, ordered by node, head, model)
+      follow from the edges: head ``h`` of node ``u`` is lit for model ``c`` when some edge of ``c`` leaves
+      ``u`` through ``h``, and that count is what the glyph reports (``cp`` / ``cf``); a glyph's centre is
+      its node's glyph block (``n_bx``, ``n_by``, ``n_ta``, the ring's cell scale ``cs``) plus the head's
+      offset in the block (``g_du``, ``g_dv``).
+
+    The edges' curves and the sparkline bars are derived in the browser too, and the traces are walked
     there over the edges, so neither geometry nor an ancestor table is sent."""
-    nodes, glyphs, edges = (data.columns(f) for f in ("nodes", "glyphs", "edges"))
+    nodes, edges = data.columns("nodes"), data.columns("edges")
     N, n, L = len(nodes), data.n, data.L
     frame_cols = set(data.nodes.columns)
     lv, ps = nodes["level"], nodes["pos"]
@@ -99,13 +113,17 @@ def pack_flow(data: FlowData) -> dict:
     else:
         prio = _f(data.priority[lv, ps])
         texts = [str(t) for t in nodes["token"]]
+    st = data.style
+    du, dv = _glyph_offsets(st, data.H)
+    cs_ring = np.ones(L + 1)
+    cs_ring[lv] = np.asarray(nodes["cs"], dtype=np.float64) if "cs" in frame_cols else 1.0
     out: dict = {
-        "N": N, "E": len(edges), "G": len(glyphs), "L": L, "H": data.H, "n": n, "W": data.words,
-        "models": int(data.models), "comparison": data.comparison is not None, "quant": QUANT,
-        "extent": float(data.layout.extent), "glyph": float(data.style.glyph),
-        "ch": float(data.style.cell_height(data.H)), "radii": _f(data.layout.radii),
-        "cw": float(data.style.row_width(data.H)), "spark_h": float(data.style.spark_height),
-        "spark_w": float(data.style.spark_width),
+        "N": N, "E": len(edges), "L": L, "H": data.H, "n": n, "W": data.words,
+        "models": int(data.models), "comparison": data.comparison is not None, "ramp": RAMP_STEPS,
+        "extent": float(data.layout.extent), "glyph": float(st.glyph),
+        "ch": float(st.cell_height(data.H)), "radii": _f(data.layout.radii), "cs": _f(cs_ring),
+        "cw": float(st.row_width(data.H)), "spark_h": float(st.spark_height),
+        "spark_w": float(st.spark_width), "gw": float(st.glyph_block(data.H)[0]), "g_du": _f(du), "g_dv": _f(dv),
         "tokens": _display_tokens(data),
         "segs": _u(data.segments, 2), "label_text": "\n".join(t.replace("\n", " ") for t in texts),
         "palette": list(GLYPH_PALETTE), "state_colors": list(STATE_COLORS), "text_colors": list(NODE_TEXT),
@@ -125,24 +143,7 @@ def pack_flow(data: FlowData) -> dict:
             infl = np.full(N, -1.0)
             infl[below_root] = data.influence[c][lv[below_root], ps[below_root]]
             out[f"n_i{c}"] = _f(np.round(infl, 2))
-    out.update({
-        "g_node": _u(glyphs["node"], N), "g_head": _u(glyphs["head"], 255), "g_model": glyphs["model"].astype(np.uint8),
-        "g_part": glyphs["part"].astype(np.uint8), "g_gc": glyphs["gc"].astype(np.uint8),
-        "g_x": _q(glyphs["x"]), "g_y": _q(glyphs["y"]), "g_cp": _u(glyphs["cp"], n), "g_cf": _u(glyphs["cf"], n),
-    })
-    ecols = set(data.edges.columns)  # the edges' curves and the sparkline bars are derived in the browser
-    nh = np.asarray(edges["nh"]) if "nh" in ecols else np.ones(len(edges))
-    strength = np.asarray(edges["w"], dtype=np.float64) if "w" in ecols else nh.astype(np.float64)
-    layer = np.asarray(edges["layer"], dtype=np.int64)
-    rest = np.asarray(edges["rest"], dtype=np.uint8) if "rest" in ecols else _rest_flags(data, strength, layer)
-    out.update({"e_u": _u(edges["u"], N), "e_v": _u(edges["v"], N), "e_mem": edges["member"].astype(np.uint8),
-                "e_nh": _u(nh, 255), "e_rest": rest})
-    if "w" in ecols:
-        out["e_w"] = _f(strength)
-    mask_dtype = np.uint8 if data.H <= 8 else np.uint16 if data.H <= 16 else np.uint32
-    for c in data.graphs:
-        for w in range(data.words):
-            out[f"e_h{c}_{w}"] = edges[f"h{c}_{w}"].astype(mask_dtype)
+    out.update(_pack_edges(data, edges, N))
     t = data.layout.ticks
     for k in ("x0", "y0", "x1", "y1"):
         out[f"t_{k}"] = _f(t[k].to_numpy()) if len(t) else np.zeros(0, np.float32)
@@ -151,6 +152,111 @@ def pack_flow(data: FlowData) -> dict:
         out["r_level"] = _u(np.asarray(runs["level"]), 255)
         out["r_a0"], out["r_a1"] = _f(np.asarray(runs["angle0"])), _f(np.asarray(runs["angle1"]))
         out["r_count"] = _u(np.asarray(runs["count"]), 65536)
+        out["r_first"] = _u(np.asarray(runs["first_token"]), 65536)
+        out["r_last"] = _u(np.asarray(runs["last_token"]), 65536)
+    return out
+
+
+def _glyph_offsets(st, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """Head h's glyph centre in its block, from the block's centre: along the label (``du``) and up
+    (``dv``), unscaled (layout's glyph grid: H glyphs wrapped into ``glyph_rows`` rows)."""
+    cols = st.glyph_cols(H)
+    pitch = st.glyph + st.glyph_gap
+    gw, gh = st.glyph_block(H)
+    h = np.arange(H)
+    return (h % cols) * pitch + st.glyph / 2 - gw / 2, gh / 2 - (h // cols) * pitch - st.glyph / 2
+
+
+def _pack_edges(data: FlowData, edges, N: int) -> dict:
+    ecols = set(data.edges.columns)
+    E = len(edges)
+    u = np.asarray(edges["u"], dtype=np.int64)
+    nh = np.asarray(edges["nh"]) if "nh" in ecols else np.ones(E)
+    strength = np.asarray(edges["w"], dtype=np.float64) if "w" in ecols else nh.astype(np.float64)
+    layer = np.asarray(edges["layer"], dtype=np.int64)
+    rest = np.asarray(edges["rest"], dtype=np.uint8) if "rest" in ecols else _rest_flags(data, strength, layer)
+    out: dict = {"e_v": _u(edges["v"], N), "e_rest_idx": _u(np.flatnonzero(rest), max(E, 1))}
+    if E and np.any(np.diff(u) < 0):  # not sorted by the upper node: the browser reads e_u as it is
+        out["e_u"] = _u(u, N)
+    else:
+        out["n_out"] = _u(np.bincount(u, minlength=N), E + 1)
+    if "w" in ecols:
+        out["e_w"] = np.round(np.clip(strength, 0.0, 1.0) * 255).astype(np.uint8)
+    mask_dtype = np.uint8 if data.H <= 8 else np.uint16 if data.H <= 16 else np.uint32
+    for c in data.graphs:
+        for w in range(data.words):
+            out[f"e_h{c}_{w}"] = edges[f"h{c}_{w}"].astype(mask_dtype)
+    return out
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(np.asarray(a).astype(np.uint32)).astype(np.int64)
+
+
+def unpack_flow(d: dict) -> dict:
+    """``pack_flow``'s output with every column the browser derives filled in (what ``radial.js`` computes
+    on loading the data): ``e_u``, ``e_mem``, ``e_nh``, ``e_rest`` (0/1), ``e_w`` (float), and the head glyph
+    columns ``g_node``, ``g_head``, ``g_model``, ``g_part`` (0 whole, 1/2 left/right half), ``g_gc`` (palette
+    index), ``g_x``, ``g_y`` (data units), ``g_cp``, ``g_cf``; ``G`` their number. For tests and tools."""
+    out = dict(d)
+    N, E, H, W = d["N"], d["E"], d["H"], d["W"]
+    models = d["models"]
+    if "e_u" in d:
+        eu = np.asarray(d["e_u"], dtype=np.int64)
+    else:
+        eu = np.repeat(np.arange(N), np.asarray(d["n_out"], dtype=np.int64))
+    mem = np.zeros(E, np.int64)
+    nh = np.zeros(E, np.int64)
+    counts = {}
+    for c in (PRE, FINE):
+        if not models & c:
+            continue
+        cnt = np.zeros(N * H, np.int64)
+        pc = np.zeros(E, np.int64)
+        for w in range(W):
+            m = np.asarray(d[f"e_h{c}_{w}"]).astype(np.uint32)
+            pc += _popcount(m)
+            for b in range(min(32, H - 32 * w)):
+                on = (m >> np.uint32(b)) & np.uint32(1) > 0
+                np.add.at(cnt, eu[on] * H + 32 * w + b, 1)
+        mem |= np.where(pc > 0, c, 0)
+        nh = np.maximum(nh, pc)
+        counts[c] = cnt
+    rest = np.zeros(E, np.uint8)
+    rest[np.asarray(d["e_rest_idx"], dtype=np.int64)] = 1
+    out.update({"e_u": eu, "e_mem": mem.astype(np.uint8), "e_nh": nh, "e_rest": rest})
+    if "e_w" in d:
+        out["e_w"] = np.asarray(d["e_w"], dtype=np.float64) / 255.0
+    zero = np.zeros(N * H, np.int64)
+    cp, cf = counts.get(PRE, zero), counts.get(FINE, zero)
+    lvl = np.asarray(d["n_level"], dtype=np.int64)
+    above = np.repeat(lvl >= 1, H)
+    st = (PRE * (cp > 0) * bool(models & PRE) + FINE * (cf > 0) * bool(models & FINE)) * above
+    lit = np.flatnonzero(st)
+    split_cell = st[lit] == (PRE | FINE)
+    j = np.repeat(np.arange(lit.size), np.where(split_cell, 2, 1))
+    idx, split = lit[j], split_cell[j]
+    first = np.concatenate(([True], idx[1:] != idx[:-1])) if idx.size else np.zeros(0, bool)
+    model = np.where(split, np.where(first, PRE, FINE), st[idx])
+    node, head = np.divmod(idx, H)
+    if d["comparison"]:
+        gc = np.where(model == PRE, 12, 13)
+    else:
+        cnt = np.where(model == PRE, cp[idx], cf[idx])
+        gc = np.where(model == PRE, 0, d["ramp"]) + np.minimum(cnt, d["ramp"]) - 1
+    ta = np.asarray(d["n_ta"], dtype=np.float64)[node]
+    cs = np.asarray(d["cs"], dtype=np.float64)[lvl[node]]
+    ux, uy = np.cos(ta), np.sin(ta)
+    off = np.where(split, np.where(model == PRE, -0.25, 0.25), 0.0) * d["glyph"]
+    gu = (np.asarray(d["g_du"], dtype=np.float64)[head] + off) * cs
+    gv = np.asarray(d["g_dv"], dtype=np.float64)[head] * cs
+    out.update({
+        "G": int(idx.size), "g_node": node, "g_head": head, "g_model": model.astype(np.uint8),
+        "g_part": np.where(split, model, 0).astype(np.uint8), "g_gc": gc.astype(np.uint8),
+        "g_x": np.asarray(d["n_bx"], dtype=np.float64)[node] + gu * ux - gv * uy,
+        "g_y": np.asarray(d["n_by"], dtype=np.float64)[node] + gu * uy + gv * ux,
+        "g_cp": cp[idx], "g_cf": cf[idx],
+    })
     return out
 
 
@@ -158,13 +264,6 @@ def _display_tokens(data: FlowData) -> list[str]:
     from attnflows_panel.layout import display_token
 
     return [display_token(t) for t in data.tokens]
-
-
-def _q(a) -> np.ndarray:
-    q = np.round(np.asarray(a, dtype=np.float64) * QUANT)
-    if q.size and np.abs(q).max() > np.iinfo(np.int16).max:
-        return q.astype(np.int32)  # a drawing over 3276 px from the centre: int32 (the browser reads either)
-    return q.astype(np.int16)
 
 
 def pack_highlight(data: FlowData, hl: Highlight | None, selection=()) -> dict:
