@@ -232,9 +232,12 @@ def _run_ray(ray: Any, address, pair, plan: BuildPlan, worker_args: tuple, progr
     shut down with the Ray this build started, and the shards written so far stay for a resume."""
     started = False
     try:
-        with _terminate_as_interrupt():
+        with _terminate_as_interrupt():  # while Ray starts
             started = _start_ray(ray, address)
-            stats["ray_start"] = time.perf_counter() - t0
+        stats["ray_start"] = time.perf_counter() - t0
+        # again once Ray runs: its core worker installs its own SIGTERM handler in the driver, which
+        # aborts the process (exit -6) and leaves the raylet and the workers without their shutdown
+        with _terminate_as_interrupt():
             results = _pipeline(ray, pair, plan, *worker_args, progress, stats, t0)
             _write_results(results, plan, progress, stats, t0)
     except KeyboardInterrupt:
@@ -319,8 +322,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
     before = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    finally:  # a handler installed outside Python (None) cannot be put back: the default then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def _pipeline(ray: Any, pair: Any, plan: BuildPlan, workers: int | None, device: str | None,
