@@ -47,6 +47,24 @@ _MNLI_HEADER = ("index", "promptID", "pairID", "genre", "sentence1_binary_parse"
                 "sentence1_parse", "sentence2_parse", "sentence1", "sentence2")
 
 
+def _mnli(name: str, title: str, dev: str, aliases: tuple[str, ...], description: str) -> TaskSpec:
+    """MNLI with its ``dev`` ("matched" or "mismatched") dev set: the two tasks differ only there."""
+    return TaskSpec(
+        name=name,
+        title=title,
+        labels=["entailment", "neutral", "contradiction"],
+        glue_config="mnli",
+        hub_columns=("premise", "hypothesis"),
+        tsv_header=_MNLI_HEADER,
+        tsv_columns=("sentence1", "sentence2", "gold_label", "index"),
+        tsv_files={"train": "train.tsv", "dev": f"dev_{dev}.tsv"},
+        tsv_exact=False,
+        hub_dev_split=f"validation_{dev}",
+        aliases=aliases,
+        description=description,
+    )
+
+
 TASKS: Mapping[str, TaskSpec] = MappingProxyType({
     "mrpc": TaskSpec(
         name="mrpc",
@@ -96,34 +114,10 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType({
         tsv_columns=("question1", "question2", "is_duplicate", "id"),
         description="Quora Question Pairs: do the two questions ask the same thing?",
     ),
-    "mnli": TaskSpec(
-        name="mnli",
-        title="MNLI",
-        labels=["entailment", "neutral", "contradiction"],
-        glue_config="mnli",
-        hub_columns=("premise", "hypothesis"),
-        tsv_header=_MNLI_HEADER,
-        tsv_columns=("sentence1", "sentence2", "gold_label", "index"),
-        tsv_files={"train": "train.tsv", "dev": "dev_matched.tsv"},
-        tsv_exact=False,
-        hub_dev_split="validation_matched",
-        aliases=("mnli-m", "mnli_matched", "mnli-matched", "multi_nli"),
-        description="Multi-Genre NLI, matched dev set: entailment, neutral or contradiction?",
-    ),
-    "mnli-mm": TaskSpec(
-        name="mnli-mm",
-        title="MNLI-mm",
-        labels=["entailment", "neutral", "contradiction"],
-        glue_config="mnli",
-        hub_columns=("premise", "hypothesis"),
-        tsv_header=_MNLI_HEADER,
-        tsv_columns=("sentence1", "sentence2", "gold_label", "index"),
-        tsv_files={"train": "train.tsv", "dev": "dev_mismatched.tsv"},
-        tsv_exact=False,
-        hub_dev_split="validation_mismatched",
-        aliases=("mnli_mm", "mnli_mismatched", "mnli-mismatched"),
-        description="Multi-Genre NLI, mismatched dev set (other genres than training)",
-    ),
+    "mnli": _mnli("mnli", "MNLI", "matched", aliases=("mnli-m", "mnli_matched", "mnli-matched", "multi_nli"),
+                  description="Multi-Genre NLI, matched dev set: entailment, neutral or contradiction?"),
+    "mnli-mm": _mnli("mnli-mm", "MNLI-mm", "mismatched", aliases=("mnli_mm", "mnli_mismatched", "mnli-mismatched"),
+                     description="Multi-Genre NLI, mismatched dev set (other genres than training)"),
 })
 
 
