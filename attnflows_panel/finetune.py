@@ -598,7 +598,8 @@ def _load_base(base_id: str, label_names: list[str], seed: int, progress: bool, 
     must be finite (a NaN or an infinity is named and refused)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from attnflows_panel.models import ModelLoadError, check_finite_weights, is_weights_error
+    from attnflows_panel.model_loading import damaged_weights
+    from attnflows_panel.models import check_finite_weights, is_weights_error
 
     _seed_everything(seed)
     _log(progress, f"loading base model {base_id!r}")
@@ -620,10 +621,7 @@ def _load_base(base_id: str, label_names: list[str], seed: int, progress: bool, 
     except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
         if not is_weights_error(exc):
             raise
-        raise ModelLoadError(
-            f"the base model's weights in {base_id!r} are damaged ({exc}); the file is truncated or corrupt: "
-            "copy or download the model again"
-        ) from exc
+        raise damaged_weights(exc, "the base model", base_id) from exc
     mismatched = {k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys", ())}
     new_params = sorted(set(loading.get("missing_keys", ())) | mismatched)
     check_finite_weights(model, f"the base model {base_id!r}", skip=new_params)

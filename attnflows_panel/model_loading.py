@@ -251,10 +251,8 @@ def load_model(ref: str, config, device, role: str, **hub_kwargs: Any):
     except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError derives from Exception only
         if not is_weights_error(exc):
             raise
-        raise ModelLoadError(
-            f"the {role} model's weights in {ref!r} are damaged ({exc}); the file is truncated or corrupt: "
-            "copy or download the model again (for a hub model, delete it from the Hugging Face cache first)"
-        ) from exc
+        raise damaged_weights(exc, f"the {role} model", ref,
+                              " (for a hub model, delete it from the Hugging Face cache first)") from exc
     check_finite_weights(model, f"the {role} model {ref!r}")
     model.eval()
     model.to(device)
@@ -264,6 +262,12 @@ def load_model(ref: str, config, device, role: str, **hub_kwargs: Any):
 def is_weights_error(exc: BaseException) -> bool:
     """Whether ``exc`` is safetensors' error for an unreadable weights file (truncated, corrupt header)."""
     return type(exc).__name__ == "SafetensorError" or type(exc).__module__.startswith("safetensors")
+
+
+def damaged_weights(exc: BaseException, what: str, ref: str, hint: str = "") -> ModelLoadError:
+    """The one-line error for a weights file that safetensors cannot read (:func:`is_weights_error`)."""
+    return ModelLoadError(f"{what}'s weights in {ref!r} are damaged ({exc}); the file is truncated or corrupt: "
+                          f"copy or download the model again{hint}")
 
 
 def try_tokenizer(ref: str, **hub_kwargs: Any):
