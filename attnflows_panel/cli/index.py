@@ -174,8 +174,6 @@ def run_build(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_tokens is not None and args.max_tokens < 0:
         raise ValueError(f"--max-tokens must be >= 0 (0 = no budget), got {args.max_tokens}")
-    if args.engine == "ray" and args.weights != "raw":
-        raise ValueError("--weights norm is built by the local engine for now (leave out --engine ray)")
     if args.engine == "ray":
         from attnflows_panel.index import require_ray
 
@@ -197,7 +195,7 @@ def run_build(args: argparse.Namespace) -> int:
         from attnflows_panel.index import build_index_ray
 
         path = build_index_ray(pair, args.data, args.task, args.out, address=args.ray_address,
-                               workers=args.workers, device=args.device, **kwargs)
+                               workers=args.workers, device=args.device, weights=args.weights, **kwargs)
     else:
         path = build_index(pair, args.data, args.task, args.out, weights=args.weights, **kwargs)
     idx = SignatureIndex.open(path)
@@ -329,15 +327,22 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _problems(command: str, report: dict, verdict: str) -> bool:
+    """Print a verify/upgrade report's findings and its verdict on stderr; whether there were any."""
+    if not report["problems"]:
+        return False
+    for problem in report["problems"]:
+        print(f"attnflows index {command}: {problem}", file=sys.stderr)
+    print(f"attnflows index {command}: {verdict} ({len(report['problems'])} finding(s)); rebuild it with "
+          "`attnflows index build --overwrite`", file=sys.stderr)
+    return True
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from attnflows_panel.index import verify_index
 
     report = verify_index(args.index)
-    if report["problems"]:
-        for problem in report["problems"]:
-            print(f"attnflows index verify: {problem}", file=sys.stderr)
-        print(f"attnflows index verify: {args.index} is damaged ({len(report['problems'])} finding(s)); "
-              "rebuild it with `attnflows index build --overwrite`", file=sys.stderr)
+    if _problems("verify", report, f"{args.index} is damaged"):
         return 1
     print(f"ok: {report['path']} ({report['count']} samples): {len(report['files'])} files match their checksums "
           f"({', '.join(report['files'])}); checked {', '.join(report['checked'])}")
@@ -348,12 +353,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
     from attnflows_panel.index.verify import upgrade_index
 
     report = upgrade_index(args.index)
-    if report["problems"]:
-        for problem in report["problems"]:
-            print(f"attnflows index upgrade: {problem}", file=sys.stderr)
-        print(f"attnflows index upgrade: error: {args.index} was not upgraded: its files disagree "
-              f"({len(report['problems'])} finding(s)); rebuild it with `attnflows index build --overwrite`",
-              file=sys.stderr)
+    if _problems("upgrade", report, f"error: {args.index} was not upgraded: its files disagree"):
         return 1
     what = "upgraded: checksums recorded" if report["upgraded"] else "already has checksums; nothing to do"
     print(f"ok: {report['path']} ({report['count']} samples) {what}; checked {', '.join(report['checked'])}")
