@@ -72,6 +72,7 @@ __all__ = [
     "head_usage",
     "pair_usage",
     "usage_from_attentions",
+    "usage_from_counts",
     "blocks",
     "fit_center",
     "embed",
@@ -116,7 +117,9 @@ def layer_edge_counts(graph: Any) -> np.ndarray:
     return _active(graph).any(axis=1).sum(axis=(1, 2), dtype=np.int64)
 
 
-def _usage_from_counts(per_head: np.ndarray, per_layer: np.ndarray) -> np.ndarray:
+def usage_from_counts(per_head: np.ndarray, per_layer: np.ndarray) -> np.ndarray:
+    """u = |E_{k,h}| / |E_k| (0 where a layer has no edge): float32, from per-head counts [..., L, H] and
+    per-layer counts [..., L] of distinct edges."""
     per_layer = np.asarray(per_layer, dtype=np.float64)[..., None]
     out = np.divide(per_head, per_layer, out=np.zeros(per_head.shape, dtype=np.float64), where=per_layer > 0)
     return out.astype(np.float32)
@@ -125,7 +128,7 @@ def _usage_from_counts(per_head: np.ndarray, per_layer: np.ndarray) -> np.ndarra
 def head_usage(graph: Any) -> np.ndarray:
     """u[k, h] = |E_{k,h}| / |E_k| (0 where layer k has no edge): float32 [L, H] in [0, 1]."""
     active = _active(graph)
-    return _usage_from_counts(
+    return usage_from_counts(
         active.sum(axis=(2, 3), dtype=np.int64), active.any(axis=1).sum(axis=(1, 2), dtype=np.int64)
     )
 
@@ -162,7 +165,7 @@ def usage_from_attentions(attn: np.ndarray, tau: float, root: int = 0) -> np.nda
         edges = rows.any(axis=0)  # [|level k+1|, n]
         per_layer[k] = edges.sum()
         member = edges.any(axis=0)
-    return _usage_from_counts(per_head, per_layer)
+    return usage_from_counts(per_head, per_layer)
 
 
 
@@ -205,7 +208,7 @@ def usage_from_attention_tensors(attentions: Sequence[Any], tau: float, root: in
         edges = (a.amax(dim=1) > tau) & (member[:, :, None] > 0)  # [B, N, N]
         per_layer[:, k] = edges.sum(dim=(1, 2), dtype=torch.float32)
         member = edges.any(dim=1).to(torch.float32)  # keys reached: level k
-    return _usage_from_counts(per_head.cpu().numpy().astype(np.int64), per_layer.cpu().numpy().astype(np.int64))
+    return usage_from_counts(per_head.cpu().numpy().astype(np.int64), per_layer.cpu().numpy().astype(np.int64))
 
 # ----------------------------------------------------------------------------------------------------
 # blocks, centring, vectors

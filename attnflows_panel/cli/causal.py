@@ -10,6 +10,14 @@ Prints each model's next-token top 5 at the root (by default the prompt's last t
 the next token) and the KL divergence between the two there, then the sizes of the two Attention Graphs;
 ``--out`` writes the graphs as JSON (:func:`attnflows_panel.causal.analysis_dict`). The models run with
 SDPA; only the attention rows the graphs need are computed (:mod:`attnflows_panel.causal`).
+
+``attnflows causal heads``: which heads instruction tuning changed, over a JSONL file of prompts or chats
+(:mod:`attnflows_panel.causal_heads`): per layer the mean cosine and JSD between the two models' attention
+maps and the change of head usage in the Attention Graph from each prompt's last token, as ``attnflows
+heads report`` prints it for encoder pairs::
+
+    attnflows causal heads --pretrained HuggingFaceTB/SmolLM2-135M --finetuned HuggingFaceTB/SmolLM2-135M-Instruct \
+        --data prompts.jsonl --chat-column messages --json heads.json
 """
 
 from __future__ import annotations
@@ -46,6 +54,24 @@ def register(subparsers) -> None:
     r.add_argument("--out", default=None, metavar="FILE.json", help="write both graphs as JSON here")
     r.set_defaults(func=run_inspect)
 
+    h = sub.add_parser(
+        "heads", help="which heads instruction tuning changed, over a JSONL file of prompts or chats",
+        description="Per-head change between the two models over the prompts of a JSONL file: cosine and JSD of "
+                    "their attention maps, and the head usage of the Attention Graph from each prompt's last token.")
+    h.add_argument("--pretrained", required=True, help="the base model: hub name or folder")
+    h.add_argument("--finetuned", required=True, help="the fine-tuned (instruct) model: hub name or folder")
+    h.add_argument("--data", required=True, metavar="FILE.jsonl", help="one JSON object per line, one prompt each")
+    col = h.add_mutually_exclusive_group()
+    col.add_argument("--text-column", default="text", help="the column holding each prompt's text (default text)")
+    col.add_argument("--chat-column", default=None,
+                     help='the column holding each chat: a list of {"role", "content"} messages (chat template)')
+    h.add_argument("--limit", type=_positive_int, default=None, help="use at most this many prompts")
+    h.add_argument("--tau", type=finite_float, default=0.1, help="the threshold τ of the graphs (default 0.1)")
+    h.add_argument("--top", type=_positive_int, default=5, help="heads listed as most changed (default 5)")
+    h.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON to OUT ('-' = stdout)")
+    h.add_argument("--no-progress", action="store_true", help="no progress bar")
+    h.set_defaults(func=run_heads)
+
 
 def run_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -81,3 +107,53 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}", file=out)
     return 0
 
+
+
+def build_heads_report(args: argparse.Namespace) -> dict:
+    """The report of ``attnflows causal heads`` as a dict (what --json writes)."""
+    import numpy as np
+
+    from attnflows_panel.causal import CausalInputError, CausalPair
+    from attnflows_panel.causal_heads import corpus_change, read_prompts
+
+    if not 0.0 <= args.tau < 1.0:
+        raise CausalInputError(f"--tau must lie in [0, 1); got {args.tau}")
+    prompts = read_prompts(args.data, text_column=args.text_column, chat_column=args.chat_column, limit=args.limit)
+    pair = CausalPair.load(args.pretrained, args.finetuned)
+    change = corpus_change(pair, prompts, args.tau, progress=not args.no_progress)
+    report = change.summary().to_dict()
+    report["weights"] = "raw"
+    mean_usage = change.usage.astype(np.float64).mean(axis=0)
+    report["usage"] = {role: [[float(x) for x in row] for row in mean_usage[r]]
+                       for r, role in enumerate(("pretrained", "finetuned"))}
+    report["root"] = "each prompt's last token"
+    report["kl_finetuned_pretrained"] = {"mean": float(change.kl.mean()), "per_prompt": [float(x) for x in change.kl]}
+    report["tokens"] = [int(x) for x in change.lengths]
+    report["source"] = {"data": str(args.data), "column": args.chat_column or args.text_column,
+                        "kind": "chat" if args.chat_column else "text", "limit": args.limit, "tau": args.tau}
+    report["models"] = {"pretrained": pair.names[0], "finetuned": pair.names[1]}
+    return report
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from attnflows_panel._io import atomic_write, check_writable
+    from attnflows_panel.cli.heads import format_report
+
+    if args.json not in (None, "-"):
+        check_writable(Path(args.json).expanduser().absolute().parent, "--json")
+    report = build_heads_report(args)
+    if args.json == "-":
+        json.dump(report, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(format_report(report, args.top))
+    kl = report["kl_finetuned_pretrained"]["mean"]
+    print(f"root: each prompt's last token; mean KL(finetuned || pretrained) of the next token there {kl:.4f} nats")
+    if args.json:
+        Path(args.json).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(args.json).expanduser(), json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,126 @@
+"""Head change of a decoder pair over prompts (attnflows_panel.causal_heads, `attnflows causal heads`, issue 28):
+the chunked cosine and JSD equal the encoder definitions (heads.sample_change) on the models' full eager
+attentions; the usage equals the signature's head usage of the AttentionGraph from the last token; the CLI
+reads texts and chats from JSONL and refuses bad files in one line.
+
+Tiny random decoders (tests/causal_models.py) and a few steps of "instruction tuning", so the two models differ.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attnflows_panel.causal import CausalPair
+from attnflows_panel.causal_heads import Prompt, corpus_change, graph_usage, read_prompts, run_change
+from attnflows_panel.graph import AttentionGraph
+from attnflows_panel.heads import sample_change
+from attnflows_panel.signatures import head_usage
+from causal_models import CHATS, SENTENCES, instruct_from, write_family
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("causal_heads")
+    base = write_family("llama", root / "base")  # grouped-query attention: 4 query heads on 2 key-value heads
+    return {"base": base, "instruct": instruct_from(base, root / "instruct"),
+            "gemma2": write_family("gemma2", root / "gemma2")}  # soft-capped scores, sliding window of 8
+
+
+def _eager_attn(folder, ids):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model(torch.tensor([list(ids)]), output_attentions=True)
+    return np.stack([a[0].numpy() for a in out.attentions])
+
+
+@pytest.mark.parametrize("which", ["instruct", "gemma2"])
+def test_change_and_usage_equal_the_encoder_definitions_on_eager_attention(dirs, which):
+    pair = CausalPair.load(dirs["base"] if which == "instruct" else dirs["gemma2"], dirs[which])
+    enc = pair.encode(text=" ".join(SENTENCES[:3]))
+    pre_attn, fine_attn = (_eager_attn(f, enc.ids) for f in (pair.names[0], pair.names[1]))
+    runs = pair.run(enc)
+    cos, js = run_change(*runs)
+    want_cos, want_js = sample_change(pre_attn, fine_attn)
+    np.testing.assert_allclose(cos, want_cos, atol=2e-5)
+    np.testing.assert_allclose(js, want_js, atol=2e-5)
+    if which == "instruct":
+        assert cos.min() < 0.999 and js.max() > 1e-4  # the tuning changed some heads: the test can see a change
+    analysis = pair.analyse(enc, tau_min=0.1, runs=runs)
+    for attn, role in ((pre_attn, "pretrained"), (fine_attn, "finetuned")):
+        want = head_usage(AttentionGraph(attn, tau=0.1, root=enc.n - 1))
+        np.testing.assert_allclose(graph_usage(analysis.graph(role, 0.1)), want, atol=1e-6)
+        assert want.sum() > 0
+
+
+def test_the_same_model_twice_changes_nothing(dirs):
+    pair = CausalPair.load(dirs["base"], dirs["base"])
+    change = corpus_change(pair, [Prompt("0", text=SENTENCES[0]), Prompt("1", chat=CHATS[0][:2])], tau=0.1)
+    np.testing.assert_allclose(change.cosine, 1.0, atol=1e-5)
+    np.testing.assert_allclose(change.jsd, 0.0, atol=1e-5)
+    np.testing.assert_array_equal(change.usage[:, 0], change.usage[:, 1])
+    np.testing.assert_allclose(change.kl, 0.0, atol=1e-6)
+    summary = change.summary()
+    assert summary.n_samples == 2 and summary.sample_ids == ["0", "1"]
+    np.testing.assert_array_equal(summary.usage_change, 0.0)
+
+
+def test_cli_reports_texts_and_chats(dirs, tmp_path, capsys):
+    from attnflows_panel.cli import main
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"id": f"t{i}", "text": s}) + "\n" for i, s in enumerate(SENTENCES[:4])))
+    out = tmp_path / "reports" / "texts.json"
+    argv = ["causal", "heads", "--pretrained", str(dirs["base"]), "--finetuned", str(dirs["instruct"]),
+            "--data", str(texts), "--tau", "0.1", "--no-progress", "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "head change over 4 samples" in printed and "most changed by cosine" in printed
+    assert "root: each prompt's last token" in printed
+    report = json.loads(out.read_text())
+    assert report["n_samples"] == 4 and report["sample_ids"] == ["t0", "t1", "t2", "t3"]
+    assert np.asarray(report["cosine"]).shape == (2, 4) and report["source"]["kind"] == "text"
+    assert len(report["kl_finetuned_pretrained"]["per_prompt"]) == 4
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CHATS))
+    argv = ["causal", "heads", "--pretrained", str(dirs["base"]), "--finetuned", str(dirs["instruct"]),
+            "--data", str(chats), "--chat-column", "messages", "--limit", "2", "--no-progress", "--json", "-"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_samples"] == 2 and report["source"]["kind"] == "chat"
+    # a chat goes through the chat template: more tokens than its messages' words
+    assert all(n > 8 for n in report["tokens"])
+
+
+@pytest.mark.parametrize("content, extra, message", [
+    ('{"prompt": "hello"}\n', [], "line 1: no 'text' column (found 'prompt'); name the column with --text-column"),
+    ('{"text": "ok"}\nnot json\n', [], "line 2: not JSON"),
+    ('{"text": "  "}\n', [], "line 1: 'text' must be a non-empty string"),
+    ('{"m": "hello"}\n', ["--chat-column", "m"], "line 1: 'm' must be a list of messages"),
+    ("\n\n", [], "holds no prompts"),
+])
+def test_cli_refuses_bad_prompt_files_in_one_line(dirs, tmp_path, capsys, content, extra, message):
+    from attnflows_panel.cli import main
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text(content)
+    argv = ["causal", "heads", "--pretrained", str(dirs["base"]), "--finetuned", str(dirs["instruct"]),
+            "--data", str(data), "--no-progress", *extra]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+
+
+def test_read_prompts_missing_file_and_limit(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no prompt file"):
+        read_prompts(tmp_path / "absent.jsonl")
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES))
+    got = read_prompts(data, limit=2)
+    assert [p.id for p in got] == ["0", "1"] and got[1].text == SENTENCES[1]
