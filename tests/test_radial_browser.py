@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from attnflows_panel.views.radial import label_inside, label_overlaps  # noqa: E402
 from browser_support import (  # noqa: E402
     IMPORT_RADIAL,
     RADIAL_JS,
@@ -36,12 +37,8 @@ VIEWPORTS = [(1280, 800), (1600, 1000)]
 
 
 def _overlaps(boxes) -> list:
-    out = []
-    for i, a in enumerate(boxes):
-        for b in boxes[i + 1:]:
-            if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]:
-                out.append((a, b))
-    return out
+    """Pairs of label boxes that overlap, each box turned by its angle (labels run along their ring)."""
+    return label_overlaps(boxes)
 
 
 def _pair_of(sentences: list[str], minilm_pair, target: int) -> tuple[str, str]:
@@ -117,8 +114,10 @@ def _open(browser, url, w, h):
 
 
 def test_label_placement_never_overlaps_on_random_layouts(browser):
-    """placeLabels on 200 random layouts (rings of random sizes, random label widths, crowded and sparse):
-    the boxes it places never overlap, and a label that fits alone is placed."""
+    """placeLabels on 200 random layouts (rings of random sizes, random label widths, crowded and sparse,
+    labels upright or turned along their ring): the boxes it places never overlap (checked in the page and,
+    independently, by radial.label_overlaps in Python), stay inside the bounds, and a label that fits
+    alone is placed."""
     page = browser.new_page()
     problems = PageProblems(page)
     page.set_content("<!doctype html><html><body></body></html>")
@@ -126,15 +125,18 @@ def test_label_placement_never_overlaps_on_random_layouts(browser):
     res = page.evaluate("""() => {
       let seed = 7;
       const rnd = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
-      const out = {overlaps: 0, placed: 0, layouts: 0, firstPlaced: 0};
+      const out = {overlaps: 0, placed: 0, layouts: 0, firstPlaced: 0, boxes: [], turned: 0};
       for (let t = 0; t < 200; t++) {
+        const along = t % 2 === 1;  // odd layouts: each label turned along its ring (upright)
         const W = 300 + rnd() * 900, H = 300 + rnd() * 700, items = [];
         const rings = 1 + Math.floor(rnd() * 12);
         for (let k = 0; k < rings; k++) {
           const m = 1 + Math.floor(rnd() * 300), r = (k + 1) / rings * Math.min(W, H) * 0.48;
           for (let i = 0; i < m; i++) {
             const a = 2 * Math.PI * (i + 0.5) / m, x = W / 2 + r * Math.cos(a), y = H / 2 + r * Math.sin(a);
-            items.push({w: 8 + rnd() * 90, h: 13, cands: [[x, y], [x + 14 * Math.cos(a), y + 14 * Math.sin(a)]]});
+            const turn = along ? (Math.sin(a) > 0 ? a - Math.PI / 2 : a + Math.PI / 2) : 0;
+            const out = [x + 14 * Math.cos(a), y + 14 * Math.sin(a)];
+            items.push({w: 8 + rnd() * 90, h: 13, a: turn, cands: [[x, y], out]});
           }
         }
         items.sort(() => rnd() - 0.5);
@@ -142,14 +144,25 @@ def test_label_placement_never_overlaps_on_random_layouts(browser):
         out.layouts += 1; out.placed += boxes.length;
         if (window.radial.anyOverlap(boxes)) out.overlaps += 1;
         if (boxes.length) out.firstPlaced += 1;
-        for (const b of boxes) if (b[0] < 0 || b[1] < 0 || b[0] + b[2] > W || b[1] + b[3] > H) out.overlaps += 1;
+        for (const b of boxes) if (Math.abs(b[4]) > 0.05) out.turned += 1;
+        if (t % 20 === 1) out.boxes.push([W, H, boxes]);  // checked again in Python
       }
       return out;
     }""")
     assert res["layouts"] == 200 and res["overlaps"] == 0
-    assert res["placed"] > 2000 and res["firstPlaced"] == 200
-    # the overlap check itself sees an overlap
+    assert res["placed"] > 2000 and res["firstPlaced"] == 200 and res["turned"] > 500
+    for W, H, boxes in res["boxes"]:
+        published = [[*b[:4], 0, 0, b[4]] for b in boxes]
+        assert label_overlaps(published) == [] and all(label_inside(b, W, H, 0.01) for b in published)
+    # the overlap checks themselves see an overlap, of upright and of turned boxes (crossed, or turned into
+    # each other although their upright boxes would not touch), and none between parallel turned neighbours
     assert page.evaluate("() => window.radial.anyOverlap([[0, 0, 10, 10], [9, 9, 5, 5]])") is True
+    crossed = [[0, 0, 100, 10, 0.785], [0, 0, 100, 10, -0.785]]
+    turned_in = [[0, 0, 100, 10, 0], [40, 30, 100, 10, 0.785]]
+    parallel = [[0, 0, 100, 10, 0.785], [0, 20, 100, 10, 0.785]]
+    for boxes, want in ((crossed, True), (turned_in, True), (parallel, False)):
+        assert page.evaluate("(b) => window.radial.anyOverlap(b)", boxes) is want
+        assert bool(label_overlaps([[*b[:4], 0, 0, b[4]] for b in boxes])) is want
     assert problems.take() == []
     page.close()
 
@@ -166,8 +179,7 @@ def test_labels_never_overlap_and_stay_readable(server, browser, results, n, w, 
     assert _overlaps(boxes) == []
     assert all(b[3] >= 12 for b in boxes)  # 11 px text in a box of 13 px: never below 10 px
     bb = root.bounding_box()
-    assert all(b[0] >= 0 and b[0] + b[2] <= bb["width"] + 0.5 and b[1] >= 0 and b[1] + b[3] <= bb["height"] + 0.5
-               for b in boxes)
+    assert all(label_inside(b, bb["width"], bb["height"]) for b in boxes)
     # zoomed in: more labels, still none over another
     nd = views[n].data.nodes
     outer = nd[nd["level"] == 0].iloc[len(nd[nd["level"] == 0]) // 3]

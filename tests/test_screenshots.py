@@ -33,8 +33,9 @@ RADIAL = ".attnflows-radial"
 
 
 def _overlapping(boxes) -> list:
-    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
-            if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]]
+    from attnflows_panel.views.radial import label_overlaps  # labels turned along their ring
+
+    return label_overlaps(boxes)
 
 
 def _wait(cond, timeout=20.0, what="condition"):

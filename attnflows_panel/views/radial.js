@@ -13,6 +13,7 @@ const PRE = 1, FINE = 2;
 const FONT_PX = 11;       // the label font (CSS px); never below 10 (issue #24)
 const FONT_FAMILY = "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif";
 const LABEL_PAD = 3;      // free px kept around a label box
+const RUN_FONT_PX = 10;   // a folded run's count
 const EDGE_BUDGET = 48;   // traced edges drawn per layer at most (the strongest): no hairball
 const MODEL_NAME = {1: "pre-trained only", 2: "fine-tuned only", 3: "both models"};
 const MODEL_COLOR = {1: "#2bb3a4", 2: "#7b3fa0", 3: "#e07b00"};
@@ -20,28 +21,28 @@ const MODEL_COLOR = {1: "#2bb3a4", 2: "#7b3fa0", 3: "#e07b00"};
 // ------------------------------------------------------------------------------------------- labels
 
 // Greedy label placement (exported for the property test): `items` in priority order, each
-// {w, h, cands: [[cx, cy], ...]} (box centres to try, in order). A label takes the first candidate whose
-// box (padded by `pad`) overlaps no placed box and lies inside `bounds` [x0, y0, x1, y1] (if given).
-// Returns, per item, the placed box [x, y, w, h] or null. A uniform grid keeps it linear in practice.
+// {w, h, a, cands: [[cx, cy], ...]}: a w×h box turned by `a` radians (clockwise on screen, 0 or absent:
+// upright) about its centre, and the centres to try, in order. A label takes the first candidate whose
+// turned box, padded by `pad` on every side, overlaps no placed box (separating-axis test on the turned
+// boxes) and whose corners lie inside `bounds` [x0, y0, x1, y1] (if given). Returns, per item, the placed
+// box [x, y, w, h, a] (x, y, w, h: the box before turning, centred where it was placed) or null. A uniform
+// grid of the boxes' bounding boxes keeps it linear in practice.
 export function placeLabels(items, opts = {}) {
   const pad = opts.pad == null ? LABEL_PAD : opts.pad;
   const bounds = opts.bounds || null;
   const cell = opts.cell || 48;
   const grid = new Map();
-  const boxes = [];
+  const placed = [];
   const out = new Array(items.length).fill(null);
   const key = (i, j) => i * 100003 + j;
-  function collides(x0, y0, x1, y1) {
-    const i0 = Math.floor(x0 / cell), i1 = Math.floor(x1 / cell);
-    const j0 = Math.floor(y0 / cell), j1 = Math.floor(y1 / cell);
+  function collides(q) {
+    const i0 = Math.floor(q.x0 / cell), i1 = Math.floor(q.x1 / cell);
+    const j0 = Math.floor(q.y0 / cell), j1 = Math.floor(q.y1 / cell);
     for (let i = i0; i <= i1; i++) {
       for (let j = j0; j <= j1; j++) {
         const list = grid.get(key(i, j));
         if (!list) continue;
-        for (const b of list) {
-          const q = boxes[b];
-          if (x0 < q[2] && q[0] < x1 && y0 < q[3] && q[1] < y1) return true;
-        }
+        for (const b of list) if (boxesOverlap(q, placed[b])) return true;
       }
     }
     return false;
@@ -49,38 +50,54 @@ export function placeLabels(items, opts = {}) {
   for (let t = 0; t < items.length; t++) {
     const it = items[t];
     if (!it || !(it.w > 0)) continue;
+    const a = it.a || 0;
     for (const c of it.cands) {
-      const x0 = c[0] - it.w / 2, y0 = c[1] - it.h / 2, x1 = x0 + it.w, y1 = y0 + it.h;
-      if (bounds && (x0 < bounds[0] || y0 < bounds[1] || x1 > bounds[2] || y1 > bounds[3])) continue;
-      // padded on every side by pad/2: two placed boxes are at least `pad` apart
-      const p0 = x0 - pad / 2, q0 = y0 - pad / 2, p1 = x1 + pad / 2, q1 = y1 + pad / 2;
-      if (collides(p0, q0, p1, q1)) continue;
-      const b = boxes.length;
-      boxes.push([p0, q0, p1, q1]);
-      for (let i = Math.floor(p0 / cell); i <= Math.floor(p1 / cell); i++) {
-        for (let j = Math.floor(q0 / cell); j <= Math.floor(q1 / cell); j++) {
+      const box = turned(c[0], c[1], it.w, it.h, a);
+      if (bounds && (box.x0 < bounds[0] || box.y0 < bounds[1] || box.x1 > bounds[2] || box.y1 > bounds[3])) continue;
+      // padded by pad/2 on every side: two placed boxes are at least `pad` apart
+      const q = turned(c[0], c[1], it.w + pad, it.h + pad, a);
+      if (collides(q)) continue;
+      const b = placed.length;
+      placed.push(q);
+      for (let i = Math.floor(q.x0 / cell); i <= Math.floor(q.x1 / cell); i++) {
+        for (let j = Math.floor(q.y0 / cell); j <= Math.floor(q.y1 / cell); j++) {
           const k = key(i, j);
           let list = grid.get(k);
           if (!list) { list = []; grid.set(k, list); }
           list.push(b);
         }
       }
-      out[t] = [x0, y0, it.w, it.h];
+      out[t] = [c[0] - it.w / 2, c[1] - it.h / 2, it.w, it.h, a];
       break;
     }
   }
   return out;
 }
 
-// True when two of the boxes [x, y, w, h] overlap (for tests).
-export function anyOverlap(boxes) {
-  for (let a = 0; a < boxes.length; a++) {
-    const p = boxes[a];
-    for (let b = a + 1; b < boxes.length; b++) {
-      const q = boxes[b];
-      if (p[0] < q[0] + q[2] && q[0] < p[0] + p[2] && p[1] < q[1] + q[3] && q[1] < p[1] + p[3]) return true;
-    }
+// A w×h box centred on (cx, cy), turned by a: its half sizes, axes and bounding box.
+function turned(cx, cy, w, h, a) {
+  const c = Math.cos(a), s = Math.sin(a), hw = w / 2, hh = h / 2;
+  const ex = Math.abs(c) * hw + Math.abs(s) * hh, ey = Math.abs(s) * hw + Math.abs(c) * hh;
+  return {cx, cy, hw, hh, c, s, x0: cx - ex, y0: cy - ey, x1: cx + ex, y1: cy + ey};
+}
+
+// Do two turned boxes overlap (share interior)? The separating-axis test over the four edge normals.
+function boxesOverlap(p, q) {
+  if (p.x1 <= q.x0 || q.x1 <= p.x0 || p.y1 <= q.y0 || q.y1 <= p.y0) return false;
+  const dx = q.cx - p.cx, dy = q.cy - p.cy;
+  for (const [ax, ay] of [[p.c, p.s], [-p.s, p.c], [q.c, q.s], [-q.s, q.c]]) {
+    const rp = p.hw * Math.abs(p.c * ax + p.s * ay) + p.hh * Math.abs(-p.s * ax + p.c * ay);
+    const rq = q.hw * Math.abs(q.c * ax + q.s * ay) + q.hh * Math.abs(-q.s * ax + q.c * ay);
+    if (Math.abs(dx * ax + dy * ay) >= rp + rq - 1e-9) return false;
   }
+  return true;
+}
+
+// True when two of the boxes [x, y, w, h, a?] (turned by a about their centre, as placeLabels returns
+// them) overlap (for tests).
+export function anyOverlap(boxes) {
+  const t = boxes.map((b) => turned(b[0] + b[2] / 2, b[1] + b[3] / 2, b[2], b[3], b[4] || 0));
+  for (let a = 0; a < t.length; a++) for (let b = a + 1; b < t.length; b++) if (boxesOverlap(t[a], t[b])) return true;
   return false;
 }
 
@@ -128,8 +145,22 @@ class SvgRecorder {
     this.out.push(`<text x="${this._n(x)}" y="${this._n(y)}" font-size="${m ? m[1] : FONT_PX}" font-family="${FONT_FAMILY.replace(/"/g, "'")}"` +
       ` text-anchor="${anchor}" dominant-baseline="${base}" fill="${this.fillStyle}"${this._alpha("fill")}${bold ? ' font-weight="bold"' : ""}>${esc(t)}</text>`);
   }
+  textTurned(t, x, y, a) {  // text turned by a about (x, y), over a white halo (what textAt draws)
+    const tf = a ? ` transform="rotate(${this._n(a * 180 / Math.PI)} ${this._n(x)} ${this._n(y)})"` : "";
+    this.fillText(t, x, y);
+    const halo = ' stroke="#ffffff" stroke-opacity="0.9" stroke-width="3" stroke-linejoin="round" paint-order="stroke"';
+    this.out[this.out.length - 1] = this.out[this.out.length - 1].replace("<text ", `<text${tf}${halo} `);
+  }
   measureText(t) { const m = /([\d.]+)px/.exec(this.font); return {width: String(t).length * 0.6 * (m ? +m[1] : FONT_PX)}; }
-  save() {} restore() {} setTransform() {} clip() {} drawImage() {}
+  save() { this.stack = this.stack || []; this.stack.push(false); }
+  restore() { if (this.stack && this.stack.pop()) this.out.push("</g>"); }
+  clip() {
+    // the circle of the current path as a clipPath; what follows until restore() is clipped by it
+    const [x, y, r] = this.circles[0] || [0, 0, 1e6], id = `af-c${(this.clips = (this.clips || 0) + 1)}`;
+    this.out.push(`<clipPath id="${id}"><circle cx="${this._n(x)}" cy="${this._n(y)}" r="${this._n(r)}"/></clipPath><g clip-path="url(#${id})">`);
+    if (this.stack && this.stack.length) this.stack[this.stack.length - 1] = true;
+  }
+  setTransform() {} drawImage() {}
 }
 
 function esc(t) {
@@ -309,9 +340,23 @@ function prep(D) {
     blockLists.get(best).push(u);
   }
   const gcRows = Array.from(gcLists, ([k, v]) => [k, Int32Array.from(v)]);
+  let rmax = 0;
+  for (let u = 0; u < N; u++) rmax = Math.max(rmax, D.n_rout[u]);
+  // each ring's token slot (its smallest angular gap between neighbours, in data units of arc): a halo
+  // never outgrows it, so a crowded ring reads as dots, not as a solid band
+  const slot = new Float64Array(L + 1).fill(Infinity);
+  const byLevel = Array.from({length: L + 1}, () => []);
+  for (let u = 0; u < N; u++) byLevel[lvl[u]].push(D.n_angle[u]);
+  for (let k = 0; k < L; k++) {
+    const a = byLevel[k].sort((p, q) => p - q);
+    for (let i = 0; i < a.length; i++) {
+      const gap = i ? a[i] - a[i - 1] : a[0] + 2 * Math.PI - a[a.length - 1];
+      if (a.length > 1 && gap > 1e-9) slot[k] = Math.min(slot[k], gap * D.radii[k]);
+    }
+  }
   const blockRows = Array.from(blockLists, ([k, v]) => [k, Int32Array.from(v)]);
   return {N, E, G, L, H, W, models: D.models, lvl, lo, off, gmap, masks, bits, ostart, olist, gstart,
-          curve, spark, nSpark, strength, istart, ilist, seen: new Uint32Array(N), stamp: 0,
+          curve, spark, nSpark, strength, rmax: rmax + 2, slot, istart, ilist, seen: new Uint32Array(N), stamp: 0,
           stack: new Int32Array(N + 1), layer, gcRows, blockRows, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
 }
 
@@ -498,11 +543,19 @@ export function render({model, el}) {
     return [(sx - V.w / 2 - V.panX) / S, -(sy - V.h / 2 - V.panY) / S];
   }
 
+  function placeInfo() {
+    // the info box (help, hover details) beside the toolbar when 220 px remain, else below it
+    const room = V.w - bar.offsetWidth - 20;
+    if (room >= 220) { info.style.top = "4px"; info.style.maxWidth = `${room}px`; }
+    else { info.style.top = `${bar.offsetHeight + 8}px`; info.style.maxWidth = `${Math.max(160, V.w - 16)}px`; }
+  }
+
   function resize() {
     const r = root.getBoundingClientRect();
     const w = Math.max(50, Math.round(r.width)), h = Math.max(50, Math.round(r.height));
     if (w === V.w && h === V.h && V.dpr === (window.devicePixelRatio || 1)) return;
     V.w = w; V.h = h; V.dpr = window.devicePixelRatio || 1;
+    placeInfo();
     canvas.width = Math.round(w * V.dpr); canvas.height = Math.round(h * V.dpr);
     canvas.style.width = `${w}px`; canvas.style.height = `${h}px`;
     V.base = null;
@@ -571,12 +624,21 @@ export function render({model, el}) {
       (groups[col] = groups[col] || []).push(e);
     }
     g.lineWidth = 0.9; g.globalAlpha = 0.45;
+    clipDisc(g);
     for (const col in groups) {
       g.strokeStyle = col; g.beginPath();
       for (const e of groups[col]) edgePath(g, e, S);
       g.stroke();
     }
+    g.restore();
     g.globalAlpha = 1;
+  }
+
+  function clipDisc(g) {
+    // edges stay inside the drawing: clipped to the disc of the outermost cells (a curve between tokens
+    // half a turn apart may bulge a little past its ends' radii)
+    const T = tf();
+    g.save(); g.beginPath(); g.arc(T.ox, T.oy, V.X.rmax * T.S, 0, 2 * Math.PI); g.clip();
   }
 
   function drawTraceEdges(g, S, tr, hovered) {
@@ -608,6 +670,7 @@ export function render({model, el}) {
       }
     }
     g.lineWidth = 1.3;
+    clipDisc(g);
     for (const [key, list] of groups) {
       const [code, a] = key.split("|");
       g.strokeStyle = D.comparison ? MODEL_COLOR[+code] : MODEL_COLOR[D.models];
@@ -616,6 +679,7 @@ export function render({model, el}) {
       for (const e of list) edgePath(g, e, S);
       g.stroke();
     }
+    g.restore();
     g.globalAlpha = 1;
   }
 
@@ -723,7 +787,8 @@ export function render({model, el}) {
     for (const [st, nodes] of groups) {
       g.globalAlpha = D.halo_alpha[st]; g.fillStyle = D.state_colors[st]; g.beginPath();
       for (const u of nodes) {
-        const sx = T.ox + D.n_hx[u] * T.S, sy = T.oy - D.n_hy[u] * T.S, r = Math.max(3, D.n_hr[u] * T.S);
+        const sx = T.ox + D.n_hx[u] * T.S, sy = T.oy - D.n_hy[u] * T.S;
+        const r = Math.max(1.2, Math.min(Math.max(3, D.n_hr[u] * T.S), 0.42 * X.slot[X.lvl[u]] * T.S));
         if (r < 4 && st < 9) { g.rect(sx - r, sy - r, 2 * r, 2 * r); continue; }  // tiny: a square is as good
         g.moveTo(sx + r, sy); g.arc(sx, sy, r, 0, 2 * Math.PI);
       }
@@ -772,31 +837,72 @@ export function render({model, el}) {
     // no more candidates than could fit in the canvas at one label per 26×13 px (traced ones come first)
     const cap = Math.max(200, Math.ceil(V.w * V.h / (26 * (FONT_PX + 2))));
     if (order.length > cap) order.length = cap;
+    // each label along its ring (the cell's reading direction, upright), on its cell's label row or one
+    // line further out, into the gap before the next ring: which ring a label belongs to reads at a glance
     const h = FONT_PX + 2;
     const items = order.map((u) => {
       const [sx, sy] = toScreen(D.n_lx[u], D.n_ly[u]);
-      const [ox, oy] = toScreen(D.n_lx[u] * 1.0 + Math.cos(D.n_angle[u]) * (h + 2) / S,
-                                D.n_ly[u] + Math.sin(D.n_angle[u]) * (h + 2) / S);
-      return {w: widths[u] + 2, h, cands: [[sx, sy], [ox, oy]]};
+      const [ox, oy] = toScreen(D.n_lx[u] + Math.cos(D.n_angle[u]) * (h + 1) / S,
+                                D.n_ly[u] + Math.sin(D.n_angle[u]) * (h + 1) / S);
+      return {w: widths[u] + 2, h, a: -D.n_ta[u], cands: [[sx, sy], [ox, oy]]};
     });
+    // the folded runs' counts, after every token: on the run's arc, along the ring
+    const runs = runLabels(g, S);
+    for (const r of runs) { order.push(r.id); items.push(r.item); }
     const boxes = placeLabels(items, {bounds: [0, 0, V.w, V.h]});
     const placed = [];
     for (let i = 0; i < order.length; i++) if (boxes[i]) placed.push([order[i], boxes[i]]);
     return placed;
   }
 
+  function runText(i) { return `+${V.D.r_count[i]}`; }
+
+  function runLabels(g, S) {
+    // a label item per folded run whose arc is long enough on screen for its count (id: -1 - run)
+    const D = V.D, out = [];
+    if (!D.r_level) return out;
+    g.font = `${RUN_FONT_PX}px ${FONT_FAMILY}`;
+    for (let i = 0; i < D.r_level.length; i++) {
+      const rad = D.radii[D.r_level[i]], len = Math.abs(D.r_a1[i] - D.r_a0[i]) * rad * S;
+      const w = g.measureText(runText(i)).width + 2;
+      if (len < w + 2) continue;
+      const mid = (D.r_a0[i] + D.r_a1[i]) / 2, [sx, sy] = toScreen(rad * Math.cos(mid), rad * Math.sin(mid));
+      if (sx < 0 || sy < 0 || sx > V.w || sy > V.h) continue;
+      const top = Math.sin(mid) >= -1e-9, ta = top ? mid - Math.PI / 2 : mid + Math.PI / 2;
+      out.push({id: -1 - i, item: {w, h: RUN_FONT_PX + 2, a: -ta, cands: [[sx, sy]]}});
+    }
+    return out;
+  }
+
   function drawLabels(g, S, tr, placed) {
     const D = V.D;
-    g.font = `${FONT_PX}px ${FONT_FAMILY}`; g.textAlign = "center"; g.textBaseline = "middle";
+    g.textAlign = "center"; g.textBaseline = "middle";
     const focus = !!model.focus;
     for (const [u, b] of placed) {
+      const cx = b[0] + b[2] / 2, cy = b[1] + b[3] / 2;
+      if (u < 0) {  // a folded run's count
+        if (focus && tr) continue;
+        g.font = `${RUN_FONT_PX}px ${FONT_FAMILY}`; g.fillStyle = "#8a8a8a"; g.globalAlpha = 1;
+        textAt(g, runText(-1 - u), cx, cy, b[4]);
+        continue;
+      }
       const st = state(tr, u);
       if (focus && st === 4) continue;
+      g.font = `${FONT_PX}px ${FONT_FAMILY}`;
       g.fillStyle = D.text_colors[st];
       g.globalAlpha = st === 4 ? 0.45 : 1;
-      g.fillText(D.labels[u], b[0] + b[2] / 2, b[1] + b[3] / 2 + 0.5);
+      textAt(g, D.labels[u], cx, cy, b[4]);
     }
     g.globalAlpha = 1;
+  }
+
+  function textAt(g, t, x, y, a) {
+    // text centred on (x, y), turned by a (radians, clockwise), over a white halo that keeps it legible
+    // on the glyph blocks and edges it crosses
+    if (g.textTurned) { g.textTurned(t, x, y + 0.5, a); return; }
+    g.save(); g.translate(x, y); if (a) g.rotate(a);
+    g.strokeStyle = "rgba(255,255,255,0.9)"; g.lineWidth = 3; g.lineJoin = "round";
+    g.strokeText(t, 0, 0.5); g.fillText(t, 0, 0.5); g.restore();
   }
 
   function scratch() {  // a cleared off-screen canvas of the view's size
@@ -926,13 +1032,14 @@ export function render({model, el}) {
     // the test hook (radial.py's docstring): label boxes in CSS px of the root, trace coverage, timing
     const D = V.D;
     const boxes = placed.map(([u, b]) => [Math.round(b[0] * 10) / 10, Math.round(b[1] * 10) / 10,
-      Math.round(b[2] * 10) / 10, Math.round(b[3] * 10) / 10, D.n_pos[u], D.n_level[u]]);
+      Math.round(b[2] * 10) / 10, Math.round(b[3] * 10) / 10, u < 0 ? -1 : D.n_pos[u],
+      u < 0 ? D.r_level[-1 - u] : D.n_level[u], Math.round(b[4] * 1e4) / 1e4]);
     root.setAttribute("data-label-boxes", JSON.stringify(boxes));
     const tr = V.hoverTrace || V.frozenTrace;
     let total = 0, lab = 0;
     if (tr) {
       const on = new Uint8Array(D.N);
-      for (const [u] of placed) on[u] = 1;
+      for (const [u] of placed) if (u >= 0) on[u] = 1;
       for (let u = 0; u < D.N; u++) {
         if (!(tr.codes[u] || tr.origin[u]) || !D.labels[u]) continue;
         total += 1;
@@ -970,7 +1077,21 @@ export function render({model, el}) {
       const d = Math.hypot(D.n_hx[u] - x, D.n_hy[u] - y);
       if (d <= Math.max(D.n_hr[u], 4 / S) && d < bd) { bd = d; best = u; }
     }
-    return best >= 0 ? {kind: "node", id: best} : null;
+    return best >= 0 ? {kind: "node", id: best} : hitRun(x, y, S);
+  }
+
+  function hitRun(x, y, S) {  // a folded run's arc under data point (x, y): {kind: "run", i} or null
+    const D = V.D;
+    if (!D.r_level) return null;
+    const rho = Math.hypot(x, y), th = ((Math.atan2(y, x) % (2 * Math.PI)) + 2 * Math.PI) % (2 * Math.PI);
+    const slack = 4 / S;
+    for (let i = 0; i < D.r_level.length; i++) {
+      const rad = D.radii[D.r_level[i]];
+      if (Math.abs(rho - rad) > Math.max(D.ch * D.cs[D.r_level[i]] / 2, slack)) continue;
+      const span = D.r_a1[i] - D.r_a0[i], d = ((th - D.r_a0[i]) % (2 * Math.PI) + 2 * Math.PI) % (2 * Math.PI);
+      if (d <= span + slack / rad || 2 * Math.PI - d <= slack / rad) return {kind: "run", i};
+    }
+    return null;
   }
 
   function traceOf(h, shift) {
@@ -1002,7 +1123,17 @@ export function render({model, el}) {
     if (!D) { info.innerHTML = ""; return; }
     if (!h) {
       info.innerHTML = "<span style='color:#777'>Hover a token or a head glyph; click to freeze, shift-click " +
-        "tokens on two rings for the paths between them; wheel to zoom.</span>";
+        "tokens on two rings for the paths between them; wheel to zoom; a grey arc +N folds N tokens the " +
+        "level does not hold (hover it).</span>";
+      return;
+    }
+    if (h.kind === "run") {
+      const i = h.i, toks = [];
+      for (let p = D.r_first[i]; p <= D.r_last[i] && toks.length < 60; p++) toks.push(esc(D.tokens[p]));
+      const more = D.r_last[i] - D.r_first[i] + 1 > toks.length ? " \u2026" : "";
+      info.innerHTML = `<b>${D.r_count[i]} token(s) folded</b> at level ${D.r_level[i] + 1} of ${D.L + 1} ` +
+        `(not reached by the graph there): tokens ${D.r_first[i] + 1}\u2013${D.r_last[i] + 1}<br>` +
+        `<span style="color:#555">${toks.join(" ")}${more}</span>`;
       return;
     }
     const u = h.kind === "glyph" ? D.g_node[h.row] : h.id;
@@ -1032,11 +1163,14 @@ export function render({model, el}) {
   }
 
   function setHover(h) {
-    const key = h ? `${h.kind}:${h.kind === "glyph" ? h.row : h.id}:${h.kind === "glyph" && V.shift ? 1 : 0}` : "";
+    const key = !h ? "" : h.kind === "run" ? `run:${h.i}` :
+      `${h.kind}:${h.kind === "glyph" ? h.row : h.id}:${h.kind === "glyph" && V.shift ? 1 : 0}`;
     const old = V.hover ? V.hover.key : "";
     if (key === old) return;
     const t0 = performance.now();
-    if (h) {
+    if (h && h.kind === "run") {  // a folded run: its tokens in the info box, no trace
+      h.key = key; V.hover = h; V.hoverTrace = null;
+    } else if (h) {
       h.key = key;
       V.hoverTrace = traceOf(h, V.shift);
       V.hover = h; V.hover.node = V.hoverTrace.node;
@@ -1070,6 +1204,7 @@ export function render({model, el}) {
   function clickAt(sx, sy, shift) {
     const D = V.D, h = hit(sx, sy);
     if (!h) { send([], [], "both"); return; }
+    if (h.kind === "run") return;  // a folded run holds no token of the graph
     if (h.kind === "glyph") {
       const u = D.g_node[h.row], lv = D.n_level[u];
       if (lv === 0) return;

@@ -55,7 +55,7 @@ from attnflows_panel.views.flow_data import (
     Highlight,
 )
 
-__all__ = ["RadialFlow", "pack_flow", "pack_highlight", "unpack_flow", "REST_EDGES"]
+__all__ = ["RadialFlow", "label_inside", "label_overlaps", "pack_flow", "pack_highlight", "unpack_flow", "REST_EDGES"]
 
 #: edges drawn at rest per layer (the strongest; R2's ``rest`` column, when the data has one, decides)
 REST_EDGES = 40
@@ -105,7 +105,7 @@ def pack_flow(data: FlowData) -> dict:
     there over the edges, so neither geometry nor an ancestor table is sent."""
     nodes, edges = data.columns("nodes"), data.columns("edges")
     N, n, L = len(nodes), data.n, data.L
-    frame_cols = set(data.nodes.columns)
+    frame_cols = set(nodes.names())  # without building the frame (and the per-ring placement)
     lv, ps = nodes["level"], nodes["pos"]
     if "prio" in frame_cols:  # R2's label priority and display text (word pieces joined)
         prio = _f(nodes["prio"])
@@ -168,7 +168,7 @@ def _glyph_offsets(st, H: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pack_edges(data: FlowData, edges, N: int) -> dict:
-    ecols = set(data.edges.columns)
+    ecols = set(edges.names())  # without building the edges' frame
     E = len(edges)
     u = np.asarray(edges["u"], dtype=np.int64)
     nh = np.asarray(edges["nh"]) if "nh" in ecols else np.ones(E)
@@ -275,7 +275,43 @@ def pack_highlight(data: FlowData, hl: Highlight | None, selection=()) -> dict:
         return {"selection": sel}
     return {"nodes": hl.nodes.astype(np.uint8), "origin": hl.origin.astype(np.uint8),
             "edges": hl.edges.astype(np.uint8), "glyphs": hl.glyphs.astype(np.uint8), "selection": sel,
-            "N": len(data.nodes)}
+            "N": data.n_nodes}
+
+
+def _corners(b) -> np.ndarray:
+    """The four corners of a published label box ``[x, y, w, h, token, ring, angle]`` (turned by ``angle``
+    radians, clockwise on screen, about its centre; no angle: upright)."""
+    x, y, w, h = (float(v) for v in b[:4])
+    a = float(b[6]) if len(b) > 6 else 0.0
+    c, s = np.cos(a), np.sin(a)
+    d = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    return np.array([x + w / 2, y + h / 2]) + d @ np.array([[c, s], [-s, c]])
+
+
+def label_overlaps(boxes) -> list[tuple]:
+    """The pairs of published label boxes (``data-label-boxes``) whose turned boxes share interior: the
+    separating-axis test over each pair's edge normals (touching edges do not overlap)."""
+    corners = [_corners(b) for b in boxes]
+    lo = np.array([c.min(axis=0) for c in corners]).reshape(-1, 2)
+    hi = np.array([c.max(axis=0) for c in corners]).reshape(-1, 2)
+    out = []
+    for i in range(len(boxes)):
+        near = np.flatnonzero((lo[i + 1:, 0] < hi[i, 0]) & (lo[i, 0] < hi[i + 1:, 0])
+                              & (lo[i + 1:, 1] < hi[i, 1]) & (lo[i, 1] < hi[i + 1:, 1])) + i + 1
+        for j in near.tolist():
+            p, q = corners[i], corners[j]
+            axes = np.concatenate([np.diff(p[:3], axis=0), np.diff(q[:3], axis=0)])
+            axes = np.stack([-axes[:, 1], axes[:, 0]], axis=1)
+            pp, qq = p @ axes.T, q @ axes.T
+            if np.all((pp.max(0) > qq.min(0) + 1e-6) & (qq.max(0) > pp.min(0) + 1e-6)):
+                out.append((boxes[i], boxes[j]))
+    return out
+
+
+def label_inside(b, width: float, height: float, slack: float = 0.5) -> bool:
+    """Whether a published label box's turned corners lie within a ``width`` × ``height`` root element."""
+    c = _corners(b)
+    return bool(c.min() >= -slack and c[:, 0].max() <= width + slack and c[:, 1].max() <= height + slack)
 
 
 class RadialFlow(JSComponent):
