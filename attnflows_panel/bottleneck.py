@@ -31,9 +31,12 @@ from functools import cached_property
 
 import numpy as np
 
-from attnflows_panel.graph import check_root
+from attnflows_panel.graph import MAX_WEIGHT, AttentionGraph, check_root, check_weights
 
 __all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile", "describe_width"]
+
+
+_UINT_OF = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _check(weights, heads, root) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -44,25 +47,61 @@ def _check(weights, heads, root) -> tuple[np.ndarray, np.ndarray | None, int]:
         )
     if not np.issubdtype(w.dtype, np.floating):
         raise ValueError(f"weights must hold floating-point numbers; got dtype {w.dtype}")
-    lo = w.min()
-    if np.isnan(lo) or np.isnan(w.max()):
+    L, H, n, _ = w.shape
+    mask = None
+    try:
+        if heads is not None:
+            mask = np.asarray(heads)
+            if mask.dtype != bool or mask.shape != (L, H):
+                raise ValueError(
+                    f"heads must be a boolean mask of shape [L, H] = {(L, H)}; got {mask.dtype} {mask.shape}")
+        return w, mask, check_root(root, n)
+    except ValueError:
+        _check_values(w)  # a bad weight is reported first (whatever else is wrong), as the graph does
+        raise
+
+
+def _check_values(w: np.ndarray) -> np.floating:
+    """Raise ValueError for NaN or negative weights; return the largest weight."""
+    lo, hi = w.min(), w.max()
+    if np.isnan(lo) or np.isnan(hi):
         raise ValueError("weights contain NaN; edge weights must be finite non-negative numbers")
     if lo < 0:
         raise ValueError(f"edge weights must be non-negative; got a minimum of {float(lo):.4g}")
-    L, H, n, _ = w.shape
-    mask = None
-    if heads is not None:
-        mask = np.asarray(heads)
-        if mask.dtype != bool or mask.shape != (L, H):
-            raise ValueError(f"heads must be a boolean mask of shape [L, H] = {(L, H)}; got {mask.dtype} {mask.shape}")
-    return w, mask, check_root(root, n)
+    return hi
 
 
-def _strongest(w: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """``[L, n, n]``: per edge, the largest weight over the allowed heads (0 where no head is allowed)."""
+def _as_bits(w: np.ndarray):
+    """``w`` read as unsigned integers of its size, and the bit pattern of +∞ (None where that does not
+    apply). Non-negative floats sort like their bit patterns; a sign bit (a negative number, -0.0) or a NaN
+    makes the pattern larger than that of +∞."""
+    uint = _UINT_OF.get(w.dtype.itemsize)
+    if uint is None or w.dtype.kind != "f":
+        return None, None
+    return w.view(uint), np.asarray(np.inf, dtype=w.dtype).view(uint)[()]
+
+
+def _strongest_checked(w: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.floating]:
+    """``([L, n, n], peak)``: per edge, the largest weight over the allowed heads (0 where no head is
+    allowed), and the largest weight of all; ValueError for NaN or negative weights.
+
+    With every head allowed, one pass does both: the largest bit pattern over the heads is the bit
+    pattern of the largest weight as long as no pattern lies above that of +∞ (then every weight is a
+    number >= +0.0, and the largest pattern of all is the largest weight's). Otherwise (a -0.0, a NaN, a
+    negative weight) the weights are checked and reduced as floats."""
+    bits, inf_bits = _as_bits(w)
+    if bits is not None and (mask is None or mask.all()):
+        top = bits.max(axis=1)
+        peak = top.max()
+        if peak <= inf_bits:
+            return top.view(w.dtype), np.asarray(peak).view(w.dtype)[()]
+    elif bits is not None and bits.max() <= inf_bits:
+        peak = w.max()
+        return np.where(mask[:, :, None, None], w, w.dtype.type(0)).max(axis=1), peak
+    peak = _check_values(w)
     if mask is None or mask.all():
-        return w.max(axis=1)
-    return np.where(mask[:, :, None, None], w, w.dtype.type(0)).max(axis=1)
+        return w.max(axis=1), peak
+    return np.where(mask[:, :, None, None], w, w.dtype.type(0)).max(axis=1), peak
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,6 +124,8 @@ class Bottleneck:
     weights: np.ndarray = field(repr=False)
     heads: np.ndarray | None = field(repr=False)
     root: int
+    #: the largest of all the weights (the masked heads' included), a scalar of the weights' dtype
+    peak: np.floating = field(default=np.float64("nan"), repr=False)
 
     @property
     def L(self) -> int:
@@ -130,6 +171,18 @@ class Bottleneck:
         """bool ``[L, H, n, n]``: per-head edges at ``tau`` (``AttentionGraph.active``)."""
         return self.head_edge > _tau(tau)
 
+    def graph(self, tau: float) -> AttentionGraph:
+        """The Attention Graph at ``tau`` read off the widths: equal to ``AttentionGraph.build(weights, tau,
+        heads, root)`` (every attribute), without a rebuild. Its levels are ``node > τ`` and its edges
+        ``edge > τ``; eq. 3's counts and the head glyphs come from the heads of those edges alone
+        (:meth:`AttentionGraph.assemble`). The weights must be attention weights in [0, 1] (a graph's
+        check); τ in [0, 1). What a τ slider redraws from (issue #27: no graph rebuild)."""
+        if not self.peak <= MAX_WEIGHT:  # compared as the build compares; a peak not recorded (NaN) too
+            check_weights(self.weights)  # raises, naming the range (the build's message)
+        t = AttentionGraph._check_params(tau, None, self.root, self.L, self.weights.shape[1], self.n)[0]
+        edge = self.edge
+        return AttentionGraph.assemble(self.weights, t, self.heads, self.root, self.node > t, edge > t)
+
     def breakpoints(self, edges: bool = False) -> np.ndarray:
         """Ascending float64 values of τ at which the graph changes (see :func:`breakpoints`)."""
         return breakpoints(self.edge if edges else self.node)
@@ -156,7 +209,7 @@ def bottleneck(weights, heads=None, root: int = 0) -> Bottleneck:
     """
     w, mask, root = _check(weights, heads, root)
     L, _, n, _ = w.shape
-    strong = _strongest(w, mask)
+    strong, peak = _strongest_checked(w, mask)
     node = np.zeros((L + 1, n), dtype=w.dtype)
     node[L, root] = np.inf
     for k in range(L - 1, -1, -1):
@@ -168,7 +221,7 @@ def bottleneck(weights, heads=None, root: int = 0) -> Bottleneck:
     node.flags.writeable = False
     w_view = w.view()
     w_view.flags.writeable = False
-    return Bottleneck(node=node, strongest=strong, weights=w_view, heads=mask, root=root)
+    return Bottleneck(node=node, strongest=strong, weights=w_view, heads=mask, root=root, peak=peak)
 
 
 def _tau(tau) -> float:

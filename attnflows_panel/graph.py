@@ -34,7 +34,8 @@ import numpy as np
 from attnflows_panel.reach import Reachability, or_and
 from attnflows_panel.traces import Edge, Node, PathResult, Trace, mask_to_nodes, new_edge, readonly
 
-__all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node", "check_root", "or_and"]
+__all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node", "MAX_WEIGHT", "check_root", "check_weights",
+           "edge_heads", "or_and"]
 
 
 def check_root(root, n: int) -> int:
@@ -50,13 +51,14 @@ def check_root(root, n: int) -> int:
     return root
 
 
-# Attention weights are probabilities. A small tolerance above 1 lets half-precision softmax outputs in.
-_MAX_WEIGHT = 1.0 + 1e-3
+#: Attention weights are probabilities. A small tolerance above 1 lets half-precision softmax outputs in.
+MAX_WEIGHT = 1.0 + 1e-3
+_MAX_WEIGHT = MAX_WEIGHT
 # ceil() of eq. 4 tolerates this much floating-point noise (so 2.0000000000000004 rates 2, not 3).
 _CEIL_EPS = 1e-9
 
 
-def _check_weights(attn: np.ndarray) -> None:
+def check_weights(attn: np.ndarray) -> None:
     """Raise ValueError unless every attention weight is a number in [0, 1] (a little above 1 allowed)."""
     lo, hi = attn.min(), attn.max()
     if np.isnan(lo) or np.isnan(hi):
@@ -142,6 +144,26 @@ def _head_sum(sub: np.ndarray) -> np.ndarray:
     return _count_true(sub, 0)
 
 
+def edge_heads(attn: np.ndarray, tau: float, heads: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the edges ``keys`` (``(k * n + a) * n + b``, each with ``a`` in level ``k + 1``) of the graph of
+    ``attn`` [L, H, n, n] at ``tau`` with the allowed heads ``heads`` bool [L, H]: which heads carry each
+    (bool ``[H, m]``, weight > τ through an allowed head, compared as the build compares) and every head's
+    weight (``[H, m]``), read head by head (rows of the result are contiguous, so reductions over the
+    heads run along whole rows)."""
+    L, H, n, _ = attn.shape
+    k, rem = np.divmod(keys, n * n)
+    if attn.flags.c_contiguous:
+        head_off = (np.arange(H, dtype=np.intp) * (n * n))[:, None]
+        gathered = attn.reshape(-1)[(k * (H * n * n) + rem)[None, :] + head_off]
+    else:
+        a, b = np.divmod(rem, n)
+        gathered = attn[k, :, a, b].T
+    carrying = gathered > tau
+    if not heads.all():
+        carrying &= heads.T[:, k]
+    return carrying, gathered
+
+
 class AttentionGraph(Reachability):
     """The Attention Graph of one input (§4.1, Fig. 3).
 
@@ -190,7 +212,7 @@ class AttentionGraph(Reachability):
         try:
             tau, heads_mask, root = self._check_params(tau, heads, root, L, H, n)
         except ValueError:
-            _check_weights(attn)  # a bad weight is reported first (whatever else is wrong)
+            check_weights(attn)  # a bad weight is reported first (whatever else is wrong)
             raise
 
         member = np.zeros((L + 1, n), dtype=bool)
@@ -210,7 +232,7 @@ class AttentionGraph(Reachability):
             # comparison with τ (checking the whole array first read it from memory three times).
             layer = attn[k]
             if (fast is None or layer.view(fast[0]).max() > fast[1]) and not _weights_ok(layer):
-                _check_weights(attn)  # raises, naming the whole array's range
+                check_weights(attn)  # raises, naming the whole array's range
             # Only the rows of the tokens in level k + 1 can start an edge through layer k.
             if 4 * rows.size >= n:  # a large level: compare in place, then clear the other rows
                 buf = sub = np.greater(layer, tau, out=buf)  # [H, n, n]
@@ -234,6 +256,10 @@ class AttentionGraph(Reachability):
             member[k] = c > 0  # some head of some row of level k + 1 attends to the token
             rows = levels[k] = np.flatnonzero(member[k])
 
+        self._set_parts(attn, tau, heads_mask, root, member, levels, counts, adj, out_deg)
+
+    def _set_parts(self, attn, tau, heads_mask, root, member, levels, counts, adj, out_deg) -> None:
+        L, H, n, _ = attn.shape
         self.attn = readonly(attn.view())  # the caller's array, seen read-only (not copied)
         self.L, self.H, self.n = L, H, n
         self.tau = tau
@@ -244,6 +270,40 @@ class AttentionGraph(Reachability):
         self.counts = readonly(counts)
         self._adj = readonly(adj)  # [L, n, n]: edge (k+1, a) -> (k, b) through any allowed head
         self._out_deg = readonly(out_deg)
+
+    @classmethod
+    def assemble(cls, attn, tau: float, heads, root: int, member: np.ndarray, adjacency: np.ndarray,
+                 edge_keys: np.ndarray | None = None) -> AttentionGraph:
+        """The graph at ``tau`` from its nodes and edges found elsewhere, equal to ``build(attn, tau, heads,
+        root)`` when they are right: ``member`` bool ``[L + 1, n]`` and ``adjacency`` bool ``[L, n, n]`` as
+        :attr:`member` and :attr:`adjacency` (:meth:`attnflows_panel.bottleneck.Bottleneck.graph` reads them
+        off the widest-path widths, so a change of τ needs no rebuild). ``edge_keys``: optional
+        ``np.flatnonzero(adjacency)``, when the caller has it. The per-head data (eq. 3's counts, the
+        glyphs' out-degrees) come from the heads of the edges alone (:attr:`edge_table`), not from all
+        ``L · H · n²`` weights. ``attn`` is not checked here: the caller has checked its weights (τ, the
+        mask, the root and the shapes are checked)."""
+        attn = np.asarray(attn)
+        L, H, n, _ = attn.shape
+        tau, heads_mask, root = cls._check_params(tau, heads, root, L, H, n)
+        member, adjacency = np.asarray(member, dtype=bool), np.asarray(adjacency, dtype=bool)
+        if member.shape != (L + 1, n) or adjacency.shape != (L, n, n):
+            raise ValueError(f"member must be [L + 1, n] and adjacency [L, n, n] for attn {attn.shape}; "
+                             f"got {member.shape} and {adjacency.shape}")
+        keys = np.flatnonzero(adjacency) if edge_keys is None else np.asarray(edge_keys, dtype=np.intp)
+        carrying, weights = edge_heads(attn, tau, heads_mask, keys)
+        ka, b = np.divmod(keys, n)  # ka = k * n + a: the edge's upper node, level k + 1
+        nh = _head_sum(carrying[:, None, :])[0]  # carrying heads per edge
+        # eq. 3: counts[k, b] = Σ over the edges (k + 1, a) -> (k, b) of their carrying heads
+        counts = np.bincount(ka - ka % n + b, weights=nh, minlength=L * n).astype(np.int64).reshape(L, n)
+        out_deg = np.zeros((L, n, H), dtype=np.int32)  # per upper node and head: its edges through that head
+        if keys.size:
+            starts = np.flatnonzero(np.concatenate(([True], ka[1:] != ka[:-1])))
+            out_deg.reshape(L * n, H)[ka[starts]] = np.add.reduceat(carrying, starts, axis=1, dtype=np.int32).T
+        levels = [np.flatnonzero(row) for row in member[:L]] + [np.array([root])]
+        g = cls.__new__(cls)
+        g._set_parts(attn, tau, heads_mask, root, member, levels, counts, adjacency, out_deg)
+        g.__dict__["edge_table"] = (readonly(keys), readonly(carrying), readonly(weights))
+        return g
 
     @cached_property
     def active(self) -> np.ndarray:
@@ -261,6 +321,17 @@ class AttentionGraph(Reachability):
                 sub &= self.heads[k][:, None, None]
             active[k][:, rows, :] = sub
         return readonly(active)
+
+    @cached_property
+    def edge_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every edge with its heads: ``(keys, carrying, weights)``. ``keys`` int ``[m]``: the edges
+        ``(k + 1, a) -> (k, b)`` as ``(k * n + a) * n + b``, ascending (``np.flatnonzero(adjacency)``);
+        ``carrying`` bool ``[H, m]``: ``active[k, :, a, b]``; ``weights`` ``[H, m]``: ``attn[k, :, a, b]``
+        for every head, carrying or not. Read from the edges alone (the per-head edges of the whole
+        graph are never built). Read-only."""
+        keys = np.flatnonzero(self._adj)
+        carrying, weights = edge_heads(self.attn, self.tau, self.heads, keys)
+        return readonly(keys), readonly(carrying), readonly(weights)
 
     @property
     def out_degree(self) -> np.ndarray:

@@ -130,6 +130,34 @@ def test_edge_weight_and_rest(pair, masked):
     assert rest_edges(layer, lower, w, per_layer=1).tolist() == [0, 1, 0, 0, 0, 1]
 
 
+def _rest_reference(layer, lower, w, per_layer):
+    """rest_edges the plain way: per lower node its strongest incoming edge (ties: the first), then per layer
+    the ``per_layer`` strongest of those (ties: the lower node with the smaller id)."""
+    best = {}
+    for i, (v, x) in enumerate(zip(lower.tolist(), np.clip(w, 0, 1).tolist(), strict=True)):
+        if v not in best or x > best[v][0]:
+            best[v] = (x, i)
+    by_layer = {}
+    for v, (x, i) in best.items():
+        by_layer.setdefault(int(layer[i]), []).append((-x, v, i))
+    out = np.zeros(len(layer), np.uint8)
+    for picks in by_layer.values():
+        for _, _, i in sorted(picks)[:per_layer]:
+            out[i] = 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rest_edges_equals_the_plain_rule(seed):
+    rng = np.random.default_rng(seed)
+    E, N = int(rng.integers(1, 400)), int(rng.integers(1, 60))
+    layer = np.sort(rng.integers(0, 5, E))
+    lower = rng.integers(0, N, E) + (70000 if seed == 5 else 0)  # node ids beyond 16 bits too
+    w = (rng.choice([0.1, 0.2, 0.5, 1.0, 1.3], E) if seed % 2 else rng.random(E)).astype(np.float32)  # ties
+    for per_layer in (1, 3, 48):
+        assert rest_edges(layer, lower, w, per_layer).tolist() == _rest_reference(layer, lower, w, per_layer).tolist()
+
+
 @pytest.mark.parametrize("mode", ["combined", "pretrained"])
 def test_a_head_click_shows_that_heads_layer_in_both_models(pair, mode):
     """Issue #25 (4): a head glyph click shows what that head attends to above τ at its layer, in both

@@ -305,15 +305,21 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return self._cache(self.result, ("flow-data", float(self.tau), self.mode, self._style), make)
 
     def _graphs(self) -> tuple[AttentionGraph, AttentionGraph]:
+        """Both models' graphs at τ, read off each model's widest-path widths (``bottleneck.py``, one pass
+        per result: a τ change thresholds them instead of rebuilding; the graphs equal ``AttentionGraph.build``)."""
+        from attnflows_panel.bottleneck import bottleneck
+
         key = (id(self.result), float(self.tau))
         if key not in self._graphs_cache:
+            r = self.result
+            wkey = ("widths", id(r))
+            widths = self._graphs_cache.get(wkey)
             if len(self._graphs_cache) > 8:
                 self._graphs_cache.clear()
-            r = self.result
-            self._graphs_cache[key] = (
-                AttentionGraph.build(np.asarray(r.pretrained.attentions), self.tau),
-                AttentionGraph.build(np.asarray(r.finetuned.attentions), self.tau),
-            )
+            if widths is None:
+                widths = tuple(bottleneck(np.asarray(out.attentions)) for out in (r.pretrained, r.finetuned))
+            self._graphs_cache[wkey] = widths
+            self._graphs_cache[key] = (widths[0].graph(self.tau), widths[1].graph(self.tau))
         return self._graphs_cache[key]
 
     def _flow_data_if_current(self) -> FlowData | None:

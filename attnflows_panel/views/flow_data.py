@@ -210,24 +210,6 @@ def _frozen_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _edge_heads(g: AttentionGraph, k: np.ndarray, rem: np.ndarray, head_off: np.ndarray):
-    """For edges ``(k, a, b)`` of graph ``g`` (``rem = a * n + b``): which heads carry each (bool [H, m]:
-    ``g.active[k, :, a, b]``, i.e. weight > τ through an allowed head, since ``a`` is in level k + 1) and
-    every head's weight (float [H, m]), read head by head from the attention (rows of the result are
-    contiguous, so the reductions over heads run along whole rows; the per-head edge array of the whole
-    graph is never needed)."""
-    H, n = g.H, g.n
-    if g.attn.flags.c_contiguous:
-        gathered = g.attn.reshape(-1)[(k * (H * n * n) + rem)[None, :] + head_off]
-    else:
-        a, b = np.divmod(rem, n)
-        gathered = g.attn[k, :, a, b].T
-    heads = gathered > g.tau  # as the build compares (the same dtype rules)
-    if not g.heads.all():
-        heads &= g.heads.T[:, k]
-    return heads, gathered
-
-
 _BIT = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))  # 2^i as uint32, i = 0..31
 
 
@@ -354,7 +336,8 @@ class FlowData(Selections):
         either (reading ``data.nodes.columns`` builds the nodes frame and the per-ring placement)."""
         if frame == "nodes":
             cols = self.layout.cols
-            return _Columns(self.layout.column, len(cols["node"]), lambda: [*cols, *RING_LABEL_COLUMNS])
+            return _Columns(self.layout.column, len(cols["node"]), lambda: [*cols, *(c for c in RING_LABEL_COLUMNS
+                                                                                    if c not in cols)])
         if frame == "runs":
             rc = self.layout.run_cols
             return _Columns(rc.__getitem__, len(rc["level"]), rc.keys)
@@ -459,8 +442,12 @@ class FlowData(Selections):
         graphs = list(self.graphs.items())
         # per model: its edges (layer, a * n + b) and their head counts, for the sparklines
         self._spark_src = {c: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)) for c, _ in graphs}
-        union = graphs[0][1].adjacency if len(graphs) == 1 else graphs[0][1].adjacency | graphs[1][1].adjacency
-        keys = np.flatnonzero(union)  # (k * n + a) * n + b of every drawn edge, ascending, unique
+        # (k * n + a) * n + b of every drawn edge, ascending, unique; each model's edges with their heads
+        tables = {c: g.edge_table for c, g in graphs}
+        if len(graphs) == 1:
+            keys = tables[graphs[0][0]][0]
+        else:
+            keys = np.flatnonzero(graphs[0][1].adjacency | graphs[1][1].adjacency)
         if keys.size == 0:
             edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
             edges["w"] = np.zeros(0, dtype=np.float32)
@@ -472,10 +459,9 @@ class FlowData(Selections):
             nh = np.zeros(keys.size, dtype=np.int64)
             weight = np.zeros(keys.size, dtype=np.float32)
             words = {c: np.zeros((keys.size, W), dtype=np.uint32) for c in (PRE, FINE)}
-            head_off = (np.arange(H, dtype=np.int64) * (n * n))[:, None]
             for c, g in graphs:
-                pos = np.flatnonzero(g.adjacency.reshape(-1)[keys]) if len(graphs) > 1 else np.arange(keys.size)
-                heads, gathered = _edge_heads(g, k[pos], rem[pos], head_off)  # [H, m] each
+                g_keys, heads, gathered = tables[c]  # g's edges; their carrying heads and weights [H, m]
+                pos = np.searchsorted(keys, g_keys) if len(graphs) > 1 else np.arange(keys.size)
                 nh_c = np.zeros(pos.size, dtype=np.int64)  # carrying heads per edge (g.head_counts there)
                 for w in range(W):  # the carrying heads as bits (word h // 32, bit h % 32): Σ 2^(h % 32)
                     hs = slice(32 * w, min(H, 32 * w + 32))

@@ -73,13 +73,22 @@ def rest_edges(layer: np.ndarray, lower: np.ndarray, weight: np.ndarray, per_lay
         return out
     w = np.clip(np.asarray(weight, dtype=np.float64), 0.0, 1.0)
     lower = np.asarray(lower, dtype=np.int64)
-    # by lower node, strongest first (ties: the first edge): one stable sort of one float key
-    order = np.argsort(lower + (1.0 - w) * 0.5, kind="stable")
+    # by lower node (a stable sort of small integers: a radix sort), then the strongest of each group; of
+    # equally strong edges the first (the stable order keeps them in edge order)
+    small = lower.min() >= 0 and lower.max() < 65536
+    order = np.argsort(lower.astype(np.uint16) if small else lower, kind="stable")
     lo_sorted = lower[order]
     first = np.empty(E, dtype=bool)
     first[0] = True
-    first[1:] = lo_sorted[1:] != lo_sorted[:-1]
-    best = order[first]  # the strongest edge into each lower node
+    np.not_equal(lo_sorted[1:], lo_sorted[:-1], out=first[1:])
+    group = np.cumsum(first) - 1  # each sorted edge's lower node, numbered 0, 1, ...
+    ws = w[order]
+    strongest = np.maximum.reduceat(ws, np.flatnonzero(first))
+    top = np.flatnonzero(ws == strongest[group])  # the edges as strong as their lower node's strongest
+    keep = np.empty(top.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(group[top[1:]], group[top[:-1]], out=keep[1:])
+    best = order[top[keep]]  # the strongest edge into each lower node
     by_layer = best[np.argsort(np.asarray(layer)[best] + (1.0 - w[best]) * 0.5, kind="stable")]
     lay = np.asarray(layer)[by_layer]
     starts = np.empty(by_layer.size, dtype=bool)
