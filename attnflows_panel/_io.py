@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "quiet_transformers",
     "atomic_path",
     "atomic_write",
     "atomic_write_json",
@@ -462,3 +463,21 @@ def status(logger: logging.Logger, progress: bool, message: str, *args: Any) -> 
         logger.info(message, *args)
     else:
         logger.debug(message, *args)
+
+
+@contextlib.contextmanager
+def quiet_transformers(bars: bool):
+    """Silence transformers' warnings and load report for this block (we report what matters
+    ourselves); its progress bars stay on only if ``bars``."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars_before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not bars:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars_before and not bars:
+            hf_logging.enable_progress_bar()

@@ -54,6 +54,8 @@ __all__ = [
     "Prediction",
     "RootAnalysis",
     "recording",
+    "heads_off",
+    "text_config",
     "parse_chat",
 ]
 
@@ -195,7 +197,8 @@ def _capped_attention(module, query, key, value, attention_mask, scaling, softca
 
 
 def _recording_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """SDPA attention (transformers' own), keeping q and k for the active :func:`recording`."""
+    """SDPA attention (transformers' own), keeping q and k for the active :func:`recording`, and with the
+    heads of an active :func:`heads_off` switched off."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     softcap = kwargs.get("softcap")
@@ -203,9 +206,42 @@ def _recording_attention(module, query, key, value, attention_mask, dropout=0.0,
     if recorder is not None:
         recorder.keep(module, query, key, attention_mask, scaling, softcap)
     if softcap is not None:
-        return _capped_attention(module, query, key, value, attention_mask, scaling, softcap)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                  **kwargs)
+        out, weights = _capped_attention(module, query, key, value, attention_mask, scaling, softcap)
+    else:
+        out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                              scaling=scaling, **kwargs)
+    off = _HEADS_OFF.get()
+    if off is not None:
+        idx = getattr(module, "layer_idx", None)
+        if idx is None:
+            raise ModelPairError(f"{type(module).__name__} has no layer index: its heads cannot be switched off")
+        keep = torch.as_tensor(~off[:, int(idx)], dtype=out.dtype)  # [B, H]: 0 for a head switched off
+        if keep.shape[0] not in (1, out.shape[0]) or keep.shape[1] != out.shape[2]:
+            raise ValueError(f"heads_off holds {tuple(off.shape)} for a batch of {out.shape[0]} and {out.shape[2]} "
+                             "heads")
+        out = out * keep[:, None, :, None]  # out is [B, n, H, d]: each head's output before the output projection
+    return out, weights
+
+
+_HEADS_OFF: contextvars.ContextVar[np.ndarray | None] = contextvars.ContextVar("attnflows_heads_off", default=None)
+
+
+@contextlib.contextmanager
+def heads_off(mask) -> Iterator[None]:
+    """Within the block, models loaded with :data:`ATTN_IMPLEMENTATION` run with some heads switched off:
+    their output is zeroed before the output projection (the head contributes nothing to the residual
+    stream). ``mask``: bool ``[L, H]`` (every sequence of a batch) or ``[B, L, H]`` (one mask per sequence,
+    so that a batch of copies of one sequence ablates a different head in each)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3:
+        raise ValueError(f"heads_off needs a bool mask [L, H] or [B, L, H]; got shape {mask.shape}")
+    token = _HEADS_OFF.set(mask)
+    try:
+        yield
+    finally:
+        _HEADS_OFF.reset(token)
 
 
 def _register() -> None:
@@ -398,7 +434,7 @@ def _load_one(ref: str, role: str, dtype):
 
 def _probe(model, ref: str, role: str) -> None:
     """Two tokens through the model: every layer must reach the recording attention, and causally."""
-    layers = _text_config(model.config).num_hidden_layers
+    layers = text_config(model.config).num_hidden_layers
     try:
         with torch.inference_mode(), recording() as seen:
             model.base_model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=False)
@@ -409,13 +445,14 @@ def _probe(model, ref: str, role: str) -> None:
                              "through transformers' attention interface; its queries and keys cannot be read")
 
 
-def _text_config(config):
+def text_config(config):
+    """The language model's part of a config (a multimodal config keeps it under ``text_config``)."""
     get = getattr(config, "get_text_config", None)
     return get() if callable(get) else config
 
 
 def _check_same_shape(a, b, names: tuple[str, str]) -> None:
-    ca, cb = _text_config(a.config), _text_config(b.config)
+    ca, cb = text_config(a.config), text_config(b.config)
     for attr, what in _SHAPE_ATTRS:
         va, vb = getattr(ca, attr, None), getattr(cb, attr, None)
         if attr == "num_key_value_heads":
@@ -452,7 +489,7 @@ class CausalPair:
         self.finetuned = finetuned
         self.tokenizer = tokenizer
         self.names = names
-        cfg = _text_config(pretrained.config)
+        cfg = text_config(pretrained.config)
         self.L = int(cfg.num_hidden_layers)
         self.H = int(cfg.num_attention_heads)
 
@@ -574,7 +611,7 @@ class CausalPair:
         where the model has it), from the run's final hidden states."""
         with torch.inference_mode():
             logits = model.get_output_embeddings()(run.hidden[root])
-            cap = getattr(_text_config(model.config), "final_logit_softcapping", None)
+            cap = getattr(text_config(model.config), "final_logit_softcapping", None)
             if cap:
                 logits = torch.tanh(logits / cap) * cap
         return logits.float()

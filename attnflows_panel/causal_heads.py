@@ -24,6 +24,7 @@ template), and optionally an ``"id"``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from attnflows_panel.heads import HeadChange, aggregate
 from attnflows_panel.signatures import usage_from_counts
 
 __all__ = ["Prompt", "read_prompts", "graph_usage", "run_change", "PromptChange", "corpus_change",
-           "CausalCorpusChange"]
+           "CausalCorpusChange", "check_ablation_prompts", "loss_input", "continuation_loss", "head_ablation",
+           "Ablation"]
 
 #: Bytes of one model's rows per chunk ([H, chunk, n] float32) when the two maps are compared.
 _CHUNK_BYTES = 16 * 2**20
@@ -49,13 +51,15 @@ class Prompt:
     id: str
     text: str | None = None
     chat: list[dict[str, str]] | None = None
+    continuation: str | None = None
 
 
 def read_prompts(path: str | Path, text_column: str = "text", chat_column: str | None = None,
-                 limit: int | None = None) -> list[Prompt]:
+                 limit: int | None = None, continuation_column: str | None = None) -> list[Prompt]:
     """The prompts of a JSONL file: each line a JSON object holding ``text_column`` (a string) or, with
-    ``chat_column``, a chat. Raises ValueError naming the line for a line that is not such an object, and
-    for a file without prompts."""
+    ``chat_column``, a chat; with ``continuation_column``, each text row's continuation (the text whose
+    next-token loss the ablation measures). Raises ValueError naming the line for a line that is not such an
+    object, and for a file without prompts."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no prompt file at {path}")
@@ -83,7 +87,13 @@ def read_prompts(path: str | Path, text_column: str = "text", chat_column: str |
             else:
                 if not isinstance(value, str) or not value.strip():
                     raise ValueError(f"{path}, line {number}: {column!r} must be a non-empty string")
-                out.append(Prompt(pid, text=value))
+                cont = None
+                if continuation_column:
+                    cont = row.get(continuation_column)
+                    if not isinstance(cont, str) or not cont.strip():
+                        raise ValueError(f"{path}, line {number}: no continuation in {continuation_column!r} "
+                                         "(a non-empty string)")
+                out.append(Prompt(pid, text=value, continuation=cont))
     if not out:
         raise ValueError(f"{path} holds no prompts")
     return out
@@ -195,3 +205,102 @@ def corpus_change(pair: Any, prompts: Sequence[Prompt], tau: float, progress: bo
         ids=[r.id for r in rows], lengths=np.array([r.n for r in rows]),
         cosine=np.stack([r.cosine for r in rows]), jsd=np.stack([r.jsd for r in rows]),
         usage=np.stack([r.usage for r in rows]), kl=np.array([r.kl for r in rows]), tau=float(tau))
+
+
+# --------------------------------------------------------------------------------------------------
+# ablation: the fine-tuned model's next-token loss on the continuation with one head switched off
+# --------------------------------------------------------------------------------------------------
+
+
+def check_ablation_prompts(prompts: Sequence[Prompt]) -> None:
+    """Raise CausalInputError (one line, naming the prompt) unless every prompt has a continuation to
+    score: a text its continuation, a chat a last message by the assistant after at least one other."""
+    from attnflows_panel.causal import CausalInputError
+
+    for prompt in prompts:
+        if prompt.chat is not None:
+            msgs = prompt.chat
+            if len(msgs) < 2 or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "assistant":
+                raise CausalInputError(f"prompt {prompt.id}: the ablation needs a chat that ends with the "
+                                       "assistant's answer (its tokens are the continuation scored)")
+        elif not prompt.continuation:
+            raise CausalInputError(f"prompt {prompt.id}: the ablation needs a continuation for every text prompt "
+                                   "(--continuation-column)")
+
+
+def loss_input(pair: Any, prompt: Prompt) -> tuple[list[int], int]:
+    """(token ids, start): the prompt and its continuation, whose tokens ``ids[start:]`` the loss is taken
+    over. A text needs its continuation; a chat's continuation is its last message, the assistant's."""
+    from attnflows_panel.causal import CausalInputError
+
+    check_ablation_prompts([prompt])
+    if prompt.chat is not None:
+        msgs = prompt.chat
+        head, full = pair.encode(chat=msgs[:-1]), pair.encode(chat=msgs)
+        if tuple(full.ids[:head.n]) != head.ids or full.n <= head.n:
+            raise CausalInputError(f"prompt {prompt.id}: the chat template renders the conversation without its "
+                                   "answer differently from its start; the answer cannot be scored")
+        return list(full.ids), head.n
+    enc = pair.encode(text=prompt.text, continuation=prompt.continuation)
+    return list(enc.ids), enc.prompt_len
+
+
+def continuation_loss(model: Any, ids: Sequence[int], start: int, off: np.ndarray | None = None) -> np.ndarray:
+    """float64 ``[B]``: the mean next-token loss (nats) of ``ids[start:]`` under ``model``, once per mask
+    of ``off`` (bool ``[B, L, H]``, the heads switched off; None: one run of the whole model). The logits
+    are computed only where the continuation is predicted."""
+    import torch
+
+    from attnflows_panel.causal import heads_off, text_config
+
+    if not 1 <= start < len(ids):
+        raise ValueError(f"the continuation starts at token {start} of {len(ids)}: nothing to score")
+    B = 1 if off is None else int(off.shape[0])
+    x = torch.tensor([list(ids)] * B)
+    target = x[:, start:]
+    ctx = contextlib.nullcontext() if off is None else heads_off(off)
+    with torch.inference_mode(), ctx:
+        out = model.base_model(input_ids=x, use_cache=False)
+        hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        logits = model.get_output_embeddings()(hidden[:, start - 1:-1]).float()
+        cap = getattr(text_config(model.config), "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        nll = -torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+    return nll.mean(dim=1).double().numpy()
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """``base_loss`` float64 ``[N]`` (nats per continuation token, the fine-tuned model whole) and
+    ``delta`` float64 ``[L, H]``: the mean over prompts of the loss with head ``(k, h)`` switched off minus
+    the base loss (positive: the model needs the head to predict the continuation)."""
+
+    ids: list[str]
+    base_loss: np.ndarray
+    delta: np.ndarray
+
+
+def head_ablation(pair: Any, prompts: Sequence[Prompt], batch_size: int = 8, progress: bool = False) -> Ablation:
+    """Switch each head of the fine-tuned model off in turn (:func:`continuation_loss`); a batch holds
+    ``batch_size`` copies of one prompt, each with another head off."""
+    L, H = pair.L, pair.H
+    masks = np.zeros((L * H, L, H), dtype=bool)
+    masks[np.arange(L * H), np.arange(L * H) // H, np.arange(L * H) % H] = True
+    inputs = [loss_input(pair, p) for p in prompts]  # every prompt checked before the first forward pass
+    base, delta = [], np.zeros(L * H, dtype=np.float64)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(inputs), desc="ablation", unit="prompt")
+    for ids, start in inputs:
+        b = float(continuation_loss(pair.finetuned, ids, start)[0])
+        base.append(b)
+        for lo in range(0, L * H, batch_size):
+            delta[lo:lo + batch_size] += continuation_loss(pair.finetuned, ids, start, masks[lo:lo + batch_size]) - b
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return Ablation([p.id for p in prompts], np.array(base), (delta / len(inputs)).reshape(L, H))

@@ -56,6 +56,7 @@ from attnflows_panel._io import (
     atomic_write_json,
     check_writable,
     make_readable_like_new_files,
+    quiet_transformers,
     remove_stale_staging,
     replace_folder,
     staging_name,
@@ -436,24 +437,6 @@ Labels: {metrics['labels']}. Full settings and timings are in `metrics.json`.
 # --------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_transformers(bars: bool):
-    """Silence transformers' warnings and load report for this block (we report what matters
-    ourselves); its progress bars stay on only if ``bars``."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars_before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    if not bars:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars_before and not bars:
-            hf_logging.enable_progress_bar()
-
-
 def finetune(
     base: str | os.PathLike,
     data: str | os.PathLike,
@@ -604,7 +587,7 @@ def _load_base(base_id: str, label_names: list[str], seed: int, progress: bool, 
     _seed_everything(seed)
     _log(progress, f"loading base model {base_id!r}")
     try:
-        with _quiet_transformers(bars=progress):
+        with quiet_transformers(bars=progress):
             tokenizer = AutoTokenizer.from_pretrained(base_id, **hub_kwargs)
             model, loading = AutoModelForSequenceClassification.from_pretrained(
                 base_id,
@@ -778,7 +761,7 @@ def _save(model, tokenizer, metrics: dict[str, Any], out_path: Path, overwrite: 
     damaged input."""
     from attnflows_panel.models import is_weights_error
 
-    with _staging_dir(out_path, overwrite) as tmp, _quiet_transformers(bars=progress):
+    with _staging_dir(out_path, overwrite) as tmp, quiet_transformers(bars=progress):
         try:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

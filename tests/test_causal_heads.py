@@ -124,3 +124,96 @@ def test_read_prompts_missing_file_and_limit(tmp_path):
     data.write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES))
     got = read_prompts(data, limit=2)
     assert [p.id for p in got] == ["0", "1"] and got[1].text == SENTENCES[1]
+
+
+# ------------------------------------------------------------------------------------------- ablation
+
+
+def _loss_with_hook(folder, ids, start, layer, head, proj):
+    """The reference: an eager model whose output projection of ``layer`` gets head ``head``'s slice of
+    its input zeroed by a forward pre-hook (on our own model object), then the continuation's mean NLL."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    d = model.config.hidden_size // model.config.num_attention_heads
+    d = getattr(model.config, "head_dim", None) or d
+    module = proj(model, layer)
+
+    def zero(mod, args):
+        x = args[0].clone()
+        x[..., head * d:(head + 1) * d] = 0
+        return (x,)
+
+    handle = module.register_forward_pre_hook(zero)
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([list(ids)])).logits[0].float()
+    finally:
+        handle.remove()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    assert not cap or abs(logits).max() <= cap  # the model applies its own cap
+    logp = torch.log_softmax(logits[start - 1:-1], -1)
+    return float(-logp.gather(-1, torch.tensor(ids[start:])[:, None]).mean())
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
+def test_a_head_switched_off_equals_zeroing_its_slice_before_the_output_projection(family, dirs, tmp_path):
+    from attnflows_panel.causal_heads import continuation_loss, loss_input
+
+    folder = dirs["instruct"] if family == "llama" else dirs["gemma2"] if family == "gemma2" else \
+        write_family("gpt2", tmp_path / "gpt2")
+    pair = CausalPair.load(folder, folder)
+    ids, start = loss_input(pair, Prompt("0", text=SENTENCES[0], continuation=" " + SENTENCES[1]))
+    proj = (lambda m, k: m.transformer.h[k].attn.c_proj) if family == "gpt2" else \
+        (lambda m, k: m.model.layers[k].self_attn.o_proj)
+    whole = float(continuation_loss(pair.finetuned, ids, start)[0])
+    assert whole == pytest.approx(_loss_with_hook(folder, ids, start, 0, 0, lambda m, k: torch.nn.Identity()),
+                                  abs=1e-5)  # (an unused hook: the whole model)
+    masks = np.zeros((3, pair.L, pair.H), dtype=bool)
+    cases = [(0, 1), (1, 0), (1, 3)]
+    for i, (k, h) in enumerate(cases):
+        masks[i, k, h] = True
+    batched = continuation_loss(pair.finetuned, ids, start, masks)  # one batch, another head off in each row
+    for i, (k, h) in enumerate(cases):
+        want = _loss_with_hook(folder, ids, start, k, h, proj)
+        assert batched[i] == pytest.approx(want, abs=1e-5), (k, h)
+        assert float(continuation_loss(pair.finetuned, ids, start, masks[i:i + 1])[0]) == pytest.approx(want, abs=1e-5)
+    assert not np.allclose(batched, whole)  # switching a head off changes the loss
+
+
+def test_cli_ablation_over_chats_and_texts(dirs, tmp_path, capsys):
+    from attnflows_panel.cli import main
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CHATS))
+    argv = ["causal", "heads", "--pretrained", str(dirs["base"]), "--finetuned", str(dirs["instruct"]),
+            "--data", str(chats), "--chat-column", "messages", "--ablate", "--batch-size", "3", "--no-progress",
+            "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "ablation: base next-token loss" in printed and "largest rise per layer" in printed
+    report = json.loads((tmp_path / "r.json").read_text())
+    delta = np.asarray(report["ablation"]["loss_delta"])
+    assert delta.shape == (2, 4) and np.abs(delta).max() > 0
+    assert len(report["ablation"]["base_loss"]["per_prompt"]) == len(CHATS)
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text(json.dumps({"text": SENTENCES[0], "next": " " + SENTENCES[1]}) + "\n")
+    base = ["causal", "heads", "--pretrained", str(dirs["base"]), "--finetuned", str(dirs["instruct"]),
+            "--data", str(texts), "--ablate", "--no-progress"]
+    assert main([*base, "--continuation-column", "next", "--json", "-"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert np.asarray(one["ablation"]["loss_delta"]).shape == (2, 4)
+    # a text without a continuation, a chat that does not end with the answer: one line, before any model runs
+    assert main([*base, "--continuation-column", "missing"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 1: no continuation in 'missing'" in err, err
+    assert main(base) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs a continuation for every text prompt" in err, err
+    unanswered = tmp_path / "unanswered.jsonl"
+    unanswered.write_text(json.dumps({"messages": CHATS[0][:2]}) + "\n")
+    assert main(["causal", "heads", "--pretrained", str(dirs["base"]), "--finetuned", str(dirs["instruct"]),
+                 "--data", str(unanswered), "--chat-column", "messages", "--ablate", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ends with the assistant's answer" in err, err

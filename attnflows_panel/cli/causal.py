@@ -68,6 +68,14 @@ def register(subparsers) -> None:
     h.add_argument("--limit", type=_positive_int, default=None, help="use at most this many prompts")
     h.add_argument("--tau", type=finite_float, default=0.1, help="the threshold τ of the graphs (default 0.1)")
     h.add_argument("--top", type=_positive_int, default=5, help="heads listed as most changed (default 5)")
+    h.add_argument("--ablate", action="store_true",
+                   help="also switch each head of the fine-tuned model off in turn and report how much its next-token "
+                        "loss on the continuation rises (texts need --continuation-column; a chat's continuation is "
+                        "its last message, the assistant's)")
+    h.add_argument("--continuation-column", default=None,
+                   help="the column holding each text prompt's continuation (for --ablate)")
+    h.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="copies of a prompt per forward pass in --ablate, each with another head off (default 8)")
     h.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON to OUT ('-' = stdout)")
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
     h.set_defaults(func=run_heads)
@@ -113,13 +121,30 @@ def build_heads_report(args: argparse.Namespace) -> dict:
     """The report of ``attnflows causal heads`` as a dict (what --json writes)."""
     import numpy as np
 
+    from attnflows_panel._io import quiet_transformers
     from attnflows_panel.causal import CausalInputError, CausalPair
-    from attnflows_panel.causal_heads import corpus_change, read_prompts
+    from attnflows_panel.causal_heads import (
+        check_ablation_prompts,
+        corpus_change,
+        head_ablation,
+        loss_input,
+        read_prompts,
+    )
 
     if not 0.0 <= args.tau < 1.0:
         raise CausalInputError(f"--tau must lie in [0, 1); got {args.tau}")
-    prompts = read_prompts(args.data, text_column=args.text_column, chat_column=args.chat_column, limit=args.limit)
-    pair = CausalPair.load(args.pretrained, args.finetuned)
+    if args.continuation_column and args.chat_column:
+        raise CausalInputError("--continuation-column goes with text prompts; a chat's continuation is its last "
+                               "message")
+    prompts = read_prompts(args.data, text_column=args.text_column, chat_column=args.chat_column, limit=args.limit,
+                           continuation_column=args.continuation_column if args.ablate else None)
+    if args.ablate:
+        check_ablation_prompts(prompts)  # before any model loads
+    with quiet_transformers(bars=not args.no_progress):
+        pair = CausalPair.load(args.pretrained, args.finetuned)
+    if args.ablate:
+        for p in prompts:  # every chat's answer found by the template before the first forward pass
+            loss_input(pair, p)
     change = corpus_change(pair, prompts, args.tau, progress=not args.no_progress)
     report = change.summary().to_dict()
     report["weights"] = "raw"
@@ -132,7 +157,30 @@ def build_heads_report(args: argparse.Namespace) -> dict:
     report["source"] = {"data": str(args.data), "column": args.chat_column or args.text_column,
                         "kind": "chat" if args.chat_column else "text", "limit": args.limit, "tau": args.tau}
     report["models"] = {"pretrained": pair.names[0], "finetuned": pair.names[1]}
+    if args.ablate:
+        abl = head_ablation(pair, prompts, batch_size=args.batch_size, progress=not args.no_progress)
+        report["ablation"] = {
+            "what": "the fine-tuned model's mean next-token loss (nats per token) on each prompt's continuation, "
+                    "with one head's output zeroed before the output projection, minus the loss of the whole model",
+            "base_loss": {"mean": float(abl.base_loss.mean()), "per_prompt": [float(x) for x in abl.base_loss]},
+            "loss_delta": [[float(x) for x in row] for row in abl.delta],
+        }
     return report
+
+
+def format_ablation(report: dict, top: int = 5) -> str:
+    """The ablation lines of ``attnflows causal heads --ablate`` (layers and heads 0-based, as the table)."""
+    import numpy as np
+
+    abl = report["ablation"]
+    delta = np.asarray(abl["loss_delta"])
+    H = delta.shape[1]
+    order = np.argsort(-delta.ravel(), kind="stable")[:top]
+    items = ", ".join(f"{i // H}:{i % H} ({delta.ravel()[i]:+.4f})" for i in order)
+    layers = "  ".join(f"{k}: {row.max():+.4f}" for k, row in enumerate(delta))
+    return (f"ablation: base next-token loss {abl['base_loss']['mean']:.4f} nats/token on the continuations; "
+            f"switching one head off raises it most for: {items}\n"
+            f"largest rise per layer: {layers}")
 
 
 def run_heads(args: argparse.Namespace) -> int:
@@ -150,6 +198,8 @@ def run_heads(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     print(format_report(report, args.top))
+    if "ablation" in report:
+        print(format_ablation(report, args.top))
     kl = report["kl_finetuned_pretrained"]["mean"]
     print(f"root: each prompt's last token; mean KL(finetuned || pretrained) of the next token there {kl:.4f} nats")
     if args.json:
