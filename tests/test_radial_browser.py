@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from attnflows_panel.layout import display_token  # noqa: E402
 from attnflows_panel.views.radial import label_inside, label_overlaps  # noqa: E402
 from browser_support import (  # noqa: E402
     IMPORT_RADIAL,
@@ -242,6 +243,18 @@ def test_hover_click_shift_click_glyph_brushes_and_clear(server, browser):
     assert int(root.get_attribute("data-trace-total")) >= 1
     assert "level 2 of" in page.locator(".attnflows-radial-info").inner_text()
     assert view.selection == []  # a hover changes nothing on the server
+    # a folded run (tokens the level does not hold): its count and tokens in the info box, nothing sent
+    runs = sorted(root.evaluate("(el) => el.attnflowsRuns()"), key=lambda r: -r["arc"])
+    assert runs, "a 44-token pair at τ 0.1 folds some tokens"
+    run = runs[0]
+    page.mouse.move(run["x"], run["y"])
+    wait_for(lambda: root.get_attribute("data-hover") == f"run:{run['i']}", what="the run hover")
+    text = page.locator(".attnflows-radial-info").inner_text()
+    toks = view.data.tokens
+    assert f"{run['count']} token(s) folded" in text and f"level {run['level'] + 1} of" in text
+    assert display_token(toks[run["first"]]) in text and run["last"] - run["first"] + 1 == run["count"]
+    assert all(view.data.node_index[run["level"], p] < 0 for p in range(run["first"], run["last"] + 1))
+    assert view.selection == []
     # click: freeze
     page.mouse.click(p0["x"], p0["y"])
     wait_for(lambda: view.selection == [[1, p0["pos"]]], what="the click")

@@ -26,7 +26,7 @@ const MODEL_COLOR = {1: "#2bb3a4", 2: "#7b3fa0", 3: "#e07b00"};
 // turned box, padded by `pad` on every side, overlaps no placed box (separating-axis test on the turned
 // boxes) and whose corners lie inside `bounds` [x0, y0, x1, y1] (if given). Returns, per item, the placed
 // box [x, y, w, h, a] (x, y, w, h: the box before turning, centred where it was placed) or null. A uniform
-// grid of the boxes' bounding boxes keeps it linear in practice.
+// grid of the boxes' bounding boxes keeps it linear in practice. `blocked`: rectangles no label may touch.
 export function placeLabels(items, opts = {}) {
   const pad = opts.pad == null ? LABEL_PAD : opts.pad;
   const bounds = opts.bounds || null;
@@ -35,6 +35,20 @@ export function placeLabels(items, opts = {}) {
   const placed = [];
   const out = new Array(items.length).fill(null);
   const key = (i, j) => i * 100003 + j;
+  function insert(q) {
+    const b = placed.length;
+    placed.push(q);
+    for (let i = Math.floor(q.x0 / cell); i <= Math.floor(q.x1 / cell); i++) {
+      for (let j = Math.floor(q.y0 / cell); j <= Math.floor(q.y1 / cell); j++) {
+        const k = key(i, j);
+        let list = grid.get(k);
+        if (!list) { list = []; grid.set(k, list); }
+        list.push(b);
+      }
+    }
+  }
+  // areas no label may cover (the toolbar, the info box): [x0, y0, x1, y1] each
+  for (const r of opts.blocked || []) insert(turned((r[0] + r[2]) / 2, (r[1] + r[3]) / 2, r[2] - r[0], r[3] - r[1], 0));
   function collides(q) {
     const i0 = Math.floor(q.x0 / cell), i1 = Math.floor(q.x1 / cell);
     const j0 = Math.floor(q.y0 / cell), j1 = Math.floor(q.y1 / cell);
@@ -57,16 +71,7 @@ export function placeLabels(items, opts = {}) {
       // padded by pad/2 on every side: two placed boxes are at least `pad` apart
       const q = turned(c[0], c[1], it.w + pad, it.h + pad, a);
       if (collides(q)) continue;
-      const b = placed.length;
-      placed.push(q);
-      for (let i = Math.floor(q.x0 / cell); i <= Math.floor(q.x1 / cell); i++) {
-        for (let j = Math.floor(q.y0 / cell); j <= Math.floor(q.y1 / cell); j++) {
-          const k = key(i, j);
-          let list = grid.get(k);
-          if (!list) { list = []; grid.set(k, list); }
-          list.push(b);
-        }
-      }
+      insert(q);
       out[t] = [c[0] - it.w / 2, c[1] - it.h / 2, it.w, it.h, a];
       break;
     }
@@ -814,7 +819,7 @@ export function render({model, el}) {
     return w;
   }
 
-  function placeAll(g, S, tr) {
+  function placeAll(g, S, tr, forExport) {
     // which labels show at this zoom: traced tokens first, then by priority; candidates: the label row
     // of the cell, then one line further out (into the gap between rings)
     const D = V.D, X = V.X;
@@ -849,10 +854,19 @@ export function render({model, el}) {
     // the folded runs' counts, after every token: on the run's arc, along the ring
     const runs = runLabels(g, S);
     for (const r of runs) { order.push(r.id); items.push(r.item); }
-    const boxes = placeLabels(items, {bounds: [0, 0, V.w, V.h]});
+    const boxes = placeLabels(items, {bounds: [0, 0, V.w, V.h], blocked: forExport ? [] : uiRects()});
     const placed = [];
     for (let i = 0; i < order.length; i++) if (boxes[i]) placed.push([order[i], boxes[i]]);
     return placed;
+  }
+
+  function uiRects() {  // the toolbar and the info box, in CSS px of the root: no label goes under them
+    const out = [];
+    for (const e of [bar, info]) {
+      if (!e.offsetWidth || !e.textContent) continue;
+      out.push([e.offsetLeft - 2, e.offsetTop - 2, e.offsetLeft + e.offsetWidth + 2, e.offsetTop + e.offsetHeight + 2]);
+    }
+    return out;
   }
 
   function runText(i) { return `+${V.D.r_count[i]}`; }
@@ -989,7 +1003,7 @@ export function render({model, el}) {
     }
     drawHalos(g, S, tr);
     ph.push(performance.now());
-    const placed = placeAll(g, S, tr);
+    const placed = placeAll(g, S, tr, forExport);
     ph.push(performance.now());
     drawLabels(g, S, tr, placed);
     ph.push(performance.now());
@@ -1122,14 +1136,14 @@ export function render({model, el}) {
     const D = V.D;
     if (!D) { info.innerHTML = ""; return; }
     if (!h) {
-      info.innerHTML = "<span style='color:#777'>Hover a token or a head glyph; click to freeze, shift-click " +
-        "tokens on two rings for the paths between them; wheel to zoom; a grey arc +N folds N tokens the " +
-        "level does not hold (hover it).</span>";
+      info.innerHTML = "<span style='color:#777'>Hover a token or head glyph \u00b7 click: freeze \u00b7 " +
+        "shift-click two rings: the paths between them \u00b7 wheel: zoom \u00b7 grey arc +N: N folded " +
+        "tokens (hover it)</span>";
       return;
     }
     if (h.kind === "run") {
       const i = h.i, toks = [];
-      for (let p = D.r_first[i]; p <= D.r_last[i] && toks.length < 60; p++) toks.push(esc(D.tokens[p]));
+      for (let p = D.r_first[i]; p <= D.r_last[i] && toks.length < 40; p++) toks.push(esc(D.tokens[p]));
       const more = D.r_last[i] - D.r_first[i] + 1 > toks.length ? " \u2026" : "";
       info.innerHTML = `<b>${D.r_count[i]} token(s) folded</b> at level ${D.r_level[i] + 1} of ${D.L + 1} ` +
         `(not reached by the graph there): tokens ${D.r_first[i] + 1}\u2013${D.r_last[i] + 1}<br>` +
@@ -1440,6 +1454,20 @@ export function render({model, el}) {
     return out;
   };
   root.attnflowsData = (u) => [V.D.n_hx[u], V.D.n_hy[u]];  // a token's hit centre in data units
+  // the folded runs in the window: their middle on the page (client px), level, count and token range
+  root.attnflowsRuns = () => {
+    const D = V.D, out = [];
+    if (!D || !D.r_level) return out;
+    const r = root.getBoundingClientRect();
+    for (let i = 0; i < D.r_level.length; i++) {
+      const rad = D.radii[D.r_level[i]], mid = (D.r_a0[i] + D.r_a1[i]) / 2;
+      const [x, y] = toScreen(rad * Math.cos(mid), rad * Math.sin(mid));
+      if (x < 0 || y < 0 || x > V.w || y > V.h) continue;
+      out.push({i, level: D.r_level[i], count: D.r_count[i], first: D.r_first[i], last: D.r_last[i],
+                x: r.left + x, y: r.top + y, arc: Math.abs(D.r_a1[i] - D.r_a0[i]) * rad * scale()});
+    }
+    return out;
+  };
   root.attnflowsPoints = (kind) => {
     const D = V.D, out = [];
     if (!D) return out;

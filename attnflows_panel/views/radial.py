@@ -11,7 +11,10 @@ buffers) and does the drawing and every interaction in the browser:
   token (two rings: the paths between them, Fig. 8); click empty space: clear;
 - box and lasso brushing (toolbar "Box"/"Lasso"): the brushed tokens' intersection (one ring) or paths;
 - wheel zoom, drag pan, "Reset"; labels are placed in the browser at the current zoom (semantic zoom),
-  greedily in priority order (traced tokens first), never overlapping, at 11 px;
+  greedily in priority order (traced tokens first), never overlapping, at 11 px, each along its ring
+  (turned with its cell, upright) on its cell's label row or one line further out;
+- folded runs (tokens a level does not hold): a grey arc with its count (``+N``) where there is room; the
+  hover lists its tokens;
 - "SVG" / "PNG" buttons: export what is drawn (zoom included) with the legend and both sentences; the
   PNG is the SVG drawn at 3×.
 
@@ -21,8 +24,10 @@ What Python must know comes back through the ``pick`` parameter (``{"selection",
 
 Test hook: the component's root element (``div.attnflows-radial``) carries
 
-- ``data-label-boxes``: JSON ``[[x, y, w, h, token_index, ring], ...]``: the labels drawn, in CSS px of
-  the root element, ``token_index`` the 0-based token position, ``ring`` its 0-based level;
+- ``data-label-boxes``: JSON ``[[x, y, w, h, token_index, ring, angle], ...]``: the labels drawn, in CSS px
+  of the root element: the box before turning (``x, y`` its top left corner), turned by ``angle`` radians
+  (clockwise) about its centre; ``token_index`` the 0-based token position (-1 for a folded run's count),
+  ``ring`` its 0-based level. :func:`label_overlaps` and :func:`label_inside` check them;
 - ``data-trace-total`` / ``data-trace-labelled``: the tokens (with text) of the current trace (hover,
   else the frozen selection) and how many of them carry a visible label;
 - ``data-trace``: ``"hover"``, ``"frozen"`` or ``""``; ``data-hover``: the hovered item's key;
