@@ -36,7 +36,7 @@ import numpy as np
 from attnflows_panel.heads import HeadChange, aggregate
 from attnflows_panel.signatures import usage_from_counts
 
-__all__ = ["Prompt", "read_prompts", "graph_usage", "run_change", "PromptChange", "corpus_change",
+__all__ = ["Prompt", "read_prompts", "graph_usage", "run_change", "PromptChange", "prompt_change", "corpus_change",
            "CausalCorpusChange", "check_ablation_prompts", "loss_input", "continuation_loss", "head_ablation",
            "Ablation"]
 
@@ -145,7 +145,8 @@ def run_change(pre_run: Any, fine_run: Any) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class PromptChange:
     """One prompt: its id, token count, root, per-head cosine and JSD ``[L, H]``, usage ``[2, L, H]``
-    (pre-trained, fine-tuned), and the KL divergence of the two next-token distributions at the root."""
+    (pre-trained, fine-tuned), the KL divergence of the two next-token distributions at the root, and
+    each model's top next tokens there (``top[0]`` pre-trained, ``top[1]`` fine-tuned: ``(token, id, p)``)."""
 
     id: str
     n: int
@@ -154,16 +155,18 @@ class PromptChange:
     jsd: np.ndarray
     usage: np.ndarray
     kl: float
+    top: tuple[tuple[tuple[str, int, float], ...], tuple[tuple[str, int, float], ...]]
 
 
-def prompt_change(pair: Any, prompt: Prompt, tau: float) -> PromptChange:
+def prompt_change(pair: Any, prompt: Prompt, tau: float, top: int = 5) -> PromptChange:
     """Both models over one prompt (root: its last token) and their head change."""
     enc = pair.encode(text=prompt.text, chat=prompt.chat)
     runs = pair.run(enc)
-    analysis = pair.analyse(enc, tau_min=tau, runs=runs)
+    analysis = pair.analyse(enc, tau_min=tau, runs=runs, top=top)
     usage = np.stack([graph_usage(analysis.graph(which, tau)) for which in ("pretrained", "finetuned")])
     cos, js = run_change(*runs)
-    return PromptChange(prompt.id, enc.n, analysis.root, cos, js, usage, float(analysis.kl))
+    return PromptChange(prompt.id, enc.n, analysis.root, cos, js, usage, float(analysis.kl),
+                        (analysis.pretrained.top, analysis.finetuned.top))
 
 
 @dataclass(frozen=True)

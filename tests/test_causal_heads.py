@@ -217,3 +217,55 @@ def test_cli_ablation_over_chats_and_texts(dirs, tmp_path, capsys):
                  "--data", str(unanswered), "--chat-column", "messages", "--ablate", "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ends with the assistant's answer" in err, err
+
+
+# ------------------------------------------------------------------------------------------- the index
+
+
+def test_a_causal_index_is_searched_like_an_encoder_index(dirs, tmp_path, capsys):
+    """`attnflows causal index` over chats and texts: the usual index files, readable by `index info`,
+    `index verify` and `index query`; stored usage and head change equal causal_heads' values."""
+    from attnflows_panel.cli import main
+    from attnflows_panel.heads import decode
+    from attnflows_panel.index import SignatureIndex
+
+    data = tmp_path / "prompts.jsonl"
+    rows = [{"id": f"s{i}", "text": s} for i, s in enumerate(SENTENCES)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "idx"
+    argv = ["causal", "index", "--pretrained", str(dirs["base"]), "--finetuned", str(dirs["instruct"]),
+            "--data", str(data), "--tau", "0.1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert f"indexed {len(SENTENCES)} prompts into {out}" in capsys.readouterr().out
+
+    idx = SignatureIndex.open(out)
+    assert len(idx) == len(SENTENCES) and idx.manifest["model_kind"] == "causal"
+    pair = CausalPair.load(dirs["base"], dirs["instruct"])
+    want = corpus_change(pair, read_prompts(data), tau=0.1)
+    np.testing.assert_allclose(idx.usage(), want.usage, atol=1e-3)  # stored as float16
+    cos, js = decode(np.load(out / "head_change.npy"))
+    np.testing.assert_allclose(cos, want.cosine, atol=0.01)
+    np.testing.assert_allclose(js, want.jsd, atol=0.01)
+    assert idx.metadata["sentence_a"].tolist() == SENTENCES
+
+    assert main(["index", "verify", "--index", str(out)]) == 0
+    assert "ok:" in capsys.readouterr().out
+    assert main(["index", "info", "--index", str(out)]) == 0
+    assert f"{len(SENTENCES)}" in capsys.readouterr().out
+    assert main(["index", "query", "--index", str(out), "--id", "s3", "--k", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 results" in printed and "s3" in printed
+    hits = idx.query(sample_id="s3", k=len(SENTENCES))
+    assert hits["id"].iloc[0] == "s3"  # the prompt itself first
+
+    # an existing index is kept unless --overwrite; a folder of other files is never overwritten
+    assert main(argv) == 1
+    assert "is not empty: pass --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--limit", "3"]) == 0
+    assert len(SignatureIndex.open(out)) == 3
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert main([*argv[:-3], "--out", str(other), "--overwrite", "--no-progress"]) == 1
+    assert "holds other files than an index" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "keep me"

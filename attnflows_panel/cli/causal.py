@@ -80,6 +80,23 @@ def register(subparsers) -> None:
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
     h.set_defaults(func=run_heads)
 
+    x = sub.add_parser(
+        "index", help="index the prompts of a JSONL file by the two models' head usage (search with `index query`)",
+        description="Build a signature index over prompts or chats: each prompt's signature is the head usage of both "
+                    "models' Attention Graphs from its last token; `attnflows index query/info/verify` read it.")
+    x.add_argument("--pretrained", required=True, help="the base model: hub name or folder")
+    x.add_argument("--finetuned", required=True, help="the fine-tuned (instruct) model: hub name or folder")
+    x.add_argument("--data", required=True, metavar="FILE.jsonl", help="one JSON object per line, one prompt each")
+    xcol = x.add_mutually_exclusive_group()
+    xcol.add_argument("--text-column", default="text", help="the column holding each prompt's text (default text)")
+    xcol.add_argument("--chat-column", default=None, help="the column holding each chat (a list of messages)")
+    x.add_argument("--limit", type=_positive_int, default=None, help="index at most this many prompts")
+    x.add_argument("--tau", type=finite_float, default=0.1, help="the threshold τ of the graphs (default 0.1)")
+    x.add_argument("--out", required=True, metavar="DIR", help="the index folder (absent or empty, or --overwrite)")
+    x.add_argument("--overwrite", action="store_true", help="replace the index in --out (built beside it first)")
+    x.add_argument("--no-progress", action="store_true", help="no progress bar")
+    x.set_defaults(func=run_index)
+
 
 def run_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -206,4 +223,25 @@ def run_heads(args: argparse.Namespace) -> int:
         Path(args.json).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(args.json).expanduser(), json.dumps(report, indent=1))
         print(f"wrote {args.json}")
+    return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from attnflows_panel._io import check_writable, quiet_transformers
+    from attnflows_panel.causal import CausalInputError, CausalPair
+    from attnflows_panel.causal_heads import read_prompts
+    from attnflows_panel.index.build_causal import build_causal_index
+
+    if not 0.0 <= args.tau < 1.0:
+        raise CausalInputError(f"--tau must lie in [0, 1); got {args.tau}")
+    check_writable(Path(args.out).expanduser().absolute(), "--out")
+    prompts = read_prompts(args.data, text_column=args.text_column, chat_column=args.chat_column, limit=args.limit)
+    with quiet_transformers(bars=not args.no_progress):
+        pair = CausalPair.load(args.pretrained, args.finetuned)
+    out = build_causal_index(pair, prompts, args.out, tau=args.tau, data=str(args.data), overwrite=args.overwrite,
+                             progress=not args.no_progress)
+    print(f"indexed {len(prompts)} prompts into {out} (τ={args.tau}; query with `attnflows index query --index {out} "
+          "--id ID`)")
     return 0
