@@ -64,10 +64,10 @@ export function placeLabels(items, opts = {}) {
   for (let t = 0; t < items.length; t++) {
     const it = items[t];
     if (!it || !(it.w > 0)) continue;
-    const a = it.a || 0;
+    const a = it.a || 0, ca = Math.abs(Math.cos(a)), sa = Math.abs(Math.sin(a));
+    const ex = ca * it.w / 2 + sa * it.h / 2, ey = sa * it.w / 2 + ca * it.h / 2;  // the turned box's half extents
     for (const c of it.cands) {
-      const box = turned(c[0], c[1], it.w, it.h, a);
-      if (bounds && (box.x0 < bounds[0] || box.y0 < bounds[1] || box.x1 > bounds[2] || box.y1 > bounds[3])) continue;
+      if (bounds && (c[0] - ex < bounds[0] || c[1] - ey < bounds[1] || c[0] + ex > bounds[2] || c[1] + ey > bounds[3])) continue;
       // padded by pad/2 on every side: two placed boxes are at least `pad` apart
       const q = turned(c[0], c[1], it.w + pad, it.h + pad, a);
       if (collides(q)) continue;
@@ -839,8 +839,8 @@ export function render({model, el}) {
       key[u] = k;
     }
     order.sort((a, b) => key[b] - key[a] || a - b);
-    // no more candidates than could fit in the canvas at one label per 26×13 px (traced ones come first)
-    const cap = Math.max(200, Math.ceil(V.w * V.h / (26 * (FONT_PX + 2))));
+    // no more candidates than could fit in the canvas at one label per 34×13 px (traced ones come first)
+    const cap = Math.max(200, Math.ceil(V.w * V.h / (34 * (FONT_PX + 2))));
     if (order.length > cap) order.length = cap;
     // each label along its ring (the cell's reading direction, upright), on its cell's label row or one
     // line further out, into the gap before the next ring: which ring a label belongs to reads at a glance
@@ -1147,7 +1147,7 @@ export function render({model, el}) {
       const more = D.r_last[i] - D.r_first[i] + 1 > toks.length ? " \u2026" : "";
       info.innerHTML = `<b>${D.r_count[i]} token(s) folded</b> at level ${D.r_level[i] + 1} of ${D.L + 1} ` +
         `(not reached by the graph there): tokens ${D.r_first[i] + 1}\u2013${D.r_last[i] + 1}<br>` +
-        `<span style="color:#555">${toks.join(" ")}${more}</span>`;
+        `<span style="color:#555">${toks.join(" ").replace(/ -(?=\S)/g, "")}${more}</span>`;
       return;
     }
     const u = h.kind === "glyph" ? D.g_node[h.row] : h.id;
