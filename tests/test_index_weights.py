@@ -66,9 +66,6 @@ def test_cli(norm_index, sharp_bert_dirs, tmp_path, capsys):
     assert main(["index", "query", "--index", str(norm_index), "--a", "A cat.", "--b", "A dog.", "--k", "2",
                  "--pretrained", pre, "--finetuned", fine]) == 0
     assert "2 results" in capsys.readouterr().out
-    code = main(["index", "build", "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--limit", "2",
-                 "--weights", "norm", "--engine", "ray", "--out", str(tmp_path / "ray")])
-    assert code == 1 and "local engine" in capsys.readouterr().err and not (tmp_path / "ray").exists()
     out = tmp_path / "cli-norm"
     assert main(["index", "build", "--pretrained", pre, "--finetuned", fine, "--data", "demo", "--limit", "3",
                  "--tau", "0.1", "--weights", "norm", "--no-progress", "--out", str(out)]) == 0

@@ -163,3 +163,28 @@ def test_cli_engine_ray(local_ray, sharp_bert_dirs, glue_dir, local_index, tmp_p
     np.testing.assert_array_equal(ia.usage(), ib.usage())
     assert main(["index", "build", "--ray-address", "auto", "--data", "demo", "--out", str(tmp_path / "x")]) == 1
     assert "--ray-address and --workers go with --engine ray" in capsys.readouterr().err
+
+
+def test_ray_engine_builds_the_same_norm_index_as_the_local_engine(local_ray, sharp_pair, sharp_bert_dirs, glue_dir,
+                                                                   mrpc, local_index, tmp_path, capsys):
+    """`index build --engine ray --weights norm`: the workers count the head usage of the norm edge weights
+    (Kobayashi et al. 2020) as the local engine does: the same signatures, head change and manifest."""
+    from attnflows_panel.cli import main
+
+    n = 16
+    local = build_index(sharp_pair, mrpc.select(range(n)), "mrpc", tmp_path / "local-norm", tau=0.3,
+                        shard_size=SHARD, batch_size=BATCH, progress=False, weights="norm")
+    out = tmp_path / "ray-norm"
+    argv = ["index", "build", "--engine", "ray", "--workers", "2", "--pretrained", str(sharp_bert_dirs[0]),
+            "--finetuned", str(sharp_bert_dirs[1]), "--data", str(glue_dir / "MRPC"), "--task", "mrpc",
+            "--split", "dev", "--limit", str(n), "--tau", "0.3", "--shard-size", str(SHARD), "--batch-size",
+            str(BATCH), "--weights", "norm", "--device", "cpu", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "norm weights" in capsys.readouterr().out
+    _same_index(local, out)
+    ia, ib = SignatureIndex.open(local), SignatureIndex.open(out)
+    assert ia.weights == ib.weights == "norm"
+    np.testing.assert_array_equal(np.load(local / "head_change.npy"), np.load(out / "head_change.npy"))
+    # and they are norm signatures, not raw ones: the raw index of the same pairs differs
+    raw = SignatureIndex.open(local_index)
+    assert np.abs(raw.usage(np.arange(n)) - ib.usage()).max() > 0.05

@@ -5,7 +5,7 @@
     attnflows index build --data glue/mrpc --task mrpc --split validation --out index/mrpc-dev
     attnflows index build --pretrained bert-base-uncased --finetuned textattack/bert-base-uncased-MRPC \\
         --data ../shared/data/glue/MRPC --task mrpc --tau 0.3 --out index/bert-mrpc
-    attnflows index query --index index/mrpc-dev --id 1355540 --space diff --heads "4:*,5:3" --k 5
+    attnflows index query --index index/mrpc-dev --id 1355540 --space diff --heads "5:*,6:4" --k 5
     attnflows index query --index index/mrpc-dev --a "The cat sat." --b "A cat was sitting." --correct no
     attnflows index info --index index/mrpc-dev
     attnflows index verify --index index/mrpc-dev
@@ -13,7 +13,8 @@
 
 Queries by ``--id`` need no models; ``--a/--b`` runs the pair through the models the index was built
 from (the names in its manifest; ``--pretrained/--finetuned`` override them, and their weights are
-checked against the manifest). Heads are 0-based ``layer:head`` (``*`` and ranges ``a-b`` allowed).
+checked against the manifest). Heads are ``layer:head`` counted from 1, as the app counts them (``*`` and
+ranges ``a-b`` allowed: ``"6:*,5:3"``, ``"2-3:1-6"``).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def _register_query(sub) -> None:
     q.add_argument("--b", default=None, metavar="TEXT", help="sentence B of the new pair")
     q.add_argument("--space", default="all", choices=("pre", "fine", "diff", "all"),
                    help="pre-trained block, fine-tuned block, their difference, or all three (default)")
-    q.add_argument("--heads", default=None, help='restrict to heads, 0-based "layer:head,...", e.g. "0:1,3:5" or "5:*"')
+    q.add_argument("--heads", default=None, help='restrict to heads, "layer:head,..." counted from 1 as in the app, '
+                        'e.g. "1:2,4:6", "6:*" or "2-3:1-6"')
     q.add_argument("--k", type=int, default=10, help="number of results (default 10)")
     q.add_argument("--weights", default=None, choices=("raw", "norm"),
                    help="the edge weights the query expects (default: the index's; another kind is refused)")
@@ -235,6 +237,8 @@ def _short(text, width: int) -> str:
 
 
 def run_query(args: argparse.Namespace) -> int:
+    from attnflows_panel.head_spec import format_heads as format_user_heads
+    from attnflows_panel.head_spec import parse_heads as parse_user_heads
     from attnflows_panel.index import SignatureIndex
 
     if args.a is not None and args.b is None:
@@ -244,6 +248,7 @@ def run_query(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     idx = SignatureIndex.open(args.index)
+    heads = parse_user_heads(args.heads, idx.num_layers, idx.num_heads)  # 1-based text -> 0-based mask
     if args.weights is not None and args.weights != idx.weights:
         raise ValueError(f"the index at {args.index} counts {idx.weights} edge weights, not {args.weights}: "
                          f"query it with --weights {idx.weights}, or build an index with --weights {args.weights}")
@@ -257,10 +262,10 @@ def run_query(args: argparse.Namespace) -> int:
         idx.check_pair(pair)
         idx.pair = pair
         result = pair.run(args.a, args.b, weights=idx.weights)
-        df = idx.query(result=result, space=args.space, heads=args.heads, k=args.k, filters=_filters(args))
+        df = idx.query(result=result, space=args.space, heads=heads, k=args.k, filters=_filters(args))
         query_text = f"new pair (fine-tuned: {result.finetuned.label})"
     else:
-        df = idx.query(sample_id=args.id, space=args.space, heads=args.heads, k=args.k, filters=_filters(args),
+        df = idx.query(sample_id=args.id, space=args.space, heads=heads, k=args.k, filters=_filters(args),
                        exclude_self=args.exclude_self)
         query_text = f"sample {args.id!r}"
     if args.json:
@@ -268,8 +273,8 @@ def run_query(args: argparse.Namespace) -> int:
         for rec in df[cols].to_dict("records"):
             print(json.dumps({k: _plain(v) for k, v in rec.items()}))
         return 0
-    heads = df.attrs.get("heads") or "all"
-    print(f"{len(df)} results for {query_text}, space={args.space}, heads={heads}, τ={idx.tau}")
+    shown = format_user_heads(heads) or "all"
+    print(f"{len(df)} results for {query_text}, space={args.space}, heads={shown}, τ={idx.tau}")
     if df.empty:
         print("(no sample matches the filters)")
         return 0

@@ -83,7 +83,7 @@ class PairWorker:
     [2, L, H], as bytes too)."""
 
     def __init__(self, pretrained: str, finetuned: str, device: str | None, tau: float, batch_size: int,
-                 fingerprint: dict | None = None, threads: int | None = None):
+                 fingerprint: dict | None = None, threads: int | None = None, weights: str = "raw"):
         if threads:
             import torch
 
@@ -98,6 +98,7 @@ class PairWorker:
                 raise RuntimeError("a Ray worker loaded other models than the driver: " + "; ".join(diffs)
                                    + " (use hub names, or folders at the same path on every node)")
         self.tau, self.batch_size = float(tau), int(batch_size)
+        self.weights = str(weights)  # the manifest's edge weights (raw or norm), as the local engine counts them
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards, positions, out_usage, out_change = [], [], [], []
@@ -110,7 +111,7 @@ class PairWorker:
             encoded = [(np.asarray(x).tolist(), np.asarray(y).tolist() if len(y) else None, bool(z))
                        for x, y, z in zip(tokens, types, truncated, strict=True)]
             out = compute_batch(self.pair, pairs, self.tau, self.batch_size, ids=[str(x) for x in ids],
-                                  encoded=encoded)
+                                encoded=encoded, weights=self.weights)
             shards += [int(shard)] * len(pairs)
             positions += [int(p) for p in pos]
             out_usage += [u.tobytes() for u in out["usage"]]
@@ -192,9 +193,11 @@ def build_index_ray(
     column_map: dict | None = None,
     labels: Any = None,
     max_tokens: int | None = None,
+    weights: str = "raw",
 ) -> Path:
     """:func:`attnflows_panel.index.build.build_index` on Ray Data (same arguments, same files; the
-    default token budget ``max_tokens`` is the workers' ``device``'s), plus:
+    default token budget ``max_tokens`` is the workers' ``device``'s; ``weights``, ``raw`` or ``norm``, is
+    recorded in the manifest and counted by every worker as the local engine counts it), plus:
 
     address: the Ray cluster to join (``"auto"``, ``"ray://head:10001"``, ``"HEAD_IP:6379"``); None
         joins ``$RAY_ADDRESS`` or an already initialised Ray, else starts a local Ray on this machine.
@@ -218,7 +221,7 @@ def build_index_ray(
     with build_lock(out), beside_when_overwriting(out, overwrite) as where:
         plan = plan_build(pair, data, task, where, split=split, tau=tau, batch_size=batch_size, limit=limit,
                           shard_size=shard_size, overwrite=overwrite and where == out, label_map=label_map,
-                          column_map=column_map, labels=labels, max_tokens=max_tokens)
+                          column_map=column_map, labels=labels, max_tokens=max_tokens, weights=weights)
         if not plan.finished:
             if plan.todo:
                 _run_ray(ray, address, pair, plan, (workers, device, cpus_per_worker), progress, stats, t0)
@@ -355,6 +358,7 @@ def _pipeline(ray: Any, pair: Any, plan: BuildPlan, workers: int | None, device:
             "pretrained": pair.pretrained_name, "finetuned": pair.finetuned_name,
             "device": device if cuda else "cpu", "tau": plan.tau, "batch_size": plan.batch_size,
             "fingerprint": pair.fingerprint, "threads": max(1, int(cpus)),
+            "weights": plan.manifest.get("weights", "raw"),
         },
         batch_size=per_block,  # one block per call
         compute=ray.data.ActorPoolStrategy(size=int(workers)),
