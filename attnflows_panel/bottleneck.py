@@ -31,12 +31,15 @@ from functools import cached_property
 
 import numpy as np
 
-from attnflows_panel.graph import MAX_WEIGHT, AttentionGraph, check_root, check_weights
+from attnflows_panel.graph import MAX_WEIGHT, AttentionGraph, check_root, check_weights, edge_weights
 
 __all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile", "describe_width"]
 
 
 _UINT_OF = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+#: :meth:`Bottleneck.graph` keeps the edges of the lowest τ asked, with their weights, up to this many weights
+#: (16 M: 64 MB of float32; a τ above it then selects its edges from them)
+KEEP_WEIGHTS = 1 << 24
 
 
 def _check(weights, heads, root) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -180,8 +183,25 @@ class Bottleneck:
         if not self.peak <= MAX_WEIGHT:  # compared as the build compares; a peak not recorded (NaN) too
             check_weights(self.weights)  # raises, naming the range (the build's message)
         t = AttentionGraph._check_params(tau, None, self.root, self.L, self.weights.shape[1], self.n)[0]
-        edge = self.edge
-        return AttentionGraph.assemble(self.weights, t, self.heads, self.root, self.node > t, edge > t)
+        keys, weights = self._edges_above(t)
+        return AttentionGraph.assemble(self.weights, t, self.heads, self.root, self.node > t, keys, weights)
+
+    def _edges_above(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """The edges of the graph at τ = ``t`` (``(k * n + a) * n + b``, ascending: ``edge > t``) and every
+        head's weight of each ``[H, m]``. The edges of the lowest τ asked so far are kept with their weights
+        (up to :data:`KEEP_WEIGHTS` weights): the graph at a higher τ is a subgraph of it, so its edges are
+        a selection of those, with no gather from the ``L · H · n²`` weights. (A cache in a frozen object:
+        it changes no result.)"""
+        low = self.__dict__.get("_low_edges")
+        if low is not None and t >= low[0]:
+            _, keys, widths, weights = low
+            sel = np.flatnonzero(widths > t)
+            return keys[sel], weights[:, sel]
+        keys = np.flatnonzero(self.edge > t)
+        weights = edge_weights(self.weights, keys)
+        if weights.size <= KEEP_WEIGHTS:
+            self.__dict__["_low_edges"] = (t, keys, self.edge.reshape(-1)[keys], weights)
+        return keys, weights
 
     def breakpoints(self, edges: bool = False) -> np.ndarray:
         """Ascending float64 values of τ at which the graph changes (see :func:`breakpoints`)."""

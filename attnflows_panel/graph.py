@@ -35,7 +35,7 @@ from attnflows_panel.reach import Reachability, or_and
 from attnflows_panel.traces import Edge, Node, PathResult, Trace, mask_to_nodes, new_edge, readonly
 
 __all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node", "MAX_WEIGHT", "check_root", "check_weights",
-           "edge_heads", "or_and"]
+           "carrying_heads", "edge_heads", "edge_weights", "or_and"]
 
 
 def check_root(root, n: int) -> int:
@@ -150,18 +150,29 @@ def edge_heads(attn: np.ndarray, tau: float, heads: np.ndarray, keys: np.ndarray
     (bool ``[H, m]``, weight > τ through an allowed head, compared as the build compares) and every head's
     weight (``[H, m]``), read head by head (rows of the result are contiguous, so reductions over the
     heads run along whole rows)."""
+    gathered = edge_weights(attn, keys)
+    return carrying_heads(gathered, tau, heads, keys // (attn.shape[2] ** 2)), gathered
+
+
+def edge_weights(attn: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``[H, m]``: every head's weight ``attn[k, h, a, b]`` of the edges ``keys`` (``(k * n + a) * n + b``)."""
     L, H, n, _ = attn.shape
     k, rem = np.divmod(keys, n * n)
     if attn.flags.c_contiguous:
         head_off = (np.arange(H, dtype=np.intp) * (n * n))[:, None]
-        gathered = attn.reshape(-1)[(k * (H * n * n) + rem)[None, :] + head_off]
-    else:
-        a, b = np.divmod(rem, n)
-        gathered = attn[k, :, a, b].T
-    carrying = gathered > tau
+        return attn.reshape(-1)[(k * (H * n * n) + rem)[None, :] + head_off]
+    a, b = np.divmod(rem, n)
+    return attn[k, :, a, b].T
+
+
+def carrying_heads(weights: np.ndarray, tau: float, heads: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """bool ``[H, m]``: the heads that carry each edge: its weight through the head (``weights`` ``[H, m]``)
+    above τ, compared as the build compares, and the head allowed (``heads`` bool ``[L, H]``) in the edge's
+    layer (``layer`` ``[m]``)."""
+    carrying = weights > tau
     if not heads.all():
-        carrying &= heads.T[:, k]
-    return carrying, gathered
+        carrying &= heads.T[:, layer]
+    return carrying
 
 
 class AttentionGraph(Reachability):
@@ -272,25 +283,30 @@ class AttentionGraph(Reachability):
         self._out_deg = readonly(out_deg)
 
     @classmethod
-    def assemble(cls, attn, tau: float, heads, root: int, member: np.ndarray, adjacency: np.ndarray,
-                 edge_keys: np.ndarray | None = None) -> AttentionGraph:
+    def assemble(cls, attn, tau: float, heads, root: int, member: np.ndarray, edge_keys: np.ndarray,
+                 weights: np.ndarray | None = None) -> AttentionGraph:
         """The graph at ``tau`` from its nodes and edges found elsewhere, equal to ``build(attn, tau, heads,
-        root)`` when they are right: ``member`` bool ``[L + 1, n]`` and ``adjacency`` bool ``[L, n, n]`` as
-        :attr:`member` and :attr:`adjacency` (:meth:`attnflows_panel.bottleneck.Bottleneck.graph` reads them
-        off the widest-path widths, so a change of τ needs no rebuild). ``edge_keys``: optional
-        ``np.flatnonzero(adjacency)``, when the caller has it. The per-head data (eq. 3's counts, the
-        glyphs' out-degrees) come from the heads of the edges alone (:attr:`edge_table`), not from all
+        root)`` when they are right: ``member`` bool ``[L + 1, n]`` as :attr:`member` and ``edge_keys`` as
+        :attr:`edge_keys` (every edge ``(k + 1, a) -> (k, b)`` as ``(k * n + a) * n + b``, ascending);
+        :meth:`attnflows_panel.bottleneck.Bottleneck.graph` reads them off the widest-path widths, so a
+        change of τ needs no rebuild. ``weights``: optional ``[H, m]``, every head's weight of each edge
+        (:func:`edge_weights`), when the caller has them. The per-head data (eq. 3's counts, the glyphs'
+        out-degrees) come from the heads of the edges alone (:attr:`edge_table`), not from all
         ``L · H · n²`` weights. ``attn`` is not checked here: the caller has checked its weights (τ, the
         mask, the root and the shapes are checked)."""
         attn = np.asarray(attn)
         L, H, n, _ = attn.shape
         tau, heads_mask, root = cls._check_params(tau, heads, root, L, H, n)
-        member, adjacency = np.asarray(member, dtype=bool), np.asarray(adjacency, dtype=bool)
-        if member.shape != (L + 1, n) or adjacency.shape != (L, n, n):
-            raise ValueError(f"member must be [L + 1, n] and adjacency [L, n, n] for attn {attn.shape}; "
-                             f"got {member.shape} and {adjacency.shape}")
-        keys = np.flatnonzero(adjacency) if edge_keys is None else np.asarray(edge_keys, dtype=np.intp)
-        carrying, weights = edge_heads(attn, tau, heads_mask, keys)
+        member, keys = np.asarray(member, dtype=bool), np.asarray(edge_keys, dtype=np.intp)
+        if member.shape != (L + 1, n) or keys.ndim != 1 or (keys.size and not 0 <= keys[0] <= keys[-1] < L * n * n):
+            raise ValueError(f"member must be [L + 1, n] and edge_keys ascending in [0, L·n²) for attn {attn.shape}")
+        weights = edge_weights(attn, keys) if weights is None else np.asarray(weights)
+        if weights.shape != (H, keys.size):
+            raise ValueError(f"weights must be [H, m] = {(H, keys.size)}; got {weights.shape}")
+        carrying = carrying_heads(weights, tau, heads_mask, keys // (n * n))
+        adjacency = np.zeros(L * n * n, dtype=bool)
+        adjacency[keys] = True
+        adjacency = adjacency.reshape(L, n, n)
         ka, b = np.divmod(keys, n)  # ka = k * n + a: the edge's upper node, level k + 1
         nh = _head_sum(carrying[:, None, :])[0]  # carrying heads per edge
         # eq. 3: counts[k, b] = Σ over the edges (k + 1, a) -> (k, b) of their carrying heads
@@ -302,7 +318,8 @@ class AttentionGraph(Reachability):
         levels = [np.flatnonzero(row) for row in member[:L]] + [np.array([root])]
         g = cls.__new__(cls)
         g._set_parts(attn, tau, heads_mask, root, member, levels, counts, adjacency, out_deg)
-        g.__dict__["edge_table"] = (readonly(keys), readonly(carrying), readonly(weights))
+        g.__dict__["edge_keys"] = keys = readonly(keys)
+        g.__dict__["edge_table"] = (keys, readonly(carrying), readonly(weights))
         return g
 
     @cached_property
@@ -329,9 +346,14 @@ class AttentionGraph(Reachability):
         ``carrying`` bool ``[H, m]``: ``active[k, :, a, b]``; ``weights`` ``[H, m]``: ``attn[k, :, a, b]``
         for every head, carrying or not. Read from the edges alone (the per-head edges of the whole
         graph are never built). Read-only."""
-        keys = np.flatnonzero(self._adj)
-        carrying, weights = edge_heads(self.attn, self.tau, self.heads, keys)
-        return readonly(keys), readonly(carrying), readonly(weights)
+        carrying, weights = edge_heads(self.attn, self.tau, self.heads, self.edge_keys)
+        return self.edge_keys, readonly(carrying), readonly(weights)
+
+    @cached_property
+    def edge_keys(self) -> np.ndarray:
+        """int ``[m]``: every edge ``(k + 1, a) -> (k, b)`` as ``(k * n + a) * n + b``, ascending
+        (``np.flatnonzero(adjacency)``). Read-only."""
+        return readonly(np.flatnonzero(self._adj))
 
     @property
     def out_degree(self) -> np.ndarray:

@@ -3,7 +3,7 @@ pure numpy: ancestors and descendants propagated level by level as packed bitset
 word, with no per-node search.
 
 :class:`Reachability` is a base class of :class:`~attnflows_panel.graph.AttentionGraph` (it reads the
-graph's ``levels``, ``active``, ``adjacency``, ``L`` and ``n``); its public methods are the graph's.
+graph's ``levels``, ``active``, ``adjacency``, ``edge_keys``, ``L`` and ``n``); its public methods are the graph's.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Reachability:
         the runs of layer k are ``seg[seg_first[k]:seg_first[k + 1]]``. One search over the whole
         adjacency instead of one per level."""
         n = self.n
-        keys = np.flatnonzero(self._adj)  # (k * n + a) * n + b, ascending
+        keys = self.edge_keys  # (k * n + a) * n + b, ascending: np.flatnonzero(adjacency)
         ka, b = np.divmod(keys, n)  # ka = k * n + a
         k = ka // n
         rank = np.cumsum(self.member.ravel()) - 1  # compact number of a node from its flat index

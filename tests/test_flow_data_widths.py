@@ -48,6 +48,8 @@ def assert_same_graph(g: AttentionGraph, h: AttentionGraph) -> None:
 def assert_same_flow(d: FlowData, e: FlowData) -> None:
     """Everything the radial view draws is the same in ``d`` and ``e``."""
     assert (d.mode, d.L, d.H, d.n, d.tau, d.words) == (e.mode, e.L, e.H, e.n, e.tau, e.words)
+    n_glyphs = d.n_glyphs  # counted before the glyphs are built (FlowData builds them on first use)
+    assert n_glyphs == len(d.columns("glyphs")) == d.n_glyphs
     for a, b in zip(d.levels, e.levels, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(d.priority, e.priority)
@@ -91,11 +93,27 @@ def test_graph_from_widths_equals_the_build_on_random_weights(seed):
         w = np.asfortranarray(w)  # not C-contiguous: read by fancy indexing instead of one flat gather
     heads = rng.random((L, H)) > 0.4 if seed % 2 else None
     root = int(rng.integers(0, n))
-    b = bottleneck(w, heads, root)
     on_weight = float(w.ravel()[rng.integers(0, w.size)])  # "above τ" is strict: τ equal to a weight
-    taus = [0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 0.99, on_weight] + list(rng.random(4) * 0.4)
-    for tau in taus:
+    taus = [0.2, 0.1, 0.5, 0.05, on_weight, 0.0, 0.01, 0.99, on_weight] + list(rng.random(4) * 0.4)
+    b = bottleneck(w, heads, root)
+    for tau in taus:  # up and down: a τ above the lowest asked selects its edges from that one's
         assert_same_graph(b.graph(tau), AttentionGraph.build(w, tau, heads, root))
+    b = bottleneck(w, heads, root)
+    for tau in sorted(taus):
+        assert_same_graph(b.graph(tau), AttentionGraph.build(w, tau, heads, root))
+
+
+def test_graph_from_widths_without_the_kept_edges(monkeypatch):
+    """Where the lowest τ's edges are too many to keep, every τ gathers its own (the same graphs)."""
+    import attnflows_panel.bottleneck as bn
+
+    monkeypatch.setattr(bn, "KEEP_WEIGHTS", 0)
+    rng = np.random.default_rng(11)
+    w = _softmax(rng, (3, 4, 20, 20), 5)
+    b = bottleneck(w)
+    for tau in (0.1, 0.3, 0.05, 0.2):
+        assert_same_graph(b.graph(tau), AttentionGraph.build(w, tau))
+    assert "_low_edges" not in b.__dict__
 
 
 def test_graph_from_widths_of_a_graph_with_no_edges():

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -210,6 +211,28 @@ def _frozen_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def _union_keys(parts: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The union of ascending unique int arrays, ascending, and where each part's items sit in it. One
+    stable sort of the parts one after the other (a merge of sorted runs), no search."""
+    if len(parts) == 1:
+        return parts[0], [np.arange(parts[0].size)]
+    cat = np.concatenate(parts)
+    if cat.size == 0:
+        return cat, [np.zeros(0, dtype=np.intp) for _ in parts]
+    order = np.argsort(cat, kind="stable")
+    srt = cat[order]
+    new = np.empty(srt.size, dtype=bool)
+    new[0] = True
+    np.not_equal(srt[1:], srt[:-1], out=new[1:])
+    at = np.empty(srt.size, dtype=np.intp)
+    at[order] = np.cumsum(new) - 1
+    cuts = np.cumsum([p.size for p in parts])[:-1]
+    return srt[new], np.split(at, cuts)
+
+
+#: the edges' columns built on first use (:meth:`FlowData._edge_geometry`), in their place among the columns
+_EDGE_GEOMETRY = ("ea", "x0", "y0", "x1", "y1", "cx0", "cy0", "cx1", "cy1")
+
 _BIT = np.left_shift(np.uint32(1), np.arange(32, dtype=np.uint32))  # 2^i as uint32, i = 0..31
 
 
@@ -294,10 +317,36 @@ class FlowData(Selections):
                  "base": member if self.comparison is not None else np.zeros(member.size, np.uint8)}
         extra.update(self._glyph_block_geometry())
         self.layout.add_columns(extra)  # one concat (a pandas setitem per column cost more)
-        self._arrays["glyphs"] = self._build_glyphs()
         self._arrays["edges"] = self._build_edges()
-        self._arrays["sparks"] = self._build_sparks()
-        self.bits = {c: self._ancestor_bits(g) for c, g in self.graphs.items()}
+        # The head glyphs, the sparklines, the edges' curves and opacity and the hover bits are built on
+        # first use (the same arrays): the radial component derives them in the browser from the nodes and
+        # edges (views/radial.py), so a τ change does not build them; selections, export and tests do.
+
+    @cached_property
+    def bits(self) -> dict[int, np.ndarray]:
+        """``{model code: uint8 array}``: each node's ancestors in that model as one bit stream (the class
+        docstring); built on first use."""
+        return {c: self._ancestor_bits(g) for c, g in self.graphs.items()}
+
+    @cached_property
+    def sweep(self) -> np.ndarray:
+        """float ``[L]``: the mean angle (fraction of a turn) that an edge of each layer sweeps, for the
+        edges' opacity by density (:func:`~attnflows_panel.views.flow_style.density_alpha`)."""
+        e = self._arrays["edges"]
+        layer = e["layer"]
+        ang = self.layout.column("angle")
+        t0, t1 = ang[e["u"]], ang[e["v"]]
+        sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
+        count = np.bincount(layer, minlength=self.L)
+        return np.bincount(layer, weights=sweep, minlength=self.L) / np.maximum(count, 1)
+
+    @property
+    def n_glyphs(self) -> int:
+        """The number of glyph rows (``len(columns("glyphs"))``) without building their geometry."""
+        if "glyphs" in self._arrays:
+            return len(self._arrays["glyphs"]["node"])
+        _, _, st, lit = self._glyph_cells
+        return int(lit.size + np.count_nonzero(st[lit] == BOTH))
 
     # ------------------------------------------------------------------ construction
 
@@ -326,8 +375,31 @@ class FlowData(Selections):
     def _frame(self, name: str) -> pd.DataFrame:
         df = self._frames.get(name)
         if df is None:
-            df = self._frames[name] = pd.DataFrame(self._arrays[name])
+            cols = self.columns(name)
+            df = self._frames[name] = pd.DataFrame({k: cols[k] for k in cols.names()})
         return df
+
+    def _frame_arrays(self, name: str) -> dict[str, np.ndarray]:
+        arrays = self._arrays.get(name)
+        if arrays is None:
+            if name not in ("glyphs", "sparks"):
+                raise KeyError(name)
+            arrays = self._arrays[name] = self._build_glyphs() if name == "glyphs" else self._build_sparks()
+        return arrays
+
+    def _edge_names(self) -> list[str]:
+        names = list(self._arrays["edges"])
+        if "ea" in names:
+            return names
+        i = names.index("rest")
+        return names[:i] + list(_EDGE_GEOMETRY) + names[i:]
+
+    def _edge_column(self, name: str) -> np.ndarray:
+        arrays = self._arrays["edges"]
+        if name in _EDGE_GEOMETRY and name not in arrays:
+            extra = self._edge_geometry()
+            arrays = self._arrays["edges"] = {k: extra[k] if k in extra else arrays[k] for k in self._edge_names()}
+        return arrays[name]
 
     def columns(self, frame: str) -> _Columns:
         """Numpy columns of ``nodes``, ``glyphs``, ``edges``, ``sparks`` or ``runs``:
@@ -341,7 +413,9 @@ class FlowData(Selections):
         if frame == "runs":
             rc = self.layout.run_cols
             return _Columns(rc.__getitem__, len(rc["level"]), rc.keys)
-        arrays = self._arrays[frame]
+        if frame == "edges":
+            return _Columns(self._edge_column, len(self._arrays["edges"]["layer"]), self._edge_names)
+        arrays = self._frame_arrays(frame)
         return _Columns(arrays.__getitem__, len(next(iter(arrays.values()))), arrays.keys)
 
     def _label_priority(self) -> np.ndarray:
@@ -382,9 +456,11 @@ class FlowData(Selections):
             "sy1": col("sy0") + sw * col("uy"),
         }
 
-    def _build_glyphs(self) -> dict[str, np.ndarray]:
-        """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
-        (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
+    @cached_property
+    def _glyph_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(cp, cf, st, lit)``: per (node, head) cell, flat, each model's count of tokens attended, the
+        glyph state (model code of the models whose head attends to some token of the level below) and
+        the lit cells, ascending."""
         H = self.H
         N = self.n_nodes
         pos = self.layout.column("pos")
@@ -401,8 +477,13 @@ class FlowData(Selections):
             (c,) = self.graphs
             state = (counts[c] > 0) * c
         st = state.ravel()
-        cp, cf = counts[PRE].ravel(), counts[FINE].ravel()
-        lit = np.flatnonzero(st)  # (node, head) cells, ascending: rows come out ordered by node, head
+        return counts[PRE].ravel(), counts[FINE].ravel(), st, np.flatnonzero(st)
+
+    def _build_glyphs(self) -> dict[str, np.ndarray]:
+        """Lit head glyphs (§4.3.2): single-model mode colours them by the number of tokens attended
+        (``g.glyphs(k)``), combined mode by ``c.glyph_states(k)``: turquoise, purple, or a split glyph."""
+        H = self.H
+        cp, cf, st, lit = self._glyph_cells  # (node, head) cells lit, ascending: rows ordered by node, head
         g = self.style.glyph
         cols = ["node", "head", "model", "x", "y", "w", "part", "angle", "gc", "cp", "cf"]
         if lit.size == 0:
@@ -444,10 +525,7 @@ class FlowData(Selections):
         self._spark_src = {c: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)) for c, _ in graphs}
         # (k * n + a) * n + b of every drawn edge, ascending, unique; each model's edges with their heads
         tables = {c: g.edge_table for c, g in graphs}
-        if len(graphs) == 1:
-            keys = tables[graphs[0][0]][0]
-        else:
-            keys = np.flatnonzero(graphs[0][1].adjacency | graphs[1][1].adjacency)
+        keys, where = _union_keys([tables[c][0] for c, _ in graphs])  # where[i]: model i's edges among keys
         if keys.size == 0:
             edges = {c: np.zeros(0, dtype=np.int64) for c in cols}
             edges["w"] = np.zeros(0, dtype=np.float32)
@@ -459,9 +537,8 @@ class FlowData(Selections):
             nh = np.zeros(keys.size, dtype=np.int64)
             weight = np.zeros(keys.size, dtype=np.float32)
             words = {c: np.zeros((keys.size, W), dtype=np.uint32) for c in (PRE, FINE)}
-            for c, g in graphs:
-                g_keys, heads, gathered = tables[c]  # g's edges; their carrying heads and weights [H, m]
-                pos = np.searchsorted(keys, g_keys) if len(graphs) > 1 else np.arange(keys.size)
+            for (c, g), pos in zip(graphs, where, strict=True):
+                _, heads, gathered = tables[c]  # g's edges' carrying heads and weights [H, m]
                 nh_c = np.zeros(pos.size, dtype=np.int64)  # carrying heads per edge (g.head_counts there)
                 for w in range(W):  # the carrying heads as bits (word h // 32, bit h % 32): Σ 2^(h % 32)
                     hs = slice(32 * w, min(H, 32 * w + 32))
@@ -486,22 +563,24 @@ class FlowData(Selections):
         v = self.node_index[layer, edges["b"]]
         edges["u"], edges["v"] = u, v
         edges["base"] = edges["member"] if self.comparison is not None else np.zeros(layer.size, dtype=np.int64)
+        edges["rest"] = rest_edges(layer, v, edges["w"], REST_PER_LAYER)  # after ea and the curves (_edge_names)
+        self.words = W
+        return _frozen_arrays(edges)
+
+    def _edge_geometry(self) -> dict[str, np.ndarray]:
+        """The edges' rest opacity ``ea`` and Bézier curves (``_EDGE_GEOMETRY``), built on first use."""
+        e = self._arrays["edges"]
+        layer = e["layer"]
         # normal-state opacity per layer: dense layers fade so that they read as texture, not ink
         # (see density_alpha; the mean sweep per layer also scales highlighted edges in the browser) ...
-        ang = self.layout.column("angle")
-        t0, t1 = ang[u], ang[v]
-        sweep = (np.abs(np.mod(t1 - t0 + np.pi, 2 * np.pi) - np.pi) + 0.05) / (2 * np.pi)
         count = np.bincount(layer, minlength=self.L)
-        self.sweep = np.bincount(layer, weights=sweep, minlength=self.L) / np.maximum(count, 1)
         # ... and within a layer by the number of heads carrying the edge (the larger of the two models'):
         # one head draws at 45% of the layer's opacity, four or more heads at 100%
         ea = density_alpha(count, self.sweep, EDGE_INK, EDGE_ALPHA_MIN, EDGE_ALPHA_MAX)[layer].astype(np.float64)
-        heads_w = 0.45 + 0.55 * (np.minimum(edges["nh"], 4) - 1).clip(0) / 3.0
-        edges["ea"] = np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)
-        edges.update(edge_curves(self.layout, u, v))
-        edges["rest"] = rest_edges(layer, v, edges["w"], REST_PER_LAYER)
-        self.words = W
-        return _frozen_arrays(edges)
+        heads_w = 0.45 + 0.55 * (np.minimum(e["nh"], 4) - 1).clip(0) / 3.0
+        out = {"ea": np.clip(np.floor(ea * heads_w * 1.6 + 0.5), 3, 255).astype(np.uint8)}
+        out.update(edge_curves(self.layout, e["u"], e["v"]))
+        return _frozen_arrays(out)
 
     def _build_sparks(self) -> dict[str, np.ndarray]:
         """Sparklines (§4.3.2, the columns of the attention matrices): under token w of level k, a bar at

@@ -88,7 +88,7 @@ class Selections:
         return Highlight(
             nodes=np.zeros(self.n_nodes, np.uint8),
             edges=np.zeros(len(self.columns("edges")), np.uint8),
-            glyphs=np.zeros(len(self.columns("glyphs")), bool),
+            glyphs=np.zeros(self.n_glyphs, bool),  # the glyphs' count, without building their geometry
             origin=np.zeros(self.n_nodes, bool),
             message=message,
         )
