@@ -86,7 +86,9 @@ def test_report_over_a_corpus(tmp_path, sharp_bert_dirs, sharp_pair, capsys):
     np.testing.assert_allclose(np.linalg.norm(rep["importance"], axis=1), 1.0, atol=1e-9)
     text = capsys.readouterr().out
     assert "layer" in text and "cosine" in text and "most changed by JSD" in text and "base accuracy" in text
-    assert len([line for line in text.splitlines() if line.strip().startswith(("0 ", "1 "))]) == 2
+    # one row per layer, counted from 1 as the app counts them (heads too: "(4)" is the fourth of 4)
+    assert len([line for line in text.splitlines() if line.strip().startswith(("1 ", "2 "))]) == 2
+    assert not [line for line in text.splitlines() if line.strip().startswith("0 ")]
 
 
 def test_max_length_truncates_like_the_tokenizer(tmp_path, sharp_bert_dirs, sharp_pair):

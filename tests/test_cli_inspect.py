@@ -58,7 +58,7 @@ def test_norm_npz(dirs, tmp_path, capsys):
 
 def test_heads_subset(dirs, tmp_path):
     out = tmp_path / "pair.npz"
-    assert _run(dirs, "--weights", "norm", "--heads", "1:0-1,0:*", "--tau", "0.2", "--out", str(out)) == 0
+    assert _run(dirs, "--weights", "norm", "--heads", "2:1-2,1:*", "--tau", "0.2", "--out", str(out)) == 0
     z = np.load(out)
     heads = z["heads"]
     assert heads.tolist() == [[True] * 4, [True, True, False, False]]
@@ -107,7 +107,8 @@ def test_raw_is_the_default(dirs, tmp_path):
         ({"--pretrained": "{tmp}/no-such-model"}, ["does not exist"]),
         ({"--b": "\u200b"}, ["sentence_b produces no tokens"]),
         ({"--heads": "3"}, ["write layer:head"]),
-        ({"--heads": "7:0"}, ["layer 7", "out of range"]),
+        ({"--heads": "7:1"}, ["layer 7", "out of range"]),
+        ({"--heads": "1:0"}, ["heads count from 1"]),
     ],
 )
 def test_bad_input_one_line_nothing_written(dirs, tmp_path, capsys, override, fragments):

@@ -20,7 +20,7 @@ from attnflows_panel.views.corpus_browser import (
     CorpusBrowser,
     diverging_palette,
 )
-from attnflows_panel.views.head_mask import format_heads, parse_heads
+from attnflows_panel.head_spec import format_heads, parse_heads
 
 
 @pytest.fixture(scope="module")

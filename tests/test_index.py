@@ -697,12 +697,15 @@ def test_cli_build_query_info(sharp_bert_dirs, glue_dir, tmp_path, capsys):
     assert json.loads((out / "manifest.json").read_text())["tau"] == 0.3  # no --tau, not the default pair: the paper's
 
     assert main(["index", "query", "--index", str(out), "--id", "mrpc-dev-4", "--k", "3", "--space", "diff",
-                 "--heads", "1:*"]) == 0
+                 "--heads", "2:*"]) == 0
     text = capsys.readouterr().out
-    assert "3 results for sample 'mrpc-dev-4', space=diff, heads=1:0,1:1,1:2,1:3" in text
+    assert "3 results for sample 'mrpc-dev-4', space=diff, heads=2:*" in text  # heads counted from 1, as in the app
     lines = text.splitlines()
     rows = lines[next(i for i, line in enumerate(lines) if line.startswith("----")) + 1:]
     assert len(rows) == 3 and "mrpc-dev-4" in rows[0]
+    # the same heads as the Python API's 0-based spec "1:*" (the second layer)
+    want = SignatureIndex.open(out).query(sample_id="mrpc-dev-4", k=3, space="diff", heads="1:*")
+    assert [row.split()[2] for row in rows] == want["id"].tolist()
 
     assert main(["index", "query", "--index", str(out), "--id", "mrpc-dev-4", "--k", "2", "--json",
                  "--correct", "no"]) == 0
@@ -720,7 +723,8 @@ def test_cli_build_query_info(sharp_bert_dirs, glue_dir, tmp_path, capsys):
 
     for argv, msg in (
         (["--id", "nope"], "unknown sample id 'nope'"),
-        (["--id", "mrpc-dev-1", "--heads", "7:0"], "layer 7 out of range"),
+        (["--id", "mrpc-dev-1", "--heads", "7:1"], "layer 7 is out of range"),
+        (["--id", "mrpc-dev-1", "--heads", "1:0"], "heads count from 1 to 4"),
         (["--a", "only one"], "--a needs --b"),
     ):
         assert main(["index", "query", "--index", str(out), *argv]) == 1

@@ -186,15 +186,15 @@ def build_heads_report(args: argparse.Namespace) -> dict:
 
 
 def format_ablation(report: dict, top: int = 5) -> str:
-    """The ablation lines of ``attnflows causal heads --ablate`` (layers and heads 0-based, as the table)."""
+    """The ablation lines of ``attnflows causal heads --ablate`` (layers and heads counted from 1, as the table)."""
     import numpy as np
 
     abl = report["ablation"]
     delta = np.asarray(abl["loss_delta"])
     H = delta.shape[1]
     order = np.argsort(-delta.ravel(), kind="stable")[:top]
-    items = ", ".join(f"{i // H}:{i % H} ({delta.ravel()[i]:+.4f})" for i in order)
-    layers = "  ".join(f"{k}: {row.max():+.4f}" for k, row in enumerate(delta))
+    items = ", ".join(f"{i // H + 1}:{i % H + 1} ({delta.ravel()[i]:+.4f})" for i in order)
+    layers = "  ".join(f"{k + 1}: {row.max():+.4f}" for k, row in enumerate(delta))
     return (f"ablation: base next-token loss {abl['base_loss']['mean']:.4f} nats/token on the continuations; "
             f"switching one head off raises it most for: {items}\n"
             f"largest rise per layer: {layers}")

@@ -267,7 +267,8 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any], top: int = 5) -> str:
-    """A readable per-layer table (layers 0-based, as in the JSON)."""
+    """A readable per-layer table. Layers and heads are counted from 1 in the text, as the app counts them
+    (the JSON's arrays are 0-based: row ``k`` is layer ``k + 1``)."""
     from attnflows_panel import heads as HD
 
     L, H = report["layers"], report["heads"]
@@ -280,7 +281,7 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     kind = report.get("weights", "raw")
     on = {"raw": "raw attention", "norm": "norm edge weights (Kobayashi et al. 2020)",
           "attattr": "attattr edge weights (Hao et al. 2021)"}.get(kind, f"{kind} edge weights")
-    lines = [f"head change over {report['n_samples']} samples ({where}), {L} layers x {H} heads, layers 0-based, "
+    lines = [f"head change over {report['n_samples']} samples ({where}), {L} layers x {H} heads (counted from 1), "
              f"on {on}"]
     header = f"{'layer':>5}  {'cosine':>7} {'min':>7} {'head':>5}  {'JSD':>7} {'max':>7} {'head':>5}  {'usage Δ':>8}"
     if abl is not None:
@@ -288,22 +289,22 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     lines += [header, "-" * len(header)]
     for k in range(L):
         hc, hj = int(np.argmin(cos[k])), int(np.argmax(js[k]))
-        row = (f"{k:>5}  {cos[k].mean():>7.4f} {cos[k, hc]:>7.4f} {f'({hc})':>5}  "
-               f"{js[k].mean():>7.4f} {js[k, hj]:>7.4f} {f'({hj})':>5}  "
+        row = (f"{k + 1:>5}  {cos[k].mean():>7.4f} {cos[k, hc]:>7.4f} {f'({hc + 1})':>5}  "
+               f"{js[k].mean():>7.4f} {js[k, hj]:>7.4f} {f'({hj + 1})':>5}  "
                f"{(uc[k].mean() if uc is not None else float('nan')):>8.4f}")
         if abl is not None:
             a = np.asarray(abl)[k]
             ha = int(np.argmax(np.abs(a)))
             hi = int(np.argmax(np.asarray(imp)[k]))
-            row += f"  {a[ha]:>+9.4f} {f'({ha})':>6}  {np.asarray(imp)[k, hi]:>7.3f} {f'({hi})':>6}"
+            row += f"  {a[ha]:>+9.4f} {f'({ha + 1})':>6}  {np.asarray(imp)[k, hi]:>7.3f} {f'({hi + 1})':>6}"
         lines.append(row)
-    fmt = lambda items: ", ".join(f"{k}:{h} ({v:.4f})" for k, h, v in items)  # noqa: E731
+    fmt = lambda items: ", ".join(f"{k + 1}:{h + 1} ({v:.4f})" for k, h, v in items)  # noqa: E731
     lines.append(f"most changed by cosine:  {fmt(HD.most_changed(cos, 'cosine', top))}")
     lines.append(f"most changed by JSD:     {fmt(HD.most_changed(js, 'jsd', top))}")
     if abl is not None:
         a = np.asarray(abl)
         order = np.argsort(-np.abs(a).ravel(), kind="stable")[:top]
-        items = ", ".join(f"{i // H}:{i % H} ({a.ravel()[i]:+.4f})" for i in order if a.ravel()[i] != 0)
+        items = ", ".join(f"{i // H + 1}:{i % H + 1} ({a.ravel()[i]:+.4f})" for i in order if a.ravel()[i] != 0)
         items = items or "none (no single head changes any prediction's correctness)"
         lines.append(f"base accuracy {report['base_accuracy']:.4f} on {report['n_labelled']} labelled samples; "
                      f"disabling ({report['ablation_mode']}) changes it most for: {items}")

@@ -57,8 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=_positive_int, default=20, help="attattr: Riemann steps m (default 20)")
     p.add_argument("--tau", type=float, default=None, help="also write the graph's levels at this τ in [0, 1)")
     p.add_argument("--heads", default=None, metavar="SPEC",
-                   help='only these heads carry edges (0-based "layer:head,...", e.g. "0:1,3:5" or "5:*"; '
-                        "default all): bottleneck, breakpoints and member are computed with them")
+                   help='only these heads carry edges ("layer:head,..." counted from 1 as in the app, e.g. "1:2,4:6", '
+                        '"6:*" or "2-3:1-6"; default all): bottleneck, breakpoints and member are computed with them')
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the .npz file to write")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.set_defaults(func=run_inspect)
@@ -74,7 +74,7 @@ def _check_args(args: argparse.Namespace) -> Path:
     if args.tau is not None and not (math.isfinite(args.tau) and 0.0 <= args.tau < 1.0):
         raise ValueError(f"--tau must lie in [0, 1); got {args.tau}")
     if args.heads is not None:
-        from attnflows_panel.signatures import parse_heads
+        from attnflows_panel.head_spec import parse_heads
 
         parse_heads(args.heads, 1024, 1024)  # the syntax, before any model loads (the range after)
     out = Path(args.out).expanduser()
@@ -126,9 +126,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         arrays["tau"] = np.array(args.tau)
     heads = None
     if args.heads is not None:
-        from attnflows_panel.signatures import parse_heads
+        from attnflows_panel.head_spec import parse_heads
 
-        heads = parse_heads(args.heads, pair.num_layers, pair.num_heads)
+        heads = parse_heads(args.heads, pair.num_layers, pair.num_heads)  # 1-based text, 0-based mask
     arrays["heads"] = np.ones((pair.num_layers, pair.num_heads), bool) if heads is None else heads
     for role in ("pretrained", "finetuned"):
         mw = getattr(pw, role)

@@ -1,7 +1,9 @@
 """Head masks as the user reads and types them: ``layer:head`` text counted from 1.
 
-Everything the app shows counts layers and heads from 1 (as the paper does); the code and the index
-count from 0. :func:`parse_heads` turns the text of the corpus browser's head mask box (``"6:*,5:3"``,
+Everything a user reads counts layers and heads from 1, as the paper does: the app and the command line
+(``--heads``, the tables of ``heads report``). The code, the arrays and the JSON files count from 0
+(``attnflows_panel.signatures.parse_heads`` is the 0-based spec of the Python API). :func:`parse_heads`
+turns a user's text (the corpus browser's head mask box, a ``--heads`` option: ``"6:*,5:3"``,
 ranges ``"2-3:1-6"``) into a 0-based bool mask [L, H]; :func:`format_heads` writes a mask back as short
 text (a whole layer as ``k:*``, runs of heads as ``k:a-b``), so that a tapped layer never expands into a
 long list.
