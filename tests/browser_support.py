@@ -371,8 +371,10 @@ def encode_radial_data(data: dict) -> dict:
 def radial_page(page, data: dict, width: int = 800, height: int = 800):
     """Mount the radial component with ``data`` (``pack_flow`` output) in ``page``; return its root locator
     once it has drawn."""
+    from attnflows_panel.views.radial import esm_source
+
     page.set_content("<!doctype html><html><body></body></html>")
-    page.evaluate(IMPORT_RADIAL, RADIAL_JS.read_text(encoding="utf-8"))
+    page.evaluate(IMPORT_RADIAL, esm_source())  # radial.js and its parts, joined as the component gets them
     page.evaluate(MOUNT_RADIAL, [encode_radial_data(data), width, height])
     root = page.locator(".attnflows-radial")
     wait_for(lambda: root.get_attribute("data-ready") == "1", what="the radial component's first drawing")

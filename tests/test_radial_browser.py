@@ -23,10 +23,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from attnflows_panel.layout import display_token  # noqa: E402
-from attnflows_panel.views.radial import label_inside, label_overlaps  # noqa: E402
+from attnflows_panel.views.radial import esm_source, label_inside, label_overlaps  # noqa: E402
 from browser_support import (  # noqa: E402
     IMPORT_RADIAL,
-    RADIAL_JS,
     PageProblems,
     launch_chromium,
     served_panel,
@@ -122,7 +121,7 @@ def test_label_placement_never_overlaps_on_random_layouts(browser):
     page = browser.new_page()
     problems = PageProblems(page)
     page.set_content("<!doctype html><html><body></body></html>")
-    page.evaluate(IMPORT_RADIAL, RADIAL_JS.read_text(encoding="utf-8"))
+    page.evaluate(IMPORT_RADIAL, esm_source())
     res = page.evaluate("""() => {
       let seed = 7;
       const rnd = () => (seed = (seed * 16807) % 2147483647) / 2147483647;

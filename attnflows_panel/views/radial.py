@@ -1,7 +1,8 @@
 """The radial Attention Flow view (§4.3-4.4, Fig. 1(c), Figs. 4-8) as one Panel ``JSComponent``.
 
 :class:`RadialFlow` draws a :class:`~attnflows_panel.views.flow_data.FlowData` on a Canvas 2D in the
-browser. Its ES module is ``radial.js`` beside this file: plain JavaScript with no imports (no CDN), so
+browser. Its ES module is ``radial.js`` and its parts beside this file (``ESM_PARTS``, joined into one
+module string): plain JavaScript with no imports (no CDN), so
 it works offline in ``panel serve``, in a notebook and in JupyterLab. Python keeps the analysis and the
 geometry; the component gets typed arrays (one numpy array per column, which Bokeh sends as binary
 buffers) and does the drawing and every interaction in the browser:
@@ -35,7 +36,7 @@ Test hook: the component's root element (``div.attnflows-radial``) carries
   redraw, measured with ``performance.now()``), ``data-trace-ms`` (the last hover's traversal),
   ``data-zoom``, ``data-tool`` (``pan``/``box``/``lasso``), ``data-brushed`` (tokens in the last brush).
 
-The exported placement function ``placeLabels(items, opts)`` of ``radial.js`` is what a property test
+The exported placement function ``placeLabels(items, opts)`` (``radial_labels.js``) is what a property test
 runs in Chromium on random layouts.
 """
 
@@ -60,10 +61,25 @@ from attnflows_panel.views.flow_data import (
     Highlight,
 )
 
-__all__ = ["RadialFlow", "label_inside", "label_overlaps", "pack_flow", "pack_highlight", "unpack_flow", "REST_EDGES"]
+__all__ = ["ESM_PARTS", "ESM_SOURCE", "RadialFlow", "esm_source", "label_inside", "label_overlaps", "pack_flow",
+           "pack_highlight", "unpack_flow", "REST_EDGES"]
 
 #: edges drawn at rest per layer (the strongest; R2's ``rest`` column, when the data has one, decides)
 REST_EDGES = 40
+
+
+#: the parts of the component's ES module, joined in this order into one module (one scope): the view, then
+#: the label placement, the data and traces, hit tests and the info box, the SVG export, the test hooks
+ESM_PARTS = ("radial.js", "radial_labels.js", "radial_data.js", "radial_info.js", "radial_svg.js", "radial_hooks.js")
+
+
+def esm_source() -> str:
+    """The component's ES module: the ``ESM_PARTS`` beside this file, joined (JSComponent takes a string)."""
+    here = Path(__file__).parent
+    return "\n".join((here / name).read_text(encoding="utf-8") for name in ESM_PARTS)
+
+
+ESM_SOURCE = esm_source()
 
 
 def _u(a, n_max: int) -> np.ndarray:
@@ -333,7 +349,7 @@ class RadialFlow(JSComponent):
     pick = param.Dict(default={}, doc="What the browser picked: {selection, head, head_model, seq}.")
     export = param.String(default="", doc="Set to 'svg:<n>' or 'png:<n>' to download what is drawn.")
 
-    _esm = Path(__file__).with_name("radial.js")
+    _esm = ESM_SOURCE
 
     def show(self, data: FlowData, hl: Highlight | None, selection=(), level=None) -> None:
         """Draw ``data`` with highlight ``hl`` in one update."""
