@@ -196,7 +196,7 @@ class Bottleneck:
         if low is not None and t >= low[0]:
             _, keys, widths, weights = low
             sel = np.flatnonzero(widths > t)
-            return keys[sel], weights[:, sel]
+            return keys[sel], np.take(weights, sel, axis=1)  # C order (weights[:, sel] comes out in F order)
         keys = np.flatnonzero(self.edge > t)
         weights = edge_weights(self.weights, keys)
         if weights.size <= KEEP_WEIGHTS:

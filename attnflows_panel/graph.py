@@ -162,7 +162,7 @@ def edge_weights(attn: np.ndarray, keys: np.ndarray) -> np.ndarray:
         head_off = (np.arange(H, dtype=np.intp) * (n * n))[:, None]
         return attn.reshape(-1)[(k * (H * n * n) + rem)[None, :] + head_off]
     a, b = np.divmod(rem, n)
-    return attn[k, :, a, b].T
+    return np.ascontiguousarray(attn[k, :, a, b].T)
 
 
 def carrying_heads(weights: np.ndarray, tau: float, heads: np.ndarray, layer: np.ndarray) -> np.ndarray:
