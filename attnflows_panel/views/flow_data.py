@@ -430,12 +430,10 @@ class FlowData(Selections):
         deg = np.zeros((L + 1, n))
         for c, g in self.graphs.items():
             infl[:L] = np.maximum(infl[:L], self.influence[c])
-            adj = g.adjacency.view(np.uint8)  # [L, n, n]: edge (k+1, a) -> (k, b), summed as bytes
-            if n < 256:  # a degree fits the bytes einsum adds in (and it adds them faster than sum)
-                into, out_of = np.einsum("kab->kb", adj), np.einsum("kab->ka", adj)
-            else:
-                acc = np.uint16 if n < 65536 else np.int64
-                into, out_of = adj.sum(axis=1, dtype=acc), adj.sum(axis=2, dtype=acc)
+            keys = g.edge_keys  # the edges (k + 1, a) -> (k, b) as (k * n + a) * n + b, counted per end
+            ka = keys // n
+            into = np.bincount(ka - ka % n + keys % n, minlength=L * n).reshape(L, n)  # per (k, b)
+            out_of = np.bincount(ka, minlength=L * n).reshape(L, n)  # per (k, a)
             deg[:L] = np.maximum(deg[:L], into)  # from the level above
             deg[1:] = np.maximum(deg[1:], out_of)  # to the level below
         cls = token_classes(self.tokens).astype(np.float64)
@@ -521,8 +519,8 @@ class FlowData(Selections):
         W = max(1, math.ceil(H / 32))
         cols = ["layer", "a", "b", "nh"] + [f"h{c}_{w}" for c in (PRE, FINE) for w in range(W)] + ["member"]
         graphs = list(self.graphs.items())
-        # per model: its edges (layer, a * n + b) and their head counts, for the sparklines
-        self._spark_src = {c: (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)) for c, _ in graphs}
+        # per model: where its edges sit among the drawn edges and their head counts, for the sparklines
+        self._spark_src = {c: (np.zeros(0, np.intp), np.zeros(0, np.int64)) for c, _ in graphs}
         # (k * n + a) * n + b of every drawn edge, ascending, unique; each model's edges with their heads
         tables = {c: g.edge_table for c, g in graphs}
         keys, where = _union_keys([tables[c][0] for c, _ in graphs])  # where[i]: model i's edges among keys
@@ -546,7 +544,7 @@ class FlowData(Selections):
                     words[c][pos, w] = bits
                     nh_c += np.bitwise_count(bits)
                 member[pos] |= c
-                self._spark_src[c] = (k[pos], rem[pos], nh_c)
+                self._spark_src[c] = (pos, nh_c)
                 nh[pos] = np.maximum(nh[pos], nh_c)
                 # the edge's weight: the strongest carrying head (the larger of the two models'); with every
                 # head allowed, the largest weight of an edge is above τ, so it is a carrying head's
@@ -595,8 +593,9 @@ class FlowData(Selections):
         ux_all, uy_all = self.layout.column("ux"), self.layout.column("uy")
         cols: dict[str, list[np.ndarray]] = {c: [] for c in ("node", "x0", "y0", "x1", "y1", "model")}
         for i, (c, _) in enumerate(models):
-            k_idx, rem, nh = self._spark_src[c]  # g's edges (k + 1, a) -> (k, w) by layer, a, w; their heads
-            a_idx, w_idx = np.divmod(rem, self.n)
+            pos, nh = self._spark_src[c]  # g's edges (k + 1, a) -> (k, w) among the drawn ones; their heads
+            e = self._arrays["edges"]
+            k_idx, a_idx, w_idx = e["layer"][pos], e["a"][pos], e["b"][pos]
             if k_idx.size:
                 seg = sparkline_segments(self.layout, [self.node_index[k_idx, w_idx]], [(a_idx - w_idx) / denom],
                                          [np.minimum(nh, 3)], per_bar=True)
