@@ -2,8 +2,11 @@
 
 On a real MiniLM pair (packaged MiniLM vs. its short MRPC fine-tune): hovering a token or a head glyph
 highlights in the page exactly what graph.py / compare.py answer, clicking freezes, shift-click brushes
-and selects across rings, clicking empty space clears, the τ slider changes the rings, export buttons
-download valid files, and the browser logs no error. Screenshots go to test-output/<test>/.
+and selects across rings, clicking empty space clears, the τ slider changes the rings, the radial view's
+SVG/PNG toolbar buttons download valid files, and the browser logs no error. The Sentence and Sentence
+Context views (JSComponents too) draw the frozen highlight's states, a click on a sentence token selects it
+at the chosen level, the sentence view wraps at its own width, and a context wedge's tooltip names its token.
+Screenshots go to test-output/<test>/.
 
 Every wait is on a condition (page function or server state), never a fixed sleep.
 """
@@ -87,6 +90,57 @@ def _empty_spot(page):
     return box["x"] + 4, box["y"] + box["height"] - 4
 
 
+SENTENCE = ".attnflows-sentence"
+CONTEXT = ".attnflows-context"
+
+
+def _check_sentence_and_context(page, view, comp, keys):
+    """The Sentence view's token states and the Context view's wedge states are what Python computes for
+    the frozen selection; clicking a sentence token selects it at the chosen level; the sentence view wraps
+    at its own width with a font of at least 10 px; hovering a wedge names its token, position and level."""
+    from attnflows_panel.views.context import context_states
+    from attnflows_panel.views.sentence import sentence_states
+
+    sent = page.locator(SENTENCE)
+    _wait(lambda: sent.get_attribute("data-ready") == "1", 10, "the sentence view")
+    assert float(sent.get_attribute("data-font-px")) >= 10
+    want = ",".join(str(int(v)) for v in sentence_states(view.data, view.highlight()))
+    _wait(lambda: sent.get_attribute("data-states") == want, 5, "the sentence view's frozen states")
+    wedges = page.locator(CONTEXT).evaluate("(el) => el.attnflowsWedges()")
+    assert [(w["level"], w["pos"]) for w in wedges] == keys  # the radial view's nodes, in its order
+    assert [w["state"] for w in wedges] == context_states(view.data, view.highlight()).tolist()
+
+    # click a sentence token that is a node of the chosen level: it is selected at that level
+    level = view.level
+    pos = int(comp.levels[level][len(comp.levels[level]) // 2])
+    tok = next(t for t in sent.evaluate("(el) => el.attnflowsTokens()") if t["pos"] == pos)
+    sent.evaluate("(el, y) => { el.scrollTop = Math.max(0, y - el.getBoundingClientRect().top - 40); }", tok["y"])
+    tok = next(t for t in sent.evaluate("(el) => el.attnflowsTokens()") if t["pos"] == pos)
+    page.mouse.move(tok["x"] + tok["w"] / 2, tok["y"])
+    _wait(lambda: sent.get_attribute("data-hover") == str(pos), 5, "the sentence hover")
+    expect_tip = page.locator(".attnflows-sentence-tip")
+    assert f"position {pos + 1}" in expect_tip.inner_text()
+    page.mouse.click(tok["x"] + tok["w"] / 2, tok["y"])
+    _wait(lambda: view.selection == [[level, pos]], what="the sentence click to reach the server")
+    _wait(lambda: sent.get_attribute("data-states").split(",")[pos] in ("9", "10", "11"), 5, "the selected token")
+    radial_sel = keys.index((level, pos))
+    _wait(lambda: _states(page)["fz"][radial_sel] >= 9, 5, "the radial view's frozen token")
+
+    # the wrap follows the component's width
+    rows = int(sent.get_attribute("data-rows"))
+    sent.evaluate("(el) => { el.style.width = '200px'; }")
+    _wait(lambda: int(sent.get_attribute("data-rows")) > rows, 5, "the narrower sentence view to wrap more")
+    sent.evaluate("(el) => { el.style.width = ''; }")
+    _wait(lambda: int(sent.get_attribute("data-rows")) == rows, 5, "the sentence view's width back")
+
+    # hover a context wedge: its tooltip
+    w = next(w for w in page.locator(CONTEXT).evaluate("(el) => el.attnflowsWedges()") if w["level"] == 0)
+    page.mouse.move(w["x"], w["y"])
+    _wait(lambda: page.locator(CONTEXT).get_attribute("data-hover") == f"0:{w['pos']}", 5, "the wedge hover")
+    tip = page.locator(".attnflows-context-tip").inner_text()
+    assert f"token {w['pos'] + 1} of the input" in tip and "level 1" in tip
+
+
 @pytest.fixture(scope="module")
 def minilm_result(minilm_pair):
     return minilm_pair.run(SENTENCE_A, SENTENCE_B)
@@ -106,7 +160,9 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
     comp = GraphComparison(pre, fine)
 
     with served_panel(app) as port:
-        page, errors = _open(browser, port)
+        # 1200 px wide: the radial view beside the side column (340 px) is 860 px, the size these pointer
+        # positions were worked out at (at 1160 px a token's centre lies under one of its head glyphs)
+        page, errors = _open(browser, port, width=1200)
         view = views[-1]
         s = _states(page)
         keys = s["keys"]
@@ -195,16 +251,19 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
         assert len(paths) > 2  # intermediate tokens on the paths
         _wait(lambda: _lit(keys, _states(page)["st"]) == paths, 5, "the paths highlight")
 
-        # --- export from the buttons: valid SVG and PNG of the current view, selection included
+        # --- the sentence and context views draw the frozen highlight as Python computes it
+        _check_sentence_and_context(page, view, comp, keys)
+
+        # --- export from the radial view's toolbar: valid SVG and PNG of the current view, selection included
         with page.expect_download() as dl:
-            page.get_by_text("Export SVG").click()
+            page.locator(RADIAL).locator(".af-tool-svg").click()
         svg_path = output_dir / "export.svg"
         dl.value.save_as(svg_path)
         tree = ET.parse(svg_path).getroot()
         assert tree.tag.endswith("svg")
         assert any(t.text == "[CLS]" for t in tree.iter("{http://www.w3.org/2000/svg}text"))
         with page.expect_download() as dl:
-            page.get_by_text("Export PNG").click()
+            page.locator(RADIAL).locator(".af-tool-png").click()
         png_path = output_dir / "export.png"
         dl.value.save_as(png_path)
         from PIL import Image

@@ -135,8 +135,16 @@ def _replay(messages, browser: Document) -> list[list[tuple[str, object, str]]]:
     return out
 
 
+_DRAWN = {"data", "frozen", "states", "level", "focus"}
+
+
 def _figure_messages(replayed) -> list:
-    return [evs for evs in replayed if any(kind.startswith("Column") for kind, _, _ in evs)]
+    """The messages that change what the drawing components draw (a source's columns, or a component's
+    ``data``, ``frozen``, ``states``, ``level`` or ``focus``)."""
+    return [evs for evs in replayed
+            if any(kind.startswith("Column") or (kind == "ModelChanged" and attr in _DRAWN
+                                                 and (hasattr(m, "frozen") or hasattr(m, "states")))
+                   for kind, m, attr in evs)]
 
 
 def _radial(doc: Document):
@@ -146,16 +154,30 @@ def _radial(doc: Document):
     return found[0]
 
 
+def _components(doc: Document) -> list:
+    """The data models of the view's three drawing components (radial, sentence, context): what they
+    draw is in their ``data`` and ``frozen`` / ``states`` properties."""
+    found = [m for m in doc.models if hasattr(m, "data") and (hasattr(m, "frozen") or hasattr(m, "states"))]
+    assert len(found) == 3, found
+    return found
+
+
 def _same_as_python(doc: Document, browser: Document) -> None:
-    mine, theirs = _radial(doc), browser.get_model_by_id(_radial(doc).id)
-    for prop in ("data", "frozen"):
-        want, got = getattr(mine, prop), getattr(theirs, prop)
-        assert set(want) == set(got), prop
-        for k, v in want.items():
-            if isinstance(v, np.ndarray):
-                np.testing.assert_array_equal(np.asarray(got[k]), v, err_msg=f"{prop}.{k}")
-            else:
-                assert got[k] == v, f"{prop}.{k}"
+    for mine in _components(doc):
+        theirs = browser.get_model_by_id(mine.id)
+        for prop in ("data", "frozen", "states", "level"):
+            if not hasattr(mine, prop):
+                continue
+            want, got = getattr(mine, prop), getattr(theirs, prop)
+            if not isinstance(want, dict):
+                assert got == want, prop
+                continue
+            assert set(want) == set(got), prop
+            for k, v in want.items():
+                if isinstance(v, np.ndarray):
+                    np.testing.assert_array_equal(np.asarray(got[k]), v, err_msg=f"{prop}.{k}")
+                else:
+                    assert got[k] == v, f"{prop}.{k}"
     for src in doc.models:
         if isinstance(src, ColumnDataSource) and src.name and src.name.startswith("attnflows-"):
             copy = browser.get_model_by_id(src.id)

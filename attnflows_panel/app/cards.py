@@ -147,10 +147,16 @@ def sample_html(result, sample_id: str, row: dict | None, *, other_task: str | N
             f"{' predicts <b>' + esc(result.pretrained.label) + '</b>' if result.pretrained.label else ':'} "
             f"{probs_html(result.pretrained, PRETRAINED_COLOR)}</div></div>"
         )
+    # each sentence on one line (cut with an ellipsis, the whole sentence in its tooltip): the card keeps
+    # its height for long pairs, so that the radial view below it stays above the fold; the sentence view
+    # beside the radial view shows every token
+    line = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
     return (
         "<div style='font-size:13px;line-height:1.5'>"
-        f"{head} · {result.n} tokens{' · ' + ' · '.join(notes) if notes else ''}<br>"
-        f"<span style='color:#666'>A:</span> <span class='af-text-a'>{esc(result.sentence_a)}</span><br>"
-        f"<span style='color:#666'>B:</span> <span class='af-text-b'>{esc(result.sentence_b)}</span>"
+        f"{head} · {result.n} tokens{' · ' + ' · '.join(notes) if notes else ''}"
+        f"<div style='{line}' title='{esc(result.sentence_a)}'><span style='color:#666'>A:</span> "
+        f"<span class='af-text-a'>{esc(result.sentence_a)}</span></div>"
+        f"<div style='{line}' title='{esc(result.sentence_b)}'><span style='color:#666'>B:</span> "
+        f"<span class='af-text-b'>{esc(result.sentence_b)}</span></div>"
         f"{preds}</div>"
     )

@@ -14,14 +14,20 @@ import panel as pn
 from attnflows_panel import FINETUNED_COLOR
 from attnflows_panel.app.cards import HELP_HTML, NOTICE_COLORS, esc, notice_html
 
-__all__ = ["SessionPage", "APP_FLOW_HEIGHT", "heading"]
+__all__ = ["SessionPage", "APP_FLOW_HEIGHT", "APP_SENTENCE_HEIGHT", "heading"]
 
 log = logging.getLogger("attnflows_panel.app.session")
 
-#: CSS height of the radial view in the app: the window's height less the header, the sample card and
-#: the sentence view above it (about 350 px for the demo's pairs at 1280×800, a little less on wider
-#: windows, where the card wraps less), so the whole drawing is in view when the page opens
-APP_FLOW_HEIGHT = "max(420px, calc(100vh - 350px))"
+#: CSS height of the radial view in the app: the window's height less the header and the sample card
+#: above it (the card keeps each sentence to one line, cards.sample_html, so it is about 100 px high at
+#: 1280×800 whatever the pair's length), so the whole drawing is in view when the page opens. The other
+#: views sit in a column beside it (SessionPage._main).
+APP_FLOW_HEIGHT = "max(420px, calc(100vh - 190px))"
+#: CSS max-height of the sentence view in the app's side column, under the context view and the status:
+#: beyond it the view scrolls inside itself, so that the column's top part stays above the fold
+APP_SENTENCE_HEIGHT = "max(150px, calc(100vh - 560px))"
+#: the side column's width (px) beside the radial view
+SIDE_WIDTH = 340
 
 
 def heading(text: str) -> pn.pane.HTML:
@@ -67,11 +73,12 @@ class SessionPage:
         self._status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-status"], margin=(0, 10),
                                     styles={"font-size": "12px", "color": "#444"})
         parts = self.view.parts()
+        parts.sentence.scroll_height = APP_SENTENCE_HEIGHT
         self._sentence_slot = pn.Column(parts.sentence, sizing_mode="stretch_width", css_classes=["af-sentence-view"])
-        # a Row: in a column, Bokeh sizes the figure by its design height (a flex basis) whatever the
-        # view's CSS height says; across a row the figure takes the view's height (APP_FLOW_HEIGHT)
+        # a Row: across a row the radial view takes the view's CSS height (APP_FLOW_HEIGHT)
         self._flow_slot = pn.Row(parts.flow, sizing_mode="stretch_width", css_classes=["af-flow-view"])
-        self._context_slot = pn.Column(parts.context, css_classes=["af-context-view"])
+        self._context_slot = pn.Column(parts.context_view, css_classes=["af-context-view"])
+        self._legend = parts.legend
         self._controls = parts.controls
         self._browser_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-browser"])
         #: where a head panel goes, beside the corpus browser (empty until one is placed there)
@@ -93,10 +100,13 @@ class SessionPage:
         return [pn.Column(pair_box, view_controls, form, self._help, sizing_mode="stretch_width")]
 
     def _main(self) -> list:
-        # the context view, the hover details and the legend come in parts.context; the flow view takes the rest
-        flows = pn.Row(self._flow_slot, pn.Column(self._context_slot, self._status, width=350),
-                       sizing_mode="stretch_width")
-        top = self._main_top = pn.Column(self._alert, self._sample_card, self._sentence_slot, flows,
+        # the radial view on the left at the window's height; beside it one column: the context view, the
+        # status (predictions, ring sizes, the selection), the sentence view (scrolling inside itself
+        # beyond APP_SENTENCE_HEIGHT) and the legend
+        side = pn.Column(self._context_slot, self._status, self._sentence_slot, self._legend, width=SIDE_WIDTH,
+                         css_classes=["af-side-views"])
+        flows = pn.Row(self._flow_slot, side, sizing_mode="stretch_width")
+        top = self._main_top = pn.Column(self._alert, self._sample_card, flows,
                                          sizing_mode="stretch_width", css_classes=["af-main"])
         extra = [] if self.history is None else [self.history]  # the address bar's writer: draws nothing
         return [pn.Column(top, self._browser_slot, self.head_panel_slot, *extra, sizing_mode="stretch_width")]
