@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,13 +103,23 @@ def build_index(
     """
     check_build_args(tau, batch_size, shard_size, limit)
     max_tokens = resolve_max_tokens(max_tokens, getattr(pair, "device", "cpu"))
+    return run_build(lambda plan: _run_local(pair, plan, progress), pair, data, task, out, overwrite=overwrite,
+                     exact_limit=exact_limit, factory=factory, keep_shards=keep_shards, split=split, tau=tau,
+                     batch_size=batch_size, limit=limit, shard_size=shard_size, label_map=label_map,
+                     column_map=column_map, labels=labels, max_tokens=max_tokens, weights=weights)
+
+
+def run_build(engine: Callable[[BuildPlan], None], pair: Any, data: Any, task: str | None, out: str | os.PathLike,
+              *, overwrite: bool, exact_limit: int, factory: str | None, keep_shards: bool, **plan_args: Any) -> Path:
+    """What every engine's build does around its own work: hold the folder's lock, build beside an index
+    being overwritten, plan (:func:`plan_build`, with ``plan_args``), let ``engine`` write the shards still
+    to do, then write the final files. Returns the index folder."""
     out = Path(out)
     with build_lock(out), beside_when_overwriting(out, overwrite) as where:
-        plan = plan_build(pair, data, task, where, split=split, tau=tau, batch_size=batch_size, limit=limit,
-                          shard_size=shard_size, overwrite=overwrite and where == out, label_map=label_map,
-                          column_map=column_map, labels=labels, max_tokens=max_tokens, weights=weights)
+        plan = plan_build(pair, data, task, where, overwrite=overwrite and where == out, **plan_args)
         if not plan.finished:
-            _run_local(pair, plan, progress)
+            if plan.todo:
+                engine(plan)
             finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
     return out
 

@@ -43,15 +43,13 @@ import numpy as np
 from attnflows_panel import signatures
 from attnflows_panel._io import status
 from attnflows_panel.index.batches import buckets_by_length, compute_batch, encode_shard, resolve_max_tokens
-from attnflows_panel.index.build import beside_when_overwriting, finish_build
+from attnflows_panel.index.build import run_build
 from attnflows_panel.index.format import manifest_differences
 from attnflows_panel.index.plan import (
     DEFAULT_SHARD_SIZE,
     BuildPlan,
     ShardWriter,
-    build_lock,
     check_build_args,
-    plan_build,
 )
 from attnflows_panel.index.write import DEFAULT_EXACT_LIMIT
 
@@ -217,16 +215,12 @@ def build_index_ray(
     if target and not ray.is_initialized():
         check_ray_address(target)  # a dead address fails now, in seconds, before the corpus is read
     max_tokens = resolve_max_tokens(max_tokens, device or "cpu")
-    out = Path(out)
-    with build_lock(out), beside_when_overwriting(out, overwrite) as where:
-        plan = plan_build(pair, data, task, where, split=split, tau=tau, batch_size=batch_size, limit=limit,
-                          shard_size=shard_size, overwrite=overwrite and where == out, label_map=label_map,
-                          column_map=column_map, labels=labels, max_tokens=max_tokens, weights=weights)
-        if not plan.finished:
-            if plan.todo:
-                _run_ray(ray, address, pair, plan, (workers, device, cpus_per_worker), progress, stats, t0)
-            finish_build(plan, exact_limit=exact_limit, factory=factory, keep_shards=keep_shards)
-    return out
+    engine = lambda plan: _run_ray(ray, address, pair, plan, (workers, device, cpus_per_worker),  # noqa: E731
+                                   progress, stats, t0)
+    return run_build(engine, pair, data, task, out, overwrite=overwrite, exact_limit=exact_limit, factory=factory,
+                     keep_shards=keep_shards, split=split, tau=tau, batch_size=batch_size, limit=limit,
+                     shard_size=shard_size, label_map=label_map, column_map=column_map, labels=labels,
+                     max_tokens=max_tokens, weights=weights)
 
 
 def _run_ray(ray: Any, address, pair, plan: BuildPlan, worker_args: tuple, progress: bool, stats: dict,
