@@ -9,6 +9,8 @@ function hitTest(D, X, x, y, S) {
   // what lies under data point (x, y) at scale S: a head glyph {kind: "glyph", row}, a token {kind: "node",
   // id}, a folded run {kind: "run", i} or null
   const slack = Math.max(0.3, 1 / S);
+  // within 2 px of a token's centre (the point attnflowsPoints gives): the token, even where a glyph is there
+  for (let u = 0; u < X.N; u++) if (Math.hypot(D.n_hx[u] - x, D.n_hy[u] - y) <= 2 / S) return {kind: "node", id: u};
   if (D.glyph * S >= 3) {  // glyphs are targets of their own once they are 3 px (zoom in to reach them)
     const half = D.glyph / 2 + slack;
     let best = -1, bd = 1e9;
