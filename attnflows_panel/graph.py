@@ -675,9 +675,12 @@ class AttentionGraph(Reachability):
         out[level + 1] = f
         any_cols = np.logical_or.reduce
         for k in range(level + 1, self.L):
-            if not np.count_nonzero(f):
+            m = np.count_nonzero(f)
+            if not m:
                 break
-            f = any_cols(self._layer_adj(k, head)[:, f], axis=1)
+            adj = self._layer_adj(k, head)
+            # a few columns are gathered; for more, masking the rows in place is faster (no strided copy)
+            f = any_cols(adj[:, f], axis=1) if 8 * m < self.n else (adj & f).any(axis=1)
             out[k + 1] = f
         return out
 

@@ -2,9 +2,11 @@
 
 Whole sample = what the app computes for one pair at one τ: both models' Attention Graphs, their
 comparison, influence and ratings at every layer (eq. 4), the view's data (``FlowData``: union layout with
-folded runs and ring radii by content, the labels' text and priority, head glyphs, sparklines, edges with
-their weights and rest flags, every node's hover trace in both models as ancestor bits, the component's
-columns), the sentence view's and the context view's layouts, and one frozen
+folded runs and ring radii by content, the labels' text and priority, edges with their weights and rest
+flags, every node's hover trace in both models as ancestor bits), the radial component's columns
+(``views.radial.pack_flow``: the browser derives the head glyphs, sparklines and edge curves from them, so
+``FlowData`` builds those only on first use, here for the frozen traversals below), the sentence view's and
+the context view's layouts, and one frozen
 traversal of each kind (a token, a head-restricted token, a
 brush, paths between adjacent and between non-adjacent levels; only on levels that hold tokens, so an
 empty middle level cannot crash the run). The reference is one forward pass, ``output_attentions=True``
@@ -133,6 +135,7 @@ def _first_nonempty(levels, ks):
 def whole_sample(pre_attn, fine_attn, tokens, segments, tau: float) -> dict:
     """Everything the app computes for one sample at one τ (see the module docstring)."""
     from attnflows_panel.views.flow_data import FlowData
+    from attnflows_panel.views.radial import pack_flow
 
     pre = AttentionGraph.build(pre_attn, tau=tau)
     fine = AttentionGraph.build(fine_attn, tau=tau)
@@ -141,7 +144,8 @@ def whole_sample(pre_attn, fine_attn, tokens, segments, tau: float) -> dict:
         comp.ratings(k)
     comp.most_different_level()
     data = FlowData(tokens, segments, pre, fine, "combined")  # influence, layout, labels, glyphs, traces
-    data.sources(ring_labels=False)  # the component places labels itself (ring_labels.select_labels)
+    pack_flow(data)  # the radial component's columns (it places labels itself: ring_labels.select_labels)
+    traces = data.bits  # every node's trace in both models (the browser walks them itself, over the edges)
     # the two other views of the sample: the sentence view (ratings at the level the view opens on, the
     # token layout) and the sentence context view (wedge geometry)
     comp.ratings(comp.most_different_level())
@@ -160,7 +164,8 @@ def whole_sample(pre_attn, fine_attn, tokens, segments, tau: float) -> dict:
         if below is not None:
             data.highlight([[mid, t0], [below, int(lv[below][0])]])  # paths (adjacent or not)
         data.highlight([[pre.L, pre.root], [0, int(lv[0][0])]] if len(lv[0]) else [[pre.L, pre.root]])
-    return {"levels": [len(x) for x in lv][::-1], "nodes": data.n_nodes, "edges": len(data.columns("edges"))}
+    return {"levels": [len(x) for x in lv][::-1], "nodes": data.n_nodes, "edges": len(data.columns("edges")),
+            "trace_bytes": sum(b.size for b in traces.values())}
 
 
 def main(argv=None) -> None:
