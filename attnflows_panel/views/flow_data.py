@@ -620,19 +620,19 @@ class FlowData(Selections):
         ids = self.node_index.ravel()[g.levels_flat]  # this view's node id of each of g's nodes
         sets = g.ancestor_sets(ids, self.n_nodes)  # numbered by this view's ids: no scatter
         off = np.concatenate([[0], np.cumsum([len(x) for x in g.levels])])
-        rows = []
+        sizes = np.diff(bounds)  # level lev's rows: sizes[lev] nodes of bounds[lev] bits each (the levels below)
+        starts = np.concatenate([[0], np.cumsum(sizes * bounds[:-1])])
+        stream = np.zeros(int(starts[-1]), dtype=bool)  # written level by level in place (no concatenation)
         for lev in range(self.L + 1):
-            m, lo = int(bounds[lev + 1] - bounds[lev]), int(bounds[lev])
-            if m == 0:
+            m, lo = int(sizes[lev]), int(bounds[lev])
+            if m == 0 or lo == 0:
                 continue
             mine = np.unpackbits(sets[lev].view(np.uint8), axis=1, count=lo, bitorder="little").view(bool)
+            block = stream[starts[lev] : starts[lev + 1]].reshape(m, lo)  # node u of level lev: the nodes below
             if mine.shape[0] == m:  # g holds every node of this level
-                rows.append(mine.ravel())
-                continue
-            block = np.zeros((m, lo), dtype=bool)  # node u of level lev: the nodes below its level
-            block[ids[off[lev] : off[lev + 1]] - lo] = mine
-            rows.append(block.ravel())
-        stream = np.concatenate(rows) if rows else np.zeros(0, dtype=bool)
+                block[...] = mine
+            else:
+                block[ids[off[lev] : off[lev + 1]] - lo] = mine
         return np.packbits(stream, bitorder="little")
 
     # ------------------------------------------------------------------ what the browser receives
