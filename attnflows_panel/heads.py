@@ -29,6 +29,12 @@ in the package; see README.md):
 
 Corpus values are plain means over samples (every sample weighs the same, whatever its length).
 
+Every measure takes any edge weights of :mod:`attnflows_panel.weights` in place of the attention (rows that
+sum to 1, or 0): ``norm`` (Kobayashi et al. 2020) or ``attattr`` (Hao et al. 2021) ask whether fine-tuning
+changed what a head's tokens *contribute*, or what the prediction depends on, rather than where it looks
+(``attnflows heads report --weights``). An all-zero ``attattr`` row (no positive attribution) enters as it
+is: its JSD is 0 against another all-zero row and ½ against any distribution (its ``M`` is half the other).
+
 Storage in an index (``head_change.npy``, see index/README.md): per sample, cosine and JSD as 8 bits
 each, ``[N, 2, L, H]`` uint8 (288 bytes per sample at BERT-base size, 12 × 12). The codes are
 square-root encoded, so that the values near 0 change and near 1 similarity that matter most keep
