@@ -57,14 +57,16 @@ shows its full word in a white box, on its label row or just outside it.</p>
 <p><b>Sentence view (§4.2).</b> Up to five circles above each token: its influence
 I<sub>l</sub> (eq. 4) at the chosen level, rounded up. In the combined mode
 {swatch(SHARED_COLOR, 8)} circles are influence both models share, the rest is
-{swatch(PRETRAINED_COLOR, 8)} or {swatch(FINETUNED_COLOR, 8)} for the model with more.</p>
+{swatch(PRETRAINED_COLOR, 8)} or {swatch(FINETUNED_COLOR, 8)} for the model with more. Click a token to
+select it at the chosen level (the level slider); it scrolls when the pair is long.</p>
 <p><b>Sentence Context view.</b> Where in the sentence pair the tokens of each ring come from, coloured by
 model.</p>
 <p><b>Interactions (§4.4).</b> Hover a token: what it depends on (lower levels) and what depends on it
 (higher levels). Hover a head glyph: the same through that head only. Click to freeze, shift-click to add
 tokens, brush tokens in one ring (box or lasso) for their common dependencies; shift-click a token in a
 second ring for the paths and heads between the two. The frozen selection, head, τ, mode and level are kept
-in the page's URL: copy it to share the view. Back and Forward step through the samples, freezes, heads and
+in the page's URL: copy it to share the view. The SVG and PNG buttons of the radial view's toolbar save what it
+draws, zoom and selection included. Back and Forward step through the samples, freezes, heads and
 modes you chose (moving τ or the level changes the current step, it adds none).</p>
 <p class="af-numbering"><b>Numbering.</b> Everything you read counts from 1, as the paper does: levels (1 = the
 input … L+1 = [CLS]), layers and heads (layer 1 … L, head 1 … H), tokens (token 1 = [CLS]); in the views,
