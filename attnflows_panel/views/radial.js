@@ -88,9 +88,12 @@ export function render({model, el}) {
     for (const k of keys) D[k] = get(raw, k);
     D.labels = String(D.label_text || "").split("\n");
     D.tokens = D.tokens || [];
+    const t0 = performance.now();
     expand(D);
+    const t1 = performance.now();
     V.D = D;
     V.X = prep(D);
+    root.setAttribute("data-load-ms", `${(t1 - t0).toFixed(1)},${(performance.now() - t1).toFixed(1)}`);
     V.version = (V.version || 0) + 1;
     V.widths = null;
     V.hover = null;

@@ -60,9 +60,8 @@ export function expand(D) {
     for (let h = 0; h < H; h++) {
       const i = u * H + h, st = (cp[i] > 0 ? PRE : 0) | (cf[i] > 0 ? FINE : 0);
       if (!st) continue;
-      const parts = st === 3 ? [PRE, FINE] : [st];
-      for (const c of parts) {
-        const split = st === 3;
+      const split = st === 3;
+      for (let c = split ? PRE : st; c <= (split ? FINE : st); c++) {
         const gu = (D.g_du[h] + (split ? (c === PRE ? -0.25 : 0.25) * D.glyph : 0)) * cs, gv = D.g_dv[h] * cs;
         gnode[r] = u; ghead[r] = h; gmodel[r] = c; gpart[r] = split ? c : 0;
         ggc[r] = D.comparison ? (c === PRE ? 12 : 13) :
