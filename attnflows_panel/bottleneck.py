@@ -190,17 +190,24 @@ class Bottleneck:
         """The edges of the graph at τ = ``t`` (``(k * n + a) * n + b``, ascending: ``edge > t``) and every
         head's weight of each ``[H, m]``. The edges of the lowest τ asked so far are kept with their weights
         (up to :data:`KEEP_WEIGHTS` weights): the graph at a higher τ is a subgraph of it, so its edges are
-        a selection of those, with no gather from the ``L · H · n²`` weights. (A cache in a frozen object:
-        it changes no result.)"""
+        a selection of those, with no gather from the ``L · H · n²`` weights; a lower τ gathers only the
+        edges it adds. (A cache in a frozen object: it changes no result.)"""
         low = self.__dict__.get("_low_edges")
         if low is not None and t >= low[0]:
             _, keys, widths, weights = low
             sel = np.flatnonzero(widths > t)
             return keys[sel], np.take(weights, sel, axis=1)  # C order (weights[:, sel] comes out in F order)
         keys = np.flatnonzero(self.edge > t)
-        weights = edge_weights(self.weights, keys)
+        widths = self.edge.reshape(-1)[keys]
+        if low is None:
+            weights = edge_weights(self.weights, keys)
+        else:  # a lower τ than any so far: only the edges that τ adds are gathered, the kept ones are reused
+            added = widths <= low[0]  # the kept edges are the others, in the same (ascending) order
+            weights = np.empty((self.weights.shape[1], keys.size), dtype=self.weights.dtype)
+            weights[:, ~added] = low[3]
+            weights[:, added] = edge_weights(self.weights, keys[added])
         if weights.size <= KEEP_WEIGHTS:
-            self.__dict__["_low_edges"] = (t, keys, self.edge.reshape(-1)[keys], weights)
+            self.__dict__["_low_edges"] = (t, keys, widths, weights)
         return keys, weights
 
     def breakpoints(self, edges: bool = False) -> np.ndarray:

@@ -98,9 +98,10 @@ def test_graph_from_widths_equals_the_build_on_random_weights(seed):
     b = bottleneck(w, heads, root)
     for tau in taus:  # up and down: a τ above the lowest asked selects its edges from that one's
         assert_same_graph(b.graph(tau), AttentionGraph.build(w, tau, heads, root))
-    b = bottleneck(w, heads, root)
-    for tau in sorted(taus):
-        assert_same_graph(b.graph(tau), AttentionGraph.build(w, tau, heads, root))
+    for order in (sorted(taus), sorted(taus, reverse=True)):  # each τ a subgraph of the last; each a new lowest
+        b = bottleneck(w, heads, root)
+        for tau in order:
+            assert_same_graph(b.graph(tau), AttentionGraph.build(w, tau, heads, root))
 
 
 def test_graph_from_widths_without_the_kept_edges(monkeypatch):
