@@ -5,13 +5,20 @@ streams). Also: the first drawing, and a τ change (new data for the component �
 in the browser; the server side of a τ change is bench_views.py's ``tau_s``).
 
 The component (views/radial.js) is mounted in a page of its own (tests/browser_support.py's
-``radial_page``: no server) at 700×700 px, the size of the radial view at 1280×800, with the data of a
+``radial_page``: no server) at 700×700 px, about the size of the radial view at 1280×800 (560×610 in the app
+since the page layout of 7 Dec 2026), with the data of a
 synthetic 12×12 pair of BERT-base shape (bench_views.py's "bert-like" attention) at τ 0.3, or of a
 denser one at τ 0.1. Hovered: 50 tokens drawn at random, each hit at its centre.
 
     python benchmarks/bench_radial_hover.py [--n 512] [--tau 0.3] [--hovers 50]
 
-Prints the figures (with the load average) and writes benchmarks/results/radial_hover.json.
+Prints the figures (with the load average) and writes benchmarks/results/radial_hover.json, with the
+drawing's size in the page (``root_px``).
+
+Until 7 Dec 2026 the component replaced its host element's size by 100 % of a page that had no height, so
+this benchmark drew a 700×200 box (a 200 px drawing), not 700×700: figures from before that date are of
+that smaller drawing. At 700×700 the glyphs are drawn one by one, which also showed that one path of tens
+of thousands of glyphs took Chromium ~20 s to fill (now filled in batches: ~0.2 s).
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ def main(argv=None):
         root = radial_page(page, packed, size, size)
         mount_s = time.perf_counter() - t0
         first_ms = float(root.get_attribute("data-draw-ms"))
+        bb = root.bounding_box()
         base_ms = float(root.get_attribute("data-base-ms") or 0)
         pts = root.evaluate("(el) => el.attnflowsPoints('nodes')")
         rng = np.random.default_rng(1)
@@ -108,7 +116,8 @@ def main(argv=None):
         browser.close()
     row = {
         "n": args.n, "tau": args.tau, "nodes": len(data.nodes), "edges": len(data.edges), "glyphs": len(data.glyphs),
-        "size_px": size, "hovers": len(draw), "traced_median": float(np.median(traced)) if traced else 0,
+        "size_px": size, "root_px": [round(bb["width"]), round(bb["height"])],
+        "hovers": len(draw), "traced_median": float(np.median(traced)) if traced else 0,
         "first_draw_ms": first_ms, "base_ms": base_ms, "mount_s": round(mount_s, 3),
         "draw_p50_ms": round(float(np.percentile(draw, 50)), 2),
         "draw_p90_ms": round(float(np.percentile(draw, 90)), 2),

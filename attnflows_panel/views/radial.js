@@ -18,6 +18,7 @@ const FONT_PX = 11;       // the label font (CSS px); never below 10 (issue #24)
 const FONT_FAMILY = "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif";
 const LABEL_PAD = 3;      // free px kept around a label box
 const RUN_FONT_PX = 10;   // a folded run's count
+const PATH_BATCH = 256;   // quads per filled path (a path of many thousands fills very slowly)
 const EDGE_BUDGET = 48;   // traced edges drawn per layer at most (the strongest): no hairball
 const MODEL_NAME = {1: "pre-trained only", 2: "fine-tuned only", 3: "both models"};
 const MODEL_COLOR = {1: "#2bb3a4", 2: "#7b3fa0", 3: "#e07b00"};
@@ -51,8 +52,9 @@ export function render({model, el}) {
     tools[name] = b;
     return b;
   }
-  el.style.width = "100%";
-  el.style.height = "100%";
+  // fill the host element Panel gives (a host sized by its page, as in tests/browser_support.py, keeps its size)
+  if (!el.style.width) el.style.width = "100%";
+  if (!el.style.height) el.style.height = "100%";
   el.appendChild(root);
   const ctx = canvas.getContext("2d");
 
@@ -293,15 +295,21 @@ export function render({model, el}) {
     for (let u = 0; u < X.N; u++) show[u] = (!only || only[u]) && visible(T, D.n_hx[u], D.n_hy[u], margin) ? 1 : 0;
     const detail = D.glyph * S >= 1.2;
     g.fillStyle = "#f4f4f4"; g.beginPath();
-    for (let u = 0; u < X.N; u++) if (show[u] && D.n_bw[u] > 0) quadT(g, T, D.n_bx[u], D.n_by[u], D.n_bw[u], D.n_bh[u], D.n_ta[u]);
+    for (let u = 0; u < X.N; u++) {
+      if (show[u] && D.n_bw[u] > 0) quadT(g, T, D.n_bx[u], D.n_by[u], D.n_bw[u], D.n_bh[u], D.n_ta[u]);
+      if ((u + 1) % PATH_BATCH === 0) { g.fill(); g.beginPath(); }
+    }
     g.fill();
     if (detail) {
       for (const [gc, rows] of X.gcRows) {
         g.fillStyle = D.palette[gc]; g.beginPath();
+        let k = 0;
         for (let i = 0; i < rows.length; i++) {
           const r = rows[i], u = D.g_node[r];
           if (!show[u]) continue;
           quadT(g, T, D.g_x[r], D.g_y[r], D.g_part[r] ? D.glyph / 2 : D.glyph, D.glyph, D.n_ta[u]);
+          // filled in batches: one path of tens of thousands of turned quads takes Chromium seconds to fill
+          if (++k % PATH_BATCH === 0) { g.fill(); g.beginPath(); }
         }
         g.fill();
       }
@@ -311,6 +319,7 @@ export function render({model, el}) {
         for (let i = 0; i < nodes.length; i++) {
           const u = nodes[i];
           if (show[u]) quadT(g, T, D.n_bx[u], D.n_by[u], D.n_bw[u], D.n_bh[u], D.n_ta[u]);
+          if ((i + 1) % PATH_BATCH === 0) { g.fill(); g.beginPath(); }
         }
         g.fill();
       }
@@ -502,14 +511,19 @@ export function render({model, el}) {
     const S = scale(), t0 = performance.now();
     const [cells, gc] = make();
     drawCells(gc, S, null);
+    const t1 = performance.now();
     const [base, gb] = make();
     gb.fillStyle = "#ffffff"; gb.fillRect(0, 0, V.w, V.h);
     drawRings(gb, S);
+    const t2 = performance.now();
     drawRestEdges(gb, S);
+    const t3 = performance.now();
     gb.setTransform(1, 0, 0, 1, 0, 0);
     gb.drawImage(cells, 0, 0);
     V.base = base; V.cells = cells; V.baseKey = key;
-    root.setAttribute("data-base-ms", (performance.now() - t0).toFixed(1));
+    const t4 = performance.now();
+    root.setAttribute("data-base-ms", (t4 - t0).toFixed(1));
+    root.setAttribute("data-base-parts", [t1 - t0, t2 - t1, t3 - t2, t4 - t3].map((t) => t.toFixed(1)).join(","));
   }
 
   function paint(g, forExport) {
