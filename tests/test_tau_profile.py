@@ -83,3 +83,28 @@ def test_the_chart_counts_what_the_graph_holds_and_a_click_sets_tau(widths):
         page.screenshot(path="test-output/tau-profile.png")
         browser.close()
     assert not errors, errors
+
+
+def test_the_view_shows_the_profile_of_its_result_and_follows_it(widths):
+    """AttentionFlowsView's controls hold the τ profile of its result: the widths of both models (one
+    in a single-model mode), τ kept in step both ways, a τ set from the chart clamped to the slider's
+    bounds."""
+    from attnflows_panel.views.attention_flows import TAU_BOUNDS, AttentionFlowsView
+
+    w, result = widths
+    view = AttentionFlowsView(result, tau=0.15)
+    chart = next(o for o in view.parts().controls.objects if isinstance(o, TauProfile))
+    want = pack_widths(w)
+    assert chart.data["models"] == [PRE, FINE] and chart.tau == 0.15
+    np.testing.assert_array_equal(chart.data[f"w{FINE}"], want[f"w{FINE}"])
+    view.tau = 0.3
+    assert chart.tau == 0.3
+    chart.tau = 0.2  # a click on the chart
+    assert view.tau == 0.2
+    fine = AttentionGraph(result.finetuned.attentions, 0.2)
+    assert view.data.graphs[FINE].member.tolist() == fine.member.tolist()  # the view redrew at that τ
+    chart.tau = 0.999  # beyond the slider
+    assert view.tau == TAU_BOUNDS[1]
+    view.mode = "pretrained"
+    assert chart.data["models"] == [PRE]
+    np.testing.assert_array_equal(chart.data[f"w{PRE}"], want[f"w{PRE}"])

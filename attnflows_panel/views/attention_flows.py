@@ -57,6 +57,7 @@ import panel as pn
 import param
 
 from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PRETRAINED_COLOR
+from attnflows_panel.compare import FINE, PRE
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import RadialStyle
 from attnflows_panel.views.context import ContextView, pack_context
@@ -70,6 +71,7 @@ from attnflows_panel.views.flow import (
 )
 from attnflows_panel.views.radial import RadialFlow, pack_flow, pack_highlight
 from attnflows_panel.views.sentence import SentenceView, pack_sentence
+from attnflows_panel.views.tau_profile import TauProfile, pack_widths
 
 __all__ = ["AttentionFlowsView", "ViewParts", "check_result", "MODES", "MODE_LABELS", "TAU_BOUNDS"]
 
@@ -286,8 +288,35 @@ class AttentionFlowsView(pn.viewable.Viewer):
                                             sizing_mode="stretch_width", css_classes=["attnflows-focus"])
         self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width",
                                           css_classes=["attnflows-clear"])
+        # the τ profile under the slider: tokens in each model's graph at every τ; a click sets τ
+        self._tau_profile = TauProfile(tau=self.tau, tau_max=0.6, height=100, sizing_mode="stretch_width",
+                                       margin=(0, 10, 6, 10), css_classes=["attnflows-tau-profile-pane"])
+        self._tau_profile.param.watch(self._on_profile_tau, ["tau"])
+        self._profile_key: tuple = ()
         self._legend = pn.pane.HTML("", width=280, margin=(5, 10))
         self._status = pn.pane.HTML("", width=280, margin=(5, 10), styles={"font-size": "12px", "color": "#444"})
+
+    def _on_profile_tau(self, event) -> None:
+        """A click or drag on the τ profile sets τ (within the slider's bounds)."""
+        lo, hi = TAU_BOUNDS
+        tau = round(min(hi, max(lo, float(event.new))), 4)
+        if tau != self.tau:
+            self.tau = tau
+
+    def _update_profile(self) -> None:
+        """The τ profile of the current result and mode (its data only when they changed) at τ."""
+        key = (id(self.result), self.mode)
+        if key != self._profile_key:
+            self._profile_key = key
+            widths = self._graphs_cache.get(("widths", id(self.result)))
+            if widths is None:
+                self._graphs()
+                widths = self._graphs_cache[("widths", id(self.result))]
+            shown = {"pretrained": (PRE,), "finetuned": (FINE,)}.get(self.mode, (PRE, FINE))
+            by_code = {PRE: widths[0].node, FINE: widths[1].node}
+            self._tau_profile.param.update(data=pack_widths({c: by_code[c] for c in shown}), tau=self.tau)
+        elif self._tau_profile.tau != self.tau:
+            self._tau_profile.tau = self.tau
 
     def clear_selection(self) -> None:
         """Forget the frozen selection and its head restriction."""
@@ -333,6 +362,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._flow = self._flow_pane
         self._sentence_pane.data = pack_sentence(data, self.level, self.alpha)
         self._context_pane.param.update(data=pack_context(data), level=self.level)
+        self._update_profile()
         self._flow.param.update(data=pack_flow(data), level=self.level, focus=self.focus,
                                 legend=[list(r) for r in legend_items(data, self.level)], title=self._title(),
                                 sentences=[str(getattr(self.result, "sentence_a", "") or ""),
@@ -651,7 +681,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         ``result``, τ, mode, level or selection updates the figures in place, so place each part once.
         """
         if self._controls is None:
-            self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._level_slider, self._focus,
+            self._controls = pn.Column(self._mode_buttons, self._tau_slider, self._tau_profile, self._level_slider,
+                                       self._focus,
                                        self._clear, sizing_mode="stretch_width", css_classes=["af-view-controls"])
         return ViewParts(
             sentence=self._sentence_pane,
