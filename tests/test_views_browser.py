@@ -170,10 +170,17 @@ def test_hover_click_brush_tau_export_on_minilm(browser, minilm_result, output_d
 
         # --- hover a token: the page highlights compare.trace (each model traversed, coloured by model)
         picks = [keys.index((lv, int(comp.levels[lv][len(comp.levels[lv]) // 2]))) for lv in (0, 2, comp.L - 1)]
+        from attnflows_panel.bottleneck import bottleneck, describe_width
+
+        widths = [bottleneck(out.attentions).node for out in (r.pretrained, r.finetuned)]
         for i in picks:
             _hover_node(page, i)
             s = _states(page)
             assert _lit(keys, s["st"]) == dict(comp.trace(*keys[i])), keys[i]
+            # each model's "in the graph for τ < x" (issue 27): the token's widest-path width in that model
+            said = page.locator(f"{RADIAL} .attnflows-radial-info .af-width").all_inner_texts()
+            lv, pos = keys[i]
+            assert said == [describe_width(float(np.float32(w[lv, pos]))) for w in widths], (keys[i], said)
         assert len(_lit(keys, s["st"])) > 3  # a real trace, not just the token
 
         # --- hover a head glyph: that layer restricted to that head, that model only; shift: both models

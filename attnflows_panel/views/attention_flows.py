@@ -363,11 +363,23 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._sentence_pane.data = pack_sentence(data, self.level, self.alpha)
         self._context_pane.param.update(data=pack_context(data), level=self.level)
         self._update_profile()
-        self._flow.param.update(data=pack_flow(data), level=self.level, focus=self.focus,
+        self._flow.param.update(data=self._packed_flow(data), level=self.level, focus=self.focus,
                                 legend=[list(r) for r in legend_items(data, self.level)], title=self._title(),
                                 sentences=[str(getattr(self.result, "sentence_a", "") or ""),
                                            str(getattr(self.result, "sentence_b", "") or "")])
         self._show_selection()
+
+    def _packed_flow(self, data: FlowData) -> dict:
+        """pack_flow(data) plus each node's widest-path width in each model drawn (``n_b1``, ``n_b2``):
+        the hover text says below which τ the token is in that model's graph (bottleneck.describe_width)."""
+        packed = pack_flow(data)
+        widths = self._graphs_cache.get(("widths", id(self.result)))
+        if widths is not None:
+            lv, pos = np.asarray(packed["n_level"], np.intp), np.asarray(packed["n_pos"], np.intp)
+            for code, b in ((PRE, widths[0]), (FINE, widths[1])):
+                if code in data.graphs:
+                    packed[f"n_b{code}"] = np.asarray(b.node, np.float32)[lv, pos]
+        return packed
 
     def _title(self) -> str:
         return f"Attention Flows · {self.mode} · τ = {self.tau:.2f} · level {self.level + 1}"

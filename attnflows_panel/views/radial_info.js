@@ -66,6 +66,16 @@ function rating(v) {
   return "\u25cf".repeat(r) + "\u25cb".repeat(5 - r);
 }
 
+function widthText(w) {
+  // bottleneck.describe_width: the tau below which a node of widest-path width w is in the graph, cut
+  // (not rounded up) to 2 significant digits
+  if (!(w >= 0)) return "";
+  if (!isFinite(w)) return "in the graph at every \u03c4";
+  if (w === 0) return "in the graph at no \u03c4";
+  const e = Math.floor(Math.log10(w)), q = Math.pow(10, e - 1);
+  return `in the graph for \u03c4 < ${(Math.floor(w / q + 1e-9) * q).toFixed(Math.max(0, 1 - e))}`;
+}
+
 function infoHtml(D, h) {
   // the info box's HTML for a hover h (null: the help line)
   if (!D) return "";
@@ -99,8 +109,10 @@ function infoHtml(D, h) {
       const col = D[`n_i${c}`];
       if (!(D.models & c) || !col) continue;
       const name = c === 1 ? "pre-trained" : "fine-tuned";
+      const width = D[`n_b${c}`];  // the node's widest-path width in this model (the view adds it)
       lines.push(`<span style="color:${MODEL_COLOR[c]}">${name}</span>: influence I = ${col[u].toFixed(2)} ` +
-        `<span style="color:${MODEL_COLOR[c]}">${rating(col[u])}</span>`);
+        `<span style="color:${MODEL_COLOR[c]}">${rating(col[u])}</span>` +
+        (width ? ` \u00b7 <span class="af-width">${widthText(width[u])}</span>` : ""));
     }
   } else {
     lines.push("the root: the classification output");
