@@ -731,34 +731,3 @@ def test_cli_build_query_info(sharp_bert_dirs, glue_dir, tmp_path, capsys):
         assert msg in capsys.readouterr().err
     assert main(["index", "query", "--index", str(tmp_path / "missing"), "--id", "x"]) == 1
     assert "no index folder" in capsys.readouterr().err
-
-
-def test_partial_queries_on_an_approximate_index_are_reranked_exactly(sharp_pair, mrpc, tmp_path):
-    """A masked query too wide for the column path (here 5 heads: 10 usage columns) goes through FAISS on an
-    approximate index, asks it for RERANK_FACTOR x k candidates and re-ranks them by their exact float32
-    scores (not the float16 vectors' approximations); an unmasked query is answered by FAISS as before."""
-    from attnflows_panel.index.search import EXACT_COLUMNS, RERANK_FACTOR
-
-    out = build_index(sharp_pair, mrpc, "mrpc", tmp_path / "approx", tau=0.3, limit=40, shard_size=8,
-                      exact_limit=10, progress=False)
-    idx = SignatureIndex.open(out)
-    assert idx.manifest["index"]["kind"] == "approximate"
-    Xf = idx.embed_usage(idx.usage())  # every sample's float32 vector, as the index was built from
-    stored = idx.vectors()  # FAISS's float16 copies
-    heads = idx.heads_mask("0:*,1:0")
-    checked = 0
-    for row in (1, 7, 20, 33):
-        q = signatures.query_vector(Xf[row], "diff", heads, L=2, H=4)
-        assert len(idx.usage_columns(q)) > EXACT_COLUMNS
-        assert idx._candidates(q.reshape(1, -1), 6, "approximate") == 6 * RERANK_FACTOR
-        scores, rows = idx.search_vector(q, 6)
-        want = Xf @ q
-        top = np.lexsort((np.arange(len(want)), -want))[:6]
-        assert list(rows) == list(top)
-        np.testing.assert_allclose(scores, want[top], rtol=0, atol=1e-6)  # exact, not float16's rounding
-        checked += np.abs(stored[top] @ q - want[top]).max() > 1e-6  # which FAISS alone would have given
-    assert checked  # the float16 scores do differ, so the test can tell
-    full = signatures.query_vector(Xf[1], "all", None, L=2, H=4)
-    assert idx._candidates(full.reshape(1, -1), 6, "approximate") == 6
-    scores, rows = idx.search_vector(full, 6)
-    np.testing.assert_allclose(scores, (stored @ full)[rows], atol=1e-6)  # FAISS's own scores

@@ -58,9 +58,6 @@ log = logging.getLogger("attnflows_panel.index")
 #: approximate indexes rank a query that needs at most this many usage columns (model, layer, head)
 #: exactly, from the head-major usage, instead of through the graph (see SignatureIndex.search_vector)
 EXACT_COLUMNS = 8
-#: an approximate index answers a partial query (one space, a head mask) from this many FAISS candidates
-#: per result, re-ranked by their exact scores (SignatureIndex.search_vector)
-RERANK_FACTOR = 4
 
 #: how far past ±1 a score may lie from float16 rounding before it counts as damage (see SignatureIndex._checked)
 SCORE_TOLERANCE = 1e-2
@@ -574,7 +571,10 @@ class SignatureIndex:
         blocks (f = 1) keep the base, one block (f = 1/3) searches 2.7x harder (pre: recall 0.99 at
         0.9 ms), a 24-head diff mask (f = 1/18) 14.7x (0.945 at 5.2 ms; benchmarks/bench_index.py). Masks
         narrow enough to need at most ``EXACT_COLUMNS`` usage columns skip the graph altogether
-        (:meth:`search_vector`)."""
+        (:meth:`search_vector`). The lost recall of a 24-head mask is the graph's, not the float16 storage's:
+        asking FAISS for 4x the results and re-ranking them by exact float32 scores gained 0.0006 recall
+        (0.9452 -> 0.9458) for 6% more CPU time at 1M (2026-12-07, load 2.5-3.4), so the search does not
+        re-rank."""
         search = dict((self.manifest.get("index") or {}).get("search") or {})
         kept = max(np.count_nonzero(q) / max(1, q.size), 1e-9)
         scale = float(np.clip(max((1.0 / kept) ** 0.9, (1.0 / (3.0 * kept)) ** 1.5), 1.0, 32.0))
@@ -601,10 +601,7 @@ class SignatureIndex:
         Exhaustive indexes search FAISS. Approximate ones search FAISS too (with :meth:`search_effort`),
         except (a) a query that needs at most ``EXACT_COLUMNS`` usage columns (a few heads), ranked
         exactly from the head-major usage and the stored block norms, and (b) a filter that leaves few
-        candidates, ranked exactly over their vectors. A partial query (one space, a head mask) on an
-        approximate index asks FAISS for ``RERANK_FACTOR`` x ``k`` candidates and re-ranks them by their
-        exact scores (:meth:`_rerank`): its scores spread over a few dims, where the float16 storage's
-        rounding swaps near ties among a million samples."""
+        candidates, ranked exactly over their vectors."""
         faiss = import_faiss()
         q = np.ascontiguousarray(np.asarray(q, dtype=np.float32).reshape(1, -1))
         if q.shape[1] != self.index.d:
@@ -624,37 +621,16 @@ class SignatureIndex:
                 top = np.lexsort((candidates, -scores))[:k]
                 return self._checked(scores[top].astype(np.float32), candidates[top])
             selector = faiss.IDSelectorBatch(candidates.astype(np.int64))
-            wide = self._candidates(q, k, kind)
             with _one_thread(faiss):
                 params = self._search_params(q, selector)
-                dist, found = self.index.search(q, int(min(wide, len(candidates))), params=params)
+                dist, found = self.index.search(q, int(min(k, len(candidates))), params=params)
         else:
-            wide = self._candidates(q, k, kind)
             with _one_thread(faiss):
-                dist, found = self.index.search(q, int(min(wide, self.index.ntotal)), params=self._search_params(q))
+                dist, found = self.index.search(q, int(min(k, self.index.ntotal)), params=self._search_params(q))
         keep = found[0] >= 0
         scores, rows = dist[0][keep], found[0][keep].astype(np.int64)
-        if wide > k:
-            return self._checked(*self._rerank(q[0], rows, k))
         order = np.lexsort((rows, -scores))  # best first; ties in row order, whatever the index kind
         return self._checked(scores[order], rows[order])
-
-    def _candidates(self, q: np.ndarray, k: int, kind: str | None) -> int:
-        """How many FAISS results a query asks for: ``RERANK_FACTOR`` x ``k`` for a partial query on an
-        approximate index (re-ranked exactly), else ``k``."""
-        if kind == "exact" or k <= 0 or np.count_nonzero(q) == q.size:
-            return int(k)
-        return int(k) * RERANK_FACTOR
-
-    def _rerank(self, q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The top ``k`` of candidate ``rows`` by exact score, best first (ties in row order): the float32
-        vectors of their stored usage (as the index was built from, before FAISS's float16 storage) times
-        ``q``."""
-        if not len(rows):
-            return np.zeros(0, np.float32), rows
-        scores = signatures.embed(self.usage(rows), self.center) @ np.asarray(q, dtype=np.float32)
-        order = np.lexsort((rows, -scores))[:k]
-        return scores[order].astype(np.float32), rows[order]
 
     def _checked(self, scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores are cosines: anything outside [-1, 1] (beyond float16 rounding) or not finite means
