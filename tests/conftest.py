@@ -6,6 +6,7 @@
 - ``minilm_path``: the packaged all-MiniLM-L6-v2 (real weights, offline).
 - ``minilm_finetuned_dir``: MiniLM briefly fine-tuned on a GLUE MRPC subset (real, but short), so the
   two models' attentions genuinely differ. Use it where behaviour matters.
+- ``minilm_demo_index``: the first 16 demo pairs indexed by ``minilm_pair`` at τ 0.2 (read-only, shared).
 - ``glue_dir``: ../shared/data/glue, found through ATTNFLOWS_GLUE_DIR (set by .ci/run).
 """
 
@@ -150,6 +151,16 @@ def minilm_pair(minilm_path, minilm_finetuned_dir):
     from attnflows_panel.models import ModelPair
 
     return ModelPair.load(str(minilm_path), str(minilm_finetuned_dir))
+
+
+@pytest.fixture(scope="session")
+def minilm_demo_index(minilm_pair, tmp_path_factory) -> Path:
+    """The bundled demo corpus' first 16 pairs indexed by the real MiniLM pair at τ 0.2, once per run: the
+    index that the served-app tests on the real pair (load, browser) serve; they read it, never change it."""
+    from attnflows_panel.index import build_index
+
+    out = tmp_path_factory.mktemp("minilm-demo-index") / "demo"
+    return build_index(minilm_pair, "demo", None, out, limit=16, tau=0.2, progress=False)
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ pytestmark = [pytest.mark.real_model]
 
 SESSIONS = 20
 SECOND_WAVE = 10  # enough to see growth from one wave to the next, at half the test time
-N_SAMPLES = 16
 TIMEOUT_S = 180.0
 #: growth of the server's RSS allowed from the end of the first wave to the end of the second (the
 #: first wave pays for warm-up: first-use allocations, caches, code paths); a second model pair would
@@ -47,6 +46,7 @@ CLIENT = textwrap.dedent(
     # the classes are defined, so a protocol client must import them as it imports panel
     import attnflows_panel.app.history  # noqa: F401
     import attnflows_panel.views.radial  # noqa: F401
+    import attnflows_panel.views.attention_flows  # noqa: F401  (SentenceView1, ContextView1)
     from bokeh.client import pull_session
     from bokeh.events import DocumentReady
 
@@ -136,11 +136,9 @@ CLIENT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def demo_index(minilm_pair, tmp_path_factory):
-    from attnflows_panel.index import build_index
-
-    out = tmp_path_factory.mktemp("load-index") / "demo"
-    return build_index(minilm_pair, "demo", None, out, limit=N_SAMPLES, tau=0.2, progress=False)
+def demo_index(minilm_demo_index):
+    """The session's demo index on the real pair (conftest: 16 pairs at τ 0.2), shared with the browser tests."""
+    return minilm_demo_index
 
 
 class _Errors(logging.Handler):
@@ -216,16 +214,27 @@ def run_wave(served, tmp_path, n: int):
     return records, states
 
 
-def wait_sessions_freed(served, timeout: float = 60.0) -> int:
-    """How many of the apps created so far are still alive once their sessions are discarded (0: every
-    one is garbage, no reference kept), waiting up to ``timeout`` for them to go."""
+def wait_sessions_freed(served, timeout: float = 60.0) -> tuple[int, int]:
+    """(apps still alive, sessions the server still holds) once the server has discarded the closed
+    sessions or ``timeout`` has passed; (0, 0): every app is garbage, no reference kept.
+
+    The server discards closed sessions one after another on its own thread, and each discard runs a full
+    garbage collection (Bokeh's ``Document.destroy``), so on a loaded machine the last of 20 goes some tens
+    of seconds after the first. The test waits for the server to hold no session (``Server.get_sessions``,
+    a cheap look) without collecting meanwhile (a collection every 0.2 s in this thread held the
+    interpreter's lock against the discards), then collects a few times and counts: an app alive after
+    that is referenced from somewhere, and waiting longer would not free it."""
+    server = served["server"]
     deadline = time.monotonic() + timeout
-    while True:
+    while server.get_sessions() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for _ in range(5):
         gc.collect()
         alive = sum(ref() is not None for _, ref in served["created"])
-        if alive == 0 or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
+        if alive == 0:
+            break
+        time.sleep(0.5)
+    return alive, len(server.get_sessions())
 
 
 def rss_mb() -> float:
@@ -262,9 +271,11 @@ def test_twenty_concurrent_sessions_share_one_model_and_memory_stays_flat(served
     assert growth < FLAT_BOUND_MB, \
         f"server memory grew by {growth:.0f} MB from the first wave of sessions to the second"
     assert server_errors == [], "errors on the server:\n" + "\n".join(server_errors)
-    if any(leaked.values()):
+    if any(alive for alive, _ in leaked.values()):
         # A known defect, left visible: since the app's sample moved to one owner (issue 25), 2-3 of 20
-        # session apps outlive their closed sessions (found, not yet traced). Every other check of this
-        # test above still fails the test; only this one is reported as an expected failure until fixed.
-        pytest.xfail(f"session apps still alive after their sessions closed: {leaked} (of {SESSIONS} and "
-                     f"{SECOND_WAVE} per wave)")
+        # session apps outlive their closed sessions (not yet traced: on 2026-12-07 their documents were
+        # still referenced from two suspended frames and kept Panel's per-document state; see H4's report).
+        # Every other check of this test above still fails the test; only this one is reported as an
+        # expected failure until fixed.
+        pytest.xfail(f"session apps still alive after their sessions closed, (alive, sessions the server still "
+                     f"held) per wave: {leaked} (of {SESSIONS} and {SECOND_WAVE} per wave)")
