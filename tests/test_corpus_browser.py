@@ -12,6 +12,7 @@ import pytest
 from bokeh.document import Document
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
+from attnflows_panel.head_spec import format_heads, parse_heads
 from attnflows_panel.index import SignatureIndex, build_index
 from attnflows_panel.views.corpus_browser import (
     HEADER_PX,
@@ -20,7 +21,6 @@ from attnflows_panel.views.corpus_browser import (
     CorpusBrowser,
     diverging_palette,
 )
-from attnflows_panel.head_spec import format_heads, parse_heads
 
 
 @pytest.fixture(scope="module")

@@ -52,8 +52,8 @@ import panel as pn
 import param
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR, signatures
-from attnflows_panel.views.attention_flows import reported
 from attnflows_panel.head_spec import format_heads, parse_heads
+from attnflows_panel.views.attention_flows import reported
 
 __all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows"]
 
