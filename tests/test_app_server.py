@@ -64,7 +64,8 @@ def test_a_new_session_gets_its_first_view_in_its_first_document(config, registr
     card = next(m for m in models if "af-sample" in (getattr(m, "css_classes", None) or []))
     assert app.sample_id and app.sample_id in card.text
     # the radial view's drawing (its component's packed data) is there too
-    radial = next(m for m in models if "pick" in getattr(getattr(m, "data", None), "properties", set)())
+    # (the radial component's model: the one with a frozen highlight; the sentence view has a pick too)
+    radial = next(m for m in models if "frozen" in getattr(getattr(m, "data", None), "properties", set)())
     assert radial.data.data and set(radial.data.data) == set(app.view.flow.data)
     assert any(type(m).__name__ == "Location" for m in models)  # the page's URL is read at the start
     # the address the first view writes (replacing the bare address: no history entry) is in it too
