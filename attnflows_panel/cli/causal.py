@@ -58,15 +58,7 @@ def register(subparsers) -> None:
         "heads", help="which heads instruction tuning changed, over a JSONL file of prompts or chats",
         description="Per-head change between the two models over the prompts of a JSONL file: cosine and JSD of "
                     "their attention maps, and the head usage of the Attention Graph from each prompt's last token.")
-    h.add_argument("--pretrained", required=True, help="the base model: hub name or folder")
-    h.add_argument("--finetuned", required=True, help="the fine-tuned (instruct) model: hub name or folder")
-    h.add_argument("--data", required=True, metavar="FILE.jsonl", help="one JSON object per line, one prompt each")
-    col = h.add_mutually_exclusive_group()
-    col.add_argument("--text-column", default="text", help="the column holding each prompt's text (default text)")
-    col.add_argument("--chat-column", default=None,
-                     help='the column holding each chat: a list of {"role", "content"} messages (chat template)')
-    h.add_argument("--limit", type=_positive_int, default=None, help="use at most this many prompts")
-    h.add_argument("--tau", type=finite_float, default=0.1, help="the threshold τ of the graphs (default 0.1)")
+    _prompt_file_args(h)
     h.add_argument("--top", type=_positive_int, default=5, help="heads listed as most changed (default 5)")
     h.add_argument("--ablate", action="store_true",
                    help="also switch each head of the fine-tuned model off in turn and report how much its next-token "
@@ -84,18 +76,24 @@ def register(subparsers) -> None:
         "index", help="index the prompts of a JSONL file by the two models' head usage (search with `index query`)",
         description="Build a signature index over prompts or chats: each prompt's signature is the head usage of both "
                     "models' Attention Graphs from its last token; `attnflows index query/info/verify` read it.")
-    x.add_argument("--pretrained", required=True, help="the base model: hub name or folder")
-    x.add_argument("--finetuned", required=True, help="the fine-tuned (instruct) model: hub name or folder")
-    x.add_argument("--data", required=True, metavar="FILE.jsonl", help="one JSON object per line, one prompt each")
-    xcol = x.add_mutually_exclusive_group()
-    xcol.add_argument("--text-column", default="text", help="the column holding each prompt's text (default text)")
-    xcol.add_argument("--chat-column", default=None, help="the column holding each chat (a list of messages)")
-    x.add_argument("--limit", type=_positive_int, default=None, help="index at most this many prompts")
-    x.add_argument("--tau", type=finite_float, default=0.1, help="the threshold τ of the graphs (default 0.1)")
+    _prompt_file_args(x)
     x.add_argument("--out", required=True, metavar="DIR", help="the index folder (absent or empty, or --overwrite)")
     x.add_argument("--overwrite", action="store_true", help="replace the index in --out (built beside it first)")
     x.add_argument("--no-progress", action="store_true", help="no progress bar")
     x.set_defaults(func=run_index)
+
+
+def _prompt_file_args(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that read a JSONL file of prompts: the pair, the file, its column, τ."""
+    p.add_argument("--pretrained", required=True, help="the base model: hub name or folder")
+    p.add_argument("--finetuned", required=True, help="the fine-tuned (instruct) model: hub name or folder")
+    p.add_argument("--data", required=True, metavar="FILE.jsonl", help="one JSON object per line, one prompt each")
+    col = p.add_mutually_exclusive_group()
+    col.add_argument("--text-column", default="text", help="the column holding each prompt's text (default text)")
+    col.add_argument("--chat-column", default=None,
+                     help='the column holding each chat: a list of {"role", "content"} messages (chat template)')
+    p.add_argument("--limit", type=_positive_int, default=None, help="use at most this many prompts")
+    p.add_argument("--tau", type=finite_float, default=0.1, help="the threshold τ of the graphs (default 0.1)")
 
 
 def run_inspect(args: argparse.Namespace) -> int:
