@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "tcp_unreachable",
     "quiet_transformers",
     "atomic_path",
     "atomic_write",
@@ -481,3 +482,24 @@ def quiet_transformers(bars: bool):
         hf_logging.set_verbosity(verbosity)
         if bars_before and not bars:
             hf_logging.enable_progress_bar()
+
+
+def tcp_unreachable(host: str, port: int, timeout: float, name: str = "attnflows-probe") -> str | None:
+    """Why nothing answers a TCP connect to ``host:port`` within ``timeout`` seconds (DNS included), or
+    None when something listens. The connect runs in a helper thread, since name resolution takes no
+    timeout of its own."""
+    import threading
+
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(None)
+        except OSError as exc:
+            result.append(exc.strerror or str(exc))
+
+    worker = threading.Thread(target=probe, name=name, daemon=True)
+    worker.start()
+    worker.join(timeout + 1.0)
+    return result[0] if result else f"no answer within {timeout:.0f} s"

@@ -103,10 +103,11 @@ def _hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
     One TCP connect, DNS included, bounded by ``timeout`` (in a helper thread: name resolution takes no
     timeout of its own), instead of ``transformers``' retries, which take half a minute without network.
     Offline mode and a configured proxy (which the probe cannot see through) skip it."""
-    import threading
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
+
+    from attnflows_panel._io import tcp_unreachable
 
     if constants.HF_HUB_OFFLINE:
         return None
@@ -115,21 +116,8 @@ def _hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
         return None
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    result: list[str | None] = []
-
-    def probe() -> None:
-        import socket
-
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(None)
-        except OSError as exc:
-            result.append(f"{host}:{port}: {exc.strerror or exc}")
-
-    worker = threading.Thread(target=probe, name="attnflows-hub-probe", daemon=True)
-    worker.start()
-    worker.join(timeout + 1.0)
-    return result[0] if result else f"{host}:{port}: no answer within {timeout:.0f} s"
+    why = tcp_unreachable(host, port, timeout, "attnflows-hub-probe")
+    return None if why is None else f"{host}:{port}: {why}"
 
 
 def hub_load_kwargs(ref: str, role: str) -> dict[str, Any]:

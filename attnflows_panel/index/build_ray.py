@@ -253,9 +253,9 @@ def check_ray_address(target: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None
     (``HOST:PORT`` or ``ray://HOST:PORT``; ``"auto"`` and ``"local"`` are Ray's own to resolve), within
     ``timeout`` seconds: ``ray.init`` retries a dead address for minutes. A ``ray://`` address needs
     Ray's client, which the ``[ray]`` extra installs (``ray[client]``)."""
-    import socket
-    import threading
     from urllib.parse import urlparse
+
+    from attnflows_panel._io import tcp_unreachable
 
     if target in ("auto", "local"):
         return
@@ -270,19 +270,7 @@ def check_ray_address(target: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None
     host, port = parsed.hostname, parsed.port or (10001 if target.startswith("ray://") else 6379)
     if not host:
         raise ValueError(f"--ray-address {target!r} is not HOST:PORT or ray://HOST:PORT")
-    result: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(None)
-        except OSError as exc:
-            result.append(exc.strerror or str(exc))
-
-    worker = threading.Thread(target=probe, name="attnflows-ray-probe", daemon=True)
-    worker.start()
-    worker.join(timeout + 1.0)
-    why = result[0] if result else f"no answer within {timeout:.0f} s"
+    why = tcp_unreachable(host, port, timeout, "attnflows-ray-probe")
     if why is not None:
         raise ConnectionError(f"no Ray cluster answers at --ray-address {target} ({host}:{port}: {why}); start it "
                               "(`ray start --head`) or leave --ray-address out to use a local Ray")
