@@ -199,28 +199,23 @@ def format_ablation(report: dict, top: int = 5) -> str:
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from attnflows_panel._io import atomic_write, check_writable
-    from attnflows_panel.cli.heads import format_report
+    from attnflows_panel._io import check_writable
+    from attnflows_panel.cli.heads import format_report, write_json_report
 
     if args.json not in (None, "-"):
         check_writable(Path(args.json).expanduser().absolute().parent, "--json")
     report = build_heads_report(args)
-    if args.json == "-":
-        json.dump(report, sys.stdout)
-        sys.stdout.write("\n")
-        return 0
-    print(format_report(report, args.top))
-    if "ablation" in report:
-        print(format_ablation(report, args.top))
-    kl = report["kl_finetuned_pretrained"]["mean"]
-    print(f"root: each prompt's last token; mean KL(finetuned || pretrained) of the next token there {kl:.4f} nats")
+    if args.json != "-":
+        print(format_report(report, args.top))
+        if "ablation" in report:
+            print(format_ablation(report, args.top))
+        kl = report["kl_finetuned_pretrained"]["mean"]
+        print(f"root: each prompt's last token; mean KL(finetuned || pretrained) of the next token there {kl:.4f} "
+              "nats")
     if args.json:
-        Path(args.json).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(args.json).expanduser(), json.dumps(report, indent=1))
-        print(f"wrote {args.json}")
+        write_json_report(report, args.json)
     return 0
 
 

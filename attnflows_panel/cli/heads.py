@@ -314,21 +314,28 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def run_report(args: argparse.Namespace) -> int:
-    report = build_report(args)
-    if args.json == "-":
+def write_json_report(report: dict[str, Any], target: str) -> None:
+    """``--json``: the report on stdout for ``-``, else written atomically to ``target`` (its folder made;
+    a full disk leaves the old report, never half of one) and a line saying so."""
+    if target == "-":
         json.dump(report, sys.stdout)
         sys.stdout.write("\n")
-        return 0
-    print(format_report(report, args.top))
-    if args.json:
-        from attnflows_panel._io import atomic_write
+        return
+    from attnflows_panel._io import atomic_write
 
-        out = Path(args.json)
-        if out.parent and not out.parent.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, json.dumps(report, indent=1))  # a full disk leaves the old report, never half of one
-        print(f"wrote {out}")
+    out = Path(target).expanduser()
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, json.dumps(report, indent=1))
+    print(f"wrote {out}")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    report = build_report(args)
+    if args.json != "-":
+        print(format_report(report, args.top))
+    if args.json:
+        write_json_report(report, args.json)
     return 0
 
 
