@@ -147,23 +147,15 @@ def _run_cell(page, code: str) -> str:
     return new.locator(".jp-OutputArea").inner_text()
 
 
-# A known defect, traced (2026-12-07): Panel's notebook comm manager in the browser (panel/models/comm_manager.ts,
-# ``msg_handler``) returns before handing a comm fragment to its message Receiver while the output's root view is
-# not yet in ``Bokeh.index``. After "Run All" the kernel sends the changes that cell 9 made (held until the
-# browser opened the output's comm, i.e. once cell 11 has run) while the browser may still be building cell 7's
-# view: fragments that arrive before the view is indexed are dropped, so a message whose fragments straddle that
-# moment leaves the Receiver mid-message, and every later message on that comm fails ("Expected text fragment but
-# received binary fragment", then "s is not iterable" in apply_json_patch). The kernel holds the right state
-# (view.status, view.mode) and nothing unsent; the page never shows it. Seen in a debug run at load ~10. Fixing it
-# needs Panel (consume every fragment, apply once the view exists) or a view that pushes nothing before the
-# page reports its document ready. Until then: an expected failure, recognised at once by that console error
-# (not after a 90 s wait); any other failure still fails the test.
+# Run All runs cell 9 (``view.param.update(...)``) before the browser has built cell 7's output. Panel's comm
+# manager in the browser (panel/models/comm_manager.ts, ``msg_handler``) drops each comm fragment that reaches a
+# view not yet indexed, and a message straddling that moment left its Receiver out of step for good ("Expected
+# text fragment but received binary fragment"). The view now holds its changes until its radial component reports
+# that it is laid out (AttentionFlowsView._holding); JupyterLab lays out an output only once it is scrolled into
+# view (its notebook windowing), as a user does. That error fails the test at once.
 RECEIVER_DESYNC = "Expected text fragment but received binary fragment"
 
 
-@pytest.mark.xfail(strict=False, reason="JupyterLab Run All: Panel's comm manager drops comm fragments that reach the "
-                                        "page before the output's view exists, and its Receiver loses step (traced; "
-                                        "see the comment above)")
 def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, browser, tmp_path):
     context = browser.new_context(viewport={"width": 1600, "height": 1400})
     refused: list[str] = []
@@ -197,11 +189,10 @@ def test_notebook_01_runs_in_jupyterlab_offline_and_the_view_round_trips(lab, br
         # the view renders, and shows the selection set from Python (the frozen [CLS] trace)
         view = page.locator(".jp-CodeCell").filter(has_text="view = AttentionFlowsView(").locator(".jp-OutputArea")
         frozen = view.get_by_text(re.compile(r"selected .*“\[CLS\]”"))
+        view.scroll_into_view_if_needed()  # the user scrolls to the view
         wait_for(lambda: frozen.is_visible() or any(RECEIVER_DESYNC in p for p in problems),
                  what="the selection set from Python in the view's status line")
-        if not frozen.is_visible():
-            pytest.xfail(f"the page's comm Receiver lost step after Run All (Panel drops fragments that arrive before "
-                         f"the output's view exists): {problems[:2]}")
+        assert frozen.is_visible(), f"the page's comm Receiver lost step after Run All: {problems[:2]}"
         pts = wait_for(lambda: page.evaluate(GLYPH_POINTS, [NODES, ["token", "level", "pos"]]),
                        what="the radial view to draw its tokens")
         tokens = [p for p in pts if p["level"] == 0 and p["token"] not in ("[CLS]", "[SEP]")]

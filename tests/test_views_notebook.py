@@ -65,9 +65,10 @@ class RecordingComm(Comm):
         return msgs
 
 
-def _notebook(view):
+def _notebook(view, shown: bool = True):
     """The view as a notebook cell's output: its root in a Document held as Panel holds it
-    (``panel.io.notebook.render_mimebundle``), with a recording comm; and the browser's copy."""
+    (``panel.io.notebook.render_mimebundle``), with a recording comm; and the browser's copy. With
+    ``shown``, the browser has laid it out (as it has by the time a user changes anything)."""
     comm = RecordingComm()
     comm.init()
     doc = Document()
@@ -75,6 +76,9 @@ def _notebook(view):
     doc.add_root(root)
     doc.hold("combine")
     browser = Document.from_json(doc.to_json())
+    if shown:  # the browser has laid the output out, and the component says so (radial.js, after_layout)
+        view._flow_pane.shown = True
+        _replay(comm.take_messages(), browser)
     return doc, comm, browser
 
 
@@ -214,6 +218,38 @@ def test_a_mode_switch_from_python_is_one_message_with_no_layout_change_after_th
     _same_as_python(doc, browser)
     st = np.asarray(_radial(browser).frozen["nodes"])
     assert (st != 0).any() and len(st) == len(view.data.nodes)  # the frozen [CLS] trace is drawn
+
+
+def test_changes_before_the_output_is_laid_out_are_held_then_sent_in_one_message():
+    """JupyterLab's Run All: the cell that changes the view runs before the browser has built the
+    output that shows it. Nothing is sent until the component reports that it is laid out (Panel's
+    comm manager drops fragments that reach a view not yet indexed); then all of it, at once."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    doc, comm, browser = _notebook(view, shown=False)
+    view.param.update(mode="finetuned", selection=[[2, 0]], tau=0.55, level=1)
+    assert view._tau_slider.value == 0.55 and view._mode_buttons.value == "finetuned"  # the controls follow
+    assert comm.take_messages() == []
+    # meanwhile the page misses what Panel sends before it has indexed the output's view (its comm
+    # manager drops it): the held events went out in a message that never arrived ...
+    from panel.io.notebook import push
+
+    push(doc, comm)
+    assert comm.take_messages()  # dropped
+    view.param.update(selection=[[1, 1]])
+    # ... and a message from the page: Panel applies it between doc.hold() and doc.unhold()
+    # (Viewable._on_msg), and that unhold drops the document's held events unsent
+    doc.unhold()
+    doc.hold("combine")
+    view._flow_pane.shown = True  # what radial.js sets after its first layout
+    messages = comm.take_messages()
+    assert messages
+    _replay(messages, browser)
+    _same_as_python(doc, browser)
+    st = np.asarray(_radial(browser).frozen["nodes"])
+    assert (st != 0).any()  # the frozen selection arrived
+    # once shown, a change goes out at once
+    view.param.update(mode="combined")
+    assert comm.take_messages()
 
 
 def test_tau_level_and_selection_changes_keep_the_messages_consistent():

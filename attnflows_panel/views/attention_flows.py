@@ -101,6 +101,35 @@ def reported(fn):
     return wrapper
 
 
+def _resync_message(doc, events: list):
+    """A Bokeh PATCH-DOC message that sets, for every (model, property) that ``events`` changed, its value
+    now, with every model that a value holds written out in full.
+
+    For a notebook output that may have missed messages (:meth:`AttentionFlowsView._holding`): before the
+    page has indexed the output's view, Panel's comm manager drops what reaches it, and the models that a
+    dropped message defined (a pane's new stylesheets) count as sent on the Python side, so a plain
+    ``panel.io.notebook.diff`` of the same events would refer to models the page does not know ("reference
+    ... isn't known"). Built as ``panel.io.model.diff`` builds its message, with a serializer that takes no
+    model as known; a model the page does know is then merely defined again."""
+    from bokeh.core.serialization import Serializer
+    from bokeh.document.events import ModelChangedEvent
+    from bokeh.document.json import PatchJson
+    from bokeh.protocol.messages.patch_doc import patch_doc
+
+    latest: dict = {}
+    for e in events:
+        if isinstance(e, ModelChangedEvent) and e.model.document is doc:
+            latest[(e.model.id, e.attr)] = e.model
+    if not latest:
+        return None
+    fresh = [ModelChangedEvent(doc, model, attr, getattr(model, attr)) for (_, attr), model in latest.items()]
+    serializer = Serializer(references=set(), deferred=True)
+    msg = patch_doc(patch_doc.create_header(), {"use_buffers": True}, PatchJson(events=serializer.encode(fresh)))
+    for buffer in serializer.buffers:
+        msg.add_buffer(buffer)
+    return msg
+
+
 def _in_session() -> bool:
     doc = pn.state.curdoc
     return bool(doc is not None and doc.session_context)
@@ -214,6 +243,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._shown = None
         self._pending: set[str] = set()  # what changed since the figures were last drawn (_redraw)
         self._scheduled = False
+        self._owed: dict = {}  # id(document) -> (document, comm, events) owed to a notebook output (_holding)
         self._L = self._H = self._n = 0
         self._style = params.pop("style", None) or RadialStyle()
         #: ``(owner, key, make) -> value``: a cache that several views share (an app passes its
@@ -228,6 +258,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         # view above it), so the whole view fits at 1280×800 and grows with larger windows
         self._flow_pane = RadialFlow(margin=0, min_width=320, min_height=320, **self._flow_box())
         self._flow_pane.param.watch(self._on_pick, ["pick"])
+        self._flow_pane.param.watch(self._on_shown, ["shown"])
         self._sentence_pane = SentenceView(margin=(0, 0, 6, 0), sizing_mode="stretch_width", min_width=200,
                                            scroll_height=SENTENCE_HEIGHT)
         self._sentence_pane.param.watch(self._on_sentence_select, ["pick"])
@@ -250,6 +281,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         # a new result without a level of its own: the sentence view opens at the informative level
         self.param.watch(self._on_new_result_level, ["result", "level"])
         self.param.watch(self._on_flow_box, ["flow_height", "size"])
+        self._sync_controls()  # the level chosen above, the model's layers
         self._layout = None  # the default layout, made when first shown (an app lays out parts() itself)
         self._controls = None
 
@@ -272,20 +304,28 @@ class AttentionFlowsView(pn.viewable.Viewer):
         return cls(result=pair.run(sentence_a, sentence_b), **params)
 
     def _build_widgets(self) -> None:
-        """The controls, each made from its parameter (``from_param``): they hold no state of their own."""
+        """The controls. Each sets its parameter, and shows it through :meth:`_sync_controls`, which the
+        view calls with its own redraw (not a ``from_param`` link, which would push on its own: in a
+        notebook the view sends nothing before its output is laid out, see :meth:`_holding`)."""
         W = pn.widgets
-        self._tau_slider = W.FloatSlider.from_param(self.param.tau, throttled=True, sizing_mode="stretch_width",
-                                                    css_classes=["attnflows-tau"])
-        self._mode_buttons = W.RadioButtonGroup.from_param(self.param.mode, options=MODE_LABELS,
-                                                           sizing_mode="stretch_width", css_classes=["attnflows-mode"])
         from bokeh.models import CustomJSTickFormatter
 
+        lo, hi = TAU_BOUNDS
+        self._tau_slider = W.FloatSlider(start=lo, end=hi, step=0.01, value=self.tau, label=self.param.tau.label,
+                                         sizing_mode="stretch_width", css_classes=["attnflows-tau"])
+        self._mode_buttons = W.RadioButtonGroup(options=MODE_LABELS, value=self.mode, sizing_mode="stretch_width",
+                                                css_classes=["attnflows-mode"])
         # levels read 1-based in the UI, as in the paper (the parameter stays 0-based, HF order)
-        self._level_slider = W.IntSlider.from_param(self.param.level, throttled=True, sizing_mode="stretch_width",
-                                                    css_classes=["attnflows-level"],
-                                                    format=CustomJSTickFormatter(code="return (tick + 1).toString()"))
-        self._focus = W.Checkbox.from_param(self.param.focus, name="Focus: only the traced subgraph",
-                                            sizing_mode="stretch_width", css_classes=["attnflows-focus"])
+        self._level_slider = W.IntSlider(start=0, end=self.param.level.bounds[1], value=self.level,
+                                         label=self.param.level.label, sizing_mode="stretch_width",
+                                         css_classes=["attnflows-level"],
+                                         format=CustomJSTickFormatter(code="return (tick + 1).toString()"))
+        self._focus = W.Checkbox(value=self.focus, label="Focus: only the traced subgraph",
+                                 sizing_mode="stretch_width", css_classes=["attnflows-focus"])
+        # a slider sets its parameter when the drag ends (value_throttled), as from_param(throttled=True)
+        for widget, name, attr in ((self._tau_slider, "tau", "value_throttled"), (self._mode_buttons, "mode", "value"),
+                                   (self._level_slider, "level", "value_throttled"), (self._focus, "focus", "value")):
+            widget.param.watch(functools.partial(self._on_control, name), [attr])
         self._clear = W.Button.from_param(self.param.clear, sizing_mode="stretch_width",
                                           css_classes=["attnflows-clear"])
         # the τ profile under the slider: tokens in each model's graph at every τ; a click sets τ
@@ -295,6 +335,80 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._profile_key: tuple = ()
         self._legend = pn.pane.HTML("", width=280, margin=(5, 10))
         self._status = pn.pane.HTML("", width=280, margin=(5, 10), styles={"font-size": "12px", "color": "#444"})
+
+    def _on_control(self, name: str, event) -> None:
+        """A control moved: set its parameter (the view checks and redraws as for any other change)."""
+        if getattr(self, name) != event.new:
+            setattr(self, name, event.new)
+
+    def _sync_controls(self) -> None:
+        """Show the parameters in the controls (and the level slider's range for the model's layers)."""
+        hi = self.param.level.bounds[1]
+        if self._level_slider.end != hi:
+            self._level_slider.end = hi
+        for widget, value in ((self._tau_slider, self.tau), (self._mode_buttons, self.mode),
+                              (self._level_slider, self.level), (self._focus, self.focus)):
+            if widget.value != value:
+                widget.value = value
+
+    def _held(self) -> bool:
+        """True in a notebook while the radial component has not said that it is laid out (``shown``)."""
+        return not _in_session() and not self._flow_pane.shown
+
+    @contextlib.contextmanager
+    def _holding(self):
+        """Hold every push of the block in a notebook whose output is not laid out yet.
+
+        JupyterLab's "Run All" runs the cells that change a view (``view.param.update(...)``) before the
+        browser has built the output of the cell that shows it. Panel sends those changes as soon as the
+        output's comm opens, while the browser still builds the view, and its comm manager
+        (``panel/models/comm_manager.ts``, ``msg_handler``) drops each message fragment that reaches a view
+        not yet indexed: a message straddling that moment leaves its receiver out of step, and the view
+        never updates again ("Expected text fragment but received binary fragment"). So until the
+        component reports ``shown``, the view's changes stay on the document (``block_comm``, Panel's
+        notebook API) and are owed to its output; they go in one message once it is shown
+        (:meth:`_on_shown`). Owed, not merely held: a message from the page meanwhile makes Panel apply it
+        between ``doc.hold()`` and ``doc.unhold()`` (``Viewable._on_msg``), and that unhold drops the
+        document's held events without sending them. Not nested: ``block_comm`` is a flag, not a count."""
+        if not self._held():
+            yield
+            return
+        from panel.io.notebook import block_comm
+
+        try:
+            with block_comm():
+                yield
+        finally:
+            for doc, comm in self._outputs():
+                # what Panel's own push would send now (panel.io.notebook.diff reads the same list)
+                owed = self._owed.setdefault(id(doc), (doc, comm, []))[2]
+                seen = {id(e) for e in owed}
+                owed.extend(e for e in doc.callbacks._held_events if id(e) not in seen)
+
+    def _outputs(self) -> list:
+        """(document, comm) of each notebook output that shows this view's radial component."""
+        from panel.io.state import state
+
+        found = {}
+        for ref in self._flow_pane._models:
+            entry = state._views.get(ref)
+            if entry is not None and entry[3] is not None:
+                found[id(entry[2])] = (entry[2], entry[3])
+        return list(found.values())
+
+    def _on_shown(self, event) -> None:
+        """The component is laid out in a page: in a notebook, send what the view owes its output, in
+        one message per output (:meth:`_holding`, :func:`_resync_message`)."""
+        if not event.new or _in_session():
+            return
+        from panel.io.notebook import push
+
+        owed, self._owed = self._owed, {}
+        for doc, comm, events in owed.values():
+            msg = _resync_message(doc, events)
+            if msg is not None:
+                push(doc, comm, msg=msg)
+        pn.io.push_notebook(self._flow_pane)  # anything else the document holds
 
     def _on_profile_tau(self, event) -> None:
         """A click or drag on the τ profile sets τ (within the slider's bounds)."""
@@ -507,6 +621,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         lock, a Bokeh callback, or the app. Several changes before that tick make one redraw. Without a
         server (a notebook, a test) it runs at once."""
         if self.result is None:
+            with self._holding():
+                self._sync_controls()
             return
         self._pending.update(what)
         doc = pn.state.curdoc
@@ -525,9 +641,18 @@ class AttentionFlowsView(pn.viewable.Viewer):
             return
         from panel.io.notebook import block_comm
 
+        if self._held():  # a notebook output not laid out yet: everything stays on the document
+            with self._holding():
+                self._draw_figures(pending)
+                self._sync_controls()
+                self._set_panes()
+            if "graph" in pending:
+                self.param.trigger("status")
+            return
         # in a notebook, the radial component's and the Bokeh figures' changes go in one message (_push)
         with block_comm() if not _in_session() else contextlib.nullcontext():
             self._draw_figures(pending)
+            self._sync_controls()
         # In a notebook the figures' changes go to the browser now, in a message of their own, and the
         # panes' text after them. BokehJS redraws a text glyph whose source changed length in steps
         # that wait on each other (``await``); a pane's new text in the same message would lay the
@@ -567,10 +692,13 @@ class AttentionFlowsView(pn.viewable.Viewer):
 
         notebook = not _in_session()
         with block_comm() if notebook else contextlib.nullcontext():
-            self._status.object = self.status_html()
-            self._legend.object = self._legend_html()
+            self._set_panes()
         if notebook:
             pn.io.push_notebook(self._status, self._legend)
+
+    def _set_panes(self) -> None:
+        self._status.object = self.status_html()
+        self._legend.object = self._legend_html()
 
     def _push(self) -> None:
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's

@@ -801,6 +801,10 @@ export function render({model, el}) {
   model.on("title", () => {});
   model.on("sentences", () => {});
   model.on("pick", () => {});
+  model.on("shown", () => {});
+  // once laid out in a page (its root view indexed by then), say so: a notebook's view holds its pushes
+  // until this arrives, since Panel's comm manager drops messages that reach a view not yet indexed
+  model.on("after_layout", () => { if (!model.shown) setTimeout(() => { model.shown = true; }, 0); });
   model.on("export", () => {
     const what = model.export || "";
     if (what.startsWith("svg")) exportSvg(); else if (what.startsWith("png")) exportPng();

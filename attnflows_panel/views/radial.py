@@ -348,6 +348,9 @@ class RadialFlow(JSComponent):
     sentences = param.List(default=[], doc="Sentence A and B as typed, written in full (wrapped) under the export.")
     pick = param.Dict(default={}, doc="What the browser picked: {selection, head, head_model, seq}.")
     export = param.String(default="", doc="Set to 'svg:<n>' or 'png:<n>' to download what is drawn.")
+    shown = param.Boolean(default=False, doc=(
+        "Set by the browser once the component is laid out in a page. In a notebook the view sends "
+        "nothing to that output before it (AttentionFlowsView._holding)."))
 
     _esm = ESM_SOURCE
 
