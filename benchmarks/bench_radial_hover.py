@@ -81,6 +81,7 @@ def main(argv=None):
         first_ms = float(root.get_attribute("data-draw-ms"))
         bb = root.bounding_box()
         base_ms = float(root.get_attribute("data-base-ms") or 0)
+        base_parts = [float(v) for v in (root.get_attribute("data-base-parts") or "").split(",") if v]
         pts = root.evaluate("(el) => el.attnflowsPoints('nodes')")
         rng = np.random.default_rng(1)
         picks = rng.choice(len(pts), size=min(args.hovers, len(pts)), replace=False)
@@ -118,7 +119,8 @@ def main(argv=None):
         "n": args.n, "tau": args.tau, "nodes": len(data.nodes), "edges": len(data.edges), "glyphs": len(data.glyphs),
         "size_px": size, "root_px": [round(bb["width"]), round(bb["height"])],
         "hovers": len(draw), "traced_median": float(np.median(traced)) if traced else 0,
-        "first_draw_ms": first_ms, "base_ms": base_ms, "mount_s": round(mount_s, 3),
+        "first_draw_ms": first_ms, "base_ms": base_ms,
+        "base_parts_ms (cells, rings, edges at rest, composite)": base_parts, "mount_s": round(mount_s, 3),
         "draw_p50_ms": round(float(np.percentile(draw, 50)), 2),
         "draw_p90_ms": round(float(np.percentile(draw, 90)), 2),
         "hover_p50_ms": round(float(np.percentile(hover, 50)), 2),

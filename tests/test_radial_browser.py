@@ -362,3 +362,45 @@ def test_the_browser_derives_the_layouts_edge_curves_and_sparklines(browser, res
             np.testing.assert_array_equal(geo[f"e_{k}"], e[c].to_numpy(), err_msg=k)
     assert problems.take() == []
     page.close()
+
+
+TAU_DENSE = 0.03  # the 512-token pair's graph spans most tokens of every level: thousands of glyphs
+
+
+def test_head_glyphs_written_as_pixels_look_as_the_glyphs_filled_as_paths(browser, results):
+    """At 512 tokens the head glyphs are 1-3 device px: the component writes them into one pixel buffer
+    (radial_data.js, glyphLayer) instead of filling ~80k turned quads. The same drawing at device pixel
+    ratio 3, where the glyphs are large enough to be filled as paths, brought back to 1× (box filter), is
+    the reference: the two differ only in anti-aliasing. (24k glyphs at τ 0.03: as drawn, 0.5 % of the pixels
+    differ by more than 40 levels and the mean colour by at most 0.35; a layer left without its glyphs,
+    1.4 % and 1.2.)"""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from attnflows_panel.graph import AttentionGraph
+    from attnflows_panel.views.flow_data import FlowData
+    from attnflows_panel.views.radial import pack_flow
+    from browser_support import radial_page
+
+    r = results[512]
+    data = FlowData(r.tokens, r.segments, AttentionGraph.build(r.pretrained.attentions, TAU_DENSE),
+                    AttentionGraph.build(r.finetuned.attentions, TAU_DENSE), "combined")
+    packed = pack_flow(data)
+    shots, how = {}, {}
+    for dpr in (1, 3):
+        context = browser.new_context(viewport={"width": 740, "height": 740}, device_scale_factor=dpr)
+        page = context.new_page()
+        problems = PageProblems(page)
+        root = radial_page(page, packed, 700, 700)
+        how[dpr] = root.get_attribute("data-glyph-pixels")
+        png = page.screenshot(clip={"x": 0, "y": 0, "width": 700, "height": 700})
+        shots[dpr] = np.asarray(Image.open(io.BytesIO(png)).convert("RGB").resize((700, 700), Image.BOX), float)
+        assert problems.take() == []
+        context.close()
+    assert how == {1: "1", 3: "0"}  # pixels at 1×, paths at 3×
+    diff = np.abs(shots[1] - shots[3]).max(axis=2)
+    assert (diff > 40).mean() < 0.009, (diff > 40).mean()
+    # as much of each glyph colour: the pixels' mean colour within 0.6 levels of the paths'
+    np.testing.assert_allclose(shots[1].mean(axis=(0, 1)), shots[3].mean(axis=(0, 1)), atol=0.6)

@@ -286,9 +286,10 @@ export function render({model, el}) {
     quadT(g, T, D.n_hx[u], D.n_hy[u], D.cw + 2, D.ch + 2, D.n_ta[u]);
   }
 
-  function drawCells(g, S, only) {
+  function drawCells(g, S, only, pixels) {
     // glyph blocks, head glyphs and sparklines of every visible node (or of the nodes with only[u] set);
-    // below 1.2 px a glyph is not told apart: each block is drawn in its commonest glyph colour
+    // below 1.2 px a glyph is not told apart: each block is drawn in its commonest glyph colour; pixels (a
+    // canvas, not the SVG recorder): glyphs under GLYPH_PIXELS device px are written as pixels (glyphLayer)
     const D = V.D, X = V.X, T = tf();
     const margin = (D.cw + D.ch) * S;
     const show = new Uint8Array(X.N);
@@ -300,7 +301,12 @@ export function render({model, el}) {
       if ((u + 1) % PATH_BATCH === 0) { g.fill(); g.beginPath(); }
     }
     g.fill();
-    if (detail) {
+    if (pixels) root.setAttribute("data-glyph-pixels", detail && D.glyph * S * V.dpr < GLYPH_PIXELS ? "1" : "0");
+    if (detail && pixels && D.glyph * S * V.dpr < GLYPH_PIXELS) {
+      g.setTransform(1, 0, 0, 1, 0, 0);
+      g.drawImage(glyphLayer(V.glyphCache || (V.glyphCache = {}), D, X, T, V.dpr, V.w, V.h, show), 0, 0);
+      g.setTransform(V.dpr, 0, 0, V.dpr, 0, 0);
+    } else if (detail) {
       for (const [gc, rows] of X.gcRows) {
         g.fillStyle = D.palette[gc]; g.beginPath();
         let k = 0;
@@ -510,7 +516,7 @@ export function render({model, el}) {
     };
     const S = scale(), t0 = performance.now();
     const [cells, gc] = make();
-    drawCells(gc, S, null);
+    drawCells(gc, S, null, true);
     const t1 = performance.now();
     const [base, gb] = make();
     gb.fillStyle = "#ffffff"; gb.fillRect(0, 0, V.w, V.h);

@@ -190,9 +190,11 @@ function prep(D) {
     }
   }
   const blockRows = Array.from(blockLists, ([k, v]) => [k, Int32Array.from(v)]);
+  const cosTa = new Float32Array(N), sinTa = new Float32Array(N);  // each cell's turn (glyph pixels)
+  for (let u = 0; u < N; u++) { cosTa[u] = Math.cos(D.n_ta[u]); sinTa[u] = Math.sin(D.n_ta[u]); }
   return {N, E, G, L, H, W, models: D.models, lvl, lo, off, gmap, masks, bits, ostart, olist, gstart,
           curve, spark, nSpark, strength, rmax: rmax + 2, slot, istart, ilist, seen: new Uint32Array(N), stamp: 0,
-          stack: new Int32Array(N + 1), layer, gcRows, blockRows, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
+          stack: new Int32Array(N + 1), layer, gcRows, blockRows, cosTa, sinTa, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
 }
 
 function walk(X, c, u, down, codes) {
@@ -286,4 +288,88 @@ function smallestFirst(a, k) {  // quickselect: a[0..k) become the k smallest va
     }
     if (k - 1 <= j) hi = j; else if (k - 1 >= i) lo = i; else break;
   }
+}
+
+
+// ------------------------------------------------------------------------------- glyphs as pixels
+
+// Head glyphs smaller than GLYPH_PIXELS device px are written as pixels, not filled as paths: a 512-token
+// pair has ~80k glyphs of 1-3 px, and Chromium took ~0.3-0.5 s to fill that many turned quads (batched paths)
+// where writing them into one RGBA buffer and putting it takes a few ms. Each glyph is the same turned square
+// (or half, for a split glyph) that drawCells fills, in the same order (by colour, then row), its coverage
+// of each pixel taken from SUB×SUB samples and composited source-over, as an anti-aliased fill composites.
+const GLYPH_PIXELS = 4;
+const GLYPH_SPLAT = 2;  // below this, a glyph's area is spread over the pixels it covers (no turn, no samples)
+
+function hexRgb(c) {  // "#rrggbb" -> [r, g, b]
+  const v = parseInt(String(c).slice(1, 7), 16);
+  return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
+}
+
+// The glyph layer: a canvas of the view's device size with the glyphs of the shown nodes (show[u] = 1) drawn
+// at transform T (screen = ox + x * S, oy - y * S, CSS px) and device pixel ratio dpr. The canvas and its
+// ImageData are kept in `cache` (one per view) and reused while the size stays.
+function glyphLayer(cache, D, X, T, dpr, w, h, show) {
+  const W = Math.round(w * dpr), H = Math.round(h * dpr);
+  if (!cache.img || cache.img.width !== W || cache.img.height !== H) {
+    cache.canvas = document.createElement("canvas");
+    cache.canvas.width = W; cache.canvas.height = H;
+    cache.g = cache.canvas.getContext("2d");
+    cache.img = cache.g.createImageData(W, H);
+  }
+  const px = cache.img.data;
+  px.fill(0);
+  if (cache.palette !== D.palette) { cache.palette = D.palette; cache.rgb = D.palette.map(hexRgb); }
+  const S = T.S * dpr, ox = T.ox * dpr, oy = T.oy * dpr, side = D.glyph * S;
+  const SUB = side < 2.5 ? 3 : 2, step = 1 / SUB, w0 = 1 / (SUB * SUB), splat = side < GLYPH_SPLAT;
+  const cos = X.cosTa, sin = X.sinTa, gx = D.g_x, gy = D.g_y, part = D.g_part, node = D.g_node;
+  const put = (o, a, cr, cg, cb) => {  // source-over of colour (cr, cg, cb) at coverage a onto pixel o
+    if (a >= 1 - 1e-9) { px[o] = cr; px[o + 1] = cg; px[o + 2] = cb; px[o + 3] = 255; return; }
+    const da = px[o + 3] / 255, keep = da * (1 - a), na = a + keep;
+    px[o] = (cr * a + px[o] * keep) / na; px[o + 1] = (cg * a + px[o + 1] * keep) / na;
+    px[o + 2] = (cb * a + px[o + 2] * keep) / na; px[o + 3] = na * 255;
+  };
+  for (const [gc, rows] of X.gcRows) {
+    const [cr, cg, cb] = cache.rgb[gc];
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i], u = node[r];
+      if (!show[u]) continue;
+      const cx = ox + gx[r] * S, cy = oy - gy[r] * S, c = cos[u], s = sin[u];
+      const hw = (part[r] ? side / 2 : side) / 2, hh = side / 2;
+      const ex = Math.abs(c) * hw + Math.abs(s) * hh, ey = Math.abs(s) * hw + Math.abs(c) * hh;
+      if (splat) {
+        // under GLYPH_SPLAT px the turn is not seen: the glyph's area, spread over the pixels of an upright
+        // box with its turned extents' proportions, each pixel covered by the box's exact overlap
+        const k = Math.sqrt((hw * hh) / (ex * ey)), xa = cx - ex * k, xb = cx + ex * k, ya = cy - ey * k, yb = cy + ey * k;
+        const x0 = Math.max(0, Math.floor(xa)), x1 = Math.min(W - 1, Math.floor(xb));
+        const y0 = Math.max(0, Math.floor(ya)), y1 = Math.min(H - 1, Math.floor(yb));
+        for (let y = y0; y <= y1; y++) {
+          const fy = Math.min(y + 1, yb) - Math.max(y, ya);
+          if (fy <= 0) continue;
+          for (let x = x0; x <= x1; x++) {
+            const fx = Math.min(x + 1, xb) - Math.max(x, xa);
+            if (fx > 0) put((y * W + x) * 4, fx * fy, cr, cg, cb);
+          }
+        }
+        continue;
+      }
+      const x0 = Math.max(0, Math.floor(cx - ex)), x1 = Math.min(W - 1, Math.floor(cx + ex));
+      const y0 = Math.max(0, Math.floor(cy - ey)), y1 = Math.min(H - 1, Math.floor(cy + ey));
+      for (let y = y0; y <= y1; y++) {
+        for (let x = x0; x <= x1; x++) {
+          // on screen the square's axes are (c, -s) and (-s, -c)
+          let k = 0;
+          for (let sy = y + step / 2 - cy; sy < y + 1 - cy; sy += step) {
+            for (let sx = x + step / 2 - cx; sx < x + 1 - cx; sx += step) {
+              const a = sx * c - sy * s, b = -sx * s - sy * c;
+              if (a <= hw && a >= -hw && b <= hh && b >= -hh) k += 1;
+            }
+          }
+          if (k) put((y * W + x) * 4, k * w0, cr, cg, cb);
+        }
+      }
+    }
+  }
+  cache.g.putImageData(cache.img, 0, 0);
+  return cache.canvas;
 }
