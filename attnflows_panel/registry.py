@@ -67,6 +67,11 @@ def _spec_key(value: str | Path | None) -> str | None:
     return text
 
 
+def _result_key(pair, sentence_a: str, sentence_b: str, weights: str) -> tuple:
+    """The result cache's key: the pair object, both sentences and the kind of edge weights."""
+    return (id(pair), sentence_a, sentence_b) + (() if weights == "raw" else (weights,))
+
+
 class Registry:
     """Thread-safe, load-once cache of model pairs and indexes (see the module docstring).
 
@@ -184,12 +189,12 @@ class Registry:
         with self._lock:
             return self._run_locks.setdefault(id(pair), threading.Lock())
 
-    def run(self, pair, sentence_a: str, sentence_b: str):
-        """``pair.run(sentence_a, sentence_b)``, from the shared cache or under the pair's lock.
+    def run(self, pair, sentence_a: str, sentence_b: str, weights: str = "raw"):
+        """``pair.run(sentence_a, sentence_b, weights=weights)``, from the shared cache or under the pair's lock.
 
         Safe from any thread. Errors (empty sentence, ...) propagate and are not cached.
         """
-        key = (id(pair), sentence_a, sentence_b)
+        key = _result_key(pair, sentence_a, sentence_b, weights)
         hit = self._lookup(pair, key)
         if hit is not None:
             return hit
@@ -197,7 +202,8 @@ class Registry:
             hit = self._lookup(pair, key)  # another session may have run the same pair while we waited
             if hit is not None:
                 return hit
-            result = pair.run(sentence_a, sentence_b)
+            result = pair.run(sentence_a, sentence_b) if weights == "raw" else pair.run(sentence_a, sentence_b,
+                                                                                        weights=weights)
             self._remember(pair, key, result)
         return result
 
@@ -210,10 +216,10 @@ class Registry:
             self.loads["result_hit"] += 1
             return entry[1]
 
-    def cached_result(self, pair, sentence_a: str, sentence_b: str):
+    def cached_result(self, pair, sentence_a: str, sentence_b: str, weights: str = "raw"):
         """The cached result of this pair of sentences, or None (never runs the models)."""
         with self._lock:
-            entry = self._results.get((id(pair), sentence_a, sentence_b))
+            entry = self._results.get(_result_key(pair, sentence_a, sentence_b, weights))
             return entry[1] if entry is not None and entry[0] is pair else None
 
     @staticmethod

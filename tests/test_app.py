@@ -280,6 +280,48 @@ def test_a_typed_pair_round_trips_through_the_url(app, config, registry):
     assert other.result.tokens == app.result.tokens
 
 
+def test_the_edge_weights_selector_runs_the_pair_again_and_lives_in_the_url(app, config, registry):
+    """Issue 27 (3): raw | norm | attattr in the sidebar; the graph follows the chosen weights, the URL
+    keeps them (``w``), a link restores them, and the corpus browser still searches with the index's."""
+    from attnflows_panel.graph import AttentionGraph
+
+    target = sample_ids(app)[2]
+    app.show_sample(target)
+    raw = app.result
+    assert app._weights_w.value == "raw" and "w=" not in app.url_query()
+    assert app._weights_note.object == "Edges: raw attention."
+    app._weights_w.value = "norm"  # the user's click
+    assert app.weights == "norm" and app.sample_id == target
+    assert app.result is not raw and app.result.finetuned.weights == "norm" == app.result.pretrained.weights
+    assert not np.allclose(app.result.finetuned.attentions, raw.finetuned.attentions)
+    # the view draws the norm-weighted graph
+    want = AttentionGraph.build(app.result.finetuned.attentions, tau=app.view.tau)
+    assert [len(lv) for lv in app.view.data.graphs[2].levels] == [len(lv) for lv in want.levels]
+    assert "norm-weighted" in app._weights_note.object
+    query = app.url_query()
+    assert "w=norm" in query and f"sample={target}" in query
+    other = AttnFlowsApp(config, registry=registry, query=query)
+    assert other.weights == "norm" and other._weights_w.value == "norm"
+    assert other.result.finetuned.weights == "norm" and other.url_query() == query
+    # attribution: the bare pre-trained encoder has no classification head, and the note says so
+    app.set_weights("attattr")
+    assert app.result.finetuned.weights == "attattr" and app.result.pretrained.weights == "norm"
+    assert "no classification head" in app._weights_note.object
+    # a typed pair with norm weights: the browser searches with the index's raw ones (no refusal)
+    app.set_weights("norm")
+    app.run_pair("Stocks fell sharply.", "Shares dropped a lot.")
+    assert app.result.finetuned.weights == "norm" and app.message == ""
+    assert app.browser.result is not None and app.browser.result.finetuned.weights == "raw"
+    assert len(app.browser.results) > 0
+    # Back to raw through the history: the pair runs again with raw attention
+    app.restore(AttnFlowsApp(config, registry=registry, query="a=Stocks+fell+sharply.&b=Shares+dropped+a+lot.")
+                .url_query())
+    assert app.weights == "raw" and app.result.finetuned.weights == "raw" and app._weights_w.value == "raw"
+    with pytest.raises(ValueError, match="weights"):
+        app.set_weights("gradient")
+    assert AttnFlowsApp(config, registry=registry, query="w=bogus").weights == "raw"
+
+
 def test_unknown_sample_id_in_the_url_is_a_clear_message_and_the_session_works(config, registry):
     app = AttnFlowsApp(config, registry=registry, query="sample=no-such-sample&tau=0.2")
     assert app._alert.visible and "Unknown sample id &#x27;no-such-sample&#x27;" in app._alert.object

@@ -286,10 +286,10 @@ class _RecordingRegistry(Registry):
         super().__init__()
         self.run_threads: list[str] = []
 
-    def run(self, pair, sentence_a: str, sentence_b: str):
-        if self.cached_result(pair, sentence_a, sentence_b) is None:
+    def run(self, pair, sentence_a: str, sentence_b: str, weights: str = "raw"):
+        if self.cached_result(pair, sentence_a, sentence_b, weights=weights) is None:
             self.run_threads.append(threading.current_thread().name)
-        return super().run(pair, sentence_a, sentence_b)
+        return super().run(pair, sentence_a, sentence_b, weights=weights)
 
 
 @pytest.mark.browser

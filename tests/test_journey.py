@@ -475,6 +475,22 @@ def test_16_a_typed_pair(journey):
     expect(result_rows(page).first).to_be_visible()  # similar samples of the typed pair
 
 
+def test_16b_edge_weights(journey):
+    """Issue 27 (3): the sidebar's edge weights run the pair again with norm-weighted attention; the URL
+    keeps the choice, the note says what the edges are; back to raw attention."""
+    page = journey.page
+    weights = page.locator(".af-weights")
+    before = len(points(page, NODES))
+    weights.get_by_role("button", name="Norm", exact=True).click()
+    expect_query(page, w="norm", a=TYPED_A)
+    expect(page.get_by_text("Edges: norm-weighted")).to_be_visible()
+    wait_for(lambda: points(page, NODES), what="the norm-weighted graph to be drawn")
+    weights.get_by_role("button", name="Raw", exact=True).click()
+    expect_query(page, w=None, a=TYPED_A)
+    expect(page.get_by_text("Edges: raw attention.")).to_be_visible()
+    wait_for(lambda: len(points(page, NODES)) == before, what="the raw graph to be drawn again")
+
+
 def test_17_export_svg_and_png(journey):
     page = journey.page
     # the radial view's own toolbar buttons: they export in the browser what the view draws

@@ -162,3 +162,27 @@ def sample_html(result, sample_id: str, row: dict | None, *, other_task: str | N
         f"<span class='af-text-b'>{esc(result.sentence_b)}</span></div>"
         f"{preds}</div>"
     )
+
+
+_WEIGHT_TEXT = {
+    "raw": "raw attention",
+    "norm": "norm-weighted, ‖α f(x)‖ (Kobayashi et al. 2020)",
+    "attattr": "attention attribution (Hao et al. 2021)",
+}
+
+
+def weights_html(result, requested: str) -> str:
+    """What the edges of each model's graph are, under the edge weights selector; a model that could not
+    have the requested kind (attattr without a classification head) is named with the kind it has."""
+    if result is None:
+        return ""
+    kinds = {name: str(getattr(getattr(result, name, None), "weights", "raw") or "raw")
+             for name in ("pretrained", "finetuned")}
+    if len(set(kinds.values())) == 1:
+        return f"Edges: {esc(_WEIGHT_TEXT.get(kinds['finetuned'], kinds['finetuned']))}."
+    parts = []
+    for name, label in (("pretrained", "pre-trained"), ("finetuned", "fine-tuned")):
+        kind = kinds[name]
+        why = " (no classification head: no attribution)" if requested == "attattr" and kind != "attattr" else ""
+        parts.append(f"{label}: {esc(_WEIGHT_TEXT.get(kind, kind))}{why}")
+    return "Edges, " + "; ".join(parts) + ". The comparison is of two kinds of weights."

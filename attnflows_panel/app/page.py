@@ -29,6 +29,9 @@ APP_SENTENCE_HEIGHT = "max(150px, calc(100vh - 560px))"
 #: the side column's width (px) beside the radial view
 SIDE_WIDTH = 340
 
+#: the edge weights selector's buttons (label -> kind, attnflows_panel.weights.WEIGHT_KINDS)
+WEIGHT_LABELS = {"Raw": "raw", "Norm": "norm", "Attribution": "attattr"}
+
 
 def heading(text: str) -> pn.pane.HTML:
     """A sidebar section heading (plain HTML: nothing to render as Markdown in every new session)."""
@@ -69,6 +72,12 @@ class SessionPage:
             self._model_load_w = widgets.Button(label="Load model pair", sizing_mode="stretch_width",
                                                 css_classes=["af-model-load"])
             self._model_load_w.on_click(self._on_load_models)
+        # the kind of edge weights the graph follows (README.md, "Edge weights"): the models run again on a change
+        self._weights_w = widgets.RadioButtonGroup(options=WEIGHT_LABELS, value=self.weights, margin=(0, 10),
+                                                   sizing_mode="stretch_width", css_classes=["af-weights"])
+        self._weights_w.param.watch(self._on_weights_widget, ["value"])
+        self._weights_note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-weights-note"],
+                                          margin=(0, 10), styles={"font-size": "12px", "color": "#444"})
         self._sample_card = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-sample"], margin=(0, 10))
         self._status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-status"], margin=(0, 10),
                                     styles={"font-size": "12px", "color": "#444"})
@@ -89,7 +98,9 @@ class SessionPage:
             f"{HELP_HTML}</details>", sizing_mode="stretch_width", css_classes=["af-help"], margin=(10, 10))
 
     def _sidebar(self) -> list:
-        view_controls = pn.Column(heading("View"), self._controls, sizing_mode="stretch_width")
+        weights = pn.Column(pn.pane.HTML("Edge weights", margin=(0, 10), styles={"font-size": "13px"}),
+                            self._weights_w, self._weights_note, sizing_mode="stretch_width")
+        view_controls = pn.Column(heading("View"), self._controls, weights, sizing_mode="stretch_width")
         form = pn.Column(heading("Your sentence pair"), self._a_w, self._b_w, self._run_w, self._form_note,
                          sizing_mode="stretch_width", css_classes=["af-form"])
         models = [self._pair_info]

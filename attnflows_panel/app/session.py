@@ -63,13 +63,14 @@ from typing import Any
 import panel as pn
 import param
 
-from attnflows_panel.app.cards import esc, pair_html, sample_html
+from attnflows_panel.app.cards import esc, pair_html, sample_html, weights_html
 from attnflows_panel.app.config import EXAMPLE_PAIR, AppConfig, model_task
 from attnflows_panel.app.history import BrowserHistory
 from attnflows_panel.app.page import APP_FLOW_HEIGHT, SessionPage
 from attnflows_panel.app.url_state import UrlState
 from attnflows_panel.registry import Registry, shared_registry
 from attnflows_panel.views.attention_flows import AttentionFlowsView, check_result
+from attnflows_panel.weights import WEIGHT_KINDS
 
 __all__ = ["AttnFlowsApp", "APP_FLOW_HEIGHT"]
 
@@ -107,10 +108,6 @@ def _view_property(name: str) -> property:
 # what the browser and the head panel read of the current sample (Panel references, see pn.bind)
 def _id_or_none(sample_id: str) -> str | None:
     return sample_id or None
-
-
-def _typed_result(result: Any, sample_id: str) -> Any:
-    return None if sample_id else result
 
 
 def _sentences(result: Any) -> tuple[str, str] | None:
@@ -166,6 +163,10 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
     result = param.Parameter(default=None, doc="the PairResult shown (read-only)")
     message = param.String(default="", doc="the last notice or error shown to the user (plain text)")
     busy = param.Boolean(default=False, doc="True while models load or run")
+    weights = param.Selector(default="raw", objects=list(WEIGHT_KINDS), doc=(
+        "The edge weights the views follow (attnflows_panel.weights): raw attention, norm-weighted "
+        "(‖α f(x)‖) or attention attribution (attattr; a model without a classification head gets norm). "
+        "Set it with set_weights(), which runs the models again."))
 
     tau = _view_property("tau")
     mode = _view_property("mode")
@@ -230,7 +231,11 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         # on the first pair are in the registry), or without a server (a notebook, a test); else the page
         # comes at once with a busy note, and the models load and run in an executor
         first = self._first_target(url_state) if self._resources_ready() else None
-        if not self._served or (first is not None and self.registry.cached_result(self.pair, *first.sentences())):
+        if url_state.weights is not None:
+            self.weights = url_state.weights
+            self._weights_w.value = url_state.weights
+        if not self._served or (first is not None and self.registry.cached_result(self.pair, *first.sentences(),
+                                                                                  weights=self.weights)):
             self._start(url_state, first)
             # the first view is drawn now, while the session's document is being built, so that it is
             # part of the first document a browser pulls (not a redraw on the next tick, sent as patches)
@@ -283,7 +288,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self._load_resources()
         try:
             first = first or self._first_target(url)
-            first.result = self.registry.run(self.pair, *first.sentences())
+            first.result = self._model_run(*first.sentences())
             return first
         except Exception as exc:  # noqa: BLE001 - the page stays usable: the form, the browser
             log.exception("building the first view failed")
@@ -379,7 +384,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             browser = CorpusBrowser(
                 self.index, task=self.task, training=training_mask(self.index, self.pair),
                 selected_id=pn.bind(_id_or_none, self.param.sample_id),
-                result=pn.bind(_typed_result, self.param.result, self.param.sample_id),
+                result=pn.bind(self._browser_result, self.param.result, self.param.sample_id),
                 on_pick=self.show_sample,
             )
         except Exception as exc:  # noqa: BLE001 - the flow views keep working without it
@@ -473,6 +478,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             if view_state:
                 self.view.param.update(**view_state)
             self.param.update(result=shown.result, sample_id=shown.sample_id, sentence_a=shown.a, sentence_b=shown.b)
+        self._weights_note.object = weights_html(shown.result, self.weights)
         other_task = shown.task if shown.task and self.task and shown.task != self.task else None
         self._sample_card.object = sample_html(shown.result, shown.sample_id, shown.row, other_task=other_task,
                                                model_task=self.task)
@@ -543,7 +549,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             self.notify(notes[0])
             return
         self._form_note.object = ""
-        self._run(lambda: self.registry.run(self.pair, a, b),
+        self._run(functools.partial(self._model_run, a, b),
                   functools.partial(self._after_typed, a=a, b=b, notes=notes),
                   "Running both models on your sentence pair …")
 
@@ -557,14 +563,15 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self.notify("\n".join(notes), "info" if notes else "warning")
         self._write_url(push=True)
 
-    def show_sample(self, sample_id: str, url: UrlState | None = None) -> None:
+    def show_sample(self, sample_id: str, url: UrlState | None = None, again: bool = False) -> None:
         """Show a corpus sample by id (a visible message for an unknown id); ``url``: the view state to
-        restore with it (Back / Forward), else the view opens as for a new sample."""
+        restore with it (Back / Forward), else the view opens as for a new sample; ``again``: run it even
+        when it is the sample shown (another kind of edge weights)."""
         sample_id = str(sample_id)
         if self.index is None:
             self.notify(f"No corpus index is loaded, so there is no sample {sample_id!r}.")
             return
-        if url is None and sample_id in (self.sample_id, self._running):
+        if url is None and not again and sample_id in (self.sample_id, self._running):
             return  # a pick of the sample shown or being run (a row click also reports a selection): nothing new
         shown = self._lookup(sample_id)
         if shown is None:
@@ -576,7 +583,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             shown.result = result
             self._show_with(shown, url)
 
-        self._run(lambda: self.registry.run(self.pair, row["sentence_a"], row["sentence_b"]), show,
+        self._run(functools.partial(self._model_run, row["sentence_a"], row["sentence_b"]), show,
                   f"Running both models on sample {sample_id} …", sample_id=sample_id)
 
     def _show_with(self, shown: Shown, url: UrlState | None) -> None:
@@ -598,10 +605,20 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         typed pair (the models run when it is another one), τ, mode, level, selection and head."""
         url, errors = UrlState.parse(query)
         self._notices.extend(errors)
+        kind = url.weights or "raw"
+        if kind != self.weights:  # another kind of edge weights: the models run again on the entry's pair
+            self.weights = kind
+            self._weights_w.value = kind
+            if url.sample and self.index is not None:
+                self.show_sample(url.sample, url=url, again=True)
+                return
+            if url.a is None and url.b is None:
+                url.a, url.b = self.sentence_a, self.sentence_b
         if url.a is not None or url.b is not None:
             a, b, _ = self._clean_pair(url.a or "", url.b or "")
-            if a is not None and (self.sample_id or (a, b) != (self.sentence_a, self.sentence_b)):
-                self._run(lambda: self.registry.run(self.pair, a, b),
+            if a is not None and (self.sample_id or (a, b) != (self.sentence_a, self.sentence_b)
+                                  or self._result_kind() != self.weights):
+                self._run(functools.partial(self._model_run, a, b),
                           lambda r: self._show_with(Shown(r, a=a, b=b), url), "Running both models on the pair …")
                 return
         elif url.sample and url.sample != self.sample_id and self.index is not None:
@@ -613,6 +630,61 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             self._apply_level_and_selection(url, full=True)
         self._flush_notices()
         self._write_url(push=False)
+
+    def _model_run(self, a: str, b: str, pair: Any = None, weights: str | None = None):
+        """Both models on a pair, with the session's kind of edge weights (blocking: called in an executor
+        when served). For a typed pair shown with other weights than the corpus index counts, the index's
+        kind runs too, for the corpus browser's search (:meth:`_browser_result`)."""
+        pair = self.pair if pair is None else pair
+        weights = self.weights if weights is None else weights
+        result = self.registry.run(pair, a, b, weights=weights)
+        kind = self._index_kind()
+        if kind != weights and self.index is not None and pair is self.pair:
+            self.registry.run(pair, a, b, weights=kind)
+        return result
+
+    def _index_kind(self) -> str:
+        return str(getattr(self.index, "weights", "raw") or "raw")
+
+    def _result_kind(self) -> str:
+        """The kind of edge weights of the result shown (the fine-tuned model's: with attattr, the
+        pre-trained model without a classification head holds norm)."""
+        return str(getattr(getattr(self.result, "finetuned", None), "weights", "raw") or "raw")
+
+    def _browser_result(self, result: Any, sample_id: str) -> Any:
+        """The typed pair's result for the corpus browser: of the kind the index counts (a search with
+        another kind is refused), taken from the cache that :meth:`_model_run` filled."""
+        if sample_id or result is None:
+            return None
+        kind = self._index_kind()
+        if {getattr(o, "weights", "raw") for o in (result.pretrained, result.finetuned)} == {kind}:
+            return result
+        return self.registry.cached_result(self.pair, result.sentence_a, result.sentence_b, weights=kind)
+
+    def set_weights(self, kind: str) -> None:
+        """Show the current pair with another kind of edge weights (``raw``, ``norm``, ``attattr``): the
+        models run again (in an executor when served); the URL keeps the kind (``w``)."""
+        from attnflows_panel.weights import check_kind
+
+        kind = check_kind(kind)
+        if self._weights_w.value != kind:
+            self._weights_w.value = kind  # comes back here through the widget's watcher
+            return
+        if kind == self.weights and (self.result is None or self._result_kind() == kind):
+            return
+        self.weights = kind
+        if self.result is None:
+            return
+        if self.sample_id:
+            self.show_sample(self.sample_id, again=True)
+            return
+        a, b = self.sentence_a, self.sentence_b
+        self._run(functools.partial(self._model_run, a, b),
+                  lambda r: (self._show(Shown(r, a=a, b=b)), self._write_url(push=True)),
+                  f"Running both models for {kind} edge weights …")
+
+    def _on_weights_widget(self, event) -> None:
+        self.set_weights(event.new)
 
     def _run(self, work: Callable[[], Any], then: Callable[[Any], Any], busy_text: str,
              sample_id: str | None = None) -> None:
@@ -681,7 +753,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
 
         def load():  # both models load and run off the event loop
             pair = self.registry.pair(pre, fine, device=self.config.device)
-            return pair, self.registry.run(pair, a, b)
+            return pair, self._model_run(a, b, pair=pair)
 
         self._run(load, lambda got: self._use_pair(*got, a=a, b=b, name=fine), "Loading the model pair …")
 
@@ -712,7 +784,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         level = None if v.result is None or int(v.level) == v.informative_level() else int(v.level)
         return UrlState(sample=self.sample_id or None, a=self.sentence_a or None, b=self.sentence_b or None,
                         tau=float(v.tau), mode=v.mode, level=level, selection=list(v.selection),
-                        head=list(v.head), head_model=v.head_model)
+                        head=list(v.head), head_model=v.head_model, weights=self.weights)
 
     def url_query(self) -> str:
         """The query string that restores this view (defaults and empty values left out)."""

@@ -2,7 +2,8 @@
 
 The query holds ``sample`` (or ``a``/``b`` for a typed pair), ``tau``, ``mode``, ``level``, ``sel`` (the
 frozen selection, ``level:token`` pairs) and ``head`` (``layer:head``) plus ``hm`` (the model(s) of a head
-restriction). Everything in the URL counts from 1, as everything the user reads does (the views, the
+restriction), and ``w``, the kind of edge weights (``norm`` or ``attattr``; raw attention when absent).
+Everything in the URL counts from 1, as everything the user reads does (the views, the
 head mask, the heatmaps, the head panel, the help): level 1 = the input, level L + 1 = [CLS]; token 1 =
 [CLS]; layer 1 and head 1 are the first. :class:`UrlState` itself holds the code's 0-based values.
 
@@ -22,6 +23,7 @@ import urllib.parse
 import numpy as np
 
 from attnflows_panel.views.attention_flows import MODES, TAU_BOUNDS
+from attnflows_panel.weights import WEIGHT_KINDS
 
 __all__ = ["UrlState"]
 
@@ -54,6 +56,7 @@ class UrlState:
     selection: list[list[int]] | None = None
     head: list[int] | None = None
     head_model: str | None = None
+    weights: str | None = None
 
     @classmethod
     def parse(cls, query: str) -> tuple[UrlState, list[str]]:
@@ -112,6 +115,12 @@ class UrlState:
                 state.head_model = get["hm"]
             else:
                 errors.append(f"hm in the link must be both, pretrained or finetuned; got {get['hm']!r}")
+        if get.get("w"):
+            if get["w"] in WEIGHT_KINDS:
+                state.weights = get["w"]
+            else:
+                errors.append(f"w (the edge weights) in the link must be one of {', '.join(WEIGHT_KINDS)}; "
+                              f"got {get['w']!r}, kept raw attention")
         return state, errors
 
     def query(self, default_tau: float) -> str:
@@ -133,4 +142,6 @@ class UrlState:
                 q["head"] = f"{int(self.head[0]) + 1}:{int(self.head[1]) + 1}"
                 if self.head_model and self.head_model != "both":
                     q["hm"] = self.head_model
+        if self.weights and self.weights != "raw":
+            q["w"] = self.weights
         return urllib.parse.urlencode(q)
