@@ -101,9 +101,9 @@ def reported(fn):
     return wrapper
 
 
-def _resync_message(doc, events: list):
-    """A Bokeh PATCH-DOC message that sets, for every (model, property) that ``events`` changed, its value
-    now, with every model that a value holds written out in full.
+def _resync_message(doc, props: dict):
+    """A Bokeh PATCH-DOC message that sets every property of ``props`` (``{(model id, property): model}``)
+    to its value now, with every model that a value holds written out in full.
 
     For a notebook output that may have missed messages (:meth:`AttentionFlowsView._holding`): before the
     page has indexed the output's view, Panel's comm manager drops what reaches it, and the models that a
@@ -116,13 +116,10 @@ def _resync_message(doc, events: list):
     from bokeh.document.json import PatchJson
     from bokeh.protocol.messages.patch_doc import patch_doc
 
-    latest: dict = {}
-    for e in events:
-        if isinstance(e, ModelChangedEvent) and e.model.document is doc:
-            latest[(e.model.id, e.attr)] = e.model
-    if not latest:
+    fresh = [ModelChangedEvent(doc, model, attr, getattr(model, attr))
+             for (_, attr), model in props.items() if model.document is doc]
+    if not fresh:
         return None
-    fresh = [ModelChangedEvent(doc, model, attr, getattr(model, attr)) for (_, attr), model in latest.items()]
     serializer = Serializer(references=set(), deferred=True)
     msg = patch_doc(patch_doc.create_header(), {"use_buffers": True}, PatchJson(events=serializer.encode(fresh)))
     for buffer in serializer.buffers:
@@ -243,7 +240,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._shown = None
         self._pending: set[str] = set()  # what changed since the figures were last drawn (_redraw)
         self._scheduled = False
-        self._owed: dict = {}  # id(document) -> (document, comm, events) owed to a notebook output (_holding)
+        self._owed: dict = {}  # id(document) -> (document, comm, {(model id, property): model}) owed (_holding)
         self._L = self._H = self._n = 0
         self._style = params.pop("style", None) or RadialStyle()
         #: ``(owner, key, make) -> value``: a cache that several views share (an app passes its
@@ -379,11 +376,16 @@ class AttentionFlowsView(pn.viewable.Viewer):
             with block_comm():
                 yield
         finally:
+            from bokeh.document.events import ModelChangedEvent
+
             for doc, comm in self._outputs():
-                # what Panel's own push would send now (panel.io.notebook.diff reads the same list)
-                owed = self._owed.setdefault(id(doc), (doc, comm, []))[2]
-                seen = {id(e) for e in owed}
-                owed.extend(e for e in doc.callbacks._held_events if id(e) not in seen)
+                # the properties that Panel's own push would send now (panel.io.notebook.diff reads the same
+                # list): kept as (model, property), their values read when sent, so that a notebook run
+                # without a browser keeps one entry per property, not every value it ever had
+                owed = self._owed.setdefault(id(doc), (doc, comm, {}))[2]
+                for e in doc.callbacks._held_events:
+                    if isinstance(e, ModelChangedEvent):
+                        owed[(e.model.id, e.attr)] = e.model
 
     def _outputs(self) -> list:
         """(document, comm) of each notebook output that shows this view's radial component."""
@@ -404,8 +406,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
         from panel.io.notebook import push
 
         owed, self._owed = self._owed, {}
-        for doc, comm, events in owed.values():
-            msg = _resync_message(doc, events)
+        for doc, comm, props in owed.values():
+            msg = _resync_message(doc, props)
             if msg is not None:
                 push(doc, comm, msg=msg)
         pn.io.push_notebook(self._flow_pane)  # anything else the document holds
