@@ -130,6 +130,7 @@ CLIENT = textwrap.dedent(
     sys.stdin.readline()
     for s in sessions:
         s.close()
+    time.sleep(2)  # the server finishes each close handshake before the process and its sockets go
     os._exit(0)
     '''
 )
