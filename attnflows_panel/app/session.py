@@ -213,6 +213,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self.view = AttentionFlowsView(cache=self.registry.shared, flow_height=APP_FLOW_HEIGHT, **view_state)
         # the view reads the app's result (a reference, the view's result allows one): no copy to keep in step
         self.view.result = self.param.result
+        self._weights_quiet = False  # True while _choose_weights sets the selector (nothing runs)
         self._build_widgets()
         self._layout = None
         self._parts()
@@ -232,8 +233,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         # comes at once with a busy note, and the models load and run in an executor
         first = self._first_target(url_state) if self._resources_ready() else None
         if url_state.weights is not None:
-            self.weights = url_state.weights
-            self._weights_w.value = url_state.weights
+            self._choose_weights(url_state.weights)
         if not self._served or (first is not None and self.registry.cached_result(self.pair, *first.sentences(),
                                                                                   weights=self.weights)):
             self._start(url_state, first)
@@ -607,8 +607,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self._notices.extend(errors)
         kind = url.weights or "raw"
         if kind != self.weights:  # another kind of edge weights: the models run again on the entry's pair
-            self.weights = kind
-            self._weights_w.value = kind
+            self._choose_weights(kind)
             if url.sample and self.index is not None:
                 self.show_sample(url.sample, url=url, again=True)
                 return
@@ -683,8 +682,18 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
                   lambda r: (self._show(Shown(r, a=a, b=b)), self._write_url(push=True)),
                   f"Running both models for {kind} edge weights …")
 
+    def _choose_weights(self, kind: str) -> None:
+        """The kind of edge weights, set with its selector, without running anything (the caller runs)."""
+        self._weights_quiet = True
+        try:
+            self.weights = kind
+            self._weights_w.value = kind
+        finally:
+            self._weights_quiet = False
+
     def _on_weights_widget(self, event) -> None:
-        self.set_weights(event.new)
+        if not self._weights_quiet:
+            self.set_weights(event.new)
 
     def _run(self, work: Callable[[], Any], then: Callable[[Any], Any], busy_text: str,
              sample_id: str | None = None) -> None:
