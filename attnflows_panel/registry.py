@@ -69,7 +69,7 @@ def _spec_key(value: str | Path | None) -> str | None:
 
 def _result_key(pair, sentence_a: str, sentence_b: str, weights: str) -> tuple:
     """The result cache's key: the pair object, both sentences and the kind of edge weights."""
-    return (id(pair), sentence_a, sentence_b) + (() if weights == "raw" else (weights,))
+    return (id(pair), sentence_a, sentence_b, weights)
 
 
 class Registry:
@@ -202,8 +202,7 @@ class Registry:
             hit = self._lookup(pair, key)  # another session may have run the same pair while we waited
             if hit is not None:
                 return hit
-            result = pair.run(sentence_a, sentence_b) if weights == "raw" else pair.run(sentence_a, sentence_b,
-                                                                                        weights=weights)
+            result = pair.run(sentence_a, sentence_b, weights=weights)
             self._remember(pair, key, result)
         return result
 

@@ -630,12 +630,12 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
         self._flush_notices()
         self._write_url(push=False)
 
-    def _model_run(self, a: str, b: str, pair: Any = None, weights: str | None = None):
+    def _model_run(self, a: str, b: str, pair: Any = None):
         """Both models on a pair, with the session's kind of edge weights (blocking: called in an executor
         when served). For a typed pair shown with other weights than the corpus index counts, the index's
         kind runs too, for the corpus browser's search (:meth:`_browser_result`)."""
         pair = self.pair if pair is None else pair
-        weights = self.weights if weights is None else weights
+        weights = self.weights
         result = self.registry.run(pair, a, b, weights=weights)
         kind = self._index_kind()
         if kind != weights and self.index is not None and pair is self.pair:
