@@ -294,10 +294,11 @@ function smallestFirst(a, k) {  // quickselect: a[0..k) become the k smallest va
 // ------------------------------------------------------------------------------- glyphs as pixels
 
 // Head glyphs smaller than GLYPH_PIXELS device px are written as pixels, not filled as paths: a 512-token
-// pair has ~80k glyphs of 1-3 px, and Chromium took ~0.3-0.5 s to fill that many turned quads (batched paths)
-// where writing them into one RGBA buffer and putting it takes a few ms. Each glyph is the same turned square
-// (or half, for a split glyph) that drawCells fills, in the same order (by colour, then row), its coverage
-// of each pixel taken from SUB×SUB samples and composited source-over, as an anti-aliased fill composites.
+// pair has ~80k glyphs of 1-3 px. In headless Chromium at 700 px (bench_radial_hover.py) the base layer took
+// ~350 ms with them filled as batched turned quads and 225-285 ms written here (the glyph layer itself
+// 50-80 ms). Each glyph is the same turned square (or half, for a split glyph) that drawCells fills, in the
+// same order (by colour, then row), its coverage of each pixel taken from SUB×SUB samples (or, under
+// GLYPH_SPLAT, an upright box's exact overlap) and composited source-over, as an anti-aliased fill composites.
 const GLYPH_PIXELS = 4;
 const GLYPH_SPLAT = 2;  // below this, a glyph's area is spread over the pixels it covers (no turn, no samples)
 
