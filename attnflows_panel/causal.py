@@ -55,6 +55,7 @@ __all__ = [
     "RootAnalysis",
     "recording",
     "heads_off",
+    "is_causal_lm",
     "text_config",
     "parse_chat",
 ]
@@ -418,6 +419,33 @@ class RootAnalysis:
 
 def _is_local(ref: str) -> bool:
     return Path(ref).expanduser().exists() or os.path.isabs(ref) or ref.startswith((".", "~")) or ref.count("/") > 1
+
+
+def is_causal_lm(ref: str | os.PathLike | None) -> bool:
+    """Whether ``ref`` (a hub name or a folder) names a decoder-only causal language model (GPT-2, Llama,
+    Qwen2, ... : what :class:`CausalPair` loads), judged by its config alone: its architectures (``…ForCausalLM``,
+    ``…LMHeadModel``), else its model type has a causal LM class and no masked LM class (BERT has both).
+    False for None, for an encoder(-decoder) and for a config that cannot be read (the loader then says why)."""
+    if ref is None:
+        return False
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    try:
+        config = AutoConfig.from_pretrained(str(ref), trust_remote_code=False)
+    except (OSError, ValueError):
+        return False
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    arch = list(getattr(config, "architectures", None) or [])
+    if arch:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) and "Bert" not in a
+                   and not a.startswith(("Roberta", "Electra", "XLMRoberta")) for a in arch)
+    mt = getattr(config, "model_type", None)
+    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def _first_line(exc: BaseException) -> str:

@@ -159,6 +159,22 @@ class Registry:
 
         return self._load_once(self._pairs, key, load)
 
+    def causal_pair(self, pretrained: str | Path, finetuned: str | Path):
+        """The :class:`~attnflows_panel.causal.CausalPair` (a decoder base and its fine-tune), loaded at most
+        once per process."""
+        key = ("causal", _spec_key(pretrained), _spec_key(finetuned))
+
+        def load():
+            from attnflows_panel.causal import CausalPair
+
+            pair = CausalPair.load(str(pretrained), str(finetuned))
+            log.info("decoder pair loaded in process %d: %s + %s", os.getpid(), pretrained, finetuned)
+            with self._lock:
+                self.loads["causal"] += 1
+            return pair
+
+        return self._load_once(self._pairs, key, load)
+
     def cached_pair(self, pretrained: str | Path | None = None, finetuned: str | Path | None = None, *,
                     device: str | None = None):
         """The pair if it is loaded already, else None (never loads)."""

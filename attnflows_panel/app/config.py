@@ -69,6 +69,8 @@ class AppConfig:
     allow_model_paths: whether browser users may load another model pair by name or server path.
     device: torch device for the models (None = CUDA when available, else CPU).
     max_chars: longest sentence accepted from the form or the URL.
+    decoder: the pair is a decoder base and its fine-tune (causal LMs): the app shows one sequence at a
+        root the user picks (:class:`~attnflows_panel.app.decoder.DecoderApp`); both models must be named.
     """
 
     pretrained: str | None = None
@@ -79,8 +81,11 @@ class AppConfig:
     device: str | None = None
     max_chars: int = MAX_CHARS
     title: str = "Attention Flows"
+    decoder: bool = False
 
     def __post_init__(self):
+        if self.decoder and (not self.pretrained or not self.finetuned or self.index):
+            raise ValueError("a decoder pair needs both models named (--pretrained, --finetuned) and no index")
         if self.tau is None:
             tau = initial_tau(self.pretrained, self.finetuned, self.index)
             object.__setattr__(self, "tau", float(np.clip(tau, *TAU_BOUNDS)))  # an index may be built outside them

@@ -62,7 +62,7 @@ def make_app(config: AppConfig | None = None, registry: Registry | None = None,
         extensions()
         doc = pn.state.curdoc
         log.debug("building a session in process %d", os.getpid())
-        app = AttnFlowsApp(config, registry=registry)
+        app = _app_class(config)(config, registry=registry)
         if on_create is not None:
             on_create(app)
         template = app.template()
@@ -78,6 +78,15 @@ def make_app(config: AppConfig | None = None, registry: Registry | None = None,
         return None
 
     return create
+
+
+def _app_class(config: AppConfig) -> type:
+    """The session class for ``config``: the sentence-pair app, or the decoder app for a causal LM pair."""
+    if config.decoder:
+        from attnflows_panel.app.decoder import DecoderApp
+
+        return DecoderApp
+    return AttnFlowsApp
 
 
 def _local_assets(doc) -> None:
@@ -110,6 +119,10 @@ def preload(config: AppConfig, registry: Registry | None = None, progress: bool 
     pre, fine = config.model_refs()
     if progress:
         print("Loading the model pair …", flush=True)
+    if config.decoder:
+        registry.causal_pair(pre, fine)
+        _warm_page(_app_class(config)(config, registry=registry))
+        return
     pair = registry.pair(pre, fine, device=config.device)
     if config.index:
         if progress:
@@ -288,7 +301,7 @@ def serve(
     several = not threaded and str(num_procs) != "1"
     if preload_resources or several:  # worker processes share what is loaded before they are forked
         preload(config, registry)
-    pair = registry.cached_pair(*config.model_refs(), device=config.device)
+    pair = None if config.decoder else registry.cached_pair(*config.model_refs(), device=config.device)
     procs = 1 if threaded else _num_procs(num_procs, str(pair.device) if pair is not None else config.device)
     if tune_gc if tune_gc is not None else not threaded:
         tune_gc_for_serving()
@@ -303,7 +316,7 @@ def serve(
         extra["prefix"] = path
     app = make_app(config, registry, on_create)
     if procs > 1:
-        warm = ((lambda: _warm_page(AttnFlowsApp(config, registry=registry, sync_url=False)))
+        warm = ((lambda: _warm_page(_app_class(config)(config, registry=registry, sync_url=False)))
                 if preload_resources else None)
         return _serve_processes(app, procs, warm=warm, port=port, address=address, origins=origins, path=path,
                                 show=show,

@@ -229,6 +229,8 @@ def run_serve(args) -> int:
         raise FileNotFoundError(f"--index: no index folder at {args.index}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be a positive number, got {args.limit}")
+    if _decoder_pair(args):
+        return _serve_decoder(args)
     # None: the index's τ, else the rule of initial_tau for the pair (also the τ a --data index is built at)
     tau = args.tau if args.tau is not None or args.index else initial_tau(args.pretrained, args.finetuned)
     registry = shared_registry()
@@ -248,6 +250,37 @@ def run_serve(args) -> int:
     )
     install_closed_connection_filter()
     serve(config, registry=registry, **_server_kwargs(args))
+    return 0
+
+
+def _decoder_pair(args) -> bool:
+    """Whether --pretrained and --finetuned name causal LMs (a decoder pair); an error for one of each."""
+    from attnflows_panel.causal import is_causal_lm
+
+    if not args.pretrained or not args.finetuned:
+        return False
+    pre, fine = is_causal_lm(args.pretrained), is_causal_lm(args.finetuned)
+    if pre != fine:
+        causal, other = (args.pretrained, args.finetuned) if pre else (args.finetuned, args.pretrained)
+        raise ValueError(f"{causal} is a causal language model and {other} is not: compare two encoders (BERT-like) "
+                         "or two decoders (a base and its instruct model)")
+    return pre
+
+
+def _serve_decoder(args) -> int:
+    """Serve the decoder app (one sequence, a root the user picks) on a causal LM pair."""
+    from attnflows_panel.app import AppConfig, serve
+    from attnflows_panel.registry import shared_registry
+
+    if args.index or args.data:
+        raise ValueError("--index and --data go with a sentence-pair (encoder) model pair; for a decoder pair the "
+                         "app shows the prompt you type (index prompts with `attnflows causal index`)")
+    if args.allow_model_paths:
+        raise ValueError("--allow-model-paths goes with a sentence-pair (encoder) model pair")
+    config = AppConfig(pretrained=args.pretrained, finetuned=args.finetuned, tau=args.tau, device=args.device,
+                       decoder=True, title="Attention Flows: base vs fine-tuned decoder")
+    install_closed_connection_filter()
+    serve(config, registry=shared_registry(), **_server_kwargs(args))
     return 0
 
 

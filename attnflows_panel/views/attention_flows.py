@@ -462,7 +462,8 @@ class AttentionFlowsView(pn.viewable.Viewer):
             if len(self._graphs_cache) > 8:
                 self._graphs_cache.clear()
             if widths is None:
-                widths = tuple(bottleneck(np.asarray(out.attentions)) for out in (r.pretrained, r.finetuned))
+                root = int(getattr(r, "cls_position", 0))  # [CLS] of a BERT pair; a decoder's chosen root
+                widths = tuple(bottleneck(np.asarray(out.attentions), root=root) for out in (r.pretrained, r.finetuned))
             self._graphs_cache[wkey] = widths
             self._graphs_cache[key] = (widths[0].graph(self.tau), widths[1].graph(self.tau))
         return self._graphs_cache[key]

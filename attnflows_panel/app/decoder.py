@@ -1,0 +1,326 @@
+"""The app for a decoder pair (base vs instruct): one sequence, a root the user picks (issue #28, 4).
+
+:class:`DecoderApp` is what ``attnflows serve --pretrained BASE --finetuned INSTRUCT`` serves when the two
+models are causal language models (:func:`~attnflows_panel.causal.is_causal_lm`). Its page:
+
+- a sidebar with the model pair, a prompt (plain text, or a chat as a JSON list of ``{"role", "content"}``
+  messages, which goes through the tokenizer's chat template), an optional greedy continuation by the
+  fine-tuned model, the **root** (a token position; by default the prompt's last token, whose state
+  predicts the next token) and the view's controls;
+- a sequence card: the segments by role, the root, and each model's next-token prediction there (top 5)
+  with the KL divergence between the two;
+- the radial Attention Flow view, the context view, the status and the sentence view of one
+  :class:`~attnflows_panel.views.attention_flows.AttentionFlowsView`, traced from the root through the
+  causal attention (:mod:`attnflows_panel.causal_view`). The ring holds the sequence in reading order,
+  clockwise from the top; tokens after the root are never reached (causal attention) and fold into one run.
+
+Picking a root: type its position, or click a token in the radial view (it freezes) and press
+"Trace from the selected token". A new root re-uses both models' recorded queries and keys: only the
+graph's rows are computed again, the models do not run again. A new prompt runs them (in an executor,
+never holding the event loop or the document's lock, as the sentence-pair app does).
+
+Stable hooks for browser tests (CSS classes): ``af-prompt``, ``af-generate``, ``af-analyse``, ``af-root``,
+``af-root-from-selection``, ``af-sequence`` (the card), ``af-pair``, ``af-message``, ``af-flow-view``,
+``af-sentence-view``, ``af-context-view``, ``af-busy``; the sequence card carries ``data-root`` and
+``data-n``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import panel as pn
+import param
+
+from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR
+from attnflows_panel.app.cards import NOTICE_COLORS, esc, notice_html
+from attnflows_panel.app.config import AppConfig, model_label
+from attnflows_panel.app.page import APP_FLOW_HEIGHT, APP_SENTENCE_HEIGHT, SIDE_WIDTH, heading
+from attnflows_panel.causal_view import ROLE_COLORS, CausalResult
+from attnflows_panel.registry import Registry, shared_registry
+from attnflows_panel.views.attention_flows import TAU_BOUNDS, AttentionFlowsView
+
+__all__ = ["DecoderApp", "EXAMPLE_CHAT", "MAX_PROMPT_CHARS", "MAX_GENERATE"]
+
+log = logging.getLogger(__name__)
+
+#: what the prompt box holds when a session opens
+EXAMPLE_CHAT = json.dumps([
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France, and why is it famous?"},
+], indent=1)
+#: the longest prompt accepted from the form (characters)
+MAX_PROMPT_CHARS = 20_000
+#: the most tokens the fine-tuned model may add to the prompt
+MAX_GENERATE = 64
+#: the rows kept for the graph: every weight above the slider's smallest τ, so any τ needs no model run
+TAU_MIN = TAU_BOUNDS[0]
+
+
+class _Work:
+    """What one analysis needs from a session, run in an executor: the pair and the inputs."""
+
+    def __init__(self, pair, prompt: str, generate: int, root: int | None, runs=None, encoded=None):
+        self.pair, self.prompt, self.generate, self.root = pair, prompt, generate, root
+        self.runs, self.encoded = runs, encoded
+
+    def __call__(self, lock) -> tuple[Any, Any, CausalResult]:
+        from attnflows_panel.causal import CausalInputError
+        from attnflows_panel.causal_view import view_result
+
+        pair = self.pair
+        with lock:  # the tokenizer and the models are shared by every session
+            encoded, runs = self.encoded, self.runs
+            if encoded is None:
+                text = self.prompt.strip()
+                if not text:
+                    raise CausalInputError("the prompt is empty: type a text, or a chat as a JSON list of messages")
+                encoded = pair.encode(chat=text) if text.startswith("[") else pair.encode(text=text)
+                if self.generate:
+                    encoded = pair.generate(encoded, self.generate)
+                runs = pair.run(encoded)
+            analysis = pair.analyse(encoded, root=self.root, tau_min=TAU_MIN, runs=runs)
+            return encoded, runs, view_result(encoded, analysis, pair.tokenizer)
+
+
+class DecoderApp(pn.viewable.Viewer):
+    """One session on a decoder pair (the module docstring). ``config`` names the pair (``pretrained``,
+    ``finetuned``) and the initial τ; the models come from ``registry`` (loaded once per process)."""
+
+    result = param.Parameter(default=None, doc="The CausalResult shown (the sequence at its root).")
+    busy = param.Boolean(default=False, doc="A model run is under way.")
+    message = param.String(default="", doc="The notice shown (plain text).")
+
+    def __init__(self, config: AppConfig, registry: Registry | None = None, pair=None, **params):
+        super().__init__(**params)
+        self.config = config
+        self.registry = registry or shared_registry()
+        self._pair = pair
+        self._served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        self._encoded = self._runs = None
+        self._run_seq = 0
+        self.view = AttentionFlowsView(tau=float(config.tau), flow_height=APP_FLOW_HEIGHT,
+                                       cache=self.registry.shared)
+        self.view.param.watch(self._on_selection, ["selection"])
+        self._build_widgets()
+        self._layout = None
+        if self._served:
+            pn.state.onload(self.analyse)
+        else:
+            self.analyse()
+
+    # ------------------------------------------------------------------ page
+
+    def _build_widgets(self) -> None:
+        W = pn.widgets
+        self._spinner = pn.indicators.LoadingSpinner(value=False, size=22, margin=(8, 5), color="light",
+                                                     bgcolor="dark")
+        self._busy_text = pn.pane.HTML("", margin=(10, 5), styles={"color": "white", "font-size": "13px"},
+                                       css_classes=["af-busy"])
+        self._alert = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["af-message"],
+                                   margin=(5, 10))
+        pre, fine = self.config.pretrained, self.config.finetuned
+        self._pair_info = pn.pane.HTML(
+            f'<div style="font-size:13px"><span style="color:{PRETRAINED_COLOR}">■</span> base: '
+            f'<b>{esc(model_label(pre))}</b><br><span style="color:{FINETUNED_COLOR}">■</span> fine-tuned: '
+            f'<b>{esc(model_label(fine))}</b></div>', sizing_mode="stretch_width", css_classes=["af-pair"],
+            margin=(0, 10))
+        self._prompt_w = W.TextAreaInput(label="Prompt: a text, or a chat as a JSON list of messages",
+                                         value=EXAMPLE_CHAT, max_length=MAX_PROMPT_CHARS, rows=8,
+                                         sizing_mode="stretch_width", css_classes=["af-prompt"])
+        self._generate_w = W.IntInput(label="Let the fine-tuned model continue (tokens)", value=0, start=0,
+                                      end=MAX_GENERATE, sizing_mode="stretch_width", css_classes=["af-generate"])
+        self._analyse_w = W.Button(label="Analyse", color="primary", sizing_mode="stretch_width",
+                                   css_classes=["af-analyse"])
+        self._analyse_w.on_click(lambda event: self.analyse())
+        self._root_w = W.IntInput(label="Root (token position, from 1)", value=None, start=1,
+                                  sizing_mode="stretch_width", css_classes=["af-root"])
+        self._root_w.param.watch(self._on_root_widget, ["value"])
+        self._root_sel_w = W.Button(label="Trace from the selected token", disabled=True,
+                                    sizing_mode="stretch_width", css_classes=["af-root-from-selection"])
+        self._root_sel_w.on_click(lambda event: self.root_from_selection())
+        self._card = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-sequence"], margin=(0, 10))
+        parts = self.view.parts()
+        parts.sentence.scroll_height = APP_SENTENCE_HEIGHT
+        self._parts = parts
+        self.param.watch(self._on_busy, ["busy"])
+
+    def _sidebar(self) -> list:
+        form = pn.Column(heading("Your prompt"), self._prompt_w, self._generate_w, self._analyse_w,
+                         sizing_mode="stretch_width", css_classes=["af-form"])
+        root = pn.Column(heading("Root"), self._root_w, self._root_sel_w, sizing_mode="stretch_width")
+        view = pn.Column(heading("View"), self._parts.controls, sizing_mode="stretch_width")
+        return [pn.Column(heading("Model pair"), self._pair_info, form, root, view, sizing_mode="stretch_width")]
+
+    def _main(self) -> list:
+        p = self._parts
+        side = pn.Column(pn.Column(p.context_view, css_classes=["af-context-view"]), p.status,
+                         pn.Column(p.sentence, sizing_mode="stretch_width", css_classes=["af-sentence-view"]),
+                         p.legend, width=SIDE_WIDTH, css_classes=["af-side-views"])
+        flows = pn.Row(pn.Row(p.flow, sizing_mode="stretch_width", css_classes=["af-flow-view"]), side,
+                       sizing_mode="stretch_width")
+        self._main_top = pn.Column(self._alert, self._card, flows, sizing_mode="stretch_width",
+                                   css_classes=["af-main"])
+        return [self._main_top]
+
+    def template(self) -> pn.template.BaseTemplate:
+        """The full page (as the sentence-pair app's: offline, no CDN)."""
+        if self._layout is None:
+            self.__panel__()
+        return pn.template.BootstrapTemplate(title=self.config.title, sidebar=self._side_parts,
+                                             main=self._main_parts, header=[pn.Row(self._spinner, self._busy_text)],
+                                             header_background=FINETUNED_COLOR, sidebar_width=350)
+
+    def __panel__(self):
+        if self._layout is None:
+            self._side_parts, self._main_parts = self._sidebar(), self._main()
+            self._layout = pn.Row(pn.Column(*self._side_parts, width=330),
+                                  pn.Column(*self._main_parts, sizing_mode="stretch_width"),
+                                  sizing_mode="stretch_width")
+        return self._layout
+
+    def _on_busy(self, event) -> None:
+        self._spinner.value = bool(event.new)
+        if self._layout is not None:
+            self._main_top.loading = bool(event.new)
+
+    def notify(self, text: str, kind: str = "warning") -> None:
+        """Show ``text`` as plain text in the message bar; '' hides it."""
+        self.message = text
+        bg, fg = NOTICE_COLORS.get(kind, NOTICE_COLORS["warning"])
+        self._alert.param.update(object=notice_html(text), visible=bool(text),
+                                 styles={"background": bg, "color": fg, "padding": "8px 12px",
+                                         "border-radius": "4px", "font-size": "13px"})
+
+    # ------------------------------------------------------------------ runs
+
+    def pair(self):
+        """The decoder pair, loaded once per process through the registry."""
+        if self._pair is None:
+            self._pair = self.registry.causal_pair(self.config.pretrained, self.config.finetuned)
+        return self._pair
+
+    def analyse(self, root: int | None = None) -> None:
+        """Run the prompt through both models and show it at ``root`` (default: the prompt's last token)."""
+        prompt, gen = self._prompt_w.value or "", self._generate_w.value or 0
+        if len(prompt) > MAX_PROMPT_CHARS:
+            self.notify(f"The prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted.")
+            return
+
+        def work():
+            return _Work(self.pair(), prompt, int(gen), root)(self.registry.run_lock(self.pair()))
+
+        self._run(work, "Running both models …")
+
+    def set_root(self, root: int) -> None:
+        """Trace the graph from token ``root`` (0-based) of the sequence shown; the models do not run again."""
+        if self._encoded is None:
+            return
+        encoded, runs = self._encoded, self._runs
+
+        def work():
+            return _Work(self.pair(), "", 0, int(root), runs=runs, encoded=encoded)(self.registry.run_lock(self.pair()))
+
+        self._run(work, "Tracing from the new root …")
+
+    def root_from_selection(self) -> None:
+        """Make the one frozen token the root."""
+        sel = self.view.selection
+        if len(sel) != 1:
+            self.notify("Select one token in the radial view first (click it), then trace from it.", "info")
+            return
+        self.set_root(int(sel[0][1]))
+
+    def _run(self, work: Callable[[], Any], busy_text: str) -> None:
+        self._run_seq += 1
+        seq = self._run_seq
+        if not self._served:
+            try:
+                self._show(seq, work())
+            except Exception as exc:  # noqa: BLE001 - a failing run is a message
+                self._failed(seq, exc)
+            return
+        self.busy = True
+        self._busy_text.object = esc(busy_text)
+
+        async def task() -> None:
+            try:
+                out = await asyncio.get_running_loop().run_in_executor(None, work)
+            except Exception as exc:  # noqa: BLE001
+                self._later(functools.partial(self._failed, seq, exc))
+                return
+            self._later(functools.partial(self._show, seq, out))
+
+        pn.state.execute(task)
+
+    def _later(self, fn: Callable[[], Any]) -> None:
+        try:
+            pn.state.execute(fn, schedule=True)
+        except Exception:  # noqa: BLE001 - the session is gone
+            log.debug("session closed before a finished run could be shown")
+
+    def _done(self) -> None:
+        self.busy = False
+        self._busy_text.object = ""
+
+    def _failed(self, seq: int, exc: BaseException) -> None:
+        from attnflows_panel.causal import CausalInputError
+        from attnflows_panel.models import ModelLoadError, ModelPairError
+
+        if seq != self._run_seq:
+            return
+        self._done()
+        if isinstance(exc, (CausalInputError, ModelPairError, ModelLoadError, ValueError, FileNotFoundError)):
+            self.notify(str(exc))
+        else:
+            log.error("a decoder run failed: %s", exc, exc_info=exc)
+            self.notify(f"Something went wrong: {type(exc).__name__}: {exc}", "danger")
+
+    def _show(self, seq: int, out) -> None:
+        if seq != self._run_seq:  # a later run supersedes this one
+            return
+        self._done()
+        self._encoded, self._runs, result = out
+        self.notify("")
+        self.result = result
+        self.view.param.update(result=result, selection=[], head=[])
+        self._root_w.param.update(end=result.n, value=result.root + 1)
+        self._card.object = sequence_html(result)
+
+    # ------------------------------------------------------------------ root controls
+
+    def _on_root_widget(self, event) -> None:
+        if event.new is None or self.result is None or event.new - 1 == self.result.root:
+            return
+        if not 1 <= event.new <= self.result.n:
+            self.notify(f"The root must be a token position from 1 to {self.result.n}.")
+            return
+        self.set_root(int(event.new) - 1)
+
+    def _on_selection(self, event) -> None:
+        sel = event.new
+        self._root_sel_w.disabled = not (len(sel) == 1 and self.result is not None
+                                         and int(sel[0][1]) != self.result.root)
+
+
+def sequence_html(result: CausalResult) -> str:
+    """The sequence card: segments by role, the root, both models' next token (top 5) and their KL."""
+    roles = []
+    for label, s, e in result.encoded.segments:
+        color = ROLE_COLORS.get(label, "#333")
+        roles.append(f'<span style="color:{color};font-weight:600">{esc(label)}</span> {s + 1}–{e}')
+    root = result.root
+    tok = result.tokens[root]
+    preds = []
+    for which, name, color in (("pretrained", "base", PRETRAINED_COLOR), ("finetuned", "fine-tuned", FINETUNED_COLOR)):
+        items = " · ".join(f"<b>{esc(t)}</b> {p:.2f}" for t, p in result.top_tokens[which])
+        preds.append(f'<span style="color:{color}">■</span> {name}: {items}')
+    return (f'<div class="af-sequence-card" data-root="{root}" data-n="{result.n}" style="font-size:13px;'
+            f'line-height:1.5">{result.n} tokens: {" · ".join(roles)}. Root: token {root + 1} '
+            f'“<b>{esc(tok)}</b>” ({esc(result.roles[root])}); next token there:<br>{"<br>".join(preds)}<br>'
+            f'KL(fine-tuned ‖ base) = {result.kl:.3f} nats</div>')

@@ -1,0 +1,181 @@
+"""The decoder app (issue #28, 4): a base/instruct pair of causal LMs served with a root the user picks.
+
+Python-side: the view's result holds exactly the weights of the causal graph (the graphs the views build
+from it equal :class:`CausalAttentionGraph` at every τ, head mask and root), a new root re-uses the
+recorded q/k (no model run), bad input is a message and the shown sequence stays. The CLI tells a decoder
+pair from an encoder pair and refuses a mixed one. The browser walk is in test_decoder_browser.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attnflows_panel.app.config import AppConfig
+from attnflows_panel.app.decoder import DecoderApp, sequence_html
+from attnflows_panel.causal import CausalPair, is_causal_lm
+from attnflows_panel.causal_view import dense_weights, display_tokens, view_result
+from attnflows_panel.cli import main
+from attnflows_panel.graph import AttentionGraph
+from attnflows_panel.registry import Registry
+from attnflows_panel.views.attention_flows import AttentionFlowsView
+from causal_models import SENTENCES, instruct_from, write_family
+
+TEXT = " ".join(SENTENCES)
+
+
+@pytest.fixture(scope="module")
+def decoder_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decoder_app")
+    base = write_family("qwen2", root / "base", layers=4, hidden=64, heads=8, kv=2)
+    return base, instruct_from(base, root / "instruct")
+
+
+@pytest.fixture(scope="module")
+def pair(decoder_dirs):
+    return CausalPair.load(*decoder_dirs)
+
+
+class CountingPair:
+    """The pair, counting its forward passes (``run``)."""
+
+    def __init__(self, pair):
+        self._pair, self.runs = pair, 0
+
+    def run(self, encoded):
+        self.runs += 1
+        return self._pair.run(encoded)
+
+    def __getattr__(self, name):
+        return getattr(self._pair, name)
+
+
+def _config(dirs, **kw) -> AppConfig:
+    return AppConfig(pretrained=str(dirs[0]), finetuned=str(dirs[1]), decoder=True, tau=0.1, **kw)
+
+
+@pytest.mark.parametrize("root", [None, 9, 30])
+def test_the_views_graphs_equal_the_causal_graph(pair, root):
+    enc = pair.encode(text=TEXT)
+    an = pair.analyse(enc, root=root, tau_min=0.01)
+    res = view_result(enc, an, pair.tokenizer)
+    assert res.cls_position == an.root == (enc.n - 1 if root is None else root)
+    rng = np.random.default_rng(0)
+    for which in ("pretrained", "finetuned"):
+        w = getattr(res, which).attentions
+        assert w.shape == (pair.L, pair.H, enc.n, enc.n) and w.dtype == np.float32
+        for tau in (0.01, 0.08, 0.3):
+            for heads in (None, rng.random((pair.L, pair.H)) < 0.6):
+                g = AttentionGraph.build(w, tau, heads=heads, root=an.root)
+                c = an.graph(which, tau, heads=heads)
+                assert all(np.array_equal(a, b) for a, b in zip(g.levels, c.levels, strict=True))
+                assert np.array_equal(g.counts, c.counts)
+                assert np.array_equal(g.out_degree, c.out_degree)
+                assert np.allclose(g.influence(), c.influence())
+    # the view traces from the root: its centre is the root, its rings are the causal graph's levels
+    view = AttentionFlowsView(result=res, tau=0.08)
+    c = an.graph("finetuned", 0.08)
+    assert view.data.levels[-1].tolist() == [an.root]
+    assert set(view.data.levels[0].tolist()) >= set(c.levels[0].tolist())
+
+
+def test_dense_weights_refuses_what_the_view_cannot_hold(pair):
+    from attnflows_panel.causal import CausalInputError
+
+    enc = pair.encode(text=TEXT)
+    edges = pair.analyse(enc, tau_min=0.05).edges["pretrained"]
+    with pytest.raises(CausalInputError, match="too many for the view.*attnflows causal inspect"):
+        dense_weights(edges, max_bytes=1000)
+
+
+def test_display_tokens_join_word_pieces(pair):
+    ids = pair.tokenizer("The capital of France summarises", add_special_tokens=False)["input_ids"]
+    shown = display_tokens(pair.tokenizer, ids)
+    assert len(shown) == len(ids)
+    # the pieces of a word read ##piece after its first piece, so the words come back when joined
+    words, cur = [], ""
+    for t in shown:
+        if t.startswith("##"):
+            cur += t[2:]
+        else:
+            if cur:
+                words.append(cur)
+            cur = t
+    words.append(cur)
+    assert words == ["The", "capital", "of", "France", "summarises"]
+    assert display_tokens(pair.tokenizer, pair.tokenizer("a\nb", add_special_tokens=False)["input_ids"])[1] == "⏎"
+
+
+def test_is_causal_lm(decoder_dirs, minilm_path, tmp_path):
+    assert is_causal_lm(decoder_dirs[0]) and is_causal_lm(str(decoder_dirs[1]))
+    assert not is_causal_lm(minilm_path)
+    assert not is_causal_lm(None) and not is_causal_lm(tmp_path / "missing")
+
+
+def test_app_picks_roots_without_running_the_models_again(pair, decoder_dirs):
+    counting = CountingPair(pair)
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=counting)
+    r = app.result
+    assert r is not None and counting.runs == 1
+    assert r.root == r.encoded.prompt_len - 1  # the default root: the prompt's last token (the template's)
+    assert [s[0] for s in r.encoded.segments] == ["system", "user", "assistant"]
+    assert app.view.data.levels[-1].tolist() == [r.root]
+    assert f'data-root="{r.root}"' in app._card.object and "KL(fine-tuned" in app._card.object
+    # a frozen token becomes the root; the models do not run again
+    tok = int(app.view.data.levels[-2][0])
+    app.view.selection = [[app.view.data.L - 1, tok]]
+    assert not app._root_sel_w.disabled
+    app.root_from_selection()
+    assert app.result.root == tok and counting.runs == 1
+    assert app.view.data.levels[-1].tolist() == [tok] and app.view.selection == []
+    assert app._root_w.value == tok + 1  # the widget counts from 1
+    # the root typed in the widget (1-based)
+    app._root_w.value = 3
+    assert app.result.root == 2 and counting.runs == 1
+    # a new prompt runs the models; a continuation by the fine-tuned model is analysed with it
+    app._prompt_w.value = "The cat sat on the mat."
+    app._generate_w.value = 3
+    app.analyse()
+    assert counting.runs == 2
+    assert [s[0] for s in app.result.encoded.segments] == ["prompt", "continuation"]
+    assert app.result.encoded.prompt_len < app.result.n <= app.result.encoded.prompt_len + 3  # it may stop at EOS
+    assert "continuation" in sequence_html(app.result)
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("   ", "the prompt is empty"),
+    ('[{"role": "user", "content": "hi"', "not valid JSON"),
+    ('[{"role": "robot", "content": "hi"}]', "role 'robot'"),
+])
+def test_bad_prompts_are_messages_and_the_sequence_stays(pair, decoder_dirs, prompt, message):
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair)
+    shown = app.result
+    app._prompt_w.value = prompt
+    app.analyse()
+    assert message in app.message
+    assert app.result is shown and app.view.result is shown
+    app._prompt_w.value = "The cat sat on the mat."  # and the session keeps working
+    app.analyse()
+    assert app.message == "" and app.result.n > 3
+
+
+def test_a_root_out_of_range_is_a_message(pair, decoder_dirs):
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair)
+    shown = app.result
+    app._root_w.end = None  # the widget bounds it; a value from elsewhere is checked again
+    app._root_w.value = shown.n + 5
+    assert "from 1 to" in app.message and app.result is shown
+    app.root_from_selection()  # nothing frozen
+    assert "Select one token" in app.message
+
+
+def test_serve_tells_decoder_pairs_from_encoder_pairs(decoder_dirs, minilm_path, capsys):
+    code = main(["serve", "--pretrained", str(decoder_dirs[0]), "--finetuned", str(minilm_path), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code != 0 and "is a causal language model and" in err and "Traceback" not in err
+    code = main(["serve", "--pretrained", str(decoder_dirs[0]), "--finetuned", str(decoder_dirs[1]),
+                 "--data", "demo", "--port", "0"])
+    err = capsys.readouterr().err
+    assert code != 0 and "attnflows causal index" in err
+    with pytest.raises(ValueError, match="both models named"):
+        AppConfig(pretrained=str(decoder_dirs[0]), decoder=True)
