@@ -1,0 +1,140 @@
+"""The decoder app walked in Chromium (issue #28, 6): ``attnflows serve`` on a tiny base/instruct pair of
+causal LMs, at 1280×800 and 1600×1000.
+
+The user opens the page (the example chat, traced from the prompt's last token), freezes a token and traces
+from it, clicks a head glyph, types a prompt with a continuation by the fine-tuned model, and types a broken
+chat. After every step: no server-side error and no browser error (console, page, failed or offsite request).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from browser_support import (
+    CHROMIUM,
+    SCROLL_INTO_VIEW,
+    TIMEOUT_S,
+    PageProblems,
+    ServedApp,
+    launch_chromium,
+    settled_points,
+    wait_for,
+)
+from causal_models import instruct_from, write_family
+
+pytestmark = [pytest.mark.browser]
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test extra: never skipped)
+
+expect.set_options(timeout=TIMEOUT_S * 1000)
+NODES = "attnflows-node-targets"
+GLYPHS = "attnflows-glyph-targets"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decoder_browser")
+    base = write_family("qwen2", root / "base", layers=4, hidden=64, heads=8, kv=2)
+    fine = instruct_from(base, root / "instruct")
+    srv = ServedApp(["--pretrained", str(base), "--finetuned", str(fine), "--tau", "0.1", "--num-procs", "1"],
+                    root / "server")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+def _card(page) -> tuple[int, int]:
+    card = page.locator(".af-sequence-card")
+    expect(card).to_be_visible()
+    return int(card.get_attribute("data-root")), int(card.get_attribute("data-n"))
+
+
+def _wait_root(page, root: int) -> None:
+    wait_for(lambda: page.locator(".af-sequence-card").count() and _card(page)[0] == root,
+             what=f"the sequence card to name root {root}")
+
+
+@pytest.mark.parametrize("viewport", [(1280, 800), (1600, 1000)])
+def test_walk_a_decoder_pair(browser, server, viewport):
+    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_S * 1000)
+    problems = PageProblems(page, server.url)
+
+    def clean(step: str) -> None:
+        errors, page_errors = server.new_errors(), problems.take()
+        assert not errors, f"server-side error during {step}:\n{errors}"
+        assert not page_errors, f"browser errors during {step}:\n" + "\n".join(page_errors)
+
+    try:
+        # open: the example chat, its roles, the root at the prompt's last token (the assistant's turn)
+        page.goto(server.url)
+        root, n = _card(page)
+        assert root == n - 1
+        card = page.locator(".af-sequence")
+        for role in ("system", "user", "assistant"):
+            expect(card).to_contain_text(role)
+        expect(card).to_contain_text("KL(fine-tuned")
+        expect(page.locator(".af-root input")).to_have_value(str(root + 1))
+        # the radial view's centre is the root
+        page.evaluate(SCROLL_INTO_VIEW, NODES)
+        pts = settled_points(page, NODES, ["token", "level", "pos"], "the radial view's tokens")
+        top = max(p["level"] for p in pts)
+        assert [p["pos"] for p in pts if p["level"] == top] == [root]
+        clean("open")
+
+        # freeze a token of the ring next to the root and trace from it
+        ring = [p for p in pts if p["level"] == top - 1 and p["pos"] != root]
+        tok = ring[len(ring) // 2]
+        page.mouse.click(tok["x"], tok["y"])
+        button = page.locator(".af-root-from-selection button")
+        expect(button).to_be_enabled()
+        button.click()
+        _wait_root(page, tok["pos"])
+        expect(page.locator(".af-root input")).to_have_value(str(tok["pos"] + 1))
+        pts = settled_points(page, NODES, ["token", "level", "pos"], "the tokens traced from the new root")
+        assert [p["pos"] for p in pts if p["level"] == top] == [tok["pos"]]
+        clean("trace from a token")
+
+        # a head glyph: click it, the status names the head
+        glyph = settled_points(page, GLYPHS, ["head", "node"], "the head glyphs")[0]
+        page.mouse.click(glyph["x"], glyph["y"])
+        expect(page.get_by_text(re.compile(rf"head {glyph['head'] + 1} of layer \d+")).filter(visible=True).first
+               ).to_be_visible()
+        page.locator(".af-tool-reset").click()
+        clean("a head glyph")
+
+        # a typed prompt, continued by the fine-tuned model
+        page.locator(".af-prompt textarea").fill("The cat sat on the mat and looked at the door.")
+        page.locator(".af-generate input").fill("3")
+        page.locator(".af-generate input").press("Enter")
+        page.locator(".af-analyse button").click()
+        expect(card).to_contain_text(re.compile(r"prompt 1–\d+"))
+        prompt_len = int(re.search(r"prompt 1–(\d+)", page.locator(".af-sequence-card").text_content()).group(1))
+        root2, n2 = _card(page)
+        assert root2 == prompt_len - 1  # the prompt's last token, before the continuation
+        assert prompt_len <= n2 <= prompt_len + 3
+        clean("a typed prompt")
+
+        # a broken chat: a message, the sequence stays
+        before = _card(page)
+        page.locator(".af-prompt textarea").fill('[{"role": "user", "content": "hi"')
+        page.locator(".af-analyse button").click()
+        expect(page.locator(".af-message")).to_contain_text("not valid JSON")
+        assert _card(page) == before
+        clean("a broken chat")
+    finally:
+        ctx.close()
+
