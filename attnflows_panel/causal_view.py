@@ -10,7 +10,7 @@ The views (:class:`~attnflows_panel.views.attention_flows.AttentionFlowsView`) t
   Attention Graph built from it is the causal graph (the rows it can reach are all there, and a weight
   at or below ``tau_min`` is an edge at no such τ); so are its counts (eq. 3), influence (eq. 4),
   glyphs, sparklines and widest paths. The full attention is never computed.
-- ``segments`` are all 0: one sequence, whose ring runs clockwise in reading order from the top (the
+- ``segments`` are all 0: one sequence, whose ring runs clockwise in reading order from the left (the
   layout's sentence A); ``roles`` names every token's segment (system, user, assistant, prompt,
   continuation).
 - ``tokens`` are shown in the views' WordPiece convention: a byte-level BPE or SentencePiece token that

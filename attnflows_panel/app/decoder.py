@@ -12,7 +12,8 @@ models are causal language models (:func:`~attnflows_panel.causal.is_causal_lm`)
 - the radial Attention Flow view, the context view, the status and the sentence view of one
   :class:`~attnflows_panel.views.attention_flows.AttentionFlowsView`, traced from the root through the
   causal attention (:mod:`attnflows_panel.causal_view`). The ring holds the sequence in reading order,
-  clockwise from the top; tokens after the root are never reached (causal attention) and fold into one run.
+  clockwise from the left (9 o'clock); tokens after the root are never reached (causal attention) and
+  fold into one run.
 
 Picking a root: type its position, or click a token in the radial view (it freezes) and press
 "Trace from the selected token". A new root re-uses both models' recorded queries and keys: only the
