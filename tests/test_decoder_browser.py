@@ -1,5 +1,5 @@
 """The decoder app walked in Chromium (issue #28, 6): ``attnflows serve`` on a tiny base/instruct pair of
-causal LMs, at 1280×800 and 1600×1000.
+causal LMs named by hub id (served by tests/hub_server.py's loopback hub), at 1280×800 and 1600×1000.
 
 The user opens the page (the example chat, traced from the prompt's last token), freezes a token and traces
 from it, clicks a head glyph, types a prompt with a continuation by the fine-tuned model, and types a broken
@@ -8,6 +8,7 @@ chat. After every step: no server-side error and no browser error (console, page
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -24,25 +25,36 @@ from browser_support import (
     wait_for,
 )
 from causal_models import instruct_from, write_family
+from hub_server import LoopbackHub
 
 pytestmark = [pytest.mark.browser]
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test extra: never skipped)
 
 expect.set_options(timeout=TIMEOUT_S * 1000)
+PRE, FINE = "org/tiny-qwen2", "org/tiny-qwen2-instruct"
 NODES = "attnflows-node-targets"
 GLYPHS = "attnflows-glyph-targets"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """``attnflows serve`` on two hub names, downloaded from the loopback hub into a fresh HF_HOME."""
     root = tmp_path_factory.mktemp("decoder_browser")
     base = write_family("qwen2", root / "base", layers=4, hidden=64, heads=8, kv=2)
     fine = instruct_from(base, root / "instruct")
-    srv = ServedApp(["--pretrained", str(base), "--finetuned", str(fine), "--tau", "0.1", "--num-procs", "1"],
-                    root / "server")
-    yield srv
-    srv.stop()
+    hub = LoopbackHub()
+    hub.add_model(PRE, base)
+    hub.add_model(FINE, fine)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    with hub:
+        env.update(HF_HOME=str(root / "hf"), HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1")
+        srv = ServedApp(["--pretrained", PRE, "--finetuned", FINE, "--tau", "0.1", "--num-procs", "1"],
+                        root / "server", env=env)
+        fetched = [p for m, p in hub.requests if m == "GET" and "/resolve/" in p]
+        assert any(p.endswith("model.safetensors") and FINE in p for p in fetched)
+        yield srv
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
