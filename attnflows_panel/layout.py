@@ -88,6 +88,10 @@ __all__ = [
 TWO_PI = 2.0 * math.pi
 
 
+#: the most head glyphs side by side in a cell's block (more heads wrap into more rows)
+MAX_GLYPH_COLS = 8
+
+
 @dataclass(frozen=True)
 class RadialStyle:
     """Sizes (layout units: pixels at the design size, where the drawing spans ``2 · extent``) of the
@@ -132,12 +136,18 @@ class RadialStyle:
     cell_min: float = 0.2
     spread: float = 0.5
 
+    def glyph_grid_rows(self, n_heads: int) -> int:
+        """Rows of the head-glyph block: ``glyph_rows`` (the paper's 3 for 12 heads), more when the heads
+        would need more than :data:`MAX_GLYPH_COLS` columns (32 heads: 4 rows of 8), so that a cell of a
+        model with many heads stays near square instead of growing along its ring."""
+        return max(1, min(n_heads, max(self.glyph_rows, math.ceil(n_heads / MAX_GLYPH_COLS))))
+
     def glyph_cols(self, n_heads: int) -> int:
-        return max(1, math.ceil(n_heads / max(1, min(self.glyph_rows, n_heads))))
+        return max(1, math.ceil(n_heads / self.glyph_grid_rows(n_heads)))
 
     def glyph_block(self, n_heads: int) -> tuple[float, float]:
         """(width, height) of the head-glyph block of ``n_heads`` heads."""
-        rows = max(1, min(self.glyph_rows, n_heads))
+        rows = self.glyph_grid_rows(n_heads)
         cols = self.glyph_cols(n_heads)
         pitch = self.glyph + self.glyph_gap
         return cols * pitch - self.glyph_gap, rows * pitch - self.glyph_gap
@@ -684,8 +694,8 @@ def glyph_grid_arrays(layout: RadialLayout, n_heads: int, node_ids: np.ndarray |
 
 def _glyph_offsets(st: RadialStyle, n_heads: int) -> tuple[np.ndarray, np.ndarray]:
     """Head h's glyph centre in its block (unscaled): ``du[h]`` from the block's left edge along the
-    label, ``dv[h]`` from the block's centre line up (H glyphs wrapped into ``glyph_rows`` rows)."""
-    rows_n = max(1, min(st.glyph_rows, n_heads))
+    label, ``dv[h]`` from the block's centre line up (H glyphs wrapped into ``glyph_grid_rows(H)`` rows)."""
+    rows_n = st.glyph_grid_rows(n_heads)
     cols = st.glyph_cols(n_heads)
     pitch = st.glyph + st.glyph_gap
     gh = rows_n * pitch - st.glyph_gap

@@ -219,6 +219,25 @@ def test_glyph_grid_wraps_heads_into_three_rows_inside_the_block():
     assert np.all(np.diff(du[np.isclose(dv, pitch)]) > 0)
 
 
+@pytest.mark.parametrize("H, rows, cols", [(1, 1, 1), (9, 3, 3), (12, 3, 4), (14, 3, 5), (24, 3, 8), (32, 4, 8)])
+def test_glyph_grid_fits_any_head_count(H, rows, cols):
+    """Issue #28, 4: a decoder's heads (9 in SmolLM2-135M, 14 in Qwen2.5-0.5B, 32 in Llama-3.2-1B) wrap into
+    at most 8 columns; every head has its own place in its block, and the block stays near square."""
+    tokens, segments = _tokens(12)
+    lay = radial_layout([np.arange(1, 11), np.array([2, 4]), np.array([0])], tokens, segments, H)
+    st = lay.style
+    assert (st.glyph_grid_rows(H), st.glyph_cols(H)) == (rows, cols)
+    g = glyph_grid(lay, H)
+    node = lay.nodes.iloc[3]
+    sub = g[g["node"] == node["node"]]
+    du = (sub["x"] - node["x"]) * node["ux"] + (sub["y"] - node["y"]) * node["uy"]
+    dv = (sub["x"] - node["x"]) * node["vx"] + (sub["y"] - node["y"]) * node["vy"] - node["gv"]
+    places = set(zip(np.round(du, 4), np.round(dv, 4), strict=True))
+    assert len(places) == H and len(set(np.round(dv, 4))) == rows and len(set(np.round(du, 4))) == cols
+    w, h = st.glyph_block(H)
+    assert np.all(np.abs(dv) <= h / 2 + 1e-9) and w <= 8 * (st.glyph + st.glyph_gap)
+
+
 def test_edge_curves_stay_between_the_two_rings():
     tokens, segments = _tokens(40)
     levels = [np.arange(1, 40), np.arange(1, 40, 2), np.array([0])]

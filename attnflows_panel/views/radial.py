@@ -180,7 +180,7 @@ def pack_flow(data: FlowData) -> dict:
 
 def _glyph_offsets(st, H: int) -> tuple[np.ndarray, np.ndarray]:
     """Head h's glyph centre in its block, from the block's centre: along the label (``du``) and up
-    (``dv``), unscaled (layout's glyph grid: H glyphs wrapped into ``glyph_rows`` rows)."""
+    (``dv``), unscaled (layout's glyph grid: H glyphs wrapped into ``glyph_grid_rows(H)`` rows)."""
     cols = st.glyph_cols(H)
     pitch = st.glyph + st.glyph_gap
     gw, gh = st.glyph_block(H)
