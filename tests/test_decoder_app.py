@@ -8,6 +8,8 @@ pair from an encoder pair and refuses a mixed one. The browser walk is in test_d
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -179,3 +181,77 @@ def test_serve_tells_decoder_pairs_from_encoder_pairs(decoder_dirs, minilm_path,
     assert code != 0 and "attnflows causal index" in err
     with pytest.raises(ValueError, match="both models named"):
         AppConfig(pretrained=str(decoder_dirs[0]), decoder=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the corpus browser over a prompt index (`attnflows causal index`)
+# ---------------------------------------------------------------------------------------------------
+
+CHATS_AND_TEXTS = [
+    {"id": "c0", "chat": [{"role": "system", "content": "You are helpful."},
+                          {"role": "user", "content": "What is the capital of France?"}]},
+    {"id": "c1", "chat": [{"role": "user", "content": "Summarise: the cat sat on the mat."}]},
+    {"id": "t0", "text": "The cat sat on the mat and looked at the door."},
+    {"id": "t1", "text": "A quick brown fox jumps over the lazy dog."},
+    {"id": "t2", "text": "Attention flows from the last token back to the first one."},
+]
+
+
+@pytest.fixture(scope="module")
+def prompt_index(pair, tmp_path_factory):
+    from attnflows_panel.causal_heads import Prompt
+    from attnflows_panel.index.build_causal import build_causal_index
+
+    prompts = [Prompt(p["id"], text=p.get("text"), chat=p.get("chat")) for p in CHATS_AND_TEXTS]
+    return build_causal_index(pair, prompts, tmp_path_factory.mktemp("prompt_index") / "idx", tau=0.1)
+
+
+def test_the_browser_searches_the_prompt_index_and_opens_its_prompts(pair, decoder_dirs, prompt_index):
+    app = DecoderApp(_config(decoder_dirs, index=str(prompt_index)), registry=Registry(), pair=pair)
+    assert app.browser is not None and app.sample_id is None
+    # the example chat is not in the index: searched by its own signature from its root
+    assert app.browser.result is app.result and len(app.browser.results) == len(CHATS_AND_TEXTS)
+    # a pick opens the prompt at the index's root (its last token): the browser then uses the stored signature
+    app.open_sample("c0")
+    assert app.sample_id == "c0" and app.browser.selected_id == "c0" and app.browser.result is None
+    assert json.loads(app._prompt_w.value) == CHATS_AND_TEXTS[0]["chat"]
+    md = app.index.metadata.set_index("id")
+    assert app.result.n == int(md.loc["c0", "n_tokens"]) and app.result.root == app.result.n - 1
+    assert "c0" not in app.browser.results["id"].tolist() and len(app.browser.results) == len(CHATS_AND_TEXTS) - 1
+    # the stored signature is the one the app computes for the same prompt at the same root and τ
+    from attnflows_panel.index.batches import result_usage
+
+    q_index = app.index.query_vector("c0")
+    q_app = app.index.embed_usage(result_usage(app.result, app.index.tau)[None])[0]
+    assert np.allclose(q_index, q_app, atol=2e-3)  # the index stores usage in float16
+    app.open_sample("t1")
+    assert app._prompt_w.value == CHATS_AND_TEXTS[3]["text"] and app.sample_id == "t1"
+    # another root: the browser searches from it, with the sequence shown
+    app.set_root(3)
+    assert app.sample_id is None and app.browser.result is app.result and len(app.browser.results)
+    # an id that is not there is a message
+    app.open_sample("nope")
+    assert "no prompt 'nope'" in app.message
+
+
+def test_an_index_of_other_models_is_refused_with_the_reason(decoder_dirs, tmp_path, minilm_path):
+    from attnflows_panel.causal_heads import Prompt
+    from attnflows_panel.index.build_causal import build_causal_index
+
+    other = CausalPair.load(decoder_dirs[0], decoder_dirs[0])  # the base twice: another fine-tuned model
+    idx = build_causal_index(other, [Prompt("t0", text="The cat sat on the mat.")], tmp_path / "idx", tau=0.1)
+    app = DecoderApp(_config(decoder_dirs, index=str(idx)), registry=Registry())
+    assert "another finetuned model" in app.message and app.browser is None and app.result is None
+
+
+def test_prompt_of_row_reads_old_indexes_without_a_prompt_column():
+    from attnflows_panel.causal_heads import Prompt
+    from attnflows_panel.index.build_causal import prompt_json, prompt_of_row, prompt_text
+
+    chat = Prompt("c", chat=CHATS_AND_TEXTS[0]["chat"])
+    text = Prompt("t", text="Plain [user] text.")
+    for p in (chat, text):
+        new = prompt_of_row({"prompt": prompt_json(p), "sentence_a": prompt_text(p)})
+        old = prompt_of_row({"sentence_a": prompt_text(p)})
+        want = {"chat": p.chat} if p.chat else {"text": p.text}
+        assert new == want and old == want

@@ -70,7 +70,8 @@ class AppConfig:
     device: torch device for the models (None = CUDA when available, else CPU).
     max_chars: longest sentence accepted from the form or the URL.
     decoder: the pair is a decoder base and its fine-tune (causal LMs): the app shows one sequence at a
-        root the user picks (:class:`~attnflows_panel.app.decoder.DecoderApp`); both models must be named.
+        root the user picks (:class:`~attnflows_panel.app.decoder.DecoderApp`); both models must be named,
+        and ``index``, if any, is a prompt index of theirs (``attnflows causal index``).
     """
 
     pretrained: str | None = None
@@ -84,8 +85,8 @@ class AppConfig:
     decoder: bool = False
 
     def __post_init__(self):
-        if self.decoder and (not self.pretrained or not self.finetuned or self.index):
-            raise ValueError("a decoder pair needs both models named (--pretrained, --finetuned) and no index")
+        if self.decoder and (not self.pretrained or not self.finetuned):
+            raise ValueError("a decoder pair needs both models named (--pretrained, --finetuned)")
         if self.tau is None:
             tau = initial_tau(self.pretrained, self.finetuned, self.index)
             object.__setattr__(self, "tau", float(np.clip(tau, *TAU_BOUNDS)))  # an index may be built outside them

@@ -35,6 +35,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import panel as pn
 import param
 
@@ -94,6 +95,9 @@ class DecoderApp(pn.viewable.Viewer):
     ``finetuned``) and the initial τ; the models come from ``registry`` (loaded once per process)."""
 
     result = param.Parameter(default=None, doc="The CausalResult shown (the sequence at its root).")
+    sample_id = param.String(default=None, allow_None=True, doc=(
+        "The id of the index's prompt shown at the index's root (its last token), else None: the corpus "
+        "browser then searches with the sequence shown, from its root."))
     busy = param.Boolean(default=False, doc="A model run is under way.")
     message = param.String(default="", doc="The notice shown (plain text).")
 
@@ -105,6 +109,8 @@ class DecoderApp(pn.viewable.Viewer):
         self._served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
         self._encoded = self._runs = None
         self._run_seq = 0
+        self.index = None  # the prompt index (config.index), opened with the first run
+        self.browser = None
         self.view = AttentionFlowsView(tau=float(config.tau), flow_height=APP_FLOW_HEIGHT,
                                        cache=self.registry.shared)
         self.view.param.watch(self._on_selection, ["selection"])
@@ -146,6 +152,7 @@ class DecoderApp(pn.viewable.Viewer):
                                     sizing_mode="stretch_width", css_classes=["af-root-from-selection"])
         self._root_sel_w.on_click(lambda event: self.root_from_selection())
         self._card = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-sequence"], margin=(0, 10))
+        self._browser_slot = pn.Column(sizing_mode="stretch_width", css_classes=["af-browser"])
         parts = self.view.parts()
         parts.sentence.scroll_height = APP_SENTENCE_HEIGHT
         self._parts = parts
@@ -167,7 +174,7 @@ class DecoderApp(pn.viewable.Viewer):
                        sizing_mode="stretch_width")
         self._main_top = pn.Column(self._alert, self._card, flows, sizing_mode="stretch_width",
                                    css_classes=["af-main"])
-        return [self._main_top]
+        return [pn.Column(self._main_top, self._browser_slot, sizing_mode="stretch_width")]
 
     def template(self) -> pn.template.BaseTemplate:
         """The full page (as the sentence-pair app's: offline, no CDN)."""
@@ -206,17 +213,45 @@ class DecoderApp(pn.viewable.Viewer):
             self._pair = self.registry.causal_pair(self.config.pretrained, self.config.finetuned)
         return self._pair
 
-    def analyse(self, root: int | None = None) -> None:
-        """Run the prompt through both models and show it at ``root`` (default: the prompt's last token)."""
+    def open_index(self):
+        """The prompt index of ``config.index`` (opened once per process), checked against the pair; None
+        without one."""
+        if self.index is None and self.config.index:
+            from attnflows_panel.index.build_causal import check_causal_index
+
+            index = self.registry.index(self.config.index)
+            check_causal_index(index, self.pair())
+            self.index = index
+        return self.index
+
+    def analyse(self, root: int | None = None, sample_id: str | None = None) -> None:
+        """Run the prompt through both models and show it at ``root`` (default: the prompt's last token);
+        ``sample_id``: the index's prompt that the box holds."""
         prompt, gen = self._prompt_w.value or "", self._generate_w.value or 0
         if len(prompt) > MAX_PROMPT_CHARS:
             self.notify(f"The prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted.")
             return
 
         def work():
+            self.open_index()
             return _Work(self.pair(), prompt, int(gen), root)(self.registry.run_lock(self.pair()))
 
-        self._run(work, "Running both models …")
+        self._run(work, "Running both models …", sample_id if root is None and not gen else None)
+
+    def open_sample(self, sample_id: str) -> None:
+        """Show the index's prompt ``sample_id`` (a pick in the corpus browser) at its last token."""
+        from attnflows_panel.index.build_causal import prompt_of_row
+
+        md = self.index.metadata if self.index is not None else None
+        rows = [] if md is None else np.flatnonzero(md["id"].astype(str).to_numpy() == str(sample_id))
+        if not len(rows):
+            self.notify(f"There is no prompt {sample_id!r} in the index.")
+            return
+        prompt = prompt_of_row(md.iloc[int(rows[0])])
+        text = json.dumps(prompt["chat"], indent=1, ensure_ascii=False) if "chat" in prompt else str(prompt["text"])
+        self._prompt_w.value = text
+        self._generate_w.value = 0
+        self.analyse(sample_id=str(sample_id))
 
     def set_root(self, root: int) -> None:
         """Trace the graph from token ``root`` (0-based) of the sequence shown; the models do not run again."""
@@ -237,12 +272,12 @@ class DecoderApp(pn.viewable.Viewer):
             return
         self.set_root(int(sel[0][1]))
 
-    def _run(self, work: Callable[[], Any], busy_text: str) -> None:
+    def _run(self, work: Callable[[], Any], busy_text: str, sample_id: str | None = None) -> None:
         self._run_seq += 1
         seq = self._run_seq
         if not self._served:
             try:
-                self._show(seq, work())
+                self._show(seq, work(), sample_id)
             except Exception as exc:  # noqa: BLE001 - a failing run is a message
                 self._failed(seq, exc)
             return
@@ -255,7 +290,7 @@ class DecoderApp(pn.viewable.Viewer):
             except Exception as exc:  # noqa: BLE001
                 self._later(functools.partial(self._failed, seq, exc))
                 return
-            self._later(functools.partial(self._show, seq, out))
+            self._later(functools.partial(self._show, seq, out, sample_id))
 
         pn.state.execute(task)
 
@@ -282,16 +317,33 @@ class DecoderApp(pn.viewable.Viewer):
             log.error("a decoder run failed: %s", exc, exc_info=exc)
             self.notify(f"Something went wrong: {type(exc).__name__}: {exc}", "danger")
 
-    def _show(self, seq: int, out) -> None:
+    def _show(self, seq: int, out, sample_id: str | None = None) -> None:
         if seq != self._run_seq:  # a later run supersedes this one
             return
         self._done()
         self._encoded, self._runs, result = out
         self.notify("")
-        self.result = result
+        self.param.update(result=result, sample_id=sample_id)
         self.view.param.update(result=result, selection=[], head=[])
         self._root_w.param.update(end=result.n, value=result.root + 1)
-        self._card.object = sequence_html(result)
+        self._card.object = sequence_html(result, sample_id)
+        if self.index is not None and self.browser is None:
+            self._build_browser()
+
+    def _build_browser(self) -> None:
+        """The corpus browser over the prompt index: it searches with the index's own signature of the
+        prompt shown (``sample_id``), or with the sequence shown from its root."""
+        from attnflows_panel.views.corpus_browser import CorpusBrowser
+
+        try:
+            self.browser = CorpusBrowser(self.index, selected_id=self.param.sample_id,
+                                         result=pn.bind(_unless_sample, self.param.result, self.param.sample_id),
+                                         on_pick=self.open_sample)
+        except Exception as exc:  # noqa: BLE001 - the flow views keep working without it
+            log.exception("building the corpus browser failed")
+            self.notify(f"The corpus browser failed to start: {exc}", "danger")
+            return
+        self._browser_slot.objects = [self.browser]
 
     # ------------------------------------------------------------------ root controls
 
@@ -309,7 +361,12 @@ class DecoderApp(pn.viewable.Viewer):
                                          and int(sel[0][1]) != self.result.root)
 
 
-def sequence_html(result: CausalResult) -> str:
+def _unless_sample(result, sample_id):
+    """The browser's query by example: the sequence shown, unless it is an index prompt at its own root."""
+    return None if sample_id else result
+
+
+def sequence_html(result: CausalResult, sample_id: str | None = None) -> str:
     """The sequence card: segments by role, the root, both models' next token (top 5) and their KL."""
     roles = []
     for label, s, e in result.encoded.segments:
@@ -321,7 +378,8 @@ def sequence_html(result: CausalResult) -> str:
     for which, name, color in (("pretrained", "base", PRETRAINED_COLOR), ("finetuned", "fine-tuned", FINETUNED_COLOR)):
         items = " · ".join(f"<b>{esc(t)}</b> {p:.2f}" for t, p in result.top_tokens[which])
         preds.append(f'<span style="color:{color}">■</span> {name}: {items}')
+    where = f"Prompt <code>{esc(sample_id)}</code> of the index: " if sample_id else ""
     return (f'<div class="af-sequence-card" data-root="{root}" data-n="{result.n}" style="font-size:13px;'
-            f'line-height:1.5">{result.n} tokens: {" · ".join(roles)}. Root: token {root + 1} '
+            f'line-height:1.5">{where}{result.n} tokens: {" · ".join(roles)}. Root: token {root + 1} '
             f'“<b>{esc(tok)}</b>” ({esc(result.roles[root])}); next token there:<br>{"<br>".join(preds)}<br>'
             f'KL(fine-tuned ‖ base) = {result.kl:.3f} nats</div>')

@@ -272,13 +272,13 @@ def _serve_decoder(args) -> int:
     from attnflows_panel.app import AppConfig, serve
     from attnflows_panel.registry import shared_registry
 
-    if args.index or args.data:
-        raise ValueError("--index and --data go with a sentence-pair (encoder) model pair; for a decoder pair the "
-                         "app shows the prompt you type (index prompts with `attnflows causal index`)")
+    if args.data:
+        raise ValueError("--data goes with a sentence-pair (encoder) model pair; for a decoder pair index the prompts "
+                         "with `attnflows causal index --data FILE.jsonl --out DIR` and serve with --index DIR")
     if args.allow_model_paths:
         raise ValueError("--allow-model-paths goes with a sentence-pair (encoder) model pair")
-    config = AppConfig(pretrained=args.pretrained, finetuned=args.finetuned, tau=args.tau, device=args.device,
-                       decoder=True, title="Attention Flows: base vs fine-tuned decoder")
+    config = AppConfig(pretrained=args.pretrained, finetuned=args.finetuned, index=args.index, tau=args.tau,
+                       device=args.device, decoder=True, title="Attention Flows: base vs fine-tuned decoder")
     install_closed_connection_filter()
     serve(config, registry=shared_registry(), **_server_kwargs(args))
     return 0

@@ -9,7 +9,8 @@ per-head change (cosine, JSD) is stored as for encoder pairs (``head_change.npy`
 
 The metadata rows hold the prompt (a chat on one line, ``[role] content`` per message) as ``sentence_a``, an
 empty ``sentence_b``, no label, the token count, and in ``pred_pre`` / ``pred_fine`` each model's most
-likely next token id at the root (``prob_fine`` its probability under the fine-tuned model). The manifest
+likely next token id at the root (``prob_fine`` its probability under the fine-tuned model), and in ``prompt``
+the prompt itself as JSON (:func:`prompt_json`), so that the decoder app can run a picked row again. The manifest
 says ``"model_kind": "causal"``; a query by a new example needs the decoder pair, so it goes through
 Python (:func:`causal_usage`), not through an encoder :class:`~attnflows_panel.models.ModelPair`.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from attnflows_panel.index.format import FORMAT, FORMAT_VERSION, MANIFEST, utc_n
 from attnflows_panel.index.plan import build_lock
 from attnflows_panel.index.write import DEFAULT_EXACT_LIMIT, write_index
 
-__all__ = ["build_causal_index", "prompt_text", "causal_usage"]
+__all__ = ["build_causal_index", "prompt_text", "causal_usage", "prompt_json", "prompt_of_row", "check_causal_index"]
 
 
 def prompt_text(prompt: Any) -> str:
@@ -39,6 +41,53 @@ def prompt_text(prompt: Any) -> str:
     if prompt.chat is not None:
         return " ".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in prompt.chat)
     return str(prompt.text)
+
+
+def prompt_json(prompt: Any) -> str:
+    """The prompt as the index analysed it, to run it again (metadata column ``prompt``): JSON with ``text``
+    or ``chat`` (a continuation is not part of a signature: the root is the prompt's last token)."""
+    out: dict[str, Any] = {"chat": prompt.chat} if prompt.chat is not None else {"text": prompt.text}
+    return json.dumps(out, ensure_ascii=False)
+
+
+_ROLE_MARK = re.compile(r"\[(system|user|assistant)\] ")
+
+
+def prompt_of_row(row: Any) -> dict[str, Any]:
+    """What to run for one metadata row: ``{"text": ...}`` or ``{"chat": [...]}``, from
+    its ``prompt`` column, or, for an index written before it had one, from the shown text (a chat's
+    ``[role] content`` messages split again at their role marks)."""
+    stored = row.get("prompt") if hasattr(row, "get") else None
+    if isinstance(stored, str) and stored:
+        out = json.loads(stored)
+        if isinstance(out, dict) and ("text" in out or "chat" in out):
+            return out
+    text = str(row["sentence_a"])
+    marks = list(_ROLE_MARK.finditer(text))
+    if marks and marks[0].start() == 0:
+        chat = [{"role": m.group(1), "content": text[m.end():nxt.start() if nxt else len(text)].rstrip(" ")}
+                for m, nxt in zip(marks, [*marks[1:], None], strict=True)]
+        return {"chat": chat}
+    return {"text": text}
+
+
+def check_causal_index(index: Any, pair: Any) -> None:
+    """Raise ValueError (saying what differs) unless ``index`` is a decoder index built from ``pair``'s models
+    (their layers, heads and weight files)."""
+    manifest = index.manifest
+    where = getattr(index, "path", "the index")
+    if manifest.get("model_kind") != "causal":
+        raise ValueError(f"{where} indexes sentence pairs of an encoder pair, not prompts of a decoder pair: "
+                         "build one with `attnflows causal index`")
+    if (manifest.get("num_layers"), manifest.get("num_heads")) != (pair.L, pair.H):
+        raise ValueError(f"{where} was built from models of {manifest.get('num_layers')} layers × "
+                         f"{manifest.get('num_heads')} heads; the loaded pair has {pair.L} × {pair.H}")
+    want = _fingerprint(pair)
+    got = manifest.get("fingerprint") or {}
+    for role in ("pretrained", "finetuned"):
+        if (got.get(role) or {}).get("weights_sha256") != want[role]["weights_sha256"]:
+            raise ValueError(f"{where} was built from another {role} model ({(got.get(role) or {}).get('name')}) "
+                             f"than the loaded one ({want[role]['name']}): its weights differ")
 
 
 def _digest(prompts: Sequence[Any]) -> str:
@@ -80,6 +129,7 @@ def _metadata(prompts: Sequence[Any], rows: Sequence[Any]):
         "correct_fine": pd.array([None] * len(prompts), dtype="boolean"),
         "n_tokens": np.array([r.n for r in rows], dtype=np.int64),
         "truncated": np.zeros(len(prompts), dtype=bool),
+        "prompt": [prompt_json(p) for p in prompts],
     })
 
 
