@@ -234,7 +234,7 @@ def test_the_browser_searches_the_prompt_index_and_opens_its_prompts(pair, decod
     assert "no prompt 'nope'" in app.message
 
 
-def test_an_index_of_other_models_is_refused_with_the_reason(decoder_dirs, tmp_path, minilm_path):
+def test_an_index_of_other_models_is_refused_with_the_reason(decoder_dirs, tmp_path):
     from attnflows_panel.causal_heads import Prompt
     from attnflows_panel.index.build_causal import build_causal_index
 

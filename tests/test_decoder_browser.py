@@ -2,8 +2,9 @@
 causal LMs named by hub id (served by tests/hub_server.py's loopback hub), at 1280×800 and 1600×1000.
 
 The user opens the page (the example chat, traced from the prompt's last token), freezes a token and traces
-from it, clicks a head glyph, types a prompt with a continuation by the fine-tuned model, and types a broken
-chat. After every step: no server-side error and no browser error (console, page, failed or offsite request).
+from it, clicks a head glyph, types a prompt with a continuation by the fine-tuned model, opens a prompt of
+the corpus browser (an index of `attnflows causal index`), and types a broken chat. After every step: no
+server-side error and no browser error (console, page, failed or offsite request).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from attnflows_panel.causal import CausalPair
+from attnflows_panel.causal_heads import Prompt
+from attnflows_panel.index.build_causal import build_causal_index
 from browser_support import (
     CHROMIUM,
     SCROLL_INTO_VIEW,
@@ -24,7 +28,7 @@ from browser_support import (
     settled_points,
     wait_for,
 )
-from causal_models import instruct_from, write_family
+from causal_models import SENTENCES, instruct_from, write_family
 from hub_server import LoopbackHub
 
 pytestmark = [pytest.mark.browser]
@@ -33,6 +37,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test e
 
 expect.set_options(timeout=TIMEOUT_S * 1000)
 PRE, FINE = "org/tiny-qwen2", "org/tiny-qwen2-instruct"
+PROMPTS = {f"p{i}": text for i, text in enumerate(SENTENCES)}
 NODES = "attnflows-node-targets"
 GLYPHS = "attnflows-glyph-targets"
 
@@ -43,13 +48,15 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("decoder_browser")
     base = write_family("qwen2", root / "base", layers=4, hidden=64, heads=8, kv=2)
     fine = instruct_from(base, root / "instruct")
+    index = build_causal_index(CausalPair.load(base, fine), [Prompt(i, text=t) for i, t in PROMPTS.items()],
+                               root / "index", tau=0.1)
     hub = LoopbackHub()
     hub.add_model(PRE, base)
     hub.add_model(FINE, fine)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     with hub:
         env.update(HF_HOME=str(root / "hf"), HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1")
-        srv = ServedApp(["--pretrained", PRE, "--finetuned", FINE, "--tau", "0.1", "--num-procs", "1"],
+        srv = ServedApp(["--pretrained", PRE, "--finetuned", FINE, "--index", str(index), "--num-procs", "1"],
                         root / "server", env=env)
         fetched = [p for m, p in hub.requests if m == "GET" and "/resolve/" in p]
         assert any(p.endswith("model.safetensors") and FINE in p for p in fetched)
@@ -139,6 +146,18 @@ def test_walk_a_decoder_pair(browser, server, viewport):
         assert root2 == prompt_len - 1  # the prompt's last token, before the continuation
         assert prompt_len <= n2 <= prompt_len + 3
         clean("a typed prompt")
+
+        # the corpus browser: a prompt of the index opens at its last token
+        row = page.get_by_role("row", name=re.compile(r"^p3 "))
+        row.scroll_into_view_if_needed()
+        row.click()
+        expect(card).to_contain_text("Prompt p3 of the index")
+        expect(page.locator(".af-prompt textarea")).to_have_value(PROMPTS["p3"])
+        root3, n3 = _card(page)
+        assert root3 == n3 - 1
+        expect(page.get_by_text(re.compile(r"^current: p3$"))).to_be_visible()
+        page.evaluate("() => window.scrollTo(0, 0)")
+        clean("a prompt of the index")
 
         # a broken chat: a message, the sequence stays
         before = _card(page)
