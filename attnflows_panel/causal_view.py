@@ -32,7 +32,8 @@ from attnflows_panel.causal import CausalInputError, Encoded, Prediction, RootAn
 from attnflows_panel.causal_graph import RowEdges
 from attnflows_panel.models import ModelOutput
 
-__all__ = ["CausalResult", "view_result", "display_tokens", "dense_weights", "MAX_VIEW_BYTES", "ROLE_COLORS"]
+__all__ = ["CausalResult", "view_result", "display_tokens", "dense_weights", "shown_token", "MAX_VIEW_BYTES",
+           "ROLE_COLORS"]
 
 #: the largest dense weight array of one model the view builds (bytes): 512 MiB, e.g. a 12-layer, 12-head
 #: model up to about 1,000 tokens, a 30-layer, 9-head one (SmolLM2-135M) up to about 700
@@ -142,7 +143,7 @@ class CausalResult:
 def view_result(encoded: Encoded, analysis: RootAnalysis, tokenizer, max_bytes: int = MAX_VIEW_BYTES) -> CausalResult:
     """The views' result for ``analysis`` (a :meth:`~attnflows_panel.causal.CausalPair.analyse` of ``encoded``)."""
     tokens = display_tokens(tokenizer, encoded.ids)
-    top = {which: [(_shown(tokenizer, i, t), p) for t, i, p in getattr(analysis, which).top]
+    top = {which: [(shown_token(tokenizer, i, t), p) for t, i, p in getattr(analysis, which).top]
            for which in ("pretrained", "finetuned")}
     preds = {which: Prediction(tuple((s, i, p) for (s, p), (_, i, _) in
                                      zip(top[which], getattr(analysis, which).top, strict=True)))
@@ -154,7 +155,7 @@ def view_result(encoded: Encoded, analysis: RootAnalysis, tokenizer, max_bytes: 
         top_tokens=top, text=tokenizer.decode(list(encoded.ids), clean_up_tokenization_spaces=False))
 
 
-def _shown(tokenizer, i: int, token: str) -> str:
+def shown_token(tokenizer, i: int, token: str = "") -> str:
     """A predicted token as text: decoded, with a leading space shown as ``␣`` and a newline as ``⏎``."""
     text = tokenizer.decode([int(i)], clean_up_tokenization_spaces=False)
     if not text:

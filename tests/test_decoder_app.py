@@ -211,12 +211,23 @@ def test_the_browser_searches_the_prompt_index_and_opens_its_prompts(pair, decod
     assert app.browser is not None and app.sample_id is None
     # the example chat is not in the index: searched by its own signature from its root
     assert app.browser.result is app.result and len(app.browser.results) == len(CHATS_AND_TEXTS)
+    assert "a prompt that is not in the index" in app.browser._current.object
+    # the table shows prompts and each model's next token as text, not sentence-pair columns
+    from attnflows_panel.views.corpus_browser import PROMPT_COLUMNS
+
+    table = app.browser.table.value
+    assert list(table.columns) == list(PROMPT_COLUMNS)
+    assert list(app.browser.results_table.value.columns) == ["rank", "score", "id", "sentence_a", "next_pre",
+                                                             "next_fine"]
     # a pick opens the prompt at the index's root (its last token): the browser then uses the stored signature
     app.open_sample("c0")
     assert app.sample_id == "c0" and app.browser.selected_id == "c0" and app.browser.result is None
     assert json.loads(app._prompt_w.value) == CHATS_AND_TEXTS[0]["chat"]
     md = app.index.metadata.set_index("id")
     assert app.result.n == int(md.loc["c0", "n_tokens"]) and app.result.root == app.result.n - 1
+    shown = table.set_index("id")
+    for which, col in (("pretrained", "next_pre"), ("finetuned", "next_fine")):
+        assert shown.loc["c0", col] == app.result.top_tokens[which][0][0]  # the same token as the card's
     assert "c0" not in app.browser.results["id"].tolist() and len(app.browser.results) == len(CHATS_AND_TEXTS) - 1
     # the stored signature is the one the app computes for the same prompt at the same root and τ
     from attnflows_panel.index.batches import result_usage

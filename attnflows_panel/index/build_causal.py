@@ -9,7 +9,8 @@ per-head change (cosine, JSD) is stored as for encoder pairs (``head_change.npy`
 
 The metadata rows hold the prompt (a chat on one line, ``[role] content`` per message) as ``sentence_a``, an
 empty ``sentence_b``, no label, the token count, and in ``pred_pre`` / ``pred_fine`` each model's most
-likely next token id at the root (``prob_fine`` its probability under the fine-tuned model), and in ``prompt``
+likely next token id at the root (``prob_fine`` its probability under the fine-tuned model; ``next_pre`` /
+``next_fine`` the same tokens as text), and in ``prompt``
 the prompt itself as JSON (:func:`prompt_json`), so that the decoder app can run a picked row again. The manifest
 says ``"model_kind": "causal"``; a query by a new example needs the decoder pair, so it goes through
 Python (:func:`causal_usage`), not through an encoder :class:`~attnflows_panel.models.ModelPair`.
@@ -113,8 +114,14 @@ def causal_usage(pair: Any, prompt: Any, tau: float) -> np.ndarray:
     return prompt_change(pair, prompt, tau).usage
 
 
-def _metadata(prompts: Sequence[Any], rows: Sequence[Any]):
+def _metadata(prompts: Sequence[Any], rows: Sequence[Any], tokenizer: Any = None):
     import pandas as pd
+
+    from attnflows_panel.causal_view import shown_token
+
+    def next_tokens(model: int) -> Any:  # each model's most likely next token at the root, as text
+        return pd.array([shown_token(tokenizer, r.top[model][0][1], r.top[model][0][0]) if tokenizer is not None
+                         else str(r.top[model][0][0]) for r in rows], dtype="string")
 
     return pd.DataFrame({
         "id": pd.array([p.id for p in prompts], dtype="string"),
@@ -130,6 +137,8 @@ def _metadata(prompts: Sequence[Any], rows: Sequence[Any]):
         "n_tokens": np.array([r.n for r in rows], dtype=np.int64),
         "truncated": np.zeros(len(prompts), dtype=bool),
         "prompt": [prompt_json(p) for p in prompts],
+        "next_pre": next_tokens(0),
+        "next_fine": next_tokens(1),
     })
 
 
@@ -185,5 +194,6 @@ def build_causal_index(pair: Any, prompts: Sequence[Any], out: str | os.PathLike
         "created": utc_now(), "label_reconciliation": None,
     }
     with build_lock(out), beside_when_overwriting(out, overwrite) as where:
-        write_index(where, manifest, usage, _metadata(prompts, rows), exact_limit=exact_limit, head_change=codes)
+        metadata = _metadata(prompts, rows, getattr(pair, "tokenizer", None))
+        write_index(where, manifest, usage, metadata, exact_limit=exact_limit, head_change=codes)
     return out

@@ -55,7 +55,7 @@ from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR, sig
 from attnflows_panel.head_spec import format_heads, parse_heads
 from attnflows_panel.views.attention_flows import reported
 
-__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "row_tasks", "task_rows"]
+__all__ = ["CorpusBrowser", "diverging_palette", "TABLE_COLUMNS", "PROMPT_COLUMNS", "row_tasks", "task_rows"]
 
 ANY = "any"
 HELD_OUT = "held-out"
@@ -71,12 +71,27 @@ TABLE_COLUMNS = {
     "split": "split",
     "n_tokens": "tokens",
 }
-#: the similar samples' columns: their rank and score, and the corpus table's less the token count
-RESULT_COLUMNS = {"rank": "#", "score": "score", **{c: t for c, t in TABLE_COLUMNS.items() if c != "n_tokens"}}
+#: the corpus table's columns for an index of a decoder pair's prompts (``attnflows causal index``): the prompt
+#: (a chat on one line) and each model's most likely next token at its last token
+PROMPT_COLUMNS = {
+    "id": "id",
+    "sentence_a": "prompt",
+    "next_pre": "base: next",
+    "next_fine": "fine-tuned: next",
+    "n_tokens": "tokens",
+}
+
+
+def result_columns(columns: dict[str, str]) -> dict[str, str]:
+    """The similar samples' columns: their rank and score, and the corpus table's less the token count."""
+    return {"rank": "#", "score": "score", **{c: t for c, t in columns.items() if c != "n_tokens"}}
+
+
+RESULT_COLUMNS = result_columns(TABLE_COLUMNS)
 #: fixed widths of the short columns; the sentences share what is left of the table's width (Tabulator's
 #: fit_columns), so no table scrolls sideways, and a cut sentence shows whole in its tooltip
 COLUMN_WIDTHS = {"rank": 44, "score": 82, "id": 120, "label_name": 112, "pred_fine": 112, "correct_fine": 88,
-                 "split": 80, "n_tokens": 82}
+                 "split": 80, "n_tokens": 82, "next_pre": 130, "next_fine": 150}
 TABLE_CONFIG = {"columnDefaults": {"tooltip": True, "headerTooltip": True}}
 #: the tables' text at the page's size (Tabulator's own default is larger), rows one line high
 TABLE_STYLE = (":host .tabulator {font-size: 13px} :host .tabulator-row .tabulator-cell {padding: 5px 6px} "
@@ -196,6 +211,10 @@ class CorpusBrowser(pn.viewable.Viewer):
         "held-out pairs, or the pairs the fine-tuned model was trained on (needs training)"))
     search = param.String(default="", doc="text that a sentence must contain")
 
+    columns = param.Dict(default=None, constant=True, doc=(
+        "the corpus table's columns (metadata column -> title); None: TABLE_COLUMNS, or PROMPT_COLUMNS for an "
+        "index of prompts (its manifest's model_kind is causal)"))
+
     heatmap_scope = param.Selector(default="results", objects=["results", "filtered corpus"],
                                    doc="the samples the heatmap averages over")
 
@@ -204,6 +223,11 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     def __init__(self, index: Any = None, **params: Any) -> None:
         super().__init__(index=index, **params)
+        prompts = index is not None and (getattr(index, "manifest", None) or {}).get("model_kind") == "causal"
+        #: what a sample is called: a sentence pair, or a decoder pair's prompt
+        self.noun = "prompt" if prompts else "pair"
+        self._table_columns = dict(self.columns or (PROMPT_COLUMNS if prompts else TABLE_COLUMNS))
+        self._result_columns = result_columns(self._table_columns)
         self._filtered_rows = np.zeros(0, dtype=np.int64)
         self._build_widgets()
         #: the rows of the task in scope (None: all rows); kept by _on_index
@@ -223,12 +247,13 @@ class CorpusBrowser(pn.viewable.Viewer):
         self._correct_w = pn.widgets.Select.from_param(self.param.correctness, label="Correct", width=110)
         self._split_w = pn.widgets.Select.from_param(self.param.split, label="Split", width=110)
         self._search_w = pn.widgets.TextInput.from_param(self.param.search, label="Search text",
-                                                         placeholder="words in either sentence",
+                                                         placeholder="words in the prompt" if self.noun == "prompt"
+                                                         else "words in either sentence",
                                                          width=220)
         self._count = pn.pane.HTML("", margin=(0, 10), css_classes=["af-corpus-count"])
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=list(TABLE_COLUMNS)),
-            titles=TABLE_COLUMNS,
+            pd.DataFrame(columns=list(self._table_columns)),
+            titles=self._table_columns,
             pagination="remote",
             page_size=PAGE_ROWS,
             selectable=1,
@@ -237,7 +262,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             layout="fit_columns",
             sizing_mode="stretch_width",
             height=HEADER_PX + ROW_PX * PAGE_ROWS + 56,  # + the pagination bar
-            widths={c: w for c, w in COLUMN_WIDTHS.items() if c in TABLE_COLUMNS},
+            widths={c: w for c, w in COLUMN_WIDTHS.items() if c in self._table_columns},
             formatters={"correct_fine": {"type": "tickCross", "allowEmpty": True}},
             configuration=TABLE_CONFIG,
             stylesheets=[TABLE_STYLE],
@@ -258,8 +283,8 @@ class CorpusBrowser(pn.viewable.Viewer):
                                             "border-radius": "4px"})
         self._current = pn.pane.HTML("", margin=(0, 10), css_classes=["af-current"])
         self.results_table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=list(RESULT_COLUMNS)),
-            titles=RESULT_COLUMNS,
+            pd.DataFrame(columns=list(self._result_columns)),
+            titles=self._result_columns,
             selectable=False,  # a pick replaces these rows at once: a selection would have nothing to mark
             disabled=True,
             show_index=False,
@@ -307,7 +332,7 @@ class CorpusBrowser(pn.viewable.Viewer):
     def _on_index(self, *_: Any) -> None:
         idx = self.index
         if idx is None:
-            self.table.value = pd.DataFrame(columns=list(TABLE_COLUMNS))
+            self.table.value = pd.DataFrame(columns=list(self._table_columns))
             self.param.label.objects = [ANY]
             self.param.prediction.objects = [ANY]
             self._set_message("no index loaded")
@@ -375,11 +400,12 @@ class CorpusBrowser(pn.viewable.Viewer):
             self._on_query()
 
     def table_frame(self, rows: np.ndarray) -> pd.DataFrame:
-        """The table's columns (:data:`TABLE_COLUMNS`) for index ``rows``: the metadata's, and ``split``
-        (training / held-out; empty when unknown)."""
+        """The table's columns (``columns``) for index ``rows``: the metadata's, and ``split`` (training /
+        held-out; empty when unknown) where the columns have it."""
         md = self.index.metadata.iloc[rows]
-        df = md[[c for c in TABLE_COLUMNS if c in md.columns]].reset_index(drop=True)
-        df.insert(list(TABLE_COLUMNS).index("split"), "split", self._split_names(rows))
+        df = md[[c for c in self._table_columns if c in md.columns]].reset_index(drop=True)
+        if "split" in self._table_columns:
+            df.insert(list(self._table_columns).index("split"), "split", self._split_names(rows))
         return df
 
     def _split_names(self, rows: np.ndarray) -> list[str]:
@@ -438,7 +464,7 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     def _on_query(self, *_: Any) -> None:
         idx = self.index
-        empty = pd.DataFrame(columns=list(dict.fromkeys(["rank", "id", "score", "row", *TABLE_COLUMNS])))
+        empty = pd.DataFrame(columns=list(dict.fromkeys(["rank", "id", "score", "row", *self._table_columns])))
         if idx is None:
             return
         query = {}
@@ -447,7 +473,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             current = f"<b>current:</b> <code>{html.escape(str(self.selected_id))}</code>"
         elif self.result is not None:
             query = {"result": self.result}
-            current = "<b>current:</b> a pair that is not in the index"
+            current = f"<b>current:</b> a {self.noun} that is not in the index"
         else:
             current = "pick a sample in the table"
         self._current.object = current + self._mask_note()
@@ -470,12 +496,13 @@ class CorpusBrowser(pn.viewable.Viewer):
             df = empty
             self._set_message(str(exc))
         self.results = df
-        shown = df[[c for c in RESULT_COLUMNS if c in df.columns]].copy()
+        cols = self._result_columns
+        shown = df[[c for c in cols if c in df.columns]].copy()
         if "score" in shown:  # the bar's legend: 3 decimals (self.results keeps the full scores)
             shown["score"] = shown["score"].astype(float).round(3)
-        if "row" in df:
+        if "row" in df and "split" in cols:
             shown["split"] = self._split_names(df["row"].to_numpy(dtype=np.int64))
-            shown = shown[[c for c in RESULT_COLUMNS if c in shown.columns]]
+            shown = shown[[c for c in cols if c in shown.columns]]
         # as tall as its rows (a one-row result leaves no blank), at most 10 rows before it scrolls
         self.results_table.param.update(value=shown, height=HEADER_PX + ROW_PX * min(max(len(shown), 1), 10))
 
@@ -703,8 +730,9 @@ class CorpusBrowser(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         # FlexBoxes wrap their widgets when the column is narrower than the row (no overlap)
-        filters = pn.FlexBox(self._label_w, self._pred_w, self._correct_w, self._split_w, self._search_w,
-                             sizing_mode="stretch_width")
+        # prompts have no gold label, prediction class or training split: only the text search
+        labelled = () if self.noun == "prompt" else (self._label_w, self._pred_w, self._correct_w, self._split_w)
+        filters = pn.FlexBox(*labelled, self._search_w, sizing_mode="stretch_width")
         # flex bases: side by side when both fit (the similar samples need the heatmap and the map side by
         # side, 860 px), else each takes the whole width
         corpus = pn.Column("### Corpus", filters, self._count, self.table, sizing_mode="stretch_width", min_width=520,
