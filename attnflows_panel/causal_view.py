@@ -136,6 +136,12 @@ class CausalResult:
         return ""
 
     @property
+    def role_bands(self) -> list[tuple[str, int, int, str]]:
+        """The segments in order, ``(label, start, end, colour)``: the sentence view puts each on its own line
+        and underlines its tokens in its role's colour (:data:`ROLE_COLORS`)."""
+        return [(label, int(s), int(e), ROLE_COLORS.get(label, "#333333")) for label, s, e in self.encoded.segments]
+
+    @property
     def kl(self) -> float:
         return self.analysis.kl
 

@@ -123,6 +123,18 @@ def test_app_picks_roots_without_running_the_models_again(pair, decoder_dirs):
     assert [s[0] for s in r.encoded.segments] == ["system", "user", "assistant"]
     assert app.view.data.levels[-1].tolist() == [r.root]
     assert f'data-root="{r.root}"' in app._card.object and "KL(fine-tuned" in app._card.object
+    # the sentence view: one line per role, every token underlined in its role's colour
+    from attnflows_panel.causal_view import ROLE_COLORS
+
+    sent = app.view.parts().sentence.data
+    want = np.concatenate([np.full(e - s, i) for i, (_, s, e) in enumerate(r.encoded.segments)])
+    assert np.array_equal(sent["band"], want)
+    assert sent["band_labels"] == ["system", "user", "assistant"]
+    assert sent["band_colors"] == [ROLE_COLORS[x] for x in sent["band_labels"]]
+    # a sentence pair has none
+    from attnflows_panel.views.sentence import pack_sentence
+
+    assert "band" not in pack_sentence(app.view.data, 0)
     # a frozen token becomes the root; the models do not run again
     tok = int(app.view.data.levels[-2][0])
     app.view.selection = [[app.view.data.L - 1, tok]]

@@ -107,6 +107,11 @@ def test_walk_a_decoder_pair(browser, server, viewport):
             expect(card).to_contain_text(role)
         expect(card).to_contain_text("KL(fine-tuned")
         expect(page.locator(".af-root input")).to_have_value(str(root + 1))
+        # the sentence view: one line per role, its tokens underlined in the role's colour
+        bands = wait_for(lambda: page.locator(".attnflows-sentence").evaluate(
+            "el => el.getAttribute('data-ready') === '1' ? el.attnflowsBands() : null"), what="the sentence view")
+        assert len(bands) == n and bands[0] == 0 and bands[-1] == 2 and sorted(set(bands)) == [0, 1, 2]
+        assert page.locator(".attnflows-sentence").get_attribute("data-rows") not in (None, "", "1")
         # the radial view's centre is the root
         page.evaluate(SCROLL_INTO_VIEW, NODES)
         pts = settled_points(page, NODES, ["token", "level", "pos"], "the radial view's tokens")

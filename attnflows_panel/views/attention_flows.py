@@ -477,7 +477,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         self._data = data = self._flow_data()
         self._data_key = (id(self.result), float(self.tau), self.mode)
         self._flow = self._flow_pane
-        self._sentence_pane.data = pack_sentence(data, self.level, self.alpha)
+        self._sentence_pane.data = pack_sentence(data, self.level, self.alpha, self._roles())
         self._context_pane.param.update(data=pack_context(data), level=self.level)
         self._update_profile()
         self._flow.param.update(data=self._packed_flow(data), level=self.level, focus=self.focus,
@@ -497,6 +497,10 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 if code in data.graphs:
                     packed[f"n_b{code}"] = np.asarray(b.node, np.float32)[lv, pos]
         return packed
+
+    def _roles(self):
+        """A decoder's segments by role for the sentence view (``role_bands`` of its result), else None."""
+        return getattr(self.result, "role_bands", None)
 
     def _title(self) -> str:
         return f"Attention Flows · {self.mode} · τ = {self.tau:.2f} · level {self.level + 1}"
@@ -676,7 +680,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self._flow.param.update(level=self.level, title=self._title(),
                                         legend=[list(r) for r in legend_items(self._data, self.level)])
                 self._context_pane.level = self.level
-                self._sentence_pane.data = pack_sentence(self._data, self.level, self.alpha)
+                self._sentence_pane.data = pack_sentence(self._data, self.level, self.alpha, self._roles())
             if "focus" in pending:
                 self._flow.focus = self.focus
             if pending & {"level", "alpha", "selection"}:

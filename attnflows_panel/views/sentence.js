@@ -106,6 +106,10 @@ export function render({model, el}) {
       ctx.globalAlpha = 1;
       ctx.fillStyle = D.token_text[s];
       ctx.fillText(D.tok[p], cx, y);
+      if (D.band) {  // a decoder's role (system, user, assistant, ...): a line under the token in its colour
+        ctx.fillStyle = D.band_colors[D.band[p]];
+        ctx.fillRect(xs[p] + 1, y + 2, w - 2, 2);
+      }
       const cy = y - font - r - 2, a = D.circle_alpha[s];
       ctx.globalAlpha = a;
       ctx.lineWidth = 0.8;
@@ -148,7 +152,8 @@ export function render({model, el}) {
     root.setAttribute("data-hover", p >= 0 ? String(p) : "");
     if (p < 0) { tip.style.display = "none"; return; }
     const D = V.D;
-    tip.textContent = `${D.tok[p]} · position ${p + 1} · rating ${rating(p)}`;
+    const role = D.band ? ` · ${D.band_labels[D.band[p]]}` : "";
+    tip.textContent = `${D.tok[p]} · position ${p + 1}${role} · rating ${rating(p)}`;
     tip.style.display = "block";
     const rb = root.getBoundingClientRect();
     const x = ev.clientX - rb.left + root.scrollLeft, y = ev.clientY - rb.top + root.scrollTop;
@@ -178,6 +183,8 @@ export function render({model, el}) {
     return out;
   };
   root.attnflowsCodes = () => (V.D ? Array.from(V.D.codes) : []);
+  // the role band of every token (a decoder's segments), [] without
+  root.attnflowsBands = () => (V.D && V.D.band ? Array.from(V.D.band) : []);
 
   model.on("data", () => { load(); draw(); });
   model.on("states", () => { loadStates(); draw(); });

@@ -106,12 +106,24 @@ def caption(data: FlowData, level: int) -> str:
     return text
 
 
-def pack_sentence(data: FlowData, level: int, alpha: float = 0.5) -> dict:
+def pack_sentence(data: FlowData, level: int, alpha: float = 0.5, roles=None) -> dict:
     """What ``sentence.js`` draws for ``data`` at ``level``: the tokens (display text, one per line of
     ``tokens``), each token's segment and slot width (``sentence_layout``), the circle codes (``codes``,
     ``n × 5`` uint8, position-major), the ratings for the tooltip (``r_pre``/``r_fine`` in the combined
-    mode, else ``rating``), the caption and the palettes."""
-    lay: SentenceLayout = sentence_layout(data.tokens, data.segments, font_size=FONT_PX)
+    mode, else ``rating``), the caption and the palettes.
+
+    ``roles``: a decoder's segments, ``[(label, start, end, colour), ...]`` covering the tokens in order
+    (:attr:`attnflows_panel.causal_view.CausalResult.role_bands`). Each then starts a new line, and every
+    token is underlined in its role's colour (``band`` per token, ``band_colors``, ``band_labels``; the
+    tooltip names the role)."""
+    segments = data.segments
+    band = None
+    if roles:
+        band = np.zeros(data.n, dtype=np.uint8)
+        for i, (_, start, end, _) in enumerate(roles):
+            band[int(start):int(end)] = i
+        segments = band.astype(np.int64)
+    lay: SentenceLayout = sentence_layout(data.tokens, segments, font_size=FONT_PX)
     codes = rating_codes(data, level, alpha).astype(np.uint8)
     tc = lay.token_cols
     out = {
@@ -123,6 +135,8 @@ def pack_sentence(data: FlowData, level: int, alpha: float = 0.5) -> dict:
         "token_text": TOKEN_TEXT, "halo_colors": list(STATE_COLORS), "halo_alpha": TOKEN_HALO,
         "combined": data.comparison is not None,
     }
+    if band is not None:
+        out.update(band=band, band_colors=[str(r[3]) for r in roles], band_labels=[str(r[0]) for r in roles])
     if data.comparison is not None:
         pre, fine, _ = data.comparison.ratings(level, alpha)
         out["r_pre"] = np.asarray(pre, dtype=np.uint8)
@@ -151,9 +165,9 @@ class SentenceView(JSComponent):
 
     _esm = Path(__file__).with_name("sentence.js")
 
-    def show(self, data: FlowData, level: int, alpha: float, hl: Highlight | None) -> None:
+    def show(self, data: FlowData, level: int, alpha: float, hl: Highlight | None, roles=None) -> None:
         """Draw ``data`` at ``level`` with highlight ``hl`` in one update."""
-        self.param.update(data=pack_sentence(data, level, alpha), states=pack_sentence_states(data, hl))
+        self.param.update(data=pack_sentence(data, level, alpha, roles), states=pack_sentence_states(data, hl))
 
     def show_states(self, data: FlowData, hl: Highlight | None) -> np.ndarray:
         """Draw the highlight ``hl``; return the tokens' display states."""
