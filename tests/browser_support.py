@@ -9,7 +9,8 @@ headless Chromium, and a watcher of a page's console errors, page errors and fai
   the last call: a test step asserts it is empty, so a server-side exception fails the step that caused
   it, even when the browser shows nothing.
 - :func:`served_panel` serves a Panel factory in a thread of the test process on a free port.
-- :func:`launch_chromium` starts the Debian chromium headless with the project's flags.
+- :func:`launch_chromium` starts the Debian chromium headless with the project's flags; :func:`chromium_browser`
+  holds one for a block (conftest.py's ``browser`` fixture: one per test module).
 - :class:`PageProblems` collects a page's console errors, uncaught page errors, failed requests and
   requests that leave the server (the app must work offline); :meth:`PageProblems.take` returns and
   clears them.
@@ -175,6 +176,23 @@ def served_panel(factory, title: str = "Attention Flows"):
 def launch_chromium(playwright):
     """The Debian chromium, headless, with the project's flags."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """One headless Chromium (:func:`launch_chromium`) for a block; a missing chromium fails the test (it is
+    part of the test setup: .ci/run installs it), never skips it."""
+    import pytest
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 class PageProblems:

@@ -169,3 +169,12 @@ def output_dir(request) -> Path:
     d = REPO / "test-output" / request.node.name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (tests/browser_support.py: ``chromium_browser``)."""
+    from browser_support import chromium_browser
+
+    with chromium_browser() as b:
+        yield b

@@ -25,9 +25,9 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test extra: never skipped)
+from playwright.sync_api import expect  # noqa: E402  (a test extra: never skipped)
 
-from browser_support import CHROMIUM, CHROMIUM_ARGS, REPO, free_port  # noqa: E402
+from browser_support import REPO, free_port  # noqa: E402
 
 TIMEOUT_MS = 60_000  # a loaded 2-core CI machine: generous, but every wait ends on its condition
 expect.set_options(timeout=TIMEOUT_MS)
@@ -112,18 +112,6 @@ def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index, server_er
     yield SimpleNamespace(url=url, apps=apps, registry=registry, config=config,
                           index=registry.cached_index(demo_index, minilm_pair), errors=server_errors)
     thread.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is missing")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 class PageProblems:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -19,12 +18,10 @@ from attnflows_panel.causal import CausalPair
 from attnflows_panel.causal_heads import Prompt
 from attnflows_panel.index.build_causal import build_causal_index
 from browser_support import (
-    CHROMIUM,
     SCROLL_INTO_VIEW,
     TIMEOUT_S,
     PageProblems,
     ServedApp,
-    launch_chromium,
     settled_points,
     wait_for,
 )
@@ -33,7 +30,7 @@ from hub_server import LoopbackHub
 
 pytestmark = [pytest.mark.browser]
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test extra: never skipped)
+from playwright.sync_api import expect  # noqa: E402  (a test extra: never skipped)
 
 expect.set_options(timeout=TIMEOUT_S * 1000)
 PRE, FINE = "org/tiny-qwen2", "org/tiny-qwen2-instruct"
@@ -62,16 +59,6 @@ def server(tmp_path_factory):
         assert any(p.endswith("model.safetensors") and FINE in p for p in fetched)
         yield srv
         srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _card(page) -> tuple[int, int]:

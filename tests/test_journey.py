@@ -30,20 +30,18 @@ import pandas as pd
 import pytest
 
 from browser_support import (
-    CHROMIUM,
     GLYPH_POINTS,
     REPO,
     SCROLL_INTO_VIEW,
     TIMEOUT_S,
     PageProblems,
     ServedApp,
-    launch_chromium,
     wait_for,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model, pytest.mark.glue]
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402  (a test extra: never skipped)
+from playwright.sync_api import expect  # noqa: E402  (a test extra: never skipped)
 
 expect.set_options(timeout=TIMEOUT_S * 1000)
 STEP_S = 30.0  # a click, brush or key press and its answer: well under a second, unless the step is broken
@@ -78,16 +76,6 @@ def server(minilm_path, minilm_finetuned_dir, journey_index, tmp_path_factory):
                     tmp_path_factory.mktemp("journey-server"))
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

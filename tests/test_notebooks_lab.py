@@ -26,26 +26,23 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from browser_support import (
-    CHROMIUM,
     GLYPH_POINTS,
     REPO,
     SCROLL_INTO_VIEW,
     TIMEOUT_S,
     free_port,
-    launch_chromium,
     settled_points,
     wait_for,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402  (test extras: never skipped)
+from playwright.sync_api import expect  # noqa: E402  (test extras: never skipped)
 
 NOTEBOOK = "01_one_sample.ipynb"
 NODES = "attnflows-node-targets"
@@ -106,16 +103,6 @@ def lab(tmp_path_factory, minilm_path, minilm_finetuned_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _offline(context, base: str, refused: list[str]) -> None:

@@ -20,14 +20,12 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 from attnflows_panel.layout import display_token  # noqa: E402
 from attnflows_panel.views.radial import esm_source, label_inside, label_overlaps  # noqa: E402
 from browser_support import (  # noqa: E402
     IMPORT_RADIAL,
     PageProblems,
-    launch_chromium,
     served_panel,
     wait_for,
 )
@@ -92,14 +90,6 @@ def server(results):
 
     with served_panel(factory) as port:
         yield f"http://127.0.0.1:{port}/", views
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _open(browser, url, w, h):

@@ -22,7 +22,7 @@ import pytest
 
 from attnflows_panel.corpus import demo_path
 from attnflows_panel.views.attention_flows import AttentionFlowsView
-from browser_support import launch_chromium, served_panel, wait_for
+from browser_support import served_panel, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -52,16 +52,6 @@ def _demo_rows(k: int) -> list[dict]:
 def default_result(minilm_pair):
     first = _demo_rows(1)[0]
     return minilm_pair.run(first["sentence_a"], first["sentence_b"])
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.mark.parametrize("width,height", SIZES)

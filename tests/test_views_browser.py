@@ -21,7 +21,7 @@ import pytest
 from attnflows_panel.compare import GraphComparison
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.views.attention_flows import AttentionFlowsView
-from browser_support import launch_chromium, served_panel, wait_for
+from browser_support import served_panel, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -44,16 +44,6 @@ def _node_xy(page, i):
 
 def _wait(cond, timeout=15.0, what="condition"):
     wait_for(cond, timeout, what, interval=0.02)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 def _open(browser, port, width=1500, height=1250):
