@@ -28,7 +28,6 @@ Stable hooks for browser tests (CSS classes): ``af-prompt``, ``af-generate``, ``
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -40,9 +39,18 @@ import panel as pn
 import param
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR
-from attnflows_panel.app.cards import NOTICE_COLORS, esc, notice_html
+from attnflows_panel.app.cards import esc
 from attnflows_panel.app.config import AppConfig, model_label
-from attnflows_panel.app.page import APP_FLOW_HEIGHT, APP_SENTENCE_HEIGHT, SIDE_WIDTH, heading
+from attnflows_panel.app.page import (
+    APP_FLOW_HEIGHT,
+    APP_SENTENCE_HEIGHT,
+    SIDE_WIDTH,
+    busy_indicator,
+    heading,
+    message_bar,
+    show_notice,
+)
+from attnflows_panel.app.scheduling import off_loop
 from attnflows_panel.causal_view import ROLE_COLORS, CausalResult
 from attnflows_panel.registry import Registry, shared_registry
 from attnflows_panel.views.attention_flows import TAU_BOUNDS, AttentionFlowsView
@@ -125,12 +133,8 @@ class DecoderApp(pn.viewable.Viewer):
 
     def _build_widgets(self) -> None:
         W = pn.widgets
-        self._spinner = pn.indicators.LoadingSpinner(value=False, size=22, margin=(8, 5), color="light",
-                                                     bgcolor="dark")
-        self._busy_text = pn.pane.HTML("", margin=(10, 5), styles={"color": "white", "font-size": "13px"},
-                                       css_classes=["af-busy"])
-        self._alert = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["af-message"],
-                                   margin=(5, 10))
+        self._spinner, self._busy_text = busy_indicator()
+        self._alert = message_bar()
         pre, fine = self.config.pretrained, self.config.finetuned
         self._pair_info = pn.pane.HTML(
             f'<div style="font-size:13px"><span style="color:{PRETRAINED_COLOR}">■</span> base: '
@@ -200,10 +204,7 @@ class DecoderApp(pn.viewable.Viewer):
     def notify(self, text: str, kind: str = "warning") -> None:
         """Show ``text`` as plain text in the message bar; '' hides it."""
         self.message = text
-        bg, fg = NOTICE_COLORS.get(kind, NOTICE_COLORS["warning"])
-        self._alert.param.update(object=notice_html(text), visible=bool(text),
-                                 styles={"background": bg, "color": fg, "padding": "8px 12px",
-                                         "border-radius": "4px", "font-size": "13px"})
+        show_notice(self._alert, text, kind)
 
     # ------------------------------------------------------------------ runs
 
@@ -284,21 +285,7 @@ class DecoderApp(pn.viewable.Viewer):
         self.busy = True
         self._busy_text.object = esc(busy_text)
 
-        async def task() -> None:
-            try:
-                out = await asyncio.get_running_loop().run_in_executor(None, work)
-            except Exception as exc:  # noqa: BLE001
-                self._later(functools.partial(self._failed, seq, exc))
-                return
-            self._later(functools.partial(self._show, seq, out, sample_id))
-
-        pn.state.execute(task)
-
-    def _later(self, fn: Callable[[], Any]) -> None:
-        try:
-            pn.state.execute(fn, schedule=True)
-        except Exception:  # noqa: BLE001 - the session is gone
-            log.debug("session closed before a finished run could be shown")
+        off_loop(work, lambda out: self._show(seq, out, sample_id), functools.partial(self._failed, seq))
 
     def _done(self) -> None:
         self.busy = False

@@ -14,7 +14,8 @@ import panel as pn
 from attnflows_panel import FINETUNED_COLOR
 from attnflows_panel.app.cards import HELP_HTML, NOTICE_COLORS, esc, notice_html
 
-__all__ = ["SessionPage", "APP_FLOW_HEIGHT", "APP_SENTENCE_HEIGHT", "heading"]
+__all__ = ["SessionPage", "APP_FLOW_HEIGHT", "APP_SENTENCE_HEIGHT", "heading", "busy_indicator", "message_bar",
+           "show_notice"]
 
 log = logging.getLogger("attnflows_panel.app.session")
 
@@ -38,6 +39,26 @@ def heading(text: str) -> pn.pane.HTML:
     return pn.pane.HTML(f'<h4 style="margin:0">{esc(text)}</h4>', margin=(12, 10, 4, 10))
 
 
+def busy_indicator() -> tuple[pn.indicators.LoadingSpinner, pn.pane.HTML]:
+    """The header's spinner and its note (``af-busy``), shown while a model run is under way."""
+    spinner = pn.indicators.LoadingSpinner(value=False, size=22, margin=(8, 5), color="light", bgcolor="dark")
+    text = pn.pane.HTML("", margin=(10, 5), styles={"color": "white", "font-size": "13px"}, css_classes=["af-busy"])
+    return spinner, text
+
+
+def message_bar() -> pn.pane.HTML:
+    """The notice bar above the views (``af-message``), hidden until :func:`show_notice` fills it."""
+    return pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["af-message"], margin=(5, 10))
+
+
+def show_notice(bar: pn.pane.HTML, text: str, kind: str = "warning") -> None:
+    """Show ``text`` in ``bar`` as plain text (escaped, never markup or a link); '' hides it."""
+    bg, fg = NOTICE_COLORS.get(kind, NOTICE_COLORS["warning"])
+    bar.param.update(object=notice_html(text), visible=bool(text),
+                     styles={"background": bg, "color": fg, "padding": "8px 12px", "border-radius": "4px",
+                             "font-size": "13px"})
+
+
 class SessionPage:
     """Widgets and layout of a session (a mixin of ``AttnFlowsApp``: it reads ``config``, ``view``,
     ``history``, ``busy`` and ``message`` of the app)."""
@@ -45,12 +66,8 @@ class SessionPage:
     def _build_widgets(self) -> None:
         cfg = self.config
         widgets = pn.widgets
-        self._spinner = pn.indicators.LoadingSpinner(value=False, size=22, margin=(8, 5), color="light",
-                                                     bgcolor="dark")
-        self._busy_text = pn.pane.HTML("", margin=(10, 5), styles={"color": "white", "font-size": "13px"},
-                                       css_classes=["af-busy"])
-        self._alert = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["af-message"],
-                                   margin=(5, 10))
+        self._spinner, self._busy_text = busy_indicator()
+        self._alert = message_bar()
         self._pair_info = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["af-pair"], margin=(0, 5))
         self._a_w = widgets.TextAreaInput(label="Sentence A", placeholder="first sentence / premise / question",
                                           max_length=cfg.max_chars, rows=3, sizing_mode="stretch_width",
@@ -162,11 +179,7 @@ class SessionPage:
     def notify(self, text: str, kind: str = "warning") -> None:
         """Show ``text`` in the message bar as plain text (escaped, never markup or a link); '' hides it."""
         self.message = text
-        bg, fg = NOTICE_COLORS.get(kind, NOTICE_COLORS["warning"])
-        self._alert.param.update(
-            object=notice_html(text), visible=bool(text),
-            styles={"background": bg, "color": fg, "padding": "8px 12px", "border-radius": "4px", "font-size": "13px"},
-        )
+        show_notice(self._alert, text, kind)
 
     def report_error(self, exc: BaseException) -> None:
         """An exception in a callback of this session: logged with its traceback, shown to the user."""

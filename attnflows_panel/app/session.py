@@ -67,6 +67,7 @@ from attnflows_panel.app.cards import esc, pair_html, sample_html, weights_html
 from attnflows_panel.app.config import EXAMPLE_PAIR, AppConfig, model_task
 from attnflows_panel.app.history import BrowserHistory
 from attnflows_panel.app.page import APP_FLOW_HEIGHT, SessionPage
+from attnflows_panel.app.scheduling import next_tick, off_loop
 from attnflows_panel.app.url_state import UrlState
 from attnflows_panel.registry import Registry, shared_registry
 from attnflows_panel.views.attention_flows import AttentionFlowsView, check_result
@@ -321,9 +322,9 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             shown = await asyncio.get_running_loop().run_in_executor(None, self._prepare, url, first)
         except Exception as exc:  # noqa: BLE001 - shown to the user, the session stays usable
             log.exception("loading the model pair failed")
-            self._later(functools.partial(self._load_failed, exc))
+            next_tick(functools.partial(self._load_failed, exc))
             return
-        self._later(functools.partial(self._finish_start, url, shown))
+        next_tick(functools.partial(self._finish_start, url, shown))
 
     def _start(self, url: UrlState, first: Shown | None = None) -> None:
         try:
@@ -713,22 +714,7 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
             return
         self._set_busy(True, busy_text)
 
-        async def task() -> None:
-            try:
-                result = await asyncio.get_running_loop().run_in_executor(None, work)
-            except Exception as exc:  # noqa: BLE001 - a failing run is a message, not a broken session
-                self._later(functools.partial(self._run_failed, seq, exc))
-                return
-            self._later(functools.partial(self._run_done, seq, then, result))
-
-        pn.state.execute(task)
-
-    def _later(self, fn: Callable[[], Any]) -> None:
-        """``fn`` on the document's next tick, under its lock (a closed session never runs it)."""
-        try:
-            pn.state.execute(fn, schedule=True)
-        except Exception:  # noqa: BLE001 - the session is gone
-            log.debug("session closed before a finished run could be shown")
+        off_loop(work, functools.partial(self._run_done, seq, then), functools.partial(self._run_failed, seq))
 
     def _run_done(self, seq: int, then: Callable[[Any], Any], result: Any) -> None:
         if seq != self._run_seq:  # a later pick or run supersedes this one
