@@ -278,3 +278,62 @@ def test_prompt_of_row_reads_old_indexes_without_a_prompt_column():
         old = prompt_of_row({"sentence_a": prompt_text(p)})
         want = {"chat": p.chat} if p.chat else {"text": p.text}
         assert new == want and old == want
+
+
+# ---------------------------------------------------------------------------------------------------
+# the page's URL
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_a_link_restores_the_prompt_root_and_view(pair, decoder_dirs):
+    from urllib.parse import parse_qs
+
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair)
+    app._prompt_w.value = "The cat sat on the mat and looked at the door."
+    app._generate_w.value = 2
+    app.analyse()
+    app.set_root(4)
+    L = app.view.data.L
+    tok = int(app.view.data.levels[L - 1][0])
+    app.view.param.update(tau=0.2, mode="finetuned", selection=[[L - 1, tok]])
+    query = app.url_query()
+    q = parse_qs(query)
+    assert q["p"] == [app._prompt_w.value] and q["gen"] == ["2"] and q["root"] == ["5"] and q["tau"] == ["0.2"]
+    # a new session from the link: the same sequence, root and view
+    other = CountingPair(pair)
+    app2 = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=other, query=query)
+    assert other.runs == 1 and app2.message == ""
+    r, r2 = app.result, app2.result
+    assert r2.input_ids == r.input_ids and r2.root == 4
+    assert (app2.view.tau, app2.view.mode, app2.view.selection) == (0.2, "finetuned", [[L - 1, tok]])
+    assert app2.url_query() == query
+    # Back to an entry of the same prompt at another root: no model run, the graph is traced again
+    app2.restore(query.replace("root=5", "root=3"))
+    assert app2.result.root == 2 and other.runs == 1
+    # bad values are named and left out; the session keeps its view
+    app2.restore(query.replace("root=5", "root=x").replace("gen=2", "gen=999"))
+    assert "root in the link" in app2.message and "gen in the link" in app2.message
+    assert app2.result.root == 2
+
+
+def test_the_address_bar_follows_the_view(pair, decoder_dirs):
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair, sync_url=True)
+    first = app.history.entry
+    assert first["push"] is False and "root" not in first["search"]  # the default root is left out
+    app.set_root(3)
+    assert app.history.entry["push"] is True and "root=4" in app.history.entry["search"]
+    app.view.tau = 0.25  # a slider: in place
+    assert app.history.entry["push"] is False and "tau=0.25" in app.history.entry["search"]
+    app.view.mode = "pretrained"  # a discrete change: a new entry
+    assert app.history.entry["push"] is True and "mode=pretrained" in app.history.entry["search"]
+
+
+def test_a_link_to_an_index_prompt_opens_it(pair, decoder_dirs, prompt_index):
+    app = DecoderApp(_config(decoder_dirs, index=str(prompt_index)), registry=Registry(), pair=pair,
+                     query="sample=t2&tau=0.15")
+    assert app.sample_id == "t2" and app._prompt_w.value == CHATS_AND_TEXTS[4]["text"] and app.view.tau == 0.15
+    assert app.url_query().startswith("sample=t2")
+    app2 = DecoderApp(_config(decoder_dirs, index=str(prompt_index)), registry=Registry(), pair=pair,
+                      query="sample=t2&root=2")
+    assert app2.result.root == 1 and app2.sample_id is None  # another root: searched from it
+    assert "p=" in app2.url_query() and "root=2" in app2.url_query()

@@ -2,9 +2,9 @@
 causal LMs named by hub id (served by tests/hub_server.py's loopback hub), at 1280×800 and 1600×1000.
 
 The user opens the page (the example chat, traced from the prompt's last token), freezes a token and traces
-from it, clicks a head glyph, types a prompt with a continuation by the fine-tuned model, opens a prompt of
-the corpus browser (an index of `attnflows causal index`), and types a broken chat. After every step: no
-server-side error and no browser error (console, page, failed or offsite request).
+from it, goes Back and Forward, clicks a head glyph, types a prompt with a continuation by the fine-tuned
+model, opens a prompt of the corpus browser (an index of `attnflows causal index`), and types a broken chat.
+After every step: no server-side error and no browser error (console, page, failed or offsite request).
 """
 
 from __future__ import annotations
@@ -117,7 +117,16 @@ def test_walk_a_decoder_pair(browser, server, viewport):
         expect(page.locator(".af-root input")).to_have_value(str(tok["pos"] + 1))
         pts = settled_points(page, NODES, ["token", "level", "pos"], "the tokens traced from the new root")
         assert [p["pos"] for p in pts if p["level"] == top] == [tok["pos"]]
+        wait_for(lambda: f"root={tok['pos'] + 1}" in page.evaluate("() => window.location.search"),
+                 what="the new root in the address")
         clean("trace from a token")
+
+        # Back and Forward: the address names the root, the view follows (the models do not run again)
+        page.go_back()
+        _wait_root(page, root)
+        page.go_forward()
+        _wait_root(page, tok["pos"])
+        clean("Back and Forward")
 
         # a head glyph: click it, the status names the head
         glyph = settled_points(page, GLYPHS, ["head", "node"], "the head glyphs")[0]

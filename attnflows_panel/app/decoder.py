@@ -20,6 +20,12 @@ Picking a root: type its position, or click a token in the radial view (it freez
 graph's rows are computed again, the models do not run again. A new prompt runs them (in an executor,
 never holding the event loop or the document's lock, as the sentence-pair app does).
 
+The page's URL keeps the state (:meth:`DecoderApp.url_query`): the prompt (``p``, up to
+:data:`MAX_URL_PROMPT` characters) or the index's prompt (``sample``), the continuation (``gen``), the root
+(``root``, from 1) and the view's τ, mode, level, frozen selection and head, with the sentence-pair app's
+names; a new prompt, root, freeze, head or mode adds a history entry, τ and the level replace it, and Back
+and Forward restore what the address names (the models run again only for another prompt).
+
 Stable hooks for browser tests (CSS classes): ``af-prompt``, ``af-generate``, ``af-analyse``, ``af-root``,
 ``af-root-from-selection``, ``af-sequence`` (the card), ``af-pair``, ``af-message``, ``af-flow-view``,
 ``af-sentence-view``, ``af-context-view``, ``af-busy``; the sequence card carries ``data-root`` and
@@ -28,11 +34,12 @@ Stable hooks for browser tests (CSS classes): ``af-prompt``, ``af-generate``, ``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import panel as pn
@@ -41,6 +48,7 @@ import param
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR
 from attnflows_panel.app.cards import esc
 from attnflows_panel.app.config import AppConfig, model_label
+from attnflows_panel.app.history import BrowserHistory
 from attnflows_panel.app.page import (
     APP_FLOW_HEIGHT,
     APP_SENTENCE_HEIGHT,
@@ -51,6 +59,7 @@ from attnflows_panel.app.page import (
     show_notice,
 )
 from attnflows_panel.app.scheduling import off_loop
+from attnflows_panel.app.url_state import UrlState
 from attnflows_panel.causal_view import ROLE_COLORS, CausalResult
 from attnflows_panel.registry import Registry, shared_registry
 from attnflows_panel.views.attention_flows import TAU_BOUNDS, AttentionFlowsView
@@ -70,6 +79,11 @@ MAX_PROMPT_CHARS = 20_000
 MAX_GENERATE = 64
 #: the rows kept for the graph: every weight above the slider's smallest τ, so any τ needs no model run
 TAU_MIN = TAU_BOUNDS[0]
+#: the longest prompt the page's URL carries (``p=``); a longer one is left out of the link
+MAX_URL_PROMPT = 4000
+#: the view state kept in the URL; τ and the level replace the current history entry, the rest adds one
+_VIEW_STATE = ("tau", "mode", "level", "selection", "head", "head_model")
+_CONTINUOUS = frozenset({"tau", "level"})
 
 
 class _Work:
@@ -109,12 +123,22 @@ class DecoderApp(pn.viewable.Viewer):
     busy = param.Boolean(default=False, doc="A model run is under way.")
     message = param.String(default="", doc="The notice shown (plain text).")
 
-    def __init__(self, config: AppConfig, registry: Registry | None = None, pair=None, **params):
+    def __init__(self, config: AppConfig, registry: Registry | None = None, pair=None, query: str | None = None,
+                 sync_url: bool | None = None, **params):
         super().__init__(**params)
         self.config = config
         self.registry = registry or shared_registry()
         self._pair = pair
         self._served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        if query is None and self._served and pn.state.location is not None:
+            query = pn.state.location.search or ""
+        #: writes the address bar and reports Back / Forward (None: the URL is not kept in step)
+        self.history = BrowserHistory() if (self._served if sync_url is None else sync_url) else None
+        if self.history is not None:
+            self.history.on_pop(self.restore)
+        self._url: UrlState | None = None  # the view state a link asks for, applied once its run is shown
+        self._notes: list[str] = []  # what a link's bad values left out
+        self._quiet = 0  # > 0 while the app sets the view state itself (one history entry for all)
         self._encoded = self._runs = None
         self._run_seq = 0
         self.index = None  # the prompt index (config.index), opened with the first run
@@ -122,12 +146,13 @@ class DecoderApp(pn.viewable.Viewer):
         self.view = AttentionFlowsView(tau=float(config.tau), flow_height=APP_FLOW_HEIGHT,
                                        cache=self.registry.shared)
         self.view.param.watch(self._on_selection, ["selection"])
+        self.view.param.watch(self._on_view_state, list(_VIEW_STATE))
         self._build_widgets()
         self._layout = None
         if self._served:
-            pn.state.onload(self.analyse)
+            pn.state.onload(functools.partial(self.restore, query or "", True))
         else:
-            self.analyse()
+            self.restore(query or "", True)
 
     # ------------------------------------------------------------------ page
 
@@ -178,7 +203,8 @@ class DecoderApp(pn.viewable.Viewer):
                        sizing_mode="stretch_width")
         self._main_top = pn.Column(self._alert, self._card, flows, sizing_mode="stretch_width",
                                    css_classes=["af-main"])
-        return [pn.Column(self._main_top, self._browser_slot, sizing_mode="stretch_width")]
+        extra = [] if self.history is None else [self.history]  # the address bar's writer: draws nothing
+        return [pn.Column(self._main_top, self._browser_slot, *extra, sizing_mode="stretch_width")]
 
     def template(self) -> pn.template.BaseTemplate:
         """The full page (as the sentence-pair app's: offline, no CDN)."""
@@ -220,8 +246,9 @@ class DecoderApp(pn.viewable.Viewer):
         if self.index is None and self.config.index:
             from attnflows_panel.index.build_causal import check_causal_index
 
-            index = self.registry.index(self.config.index)
-            check_causal_index(index, self.pair())
+            index, pair = self.registry.index(self.config.index), self.pair()
+            # checked once per process (it hashes the models' weight files), not by every session
+            self.registry.shared(index, ("causal-index-check", id(pair)), lambda: check_causal_index(index, pair))
             self.index = index
         return self.index
 
@@ -239,10 +266,16 @@ class DecoderApp(pn.viewable.Viewer):
 
         self._run(work, "Running both models …", sample_id if root is None and not gen else None)
 
-    def open_sample(self, sample_id: str) -> None:
-        """Show the index's prompt ``sample_id`` (a pick in the corpus browser) at its last token."""
+    def open_sample(self, sample_id: str, root: int | None = None) -> None:
+        """Show the index's prompt ``sample_id`` (a pick in the corpus browser) at ``root`` (default: its
+        last token, where the index's signature is taken)."""
         from attnflows_panel.index.build_causal import prompt_of_row
 
+        try:
+            self.open_index()  # a link's sample comes before the first run has opened the index
+        except (ValueError, OSError) as exc:
+            self.notify(str(exc))
+            return
         md = self.index.metadata if self.index is not None else None
         rows = [] if md is None else np.flatnonzero(md["id"].astype(str).to_numpy() == str(sample_id))
         if not len(rows):
@@ -252,7 +285,7 @@ class DecoderApp(pn.viewable.Viewer):
         text = json.dumps(prompt["chat"], indent=1, ensure_ascii=False) if "chat" in prompt else str(prompt["text"])
         self._prompt_w.value = text
         self._generate_w.value = 0
-        self.analyse(sample_id=str(sample_id))
+        self.analyse(root=root, sample_id=str(sample_id))
 
     def set_root(self, root: int) -> None:
         """Trace the graph from token ``root`` (0-based) of the sequence shown; the models do not run again."""
@@ -298,6 +331,7 @@ class DecoderApp(pn.viewable.Viewer):
         if seq != self._run_seq:
             return
         self._done()
+        self._url = None
         if isinstance(exc, (CausalInputError, ModelPairError, ModelLoadError, ValueError, FileNotFoundError)):
             self.notify(str(exc))
         else:
@@ -309,13 +343,19 @@ class DecoderApp(pn.viewable.Viewer):
             return
         self._done()
         self._encoded, self._runs, result = out
-        self.notify("")
-        self.param.update(result=result, sample_id=sample_id)
-        self.view.param.update(result=result, selection=[], head=[])
+        self.notify("\n".join(self._notes))  # what a link's bad values left out, else nothing
+        self._notes = []
+        url, self._url = self._url, None
+        with self._quietly():  # one history entry for the new sequence or root and its view state
+            self.param.update(result=result, sample_id=sample_id)
+            self.view.param.update(result=result, selection=[], head=[])
+            if url is not None:  # a link's (or Back's) view state, on the sequence it names
+                self._apply_view_state(url)
         self._root_w.param.update(end=result.n, value=result.root + 1)
         self._card.object = sequence_html(result, sample_id)
         if self.index is not None and self.browser is None:
             self._build_browser()
+        self._write_url(push=url is None)
 
     def _build_browser(self) -> None:
         """The corpus browser over the prompt index: it searches with the index's own signature of the
@@ -332,6 +372,98 @@ class DecoderApp(pn.viewable.Viewer):
             return
         self._browser_slot.objects = [self.browser]
 
+    # ------------------------------------------------------------------ the page's URL
+
+    def restore(self, query: str, first: bool = False) -> None:
+        """Show what the URL's ``query`` names (a link, Back or Forward): the index's prompt ``sample`` or the
+        prompt ``p`` (with ``gen`` tokens of continuation), the root ``root`` (counted from 1), and the view
+        state (``tau``, ``mode``, ``level``, ``sel``, ``head``, ``hm`` as in the sentence-pair app). The
+        models run only for another prompt; a bad value is named and left out."""
+        url, errors = UrlState.parse(query)
+        prompt, gen, root, keep_root, more = _decoder_query(query)
+        self._notes = errors + more  # shown once the state is (shown now when nothing runs)
+        if gen is None:  # a bad value: the current one stays
+            gen = self._generate_w.value or 0
+        self._url = url
+        current = self.result
+        # with the prompt named, no root means its default one (the prompt's last token)
+        default = None if current is None else current.encoded.prompt_len - 1
+        if keep_root and current is not None:  # a bad root in the link: the current one stays
+            default = current.root
+        wanted = root if root is not None else default
+        if url.sample and self.config.index:
+            if current is None or url.sample != self.sample_id or wanted != current.root:
+                self.open_sample(url.sample, root=root)
+                return
+        elif prompt is not None:
+            if current is None or prompt != self._prompt_w.value or gen != (self._generate_w.value or 0):
+                self._prompt_w.value = prompt
+                self._generate_w.value = gen
+                self.analyse(root=root)
+                return
+            if wanted != current.root:
+                self.set_root(wanted)
+                return
+        elif current is None or first:
+            self.analyse(root=root)
+            return
+        elif root is not None and root != current.root:
+            self.set_root(root)
+            return
+        self._url = None
+        self._apply_view_state(url)
+        self._write_url(push=False)
+        self.notify("\n".join(self._notes))
+        self._notes = []
+
+    def _apply_view_state(self, url: UrlState) -> None:
+        n, L = self.result.n, int(self.result.pretrained.attentions.shape[0])  # the view draws on its next tick
+        sel = [[lv, pos] for lv, pos in (url.selection or []) if 0 <= lv <= L and 0 <= pos < n]
+        head = url.head if url.head and sel and 0 <= url.head[0] < L else []
+        state = {"tau": self.config.tau if url.tau is None else url.tau, "mode": url.mode or "combined",
+                 "selection": sel, "head": head, "head_model": url.head_model or "both"}
+        if url.level is not None:
+            state["level"] = min(int(url.level), max(0, L - 1))
+        with self._quietly():
+            self.view.param.update(**state)
+
+    @contextlib.contextmanager
+    def _quietly(self):
+        """The view changes made inside write no history entry of their own (the caller writes one)."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
+    def url_query(self) -> str:
+        """The query string that restores this view (defaults and empty values left out)."""
+        import urllib.parse
+
+        r, v = self.result, self.view
+        if r is None:
+            return ""
+        extra: dict[str, str] = {}
+        if not self.sample_id:
+            prompt = self._prompt_w.value or ""
+            if prompt and len(prompt) <= MAX_URL_PROMPT:
+                extra["p"] = prompt
+            if self._generate_w.value:
+                extra["gen"] = str(int(self._generate_w.value))
+        if r.root != r.encoded.prompt_len - 1:
+            extra["root"] = str(r.root + 1)
+        state = UrlState(sample=self.sample_id or None, tau=float(v.tau), mode=v.mode, level=v.level,
+                         selection=list(v.selection), head=list(v.head), head_model=v.head_model)
+        return "&".join(q for q in (urllib.parse.urlencode(extra), state.query(self.config.tau)) if q)
+
+    def _write_url(self, push: bool = False) -> None:
+        if self.history is not None and self.result is not None:
+            self.history.write(self.url_query(), push)
+
+    def _on_view_state(self, *events) -> None:
+        if not self._quiet and self.result is not None:
+            self._write_url(push=not all(e.name in _CONTINUOUS for e in events))
+
     # ------------------------------------------------------------------ root controls
 
     def _on_root_widget(self, event) -> None:
@@ -346,6 +478,46 @@ class DecoderApp(pn.viewable.Viewer):
         sel = event.new
         self._root_sel_w.disabled = not (len(sel) == 1 and self.result is not None
                                          and int(sel[0][1]) != self.result.root)
+
+
+class _LinkState(NamedTuple):
+    """The decoder's own part of a URL query (:func:`_decoder_query`)."""
+
+    prompt: str | None  #: ``p``, None when absent or bad
+    gen: int | None  #: ``gen``: 0 when absent, None when bad (the current value stays)
+    root: int | None  #: ``root`` 0-based (the link counts from 1); None when absent or bad
+    keep_root: bool  #: the link's root was bad: the current root stays
+    errors: list[str]  #: one message per bad value
+
+
+def _decoder_query(query: str) -> _LinkState:
+    """The decoder's own part of a URL query: the prompt ``p``, ``gen`` and ``root``, with a message for
+    each bad value."""
+    import urllib.parse
+
+    get = {k: v[-1] for k, v in urllib.parse.parse_qs(query.lstrip("?"), keep_blank_values=True).items()}
+    errors = []
+    prompt = get.get("p")
+    if prompt is not None and (not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS):
+        errors.append(f"the prompt (p) in the link must hold 1 to {MAX_PROMPT_CHARS} characters; left out")
+        prompt = None
+    gen: int | None = 0
+    if get.get("gen"):
+        if get["gen"].isdigit() and int(get["gen"]) <= MAX_GENERATE:
+            gen = int(get["gen"])
+        else:
+            gen = None
+            errors.append(f"gen in the link must be a whole number from 0 to {MAX_GENERATE}; got {get['gen']!r}, "
+                          "kept the current one")
+    root, keep_root = None, False
+    if get.get("root"):
+        if get["root"].isdigit() and int(get["root"]) >= 1:
+            root = int(get["root"]) - 1
+        else:
+            keep_root = True
+            errors.append(f"root in the link must be a token position from 1; got {get['root']!r}, kept the "
+                          "current root")
+    return _LinkState(prompt, gen, root, keep_root, errors)
 
 
 def _unless_sample(result, sample_id):
