@@ -160,6 +160,7 @@ def test_app_picks_roots_without_running_the_models_again(pair, decoder_dirs):
     ("   ", "the prompt is empty"),
     ('[{"role": "user", "content": "hi"', "not valid JSON"),
     ('[{"role": "robot", "content": "hi"}]', "role 'robot'"),
+    ("[]", "non-empty JSON list"),
 ])
 def test_bad_prompts_are_messages_and_the_sequence_stays(pair, decoder_dirs, prompt, message):
     app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair)
@@ -171,6 +172,20 @@ def test_bad_prompts_are_messages_and_the_sequence_stays(pair, decoder_dirs, pro
     app._prompt_w.value = "The cat sat on the mat."  # and the session keeps working
     app.analyse()
     assert app.message == "" and app.result.n > 3
+
+
+def test_analyse_takes_what_is_typed_before_the_box_loses_the_focus(pair, decoder_dirs):
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair)
+    app._prompt_w.value_input = "The cat sat on the mat."
+    app.analyse()
+    assert app.result.text == "The cat sat on the mat." and app._prompt_w.value == "The cat sat on the mat."
+
+
+def test_a_text_that_opens_with_a_bracket_is_a_text(pair, decoder_dirs):
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair)
+    app._prompt_w.value = "[1] The cat sat on the mat."
+    app.analyse()
+    assert app.message == "" and [s[0] for s in app.result.encoded.segments] == ["prompt"]
 
 
 def test_a_root_out_of_range_is_a_message(pair, decoder_dirs):
@@ -247,8 +262,10 @@ def test_the_browser_searches_the_prompt_index_and_opens_its_prompts(pair, decod
     q_index = app.index.query_vector("c0")
     q_app = app.index.embed_usage(result_usage(app.result, app.index.tau)[None])[0]
     assert np.allclose(q_index, q_app, atol=2e-3)  # the index stores usage in float16
-    app.open_sample("t1")
+    app._prompt_w.value_input = "Typed, the box not left yet."  # what the browser holds as typed
+    app.open_sample("t1")  # a pick replaces it
     assert app._prompt_w.value == CHATS_AND_TEXTS[3]["text"] and app.sample_id == "t1"
+    assert app.result.text == CHATS_AND_TEXTS[3]["text"]
     # another root: the browser searches from it, with the sequence shown
     app.set_root(3)
     assert app.sample_id is None and app.browser.result is app.result and len(app.browser.results)

@@ -104,7 +104,7 @@ class _Work:
                 text = self.prompt.strip()
                 if not text:
                     raise CausalInputError("the prompt is empty: type a text, or a chat as a JSON list of messages")
-                encoded = pair.encode(chat=text) if text.startswith("[") else pair.encode(text=text)
+                encoded = pair.encode(chat=text) if _is_chat(text) else pair.encode(text=text)
                 if self.generate:
                     encoded = pair.generate(encoded, self.generate)
                 runs = pair.run(encoded)
@@ -255,7 +255,10 @@ class DecoderApp(pn.viewable.Viewer):
     def analyse(self, root: int | None = None, sample_id: str | None = None) -> None:
         """Run the prompt through both models and show it at ``root`` (default: the prompt's last token);
         ``sample_id``: the index's prompt that the box holds."""
-        prompt, gen = self._prompt_w.value or "", self._generate_w.value or 0
+        w = self._prompt_w  # what is typed, even before the box loses the focus (value_input, "" until typed)
+        prompt, gen = w.value_input or w.value or "", self._generate_w.value or 0
+        if prompt != w.value:
+            w.value = prompt
         if len(prompt) > MAX_PROMPT_CHARS:
             self.notify(f"The prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted.")
             return
@@ -283,9 +286,13 @@ class DecoderApp(pn.viewable.Viewer):
             return
         prompt = prompt_of_row(md.iloc[int(rows[0])])
         text = json.dumps(prompt["chat"], indent=1, ensure_ascii=False) if "chat" in prompt else str(prompt["text"])
-        self._prompt_w.value = text
+        self._set_prompt(text)
         self._generate_w.value = 0
         self.analyse(root=root, sample_id=str(sample_id))
+
+    def _set_prompt(self, text: str) -> None:
+        """Put ``text`` in the prompt box (its value and what the browser holds as typed)."""
+        self._prompt_w.param.update(value=text, value_input=text)
 
     def set_root(self, root: int) -> None:
         """Trace the graph from token ``root`` (0-based) of the sequence shown; the models do not run again."""
@@ -397,7 +404,7 @@ class DecoderApp(pn.viewable.Viewer):
                 return
         elif prompt is not None:
             if current is None or prompt != self._prompt_w.value or gen != (self._generate_w.value or 0):
-                self._prompt_w.value = prompt
+                self._set_prompt(prompt)
                 self._generate_w.value = gen
                 self.analyse(root=root)
                 return
@@ -478,6 +485,12 @@ class DecoderApp(pn.viewable.Viewer):
         sel = event.new
         self._root_sel_w.disabled = not (len(sel) == 1 and self.result is not None
                                          and int(sel[0][1]) != self.result.root)
+
+
+def _is_chat(text: str) -> bool:
+    """Whether the prompt box holds a chat (a JSON list of message objects) rather than a plain text: it
+    opens with ``[`` and then ``{`` (so a text such as "[1] See the note" stays a text)."""
+    return text.startswith("[") and text[1:].lstrip().startswith(("{", "]"))
 
 
 class _LinkState(NamedTuple):
