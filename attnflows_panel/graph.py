@@ -31,6 +31,19 @@ from itertools import repeat
 
 import numpy as np
 
+from attnflows_panel.graph_arrays import (
+    MAX_WEIGHT,
+    carrying_heads,
+    check_root,
+    check_weights,
+    count_true,
+    edge_heads,
+    edge_weights,
+    fast_check,
+    head_sum,
+    row_counts,
+    weights_ok,
+)
 from attnflows_panel.reach import Reachability, or_and
 from attnflows_panel.traces import Edge, Node, PathResult, Trace, mask_to_nodes, new_edge, readonly
 
@@ -38,141 +51,8 @@ __all__ = ["AttentionGraph", "Edge", "Trace", "PathResult", "Node", "MAX_WEIGHT"
            "carrying_heads", "edge_heads", "edge_weights", "or_and"]
 
 
-def check_root(root, n: int) -> int:
-    """The root token position as an int in ``[0, n)``; a clear ValueError otherwise (a bool is no position)."""
-    if isinstance(root, (bool, np.bool_)):
-        raise ValueError(f"root must be a token position; got {root!r}")
-    try:
-        root = operator.index(root)
-    except TypeError:
-        raise ValueError(f"root must be an integer token position; got {root!r}") from None
-    if not 0 <= root < n:
-        raise ValueError(f"root {root} is out of range for n = {n} tokens")
-    return root
-
-
-#: Attention weights are probabilities. A small tolerance above 1 lets half-precision softmax outputs in.
-MAX_WEIGHT = 1.0 + 1e-3
-_MAX_WEIGHT = MAX_WEIGHT
 # ceil() of eq. 4 tolerates this much floating-point noise (so 2.0000000000000004 rates 2, not 3).
 _CEIL_EPS = 1e-9
-
-
-def check_weights(attn: np.ndarray) -> None:
-    """Raise ValueError unless every attention weight is a number in [0, 1] (a little above 1 allowed)."""
-    lo, hi = attn.min(), attn.max()
-    if np.isnan(lo) or np.isnan(hi):
-        raise ValueError("attn contains NaN; attention weights must be finite numbers in [0, 1]")
-    if lo < 0 or hi > _MAX_WEIGHT:
-        raise ValueError(
-            f"attention weights must lie in [0, 1] (softmax outputs, not scores); got values in "
-            f"[{float(lo):.4g}, {float(hi):.4g}]"
-        )
-
-
-_UINT_OF = {2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def _weights_ok(a: np.ndarray) -> bool:
-    """True when every value of ``a`` lies in [0, _MAX_WEIGHT] (no NaN), in one pass where possible.
-
-    For a contiguous IEEE float array, the non-negative floats sort like their bit patterns read as
-    unsigned integers, and a sign bit or a NaN makes the pattern larger than that of the largest allowed
-    weight; so one unsigned max decides (a min and a max read the data twice). -0.0 fails the fast test
-    and is then decided by the plain comparisons, as everything else that fails it.
-    """
-    fast = _fast_check(a.dtype)
-    if fast is not None and a.flags.c_contiguous and a.size and a.view(fast[0]).max() <= fast[1]:
-        return True
-    lo, hi = a.min(), a.max()
-    return bool(lo >= 0 and hi <= _MAX_WEIGHT)  # NaN fails both comparisons
-
-
-def _fast_check(dtype: np.dtype):
-    """``(uint dtype, bit pattern of the largest allowed weight)`` for :func:`_weights_ok`'s one-pass
-    test of a float dtype, or None where it does not apply."""
-    uint = _UINT_OF.get(dtype.itemsize)
-    if uint is None or dtype.kind != "f":
-        return None
-    top = dtype.type(_MAX_WEIGHT)
-    if float(top) > _MAX_WEIGHT:
-        top = np.nextafter(top, dtype.type(0))  # the largest value of this dtype <= _MAX_WEIGHT
-    return uint, np.asarray(top).view(uint)[()]
-
-
-def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
-    """``mask.sum(axis)`` for a bool array, as int32: summed as bytes in the narrowest accumulator that
-    cannot overflow (several times faster than a bool -> int32 sum)."""
-    size = mask.shape[axis]
-    if size < 256 and axis in (-1, mask.ndim - 1) and mask.flags.c_contiguous:
-        # along the last axis, einsum's byte sums run about twice as fast as np.sum's (rows are short)
-        return np.einsum("...i->...", mask.view(np.uint8)).astype(np.int32)
-    if size < 256:
-        acc = np.uint8
-    elif size < 65536:
-        acc = np.uint16
-    else:
-        return mask.sum(axis=axis, dtype=np.int32)
-    return mask.view(np.uint8).sum(axis=axis, dtype=acc).astype(np.int32)
-
-
-_BYTE_PAIRS = np.uint64(0x00FF00FF00FF00FF)
-_LANE_SUM = np.uint64(0x0001000100010001)
-
-
-def _row_counts(mask: np.ndarray) -> np.ndarray:
-    """``mask.sum(-1)`` for a C-contiguous bool array ``[..., n]``, as an unsigned integer array.
-
-    With ``n`` a multiple of 8 (and below 2048), eight bools are read as one uint64 word and the words of a
-    row summed in uint64 (each byte holds at most ``n / 8`` < 256, so no byte carries into the next); the
-    eight byte sums of the word are then added pairwise into 16-bit lanes and the four lanes by one
-    multiplication (the top lane of ``s * 0x0001000100010001``). About twice as fast as a byte sum.
-    """
-    n = mask.shape[-1]
-    if n % 8 or n >= 2048 or not mask.flags.c_contiguous or mask.size == 0:
-        return _count_true(mask, mask.ndim - 1)
-    s = np.einsum("...i->...", mask.view(np.uint64))  # per row: 8 byte lanes of partial counts
-    s = (s & _BYTE_PAIRS) + ((s >> np.uint64(8)) & _BYTE_PAIRS)  # 4 lanes of 16 bits
-    return (s * _LANE_SUM) >> np.uint64(48)
-
-
-def _head_sum(sub: np.ndarray) -> np.ndarray:
-    """``sub.sum(0)`` for a bool ``[H, m, n]``: the number of heads per (a, b), uint8 while ``H < 256``
-    (no widening copy: the caller's int32 array takes it on assignment)."""
-    if sub.shape[0] < 256:
-        return np.add.reduce(sub.view(np.uint8), axis=0, dtype=np.uint8)
-    return _count_true(sub, 0)
-
-
-def edge_heads(attn: np.ndarray, tau: float, heads: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For the edges ``keys`` (``(k * n + a) * n + b``, each with ``a`` in level ``k + 1``) of the graph of
-    ``attn`` [L, H, n, n] at ``tau`` with the allowed heads ``heads`` bool [L, H]: which heads carry each
-    (bool ``[H, m]``, weight > τ through an allowed head, compared as the build compares) and every head's
-    weight (``[H, m]``), read head by head (rows of the result are contiguous, so reductions over the
-    heads run along whole rows)."""
-    gathered = edge_weights(attn, keys)
-    return carrying_heads(gathered, tau, heads, keys // (attn.shape[2] ** 2)), gathered
-
-
-def edge_weights(attn: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """``[H, m]``: every head's weight ``attn[k, h, a, b]`` of the edges ``keys`` (``(k * n + a) * n + b``)."""
-    L, H, n, _ = attn.shape
-    k, rem = np.divmod(keys, n * n)
-    if attn.flags.c_contiguous:
-        head_off = (np.arange(H, dtype=np.intp) * (n * n))[:, None]
-        return attn.reshape(-1)[(k * (H * n * n) + rem)[None, :] + head_off]
-    a, b = np.divmod(rem, n)
-    return np.ascontiguousarray(attn[k, :, a, b].T)
-
-
-def carrying_heads(weights: np.ndarray, tau: float, heads: np.ndarray, layer: np.ndarray) -> np.ndarray:
-    """bool ``[H, m]``: the heads that carry each edge: its weight through the head (``weights`` ``[H, m]``)
-    above τ, compared as the build compares, and the head allowed (``heads`` bool ``[L, H]``) in the edge's
-    layer (``layer`` ``[m]``)."""
-    carrying = weights > tau
-    if not heads.all():
-        carrying &= heads.T[:, layer]
-    return carrying
 
 
 class AttentionGraph(Reachability):
@@ -237,12 +117,12 @@ class AttentionGraph(Reachability):
         all_heads = bool(heads_mask.all())
         # eq. 3 summed over a level's rows: in 16 bits while that cannot overflow (n · H heads at most)
         acc = np.uint16 if n * H < 65536 else np.int64
-        fast = _fast_check(attn.dtype) if attn.flags.c_contiguous else None
+        fast = fast_check(attn.dtype) if attn.flags.c_contiguous else None
         for k in range(L - 1, -1, -1):
             # Every weight is checked, one layer at a time: the layer is then still in cache for the
             # comparison with τ (checking the whole array first read it from memory three times).
             layer = attn[k]
-            if (fast is None or layer.view(fast[0]).max() > fast[1]) and not _weights_ok(layer):
+            if (fast is None or layer.view(fast[0]).max() > fast[1]) and not weights_ok(layer):
                 check_weights(attn)  # raises, naming the whole array's range
             # Only the rows of the tokens in level k + 1 can start an edge through layer k.
             if 4 * rows.size >= n:  # a large level: compare in place, then clear the other rows
@@ -252,16 +132,16 @@ class AttentionGraph(Reachability):
                     sub[:, off, :] = False
                 if not all_heads:
                     sub &= heads_mask[k][:, None, None]
-                nh = _head_sum(sub)  # [n, n], zero outside the level's rows
+                nh = head_sum(sub)  # [n, n], zero outside the level's rows
                 np.greater(nh, 0, out=adj[k])
-                out_deg[k] = _row_counts(sub).T
+                out_deg[k] = row_counts(sub).T
             else:  # a small level: gather its rows
                 sub = layer[:, rows, :] > tau  # [H, m, n]
                 if not all_heads:
                     sub &= heads_mask[k][:, None, None]
-                nh = _head_sum(sub)  # [m, n]
+                nh = head_sum(sub)  # [m, n]
                 adj[k, rows] = nh > 0
-                out_deg[k, rows] = _row_counts(sub).T
+                out_deg[k, rows] = row_counts(sub).T
             c = np.add.reduce(nh, axis=0, dtype=acc)  # eq. 3
             counts[k] = c
             member[k] = c > 0  # some head of some row of level k + 1 attends to the token
@@ -308,7 +188,7 @@ class AttentionGraph(Reachability):
         adjacency[keys] = True
         adjacency = adjacency.reshape(L, n, n)
         ka, b = np.divmod(keys, n)  # ka = k * n + a: the edge's upper node, level k + 1
-        nh = _head_sum(carrying[:, None, :])[0]  # carrying heads per edge
+        nh = head_sum(carrying[:, None, :])[0]  # carrying heads per edge
         # eq. 3: counts[k, b] = Σ over the edges (k + 1, a) -> (k, b) of their carrying heads
         counts = np.bincount(ka - ka % n + b, weights=nh, minlength=L * n).astype(np.int64).reshape(L, n)
         out_deg = np.zeros((L, n, H), dtype=np.int32)  # per upper node and head: its edges through that head
@@ -373,7 +253,7 @@ class AttentionGraph(Reachability):
         """int32 ``[L, n, n]``: ``head_counts[k, a, b]`` = number of allowed heads carrying the edge
         ``(k + 1, a) -> (k, b)``, i.e. ``active[k, :, a, b].sum()`` (0 where there is no edge). Read-only;
         computed on first use."""
-        return readonly(_count_true(self.active, 1))
+        return readonly(count_true(self.active, 1))
 
     @property
     def adjacency(self) -> np.ndarray:

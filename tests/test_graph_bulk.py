@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnflows_panel.graph import AttentionGraph, _count_true, _row_counts, or_and
+from attnflows_panel.graph import AttentionGraph, or_and
+from attnflows_panel.graph_arrays import count_true, row_counts
 
 
 def _softmax(rng, shape, sharp=6):
@@ -63,7 +64,7 @@ def test_build_when_every_token_is_in_a_level():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_build_matches_plain_construction_when_n_is_a_multiple_of_8(seed):
-    """n % 8 == 0: the out-degrees are counted eight bools per machine word (``_row_counts``), the large
+    """n % 8 == 0: the out-degrees are counted eight bools per machine word (``row_counts``), the large
     levels compared in one reused buffer; the per-head edges and head counts come on first use."""
     rng = np.random.default_rng(10 + seed)
     L, H, n = 5, 4 + seed, 16 * (seed + 1)
@@ -87,8 +88,8 @@ def test_row_counts_match_sum(n):
     m = rng.random((3, 5, n)) > 0.3
     m[0, 0] = True  # a full row: the count reaches n (every byte lane at its largest)
     m[0, 1] = False
-    np.testing.assert_array_equal(_row_counts(m), m.sum(axis=-1))
-    np.testing.assert_array_equal(_row_counts(m[:, 1:]), m[:, 1:].sum(axis=-1))  # not contiguous: the plain path
+    np.testing.assert_array_equal(row_counts(m), m.sum(axis=-1))
+    np.testing.assert_array_equal(row_counts(m[:, 1:]), m[:, 1:].sum(axis=-1))  # not contiguous: the plain path
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -113,7 +114,7 @@ def test_count_true_matches_sum(size):
     m = rng.random((2, size, 3)) > 0.2
     m[0, :, 0] = True  # a full column: the count reaches ``size``
     for axis in (0, 1, 2):
-        got = _count_true(m, axis)
+        got = count_true(m, axis)
         np.testing.assert_array_equal(got, m.sum(axis=axis))
         assert got.dtype == np.int32
 
@@ -202,16 +203,16 @@ def test_weights_are_checked_in_every_layer_with_the_usual_errors():
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_weight_check_matches_the_plain_comparisons(dtype):
-    from attnflows_panel.graph import _MAX_WEIGHT, _weights_ok
+    from attnflows_panel.graph_arrays import MAX_WEIGHT, weights_ok
 
     base = np.array([0.0, 0.25, 1.0], dtype=dtype)
-    for v in [0.0, -0.0, 1.0, 1.0005, _MAX_WEIGHT, 1.0011, 1.01, 2.0, -1e-30, -0.5, np.inf, -np.inf, np.nan,
-              np.finfo(dtype).tiny, np.nextafter(dtype(_MAX_WEIGHT), dtype(2))]:
+    for v in [0.0, -0.0, 1.0, 1.0005, MAX_WEIGHT, 1.0011, 1.01, 2.0, -1e-30, -0.5, np.inf, -np.inf, np.nan,
+              np.finfo(dtype).tiny, np.nextafter(dtype(MAX_WEIGHT), dtype(2))]:
         a = np.append(base, dtype(v))
         with np.errstate(invalid="ignore"):
-            expect = bool(a.min() >= 0 and a.max() <= _MAX_WEIGHT)
-        assert _weights_ok(a) == expect, (dtype, v)
-        assert _weights_ok(a[::-1]) == expect  # not contiguous: the plain path
+            expect = bool(a.min() >= 0 and a.max() <= MAX_WEIGHT)
+        assert weights_ok(a) == expect, (dtype, v)
+        assert weights_ok(a[::-1]) == expect  # not contiguous: the plain path
 
 
 @pytest.mark.parametrize("seed", range(3))
