@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
 from playwright.sync_api import expect  # noqa: E402  (a test extra: never skipped)
 
-from browser_support import REPO, free_port  # noqa: E402
+from browser_support import REPO, PageProblems, free_port  # noqa: E402
 
 TIMEOUT_MS = 60_000  # a loaded 2-core CI machine: generous, but every wait ends on its condition
 expect.set_options(timeout=TIMEOUT_MS)
@@ -114,23 +114,6 @@ def served(minilm_pair, minilm_path, minilm_finetuned_dir, demo_index, server_er
     thread.stop()
 
 
-class PageProblems:
-    """Console errors, page errors, failed requests and requests that leave the server, of one page."""
-
-    def __init__(self, page, origin: str):
-        self.errors: list[str] = []
-        self.external: list[str] = []
-        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
-        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} ({r.failure})"))
-        page.on("request", lambda r: None if r.url.startswith((origin, "data:", "blob:"))
-                else self.external.append(r.url))
-
-    def check(self):
-        assert self.errors == [], "\n".join(self.errors)
-        assert self.external == [], f"requests outside the server (the app must work offline): {self.external}"
-
-
 @pytest.fixture
 def page(browser, served):
     context = browser.new_context(viewport={"width": 1500, "height": 1300})
@@ -140,7 +123,8 @@ def page(browser, served):
     served.errors.take()
     yield pg
     try:
-        pg.problems.check()
+        problems = pg.problems.take()
+        assert problems == [], "\n".join(problems)
         errors = served.errors.take()
         assert errors == [], "errors on the server:\n" + "\n".join(errors)
     finally:
@@ -373,7 +357,7 @@ def test_panel_serve_app_py_works_on_a_cold_server(browser, minilm_path, minilm_
         expect(pg.locator(".af-flow-view canvas").first).to_be_visible()
         expect(pg.locator(".af-browser .tabulator-row").filter(has_text=first).first).to_be_visible()
         expect(pg.locator(".af-busy")).to_have_text("")  # the busy note is gone once loaded
-        problems.check()
+        assert problems.take() == []
         log.flush()
         server_log = (tmp_path / "panel-serve.log").read_text()
         assert "Traceback" not in server_log and "ERROR" not in server_log, server_log
