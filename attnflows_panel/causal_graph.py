@@ -21,13 +21,13 @@ Two steps:
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from attnflows_panel.graph import Edge
+from attnflows_panel.graph_arrays import as_index
 
 __all__ = ["RowEdges", "CausalAttentionGraph", "trace_rows", "RowProvider"]
 
@@ -36,15 +36,6 @@ RowProvider = Callable[[int, np.ndarray], np.ndarray]
 ``positions`` (ascending, ``m`` of them), every head, on the keys ``0 .. w-1`` (``w <= n``: a causal
 model may leave out the keys after the last query, whose weights are 0);
 ``rows[h, i, b] = attn[k, h, positions[i], b]``."""
-
-
-def _as_index(x, what: str) -> int:
-    if isinstance(x, (bool, np.bool_)):
-        raise ValueError(f"{what} must be an integer; got {x!r}")
-    try:
-        return operator.index(x)
-    except TypeError:
-        raise ValueError(f"{what} must be an integer; got {x!r}") from None
 
 
 def _check_tau(tau, what: str = "tau") -> float:
@@ -107,14 +98,14 @@ def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: fl
     ``chunk`` tokens at a time, and level ``k`` is every key some head weights strictly above ``tau_min``.
     A causal model attends only to earlier tokens, so every level lies at or before the root.
     """
-    L, H, n = (_as_index(v, name) for v, name in ((L, "L"), (H, "H"), (n, "n")))
+    L, H, n = (as_index(v, name) for v, name in ((L, "L"), (H, "H"), (n, "n")))
     if L < 1 or H < 1 or n < 1:
         raise ValueError(f"need at least one layer, head and token; got L={L}, H={H}, n={n}")
-    root = _as_index(root, "root")
+    root = as_index(root, "root")
     if not 0 <= root < n:
         raise ValueError(f"root {root} is out of range for n = {n} tokens")
     tau_min = _check_tau(tau_min, "tau_min")
-    chunk = _as_index(chunk, "chunk")
+    chunk = as_index(chunk, "chunk")
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of rows; got {chunk}")
     out_a, out_b, out_h, out_w, out_rows = ([None] * L for _ in range(5))
@@ -202,7 +193,7 @@ class CausalAttentionGraph:
                 f"level sizes={sizes})")
 
     def _check_layer(self, k) -> int:
-        k = _as_index(k, "layer")
+        k = as_index(k, "layer")
         if not 0 <= k < self.L:
             raise ValueError(f"layer {k} is out of range: layers are 0 .. {self.L - 1}")
         return k
@@ -235,7 +226,7 @@ class CausalAttentionGraph:
 
     def glyphs(self, k: int) -> np.ndarray:
         """Head glyph data of level ``k`` (1 .. L), int32 ``[n, H]``: ``out_degree[k - 1]`` (§4.3.2)."""
-        k = _as_index(k, "level")
+        k = as_index(k, "level")
         if not 1 <= k <= self.L:
             raise ValueError(f"level {k} has no head glyphs: glyph levels are 1 .. {self.L}")
         return self.out_degree[k - 1]
@@ -273,7 +264,7 @@ class CausalAttentionGraph:
         of the descendants (the nodes above that depend on it). Several tokens are a brush: their
         dependencies are intersected at the adjacent level, then the traversal goes on from there. ``head =
         (layer, h)`` lets only head ``h`` connect that layer."""
-        level = _as_index(level, "level")
+        level = as_index(level, "level")
         if not 0 <= level <= self.L:
             raise ValueError(f"level {level} is out of range: levels are 0 .. {self.L}")
         sel = np.unique(np.atleast_1d(np.asarray(tokens, dtype=np.int64)))
@@ -281,7 +272,7 @@ class CausalAttentionGraph:
             raise ValueError(f"select tokens of level {level} of the Attention Graph "
                              f"(it holds {self.levels[level].tolist()}); got {np.asarray(tokens).tolist()}")
         if head is not None:
-            head = (self._check_layer(head[0]), _as_index(head[1], "head"))
+            head = (self._check_layer(head[0]), as_index(head[1], "head"))
         down = np.zeros((self.L + 1, self.n), dtype=bool)
         up = np.zeros((self.L + 1, self.n), dtype=bool)
         if level > 0:  # ancestors: keys every selected token attends to, then anything reached from them

@@ -24,7 +24,6 @@ and the nodes above it that reach it are the ones that depend on it (its *descen
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Iterator
 from functools import cached_property
 from itertools import repeat
@@ -33,6 +32,7 @@ import numpy as np
 
 from attnflows_panel.graph_arrays import (
     MAX_WEIGHT,
+    as_index,
     carrying_heads,
     check_root,
     check_weights,
@@ -329,14 +329,7 @@ class AttentionGraph(Reachability):
             raise ValueError(f"level {level} is out of range: levels are 0 .. {self.L}")
         return level
 
-    @staticmethod
-    def _as_int(x, what: str) -> int:
-        if isinstance(x, (bool, np.bool_)):
-            raise ValueError(f"{what} must be an integer; got {x!r}")
-        try:
-            return operator.index(x)
-        except TypeError:
-            raise ValueError(f"{what} must be an integer; got {x!r}") from None
+    _as_int = staticmethod(as_index)
 
     def _check_tokens(self, level: int, tokens, *, require_member: bool = True) -> np.ndarray:
         if isinstance(tokens, (int, np.integer)) and not isinstance(tokens, (bool, np.bool_)):

@@ -11,8 +11,18 @@ import operator
 
 import numpy as np
 
-__all__ = ["MAX_WEIGHT", "check_root", "check_weights", "weights_ok", "fast_check", "count_true", "row_counts",
-           "head_sum", "edge_heads", "edge_weights", "carrying_heads"]
+__all__ = ["MAX_WEIGHT", "as_index", "check_root", "check_weights", "weights_ok", "fast_check", "count_true",
+           "row_counts", "head_sum", "edge_heads", "edge_weights", "carrying_heads"]
+
+
+def as_index(x, what: str) -> int:
+    """``x`` as an int (anything with ``__index__``, no bool); a ValueError naming ``what`` otherwise."""
+    if isinstance(x, (bool, np.bool_)):
+        raise ValueError(f"{what} must be an integer; got {x!r}")
+    try:
+        return operator.index(x)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer; got {x!r}") from None
 
 
 def check_root(root, n: int) -> int:

@@ -34,7 +34,6 @@ Stable hooks for browser tests (CSS classes): ``af-prompt``, ``af-generate``, ``
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -48,7 +47,7 @@ import param
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR
 from attnflows_panel.app.cards import esc
 from attnflows_panel.app.config import AppConfig, model_label
-from attnflows_panel.app.history import BrowserHistory
+from attnflows_panel.app.history import BrowserHistory, QuietWrites
 from attnflows_panel.app.page import (
     APP_FLOW_HEIGHT,
     APP_SENTENCE_HEIGHT,
@@ -112,7 +111,7 @@ class _Work:
             return encoded, runs, view_result(encoded, analysis, pair.tokenizer)
 
 
-class DecoderApp(pn.viewable.Viewer):
+class DecoderApp(QuietWrites, pn.viewable.Viewer):
     """One session on a decoder pair (the module docstring). ``config`` names the pair (``pretrained``,
     ``finetuned``) and the initial τ; the models come from ``registry`` (loaded once per process)."""
 
@@ -433,15 +432,6 @@ class DecoderApp(pn.viewable.Viewer):
             state["level"] = min(int(url.level), max(0, L - 1))
         with self._quietly():
             self.view.param.update(**state)
-
-    @contextlib.contextmanager
-    def _quietly(self):
-        """The view changes made inside write no history entry of their own (the caller writes one)."""
-        self._quiet += 1
-        try:
-            yield
-        finally:
-            self._quiet -= 1
 
     def url_query(self) -> str:
         """The query string that restores this view (defaults and empty values left out)."""

@@ -16,13 +16,14 @@ It draws nothing (an empty, zero-size element).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import param
 from panel.custom import JSComponent
 
-__all__ = ["BrowserHistory"]
+__all__ = ["BrowserHistory", "QuietWrites"]
 
 
 class BrowserHistory(JSComponent):
@@ -81,3 +82,17 @@ export function render({ model }) {
         for callback in self._pop_callbacks:
             callback(search.lstrip("?"))
 
+
+class QuietWrites:
+    """A mixin for an app that writes its URL on every change of its view: the changes made inside
+    :meth:`_quietly` write none of their own (``_quiet > 0``); the caller writes one entry for all."""
+
+    _quiet = 0
+
+    @contextlib.contextmanager
+    def _quietly(self):
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1

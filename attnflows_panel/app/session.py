@@ -52,7 +52,6 @@ controls carry the ``name=`` values listed in ``AttentionFlowsView``'s docstring
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -65,7 +64,7 @@ import param
 
 from attnflows_panel.app.cards import esc, pair_html, sample_html, weights_html
 from attnflows_panel.app.config import EXAMPLE_PAIR, AppConfig, model_task
-from attnflows_panel.app.history import BrowserHistory
+from attnflows_panel.app.history import BrowserHistory, QuietWrites
 from attnflows_panel.app.page import APP_FLOW_HEIGHT, SessionPage
 from attnflows_panel.app.scheduling import next_tick, off_loop
 from attnflows_panel.app.url_state import UrlState
@@ -136,7 +135,7 @@ class Shown:
         return (self.row["sentence_a"], self.row["sentence_b"]) if self.row is not None else (self.a, self.b)
 
 
-class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
+class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
     """One user's session: the Attention Flows views of one sentence pair plus the corpus browser.
 
     Parameters
@@ -459,15 +458,6 @@ class AttnFlowsApp(SessionPage, pn.viewable.Viewer):
                      task=None if tasks is None else tasks[i])
 
     # ------------------------------------------------------------------ showing a result
-
-    @contextlib.contextmanager
-    def _quietly(self):
-        """Several changes that make one history entry: the URL is written once, by the caller, after."""
-        self._quiet += 1
-        try:
-            yield
-        finally:
-            self._quiet -= 1
 
     def _show(self, shown: Shown, **view_state: Any) -> None:
         """Make ``shown`` the current pair (under the document's lock when served). The flow view, the
