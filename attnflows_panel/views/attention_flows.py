@@ -69,6 +69,7 @@ from attnflows_panel.views.flow import (
     legend_html,
     legend_items,
 )
+from attnflows_panel.views.notebook_hold import NotebookHold, in_session
 from attnflows_panel.views.radial import RadialFlow, pack_flow, pack_highlight
 from attnflows_panel.views.sentence import SentenceView, pack_sentence
 from attnflows_panel.views.tau_profile import TauProfile, pack_widths
@@ -101,35 +102,6 @@ def reported(fn):
     return wrapper
 
 
-def _resync_message(doc, props: dict):
-    """A Bokeh PATCH-DOC message that sets every property of ``props`` (``{(model id, property): model}``)
-    to its value now, with every model that a value holds written out in full.
-
-    For a notebook output that may have missed messages (:meth:`AttentionFlowsView._holding`): before the
-    page has indexed the output's view, Panel's comm manager drops what reaches it, and the models that a
-    dropped message defined (a pane's new stylesheets) count as sent on the Python side, so a plain
-    ``panel.io.notebook.diff`` of the same events would refer to models the page does not know ("reference
-    ... isn't known"). Built as ``panel.io.model.diff`` builds its message, with a serializer that takes no
-    model as known; a model the page does know is then merely defined again."""
-    from bokeh.core.serialization import Serializer
-    from bokeh.document.events import ModelChangedEvent
-    from bokeh.document.json import PatchJson
-    from bokeh.protocol.messages.patch_doc import patch_doc
-
-    fresh = [ModelChangedEvent(doc, model, attr, getattr(model, attr))
-             for (_, attr), model in props.items() if model.document is doc]
-    if not fresh:
-        return None
-    serializer = Serializer(references=set(), deferred=True)
-    msg = patch_doc(patch_doc.create_header(), {"use_buffers": True}, PatchJson(events=serializer.encode(fresh)))
-    for buffer in serializer.buffers:
-        msg.add_buffer(buffer)
-    return msg
-
-
-def _in_session() -> bool:
-    doc = pn.state.curdoc
-    return bool(doc is not None and doc.session_context)
 
 #: the parameters that the figures draw, and what a change of each redraws (``AttentionFlowsView._redraw``)
 _REDRAW = {"result": "graph", "tau": "graph", "mode": "graph", "level": "level", "selection": "selection",
@@ -192,7 +164,7 @@ class ViewParts(NamedTuple):
     context_view: ContextView | None = None
 
 
-class AttentionFlowsView(pn.viewable.Viewer):
+class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
     """The Attention Flows views of one sentence pair (a ``PairResult``), as one Panel component.
 
     It owns the view state (``tau``, ``mode``, ``level``, ``selection``, ``head``, ``head_model``); its
@@ -347,70 +319,6 @@ class AttentionFlowsView(pn.viewable.Viewer):
                               (self._level_slider, self.level), (self._focus, self.focus)):
             if widget.value != value:
                 widget.value = value
-
-    def _held(self) -> bool:
-        """True in a notebook while the radial component has not said that it is laid out (``shown``)."""
-        return not _in_session() and not self._flow_pane.shown
-
-    @contextlib.contextmanager
-    def _holding(self):
-        """Hold every push of the block in a notebook whose output is not laid out yet.
-
-        JupyterLab's "Run All" runs the cells that change a view (``view.param.update(...)``) before the
-        browser has built the output of the cell that shows it. Panel sends those changes as soon as the
-        output's comm opens, while the browser still builds the view, and its comm manager
-        (``panel/models/comm_manager.ts``, ``msg_handler``) drops each message fragment that reaches a view
-        not yet indexed: a message straddling that moment leaves its receiver out of step, and the view
-        never updates again ("Expected text fragment but received binary fragment"). So until the
-        component reports ``shown``, the view's changes stay on the document (``block_comm``, Panel's
-        notebook API) and are owed to its output; they go in one message once it is shown
-        (:meth:`_on_shown`). Owed, not merely held: a message from the page meanwhile makes Panel apply it
-        between ``doc.hold()`` and ``doc.unhold()`` (``Viewable._on_msg``), and that unhold drops the
-        document's held events without sending them. Not nested: ``block_comm`` is a flag, not a count."""
-        if not self._held():
-            yield
-            return
-        from panel.io.notebook import block_comm
-
-        try:
-            with block_comm():
-                yield
-        finally:
-            from bokeh.document.events import ModelChangedEvent
-
-            for doc, comm in self._outputs():
-                # the properties that Panel's own push would send now (panel.io.notebook.diff reads the same
-                # list): kept as (model, property), their values read when sent, so that a notebook run
-                # without a browser keeps one entry per property, not every value it ever had
-                owed = self._owed.setdefault(id(doc), (doc, comm, {}))[2]
-                for e in doc.callbacks._held_events:
-                    if isinstance(e, ModelChangedEvent):
-                        owed[(e.model.id, e.attr)] = e.model
-
-    def _outputs(self) -> list:
-        """(document, comm) of each notebook output that shows this view's radial component."""
-        from panel.io.state import state
-
-        found = {}
-        for ref in self._flow_pane._models:
-            entry = state._views.get(ref)
-            if entry is not None and entry[3] is not None:
-                found[id(entry[2])] = (entry[2], entry[3])
-        return list(found.values())
-
-    def _on_shown(self, event) -> None:
-        """The component is laid out in a page: in a notebook, send what the view owes its output, in
-        one message per output (:meth:`_holding`, :func:`_resync_message`)."""
-        if not event.new or _in_session():
-            return
-        from panel.io.notebook import push
-
-        owed, self._owed = self._owed, {}
-        for doc, comm, props in owed.values():
-            msg = _resync_message(doc, props)
-            if msg is not None:
-                push(doc, comm, msg=msg)
-        pn.io.push_notebook(self._flow_pane)  # anything else the document holds
 
     def _on_profile_tau(self, event) -> None:
         """A click or drag on the τ profile sets τ (within the slider's bounds)."""
@@ -657,7 +565,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
                 self.param.trigger("status")
             return
         # in a notebook, the radial component's and the Bokeh figures' changes go in one message (_push)
-        with block_comm() if not _in_session() else contextlib.nullcontext():
+        with block_comm() if not in_session() else contextlib.nullcontext():
             self._draw_figures(pending)
             self._sync_controls()
         # In a notebook the figures' changes go to the browser now, in a message of their own, and the
@@ -697,7 +605,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
         notebook API); one push then sends the document's held changes together."""
         from panel.io.notebook import block_comm
 
-        notebook = not _in_session()
+        notebook = not in_session()
         with block_comm() if notebook else contextlib.nullcontext():
             self._set_panes()
         if notebook:
@@ -710,7 +618,7 @@ class AttentionFlowsView(pn.viewable.Viewer):
     def _push(self) -> None:
         """In a notebook, in-place Bokeh changes need an explicit push (``pn.io.push_notebook``, Panel's
         Bokeh pane docs); a served session sends them itself."""
-        if not _in_session():
+        if not in_session():
             pn.io.push_notebook(self._flow_pane, self._sentence_pane, self._context_pane)
 
     # ------------------------------------------------------------------ selection
