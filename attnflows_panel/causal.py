@@ -45,7 +45,6 @@ from attnflows_panel.models import ModelLoadError, ModelPairError
 
 __all__ = [
     "ATTN_IMPLEMENTATION",
-    "analysis_dict",
     "CausalPair",
     "CausalInputError",
     "Encoded",
@@ -706,42 +705,3 @@ class CausalPair:
         top = min(top, int(logp[0].numel()))
         return RootAnalysis(root, self._prediction(logp[0], top), self._prediction(logp[1], top),
                             _kl(logp[1], logp[0]), _kl(logp[0], logp[1]), edges)
-
-
-def analysis_dict(encoded: Encoded, analysis: RootAnalysis, tau: float, alpha: float = 0.5,
-                  names: tuple[str, str] | None = None) -> dict:
-    """A JSON-ready summary: tokens, segments, the root, both predictions and KL, and each model's graph at
-    ``tau`` (levels, per-layer edges ``[a, b, head, weight]``, counts of eq. 3 and influence of eq. 4 for the
-    tokens in the graph). Layers are 0-based (HF order), level ``L`` holds the root."""
-
-    def pred(p: Prediction) -> list[dict]:
-        return [{"token": t, "id": i, "prob": round(q, 6)} for t, i, q in p.top]
-
-    out: dict = {
-        "tokens": list(encoded.tokens),
-        "segments": [{"label": s, "start": a, "end": b} for s, a, b in encoded.segments],
-        "prompt_len": encoded.prompt_len,
-        "root": analysis.root,
-        "tau": tau,
-        "kl_finetuned_pretrained": analysis.kl,
-        "kl_pretrained_finetuned": analysis.kl_reverse,
-        "models": {},
-    }
-    for which, p in (("pretrained", analysis.pretrained), ("finetuned", analysis.finetuned)):
-        g = analysis.graph(which, tau)
-        infl = g.influence(alpha)
-        edges = []
-        for k in range(g.L):
-            a, b, h, w = g.edge_arrays(k)
-            edges.append([[int(x), int(y), int(z), round(float(v), 5)]
-                          for x, y, z, v in zip(a, b, h, w, strict=True)])
-        member = np.flatnonzero(g.member[:-1].any(axis=0))
-        out["models"][which] = {
-            "name": None if names is None else names[0 if which == "pretrained" else 1],
-            "top": pred(p),
-            "levels": [lv.tolist() for lv in g.levels],
-            "edges": edges,
-            "counts": {int(t): g.counts[:, t].tolist() for t in member},
-            "influence": {int(t): [round(float(x), 6) for x in infl[:, t]] for t in member},
-        }
-    return out

@@ -1,4 +1,5 @@
-"""A decoder pair at one root, as a result the Attention Flows views draw (issue #28, 4).
+"""A decoder pair at one root, as a result the Attention Flows views draw (issue #28, 4), and as JSON
+(:func:`analysis_dict`, what ``attnflows causal inspect --out`` writes).
 
 The views (:class:`~attnflows_panel.views.attention_flows.AttentionFlowsView`) take a result with
 ``tokens``, ``segments``, ``cls_position`` (the root) and per model an ``attentions`` array
@@ -32,8 +33,8 @@ from attnflows_panel.causal import CausalInputError, Encoded, Prediction, RootAn
 from attnflows_panel.causal_graph import RowEdges
 from attnflows_panel.models import ModelOutput
 
-__all__ = ["CausalResult", "view_result", "display_tokens", "dense_weights", "shown_token", "MAX_VIEW_BYTES",
-           "ROLE_COLORS"]
+__all__ = ["CausalResult", "analysis_dict", "view_result", "display_tokens", "dense_weights", "shown_token",
+           "MAX_VIEW_BYTES", "ROLE_COLORS"]
 
 #: the largest dense weight array of one model the view builds (bytes): 512 MiB, e.g. a 12-layer, 12-head
 #: model up to about 1,000 tokens, a 30-layer, 9-head one (SmolLM2-135M) up to about 700
@@ -167,3 +168,42 @@ def shown_token(tokenizer, i: int, token: str = "") -> str:
     if not text:
         return token
     return text.replace("\n", "⏎").replace(" ", "␣", 1) if text[:1] == " " else text.replace("\n", "⏎")
+
+
+def analysis_dict(encoded: Encoded, analysis: RootAnalysis, tau: float, alpha: float = 0.5,
+                  names: tuple[str, str] | None = None) -> dict:
+    """A JSON-ready summary: tokens, segments, the root, both predictions and KL, and each model's graph at
+    ``tau`` (levels, per-layer edges ``[a, b, head, weight]``, counts of eq. 3 and influence of eq. 4 for the
+    tokens in the graph). Layers are 0-based (HF order), level ``L`` holds the root."""
+
+    def pred(p: Prediction) -> list[dict]:
+        return [{"token": t, "id": i, "prob": round(q, 6)} for t, i, q in p.top]
+
+    out: dict = {
+        "tokens": list(encoded.tokens),
+        "segments": [{"label": s, "start": a, "end": b} for s, a, b in encoded.segments],
+        "prompt_len": encoded.prompt_len,
+        "root": analysis.root,
+        "tau": tau,
+        "kl_finetuned_pretrained": analysis.kl,
+        "kl_pretrained_finetuned": analysis.kl_reverse,
+        "models": {},
+    }
+    for which, p in (("pretrained", analysis.pretrained), ("finetuned", analysis.finetuned)):
+        g = analysis.graph(which, tau)
+        infl = g.influence(alpha)
+        edges = []
+        for k in range(g.L):
+            a, b, h, w = g.edge_arrays(k)
+            edges.append([[int(x), int(y), int(z), round(float(v), 5)]
+                          for x, y, z, v in zip(a, b, h, w, strict=True)])
+        member = np.flatnonzero(g.member[:-1].any(axis=0))
+        out["models"][which] = {
+            "name": None if names is None else names[0 if which == "pretrained" else 1],
+            "top": pred(p),
+            "levels": [lv.tolist() for lv in g.levels],
+            "edges": edges,
+            "counts": {int(t): g.counts[:, t].tolist() for t in member},
+            "influence": {int(t): [round(float(x), 6) for x in infl[:, t]] for t in member},
+        }
+    return out

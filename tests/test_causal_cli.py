@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from attnflows_panel.causal import CausalPair, analysis_dict
+from attnflows_panel.causal import CausalPair
+from attnflows_panel.causal_view import analysis_dict
 from attnflows_panel.cli import main
 from causal_models import instruct_from, write_family
 from hub_server import LoopbackHub

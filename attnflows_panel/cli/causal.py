@@ -8,7 +8,7 @@
 
 Prints each model's next-token top 5 at the root (by default the prompt's last token, whose state predicts
 the next token) and the KL divergence between the two there, then the sizes of the two Attention Graphs;
-``--out`` writes the graphs as JSON (:func:`attnflows_panel.causal.analysis_dict`). The models run with
+``--out`` writes the graphs as JSON (:func:`attnflows_panel.causal_view.analysis_dict`). The models run with
 SDPA; only the attention rows the graphs need are computed (:mod:`attnflows_panel.causal`).
 
 ``attnflows causal heads``: which heads instruction tuning changed, over a JSONL file of prompts or chats
@@ -100,7 +100,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from attnflows_panel._io import atomic_write_json, check_writable
-    from attnflows_panel.causal import CausalInputError, CausalPair, analysis_dict
+    from attnflows_panel.causal import CausalInputError, CausalPair
+    from attnflows_panel.causal_view import analysis_dict
 
     if not 0.0 <= args.tau < 1.0:
         raise CausalInputError(f"--tau must lie in [0, 1); got {args.tau}")
