@@ -278,6 +278,13 @@ def test_a_typed_pair_round_trips_through_the_url(app, config, registry):
     assert other.sample_id == ""
     assert (other.sentence_a, other.sentence_b) == ("Stocks fell sharply.", "Shares dropped a lot.")
     assert other.result.tokens == app.result.tokens
+    # the link's pair fills the form: "Run" without editing runs it (the box's typed text is "" until typed)
+    other._on_run_click(None)
+    assert other.message == "" and (other.sentence_a, other.sentence_b) == ("Stocks fell sharply.",
+                                                                            "Shares dropped a lot.")
+    other._a_w.value_input = "Stocks rose."  # typed, the box not left yet: that runs
+    other._on_run_click(None)
+    assert other.sentence_a == "Stocks rose." and other._a_w.value == "Stocks rose."
 
 
 def test_the_edge_weights_selector_runs_the_pair_again_and_lives_in_the_url(app, config, registry):

@@ -346,7 +346,7 @@ class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
             with self._quietly():
                 self._show(shown, tau=url.tau, mode=url.mode)
                 if shown.a and (shown.a, shown.b) != EXAMPLE_PAIR:
-                    self._a_w.value, self._b_w.value = shown.a, shown.b  # the link's pair, ready to edit
+                    self._fill_form(shown.a, shown.b)  # the link's pair, ready to edit
                 self._apply_level_and_selection(url, full=False)
         self._set_busy(False)
         self._flush_notices()
@@ -508,8 +508,13 @@ class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
             self._write_url(push=not all(e.name in _CONTINUOUS for e in events))
 
     def _on_run_click(self, event) -> None:
-        self.run_pair(self._a_w.value_input if self._a_w.value_input is not None else self._a_w.value,
-                      self._b_w.value_input if self._b_w.value_input is not None else self._b_w.value)
+        # what is typed, even before the box loses the focus (value_input: "" until something is typed)
+        self.run_pair(self._a_w.value_input or self._a_w.value, self._b_w.value_input or self._b_w.value)
+
+    def _fill_form(self, a: str, b: str) -> None:
+        """Put a pair in the form, as the value and as the typed text (what "Run" reads)."""
+        self._a_w.param.update(value=a, value_input=a)
+        self._b_w.param.update(value=b, value_input=b)
 
     # ------------------------------------------------------------------ public actions
 
@@ -546,7 +551,7 @@ class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
 
     def _after_typed(self, result, a: str, b: str, notes: list[str]) -> None:
         self._show(Shown(result, a=a, b=b))
-        self._a_w.value, self._b_w.value = a, b
+        self._fill_form(a, b)
         if result.truncated:
             notes.append(f"The pair is longer than the models' maximum of {self.pair.max_length} tokens: "
                          "it was truncated (tokens were dropped from the end of the longer sentence).")
