@@ -106,7 +106,6 @@ class CausalResult:
     roles: list[str]
     pretrained: ModelOutput = field(repr=False)
     finetuned: ModelOutput = field(repr=False)
-    top_tokens: dict[str, list[tuple[str, float]]] = field(repr=False)
     text: str = ""
     truncated: bool = False
 
@@ -146,20 +145,31 @@ class CausalResult:
     def kl(self) -> float:
         return self.analysis.kl
 
+    @property
+    def top_tokens(self) -> dict[str, list[tuple[str, float]]]:
+        """Each model's top next tokens at the root, as shown (``(token, probability)``, most likely first)."""
+        return {which: list(getattr(self, which).probs.items()) for which in ("pretrained", "finetuned")}
 
-def view_result(encoded: Encoded, analysis: RootAnalysis, tokenizer, max_bytes: int = MAX_VIEW_BYTES) -> CausalResult:
-    """The views' result for ``analysis`` (a :meth:`~attnflows_panel.causal.CausalPair.analyse` of ``encoded``)."""
-    tokens = display_tokens(tokenizer, encoded.ids)
-    top = {which: [(shown_token(tokenizer, i, t), p) for t, i, p in getattr(analysis, which).top]
-           for which in ("pretrained", "finetuned")}
-    preds = {which: Prediction(tuple((s, i, p) for (s, p), (_, i, _) in
-                                     zip(top[which], getattr(analysis, which).top, strict=True)))
-             for which in top}
+
+def view_result(encoded: Encoded, analysis: RootAnalysis, tokenizer, max_bytes: int = MAX_VIEW_BYTES,
+                same_sequence: CausalResult | None = None) -> CausalResult:
+    """The views' result for ``analysis`` (a :meth:`~attnflows_panel.causal.CausalPair.analyse` of ``encoded``).
+
+    ``same_sequence``: a result for the same ``encoded`` at another root, whose shown tokens and text are
+    taken as they are instead of decoding every token again (they do not depend on the root)."""
+    if same_sequence is not None and same_sequence.encoded is not encoded:
+        raise ValueError("same_sequence is a result for another sequence")
+    if same_sequence is not None:
+        tokens, text = same_sequence.tokens, same_sequence.text
+    else:
+        tokens = display_tokens(tokenizer, encoded.ids)
+        text = tokenizer.decode(list(encoded.ids), clean_up_tokenization_spaces=False)
+    preds = {which: Prediction(tuple((shown_token(tokenizer, i, t), i, p) for t, i, p in getattr(analysis, which).top))
+             for which in ("pretrained", "finetuned")}
     return CausalResult(
         encoded=encoded, analysis=analysis, tokens=tokens, segments=[0] * len(tokens), roles=encoded.segment_of(),
         pretrained=_output(analysis.edges["pretrained"], preds["pretrained"], max_bytes),
-        finetuned=_output(analysis.edges["finetuned"], preds["finetuned"], max_bytes),
-        top_tokens=top, text=tokenizer.decode(list(encoded.ids), clean_up_tokenization_spaces=False))
+        finetuned=_output(analysis.edges["finetuned"], preds["finetuned"], max_bytes), text=text)
 
 
 def shown_token(tokenizer, i: int, token: str = "") -> str:

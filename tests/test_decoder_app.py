@@ -81,6 +81,20 @@ def test_the_views_graphs_equal_the_causal_graph(pair, root):
     assert set(view.data.levels[0].tolist()) >= set(c.levels[0].tolist())
 
 
+def test_a_new_root_re_uses_the_shown_tokens_of_the_same_sequence_only(pair):
+    enc = pair.encode(text=TEXT)
+    first = view_result(enc, pair.analyse(enc, root=9, tau_min=0.01), pair.tokenizer)
+    again = view_result(enc, pair.analyse(enc, root=20, tau_min=0.01), pair.tokenizer, same_sequence=first)
+    assert again.tokens is first.tokens and again.text == first.text and again.root == 20
+    assert again.tokens == display_tokens(pair.tokenizer, enc.ids)
+    other = pair.encode(text="Another text.")
+    with pytest.raises(ValueError, match="another sequence"):
+        view_result(other, pair.analyse(other, tau_min=0.01), pair.tokenizer, same_sequence=first)
+    # the top tokens are the predictions' own, most likely first
+    assert [t for t, _ in again.top_tokens["finetuned"]] == list(again.finetuned.probs)
+    assert again.top_tokens["pretrained"][0][1] >= again.top_tokens["pretrained"][-1][1]
+
+
 def test_dense_weights_refuses_what_the_view_cannot_hold(pair):
     from attnflows_panel.causal import CausalInputError
 
@@ -142,6 +156,7 @@ def test_app_picks_roots_without_running_the_models_again(pair, decoder_dirs):
     app.root_from_selection()
     assert app.result.root == tok and counting.runs == 1
     assert app.view.data.levels[-1].tolist() == [tok] and app.view.selection == []
+    assert app.result.tokens is r.tokens and app.result.text == r.text  # not decoded again for a new root
     assert app._root_w.value == tok + 1  # the widget counts from 1
     # the root typed in the widget (1-based)
     app._root_w.value = 3

@@ -52,6 +52,7 @@ from attnflows_panel.app.page import (
     APP_FLOW_HEIGHT,
     APP_SENTENCE_HEIGHT,
     SIDE_WIDTH,
+    PageFrame,
     busy_indicator,
     heading,
     message_bar,
@@ -88,9 +89,11 @@ _CONTINUOUS = frozenset({"tau", "level"})
 class _Work:
     """What one analysis needs from a session, run in an executor: the pair and the inputs."""
 
-    def __init__(self, pair, prompt: str, generate: int, root: int | None, runs=None, encoded=None):
+    def __init__(self, pair, prompt: str, generate: int, root: int | None, runs=None, encoded=None,
+                 shown: CausalResult | None = None):
         self.pair, self.prompt, self.generate, self.root = pair, prompt, generate, root
         self.runs, self.encoded = runs, encoded
+        self.shown = shown  # the result shown for ``encoded`` (its tokens and text are re-used), else None
 
     def __call__(self, lock) -> tuple[Any, Any, CausalResult]:
         from attnflows_panel.causal import CausalInputError
@@ -108,10 +111,11 @@ class _Work:
                     encoded = pair.generate(encoded, self.generate)
                 runs = pair.run(encoded)
             analysis = pair.analyse(encoded, root=self.root, tau_min=TAU_MIN, runs=runs)
-            return encoded, runs, view_result(encoded, analysis, pair.tokenizer)
+            same = self.shown if self.shown is not None and self.shown.encoded is encoded else None
+            return encoded, runs, view_result(encoded, analysis, pair.tokenizer, same_sequence=same)
 
 
-class DecoderApp(QuietWrites, pn.viewable.Viewer):
+class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
     """One session on a decoder pair (the module docstring). ``config`` names the pair (``pretrained``,
     ``finetuned``) and the initial τ; the models come from ``registry`` (loaded once per process)."""
 
@@ -205,22 +209,6 @@ class DecoderApp(QuietWrites, pn.viewable.Viewer):
         extra = [] if self.history is None else [self.history]  # the address bar's writer: draws nothing
         return [pn.Column(self._main_top, self._browser_slot, *extra, sizing_mode="stretch_width")]
 
-    def template(self) -> pn.template.BaseTemplate:
-        """The full page (as the sentence-pair app's: offline, no CDN)."""
-        if self._layout is None:
-            self.__panel__()
-        return pn.template.BootstrapTemplate(title=self.config.title, sidebar=self._side_parts,
-                                             main=self._main_parts, header=[pn.Row(self._spinner, self._busy_text)],
-                                             header_background=FINETUNED_COLOR, sidebar_width=350)
-
-    def __panel__(self):
-        if self._layout is None:
-            self._side_parts, self._main_parts = self._sidebar(), self._main()
-            self._layout = pn.Row(pn.Column(*self._side_parts, width=330),
-                                  pn.Column(*self._main_parts, sizing_mode="stretch_width"),
-                                  sizing_mode="stretch_width")
-        return self._layout
-
     def _on_busy(self, event) -> None:
         self._spinner.value = bool(event.new)
         if self._layout is not None:
@@ -297,10 +285,11 @@ class DecoderApp(QuietWrites, pn.viewable.Viewer):
         """Trace the graph from token ``root`` (0-based) of the sequence shown; the models do not run again."""
         if self._encoded is None:
             return
-        encoded, runs = self._encoded, self._runs
+        encoded, runs, shown = self._encoded, self._runs, self.result
 
         def work():
-            return _Work(self.pair(), "", 0, int(root), runs=runs, encoded=encoded)(self.registry.run_lock(self.pair()))
+            return _Work(self.pair(), "", 0, int(root), runs=runs, encoded=encoded,
+                         shown=shown)(self.registry.run_lock(self.pair()))
 
         self._run(work, "Tracing from the new root …")
 

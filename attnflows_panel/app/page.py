@@ -14,8 +14,8 @@ import panel as pn
 from attnflows_panel import FINETUNED_COLOR
 from attnflows_panel.app.cards import HELP_HTML, NOTICE_COLORS, esc, notice_html
 
-__all__ = ["SessionPage", "APP_FLOW_HEIGHT", "APP_SENTENCE_HEIGHT", "heading", "busy_indicator", "message_bar",
-           "show_notice"]
+__all__ = ["SessionPage", "PageFrame", "APP_FLOW_HEIGHT", "APP_SENTENCE_HEIGHT", "heading", "busy_indicator",
+           "message_bar", "show_notice"]
 
 log = logging.getLogger("attnflows_panel.app.session")
 
@@ -59,7 +59,45 @@ def show_notice(bar: pn.pane.HTML, text: str, kind: str = "warning") -> None:
                              "font-size": "13px"})
 
 
-class SessionPage:
+class PageFrame:
+    """The frame both apps' pages share (a mixin): a sidebar column of 330 px beside a stretching main column,
+    and for serving, a BootstrapTemplate with the busy indicator in the header.
+
+    The class provides ``_sidebar()`` and ``_main()`` (lists of Panel objects), ``_spinner`` and
+    ``_busy_text`` (:func:`busy_indicator`), ``config.title`` and ``_layout = None`` until laid out."""
+
+    _layout = None
+
+    def _page(self) -> pn.Row:
+        """The page laid out once (the main column first: the sidebar may show the views' controls)."""
+        if self._layout is None:
+            self._main_parts = self._main()
+            self._side_parts = self._sidebar()
+            self._layout = pn.Row(pn.Column(*self._side_parts, width=330),
+                                  pn.Column(*self._main_parts, sizing_mode="stretch_width"),
+                                  sizing_mode="stretch_width")
+        return self._layout
+
+    def template(self) -> pn.template.BaseTemplate:
+        """The full page (BootstrapTemplate) for serving: sidebar, main area, busy indicator in the header.
+
+        Every asset comes from the Panel server itself, no web font or CDN, so the page works offline.
+        """
+        self._page()
+        return pn.template.BootstrapTemplate(
+            title=self.config.title,
+            sidebar=self._side_parts,
+            main=self._main_parts,
+            header=[pn.Row(self._spinner, self._busy_text)],
+            header_background=FINETUNED_COLOR,
+            sidebar_width=350,
+        )
+
+    def __panel__(self):
+        return self._page()
+
+
+class SessionPage(PageFrame):
     """Widgets and layout of a session (a mixin of ``AttnFlowsApp``: it reads ``config``, ``view``,
     ``history``, ``busy`` and ``message`` of the app)."""
 
@@ -138,33 +176,6 @@ class SessionPage:
                                          sizing_mode="stretch_width", css_classes=["af-main"])
         extra = [] if self.history is None else [self.history]  # the address bar's writer: draws nothing
         return [pn.Column(top, self._browser_slot, self.head_panel_slot, *extra, sizing_mode="stretch_width")]
-
-    def _parts(self):
-        if self._layout is None:
-            self._main_parts = self._main()
-            self._side_parts = self._sidebar()
-            self._layout = pn.Row(pn.Column(*self._side_parts, width=330),
-                                  pn.Column(*self._main_parts, sizing_mode="stretch_width"),
-                                  sizing_mode="stretch_width")
-        return self._layout
-
-    def template(self) -> pn.template.BaseTemplate:
-        """The full page (BootstrapTemplate) for serving: sidebar, main area, busy indicator in the header.
-
-        Every asset comes from the Panel server itself, no web font or CDN, so the page works offline.
-        """
-        self._parts()
-        return pn.template.BootstrapTemplate(
-            title=self.config.title,
-            sidebar=self._side_parts,
-            main=self._main_parts,
-            header=[pn.Row(self._spinner, self._busy_text)],
-            header_background=FINETUNED_COLOR,
-            sidebar_width=350,
-        )
-
-    def __panel__(self):
-        return self._parts()
 
     # ------------------------------------------------------------------ busy / messages / errors
 

@@ -216,7 +216,7 @@ class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
         self._weights_quiet = False  # True while _choose_weights sets the selector (nothing runs)
         self._build_widgets()
         self._layout = None
-        self._parts()
+        self._page()
         self.view.param.watch(self._on_view_state, list(_VIEW_STATE))
         self.view.param.watch(self._on_view_status, ["status", "result"])
         self.param.watch(self._on_busy, ["busy"])
