@@ -215,6 +215,58 @@ def test_every_token_of_the_trace_from_cls_can_be_read_at_256_tokens(server, bro
     page.close()
 
 
+@pytest.mark.parametrize("n", [44, 256])
+def test_a_folded_run_opens_into_its_tokens_when_zoomed_in(server, browser, output_dir, n):
+    """1280×800: a folded run shows its count at rest; zoomed in until its arc holds its tokens' labels, it
+    opens into them: every token of the run is written along the arc, in its sentence's reading direction
+    (A clockwise, B counter-clockwise), over no other label."""
+    import math
+
+    url, views = server
+    page, root, problems = _open(browser, f"{url}?n={n}", 1280, 800)
+    view = views[n]
+    runs = root.evaluate("(el) => el.attnflowsRuns()")
+    rest = json.loads(root.get_attribute("data-label-boxes"))
+
+    def opened(boxes, run):
+        return [b for b in boxes if len(b) > 7 and b[7] == 1 and b[5] == run["level"]
+                and run["first"] <= b[4] <= run["last"]]
+
+    # runs of 2-8 tokens still folded at rest (a run whose arc holds its labels is open already)
+    several = [r for r in runs if 2 <= r["count"] <= 8 and not opened(rest, r)]
+    assert several, f"a {n}-token pair at τ 0.1 folds runs of 2-8 tokens"
+    run = max(several, key=lambda r: r["arc"] / r["count"])  # the one that opens first
+    first_open = None
+    for zoom in (2, 3, 4, 6, 8, 12, 16, 24, 32, 40):
+        boxes = root.evaluate("(el, a) => el.attnflowsView(a[0], a[1], a[2])", [zoom, run["dx"], run["dy"]])
+        assert _overlaps(boxes) == []
+        got = opened(boxes, run)
+        first_open = first_open or (zoom if got else None)
+        if len(got) == run["count"]:
+            break
+    assert first_open, f"zoomed in 40×, the run of {run['count']} tokens never opened"
+    # every token of the run is written once zoomed in far enough (a label of a neighbour may hold its
+    # place at first: labels never overlap)
+    assert sorted(b[4] for b in got) == list(range(run["first"], run["last"] + 1)), (zoom, got)
+    assert all(b[3] >= 11 for b in got)  # 10 px text
+    # the reading direction: the angle about the centre falls with the position in sentence A, rises in B
+    cx, cy = root.evaluate("(el) => el.attnflowsScreen(0, 0)")
+    mid = math.atan2(run["dy"], run["dx"])
+    ang = {}
+    for b in got:
+        a = math.atan2(-(b[1] + b[3] / 2 - cy), b[0] + b[2] / 2 - cx)
+        ang[b[4]] = (a - mid + math.pi) % (2 * math.pi) - math.pi
+    seq = [ang[p] for p in sorted(ang)]
+    steps = [b - a for a, b in zip(seq, seq[1:], strict=False)]
+    if int(view.data.segments[run["first"]]) == 0:
+        assert all(d < 0 for d in steps), seq
+    else:
+        assert all(d > 0 for d in steps), seq
+    page.screenshot(path=str(output_dir / f"opened-run-{n}.png"))
+    assert problems.take() == []
+    page.close()
+
+
 def test_hover_click_shift_click_glyph_brushes_and_clear(server, browser):
     url, views = server
     page, root, problems = _open(browser, f"{url}?n=44", 1280, 800)

@@ -17,7 +17,9 @@ const PRE = 1, FINE = 2;
 const FONT_PX = 11;       // the label font (CSS px); never below 10 (issue #24)
 const FONT_FAMILY = "'DejaVu Sans', 'Helvetica Neue', Arial, sans-serif";
 const LABEL_PAD = 3;      // free px kept around a label box
-const RUN_FONT_PX = 10;   // a folded run's count
+const RUN_FONT_PX = 10;   // a folded run's count, and the tokens of an opened run
+const OPEN_MIN_PX = 8;    // below this many screen px of arc per token a folded run stays shut (no measuring)
+const OPEN_MAX = 600;     // runs longer than this stay folded (their tokens are listed on hover)
 const PATH_BATCH = 256;   // quads per filled path (a path of many thousands fills very slowly)
 const EDGE_BUDGET = 48;   // traced edges drawn per layer at most (the strongest): no hairball
 const MODEL_NAME = {1: "pre-trained only", 2: "fine-tuned only", 3: "both models"};
@@ -442,20 +444,64 @@ export function render({model, el}) {
   function runText(i) { return `+${V.D.r_count[i]}`; }
 
   function runLabels(g, S) {
-    // a label item per folded run whose arc is long enough on screen for its count (id: -1 - run)
+    // label items for the folded runs (ids below 0, see labelKind): a run whose arc on screen holds all its
+    // tokens' labels opens into its tokens (zooming in opens it), in the reading direction of its sentence
+    // along the arc; any other run shows its count where the arc has room
     const D = V.D, out = [];
+    V.opened = [];
     if (!D.r_level) return out;
+    const R = D.r_level.length, h = RUN_FONT_PX + 2;
     g.font = `${RUN_FONT_PX}px ${FONT_FAMILY}`;
-    for (let i = 0; i < D.r_level.length; i++) {
-      const rad = D.radii[D.r_level[i]], len = Math.abs(D.r_a1[i] - D.r_a0[i]) * rad * S;
+    const onScreen = (sx, sy) => sx >= 0 && sy >= 0 && sx <= V.w && sy <= V.h;
+    const along = (a) => (Math.sin(a) >= -1e-9 ? a - Math.PI / 2 : a + Math.PI / 2);
+    for (let i = 0; i < R; i++) {
+      const rad = D.radii[D.r_level[i]], a0 = D.r_a0[i], span = D.r_a1[i] - a0, cnt = D.r_count[i];
+      const len = Math.abs(span) * rad * S;
+      if (cnt <= OPEN_MAX && len >= cnt * OPEN_MIN_PX) {
+        // the run opens when its arc holds all its tokens' labels side by side, LABEL_PAD + 1 apart: the
+        // arc left over is shared out evenly between them
+        const ws = [];
+        let total = 0;
+        for (let k = 0; k < cnt; k++) { const w = tokenWidth(g, D.r_first[i] + k) + 2; ws.push(w); total += w; }
+        if (len >= total + cnt * (LABEL_PAD + 1)) {
+          const cw = D.segs[D.r_first[i]] === 0;  // sentence A (and a decoder's one sequence) runs clockwise
+          const gap = (len - total) / cnt;
+          let at = gap / 2;
+          for (let k = 0; k < cnt; k++) {
+            const f = (at + ws[k] / 2) / len;  // the label's centre, as a fraction of the arc
+            at += ws[k] + gap;
+            const a = a0 + span * (cw ? 1 - f : f), [sx, sy] = toScreen(rad * Math.cos(a), rad * Math.sin(a));
+            if (!onScreen(sx, sy)) continue;
+            out.push({id: -1 - R - V.opened.length, item: {w: ws[k], h, a: -along(a), cands: [[sx, sy]]}});
+            V.opened.push([i, D.r_first[i] + k]);
+          }
+          continue;
+        }
+      }
       const w = g.measureText(runText(i)).width + 2;
       if (len < w + 2) continue;
-      const mid = (D.r_a0[i] + D.r_a1[i]) / 2, [sx, sy] = toScreen(rad * Math.cos(mid), rad * Math.sin(mid));
-      if (sx < 0 || sy < 0 || sx > V.w || sy > V.h) continue;
-      const top = Math.sin(mid) >= -1e-9, ta = top ? mid - Math.PI / 2 : mid + Math.PI / 2;
-      out.push({id: -1 - i, item: {w, h: RUN_FONT_PX + 2, a: -ta, cands: [[sx, sy]]}});
+      const mid = a0 + span / 2, [sx, sy] = toScreen(rad * Math.cos(mid), rad * Math.sin(mid));
+      if (!onScreen(sx, sy)) continue;
+      out.push({id: -1 - i, item: {w, h, a: -along(mid), cands: [[sx, sy]]}});
     }
     return out;
+  }
+
+  function tokenWidth(g, p) {  // a folded token's label width at the run font (cached per data)
+    if (!V.tokW || V.tokW.D !== V.D) V.tokW = {D: V.D, w: new Float32Array(V.D.n).fill(-1)};
+    let w = V.tokW.w[p];
+    if (w < 0) { w = g.measureText(V.D.tokens[p]).width; V.tokW.w[p] = w; }
+    return w;
+  }
+
+  function labelKind(u) {
+    // a placed label's id: u >= 0 a token of the graph (node u); below 0, -1 - j: j < R the count of run j,
+    // else the folded token V.opened[j - R] ([run, position]) of an opened run
+    if (u >= 0) return {node: u};
+    const j = -1 - u, R = V.D.r_level ? V.D.r_level.length : 0;
+    if (j < R) return {run: j};
+    const [run, pos] = V.opened[j - R];
+    return {run, pos};
   }
 
   function drawLabels(g, S, tr, placed) {
@@ -464,10 +510,11 @@ export function render({model, el}) {
     const focus = !!model.focus;
     for (const [u, b] of placed) {
       const cx = b[0] + b[2] / 2, cy = b[1] + b[3] / 2;
-      if (u < 0) {  // a folded run's count
+      if (u < 0) {  // a folded run's count, or a token of an opened run
         if (focus && tr) continue;
+        const k = labelKind(u);
         g.font = `${RUN_FONT_PX}px ${FONT_FAMILY}`; g.fillStyle = "#8a8a8a"; g.globalAlpha = 1;
-        textAt(g, runText(-1 - u), cx, cy, b[4]);
+        textAt(g, k.pos == null ? runText(k.run) : D.tokens[k.pos], cx, cy, b[4]);
         continue;
       }
       const st = state(tr, u);
@@ -620,9 +667,12 @@ export function render({model, el}) {
   function publish(placed, ms) {
     // the test hook (radial.py's docstring): label boxes in CSS px of the root, trace coverage, timing
     const D = V.D;
-    const boxes = placed.map(([u, b]) => [Math.round(b[0] * 10) / 10, Math.round(b[1] * 10) / 10,
-      Math.round(b[2] * 10) / 10, Math.round(b[3] * 10) / 10, u < 0 ? -1 : D.n_pos[u],
-      u < 0 ? D.r_level[-1 - u] : D.n_level[u], Math.round(b[4] * 1e4) / 1e4]);
+    const boxes = placed.map(([u, b]) => {
+      const k = labelKind(u);
+      return [Math.round(b[0] * 10) / 10, Math.round(b[1] * 10) / 10, Math.round(b[2] * 10) / 10,
+        Math.round(b[3] * 10) / 10, k.node != null ? D.n_pos[u] : k.pos != null ? k.pos : -1,
+        k.node != null ? D.n_level[u] : D.r_level[k.run], Math.round(b[4] * 1e4) / 1e4, k.pos != null ? 1 : 0];
+    });
     root.setAttribute("data-label-boxes", JSON.stringify(boxes));
     const tr = V.hoverTrace || V.frozenTrace;
     let total = 0, lab = 0;

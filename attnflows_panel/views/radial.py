@@ -15,7 +15,8 @@ buffers) and does the drawing and every interaction in the browser:
   greedily in priority order (traced tokens first), never overlapping, at 11 px, each along its ring
   (turned with its cell, upright) on its cell's label row or one line further out;
 - folded runs (tokens a level does not hold): a grey arc with its count (``+N``) where there is room; the
-  hover lists its tokens;
+  hover lists its tokens; zoomed in until the arc holds all its tokens' labels, the run opens: its tokens
+  are written in grey along the arc, in the sentence's reading direction;
 - "SVG" / "PNG" buttons: export what is drawn (zoom included) with the legend and both sentences; the
   PNG is the SVG drawn at 3×.
 
@@ -25,10 +26,11 @@ What Python must know comes back through the ``pick`` parameter (``{"selection",
 
 Test hook: the component's root element (``div.attnflows-radial``) carries
 
-- ``data-label-boxes``: JSON ``[[x, y, w, h, token_index, ring, angle], ...]``: the labels drawn, in CSS px
-  of the root element: the box before turning (``x, y`` its top left corner), turned by ``angle`` radians
-  (clockwise) about its centre; ``token_index`` the 0-based token position (-1 for a folded run's count),
-  ``ring`` its 0-based level. :func:`label_overlaps` and :func:`label_inside` check them;
+- ``data-label-boxes``: JSON ``[[x, y, w, h, token_index, ring, angle, folded], ...]``: the labels drawn, in
+  CSS px of the root element: the box before turning (``x, y`` its top left corner), turned by ``angle``
+  radians (clockwise) about its centre; ``token_index`` the 0-based token position (-1 for a folded run's
+  count), ``ring`` its 0-based level; ``folded`` 1 for a token of an opened run (not in the graph at that
+  level), else 0. :func:`label_overlaps` and :func:`label_inside` check them;
 - ``data-trace-total`` / ``data-trace-labelled``: the tokens (with text) of the current trace (hover,
   else the frozen selection) and how many of them carry a visible label;
 - ``data-trace``: ``"hover"``, ``"frozen"`` or ``""``; ``data-hover``: the hovered item's key;

@@ -38,7 +38,9 @@ function installHooks(root, view) {
     return out;
   };
   root.attnflowsData = (u) => [V.D.n_hx[u], V.D.n_hy[u]];  // a token's hit centre in data units
-  // the folded runs in the window: their middle on the page (client px), level, count and token range
+  root.attnflowsScreen = (x, y) => toScreen(x, y);  // a data point in CSS px of the root element, as drawn now
+  // the folded runs in the window: their middle on the page (client px) and in data units (dx, dy), level,
+  // count and token range
   root.attnflowsRuns = () => {
     const D = V.D, out = [];
     if (!D || !D.r_level) return out;
@@ -48,7 +50,8 @@ function installHooks(root, view) {
       const [x, y] = toScreen(rad * Math.cos(mid), rad * Math.sin(mid));
       if (x < 0 || y < 0 || x > V.w || y > V.h) continue;
       out.push({i, level: D.r_level[i], count: D.r_count[i], first: D.r_first[i], last: D.r_last[i],
-                x: r.left + x, y: r.top + y, arc: Math.abs(D.r_a1[i] - D.r_a0[i]) * rad * scale()});
+                x: r.left + x, y: r.top + y, arc: Math.abs(D.r_a1[i] - D.r_a0[i]) * rad * scale(),
+                dx: rad * Math.cos(mid), dy: rad * Math.sin(mid)});
     }
     return out;
   };
