@@ -22,7 +22,39 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+#: The name of this pytest-xdist worker ("gw0", ...), else None (one process runs the whole suite).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    # README's test command runs one worker per core: each worker's torch and OpenMP pools (and those of
+    # the servers and CLIs the tests start, which inherit these variables) on one thread, not each on every
+    # core spinning against the others (a torch forward under such contention slows 20x). Set before torch
+    # is imported (conftest is imported first).
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once per test run, in a folder shared by every xdist worker (under the run's
+    base temp folder; a file lock lets one worker build while the others wait), and the folder returned.
+
+    For session fixtures that are expensive and deterministic, with inputs every worker sees alike (the
+    packaged model, GLUE): a fixture whose inputs a worker makes itself (random weights) must not use it."""
+    from attnflows_panel._io import file_lock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if XDIST_WORKER else base
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with file_lock(root / f"shared-{name}.lock"):
+        if not done.exists():
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir(parents=True)
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -128,21 +160,22 @@ def minilm_finetuned_dir(tmp_path_factory, minilm_path, glue_dir) -> Path:
     """The packaged MiniLM after a short real fine-tune on MRPC (a few dozen steps)."""
     from attnflows_panel.finetune import finetune
 
-    out = tmp_path_factory.mktemp("minilm-mrpc")
-    finetune(
-        base=str(minilm_path),
-        data=str(glue_dir / "MRPC"),
-        task="mrpc",
-        out=str(out),
-        max_steps=30,
-        train_limit=480,
-        eval_limit=64,
-        batch_size=16,
-        learning_rate=5e-5,
-        seed=0,
-        progress=False,
-    )
-    return out
+    def build(out: Path) -> None:
+        finetune(
+            base=str(minilm_path),
+            data=str(glue_dir / "MRPC"),
+            task="mrpc",
+            out=str(out),
+            max_steps=30,
+            train_limit=480,
+            eval_limit=64,
+            batch_size=16,
+            learning_rate=5e-5,
+            seed=0,
+            progress=False,
+        )
+
+    return built_once(tmp_path_factory, "minilm-mrpc", build)
 
 
 @pytest.fixture(scope="session")
@@ -159,8 +192,9 @@ def minilm_demo_index(minilm_pair, tmp_path_factory) -> Path:
     index that the served-app tests on the real pair (load, browser) serve; they read it, never change it."""
     from attnflows_panel.index import build_index
 
-    out = tmp_path_factory.mktemp("minilm-demo-index") / "demo"
-    return build_index(minilm_pair, "demo", None, out, limit=16, tau=0.2, progress=False)
+    folder = built_once(tmp_path_factory, "minilm-demo-index",
+                        lambda d: build_index(minilm_pair, "demo", None, d / "demo", limit=16, tau=0.2, progress=False))
+    return folder / "demo"
 
 
 @pytest.fixture
