@@ -111,23 +111,26 @@ def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: fl
     out_a, out_b, out_h, out_w, out_rows = ([None] * L for _ in range(5))
     level = np.array([root], dtype=np.int64)
     for k in range(L - 1, -1, -1):
-        parts = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))]
+        parts = [(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int16), np.empty(0, np.float32))]
         for start in range(0, level.size, chunk):
-            pos = level[start:start + chunk]
+            pos = level[start:start + chunk]  # ascending, as every level is
             block = _check_block(rows(k, pos), k, H, pos.size, n)
-            flat = np.flatnonzero(block > tau_min)  # one flat pass: much faster than a 3-d nonzero
-            w = block.reshape(-1)[flat].astype(np.float32, copy=False)
-            hh, rest = np.divmod(flat, pos.size * block.shape[2])
-            ii, bb = np.divmod(rest, block.shape[2])
-            parts.append((pos[ii], bb, hh, w))
-        a = np.concatenate([p[0] for p in parts]).astype(np.int32)
-        b = np.concatenate([p[1] for p in parts]).astype(np.int32)
-        h = np.concatenate([p[2] for p in parts]).astype(np.int16)
-        w = np.concatenate([p[3] for p in parts])
-        order = np.lexsort((h, b, a))
-        out_a[k], out_b[k], out_h[k], out_w[k] = a[order], b[order], h[order], w[order]
+            width = block.shape[2]
+            # [m, width, H]: the flat order is then (a, b, h), the order RowEdges keeps, since the chunks
+            # follow ascending positions: no sort over the layer's edges, and no copy of them but the compact one
+            by_row = np.ascontiguousarray(block.transpose(1, 2, 0))
+            del block
+            flat = np.flatnonzero(by_row > tau_min)  # one flat pass: much faster than a 3-d nonzero
+            w = by_row.reshape(-1)[flat].astype(np.float32, copy=False)
+            del by_row
+            ii, rest = np.divmod(flat, width * H)
+            bb, hh = np.divmod(rest, H)
+            parts.append((pos[ii].astype(np.int32), bb.astype(np.int32), hh.astype(np.int16), w))
+            del flat, ii, rest, bb, hh, w
+        out_a[k], out_b[k], out_h[k], out_w[k] = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        del parts
         out_rows[k] = level
-        level = np.unique(b).astype(np.int64)
+        level = np.unique(out_b[k]).astype(np.int64)
     return RowEdges(L, H, n, root, tau_min, tuple(out_a), tuple(out_b), tuple(out_h), tuple(out_w),
                     tuple(out_rows))
 
