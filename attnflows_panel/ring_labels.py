@@ -312,7 +312,7 @@ def select_labels(layout, canvas: float, *, font: float | None = None, zoom: flo
     order = np.lexsort((np.arange(len(texts)), -prio))
     placed = SectorIndex(max(h, 1.0))
     free, add = placed.free, placed.add
-    out_node, out_text, out_cx, out_cy, out_w, out_rot, out_tier = [], [], [], [], [], [], []
+    rows: list[tuple] = []  # per placed label: node, text, cx, cy, w, rot, tier
     lv_l, ang_l, rad_l, ch_l = level.tolist(), angle.tolist(), radius.tolist(), ch.tolist()
     for i in order.tolist():
         text = texts[i]
@@ -325,8 +325,7 @@ def select_labels(layout, canvas: float, *, font: float | None = None, zoom: flo
             r1 = math.hypot(h / 2, w / 2)
             if free(0.0, r1, th, math.pi):
                 add(0.0, r1, th, math.pi)
-                out_node.append(i), out_text.append(text), out_cx.append(half_canvas), out_cy.append(half_canvas)
-                out_w.append(w), out_rot.append(0.0), out_tier.append(0)
+                rows.append((i, text, half_canvas, half_canvas, w, 0.0, 0))
             continue
         rc = s * rad_l[i]
         top = rc + s * ch_l[i] / 2  # the cell's outer edge (screen px)
@@ -344,16 +343,13 @@ def select_labels(layout, canvas: float, *, font: float | None = None, zoom: flo
                 add(max(inner, 0.0), r1, th, al)
                 x, y = rho * math.cos(th), rho * math.sin(th)
                 ta = th - math.pi / 2 if math.sin(th) >= -1e-9 else th + math.pi / 2  # upright, tangent
-                out_node.append(i), out_text.append(text)
-                out_cx.append(half_canvas + x), out_cy.append(half_canvas - y)
-                out_w.append(w), out_rot.append(-ta), out_tier.append(t)
+                rows.append((i, text, half_canvas + x, half_canvas - y, w, -ta, t))
                 break
-    m = len(out_node)
-    return LabelChoice(node=np.asarray(out_node, dtype=np.int64), text=out_text,
-                       cx=np.asarray(out_cx, dtype=np.float64), cy=np.asarray(out_cy, dtype=np.float64),
-                       w=np.asarray(out_w, dtype=np.float64), h=np.full(m, h),
-                       rot=np.asarray(out_rot, dtype=np.float64), tier=np.asarray(out_tier, dtype=np.int64),
-                       font=font, scale=s)
+    node, text, cx, cy, w, rot, tier = (list(c) for c in zip(*rows, strict=True)) if rows else ([],) * 7
+    f64 = np.float64
+    return LabelChoice(node=np.asarray(node, dtype=np.int64), text=text, cx=np.asarray(cx, dtype=f64),
+                       cy=np.asarray(cy, dtype=f64), w=np.asarray(w, dtype=f64), h=np.full(len(rows), h),
+                       rot=np.asarray(rot, dtype=f64), tier=np.asarray(tier, dtype=np.int64), font=font, scale=s)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -331,37 +331,39 @@ def _radial_columns(data, hl, level: int | None) -> dict[str, dict]:
     return S
 
 
-def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float) -> None:
-    """The radial view of ``data`` with highlight ``hl`` (the frozen selection), ``W`` px square."""
-    from attnflows_panel.views.flow import (
-        EDGE_ALPHA,
-        EDGE_COLORS,
-        EDGE_WIDTH,
-        GLYPH_ALPHA,
-        GLYPH_PALETTE,
-        LABEL_ALPHA,
-        NODE_HALO_ALPHA,
-        NODE_TEXT,
-        SINGLE_SPARK_COLOR,
-        SPARK_ALPHA,
-        STATE_COLORS,
-    )
+class _ToPage:
+    """Data units of the radial layout (y up, angles counter-clockwise) to page px of a ``W`` px square at
+    (``ox``, ``oy``) (y down, angles clockwise in degrees); ``k`` px per data unit."""
 
-    S = _radial_columns(data, hl, level)
-    ext = data.layout.extent  # the drawing fits ±extent
-    x0, x1 = -ext, ext
-    y1 = ext
-    k = W / (x1 - x0)
+    def __init__(self, extent: float, W: float, ox: float, oy: float):
+        self.x0, self.y1 = -extent, extent  # the drawing fits ±extent
+        self.k = W / (2 * extent)
+        self.ox, self.oy = ox, oy
 
-    def X(x):
-        return ox + (np.asarray(x, dtype=np.float64) - x0) * k
+    def X(self, x):
+        return self.ox + (np.asarray(x, dtype=np.float64) - self.x0) * self.k
 
-    def Y(y):
-        return oy + (y1 - np.asarray(y, dtype=np.float64)) * k
+    def Y(self, y):
+        return self.oy + (self.y1 - np.asarray(y, dtype=np.float64)) * self.k
 
-    def A(a):  # data angle (ccw, y up) → screen degrees (clockwise, y down)
+    @staticmethod
+    def A(a):
         return -np.degrees(np.asarray(a, dtype=np.float64))
 
+
+def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float) -> None:
+    """The radial view of ``data`` with highlight ``hl`` (the frozen selection), ``W`` px square."""
+    S = _radial_columns(data, hl, level)
+    f = _ToPage(data.layout.extent, W, ox, oy)
+    _draw_rings(cv, S, f)
+    _draw_edges(cv, S, f)
+    _draw_cells(cv, data, S, f)
+    _draw_ring_labels(cv, data, S, f)
+
+
+def _draw_rings(cv, S, f: _ToPage) -> None:
+    """The level rings, the meeting ticks of the two sentences and the ring numbers."""
+    X, Y, A, k = f.X, f.Y, f.A, f.k
     cx, cy = float(X(0.0)), float(Y(0.0))
     rings = S["rings"]
     for r0, r1, fill, fa, line in zip(rings["r0"], rings["r1"], rings["fill"], rings["fa"], rings["line"], strict=True):
@@ -371,6 +373,13 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
         cv.line(a, b, c, d, "#111111", 1.0, 3.2, cap="round")
     for tx, ty, tl, ta in zip(X(t["tx"]), Y(t["ty"]), t["tl"], A(t["tang"]), strict=True):
         cv.text(tx, ty, tl, 9, "#8a8a8a", angle_deg=ta)
+
+
+def _draw_edges(cv, S, f: _ToPage) -> None:
+    """The edges, highlighted ones on top."""
+    from attnflows_panel.views.flow import EDGE_ALPHA, EDGE_COLORS, EDGE_WIDTH
+
+    X, Y = f.X, f.Y
     e = S["edges"]
     st = _col(e, "fz")
     ea, ha = _col(e, "ea"), _col(e, "ha")
@@ -383,9 +392,22 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
         alpha = ea[i] / 255 if 5 <= s <= 8 else (ha[i] / 255 if 1 <= s <= 3 else EDGE_ALPHA[s])
         if alpha <= 0.004:
             continue
-        cv.bezier(
-            ex0[i], ey0[i], ecx0[i], ecy0[i], ecx1[i], ecy1[i], ex1[i], ey1[i], EDGE_COLORS[s], alpha, EDGE_WIDTH[s] * k
-        )
+        cv.bezier(ex0[i], ey0[i], ecx0[i], ecy0[i], ecx1[i], ecy1[i], ex1[i], ey1[i], EDGE_COLORS[s], alpha,
+                  EDGE_WIDTH[s] * f.k)
+
+
+def _draw_cells(cv, data, S, f: _ToPage) -> None:
+    """Each token's cell: its halo, the sparkline box and baseline, its sparklines and its head glyphs."""
+    from attnflows_panel.views.flow import (
+        GLYPH_ALPHA,
+        GLYPH_PALETTE,
+        NODE_HALO_ALPHA,
+        SINGLE_SPARK_COLOR,
+        SPARK_ALPHA,
+        STATE_COLORS,
+    )
+
+    X, Y, A, k = f.X, f.Y, f.A, f.k
     n = S["nodes"]
     nst = _col(n, "fz")
     cv.group("tokens")
@@ -415,7 +437,18 @@ def _draw_radial(cv, data, hl, level: int | None, W: float, ox: float, oy: float
     gta_all = A(_col(n, "ta")[_col(g, "node").astype(np.int64)])
     for gx, gy, gw, gta, gc, s in zip(X(_q(g, "x")), Y(_q(g, "y")), gw_all, gta_all, g["gc"], gst, strict=True):
         cv.rect(gx, gy, gw, gs, gta, GLYPH_PALETTE[int(gc)], GLYPH_ALPHA[int(s)])
-    fs = data.style.font * k  # one font for every ring, as on screen at this size
+
+
+def _draw_ring_labels(cv, data, S, f: _ToPage) -> None:
+    """The tokens' labels along their rings; a traced or selected token whose label is short shows its full
+    text on a white box (the layout's overlay tier), as on screen."""
+    from attnflows_panel.views.flow import LABEL_ALPHA, NODE_TEXT
+
+    X, Y = f.X, f.Y
+    n = S["nodes"]
+    nst = _col(n, "fz")
+    ta = f.A(n["ta"])
+    fs = data.style.font * f.k  # one font for every ring, as on screen at this size
     lx, ly = X(n["lx"]), Y(n["ly"])
     lstat = _col(n, "lstat")
     lit = np.array([(1 <= int(s) <= 3) or int(s) >= 9 for s in nst], dtype=bool)
