@@ -81,6 +81,27 @@ def test_the_views_graphs_equal_the_causal_graph(pair, root):
     assert set(view.data.levels[0].tolist()) >= set(c.levels[0].tolist())
 
 
+def test_the_rings_are_tinted_by_role(pair, decoder_dirs):
+    """Each ring cell carries its token's role (the component tints it in the role's colour); the root none."""
+    from attnflows_panel.causal_view import ROLE_COLORS
+
+    app = DecoderApp(_config(decoder_dirs), registry=Registry(), pair=pair)
+    d = app.view.flow.data
+    roles = app.result.encoded.segment_of()
+    assert d["role_names"] == [s[0] for s in app.result.encoded.segments] == ["system", "user", "assistant"]
+    assert d["role_colors"] == [ROLE_COLORS[r] for r in d["role_names"]]
+    lv, pos, role = (np.asarray(d[k]) for k in ("n_level", "n_pos", "n_role"))
+    below = lv < app.view.data.L
+    assert below.sum() > 10 and (role[~below] == 255).all()
+    assert [d["role_names"][r] for r in role[below]] == [roles[p] for p in pos[below]]
+    assert np.allclose(np.asarray(d["n_half"])[below], np.asarray(app.view.data.nodes["half"])[below])
+    assert len(set(role[below].tolist())) >= 2  # the rings hold more than one role
+    # a sentence pair's view has no roles
+    from attnflows_panel.views.radial import pack_flow
+
+    assert "n_role" not in pack_flow(app.view.data)
+
+
 def test_a_new_root_re_uses_the_shown_tokens_of_the_same_sequence_only(pair):
     enc = pair.encode(text=TEXT)
     first = view_result(enc, pair.analyse(enc, root=9, tau_min=0.01), pair.tokenizer)

@@ -73,7 +73,7 @@ def _wait_root(page, root: int) -> None:
 
 
 @pytest.mark.parametrize("viewport", [(1280, 800), (1600, 1000)])
-def test_walk_a_decoder_pair(browser, server, viewport):
+def test_walk_a_decoder_pair(browser, server, viewport, output_dir):
     ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = ctx.new_page()
     page.set_default_timeout(TIMEOUT_S * 1000)
@@ -104,6 +104,10 @@ def test_walk_a_decoder_pair(browser, server, viewport):
         pts = settled_points(page, NODES, ["token", "level", "pos"], "the radial view's tokens")
         top = max(p["level"] for p in pts)
         assert [p["pos"] for p in pts if p["level"] == top] == [root]
+        # the rings are tinted by role; the info line names the roles in their colours
+        info = page.locator(".attnflows-radial-info")
+        expect(info).to_contain_text("ring tint: system · user · assistant")
+        page.screenshot(path=str(output_dir / f"decoder-rings-{viewport[0]}.png"))
         clean("open")
 
         # freeze a token of the ring next to the root and trace from it

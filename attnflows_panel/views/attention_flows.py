@@ -70,7 +70,7 @@ from attnflows_panel.views.flow import (
     legend_items,
 )
 from attnflows_panel.views.notebook_hold import NotebookHold, in_session
-from attnflows_panel.views.radial import RadialFlow, pack_flow, pack_highlight
+from attnflows_panel.views.radial import RadialFlow, pack_flow, pack_highlight, pack_roles
 from attnflows_panel.views.sentence import SentenceView, pack_sentence
 from attnflows_panel.views.tau_profile import TauProfile, pack_widths
 
@@ -398,6 +398,9 @@ class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
         """pack_flow(data) plus each node's widest-path width in each model drawn (``n_b1``, ``n_b2``):
         the hover text says below which τ the token is in that model's graph (bottleneck.describe_width)."""
         packed = pack_flow(data)
+        roles = self._roles()
+        if roles:  # a decoder's sequence: each ring cell tinted in its token's role colour (radial.js drawRings)
+            packed.update(pack_roles(data, roles, packed))
         widths = self._graphs_cache.get(("widths", id(self.result)))
         if widths is not None:
             lv, pos = np.asarray(packed["n_level"], np.intp), np.asarray(packed["n_pos"], np.intp)

@@ -179,6 +179,24 @@ export function render({model, el}) {
       }
     }
     g.globalAlpha = 1;
+    // a decoder's roles (pack_roles): each ring cell's slot tinted in its token's role colour, so the
+    // rings show where the system, user and assistant parts lie, as the sentence view's bands do
+    if (D.n_role) {
+      g.globalAlpha = 0.3;
+      for (let r = 0; r < D.role_colors.length; r++) {
+        g.fillStyle = D.role_colors[r]; g.beginPath();
+        for (let u = 0; u < D.N; u++) {
+          if (D.n_role[u] !== r) continue;
+          const a = D.n_angle[u], h = D.n_half[u], r0 = D.n_rin[u] * S, r1 = D.n_rout[u] * S;
+          g.moveTo(cx + r0 * Math.cos(a - h), cy - r0 * Math.sin(a - h));
+          g.arc(cx, cy, r1, -(a - h), -(a + h), true);
+          g.arc(cx, cy, r0, -(a + h), -(a - h), false);
+          g.closePath();
+        }
+        g.fill();
+      }
+      g.globalAlpha = 1;
+    }
     // the meeting ticks of sentences A and B, and the ring numbers (1-based levels)
     g.strokeStyle = "#111"; g.lineWidth = Math.max(1.5, 3.2 * Math.min(1, S)); g.lineCap = "round";
     g.beginPath();

@@ -64,7 +64,7 @@ from attnflows_panel.views.flow_data import (
 )
 
 __all__ = ["ESM_PARTS", "ESM_SOURCE", "RadialFlow", "esm_source", "label_inside", "label_overlaps", "pack_flow",
-           "pack_highlight", "unpack_flow", "REST_EDGES"]
+           "pack_highlight", "pack_roles", "unpack_flow", "REST_EDGES"]
 
 #: edges drawn at rest per layer (the strongest; R2's ``rest`` column, when the data has one, decides)
 REST_EDGES = 40
@@ -214,6 +214,23 @@ def _pack_edges(data: FlowData, edges, N: int) -> dict:
 
 def _popcount(a: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.asarray(a).astype(np.uint32)).astype(np.int64)
+
+
+def pack_roles(data: FlowData, roles, packed: dict) -> dict:
+    """A decoder's roles for the rings (``roles``: ``(label, start, end, colour)`` spans in order, as
+    :attr:`~attnflows_panel.causal_view.CausalResult.role_bands`): ``n_role`` (uint8 per node of ``packed``:
+    the index of its token's span, 255 for the root), ``n_half`` (each node's slot half-angle, radians),
+    ``role_names`` and ``role_colors``. The component tints each ring cell in its role's colour."""
+    starts = np.asarray([int(r[1]) for r in roles], dtype=np.int64)
+    if len(roles) > 254:
+        raise ValueError(f"at most 254 role spans can be drawn; got {len(roles)}")
+    lv, pos = np.asarray(packed["n_level"], np.intp), np.asarray(packed["n_pos"], np.intp)
+    role = (np.searchsorted(starts, pos, side="right") - 1).clip(0).astype(np.uint8)
+    role[lv == data.L] = 255
+    nodes = data.columns("nodes")  # the rows pack_flow sent, in its order
+    half = np.asarray(nodes["half"], dtype=np.float32)
+    return {"n_role": role, "n_half": half, "role_names": [str(r[0]) for r in roles],
+            "role_colors": [str(r[3]) for r in roles]}
 
 
 def unpack_flow(d: dict) -> dict:

@@ -21,11 +21,13 @@ class SvgRecorder {
   bezierCurveTo(a, b, c, d, e, f) { this.d += `C${this._n(a)} ${this._n(b)} ${this._n(c)} ${this._n(d)} ${this._n(e)} ${this._n(f)}`; }
   closePath() { this.d += "Z"; }
   rect(x, y, w, h) { this.d += `M${this._n(x)} ${this._n(y)}h${this._n(w)}v${this._n(h)}h${this._n(-w)}Z`; }
-  arc(x, y, r, a0, a1) {
+  arc(x, y, r, a0, a1, anticlockwise = false) {
     if (Math.abs(a1 - a0) >= 2 * Math.PI - 1e-6) { this.circles.push([x, y, r]); return; }
     const x0 = x + r * Math.cos(a0), y0 = y + r * Math.sin(a0), x1 = x + r * Math.cos(a1), y1 = y + r * Math.sin(a1);
-    const large = Math.abs(a1 - a0) > Math.PI ? 1 : 0;
-    this.d += `${this.d ? "L" : "M"}${this._n(x0)} ${this._n(y0)}A${this._n(r)} ${this._n(r)} 0 ${large} 1 ${this._n(x1)} ${this._n(y1)}`;
+    let extent = anticlockwise ? a0 - a1 : a1 - a0;  // as Canvas 2D sweeps it
+    if (extent < 0) extent += 2 * Math.PI;
+    const large = extent > Math.PI ? 1 : 0, sweep = anticlockwise ? 0 : 1;
+    this.d += `${this.d ? "L" : "M"}${this._n(x0)} ${this._n(y0)}A${this._n(r)} ${this._n(r)} 0 ${large} ${sweep} ${this._n(x1)} ${this._n(y1)}`;
   }
   _alpha(key) { return this.globalAlpha < 1 ? ` ${key}-opacity="${this._n(this.globalAlpha)}"` : ""; }
   fill() {
