@@ -34,6 +34,20 @@ if XDIST_WORKER:
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: The test files that take longest (about 1-3 minutes each on 2 cores), longest first. Under xdist (README's
+#: command: a file's tests together in one worker, in this order) they start first, so that the workers end
+#: together (longest-first scheduling); every other file follows in collection order.
+LONG_FILES = ("test_app_browser.py", "test_finetune.py", "test_load.py", "test_hub.py", "test_journey.py",
+              "test_ray.py", "test_ray_signals.py", "test_app_server.py", "test_radial_browser.py",
+              "test_layout_labels.py", "test_notebook_heads.py", "test_notebooks.py", "test_decoder_browser.py",
+              "test_notebooks_lab.py", "test_serve_procs.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if XDIST_WORKER:  # a stable sort: the tests of a file keep their order (the journey's steps run in turn)
+        rank = {name: i for i, name in enumerate(LONG_FILES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """``build(folder)`` run once per test run, in a folder shared by every xdist worker (under the run's
