@@ -22,43 +22,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-#: The name of this pytest-xdist worker ("gw0", ...), else None (one process runs the whole suite).
-XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-if XDIST_WORKER:
-    # README's test command runs one worker per core: each worker's torch and OpenMP pools (and those of
-    # the servers and CLIs the tests start, which inherit these variables) on one thread, not each on every
-    # core spinning against the others (a torch forward under such contention slows 20x). Set before torch
-    # is imported (conftest is imported first).
-    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = "1"
-
 REPO = Path(__file__).resolve().parents[1]
 
-#: The test files that take longest (about 1-3 minutes each on 2 cores), longest first. Under xdist (README's
-#: command: a file's tests together in one worker, in this order) they start first, so that the workers end
-#: together (longest-first scheduling); every other file follows in collection order.
-LONG_FILES = ("test_app_browser.py", "test_finetune.py", "test_load.py", "test_hub.py", "test_journey.py",
-              "test_ray.py", "test_ray_signals.py", "test_app_server.py", "test_radial_browser.py",
-              "test_layout_labels.py", "test_notebook_heads.py", "test_notebooks.py", "test_decoder_browser.py",
-              "test_notebooks_lab.py", "test_serve_procs.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    if XDIST_WORKER:  # a stable sort: the tests of a file keep their order (the journey's steps run in turn)
-        rank = {name: i for i, name in enumerate(LONG_FILES)}
-        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 def built_once(tmp_path_factory, name: str, build) -> Path:
-    """``build(folder)`` run once per test run, in a folder shared by every xdist worker (under the run's
-    base temp folder; a file lock lets one worker build while the others wait), and the folder returned.
-
-    For session fixtures that are expensive and deterministic, with inputs every worker sees alike (the
-    packaged model, GLUE): a fixture whose inputs a worker makes itself (random weights) must not use it."""
+    """``build(folder)`` run once per test run, in a folder under the run's base temp folder, and the folder
+    returned. A file lock lets one process build while others wait, and a folder a failed build left half
+    written is built again. For session fixtures that are expensive and deterministic (the MiniLM fine-tune)."""
     from attnflows_panel._io import file_lock
 
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if XDIST_WORKER else base
+    root = tmp_path_factory.getbasetemp()
     folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
     with file_lock(root / f"shared-{name}.lock"):
         if not done.exists():
