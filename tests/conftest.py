@@ -31,8 +31,8 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
     from attnflows_panel._io import file_lock
 
     root = tmp_path_factory.getbasetemp()
-    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
-    with file_lock(root / f"shared-{name}.lock"):
+    folder, done = root / name, root / f".{name}.done"
+    with file_lock(root / f".{name}.lock"):
         if not done.exists():
             import shutil
 
