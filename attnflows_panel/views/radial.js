@@ -409,38 +409,51 @@ export function render({model, el}) {
     return w;
   }
 
-  function placeAll(g, S, tr, forExport) {
-    // which labels show at this zoom: traced tokens first, then by priority; candidates: the label row
-    // of the cell, then one line further out (into the gap between rings)
-    const D = V.D, X = V.X;
-    const widths = labelWidths(g);
-    const order = [];
+  function labelBase(g, S) {
+    // the labels that could show at this size, zoom and pan, in priority order (the root first, then by
+    // priority, then by position) with their candidate places: computed once per view, not per hover
+    const key = `${V.w}x${V.h}|${V.zoom}|${V.panX}|${V.panY}|${V.version}|${S}`;
+    if (V.labelBase && V.labelBase.key === key && V.labelBase.widths === V.widths) return V.labelBase;
+    const D = V.D, X = V.X, widths = labelWidths(g), h = FONT_PX + 2;
+    const order = [], items = new Array(X.N);
     for (let u = 0; u < X.N; u++) {
       if (!widths[u]) continue;
       const [sx, sy] = toScreen(D.n_lx[u], D.n_ly[u]);
       if (sx < -60 || sy < -20 || sx > V.w + 60 || sy > V.h + 20) continue;
       order.push(u);
-    }
-    const key = new Float64Array(X.N);
-    for (const u of order) {
-      let k = D.n_prio[u];
-      if (tr) k += tr.origin[u] ? 2e6 : tr.codes[u] ? 1e6 : 0;
-      if (X.lvl[u] === X.L) k += 4e6;
-      key[u] = k;
-    }
-    order.sort((a, b) => key[b] - key[a] || a - b);
-    // no more candidates than could fit in the canvas at one label per 34×13 px (traced ones come first)
-    const cap = Math.max(200, Math.ceil(V.w * V.h / (34 * (FONT_PX + 2))));
-    if (order.length > cap) order.length = cap;
-    // each label along its ring (the cell's reading direction, upright), on its cell's label row or one
-    // line further out, into the gap before the next ring: which ring a label belongs to reads at a glance
-    const h = FONT_PX + 2;
-    const items = order.map((u) => {
-      const [sx, sy] = toScreen(D.n_lx[u], D.n_ly[u]);
+      // each label along its ring (the cell's reading direction, upright), on its cell's label row or one
+      // line further out, into the gap before the next ring: which ring a label belongs to reads at a glance
       const [ox, oy] = toScreen(D.n_lx[u] + Math.cos(D.n_angle[u]) * (h + 1) / S,
                                 D.n_ly[u] + Math.sin(D.n_angle[u]) * (h + 1) / S);
-      return {w: widths[u] + 2, h, a: -D.n_ta[u], cands: [[sx, sy], [ox, oy]]};
-    });
+      items[u] = {w: widths[u] + 2, h, a: -D.n_ta[u], cands: [[sx, sy], [ox, oy]]};
+    }
+    const rank = (u) => D.n_prio[u] + (X.lvl[u] === X.L ? 4e6 : 0);
+    order.sort((p, q) => rank(q) - rank(p) || p - q);
+    V.labelBase = {key, widths: V.widths, order, items};
+    return V.labelBase;
+  }
+
+  function placeAll(g, S, tr, forExport) {
+    // which labels show at this zoom: the root, then the traced tokens (the selected ones first), then by
+    // priority (labelBase's order, partitioned: no sort per hover); candidates: the label row of the cell,
+    // then one line further out (into the gap between rings)
+    const X = V.X, base = labelBase(g, S);
+    let order = base.order;
+    if (tr) {
+      const top = [], origin = [], traced = [], rest = [];
+      for (const u of order) {
+        if (X.lvl[u] === X.L) top.push(u);
+        else if (tr.origin[u]) origin.push(u);
+        else if (tr.codes[u]) traced.push(u);
+        else rest.push(u);
+      }
+      order = top.concat(origin, traced, rest);
+    }
+    // no more candidates than could fit in the canvas at one label per 34×13 px (traced ones come first)
+    const cap = Math.max(200, Math.ceil(V.w * V.h / (34 * (FONT_PX + 2))));
+    if (order.length > cap) order = order.slice(0, cap);
+    else if (order === base.order) order = order.slice();
+    const items = order.map((u) => base.items[u]);
     // the folded runs' counts, after every token: on the run's arc, along the ring
     const runs = runLabels(g, S);
     for (const r of runs) { order.push(r.id); items.push(r.item); }
