@@ -311,6 +311,20 @@ def test_a_short_result_list_gets_a_short_table(browser, index):
     assert len(browser.results) == 1 and browser.results_table.height == HEADER_PX + ROW_PX
     browser.k = 10
     assert browser.results_table.height == HEADER_PX + 10 * ROW_PX
+    # the corpus table: a page of rows high, fewer for a short filtered list, one row for none
+    from attnflows_panel.views.corpus_browser import PAGE_ROWS, PAGER_PX
+
+    assert len(browser.table.value) == PAGE_ROWS or len(index) > PAGE_ROWS
+    assert browser.table.height == HEADER_PX + PAGE_ROWS * ROW_PX + PAGER_PX
+    word = max(str(index.metadata["sentence_a"].iloc[2]).split(), key=len)  # a rare word: a few rows
+    browser.search = word
+    n = len(browser._filtered_rows)
+    assert 1 <= n < PAGE_ROWS, (word, n)
+    assert browser.table.height == HEADER_PX + n * ROW_PX + PAGER_PX
+    browser.search = "no sentence holds this text zqxj"
+    assert len(browser._filtered_rows) == 0 and browser.table.height == HEADER_PX + ROW_PX + PAGER_PX
+    browser.search = ""
+    assert browser.table.height == HEADER_PX + PAGE_ROWS * ROW_PX + PAGER_PX
     tables = _bokeh_tabulators(browser._root)
     assert len(tables) == 2
     for table in tables:

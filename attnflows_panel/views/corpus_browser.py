@@ -98,6 +98,12 @@ TABLE_STYLE = (":host .tabulator {font-size: 13px} :host .tabulator-row .tabulat
                ":host .tabulator .tabulator-header .tabulator-col {font-size: 12px} "
                ":host .tabulator .tabulator-header .tabulator-col .tabulator-col-content {padding: 6px 4px}")
 ROW_PX, HEADER_PX = 40, 48  # a table row's and the header's height: a short result list gets a short table
+PAGER_PX = 56  # the corpus table's pagination bar
+
+
+def table_height(rows: int) -> int:
+    """The corpus table's height for ``rows`` rows: a page of them at most, one at least, and the pager."""
+    return HEADER_PX + ROW_PX * min(max(int(rows), 1), PAGE_ROWS) + PAGER_PX
 PAGE_ROWS = 10  # the corpus table's page: all of it in view, no scrolling inside the table
 #: the results' score bar: the fine-tuned purple, lightened (#7b3fa0 at 35 % over white)
 SCORE_BAR_COLOR = "#d1bcde"
@@ -261,7 +267,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             show_index=False,
             layout="fit_columns",
             sizing_mode="stretch_width",
-            height=HEADER_PX + ROW_PX * PAGE_ROWS + 56,  # + the pagination bar
+            height=table_height(PAGE_ROWS),
             widths={c: w for c, w in COLUMN_WIDTHS.items() if c in self._table_columns},
             formatters={"correct_fine": {"type": "tickCross", "allowEmpty": True}},
             configuration=TABLE_CONFIG,
@@ -392,7 +398,8 @@ class CorpusBrowser(pn.viewable.Viewer):
         rows = np.arange(len(idx)) if mask is None else np.flatnonzero(mask)
         self._filtered_rows = rows
         self.table.selection = []
-        self.table.value = self.table_frame(rows)
+        # a page's worth of rows high, or fewer for a short list (no blank rows below a 6-prompt index)
+        self.table.param.update(value=self.table_frame(rows), height=table_height(len(rows)))
         total = len(idx) if self._scope is None else len(self._scope)
         scope = f" of task {html.escape(self.task.upper())}" if self._scope is not None else ""
         self._count.object = f"<b>{len(rows)}</b> of {total} samples{scope}" + self._accuracy_html()
