@@ -47,8 +47,10 @@ def _recompute(pair, ids_pairs, max_length=None, run=None):
             dot = (p * q).sum(axis=(2, 3))
             cos.append(dot / np.sqrt((p * p).sum(axis=(2, 3)) * (q * q).sum(axis=(2, 3))))
             m = (p + q) / 2
-            with np.errstate(divide="ignore", invalid="ignore"):
-                kl = lambda x, m=m: np.where(x > 0, x * np.log2(np.where(x > 0, x, 1) / m), 0).sum(-1)  # noqa: E731
+            def kl(x, m=m):  # x log2(x / m) where x > 0 (there m > 0 too), 0 elsewhere: no 0/0 computed
+                on = x > 0
+                return np.where(on, x * np.log2(np.where(on, x, 1) / np.where(on, m, 1)), 0).sum(-1)
+
             js.append((0.5 * kl(p) + 0.5 * kl(q)).mean(-1))
         return np.mean(cos, 0), np.mean(js, 0)
     finally:
