@@ -24,24 +24,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 
-def built_once(tmp_path_factory, name: str, build) -> Path:
-    """``build(folder)`` run once per test run, in a folder under the run's base temp folder, and the folder
-    returned. A file lock lets one process build while others wait, and a folder a failed build left half
-    written is built again. For session fixtures that are expensive and deterministic (the MiniLM fine-tune)."""
-    from attnflows_panel._io import file_lock
-
-    root = tmp_path_factory.getbasetemp()
-    folder, done = root / name, root / f".{name}.done"
-    with file_lock(root / f".{name}.lock"):
-        if not done.exists():
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
-            folder.mkdir(parents=True)
-            build(folder)
-            done.touch()
-    return folder
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
@@ -146,22 +128,21 @@ def minilm_finetuned_dir(tmp_path_factory, minilm_path, glue_dir) -> Path:
     """The packaged MiniLM after a short real fine-tune on MRPC (a few dozen steps)."""
     from attnflows_panel.finetune import finetune
 
-    def build(out: Path) -> None:
-        finetune(
-            base=str(minilm_path),
-            data=str(glue_dir / "MRPC"),
-            task="mrpc",
-            out=str(out),
-            max_steps=30,
-            train_limit=480,
-            eval_limit=64,
-            batch_size=16,
-            learning_rate=5e-5,
-            seed=0,
-            progress=False,
-        )
-
-    return built_once(tmp_path_factory, "minilm-mrpc", build)
+    out = tmp_path_factory.mktemp("minilm-mrpc")
+    finetune(
+        base=str(minilm_path),
+        data=str(glue_dir / "MRPC"),
+        task="mrpc",
+        out=str(out),
+        max_steps=30,
+        train_limit=480,
+        eval_limit=64,
+        batch_size=16,
+        learning_rate=5e-5,
+        seed=0,
+        progress=False,
+    )
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -178,9 +159,8 @@ def minilm_demo_index(minilm_pair, tmp_path_factory) -> Path:
     index that the served-app tests on the real pair (load, browser) serve; they read it, never change it."""
     from attnflows_panel.index import build_index
 
-    folder = built_once(tmp_path_factory, "minilm-demo-index",
-                        lambda d: build_index(minilm_pair, "demo", None, d / "demo", limit=16, tau=0.2, progress=False))
-    return folder / "demo"
+    out = tmp_path_factory.mktemp("minilm-demo-index") / "demo"
+    return build_index(minilm_pair, "demo", None, out, limit=16, tau=0.2, progress=False)
 
 
 @pytest.fixture

@@ -99,11 +99,6 @@ TABLE_STYLE = (":host .tabulator {font-size: 13px} :host .tabulator-row .tabulat
                ":host .tabulator .tabulator-header .tabulator-col .tabulator-col-content {padding: 6px 4px}")
 ROW_PX, HEADER_PX = 40, 48  # a table row's and the header's height: a short result list gets a short table
 PAGER_PX = 56  # the corpus table's pagination bar
-
-
-def table_height(rows: int) -> int:
-    """The corpus table's height for ``rows`` rows: a page of them at most, one at least, and the pager."""
-    return HEADER_PX + ROW_PX * min(max(int(rows), 1), PAGE_ROWS) + PAGER_PX
 PAGE_ROWS = 10  # the corpus table's page: all of it in view, no scrolling inside the table
 #: the results' score bar: the fine-tuned purple, lightened (#7b3fa0 at 35 % over white)
 SCORE_BAR_COLOR = "#d1bcde"
@@ -181,6 +176,11 @@ def diverging_palette(n: int = 255, low: str = PRETRAINED_COLOR, high: str = FIN
         rgb = md + (hi - md) * t if t >= 0 else md + (lo - md) * (-t)
         out.append("#{:02x}{:02x}{:02x}".format(*tuple(int(round(v)) for v in rgb)))
     return out
+
+
+def table_height(rows: int) -> int:
+    """The corpus table's height for ``rows`` rows: a page of them at most, one at least, and the pager."""
+    return HEADER_PX + ROW_PX * min(max(int(rows), 1), PAGE_ROWS) + PAGER_PX
 
 
 class CorpusBrowser(pn.viewable.Viewer):
