@@ -54,9 +54,10 @@ from attnflows_panel.app.page import (
     SIDE_WIDTH,
     PageFrame,
     busy_indicator,
+    fill,
     heading,
     message_bar,
-    show_notice,
+    typed,
 )
 from attnflows_panel.app.scheduling import off_loop
 from attnflows_panel.app.url_state import UrlState
@@ -89,19 +90,20 @@ _CONTINUOUS = frozenset({"tau", "level"})
 class _Work:
     """What one analysis needs from a session, run in an executor: the pair and the inputs."""
 
-    def __init__(self, pair, prompt: str, generate: int, root: int | None, runs=None, encoded=None,
+    def __init__(self, pair, prompt: str, generate: int, root: int | None, runs=None,
                  shown: CausalResult | None = None):
+        """``shown`` and ``runs``: the sequence shown and its recorded q/k, traced from ``root`` without a
+        model run (its tokens and text re-used); else ``prompt`` is encoded and run."""
         self.pair, self.prompt, self.generate, self.root = pair, prompt, generate, root
-        self.runs, self.encoded = runs, encoded
-        self.shown = shown  # the result shown for ``encoded`` (its tokens and text are re-used), else None
+        self.runs, self.shown = runs, shown
 
-    def __call__(self, lock) -> tuple[Any, Any, CausalResult]:
+    def __call__(self, lock) -> tuple[Any, CausalResult]:
         from attnflows_panel.causal import CausalInputError
         from attnflows_panel.causal_view import view_result
 
         pair = self.pair
         with lock:  # the tokenizer and the models are shared by every session
-            encoded, runs = self.encoded, self.runs
+            encoded, runs = (None, None) if self.shown is None else (self.shown.encoded, self.runs)
             if encoded is None:
                 text = self.prompt.strip()
                 if not text:
@@ -111,8 +113,7 @@ class _Work:
                     encoded = pair.generate(encoded, self.generate)
                 runs = pair.run(encoded)
             analysis = pair.analyse(encoded, root=self.root, tau_min=TAU_MIN, runs=runs)
-            same = self.shown if self.shown is not None and self.shown.encoded is encoded else None
-            return encoded, runs, view_result(encoded, analysis, pair.tokenizer, same_sequence=same)
+            return runs, view_result(encoded, analysis, pair.tokenizer, same_sequence=self.shown)
 
 
 class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
@@ -142,7 +143,7 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
         self._url: UrlState | None = None  # the view state a link asks for, applied once its run is shown
         self._notes: list[str] = []  # what a link's bad values left out
         self._quiet = 0  # > 0 while the app sets the view state itself (one history entry for all)
-        self._encoded = self._runs = None
+        self._runs = None  # the recorded q/k of the sequence shown (self.result.encoded)
         self._run_seq = 0
         self.index = None  # the prompt index (config.index), opened with the first run
         self.browser = None
@@ -151,7 +152,6 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
         self.view.param.watch(self._on_selection, ["selection"])
         self.view.param.watch(self._on_view_state, list(_VIEW_STATE))
         self._build_widgets()
-        self._layout = None
         if self._served:
             pn.state.onload(functools.partial(self.restore, query or "", True))
         else:
@@ -209,16 +209,6 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
         extra = [] if self.history is None else [self.history]  # the address bar's writer: draws nothing
         return [pn.Column(self._main_top, self._browser_slot, *extra, sizing_mode="stretch_width")]
 
-    def _on_busy(self, event) -> None:
-        self._spinner.value = bool(event.new)
-        if self._layout is not None:
-            self._main_top.loading = bool(event.new)
-
-    def notify(self, text: str, kind: str = "warning") -> None:
-        """Show ``text`` as plain text in the message bar; '' hides it."""
-        self.message = text
-        show_notice(self._alert, text, kind)
-
     # ------------------------------------------------------------------ runs
 
     def pair(self):
@@ -242,8 +232,8 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
     def analyse(self, root: int | None = None, sample_id: str | None = None) -> None:
         """Run the prompt through both models and show it at ``root`` (default: the prompt's last token);
         ``sample_id``: the index's prompt that the box holds."""
-        w = self._prompt_w  # what is typed, even before the box loses the focus (value_input, "" until typed)
-        prompt, gen = w.value_input or w.value or "", self._generate_w.value or 0
+        w = self._prompt_w
+        prompt, gen = typed(w), self._generate_w.value or 0
         if prompt != w.value:
             w.value = prompt
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -273,23 +263,18 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
             return
         prompt = prompt_of_row(md.iloc[int(rows[0])])
         text = json.dumps(prompt["chat"], indent=1, ensure_ascii=False) if "chat" in prompt else str(prompt["text"])
-        self._set_prompt(text)
+        fill(self._prompt_w, text)
         self._generate_w.value = 0
         self.analyse(root=root, sample_id=str(sample_id))
 
-    def _set_prompt(self, text: str) -> None:
-        """Put ``text`` in the prompt box (its value and what the browser holds as typed)."""
-        self._prompt_w.param.update(value=text, value_input=text)
-
     def set_root(self, root: int) -> None:
         """Trace the graph from token ``root`` (0-based) of the sequence shown; the models do not run again."""
-        if self._encoded is None:
+        shown, runs = self.result, self._runs
+        if shown is None:
             return
-        encoded, runs, shown = self._encoded, self._runs, self.result
 
         def work():
-            return _Work(self.pair(), "", 0, int(root), runs=runs, encoded=encoded,
-                         shown=shown)(self.registry.run_lock(self.pair()))
+            return _Work(self.pair(), "", 0, int(root), runs=runs, shown=shown)(self.registry.run_lock(self.pair()))
 
         self._run(work, "Tracing from the new root …")
 
@@ -337,7 +322,7 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
         if seq != self._run_seq:  # a later run supersedes this one
             return
         self._done()
-        self._encoded, self._runs, result = out
+        self._runs, result = out
         self.notify("\n".join(self._notes))  # what a link's bad values left out, else nothing
         self._notes = []
         url, self._url = self._url, None
@@ -392,7 +377,7 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
                 return
         elif prompt is not None:
             if current is None or prompt != self._prompt_w.value or gen != (self._generate_w.value or 0):
-                self._set_prompt(prompt)
+                fill(self._prompt_w, prompt)
                 self._generate_w.value = gen
                 self.analyse(root=root)
                 return

@@ -15,7 +15,7 @@ from attnflows_panel import FINETUNED_COLOR
 from attnflows_panel.app.cards import HELP_HTML, NOTICE_COLORS, esc, notice_html
 
 __all__ = ["SessionPage", "PageFrame", "APP_FLOW_HEIGHT", "APP_SENTENCE_HEIGHT", "heading", "busy_indicator",
-           "message_bar", "show_notice"]
+           "message_bar", "show_notice", "typed", "fill"]
 
 log = logging.getLogger("attnflows_panel.app.session")
 
@@ -51,6 +51,17 @@ def message_bar() -> pn.pane.HTML:
     return pn.pane.HTML("", visible=False, sizing_mode="stretch_width", css_classes=["af-message"], margin=(5, 10))
 
 
+def typed(box) -> str:
+    """What a text box holds as typed, even before it loses the focus: Panel's ``value_input`` ("" until
+    something is typed, so then its ``value``)."""
+    return box.value_input or box.value or ""
+
+
+def fill(box, text: str) -> None:
+    """Put ``text`` in a text box as its value and as its typed text (what :func:`typed` reads)."""
+    box.param.update(value=text, value_input=text)
+
+
 def show_notice(bar: pn.pane.HTML, text: str, kind: str = "warning") -> None:
     """Show ``text`` in ``bar`` as plain text (escaped, never markup or a link); '' hides it."""
     bg, fg = NOTICE_COLORS.get(kind, NOTICE_COLORS["warning"])
@@ -63,8 +74,9 @@ class PageFrame:
     """The frame both apps' pages share (a mixin): a sidebar column of 330 px beside a stretching main column,
     and for serving, a BootstrapTemplate with the busy indicator in the header.
 
-    The class provides ``_sidebar()`` and ``_main()`` (lists of Panel objects), ``_spinner`` and
-    ``_busy_text`` (:func:`busy_indicator`), ``config.title`` and ``_layout = None`` until laid out."""
+    The class provides ``_sidebar()`` and ``_main()`` (lists of Panel objects; ``_main`` sets ``_main_top``,
+    the part greyed while busy), ``_spinner`` and ``_busy_text`` (:func:`busy_indicator`), ``_alert``
+    (:func:`message_bar`), ``config.title`` and a ``message`` parameter (the notice shown)."""
 
     _layout = None
 
@@ -95,6 +107,16 @@ class PageFrame:
 
     def __panel__(self):
         return self._page()
+
+    def _on_busy(self, event) -> None:
+        self._spinner.value = bool(event.new)
+        if self._layout is not None:
+            self._main_top.loading = bool(event.new)
+
+    def notify(self, text: str, kind: str = "warning") -> None:
+        """Show ``text`` in the message bar as plain text (escaped, never markup or a link); '' hides it."""
+        self.message = text
+        show_notice(self._alert, text, kind)
 
 
 class SessionPage(PageFrame):
@@ -182,15 +204,6 @@ class SessionPage(PageFrame):
     def _set_busy(self, on: bool, text: str = "") -> None:
         self.busy = on
         self._busy_text.object = esc(text) if on else ""
-
-    def _on_busy(self, event) -> None:
-        self._spinner.value = bool(event.new)
-        self._main_top.loading = bool(event.new)
-
-    def notify(self, text: str, kind: str = "warning") -> None:
-        """Show ``text`` in the message bar as plain text (escaped, never markup or a link); '' hides it."""
-        self.message = text
-        show_notice(self._alert, text, kind)
 
     def report_error(self, exc: BaseException) -> None:
         """An exception in a callback of this session: logged with its traceback, shown to the user."""

@@ -65,7 +65,7 @@ import param
 from attnflows_panel.app.cards import esc, pair_html, sample_html, weights_html
 from attnflows_panel.app.config import EXAMPLE_PAIR, AppConfig, model_task
 from attnflows_panel.app.history import BrowserHistory, QuietWrites
-from attnflows_panel.app.page import APP_FLOW_HEIGHT, SessionPage
+from attnflows_panel.app.page import APP_FLOW_HEIGHT, SessionPage, fill, typed
 from attnflows_panel.app.scheduling import next_tick, off_loop
 from attnflows_panel.app.url_state import UrlState
 from attnflows_panel.registry import Registry, shared_registry
@@ -215,7 +215,6 @@ class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
         self.view.result = self.param.result
         self._weights_quiet = False  # True while _choose_weights sets the selector (nothing runs)
         self._build_widgets()
-        self._layout = None
         self._page()
         self.view.param.watch(self._on_view_state, list(_VIEW_STATE))
         self.view.param.watch(self._on_view_status, ["status", "result"])
@@ -508,13 +507,12 @@ class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
             self._write_url(push=not all(e.name in _CONTINUOUS for e in events))
 
     def _on_run_click(self, event) -> None:
-        # what is typed, even before the box loses the focus (value_input: "" until something is typed)
-        self.run_pair(self._a_w.value_input or self._a_w.value, self._b_w.value_input or self._b_w.value)
+        self.run_pair(typed(self._a_w), typed(self._b_w))
 
     def _fill_form(self, a: str, b: str) -> None:
         """Put a pair in the form, as the value and as the typed text (what "Run" reads)."""
-        self._a_w.param.update(value=a, value_input=a)
-        self._b_w.param.update(value=b, value_input=b)
+        fill(self._a_w, a)
+        fill(self._b_w, b)
 
     # ------------------------------------------------------------------ public actions
 
