@@ -178,9 +178,10 @@ def diverging_palette(n: int = 255, low: str = PRETRAINED_COLOR, high: str = FIN
     return out
 
 
-def table_height(rows: int) -> int:
-    """The corpus table's height for ``rows`` rows: a page of them at most, one at least, and the pager."""
-    return HEADER_PX + ROW_PX * min(max(int(rows), 1), PAGE_ROWS) + PAGER_PX
+def table_height(rows: int, pager: bool = True) -> int:
+    """A table's height for ``rows`` rows: a page of them at most (beyond, the corpus table pages and the
+    results table scrolls), one at least, and the corpus table's pager."""
+    return HEADER_PX + ROW_PX * min(max(int(rows), 1), PAGE_ROWS) + (PAGER_PX if pager else 0)
 
 
 class CorpusBrowser(pn.viewable.Viewer):
@@ -296,7 +297,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             show_index=False,
             layout="fit_columns",
             sizing_mode="stretch_width",
-            height=HEADER_PX + ROW_PX,
+            height=table_height(0, pager=False),
             widths=dict(COLUMN_WIDTHS),
             configuration=TABLE_CONFIG,
             stylesheets=[TABLE_STYLE],
@@ -511,7 +512,7 @@ class CorpusBrowser(pn.viewable.Viewer):
             shown["split"] = self._split_names(df["row"].to_numpy(dtype=np.int64))
             shown = shown[[c for c in cols if c in shown.columns]]
         # as tall as its rows (a one-row result leaves no blank), at most 10 rows before it scrolls
-        self.results_table.param.update(value=shown, height=HEADER_PX + ROW_PX * min(max(len(shown), 1), 10))
+        self.results_table.param.update(value=shown, height=table_height(len(shown), pager=False))
 
     def _mask_note(self) -> str:
         """Says that the search is restricted to some heads (the mask stays from one sample to the next)."""
