@@ -96,9 +96,16 @@ def test_the_rings_are_tinted_by_role(pair, decoder_dirs):
     assert [d["role_names"][r] for r in role[below]] == [roles[p] for p in pos[below]]
     assert np.allclose(np.asarray(d["n_half"])[below], np.asarray(app.view.data.nodes["half"])[below])
     assert len(set(role[below].tolist())) >= 2  # the rings hold more than one role
-    # a sentence pair's view has no roles
-    from attnflows_panel.views.radial import pack_flow
+    # a role with several turns is one role (one colour, named once): the spans map to it
+    from attnflows_panel.views.radial import pack_flow, pack_roles
 
+    n, cut = app.result.n, app.result.n // 3
+    turns = [("user", 0, cut, "#111111"), ("assistant", cut, 2 * cut, "#222222"), ("user", 2 * cut, n, "#111111")]
+    again = pack_roles(app.view.data, turns, d)
+    assert again["role_names"] == ["user", "assistant"] and again["role_colors"] == ["#111111", "#222222"]
+    want = np.where((pos >= cut) & (pos < 2 * cut), 1, 0)
+    assert np.array_equal(again["n_role"][below], want[below]) and (again["n_role"][~below] == 255).all()
+    # a sentence pair's view has no roles
     assert "n_role" not in pack_flow(app.view.data)
 
 

@@ -218,19 +218,22 @@ def _popcount(a: np.ndarray) -> np.ndarray:
 
 def pack_roles(data: FlowData, roles, packed: dict) -> dict:
     """A decoder's roles for the rings (``roles``: ``(label, start, end, colour)`` spans in order, as
-    :attr:`~attnflows_panel.causal_view.CausalResult.role_bands`): ``n_role`` (uint8 per node of ``packed``:
-    the index of its token's span, 255 for the root), ``n_half`` (each node's slot half-angle, radians),
-    ``role_names`` and ``role_colors``. The component tints each ring cell in its role's colour."""
+    :attr:`~attnflows_panel.causal_view.CausalResult.role_bands`): ``role_names`` (each role once, in order
+    of first appearance: a chat's several user turns are one role) and ``role_colors``, ``n_role`` (uint8
+    per node of ``packed``: the index of its token's role, 255 for the root) and ``n_half`` (each node's slot
+    half-angle, radians). The component tints each ring cell in its role's colour."""
+    names = list(dict.fromkeys(str(r[0]) for r in roles))
+    if len(names) > 254:
+        raise ValueError(f"at most 254 roles can be drawn; got {len(names)}")
+    colors = {str(r[0]): str(r[3]) for r in reversed(roles)}  # a role's colour: that of its first span
     starts = np.asarray([int(r[1]) for r in roles], dtype=np.int64)
-    if len(roles) > 254:
-        raise ValueError(f"at most 254 role spans can be drawn; got {len(roles)}")
+    span_role = np.asarray([names.index(str(r[0])) for r in roles], dtype=np.uint8)
     lv, pos = np.asarray(packed["n_level"], np.intp), np.asarray(packed["n_pos"], np.intp)
-    role = (np.searchsorted(starts, pos, side="right") - 1).clip(0).astype(np.uint8)
+    role = span_role[(np.searchsorted(starts, pos, side="right") - 1).clip(0)]
     role[lv == data.L] = 255
     nodes = data.columns("nodes")  # the rows pack_flow sent, in its order
     half = np.asarray(nodes["half"], dtype=np.float32)
-    return {"n_role": role, "n_half": half, "role_names": [str(r[0]) for r in roles],
-            "role_colors": [str(r[3]) for r in roles]}
+    return {"n_role": role, "n_half": half, "role_names": names, "role_colors": [colors[r] for r in names]}
 
 
 def unpack_flow(d: dict) -> dict:

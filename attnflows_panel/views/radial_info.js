@@ -80,10 +80,8 @@ function infoHtml(D, h) {
   // the info box's HTML for a hover h (null: the help line)
   if (!D) return "";
   if (!h) {
-    const seen = new Map();  // each role once (a chat may have several user turns)
-    (D.role_names || []).forEach((r, i) => { if (!seen.has(r)) seen.set(r, D.role_colors[i]); });
-    const roles = seen.size ? "<br>ring tint: " + Array.from(seen, ([r, c]) =>
-      `<span style="color:${c};font-weight:600">${esc(r)}</span>`).join(" \u00b7 ") : "";
+    const roles = D.role_names ? "<br>ring tint: " + D.role_names.map((r, i) =>
+      `<span style="color:${D.role_colors[i]};font-weight:600">${esc(r)}</span>`).join(" \u00b7 ") : "";
     return "<span style='color:#777'>Hover a token or head glyph \u00b7 click: freeze \u00b7 " +
       "shift-click two rings: the paths between them \u00b7 wheel: zoom \u00b7 grey arc +N: N folded " +
       "tokens (hover it)</span>" + roles;
