@@ -64,6 +64,7 @@ from attnflows_panel.app.url_state import UrlState
 from attnflows_panel.causal_view import ROLE_COLORS, CausalResult
 from attnflows_panel.registry import Registry, shared_registry
 from attnflows_panel.views.attention_flows import TAU_BOUNDS, AttentionFlowsView
+from attnflows_panel.views.notebook_hold import in_session
 
 __all__ = ["DecoderApp", "EXAMPLE_CHAT", "MAX_PROMPT_CHARS", "MAX_GENERATE"]
 
@@ -133,7 +134,7 @@ class DecoderApp(PageFrame, QuietWrites, pn.viewable.Viewer):
         self.config = config
         self.registry = registry or shared_registry()
         self._pair = pair
-        self._served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+        self._served = in_session()
         if query is None and self._served and pn.state.location is not None:
             query = pn.state.location.search or ""
         #: writes the address bar and reports Back / Forward (None: the URL is not kept in step)

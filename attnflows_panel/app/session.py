@@ -70,6 +70,7 @@ from attnflows_panel.app.scheduling import next_tick, off_loop
 from attnflows_panel.app.url_state import UrlState
 from attnflows_panel.registry import Registry, shared_registry
 from attnflows_panel.views.attention_flows import AttentionFlowsView, check_result
+from attnflows_panel.views.notebook_hold import in_session
 from attnflows_panel.weights import WEIGHT_KINDS
 
 __all__ = ["AttnFlowsApp", "APP_FLOW_HEIGHT"]
@@ -200,8 +201,7 @@ class AttnFlowsApp(SessionPage, QuietWrites, pn.viewable.Viewer):
         self._run_seq = 0  # the latest model run: an older one that finishes later is dropped
         self._running: str | None = None  # the sample id the latest run is for, while it runs
         self._quiet = 0  # > 0 while the app changes several things at once (one history entry for all)
-        doc = pn.state.curdoc
-        self._served = bool(doc is not None and doc.session_context)
+        self._served = in_session()
         sync = self._served if sync_url is None else bool(sync_url)
         if query is None and self._served and pn.state.location is not None:
             query = pn.state.location.search or ""
