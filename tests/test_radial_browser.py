@@ -411,9 +411,10 @@ TAU_DENSE = 0.03  # the 512-token pair's graph spans most tokens of every level:
 
 def test_head_glyphs_written_as_pixels_look_as_the_glyphs_filled_as_paths(browser, results):
     """At 512 tokens the head glyphs are 1-3 device px: the component writes them into one pixel buffer
-    (radial_data.js, glyphLayer) instead of filling ~80k turned quads. The same drawing at device pixel
-    ratio 3, where the glyphs are large enough to be filled as paths, brought back to 1× (box filter), is
-    the reference: the two differ only in anti-aliasing. (24k glyphs at τ 0.03: as drawn, 0.5 % of the pixels
+    (radial_data.js, glyphLayer) instead of filling ~80k turned quads, and the sparkline bars, ~1 px wide,
+    likewise (sparkLayer) instead of stroking one bar per edge. The same drawing at device pixel ratio 3,
+    where glyphs and bars are large enough to be drawn as paths, brought back to 1× (box filter), is the
+    reference: the two differ only in anti-aliasing. (24k glyphs at τ 0.03: as drawn, 0.5 % of the pixels
     differ by more than 40 levels and the mean colour by at most 0.35; a layer left without its glyphs,
     1.4 % and 1.2.)"""
     import io
@@ -436,12 +437,12 @@ def test_head_glyphs_written_as_pixels_look_as_the_glyphs_filled_as_paths(browse
         page = context.new_page()
         problems = PageProblems(page)
         root = radial_page(page, packed, 700, 700)
-        how[dpr] = root.get_attribute("data-glyph-pixels")
+        how[dpr] = (root.get_attribute("data-glyph-pixels"), root.get_attribute("data-spark-pixels"))
         png = page.screenshot(clip={"x": 0, "y": 0, "width": 700, "height": 700})
         shots[dpr] = np.asarray(Image.open(io.BytesIO(png)).convert("RGB").resize((700, 700), Image.BOX), float)
         assert problems.take() == []
         context.close()
-    assert how == {1: "1", 3: "0"}  # pixels at 1×, paths at 3×
+    assert how == {1: ("1", "1"), 3: ("0", "0")}  # pixels at 1×, paths at 3× (glyphs, sparklines)
     diff = np.abs(shots[1] - shots[3]).max(axis=2)
     assert (diff > 40).mean() < 0.009, (diff > 40).mean()
     # as much of each glyph colour: the pixels' mean colour within 0.6 levels of the paths'

@@ -358,13 +358,23 @@ export function render({model, el}) {
     g.stroke();
     if (D.spark_h * S < 5) return;  // the bars would be too small to tell apart
     const sparkCol = D.comparison ? {1: MODEL_COLOR[1], 2: MODEL_COLOR[2]} : {1: "#555555", 2: "#555555"};
+    const lw = Math.max(0.8, Math.min(1.4, 2.8 * S)), sparkPixels = X.nSpark > SPARK_PIXELS && lw * V.dpr < SPARK_WIDTH;
+    if (pixels) root.setAttribute("data-spark-pixels", sparkPixels ? "1" : "0");
+    if (pixels && sparkPixels) {  // many thin bars: written as pixels (radial_data.js, sparkLayer)
+      g.setTransform(1, 0, 0, 1, 0, 0);
+      g.drawImage(sparkLayer(V.sparkCache || (V.sparkCache = {}), X, T, V.dpr, V.w, V.h, show, sparkCol, lw), 0, 0);
+      g.setTransform(V.dpr, 0, 0, V.dpr, 0, 0);
+      return;
+    }
     for (const c of [1, 2]) {
-      g.strokeStyle = sparkCol[c]; g.lineWidth = Math.max(0.8, Math.min(1.4, 2.8 * S)); g.beginPath();
+      g.strokeStyle = sparkCol[c]; g.lineWidth = lw; g.beginPath();
       const sp = X.spark;
+      let k = 0;
       for (let i = 0; i < X.nSpark; i++) {
         const o = i * 6;
         if (sp[o + 1] !== c || !show[sp[o]]) continue;
         g.moveTo(T.ox + sp[o + 2] * S, T.oy - sp[o + 3] * S); g.lineTo(T.ox + sp[o + 4] * S, T.oy - sp[o + 5] * S);
+        if (++k % PATH_BATCH === 0) { g.stroke(); g.beginPath(); }
       }
       g.stroke();
     }

@@ -374,3 +374,76 @@ function glyphLayer(cache, D, X, T, dpr, w, h, show) {
   cache.g.putImageData(cache.img, 0, 0);
   return cache.canvas;
 }
+
+
+// ------------------------------------------------------------------------------- sparklines as pixels
+
+// A 512-token pair has one sparkline bar per drawn edge and model (~80k bars of 2-6 px). Stroked as paths,
+// Chromium's software rasteriser took 100-150 ms to draw them into the cached base layer at 700 px
+// (bench_radial_hover.py, 7 Dec 2026: the composite step of `data-base-parts`), every time that layer is
+// rebuilt (a τ change, a zoom, a pan). Past SPARK_PIXELS bars thinner than SPARK_WIDTH device px they are
+// written as pixels here instead, supersampled: each device pixel has SPARK_SUB × SPARK_SUB samples (one bit
+// each); a bar, a segment of width lw, is walked at the samples' spacing along its length and across its
+// width and sets the sample each step lands in. A pixel's coverage is the share of its samples set by any
+// bar of the model: the union of the bars, as one stroked path of them covers (many bars of a sparkline
+// fall within one pixel column at 512 tokens). Each model's layer is composited source-over, the first
+// model's colour under the second's, in drawCells' order.
+const SPARK_PIXELS = 4000;
+const SPARK_WIDTH = 2.5;  // bars at least this wide (device px: a zoom, a high-dpi screen) are stroked as paths
+const SPARK_SUB = 4;      // samples per device px, along and across (16 bits per pixel; the code shifts by 2)
+
+// The spark layer: a canvas of the view's device size with the bars of the shown nodes of the models in
+// `colors` ({1: "#rrggbb", 2: "#rrggbb"}), line width lw in CSS px; canvas, ImageData and sample masks
+// are kept in `cache` (one per view) while the size stays.
+function sparkLayer(cache, X, T, dpr, w, h, show, colors, lw) {
+  const W = Math.round(w * dpr), H = Math.round(h * dpr), Q = SPARK_SUB;
+  if (!cache.img || cache.img.width !== W || cache.img.height !== H) {
+    cache.canvas = document.createElement("canvas");
+    cache.canvas.width = W; cache.canvas.height = H;
+    cache.g = cache.canvas.getContext("2d");
+    cache.img = cache.g.createImageData(W, H);
+    cache.mask = new Uint16Array(W * H);
+    cache.bits = new Float32Array(1 << (Q * Q));
+    for (let m = 1; m < cache.bits.length; m++) cache.bits[m] = cache.bits[m & (m - 1)] + 1 / (Q * Q);
+  }
+  const px = cache.img.data, mask = cache.mask, bits = cache.bits, sp = X.spark;
+  px.fill(0);
+  // in sample units (Q per device px)
+  const S = T.S * dpr * Q, ox = T.ox * dpr * Q, oy = T.oy * dpr * Q, width = lw * dpr * Q;
+  const across = Math.max(1, Math.ceil(width)), WQ = W * Q, HQ = H * Q;
+  for (const c of [1, 2]) {
+    mask.fill(0);
+    let any = false;
+    for (let i = 0; i < X.nSpark; i++) {
+      const o = i * 6;
+      if (sp[o + 1] !== c || !show[sp[o]]) continue;
+      const xa = ox + sp[o + 2] * S, ya = oy - sp[o + 3] * S, xb = ox + sp[o + 4] * S, yb = oy - sp[o + 5] * S;
+      const dx = xb - xa, dy = yb - ya, len = Math.hypot(dx, dy);
+      if (!(len > 0)) continue;
+      // steps of one sample along the bar and across it, from the first sample's centre
+      const along = Math.max(1, Math.ceil(len)), ax = dx / along, ay = dy / along;
+      const bx = (-dy / len) * (width / across), by = (dx / len) * (width / across);
+      const x0 = xa + ax / 2 - bx * (across - 1) / 2, y0 = ya + ay / 2 - by * (across - 1) / 2;
+      for (let a = 0; a < along; a++) {
+        let x = x0 + ax * a, y = y0 + ay * a;
+        for (let b = 0; b < across; b++, x += bx, y += by) {
+          if (!(x >= 0 && y >= 0 && x < WQ && y < HQ)) continue;
+          const sx = x | 0, sy = y | 0;  // the sample; its pixel and bit (SPARK_SUB = 4)
+          mask[(sy >> 2) * W + (sx >> 2)] |= 1 << (((sy & 3) << 2) | (sx & 3));
+        }
+      }
+      any = true;
+    }
+    if (!any) continue;
+    const [cr, cg, cb] = hexRgb(colors[c]);
+    for (let p = 0; p < W * H; p++) {
+      if (!mask[p]) continue;
+      const o = p * 4, k = bits[mask[p]];
+      const da = px[o + 3] / 255, keep = da * (1 - k), na = k + keep;
+      px[o] = (cr * k + px[o] * keep) / na; px[o + 1] = (cg * k + px[o + 1] * keep) / na;
+      px[o + 2] = (cb * k + px[o + 2] * keep) / na; px[o + 3] = na * 255;
+    }
+  }
+  cache.g.putImageData(cache.img, 0, 0);
+  return cache.canvas;
+}
