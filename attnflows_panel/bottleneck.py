@@ -317,3 +317,28 @@ def describe_width(width: float, digits: int = 2) -> str:
     q = 10.0 ** (e - int(digits) + 1)
     shown = np.floor(w / q + 1e-9) * q
     return f"in the graph for τ < {shown:.{max(0, int(digits) - 1 - e)}f}"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How far down the Attention Graph at one τ goes (:func:`reach`).
+
+    ``lowest``: the lowest level with a token (``L``: the root alone; ``0``: the graph reaches the input).
+    ``next_below``: the largest τ at which the graph has a token on the level under ``lowest`` (0 when no
+    τ ≥ 0 gives it one; ``nan`` when ``lowest`` is 0). ``input``: the largest τ at which the graph reaches
+    level 0 (0 when at none).
+    """
+
+    lowest: int
+    next_below: float
+    input: float
+
+
+def reach(node, tau: float) -> Reach:
+    """How deep the graph at ``tau`` reaches, from the widths ``node`` (``Bottleneck.node``): what a view
+    says when the graph stops before the input (a long pair at the default τ may be [CLS] alone)."""
+    node = np.asarray(node)
+    member = membership(node, tau)
+    lowest = int(np.flatnonzero(member.any(axis=1))[0])
+    below = float(node[lowest - 1].max()) if lowest > 0 else float("nan")
+    return Reach(lowest, below, float(node[0].max()))

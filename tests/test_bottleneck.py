@@ -18,6 +18,7 @@ from attnflows_panel.bottleneck import (
     breakpoints,
     describe_width,
     membership,
+    reach,
     tau_profile,
 )
 from attnflows_panel.graph import AttentionGraph
@@ -77,6 +78,31 @@ def test_random_small_cases_equal_the_graph(seed):
     root = int(rng.integers(n))
     b = bottleneck(w, heads, root)
     _assert_same_as_graph(b, w, heads, root, rng.random(20) * 0.8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reach_says_how_deep_the_graph_goes(seed):
+    """reach(node, τ): the lowest level of the graph at τ, and the τ just under which the graph gains the
+    level below it and the input, checked against graphs built at and just under those values."""
+    rng = np.random.default_rng(seed)
+    L, H, n = 4, 2, 9
+    w = rng.random((L, H, n, n)).astype(np.float32) ** 6
+    w /= w.sum(-1, keepdims=True)
+    b = bottleneck(w)
+    seen = set()
+    for tau in np.linspace(0.0, 0.95, 40):
+        r = reach(b.node, tau)
+        levels = AttentionGraph(w, float(tau)).levels
+        assert r.lowest == min(k for k in range(L + 1) if len(levels[k]))
+        seen.add(r.lowest)
+        for k, bound in ((r.lowest - 1, r.next_below), (0, r.input)):
+            if k < 0:
+                assert np.isnan(r.next_below)
+                continue
+            assert len(AttentionGraph(w, min(0.999, bound)).levels[k]) == 0  # "above τ" is strict
+            if bound > 0:
+                assert len(AttentionGraph(w, bound * (1 - 1e-5)).levels[k]) > 0
+    assert {0, L} <= seen  # the input reached at τ 0, the root alone at the top
 
 
 def _assert_same_as_graph(b: Bottleneck, w, heads, root, taus) -> None:

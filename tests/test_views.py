@@ -4,6 +4,7 @@ Attention Graphs carry the right positions, colours and highlight sets (Panel's 
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import xml.etree.ElementTree as ET
@@ -719,3 +720,34 @@ def test_the_status_line_says_the_current_samples_figures():
     g = AttentionGraph.build(small, TAU)
     want = " · ".join(str(len(lv)) for lv in g.levels[::-1])
     assert f"(root → level 0): {want}" in seen[-1] and sizes
+
+
+def test_a_graph_that_stops_before_the_input_says_so_and_below_which_tau_it_goes_on():
+    """At the default τ a long pair's graph may be [CLS] alone: the rings would stand bare. The view says
+    which graph stops where and below which τ it goes further, in the status line and in the radial
+    component's help line (its data's ``notice``); a graph that reaches the input says nothing."""
+    # [CLS]'s strongest weights in the last layer: 0.6 (pre-trained, "the") and 0.8 (fine-tuned, "cat")
+    view = AttentionFlowsView(_result(), tau=0.85, mode="combined")
+    view.draw_now()
+    notice = view.reach_notice()
+    assert notice == ("At τ = 0.85 the pre-trained graph is “[CLS]” alone (its next level for τ < 0.60); "
+                      "the fine-tuned graph is “[CLS]” alone (its next level for τ < 0.80). "
+                      "Lower τ to follow it further.")
+    assert view.flow.data["notice"] == notice
+    assert html.escape(notice) in view.status_html()
+    view.tau = 0.7  # the fine-tuned graph reaches "cat", and through its last [SEP] (0.9) the input
+    view.draw_now()
+    assert view.reach_notice().startswith("At τ = 0.70 the pre-trained graph is “[CLS]” alone")
+    assert "fine-tuned" not in view.reach_notice()
+    view.mode = "finetuned"
+    view.draw_now()
+    assert view.reach_notice() == "" and view.flow.data["notice"] == ""
+    view.param.update(mode="combined", tau=TAU)
+    view.draw_now()
+    assert view.reach_notice() == "" and "Lower τ" not in view.status_html()
+    # [CLS] -> "the" at 0.9 in the last layer, every row of the first layer uniform (1/6 each)
+    shallow = _attn({(1, 0, 0): {1: 0.9}})
+    view.result = _result(shallow, FINE_ATTN)
+    view.draw_now()
+    assert view.reach_notice() == ("At τ = 0.30 the pre-trained graph stops at level 2 (the input for "
+                                   "τ < 0.16). Lower τ to follow it further.")

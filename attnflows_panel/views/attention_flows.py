@@ -57,6 +57,7 @@ import panel as pn
 import param
 
 from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PRETRAINED_COLOR
+from attnflows_panel.bottleneck import bottleneck, describe_width, reach
 from attnflows_panel.compare import FINE, PRE
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import RadialStyle
@@ -138,6 +139,12 @@ def check_result(result: Any) -> tuple[int, int, int]:
         raise ValueError(f"the two models' attentions differ in shape: {shapes[0]} vs {shapes[1]}")
     L, H = shapes[0][:2]
     return int(L), int(H), n
+
+
+
+def _tau_bound(width: float) -> str:
+    """"τ < 0.09": the bound of :func:`bottleneck.describe_width` (cut, never above the true one)."""
+    return describe_width(width).removeprefix("in the graph for ")
 
 
 class _PairResultParameter(param.Parameter):
@@ -360,8 +367,6 @@ class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
     def _graphs(self) -> tuple[AttentionGraph, AttentionGraph]:
         """Both models' graphs at τ, read off each model's widest-path widths (``bottleneck.py``, one pass
         per result: a τ change thresholds them instead of rebuilding; the graphs equal ``AttentionGraph.build``)."""
-        from attnflows_panel.bottleneck import bottleneck
-
         key = (id(self.result), float(self.tau))
         if key not in self._graphs_cache:
             r = self.result
@@ -407,7 +412,39 @@ class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
             for code, b in ((PRE, widths[0]), (FINE, widths[1])):
                 if code in data.graphs:
                     packed[f"n_b{code}"] = np.asarray(b.node, np.float32)[lv, pos]
+        packed["notice"] = self.reach_notice(data)
         return packed
+
+    def reach_notice(self, data: FlowData | None = None) -> str:
+        """"" when each drawn model's graph at τ reaches the input; else what stops it, and below which τ
+        it goes further (read off the widest-path widths): at the default τ a long pair's graph may be the
+        root alone, and bare rings would not say why. Plain text (tokens are user text: escape for HTML)."""
+        data = data if data is not None else self._data
+        if data is None or self.result is None:
+            return ""
+        widths = self._graphs_cache.get(("widths", id(self.result)))
+        if widths is None:  # FlowData from a shared cache: the widths are one pass away
+            self._graphs()
+            widths = self._graphs_cache[("widths", id(self.result))]
+        names = {PRE: "pre-trained", FINE: "fine-tuned"}
+        root = self.result.tokens[int(getattr(self.result, "cls_position", 0))]
+        parts = []
+        for code, b in ((PRE, widths[0]), (FINE, widths[1])):
+            if code not in data.graphs:
+                continue
+            r = reach(b.node, self.tau)
+            if r.lowest == 0:
+                continue
+            if r.lowest == b.L:
+                more = (f"its next level for {_tau_bound(r.next_below)}" if r.next_below > 0
+                        else "no token below it at any τ")
+                parts.append(f"the {names[code]} graph is “{root}” alone ({more})")
+            else:
+                more = f"the input for {_tau_bound(r.input)}" if r.input > 0 else "never the input"
+                parts.append(f"the {names[code]} graph stops at level {r.lowest + 1} ({more})")
+        if not parts:
+            return ""
+        return f"At τ = {self.tau:.2f} " + "; ".join(parts) + ". Lower τ to follow it further."
 
     def _roles(self):
         """A decoder's segments by role for the sentence view (``role_bands`` of its result), else None."""
@@ -719,6 +756,9 @@ class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
         sizes = " · ".join(str(len(lv)) for lv in d.levels[::-1])
         parts.append(f"n = {d.n} tokens{' (truncated)' if getattr(r, 'truncated', False) else ''}; "
                      f"ring sizes (root → level 0): {sizes}")
+        notice = self.reach_notice(d)
+        if notice:
+            parts.append(f"<i>{html.escape(notice)}</i>")  # tokens are user text
         if self.status:
             parts.append(f"<b>{html.escape(self.status)}</b>")  # tokens are user text
         return "<br>".join(parts)

@@ -82,7 +82,9 @@ function infoHtml(D, h) {
   if (!h) {
     const roles = D.role_names ? "<br>ring tint: " + D.role_names.map((r, i) =>
       `<span style="color:${D.role_colors[i]};font-weight:600">${esc(r)}</span>`).join(" \u00b7 ") : "";
-    return "<span style='color:#777'>Hover a token or head glyph \u00b7 click: freeze \u00b7 " +
+    // the view's notice (AttentionFlowsView.reach_notice): why the rings stand bare, and what to do
+    const notice = D.notice ? `<b style="color:#8a4b00">${esc(D.notice)}</b><br>` : "";
+    return notice + "<span style='color:#777'>Hover a token or head glyph \u00b7 click: freeze \u00b7 " +
       "shift-click two rings: the paths between them \u00b7 wheel: zoom \u00b7 grey arc +N: N folded " +
       "tokens (hover it)</span>" + roles;
   }
