@@ -113,14 +113,20 @@ function prep(D) {
   for (let u = 0; u < N; u++) gstart[u + 1] += gstart[u];
   // edge curves (layout.edge_curves): a cubic Bézier from the upper cell's outer side to the lower
   // cell's inner side along the ring direction, the short way round; the root leaves radially
+  // each node's angle and turn as cosines and sines, once (not per edge and bar: ~80k of each at 512 tokens)
+  const cosA = new Float64Array(N), sinA = new Float64Array(N), cosTa = new Float64Array(N), sinTa = new Float64Array(N);
+  for (let u = 0; u < N; u++) {
+    cosA[u] = Math.cos(D.n_angle[u]); sinA[u] = Math.sin(D.n_angle[u]);
+    cosTa[u] = Math.cos(D.n_ta[u]); sinTa[u] = Math.sin(D.n_ta[u]);
+  }
   const curve = new Float32Array(E * 8);
   for (let e = 0; e < E; e++) {
-    const u = D.e_u[e], v = D.e_v[e];
-    const t1 = D.n_angle[v], t0 = lvl[u] === L ? t1 : D.n_angle[u];
+    const u = D.e_u[e], v = D.e_v[e], root = lvl[u] === L;
+    const t1 = D.n_angle[v], t0 = root ? t1 : D.n_angle[u];
     const r0 = D.n_rout[u], r1 = D.n_rin[v];
     const d = ((((t1 - t0 + Math.PI) % (2 * Math.PI)) + 2 * Math.PI) % (2 * Math.PI)) - Math.PI;
     const kappa = 4 / 3 * Math.tan(d / 4), dr = r1 - r0;
-    const c0 = Math.cos(t0), s0 = Math.sin(t0), c1 = Math.cos(t1), s1 = Math.sin(t1);
+    const c1 = cosA[v], s1 = sinA[v], c0 = root ? c1 : cosA[u], s0 = root ? s1 : sinA[u];
     const o = e * 8;
     curve[o] = r0 * c0; curve[o + 1] = r0 * s0;
     curve[o + 2] = r0 * c0 - kappa * r0 * s0 + dr / 3 * c0; curve[o + 3] = r0 * s0 + kappa * r0 * c0 + dr / 3 * s0;
@@ -132,22 +138,26 @@ function prep(D) {
   const two = (D.models & 1) && (D.models & 2);
   let nSpark = 0;
   for (let e = 0; e < E; e++) nSpark += ((D.e_mem[e] & D.models & 1) ? 1 : 0) + ((D.e_mem[e] & D.models & 2) ? 1 : 0);
-  const spark = new Float32Array(nSpark * 6);
+  // Rows by model, then lower token, then upper token (in-edges in edge order): a token's bars are
+  // consecutive, from its left end to its right, which lets sparkLayer merge the bars of one sample column.
+  const spark = new Float32Array(nSpark * 6), sparkDu = new Float32Array(nSpark);
   let si = 0;
   for (const c of [PRE, FINE]) {
     if (!(D.models & c)) continue;
     const shift = two ? 0.45 * (c === FINE ? 1 : -1) : 0;
-    for (let e = 0; e < E; e++) {
+    for (let j = 0; j < E; j++) {
+      const e = ilist[j];
       if (!(D.e_mem[e] & c)) continue;
       const u = D.e_u[e], v = D.e_v[e];
       let h = 0;
       for (let w = 0; w < W; w++) { let x = masks[c][w][e] >>> 0; while (x) { x &= x - 1; h += 1; } }
       const rel = Math.max(-1, Math.min(1, (D.n_pos[u] - D.n_pos[v]) / Math.max(D.n - 1, 1)));
-      const ta = D.n_ta[v], ux = Math.cos(ta), uy = Math.sin(ta);
+      const ux = cosTa[v], uy = sinTa[v];
       const du = (rel + 1) / 2 * D.spark_w + shift, hv = (Math.min(h, 3) + 1) / 4 * D.spark_h;
       const x0 = D.n_sx0[v] + du * ux, y0 = D.n_sy0[v] + du * uy;
       spark[si] = v; spark[si + 1] = c; spark[si + 2] = x0; spark[si + 3] = y0;
       spark[si + 4] = x0 - hv * uy; spark[si + 5] = y0 + hv * ux;
+      sparkDu[si / 6] = du;
       si += 6;
     }
   }
@@ -190,10 +200,8 @@ function prep(D) {
     }
   }
   const blockRows = Array.from(blockLists, ([k, v]) => [k, Int32Array.from(v)]);
-  const cosTa = new Float32Array(N), sinTa = new Float32Array(N);  // each cell's turn (glyph pixels)
-  for (let u = 0; u < N; u++) { cosTa[u] = Math.cos(D.n_ta[u]); sinTa[u] = Math.sin(D.n_ta[u]); }
   return {N, E, G, L, H, W, models: D.models, lvl, lo, off, gmap, masks, bits, ostart, olist, gstart,
-          curve, spark, nSpark, strength, rmax: rmax + 2, slot, istart, ilist, seen: new Uint32Array(N), stamp: 0,
+          curve, spark, sparkDu, nSpark, strength, rmax: rmax + 2, slot, istart, ilist, seen: new Uint32Array(N), stamp: 0,
           stack: new Int32Array(N + 1), layer, gcRows, blockRows, cosTa, sinTa, mem: D.n_mem, eu: D.e_u, ev: D.e_v, emem: D.e_mem};
 }
 
@@ -386,7 +394,8 @@ function glyphLayer(cache, D, X, T, dpr, w, h, show) {
 // each); a bar, a segment of width lw, is walked at the samples' spacing along its length and across its
 // width and sets the sample each step lands in. A pixel's coverage is the share of its samples set by any
 // bar of the model: the union of the bars, as one stroked path of them covers (many bars of a sparkline
-// fall within one pixel column at 512 tokens). Each model's layer is composited source-over, the first
+// fall within one pixel column at 512 tokens: of a token's bars that start in one sample column, only the
+// longest is walked). Each model's layer is composited source-over, the first
 // model's colour under the second's, in drawCells' order.
 const SPARK_PIXELS = 4000;
 const SPARK_WIDTH = 2.5;  // bars at least this wide (device px: a zoom, a high-dpi screen) are stroked as paths
@@ -411,29 +420,43 @@ function sparkLayer(cache, X, T, dpr, w, h, show, colors, lw) {
   // in sample units (Q per device px)
   const S = T.S * dpr * Q, ox = T.ox * dpr * Q, oy = T.oy * dpr * Q, width = lw * dpr * Q;
   const across = Math.max(1, Math.ceil(width)), WQ = W * Q, HQ = H * Q;
+  const du = X.sparkDu;  // each bar's offset along its sparkline (data units; S: sample columns per unit)
+  const bar = (i) => {  // set the samples that row i's bar covers
+    const o = i * 6;
+    const xa = ox + sp[o + 2] * S, ya = oy - sp[o + 3] * S, xb = ox + sp[o + 4] * S, yb = oy - sp[o + 5] * S;
+    const dx = xb - xa, dy = yb - ya, len = Math.hypot(dx, dy);
+    if (!(len > 0)) return;
+    // steps of one sample along the bar and across it, from the first sample's centre
+    const along = Math.max(1, Math.ceil(len)), ax = dx / along, ay = dy / along;
+    const bx = (-dy / len) * (width / across), by = (dx / len) * (width / across);
+    const x0 = xa + ax / 2 - bx * (across - 1) / 2, y0 = ya + ay / 2 - by * (across - 1) / 2;
+    for (let a = 0; a < along; a++) {
+      let x = x0 + ax * a, y = y0 + ay * a;
+      for (let b = 0; b < across; b++, x += bx, y += by) {
+        if (!(x >= 0 && y >= 0 && x < WQ && y < HQ)) continue;
+        const sx = x | 0, sy = y | 0;  // the sample; its pixel and bit (SPARK_SUB = 4)
+        mask[(sy >> 2) * W + (sx >> 2)] |= 1 << (((sy & 3) << 2) | (sx & 3));
+      }
+    }
+  };
   for (const c of [1, 2]) {
     mask.fill(0);
-    let any = false;
+    // a token's bars come one after another, left to right (prep): of those that start in the same sample
+    // column only the longest is drawn (the others lie within it, up to the column's width)
+    let any = false, pv = -1, pcol = 0, best = -1, blen = -1;
     for (let i = 0; i < X.nSpark; i++) {
-      const o = i * 6;
-      if (sp[o + 1] !== c || !show[sp[o]]) continue;
-      const xa = ox + sp[o + 2] * S, ya = oy - sp[o + 3] * S, xb = ox + sp[o + 4] * S, yb = oy - sp[o + 5] * S;
-      const dx = xb - xa, dy = yb - ya, len = Math.hypot(dx, dy);
-      if (!(len > 0)) continue;
-      // steps of one sample along the bar and across it, from the first sample's centre
-      const along = Math.max(1, Math.ceil(len)), ax = dx / along, ay = dy / along;
-      const bx = (-dy / len) * (width / across), by = (dx / len) * (width / across);
-      const x0 = xa + ax / 2 - bx * (across - 1) / 2, y0 = ya + ay / 2 - by * (across - 1) / 2;
-      for (let a = 0; a < along; a++) {
-        let x = x0 + ax * a, y = y0 + ay * a;
-        for (let b = 0; b < across; b++, x += bx, y += by) {
-          if (!(x >= 0 && y >= 0 && x < WQ && y < HQ)) continue;
-          const sx = x | 0, sy = y | 0;  // the sample; its pixel and bit (SPARK_SUB = 4)
-          mask[(sy >> 2) * W + (sx >> 2)] |= 1 << (((sy & 3) << 2) | (sx & 3));
-        }
+      const o = i * 6, v = sp[o];
+      if (sp[o + 1] !== c || !show[v]) continue;
+      const col = Math.floor(du[i] * S), hx = sp[o + 4] - sp[o + 2], hy = sp[o + 5] - sp[o + 3];
+      const len2 = hx * hx + hy * hy;
+      if (v === pv && col === pcol) {
+        if (len2 > blen) { best = i; blen = len2; }
+        continue;
       }
-      any = true;
+      if (best >= 0) bar(best);
+      pv = v; pcol = col; best = i; blen = len2; any = true;
     }
+    if (best >= 0) bar(best);
     if (!any) continue;
     const [cr, cg, cb] = hexRgb(colors[c]);
     for (let p = 0; p < W * H; p++) {
