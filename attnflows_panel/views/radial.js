@@ -257,7 +257,8 @@ export function render({model, el}) {
     for (let e = 0; e < X.E; e++) if (tr.ecodes[e]) count[X.layer[e]] += 1;
     const start = new Int32Array(X.L + 1);
     for (let k = 0; k < X.L; k++) start[k + 1] = start[k] + count[k];
-    const keys = new Float64Array(start[X.L]), fillp = start.slice(0, X.L);
+    if (!X.keyBuf) X.keyBuf = new Float64Array(X.E);  // reused: a hover allocates no edge-sized array
+    const keys = X.keyBuf.subarray(0, start[X.L]), fillp = start.slice(0, X.L);
     for (let e = 0; e < X.E; e++) {
       if (!tr.ecodes[e]) continue;
       const u = X.eu[e], v = X.ev[e];
@@ -642,23 +643,27 @@ export function render({model, el}) {
       g.globalAlpha = 1;
       drawTraceEdges(g, S, tr, V.hover ? V.hover.node : -1);
       ph.push(performance.now());
-      const only = new Uint8Array(V.X.N);
+      const only = V.X.onlyBuf || (V.X.onlyBuf = new Uint8Array(V.X.N));
       for (let u = 0; u < V.X.N; u++) only[u] = tr.codes[u] || tr.origin[u] ? 1 : 0;
       if (forExport) {
         drawCells(g, S, only);
       } else {
         // the traced cells at full strength: each cell's box copied from the cached cells bitmap (copies
         // are far cheaper than filling thousands of small paths again)
-        const d = V.dpr, hw = (D.cw + 2) / 2, hh = (D.ch + 2) / 2;
+        // boxes of the traced cells as one clip path, the cells bitmap drawn through it once
+        const hw = (D.cw + 2) / 2, hh = (D.ch + 2) / 2, cs = V.X.cosTa, sn = V.X.sinTa;
+        g.save(); g.beginPath();
         for (let u = 0; u < V.X.N; u++) {
           if (!only[u]) continue;
-          const c = Math.abs(Math.cos(D.n_ta[u])), sn = Math.abs(Math.sin(D.n_ta[u]));
-          const bw = (hw * c + hh * sn) * S, bh = (hw * sn + hh * c) * S;
+          const c = Math.abs(cs[u]), s = Math.abs(sn[u]);
+          const bw = (hw * c + hh * s) * S, bh = (hw * s + hh * c) * S;
           const x0 = Math.max(0, Math.floor(T.ox + D.n_hx[u] * S - bw)), y0 = Math.max(0, Math.floor(T.oy - D.n_hy[u] * S - bh));
           const x1 = Math.min(V.w, Math.ceil(T.ox + D.n_hx[u] * S + bw)), y1 = Math.min(V.h, Math.ceil(T.oy - D.n_hy[u] * S + bh));
-          if (x1 <= x0 || y1 <= y0) continue;
-          g.drawImage(V.cells, x0 * d, y0 * d, (x1 - x0) * d, (y1 - y0) * d, x0, y0, x1 - x0, y1 - y0);
+          if (x1 > x0 && y1 > y0) g.rect(x0, y0, x1 - x0, y1 - y0);
         }
+        g.clip();
+        g.drawImage(V.cells, 0, 0, V.w, V.h);
+        g.restore();
       }
       ph.push(performance.now());
       drawGlyphHighlights(g, S, tr);

@@ -252,9 +252,10 @@ function traceHead(X, c, u, h, codes) {
   }
 }
 
-function markEdges(X, codes, restrict) {
-  // an edge of model c is in the trace when both its ends are; restrict: {c: [u, h]} for head glyphs
-  const ecodes = new Uint8Array(X.E), gon = new Uint8Array(X.G);
+function markEdges(X, codes, restrict, ecodes, gon) {
+  // an edge of model c is in the trace when both its ends are; restrict: {c: [u, h]} for head glyphs;
+  // into ecodes [E] and gon [G] (zeroed here)
+  ecodes.fill(0); gon.fill(0);
   for (const c of [PRE, FINE]) {
     if (!(X.models & c)) continue;
     const gm = X.gmap[c], ms = X.masks[c], r = restrict ? restrict[c] : null;

@@ -43,8 +43,13 @@ function hitRun(D, x, y, S) {  // a folded run's arc under data point (x, y): {k
 
 function traceOf(D, X, h, shift) {
   // the trace of a hovered token or head glyph h (shift: a glyph's head in both models), as the frozen
-  // highlight: per node its model codes and whether it is the origin, per edge its codes, per glyph row lit
-  const codes = new Uint8Array(X.N), origin = new Uint8Array(X.N);
+  // highlight: per node its model codes and whether it is the origin, per edge its codes, per glyph row lit.
+  // Its arrays are the data's own, reused by the next hover (a hover allocates nothing: at 512 tokens they
+  // were ~170 KB a hover, and the collections they caused showed in the slowest hovers)
+  const tb = X.traceBuf || (X.traceBuf = {codes: new Uint8Array(X.N), origin: new Uint8Array(X.N),
+                                          ecodes: new Uint8Array(X.E), gon: new Uint8Array(X.G)});
+  const codes = tb.codes, origin = tb.origin;
+  codes.fill(0); origin.fill(0);
   let restrict = null, node;
   if (h.kind === "glyph") {
     const u = D.g_node[h.row], hd = D.g_head[h.row], own = D.g_model[h.row];
@@ -57,7 +62,7 @@ function traceOf(D, X, h, shift) {
     for (const c of [PRE, FINE]) if (X.models & c) traceNode(X, c, node, codes);
     origin[node] = 1;
   }
-  const {ecodes, gon} = markEdges(X, codes, restrict);
+  const {ecodes, gon} = markEdges(X, codes, restrict, tb.ecodes, tb.gon);
   return {codes, origin, ecodes, gon, node};
 }
 
