@@ -141,7 +141,6 @@ def check_result(result: Any) -> tuple[int, int, int]:
     return int(L), int(H), n
 
 
-
 def _tau_bound(width: float) -> str:
     """"τ < 0.09": the bound of :func:`bottleneck.describe_width` (cut, never above the true one)."""
     return describe_width(width).removeprefix("in the graph for ")

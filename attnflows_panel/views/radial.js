@@ -648,9 +648,9 @@ export function render({model, el}) {
       if (forExport) {
         drawCells(g, S, only);
       } else {
-        // the traced cells at full strength: each cell's box copied from the cached cells bitmap (copies
-        // are far cheaper than filling thousands of small paths again)
-        // boxes of the traced cells as one clip path, the cells bitmap drawn through it once
+        // the traced cells at full strength, from the cached cells bitmap (far cheaper than filling thousands
+        // of small paths again): drawn once through a clip of the traced cells' boxes (one drawImage per box
+        // cost more, and darkened anti-aliased pixels where boxes overlap)
         const hw = (D.cw + 2) / 2, hh = (D.ch + 2) / 2, cs = V.X.cosTa, sn = V.X.sinTa;
         g.save(); g.beginPath();
         for (let u = 0; u < V.X.N; u++) {

@@ -111,14 +111,14 @@ function prep(D) {
   const gstart = new Int32Array(N + 1);
   for (let r = 0; r < G; r++) gstart[D.g_node[r] + 1] += 1;
   for (let u = 0; u < N; u++) gstart[u + 1] += gstart[u];
-  // edge curves (layout.edge_curves): a cubic Bézier from the upper cell's outer side to the lower
-  // cell's inner side along the ring direction, the short way round; the root leaves radially
   // each node's angle and turn as cosines and sines, once (not per edge and bar: ~80k of each at 512 tokens)
   const cosA = new Float64Array(N), sinA = new Float64Array(N), cosTa = new Float64Array(N), sinTa = new Float64Array(N);
   for (let u = 0; u < N; u++) {
     cosA[u] = Math.cos(D.n_angle[u]); sinA[u] = Math.sin(D.n_angle[u]);
     cosTa[u] = Math.cos(D.n_ta[u]); sinTa[u] = Math.sin(D.n_ta[u]);
   }
+  // edge curves (layout.edge_curves): a cubic Bézier from the upper cell's outer side to the lower
+  // cell's inner side along the ring direction, the short way round; the root leaves radially
   const curve = new Float32Array(E * 8);
   for (let e = 0; e < E; e++) {
     const u = D.e_u[e], v = D.e_v[e], root = lvl[u] === L;
@@ -396,8 +396,8 @@ function glyphLayer(cache, D, X, T, dpr, w, h, show) {
 // width and sets the sample each step lands in. A pixel's coverage is the share of its samples set by any
 // bar of the model: the union of the bars, as one stroked path of them covers (many bars of a sparkline
 // fall within one pixel column at 512 tokens: of a token's bars that start in one sample column, only the
-// longest is walked). Each model's layer is composited source-over, the first
-// model's colour under the second's, in drawCells' order.
+// longest is walked). Each model's layer is composited source-over, the first model's colour under the
+// second's, in drawCells' order.
 const SPARK_PIXELS = 4000;
 const SPARK_WIDTH = 2.5;  // bars at least this wide (device px: a zoom, a high-dpi screen) are stroked as paths
 const SPARK_SUB = 4;      // samples per device px, along and across (16 bits per pixel; the code shifts by 2)
