@@ -36,7 +36,13 @@ Test hook: the component's root element (``div.attnflows-radial``) carries
 - ``data-trace``: ``"hover"``, ``"frozen"`` or ``""``; ``data-hover``: the hovered item's key;
 - ``data-ready`` (``"1"`` once data is drawn), ``data-nodes`` (tokens drawn), ``data-draw-ms`` (the last
   redraw, measured with ``performance.now()``), ``data-trace-ms`` (the last hover's traversal),
-  ``data-zoom``, ``data-tool`` (``pan``/``box``/``lasso``), ``data-brushed`` (tokens in the last brush).
+  ``data-zoom``, ``data-tool`` (``pan``/``box``/``lasso``), ``data-brushed`` (tokens in the last brush);
+- timings of the last drawing (``performance.now()``; Chromium rasterises afterwards, at the next frame):
+  ``data-hover-ms`` (a hover's traversal and redraw), ``data-phase-ms`` (its phases), ``data-base-ms`` and
+  ``data-base-parts`` (the cached layer at rest: cells, rings, edges at rest, composite), ``data-load-ms``
+  (deriving the tables from new data);
+- ``data-glyph-pixels`` / ``data-spark-pixels``: ``"1"`` when the head glyphs / sparkline bars were written
+  as pixels (small and many: ``radial_data.js``, ``glyphLayer`` / ``sparkLayer``), ``"0"`` when drawn as paths.
 
 The exported placement function ``placeLabels(items, opts)`` (``radial_labels.js``) is what a property test
 runs in Chromium on random layouts.
