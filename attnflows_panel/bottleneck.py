@@ -33,7 +33,8 @@ import numpy as np
 
 from attnflows_panel.graph import MAX_WEIGHT, AttentionGraph, check_root, check_weights, edge_weights
 
-__all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile", "describe_width"]
+__all__ = ["Bottleneck", "bottleneck", "membership", "breakpoints", "tau_profile", "describe_width", "tau_bound",
+           "Reach", "reach"]
 
 
 _UINT_OF = {2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -313,10 +314,19 @@ def describe_width(width: float, digits: int = 2) -> str:
         return "in the graph at every τ"
     if w == 0:
         return "in the graph at no τ"
+    return f"in the graph for {tau_bound(w, digits)}"
+
+
+def tau_bound(width: float, digits: int = 2) -> str:
+    """"τ < 0.23" for a finite width > 0: ``width`` cut (not rounded up) to ``digits`` significant digits, so
+    that the bound shown is not above the true one (up to float rounding). :func:`describe_width`'s bound."""
+    w = float(width)
+    if not (np.isfinite(w) and w > 0):
+        raise ValueError(f"a τ bound needs a finite width > 0; got {width!r}")
     e = int(np.floor(np.log10(w)))
     q = 10.0 ** (e - int(digits) + 1)
     shown = np.floor(w / q + 1e-9) * q
-    return f"in the graph for τ < {shown:.{max(0, int(digits) - 1 - e)}f}"
+    return f"τ < {shown:.{max(0, int(digits) - 1 - e)}f}"
 
 
 @dataclass(frozen=True)

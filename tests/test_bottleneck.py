@@ -19,6 +19,7 @@ from attnflows_panel.bottleneck import (
     describe_width,
     membership,
     reach,
+    tau_bound,
     tau_profile,
 )
 from attnflows_panel.graph import AttentionGraph
@@ -248,3 +249,8 @@ def test_describe_width():
     for bad in (-0.1, float("nan")):
         with pytest.raises(ValueError, match="width"):
             describe_width(bad)
+    # the bound alone (the view's notice when the graph stops early): the same cut
+    assert tau_bound(0.239) == "τ < 0.23" and tau_bound(0.00487) == "τ < 0.0048"
+    for bad in (0.0, -0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite width > 0"):
+            tau_bound(bad)

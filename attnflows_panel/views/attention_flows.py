@@ -57,7 +57,7 @@ import panel as pn
 import param
 
 from attnflows_panel import DEFAULT_TAU, FINETUNED_COLOR, PRETRAINED_COLOR
-from attnflows_panel.bottleneck import bottleneck, describe_width, reach
+from attnflows_panel.bottleneck import bottleneck, reach, tau_bound
 from attnflows_panel.compare import FINE, PRE
 from attnflows_panel.graph import AttentionGraph
 from attnflows_panel.layout import RadialStyle
@@ -139,11 +139,6 @@ def check_result(result: Any) -> tuple[int, int, int]:
         raise ValueError(f"the two models' attentions differ in shape: {shapes[0]} vs {shapes[1]}")
     L, H = shapes[0][:2]
     return int(L), int(H), n
-
-
-def _tau_bound(width: float) -> str:
-    """"τ < 0.09": the bound of :func:`bottleneck.describe_width` (cut, never above the true one)."""
-    return describe_width(width).removeprefix("in the graph for ")
 
 
 class _PairResultParameter(param.Parameter):
@@ -435,11 +430,11 @@ class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
             if r.lowest == 0:
                 continue
             if r.lowest == b.L:
-                more = (f"its next level for {_tau_bound(r.next_below)}" if r.next_below > 0
+                more = (f"its next level for {tau_bound(r.next_below)}" if r.next_below > 0
                         else "no token below it at any τ")
                 parts.append(f"the {names[code]} graph is “{root}” alone ({more})")
             else:
-                more = f"the input for {_tau_bound(r.input)}" if r.input > 0 else "never the input"
+                more = f"the input for {tau_bound(r.input)}" if r.input > 0 else "never the input"
                 parts.append(f"the {names[code]} graph stops at level {r.lowest + 1} ({more})")
         if not parts:
             return ""
