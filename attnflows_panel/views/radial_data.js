@@ -316,29 +316,37 @@ function hexRgb(c) {  // "#rrggbb" -> [r, g, b]
   return [(v >> 16) & 255, (v >> 8) & 255, v & 255];
 }
 
+function pixelCanvas(cache, W, H) {
+  // a W × H device-pixel canvas and its ImageData in `cache`, made again when the size changes; true then
+  if (cache.img && cache.img.width === W && cache.img.height === H) return false;
+  cache.canvas = document.createElement("canvas");
+  cache.canvas.width = W; cache.canvas.height = H;
+  cache.g = cache.canvas.getContext("2d");
+  cache.img = cache.g.createImageData(W, H);
+  return true;
+}
+
+function over(px, o, a, cr, cg, cb) {
+  // source-over of colour (cr, cg, cb) at coverage a onto pixel o of RGBA bytes px, as an anti-aliased fill
+  if (a >= 1 - 1e-9) { px[o] = cr; px[o + 1] = cg; px[o + 2] = cb; px[o + 3] = 255; return; }
+  const da = px[o + 3] / 255, keep = da * (1 - a), na = a + keep;
+  px[o] = (cr * a + px[o] * keep) / na; px[o + 1] = (cg * a + px[o + 1] * keep) / na;
+  px[o + 2] = (cb * a + px[o + 2] * keep) / na; px[o + 3] = na * 255;
+}
+
 // The glyph layer: a canvas of the view's device size with the glyphs of the shown nodes (show[u] = 1) drawn
 // at transform T (screen = ox + x * S, oy - y * S, CSS px) and device pixel ratio dpr. The canvas and its
 // ImageData are kept in `cache` (one per view) and reused while the size stays.
 function glyphLayer(cache, D, X, T, dpr, w, h, show) {
   const W = Math.round(w * dpr), H = Math.round(h * dpr);
-  if (!cache.img || cache.img.width !== W || cache.img.height !== H) {
-    cache.canvas = document.createElement("canvas");
-    cache.canvas.width = W; cache.canvas.height = H;
-    cache.g = cache.canvas.getContext("2d");
-    cache.img = cache.g.createImageData(W, H);
-  }
+  pixelCanvas(cache, W, H);
   const px = cache.img.data;
   px.fill(0);
   if (cache.palette !== D.palette) { cache.palette = D.palette; cache.rgb = D.palette.map(hexRgb); }
   const S = T.S * dpr, ox = T.ox * dpr, oy = T.oy * dpr, side = D.glyph * S;
   const SUB = side < 2.5 ? 3 : 2, step = 1 / SUB, w0 = 1 / (SUB * SUB), splat = side < GLYPH_SPLAT;
   const cos = X.cosTa, sin = X.sinTa, gx = D.g_x, gy = D.g_y, part = D.g_part, node = D.g_node;
-  const put = (o, a, cr, cg, cb) => {  // source-over of colour (cr, cg, cb) at coverage a onto pixel o
-    if (a >= 1 - 1e-9) { px[o] = cr; px[o + 1] = cg; px[o + 2] = cb; px[o + 3] = 255; return; }
-    const da = px[o + 3] / 255, keep = da * (1 - a), na = a + keep;
-    px[o] = (cr * a + px[o] * keep) / na; px[o + 1] = (cg * a + px[o + 1] * keep) / na;
-    px[o + 2] = (cb * a + px[o + 2] * keep) / na; px[o + 3] = na * 255;
-  };
+  const put = (o, a, cr, cg, cb) => over(px, o, a, cr, cg, cb);
   for (const [gc, rows] of X.gcRows) {
     const [cr, cg, cb] = cache.rgb[gc];
     for (let i = 0; i < rows.length; i++) {
@@ -407,11 +415,7 @@ const SPARK_SUB = 4;      // samples per device px, along and across (16 bits pe
 // are kept in `cache` (one per view) while the size stays.
 function sparkLayer(cache, X, T, dpr, w, h, show, colors, lw) {
   const W = Math.round(w * dpr), H = Math.round(h * dpr), Q = SPARK_SUB;
-  if (!cache.img || cache.img.width !== W || cache.img.height !== H) {
-    cache.canvas = document.createElement("canvas");
-    cache.canvas.width = W; cache.canvas.height = H;
-    cache.g = cache.canvas.getContext("2d");
-    cache.img = cache.g.createImageData(W, H);
+  if (pixelCanvas(cache, W, H)) {
     cache.mask = new Uint16Array(W * H);
     cache.bits = new Float32Array(1 << (Q * Q));
     for (let m = 1; m < cache.bits.length; m++) cache.bits[m] = cache.bits[m & (m - 1)] + 1 / (Q * Q);
@@ -460,13 +464,7 @@ function sparkLayer(cache, X, T, dpr, w, h, show, colors, lw) {
     if (best >= 0) bar(best);
     if (!any) continue;
     const [cr, cg, cb] = hexRgb(colors[c]);
-    for (let p = 0; p < W * H; p++) {
-      if (!mask[p]) continue;
-      const o = p * 4, k = bits[mask[p]];
-      const da = px[o + 3] / 255, keep = da * (1 - k), na = k + keep;
-      px[o] = (cr * k + px[o] * keep) / na; px[o + 1] = (cg * k + px[o + 1] * keep) / na;
-      px[o + 2] = (cb * k + px[o + 2] * keep) / na; px[o + 3] = na * 255;
-    }
+    for (let p = 0; p < W * H; p++) if (mask[p]) over(px, p * 4, bits[mask[p]], cr, cg, cb);
   }
   cache.g.putImageData(cache.img, 0, 0);
   return cache.canvas;
