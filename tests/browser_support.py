@@ -363,6 +363,11 @@ MOUNT_RADIAL = """([data, w, h]) => {
   document.body.appendChild(el);
   window.radial.render({model, el});
   window.radialModel = model;
+  window.radialDecode = (d) => {  // new data for the mounted component, decoded as above (benchmarks)
+    const out = {};
+    for (const k in d) out[k] = decode(d[k]);
+    return out;
+  };
   return true;
 }"""
 
