@@ -54,7 +54,9 @@ class RowEdges:
 
     For layer ``k``, ``a[k]``, ``b[k]``, ``h[k]`` and ``w[k]`` (equal lengths) list every
     ``attn[k, h, a, b] > tau_min`` with ``a`` in level ``k + 1`` of the graph at ``tau_min`` with all heads;
-    they are sorted by ``(a, b, h)``. ``rows[k]`` are the query tokens whose rows were computed (that
+    they are sorted by ``(a, b, h)``. ``a`` and ``b`` are the narrowest unsigned type that holds a position
+    (uint16 up to 65,536 tokens), ``h`` the one that holds a head (uint8), ``w`` float32: cast before
+    arithmetic on them. ``rows[k]`` are the query tokens whose rows were computed (that
     level), ascending. ``L``, ``H``, ``n``: layers, heads per layer, tokens; ``root``: the root's position.
     """
 
@@ -90,6 +92,17 @@ def _check_block(block: np.ndarray, k: int, H: int, m: int, n: int) -> np.ndarra
     return block
 
 
+def _index_dtype(size: int) -> type[np.unsignedinteger] | type[np.signedinteger]:
+    """The narrowest unsigned integer type for indices ``0 .. size - 1`` (uint8, uint16, else int32): the
+    first model's edges are held while the second model runs, so they are kept compact (9 bytes an edge for
+    up to 65,536 tokens and 256 heads, instead of 14)."""
+    if size <= 1 << 8:
+        return np.uint8
+    if size <= 1 << 16:
+        return np.uint16
+    return np.int32
+
+
 def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: float,
                chunk: int = 256) -> RowEdges:
     """Walk the Attention Graph down from ``root`` at ``tau_min``, asking ``rows`` only for the rows needed.
@@ -109,9 +122,10 @@ def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: fl
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of rows; got {chunk}")
     out_a, out_b, out_h, out_w, out_rows = ([None] * L for _ in range(5))
+    pos_t, head_t = _index_dtype(n), _index_dtype(H)
     level = np.array([root], dtype=np.int64)
     for k in range(L - 1, -1, -1):
-        parts = [(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int16), np.empty(0, np.float32))]
+        parts = [(np.empty(0, pos_t), np.empty(0, pos_t), np.empty(0, head_t), np.empty(0, np.float32))]
         for start in range(0, level.size, chunk):
             pos = level[start:start + chunk]  # ascending, as every level is
             block = _check_block(rows(k, pos), k, H, pos.size, n)
@@ -125,7 +139,7 @@ def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: fl
             del by_row
             ii, rest = np.divmod(flat, width * H)
             bb, hh = np.divmod(rest, H)
-            parts.append((pos[ii].astype(np.int32), bb.astype(np.int32), hh.astype(np.int16), w))
+            parts.append((pos[ii].astype(pos_t), bb.astype(pos_t), hh.astype(head_t), w))
             del flat, ii, rest, bb, hh, w
         out_a[k], out_b[k], out_h[k], out_w[k] = (np.concatenate([p[i] for p in parts]) for i in range(4))
         del parts

@@ -15,7 +15,7 @@ import torch
 
 from attnflows_panel.causal import CausalInputError, CausalPair, recording
 from attnflows_panel.causal_graph import CausalAttentionGraph, trace_rows
-from attnflows_panel.graph import AttentionGraph
+from attnflows_panel.graph import AttentionGraph, Edge
 from attnflows_panel.models import ModelLoadError, ModelPairError
 from causal_models import CHATS, FAMILIES, instruct_from, write_family
 
@@ -155,6 +155,32 @@ def test_trace_rows_asks_only_for_the_levels_rows():
     assert edges.num_rows == sum(graph.levels[k + 1].size for k in range(L))
     g = CausalAttentionGraph(edges, tau=0.25)
     np.testing.assert_array_equal(g.counts, AttentionGraph(attn, tau=0.25, root=n - 1).counts)
+
+
+@pytest.mark.parametrize(("n", "dtype"), [(200, np.uint8), (300, np.uint16), (70_000, np.int32)])
+def test_edges_are_kept_compact_without_losing_a_position(n, dtype):
+    """RowEdges keep positions in the narrowest type that holds them (the first model's edges are held while
+    the second model runs), and every position survives it, past 256 and 65,536 tokens too: each token a
+    attends with weight 0.5 to itself and to a // 3 (1.0 to itself where a // 3 == a), in both heads."""
+    L, H = 3, 2
+
+    def rows(k, pos):
+        width = int(pos.max()) + 1
+        out = np.zeros((H, pos.size, width), dtype=np.float32)
+        for i, a in enumerate(pos):
+            out[:, i, a] += 0.5
+            out[:, i, a // 3] += 0.5
+        return out
+
+    edges = trace_rows(rows, L, H, n, root=n - 1, tau_min=0.3)
+    assert all(x.dtype == dtype for x in (*edges.a, *edges.b)) and all(x.dtype == np.uint8 for x in edges.h)
+    want, level = [], {n - 1}
+    for _ in range(L):
+        level = {a for a in level} | {a // 3 for a in level}
+        want.append(sorted(level))
+    graph = CausalAttentionGraph(edges, tau=0.3)
+    assert [graph.levels[L - 1 - i].tolist() for i in range(L)] == want
+    assert graph.edges(L - 1) == [Edge(L - 1, n - 1, (n - 1) // 3, (0, 1)), Edge(L - 1, n - 1, n - 1, (0, 1))]
 
 
 def test_an_empty_level_ends_the_graph_as_in_attention_graph():
