@@ -252,6 +252,27 @@ def test_changes_before_the_output_is_laid_out_are_held_then_sent_in_one_message
     assert comm.take_messages()
 
 
+def test_a_view_shown_again_holds_its_changes_until_the_new_output_is_laid_out():
+    """A second cell displays the same view: its new output is not laid out yet, although the first one is.
+    The view's changes wait for the new output to report itself laid out (Panel's comm manager would drop
+    what reaches it before), then reach both outputs, each of which then equals Python's document."""
+    view = AttentionFlowsView(_result(), tau=TAU, mode="combined", level=0)
+    first = _notebook(view)
+    second = _notebook(view, shown=False)
+    assert view._flow_pane.shown is False  # the new output has not said so yet
+    view.param.update(mode="finetuned", selection=[[2, 0]], tau=0.55)
+    assert first[1].take_messages() == [] and second[1].take_messages() == []
+    view._flow_pane.shown = True  # what radial.js sets after the new output's first layout
+    for doc, comm, browser in (first, second):
+        messages = comm.take_messages()
+        assert messages
+        _replay(messages, browser)
+        _same_as_python(doc, browser)
+        assert (np.asarray(_radial(browser).frozen["nodes"]) != 0).any()  # the frozen selection arrived
+    view.param.update(mode="combined")  # both shown: a change goes out at once, to both
+    assert first[1].take_messages() and second[1].take_messages()
+
+
 def test_tau_level_and_selection_changes_keep_the_messages_consistent():
     """The browser's controls (τ slider, level, a click) set the same parameters: each change sends
     its figure changes in one message, with no layout change after new rows."""

@@ -165,6 +165,24 @@ class ViewParts(NamedTuple):
     context_view: ContextView | None = None
 
 
+class OneBasedSlider(pn.widgets.IntSlider):
+    """An integer slider whose value reads one more than it is (the view's levels are 0-based, as in Hugging
+    Face, and 1-based wherever a user reads them). The formatter is a Bokeh model made afresh for each output:
+    one instance given as ``format`` would be shared by the Bokeh sliders of every output, and a view shown in a
+    second notebook cell would fail ("Models must be owned by only a single document")."""
+
+    def __init__(self, **params):
+        super().__init__(format="0", **params)  # a placeholder, for the output's own formatter below
+
+    def _process_param_change(self, params):
+        params = super()._process_param_change(params)
+        if "format" in params:  # a new output (or a new format): a formatter of its own
+            from bokeh.models import CustomJSTickFormatter
+
+            params["format"] = CustomJSTickFormatter(code="return (tick + 1).toString()")
+        return params
+
+
 class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
     """The Attention Flows views of one sentence pair (a ``PairResult``), as one Panel component.
 
@@ -278,18 +296,15 @@ class AttentionFlowsView(NotebookHold, pn.viewable.Viewer):
         view calls with its own redraw (not a ``from_param`` link, which would push on its own: in a
         notebook the view sends nothing before its output is laid out, see :meth:`_holding`)."""
         W = pn.widgets
-        from bokeh.models import CustomJSTickFormatter
-
         lo, hi = TAU_BOUNDS
         self._tau_slider = W.FloatSlider(start=lo, end=hi, step=0.01, value=self.tau, label=self.param.tau.label,
                                          sizing_mode="stretch_width", css_classes=["attnflows-tau"])
         self._mode_buttons = W.RadioButtonGroup(options=MODE_LABELS, value=self.mode, sizing_mode="stretch_width",
                                                 css_classes=["attnflows-mode"])
         # levels read 1-based in the UI, as in the paper (the parameter stays 0-based, HF order)
-        self._level_slider = W.IntSlider(start=0, end=self.param.level.bounds[1], value=self.level,
-                                         label=self.param.level.label, sizing_mode="stretch_width",
-                                         css_classes=["attnflows-level"],
-                                         format=CustomJSTickFormatter(code="return (tick + 1).toString()"))
+        self._level_slider = OneBasedSlider(start=0, end=self.param.level.bounds[1], value=self.level,
+                                            label=self.param.level.label, sizing_mode="stretch_width",
+                                            css_classes=["attnflows-level"])
         self._focus = W.Checkbox(value=self.focus, label="Focus: only the traced subgraph",
                                  sizing_mode="stretch_width", css_classes=["attnflows-focus"])
         # a slider sets its parameter when the drag ends (value_throttled), as from_param(throttled=True)

@@ -382,6 +382,16 @@ class RadialFlow(JSComponent):
 
     _esm = ESM_SOURCE
 
+    def _get_model(self, doc, root=None, parent=None, comm=None):
+        """A new output of the component. In a notebook, a view shown again (a second cell that displays
+        it) has a new output that is not laid out yet, while ``shown`` still says True from the first: it is
+        set back to False, silently, so that the view holds its pushes for every output until the new one
+        reports itself laid out (``AttentionFlowsView._holding``), as for the first."""
+        if comm is not None and self.shown:
+            with param.parameterized.discard_events(self):
+                self.shown = False
+        return super()._get_model(doc, root, parent, comm)
+
     def show(self, data: FlowData, hl: Highlight | None, selection=(), level=None) -> None:
         """Draw ``data`` with highlight ``hl`` in one update."""
         self.param.update(data=pack_flow(data), frozen=pack_highlight(data, hl, selection), level=level)
