@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnflows_panel.graph import Edge
-from attnflows_panel.graph_arrays import as_index
+from attnflows_panel.graph_arrays import as_index, uint_dtype
 
 __all__ = ["RowEdges", "CausalAttentionGraph", "trace_rows", "RowProvider"]
 
@@ -55,7 +55,8 @@ class RowEdges:
     For layer ``k``, ``a[k]``, ``b[k]``, ``h[k]`` and ``w[k]`` (equal lengths) list every
     ``attn[k, h, a, b] > tau_min`` with ``a`` in level ``k + 1`` of the graph at ``tau_min`` with all heads;
     they are sorted by ``(a, b, h)``. ``a`` and ``b`` are the narrowest unsigned type that holds a position
-    (uint16 up to 65,536 tokens), ``h`` the one that holds a head (uint8), ``w`` float32: cast before
+    (:func:`~attnflows_panel.graph_arrays.uint_dtype`: uint16 up to 65,536 tokens), ``h`` the one that holds a
+    head (uint8), ``w`` float32: cast before
     arithmetic on them. ``rows[k]`` are the query tokens whose rows were computed (that
     level), ascending. ``L``, ``H``, ``n``: layers, heads per layer, tokens; ``root``: the root's position.
     """
@@ -92,17 +93,6 @@ def _check_block(block: np.ndarray, k: int, H: int, m: int, n: int) -> np.ndarra
     return block
 
 
-def _index_dtype(size: int) -> type[np.unsignedinteger] | type[np.signedinteger]:
-    """The narrowest unsigned integer type for indices ``0 .. size - 1`` (uint8, uint16, else int32): the
-    first model's edges are held while the second model runs, so they are kept compact (9 bytes an edge for
-    up to 65,536 tokens and 256 heads, instead of 14)."""
-    if size <= 1 << 8:
-        return np.uint8
-    if size <= 1 << 16:
-        return np.uint16
-    return np.int32
-
-
 def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: float,
                chunk: int = 256) -> RowEdges:
     """Walk the Attention Graph down from ``root`` at ``tau_min``, asking ``rows`` only for the rows needed.
@@ -122,7 +112,9 @@ def trace_rows(rows: RowProvider, L: int, H: int, n: int, root: int, tau_min: fl
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of rows; got {chunk}")
     out_a, out_b, out_h, out_w, out_rows = ([None] * L for _ in range(5))
-    pos_t, head_t = _index_dtype(n), _index_dtype(H)
+    # compact: the first model's edges are held while the second model runs (9 bytes an edge up to 65,536
+    # tokens and 256 heads, instead of 14)
+    pos_t, head_t = uint_dtype(n - 1), uint_dtype(H - 1)
     level = np.array([root], dtype=np.int64)
     for k in range(L - 1, -1, -1):
         parts = [(np.empty(0, pos_t), np.empty(0, pos_t), np.empty(0, head_t), np.empty(0, np.float32))]

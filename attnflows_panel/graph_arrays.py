@@ -11,8 +11,17 @@ import operator
 
 import numpy as np
 
-__all__ = ["MAX_WEIGHT", "as_index", "check_root", "check_weights", "weights_ok", "fast_check", "count_true",
-           "row_counts", "head_sum", "edge_heads", "edge_weights", "carrying_heads"]
+__all__ = ["MAX_WEIGHT", "as_index", "uint_dtype", "check_root", "check_weights", "weights_ok", "fast_check",
+           "count_true", "row_counts", "head_sum", "edge_heads", "edge_weights", "carrying_heads"]
+
+
+def uint_dtype(n_max: int) -> type[np.unsignedinteger]:
+    """The narrowest unsigned integer type that holds ``0 .. n_max`` (uint8, uint16, else uint32)."""
+    if n_max < 256:
+        return np.uint8
+    if n_max < 65536:
+        return np.uint16
+    return np.uint32
 
 
 def as_index(x, what: str) -> int:

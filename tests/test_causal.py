@@ -157,7 +157,7 @@ def test_trace_rows_asks_only_for_the_levels_rows():
     np.testing.assert_array_equal(g.counts, AttentionGraph(attn, tau=0.25, root=n - 1).counts)
 
 
-@pytest.mark.parametrize(("n", "dtype"), [(200, np.uint8), (300, np.uint16), (70_000, np.int32)])
+@pytest.mark.parametrize(("n", "dtype"), [(200, np.uint8), (300, np.uint16), (70_000, np.uint32)])
 def test_edges_are_kept_compact_without_losing_a_position(n, dtype):
     """RowEdges keep positions in the narrowest type that holds them (the first model's edges are held while
     the second model runs), and every position survives it, past 256 and 65,536 tokens too: each token a

@@ -13,6 +13,7 @@ import numpy as np
 
 from attnflows_panel import FINETUNED_COLOR, PRETRAINED_COLOR, SHARED_COLOR
 from attnflows_panel.compare import BOTH, FINE, PRE
+from attnflows_panel.graph_arrays import uint_dtype
 
 MODES = ("combined", "pretrained", "finetuned")
 MODE_CODE = {"pretrained": PRE, "finetuned": FINE, "combined": BOTH}
@@ -158,12 +159,8 @@ def q16(a) -> np.ndarray:
 
 
 def as_uint(a, n_max: int) -> np.ndarray:
-    a = np.asarray(a)
-    if n_max < 256:
-        return a.astype(np.uint8)
-    if n_max < 65536:
-        return a.astype(np.uint16)
-    return a.astype(np.uint32)
+    """``a`` (values ``0 .. n_max``) in the narrowest unsigned type that holds them (:func:`uint_dtype`)."""
+    return np.asarray(a).astype(uint_dtype(n_max))
 
 
 def pack_heads(heads_bool: np.ndarray) -> np.ndarray:

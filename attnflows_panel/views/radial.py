@@ -67,6 +67,7 @@ from attnflows_panel.views.flow_data import (
     STATE_COLORS,
     FlowData,
     Highlight,
+    as_uint,
 )
 
 __all__ = ["ESM_PARTS", "ESM_SOURCE", "RadialFlow", "esm_source", "label_inside", "label_overlaps", "pack_flow",
@@ -88,11 +89,6 @@ def esm_source() -> str:
 
 
 ESM_SOURCE = esm_source()
-
-
-def _u(a, n_max: int) -> np.ndarray:
-    a = np.asarray(a)
-    return a.astype(np.uint8 if n_max < 256 else np.uint16 if n_max < 65536 else np.uint32)
 
 
 def _f(a) -> np.ndarray:
@@ -154,12 +150,12 @@ def pack_flow(data: FlowData) -> dict:
         "cw": float(st.row_width(data.H)), "spark_h": float(st.spark_height),
         "spark_w": float(st.spark_width), "gw": float(st.glyph_block(data.H)[0]), "g_du": _f(du), "g_dv": _f(dv),
         "tokens": _display_tokens(data),
-        "segs": _u(data.segments, 2), "label_text": "\n".join(t.replace("\n", " ") for t in texts),
+        "segs": as_uint(data.segments, 2), "label_text": "\n".join(t.replace("\n", " ") for t in texts),
         "palette": list(GLYPH_PALETTE), "state_colors": list(STATE_COLORS), "text_colors": list(NODE_TEXT),
         "halo_alpha": [float(a) for a in NODE_HALO_ALPHA], "band_fill": LEVEL_BAND_FILL, "band_line": LEVEL_BAND_LINE,
     }
     out.update({
-        "n_level": _u(lv, 255), "n_pos": _u(ps, n), "n_mem": nodes["member"].astype(np.uint8),
+        "n_level": as_uint(lv, 255), "n_pos": as_uint(ps, n), "n_mem": nodes["member"].astype(np.uint8),
         "n_base": nodes["base"].astype(np.uint8), "n_prio": prio,
         "n_angle": np.asarray(nodes["angle"], dtype=np.float64),  # float64: edges at half a turn curve as in Python
         "n_ta": _f(nodes["text_angle"]),
@@ -178,11 +174,11 @@ def pack_flow(data: FlowData) -> dict:
         out[f"t_{k}"] = _f(t[k].to_numpy()) if len(t) else np.zeros(0, np.float32)
     runs = getattr(data, "runs", None)
     if runs is not None and len(runs):
-        out["r_level"] = _u(np.asarray(runs["level"]), 255)
+        out["r_level"] = as_uint(np.asarray(runs["level"]), 255)
         out["r_a0"], out["r_a1"] = _f(np.asarray(runs["angle0"])), _f(np.asarray(runs["angle1"]))
-        out["r_count"] = _u(np.asarray(runs["count"]), 65536)
-        out["r_first"] = _u(np.asarray(runs["first_token"]), 65536)
-        out["r_last"] = _u(np.asarray(runs["last_token"]), 65536)
+        out["r_count"] = as_uint(np.asarray(runs["count"]), 65536)
+        out["r_first"] = as_uint(np.asarray(runs["first_token"]), 65536)
+        out["r_last"] = as_uint(np.asarray(runs["last_token"]), 65536)
     return out
 
 
@@ -204,11 +200,11 @@ def _pack_edges(data: FlowData, edges, N: int) -> dict:
     strength = np.asarray(edges["w"], dtype=np.float64) if "w" in ecols else nh.astype(np.float64)
     layer = np.asarray(edges["layer"], dtype=np.int64)
     rest = np.asarray(edges["rest"], dtype=np.uint8) if "rest" in ecols else _rest_flags(data, strength, layer)
-    out: dict = {"e_v": _u(edges["v"], N), "e_rest_idx": _u(np.flatnonzero(rest), max(E, 1))}
+    out: dict = {"e_v": as_uint(edges["v"], N), "e_rest_idx": as_uint(np.flatnonzero(rest), max(E, 1))}
     if E and np.any(np.diff(u) < 0):  # not sorted by the upper node: the browser reads e_u as it is
-        out["e_u"] = _u(u, N)
+        out["e_u"] = as_uint(u, N)
     else:
-        out["n_out"] = _u(np.bincount(u, minlength=N), E + 1)
+        out["n_out"] = as_uint(np.bincount(u, minlength=N), E + 1)
     if "w" in ecols:
         out["e_w"] = np.round(np.clip(strength, 0.0, 1.0) * 255).astype(np.uint8)
     mask_dtype = np.uint8 if data.H <= 8 else np.uint16 if data.H <= 16 else np.uint32
